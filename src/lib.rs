@@ -5,3 +5,6 @@
 //! `client` depends on `proto` only.
 
 pub mod proto;
+pub mod store;
+pub mod server;
+pub mod client;

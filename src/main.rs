@@ -1,1 +1,8 @@
-fn main() {}
+//! The `tern` binary: `tern serve` runs the server on the embedded store; the
+//! other subcommands are a small client for chatting from a terminal.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -55,6 +55,7 @@ pub fn verify(public_key: &[u8; 32], transcript: &[u8], signature: &[u8; 64]) ->
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

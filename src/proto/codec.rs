@@ -135,6 +135,7 @@ impl FrameDecoder {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::proto::frame::{Body, Frame};

@@ -48,11 +48,13 @@ pub fn parse_fingerprint(s: &str) -> Result<[u8; FINGERPRINT_LEN], FingerprintEr
         return Err(FingerprintError::WrongLength(digits.len()));
     }
     let mut out = [0u8; FINGERPRINT_LEN];
-    hex::decode_to_slice(&digits, &mut out).map_err(|_| FingerprintError::WrongLength(digits.len()))?;
+    hex::decode_to_slice(&digits, &mut out)
+        .map_err(|_| FingerprintError::WrongLength(digits.len()))?;
     Ok(out)
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -70,15 +72,31 @@ mod tests {
         let fp = cert_fingerprint(b"cert");
         let want = cert_digest(b"cert");
         assert_eq!(parse_fingerprint(&fp), Ok(want));
-        let colons: Vec<String> = fp.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_uppercase()).collect();
-        assert_eq!(parse_fingerprint(&format!(" {} \n", colons.join(":"))), Ok(want));
+        let colons: Vec<String> = fp
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).to_uppercase())
+            .collect();
+        assert_eq!(
+            parse_fingerprint(&format!(" {} \n", colons.join(":"))),
+            Ok(want)
+        );
     }
 
     #[test]
     fn parse_rejects_bad_input() {
-        assert_eq!(parse_fingerprint("abcd"), Err(FingerprintError::WrongLength(4)));
-        assert_eq!(parse_fingerprint("zz"), Err(FingerprintError::BadCharacter('z')));
+        assert_eq!(
+            parse_fingerprint("abcd"),
+            Err(FingerprintError::WrongLength(4))
+        );
+        assert_eq!(
+            parse_fingerprint("zz"),
+            Err(FingerprintError::BadCharacter('z'))
+        );
         let too_long = "a".repeat(66);
-        assert_eq!(parse_fingerprint(&too_long), Err(FingerprintError::WrongLength(66)));
+        assert_eq!(
+            parse_fingerprint(&too_long),
+            Err(FingerprintError::WrongLength(66))
+        );
     }
 }

@@ -513,6 +513,7 @@ fn decode_sync(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -22,6 +22,7 @@ pub fn validate_handle(handle: &str) -> Result<(), HandleError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

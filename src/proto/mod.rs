@@ -4,6 +4,7 @@
 //! `scripts/check-layers.sh`), so it is shared by server, client and tools.
 
 pub mod auth;
+pub mod close;
 pub mod codec;
 pub mod fingerprint;
 pub mod frame;

@@ -1,0 +1,81 @@
+//! Command-line parsing and dispatch for the `tern` binary.
+
+mod chat;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// tern: end-to-end-encrypted messaging server and terminal client.
+#[derive(Parser, Debug)]
+#[command(name = "tern", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server on the embedded store (prints its address and certificate fingerprint).
+    Serve(serve::ServeArgs),
+    /// Create an account with this device and save its identity in --state.
+    Register(chat::RegisterArgs),
+    /// Create a conversation (direct, group or note-to-self) and print its id.
+    Create(chat::CreateArgs),
+    /// Add members to a group.
+    Add(chat::MembersArgs),
+    /// Remove members from a group (or yourself, to leave).
+    Remove(chat::MembersArgs),
+    /// Send one message to a conversation.
+    Send(chat::SendArgs),
+    /// Print incoming messages as they arrive (catching up first), acknowledging each.
+    Listen(chat::ListenArgs),
+    /// Print a conversation's messages.
+    History(chat::HistoryArgs),
+    /// List this account's conversations with their heads and this device's cursors.
+    Conversations(chat::ClientArgs),
+}
+
+/// Client connection options shared by every client subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Connection {
+    /// Directory keeping this device's identity and server settings.
+    #[arg(long, env = "TERN_STATE", default_value = "tern-client")]
+    pub state: PathBuf,
+    /// Server address; remembered in --state after `register`.
+    #[arg(long, env = "TERN_SERVER")]
+    pub server: Option<String>,
+    /// SHA-256 fingerprint of the server certificate (printed by `tern serve`).
+    #[arg(long, env = "TERN_FINGERPRINT", conflicts_with = "ca")]
+    pub fingerprint: Option<String>,
+    /// Trust a CA certificate file (PEM or DER) instead of pinning a fingerprint.
+    #[arg(long, env = "TERN_CA")]
+    pub ca: Option<PathBuf>,
+    /// TLS server name to verify against a CA certificate.
+    #[arg(long, env = "TERN_SERVER_NAME", default_value = "localhost")]
+    pub server_name: String,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        client => chat::run(client),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets up logging: `RUST_LOG` wins, else `default`.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

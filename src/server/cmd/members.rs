@@ -1,0 +1,73 @@
+//! AddMembers and RemoveMembers, applied on the conversation's owner. Only
+//! groups change membership; any member may add, the creator may remove
+//! anyone, and every member may remove themselves (leave).
+
+use super::create::info;
+use super::require_users;
+use crate::proto::fb::ErrorCode;
+use crate::server::mesh::{Caller, Reject};
+use crate::server::owner::{Outcome, Owner};
+use crate::store::{ConversationId, ConversationKind, MembersError};
+
+pub async fn add(owner: &mut Owner, caller: &Caller, id: ConversationId, members: Vec<String>) -> Outcome {
+    into_outcome(change(owner, caller, id, members, Change::Add).await)
+}
+
+pub async fn remove(owner: &mut Owner, caller: &Caller, id: ConversationId, members: Vec<String>) -> Outcome {
+    into_outcome(change(owner, caller, id, members, Change::Remove).await)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Add,
+    Remove,
+}
+
+fn into_outcome(result: Result<Outcome, Reject>) -> Outcome {
+    result.unwrap_or_else(|reject| Outcome::immediate(Err(reject)))
+}
+
+async fn change(
+    owner: &mut Owner,
+    caller: &Caller,
+    id: ConversationId,
+    members: Vec<String>,
+    change: Change,
+) -> Result<Outcome, Reject> {
+    if members.is_empty() {
+        return Err(Reject::new(ErrorCode::InvalidArgument, "name at least one member"));
+    }
+    let state = owner.conversation(id).await?;
+    state.require_member(caller)?;
+    if state.record.kind != ConversationKind::Group {
+        return Err(Reject::new(ErrorCode::Forbidden, "only group conversations change members"));
+    }
+    let is_creator = state.record.creator == caller.user;
+    let (add, remove) = match change {
+        Change::Add => {
+            require_users(owner.ctx.store.as_ref(), &members).await?;
+            (members, Vec::new())
+        }
+        Change::Remove => {
+            check_removal(is_creator, caller, &members)?;
+            (Vec::new(), members)
+        }
+    };
+    let record = owner.ctx.store.update_members(id, &add, &remove).await.map_err(|e| match e {
+        MembersError::NoSuchConversation(id) => Reject::new(ErrorCode::NotFound, format!("conversation {id} does not exist")),
+        MembersError::Backend(e) => Reject::internal(e),
+    })?;
+    let reply = info(&record, false);
+    owner.cache(record).await?;
+    Ok(Outcome::durable(Ok(reply)))
+}
+
+fn check_removal(is_creator: bool, caller: &Caller, members: &[String]) -> Result<(), Reject> {
+    if is_creator || members.iter().all(|m| *m == caller.user) {
+        return Ok(());
+    }
+    Err(Reject::new(
+        ErrorCode::Forbidden,
+        "only the group's creator can remove other members; anyone may remove themselves",
+    ))
+}

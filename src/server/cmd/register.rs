@@ -1,0 +1,42 @@
+//! Register, applied on the connection's shard as its first frame: creates
+//! the account with device 1 after checking the proof of key possession
+//! bound to this connection.
+
+use crate::proto::auth::{register_transcript, verify, EXPORTER_LEN};
+use crate::proto::fb::ErrorCode;
+use crate::proto::handle::validate_handle;
+use crate::proto::Body;
+use crate::server::mesh::{Caller, Reject};
+use crate::server::shard::{now_ms, ShardCtx};
+use crate::store::{CreateAccountError, DeviceRecord};
+
+/// Longest accepted device name, in bytes.
+pub const MAX_DEVICE_NAME: usize = 64;
+
+pub struct RegisterOp {
+    pub user: String,
+    pub device_name: String,
+    pub device_key: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+/// Creates the account; on success the connection is authenticated as the returned caller.
+pub async fn apply(ctx: &ShardCtx, exporter: &[u8; EXPORTER_LEN], op: RegisterOp) -> Result<(Caller, Body), Reject> {
+    validate_handle(&op.user).map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
+    if op.device_name.len() > MAX_DEVICE_NAME {
+        return Err(Reject::new(ErrorCode::InvalidArgument, format!("device name must be at most {MAX_DEVICE_NAME} bytes")));
+    }
+    let transcript = register_transcript(exporter, &op.user, &op.device_key);
+    verify(&op.device_key, &transcript, &op.signature).map_err(|e| Reject::new(ErrorCode::AuthFailed, e.to_string()))?;
+    let device = DeviceRecord { device: 1, name: op.device_name, public_key: op.device_key, created_ms: now_ms() };
+    match ctx.store.create_account(&op.user, device).await {
+        Ok(()) => {}
+        Err(CreateAccountError::UserExists(user)) => {
+            return Err(Reject::new(ErrorCode::UserExists, format!("user {user:?} already exists; pick another handle")));
+        }
+        Err(CreateAccountError::Backend(e)) => return Err(Reject::internal(e)),
+    }
+    ctx.store.persist().await.map_err(Reject::internal)?;
+    let caller = Caller { user: op.user.clone(), device: 1 };
+    Ok((caller, Body::Registered { user: op.user, device: 1 }))
+}

@@ -1,0 +1,194 @@
+//! Typed server configuration: defaults, TOML file loading, `TERN_*`
+//! environment overrides, and validation before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `tern serve` can be told. Every field has a documented default,
+/// so an empty TOML file (or none) is a valid configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// UDP address to listen on. Default `127.0.0.1:4433`; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory for the embedded store and the TLS identity. Default `./tern-data`.
+    pub data_dir: PathBuf,
+    /// Number of shards (threads). Default 0 = one per available core.
+    pub shards: usize,
+    /// Largest accepted frame in bytes. Default 262144 (256 KiB).
+    pub max_frame_len: usize,
+    /// Seconds a started frame may take to arrive in full. Default 10.
+    pub frame_read_timeout_secs: u64,
+    /// Seconds a new connection has to authenticate. Default 10.
+    pub auth_timeout_secs: u64,
+    /// Seconds of silence before a connection is dropped. Default 60.
+    pub idle_timeout_secs: u64,
+    /// Default and maximum lifetime of undelivered ciphertext, seconds. Default 30 days.
+    pub message_ttl_secs: u64,
+    /// Seconds between expiry sweeps. Default 60.
+    pub sweep_interval_secs: u64,
+    /// Requests one connection may have in flight. Default 256.
+    pub max_inflight_per_connection: usize,
+    /// Frames queued for one connection before it is closed as too slow. Default 4096.
+    pub outbound_queue_frames: usize,
+    /// Most messages a History page returns. Default 500.
+    pub max_history_page: u32,
+    /// Seconds shutdown waits for connections to drain. Default 5.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            data_dir: PathBuf::from("tern-data"),
+            shards: 0,
+            max_frame_len: 256 * 1024,
+            frame_read_timeout_secs: 10,
+            auth_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            message_ttl_secs: 30 * 24 * 3600,
+            sweep_interval_secs: 60,
+            max_inflight_per_connection: 256,
+            outbound_queue_frames: 4096,
+            max_history_page: 500,
+            drain_timeout_secs: 5,
+        }
+    }
+}
+
+/// Why a configuration was refused. Nothing is bound before validation.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?} is not valid: {message}")]
+    Env { name: String, value: String, message: String },
+    #[error("invalid setting {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+impl ServerConfig {
+    /// Loads a TOML file (if given) over the defaults, then applies `TERN_*`
+    /// environment variables (e.g. `TERN_LISTEN`, `TERN_DATA_DIR`, `TERN_SHARDS`).
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    /// Applies environment overrides read through `get` (injectable for tests).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        env_parse(&get, "TERN_LISTEN", &mut self.listen)?;
+        if let Some(dir) = get("TERN_DATA_DIR") {
+            self.data_dir = PathBuf::from(dir);
+        }
+        env_parse(&get, "TERN_SHARDS", &mut self.shards)?;
+        env_parse(&get, "TERN_MAX_FRAME_LEN", &mut self.max_frame_len)?;
+        env_parse(&get, "TERN_IDLE_TIMEOUT_SECS", &mut self.idle_timeout_secs)?;
+        env_parse(&get, "TERN_MESSAGE_TTL_SECS", &mut self.message_ttl_secs)?;
+        env_parse(&get, "TERN_SWEEP_INTERVAL_SECS", &mut self.sweep_interval_secs)?;
+        Ok(())
+    }
+
+    /// Checks every field; call before binding anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(self.shards <= 255, "shards", "at most 255 shards (connection ids carry the shard in one byte)")?;
+        check(self.max_frame_len >= 1024, "max_frame_len", "must be at least 1024 bytes")?;
+        check(self.max_frame_len <= 16 * 1024 * 1024, "max_frame_len", "must be at most 16 MiB")?;
+        check(self.frame_read_timeout_secs > 0, "frame_read_timeout_secs", "must be positive")?;
+        check(self.auth_timeout_secs > 0, "auth_timeout_secs", "must be positive")?;
+        check(self.idle_timeout_secs >= 5, "idle_timeout_secs", "must be at least 5 seconds")?;
+        check(self.message_ttl_secs > 0, "message_ttl_secs", "must be positive")?;
+        check(self.sweep_interval_secs > 0, "sweep_interval_secs", "must be positive")?;
+        check(self.max_inflight_per_connection > 0, "max_inflight_per_connection", "must be positive")?;
+        check(self.outbound_queue_frames >= 16, "outbound_queue_frames", "must be at least 16")?;
+        check(self.max_history_page > 0, "max_history_page", "must be positive")?;
+        check(!self.data_dir.as_os_str().is_empty(), "data_dir", "must not be empty")
+    }
+
+    /// The number of shards to run: the configured count or one per core.
+    pub fn effective_shards(&self) -> usize {
+        if self.shards > 0 {
+            return self.shards;
+        }
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(255)
+    }
+
+    pub fn message_ttl(&self) -> Duration {
+        Duration::from_secs(self.message_ttl_secs)
+    }
+}
+
+fn check(ok: bool, field: &'static str, message: &str) -> Result<(), ConfigError> {
+    if ok { Ok(()) } else { Err(ConfigError::Invalid { field, message: message.to_owned() }) }
+}
+
+fn env_parse<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    slot: &mut T,
+) -> Result<(), ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    if let Some(value) = get(name) {
+        *slot = value.parse().map_err(|e: T::Err| ConfigError::Env {
+            name: name.to_owned(),
+            value: value.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_toml_is_the_defaults() {
+        let parsed: ServerConfig = toml::from_str("").expect("parses");
+        assert_eq!(parsed, ServerConfig::default());
+        assert!(parsed.validate().is_ok());
+    }
+
+    #[test]
+    fn toml_fields_and_unknown_keys() {
+        let parsed: ServerConfig = toml::from_str("listen = \"0.0.0.0:9000\"\nshards = 3").expect("parses");
+        assert_eq!(parsed.listen.port(), 9000);
+        assert_eq!(parsed.effective_shards(), 3);
+        assert!(toml::from_str::<ServerConfig>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn env_overrides_and_bad_env() {
+        let mut c = ServerConfig::default();
+        c.apply_env(|n| (n == "TERN_SHARDS").then(|| "4".to_owned())).expect("valid");
+        assert_eq!(c.shards, 4);
+        let err = c.apply_env(|n| (n == "TERN_LISTEN").then(|| "nope".to_owned())).expect_err("invalid");
+        assert!(err.to_string().contains("TERN_LISTEN"));
+    }
+
+    #[test]
+    fn validation_refuses_nonsense() {
+        let c = ServerConfig { shards: 300, ..ServerConfig::default() };
+        assert!(c.validate().is_err());
+        let c = ServerConfig { max_frame_len: 10, ..ServerConfig::default() };
+        assert!(c.validate().is_err());
+    }
+}

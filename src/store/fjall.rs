@@ -1,0 +1,874 @@
+//! The embedded [`Store`] backend: [`FjallStore`] on fjall 3 (one LSM keyspace
+//! per table, one shared journal) with a group-commit thread that owns fsync.
+//!
+//! Owns: the on-disk key and value encodings, [`OpenError`], the
+//! `tern-commit` thread and the per-call atomicity rules of the trait.
+//!
+//! # Layout (all integers big-endian so range scans are ordered)
+//! | keyspace             | key                                          | value              |
+//! |----------------------|----------------------------------------------|--------------------|
+//! | `devices`            | user¹ · device u32                           | device record      |
+//! | `conversations`      | conversation u64                             | conversation record|
+//! | `heads`              | conversation u64                             | head seq u64       |
+//! | `unique_keys`        | 0x01 · unique key                            | conversation u64   |
+//! | `user_conversations` | user¹ · conversation u64                     | empty              |
+//! | `messages`           | conversation u64 · seq u64                   | message record     |
+//! | `idempotency`        | conversation u64 · user¹ · device u32 · cmid u64 | seq u64        |
+//! | `expiry`             | expires_at_ms u64 · conversation u64 · seq u64 | empty            |
+//! | `cursors`            | user¹ · device u32 · conversation u64        | seq u64            |
+//!
+//! ¹ a user is written as one length byte followed by its bytes, so a user's
+//! keys form one prefix that no other user's keys share.
+//!
+//! # Durability
+//! Every call commits one fjall write batch, which fjall writes to the journal
+//! and flushes to the OS (`PersistMode::Buffer`) before returning: a process
+//! crash keeps it, power loss may not. [`Store::persist`] asks the commit
+//! thread, which drains every waiting request, runs one
+//! `Database::persist(PersistMode::SyncData)` (fdatasync of the active
+//! journal; sealed journals were fsynced when they were rotated) and answers
+//! them all.
+//!
+//! # Blocking
+//! Reads and batch commits run inline on the caller's thread: they touch
+//! memtables and do one buffered `write(2)`. While the commit thread syncs, it
+//! holds fjall's journal lock, so a concurrent batch commit waits for that sync.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::oneshot;
+
+use super::{
+    AppendError, AppendOutcome, BackendError, ConversationId, ConversationKind, ConversationRecord,
+    CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceRecord, MembersError,
+    Seq, Store, StoredMessage, UserId,
+};
+
+/// Sync mode of the group commit. The journal is preallocated and only ever
+/// appended to, so `fdatasync` (which still syncs size and block allocation)
+/// is enough; fjall fsyncs the directory itself when it creates journals.
+const COMMIT_MODE: PersistMode = PersistMode::SyncData;
+
+/// Value of set-like tables.
+const EMPTY: [u8; 0] = [];
+
+/// Number of striped locks serialising read-modify-write calls per conversation.
+const STRIPES: usize = 64;
+
+/// Why [`FjallStore::open`] failed. Each message says what the operator can do.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("data directory {path} is in use by another process (is another tern server running on it?); stop that process or choose another data directory")]
+    Locked { path: PathBuf },
+    #[error("cannot open data directory {path}: {source}; check that the path is a directory writable by this user and that the disk has free space")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is corrupt ({detail}); restore it from a backup, or move it aside to start with an empty store")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("data directory {path} was written in an incompatible storage format ({detail}); open it with the tern version that wrote it")]
+    IncompatibleVersion { path: PathBuf, detail: String },
+    #[error("storage engine failed while opening {path}: {detail}; check the logs and the disk, then restart")]
+    Engine { path: PathBuf, detail: String },
+}
+
+/// The embedded store. Cloning is cheap (one `Arc`); the database, the commit
+/// thread and the journal are shut down (with a last sync) when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct FjallStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    ks: Spaces,
+    /// Serialises the insert-if-absent of accounts and conversations.
+    create_lock: Mutex<()>,
+    /// Serialise read-modify-write calls that touch one conversation.
+    stripes: Vec<Mutex<()>>,
+    /// Declared last so that it drops (joins the thread) after the handles.
+    committer: Committer,
+}
+
+/// One handle per table; see the module docs for the layout.
+struct Spaces {
+    devices: Keyspace,
+    convs: Keyspace,
+    heads: Keyspace,
+    uniq: Keyspace,
+    user_convs: Keyspace,
+    msgs: Keyspace,
+    idem: Keyspace,
+    expiry: Keyspace,
+    cursors: Keyspace,
+}
+
+impl Spaces {
+    fn open(db: &Database) -> fjall::Result<Self> {
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Self {
+            devices: ks("devices")?,
+            convs: ks("conversations")?,
+            heads: ks("heads")?,
+            uniq: ks("unique_keys")?,
+            user_convs: ks("user_conversations")?,
+            msgs: ks("messages")?,
+            idem: ks("idempotency")?,
+            expiry: ks("expiry")?,
+            cursors: ks("cursors")?,
+        })
+    }
+}
+
+impl FjallStore {
+    /// Opens (creating if needed) the store in directory `path` and starts
+    /// its commit thread. Recovers the journal: a torn last batch is dropped;
+    /// damage fjall cannot repair is reported as [`OpenError::Corrupt`].
+    pub fn open(path: &Path) -> Result<FjallStore, OpenError> {
+        let (db, ks) = guarded_open(path)?;
+        let committer = Committer::spawn(db.clone()).map_err(|source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
+        let inner = Inner { db, ks, create_lock: Mutex::new(()), stripes, committer };
+        Ok(FjallStore { inner: Arc::new(inner) })
+    }
+
+    /// `(fsyncs done, persist requests served)` by the commit thread so far;
+    /// the final sync at shutdown is not counted.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        let s = &self.inner.committer.stats;
+        (s.fsyncs.load(Ordering::SeqCst), s.served.load(Ordering::SeqCst))
+    }
+}
+
+/// Opens the database and keyspaces, turning engine panics into errors.
+fn guarded_open(path: &Path) -> Result<(Database, Spaces), OpenError> {
+    let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let db = Database::builder(path).open()?;
+        let ks = Spaces::open(&db)?;
+        Ok::<_, fjall::Error>((db, ks))
+    }));
+    match attempt {
+        Ok(Ok(opened)) => Ok(opened),
+        Ok(Err(e)) => Err(classify(path, e)),
+        Err(panic) => Err(OpenError::Engine {
+            path: path.to_path_buf(),
+            detail: format!("panicked: {}", panic_text(panic.as_ref())),
+        }),
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+fn classify(path: &Path, e: fjall::Error) -> OpenError {
+    use fjall::{Error as E, LsmError as L};
+    let path = path.to_path_buf();
+    match e {
+        E::Locked => OpenError::Locked { path },
+        E::Io(source) | E::Storage(L::Io(source)) => OpenError::Io { path, source },
+        E::InvalidVersion(v) => OpenError::IncompatibleVersion { path, detail: format!("{v:?}") },
+        E::Storage(L::InvalidVersion(v)) => {
+            OpenError::IncompatibleVersion { path, detail: format!("table version {v}") }
+        }
+        E::Poisoned | E::KeyspaceDeleted => OpenError::Engine { path, detail: e.to_string() },
+        other => OpenError::Corrupt { path, detail: other.to_string() },
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Group commit
+// ---------------------------------------------------------------------------
+
+type Waiter = oneshot::Sender<Result<(), BackendError>>;
+
+#[derive(Default)]
+struct CommitStats {
+    fsyncs: AtomicU64,
+    served: AtomicU64,
+}
+
+/// The `tern-commit` thread: the only place that syncs the journal.
+struct Committer {
+    tx: Option<mpsc::Sender<Waiter>>,
+    handle: Option<JoinHandle<()>>,
+    stats: Arc<CommitStats>,
+}
+
+impl Committer {
+    fn spawn(db: Database) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Waiter>();
+        let stats = Arc::new(CommitStats::default());
+        let thread_stats = Arc::clone(&stats);
+        let handle = std::thread::Builder::new()
+            .name("tern-commit".to_string())
+            .spawn(move || commit_loop(&db, &rx, &thread_stats))?;
+        Ok(Self { tx: Some(tx), handle: Some(handle), stats })
+    }
+
+    /// Queues one persist request; the receiver completes after its sync.
+    fn request(&self) -> Result<oneshot::Receiver<Result<(), BackendError>>, BackendError> {
+        let (done, wait) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or_else(committer_gone)?;
+        tx.send(done).map_err(|_| committer_gone())?;
+        Ok(wait)
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(handle) = self.handle.take() {
+            if handle.join().is_err() {
+                tracing::error!("tern-commit thread panicked");
+            }
+        }
+    }
+}
+
+fn committer_gone() -> BackendError {
+    BackendError("the journal commit thread (tern-commit) is not running".to_string())
+}
+
+/// Serves requests until every sender is gone, then syncs once more.
+fn commit_loop(db: &Database, rx: &mpsc::Receiver<Waiter>, stats: &CommitStats) {
+    while let Ok(first) = rx.recv() {
+        let mut waiters = vec![first];
+        waiters.extend(rx.try_iter());
+        let result = db.persist(COMMIT_MODE).map_err(|e| e.to_string());
+        stats.fsyncs.fetch_add(1, Ordering::SeqCst);
+        stats.served.fetch_add(waiters.len() as u64, Ordering::SeqCst);
+        for waiter in waiters {
+            let reply = result.clone().map_err(|e| BackendError(format!("journal sync failed: {e}")));
+            // A caller that gave up waiting is not an error.
+            let _ = waiter.send(reply);
+        }
+    }
+    if let Err(e) = db.persist(COMMIT_MODE) {
+        tracing::error!("final journal sync at shutdown failed: {e}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------
+
+mod keys {
+    use super::{BackendError, ConversationId, DeviceId, Seq};
+
+    /// One length byte, then the user's bytes.
+    pub fn user(user: &str) -> Result<Vec<u8>, BackendError> {
+        let len = u8::try_from(user.len())
+            .map_err(|_| BackendError(format!("user handle of {} bytes is too long to store", user.len())))?;
+        let mut key = Vec::with_capacity(1 + user.len() + 16);
+        key.push(len);
+        key.extend_from_slice(user.as_bytes());
+        Ok(key)
+    }
+
+    pub fn device(user: &str, device: DeviceId) -> Result<Vec<u8>, BackendError> {
+        let mut key = self::user(user)?;
+        key.extend_from_slice(&device.to_be_bytes());
+        Ok(key)
+    }
+
+    pub fn conv(id: ConversationId) -> [u8; 8] {
+        id.to_be_bytes()
+    }
+
+    pub fn unique(unique: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(1 + unique.len());
+        key.push(1);
+        key.extend_from_slice(unique);
+        key
+    }
+
+    pub fn user_conv(user: &str, id: ConversationId) -> Result<Vec<u8>, BackendError> {
+        let mut key = self::user(user)?;
+        key.extend_from_slice(&id.to_be_bytes());
+        Ok(key)
+    }
+
+    pub fn msg(id: ConversationId, seq: Seq) -> [u8; 16] {
+        let mut key = [0u8; 16];
+        let (a, b) = key.split_at_mut(8);
+        a.copy_from_slice(&id.to_be_bytes());
+        b.copy_from_slice(&seq.to_be_bytes());
+        key
+    }
+
+    pub fn idem(id: ConversationId, user: &str, device: DeviceId, cmid: u64) -> Result<Vec<u8>, BackendError> {
+        let mut key = id.to_be_bytes().to_vec();
+        key.extend_from_slice(&self::user(user)?);
+        key.extend_from_slice(&device.to_be_bytes());
+        key.extend_from_slice(&cmid.to_be_bytes());
+        Ok(key)
+    }
+
+    pub fn expiry(expires_at_ms: u64, id: ConversationId, seq: Seq) -> [u8; 24] {
+        let mut key = [0u8; 24];
+        let (a, rest) = key.split_at_mut(8);
+        let (b, c) = rest.split_at_mut(8);
+        a.copy_from_slice(&expires_at_ms.to_be_bytes());
+        b.copy_from_slice(&id.to_be_bytes());
+        c.copy_from_slice(&seq.to_be_bytes());
+        key
+    }
+
+    pub fn cursor(user: &str, device: DeviceId, id: ConversationId) -> Result<Vec<u8>, BackendError> {
+        let mut key = self::device(user, device)?;
+        key.extend_from_slice(&id.to_be_bytes());
+        Ok(key)
+    }
+
+    /// The big-endian u64 at `offset` of `bytes`.
+    pub fn u64_at(bytes: &[u8], offset: usize, what: &str) -> Result<u64, BackendError> {
+        bytes
+            .get(offset..offset.saturating_add(8))
+            .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| BackendError(format!("corrupt {what}: expected 8 bytes at offset {offset} of {}", bytes.len())))
+    }
+
+    /// The big-endian u64 that ends `bytes`.
+    pub fn u64_tail(bytes: &[u8], what: &str) -> Result<u64, BackendError> {
+        u64_at(bytes, bytes.len().saturating_sub(8), what)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Values
+// ---------------------------------------------------------------------------
+
+mod codec {
+    use super::{BackendError, Bytes, ConversationKind, ConversationRecord, DeviceRecord, StoredMessage};
+    use super::{ConversationId, Seq};
+
+    /// First byte of every record, bumped when a layout changes.
+    const VERSION: u8 = 1;
+
+    struct Enc(Vec<u8>);
+
+    impl Enc {
+        fn new(capacity: usize) -> Self {
+            let mut buf = Vec::with_capacity(capacity + 1);
+            buf.push(VERSION);
+            Enc(buf)
+        }
+        fn u8(mut self, v: u8) -> Self {
+            self.0.push(v);
+            self
+        }
+        fn u32(mut self, v: u32) -> Self {
+            self.0.extend_from_slice(&v.to_be_bytes());
+            self
+        }
+        fn u64(mut self, v: u64) -> Self {
+            self.0.extend_from_slice(&v.to_be_bytes());
+            self
+        }
+        /// u32 length, then the bytes (values are far below 4 GiB).
+        fn bytes(self, v: &[u8]) -> Self {
+            let len = u32::try_from(v.len()).unwrap_or(u32::MAX);
+            let mut this = self.u32(len);
+            this.0.extend_from_slice(v);
+            this
+        }
+    }
+
+    struct Dec<'a> {
+        buf: &'a [u8],
+        what: &'static str,
+    }
+
+    impl<'a> Dec<'a> {
+        fn new(buf: &'a [u8], what: &'static str) -> Result<Self, BackendError> {
+            let mut dec = Dec { buf, what };
+            match dec.u8()? {
+                VERSION => Ok(dec),
+                v => Err(dec.corrupt(&format!("unknown record version {v}"))),
+            }
+        }
+        fn corrupt(&self, why: &str) -> BackendError {
+            BackendError(format!("corrupt {} record: {why}", self.what))
+        }
+        fn take(&mut self, n: usize) -> Result<&'a [u8], BackendError> {
+            let (head, rest) = self.buf.split_at_checked(n).ok_or_else(|| self.corrupt("truncated"))?;
+            self.buf = rest;
+            Ok(head)
+        }
+        fn array<const N: usize>(&mut self) -> Result<[u8; N], BackendError> {
+            let bytes = self.take(N)?;
+            <[u8; N]>::try_from(bytes).map_err(|_| self.corrupt("truncated"))
+        }
+        fn u8(&mut self) -> Result<u8, BackendError> {
+            Ok(u8::from_be_bytes(self.array()?))
+        }
+        fn u32(&mut self) -> Result<u32, BackendError> {
+            Ok(u32::from_be_bytes(self.array()?))
+        }
+        fn u64(&mut self) -> Result<u64, BackendError> {
+            Ok(u64::from_be_bytes(self.array()?))
+        }
+        fn bytes(&mut self) -> Result<&'a [u8], BackendError> {
+            let len = usize::try_from(self.u32()?).map_err(|_| self.corrupt("length overflow"))?;
+            self.take(len)
+        }
+        fn string(&mut self) -> Result<String, BackendError> {
+            let bytes = self.bytes()?;
+            String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt("string is not UTF-8"))
+        }
+        fn finish(&self) -> Result<(), BackendError> {
+            match self.buf.is_empty() {
+                true => Ok(()),
+                false => Err(self.corrupt("trailing bytes")),
+            }
+        }
+    }
+
+    pub fn device(d: &DeviceRecord) -> Vec<u8> {
+        Enc::new(d.name.len() + 52)
+            .u32(d.device)
+            .bytes(d.name.as_bytes())
+            .bytes(&d.public_key)
+            .u64(d.created_ms)
+            .0
+    }
+
+    pub fn decode_device(buf: &[u8]) -> Result<DeviceRecord, BackendError> {
+        let mut dec = Dec::new(buf, "device")?;
+        let device = dec.u32()?;
+        let name = dec.string()?;
+        let public_key = <[u8; 32]>::try_from(dec.bytes()?).map_err(|_| dec.corrupt("public key is not 32 bytes"))?;
+        let created_ms = dec.u64()?;
+        dec.finish()?;
+        Ok(DeviceRecord { device, name, public_key, created_ms })
+    }
+
+    fn kind_tag(kind: ConversationKind) -> u8 {
+        match kind {
+            ConversationKind::Direct => 1,
+            ConversationKind::Group => 2,
+            ConversationKind::NoteToSelf => 3,
+        }
+    }
+
+    fn tag_kind(tag: u8) -> Option<ConversationKind> {
+        match tag {
+            1 => Some(ConversationKind::Direct),
+            2 => Some(ConversationKind::Group),
+            3 => Some(ConversationKind::NoteToSelf),
+            _ => None,
+        }
+    }
+
+    /// Everything but the id (the key) and the head (its own table).
+    pub fn conversation(c: &ConversationRecord) -> Vec<u8> {
+        let count = u32::try_from(c.members.len()).unwrap_or(u32::MAX);
+        let mut enc = Enc::new(64 + c.members.len() * 16)
+            .u8(kind_tag(c.kind))
+            .bytes(c.creator.as_bytes())
+            .u64(c.created_ms)
+            .u32(count);
+        for member in &c.members {
+            enc = enc.bytes(member.as_bytes());
+        }
+        enc.0
+    }
+
+    pub fn decode_conversation(id: ConversationId, head_seq: Seq, buf: &[u8]) -> Result<ConversationRecord, BackendError> {
+        let mut dec = Dec::new(buf, "conversation")?;
+        let kind = tag_kind(dec.u8()?).ok_or_else(|| dec.corrupt("unknown conversation kind"))?;
+        let creator = dec.string()?;
+        let created_ms = dec.u64()?;
+        let count = dec.u32()?;
+        let mut members = std::collections::BTreeSet::new();
+        for _ in 0..count {
+            members.insert(dec.string()?);
+        }
+        dec.finish()?;
+        Ok(ConversationRecord { id, kind, creator, members, created_ms, head_seq })
+    }
+
+    /// Everything but the conversation id and seq (the key).
+    pub fn message(m: &StoredMessage) -> Vec<u8> {
+        let mut enc = Enc::new(64 + m.sender_user.len() + m.payload.len())
+            .bytes(m.sender_user.as_bytes())
+            .u32(m.sender_device)
+            .u64(m.client_message_id)
+            .u64(m.server_time_ms)
+            .u64(m.expires_at_ms)
+            .u32(m.flags);
+        enc.0.extend_from_slice(&m.payload);
+        enc.0
+    }
+
+    pub fn decode_message(conversation_id: ConversationId, seq: Seq, buf: &[u8]) -> Result<StoredMessage, BackendError> {
+        let mut dec = Dec::new(buf, "message")?;
+        Ok(StoredMessage {
+            conversation_id,
+            seq,
+            sender_user: dec.string()?,
+            sender_device: dec.u32()?,
+            client_message_id: dec.u64()?,
+            server_time_ms: dec.u64()?,
+            expires_at_ms: dec.u64()?,
+            flags: dec.u32()?,
+            payload: Bytes::copy_from_slice(dec.buf),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Synchronous implementation
+// ---------------------------------------------------------------------------
+
+/// Adds what was being done to a fjall error.
+trait Ctx<T> {
+    fn ctx(self, what: &str) -> Result<T, BackendError>;
+}
+
+impl<T> Ctx<T> for fjall::Result<T> {
+    fn ctx(self, what: &str) -> Result<T, BackendError> {
+        self.map_err(|e| BackendError(format!("{what}: {e}")))
+    }
+}
+
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    // The mutexes guard no data, so a poisoned one is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    fn stripe(&self, id: ConversationId) -> MutexGuard<'_, ()> {
+        let index = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % STRIPES;
+        // `index < STRIPES == stripes.len()`, so the fallback is never taken.
+        lock(self.stripes.get(index).unwrap_or(&self.create_lock))
+    }
+
+    fn create_account(&self, user: &str, first: &DeviceRecord) -> Result<(), CreateAccountError> {
+        let prefix = keys::user(user)?;
+        let _guard = lock(&self.create_lock);
+        if let Some(existing) = self.ks.devices.prefix(&prefix).next() {
+            existing.key().ctx("reading devices")?;
+            return Err(CreateAccountError::UserExists(user.to_string()));
+        }
+        let mut batch = self.db.batch();
+        batch.insert(&self.ks.devices, keys::device(user, first.device)?, codec::device(first));
+        batch.commit().ctx("writing account")?;
+        Ok(())
+    }
+
+    fn device(&self, user: &str, device: DeviceId) -> Result<Option<DeviceRecord>, BackendError> {
+        let value = self.ks.devices.get(keys::device(user, device)?).ctx("reading device")?;
+        value.map(|v| codec::decode_device(&v)).transpose()
+    }
+
+    fn devices(&self, user: &str) -> Result<Vec<DeviceRecord>, BackendError> {
+        let mut out = Vec::new();
+        for guard in self.ks.devices.prefix(keys::user(user)?) {
+            let value = guard.value().ctx("reading devices")?;
+            out.push(codec::decode_device(&value)?);
+        }
+        Ok(out)
+    }
+
+    fn create_conversation(
+        &self,
+        record: &ConversationRecord,
+        unique: Option<&[u8]>,
+    ) -> Result<CreateOutcome, CreateConversationError> {
+        let _guard = lock(&self.create_lock);
+        if let Some(unique) = unique {
+            if let Some(existing) = self.ks.uniq.get(keys::unique(unique)).ctx("reading unique key")? {
+                let id = keys::u64_at(&existing, 0, "unique key entry")?;
+                let found = self.conversation(id)?;
+                let found = found.ok_or_else(|| BackendError(format!("unique key points to missing conversation {id}")))?;
+                return Ok(CreateOutcome::Existing(found));
+            }
+        }
+        let id = record.id;
+        if self.ks.convs.contains_key(keys::conv(id)).ctx("reading conversation")? {
+            return Err(CreateConversationError::IdTaken(id));
+        }
+        let mut batch = self.db.batch();
+        batch.insert(&self.ks.convs, keys::conv(id), codec::conversation(record));
+        batch.insert(&self.ks.heads, keys::conv(id), 0u64.to_be_bytes());
+        if let Some(unique) = unique {
+            batch.insert(&self.ks.uniq, keys::unique(unique), keys::conv(id));
+        }
+        for member in &record.members {
+            batch.insert(&self.ks.user_convs, keys::user_conv(member, id)?, EMPTY);
+        }
+        batch.commit().ctx("writing conversation")?;
+        Ok(CreateOutcome::Created)
+    }
+
+    fn head(&self, id: ConversationId) -> Result<Option<Seq>, BackendError> {
+        let value = self.ks.heads.get(keys::conv(id)).ctx("reading head")?;
+        value.map(|v| keys::u64_at(&v, 0, "head")).transpose()
+    }
+
+    fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>, BackendError> {
+        let Some(value) = self.ks.convs.get(keys::conv(id)).ctx("reading conversation")? else {
+            return Ok(None);
+        };
+        let head = self.head(id)?.ok_or_else(|| BackendError(format!("conversation {id} has no head")))?;
+        codec::decode_conversation(id, head, &value).map(Some)
+    }
+
+    fn update_members(&self, id: ConversationId, add: &[UserId], remove: &[UserId]) -> Result<ConversationRecord, MembersError> {
+        let _guard = self.stripe(id);
+        let mut record = self.conversation(id)?.ok_or(MembersError::NoSuchConversation(id))?;
+        let old = record.members.clone();
+        record.members.extend(add.iter().cloned());
+        for user in remove {
+            record.members.remove(user);
+        }
+        let mut batch = self.db.batch();
+        batch.insert(&self.ks.convs, keys::conv(id), codec::conversation(&record));
+        for user in record.members.difference(&old) {
+            batch.insert(&self.ks.user_convs, keys::user_conv(user, id)?, EMPTY);
+        }
+        for user in old.difference(&record.members) {
+            batch.remove(&self.ks.user_convs, keys::user_conv(user, id)?);
+        }
+        batch.commit().ctx("writing members")?;
+        Ok(record)
+    }
+
+    fn user_conversations(&self, user: &str) -> Result<Vec<ConversationId>, BackendError> {
+        let mut out = Vec::new();
+        for guard in self.ks.user_convs.prefix(keys::user(user)?) {
+            let key = guard.key().ctx("reading user conversations")?;
+            out.push(keys::u64_tail(&key, "user conversation key")?);
+        }
+        Ok(out)
+    }
+
+    /// The stored message a repeated idempotency key points to, if any.
+    fn duplicate_of(&self, msg: &StoredMessage, idem_key: &[u8]) -> Result<Option<StoredMessage>, BackendError> {
+        let Some(seq) = self.ks.idem.get(idem_key).ctx("reading idempotency key")? else {
+            return Ok(None);
+        };
+        let seq = keys::u64_at(&seq, 0, "idempotency entry")?;
+        let id = msg.conversation_id;
+        // Missing only if a sweep removed both just now: treat it as gone.
+        let stored = self.ks.msgs.get(keys::msg(id, seq)).ctx("reading message")?;
+        stored.map(|v| codec::decode_message(id, seq, &v)).transpose()
+    }
+
+    fn append_message(&self, msg: &StoredMessage) -> Result<AppendOutcome, AppendError> {
+        let id = msg.conversation_id;
+        let _guard = self.stripe(id);
+        let idem_key = keys::idem(id, &msg.sender_user, msg.sender_device, msg.client_message_id)?;
+        if let Some(stored) = self.duplicate_of(msg, &idem_key)? {
+            return Ok(AppendOutcome::Duplicate(stored));
+        }
+        let head = self.head(id)?.ok_or(AppendError::NoSuchConversation(id))?;
+        if head.checked_add(1) != Some(msg.seq) {
+            return Err(AppendError::SeqConflict { conversation: id, head, got: msg.seq });
+        }
+        self.refuse_overwrite(id, msg.seq, head)?;
+        let mut batch = self.db.batch();
+        batch.insert(&self.ks.msgs, keys::msg(id, msg.seq), codec::message(msg));
+        batch.insert(&self.ks.idem, idem_key, msg.seq.to_be_bytes());
+        batch.insert(&self.ks.expiry, keys::expiry(msg.expires_at_ms, id, msg.seq), EMPTY);
+        batch.insert(&self.ks.heads, keys::conv(id), msg.seq.to_be_bytes());
+        batch.commit().ctx("writing message")?;
+        Ok(AppendOutcome::Appended)
+    }
+
+    /// Defence in depth: a message stored past the head means the head was
+    /// rolled back (a damaged journal can do that, see the module docs);
+    /// appending would silently replace an acknowledged message.
+    fn refuse_overwrite(&self, id: ConversationId, seq: Seq, head: Seq) -> Result<(), BackendError> {
+        match self.ks.msgs.contains_key(keys::msg(id, seq)).ctx("reading message")? {
+            false => Ok(()),
+            true => Err(BackendError(format!(
+                "conversation {id} already stores seq {seq} but its head is {head}: the store is inconsistent (damaged journal?)"
+            ))),
+        }
+    }
+
+    fn messages(&self, id: ConversationId, from_seq: Seq, limit: usize, now_ms: u64) -> Result<Vec<StoredMessage>, BackendError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        for guard in self.ks.msgs.range(keys::msg(id, from_seq)..=keys::msg(id, Seq::MAX)) {
+            let (key, value) = guard.into_inner().ctx("reading messages")?;
+            let seq = keys::u64_at(&key, 8, "message key")?;
+            let msg = codec::decode_message(id, seq, &value)?;
+            if msg.expires_at_ms > now_ms {
+                out.push(msg);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn advance_cursor(&self, user: &str, device: DeviceId, id: ConversationId, seq: Seq) -> Result<Seq, BackendError> {
+        let key = keys::cursor(user, device, id)?;
+        let _guard = self.stripe(id);
+        let current = self.ks.cursors.get(&key).ctx("reading cursor")?;
+        let current = current.map(|v| keys::u64_at(&v, 0, "cursor")).transpose()?.unwrap_or(0);
+        if seq <= current {
+            return Ok(current);
+        }
+        let mut batch = self.db.batch();
+        batch.insert(&self.ks.cursors, key, seq.to_be_bytes());
+        batch.commit().ctx("writing cursor")?;
+        Ok(seq)
+    }
+
+    fn cursors(&self, user: &str, device: DeviceId) -> Result<BTreeMap<ConversationId, Seq>, BackendError> {
+        let mut out = BTreeMap::new();
+        for guard in self.ks.cursors.prefix(keys::device(user, device)?) {
+            let (key, value) = guard.into_inner().ctx("reading cursors")?;
+            let id = keys::u64_tail(&key, "cursor key")?;
+            out.insert(id, keys::u64_at(&value, 0, "cursor")?);
+        }
+        Ok(out)
+    }
+
+    fn sweep_expired(&self, now_ms: u64, limit: usize) -> Result<usize, BackendError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let entries = match now_ms.checked_add(1) {
+            Some(end) => self.ks.expiry.range(..end.to_be_bytes()),
+            None => self.ks.expiry.iter(),
+        };
+        let mut batch = self.db.batch();
+        let (mut visited, mut deleted) = (0usize, 0usize);
+        for guard in entries {
+            let key = guard.key().ctx("reading expiry index")?;
+            batch.remove(&self.ks.expiry, key.clone());
+            deleted += usize::from(self.sweep_one(&mut batch, &key)?);
+            visited += 1;
+            if visited >= limit {
+                break;
+            }
+        }
+        batch.commit().ctx("deleting expired messages")?;
+        Ok(deleted)
+    }
+
+    /// Adds the removal of the message an expiry key names (and its
+    /// idempotency key) to `batch`; false if it was already gone.
+    fn sweep_one(&self, batch: &mut fjall::OwnedWriteBatch, expiry_key: &[u8]) -> Result<bool, BackendError> {
+        let id = keys::u64_at(expiry_key, 8, "expiry key")?;
+        let seq = keys::u64_at(expiry_key, 16, "expiry key")?;
+        let Some(value) = self.ks.msgs.get(keys::msg(id, seq)).ctx("reading message")? else {
+            return Ok(false);
+        };
+        let msg = codec::decode_message(id, seq, &value)?;
+        batch.remove(&self.ks.idem, keys::idem(id, &msg.sender_user, msg.sender_device, msg.client_message_id)?);
+        batch.remove(&self.ks.msgs, keys::msg(id, seq));
+        Ok(true)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The trait
+// ---------------------------------------------------------------------------
+
+#[async_trait]
+impl Store for FjallStore {
+    async fn create_account(&self, user: &str, first: DeviceRecord) -> Result<(), CreateAccountError> {
+        self.inner.create_account(user, &first)
+    }
+
+    async fn device(&self, user: &str, device: DeviceId) -> Result<Option<DeviceRecord>, BackendError> {
+        self.inner.device(user, device)
+    }
+
+    async fn devices(&self, user: &str) -> Result<Vec<DeviceRecord>, BackendError> {
+        self.inner.devices(user)
+    }
+
+    async fn create_conversation(
+        &self,
+        record: &ConversationRecord,
+        unique_key: Option<&[u8]>,
+    ) -> Result<CreateOutcome, CreateConversationError> {
+        self.inner.create_conversation(record, unique_key)
+    }
+
+    async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>, BackendError> {
+        self.inner.conversation(id)
+    }
+
+    async fn update_members(
+        &self,
+        id: ConversationId,
+        add: &[UserId],
+        remove: &[UserId],
+    ) -> Result<ConversationRecord, MembersError> {
+        self.inner.update_members(id, add, remove)
+    }
+
+    async fn user_conversations(&self, user: &str) -> Result<Vec<ConversationId>, BackendError> {
+        self.inner.user_conversations(user)
+    }
+
+    async fn append_message(&self, msg: &StoredMessage) -> Result<AppendOutcome, AppendError> {
+        self.inner.append_message(msg)
+    }
+
+    async fn messages(
+        &self,
+        id: ConversationId,
+        from_seq: Seq,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<StoredMessage>, BackendError> {
+        self.inner.messages(id, from_seq, limit, now_ms)
+    }
+
+    async fn advance_cursor(
+        &self,
+        user: &str,
+        device: DeviceId,
+        id: ConversationId,
+        seq: Seq,
+    ) -> Result<Seq, BackendError> {
+        self.inner.advance_cursor(user, device, id, seq)
+    }
+
+    async fn cursors(&self, user: &str, device: DeviceId) -> Result<BTreeMap<ConversationId, Seq>, BackendError> {
+        self.inner.cursors(user, device)
+    }
+
+    async fn sweep_expired(&self, now_ms: u64, limit: usize) -> Result<usize, BackendError> {
+        self.inner.sweep_expired(now_ms, limit)
+    }
+
+    async fn persist(&self) -> Result<(), BackendError> {
+        let wait = self.inner.committer.request()?;
+        wait.await.map_err(|_| committer_gone())?
+    }
+}
