@@ -509,9 +509,17 @@ async fn deliver(shared: &Shared, delivered: &mut HashMap<u64, u64>, out: &mpsc:
     }
     if message.seq == delivered.get(&id).copied().unwrap_or(0) + 1 {
         delivered.insert(id, message.seq);
-        let _ = out.send(message).await;
+        emit(shared, out, message).await;
     }
     Ok(())
+}
+
+/// Hands a message to the application, except this device's own sends.
+async fn emit(shared: &Shared, out: &mpsc::Sender<Message>, message: Message) {
+    let own = message.sender_device == shared.identity.device && message.sender_user == shared.identity.user;
+    if !own {
+        let _ = out.send(message).await;
+    }
 }
 
 /// Emits every message after the last delivered one up to `through`, from history.
@@ -524,7 +532,7 @@ async fn fill(shared: &Shared, delivered: &mut HashMap<u64, u64>, out: &mpsc::Se
         let page = history(shared, id, from, 0).await?;
         for message in page.messages.into_iter().filter(|m| m.seq >= from && m.seq <= through) {
             delivered.insert(id, message.seq);
-            let _ = out.send(message).await;
+            emit(shared, out, message).await;
         }
         if page.next_seq <= from {
             return Ok(());

@@ -1,0 +1,202 @@
+//! The one integration harness: boots a real tern server on 127.0.0.1 port 0
+//! (in-process, or as a child process for kill -9 tests) over a temporary data
+//! directory, and makes real clients that connect to it over QUIC.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tern::client::link::{client_endpoint, Link};
+use tern::client::{Client, ClientOptions, TrustAnchor};
+use tern::proto::fingerprint::parse_fingerprint;
+use tern::proto::Message;
+use tern::server::{start, ServerConfig, ServerHandle};
+
+/// Longest a test waits for something that should happen promptly.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running in this process.
+pub struct TestServer {
+    handle: Option<ServerHandle>,
+    pub addr: SocketAddr,
+    pub fingerprint: [u8; 32],
+    pub config: ServerConfig,
+    data: TempDir,
+}
+
+/// Settings every test server uses unless a test changes them.
+pub fn test_config(data: &Path, shards: usize) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data.to_path_buf(),
+        shards,
+        ..ServerConfig::default()
+    }
+}
+
+impl TestServer {
+    pub fn start(shards: usize) -> TestServer {
+        Self::start_with(shards, |_| {})
+    }
+
+    pub fn start_with(shards: usize, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(data.path(), shards);
+        adjust(&mut config);
+        let handle = start(config.clone()).expect("server starts");
+        let fingerprint = parse_fingerprint(&handle.fingerprint).expect("fingerprint");
+        TestServer { addr: handle.local_addr, fingerprint, handle: Some(handle), config, data }
+    }
+
+    pub fn handle(&self) -> &ServerHandle {
+        self.handle.as_ref().expect("server running")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn options(&self, state: &Path) -> ClientOptions {
+        let mut o = ClientOptions::new(self.addr, TrustAnchor::Fingerprint(self.fingerprint), state);
+        o.request_timeout = WAIT;
+        o.reconnect_max = Duration::from_millis(500);
+        o
+    }
+
+    /// Registers a new account and returns its connected client.
+    pub async fn register(&self, user: &str) -> TestClient {
+        let state = tempfile::tempdir().expect("temp dir");
+        let client = Client::register(self.options(state.path()), user, "test").await.expect("register");
+        TestClient { client: Some(client), state }
+    }
+
+    /// A raw connection with its control stream open, nothing sent.
+    pub async fn raw_link(&self) -> Link {
+        let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap(), &TrustAnchor::Fingerprint(self.fingerprint)).unwrap();
+        let link = Link::connect(&endpoint, self.addr, "localhost").await.expect("connects");
+        std::mem::forget(endpoint);
+        link
+    }
+
+    /// Graceful shutdown (drains and persists), then a fresh start on the same
+    /// data directory and port 0 (the address changes).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..self.config.clone() };
+        let handle = tokio::task::spawn_blocking(move || start(config)).await.unwrap().expect("restarts");
+        self.addr = handle.local_addr;
+        self.handle = Some(handle);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            tokio::task::spawn_blocking(move || handle.shutdown()).await.unwrap();
+        }
+    }
+}
+
+/// A registered client and the state directory it keeps its identity in.
+pub struct TestClient {
+    client: Option<Client>,
+    pub state: TempDir,
+}
+
+impl Deref for TestClient {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("client open")
+    }
+}
+
+impl TestClient {
+    /// Closes the connection (the device goes offline), keeping its state.
+    pub async fn go_offline(&mut self) {
+        if let Some(client) = self.client.take() {
+            client.close().await;
+        }
+    }
+
+    /// Reconnects from the saved identity to `server`.
+    pub async fn come_online(&mut self, server: &TestServer) {
+        let client = Client::connect(server.options(self.state.path())).await.expect("reconnect");
+        self.client = Some(client);
+    }
+
+    /// The next delivered message, failing the test after [`WAIT`].
+    pub async fn expect_message(&self) -> Message {
+        tokio::time::timeout(WAIT, self.next_message()).await.expect("a message arrives in time").expect("client open")
+    }
+
+    /// Asserts nothing arrives within `quiet` (used after a positive check
+    /// has already proved deliveries flow).
+    pub async fn expect_no_message(&self, quiet: Duration) {
+        if let Ok(Some(m)) = tokio::time::timeout(quiet, self.next_message()).await {
+            panic!("unexpected message {m:?}");
+        }
+    }
+}
+
+/// A server running as a child process of the real `tern` binary.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub fingerprint: [u8; 32],
+}
+
+impl ServerProcess {
+    pub fn spawn(data: &Path, shards: usize) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--shards", &shards.to_string(), "--data"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tern serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("address line").expect("utf8");
+        let second = lines.next().expect("fingerprint line").expect("utf8");
+        let addr = first.split_whitespace().nth(3).expect("address").parse().expect("socket address");
+        let fingerprint = parse_fingerprint(second.rsplit(' ').next().expect("fp")).expect("fingerprint");
+        ServerProcess { child, addr, fingerprint }
+    }
+
+    pub fn options(&self, state: &Path) -> ClientOptions {
+        let mut o = ClientOptions::new(self.addr, TrustAnchor::Fingerprint(self.fingerprint), state);
+        o.request_timeout = WAIT;
+        o
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        self.child.wait().expect("exits")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory path that outlives one server process.
+pub fn data_dir() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("data");
+    (dir, path)
+}
