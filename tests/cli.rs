@@ -1,0 +1,80 @@
+//! The README's two-terminal walkthrough, run with the real `tern` binary
+//! against a real server process.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::{data_dir, ServerProcess};
+
+fn tern(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tern")).args(args).env("RUST_LOG", "warn").output().expect("runs")
+}
+
+fn ok(output: Output) -> String {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn two_terminal_chat_walkthrough() {
+    let (_tmp, data) = data_dir();
+    let server = ServerProcess::spawn(&data, 2);
+    let clients = tempfile::tempdir().unwrap();
+    let state = |u: &str| clients.path().join(u).to_string_lossy().into_owned();
+    let (alice, bob) = (state("alice"), state("bob"));
+    let addr = server.addr.to_string();
+    let fp = hex::encode(server.fingerprint);
+    for (dir, user) in [(&alice, "alice"), (&bob, "bob")] {
+        let out = ok(tern(&["register", "--state", dir, "--server", &addr, "--fingerprint", &fp, user]));
+        assert!(out.contains(&format!("registered {user}/1")));
+    }
+    let conv = ok(tern(&["create", "--state", &alice, "direct", "bob"])).trim().to_owned();
+    conv.parse::<u64>().expect("create prints the conversation id");
+
+    ok(tern(&["send", "--state", &alice, &conv, "sent while bob was away"]));
+    let listener = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["listen", "--state", &bob, "--count", "2"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ok(tern(&["send", "--state", &alice, &conv, "hello bob"]));
+    let heard = ok(listener.wait_with_output().unwrap());
+    let lines: Vec<&str> = heard.lines().collect();
+    assert_eq!(lines.len(), 2, "{heard}");
+    assert!(lines[0].ends_with("alice/1: sent while bob was away"), "{heard}");
+    assert!(lines[1].ends_with("alice/1: hello bob"), "{heard}");
+
+    let history = ok(tern(&["history", "--state", &bob, &conv]));
+    assert_eq!(history.lines().count(), 2);
+    let listing = ok(tern(&["conversations", "--state", &bob]));
+    assert!(listing.contains("head 2\tread up to 2"), "{listing}");
+    let bad = tern(&["send", "--state", &bob, "12345", "to nowhere"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not exist"));
+}
+
+#[test]
+fn help_explains_every_command() {
+    let top = ok(tern(&["--help"]));
+    for cmd in ["serve", "register", "create", "add", "remove", "send", "listen", "history", "conversations"] {
+        assert!(top.contains(cmd), "{cmd} missing from --help");
+        let help = ok(tern(&[cmd, "--help"]));
+        assert!(help.contains("Usage:"), "{cmd} --help");
+    }
+    let serve = ok(tern(&["serve", "--help"]));
+    assert!(serve.contains("--listen") && serve.contains("--data") && serve.contains("--shards"));
+}
+
+#[test]
+fn invalid_config_is_refused_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tern.toml");
+    std::fs::write(&file, "shards = 999\n").unwrap();
+    let out = tern(&["serve", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shards"));
+}
