@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use tempfile::TempDir;
 use tern::store::conformance::{self, message};
 use tern::store::fjall::{FjallStore, OpenError};
-use tern::store::{AppendOutcome, ConversationKind, ConversationRecord, CreateOutcome, Store, StoredMessage};
+use tern::store::{
+    AppendOutcome, ConversationKind, ConversationRecord, CreateOutcome, Store, StoredMessage,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -18,7 +20,10 @@ fn open(dir: &Path) -> Result<FjallStore, OpenError> {
 
 async fn create_group(s: &dyn Store, id: u64) -> TestResult {
     let record = conformance::conversation(id, ConversationKind::Group, "alice", &["alice", "bob"]);
-    assert_eq!(s.create_conversation(&record, None).await?, CreateOutcome::Created);
+    assert_eq!(
+        s.create_conversation(&record, None).await?,
+        CreateOutcome::Created
+    );
     Ok(())
 }
 
@@ -62,7 +67,10 @@ async fn group_commit_batches_concurrent_persists() -> TestResult {
     let (fsyncs, served) = store.commit_stats();
     eprintln!("group commit: {served} persist requests served by {fsyncs} fsyncs");
     assert_eq!(served, TASKS);
-    assert!(fsyncs >= 1 && fsyncs < served, "no batching: {fsyncs} fsyncs for {served} requests");
+    assert!(
+        fsyncs >= 1 && fsyncs < served,
+        "no batching: {fsyncs} fsyncs for {served} requests"
+    );
     Ok(())
 }
 
@@ -89,7 +97,8 @@ async fn write_everything(s: &dyn Store) -> TestResult {
     let direct = conformance::conversation(5, ConversationKind::Direct, "alice", &["alice", "bob"]);
     s.create_conversation(&direct, Some(b"alice|bob")).await?;
     create_group(s, 6).await?;
-    s.update_members(6, &["carol".to_string()], &["bob".to_string()]).await?;
+    s.update_members(6, &["carol".to_string()], &["bob".to_string()])
+        .await?;
     for seq in 1..=20 {
         let mut msg = message(5, seq, seq);
         msg.expires_at_ms = if seq <= 3 { 50 } else { u64::MAX };
@@ -104,18 +113,33 @@ async fn check_everything(s: &dyn Store, head: u64) -> TestResult {
     assert_eq!(s.devices("alice").await?, vec![conformance::device(1)]);
     let other = conformance::conversation(99, ConversationKind::Direct, "bob", &["alice", "bob"]);
     let existing = s.create_conversation(&other, Some(b"alice|bob")).await?;
-    assert!(matches!(existing, CreateOutcome::Existing(ref r) if r.id == 5 && r.head_seq == head), "{existing:?}");
+    assert!(
+        matches!(existing, CreateOutcome::Existing(ref r) if r.id == 5 && r.head_seq == head),
+        "{existing:?}"
+    );
     let group = s.conversation(6).await?.ok_or("group lost")?;
-    assert_eq!(group.members.iter().map(String::as_str).collect::<Vec<_>>(), vec!["alice", "carol"]);
+    assert_eq!(
+        group.members.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec!["alice", "carol"]
+    );
     assert_eq!(s.user_conversations("alice").await?, vec![5, 6]);
     assert_eq!(s.user_conversations("bob").await?, vec![5]);
     assert_eq!(s.user_conversations("carol").await?, vec![6]);
     let msgs = s.messages(5, 0, 100, 0).await?;
-    assert_eq!(msgs.iter().map(|m| m.seq).collect::<Vec<_>>(), (4..=head).collect::<Vec<_>>());
+    assert_eq!(
+        msgs.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (4..=head).collect::<Vec<_>>()
+    );
     assert_eq!(msgs.first(), Some(&message(5, 4, 4)));
-    assert_eq!(s.cursors("alice", 1).await?, [(5, 12)].into_iter().collect());
+    assert_eq!(
+        s.cursors("alice", 1).await?,
+        [(5, 12)].into_iter().collect()
+    );
     let dup = s.append_message(&message(5, 21, 7)).await?;
-    assert!(matches!(dup, AppendOutcome::Duplicate(ref m) if m.seq == 7), "idempotency keys survive: {dup:?}");
+    assert!(
+        matches!(dup, AppendOutcome::Duplicate(ref m) if m.seq == 7),
+        "idempotency keys survive: {dup:?}"
+    );
     Ok(())
 }
 
@@ -145,7 +169,9 @@ async fn second_open_is_locked() -> TestResult {
     let dir = tempfile::tempdir()?;
     let _first = open(dir.path())?;
     match open(dir.path()) {
-        Err(e @ OpenError::Locked { .. }) => assert!(e.to_string().contains("another process"), "{e}"),
+        Err(e @ OpenError::Locked { .. }) => {
+            assert!(e.to_string().contains("another process"), "{e}")
+        }
         Err(e) => panic!("expected Locked, got {e}"),
         Ok(_) => panic!("a second open of a locked directory succeeded"),
     }
@@ -199,13 +225,28 @@ async fn crash_keeps_persisted_writes() -> TestResult {
         .env(CRASH_DIR_ENV, dir.path())
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("PERSISTED 50"), "child did not persist: {stdout}");
+    assert!(
+        stdout.contains("PERSISTED 50"),
+        "child did not persist: {stdout}"
+    );
     assert!(!output.status.success(), "child should have aborted");
     let store = open(dir.path())?;
     let recovered = store.messages(1, 0, 1000, 0).await?;
-    assert!(recovered.len() as u64 >= CRASH_PERSISTED, "lost acknowledged writes: {}", recovered.len());
-    let head = store.conversation(1).await?.ok_or("conversation lost")?.head_seq;
-    assert_eq!(head, recovered.len() as u64, "head and messages out of step");
+    assert!(
+        recovered.len() as u64 >= CRASH_PERSISTED,
+        "lost acknowledged writes: {}",
+        recovered.len()
+    );
+    let head = store
+        .conversation(1)
+        .await?
+        .ok_or("conversation lost")?
+        .head_seq;
+    assert_eq!(
+        head,
+        recovered.len() as u64,
+        "head and messages out of step"
+    );
     for (i, msg) in recovered.iter().enumerate() {
         assert_eq!(msg, &message(1, i as u64 + 1, i as u64 + 1));
     }
@@ -243,7 +284,11 @@ fn journals(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             found.push(path);
         }
     }
-    found.sort_by_key(|p| p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok()));
+    found.sort_by_key(|p| {
+        p.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+    });
     Ok(found)
 }
 
@@ -280,7 +325,10 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Opens a damaged copy. On success the store must hold a prefix of
 /// `expected` with a matching head and must accept the next append, which is
 /// then added to `expected` (cut to the prefix); returns the prefix length.
-async fn recover(dir: &Path, expected: &mut Vec<StoredMessage>) -> Result<Option<usize>, Box<dyn std::error::Error>> {
+async fn recover(
+    dir: &Path,
+    expected: &mut Vec<StoredMessage>,
+) -> Result<Option<usize>, Box<dyn std::error::Error>> {
     let store = match open(dir) {
         Ok(store) => store,
         Err(e) => {
@@ -292,10 +340,16 @@ async fn recover(dir: &Path, expected: &mut Vec<StoredMessage>) -> Result<Option
     let got = store.messages(1, 0, 1000, 0).await?;
     let kept = got.len();
     let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
-    assert!(expected.get(..kept) == Some(got.as_slice()), "not an intact prefix: {seqs:?}");
+    assert!(
+        expected.get(..kept) == Some(got.as_slice()),
+        "not an intact prefix: {seqs:?}"
+    );
     let record: Option<ConversationRecord> = store.conversation(1).await?;
     match record {
-        Some(record) => assert_eq!(record.head_seq, kept as u64, "head and messages out of step"),
+        Some(record) => assert_eq!(
+            record.head_seq, kept as u64,
+            "head and messages out of step"
+        ),
         None => assert_eq!(kept, 0, "messages without their conversation"),
     }
     expected.truncate(kept);
@@ -325,13 +379,24 @@ async fn recovery_after_truncated_journal_tail() -> TestResult {
         file.set_len(end.saturating_sub(cut) as u64)?;
         drop(file);
         let mut log = sent.clone();
-        let kept = recover(&dir, &mut log).await?.ok_or("a torn tail must not stop the store from opening")?;
+        let kept = recover(&dir, &mut log)
+            .await?
+            .ok_or("a torn tail must not stop the store from opening")?;
         eprintln!("cut {cut} of {end} bytes: kept {kept} messages");
         if cut < 64 {
-            assert_eq!(kept as u64, FIXTURE_MESSAGES - 1, "only the torn last batch may be lost");
+            assert_eq!(
+                kept as u64,
+                FIXTURE_MESSAGES - 1,
+                "only the torn last batch may be lost"
+            );
         }
-        let reopened = recover(&dir, &mut log).await?.ok_or("second reopen failed")?;
-        assert!(reopened == kept + 1 || kept == 0, "the post-recovery append was lost");
+        let reopened = recover(&dir, &mut log)
+            .await?
+            .ok_or("second reopen failed")?;
+        assert!(
+            reopened == kept + 1 || kept == 0,
+            "the post-recovery append was lost"
+        );
     }
     Ok(())
 }
@@ -344,7 +409,12 @@ async fn recovery_after_truncated_journal_tail() -> TestResult {
 fn start_seqno_ranges(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
     let le = |at: usize, n: usize| {
         let field = bytes.get(at..at + n)?;
-        Some(field.iter().rev().fold(0usize, |acc, &b| acc << 8 | usize::from(b)))
+        Some(
+            field
+                .iter()
+                .rev()
+                .fold(0usize, |acc, &b| acc << 8 | usize::from(b)),
+        )
     };
     let (mut ranges, mut pos) = (Vec::new(), 0);
     while let Some(&tag) = bytes.get(pos) {
@@ -368,7 +438,10 @@ fn start_seqno_ranges(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
 /// After a flip in a batch-start seqno (not covered by fjall's checksum) the
 /// head may be rolled back; what must still hold: no altered message bytes,
 /// and no acknowledged message is ever overwritten by a new append.
-async fn recover_weak(dir: &Path, sent: &[StoredMessage]) -> Result<Option<usize>, Box<dyn std::error::Error>> {
+async fn recover_weak(
+    dir: &Path,
+    sent: &[StoredMessage],
+) -> Result<Option<usize>, Box<dyn std::error::Error>> {
     let store = match open(dir) {
         Ok(store) => store,
         Err(e) => {
@@ -386,7 +459,11 @@ async fn recover_weak(dir: &Path, sent: &[StoredMessage]) -> Result<Option<usize
     let next = message(1, record.head_seq + 1, 5_000);
     let stored_already = got.iter().any(|m| m.seq == next.seq);
     match store.append_message(&next).await {
-        Ok(outcome) => assert!(!stored_already && outcome == AppendOutcome::Appended, "overwrote seq {}", next.seq),
+        Ok(outcome) => assert!(
+            !stored_already && outcome == AppendOutcome::Appended,
+            "overwrote seq {}",
+            next.seq
+        ),
         Err(e) => {
             assert!(stored_already, "append failed without cause: {e}");
             eprintln!("  rolled-back head detected on append: {e}");
@@ -407,10 +484,19 @@ async fn recovery_after_flipped_journal_bytes() -> TestResult {
     let (journal, end) = active_journal(&pristine)?;
     shrink_preallocation(&journal, end)?;
     let unchecked = start_seqno_ranges(std::fs::read(&journal)?.get(..end).ok_or("short journal")?);
-    assert_eq!(unchecked.len() as u64, FIXTURE_MESSAGES + 1, "journal layout changed: one batch per write expected");
+    assert_eq!(
+        unchecked.len() as u64,
+        FIXTURE_MESSAGES + 1,
+        "journal layout changed: one batch per write expected"
+    );
     let mut positions: Vec<usize> = (0..end).step_by((end / 97).max(1)).collect();
     positions.extend([end.saturating_sub(1), end.saturating_sub(12), end / 2 + 1]);
-    positions.extend(unchecked.iter().flat_map(|r| [r.start, r.end - 1]).step_by(7));
+    positions.extend(
+        unchecked
+            .iter()
+            .flat_map(|r| [r.start, r.end - 1])
+            .step_by(7),
+    );
     let (mut opened, mut refused, mut weak) = (0, 0, 0);
     for pos in positions {
         let dir = base.path().join(format!("flip-{pos}"));
@@ -421,7 +507,10 @@ async fn recovery_after_flipped_journal_bytes() -> TestResult {
         *byte ^= 0xFF;
         std::fs::write(&journal, &bytes)?;
         let in_seqno = unchecked.iter().any(|r| r.contains(&pos));
-        eprintln!("flip at {pos} of {end}{}:", if in_seqno { " (batch seqno)" } else { "" });
+        eprintln!(
+            "flip at {pos} of {end}{}:",
+            if in_seqno { " (batch seqno)" } else { "" }
+        );
         let outcome = match in_seqno {
             true => {
                 weak += 1;
@@ -437,6 +526,8 @@ async fn recovery_after_flipped_journal_bytes() -> TestResult {
             None => refused += 1,
         }
     }
-    eprintln!("flips: {opened} opened, {refused} refused with a typed error, {weak} in unchecked seqnos");
+    eprintln!(
+        "flips: {opened} opened, {refused} refused with a typed error, {weak} in unchecked seqnos"
+    );
     Ok(())
 }

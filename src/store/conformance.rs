@@ -17,8 +17,9 @@ use bytes::Bytes;
 use tokio::sync::Barrier;
 
 use super::{
-    AppendError, AppendOutcome, ConversationId, ConversationKind, ConversationRecord, CreateAccountError,
-    CreateConversationError, CreateOutcome, DeviceId, DeviceRecord, MembersError, Seq, Store, StoredMessage,
+    AppendError, AppendOutcome, ConversationId, ConversationKind, ConversationRecord,
+    CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceRecord,
+    MembersError, Seq, Store, StoredMessage,
 };
 
 /// Runs every check, each on a fresh store from `make`.
@@ -62,7 +63,12 @@ pub fn device(device: DeviceId) -> DeviceRecord {
 }
 
 /// A conversation record of `kind` with `members`.
-pub fn conversation(id: ConversationId, kind: ConversationKind, creator: &str, members: &[&str]) -> ConversationRecord {
+pub fn conversation(
+    id: ConversationId,
+    kind: ConversationKind,
+    creator: &str,
+    members: &[&str],
+) -> ConversationRecord {
     ConversationRecord {
         id,
         kind,
@@ -90,13 +96,21 @@ pub fn message(id: ConversationId, seq: Seq, client_message_id: u64) -> StoredMe
 
 async fn new_conversation(s: &dyn Store, id: ConversationId, members: &[&str]) {
     let record = conversation(id, ConversationKind::Group, "alice", members);
-    let outcome = ok(s.create_conversation(&record, None).await, "create_conversation");
+    let outcome = ok(
+        s.create_conversation(&record, None).await,
+        "create_conversation",
+    );
     assert_eq!(outcome, CreateOutcome::Created);
 }
 
 async fn append_ok(s: &dyn Store, msg: &StoredMessage) {
     let outcome = ok(s.append_message(msg).await, "append_message");
-    assert_eq!(outcome, AppendOutcome::Appended, "append of seq {}", msg.seq);
+    assert_eq!(
+        outcome,
+        AppendOutcome::Appended,
+        "append of seq {}",
+        msg.seq
+    );
 }
 
 async fn head(s: &dyn Store, id: ConversationId) -> Seq {
@@ -118,25 +132,49 @@ async fn seqs(s: &dyn Store, id: ConversationId, from: Seq, limit: usize, now_ms
 
 /// create_account, device, devices and `UserExists`.
 pub async fn accounts(s: &dyn Store) {
-    ok(s.create_account("alice", device(7)).await, "create_account alice");
+    ok(
+        s.create_account("alice", device(7)).await,
+        "create_account alice",
+    );
     assert_eq!(ok(s.device("alice", 7).await, "device"), Some(device(7)));
-    assert_eq!(ok(s.device("alice", 1).await, "device"), None, "unknown device");
+    assert_eq!(
+        ok(s.device("alice", 1).await, "device"),
+        None,
+        "unknown device"
+    );
     assert_eq!(ok(s.device("bob", 7).await, "device"), None, "unknown user");
     assert_eq!(ok(s.devices("alice").await, "devices"), vec![device(7)]);
-    assert_eq!(ok(s.devices("bob").await, "devices"), vec![], "unknown user has no devices");
+    assert_eq!(
+        ok(s.devices("bob").await, "devices"),
+        vec![],
+        "unknown user has no devices"
+    );
 
     let again = s.create_account("alice", device(8)).await;
-    assert!(matches!(&again, Err(CreateAccountError::UserExists(u)) if u == "alice"), "{again:?}");
-    assert_eq!(ok(s.devices("alice").await, "devices"), vec![device(7)], "a refused create writes nothing");
+    assert!(
+        matches!(&again, Err(CreateAccountError::UserExists(u)) if u == "alice"),
+        "{again:?}"
+    );
+    assert_eq!(
+        ok(s.devices("alice").await, "devices"),
+        vec![device(7)],
+        "a refused create writes nothing"
+    );
 
     // Handles that prefix one another are distinct users.
     assert_eq!(ok(s.devices("al").await, "devices"), vec![]);
     ok(s.create_account("al", device(1)).await, "create_account al");
-    ok(s.create_account("alice.b-c_9", device(2)).await, "create_account alice.b-c_9");
+    ok(
+        s.create_account("alice.b-c_9", device(2)).await,
+        "create_account alice.b-c_9",
+    );
     assert_eq!(ok(s.devices("al").await, "devices"), vec![device(1)]);
     assert_eq!(ok(s.devices("alice").await, "devices"), vec![device(7)]);
     let long = "a".repeat(32);
-    ok(s.create_account(&long, device(3)).await, "create_account 32-char handle");
+    ok(
+        s.create_account(&long, device(3)).await,
+        "create_account 32-char handle",
+    );
     assert_eq!(ok(s.device(&long, 3).await, "device"), Some(device(3)));
 }
 
@@ -160,9 +198,17 @@ pub async fn create_account_race(s: Arc<dyn Store>) {
             (_, Err(e)) => panic!("conformance: create_account race: {e:?}"),
         }
     }
-    assert_eq!(winners.len(), 1, "exactly one create_account wins: {winners:?}");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one create_account wins: {winners:?}"
+    );
     let devices = ok(s.devices("racer").await, "devices");
-    assert_eq!(devices, winners.iter().map(|&i| device(i)).collect::<Vec<_>>(), "the winner's device is stored");
+    assert_eq!(
+        devices,
+        winners.iter().map(|&i| device(i)).collect::<Vec<_>>(),
+        "the winner's device is stored"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -174,30 +220,71 @@ pub async fn create_account_race(s: Arc<dyn Store>) {
 pub async fn conversations(s: &dyn Store) {
     let mut group = conversation(300, ConversationKind::Group, "alice", &["alice", "bob"]);
     group.head_seq = 99; // ignored on create
-    assert_eq!(ok(s.create_conversation(&group, None).await, "create"), CreateOutcome::Created);
+    assert_eq!(
+        ok(s.create_conversation(&group, None).await, "create"),
+        CreateOutcome::Created
+    );
     group.head_seq = 0;
-    assert_eq!(ok(s.conversation(300).await, "conversation"), Some(group.clone()));
+    assert_eq!(
+        ok(s.conversation(300).await, "conversation"),
+        Some(group.clone())
+    );
     assert_eq!(ok(s.conversation(301).await, "conversation"), None);
 
     let clash = conversation(300, ConversationKind::Direct, "carol", &["carol", "dave"]);
     let taken = s.create_conversation(&clash, None).await;
-    assert!(matches!(taken, Err(CreateConversationError::IdTaken(300))), "{taken:?}");
+    assert!(
+        matches!(taken, Err(CreateConversationError::IdTaken(300))),
+        "{taken:?}"
+    );
     let taken = s.create_conversation(&clash, Some(b"carol|dave")).await;
-    assert!(matches!(taken, Err(CreateConversationError::IdTaken(300))), "{taken:?}");
-    assert_eq!(ok(s.conversation(300).await, "conversation"), Some(group.clone()), "IdTaken writes nothing");
-    assert_eq!(ok(s.user_conversations("carol").await, "user_conversations"), vec![]);
+    assert!(
+        matches!(taken, Err(CreateConversationError::IdTaken(300))),
+        "{taken:?}"
+    );
+    assert_eq!(
+        ok(s.conversation(300).await, "conversation"),
+        Some(group.clone()),
+        "IdTaken writes nothing"
+    );
+    assert_eq!(
+        ok(s.user_conversations("carol").await, "user_conversations"),
+        vec![]
+    );
 
     let direct = conversation(5, ConversationKind::Direct, "alice", &["alice", "bob"]);
-    assert_eq!(ok(s.create_conversation(&direct, Some(b"alice|bob")).await, "create"), CreateOutcome::Created);
+    assert_eq!(
+        ok(
+            s.create_conversation(&direct, Some(b"alice|bob")).await,
+            "create"
+        ),
+        CreateOutcome::Created
+    );
     let dup = conversation(6, ConversationKind::Direct, "bob", &["alice", "bob", "eve"]);
-    let existing = ok(s.create_conversation(&dup, Some(b"alice|bob")).await, "create existing");
+    let existing = ok(
+        s.create_conversation(&dup, Some(b"alice|bob")).await,
+        "create existing",
+    );
     assert_eq!(existing, CreateOutcome::Existing(direct.clone()));
-    assert_eq!(ok(s.conversation(6).await, "conversation"), None, "Existing writes nothing");
-    assert_eq!(ok(s.user_conversations("eve").await, "user_conversations"), vec![]);
+    assert_eq!(
+        ok(s.conversation(6).await, "conversation"),
+        None,
+        "Existing writes nothing"
+    );
+    assert_eq!(
+        ok(s.user_conversations("eve").await, "user_conversations"),
+        vec![]
+    );
 
     // A unique key is matched exactly, not by prefix.
     let other = conversation(7, ConversationKind::NoteToSelf, "alice", &["alice"]);
-    assert_eq!(ok(s.create_conversation(&other, Some(b"alice")).await, "create"), CreateOutcome::Created);
+    assert_eq!(
+        ok(
+            s.create_conversation(&other, Some(b"alice")).await,
+            "create"
+        ),
+        CreateOutcome::Created
+    );
 
     // Ids sort as unsigned integers, including the high bit.
     let high = [u64::MAX - 1, 1 << 63];
@@ -206,9 +293,19 @@ pub async fn conversations(s: &dyn Store) {
     }
     let mine = ok(s.user_conversations("alice").await, "user_conversations");
     assert_eq!(mine, vec![5, 7, 300, 1 << 63, u64::MAX - 1]);
-    assert_eq!(ok(s.user_conversations("bob").await, "user_conversations"), vec![5, 300]);
-    assert_eq!(ok(s.user_conversations("al").await, "user_conversations"), vec![], "no prefix leak");
-    assert_eq!(ok(s.user_conversations("nobody").await, "user_conversations"), vec![]);
+    assert_eq!(
+        ok(s.user_conversations("bob").await, "user_conversations"),
+        vec![5, 300]
+    );
+    assert_eq!(
+        ok(s.user_conversations("al").await, "user_conversations"),
+        vec![],
+        "no prefix leak"
+    );
+    assert_eq!(
+        ok(s.user_conversations("nobody").await, "user_conversations"),
+        vec![]
+    );
 }
 
 /// 16 concurrent creates with one unique key: one `Created`, the rest
@@ -222,7 +319,11 @@ pub async fn create_conversation_race(s: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let record = conversation(id, ConversationKind::Direct, "alice", &["alice", "bob"]);
             barrier.wait().await;
-            (id, s.create_conversation(&record, Some(b"pair:alice:bob")).await)
+            (
+                id,
+                s.create_conversation(&record, Some(b"pair:alice:bob"))
+                    .await,
+            )
         }));
     }
     let (mut created, mut existing) = (Vec::new(), Vec::new());
@@ -234,9 +335,18 @@ pub async fn create_conversation_race(s: Arc<dyn Store>) {
         }
     }
     assert_eq!(created.len(), 1, "exactly one create wins: {created:?}");
-    assert!(existing.iter().all(|id| created.contains(id)), "Existing returns the winner: {existing:?}");
-    assert_eq!(ok(s.user_conversations("alice").await, "user_conversations"), created);
-    assert_eq!(ok(s.user_conversations("bob").await, "user_conversations"), created);
+    assert!(
+        existing.iter().all(|id| created.contains(id)),
+        "Existing returns the winner: {existing:?}"
+    );
+    assert_eq!(
+        ok(s.user_conversations("alice").await, "user_conversations"),
+        created
+    );
+    assert_eq!(
+        ok(s.user_conversations("bob").await, "user_conversations"),
+        created
+    );
 }
 
 /// update_members keeps the record, the head and both users' indexes in step.
@@ -249,17 +359,40 @@ pub async fn update_members(s: &dyn Store) {
     let expected: BTreeSet<String> = ["alice", "carol"].iter().map(|u| u.to_string()).collect();
     assert_eq!(updated.members, expected, "adds, then removes");
     assert_eq!(updated.head_seq, 1, "membership changes keep the head");
-    assert_eq!(ok(s.conversation(40).await, "conversation"), Some(updated.clone()));
-    assert_eq!(ok(s.user_conversations("carol").await, "user_conversations"), vec![40]);
-    assert_eq!(ok(s.user_conversations("bob").await, "user_conversations"), vec![]);
-    assert_eq!(ok(s.user_conversations("dave").await, "user_conversations"), vec![], "add+remove: not a member");
-    assert_eq!(ok(s.user_conversations("alice").await, "user_conversations"), vec![40]);
+    assert_eq!(
+        ok(s.conversation(40).await, "conversation"),
+        Some(updated.clone())
+    );
+    assert_eq!(
+        ok(s.user_conversations("carol").await, "user_conversations"),
+        vec![40]
+    );
+    assert_eq!(
+        ok(s.user_conversations("bob").await, "user_conversations"),
+        vec![]
+    );
+    assert_eq!(
+        ok(s.user_conversations("dave").await, "user_conversations"),
+        vec![],
+        "add+remove: not a member"
+    );
+    assert_eq!(
+        ok(s.user_conversations("alice").await, "user_conversations"),
+        vec![40]
+    );
 
     let same = ok(s.update_members(40, &[], &[]).await, "update_members no-op");
     assert_eq!(same, updated);
     let missing = s.update_members(41, &add, &[]).await;
-    assert!(matches!(missing, Err(MembersError::NoSuchConversation(41))), "{missing:?}");
-    assert_eq!(ok(s.user_conversations("carol").await, "user_conversations"), vec![40], "failure writes nothing");
+    assert!(
+        matches!(missing, Err(MembersError::NoSuchConversation(41))),
+        "{missing:?}"
+    );
+    assert_eq!(
+        ok(s.user_conversations("carol").await, "user_conversations"),
+        vec![40],
+        "failure writes nothing"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -269,7 +402,10 @@ pub async fn update_members(s: &dyn Store) {
 /// seq must be head+1; `SeqConflict` on gap or repeat; `NoSuchConversation`.
 pub async fn append_seq_rules(s: &dyn Store) {
     let missing = s.append_message(&message(9, 1, 1)).await;
-    assert!(matches!(missing, Err(AppendError::NoSuchConversation(9))), "{missing:?}");
+    assert!(
+        matches!(missing, Err(AppendError::NoSuchConversation(9))),
+        "{missing:?}"
+    );
     new_conversation(s, 9, &["alice"]).await;
     for (seq, head) in [(0, 0), (2, 0)] {
         let got = s.append_message(&message(9, seq, 100 + seq)).await;
@@ -281,12 +417,36 @@ pub async fn append_seq_rules(s: &dyn Store) {
     append_ok(s, &message(9, 1, 1)).await;
     assert_eq!(head(s, 9).await, 1);
     let repeat = s.append_message(&message(9, 1, 2)).await;
-    assert!(matches!(repeat, Err(AppendError::SeqConflict { head: 1, got: 1, .. })), "{repeat:?}");
+    assert!(
+        matches!(
+            repeat,
+            Err(AppendError::SeqConflict {
+                head: 1,
+                got: 1,
+                ..
+            })
+        ),
+        "{repeat:?}"
+    );
     let gap = s.append_message(&message(9, 3, 3)).await;
-    assert!(matches!(gap, Err(AppendError::SeqConflict { head: 1, got: 3, .. })), "{gap:?}");
+    assert!(
+        matches!(
+            gap,
+            Err(AppendError::SeqConflict {
+                head: 1,
+                got: 3,
+                ..
+            })
+        ),
+        "{gap:?}"
+    );
     append_ok(s, &message(9, 2, 2)).await;
     assert_eq!(head(s, 9).await, 2);
-    assert_eq!(seqs(s, 9, 1, 10, 0).await, vec![1, 2], "refused appends wrote nothing");
+    assert_eq!(
+        seqs(s, 9, 1, 10, 0).await,
+        vec![1, 2],
+        "refused appends wrote nothing"
+    );
     // The refused gap attempt (seq 3, cmid 3) did not store its idempotency key.
     append_ok(s, &message(9, 3, 3)).await;
 }
@@ -301,11 +461,20 @@ pub async fn duplicates(s: &dyn Store) {
 
     let mut retry = message(12, 2, 42);
     retry.payload = Bytes::from_static(b"different bytes");
-    assert_eq!(ok(s.append_message(&retry).await, "retry"), AppendOutcome::Duplicate(first.clone()));
+    assert_eq!(
+        ok(s.append_message(&retry).await, "retry"),
+        AppendOutcome::Duplicate(first.clone())
+    );
     let stale = message(12, 1, 42);
-    assert_eq!(ok(s.append_message(&stale).await, "stale retry"), AppendOutcome::Duplicate(first.clone()));
+    assert_eq!(
+        ok(s.append_message(&stale).await, "stale retry"),
+        AppendOutcome::Duplicate(first.clone())
+    );
     let far = message(12, 77, 42);
-    assert_eq!(ok(s.append_message(&far).await, "gap retry"), AppendOutcome::Duplicate(first.clone()));
+    assert_eq!(
+        ok(s.append_message(&far).await, "gap retry"),
+        AppendOutcome::Duplicate(first.clone())
+    );
     assert_eq!(head(s, 12).await, 1, "a duplicate does not move the head");
     assert_eq!(seqs(s, 12, 0, 10, 0).await, vec![1]);
 
@@ -342,12 +511,20 @@ pub async fn messages_paging(s: &dyn Store) {
 
     let all = ok(s.messages(2, 1, 100, 0).await, "messages");
     assert_eq!(all, sent, "messages round-trip exactly");
-    assert_eq!(seqs(s, 2, 0, 3, 0).await, vec![1, 2, 3], "from 0 is from the start");
+    assert_eq!(
+        seqs(s, 2, 0, 3, 0).await,
+        vec![1, 2, 3],
+        "from 0 is from the start"
+    );
     assert_eq!(seqs(s, 2, 4, 3, 0).await, vec![4, 5, 6]);
     assert_eq!(seqs(s, 2, 9, 5, 0).await, vec![9, 10]);
     assert_eq!(seqs(s, 2, 11, 5, 0).await, Vec::<Seq>::new());
     assert_eq!(seqs(s, 2, 1, 0, 0).await, Vec::<Seq>::new(), "limit 0");
-    assert_eq!(seqs(s, 3, 1, 5, 0).await, Vec::<Seq>::new(), "unknown conversation");
+    assert_eq!(
+        seqs(s, 3, 1, 5, 0).await,
+        Vec::<Seq>::new(),
+        "unknown conversation"
+    );
     assert_eq!(seqs(s, 2, u64::MAX, 5, 0).await, Vec::<Seq>::new());
 }
 
@@ -361,8 +538,16 @@ pub async fn messages_expiry_filter(s: &dyn Store) {
         append_ok(s, &msg).await;
     }
     assert_eq!(seqs(s, 20, 1, 10, 99).await, vec![1, 2, 3, 4, 5]);
-    assert_eq!(seqs(s, 20, 1, 10, 100).await, vec![1, 3, 5], "expiry is inclusive");
-    assert_eq!(seqs(s, 20, 1, 2, 100).await, vec![1, 3], "limit counts live messages only");
+    assert_eq!(
+        seqs(s, 20, 1, 10, 100).await,
+        vec![1, 3, 5],
+        "expiry is inclusive"
+    );
+    assert_eq!(
+        seqs(s, 20, 1, 2, 100).await,
+        vec![1, 3],
+        "limit counts live messages only"
+    );
     assert_eq!(seqs(s, 20, 2, 10, 300).await, vec![5]);
     assert_eq!(head(s, 20).await, 5, "reads do not move the head");
 }
@@ -374,19 +559,41 @@ pub async fn messages_expiry_filter(s: &dyn Store) {
 /// advance_cursor never lowers; cursors() is per user and device.
 pub async fn cursors(s: &dyn Store) {
     assert_eq!(ok(s.advance_cursor("alice", 1, 30, 5).await, "advance"), 5);
-    assert_eq!(ok(s.advance_cursor("alice", 1, 30, 3).await, "lower"), 5, "never lowers");
+    assert_eq!(
+        ok(s.advance_cursor("alice", 1, 30, 3).await, "lower"),
+        5,
+        "never lowers"
+    );
     assert_eq!(ok(s.advance_cursor("alice", 1, 30, 5).await, "same"), 5);
     assert_eq!(ok(s.advance_cursor("alice", 1, 30, 7).await, "raise"), 7);
-    assert_eq!(ok(s.advance_cursor("alice", 1, 1 << 63, 2).await, "advance"), 2);
-    assert_eq!(ok(s.advance_cursor("alice", 2, 30, 1).await, "other device"), 1);
+    assert_eq!(
+        ok(s.advance_cursor("alice", 1, 1 << 63, 2).await, "advance"),
+        2
+    );
+    assert_eq!(
+        ok(s.advance_cursor("alice", 2, 30, 1).await, "other device"),
+        1
+    );
     assert_eq!(ok(s.advance_cursor("al", 1, 30, 9).await, "prefix user"), 9);
-    assert_eq!(ok(s.advance_cursor("alice", 256, 30, 4).await, "device 256"), 4);
+    assert_eq!(
+        ok(s.advance_cursor("alice", 256, 30, 4).await, "device 256"),
+        4
+    );
 
     let expected: BTreeMap<ConversationId, Seq> = [(30, 7), (1 << 63, 2)].into_iter().collect();
     assert_eq!(ok(s.cursors("alice", 1).await, "cursors"), expected);
-    assert_eq!(ok(s.cursors("alice", 2).await, "cursors"), [(30, 1)].into_iter().collect());
-    assert_eq!(ok(s.cursors("alice", 256).await, "cursors"), [(30, 4)].into_iter().collect());
-    assert_eq!(ok(s.cursors("al", 1).await, "cursors"), [(30, 9)].into_iter().collect());
+    assert_eq!(
+        ok(s.cursors("alice", 2).await, "cursors"),
+        [(30, 1)].into_iter().collect()
+    );
+    assert_eq!(
+        ok(s.cursors("alice", 256).await, "cursors"),
+        [(30, 4)].into_iter().collect()
+    );
+    assert_eq!(
+        ok(s.cursors("al", 1).await, "cursors"),
+        [(30, 9)].into_iter().collect()
+    );
     assert_eq!(ok(s.cursors("bob", 1).await, "cursors"), BTreeMap::new());
     assert_eq!(ok(s.cursors("alice", 3).await, "cursors"), BTreeMap::new());
 }
@@ -395,7 +602,13 @@ pub async fn cursors(s: &dyn Store) {
 // Expiry sweeping
 // ---------------------------------------------------------------------------
 
-async fn append_expiring(s: &dyn Store, id: ConversationId, seq: Seq, cmid: u64, expires_at_ms: u64) {
+async fn append_expiring(
+    s: &dyn Store,
+    id: ConversationId,
+    seq: Seq,
+    cmid: u64,
+    expires_at_ms: u64,
+) {
     let mut msg = message(id, seq, cmid);
     msg.expires_at_ms = expires_at_ms;
     append_ok(s, &msg).await;
@@ -410,20 +623,52 @@ pub async fn sweep(s: &dyn Store) {
     append_expiring(s, 50, 2, 2, 200).await;
     append_expiring(s, 50, 3, 3, 300).await;
     append_expiring(s, 51, 1, 1, 150).await;
-    assert_eq!(ok(s.sweep_expired(99, 100).await, "sweep"), 0, "nothing expired yet");
-    assert_eq!(ok(s.sweep_expired(150, 100).await, "sweep"), 2, "expiry is inclusive");
-    assert_eq!(seqs(s, 50, 0, 10, 0).await, vec![2, 3], "deleted, not just hidden");
+    assert_eq!(
+        ok(s.sweep_expired(99, 100).await, "sweep"),
+        0,
+        "nothing expired yet"
+    );
+    assert_eq!(
+        ok(s.sweep_expired(150, 100).await, "sweep"),
+        2,
+        "expiry is inclusive"
+    );
+    assert_eq!(
+        seqs(s, 50, 0, 10, 0).await,
+        vec![2, 3],
+        "deleted, not just hidden"
+    );
     assert_eq!(seqs(s, 51, 0, 10, 0).await, Vec::<Seq>::new());
-    assert_eq!((head(s, 50).await, head(s, 51).await), (3, 1), "heads do not move");
+    assert_eq!(
+        (head(s, 50).await, head(s, 51).await),
+        (3, 1),
+        "heads do not move"
+    );
     assert_eq!(ok(s.sweep_expired(150, 100).await, "sweep again"), 0);
 
     let reused = s.append_message(&message(50, 1, 99)).await;
-    assert!(matches!(reused, Err(AppendError::SeqConflict { head: 3, got: 1, .. })), "{reused:?}");
+    assert!(
+        matches!(
+            reused,
+            Err(AppendError::SeqConflict {
+                head: 3,
+                got: 1,
+                ..
+            })
+        ),
+        "{reused:?}"
+    );
     // The swept message's idempotency key went with it.
-    assert_eq!(ok(s.append_message(&message(50, 4, 1)).await, "re-send"), AppendOutcome::Appended);
+    assert_eq!(
+        ok(s.append_message(&message(50, 4, 1)).await, "re-send"),
+        AppendOutcome::Appended
+    );
     // Live messages keep theirs.
     let dup = ok(s.append_message(&message(50, 5, 2)).await, "duplicate");
-    assert!(matches!(dup, AppendOutcome::Duplicate(m) if m.seq == 2), "live key kept");
+    assert!(
+        matches!(dup, AppendOutcome::Duplicate(m) if m.seq == 2),
+        "live key kept"
+    );
     assert_eq!(ok(s.sweep_expired(u64::MAX, 100).await, "sweep all"), 3);
     assert_eq!(head(s, 50).await, 4);
     assert_eq!(seqs(s, 50, 0, 10, 0).await, Vec::<Seq>::new());
@@ -437,7 +682,11 @@ pub async fn sweep_limit(s: &dyn Store) {
     }
     assert_eq!(ok(s.sweep_expired(1_000, 0).await, "sweep limit 0"), 0);
     assert_eq!(ok(s.sweep_expired(1_000, 2).await, "sweep"), 2);
-    assert_eq!(seqs(s, 60, 0, 10, 0).await, vec![3, 4, 5], "oldest expiry first");
+    assert_eq!(
+        seqs(s, 60, 0, 10, 0).await,
+        vec![3, 4, 5],
+        "oldest expiry first"
+    );
     assert_eq!(ok(s.sweep_expired(1_000, 2).await, "sweep"), 2);
     assert_eq!(ok(s.sweep_expired(1_000, 2).await, "sweep"), 1);
     assert_eq!(ok(s.sweep_expired(1_000, 2).await, "sweep"), 0);

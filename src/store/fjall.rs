@@ -29,6 +29,17 @@
 //! journal; sealed journals were fsynced when they were rotated) and answers
 //! them all.
 //!
+//! # Recovery (fjall 3.1 semantics)
+//! Opening replays the journal point-in-time: a torn or unreadable entry (bad
+//! tag, bad trailer, short read) ends replay there and fjall truncates the
+//! file, dropping every later batch, persisted ones included; a checksum
+//! mismatch fails the open ([`OpenError::Corrupt`]). Batch-start seqnos are
+//! not checksummed, so damage there can roll a key (e.g. a head) back to an
+//! older value: `append_message` refuses to overwrite a stored seq, so such a
+//! rollback surfaces as a [`BackendError`] instead of a replaced message.
+//! Engine panics during open (debug assertions on damaged input) become
+//! [`OpenError::Engine`].
+//!
 //! # Blocking
 //! Reads and batch commits run inline on the caller's thread: they touch
 //! memtables and do one buffered `write(2)`. While the commit thread syncs, it
@@ -48,8 +59,8 @@ use tokio::sync::oneshot;
 
 use super::{
     AppendError, AppendOutcome, BackendError, ConversationId, ConversationKind, ConversationRecord,
-    CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceRecord, MembersError,
-    Seq, Store, StoredMessage, UserId,
+    CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceRecord,
+    MembersError, Seq, Store, StoredMessage, UserId,
 };
 
 /// Sync mode of the group commit. The journal is preallocated and only ever
@@ -142,15 +153,26 @@ impl FjallStore {
             source,
         })?;
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
-        let inner = Inner { db, ks, create_lock: Mutex::new(()), stripes, committer };
-        Ok(FjallStore { inner: Arc::new(inner) })
+        let inner = Inner {
+            db,
+            ks,
+            create_lock: Mutex::new(()),
+            stripes,
+            committer,
+        };
+        Ok(FjallStore {
+            inner: Arc::new(inner),
+        })
     }
 
     /// `(fsyncs done, persist requests served)` by the commit thread so far;
     /// the final sync at shutdown is not counted.
     pub fn commit_stats(&self) -> (u64, u64) {
         let s = &self.inner.committer.stats;
-        (s.fsyncs.load(Ordering::SeqCst), s.served.load(Ordering::SeqCst))
+        (
+            s.fsyncs.load(Ordering::SeqCst),
+            s.served.load(Ordering::SeqCst),
+        )
     }
 }
 
@@ -187,12 +209,22 @@ fn classify(path: &Path, e: fjall::Error) -> OpenError {
     match e {
         E::Locked => OpenError::Locked { path },
         E::Io(source) | E::Storage(L::Io(source)) => OpenError::Io { path, source },
-        E::InvalidVersion(v) => OpenError::IncompatibleVersion { path, detail: format!("{v:?}") },
-        E::Storage(L::InvalidVersion(v)) => {
-            OpenError::IncompatibleVersion { path, detail: format!("table version {v}") }
-        }
-        E::Poisoned | E::KeyspaceDeleted => OpenError::Engine { path, detail: e.to_string() },
-        other => OpenError::Corrupt { path, detail: other.to_string() },
+        E::InvalidVersion(v) => OpenError::IncompatibleVersion {
+            path,
+            detail: format!("{v:?}"),
+        },
+        E::Storage(L::InvalidVersion(v)) => OpenError::IncompatibleVersion {
+            path,
+            detail: format!("table version {v}"),
+        },
+        E::Poisoned | E::KeyspaceDeleted => OpenError::Engine {
+            path,
+            detail: e.to_string(),
+        },
+        other => OpenError::Corrupt {
+            path,
+            detail: other.to_string(),
+        },
     }
 }
 
@@ -223,7 +255,11 @@ impl Committer {
         let handle = std::thread::Builder::new()
             .name("tern-commit".to_string())
             .spawn(move || commit_loop(&db, &rx, &thread_stats))?;
-        Ok(Self { tx: Some(tx), handle: Some(handle), stats })
+        Ok(Self {
+            tx: Some(tx),
+            handle: Some(handle),
+            stats,
+        })
     }
 
     /// Queues one persist request; the receiver completes after its sync.
@@ -257,9 +293,13 @@ fn commit_loop(db: &Database, rx: &mpsc::Receiver<Waiter>, stats: &CommitStats) 
         waiters.extend(rx.try_iter());
         let result = db.persist(COMMIT_MODE).map_err(|e| e.to_string());
         stats.fsyncs.fetch_add(1, Ordering::SeqCst);
-        stats.served.fetch_add(waiters.len() as u64, Ordering::SeqCst);
+        stats
+            .served
+            .fetch_add(waiters.len() as u64, Ordering::SeqCst);
         for waiter in waiters {
-            let reply = result.clone().map_err(|e| BackendError(format!("journal sync failed: {e}")));
+            let reply = result
+                .clone()
+                .map_err(|e| BackendError(format!("journal sync failed: {e}")));
             // A caller that gave up waiting is not an error.
             let _ = waiter.send(reply);
         }
@@ -278,8 +318,12 @@ mod keys {
 
     /// One length byte, then the user's bytes.
     pub fn user(user: &str) -> Result<Vec<u8>, BackendError> {
-        let len = u8::try_from(user.len())
-            .map_err(|_| BackendError(format!("user handle of {} bytes is too long to store", user.len())))?;
+        let len = u8::try_from(user.len()).map_err(|_| {
+            BackendError(format!(
+                "user handle of {} bytes is too long to store",
+                user.len()
+            ))
+        })?;
         let mut key = Vec::with_capacity(1 + user.len() + 16);
         key.push(len);
         key.extend_from_slice(user.as_bytes());
@@ -317,7 +361,12 @@ mod keys {
         key
     }
 
-    pub fn idem(id: ConversationId, user: &str, device: DeviceId, cmid: u64) -> Result<Vec<u8>, BackendError> {
+    pub fn idem(
+        id: ConversationId,
+        user: &str,
+        device: DeviceId,
+        cmid: u64,
+    ) -> Result<Vec<u8>, BackendError> {
         let mut key = id.to_be_bytes().to_vec();
         key.extend_from_slice(&self::user(user)?);
         key.extend_from_slice(&device.to_be_bytes());
@@ -335,7 +384,11 @@ mod keys {
         key
     }
 
-    pub fn cursor(user: &str, device: DeviceId, id: ConversationId) -> Result<Vec<u8>, BackendError> {
+    pub fn cursor(
+        user: &str,
+        device: DeviceId,
+        id: ConversationId,
+    ) -> Result<Vec<u8>, BackendError> {
         let mut key = self::device(user, device)?;
         key.extend_from_slice(&id.to_be_bytes());
         Ok(key)
@@ -347,7 +400,12 @@ mod keys {
             .get(offset..offset.saturating_add(8))
             .and_then(|s| <[u8; 8]>::try_from(s).ok())
             .map(u64::from_be_bytes)
-            .ok_or_else(|| BackendError(format!("corrupt {what}: expected 8 bytes at offset {offset} of {}", bytes.len())))
+            .ok_or_else(|| {
+                BackendError(format!(
+                    "corrupt {what}: expected 8 bytes at offset {offset} of {}",
+                    bytes.len()
+                ))
+            })
     }
 
     /// The big-endian u64 that ends `bytes`.
@@ -361,7 +419,9 @@ mod keys {
 // ---------------------------------------------------------------------------
 
 mod codec {
-    use super::{BackendError, Bytes, ConversationKind, ConversationRecord, DeviceRecord, StoredMessage};
+    use super::{
+        BackendError, Bytes, ConversationKind, ConversationRecord, DeviceRecord, StoredMessage,
+    };
     use super::{ConversationId, Seq};
 
     /// First byte of every record, bumped when a layout changes.
@@ -413,7 +473,10 @@ mod codec {
             BackendError(format!("corrupt {} record: {why}", self.what))
         }
         fn take(&mut self, n: usize) -> Result<&'a [u8], BackendError> {
-            let (head, rest) = self.buf.split_at_checked(n).ok_or_else(|| self.corrupt("truncated"))?;
+            let (head, rest) = self
+                .buf
+                .split_at_checked(n)
+                .ok_or_else(|| self.corrupt("truncated"))?;
             self.buf = rest;
             Ok(head)
         }
@@ -459,10 +522,16 @@ mod codec {
         let mut dec = Dec::new(buf, "device")?;
         let device = dec.u32()?;
         let name = dec.string()?;
-        let public_key = <[u8; 32]>::try_from(dec.bytes()?).map_err(|_| dec.corrupt("public key is not 32 bytes"))?;
+        let public_key = <[u8; 32]>::try_from(dec.bytes()?)
+            .map_err(|_| dec.corrupt("public key is not 32 bytes"))?;
         let created_ms = dec.u64()?;
         dec.finish()?;
-        Ok(DeviceRecord { device, name, public_key, created_ms })
+        Ok(DeviceRecord {
+            device,
+            name,
+            public_key,
+            created_ms,
+        })
     }
 
     fn kind_tag(kind: ConversationKind) -> u8 {
@@ -496,7 +565,11 @@ mod codec {
         enc.0
     }
 
-    pub fn decode_conversation(id: ConversationId, head_seq: Seq, buf: &[u8]) -> Result<ConversationRecord, BackendError> {
+    pub fn decode_conversation(
+        id: ConversationId,
+        head_seq: Seq,
+        buf: &[u8],
+    ) -> Result<ConversationRecord, BackendError> {
         let mut dec = Dec::new(buf, "conversation")?;
         let kind = tag_kind(dec.u8()?).ok_or_else(|| dec.corrupt("unknown conversation kind"))?;
         let creator = dec.string()?;
@@ -507,7 +580,14 @@ mod codec {
             members.insert(dec.string()?);
         }
         dec.finish()?;
-        Ok(ConversationRecord { id, kind, creator, members, created_ms, head_seq })
+        Ok(ConversationRecord {
+            id,
+            kind,
+            creator,
+            members,
+            created_ms,
+            head_seq,
+        })
     }
 
     /// Everything but the conversation id and seq (the key).
@@ -523,7 +603,11 @@ mod codec {
         enc.0
     }
 
-    pub fn decode_message(conversation_id: ConversationId, seq: Seq, buf: &[u8]) -> Result<StoredMessage, BackendError> {
+    pub fn decode_message(
+        conversation_id: ConversationId,
+        seq: Seq,
+        buf: &[u8],
+    ) -> Result<StoredMessage, BackendError> {
         let mut dec = Dec::new(buf, "message")?;
         Ok(StoredMessage {
             conversation_id,
@@ -574,13 +658,21 @@ impl Inner {
             return Err(CreateAccountError::UserExists(user.to_string()));
         }
         let mut batch = self.db.batch();
-        batch.insert(&self.ks.devices, keys::device(user, first.device)?, codec::device(first));
+        batch.insert(
+            &self.ks.devices,
+            keys::device(user, first.device)?,
+            codec::device(first),
+        );
         batch.commit().ctx("writing account")?;
         Ok(())
     }
 
     fn device(&self, user: &str, device: DeviceId) -> Result<Option<DeviceRecord>, BackendError> {
-        let value = self.ks.devices.get(keys::device(user, device)?).ctx("reading device")?;
+        let value = self
+            .ks
+            .devices
+            .get(keys::device(user, device)?)
+            .ctx("reading device")?;
         value.map(|v| codec::decode_device(&v)).transpose()
     }
 
@@ -600,15 +692,27 @@ impl Inner {
     ) -> Result<CreateOutcome, CreateConversationError> {
         let _guard = lock(&self.create_lock);
         if let Some(unique) = unique {
-            if let Some(existing) = self.ks.uniq.get(keys::unique(unique)).ctx("reading unique key")? {
+            if let Some(existing) = self
+                .ks
+                .uniq
+                .get(keys::unique(unique))
+                .ctx("reading unique key")?
+            {
                 let id = keys::u64_at(&existing, 0, "unique key entry")?;
                 let found = self.conversation(id)?;
-                let found = found.ok_or_else(|| BackendError(format!("unique key points to missing conversation {id}")))?;
+                let found = found.ok_or_else(|| {
+                    BackendError(format!("unique key points to missing conversation {id}"))
+                })?;
                 return Ok(CreateOutcome::Existing(found));
             }
         }
         let id = record.id;
-        if self.ks.convs.contains_key(keys::conv(id)).ctx("reading conversation")? {
+        if self
+            .ks
+            .convs
+            .contains_key(keys::conv(id))
+            .ctx("reading conversation")?
+        {
             return Err(CreateConversationError::IdTaken(id));
         }
         let mut batch = self.db.batch();
@@ -630,16 +734,30 @@ impl Inner {
     }
 
     fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>, BackendError> {
-        let Some(value) = self.ks.convs.get(keys::conv(id)).ctx("reading conversation")? else {
+        let Some(value) = self
+            .ks
+            .convs
+            .get(keys::conv(id))
+            .ctx("reading conversation")?
+        else {
             return Ok(None);
         };
-        let head = self.head(id)?.ok_or_else(|| BackendError(format!("conversation {id} has no head")))?;
+        let head = self
+            .head(id)?
+            .ok_or_else(|| BackendError(format!("conversation {id} has no head")))?;
         codec::decode_conversation(id, head, &value).map(Some)
     }
 
-    fn update_members(&self, id: ConversationId, add: &[UserId], remove: &[UserId]) -> Result<ConversationRecord, MembersError> {
+    fn update_members(
+        &self,
+        id: ConversationId,
+        add: &[UserId],
+        remove: &[UserId],
+    ) -> Result<ConversationRecord, MembersError> {
         let _guard = self.stripe(id);
-        let mut record = self.conversation(id)?.ok_or(MembersError::NoSuchConversation(id))?;
+        let mut record = self
+            .conversation(id)?
+            .ok_or(MembersError::NoSuchConversation(id))?;
         let old = record.members.clone();
         record.members.extend(add.iter().cloned());
         for user in remove {
@@ -667,33 +785,56 @@ impl Inner {
     }
 
     /// The stored message a repeated idempotency key points to, if any.
-    fn duplicate_of(&self, msg: &StoredMessage, idem_key: &[u8]) -> Result<Option<StoredMessage>, BackendError> {
+    fn duplicate_of(
+        &self,
+        msg: &StoredMessage,
+        idem_key: &[u8],
+    ) -> Result<Option<StoredMessage>, BackendError> {
         let Some(seq) = self.ks.idem.get(idem_key).ctx("reading idempotency key")? else {
             return Ok(None);
         };
         let seq = keys::u64_at(&seq, 0, "idempotency entry")?;
         let id = msg.conversation_id;
         // Missing only if a sweep removed both just now: treat it as gone.
-        let stored = self.ks.msgs.get(keys::msg(id, seq)).ctx("reading message")?;
-        stored.map(|v| codec::decode_message(id, seq, &v)).transpose()
+        let stored = self
+            .ks
+            .msgs
+            .get(keys::msg(id, seq))
+            .ctx("reading message")?;
+        stored
+            .map(|v| codec::decode_message(id, seq, &v))
+            .transpose()
     }
 
     fn append_message(&self, msg: &StoredMessage) -> Result<AppendOutcome, AppendError> {
         let id = msg.conversation_id;
         let _guard = self.stripe(id);
-        let idem_key = keys::idem(id, &msg.sender_user, msg.sender_device, msg.client_message_id)?;
+        let idem_key = keys::idem(
+            id,
+            &msg.sender_user,
+            msg.sender_device,
+            msg.client_message_id,
+        )?;
         if let Some(stored) = self.duplicate_of(msg, &idem_key)? {
             return Ok(AppendOutcome::Duplicate(stored));
         }
         let head = self.head(id)?.ok_or(AppendError::NoSuchConversation(id))?;
         if head.checked_add(1) != Some(msg.seq) {
-            return Err(AppendError::SeqConflict { conversation: id, head, got: msg.seq });
+            return Err(AppendError::SeqConflict {
+                conversation: id,
+                head,
+                got: msg.seq,
+            });
         }
         self.refuse_overwrite(id, msg.seq, head)?;
         let mut batch = self.db.batch();
         batch.insert(&self.ks.msgs, keys::msg(id, msg.seq), codec::message(msg));
         batch.insert(&self.ks.idem, idem_key, msg.seq.to_be_bytes());
-        batch.insert(&self.ks.expiry, keys::expiry(msg.expires_at_ms, id, msg.seq), EMPTY);
+        batch.insert(
+            &self.ks.expiry,
+            keys::expiry(msg.expires_at_ms, id, msg.seq),
+            EMPTY,
+        );
         batch.insert(&self.ks.heads, keys::conv(id), msg.seq.to_be_bytes());
         batch.commit().ctx("writing message")?;
         Ok(AppendOutcome::Appended)
@@ -702,7 +843,12 @@ impl Inner {
     /// Defence in depth: a message stored past the head means the head was
     /// rolled back (a damaged journal can do that, see the module docs);
     /// appending would silently replace an acknowledged message.
-    fn refuse_overwrite(&self, id: ConversationId, seq: Seq, head: Seq) -> Result<(), BackendError> {
+    fn refuse_overwrite(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+        head: Seq,
+    ) -> Result<(), BackendError> {
         match self.ks.msgs.contains_key(keys::msg(id, seq)).ctx("reading message")? {
             false => Ok(()),
             true => Err(BackendError(format!(
@@ -711,12 +857,22 @@ impl Inner {
         }
     }
 
-    fn messages(&self, id: ConversationId, from_seq: Seq, limit: usize, now_ms: u64) -> Result<Vec<StoredMessage>, BackendError> {
+    fn messages(
+        &self,
+        id: ConversationId,
+        from_seq: Seq,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<StoredMessage>, BackendError> {
         let mut out = Vec::new();
         if limit == 0 {
             return Ok(out);
         }
-        for guard in self.ks.msgs.range(keys::msg(id, from_seq)..=keys::msg(id, Seq::MAX)) {
+        for guard in self
+            .ks
+            .msgs
+            .range(keys::msg(id, from_seq)..=keys::msg(id, Seq::MAX))
+        {
             let (key, value) = guard.into_inner().ctx("reading messages")?;
             let seq = keys::u64_at(&key, 8, "message key")?;
             let msg = codec::decode_message(id, seq, &value)?;
@@ -730,11 +886,20 @@ impl Inner {
         Ok(out)
     }
 
-    fn advance_cursor(&self, user: &str, device: DeviceId, id: ConversationId, seq: Seq) -> Result<Seq, BackendError> {
+    fn advance_cursor(
+        &self,
+        user: &str,
+        device: DeviceId,
+        id: ConversationId,
+        seq: Seq,
+    ) -> Result<Seq, BackendError> {
         let key = keys::cursor(user, device, id)?;
         let _guard = self.stripe(id);
         let current = self.ks.cursors.get(&key).ctx("reading cursor")?;
-        let current = current.map(|v| keys::u64_at(&v, 0, "cursor")).transpose()?.unwrap_or(0);
+        let current = current
+            .map(|v| keys::u64_at(&v, 0, "cursor"))
+            .transpose()?
+            .unwrap_or(0);
         if seq <= current {
             return Ok(current);
         }
@@ -744,7 +909,11 @@ impl Inner {
         Ok(seq)
     }
 
-    fn cursors(&self, user: &str, device: DeviceId) -> Result<BTreeMap<ConversationId, Seq>, BackendError> {
+    fn cursors(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<BTreeMap<ConversationId, Seq>, BackendError> {
         let mut out = BTreeMap::new();
         for guard in self.ks.cursors.prefix(keys::device(user, device)?) {
             let (key, value) = guard.into_inner().ctx("reading cursors")?;
@@ -779,14 +948,31 @@ impl Inner {
 
     /// Adds the removal of the message an expiry key names (and its
     /// idempotency key) to `batch`; false if it was already gone.
-    fn sweep_one(&self, batch: &mut fjall::OwnedWriteBatch, expiry_key: &[u8]) -> Result<bool, BackendError> {
+    fn sweep_one(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        expiry_key: &[u8],
+    ) -> Result<bool, BackendError> {
         let id = keys::u64_at(expiry_key, 8, "expiry key")?;
         let seq = keys::u64_at(expiry_key, 16, "expiry key")?;
-        let Some(value) = self.ks.msgs.get(keys::msg(id, seq)).ctx("reading message")? else {
+        let Some(value) = self
+            .ks
+            .msgs
+            .get(keys::msg(id, seq))
+            .ctx("reading message")?
+        else {
             return Ok(false);
         };
         let msg = codec::decode_message(id, seq, &value)?;
-        batch.remove(&self.ks.idem, keys::idem(id, &msg.sender_user, msg.sender_device, msg.client_message_id)?);
+        batch.remove(
+            &self.ks.idem,
+            keys::idem(
+                id,
+                &msg.sender_user,
+                msg.sender_device,
+                msg.client_message_id,
+            )?,
+        );
         batch.remove(&self.ks.msgs, keys::msg(id, seq));
         Ok(true)
     }
@@ -798,11 +984,19 @@ impl Inner {
 
 #[async_trait]
 impl Store for FjallStore {
-    async fn create_account(&self, user: &str, first: DeviceRecord) -> Result<(), CreateAccountError> {
+    async fn create_account(
+        &self,
+        user: &str,
+        first: DeviceRecord,
+    ) -> Result<(), CreateAccountError> {
         self.inner.create_account(user, &first)
     }
 
-    async fn device(&self, user: &str, device: DeviceId) -> Result<Option<DeviceRecord>, BackendError> {
+    async fn device(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<DeviceRecord>, BackendError> {
         self.inner.device(user, device)
     }
 
@@ -818,7 +1012,10 @@ impl Store for FjallStore {
         self.inner.create_conversation(record, unique_key)
     }
 
-    async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>, BackendError> {
+    async fn conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<ConversationRecord>, BackendError> {
         self.inner.conversation(id)
     }
 
@@ -859,7 +1056,11 @@ impl Store for FjallStore {
         self.inner.advance_cursor(user, device, id, seq)
     }
 
-    async fn cursors(&self, user: &str, device: DeviceId) -> Result<BTreeMap<ConversationId, Seq>, BackendError> {
+    async fn cursors(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<BTreeMap<ConversationId, Seq>, BackendError> {
         self.inner.cursors(user, device)
     }
 
