@@ -183,7 +183,7 @@ async fn concurrent_senders_on_different_shards_get_one_dense_order() {
     let total = (SENDERS * EACH) as u64;
     assert_eq!(acked, (1..=total).collect::<Vec<_>>(), "dense and gapless");
 
-    let mut last_per_sender = vec![None; SENDERS];
+    let mut last_per_sender = [None; SENDERS];
     for seq in 1..=total {
         let m = reader.expect_message().await;
         assert_eq!(m.seq, seq);
