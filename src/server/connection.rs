@@ -13,7 +13,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use super::cmd;
 use super::mesh::{encode_reply, Caller, OwnerOp, OwnerRequest, Reject, Reply};
-use super::sessions::Session;
+use super::sessions::{Closer, Session};
 use super::shard::{ServerStats, ShardCtx};
 use crate::proto::auth::{EXPORTER_LABEL, EXPORTER_LEN};
 use crate::proto::fb::ErrorCode;
@@ -266,7 +266,7 @@ impl Conn {
             conn_id: self.conn_id,
             device: caller.device,
             outbound: self.out.clone(),
-            connection: self.connection.clone(),
+            closer: Closer::new(self.connection.clone()),
         };
         self.ctx.sessions.borrow_mut().insert(&caller.user, session);
         self.caller = Some(caller);

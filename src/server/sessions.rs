@@ -17,7 +17,27 @@ pub struct Session {
     pub conn_id: u64,
     pub device: DeviceId,
     pub outbound: mpsc::Sender<Bytes>,
-    pub connection: quinn::Connection,
+    pub closer: Closer,
+}
+
+/// Closes a session's connection when it cannot keep up.
+pub struct Closer(Option<quinn::Connection>);
+
+impl Closer {
+    pub fn new(connection: quinn::Connection) -> Self {
+        Closer(Some(connection))
+    }
+
+    /// A closer with no connection behind it (benchmarks, unit tests).
+    pub fn detached() -> Self {
+        Closer(None)
+    }
+
+    fn close_slow(&self) {
+        if let Some(connection) = &self.0 {
+            connection.close(close::TOO_SLOW.into(), b"outbound queue full; reconnect and sync");
+        }
+    }
 }
 
 /// What one fan-out did on this shard.
@@ -80,9 +100,51 @@ fn push(session: &Session, frame: &Bytes, result: &mut FanoutResult) {
     match session.outbound.try_send(frame.clone()) {
         Ok(()) => result.delivered += 1,
         Err(mpsc::error::TrySendError::Full(_)) => {
-            session.connection.close(close::TOO_SLOW.into(), b"outbound queue full; reconnect and sync");
+            session.closer.close_slow();
             result.closed_slow += 1;
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn session(conn_id: u64, device: DeviceId, capacity: usize) -> (Session, mpsc::Receiver<Bytes>) {
+        let (outbound, rx) = mpsc::channel(capacity);
+        (Session { conn_id, device, outbound, closer: Closer::detached() }, rx)
+    }
+
+    #[test]
+    fn delivers_to_listed_devices_except_the_sender() {
+        let mut sessions = Sessions::default();
+        let (a1, mut a1_rx) = session(1, 1, 8);
+        let (a2, mut a2_rx) = session(2, 2, 8);
+        let (b1, mut b1_rx) = session(3, 1, 8);
+        sessions.insert("alice", a1);
+        sessions.insert("alice", a2);
+        sessions.insert("bob", b1);
+        let recipients: Arc<[(String, DeviceId)]> = vec![("alice".into(), 1), ("alice".into(), 2), ("bob".into(), 1)].into();
+        let fanout = Fanout { recipients, except: Some(Caller { user: "alice".into(), device: 1 }), frame: Bytes::from_static(b"f") };
+        assert_eq!(sessions.deliver(&fanout), FanoutResult { delivered: 2, closed_slow: 0 });
+        assert!(a1_rx.try_recv().is_err());
+        assert_eq!(a2_rx.try_recv().unwrap(), Bytes::from_static(b"f"));
+        assert_eq!(b1_rx.try_recv().unwrap(), Bytes::from_static(b"f"));
+        sessions.remove("bob", 3);
+        assert_eq!(sessions.len(), 2);
+    }
+
+    #[test]
+    fn full_queue_counts_as_slow() {
+        let mut sessions = Sessions::default();
+        let (b1, _rx) = session(1, 1, 1);
+        sessions.insert("bob", b1);
+        let fanout = Fanout { recipients: vec![("bob".to_owned(), 1)].into(), except: None, frame: Bytes::new() };
+        assert_eq!(sessions.deliver(&fanout).delivered, 1);
+        assert_eq!(sessions.deliver(&fanout), FanoutResult { delivered: 0, closed_slow: 1 });
     }
 }

@@ -1,0 +1,484 @@
+//! Robustness against a real (in-process) server: every refused
+//! authentication gets its exact typed error, abusive frames get a typed
+//! error or a close with the right application code, and none of it disturbs
+//! a bystander pair of authenticated clients talking in a direct conversation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{TestClient, TestServer, WAIT};
+use ed25519_dalek::SigningKey;
+use flatbuffers::FlatBufferBuilder;
+use tern::client::identity::Identity;
+use tern::client::link::Link;
+use tern::proto::fb::{self, ErrorCode};
+use tern::proto::{close, Body, ConversationKind, Frame};
+use tokio::time::timeout;
+
+const SHARDS: usize = 2;
+/// The server's frame cap (256 KiB).
+const MAX_FRAME: u32 = 256 * 1024;
+
+// ---------- helpers ----------
+
+fn fresh_key() -> SigningKey {
+    SigningKey::generate(&mut rand::rngs::OsRng)
+}
+
+/// The next frame on a raw link, failing the test after [`WAIT`].
+async fn next_frame(link: &mut Link) -> Frame {
+    timeout(WAIT, link.receiver.next())
+        .await
+        .expect("a frame arrives in time")
+        .expect("reading the frame succeeds")
+        .expect("the stream is still open")
+}
+
+/// Sends a request and returns the answer (no pushes are expected on raw links).
+async fn call(link: &mut Link, frame: &Frame) -> Frame {
+    link.sender.frame(frame).await.expect("write");
+    next_frame(link).await
+}
+
+#[track_caller]
+fn assert_error(frame: &Frame, request_id: u64, code: ErrorCode) {
+    match &frame.body {
+        Body::Error(e) => {
+            assert_eq!(e.code, code, "wrong error code (message: {:?})", e.message);
+            assert_eq!(frame.request_id, request_id, "error names the wrong request");
+        }
+        other => panic!("expected Error {code:?} for request {request_id}, got {other:?}"),
+    }
+}
+
+/// Waits for the server to close the connection and checks the application close code.
+async fn expect_close(link: &Link, code: u32) {
+    let err = timeout(WAIT, link.connection.closed()).await.expect("the connection is closed in time");
+    match err {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(
+                c.error_code,
+                quinn::VarInt::from_u32(code),
+                "close code {} ({}), expected {code} ({}), reason {:?}",
+                c.error_code,
+                close::describe(c.error_code.into_inner()),
+                close::describe(u64::from(code)),
+                String::from_utf8_lossy(&c.reason)
+            );
+        }
+        other => panic!("expected an application close with code {code}, got {other:?}"),
+    }
+}
+
+/// Reads frames until the server's last error frame (request id 0) with
+/// `code`, then expects the close with `close_code`.
+async fn expect_error_then_close(link: &mut Link, code: ErrorCode, close_code: u32) {
+    let last = next_frame(link).await;
+    assert_error(&last, 0, code);
+    expect_close(link, close_code).await;
+}
+
+/// A raw link registered as a new account, with its key.
+async fn registered_link(server: &TestServer, user: &str) -> (Link, SigningKey) {
+    let mut link = server.raw_link().await;
+    let key = fresh_key();
+    let frame = link.register_frame(1, user, "raw", &key).unwrap();
+    let reply = call(&mut link, &frame).await;
+    assert!(matches!(reply.body, Body::Registered { device: 1, .. }), "register {user}: {reply:?}");
+    (link, key)
+}
+
+/// A request that any authenticated connection answers with a SyncResult.
+fn sync_request(request_id: u64) -> Frame {
+    Frame::new(request_id, Body::Sync { all: true })
+}
+
+/// Encodes a FlatBuffer with the length prefix.
+fn prefixed(data: &[u8]) -> Vec<u8> {
+    let mut out = u32::try_from(data.len()).unwrap().to_le_bytes().to_vec();
+    out.extend_from_slice(data);
+    out
+}
+
+/// Two authenticated clients with a direct conversation that must keep
+/// working whatever another connection does.
+struct Bystanders {
+    a: TestClient,
+    b: TestClient,
+    conversation: u64,
+    sent: u32,
+}
+
+impl Bystanders {
+    async fn new(server: &TestServer) -> Bystanders {
+        let a = server.register("bystander-a").await;
+        let b = server.register("bystander-b").await;
+        let info = a.create_conversation(ConversationKind::Direct, &["bystander-b"]).await.expect("create");
+        let mut pair = Bystanders { a, b, conversation: info.id, sent: 0 };
+        pair.check().await;
+        pair
+    }
+
+    /// One send from a, acked durable, and its delivery to b.
+    async fn check(&mut self) {
+        self.sent += 1;
+        let payload = Bytes::from(format!("bystander message {}", self.sent));
+        let receipt = timeout(WAIT, self.a.send(self.conversation, payload.clone()))
+            .await
+            .expect("bystander send answered in time")
+            .expect("bystander send succeeds");
+        assert_eq!(receipt.seq, u64::from(self.sent));
+        let m = self.b.expect_message().await;
+        assert_eq!((m.conversation_id, m.seq, &m.payload), (self.conversation, receipt.seq, &payload));
+    }
+}
+
+// ---------- authentication ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_before_auth_are_not_authenticated() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    let mut link = server.raw_link().await;
+    let reply = call(&mut link, &sync_request(11)).await;
+    assert_error(&reply, 11, ErrorCode::NotAuthenticated);
+    let send = Frame::new(
+        12,
+        Body::Send { conversation_id: 1, client_message_id: 1, expires_in_secs: 0, flags: 0, payload: Bytes::from_static(b"x") },
+    );
+    let reply = call(&mut link, &send).await;
+    assert_error(&reply, 12, ErrorCode::NotAuthenticated);
+    // Two refusals do not close the connection: it can still authenticate.
+    let identity = Identity::load(alice.state.path()).unwrap();
+    let auth = link.authenticate_frame(13, "alice", identity.device, &identity.key).unwrap();
+    let reply = call(&mut link, &auth).await;
+    assert!(matches!(reply.body, Body::Authenticated { .. }), "{reply:?}");
+    assert_eq!(reply.request_id, 13);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_proof_replayed_on_another_connection_fails() {
+    let server = TestServer::start(SHARDS);
+    let link_a = server.raw_link().await;
+    let mut link_b = server.raw_link().await;
+    assert_ne!(link_a.exporter().unwrap(), link_b.exporter().unwrap(), "exporters differ per connection");
+    let key = fresh_key();
+    // A valid proof, but bound to link A's exporter, sent on link B.
+    let stolen = link_a.register_frame(5, "mallory", "phone", &key).unwrap();
+    let reply = call(&mut link_b, &stolen).await;
+    assert_error(&reply, 5, ErrorCode::AuthFailed);
+    // The handle was not taken by the refused attempt: a proper proof on B works.
+    let proper = link_b.register_frame(6, "mallory", "phone", &key).unwrap();
+    let reply = call(&mut link_b, &proper).await;
+    assert!(matches!(reply.body, Body::Registered { device: 1, .. }), "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticate_with_wrong_key_or_unknown_user_or_device_fails() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    let identity = Identity::load(alice.state.path()).unwrap();
+    assert_eq!(identity.device, 1);
+
+    let mut link = server.raw_link().await;
+    let wrong_key = link.authenticate_frame(1, "alice", 1, &fresh_key()).unwrap();
+    assert_error(&call(&mut link, &wrong_key).await, 1, ErrorCode::AuthFailed);
+    let unknown_user = link.authenticate_frame(2, "nobody", 1, &identity.key).unwrap();
+    assert_error(&call(&mut link, &unknown_user).await, 2, ErrorCode::AuthFailed);
+    // Two failures are tolerated: the right proof still authenticates.
+    let good = link.authenticate_frame(3, "alice", 1, &identity.key).unwrap();
+    let reply = call(&mut link, &good).await;
+    assert!(matches!(&reply.body, Body::Authenticated { user, device: 1, .. } if user == "alice"), "{reply:?}");
+    assert_eq!(reply.request_id, 3);
+
+    let mut link2 = server.raw_link().await;
+    let unknown_device = link2.authenticate_frame(4, "alice", 2, &identity.key).unwrap();
+    assert_error(&call(&mut link2, &unknown_device).await, 4, ErrorCode::AuthFailed);
+    let device_zero = link2.authenticate_frame(5, "alice", 0, &identity.key).unwrap();
+    assert_error(&call(&mut link2, &device_zero).await, 5, ErrorCode::AuthFailed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_taken_or_invalid_handle_is_refused() {
+    let server = TestServer::start(SHARDS);
+    let _alice = server.register("alice").await;
+    let mut link = server.raw_link().await;
+    let taken = link.register_frame(1, "alice", "phone", &fresh_key()).unwrap();
+    assert_error(&call(&mut link, &taken).await, 1, ErrorCode::UserExists);
+    let invalid = link.register_frame(2, "Bad Name", "phone", &fresh_key()).unwrap();
+    assert_error(&call(&mut link, &invalid).await, 2, ErrorCode::InvalidArgument);
+    let too_long = link.register_frame(3, &"a".repeat(33), "phone", &fresh_key()).unwrap();
+    assert_error(&call(&mut link, &too_long).await, 3, ErrorCode::InvalidArgument);
+    // The same link may still register a free handle.
+    let ok = link.register_frame(4, "bob", "phone", &fresh_key()).unwrap();
+    let reply = call(&mut link, &ok).await;
+    assert!(matches!(&reply.body, Body::Registered { user, .. } if user == "bob"), "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_authentication_is_already_authenticated() {
+    let server = TestServer::start(SHARDS);
+    let (mut link, key) = registered_link(&server, "alice").await;
+    let again = link.authenticate_frame(2, "alice", 1, &key).unwrap();
+    assert_error(&call(&mut link, &again).await, 2, ErrorCode::AlreadyAuthenticated);
+    let register = link.register_frame(3, "alice2", "phone", &fresh_key()).unwrap();
+    assert_error(&call(&mut link, &register).await, 3, ErrorCode::AlreadyAuthenticated);
+    // The connection is still authenticated as before.
+    let reply = call(&mut link, &sync_request(4)).await;
+    assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_failed_authentications_close_the_connection() {
+    let server = TestServer::start(SHARDS);
+    let mut pair = Bystanders::new(&server).await;
+    let mut link = server.raw_link().await;
+    for id in 1..=3 {
+        let attempt = link.authenticate_frame(id, "bystander-a", 1, &fresh_key()).unwrap();
+        assert_error(&call(&mut link, &attempt).await, id, ErrorCode::AuthFailed);
+    }
+    expect_error_then_close(&mut link, ErrorCode::AuthFailed, close::AUTH_FAILED).await;
+    pair.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_time_out() {
+    let server = TestServer::start_with(SHARDS, |c| c.auth_timeout_secs = 1);
+    let mut pair = Bystanders::new(&server).await;
+    let start = Instant::now();
+    // One link never sends a byte (no control stream reaches the server),
+    // the other opens the stream with a refused request and then stays silent.
+    let silent = server.raw_link().await;
+    let mut talked = server.raw_link().await;
+    assert_error(&call(&mut talked, &sync_request(1)).await, 1, ErrorCode::NotAuthenticated);
+    expect_close(&silent, close::TIMEOUT).await;
+    expect_error_then_close(&mut talked, ErrorCode::Timeout, close::TIMEOUT).await;
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(900), "closed after {elapsed:?}, before the 1 s auth timeout");
+    // The bystanders authenticated long ago (more than the auth timeout): they stay.
+    pair.check().await;
+    assert_eq!(pair.a.reconnects(), 0);
+    assert_eq!(pair.b.reconnects(), 0);
+}
+
+// ---------- frame abuse ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frame_is_refused_and_closed() {
+    let server = TestServer::start(SHARDS);
+    let mut pair = Bystanders::new(&server).await;
+    // Before authentication...
+    let mut link = server.raw_link().await;
+    link.sender.raw(&(MAX_FRAME + 1).to_le_bytes()).await.unwrap();
+    expect_error_then_close(&mut link, ErrorCode::FrameTooLarge, close::FRAME_TOO_LARGE).await;
+    pair.check().await;
+    // ...and after it; the length alone is enough, no body is sent.
+    let (mut link, _) = registered_link(&server, "mallory").await;
+    link.sender.raw(&u32::MAX.to_le_bytes()).await.unwrap();
+    expect_error_then_close(&mut link, ErrorCode::FrameTooLarge, close::FRAME_TOO_LARGE).await;
+    pair.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_of_exactly_the_cap_is_not_too_large() {
+    let server = TestServer::start(SHARDS);
+    let (mut link, _) = registered_link(&server, "mallory").await;
+    // A frame of exactly 256 KiB passes the length check (its content is garbage).
+    let mut wire = MAX_FRAME.to_le_bytes().to_vec();
+    wire.resize(4 + MAX_FRAME as usize, 0xAB);
+    link.sender.raw(&wire).await.unwrap();
+    assert_error(&next_frame(&mut link).await, 0, ErrorCode::Malformed);
+    let reply = call(&mut link, &sync_request(2)).await;
+    assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_length_frame_is_a_protocol_violation() {
+    let server = TestServer::start(SHARDS);
+    let mut pair = Bystanders::new(&server).await;
+    let (mut link, _) = registered_link(&server, "mallory").await;
+    link.sender.raw(&[0, 0, 0, 0]).await.unwrap();
+    expect_error_then_close(&mut link, ErrorCode::Malformed, close::PROTOCOL_VIOLATION).await;
+    pair.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frame_is_malformed_and_the_connection_stays_usable() {
+    let server = TestServer::start(SHARDS);
+    let mut pair = Bystanders::new(&server).await;
+    // Before authentication: garbage does not count as a failed attempt.
+    let mut link = server.raw_link().await;
+    for _ in 0..3 {
+        link.sender.raw(&prefixed(&[0xAB; 32])).await.unwrap();
+        assert_error(&next_frame(&mut link).await, 0, ErrorCode::Malformed);
+    }
+    let key = fresh_key();
+    let register = link.register_frame(1, "mallory", "raw", &key).unwrap();
+    let reply = call(&mut link, &register).await;
+    assert!(matches!(reply.body, Body::Registered { .. }), "{reply:?}");
+    pair.check().await;
+    // After authentication: garbage, then a valid request gets its normal answer.
+    let garbage: Vec<u8> = (0u8..=99).map(|i| i.wrapping_mul(37) ^ 0x5A).collect();
+    link.sender.raw(&prefixed(&garbage)).await.unwrap();
+    assert_error(&next_frame(&mut link).await, 0, ErrorCode::Malformed);
+    let reply = call(&mut link, &sync_request(2)).await;
+    assert_eq!(reply.request_id, 2);
+    assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
+    // A garbage frame and a valid one in the same write: both answered, in order.
+    let mut wire = prefixed(&[0xFF; 8]);
+    wire.extend_from_slice(&sync_request(3).encode());
+    link.sender.raw(&wire).await.unwrap();
+    assert_error(&next_frame(&mut link).await, 0, ErrorCode::Malformed);
+    let reply = next_frame(&mut link).await;
+    assert_eq!(reply.request_id, 3);
+    assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
+    pair.check().await;
+}
+
+/// A verifiable Frame whose union tag is `tag`, carrying an empty table.
+fn frame_with_tag(request_id: u64, tag: u8) -> Vec<u8> {
+    let mut b = FlatBufferBuilder::new();
+    let body = fb::Done::create(&mut b, &fb::DoneArgs {}).as_union_value();
+    let frame = fb::Frame::create(&mut b, &fb::FrameArgs { request_id, body_type: fb::Body(tag), body: Some(body) });
+    b.finish(frame, None);
+    prefixed(b.finished_data())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_union_tag_is_unsupported_body() {
+    let server = TestServer::start(SHARDS);
+    let mut pair = Bystanders::new(&server).await;
+    // Before authentication too: the request id is echoed.
+    let mut fresh = server.raw_link().await;
+    fresh.sender.raw(&frame_with_tag(41, 200)).await.unwrap();
+    assert_error(&next_frame(&mut fresh).await, 41, ErrorCode::UnsupportedBody);
+    let (mut link, _) = registered_link(&server, "mallory").await;
+    link.sender.raw(&frame_with_tag(42, 200)).await.unwrap();
+    assert_error(&next_frame(&mut link).await, 42, ErrorCode::UnsupportedBody);
+    link.sender.raw(&frame_with_tag(43, fb::Body::ENUM_MAX + 1)).await.unwrap();
+    assert_error(&next_frame(&mut link).await, 43, ErrorCode::UnsupportedBody);
+    let reply = call(&mut link, &sync_request(44)).await;
+    assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
+    pair.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_only_bodies_from_a_client_are_unsupported() {
+    let server = TestServer::start(SHARDS);
+    let mut pair = Bystanders::new(&server).await;
+    let (mut link, _) = registered_link(&server, "mallory").await;
+    let server_bodies = [
+        Body::SendAck { conversation_id: pair.conversation, seq: 1, server_time_ms: 0, duplicate: false },
+        Body::Registered { user: "mallory".into(), device: 1 },
+        Body::Done,
+        Body::SyncResult(Vec::new()),
+        Body::HistoryPage { conversation_id: pair.conversation, messages: Vec::new(), head_seq: 0, next_seq: 0 },
+        Body::ConversationInfo {
+            conversation_id: pair.conversation,
+            kind: ConversationKind::Direct,
+            members: vec!["mallory".into()],
+            head_seq: 0,
+            created: true,
+        },
+    ];
+    for (i, body) in server_bodies.into_iter().enumerate() {
+        let id = 100 + i as u64;
+        assert_error(&call(&mut link, &Frame::new(id, body)).await, id, ErrorCode::UnsupportedBody);
+    }
+    let reply = call(&mut link, &sync_request(200)).await;
+    assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
+    pair.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_frame_is_a_protocol_violation() {
+    let server = TestServer::start(SHARDS);
+    let mut pair = Bystanders::new(&server).await;
+    let (mut link, _) = registered_link(&server, "mallory").await;
+    let mut wire = 100u32.to_le_bytes().to_vec();
+    wire.extend_from_slice(&[7u8; 10]);
+    link.sender.raw(&wire).await.unwrap();
+    link.sender.finish();
+    expect_error_then_close(&mut link, ErrorCode::Malformed, close::PROTOCOL_VIOLATION).await;
+    pair.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_frame_times_out() {
+    let server = TestServer::start_with(SHARDS, |c| c.frame_read_timeout_secs = 1);
+    let mut pair = Bystanders::new(&server).await;
+    let (mut link, _) = registered_link(&server, "mallory").await;
+    let mut wire = 100u32.to_le_bytes().to_vec();
+    wire.extend_from_slice(&[7u8; 10]);
+    let start = Instant::now();
+    link.sender.raw(&wire).await.unwrap();
+    expect_error_then_close(&mut link, ErrorCode::Timeout, close::TIMEOUT).await;
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(900), "closed after {elapsed:?}, before the 1 s frame timeout");
+    pair.check().await;
+}
+
+// ---------- request authorisation and arguments ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_outside_membership_or_to_unknown_conversation_is_refused() {
+    let server = TestServer::start(SHARDS);
+    let mut pair = Bystanders::new(&server).await;
+    let eve = server.register("eve").await;
+    let err = eve.send(pair.conversation, Bytes::from_static(b"let me in")).await.expect_err("eve is not a member");
+    assert_eq!(err.code(), Some(ErrorCode::NotMember), "{err}");
+    let err = eve.history(pair.conversation, 1, 0).await.expect_err("eve may not read");
+    assert_eq!(err.code(), Some(ErrorCode::NotMember), "{err}");
+    let err = eve.ack(pair.conversation, 1).await.expect_err("eve may not ack");
+    assert_eq!(err.code(), Some(ErrorCode::NotMember), "{err}");
+    let unknown = pair.conversation.wrapping_add(1).max(1);
+    let err = eve.send(unknown, Bytes::from_static(b"hello?")).await.expect_err("no such conversation");
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
+    // Nothing eve did reached the bystanders' conversation.
+    pair.check().await;
+    let page = pair.a.history(pair.conversation, 1, 0).await.unwrap();
+    assert_eq!(page.head_seq, u64::from(pair.sent));
+    assert!(page.messages.iter().all(|m| m.sender_user == "bystander-a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_client_message_id_and_ack_past_head_are_invalid() {
+    let server = TestServer::start(SHARDS);
+    let mut pair = Bystanders::new(&server).await;
+    // The SDK never sends client_message_id 0, so speak raw as bystander-a's second connection.
+    let identity = Identity::load(pair.a.state.path()).unwrap();
+    let mut link = server.raw_link().await;
+    let auth = link.authenticate_frame(1, &identity.user, identity.device, &identity.key).unwrap();
+    assert!(matches!(call(&mut link, &auth).await.body, Body::Authenticated { .. }));
+    let send = Frame::new(
+        2,
+        Body::Send {
+            conversation_id: pair.conversation,
+            client_message_id: 0,
+            expires_in_secs: 0,
+            flags: 0,
+            payload: Bytes::from_static(b"no id"),
+        },
+    );
+    assert_error(&call(&mut link, &send).await, 2, ErrorCode::InvalidArgument);
+
+    let head = u64::from(pair.sent);
+    let err = pair.b.ack(pair.conversation, head + 1).await.expect_err("ack past the head");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
+    let err = pair.b.ack(pair.conversation, u64::MAX).await.expect_err("ack far past the head");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
+    // The refused ack did not move the cursor; a valid one does.
+    let state = pair.b.sync(true).await.unwrap();
+    let conv = state.iter().find(|s| s.conversation_id == pair.conversation).expect("listed");
+    assert_eq!((conv.head_seq, conv.cursor), (head, 0));
+    pair.b.ack(pair.conversation, head).await.unwrap();
+    let state = pair.b.sync(true).await.unwrap();
+    let conv = state.iter().find(|s| s.conversation_id == pair.conversation).expect("listed");
+    assert_eq!(conv.cursor, head);
+    // The refused send stored nothing.
+    pair.check().await;
+    assert_eq!(pair.a.history(pair.conversation, 1, 0).await.unwrap().head_seq, head + 1);
+}
