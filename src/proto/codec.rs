@@ -81,7 +81,7 @@ impl Limits {
 }
 
 /// Splits a byte stream into frames. Never allocates more than one frame cap
-/// plus one read chunk.
+/// plus one read chunk, and holds no buffer at all between frames.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: BytesMut,
@@ -90,7 +90,7 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(max_frame_len: usize) -> Self {
-        FrameDecoder { buf: BytesMut::with_capacity(4096), max_frame_len }
+        FrameDecoder { buf: BytesMut::new(), max_frame_len }
     }
 
     /// Appends received bytes.
@@ -119,7 +119,12 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.buf.advance(LEN_PREFIX);
-        Ok(Some(self.buf.split_to(len).freeze()))
+        let frame = self.buf.split_to(len).freeze();
+        if self.buf.is_empty() {
+            // Idle connections keep no buffer (memory per connection matters at 100k).
+            self.buf = BytesMut::new();
+        }
+        Ok(Some(frame))
     }
 
     /// Whether the decoder holds part of a frame (a truncated frame if the

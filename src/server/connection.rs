@@ -79,12 +79,16 @@ fn exporter(connection: &quinn::Connection) -> Option<[u8; EXPORTER_LEN]> {
 }
 
 async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) {
-    let mut batch = Vec::with_capacity(64);
+    let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 64).await > 0 {
         if send.write_all_chunks(&mut batch).await.is_err() {
             return;
         }
         batch.clear();
+        if batch.capacity() > 8 {
+            // Give bursts' memory back; an idle connection keeps almost nothing.
+            batch = Vec::new();
+        }
     }
     let _ = send.finish();
     let _ = timeout(FLUSH_TIMEOUT, send.stopped()).await;
