@@ -7,6 +7,7 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 
 use super::codec::{FrameError, Limits};
 use super::fb;
+use super::keys::{self, ClaimedKeyPackageData, CommitBody, Conflict, DeviceBundleData, DeviceInfoData, DevicePayload, UploadPrekeysBody};
 
 /// Kind of a conversation, as on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,6 +75,30 @@ pub enum Body {
     History { conversation_id: u64, from_seq: u64, limit: u32 },
     HistoryPage { conversation_id: u64, messages: Vec<Message>, head_seq: u64, next_seq: u64 },
     Error(ErrorBody),
+    // ----- end-to-end encryption (see `proto::keys`) -----
+    /// A `Send` with one ciphertext per recipient device.
+    SendToDevices { conversation_id: u64, client_message_id: u64, expires_in_secs: u32, flags: u32, device_payloads: Vec<DevicePayload> },
+    /// An `Error` carrying the state to recover with (epoch, device set).
+    Conflict(Conflict),
+    RequestLink { user: String, device_name: String, device_key: [u8; 32], signature: [u8; 64] },
+    LinkRequest { link_id: u64, user: String, device_name: String, device_key: [u8; 32] },
+    ApproveLink { link_id: u64, approve: bool },
+    ListDevices { user: String },
+    DeviceList { user: String, devices: Vec<DeviceInfoData> },
+    RevokeDevice { device: u32 },
+    DeviceListChanged { user: String, devices: Vec<u32> },
+    UploadPrekeys(Box<UploadPrekeysBody>),
+    KeyCounts { one_time_prekeys: u32, key_packages: u32 },
+    ClaimPrekeys { user: String },
+    PrekeyBundle { user: String, devices: Vec<DeviceBundleData> },
+    KeysLow { one_time_prekeys: u32, key_packages: u32 },
+    UploadKeyPackages { key_packages: Vec<Bytes>, last_resort: Option<Bytes> },
+    ClaimKeyPackages { users: Vec<String> },
+    KeyPackages(Vec<ClaimedKeyPackageData>),
+    Commit(Box<CommitBody>),
+    CommitAccepted { conversation_id: u64, epoch: u64, seq: u64 },
+    GetGroupInfo { conversation_id: u64 },
+    GroupInfo { conversation_id: u64, epoch: u64, group_info: Bytes },
 }
 
 /// One frame: a request id (0 for server pushes) and a body.
@@ -259,6 +284,7 @@ fn encode_messaging(b: &mut Builder<'_>, body: &Body) -> (fb::Body, Union) {
                 expires_in_secs: *expires_in_secs,
                 flags: *flags,
                 payload: Some(b.create_vector(&payload[..])),
+                device_payloads: None,
             };
             (fb::Body::Send, fb::Send::create(b, &args).as_union_value())
         }
@@ -322,11 +348,16 @@ fn encode_sync(b: &mut Builder<'_>, body: &Body) -> (fb::Body, Union) {
                 code: e.code,
                 message: Some(b.create_string(&e.message)),
                 retry_after_ms: e.retry_after_ms,
+                current_epoch: 0,
+                devices: None,
             };
             (fb::Body::Error, fb::Error::create(b, &args).as_union_value())
         }
-        // Every other variant is handled by the earlier encoders.
-        _ => (fb::Body::Done, fb::Done::create(b, &fb::DoneArgs {}).as_union_value()),
+        other => match keys::encode(b, other) {
+            Some(encoded) => encoded,
+            // Unreachable: every variant has an encoder above or in `keys`.
+            None => (fb::Body::Done, fb::Done::create(b, &fb::DoneArgs {}).as_union_value()),
+        },
     }
 }
 
@@ -435,12 +466,15 @@ fn decode_messaging(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
     match f.body_type() {
         fb::Body::Send => {
             let s = f.body_as_send().ok_or_else(|| missing("Send body"))?;
+            if let Some(list) = s.device_payloads() {
+                return Ok(keys::decode_send_to_devices(&s, list));
+            }
             Ok(Body::Send {
                 conversation_id: s.conversation_id(),
                 client_message_id: s.client_message_id(),
                 expires_in_secs: s.expires_in_secs(),
                 flags: s.flags(),
-                payload: Bytes::copy_from_slice(s.payload().bytes()),
+                payload: Bytes::copy_from_slice(s.payload().map(|p| p.bytes()).unwrap_or_default()),
             })
         }
         fb::Body::SendAck => {
@@ -502,13 +536,17 @@ fn decode_sync(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
         }
         fb::Body::Error => {
             let e = f.body_as_error().ok_or_else(|| missing("Error body"))?;
-            Ok(Body::Error(ErrorBody {
+            let error = ErrorBody {
                 code: e.code(),
                 message: e.message().unwrap_or_default().to_owned(),
                 retry_after_ms: e.retry_after_ms(),
-            }))
+            };
+            if e.current_epoch() != 0 || e.devices().is_some() {
+                return Ok(keys::decode_conflict(&e, error));
+            }
+            Ok(Body::Error(error))
         }
-        other => Err(FrameError::UnsupportedBody(other.0)),
+        _ => keys::decode(f),
     }
 }
 
@@ -563,6 +601,37 @@ mod tests {
         roundtrip(Body::History { conversation_id: 1, from_seq: 2, limit: 3 });
         roundtrip(Body::HistoryPage { conversation_id: 1, messages: vec![message(), message()], head_seq: 3, next_seq: 4 });
         roundtrip(Body::Error(ErrorBody { code: fb::ErrorCode::NotMember, message: "no".into(), retry_after_ms: 9 }));
+    }
+
+    #[test]
+    fn every_e2ee_body_roundtrips() {
+        use crate::proto::keys::*;
+        let signed = SignedPrekeyData { id: 1, public_key: [1; 32], signature: [2; 64] };
+        let otk = OneTimePrekeyData { id: 2, public_key: [3; 32] };
+        let err = ErrorBody { code: fb::ErrorCode::StaleDevices, message: "stale".into(), retry_after_ms: 0 };
+        roundtrip(Body::SendToDevices { conversation_id: 1, client_message_id: 2, expires_in_secs: 0, flags: 1, device_payloads: vec![DevicePayload { user: "b".into(), device: 2, payload: Bytes::from_static(b"x") }] });
+        roundtrip(Body::Conflict(Conflict { error: err, current_epoch: 0, devices: vec![("b".into(), 1), ("b".into(), 3)] }));
+        let epoch_err = ErrorBody { code: fb::ErrorCode::StaleEpoch, message: "epoch".into(), retry_after_ms: 0 };
+        roundtrip(Body::Conflict(Conflict { error: epoch_err, current_epoch: 7, devices: vec![] }));
+        roundtrip(Body::RequestLink { user: "a".into(), device_name: "laptop".into(), device_key: [4; 32], signature: [5; 64] });
+        roundtrip(Body::LinkRequest { link_id: 9, user: "a".into(), device_name: "laptop".into(), device_key: [4; 32] });
+        roundtrip(Body::ApproveLink { link_id: 9, approve: true });
+        roundtrip(Body::ListDevices { user: "a".into() });
+        roundtrip(Body::DeviceList { user: "a".into(), devices: vec![DeviceInfoData { device: 1, name: "p".into(), device_key: [6; 32], created_ms: 5 }] });
+        roundtrip(Body::RevokeDevice { device: 2 });
+        roundtrip(Body::DeviceListChanged { user: "a".into(), devices: vec![1, 3] });
+        roundtrip(Body::UploadPrekeys(Box::new(UploadPrekeysBody { identity: Some(([7; 32], [8; 64])), signed_prekey: Some(signed.clone()), one_time: vec![otk.clone()], last_resort: Some(signed.clone()), kem_prekey: Some(Bytes::from_static(b"kem")) })));
+        roundtrip(Body::KeyCounts { one_time_prekeys: 3, key_packages: 4 });
+        roundtrip(Body::KeysLow { one_time_prekeys: 1, key_packages: 0 });
+        roundtrip(Body::ClaimPrekeys { user: "b".into() });
+        roundtrip(Body::PrekeyBundle { user: "b".into(), devices: vec![DeviceBundleData { device: 1, device_key: [1; 32], identity_key: [2; 32], identity_signature: [3; 64], signed_prekey: Some(signed.clone()), one_time_prekey: Some(otk), last_resort: None, kem_prekey: None }] });
+        roundtrip(Body::UploadKeyPackages { key_packages: vec![Bytes::from_static(b"kp1")], last_resort: Some(Bytes::from_static(b"lr")) });
+        roundtrip(Body::ClaimKeyPackages { users: vec!["b".into(), "c".into()] });
+        roundtrip(Body::KeyPackages(vec![ClaimedKeyPackageData { user: "b".into(), device: 1, key_package: Bytes::from_static(b"kp"), last_resort: true }]));
+        roundtrip(Body::Commit(Box::new(CommitBody { conversation_id: 1, epoch: 2, commit: Bytes::from_static(b"c"), welcome: Some(Bytes::from_static(b"w")), group_info: Bytes::from_static(b"gi"), added: vec!["b".into()], removed: vec![] })));
+        roundtrip(Body::CommitAccepted { conversation_id: 1, epoch: 3, seq: 4 });
+        roundtrip(Body::GetGroupInfo { conversation_id: 1 });
+        roundtrip(Body::GroupInfo { conversation_id: 1, epoch: 3, group_info: Bytes::from_static(b"gi") });
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod fingerprint;
 pub mod frame;
 pub mod handle;
+pub mod keys;
 
 #[allow(
     clippy::all,

@@ -101,10 +101,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ConversationKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 15;
+pub const ENUM_MAX_ERROR_CODE: u16 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 16] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
   ErrorCode::Unknown,
   ErrorCode::Malformed,
   ErrorCode::FrameTooLarge,
@@ -121,6 +121,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 16] = [
   ErrorCode::Internal,
   ErrorCode::ShuttingDown,
   ErrorCode::Timeout,
+  ErrorCode::StaleEpoch,
+  ErrorCode::StaleDevices,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -144,9 +146,11 @@ impl ErrorCode {
   pub const Internal: Self = Self(13);
   pub const ShuttingDown: Self = Self(14);
   pub const Timeout: Self = Self(15);
+  pub const StaleEpoch: Self = Self(16);
+  pub const StaleDevices: Self = Self(17);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 15;
+  pub const ENUM_MAX: u16 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::Malformed,
@@ -164,6 +168,8 @@ impl ErrorCode {
     Self::Internal,
     Self::ShuttingDown,
     Self::Timeout,
+    Self::StaleEpoch,
+    Self::StaleDevices,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -184,6 +190,8 @@ impl ErrorCode {
       Self::Internal => Some("Internal"),
       Self::ShuttingDown => Some("ShuttingDown"),
       Self::Timeout => Some("Timeout"),
+      Self::StaleEpoch => Some("StaleEpoch"),
+      Self::StaleDevices => Some("StaleDevices"),
       _ => None,
     }
   }
@@ -241,10 +249,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 18;
+pub const ENUM_MAX_BODY: u8 = 37;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 19] = [
+pub const ENUM_VALUES_BODY: [Body; 38] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -264,6 +272,25 @@ pub const ENUM_VALUES_BODY: [Body; 19] = [
   Body::History,
   Body::HistoryPage,
   Body::Error,
+  Body::RequestLink,
+  Body::LinkRequest,
+  Body::ApproveLink,
+  Body::ListDevices,
+  Body::DeviceList,
+  Body::RevokeDevice,
+  Body::DeviceListChanged,
+  Body::UploadPrekeys,
+  Body::KeyCounts,
+  Body::ClaimPrekeys,
+  Body::PrekeyBundle,
+  Body::KeysLow,
+  Body::UploadKeyPackages,
+  Body::ClaimKeyPackages,
+  Body::KeyPackages,
+  Body::Commit,
+  Body::CommitAccepted,
+  Body::GetGroupInfo,
+  Body::GroupInfo,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -290,9 +317,28 @@ impl Body {
   pub const History: Self = Self(16);
   pub const HistoryPage: Self = Self(17);
   pub const Error: Self = Self(18);
+  pub const RequestLink: Self = Self(19);
+  pub const LinkRequest: Self = Self(20);
+  pub const ApproveLink: Self = Self(21);
+  pub const ListDevices: Self = Self(22);
+  pub const DeviceList: Self = Self(23);
+  pub const RevokeDevice: Self = Self(24);
+  pub const DeviceListChanged: Self = Self(25);
+  pub const UploadPrekeys: Self = Self(26);
+  pub const KeyCounts: Self = Self(27);
+  pub const ClaimPrekeys: Self = Self(28);
+  pub const PrekeyBundle: Self = Self(29);
+  pub const KeysLow: Self = Self(30);
+  pub const UploadKeyPackages: Self = Self(31);
+  pub const ClaimKeyPackages: Self = Self(32);
+  pub const KeyPackages: Self = Self(33);
+  pub const Commit: Self = Self(34);
+  pub const CommitAccepted: Self = Self(35);
+  pub const GetGroupInfo: Self = Self(36);
+  pub const GroupInfo: Self = Self(37);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 18;
+  pub const ENUM_MAX: u8 = 37;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -313,6 +359,25 @@ impl Body {
     Self::History,
     Self::HistoryPage,
     Self::Error,
+    Self::RequestLink,
+    Self::LinkRequest,
+    Self::ApproveLink,
+    Self::ListDevices,
+    Self::DeviceList,
+    Self::RevokeDevice,
+    Self::DeviceListChanged,
+    Self::UploadPrekeys,
+    Self::KeyCounts,
+    Self::ClaimPrekeys,
+    Self::PrekeyBundle,
+    Self::KeysLow,
+    Self::UploadKeyPackages,
+    Self::ClaimKeyPackages,
+    Self::KeyPackages,
+    Self::Commit,
+    Self::CommitAccepted,
+    Self::GetGroupInfo,
+    Self::GroupInfo,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -336,6 +401,25 @@ impl Body {
       Self::History => Some("History"),
       Self::HistoryPage => Some("HistoryPage"),
       Self::Error => Some("Error"),
+      Self::RequestLink => Some("RequestLink"),
+      Self::LinkRequest => Some("LinkRequest"),
+      Self::ApproveLink => Some("ApproveLink"),
+      Self::ListDevices => Some("ListDevices"),
+      Self::DeviceList => Some("DeviceList"),
+      Self::RevokeDevice => Some("RevokeDevice"),
+      Self::DeviceListChanged => Some("DeviceListChanged"),
+      Self::UploadPrekeys => Some("UploadPrekeys"),
+      Self::KeyCounts => Some("KeyCounts"),
+      Self::ClaimPrekeys => Some("ClaimPrekeys"),
+      Self::PrekeyBundle => Some("PrekeyBundle"),
+      Self::KeysLow => Some("KeysLow"),
+      Self::UploadKeyPackages => Some("UploadKeyPackages"),
+      Self::ClaimKeyPackages => Some("ClaimKeyPackages"),
+      Self::KeyPackages => Some("KeyPackages"),
+      Self::Commit => Some("Commit"),
+      Self::CommitAccepted => Some("CommitAccepted"),
+      Self::GetGroupInfo => Some("GetGroupInfo"),
+      Self::GroupInfo => Some("GroupInfo"),
       _ => None,
     }
   }
@@ -1538,6 +1622,138 @@ impl ::core::fmt::Debug for RemoveMembers<'_> {
       ds.finish()
   }
 }
+pub enum DevicePayloadOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DevicePayload<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DevicePayload<'a> {
+  type Inner = DevicePayload<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DevicePayload<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DevicePayload { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DevicePayloadArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DevicePayload<'bldr>> {
+    let mut builder = DevicePayloadBuilder::new(_fbb);
+    if let Some(x) = args.payload { builder.add_payload(x); }
+    builder.add_device(args.device);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DevicePayload::VT_USER, None).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DevicePayload::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn payload(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DevicePayload::VT_PAYLOAD, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DevicePayload<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DevicePayloadArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub device: u32,
+    pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for DevicePayloadArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DevicePayloadArgs {
+      user: None, // required field
+      device: 0,
+      payload: None, // required field
+    }
+  }
+}
+
+pub struct DevicePayloadBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DevicePayloadBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DevicePayload::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(DevicePayload::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_payload(&mut self, payload: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DevicePayload::VT_PAYLOAD, payload);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DevicePayloadBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DevicePayloadBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DevicePayload<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DevicePayload::VT_USER,"user");
+    self.fbb_.required(o, DevicePayload::VT_PAYLOAD,"payload");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DevicePayload<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DevicePayload");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("payload", &self.payload());
+      ds.finish()
+  }
+}
 pub enum SendOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1559,6 +1775,7 @@ impl<'a> Send<'a> {
   pub const VT_EXPIRES_IN_SECS: ::flatbuffers::VOffsetT = 8;
   pub const VT_FLAGS: ::flatbuffers::VOffsetT = 10;
   pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 12;
+  pub const VT_DEVICE_PAYLOADS: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1572,6 +1789,7 @@ impl<'a> Send<'a> {
     let mut builder = SendBuilder::new(_fbb);
     builder.add_client_message_id(args.client_message_id);
     builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.device_payloads { builder.add_device_payloads(x); }
     if let Some(x) = args.payload { builder.add_payload(x); }
     builder.add_flags(args.flags);
     builder.add_expires_in_secs(args.expires_in_secs);
@@ -1608,11 +1826,18 @@ impl<'a> Send<'a> {
     unsafe { self._tab.get::<u32>(Send::VT_FLAGS, Some(0)).unwrap()}
   }
   #[inline]
-  pub fn payload(&self) -> ::flatbuffers::Vector<'a, u8> {
+  pub fn payload(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Send::VT_PAYLOAD, None).unwrap()}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Send::VT_PAYLOAD, None)}
+  }
+  #[inline]
+  pub fn device_payloads(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DevicePayload<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DevicePayload>>>>(Send::VT_DEVICE_PAYLOADS, None)}
   }
 }
 
@@ -1626,7 +1851,8 @@ impl ::flatbuffers::Verifiable for Send<'_> {
      .visit_field::<u64>("client_message_id", Self::VT_CLIENT_MESSAGE_ID, false)?
      .visit_field::<u32>("expires_in_secs", Self::VT_EXPIRES_IN_SECS, false)?
      .visit_field::<u32>("flags", Self::VT_FLAGS, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DevicePayload>>>>("device_payloads", Self::VT_DEVICE_PAYLOADS, false)?
      .finish();
     Ok(())
   }
@@ -1637,6 +1863,7 @@ pub struct SendArgs<'a> {
     pub expires_in_secs: u32,
     pub flags: u32,
     pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub device_payloads: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DevicePayload<'a>>>>>,
 }
 impl<'a> Default for SendArgs<'a> {
   #[inline]
@@ -1646,7 +1873,8 @@ impl<'a> Default for SendArgs<'a> {
       client_message_id: 0,
       expires_in_secs: 0,
       flags: 0,
-      payload: None, // required field
+      payload: None,
+      device_payloads: None,
     }
   }
 }
@@ -1677,6 +1905,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SendBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Send::VT_PAYLOAD, payload);
   }
   #[inline]
+  pub fn add_device_payloads(&mut self, device_payloads: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DevicePayload<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Send::VT_DEVICE_PAYLOADS, device_payloads);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SendBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SendBuilder {
@@ -1687,7 +1919,6 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SendBuilder<'a, 'b, A> {
   #[inline]
   pub fn finish(self) -> ::flatbuffers::WIPOffset<Send<'a>> {
     let o = self.fbb_.end_table(self.start_);
-    self.fbb_.required(o, Send::VT_PAYLOAD,"payload");
     ::flatbuffers::WIPOffset::new(o.value())
   }
 }
@@ -1700,6 +1931,7 @@ impl ::core::fmt::Debug for Send<'_> {
       ds.field("expires_in_secs", &self.expires_in_secs());
       ds.field("flags", &self.flags());
       ds.field("payload", &self.payload());
+      ds.field("device_payloads", &self.device_payloads());
       ds.finish()
   }
 }
@@ -2992,6 +3224,8 @@ impl<'a> Error<'a> {
   pub const VT_CODE: ::flatbuffers::VOffsetT = 4;
   pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
   pub const VT_RETRY_AFTER_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CURRENT_EPOCH: ::flatbuffers::VOffsetT = 10;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3003,6 +3237,8 @@ impl<'a> Error<'a> {
     args: &'args ErrorArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Error<'bldr>> {
     let mut builder = ErrorBuilder::new(_fbb);
+    builder.add_current_epoch(args.current_epoch);
+    if let Some(x) = args.devices { builder.add_devices(x); }
     builder.add_retry_after_ms(args.retry_after_ms);
     if let Some(x) = args.message { builder.add_message(x); }
     builder.add_code(args.code);
@@ -3031,6 +3267,20 @@ impl<'a> Error<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(Error::VT_RETRY_AFTER_MS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn current_epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Error::VT_CURRENT_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceAddress<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceAddress>>>>(Error::VT_DEVICES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Error<'_> {
@@ -3042,6 +3292,8 @@ impl ::flatbuffers::Verifiable for Error<'_> {
      .visit_field::<ErrorCode>("code", Self::VT_CODE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
      .visit_field::<u32>("retry_after_ms", Self::VT_RETRY_AFTER_MS, false)?
+     .visit_field::<u64>("current_epoch", Self::VT_CURRENT_EPOCH, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DeviceAddress>>>>("devices", Self::VT_DEVICES, false)?
      .finish();
     Ok(())
   }
@@ -3050,6 +3302,8 @@ pub struct ErrorArgs<'a> {
     pub code: ErrorCode,
     pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub retry_after_ms: u32,
+    pub current_epoch: u64,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceAddress<'a>>>>>,
 }
 impl<'a> Default for ErrorArgs<'a> {
   #[inline]
@@ -3058,6 +3312,8 @@ impl<'a> Default for ErrorArgs<'a> {
       code: ErrorCode::Unknown,
       message: None,
       retry_after_ms: 0,
+      current_epoch: 0,
+      devices: None,
     }
   }
 }
@@ -3080,6 +3336,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u32>(Error::VT_RETRY_AFTER_MS, retry_after_ms, 0);
   }
   #[inline]
+  pub fn add_current_epoch(&mut self, current_epoch: u64) {
+    self.fbb_.push_slot::<u64>(Error::VT_CURRENT_EPOCH, current_epoch, 0);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DeviceAddress<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Error::VT_DEVICES, devices);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ErrorBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ErrorBuilder {
@@ -3100,6 +3364,3181 @@ impl ::core::fmt::Debug for Error<'_> {
       ds.field("code", &self.code());
       ds.field("message", &self.message());
       ds.field("retry_after_ms", &self.retry_after_ms());
+      ds.field("current_epoch", &self.current_epoch());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum RequestLinkOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RequestLink<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RequestLink<'a> {
+  type Inner = RequestLink<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RequestLink<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEVICE_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_SIGNATURE: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RequestLink { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RequestLinkArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RequestLink<'bldr>> {
+    let mut builder = RequestLinkBuilder::new(_fbb);
+    if let Some(x) = args.signature { builder.add_signature(x); }
+    if let Some(x) = args.device_key { builder.add_device_key(x); }
+    if let Some(x) = args.device_name { builder.add_device_name(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RequestLink::VT_USER, None).unwrap()}
+  }
+  #[inline]
+  pub fn device_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RequestLink::VT_DEVICE_NAME, None)}
+  }
+  #[inline]
+  pub fn device_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(RequestLink::VT_DEVICE_KEY, None).unwrap()}
+  }
+  #[inline]
+  pub fn signature(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(RequestLink::VT_SIGNATURE, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RequestLink<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("device_name", Self::VT_DEVICE_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("device_key", Self::VT_DEVICE_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("signature", Self::VT_SIGNATURE, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RequestLinkArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub device_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub device_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for RequestLinkArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RequestLinkArgs {
+      user: None, // required field
+      device_name: None,
+      device_key: None, // required field
+      signature: None, // required field
+    }
+  }
+}
+
+pub struct RequestLinkBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RequestLinkBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RequestLink::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_device_name(&mut self, device_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RequestLink::VT_DEVICE_NAME, device_name);
+  }
+  #[inline]
+  pub fn add_device_key(&mut self, device_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RequestLink::VT_DEVICE_KEY, device_key);
+  }
+  #[inline]
+  pub fn add_signature(&mut self, signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RequestLink::VT_SIGNATURE, signature);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RequestLinkBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RequestLinkBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RequestLink<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RequestLink::VT_USER,"user");
+    self.fbb_.required(o, RequestLink::VT_DEVICE_KEY,"device_key");
+    self.fbb_.required(o, RequestLink::VT_SIGNATURE,"signature");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RequestLink<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RequestLink");
+      ds.field("user", &self.user());
+      ds.field("device_name", &self.device_name());
+      ds.field("device_key", &self.device_key());
+      ds.field("signature", &self.signature());
+      ds.finish()
+  }
+}
+pub enum LinkRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LinkRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LinkRequest<'a> {
+  type Inner = LinkRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LinkRequest<'a> {
+  pub const VT_LINK_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEVICE_NAME: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DEVICE_KEY: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LinkRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LinkRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LinkRequest<'bldr>> {
+    let mut builder = LinkRequestBuilder::new(_fbb);
+    builder.add_link_id(args.link_id);
+    if let Some(x) = args.device_key { builder.add_device_key(x); }
+    if let Some(x) = args.device_name { builder.add_device_name(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn link_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LinkRequest::VT_LINK_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkRequest::VT_USER, None).unwrap()}
+  }
+  #[inline]
+  pub fn device_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkRequest::VT_DEVICE_NAME, None)}
+  }
+  #[inline]
+  pub fn device_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(LinkRequest::VT_DEVICE_KEY, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LinkRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("link_id", Self::VT_LINK_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("device_name", Self::VT_DEVICE_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("device_key", Self::VT_DEVICE_KEY, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LinkRequestArgs<'a> {
+    pub link_id: u64,
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub device_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub device_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for LinkRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LinkRequestArgs {
+      link_id: 0,
+      user: None, // required field
+      device_name: None,
+      device_key: None, // required field
+    }
+  }
+}
+
+pub struct LinkRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_link_id(&mut self, link_id: u64) {
+    self.fbb_.push_slot::<u64>(LinkRequest::VT_LINK_ID, link_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkRequest::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_device_name(&mut self, device_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkRequest::VT_DEVICE_NAME, device_name);
+  }
+  #[inline]
+  pub fn add_device_key(&mut self, device_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkRequest::VT_DEVICE_KEY, device_key);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LinkRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, LinkRequest::VT_USER,"user");
+    self.fbb_.required(o, LinkRequest::VT_DEVICE_KEY,"device_key");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LinkRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LinkRequest");
+      ds.field("link_id", &self.link_id());
+      ds.field("user", &self.user());
+      ds.field("device_name", &self.device_name());
+      ds.field("device_key", &self.device_key());
+      ds.finish()
+  }
+}
+pub enum ApproveLinkOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ApproveLink<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ApproveLink<'a> {
+  type Inner = ApproveLink<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ApproveLink<'a> {
+  pub const VT_LINK_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_APPROVE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ApproveLink { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ApproveLinkArgs
+  ) -> ::flatbuffers::WIPOffset<ApproveLink<'bldr>> {
+    let mut builder = ApproveLinkBuilder::new(_fbb);
+    builder.add_link_id(args.link_id);
+    builder.add_approve(args.approve);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn link_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ApproveLink::VT_LINK_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn approve(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ApproveLink::VT_APPROVE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ApproveLink<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("link_id", Self::VT_LINK_ID, false)?
+     .visit_field::<bool>("approve", Self::VT_APPROVE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ApproveLinkArgs {
+    pub link_id: u64,
+    pub approve: bool,
+}
+impl<'a> Default for ApproveLinkArgs {
+  #[inline]
+  fn default() -> Self {
+    ApproveLinkArgs {
+      link_id: 0,
+      approve: false,
+    }
+  }
+}
+
+pub struct ApproveLinkBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ApproveLinkBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_link_id(&mut self, link_id: u64) {
+    self.fbb_.push_slot::<u64>(ApproveLink::VT_LINK_ID, link_id, 0);
+  }
+  #[inline]
+  pub fn add_approve(&mut self, approve: bool) {
+    self.fbb_.push_slot::<bool>(ApproveLink::VT_APPROVE, approve, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ApproveLinkBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ApproveLinkBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ApproveLink<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ApproveLink<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ApproveLink");
+      ds.field("link_id", &self.link_id());
+      ds.field("approve", &self.approve());
+      ds.finish()
+  }
+}
+pub enum ListDevicesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListDevices<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListDevices<'a> {
+  type Inner = ListDevices<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListDevices<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListDevices { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListDevicesArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ListDevices<'bldr>> {
+    let mut builder = ListDevicesBuilder::new(_fbb);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ListDevices::VT_USER, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListDevices<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListDevicesArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ListDevicesArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListDevicesArgs {
+      user: None, // required field
+    }
+  }
+}
+
+pub struct ListDevicesBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListDevicesBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ListDevices::VT_USER, user);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListDevicesBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListDevicesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListDevices<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ListDevices::VT_USER,"user");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListDevices<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListDevices");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum DeviceInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeviceInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceInfo<'a> {
+  type Inner = DeviceInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceInfo<'a> {
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEVICE_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CREATED_MS: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceInfo<'bldr>> {
+    let mut builder = DeviceInfoBuilder::new(_fbb);
+    builder.add_created_ms(args.created_ms);
+    if let Some(x) = args.device_key { builder.add_device_key(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DeviceInfo::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeviceInfo::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn device_key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeviceInfo::VT_DEVICE_KEY, None)}
+  }
+  #[inline]
+  pub fn created_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceInfo::VT_CREATED_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("device_key", Self::VT_DEVICE_KEY, false)?
+     .visit_field::<u64>("created_ms", Self::VT_CREATED_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceInfoArgs<'a> {
+    pub device: u32,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub device_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub created_ms: u64,
+}
+impl<'a> Default for DeviceInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceInfoArgs {
+      device: 0,
+      name: None,
+      device_key: None,
+      created_ms: 0,
+    }
+  }
+}
+
+pub struct DeviceInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(DeviceInfo::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceInfo::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_device_key(&mut self, device_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceInfo::VT_DEVICE_KEY, device_key);
+  }
+  #[inline]
+  pub fn add_created_ms(&mut self, created_ms: u64) {
+    self.fbb_.push_slot::<u64>(DeviceInfo::VT_CREATED_MS, created_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceInfo");
+      ds.field("device", &self.device());
+      ds.field("name", &self.name());
+      ds.field("device_key", &self.device_key());
+      ds.field("created_ms", &self.created_ms());
+      ds.finish()
+  }
+}
+pub enum DeviceListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeviceList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceList<'a> {
+  type Inner = DeviceList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceList<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceList<'bldr>> {
+    let mut builder = DeviceListBuilder::new(_fbb);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeviceList::VT_USER, None).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceInfo<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceInfo>>>>(DeviceList::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DeviceInfo>>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceListArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceInfo<'a>>>>>,
+}
+impl<'a> Default for DeviceListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceListArgs {
+      user: None, // required field
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct DeviceListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceList::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DeviceInfo<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceList::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceList::VT_USER,"user");
+    self.fbb_.required(o, DeviceList::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceList");
+      ds.field("user", &self.user());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum RevokeDeviceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RevokeDevice<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RevokeDevice<'a> {
+  type Inner = RevokeDevice<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RevokeDevice<'a> {
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RevokeDevice { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RevokeDeviceArgs
+  ) -> ::flatbuffers::WIPOffset<RevokeDevice<'bldr>> {
+    let mut builder = RevokeDeviceBuilder::new(_fbb);
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(RevokeDevice::VT_DEVICE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RevokeDevice<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RevokeDeviceArgs {
+    pub device: u32,
+}
+impl<'a> Default for RevokeDeviceArgs {
+  #[inline]
+  fn default() -> Self {
+    RevokeDeviceArgs {
+      device: 0,
+    }
+  }
+}
+
+pub struct RevokeDeviceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RevokeDeviceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(RevokeDevice::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RevokeDeviceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RevokeDeviceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RevokeDevice<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RevokeDevice<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RevokeDevice");
+      ds.field("device", &self.device());
+      ds.finish()
+  }
+}
+pub enum DeviceListChangedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeviceListChanged<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceListChanged<'a> {
+  type Inner = DeviceListChanged<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceListChanged<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceListChanged { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceListChangedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceListChanged<'bldr>> {
+    let mut builder = DeviceListChangedBuilder::new(_fbb);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeviceListChanged::VT_USER, None).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> Option<::flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(DeviceListChanged::VT_DEVICES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceListChanged<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("devices", Self::VT_DEVICES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceListChangedArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+}
+impl<'a> Default for DeviceListChangedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceListChangedArgs {
+      user: None, // required field
+      devices: None,
+    }
+  }
+}
+
+pub struct DeviceListChangedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceListChangedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceListChanged::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceListChanged::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceListChangedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceListChangedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceListChanged<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceListChanged::VT_USER,"user");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceListChanged<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceListChanged");
+      ds.field("user", &self.user());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum OneTimePrekeyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OneTimePrekey<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OneTimePrekey<'a> {
+  type Inner = OneTimePrekey<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OneTimePrekey<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PUBLIC_KEY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OneTimePrekey { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OneTimePrekeyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<OneTimePrekey<'bldr>> {
+    let mut builder = OneTimePrekeyBuilder::new(_fbb);
+    if let Some(x) = args.public_key { builder.add_public_key(x); }
+    builder.add_id(args.id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(OneTimePrekey::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn public_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(OneTimePrekey::VT_PUBLIC_KEY, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OneTimePrekey<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("public_key", Self::VT_PUBLIC_KEY, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OneTimePrekeyArgs<'a> {
+    pub id: u32,
+    pub public_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for OneTimePrekeyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OneTimePrekeyArgs {
+      id: 0,
+      public_key: None, // required field
+    }
+  }
+}
+
+pub struct OneTimePrekeyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OneTimePrekeyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u32) {
+    self.fbb_.push_slot::<u32>(OneTimePrekey::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_public_key(&mut self, public_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(OneTimePrekey::VT_PUBLIC_KEY, public_key);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OneTimePrekeyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OneTimePrekeyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OneTimePrekey<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, OneTimePrekey::VT_PUBLIC_KEY,"public_key");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OneTimePrekey<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OneTimePrekey");
+      ds.field("id", &self.id());
+      ds.field("public_key", &self.public_key());
+      ds.finish()
+  }
+}
+pub enum SignedPrekeyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SignedPrekey<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SignedPrekey<'a> {
+  type Inner = SignedPrekey<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SignedPrekey<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PUBLIC_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SIGNATURE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SignedPrekey { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SignedPrekeyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SignedPrekey<'bldr>> {
+    let mut builder = SignedPrekeyBuilder::new(_fbb);
+    if let Some(x) = args.signature { builder.add_signature(x); }
+    if let Some(x) = args.public_key { builder.add_public_key(x); }
+    builder.add_id(args.id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(SignedPrekey::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn public_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(SignedPrekey::VT_PUBLIC_KEY, None).unwrap()}
+  }
+  #[inline]
+  pub fn signature(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(SignedPrekey::VT_SIGNATURE, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SignedPrekey<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("public_key", Self::VT_PUBLIC_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("signature", Self::VT_SIGNATURE, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SignedPrekeyArgs<'a> {
+    pub id: u32,
+    pub public_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for SignedPrekeyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SignedPrekeyArgs {
+      id: 0,
+      public_key: None, // required field
+      signature: None, // required field
+    }
+  }
+}
+
+pub struct SignedPrekeyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SignedPrekeyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u32) {
+    self.fbb_.push_slot::<u32>(SignedPrekey::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_public_key(&mut self, public_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SignedPrekey::VT_PUBLIC_KEY, public_key);
+  }
+  #[inline]
+  pub fn add_signature(&mut self, signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SignedPrekey::VT_SIGNATURE, signature);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SignedPrekeyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SignedPrekeyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SignedPrekey<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SignedPrekey::VT_PUBLIC_KEY,"public_key");
+    self.fbb_.required(o, SignedPrekey::VT_SIGNATURE,"signature");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SignedPrekey<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SignedPrekey");
+      ds.field("id", &self.id());
+      ds.field("public_key", &self.public_key());
+      ds.field("signature", &self.signature());
+      ds.finish()
+  }
+}
+pub enum UploadPrekeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UploadPrekeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UploadPrekeys<'a> {
+  type Inner = UploadPrekeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UploadPrekeys<'a> {
+  pub const VT_IDENTITY_KEY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_IDENTITY_SIGNATURE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SIGNED_PREKEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ONE_TIME_PREKEYS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LAST_RESORT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_KEM_PREKEY: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UploadPrekeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UploadPrekeysArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UploadPrekeys<'bldr>> {
+    let mut builder = UploadPrekeysBuilder::new(_fbb);
+    if let Some(x) = args.kem_prekey { builder.add_kem_prekey(x); }
+    if let Some(x) = args.last_resort { builder.add_last_resort(x); }
+    if let Some(x) = args.one_time_prekeys { builder.add_one_time_prekeys(x); }
+    if let Some(x) = args.signed_prekey { builder.add_signed_prekey(x); }
+    if let Some(x) = args.identity_signature { builder.add_identity_signature(x); }
+    if let Some(x) = args.identity_key { builder.add_identity_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn identity_key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UploadPrekeys::VT_IDENTITY_KEY, None)}
+  }
+  #[inline]
+  pub fn identity_signature(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UploadPrekeys::VT_IDENTITY_SIGNATURE, None)}
+  }
+  #[inline]
+  pub fn signed_prekey(&self) -> Option<SignedPrekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<SignedPrekey>>(UploadPrekeys::VT_SIGNED_PREKEY, None)}
+  }
+  #[inline]
+  pub fn one_time_prekeys(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OneTimePrekey<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OneTimePrekey>>>>(UploadPrekeys::VT_ONE_TIME_PREKEYS, None)}
+  }
+  #[inline]
+  pub fn last_resort(&self) -> Option<SignedPrekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<SignedPrekey>>(UploadPrekeys::VT_LAST_RESORT, None)}
+  }
+  #[inline]
+  pub fn kem_prekey(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UploadPrekeys::VT_KEM_PREKEY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UploadPrekeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("identity_key", Self::VT_IDENTITY_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("identity_signature", Self::VT_IDENTITY_SIGNATURE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<SignedPrekey>>("signed_prekey", Self::VT_SIGNED_PREKEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<OneTimePrekey>>>>("one_time_prekeys", Self::VT_ONE_TIME_PREKEYS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<SignedPrekey>>("last_resort", Self::VT_LAST_RESORT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("kem_prekey", Self::VT_KEM_PREKEY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UploadPrekeysArgs<'a> {
+    pub identity_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub identity_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub signed_prekey: Option<::flatbuffers::WIPOffset<SignedPrekey<'a>>>,
+    pub one_time_prekeys: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OneTimePrekey<'a>>>>>,
+    pub last_resort: Option<::flatbuffers::WIPOffset<SignedPrekey<'a>>>,
+    pub kem_prekey: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for UploadPrekeysArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UploadPrekeysArgs {
+      identity_key: None,
+      identity_signature: None,
+      signed_prekey: None,
+      one_time_prekeys: None,
+      last_resort: None,
+      kem_prekey: None,
+    }
+  }
+}
+
+pub struct UploadPrekeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UploadPrekeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_identity_key(&mut self, identity_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadPrekeys::VT_IDENTITY_KEY, identity_key);
+  }
+  #[inline]
+  pub fn add_identity_signature(&mut self, identity_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadPrekeys::VT_IDENTITY_SIGNATURE, identity_signature);
+  }
+  #[inline]
+  pub fn add_signed_prekey(&mut self, signed_prekey: ::flatbuffers::WIPOffset<SignedPrekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<SignedPrekey>>(UploadPrekeys::VT_SIGNED_PREKEY, signed_prekey);
+  }
+  #[inline]
+  pub fn add_one_time_prekeys(&mut self, one_time_prekeys: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<OneTimePrekey<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadPrekeys::VT_ONE_TIME_PREKEYS, one_time_prekeys);
+  }
+  #[inline]
+  pub fn add_last_resort(&mut self, last_resort: ::flatbuffers::WIPOffset<SignedPrekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<SignedPrekey>>(UploadPrekeys::VT_LAST_RESORT, last_resort);
+  }
+  #[inline]
+  pub fn add_kem_prekey(&mut self, kem_prekey: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadPrekeys::VT_KEM_PREKEY, kem_prekey);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UploadPrekeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UploadPrekeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UploadPrekeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UploadPrekeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UploadPrekeys");
+      ds.field("identity_key", &self.identity_key());
+      ds.field("identity_signature", &self.identity_signature());
+      ds.field("signed_prekey", &self.signed_prekey());
+      ds.field("one_time_prekeys", &self.one_time_prekeys());
+      ds.field("last_resort", &self.last_resort());
+      ds.field("kem_prekey", &self.kem_prekey());
+      ds.finish()
+  }
+}
+pub enum KeyCountsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct KeyCounts<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeyCounts<'a> {
+  type Inner = KeyCounts<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeyCounts<'a> {
+  pub const VT_ONE_TIME_PREKEYS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KEY_PACKAGES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeyCounts { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeyCountsArgs
+  ) -> ::flatbuffers::WIPOffset<KeyCounts<'bldr>> {
+    let mut builder = KeyCountsBuilder::new(_fbb);
+    builder.add_key_packages(args.key_packages);
+    builder.add_one_time_prekeys(args.one_time_prekeys);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn one_time_prekeys(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeyCounts::VT_ONE_TIME_PREKEYS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn key_packages(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeyCounts::VT_KEY_PACKAGES, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeyCounts<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("one_time_prekeys", Self::VT_ONE_TIME_PREKEYS, false)?
+     .visit_field::<u32>("key_packages", Self::VT_KEY_PACKAGES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeyCountsArgs {
+    pub one_time_prekeys: u32,
+    pub key_packages: u32,
+}
+impl<'a> Default for KeyCountsArgs {
+  #[inline]
+  fn default() -> Self {
+    KeyCountsArgs {
+      one_time_prekeys: 0,
+      key_packages: 0,
+    }
+  }
+}
+
+pub struct KeyCountsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeyCountsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_one_time_prekeys(&mut self, one_time_prekeys: u32) {
+    self.fbb_.push_slot::<u32>(KeyCounts::VT_ONE_TIME_PREKEYS, one_time_prekeys, 0);
+  }
+  #[inline]
+  pub fn add_key_packages(&mut self, key_packages: u32) {
+    self.fbb_.push_slot::<u32>(KeyCounts::VT_KEY_PACKAGES, key_packages, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeyCountsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeyCountsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeyCounts<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeyCounts<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeyCounts");
+      ds.field("one_time_prekeys", &self.one_time_prekeys());
+      ds.field("key_packages", &self.key_packages());
+      ds.finish()
+  }
+}
+pub enum ClaimPrekeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ClaimPrekeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ClaimPrekeys<'a> {
+  type Inner = ClaimPrekeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ClaimPrekeys<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ClaimPrekeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ClaimPrekeysArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ClaimPrekeys<'bldr>> {
+    let mut builder = ClaimPrekeysBuilder::new(_fbb);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ClaimPrekeys::VT_USER, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ClaimPrekeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ClaimPrekeysArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ClaimPrekeysArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ClaimPrekeysArgs {
+      user: None, // required field
+    }
+  }
+}
+
+pub struct ClaimPrekeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClaimPrekeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ClaimPrekeys::VT_USER, user);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClaimPrekeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ClaimPrekeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ClaimPrekeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ClaimPrekeys::VT_USER,"user");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ClaimPrekeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ClaimPrekeys");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum DeviceBundleOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeviceBundle<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceBundle<'a> {
+  type Inner = DeviceBundle<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceBundle<'a> {
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_IDENTITY_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_IDENTITY_SIGNATURE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SIGNED_PREKEY: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ONE_TIME_PREKEY: ::flatbuffers::VOffsetT = 14;
+  pub const VT_LAST_RESORT: ::flatbuffers::VOffsetT = 16;
+  pub const VT_KEM_PREKEY: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceBundle { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceBundleArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceBundle<'bldr>> {
+    let mut builder = DeviceBundleBuilder::new(_fbb);
+    if let Some(x) = args.kem_prekey { builder.add_kem_prekey(x); }
+    if let Some(x) = args.last_resort { builder.add_last_resort(x); }
+    if let Some(x) = args.one_time_prekey { builder.add_one_time_prekey(x); }
+    if let Some(x) = args.signed_prekey { builder.add_signed_prekey(x); }
+    if let Some(x) = args.identity_signature { builder.add_identity_signature(x); }
+    if let Some(x) = args.identity_key { builder.add_identity_key(x); }
+    if let Some(x) = args.device_key { builder.add_device_key(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DeviceBundle::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeviceBundle::VT_DEVICE_KEY, None).unwrap()}
+  }
+  #[inline]
+  pub fn identity_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeviceBundle::VT_IDENTITY_KEY, None).unwrap()}
+  }
+  #[inline]
+  pub fn identity_signature(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeviceBundle::VT_IDENTITY_SIGNATURE, None).unwrap()}
+  }
+  #[inline]
+  pub fn signed_prekey(&self) -> Option<SignedPrekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<SignedPrekey>>(DeviceBundle::VT_SIGNED_PREKEY, None)}
+  }
+  #[inline]
+  pub fn one_time_prekey(&self) -> Option<OneTimePrekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<OneTimePrekey>>(DeviceBundle::VT_ONE_TIME_PREKEY, None)}
+  }
+  #[inline]
+  pub fn last_resort(&self) -> Option<SignedPrekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<SignedPrekey>>(DeviceBundle::VT_LAST_RESORT, None)}
+  }
+  #[inline]
+  pub fn kem_prekey(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeviceBundle::VT_KEM_PREKEY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceBundle<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("device_key", Self::VT_DEVICE_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("identity_key", Self::VT_IDENTITY_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("identity_signature", Self::VT_IDENTITY_SIGNATURE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<SignedPrekey>>("signed_prekey", Self::VT_SIGNED_PREKEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<OneTimePrekey>>("one_time_prekey", Self::VT_ONE_TIME_PREKEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<SignedPrekey>>("last_resort", Self::VT_LAST_RESORT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("kem_prekey", Self::VT_KEM_PREKEY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceBundleArgs<'a> {
+    pub device: u32,
+    pub device_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub identity_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub identity_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub signed_prekey: Option<::flatbuffers::WIPOffset<SignedPrekey<'a>>>,
+    pub one_time_prekey: Option<::flatbuffers::WIPOffset<OneTimePrekey<'a>>>,
+    pub last_resort: Option<::flatbuffers::WIPOffset<SignedPrekey<'a>>>,
+    pub kem_prekey: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for DeviceBundleArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceBundleArgs {
+      device: 0,
+      device_key: None, // required field
+      identity_key: None, // required field
+      identity_signature: None, // required field
+      signed_prekey: None,
+      one_time_prekey: None,
+      last_resort: None,
+      kem_prekey: None,
+    }
+  }
+}
+
+pub struct DeviceBundleBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceBundleBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(DeviceBundle::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_device_key(&mut self, device_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceBundle::VT_DEVICE_KEY, device_key);
+  }
+  #[inline]
+  pub fn add_identity_key(&mut self, identity_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceBundle::VT_IDENTITY_KEY, identity_key);
+  }
+  #[inline]
+  pub fn add_identity_signature(&mut self, identity_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceBundle::VT_IDENTITY_SIGNATURE, identity_signature);
+  }
+  #[inline]
+  pub fn add_signed_prekey(&mut self, signed_prekey: ::flatbuffers::WIPOffset<SignedPrekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<SignedPrekey>>(DeviceBundle::VT_SIGNED_PREKEY, signed_prekey);
+  }
+  #[inline]
+  pub fn add_one_time_prekey(&mut self, one_time_prekey: ::flatbuffers::WIPOffset<OneTimePrekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<OneTimePrekey>>(DeviceBundle::VT_ONE_TIME_PREKEY, one_time_prekey);
+  }
+  #[inline]
+  pub fn add_last_resort(&mut self, last_resort: ::flatbuffers::WIPOffset<SignedPrekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<SignedPrekey>>(DeviceBundle::VT_LAST_RESORT, last_resort);
+  }
+  #[inline]
+  pub fn add_kem_prekey(&mut self, kem_prekey: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceBundle::VT_KEM_PREKEY, kem_prekey);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceBundleBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceBundleBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceBundle<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceBundle::VT_DEVICE_KEY,"device_key");
+    self.fbb_.required(o, DeviceBundle::VT_IDENTITY_KEY,"identity_key");
+    self.fbb_.required(o, DeviceBundle::VT_IDENTITY_SIGNATURE,"identity_signature");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceBundle<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceBundle");
+      ds.field("device", &self.device());
+      ds.field("device_key", &self.device_key());
+      ds.field("identity_key", &self.identity_key());
+      ds.field("identity_signature", &self.identity_signature());
+      ds.field("signed_prekey", &self.signed_prekey());
+      ds.field("one_time_prekey", &self.one_time_prekey());
+      ds.field("last_resort", &self.last_resort());
+      ds.field("kem_prekey", &self.kem_prekey());
+      ds.finish()
+  }
+}
+pub enum PrekeyBundleOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PrekeyBundle<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PrekeyBundle<'a> {
+  type Inner = PrekeyBundle<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PrekeyBundle<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PrekeyBundle { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PrekeyBundleArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PrekeyBundle<'bldr>> {
+    let mut builder = PrekeyBundleBuilder::new(_fbb);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PrekeyBundle::VT_USER, None).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceBundle<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceBundle>>>>(PrekeyBundle::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PrekeyBundle<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DeviceBundle>>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PrekeyBundleArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceBundle<'a>>>>>,
+}
+impl<'a> Default for PrekeyBundleArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PrekeyBundleArgs {
+      user: None, // required field
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct PrekeyBundleBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PrekeyBundleBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PrekeyBundle::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DeviceBundle<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PrekeyBundle::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PrekeyBundleBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PrekeyBundleBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PrekeyBundle<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PrekeyBundle::VT_USER,"user");
+    self.fbb_.required(o, PrekeyBundle::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PrekeyBundle<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PrekeyBundle");
+      ds.field("user", &self.user());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum KeysLowOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct KeysLow<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeysLow<'a> {
+  type Inner = KeysLow<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeysLow<'a> {
+  pub const VT_ONE_TIME_PREKEYS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KEY_PACKAGES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeysLow { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeysLowArgs
+  ) -> ::flatbuffers::WIPOffset<KeysLow<'bldr>> {
+    let mut builder = KeysLowBuilder::new(_fbb);
+    builder.add_key_packages(args.key_packages);
+    builder.add_one_time_prekeys(args.one_time_prekeys);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn one_time_prekeys(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysLow::VT_ONE_TIME_PREKEYS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn key_packages(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysLow::VT_KEY_PACKAGES, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeysLow<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("one_time_prekeys", Self::VT_ONE_TIME_PREKEYS, false)?
+     .visit_field::<u32>("key_packages", Self::VT_KEY_PACKAGES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeysLowArgs {
+    pub one_time_prekeys: u32,
+    pub key_packages: u32,
+}
+impl<'a> Default for KeysLowArgs {
+  #[inline]
+  fn default() -> Self {
+    KeysLowArgs {
+      one_time_prekeys: 0,
+      key_packages: 0,
+    }
+  }
+}
+
+pub struct KeysLowBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeysLowBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_one_time_prekeys(&mut self, one_time_prekeys: u32) {
+    self.fbb_.push_slot::<u32>(KeysLow::VT_ONE_TIME_PREKEYS, one_time_prekeys, 0);
+  }
+  #[inline]
+  pub fn add_key_packages(&mut self, key_packages: u32) {
+    self.fbb_.push_slot::<u32>(KeysLow::VT_KEY_PACKAGES, key_packages, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeysLowBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeysLowBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeysLow<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeysLow<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeysLow");
+      ds.field("one_time_prekeys", &self.one_time_prekeys());
+      ds.field("key_packages", &self.key_packages());
+      ds.finish()
+  }
+}
+pub enum KeyPackageDataOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct KeyPackageData<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeyPackageData<'a> {
+  type Inner = KeyPackageData<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeyPackageData<'a> {
+  pub const VT_DATA: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeyPackageData { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeyPackageDataArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<KeyPackageData<'bldr>> {
+    let mut builder = KeyPackageDataBuilder::new(_fbb);
+    if let Some(x) = args.data { builder.add_data(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn data(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(KeyPackageData::VT_DATA, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeyPackageData<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("data", Self::VT_DATA, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeyPackageDataArgs<'a> {
+    pub data: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for KeyPackageDataArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    KeyPackageDataArgs {
+      data: None, // required field
+    }
+  }
+}
+
+pub struct KeyPackageDataBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeyPackageDataBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_data(&mut self, data: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(KeyPackageData::VT_DATA, data);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeyPackageDataBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeyPackageDataBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeyPackageData<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, KeyPackageData::VT_DATA,"data");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeyPackageData<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeyPackageData");
+      ds.field("data", &self.data());
+      ds.finish()
+  }
+}
+pub enum UploadKeyPackagesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UploadKeyPackages<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UploadKeyPackages<'a> {
+  type Inner = UploadKeyPackages<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UploadKeyPackages<'a> {
+  pub const VT_KEY_PACKAGES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LAST_RESORT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UploadKeyPackages { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UploadKeyPackagesArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UploadKeyPackages<'bldr>> {
+    let mut builder = UploadKeyPackagesBuilder::new(_fbb);
+    if let Some(x) = args.last_resort { builder.add_last_resort(x); }
+    if let Some(x) = args.key_packages { builder.add_key_packages(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_packages(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyPackageData<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyPackageData>>>>(UploadKeyPackages::VT_KEY_PACKAGES, None)}
+  }
+  #[inline]
+  pub fn last_resort(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UploadKeyPackages::VT_LAST_RESORT, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UploadKeyPackages<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<KeyPackageData>>>>("key_packages", Self::VT_KEY_PACKAGES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("last_resort", Self::VT_LAST_RESORT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UploadKeyPackagesArgs<'a> {
+    pub key_packages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<KeyPackageData<'a>>>>>,
+    pub last_resort: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for UploadKeyPackagesArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UploadKeyPackagesArgs {
+      key_packages: None,
+      last_resort: None,
+    }
+  }
+}
+
+pub struct UploadKeyPackagesBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UploadKeyPackagesBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key_packages(&mut self, key_packages: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<KeyPackageData<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadKeyPackages::VT_KEY_PACKAGES, key_packages);
+  }
+  #[inline]
+  pub fn add_last_resort(&mut self, last_resort: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadKeyPackages::VT_LAST_RESORT, last_resort);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UploadKeyPackagesBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UploadKeyPackagesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UploadKeyPackages<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UploadKeyPackages<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UploadKeyPackages");
+      ds.field("key_packages", &self.key_packages());
+      ds.field("last_resort", &self.last_resort());
+      ds.finish()
+  }
+}
+pub enum ClaimKeyPackagesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ClaimKeyPackages<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ClaimKeyPackages<'a> {
+  type Inner = ClaimKeyPackages<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ClaimKeyPackages<'a> {
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ClaimKeyPackages { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ClaimKeyPackagesArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ClaimKeyPackages<'bldr>> {
+    let mut builder = ClaimKeyPackagesBuilder::new(_fbb);
+    if let Some(x) = args.users { builder.add_users(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn users(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(ClaimKeyPackages::VT_USERS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ClaimKeyPackages<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("users", Self::VT_USERS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ClaimKeyPackagesArgs<'a> {
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for ClaimKeyPackagesArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ClaimKeyPackagesArgs {
+      users: None, // required field
+    }
+  }
+}
+
+pub struct ClaimKeyPackagesBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClaimKeyPackagesBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ClaimKeyPackages::VT_USERS, users);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClaimKeyPackagesBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ClaimKeyPackagesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ClaimKeyPackages<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ClaimKeyPackages::VT_USERS,"users");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ClaimKeyPackages<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ClaimKeyPackages");
+      ds.field("users", &self.users());
+      ds.finish()
+  }
+}
+pub enum ClaimedKeyPackageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ClaimedKeyPackage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ClaimedKeyPackage<'a> {
+  type Inner = ClaimedKeyPackage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ClaimedKeyPackage<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_KEY_PACKAGE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LAST_RESORT: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ClaimedKeyPackage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ClaimedKeyPackageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ClaimedKeyPackage<'bldr>> {
+    let mut builder = ClaimedKeyPackageBuilder::new(_fbb);
+    if let Some(x) = args.key_package { builder.add_key_package(x); }
+    builder.add_device(args.device);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_last_resort(args.last_resort);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ClaimedKeyPackage::VT_USER, None).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ClaimedKeyPackage::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn key_package(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ClaimedKeyPackage::VT_KEY_PACKAGE, None).unwrap()}
+  }
+  #[inline]
+  pub fn last_resort(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ClaimedKeyPackage::VT_LAST_RESORT, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ClaimedKeyPackage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key_package", Self::VT_KEY_PACKAGE, true)?
+     .visit_field::<bool>("last_resort", Self::VT_LAST_RESORT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ClaimedKeyPackageArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub device: u32,
+    pub key_package: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub last_resort: bool,
+}
+impl<'a> Default for ClaimedKeyPackageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ClaimedKeyPackageArgs {
+      user: None, // required field
+      device: 0,
+      key_package: None, // required field
+      last_resort: false,
+    }
+  }
+}
+
+pub struct ClaimedKeyPackageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClaimedKeyPackageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ClaimedKeyPackage::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(ClaimedKeyPackage::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_key_package(&mut self, key_package: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ClaimedKeyPackage::VT_KEY_PACKAGE, key_package);
+  }
+  #[inline]
+  pub fn add_last_resort(&mut self, last_resort: bool) {
+    self.fbb_.push_slot::<bool>(ClaimedKeyPackage::VT_LAST_RESORT, last_resort, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClaimedKeyPackageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ClaimedKeyPackageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ClaimedKeyPackage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ClaimedKeyPackage::VT_USER,"user");
+    self.fbb_.required(o, ClaimedKeyPackage::VT_KEY_PACKAGE,"key_package");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ClaimedKeyPackage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ClaimedKeyPackage");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("key_package", &self.key_package());
+      ds.field("last_resort", &self.last_resort());
+      ds.finish()
+  }
+}
+pub enum KeyPackagesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct KeyPackages<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeyPackages<'a> {
+  type Inner = KeyPackages<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeyPackages<'a> {
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeyPackages { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeyPackagesArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<KeyPackages<'bldr>> {
+    let mut builder = KeyPackagesBuilder::new(_fbb);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn entries(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ClaimedKeyPackage<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ClaimedKeyPackage>>>>(KeyPackages::VT_ENTRIES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeyPackages<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ClaimedKeyPackage>>>>("entries", Self::VT_ENTRIES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeyPackagesArgs<'a> {
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ClaimedKeyPackage<'a>>>>>,
+}
+impl<'a> Default for KeyPackagesArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    KeyPackagesArgs {
+      entries: None, // required field
+    }
+  }
+}
+
+pub struct KeyPackagesBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeyPackagesBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ClaimedKeyPackage<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(KeyPackages::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeyPackagesBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeyPackagesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeyPackages<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, KeyPackages::VT_ENTRIES,"entries");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeyPackages<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeyPackages");
+      ds.field("entries", &self.entries());
+      ds.finish()
+  }
+}
+pub enum CommitOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Commit<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Commit<'a> {
+  type Inner = Commit<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Commit<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
+  pub const VT_COMMIT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_WELCOME: ::flatbuffers::VOffsetT = 10;
+  pub const VT_GROUP_INFO: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ADDED: ::flatbuffers::VOffsetT = 14;
+  pub const VT_REMOVED: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Commit { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CommitArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Commit<'bldr>> {
+    let mut builder = CommitBuilder::new(_fbb);
+    builder.add_epoch(args.epoch);
+    builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.removed { builder.add_removed(x); }
+    if let Some(x) = args.added { builder.add_added(x); }
+    if let Some(x) = args.group_info { builder.add_group_info(x); }
+    if let Some(x) = args.welcome { builder.add_welcome(x); }
+    if let Some(x) = args.commit { builder.add_commit(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Commit::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Commit::VT_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn commit(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Commit::VT_COMMIT, None).unwrap()}
+  }
+  #[inline]
+  pub fn welcome(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Commit::VT_WELCOME, None)}
+  }
+  #[inline]
+  pub fn group_info(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Commit::VT_GROUP_INFO, None).unwrap()}
+  }
+  #[inline]
+  pub fn added(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Commit::VT_ADDED, None)}
+  }
+  #[inline]
+  pub fn removed(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Commit::VT_REMOVED, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Commit<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("commit", Self::VT_COMMIT, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("welcome", Self::VT_WELCOME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("group_info", Self::VT_GROUP_INFO, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("added", Self::VT_ADDED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("removed", Self::VT_REMOVED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CommitArgs<'a> {
+    pub conversation_id: u64,
+    pub epoch: u64,
+    pub commit: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub welcome: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub group_info: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub added: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub removed: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for CommitArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CommitArgs {
+      conversation_id: 0,
+      epoch: 0,
+      commit: None, // required field
+      welcome: None,
+      group_info: None, // required field
+      added: None,
+      removed: None,
+    }
+  }
+}
+
+pub struct CommitBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CommitBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(Commit::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(Commit::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn add_commit(&mut self, commit: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Commit::VT_COMMIT, commit);
+  }
+  #[inline]
+  pub fn add_welcome(&mut self, welcome: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Commit::VT_WELCOME, welcome);
+  }
+  #[inline]
+  pub fn add_group_info(&mut self, group_info: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Commit::VT_GROUP_INFO, group_info);
+  }
+  #[inline]
+  pub fn add_added(&mut self, added: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Commit::VT_ADDED, added);
+  }
+  #[inline]
+  pub fn add_removed(&mut self, removed: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Commit::VT_REMOVED, removed);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CommitBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CommitBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Commit<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Commit::VT_COMMIT,"commit");
+    self.fbb_.required(o, Commit::VT_GROUP_INFO,"group_info");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Commit<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Commit");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("epoch", &self.epoch());
+      ds.field("commit", &self.commit());
+      ds.field("welcome", &self.welcome());
+      ds.field("group_info", &self.group_info());
+      ds.field("added", &self.added());
+      ds.field("removed", &self.removed());
+      ds.finish()
+  }
+}
+pub enum CommitAcceptedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CommitAccepted<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CommitAccepted<'a> {
+  type Inner = CommitAccepted<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CommitAccepted<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CommitAccepted { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CommitAcceptedArgs
+  ) -> ::flatbuffers::WIPOffset<CommitAccepted<'bldr>> {
+    let mut builder = CommitAcceptedBuilder::new(_fbb);
+    builder.add_seq(args.seq);
+    builder.add_epoch(args.epoch);
+    builder.add_conversation_id(args.conversation_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CommitAccepted::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CommitAccepted::VT_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CommitAccepted::VT_SEQ, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CommitAccepted<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CommitAcceptedArgs {
+    pub conversation_id: u64,
+    pub epoch: u64,
+    pub seq: u64,
+}
+impl<'a> Default for CommitAcceptedArgs {
+  #[inline]
+  fn default() -> Self {
+    CommitAcceptedArgs {
+      conversation_id: 0,
+      epoch: 0,
+      seq: 0,
+    }
+  }
+}
+
+pub struct CommitAcceptedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CommitAcceptedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(CommitAccepted::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(CommitAccepted::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(CommitAccepted::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CommitAcceptedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CommitAcceptedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CommitAccepted<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CommitAccepted<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CommitAccepted");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("epoch", &self.epoch());
+      ds.field("seq", &self.seq());
+      ds.finish()
+  }
+}
+pub enum GetGroupInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetGroupInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetGroupInfo<'a> {
+  type Inner = GetGroupInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetGroupInfo<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetGroupInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetGroupInfoArgs
+  ) -> ::flatbuffers::WIPOffset<GetGroupInfo<'bldr>> {
+    let mut builder = GetGroupInfoBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetGroupInfo::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetGroupInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetGroupInfoArgs {
+    pub conversation_id: u64,
+}
+impl<'a> Default for GetGroupInfoArgs {
+  #[inline]
+  fn default() -> Self {
+    GetGroupInfoArgs {
+      conversation_id: 0,
+    }
+  }
+}
+
+pub struct GetGroupInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetGroupInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(GetGroupInfo::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetGroupInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetGroupInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetGroupInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetGroupInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetGroupInfo");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.finish()
+  }
+}
+pub enum GroupInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GroupInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GroupInfo<'a> {
+  type Inner = GroupInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GroupInfo<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
+  pub const VT_GROUP_INFO: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GroupInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GroupInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GroupInfo<'bldr>> {
+    let mut builder = GroupInfoBuilder::new(_fbb);
+    builder.add_epoch(args.epoch);
+    builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.group_info { builder.add_group_info(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupInfo::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupInfo::VT_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn group_info(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(GroupInfo::VT_GROUP_INFO, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GroupInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("group_info", Self::VT_GROUP_INFO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupInfoArgs<'a> {
+    pub conversation_id: u64,
+    pub epoch: u64,
+    pub group_info: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for GroupInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupInfoArgs {
+      conversation_id: 0,
+      epoch: 0,
+      group_info: None,
+    }
+  }
+}
+
+pub struct GroupInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(GroupInfo::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(GroupInfo::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn add_group_info(&mut self, group_info: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupInfo::VT_GROUP_INFO, group_info);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GroupInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GroupInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GroupInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GroupInfo");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("epoch", &self.epoch());
+      ds.field("group_info", &self.group_info());
       ds.finish()
   }
 }
@@ -3431,6 +6870,291 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_request_link(&self) -> Option<RequestLink<'a>> {
+    if self.body_type() == Body::RequestLink {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RequestLink::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_link_request(&self) -> Option<LinkRequest<'a>> {
+    if self.body_type() == Body::LinkRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LinkRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_approve_link(&self) -> Option<ApproveLink<'a>> {
+    if self.body_type() == Body::ApproveLink {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ApproveLink::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_devices(&self) -> Option<ListDevices<'a>> {
+    if self.body_type() == Body::ListDevices {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListDevices::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_device_list(&self) -> Option<DeviceList<'a>> {
+    if self.body_type() == Body::DeviceList {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeviceList::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_revoke_device(&self) -> Option<RevokeDevice<'a>> {
+    if self.body_type() == Body::RevokeDevice {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RevokeDevice::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_device_list_changed(&self) -> Option<DeviceListChanged<'a>> {
+    if self.body_type() == Body::DeviceListChanged {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeviceListChanged::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_upload_prekeys(&self) -> Option<UploadPrekeys<'a>> {
+    if self.body_type() == Body::UploadPrekeys {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UploadPrekeys::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_key_counts(&self) -> Option<KeyCounts<'a>> {
+    if self.body_type() == Body::KeyCounts {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { KeyCounts::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_claim_prekeys(&self) -> Option<ClaimPrekeys<'a>> {
+    if self.body_type() == Body::ClaimPrekeys {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ClaimPrekeys::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_prekey_bundle(&self) -> Option<PrekeyBundle<'a>> {
+    if self.body_type() == Body::PrekeyBundle {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PrekeyBundle::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_keys_low(&self) -> Option<KeysLow<'a>> {
+    if self.body_type() == Body::KeysLow {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { KeysLow::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_upload_key_packages(&self) -> Option<UploadKeyPackages<'a>> {
+    if self.body_type() == Body::UploadKeyPackages {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UploadKeyPackages::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_claim_key_packages(&self) -> Option<ClaimKeyPackages<'a>> {
+    if self.body_type() == Body::ClaimKeyPackages {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ClaimKeyPackages::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_key_packages(&self) -> Option<KeyPackages<'a>> {
+    if self.body_type() == Body::KeyPackages {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { KeyPackages::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_commit(&self) -> Option<Commit<'a>> {
+    if self.body_type() == Body::Commit {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Commit::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_commit_accepted(&self) -> Option<CommitAccepted<'a>> {
+    if self.body_type() == Body::CommitAccepted {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CommitAccepted::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_group_info(&self) -> Option<GetGroupInfo<'a>> {
+    if self.body_type() == Body::GetGroupInfo {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetGroupInfo::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_group_info(&self) -> Option<GroupInfo<'a>> {
+    if self.body_type() == Body::GroupInfo {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GroupInfo::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -3460,6 +7184,25 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::History => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<History>>("Body::History", pos),
           Body::HistoryPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HistoryPage>>("Body::HistoryPage", pos),
           Body::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("Body::Error", pos),
+          Body::RequestLink => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RequestLink>>("Body::RequestLink", pos),
+          Body::LinkRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkRequest>>("Body::LinkRequest", pos),
+          Body::ApproveLink => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ApproveLink>>("Body::ApproveLink", pos),
+          Body::ListDevices => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListDevices>>("Body::ListDevices", pos),
+          Body::DeviceList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceList>>("Body::DeviceList", pos),
+          Body::RevokeDevice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RevokeDevice>>("Body::RevokeDevice", pos),
+          Body::DeviceListChanged => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceListChanged>>("Body::DeviceListChanged", pos),
+          Body::UploadPrekeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UploadPrekeys>>("Body::UploadPrekeys", pos),
+          Body::KeyCounts => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<KeyCounts>>("Body::KeyCounts", pos),
+          Body::ClaimPrekeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ClaimPrekeys>>("Body::ClaimPrekeys", pos),
+          Body::PrekeyBundle => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PrekeyBundle>>("Body::PrekeyBundle", pos),
+          Body::KeysLow => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<KeysLow>>("Body::KeysLow", pos),
+          Body::UploadKeyPackages => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UploadKeyPackages>>("Body::UploadKeyPackages", pos),
+          Body::ClaimKeyPackages => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ClaimKeyPackages>>("Body::ClaimKeyPackages", pos),
+          Body::KeyPackages => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<KeyPackages>>("Body::KeyPackages", pos),
+          Body::Commit => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Commit>>("Body::Commit", pos),
+          Body::CommitAccepted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommitAccepted>>("Body::CommitAccepted", pos),
+          Body::GetGroupInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetGroupInfo>>("Body::GetGroupInfo", pos),
+          Body::GroupInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GroupInfo>>("Body::GroupInfo", pos),
           _ => Ok(()),
         }
      })?
@@ -3642,6 +7385,139 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::Error => {
           if let Some(x) = self.body_as_error() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::RequestLink => {
+          if let Some(x) = self.body_as_request_link() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::LinkRequest => {
+          if let Some(x) = self.body_as_link_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ApproveLink => {
+          if let Some(x) = self.body_as_approve_link() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListDevices => {
+          if let Some(x) = self.body_as_list_devices() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::DeviceList => {
+          if let Some(x) = self.body_as_device_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::RevokeDevice => {
+          if let Some(x) = self.body_as_revoke_device() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::DeviceListChanged => {
+          if let Some(x) = self.body_as_device_list_changed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::UploadPrekeys => {
+          if let Some(x) = self.body_as_upload_prekeys() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::KeyCounts => {
+          if let Some(x) = self.body_as_key_counts() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ClaimPrekeys => {
+          if let Some(x) = self.body_as_claim_prekeys() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PrekeyBundle => {
+          if let Some(x) = self.body_as_prekey_bundle() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::KeysLow => {
+          if let Some(x) = self.body_as_keys_low() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::UploadKeyPackages => {
+          if let Some(x) = self.body_as_upload_key_packages() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ClaimKeyPackages => {
+          if let Some(x) = self.body_as_claim_key_packages() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::KeyPackages => {
+          if let Some(x) = self.body_as_key_packages() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Commit => {
+          if let Some(x) = self.body_as_commit() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::CommitAccepted => {
+          if let Some(x) = self.body_as_commit_accepted() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::GetGroupInfo => {
+          if let Some(x) = self.body_as_get_group_info() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::GroupInfo => {
+          if let Some(x) = self.body_as_group_info() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
