@@ -45,7 +45,7 @@ fn fanout(c: &mut Criterion) {
             let mut spent = Duration::ZERO;
             for seq in 0..iters {
                 let start = Instant::now();
-                let out = Fanout { recipients: recipients.clone(), except: Some(Caller { user: "u0".into(), device: 1 }), frame: deliver(seq) };
+                let out = Fanout::shared(recipients.clone(), Some(Caller { user: "u0".into(), device: 1 }), deliver(seq));
                 let result = sessions.deliver(&out);
                 spent += start.elapsed();
                 assert_eq!(result.delivered, RECIPIENTS as u64 - 1);

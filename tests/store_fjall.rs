@@ -1,15 +1,18 @@
 //! Integration tests of the embedded backend [`FjallStore`]: the shared
-//! conformance suite, group commit batching, reopening, a real process crash,
-//! and journal recovery after deliberate truncation and byte flips.
+//! conformance suite, group commit batching, reopening (messages, and the
+//! devices / key directory / epochs), a real process crash, and journal
+//! recovery after deliberate truncation and byte flips.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use tempfile::TempDir;
 use tern::store::conformance::{self, message};
 use tern::store::fjall::{FjallStore, OpenError};
 use tern::store::{
-    AppendOutcome, ConversationKind, ConversationRecord, CreateOutcome, Store, StoredMessage,
+    AppendOutcome, ConversationKind, ConversationRecord, CreateOutcome, EpochOutcome, Store,
+    StoredMessage,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -161,6 +164,104 @@ async fn reopen_keeps_persisted_state() -> TestResult {
     }
     let store = open(dir.path())?;
     check_everything(&store, 21).await?;
+    Ok(())
+}
+
+/// Devices, revocations, the key directory and MLS epochs survive drop +
+/// reopen: ids are not reused, claimed keys stay claimed, the CAS resumes.
+#[tokio::test]
+async fn reopen_keeps_key_directory() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let store = open(dir.path())?;
+        store
+            .create_account("alice", conformance::device(1))
+            .await?;
+        assert_eq!(store.add_device("alice", "two", [2; 32], 2).await?, Some(2));
+        assert_eq!(
+            store.add_device("alice", "three", [3; 32], 3).await?,
+            Some(3)
+        );
+        assert!(store.revoke_device("alice", 3).await?);
+        let ids: Vec<u32> = (1..=5).collect();
+        assert_eq!(
+            store
+                .put_prekeys("alice", 2, &conformance::upload(&ids))
+                .await?,
+            5
+        );
+        let claimed = store.claim_prekeys("alice", 2).await?.ok_or("no bundle")?;
+        assert_eq!(claimed.one_time, Some(conformance::prekey(1)));
+        let packages = conformance::packages(2, 3);
+        let last = conformance::last_resort_package(2);
+        assert_eq!(
+            store
+                .put_key_packages("alice", 2, &packages, Some(last))
+                .await?,
+            3
+        );
+        let kp = store
+            .claim_key_package("alice", 2)
+            .await?
+            .ok_or("no package")?;
+        assert_eq!(kp.key_package, conformance::package(2, 0));
+        let info = Bytes::from_static(b"group info 1");
+        assert_eq!(
+            store.advance_epoch(6, 0, &info).await?,
+            EpochOutcome::Accepted
+        );
+        store.persist().await?;
+    }
+    let store = open(dir.path())?;
+    assert_eq!(
+        store
+            .devices("alice")
+            .await?
+            .iter()
+            .map(|d| d.device)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(
+        store.add_device("alice", "four", [4; 32], 4).await?,
+        Some(4),
+        "3 stays used"
+    );
+    assert_eq!(store.prekey_count("alice", 2).await?, 4);
+    let claimed = store
+        .claim_prekeys("alice", 2)
+        .await?
+        .ok_or("bundle lost")?;
+    assert_eq!(
+        claimed.one_time,
+        Some(conformance::prekey(2)),
+        "claimed keys stay claimed"
+    );
+    assert_eq!(
+        claimed.signed_prekey,
+        Some(conformance::signed_prekey(1, 0x51))
+    );
+    assert_eq!(
+        (claimed.identity_key, claimed.identity_signature),
+        conformance::IDENTITY
+    );
+    let kp = store
+        .claim_key_package("alice", 2)
+        .await?
+        .ok_or("packages lost")?;
+    assert_eq!(
+        (kp.key_package, kp.remaining),
+        (conformance::package(2, 1), 1)
+    );
+    assert_eq!(store.group_epoch(6).await?, 1);
+    assert_eq!(
+        store.group_info(6).await?,
+        Some(Bytes::from_static(b"group info 1"))
+    );
+    assert_eq!(
+        store.advance_epoch(6, 0, &Bytes::new()).await?,
+        EpochOutcome::Stale { current: 1 }
+    );
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 
 use super::tls::{client_config, ClientTlsError, TrustAnchor};
-use crate::proto::auth::{authenticate_transcript, register_transcript, sign, EXPORTER_LABEL, EXPORTER_LEN};
+use crate::proto::auth::{authenticate_transcript, link_transcript, register_transcript, sign, EXPORTER_LABEL, EXPORTER_LEN};
 use crate::proto::{Body, Frame, FrameDecoder, FrameError, Limits};
 
 /// Server name the client sends (SNI) when none is given; the server's
@@ -137,6 +137,14 @@ impl Link {
     pub fn authenticate_frame(&self, request_id: u64, user: &str, device: u32, key: &SigningKey) -> Result<Frame, LinkError> {
         let signature = sign(key, &authenticate_transcript(&self.exporter()?, user, device));
         Ok(Frame::new(request_id, Body::Authenticate { user: user.to_owned(), device, signature }))
+    }
+
+    /// The RequestLink frame for a new device of an existing account, signed for this connection.
+    pub fn link_frame(&self, request_id: u64, user: &str, device_name: &str, key: &SigningKey) -> Result<Frame, LinkError> {
+        let device_key = key.verifying_key().to_bytes();
+        let signature = sign(key, &link_transcript(&self.exporter()?, user, &device_key));
+        let body = Body::RequestLink { user: user.to_owned(), device_name: device_name.to_owned(), device_key, signature };
+        Ok(Frame::new(request_id, body))
     }
 
     /// Splits into the connection and its two halves.

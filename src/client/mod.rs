@@ -4,6 +4,9 @@ pub mod tls;
 pub mod identity;
 pub mod link;
 pub mod sdk;
+pub mod olm;
+pub mod content;
+pub mod mls;
 
 pub use sdk::{Client, ClientError, ClientOptions, ConversationInfo, HistoryPage, SendOptions, SendReceipt};
 pub use tls::TrustAnchor;

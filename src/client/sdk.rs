@@ -18,6 +18,7 @@ use super::identity::{Identity, IdentityError};
 use super::link::{client_endpoint, FrameReceiver, FrameSender, Link, LinkError, DEFAULT_SERVER_NAME};
 use super::tls::TrustAnchor;
 use crate::proto::fb::ErrorCode;
+use crate::proto::keys::Conflict;
 use crate::proto::{close, Body, ConversationKind, ConversationState, Frame, Message};
 
 /// How a client reaches and trusts its server, and where it keeps its state.
@@ -60,6 +61,8 @@ pub enum ClientError {
     Link(#[from] LinkError),
     #[error("server refused ({code:?}): {message}")]
     Server { code: ErrorCode, message: String, retry_after_ms: u32 },
+    #[error("server refused ({:?}): {}", .0.error.code, .0.error.message)]
+    Conflict(Box<Conflict>),
     #[error("connection lost before the answer came; the request may be retried")]
     Disconnected,
     #[error("no answer within the request timeout")]
@@ -75,6 +78,7 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Server { code, .. } => Some(*code),
+            ClientError::Conflict(c) => Some(c.error.code),
             _ => None,
         }
     }
@@ -130,6 +134,8 @@ struct LiveLink {
 enum Event {
     Connected,
     Deliver(Message),
+    /// A server push other than Deliver (KeysLow, LinkRequest, DeviceListChanged).
+    Notice(Body),
 }
 
 struct Shared {
@@ -146,6 +152,7 @@ struct Shared {
 pub struct Client {
     shared: Arc<Shared>,
     messages: tokio::sync::Mutex<mpsc::Receiver<Message>>,
+    notices: tokio::sync::Mutex<mpsc::UnboundedReceiver<Body>>,
 }
 
 impl Client {
@@ -188,9 +195,10 @@ impl Client {
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (messages_tx, messages_rx) = mpsc::channel(4096);
+        let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         tokio::spawn(supervise(shared.clone(), link, events_tx));
-        tokio::spawn(order_deliveries(shared.clone(), events_rx, messages_tx));
-        Client { shared, messages: tokio::sync::Mutex::new(messages_rx) }
+        tokio::spawn(order_deliveries(shared.clone(), events_rx, messages_tx, notices_tx));
+        Client { shared, messages: tokio::sync::Mutex::new(messages_rx), notices: tokio::sync::Mutex::new(notices_rx) }
     }
 
     pub fn user(&self) -> &str {
@@ -204,6 +212,43 @@ impl Client {
     /// How many times the client has reconnected.
     pub fn reconnects(&self) -> u64 {
         self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Links a new device to an existing account: waits until one of the
+    /// account's devices approves (see [`Client::next_notice`] and
+    /// [`Client::approve_link`]), then saves the identity and connects.
+    pub async fn link(options: ClientOptions, user: &str, device_name: &str) -> Result<Client, ClientError> {
+        if Identity::exists(&options.state_dir) {
+            return Err(IdentityError::Exists(options.state_dir.clone()).into());
+        }
+        let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
+        let mut link = Link::connect(&endpoint, options.server, &options.server_name).await?;
+        let mut identity = Identity::generate(user);
+        let frame = link.link_frame(1, user, device_name, &identity.key)?;
+        match expect_ok(link.call(&frame).await?)? {
+            Body::Registered { device, .. } => identity.device = device,
+            other => return Err(unexpected(&other)),
+        }
+        identity.save(&options.state_dir)?;
+        Ok(Client::start(options, identity, endpoint, link))
+    }
+
+    /// Answers a LinkRequest pushed to this device.
+    pub async fn approve_link(&self, link_id: u64, approve: bool) -> Result<(), ClientError> {
+        match self.request(Body::ApproveLink { link_id, approve }).await? {
+            Body::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends any request body and returns the answer body (refusals are errors).
+    pub async fn request(&self, body: Body) -> Result<Body, ClientError> {
+        call(&self.shared, body).await
+    }
+
+    /// The next server notice: KeysLow, LinkRequest, DeviceListChanged.
+    pub async fn next_notice(&self) -> Option<Body> {
+        self.notices.lock().await.recv().await
     }
 
     /// The next incoming message, in seq order per conversation, each once.
@@ -326,6 +371,7 @@ fn unexpected(body: &Body) -> ClientError {
 fn expect_ok(frame: Frame) -> Result<Body, ClientError> {
     match frame.body {
         Body::Error(e) => Err(ClientError::Server { code: e.code, message: e.message, retry_after_ms: e.retry_after_ms }),
+        Body::Conflict(c) => Err(ClientError::Conflict(Box::new(c))),
         body => Ok(body),
     }
 }
@@ -470,18 +516,29 @@ async fn read_loop(mut receiver: FrameReceiver, pending: &Pending, events: &mpsc
                 let _ = events.send(Event::Deliver(message));
             }
             Body::Error(e) => tracing::warn!(code = ?e.code, message = %e.message, "server reported an error"),
-            _ => {}
+            notice => {
+                let _ = events.send(Event::Notice(notice));
+            }
         }
     }
 }
 
 /// Turns pushes and post-connect syncs into one in-order, once-only stream.
-async fn order_deliveries(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>, out: mpsc::Sender<Message>) {
+async fn order_deliveries(
+    shared: Arc<Shared>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    out: mpsc::Sender<Message>,
+    notices: mpsc::UnboundedSender<Body>,
+) {
     let mut delivered: HashMap<u64, u64> = HashMap::new();
     while let Some(event) = events.recv().await {
         let result = match event {
             Event::Connected => catch_up(&shared, &mut delivered, &out).await,
             Event::Deliver(message) => deliver(&shared, &mut delivered, &out, message).await,
+            Event::Notice(body) => {
+                let _ = notices.send(body);
+                Ok(())
+            }
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "delivery ordering interrupted; resuming after reconnect");

@@ -39,6 +39,26 @@ fn transcript(context: &[u8], exporter: &[u8; EXPORTER_LEN], user: &str, extra: 
     t
 }
 
+/// Transcript signed by `RequestLink`: a new device asks to join `user` on this connection.
+pub fn link_transcript(exporter: &[u8; EXPORTER_LEN], user: &str, device_key: &[u8; 32]) -> Vec<u8> {
+    transcript(b"tern/1 link", exporter, user, device_key)
+}
+
+/// What a device key signs to vouch for its Curve25519 identity key.
+pub fn identity_key_transcript(user: &str, device: u32, identity_key: &[u8; 32]) -> Vec<u8> {
+    let mut extra = device.to_be_bytes().to_vec();
+    extra.extend_from_slice(identity_key);
+    transcript(b"tern/1 identity-key", &[0; EXPORTER_LEN], user, &extra)
+}
+
+/// What a device key signs to vouch for a (signed or last-resort) prekey.
+pub fn prekey_transcript(user: &str, device: u32, id: u32, public_key: &[u8; 32]) -> Vec<u8> {
+    let mut extra = device.to_be_bytes().to_vec();
+    extra.extend_from_slice(&id.to_be_bytes());
+    extra.extend_from_slice(public_key);
+    transcript(b"tern/1 signed-prekey", &[0; EXPORTER_LEN], user, &extra)
+}
+
 /// Signs a transcript with a device key.
 pub fn sign(key: &SigningKey, transcript: &[u8]) -> [u8; 64] {
     ed25519_dalek::Signer::sign(key, transcript).to_bytes()

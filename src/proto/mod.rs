@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod close;
 pub mod codec;
+pub mod flags;
 pub mod fingerprint;
 pub mod frame;
 pub mod handle;

@@ -38,6 +38,14 @@ pub struct ServerConfig {
     pub max_history_page: u32,
     /// Seconds shutdown waits for connections to drain. Default 5.
     pub drain_timeout_secs: u64,
+    /// Prekey / KeyPackage claims one user may make of one target in a burst. Default 30.
+    pub claim_burst: u32,
+    /// Claims per minute refilled per (claimer, target). Default 30.
+    pub claim_refill_per_minute: u32,
+    /// A device's key pool size under which it is told to upload more. Default 10.
+    pub low_keys_threshold: u32,
+    /// Seconds a new device waits for a linked device to approve it. Default 120.
+    pub link_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +64,10 @@ impl Default for ServerConfig {
             outbound_queue_frames: 4096,
             max_history_page: 500,
             drain_timeout_secs: 5,
+            claim_burst: 30,
+            claim_refill_per_minute: 30,
+            low_keys_threshold: 10,
+            link_timeout_secs: 120,
         }
     }
 }
@@ -117,6 +129,8 @@ impl ServerConfig {
         check(self.max_inflight_per_connection > 0, "max_inflight_per_connection", "must be positive")?;
         check(self.outbound_queue_frames >= 16, "outbound_queue_frames", "must be at least 16")?;
         check(self.max_history_page > 0, "max_history_page", "must be positive")?;
+        check(self.claim_burst > 0, "claim_burst", "must be positive")?;
+        check(self.link_timeout_secs > 0, "link_timeout_secs", "must be positive")?;
         check(!self.data_dir.as_os_str().is_empty(), "data_dir", "must not be empty")
     }
 

@@ -240,6 +240,10 @@ impl Conn {
             Body::Authenticate { user, device, signature } => {
                 cmd::authenticate::apply(&self.ctx, &self.exporter, user, device, signature).await
             }
+            Body::RequestLink { user, device_name, device_key, signature } => {
+                let op = cmd::devices::LinkOp { user, device_name, device_key, signature };
+                cmd::devices::request_link(&self.ctx, &self.exporter, op).await
+            }
             _ => Err(Reject::new(ErrorCode::NotAuthenticated, "authenticate first: the first frame must be Register or Authenticate")),
         };
         match result {
@@ -279,16 +283,38 @@ impl Conn {
     async fn handle_request(&mut self, caller: Caller, frame: Frame) {
         let id = frame.request_id;
         let op = match frame.body {
-            Body::Register { .. } | Body::Authenticate { .. } => {
+            Body::Register { .. } | Body::Authenticate { .. } | Body::RequestLink { .. } => {
                 return self.reply(id, Err(Reject::new(ErrorCode::AlreadyAuthenticated, "this connection is already authenticated"))).await;
             }
             Body::Sync { all } => return self.reply(id, cmd::sync::apply(&self.ctx, &caller, all).await).await,
+            body @ (Body::UploadPrekeys(_)
+            | Body::ClaimPrekeys { .. }
+            | Body::UploadKeyPackages { .. }
+            | Body::ClaimKeyPackages { .. }
+            | Body::ListDevices { .. }
+            | Body::RevokeDevice { .. }
+            | Body::ApproveLink { .. }) => return self.reply(id, self.directory(&caller, body).await).await,
             body => match owner_op(body) {
                 Ok(op) => op,
                 Err(reject) => return self.reply(id, Err(reject)).await,
             },
         };
         self.forward(id, caller, op).await;
+    }
+
+    /// Key-directory and device requests, answered on this shard.
+    async fn directory(&self, caller: &Caller, body: Body) -> Reply {
+        let ctx = &self.ctx;
+        match body {
+            Body::UploadPrekeys(upload) => cmd::keys::upload_prekeys(ctx, caller, *upload).await,
+            Body::ClaimPrekeys { user } => cmd::keys::claim_prekeys(ctx, caller, user).await,
+            Body::UploadKeyPackages { key_packages, last_resort } => cmd::keys::upload_key_packages(ctx, caller, key_packages, last_resort).await,
+            Body::ClaimKeyPackages { users } => cmd::keys::claim_key_packages(ctx, caller, users).await,
+            Body::ListDevices { user } => cmd::devices::list(ctx, user).await,
+            Body::RevokeDevice { device } => cmd::devices::revoke(ctx, caller, device).await,
+            Body::ApproveLink { link_id, approve } => cmd::devices::approve(ctx, caller, link_id, approve).await,
+            _ => Err(Reject::new(ErrorCode::UnsupportedBody, "not a directory request")),
+        }
     }
 
     /// Sends a conversation request to its owner; the reply is written when it comes.
@@ -353,6 +379,11 @@ fn owner_op(body: Body) -> Result<OwnerOp, Reject> {
         }
         Body::Ack { conversation_id, seq } => OwnerOp::Ack { id: conversation_id, seq },
         Body::History { conversation_id, from_seq, limit } => OwnerOp::History { id: conversation_id, from_seq, limit },
+        Body::SendToDevices { conversation_id, client_message_id, expires_in_secs, flags, device_payloads } => {
+            OwnerOp::SendToDevices { id: conversation_id, client_message_id, expires_in_secs, flags, payloads: device_payloads }
+        }
+        Body::Commit(commit) => OwnerOp::Commit(commit),
+        Body::GetGroupInfo { conversation_id } => OwnerOp::GetGroupInfo { id: conversation_id },
         _ => return Err(Reject::new(ErrorCode::UnsupportedBody, "this body is sent by servers only")),
     })
 }
@@ -364,7 +395,11 @@ fn op_conversation(op: &OwnerOp) -> u64 {
         | OwnerOp::RemoveMembers { id, .. }
         | OwnerOp::Send { id, .. }
         | OwnerOp::Ack { id, .. }
-        | OwnerOp::History { id, .. } => *id,
+        | OwnerOp::History { id, .. }
+        | OwnerOp::SendToDevices { id, .. }
+        | OwnerOp::GetGroupInfo { id } => *id,
+        OwnerOp::Commit(commit) => commit.conversation_id,
+        OwnerOp::Invalidate { .. } => 0,
     }
 }
 

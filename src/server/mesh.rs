@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::proto::fb::ErrorCode;
+use crate::proto::keys::Conflict;
 use crate::proto::{Body, ConversationKind, Frame};
 use crate::store::{ConversationId, DeviceId, Seq, UserId};
 
@@ -27,11 +28,20 @@ pub struct Caller {
 pub struct Reject {
     pub code: ErrorCode,
     pub message: String,
+    /// Recovery state sent with the refusal (current epoch, device set).
+    pub conflict: Option<Box<Conflict>>,
+    /// With `RateLimited`: when to retry.
+    pub retry_after_ms: u32,
 }
 
 impl Reject {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Reject { code, message: message.into() }
+        Reject { code, message: message.into(), conflict: None, retry_after_ms: 0 }
+    }
+
+    /// A refusal carrying the state the client recovers with.
+    pub fn conflict(conflict: Conflict) -> Self {
+        Reject { code: conflict.error.code, message: conflict.error.message.clone(), conflict: Some(Box::new(conflict)), retry_after_ms: 0 }
     }
 
     pub fn internal(what: impl std::fmt::Display) -> Self {
@@ -40,7 +50,13 @@ impl Reject {
 
     /// The error frame answering `request_id`.
     pub fn into_frame(self, request_id: u64) -> Frame {
-        Frame::error(request_id, self.code, self.message)
+        match self.conflict {
+            Some(conflict) => Frame::new(request_id, Body::Conflict(*conflict)),
+            None => {
+                let error = crate::proto::ErrorBody { code: self.code, message: self.message, retry_after_ms: self.retry_after_ms };
+                Frame::new(request_id, Body::Error(error))
+            }
+        }
     }
 }
 
@@ -64,6 +80,11 @@ pub enum OwnerOp {
     Send { id: ConversationId, client_message_id: u64, expires_in_secs: u32, flags: u32, payload: Bytes },
     Ack { id: ConversationId, seq: Seq },
     History { id: ConversationId, from_seq: Seq, limit: u32 },
+    SendToDevices { id: ConversationId, client_message_id: u64, expires_in_secs: u32, flags: u32, payloads: Vec<crate::proto::keys::DevicePayload> },
+    Commit(Box<crate::proto::keys::CommitBody>),
+    GetGroupInfo { id: ConversationId },
+    /// A user's device set changed: drop cached recipients that include them.
+    Invalidate { user: UserId },
 }
 
 /// A conversation operation on its way to the owner shard.
@@ -76,12 +97,44 @@ pub struct OwnerRequest {
     pub reply: oneshot::Sender<Bytes>,
 }
 
-/// One encoded push for the listed devices, skipping `except` (the sender's device).
+/// The encoded push of a fan-out: one frame for all, or one per recipient.
+#[derive(Debug, Clone)]
+pub enum Frames {
+    Shared(Bytes),
+    /// Aligned with `Fanout::recipients`: entry `i` goes to recipient `i`.
+    PerDevice(Arc<[Bytes]>),
+}
+
+/// One push for the listed devices, skipping `except` (the sender's device).
 #[derive(Debug, Clone)]
 pub struct Fanout {
     pub recipients: Arc<[(UserId, DeviceId)]>,
     pub except: Option<Caller>,
-    pub frame: Bytes,
+    pub frames: Frames,
+}
+
+impl Fanout {
+    /// The same frame to every listed device.
+    pub fn shared(recipients: Arc<[(UserId, DeviceId)]>, except: Option<Caller>, frame: Bytes) -> Self {
+        Fanout { recipients, except, frames: Frames::Shared(frame) }
+    }
+
+    /// The frame for recipient `index`.
+    pub fn frame(&self, index: usize) -> Option<&Bytes> {
+        match &self.frames {
+            Frames::Shared(frame) => Some(frame),
+            Frames::PerDevice(frames) => frames.get(index),
+        }
+    }
+}
+
+/// Cross-shard control messages (rare, not on the message path).
+#[derive(Debug)]
+pub enum Control {
+    /// A linked device decided on a pending link held by this shard.
+    LinkDecision { link_id: u64, approver: UserId, approve: bool },
+    /// Close every connection of a revoked device.
+    CloseDevice { user: UserId, device: DeviceId },
 }
 
 /// The senders into every shard's inboxes, indexed by shard id.
@@ -89,12 +142,14 @@ pub struct Fanout {
 pub struct Mesh {
     owners: Vec<mpsc::Sender<OwnerRequest>>,
     fanouts: Vec<mpsc::Sender<Fanout>>,
+    controls: Vec<mpsc::Sender<Control>>,
 }
 
 /// The receiving ends one shard keeps.
 pub struct ShardInbox {
     pub owner: mpsc::Receiver<OwnerRequest>,
     pub fanout: mpsc::Receiver<Fanout>,
+    pub control: mpsc::Receiver<Control>,
 }
 
 impl Mesh {
@@ -102,15 +157,18 @@ impl Mesh {
     pub fn new(shards: usize) -> (Arc<Mesh>, Vec<ShardInbox>) {
         let mut owners = Vec::with_capacity(shards);
         let mut fanouts = Vec::with_capacity(shards);
+        let mut controls = Vec::with_capacity(shards);
         let mut inboxes = Vec::with_capacity(shards);
         for _ in 0..shards {
             let (owner_tx, owner) = mpsc::channel(INBOX_CAPACITY);
             let (fanout_tx, fanout) = mpsc::channel(INBOX_CAPACITY);
+            let (control_tx, control) = mpsc::channel(1024);
             owners.push(owner_tx);
             fanouts.push(fanout_tx);
-            inboxes.push(ShardInbox { owner, fanout });
+            controls.push(control_tx);
+            inboxes.push(ShardInbox { owner, fanout, control });
         }
-        (Arc::new(Mesh { owners, fanouts }), inboxes)
+        (Arc::new(Mesh { owners, fanouts, controls }), inboxes)
     }
 
     pub fn shards(&self) -> usize {
@@ -138,6 +196,25 @@ impl Mesh {
             // A closed inbox means that shard is shutting down: its devices
             // will sync on reconnect, so nothing is lost.
             let _ = tx.send(fanout.clone()).await;
+        }
+    }
+}
+
+impl Mesh {
+    /// Sends a control message to one shard (dropped if it is shutting down).
+    pub async fn control(&self, shard: usize, msg: Control) {
+        if let Some(tx) = self.controls.get(shard) {
+            let _ = tx.send(msg).await;
+        }
+    }
+
+    /// Tells every owner that `user`'s devices changed (fire and forget).
+    pub async fn invalidate_user(&self, user: &str) {
+        for tx in &self.owners {
+            let (reply, _) = oneshot::channel();
+            let caller = Caller { user: user.to_owned(), device: 0 };
+            let request = OwnerRequest { request_id: 0, caller, op: OwnerOp::Invalidate { user: user.to_owned() }, reply };
+            let _ = tx.send(request).await;
         }
     }
 }

@@ -8,6 +8,8 @@ pub mod config;
 pub mod connection;
 pub mod mesh;
 pub mod owner;
+pub mod payloads;
+pub mod ratelimit;
 pub mod sessions;
 pub mod shard;
 pub mod runtime;

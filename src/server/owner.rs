@@ -53,16 +53,17 @@ pub struct Outcome {
     pub reply: Reply,
     /// Whether the reply may only be sent after the store is persisted.
     pub durable: bool,
-    pub fanout: Option<Fanout>,
+    /// Pushes made after the reply, in order.
+    pub fanouts: Vec<Fanout>,
 }
 
 impl Outcome {
     pub fn immediate(reply: Reply) -> Self {
-        Outcome { reply, durable: false, fanout: None }
+        Outcome { reply, durable: false, fanouts: Vec::new() }
     }
 
     pub fn durable(reply: Reply) -> Self {
-        Outcome { reply, durable: true, fanout: None }
+        Outcome { reply, durable: true, fanouts: Vec::new() }
     }
 }
 
@@ -108,6 +109,11 @@ impl Owner {
         Ok(out.into())
     }
 
+    /// Forgets conversations whose recipients include `user` (its devices changed).
+    pub fn forget_user(&mut self, user: &str) {
+        self.convs.retain(|_, state| !state.is_member(user));
+    }
+
     /// Forgets cached state (after a failed persist the heads may be stale).
     pub fn forget_all(&mut self) {
         self.convs.clear();
@@ -124,6 +130,16 @@ impl Owner {
             }
             OwnerOp::Ack { id, seq } => cmd::ack::apply(self, caller, id, seq).await,
             OwnerOp::History { id, from_seq, limit } => cmd::history::apply(self, caller, id, from_seq, limit).await,
+            OwnerOp::SendToDevices { id, client_message_id, expires_in_secs, flags, payloads } => {
+                let send = cmd::send::SendOp { id, client_message_id, expires_in_secs, flags, payload: bytes::Bytes::new() };
+                cmd::send::apply_per_device(self, caller, send, payloads).await
+            }
+            OwnerOp::Commit(commit) => cmd::commit::apply(self, caller, *commit).await,
+            OwnerOp::GetGroupInfo { id } => cmd::commit::group_info(self, caller, id).await,
+            OwnerOp::Invalidate { user } => {
+                self.forget_user(&user);
+                Outcome::immediate(Ok(crate::proto::Body::Done))
+            }
         }
     }
 }
@@ -162,14 +178,14 @@ async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRe
 fn fail_durable(pending: &mut [Pending], why: &str) {
     for p in pending.iter_mut().filter(|p| p.outcome.durable) {
         p.outcome.reply = Err(Reject::internal(format!("not durable: {why}")));
-        p.outcome.fanout = None;
+        p.outcome.fanouts.clear();
     }
 }
 
 async fn answer(owner: &Owner, pending: Vec<Pending>) {
     for p in pending {
         let _ = p.reply_to.send(encode_reply(p.request_id, p.outcome.reply));
-        if let Some(fanout) = p.outcome.fanout {
+        for fanout in p.outcome.fanouts {
             ServerStats::add(&owner.ctx.stats.messages_stored, 1);
             owner.ctx.mesh.fan_out(fanout).await;
         }

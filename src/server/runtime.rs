@@ -20,7 +20,8 @@ use tokio::task::{spawn_local, JoinSet, LocalSet};
 use super::cid::shard_endpoint_config;
 use super::config::{ConfigError, ServerConfig};
 use super::connection;
-use super::mesh::{Fanout, Mesh, ShardInbox};
+use super::cmd;
+use super::mesh::{Control, Fanout, Mesh, ShardInbox};
 use super::owner;
 use super::shard::{now_ms, ServerStats, ShardCtx};
 use super::socket::{bind_shard_sockets, shard_socket, DatagramMesh, MeshStats, ShardSocketParts, DEFAULT_INBOX_CAPACITY};
@@ -201,6 +202,7 @@ async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(),
     let ctx = Rc::new(ShardCtx::new(setup.id, setup.mesh, setup.store, setup.config, setup.stats));
     spawn_local(owner::run(ctx.clone(), setup.inbox.owner));
     spawn_local(fanout_loop(ctx.clone(), setup.inbox.fanout));
+    spawn_local(control_loop(ctx.clone(), setup.inbox.control));
     if setup.id == 0 {
         spawn_local(sweep_loop(ctx.clone(), setup.shutdown.clone()));
     }
@@ -252,6 +254,15 @@ async fn fanout_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<F
             let result = sessions.deliver(&fanout);
             ServerStats::add(&ctx.stats.deliveries, result.delivered);
             ServerStats::add(&ctx.stats.closed_slow, result.closed_slow);
+        }
+    }
+}
+
+async fn control_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<Control>) {
+    while let Some(msg) = inbox.recv().await {
+        match msg {
+            Control::LinkDecision { link_id, approver, approve } => cmd::devices::decide(&ctx, link_id, &approver, approve),
+            Control::CloseDevice { user, device } => ctx.sessions.borrow().close_device(&user, device),
         }
     }
 }

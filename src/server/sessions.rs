@@ -33,6 +33,12 @@ impl Closer {
         Closer(None)
     }
 
+    fn close_revoked(&self) {
+        if let Some(connection) = &self.0 {
+            connection.close(close::AUTH_FAILED.into(), b"device revoked");
+        }
+    }
+
     fn close_slow(&self) {
         if let Some(connection) = &self.0 {
             connection.close(close::TOO_SLOW.into(), b"outbound queue full; reconnect and sync");
@@ -79,16 +85,24 @@ impl Sessions {
     /// Queues the fan-out's frame on every local connection of its recipients.
     pub fn deliver(&self, fanout: &Fanout) -> FanoutResult {
         let mut result = FanoutResult::default();
-        for (user, device) in fanout.recipients.iter() {
+        for (index, (user, device)) in fanout.recipients.iter().enumerate() {
             let Some(list) = self.by_user.get(user) else { continue };
+            let Some(frame) = fanout.frame(index) else { continue };
             for session in list.iter().filter(|s| s.device == *device) {
                 if is_excluded(&fanout.except, user, *device) {
                     continue;
                 }
-                push(session, &fanout.frame, &mut result);
+                push(session, frame, &mut result);
             }
         }
         result
+    }
+
+    /// Closes every connection of one device (it was revoked).
+    pub fn close_device(&self, user: &str, device: DeviceId) {
+        for session in self.by_user.get(user).into_iter().flatten().filter(|s| s.device == device) {
+            session.closer.close_revoked();
+        }
     }
 }
 
@@ -129,7 +143,7 @@ mod tests {
         sessions.insert("alice", a2);
         sessions.insert("bob", b1);
         let recipients: Arc<[(String, DeviceId)]> = vec![("alice".into(), 1), ("alice".into(), 2), ("bob".into(), 1)].into();
-        let fanout = Fanout { recipients, except: Some(Caller { user: "alice".into(), device: 1 }), frame: Bytes::from_static(b"f") };
+        let fanout = Fanout::shared(recipients, Some(Caller { user: "alice".into(), device: 1 }), Bytes::from_static(b"f"));
         assert_eq!(sessions.deliver(&fanout), FanoutResult { delivered: 2, closed_slow: 0 });
         assert!(a1_rx.try_recv().is_err());
         assert_eq!(a2_rx.try_recv().unwrap(), Bytes::from_static(b"f"));
@@ -143,7 +157,7 @@ mod tests {
         let mut sessions = Sessions::default();
         let (b1, _rx) = session(1, 1, 1);
         sessions.insert("bob", b1);
-        let fanout = Fanout { recipients: vec![("bob".to_owned(), 1)].into(), except: None, frame: Bytes::new() };
+        let fanout = Fanout::shared(vec![("bob".to_owned(), 1)].into(), None, Bytes::new());
         assert_eq!(sessions.deliver(&fanout).delivered, 1);
         assert_eq!(sessions.deliver(&fanout), FanoutResult { delivered: 0, closed_slow: 1 });
     }

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::collections::HashMap;
+
 use super::config::ServerConfig;
+use super::ratelimit::RateLimiter;
 use super::mesh::Mesh;
 use super::sessions::Sessions;
 use crate::store::Store;
@@ -43,7 +46,17 @@ pub struct ShardCtx {
     pub config: Arc<ServerConfig>,
     pub stats: Arc<ServerStats>,
     pub sessions: RefCell<Sessions>,
+    /// Claim rate limits of the users connected to this shard.
+    pub claims: RefCell<RateLimiter>,
+    /// New devices on this shard waiting for a linked device's approval.
+    pub pending_links: RefCell<HashMap<u64, PendingLink>>,
     next_conn_id: Cell<u64>,
+}
+
+/// A new device waiting to be linked to `user`.
+pub struct PendingLink {
+    pub user: String,
+    pub decision: tokio::sync::oneshot::Sender<bool>,
 }
 
 impl ShardCtx {
@@ -54,7 +67,8 @@ impl ShardCtx {
         config: Arc<ServerConfig>,
         stats: Arc<ServerStats>,
     ) -> Self {
-        ShardCtx { id, mesh, store, config, stats, sessions: RefCell::default(), next_conn_id: Cell::new(1) }
+        let claims = RefCell::new(RateLimiter::new(config.claim_burst, config.claim_refill_per_minute));
+        ShardCtx { id, mesh, store, config, stats, sessions: RefCell::default(), claims, pending_links: RefCell::default(), next_conn_id: Cell::new(1) }
     }
 
     /// A connection id unique within this process.

@@ -2,7 +2,9 @@
 //!
 //! Owns one check per behaviour the trait documents: every method, every
 //! documented error, the atomicity of the insert-if-absent paths under a real
-//! race, sweeping, and `persist`. A backend's integration test calls
+//! race, sweeping, `persist`, device ids and revocation, the key directory
+//! (prekeys, KeyPackages: each single-use key handed out exactly once under a
+//! real race) and the MLS epoch compare-and-set. A backend's integration test calls
 //! [`run_all`] with a factory that returns a fresh, empty store; each check
 //! gets its own store, so checks never see each other's data. Run it on a
 //! multi-thread tokio runtime so that the race checks actually race.
@@ -17,9 +19,10 @@ use bytes::Bytes;
 use tokio::sync::Barrier;
 
 use super::{
-    AppendError, AppendOutcome, ConversationId, ConversationKind, ConversationRecord,
-    CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceRecord,
-    MembersError, Seq, Store, StoredMessage,
+    AppendError, AppendOutcome, ClaimedKeyPackage, ClaimedPrekeys, ConversationId,
+    ConversationKind, ConversationRecord, CreateAccountError, CreateConversationError,
+    CreateOutcome, DeviceId, DeviceRecord, EpochOutcome, MembersError, Prekey, PrekeyUpload, Seq,
+    SignedPrekey, Store, StoredMessage, KEY_POOL_CAP,
 };
 
 /// Runs every check, each on a fresh store from `make`.
@@ -37,6 +40,17 @@ pub async fn run_all<S: Store>(make: impl Fn() -> S) {
     sweep(&make()).await;
     sweep_limit(&make()).await;
     persist(Arc::new(make())).await;
+    add_device_ids(&make()).await;
+    add_device_race(Arc::new(make())).await;
+    revoke_device(&make()).await;
+    prekeys(&make()).await;
+    prekey_rotation(&make()).await;
+    prekey_pool_cap(&make()).await;
+    prekey_claim_race(Arc::new(make())).await;
+    key_packages(&make()).await;
+    key_package_claim_race(Arc::new(make())).await;
+    epochs(&make()).await;
+    epoch_race(Arc::new(make())).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -249,7 +263,7 @@ pub async fn conversations(s: &dyn Store) {
     );
     assert_eq!(
         ok(s.user_conversations("carol").await, "user_conversations"),
-        vec![]
+        Vec::<ConversationId>::new()
     );
 
     let direct = conversation(5, ConversationKind::Direct, "alice", &["alice", "bob"]);
@@ -273,7 +287,7 @@ pub async fn conversations(s: &dyn Store) {
     );
     assert_eq!(
         ok(s.user_conversations("eve").await, "user_conversations"),
-        vec![]
+        Vec::<ConversationId>::new()
     );
 
     // A unique key is matched exactly, not by prefix.
@@ -299,12 +313,12 @@ pub async fn conversations(s: &dyn Store) {
     );
     assert_eq!(
         ok(s.user_conversations("al").await, "user_conversations"),
-        vec![],
+        Vec::<ConversationId>::new(),
         "no prefix leak"
     );
     assert_eq!(
         ok(s.user_conversations("nobody").await, "user_conversations"),
-        vec![]
+        Vec::<ConversationId>::new()
     );
 }
 
@@ -369,11 +383,11 @@ pub async fn update_members(s: &dyn Store) {
     );
     assert_eq!(
         ok(s.user_conversations("bob").await, "user_conversations"),
-        vec![]
+        Vec::<ConversationId>::new()
     );
     assert_eq!(
         ok(s.user_conversations("dave").await, "user_conversations"),
-        vec![],
+        Vec::<ConversationId>::new(),
         "add+remove: not a member"
     );
     assert_eq!(
@@ -713,4 +727,906 @@ pub async fn persist(s: Arc<dyn Store>) {
         ok(ok(task.await, "join persist task"), "concurrent persist");
     }
     assert_eq!(seqs(s.as_ref(), 70, 1, 10, 0).await, vec![1]);
+}
+
+// ---------------------------------------------------------------------------
+// Devices: ids and revocation
+// ---------------------------------------------------------------------------
+
+/// add_device numbers from the highest id ever assigned; ids of revoked
+/// devices are never reused; unknown users get `None`; the account survives
+/// the revocation of its last device.
+pub async fn add_device_ids(s: &dyn Store) {
+    assert_eq!(
+        ok(
+            s.add_device("alice", "phone", [9; 32], 77).await,
+            "add_device"
+        ),
+        None,
+        "unknown user"
+    );
+    ok(s.create_account("alice", device(1)).await, "create_account");
+    ok(s.create_account("al", device(7)).await, "create_account al");
+    let second = ok(
+        s.add_device("alice", "laptop", [9; 32], 77).await,
+        "add_device",
+    );
+    assert_eq!(second, Some(2));
+    let stored = ok(s.device("alice", 2).await, "device");
+    let expected = DeviceRecord {
+        device: 2,
+        name: "laptop".to_string(),
+        public_key: [9; 32],
+        created_ms: 77,
+    };
+    assert_eq!(
+        stored,
+        Some(expected.clone()),
+        "the added device round-trips"
+    );
+    assert_eq!(
+        ok(
+            s.add_device("alice", "tablet", [3; 32], 78).await,
+            "add_device"
+        ),
+        Some(3)
+    );
+    assert_eq!(
+        ok(s.add_device("al", "x", [1; 32], 1).await, "add_device al"),
+        Some(8),
+        "next after the first device's id, per user"
+    );
+    let ids = |devices: Vec<DeviceRecord>| devices.iter().map(|d| d.device).collect::<Vec<_>>();
+    assert_eq!(ids(ok(s.devices("alice").await, "devices")), vec![1, 2, 3]);
+
+    // Revoking the highest id must not free it.
+    assert!(ok(s.revoke_device("alice", 3).await, "revoke_device"));
+    assert_eq!(
+        ok(
+            s.add_device("alice", "new", [4; 32], 79).await,
+            "add_device"
+        ),
+        Some(4),
+        "the id of a revoked device is not reused"
+    );
+    // Revoking every device keeps the account and its counter.
+    for id in [1, 2, 4] {
+        assert!(ok(s.revoke_device("alice", id).await, "revoke_device"));
+    }
+    assert_eq!(ok(s.devices("alice").await, "devices"), vec![]);
+    let again = s.create_account("alice", device(1)).await;
+    assert!(
+        matches!(&again, Err(CreateAccountError::UserExists(u)) if u == "alice"),
+        "a handle is not freed by revoking its devices: {again:?}"
+    );
+    assert_eq!(ok(s.device("alice", 1).await, "device"), None);
+    assert_eq!(
+        ok(
+            s.add_device("alice", "back", [5; 32], 80).await,
+            "add_device"
+        ),
+        Some(5)
+    );
+    assert_eq!(ids(ok(s.devices("alice").await, "devices")), vec![5]);
+    assert_eq!(
+        ids(ok(s.devices("al").await, "devices")),
+        vec![7, 8],
+        "no prefix leak"
+    );
+    assert_eq!(
+        ok(
+            s.add_device("alic", "x", [1; 32], 1).await,
+            "add_device alic"
+        ),
+        None,
+        "a prefix of a handle is not a user"
+    );
+}
+
+/// 16 concurrent add_device calls for one user get 16 distinct ids, 2..=17.
+pub async fn add_device_race(s: Arc<dyn Store>) {
+    const N: u32 = 16;
+    ok(s.create_account("racer", device(1)).await, "create_account");
+    let barrier = Arc::new(Barrier::new(N as usize));
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let (s, barrier) = (Arc::clone(&s), Arc::clone(&barrier));
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            s.add_device("racer", &format!("device {i}"), [7; 32], 1)
+                .await
+        }));
+    }
+    let mut ids = BTreeSet::new();
+    for task in tasks {
+        let id = ok(ok(task.await, "join add_device task"), "add_device");
+        match id {
+            Some(id) => assert!(ids.insert(id), "device id {id} handed out twice"),
+            None => panic!("conformance: add_device of an existing user returned None"),
+        }
+    }
+    assert_eq!(ids, (2..=N + 1).collect::<BTreeSet<_>>());
+    let stored: BTreeSet<DeviceId> = ok(s.devices("racer").await, "devices")
+        .iter()
+        .map(|d| d.device)
+        .collect();
+    assert_eq!(stored, (1..=N + 1).collect::<BTreeSet<_>>());
+}
+
+/// A revoked device is invisible, its keys and cursors are gone, later
+/// uploads for it store nothing; other devices are untouched.
+pub async fn revoke_device(s: &dyn Store) {
+    assert!(
+        !ok(s.revoke_device("alice", 1).await, "revoke unknown user"),
+        "unknown user"
+    );
+    ok(s.create_account("alice", device(1)).await, "create_account");
+    assert_eq!(
+        ok(
+            s.add_device("alice", "second", [2; 32], 2).await,
+            "add_device"
+        ),
+        Some(2)
+    );
+    for id in [1, 2] {
+        ok(
+            s.put_prekeys("alice", id, &upload(&[1, 2, 3])).await,
+            "put_prekeys",
+        );
+        ok(
+            s.put_key_packages("alice", id, &packages(id, 3), Some(last_resort_package(id)))
+                .await,
+            "put_key_packages",
+        );
+        ok(s.advance_cursor("alice", id, 30, 5).await, "advance_cursor");
+    }
+    assert!(ok(s.revoke_device("alice", 2).await, "revoke_device"));
+    assert!(
+        !ok(s.revoke_device("alice", 2).await, "revoke again"),
+        "a revoked device is not active"
+    );
+    assert!(!ok(
+        s.revoke_device("alice", 9).await,
+        "revoke unknown device"
+    ));
+
+    assert_eq!(
+        ok(s.device("alice", 2).await, "device"),
+        None,
+        "cannot authenticate"
+    );
+    assert_eq!(ok(s.devices("alice").await, "devices"), vec![device(1)]);
+    assert_eq!(ok(s.claim_prekeys("alice", 2).await, "claim_prekeys"), None);
+    assert_eq!(ok(s.prekey_count("alice", 2).await, "prekey_count"), 0);
+    assert_eq!(
+        ok(s.claim_key_package("alice", 2).await, "claim_key_package"),
+        None,
+        "key packages and the last-resort one are gone"
+    );
+    assert_eq!(ok(s.cursors("alice", 2).await, "cursors"), BTreeMap::new());
+
+    // A late upload for the revoked device stores nothing.
+    assert_eq!(
+        ok(
+            s.put_prekeys("alice", 2, &upload(&[4])).await,
+            "put_prekeys revoked"
+        ),
+        0
+    );
+    assert_eq!(ok(s.claim_prekeys("alice", 2).await, "claim_prekeys"), None);
+    assert_eq!(
+        ok(
+            s.put_key_packages("alice", 2, &packages(2, 1), Some(last_resort_package(2)))
+                .await,
+            "put_key_packages revoked"
+        ),
+        0
+    );
+    assert_eq!(
+        ok(s.claim_key_package("alice", 2).await, "claim_key_package"),
+        None
+    );
+
+    // Device 1 keeps everything.
+    assert_eq!(ok(s.prekey_count("alice", 1).await, "prekey_count"), 3);
+    let claimed = ok(s.claim_key_package("alice", 1).await, "claim_key_package");
+    assert_eq!(
+        claimed.map(|c| (c.key_package, c.last_resort, c.remaining)),
+        Some((package(1, 0), false, 2))
+    );
+    assert_eq!(
+        ok(s.cursors("alice", 1).await, "cursors"),
+        [(30, 5)].into_iter().collect()
+    );
+
+    // The next device starts clean.
+    assert_eq!(
+        ok(
+            s.add_device("alice", "third", [3; 32], 3).await,
+            "add_device"
+        ),
+        Some(3)
+    );
+    assert_eq!(ok(s.claim_prekeys("alice", 3).await, "claim_prekeys"), None);
+    assert_eq!(
+        ok(s.claim_key_package("alice", 3).await, "claim_key_package"),
+        None
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Key directory: prekeys
+// ---------------------------------------------------------------------------
+
+/// The identity key and its signature used by [`upload`].
+pub const IDENTITY: ([u8; 32], [u8; 64]) = ([0x1d; 32], [0x5e; 64]);
+
+/// A one-time prekey whose public key derives from `id`.
+pub fn prekey(id: u32) -> Prekey {
+    let mut public = [0xAB; 32];
+    for (byte, id_byte) in public.iter_mut().zip(id.to_be_bytes()) {
+        *byte = id_byte;
+    }
+    Prekey { id, public }
+}
+
+/// A signed prekey whose bytes derive from `id` and `tag`.
+pub fn signed_prekey(id: u32, tag: u8) -> SignedPrekey {
+    SignedPrekey {
+        id,
+        public: [tag; 32],
+        signature: [tag ^ 0xFF; 64],
+    }
+}
+
+/// A full upload: identity, signed prekey 1, last-resort prekey 2, a KEM
+/// prekey and the one-time prekeys `ids`.
+pub fn upload(ids: &[u32]) -> PrekeyUpload {
+    PrekeyUpload {
+        identity: Some(IDENTITY),
+        signed_prekey: Some(signed_prekey(1, 0x51)),
+        one_time: ids.iter().map(|&id| prekey(id)).collect(),
+        last_resort: Some(signed_prekey(2, 0x52)),
+        kem_prekey: Some(Bytes::from_static(b"kem prekey")),
+    }
+}
+
+/// An upload of one-time prekeys only.
+pub fn one_time_only(ids: &[u32]) -> PrekeyUpload {
+    PrekeyUpload {
+        one_time: ids.iter().map(|&id| prekey(id)).collect(),
+        ..PrekeyUpload::default()
+    }
+}
+
+async fn claim(s: &dyn Store, user: &str, device: DeviceId) -> ClaimedPrekeys {
+    match ok(s.claim_prekeys(user, device).await, "claim_prekeys") {
+        Some(claimed) => claimed,
+        None => panic!("conformance: claim_prekeys of {user}/{device} returned None"),
+    }
+}
+
+/// put_prekeys/claim_prekeys/prekey_count: identity required, lowest id
+/// first, ids already present ignored, the last-resort key returned (not
+/// consumed) once the pool is empty, devices and users kept apart.
+pub async fn prekeys(s: &dyn Store) {
+    ok(s.create_account("alice", device(1)).await, "create_account");
+    ok(s.create_account("al", device(1)).await, "create_account al");
+    assert_eq!(
+        ok(s.add_device("alice", "two", [2; 32], 2).await, "add_device"),
+        Some(2)
+    );
+    assert_eq!(
+        ok(s.claim_prekeys("alice", 1).await, "claim before upload"),
+        None
+    );
+    assert_eq!(ok(s.prekey_count("alice", 1).await, "prekey_count"), 0);
+    assert_eq!(ok(s.prekey_count("nobody", 1).await, "prekey_count"), 0);
+
+    // One-time keys without an identity: stored, but nothing to claim yet.
+    assert_eq!(
+        ok(
+            s.put_prekeys("alice", 1, &one_time_only(&[20, 10])).await,
+            "put_prekeys"
+        ),
+        2
+    );
+    assert_eq!(
+        ok(s.claim_prekeys("alice", 1).await, "claim without identity"),
+        None,
+        "no identity uploaded"
+    );
+    assert_eq!(
+        ok(s.prekey_count("alice", 1).await, "prekey_count"),
+        2,
+        "nothing consumed"
+    );
+
+    // Duplicate ids, in the pool or within the upload, are ignored.
+    let mut full = upload(&[30, 10, 5, 30]);
+    if let Some(ten) = full.one_time.get_mut(1) {
+        ten.public = [0xEE; 32]; // id 10 again, other bytes: ignored
+    }
+    assert_eq!(ok(s.put_prekeys("alice", 1, &full).await, "put_prekeys"), 4);
+    assert_eq!(ok(s.prekey_count("alice", 1).await, "prekey_count"), 4);
+    // An empty upload changes nothing.
+    assert_eq!(
+        ok(
+            s.put_prekeys("alice", 1, &PrekeyUpload::default()).await,
+            "empty upload"
+        ),
+        4
+    );
+
+    let mut handed_out = Vec::new();
+    for remaining in (0..4).rev() {
+        let claimed = claim(s, "alice", 1).await;
+        assert_eq!((claimed.identity_key, claimed.identity_signature), IDENTITY);
+        assert_eq!(claimed.signed_prekey, Some(signed_prekey(1, 0x51)));
+        assert_eq!(claimed.kem_prekey, Some(Bytes::from_static(b"kem prekey")));
+        assert_eq!(
+            claimed.last_resort, None,
+            "no last resort while one-time keys last"
+        );
+        assert_eq!(claimed.remaining, remaining);
+        match claimed.one_time {
+            Some(key) => handed_out.push(key),
+            None => panic!("conformance: pool of {} ran dry", remaining + 1),
+        }
+    }
+    assert_eq!(
+        handed_out,
+        vec![prekey(5), prekey(10), prekey(20), prekey(30)],
+        "lowest id first, and the first upload of id 10 kept"
+    );
+    assert_eq!(ok(s.prekey_count("alice", 1).await, "prekey_count"), 0);
+    for _ in 0..2 {
+        let empty = claim(s, "alice", 1).await;
+        assert_eq!(empty.one_time, None);
+        assert_eq!(empty.remaining, 0);
+        assert_eq!(
+            empty.last_resort,
+            Some(signed_prekey(2, 0x52)),
+            "last resort returned and not consumed"
+        );
+        assert_eq!((empty.identity_key, empty.identity_signature), IDENTITY);
+    }
+    // A claimed id can be uploaded again.
+    assert_eq!(
+        ok(
+            s.put_prekeys("alice", 1, &one_time_only(&[5])).await,
+            "put_prekeys"
+        ),
+        1
+    );
+    assert_eq!(claim(s, "alice", 1).await.one_time, Some(prekey(5)));
+
+    // Devices and users are kept apart.
+    assert_eq!(
+        ok(s.claim_prekeys("alice", 2).await, "claim other device"),
+        None
+    );
+    assert_eq!(
+        ok(s.claim_prekeys("al", 1).await, "claim prefix user"),
+        None
+    );
+    assert_eq!(
+        ok(
+            s.put_prekeys("alice", 2, &upload(&[1])).await,
+            "put_prekeys"
+        ),
+        1
+    );
+    assert_eq!(ok(s.prekey_count("alice", 1).await, "prekey_count"), 0);
+    assert_eq!(claim(s, "alice", 2).await.one_time, Some(prekey(1)));
+    assert_eq!(
+        ok(s.claim_prekeys("alice", 3).await, "claim unknown device"),
+        None
+    );
+    assert_eq!(
+        ok(s.claim_prekeys("nobody", 1).await, "claim unknown user"),
+        None
+    );
+}
+
+/// A new signed (or last-resort, KEM, identity) prekey replaces the old one;
+/// fields left out of an upload keep their stored value.
+pub async fn prekey_rotation(s: &dyn Store) {
+    ok(s.create_account("alice", device(1)).await, "create_account");
+    ok(s.put_prekeys("alice", 1, &upload(&[])).await, "put_prekeys");
+    assert_eq!(
+        claim(s, "alice", 1).await.signed_prekey,
+        Some(signed_prekey(1, 0x51))
+    );
+
+    let rotate = PrekeyUpload {
+        signed_prekey: Some(signed_prekey(3, 0x53)),
+        ..PrekeyUpload::default()
+    };
+    ok(
+        s.put_prekeys("alice", 1, &rotate).await,
+        "rotate signed prekey",
+    );
+    let claimed = claim(s, "alice", 1).await;
+    assert_eq!(
+        claimed.signed_prekey,
+        Some(signed_prekey(3, 0x53)),
+        "rotated"
+    );
+    assert_eq!(
+        (claimed.identity_key, claimed.identity_signature),
+        IDENTITY,
+        "kept"
+    );
+    assert_eq!(claimed.last_resort, Some(signed_prekey(2, 0x52)), "kept");
+    assert_eq!(
+        claimed.kem_prekey,
+        Some(Bytes::from_static(b"kem prekey")),
+        "kept"
+    );
+
+    let everything = PrekeyUpload {
+        identity: Some(([0x2d; 32], [0x6e; 64])),
+        signed_prekey: Some(signed_prekey(4, 0x54)),
+        one_time: vec![],
+        last_resort: Some(signed_prekey(5, 0x55)),
+        kem_prekey: Some(Bytes::from_static(b"kem prekey 2")),
+    };
+    ok(
+        s.put_prekeys("alice", 1, &everything).await,
+        "replace everything",
+    );
+    let claimed = claim(s, "alice", 1).await;
+    assert_eq!(claimed.identity_key, [0x2d; 32]);
+    assert_eq!(claimed.identity_signature, [0x6e; 64]);
+    assert_eq!(claimed.signed_prekey, Some(signed_prekey(4, 0x54)));
+    assert_eq!(claimed.last_resort, Some(signed_prekey(5, 0x55)));
+    assert_eq!(
+        claimed.kem_prekey,
+        Some(Bytes::from_static(b"kem prekey 2"))
+    );
+}
+
+/// The one-time pool holds at most [`KEY_POOL_CAP`] keys; more are ignored
+/// (the first ones of an upload are kept).
+pub async fn prekey_pool_cap(s: &dyn Store) {
+    ok(s.create_account("alice", device(1)).await, "create_account");
+    let first: Vec<u32> = (1..=KEY_POOL_CAP - 10).collect();
+    assert_eq!(
+        ok(
+            s.put_prekeys("alice", 1, &upload(&first)).await,
+            "put_prekeys"
+        ),
+        KEY_POOL_CAP - 10
+    );
+    let more: Vec<u32> = (KEY_POOL_CAP + 1..KEY_POOL_CAP + 200).collect();
+    assert_eq!(
+        ok(
+            s.put_prekeys("alice", 1, &one_time_only(&more)).await,
+            "put_prekeys over cap"
+        ),
+        KEY_POOL_CAP
+    );
+    assert_eq!(
+        ok(s.prekey_count("alice", 1).await, "prekey_count"),
+        KEY_POOL_CAP
+    );
+    let claimed = claim(s, "alice", 1).await;
+    assert_eq!(claimed.one_time, Some(prekey(1)));
+    assert_eq!(claimed.remaining, KEY_POOL_CAP - 1);
+    // Room for exactly one more.
+    assert_eq!(
+        ok(
+            s.put_prekeys("alice", 1, &one_time_only(&[50_000, 50_001]))
+                .await,
+            "refill"
+        ),
+        KEY_POOL_CAP
+    );
+    // Which were kept: ids up to KEY_POOL_CAP + 10 and the first refill id.
+    let mut last = None;
+    for _ in 0..KEY_POOL_CAP {
+        last = claim(s, "alice", 1).await.one_time.map(|k| k.id);
+    }
+    assert_eq!(last, Some(50_000), "the last key of the pool");
+    assert_eq!(claim(s, "alice", 1).await.one_time, None);
+}
+
+/// Rounds of each claim race: a lost update shows only when two claims
+/// interleave, so one round can pass by luck.
+const RACE_ROUNDS: u32 = 5;
+
+/// 64 concurrent claims over 40 one-time prekeys, in [`RACE_ROUNDS`] rounds:
+/// each round hands out its 40 keys exactly once (distinct keys, distinct
+/// `remaining` counts), and the other 24 claimers get the last-resort key.
+pub async fn prekey_claim_race(s: Arc<dyn Store>) {
+    const KEYS: u32 = 40;
+    const CLAIMERS: usize = 64;
+    ok(s.create_account("alice", device(1)).await, "create_account");
+    for round in 0..RACE_ROUNDS {
+        let ids: Vec<u32> = (1..=KEYS).map(|i| round * 1_000 + i).collect();
+        assert_eq!(
+            ok(
+                s.put_prekeys("alice", 1, &upload(&ids)).await,
+                "put_prekeys"
+            ),
+            KEYS
+        );
+        let barrier = Arc::new(Barrier::new(CLAIMERS));
+        let mut tasks = Vec::new();
+        for _ in 0..CLAIMERS {
+            let (s, barrier) = (Arc::clone(&s), Arc::clone(&barrier));
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                s.claim_prekeys("alice", 1).await
+            }));
+        }
+        let (mut keys, mut remaining, mut fallbacks) = (BTreeSet::new(), BTreeSet::new(), 0);
+        for task in tasks {
+            let claimed = ok(ok(task.await, "join claim task"), "claim_prekeys");
+            let Some(claimed) = claimed else {
+                panic!("conformance: claim_prekeys returned None during the race");
+            };
+            match claimed.one_time {
+                Some(key) => {
+                    assert_eq!(key, prekey(key.id), "intact key");
+                    assert!(
+                        keys.insert(key.id),
+                        "one-time prekey {} handed out twice",
+                        key.id
+                    );
+                    assert!(
+                        remaining.insert(claimed.remaining),
+                        "remaining {} seen twice: claims not serialised",
+                        claimed.remaining
+                    );
+                    assert_eq!(claimed.last_resort, None);
+                }
+                None => {
+                    fallbacks += 1;
+                    assert_eq!(claimed.last_resort, Some(signed_prekey(2, 0x52)));
+                    assert_eq!(claimed.remaining, 0);
+                }
+            }
+        }
+        assert_eq!(
+            keys,
+            ids.iter().copied().collect::<BTreeSet<_>>(),
+            "every key exactly once (round {round})"
+        );
+        assert_eq!(remaining, (0..KEYS).collect::<BTreeSet<_>>());
+        assert_eq!(fallbacks, CLAIMERS - KEYS as usize);
+        assert_eq!(ok(s.prekey_count("alice", 1).await, "prekey_count"), 0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// MLS: KeyPackages
+// ---------------------------------------------------------------------------
+
+/// KeyPackage number `i` of `device` (opaque bytes; empty is allowed).
+pub fn package(device: DeviceId, i: u32) -> Bytes {
+    Bytes::from(format!("key package {device}/{i}"))
+}
+
+/// KeyPackages 0..n of `device`.
+pub fn packages(device: DeviceId, n: u32) -> Vec<Bytes> {
+    (0..n).map(|i| package(device, i)).collect()
+}
+
+/// The last-resort KeyPackage of `device`.
+pub fn last_resort_package(device: DeviceId) -> Bytes {
+    Bytes::from(format!("last resort key package {device}"))
+}
+
+async fn claim_package(s: &dyn Store, user: &str, device: DeviceId) -> Option<ClaimedKeyPackage> {
+    ok(s.claim_key_package(user, device).await, "claim_key_package")
+}
+
+/// put_key_packages/claim_key_package: FIFO, counts, the last-resort
+/// package (returned, never consumed, replaceable), the cap, isolation.
+pub async fn key_packages(s: &dyn Store) {
+    ok(s.create_account("alice", device(1)).await, "create_account");
+    assert_eq!(
+        ok(s.add_device("alice", "two", [2; 32], 2).await, "add_device"),
+        Some(2)
+    );
+    assert_eq!(claim_package(s, "alice", 1).await, None, "nothing uploaded");
+    assert_eq!(
+        ok(
+            s.put_key_packages("alice", 1, &[], None).await,
+            "empty upload"
+        ),
+        0
+    );
+    assert_eq!(
+        claim_package(s, "alice", 1).await,
+        None,
+        "neither pool nor last resort"
+    );
+
+    let mut batch = packages(1, 3);
+    batch.push(Bytes::new());
+    assert_eq!(
+        ok(s.put_key_packages("alice", 1, &batch, None).await, "put"),
+        4
+    );
+    assert_eq!(
+        ok(
+            s.put_key_packages("alice", 1, &[package(1, 9)], Some(last_resort_package(1)))
+                .await,
+            "put"
+        ),
+        5
+    );
+    let expected = [
+        package(1, 0),
+        package(1, 1),
+        package(1, 2),
+        Bytes::new(),
+        package(1, 9),
+    ];
+    for (i, want) in expected.iter().enumerate() {
+        let got = claim_package(s, "alice", 1).await;
+        let remaining = u32::try_from(expected.len() - 1 - i).unwrap_or(0);
+        assert_eq!(
+            got,
+            Some(ClaimedKeyPackage {
+                key_package: want.clone(),
+                last_resort: false,
+                remaining
+            }),
+            "first in, first out"
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            claim_package(s, "alice", 1).await,
+            Some(ClaimedKeyPackage {
+                key_package: last_resort_package(1),
+                last_resort: true,
+                remaining: 0
+            }),
+            "last resort returned and not consumed"
+        );
+    }
+    // Replacing the last-resort package, alone.
+    let newer = Bytes::from_static(b"newer last resort");
+    assert_eq!(
+        ok(
+            s.put_key_packages("alice", 1, &[], Some(newer.clone()))
+                .await,
+            "replace last resort"
+        ),
+        0
+    );
+    assert_eq!(
+        claim_package(s, "alice", 1)
+            .await
+            .map(|c| (c.key_package, c.last_resort)),
+        Some((newer.clone(), true))
+    );
+    // Packages uploaded later are handed out before the last resort again.
+    assert_eq!(
+        ok(
+            s.put_key_packages("alice", 1, &[package(1, 20)], None)
+                .await,
+            "put"
+        ),
+        1
+    );
+    assert_eq!(
+        claim_package(s, "alice", 1)
+            .await
+            .map(|c| (c.key_package, c.last_resort)),
+        Some((package(1, 20), false))
+    );
+    assert_eq!(
+        claim_package(s, "alice", 1)
+            .await
+            .map(|c| (c.key_package, c.last_resort)),
+        Some((newer, true)),
+        "last resort kept when not given"
+    );
+
+    // The cap.
+    let many = packages(2, KEY_POOL_CAP + 5);
+    assert_eq!(
+        ok(
+            s.put_key_packages("alice", 2, &many, None).await,
+            "put over cap"
+        ),
+        KEY_POOL_CAP
+    );
+    assert_eq!(
+        ok(
+            s.put_key_packages("alice", 2, &[package(2, 99_999)], None)
+                .await,
+            "put at cap"
+        ),
+        KEY_POOL_CAP
+    );
+    assert_eq!(
+        claim_package(s, "alice", 2)
+            .await
+            .map(|c| (c.key_package, c.remaining)),
+        Some((package(2, 0), KEY_POOL_CAP - 1))
+    );
+
+    // Isolation.
+    assert_eq!(claim_package(s, "alice", 3).await, None, "unknown device");
+    assert_eq!(claim_package(s, "al", 1).await, None, "prefix user");
+    assert_eq!(
+        ok(
+            s.put_key_packages("nobody", 1, &packages(1, 2), None).await,
+            "unknown user"
+        ),
+        0,
+        "not an active device: nothing stored"
+    );
+    assert_eq!(claim_package(s, "nobody", 1).await, None);
+}
+
+/// 64 concurrent claims over 40 KeyPackages, in [`RACE_ROUNDS`] rounds:
+/// each package handed out exactly once; the other 24 claimers get the
+/// last-resort package.
+pub async fn key_package_claim_race(s: Arc<dyn Store>) {
+    const PACKAGES: u32 = 40;
+    const CLAIMERS: usize = 64;
+    ok(s.create_account("alice", device(1)).await, "create_account");
+    for round in 0..RACE_ROUNDS {
+        let pool: Vec<Bytes> = (0..PACKAGES)
+            .map(|i| package(1, round * 1_000 + i))
+            .collect();
+        assert_eq!(
+            ok(
+                s.put_key_packages("alice", 1, &pool, Some(last_resort_package(1)))
+                    .await,
+                "put_key_packages"
+            ),
+            PACKAGES
+        );
+        let barrier = Arc::new(Barrier::new(CLAIMERS));
+        let mut tasks = Vec::new();
+        for _ in 0..CLAIMERS {
+            let (s, barrier) = (Arc::clone(&s), Arc::clone(&barrier));
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                s.claim_key_package("alice", 1).await
+            }));
+        }
+        let (mut handed_out, mut remaining, mut fallbacks) = (BTreeSet::new(), BTreeSet::new(), 0);
+        for task in tasks {
+            let claimed = ok(ok(task.await, "join claim task"), "claim_key_package");
+            let Some(claimed) = claimed else {
+                panic!("conformance: claim_key_package returned None during the race");
+            };
+            if claimed.last_resort {
+                fallbacks += 1;
+                assert_eq!(claimed.key_package, last_resort_package(1));
+                assert_eq!(claimed.remaining, 0);
+            } else {
+                assert!(
+                    handed_out.insert(claimed.key_package.clone()),
+                    "KeyPackage {:?} handed out twice",
+                    claimed.key_package
+                );
+                assert!(
+                    remaining.insert(claimed.remaining),
+                    "remaining {} seen twice: claims not serialised",
+                    claimed.remaining
+                );
+            }
+        }
+        assert_eq!(
+            handed_out,
+            pool.into_iter().collect::<BTreeSet<_>>(),
+            "every package exactly once (round {round})"
+        );
+        assert_eq!(remaining, (0..PACKAGES).collect::<BTreeSet<_>>());
+        assert_eq!(fallbacks, CLAIMERS - PACKAGES as usize);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// MLS: epochs
+// ---------------------------------------------------------------------------
+
+/// group_epoch/advance_epoch/group_info: starts at 0 with no GroupInfo;
+/// compare-and-set; a stale commit writes nothing; groups are independent.
+pub async fn epochs(s: &dyn Store) {
+    new_conversation(s, 80, &["alice", "bob"]).await;
+    new_conversation(s, 81, &["alice"]).await;
+    assert_eq!(ok(s.group_epoch(80).await, "group_epoch"), 0);
+    assert_eq!(ok(s.group_info(80).await, "group_info"), None);
+    assert_eq!(ok(s.group_epoch(999).await, "group_epoch unknown"), 0);
+
+    let info = |epoch: u64| Bytes::from(format!("group info after epoch {epoch}"));
+    assert_eq!(
+        ok(
+            s.advance_epoch(80, 1, &info(1)).await,
+            "advance from the future"
+        ),
+        EpochOutcome::Stale { current: 0 }
+    );
+    assert_eq!(
+        ok(s.group_info(80).await, "group_info"),
+        None,
+        "stale writes nothing"
+    );
+    for epoch in 0..3 {
+        assert_eq!(
+            ok(s.advance_epoch(80, epoch, &info(epoch)).await, "advance"),
+            EpochOutcome::Accepted
+        );
+        assert_eq!(ok(s.group_epoch(80).await, "group_epoch"), epoch + 1);
+        assert_eq!(ok(s.group_info(80).await, "group_info"), Some(info(epoch)));
+    }
+    assert_eq!(
+        ok(s.advance_epoch(80, 1, &info(99)).await, "stale advance"),
+        EpochOutcome::Stale { current: 3 }
+    );
+    assert_eq!(ok(s.group_epoch(80).await, "group_epoch"), 3);
+    assert_eq!(
+        ok(s.group_info(80).await, "group_info"),
+        Some(info(2)),
+        "stale writes nothing"
+    );
+
+    assert_eq!(
+        ok(s.group_epoch(81).await, "group_epoch"),
+        0,
+        "groups are independent"
+    );
+    assert_eq!(ok(s.group_info(81).await, "group_info"), None);
+    assert_eq!(
+        ok(s.advance_epoch(81, 0, &Bytes::new()).await, "advance"),
+        EpochOutcome::Accepted
+    );
+    assert_eq!(
+        ok(s.group_info(81).await, "group_info"),
+        Some(Bytes::new()),
+        "empty GroupInfo"
+    );
+    assert_eq!(ok(s.group_epoch(80).await, "group_epoch"), 3);
+}
+
+/// Racing commits for one epoch: exactly one `Accepted`, the others
+/// `Stale { current: expected + 1 }`, and the winner's GroupInfo is stored.
+/// Two racers per round, then eight, over 64 rounds.
+pub async fn epoch_race(s: Arc<dyn Store>) {
+    const ID: ConversationId = 82;
+    new_conversation(s.as_ref(), ID, &["alice", "bob"]).await;
+    for (expected, racers) in (0u64..).zip([2usize; 16].into_iter().chain([8; 48])) {
+        let barrier = Arc::new(Barrier::new(racers));
+        let mut tasks = Vec::new();
+        for racer in 0..racers {
+            let (s, barrier) = (Arc::clone(&s), Arc::clone(&barrier));
+            tasks.push(tokio::spawn(async move {
+                let info = Bytes::from(format!("commit {expected} by {racer}"));
+                barrier.wait().await;
+                let outcome = s.advance_epoch(ID, expected, &info).await;
+                (info, outcome)
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (info, outcome) = ok(task.await, "join advance_epoch task");
+            match ok(outcome, "advance_epoch") {
+                EpochOutcome::Accepted => winners.push(info),
+                EpochOutcome::Stale { current } => assert_eq!(current, expected + 1),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one commit for epoch {expected} wins: {winners:?}"
+        );
+        assert_eq!(ok(s.group_epoch(ID).await, "group_epoch"), expected + 1);
+        assert_eq!(
+            ok(s.group_info(ID).await, "group_info"),
+            winners.pop(),
+            "the accepted commit's GroupInfo"
+        );
+    }
 }

@@ -16,9 +16,26 @@
 //! | `idempotency`        | conversation u64 · user¹ · device u32 · cmid u64 | seq u64        |
 //! | `expiry`             | expires_at_ms u64 · conversation u64 · seq u64 | empty            |
 //! | `cursors`            | user¹ · device u32 · conversation u64        | seq u64            |
+//! | `accounts`           | user¹                                        | highest device id ever assigned u32 |
+//! | `prekey_bundles`     | user¹ · device u32                           | bundle record²     |
+//! | `one_time_prekeys`   | user¹ · device u32 · prekey id u32           | public key (32 bytes) |
+//! | `key_packages`       | user¹ · device u32 · counter u64             | KeyPackage bytes   |
+//! | `key_package_meta`   | user¹ · device u32                           | pool record³       |
+//! | `group_epochs`       | conversation u64                             | epoch u64          |
+//! | `group_infos`        | conversation u64                             | GroupInfo bytes    |
 //!
 //! ¹ a user is written as one length byte followed by its bytes, so a user's
 //! keys form one prefix that no other user's keys share.
+//! ² identity key and signature, signed prekey, last-resort prekey, KEM
+//! prekey (each optional) and the number of one-time prekeys in the pool.
+//! ³ the next KeyPackage counter, the number in the pool and the optional
+//! last-resort KeyPackage.
+//!
+//! An account exists while it has a row in `accounts` or (stores written
+//! before that table existed) at least one row in `devices`. Revoking devices
+//! never removes it, so a handle is never freed and device ids are never
+//! reused. The pool counters in records ² and ³ change in the same batch as
+//! the pool rows, under the device's stripe lock.
 //!
 //! # Durability
 //! Every call commits one fjall write batch, which fjall writes to the journal
@@ -58,9 +75,10 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::oneshot;
 
 use super::{
-    AppendError, AppendOutcome, BackendError, ConversationId, ConversationKind, ConversationRecord,
-    CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceRecord,
-    MembersError, Seq, Store, StoredMessage, UserId,
+    AppendError, AppendOutcome, BackendError, ClaimedKeyPackage, ClaimedPrekeys, ConversationId,
+    ConversationKind, ConversationRecord, CreateAccountError, CreateConversationError,
+    CreateOutcome, DeviceId, DeviceRecord, EpochOutcome, MembersError, Prekey, PrekeyUpload, Seq,
+    SignedPrekey, Store, StoredMessage, UserId, KEY_POOL_CAP,
 };
 
 /// Sync mode of the group commit. The journal is preallocated and only ever
@@ -104,9 +122,12 @@ pub struct FjallStore {
 struct Inner {
     db: Database,
     ks: Spaces,
-    /// Serialises the insert-if-absent of accounts and conversations.
+    /// Serialises the insert-if-absent of accounts and conversations, and
+    /// every change to a user's set of devices. Taken before a stripe, never
+    /// while holding one.
     create_lock: Mutex<()>,
-    /// Serialise read-modify-write calls that touch one conversation.
+    /// Serialise read-modify-write calls that touch one conversation, or one
+    /// device's key material (keyed by a hash of user and device).
     stripes: Vec<Mutex<()>>,
     /// Declared last so that it drops (joins the thread) after the handles.
     committer: Committer,
@@ -123,6 +144,13 @@ struct Spaces {
     idem: Keyspace,
     expiry: Keyspace,
     cursors: Keyspace,
+    accounts: Keyspace,
+    bundles: Keyspace,
+    one_time: Keyspace,
+    key_packages: Keyspace,
+    kp_meta: Keyspace,
+    epochs: Keyspace,
+    group_infos: Keyspace,
 }
 
 impl Spaces {
@@ -138,6 +166,13 @@ impl Spaces {
             idem: ks("idempotency")?,
             expiry: ks("expiry")?,
             cursors: ks("cursors")?,
+            accounts: ks("accounts")?,
+            bundles: ks("prekey_bundles")?,
+            one_time: ks("one_time_prekeys")?,
+            key_packages: ks("key_packages")?,
+            kp_meta: ks("key_package_meta")?,
+            epochs: ks("group_epochs")?,
+            group_infos: ks("group_infos")?,
         })
     }
 }
@@ -394,6 +429,41 @@ mod keys {
         Ok(key)
     }
 
+    pub fn prekey(user: &str, device: DeviceId, id: u32) -> Result<Vec<u8>, BackendError> {
+        let mut key = self::device(user, device)?;
+        key.extend_from_slice(&id.to_be_bytes());
+        Ok(key)
+    }
+
+    pub fn key_package(
+        user: &str,
+        device: DeviceId,
+        counter: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        let mut key = self::device(user, device)?;
+        key.extend_from_slice(&counter.to_be_bytes());
+        Ok(key)
+    }
+
+    /// The big-endian u32 at `offset` of `bytes`.
+    pub fn u32_at(bytes: &[u8], offset: usize, what: &str) -> Result<u32, BackendError> {
+        bytes
+            .get(offset..offset.saturating_add(4))
+            .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| {
+                BackendError(format!(
+                    "corrupt {what}: expected 4 bytes at offset {offset} of {}",
+                    bytes.len()
+                ))
+            })
+    }
+
+    /// The big-endian u32 that ends `bytes`.
+    pub fn u32_tail(bytes: &[u8], what: &str) -> Result<u32, BackendError> {
+        u32_at(bytes, bytes.len().saturating_sub(4), what)
+    }
+
     /// The big-endian u64 at `offset` of `bytes`.
     pub fn u64_at(bytes: &[u8], offset: usize, what: &str) -> Result<u64, BackendError> {
         bytes
@@ -420,7 +490,8 @@ mod keys {
 
 mod codec {
     use super::{
-        BackendError, Bytes, ConversationKind, ConversationRecord, DeviceRecord, StoredMessage,
+        BackendError, Bytes, ConversationKind, ConversationRecord, DeviceRecord, SignedPrekey,
+        StoredMessage,
     };
     use super::{ConversationId, Seq};
 
@@ -603,6 +674,126 @@ mod codec {
         enc.0
     }
 
+    /// A device's key-directory record (`prekey_bundles`).
+    #[derive(Default)]
+    pub struct Bundle {
+        pub identity: Option<([u8; 32], [u8; 64])>,
+        pub signed: Option<SignedPrekey>,
+        pub last_resort: Option<SignedPrekey>,
+        pub kem: Option<Bytes>,
+        /// One-time prekeys in the pool.
+        pub one_time: u32,
+    }
+
+    /// A device's KeyPackage pool record (`key_package_meta`).
+    #[derive(Default)]
+    pub struct KeyPackagePool {
+        /// Counter of the next KeyPackage added (FIFO order of the pool).
+        pub next: u64,
+        /// KeyPackages in the pool.
+        pub count: u32,
+        pub last_resort: Option<Bytes>,
+    }
+
+    impl Enc {
+        fn raw(mut self, v: &[u8]) -> Self {
+            self.0.extend_from_slice(v);
+            self
+        }
+        fn flag(self, present: bool) -> Self {
+            self.u8(u8::from(present))
+        }
+        fn signed(self, key: Option<&SignedPrekey>) -> Self {
+            match key {
+                None => self.flag(false),
+                Some(k) => self.flag(true).u32(k.id).raw(&k.public).raw(&k.signature),
+            }
+        }
+        fn opt_bytes(self, v: Option<&Bytes>) -> Self {
+            match v {
+                None => self.flag(false),
+                Some(v) => self.flag(true).bytes(v),
+            }
+        }
+    }
+
+    impl Dec<'_> {
+        fn flag(&mut self) -> Result<bool, BackendError> {
+            match self.u8()? {
+                0 => Ok(false),
+                1 => Ok(true),
+                v => Err(self.corrupt(&format!("presence flag is {v}, not 0 or 1"))),
+            }
+        }
+        fn signed(&mut self) -> Result<Option<SignedPrekey>, BackendError> {
+            if !self.flag()? {
+                return Ok(None);
+            }
+            Ok(Some(SignedPrekey {
+                id: self.u32()?,
+                public: self.array()?,
+                signature: self.array()?,
+            }))
+        }
+        fn opt_bytes(&mut self) -> Result<Option<Bytes>, BackendError> {
+            if !self.flag()? {
+                return Ok(None);
+            }
+            Ok(Some(Bytes::copy_from_slice(self.bytes()?)))
+        }
+    }
+
+    pub fn bundle(b: &Bundle) -> Vec<u8> {
+        let kem_len = b.kem.as_ref().map_or(0, Bytes::len);
+        let mut enc = Enc::new(320 + kem_len);
+        enc = match &b.identity {
+            None => enc.flag(false),
+            Some((key, signature)) => enc.flag(true).raw(key).raw(signature),
+        };
+        enc.signed(b.signed.as_ref())
+            .signed(b.last_resort.as_ref())
+            .opt_bytes(b.kem.as_ref())
+            .u32(b.one_time)
+            .0
+    }
+
+    pub fn decode_bundle(buf: &[u8]) -> Result<Bundle, BackendError> {
+        let mut dec = Dec::new(buf, "prekey bundle")?;
+        let identity = match dec.flag()? {
+            false => None,
+            true => Some((dec.array()?, dec.array()?)),
+        };
+        let bundle = Bundle {
+            identity,
+            signed: dec.signed()?,
+            last_resort: dec.signed()?,
+            kem: dec.opt_bytes()?,
+            one_time: dec.u32()?,
+        };
+        dec.finish()?;
+        Ok(bundle)
+    }
+
+    pub fn key_package_pool(p: &KeyPackagePool) -> Vec<u8> {
+        let len = p.last_resort.as_ref().map_or(0, Bytes::len);
+        Enc::new(32 + len)
+            .u64(p.next)
+            .u32(p.count)
+            .opt_bytes(p.last_resort.as_ref())
+            .0
+    }
+
+    pub fn decode_key_package_pool(buf: &[u8]) -> Result<KeyPackagePool, BackendError> {
+        let mut dec = Dec::new(buf, "key package pool")?;
+        let pool = KeyPackagePool {
+            next: dec.u64()?,
+            count: dec.u32()?,
+            last_resort: dec.opt_bytes()?,
+        };
+        dec.finish()?;
+        Ok(pool)
+    }
+
     pub fn decode_message(
         conversation_id: ConversationId,
         seq: Seq,
@@ -651,10 +842,8 @@ impl Inner {
     }
 
     fn create_account(&self, user: &str, first: &DeviceRecord) -> Result<(), CreateAccountError> {
-        let prefix = keys::user(user)?;
         let _guard = lock(&self.create_lock);
-        if let Some(existing) = self.ks.devices.prefix(&prefix).next() {
-            existing.key().ctx("reading devices")?;
+        if self.highest_device(user)?.is_some() {
             return Err(CreateAccountError::UserExists(user.to_string()));
         }
         let mut batch = self.db.batch();
@@ -662,6 +851,11 @@ impl Inner {
             &self.ks.devices,
             keys::device(user, first.device)?,
             codec::device(first),
+        );
+        batch.insert(
+            &self.ks.accounts,
+            keys::user(user)?,
+            first.device.to_be_bytes(),
         );
         batch.commit().ctx("writing account")?;
         Ok(())
@@ -979,6 +1173,351 @@ impl Inner {
 }
 
 // ---------------------------------------------------------------------------
+// Devices, key directory and MLS epochs
+// ---------------------------------------------------------------------------
+
+impl Inner {
+    /// The stripe serialising the key-directory calls of one device. Shares
+    /// the conversation stripes: a collision only costs contention.
+    fn device_stripe(&self, user: &str, device: DeviceId) -> MutexGuard<'_, ()> {
+        // FNV-1a over the user and the device; `stripe` mixes it further.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in user.bytes().chain(device.to_be_bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.stripe(hash)
+    }
+
+    /// The highest device id ever assigned to `user` (active or revoked), or
+    /// `None` if the user does not exist. Call with `create_lock` held.
+    fn highest_device(&self, user: &str) -> Result<Option<DeviceId>, BackendError> {
+        let prefix = keys::user(user)?;
+        let recorded = match self.ks.accounts.get(&prefix).ctx("reading account")? {
+            Some(value) if value.len() == 4 => Some(keys::u32_at(&value, 0, "account entry")?),
+            Some(value) => {
+                return Err(BackendError(format!(
+                    "corrupt account entry of user {user:?}: {} bytes, expected 4",
+                    value.len()
+                )))
+            }
+            None => None,
+        };
+        // Devices are ordered by id, so the last one is the highest active.
+        let active = match self.ks.devices.prefix(&prefix).next_back() {
+            Some(guard) => {
+                let key = guard.key().ctx("reading devices")?;
+                Some(keys::u32_tail(&key, "device key")?)
+            }
+            None => None,
+        };
+        Ok(recorded.max(active))
+    }
+
+    fn add_device(
+        &self,
+        user: &str,
+        name: &str,
+        public_key: [u8; 32],
+        created_ms: u64,
+    ) -> Result<Option<DeviceId>, BackendError> {
+        let _guard = lock(&self.create_lock);
+        let Some(highest) = self.highest_device(user)? else {
+            return Ok(None);
+        };
+        let device = highest
+            .checked_add(1)
+            .ok_or_else(|| BackendError(format!("user {user:?} has used up every device id")))?;
+        let record = DeviceRecord {
+            device,
+            name: name.to_string(),
+            public_key,
+            created_ms,
+        };
+        let mut batch = self.db.batch();
+        batch.insert(
+            &self.ks.devices,
+            keys::device(user, device)?,
+            codec::device(&record),
+        );
+        batch.insert(&self.ks.accounts, keys::user(user)?, device.to_be_bytes());
+        batch.commit().ctx("writing device")?;
+        Ok(Some(device))
+    }
+
+    fn revoke_device(&self, user: &str, device: DeviceId) -> Result<bool, BackendError> {
+        let _account = lock(&self.create_lock);
+        let _device = self.device_stripe(user, device);
+        let dev_key = keys::device(user, device)?;
+        if !self
+            .ks
+            .devices
+            .contains_key(&dev_key)
+            .ctx("reading device")?
+        {
+            return Ok(false);
+        }
+        // Some(..) as the device exists; the account row keeps the handle
+        // taken and the id counter alive after the last device goes.
+        let highest = self.highest_device(user)?.unwrap_or(device).max(device);
+        let mut batch = self.db.batch();
+        batch.remove(&self.ks.devices, dev_key.clone());
+        batch.insert(&self.ks.accounts, keys::user(user)?, highest.to_be_bytes());
+        batch.remove(&self.ks.bundles, dev_key.clone());
+        batch.remove(&self.ks.kp_meta, dev_key.clone());
+        for (space, what) in [
+            (&self.ks.one_time, "reading one-time prekeys"),
+            (&self.ks.key_packages, "reading key packages"),
+            (&self.ks.cursors, "reading cursors"),
+        ] {
+            for guard in space.prefix(&dev_key) {
+                batch.remove(space, guard.key().ctx(what)?);
+            }
+        }
+        batch.commit().ctx("revoking device")?;
+        Ok(true)
+    }
+
+    fn is_active(&self, dev_key: &[u8]) -> Result<bool, BackendError> {
+        self.ks.devices.contains_key(dev_key).ctx("reading device")
+    }
+
+    fn bundle(&self, dev_key: &[u8]) -> Result<Option<codec::Bundle>, BackendError> {
+        let value = self.ks.bundles.get(dev_key).ctx("reading prekey bundle")?;
+        value.map(|v| codec::decode_bundle(&v)).transpose()
+    }
+
+    fn put_prekeys(
+        &self,
+        user: &str,
+        device: DeviceId,
+        upload: &PrekeyUpload,
+    ) -> Result<u32, BackendError> {
+        let dev_key = keys::device(user, device)?;
+        let _guard = self.device_stripe(user, device);
+        // Under the stripe, so a concurrent revoke cannot leave keys behind.
+        if !self.is_active(&dev_key)? {
+            return Ok(0);
+        }
+        let mut bundle = self.bundle(&dev_key)?.unwrap_or_default();
+        if let Some(identity) = upload.identity {
+            bundle.identity = Some(identity);
+        }
+        if let Some(signed) = &upload.signed_prekey {
+            bundle.signed = Some(signed.clone());
+        }
+        if let Some(last_resort) = &upload.last_resort {
+            bundle.last_resort = Some(last_resort.clone());
+        }
+        if let Some(kem) = &upload.kem_prekey {
+            bundle.kem = Some(kem.clone());
+        }
+        let mut batch = self.db.batch();
+        let mut added = std::collections::BTreeSet::new();
+        for prekey in &upload.one_time {
+            if bundle.one_time >= KEY_POOL_CAP {
+                break;
+            }
+            let key = keys::prekey(user, device, prekey.id)?;
+            if added.contains(&prekey.id)
+                || self
+                    .ks
+                    .one_time
+                    .contains_key(&key)
+                    .ctx("reading one-time prekeys")?
+            {
+                continue;
+            }
+            batch.insert(&self.ks.one_time, key, prekey.public);
+            added.insert(prekey.id);
+            bundle.one_time = bundle.one_time.saturating_add(1);
+        }
+        batch.insert(&self.ks.bundles, dev_key, codec::bundle(&bundle));
+        batch.commit().ctx("writing prekeys")?;
+        Ok(bundle.one_time)
+    }
+
+    fn claim_prekeys(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<ClaimedPrekeys>, BackendError> {
+        let dev_key = keys::device(user, device)?;
+        let _guard = self.device_stripe(user, device);
+        // Revoking deletes the bundle, so a bundle means an active device.
+        let Some(mut bundle) = self.bundle(&dev_key)? else {
+            return Ok(None);
+        };
+        let Some((identity_key, identity_signature)) = bundle.identity else {
+            return Ok(None);
+        };
+        let first = self.ks.one_time.prefix(&dev_key).next();
+        let one_time = match first {
+            None => None,
+            Some(guard) => {
+                let (key, value) = guard.into_inner().ctx("reading one-time prekeys")?;
+                let id = keys::u32_tail(&key, "one-time prekey key")?;
+                let public = <[u8; 32]>::try_from(&*value).map_err(|_| {
+                    BackendError(format!(
+                        "corrupt one-time prekey {id} of {user:?} device {device}: {} bytes, expected 32",
+                        value.len()
+                    ))
+                })?;
+                bundle.one_time = bundle.one_time.saturating_sub(1);
+                let mut batch = self.db.batch();
+                batch.remove(&self.ks.one_time, key);
+                batch.insert(&self.ks.bundles, dev_key, codec::bundle(&bundle));
+                batch.commit().ctx("claiming one-time prekey")?;
+                Some(Prekey { id, public })
+            }
+        };
+        let (last_resort, remaining) = match one_time {
+            Some(_) => (None, bundle.one_time),
+            None => (bundle.last_resort, 0),
+        };
+        Ok(Some(ClaimedPrekeys {
+            identity_key,
+            identity_signature,
+            signed_prekey: bundle.signed,
+            one_time,
+            last_resort,
+            kem_prekey: bundle.kem,
+            remaining,
+        }))
+    }
+
+    fn prekey_count(&self, user: &str, device: DeviceId) -> Result<u32, BackendError> {
+        let bundle = self.bundle(&keys::device(user, device)?)?;
+        Ok(bundle.map_or(0, |b| b.one_time))
+    }
+
+    fn key_package_pool(
+        &self,
+        dev_key: &[u8],
+    ) -> Result<Option<codec::KeyPackagePool>, BackendError> {
+        let value = self
+            .ks
+            .kp_meta
+            .get(dev_key)
+            .ctx("reading key package pool")?;
+        value
+            .map(|v| codec::decode_key_package_pool(&v))
+            .transpose()
+    }
+
+    fn put_key_packages(
+        &self,
+        user: &str,
+        device: DeviceId,
+        packages: &[Bytes],
+        last_resort: Option<Bytes>,
+    ) -> Result<u32, BackendError> {
+        let dev_key = keys::device(user, device)?;
+        let _guard = self.device_stripe(user, device);
+        if !self.is_active(&dev_key)? {
+            return Ok(0);
+        }
+        let mut pool = self.key_package_pool(&dev_key)?.unwrap_or_default();
+        let mut batch = self.db.batch();
+        for package in packages {
+            if pool.count >= KEY_POOL_CAP {
+                break;
+            }
+            let key = keys::key_package(user, device, pool.next)?;
+            batch.insert(&self.ks.key_packages, key, package.as_ref());
+            pool.next = pool.next.checked_add(1).ok_or_else(|| {
+                BackendError(format!(
+                    "key package counter of {user:?} device {device} is exhausted"
+                ))
+            })?;
+            pool.count = pool.count.saturating_add(1);
+        }
+        if let Some(last_resort) = last_resort {
+            pool.last_resort = Some(last_resort);
+        }
+        batch.insert(&self.ks.kp_meta, dev_key, codec::key_package_pool(&pool));
+        batch.commit().ctx("writing key packages")?;
+        Ok(pool.count)
+    }
+
+    fn claim_key_package(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<ClaimedKeyPackage>, BackendError> {
+        let dev_key = keys::device(user, device)?;
+        let _guard = self.device_stripe(user, device);
+        // Revoking deletes the pool record, so a record means an active device.
+        let Some(mut pool) = self.key_package_pool(&dev_key)? else {
+            return Ok(None);
+        };
+        let first = self.ks.key_packages.prefix(&dev_key).next();
+        let Some(guard) = first else {
+            return Ok(pool.last_resort.map(|key_package| ClaimedKeyPackage {
+                key_package,
+                last_resort: true,
+                remaining: 0,
+            }));
+        };
+        let (key, value) = guard.into_inner().ctx("reading key packages")?;
+        pool.count = pool.count.saturating_sub(1);
+        let mut batch = self.db.batch();
+        batch.remove(&self.ks.key_packages, key);
+        batch.insert(&self.ks.kp_meta, dev_key, codec::key_package_pool(&pool));
+        batch.commit().ctx("claiming key package")?;
+        Ok(Some(ClaimedKeyPackage {
+            key_package: Bytes::copy_from_slice(&value),
+            last_resort: false,
+            remaining: pool.count,
+        }))
+    }
+
+    fn group_epoch(&self, id: ConversationId) -> Result<u64, BackendError> {
+        let value = self
+            .ks
+            .epochs
+            .get(keys::conv(id))
+            .ctx("reading group epoch")?;
+        let epoch = value
+            .map(|v| keys::u64_at(&v, 0, "group epoch"))
+            .transpose()?;
+        Ok(epoch.unwrap_or(0))
+    }
+
+    fn advance_epoch(
+        &self,
+        id: ConversationId,
+        expected: u64,
+        group_info: &Bytes,
+    ) -> Result<EpochOutcome, BackendError> {
+        let _guard = self.stripe(id);
+        let current = self.group_epoch(id)?;
+        if current != expected {
+            return Ok(EpochOutcome::Stale { current });
+        }
+        let next = current.checked_add(1).ok_or_else(|| {
+            BackendError(format!(
+                "epoch of conversation {id} cannot advance past {current}"
+            ))
+        })?;
+        let mut batch = self.db.batch();
+        batch.insert(&self.ks.epochs, keys::conv(id), next.to_be_bytes());
+        batch.insert(&self.ks.group_infos, keys::conv(id), group_info.as_ref());
+        batch.commit().ctx("writing group epoch")?;
+        Ok(EpochOutcome::Accepted)
+    }
+
+    fn group_info(&self, id: ConversationId) -> Result<Option<Bytes>, BackendError> {
+        let value = self
+            .ks
+            .group_infos
+            .get(keys::conv(id))
+            .ctx("reading group info")?;
+        Ok(value.map(|v| Bytes::copy_from_slice(&v)))
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The trait
 // ---------------------------------------------------------------------------
 
@@ -1066,6 +1605,77 @@ impl Store for FjallStore {
 
     async fn sweep_expired(&self, now_ms: u64, limit: usize) -> Result<usize, BackendError> {
         self.inner.sweep_expired(now_ms, limit)
+    }
+
+    async fn add_device(
+        &self,
+        user: &str,
+        name: &str,
+        public_key: [u8; 32],
+        created_ms: u64,
+    ) -> Result<Option<DeviceId>, BackendError> {
+        self.inner.add_device(user, name, public_key, created_ms)
+    }
+
+    async fn revoke_device(&self, user: &str, device: DeviceId) -> Result<bool, BackendError> {
+        self.inner.revoke_device(user, device)
+    }
+
+    async fn put_prekeys(
+        &self,
+        user: &str,
+        device: DeviceId,
+        upload: &PrekeyUpload,
+    ) -> Result<u32, BackendError> {
+        self.inner.put_prekeys(user, device, upload)
+    }
+
+    async fn claim_prekeys(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<ClaimedPrekeys>, BackendError> {
+        self.inner.claim_prekeys(user, device)
+    }
+
+    async fn prekey_count(&self, user: &str, device: DeviceId) -> Result<u32, BackendError> {
+        self.inner.prekey_count(user, device)
+    }
+
+    async fn put_key_packages(
+        &self,
+        user: &str,
+        device: DeviceId,
+        packages: &[Bytes],
+        last_resort: Option<Bytes>,
+    ) -> Result<u32, BackendError> {
+        self.inner
+            .put_key_packages(user, device, packages, last_resort)
+    }
+
+    async fn claim_key_package(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<ClaimedKeyPackage>, BackendError> {
+        self.inner.claim_key_package(user, device)
+    }
+
+    async fn group_epoch(&self, id: ConversationId) -> Result<u64, BackendError> {
+        self.inner.group_epoch(id)
+    }
+
+    async fn advance_epoch(
+        &self,
+        id: ConversationId,
+        expected: u64,
+        group_info: &Bytes,
+    ) -> Result<EpochOutcome, BackendError> {
+        self.inner.advance_epoch(id, expected, group_info)
+    }
+
+    async fn group_info(&self, id: ConversationId) -> Result<Option<Bytes>, BackendError> {
+        self.inner.group_info(id)
     }
 
     async fn persist(&self) -> Result<(), BackendError> {

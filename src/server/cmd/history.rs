@@ -1,7 +1,7 @@
 //! History, applied on the conversation's owner: one page of live (not
 //! expired) messages from a seq, bounded by count and by bytes.
 
-use super::send::to_wire;
+use super::send::to_wire_for;
 use crate::proto::Body;
 use crate::server::mesh::{Caller, Reject};
 use crate::server::owner::{Outcome, Owner};
@@ -31,7 +31,7 @@ async fn history(owner: &mut Owner, caller: &Caller, id: ConversationId, from_se
         if bytes > MAX_PAGE_BYTES && !messages.is_empty() {
             break;
         }
-        messages.push(to_wire(msg));
+        messages.push(to_wire_for(msg, &caller.user, caller.device));
     }
     let next_seq = next_seq(&messages, stored.len(), limit as usize, head, from);
     Ok(Body::HistoryPage { conversation_id: id, messages, head_seq: head, next_seq })

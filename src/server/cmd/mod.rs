@@ -3,6 +3,9 @@
 
 pub mod ack;
 pub mod authenticate;
+pub mod commit;
+pub mod devices;
+pub mod keys;
 pub mod create;
 pub mod history;
 pub mod members;

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::proto::fb::ErrorCode;
-use crate::proto::{Body, Frame, Message};
-use crate::server::mesh::{Caller, Fanout, Reject};
+use crate::proto::keys::{Conflict, DevicePayload};
+use crate::proto::{flags, Body, ErrorBody, Frame, Message};
+use crate::server::mesh::{Caller, Fanout, Frames, Reject};
+use crate::server::payloads;
 use crate::server::owner::{Outcome, Owner};
 use crate::server::shard::{now_ms, ServerStats};
 use crate::store::{AppendError, AppendOutcome, ConversationId, StoredMessage};
@@ -30,10 +32,92 @@ pub async fn apply(owner: &mut Owner, caller: &Caller, op: SendOp) -> Outcome {
     }
 }
 
-async fn send(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<Outcome, Reject> {
+/// Applies a Send whose ciphertexts are per device: the set must be exactly
+/// every current device of every member but the sending one.
+pub async fn apply_per_device(owner: &mut Owner, caller: &Caller, op: SendOp, device_payloads: Vec<DevicePayload>) -> Outcome {
+    match send_per_device(owner, caller, op, device_payloads).await {
+        Ok(outcome) => outcome,
+        Err(reject) => Outcome::immediate(Err(reject)),
+    }
+}
+
+async fn send_per_device(owner: &mut Owner, caller: &Caller, mut op: SendOp, device_payloads: Vec<DevicePayload>) -> Result<Outcome, Reject> {
+    check_request(&op)?;
+    let state = owner.conversation(op.id).await?;
+    state.require_member(caller)?;
+    let expected: Vec<(String, u32)> =
+        state.recipients.iter().filter(|(u, d)| !(*u == caller.user && *d == caller.device)).cloned().collect();
+    let mut given: Vec<(String, u32)> = device_payloads.iter().map(|p| (p.user.clone(), p.device)).collect();
+    given.sort();
+    given.dedup();
+    let mut wanted = expected.clone();
+    wanted.sort();
+    if given != wanted || given.len() != device_payloads.len() {
+        return Err(stale_devices(wanted));
+    }
+    op.payload = payloads::pack(&device_payloads)
+        .ok_or_else(|| Reject::new(ErrorCode::InvalidArgument, "too many devices or too large a payload for one message"))?;
+    op.flags |= flags::PER_DEVICE;
+    let recipients: Arc<[(String, u32)]> = device_payloads.iter().map(|p| (p.user.clone(), p.device)).collect::<Vec<_>>().into();
+    store_and_fan_out(owner, caller, op, Route::PerDevice(recipients, device_payloads)).await
+}
+
+fn stale_devices(devices: Vec<(String, u32)>) -> Reject {
+    let error = ErrorBody {
+        code: ErrorCode::StaleDevices,
+        message: "the conversation's device set changed; encrypt for exactly the listed devices and resend with the same client_message_id".into(),
+        retry_after_ms: 0,
+    };
+    Reject::conflict(Conflict { error, current_epoch: 0, devices })
+}
+
+fn check_request(op: &SendOp) -> Result<(), Reject> {
     if op.client_message_id == 0 {
         return Err(Reject::new(ErrorCode::InvalidArgument, "client_message_id must be non-zero and unique per message"));
     }
+    if op.flags & !flags::CLIENT_MASK != 0 {
+        return Err(Reject::new(ErrorCode::InvalidArgument, "flags above bit 15 are reserved for the server"));
+    }
+    Ok(())
+}
+
+/// Where a stored message goes.
+enum Route {
+    /// One payload for every device of every member.
+    Shared,
+    /// One payload per listed device.
+    PerDevice(Arc<[(String, u32)]>, Vec<DevicePayload>),
+}
+
+async fn send(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<Outcome, Reject> {
+    check_request(&op)?;
+    store_and_fan_out(owner, caller, op, Route::Shared).await
+}
+
+async fn store_and_fan_out(owner: &mut Owner, caller: &Caller, op: SendOp, route: Route) -> Result<Outcome, Reject> {
+    let (msg, duplicate) = append(owner, caller, op).await?;
+    if duplicate {
+        return Ok(Outcome::durable(Ok(ack(&msg, true))));
+    }
+    let fanout = match route {
+        Route::Shared => {
+            let state = owner.conversation(msg.conversation_id).await?;
+            let frame = Frame::new(0, Body::Deliver(to_wire(&msg))).encode();
+            Fanout::shared(Arc::clone(&state.recipients), Some(caller.clone()), frame)
+        }
+        Route::PerDevice(recipients, payloads) => {
+            let frames: Vec<Bytes> = payloads
+                .into_iter()
+                .map(|p| Frame::new(0, Body::Deliver(Message { payload: p.payload, ..to_wire(&msg) })).encode())
+                .collect();
+            Fanout { recipients, except: Some(caller.clone()), frames: Frames::PerDevice(frames.into()) }
+        }
+    };
+    Ok(Outcome { reply: Ok(ack(&msg, false)), durable: true, fanouts: vec![fanout] })
+}
+
+/// Appends the next seq; returns the stored message and whether it was a duplicate.
+pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<(StoredMessage, bool), Reject> {
     let ttl_ms = expiry_ms(owner, op.expires_in_secs);
     let store = owner.ctx.store.clone();
     let stats = owner.ctx.stats.clone();
@@ -54,16 +138,11 @@ async fn send(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<Outcome,
     match store.append_message(&msg).await {
         Ok(AppendOutcome::Appended) => {
             state.record.head_seq = msg.seq;
-            let fanout = Fanout {
-                recipients: Arc::clone(&state.recipients),
-                except: Some(caller.clone()),
-                frame: Frame::new(0, Body::Deliver(to_wire(&msg))).encode(),
-            };
-            Ok(Outcome { reply: Ok(ack(&msg, false)), durable: true, fanout: Some(fanout) })
+            Ok((msg, false))
         }
         Ok(AppendOutcome::Duplicate(stored)) => {
             ServerStats::add(&stats.duplicates, 1);
-            Ok(Outcome::durable(Ok(ack(&stored, true))))
+            Ok((stored, true))
         }
         Err(AppendError::SeqConflict { head, .. }) => {
             state.record.head_seq = head;
@@ -85,6 +164,16 @@ fn expiry_ms(owner: &Owner, expires_in_secs: u32) -> u64 {
 
 fn ack(msg: &StoredMessage, duplicate: bool) -> Body {
     Body::SendAck { conversation_id: msg.conversation_id, seq: msg.seq, server_time_ms: msg.server_time_ms, duplicate }
+}
+
+/// The wire form of a stored message as `(user, device)` sees it: a
+/// per-device message carries only that device's ciphertext.
+pub fn to_wire_for(msg: &StoredMessage, user: &str, device: u32) -> Message {
+    let mut wire = to_wire(msg);
+    if msg.flags & flags::PER_DEVICE != 0 {
+        wire.payload = payloads::find(&msg.payload, user, device).unwrap_or_default();
+    }
+    wire
 }
 
 /// The wire form of a stored message.

@@ -1,0 +1,17 @@
+//! Message kind flags. The low 16 bits belong to clients (opaque to the
+//! server); the server sets the high bits on messages it sequences for the
+//! MLS delivery service and for per-device sends.
+
+/// Bits a client may set on `Send`.
+pub const CLIENT_MASK: u32 = 0x0000_ffff;
+/// The message is an accepted MLS Commit.
+pub const MLS_COMMIT: u32 = 1 << 16;
+/// The message is an MLS Welcome for members added by the preceding Commit.
+pub const MLS_WELCOME: u32 = 1 << 17;
+/// The message was sent with one ciphertext per device; each device sees its own.
+pub const PER_DEVICE: u32 = 1 << 18;
+
+/// Client flag (convention of the tern SDK): payload is an Olm (1:1) ciphertext.
+pub const CLIENT_OLM: u32 = 1 << 0;
+/// Client flag (convention of the tern SDK): payload is an MLS application message.
+pub const CLIENT_MLS: u32 = 1 << 1;
