@@ -896,6 +896,21 @@ mod tests {
     }
 
     #[test]
+    fn processing_the_winning_commit_drops_a_pending_one() {
+        let (_a, mut alice) = client("alice");
+        let (_b, mut bob) = client("bob");
+        let (_c, mut carol) = client("carol");
+        alice.create_group(5).unwrap();
+        add(5, &mut alice, &mut [&mut bob], &mut []);
+        let winner = alice.remove_members(5, &["bob/1".to_owned()]).unwrap();
+        let _loser = bob.add_members(5, &[kp(&mut carol)]).unwrap();
+        alice.confirm_commit(5).unwrap();
+        // Bob forgot to discard: processing the winner still works.
+        assert_eq!(bob.process(5, &winner.commit).unwrap(), Processed::Commit { epoch: 2, removed_me: true });
+        assert!(matches!(bob.confirm_commit(5), Err(MlsError::Removed(5)) | Err(MlsError::NoPendingCommit(5))));
+    }
+
+    #[test]
     fn state_survives_save_and_reload() {
         let (a_dir, mut alice) = client("alice");
         let (b_dir, mut bob) = client("bob");

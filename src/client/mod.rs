@@ -4,6 +4,7 @@ pub mod tls;
 pub mod identity;
 pub mod link;
 pub mod sdk;
+pub mod secure;
 pub mod olm;
 pub mod content;
 pub mod mls;

@@ -823,34 +823,55 @@ pub async fn add_device_ids(s: &dyn Store) {
     );
 }
 
-/// 16 concurrent add_device calls for one user get 16 distinct ids, 2..=17.
+/// 16 concurrent add_device calls for one user, racing a revoke of the
+/// newest device, in [`RACE_ROUNDS`] * 4 rounds: each round's adds get 16
+/// distinct ids following every id handed out before; all of them are stored.
 pub async fn add_device_race(s: Arc<dyn Store>) {
     const N: u32 = 16;
     ok(s.create_account("racer", device(1)).await, "create_account");
-    let barrier = Arc::new(Barrier::new(N as usize));
-    let mut tasks = Vec::new();
-    for i in 0..N {
-        let (s, barrier) = (Arc::clone(&s), Arc::clone(&barrier));
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            s.add_device("racer", &format!("device {i}"), [7; 32], 1)
-                .await
-        }));
-    }
-    let mut ids = BTreeSet::new();
-    for task in tasks {
-        let id = ok(ok(task.await, "join add_device task"), "add_device");
-        match id {
-            Some(id) => assert!(ids.insert(id), "device id {id} handed out twice"),
-            None => panic!("conformance: add_device of an existing user returned None"),
+    let mut all = BTreeSet::from([1]);
+    for round in 0..RACE_ROUNDS * 4 {
+        let highest = all.last().copied().unwrap_or(1);
+        let barrier = Arc::new(Barrier::new(N as usize + 1));
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let (s, barrier) = (Arc::clone(&s), Arc::clone(&barrier));
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                s.add_device("racer", &format!("device {round}/{i}"), [7; 32], 1)
+                    .await
+            }));
         }
+        // The newest device is revoked meanwhile: its id must stay used.
+        let revoker = {
+            let (s, barrier) = (Arc::clone(&s), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                s.revoke_device("racer", highest).await
+            })
+        };
+        let mut ids = BTreeSet::new();
+        for task in tasks {
+            let id = ok(ok(task.await, "join add_device task"), "add_device");
+            match id {
+                Some(id) => assert!(ids.insert(id), "device id {id} handed out twice"),
+                None => panic!("conformance: add_device of an existing user returned None"),
+            }
+        }
+        assert!(ok(ok(revoker.await, "join revoke task"), "revoke_device"));
+        assert_eq!(
+            ids,
+            (highest + 1..=highest + N).collect::<BTreeSet<_>>(),
+            "round {round}"
+        );
+        all.remove(&highest);
+        all.extend(ids);
+        let stored: BTreeSet<DeviceId> = ok(s.devices("racer").await, "devices")
+            .iter()
+            .map(|d| d.device)
+            .collect();
+        assert_eq!(stored, all, "every added device is stored (round {round})");
     }
-    assert_eq!(ids, (2..=N + 1).collect::<BTreeSet<_>>());
-    let stored: BTreeSet<DeviceId> = ok(s.devices("racer").await, "devices")
-        .iter()
-        .map(|d| d.device)
-        .collect();
-    assert_eq!(stored, (1..=N + 1).collect::<BTreeSet<_>>());
 }
 
 /// A revoked device is invisible, its keys and cursors are gone, later

@@ -1300,6 +1300,10 @@ impl Inner {
             return Ok(0);
         }
         let mut bundle = self.bundle(&dev_key)?.unwrap_or_default();
+        if *upload == PrekeyUpload::default() {
+            // A pure count query: no journal write.
+            return Ok(bundle.one_time);
+        }
         if let Some(identity) = upload.identity {
             bundle.identity = Some(identity);
         }
@@ -1418,6 +1422,10 @@ impl Inner {
             return Ok(0);
         }
         let mut pool = self.key_package_pool(&dev_key)?.unwrap_or_default();
+        if packages.is_empty() && last_resort.is_none() {
+            // A pure count query: no journal write.
+            return Ok(pool.count);
+        }
         let mut batch = self.db.batch();
         for package in packages {
             if pool.count >= KEY_POOL_CAP {

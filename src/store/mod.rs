@@ -314,7 +314,7 @@ pub trait Store: Send + Sync + 'static {
     /// pool, up to [`KEY_POOL_CAP`] in all (the rest are ignored). The
     /// signatures are the caller's to check. Returns the number of one-time
     /// prekeys now in the pool. A device that is not active (unknown or
-    /// revoked) stores nothing and gets 0.
+    /// revoked) stores nothing and gets 0. An empty upload writes nothing.
     async fn put_prekeys(&self, user: &str, device: DeviceId, upload: &PrekeyUpload) -> Result<u32, BackendError>;
 
     /// Claims one device's bundle, consuming exactly one one-time prekey
@@ -332,7 +332,8 @@ pub trait Store: Send + Sync + 'static {
     /// Adds KeyPackages to a device's pool, in order, up to [`KEY_POOL_CAP`]
     /// in all (the rest are ignored), and replaces its last-resort one if
     /// given. Returns the pool size (last-resort not counted). A device that
-    /// is not active (unknown or revoked) stores nothing and gets 0.
+    /// is not active (unknown or revoked) stores nothing and gets 0. A call
+    /// with no packages and no last resort writes nothing (a count query).
     async fn put_key_packages(&self, user: &str, device: DeviceId, packages: &[Bytes], last_resort: Option<Bytes>) -> Result<u32, BackendError>;
 
     /// Claims one KeyPackage of a device, oldest first, exactly once under
