@@ -12,8 +12,11 @@
 //! * Key upkeep: prekeys and KeyPackages are published on start and topped
 //!   up whenever the server says they run low.
 //!
-//! A background task decrypts incoming messages in order and hands the app
-//! [`SecureEvent`]s.
+//! Incoming messages are decrypted when the app asks for the next
+//! [`SecureEvent`] (pull, in order): a process that only sends never
+//! advances a ratchet for messages it does not show, so nothing is lost for
+//! the process that does. A background task only handles server notices
+//! (key replenishment, device-list changes, link requests).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -99,12 +102,14 @@ struct Inner {
     kinds: std::sync::Mutex<HashMap<u64, ConversationKind>>,
     /// Latest MLS epoch processed per group, for commit recovery.
     epochs: watch::Sender<HashMap<u64, u64>>,
+    /// Events decrypted while waiting for something else (commit recovery).
+    buffered: std::sync::Mutex<std::collections::VecDeque<SecureEvent>>,
 }
 
 /// An end-to-end-encrypting device. See the module docs.
 pub struct SecureClient {
     inner: Arc<Inner>,
-    events: Mutex<mpsc::Receiver<SecureEvent>>,
+    notices: Mutex<mpsc::Receiver<SecureEvent>>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -144,12 +149,12 @@ impl SecureClient {
             targets: std::sync::Mutex::default(),
             kinds: std::sync::Mutex::default(),
             epochs: watch::channel(HashMap::new()).0,
+            buffered: std::sync::Mutex::default(),
         });
         inner.publish_keys().await?;
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(receive_loop(inner.clone(), tx.clone()));
+        let (tx, rx) = mpsc::channel(256);
         tokio::spawn(notice_loop(inner.clone(), tx));
-        Ok(SecureClient { inner, events: Mutex::new(rx) })
+        Ok(SecureClient { inner, notices: Mutex::new(rx) })
     }
 
     /// The transport client underneath (sync, history, acks).
@@ -165,9 +170,22 @@ impl SecureClient {
         self.inner.identity.device
     }
 
-    /// The next decrypted message or event.
+    /// The next decrypted message or event (decrypting happens here, in order).
     pub async fn next_event(&self) -> Option<SecureEvent> {
-        self.events.lock().await.recv().await
+        loop {
+            if let Some(event) = lock(&self.inner.buffered).pop_front() {
+                return Some(event);
+            }
+            let mut notices = self.notices.lock().await;
+            // Only the receive is raced (cancel-safe); decrypting is not.
+            let message = tokio::select! {
+                notice = notices.recv() => return notice,
+                message = self.inner.client.next_message() => message?,
+            };
+            if let Some(event) = self.inner.open(message).await {
+                return Some(event);
+            }
+        }
     }
 
     /// The direct conversation with `peer` (created on first use).
@@ -286,15 +304,28 @@ impl Inner {
             .ok_or_else(|| SecureError::Client(ClientError::Server { code: ErrorCode::NotFound, message: format!("conversation {conversation} is not one of yours"), retry_after_ms: 0 }))
     }
 
+    /// Encrypts in the current epoch; if the server says a Commit was
+    /// missed, processes it and encrypts again.
     async fn send_group(&self, group: u64, plaintext: &[u8]) -> Result<SendReceipt, SecureError> {
-        let ciphertext = {
-            let mut crypto = self.crypto.lock().await;
-            let ciphertext = crypto.mls.encrypt(group, plaintext)?;
-            crypto.mls.save()?;
-            ciphertext
-        };
-        let options = super::SendOptions { flags: flags::CLIENT_MLS, ..Default::default() };
-        Ok(self.client.send_with(group, ciphertext, options).await?)
+        let client_message_id = rand::random::<u64>() | 1;
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let (epoch, ciphertext) = {
+                let mut crypto = self.crypto.lock().await;
+                let ciphertext = crypto.mls.encrypt(group, plaintext)?;
+                crypto.mls.save()?;
+                (crypto.mls.epoch(group)?, ciphertext)
+            };
+            let body = Body::SendGroup { conversation_id: group, client_message_id, expires_in_secs: 0, flags: flags::CLIENT_MLS, epoch, payload: Bytes::from(ciphertext) };
+            match self.client.request(body).await {
+                Ok(Body::SendAck { conversation_id, seq, server_time_ms, duplicate }) => return Ok(SendReceipt { conversation_id, seq, server_time_ms, duplicate }),
+                Ok(other) => return Err(SecureError::Protocol(format!("unexpected answer to a send: {other:?}"))),
+                Err(ClientError::Conflict(conflict)) if conflict.error.code == ErrorCode::StaleEpoch => {
+                    self.wait_for_epoch(group, conflict.current_epoch).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SecureError::Protocol("the group kept changing epochs; try again".into()))
     }
 
     /// Encrypts once per recipient device; re-encrypts for the server's
@@ -436,11 +467,34 @@ impl Inner {
         }
     }
 
+    /// Processes incoming messages (keeping their events for the app) until
+    /// the group reaches `epoch`.
     async fn wait_for_epoch(&self, group: u64, epoch: u64) -> Result<(), SecureError> {
+        let ours = self.crypto.lock().await.mls.epoch(group).unwrap_or(0);
+        self.epochs.send_modify(|e| {
+            let known = e.entry(group).or_insert(0);
+            *known = (*known).max(ours);
+        });
         let mut rx = self.epochs.subscribe();
-        let reached = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|e| e.get(&group).copied().unwrap_or(0) >= epoch)).await;
-        match reached {
-            Ok(Ok(_)) => Ok(()),
+        let reached = |e: &HashMap<u64, u64>| e.get(&group).copied().unwrap_or(0) >= epoch;
+        let wait = async {
+            while !reached(&rx.borrow_and_update()) {
+                let message = tokio::select! {
+                    changed = rx.changed() => match changed {
+                        Ok(()) => continue,
+                        Err(_) => return false,
+                    },
+                    message = self.client.next_message() => message,
+                };
+                let Some(message) = message else { return false };
+                if let Some(event) = self.open(message).await {
+                    lock(&self.buffered).push_back(event);
+                }
+            }
+            true
+        };
+        match tokio::time::timeout(Duration::from_secs(30), wait).await {
+            Ok(true) => Ok(()),
             _ => Err(SecureError::Protocol(format!("did not receive the winning commit of group {group} in time"))),
         }
     }
@@ -450,18 +504,6 @@ fn counts(body: Body) -> Result<(u32, u32), SecureError> {
     match body {
         Body::KeyCounts { one_time_prekeys, key_packages } => Ok((one_time_prekeys, key_packages)),
         other => Err(SecureError::Protocol(format!("unexpected answer to a key upload: {other:?}"))),
-    }
-}
-
-/// Decrypts incoming messages in order and emits events.
-async fn receive_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
-    while let Some(message) = inner.client.next_message().await {
-        let event = inner.open(message).await;
-        if let Some(event) = event {
-            if events.send(event).await.is_err() {
-                return;
-            }
-        }
     }
 }
 

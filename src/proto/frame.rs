@@ -76,6 +76,8 @@ pub enum Body {
     HistoryPage { conversation_id: u64, messages: Vec<Message>, head_seq: u64, next_seq: u64 },
     Error(ErrorBody),
     // ----- end-to-end encryption (see `proto::keys`) -----
+    /// A `Send` of an MLS application message encrypted in `epoch`.
+    SendGroup { conversation_id: u64, client_message_id: u64, expires_in_secs: u32, flags: u32, epoch: u64, payload: Bytes },
     /// A `Send` with one ciphertext per recipient device.
     SendToDevices { conversation_id: u64, client_message_id: u64, expires_in_secs: u32, flags: u32, device_payloads: Vec<DevicePayload> },
     /// An `Error` carrying the state to recover with (epoch, device set).
@@ -285,6 +287,8 @@ fn encode_messaging(b: &mut Builder<'_>, body: &Body) -> (fb::Body, Union) {
                 flags: *flags,
                 payload: Some(b.create_vector(&payload[..])),
                 device_payloads: None,
+                has_mls_epoch: false,
+                mls_epoch: 0,
             };
             (fb::Body::Send, fb::Send::create(b, &args).as_union_value())
         }
@@ -469,6 +473,16 @@ fn decode_messaging(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
             if let Some(list) = s.device_payloads() {
                 return Ok(keys::decode_send_to_devices(&s, list));
             }
+            if s.has_mls_epoch() {
+                return Ok(Body::SendGroup {
+                    conversation_id: s.conversation_id(),
+                    client_message_id: s.client_message_id(),
+                    expires_in_secs: s.expires_in_secs(),
+                    flags: s.flags(),
+                    epoch: s.mls_epoch(),
+                    payload: Bytes::copy_from_slice(s.payload().map(|p| p.bytes()).unwrap_or_default()),
+                });
+            }
             Ok(Body::Send {
                 conversation_id: s.conversation_id(),
                 client_message_id: s.client_message_id(),
@@ -609,6 +623,7 @@ mod tests {
         let signed = SignedPrekeyData { id: 1, public_key: [1; 32], signature: [2; 64] };
         let otk = OneTimePrekeyData { id: 2, public_key: [3; 32] };
         let err = ErrorBody { code: fb::ErrorCode::StaleDevices, message: "stale".into(), retry_after_ms: 0 };
+        roundtrip(Body::SendGroup { conversation_id: 1, client_message_id: 2, expires_in_secs: 0, flags: 2, epoch: 0, payload: Bytes::from_static(b"mls") });
         roundtrip(Body::SendToDevices { conversation_id: 1, client_message_id: 2, expires_in_secs: 0, flags: 1, device_payloads: vec![DevicePayload { user: "b".into(), device: 2, payload: Bytes::from_static(b"x") }] });
         roundtrip(Body::Conflict(Conflict { error: err, current_epoch: 0, devices: vec![("b".into(), 1), ("b".into(), 3)] }));
         let epoch_err = ErrorBody { code: fb::ErrorCode::StaleEpoch, message: "epoch".into(), retry_after_ms: 0 };

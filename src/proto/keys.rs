@@ -124,6 +124,19 @@ pub fn encode(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)> {
 
 fn encode_devices(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)> {
     Some(match body {
+        Body::SendGroup { conversation_id, client_message_id, expires_in_secs, flags, epoch, payload } => {
+            let args = fb::SendArgs {
+                conversation_id: *conversation_id,
+                client_message_id: *client_message_id,
+                expires_in_secs: *expires_in_secs,
+                flags: *flags,
+                payload: Some(b.create_vector(&payload[..])),
+                device_payloads: None,
+                has_mls_epoch: true,
+                mls_epoch: *epoch,
+            };
+            (fb::Body::Send, fb::Send::create(b, &args).as_union_value())
+        }
         Body::SendToDevices { conversation_id, client_message_id, expires_in_secs, flags, device_payloads } => {
             let items: Vec<_> = device_payloads
                 .iter()
@@ -143,6 +156,8 @@ fn encode_devices(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)>
                 flags: *flags,
                 payload: None,
                 device_payloads: Some(b.create_vector(&items)),
+                has_mls_epoch: false,
+                mls_epoch: 0,
             };
             (fb::Body::Send, fb::Send::create(b, &args).as_union_value())
         }

@@ -382,6 +382,9 @@ fn owner_op(body: Body) -> Result<OwnerOp, Reject> {
         Body::SendToDevices { conversation_id, client_message_id, expires_in_secs, flags, device_payloads } => {
             OwnerOp::SendToDevices { id: conversation_id, client_message_id, expires_in_secs, flags, payloads: device_payloads }
         }
+        Body::SendGroup { conversation_id, client_message_id, expires_in_secs, flags, epoch, payload } => {
+            OwnerOp::SendGroup { id: conversation_id, client_message_id, expires_in_secs, flags, epoch, payload }
+        }
         Body::Commit(commit) => OwnerOp::Commit(commit),
         Body::GetGroupInfo { conversation_id } => OwnerOp::GetGroupInfo { id: conversation_id },
         _ => return Err(Reject::new(ErrorCode::UnsupportedBody, "this body is sent by servers only")),
@@ -397,6 +400,7 @@ fn op_conversation(op: &OwnerOp) -> u64 {
         | OwnerOp::Ack { id, .. }
         | OwnerOp::History { id, .. }
         | OwnerOp::SendToDevices { id, .. }
+        | OwnerOp::SendGroup { id, .. }
         | OwnerOp::GetGroupInfo { id } => *id,
         OwnerOp::Commit(commit) => commit.conversation_id,
         OwnerOp::Invalidate { .. } => 0,

@@ -80,6 +80,7 @@ pub enum OwnerOp {
     Send { id: ConversationId, client_message_id: u64, expires_in_secs: u32, flags: u32, payload: Bytes },
     Ack { id: ConversationId, seq: Seq },
     History { id: ConversationId, from_seq: Seq, limit: u32 },
+    SendGroup { id: ConversationId, client_message_id: u64, expires_in_secs: u32, flags: u32, epoch: u64, payload: Bytes },
     SendToDevices { id: ConversationId, client_message_id: u64, expires_in_secs: u32, flags: u32, payloads: Vec<crate::proto::keys::DevicePayload> },
     Commit(Box<crate::proto::keys::CommitBody>),
     GetGroupInfo { id: ConversationId },

@@ -134,6 +134,10 @@ impl Owner {
                 let send = cmd::send::SendOp { id, client_message_id, expires_in_secs, flags, payload: bytes::Bytes::new() };
                 cmd::send::apply_per_device(self, caller, send, payloads).await
             }
+            OwnerOp::SendGroup { id, client_message_id, expires_in_secs, flags, epoch, payload } => {
+                let send = cmd::send::SendOp { id, client_message_id, expires_in_secs, flags, payload };
+                cmd::commit::send_in_epoch(self, caller, send, epoch).await
+            }
             OwnerOp::Commit(commit) => cmd::commit::apply(self, caller, *commit).await,
             OwnerOp::GetGroupInfo { id } => cmd::commit::group_info(self, caller, id).await,
             OwnerOp::Invalidate { user } => {

@@ -1776,6 +1776,8 @@ impl<'a> Send<'a> {
   pub const VT_FLAGS: ::flatbuffers::VOffsetT = 10;
   pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 12;
   pub const VT_DEVICE_PAYLOADS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_HAS_MLS_EPOCH: ::flatbuffers::VOffsetT = 16;
+  pub const VT_MLS_EPOCH: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1787,12 +1789,14 @@ impl<'a> Send<'a> {
     args: &'args SendArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Send<'bldr>> {
     let mut builder = SendBuilder::new(_fbb);
+    builder.add_mls_epoch(args.mls_epoch);
     builder.add_client_message_id(args.client_message_id);
     builder.add_conversation_id(args.conversation_id);
     if let Some(x) = args.device_payloads { builder.add_device_payloads(x); }
     if let Some(x) = args.payload { builder.add_payload(x); }
     builder.add_flags(args.flags);
     builder.add_expires_in_secs(args.expires_in_secs);
+    builder.add_has_mls_epoch(args.has_mls_epoch);
     builder.finish()
   }
 
@@ -1839,6 +1843,20 @@ impl<'a> Send<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DevicePayload>>>>(Send::VT_DEVICE_PAYLOADS, None)}
   }
+  #[inline]
+  pub fn has_mls_epoch(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Send::VT_HAS_MLS_EPOCH, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn mls_epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Send::VT_MLS_EPOCH, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Send<'_> {
@@ -1853,6 +1871,8 @@ impl ::flatbuffers::Verifiable for Send<'_> {
      .visit_field::<u32>("flags", Self::VT_FLAGS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DevicePayload>>>>("device_payloads", Self::VT_DEVICE_PAYLOADS, false)?
+     .visit_field::<bool>("has_mls_epoch", Self::VT_HAS_MLS_EPOCH, false)?
+     .visit_field::<u64>("mls_epoch", Self::VT_MLS_EPOCH, false)?
      .finish();
     Ok(())
   }
@@ -1864,6 +1884,8 @@ pub struct SendArgs<'a> {
     pub flags: u32,
     pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub device_payloads: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DevicePayload<'a>>>>>,
+    pub has_mls_epoch: bool,
+    pub mls_epoch: u64,
 }
 impl<'a> Default for SendArgs<'a> {
   #[inline]
@@ -1875,6 +1897,8 @@ impl<'a> Default for SendArgs<'a> {
       flags: 0,
       payload: None,
       device_payloads: None,
+      has_mls_epoch: false,
+      mls_epoch: 0,
     }
   }
 }
@@ -1909,6 +1933,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SendBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Send::VT_DEVICE_PAYLOADS, device_payloads);
   }
   #[inline]
+  pub fn add_has_mls_epoch(&mut self, has_mls_epoch: bool) {
+    self.fbb_.push_slot::<bool>(Send::VT_HAS_MLS_EPOCH, has_mls_epoch, false);
+  }
+  #[inline]
+  pub fn add_mls_epoch(&mut self, mls_epoch: u64) {
+    self.fbb_.push_slot::<u64>(Send::VT_MLS_EPOCH, mls_epoch, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SendBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SendBuilder {
@@ -1932,6 +1964,8 @@ impl ::core::fmt::Debug for Send<'_> {
       ds.field("flags", &self.flags());
       ds.field("payload", &self.payload());
       ds.field("device_payloads", &self.device_payloads());
+      ds.field("has_mls_epoch", &self.has_mls_epoch());
+      ds.field("mls_epoch", &self.mls_epoch());
       ds.finish()
   }
 }

@@ -90,6 +90,21 @@ fn deliver(msg: &StoredMessage, recipients: Arc<[(String, u32)]>, caller: &Calle
     Fanout::shared(recipients, Some(caller.clone()), Frame::new(0, Body::Deliver(to_wire(msg))).encode())
 }
 
+/// An MLS application message: accepted only in the group's current epoch,
+/// so a member that missed a Commit is told to catch up instead of sending
+/// ciphertext the others can no longer read.
+pub async fn send_in_epoch(owner: &mut Owner, caller: &Caller, op: SendOp, epoch: u64) -> Outcome {
+    let store = owner.ctx.store.clone();
+    let current = match store.group_epoch(op.id).await {
+        Ok(current) => current,
+        Err(e) => return Outcome::immediate(Err(Reject::internal(e))),
+    };
+    if current != epoch {
+        return Outcome::immediate(Err(stale_epoch(current)));
+    }
+    super::send::apply(owner, caller, op).await
+}
+
 /// GetGroupInfo: the latest GroupInfo of a group the caller belongs to.
 pub async fn group_info(owner: &mut Owner, caller: &Caller, id: ConversationId) -> Outcome {
     let result = async {
