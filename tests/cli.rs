@@ -54,13 +54,30 @@ fn two_terminal_chat_walkthrough() {
     assert!(listing.contains("head 2\tread up to 2"), "{listing}");
     let bad = tern(&["send", "--state", &bob, "12345", "to nowhere"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not exist"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not one of yours"));
+
+    // The walkthrough was end-to-end encrypted: the server holds no plaintext.
+    assert!(history.contains("bytes of ciphertext"), "{history}");
+    assert_eq!(server.terminate().code(), Some(0));
+    for text in ["sent while bob was away", "hello bob"] {
+        assert!(!dir_contains(&data, text.as_bytes()), "{text:?} stored in plaintext");
+    }
+}
+
+fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            return dir_contains(&path, needle);
+        }
+        std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    })
 }
 
 #[test]
 fn help_explains_every_command() {
     let top = ok(tern(&["--help"]));
-    for cmd in ["serve", "register", "create", "add", "remove", "send", "listen", "history", "conversations"] {
+    for cmd in ["serve", "register", "create", "add", "remove", "send", "listen", "history", "conversations", "link", "approve", "devices"] {
         assert!(top.contains(cmd), "{cmd} missing from --help");
         let help = ok(tern(&[cmd, "--help"]));
         assert!(help.contains("Usage:"), "{cmd} --help");

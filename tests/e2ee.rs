@@ -34,14 +34,9 @@ async fn link(server: &TestServer, existing: &Device, name: &str) -> Device {
     let user = existing.client.user().to_owned();
     let name = name.to_owned();
     let pending = tokio::spawn(async move { SecureClient::link(options, &user, &name).await });
-    loop {
-        match next(&existing.client).await {
-            SecureEvent::LinkRequest { link_id, .. } => {
-                existing.client.approve_link(link_id, true).await.unwrap();
-                break;
-            }
-            other => panic!("expected a link request, got {other:?}"),
-        }
+    match next(&existing.client).await {
+        SecureEvent::LinkRequest { link_id, .. } => existing.client.approve_link(link_id, true).await.unwrap(),
+        other => panic!("expected a link request, got {other:?}"),
     }
     Device { client: pending.await.unwrap().unwrap(), state }
 }

@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tern::client::{Client, ClientOptions, SendOptions, TrustAnchor};
+use tern::client::content::Content;
+use tern::client::secure::{Decrypted, SecureClient, SecureEvent};
+use tern::client::{ClientOptions, TrustAnchor};
 use tern::proto::fingerprint::parse_fingerprint;
-use tern::proto::{ConversationKind, Message};
+use tern::proto::{Body, Message};
 
 use super::{Command, Connection};
 
@@ -92,6 +94,39 @@ pub struct HistoryArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct LinkArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// The existing account this new device joins.
+    user: String,
+    /// Name of this device, shown to your other devices.
+    #[arg(long, default_value = "terminal")]
+    device_name: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Link request id (shown by `tern listen` on an already linked device).
+    link_id: u64,
+    /// Refuse the new device instead.
+    #[arg(long)]
+    deny: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DevicesArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Whose devices [default: your own].
+    user: Option<String>,
+    /// Revoke this device of your account instead of listing.
+    #[arg(long)]
+    revoke: Option<u32>,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct ClientArgs {
     #[command(flatten)]
     conn: Connection,
@@ -125,6 +160,9 @@ async fn dispatch(command: Command) -> Result<(), String> {
         Command::Listen(a) => listen(a).await,
         Command::History(a) => history(a).await,
         Command::Conversations(a) => conversations(a).await,
+        Command::Link(a) => link(a).await,
+        Command::Approve(a) => approve(a).await,
+        Command::Devices(a) => devices(a).await,
     }
 }
 
@@ -166,12 +204,12 @@ fn save_server_file(conn: &Connection) -> Result<(), String> {
     std::fs::write(conn.state.join(SERVER_FILE), text).map_err(|e| format!("cannot save server settings: {e}"))
 }
 
-async fn connect(conn: &Connection) -> Result<Client, String> {
-    Client::connect(options(conn)?).await.map_err(|e| e.to_string())
+async fn connect(conn: &Connection) -> Result<SecureClient, String> {
+    SecureClient::connect(options(conn)?).await.map_err(|e| e.to_string())
 }
 
 async fn register(args: RegisterArgs) -> Result<(), String> {
-    let client = Client::register(options(&args.conn)?, &args.user, &args.device_name).await.map_err(|e| e.to_string())?;
+    let client = SecureClient::register(options(&args.conn)?, &args.user, &args.device_name).await.map_err(|e| e.to_string())?;
     save_server_file(&args.conn)?;
     println!("registered {}/{}; identity saved in {}", client.user(), client.device(), args.conn.state.display());
     client.close().await;
@@ -180,15 +218,17 @@ async fn register(args: RegisterArgs) -> Result<(), String> {
 
 async fn create(args: CreateArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
-    let kind = match args.kind {
-        KindArg::Direct => ConversationKind::Direct,
-        KindArg::Group => ConversationKind::Group,
-        KindArg::Note => ConversationKind::NoteToSelf,
-    };
     let members: Vec<&str> = args.members.iter().map(String::as_str).collect();
-    let info = client.create_conversation(kind, &members).await.map_err(|e| e.to_string())?;
-    println!("{}", info.id);
-    eprintln!("conversation {} ({:?}) with {}{}", info.id, info.kind, info.members.join(", "), if info.created { "" } else { " (existing)" });
+    let id = match (args.kind, members.as_slice()) {
+        (KindArg::Direct, [peer]) => client.direct(peer).await,
+        (KindArg::Direct, _) => return Err("a direct conversation takes exactly one other user".into()),
+        (KindArg::Note, []) => client.note_to_self().await,
+        (KindArg::Note, _) => return Err("a note-to-self conversation takes no members".into()),
+        (KindArg::Group, members) => client.create_group(members).await,
+    }
+    .map_err(|e| e.to_string())?;
+    println!("{id}");
+    eprintln!("conversation {id} ({:?}), end-to-end encrypted", args.kind);
     client.close().await;
     Ok(())
 }
@@ -196,22 +236,57 @@ async fn create(args: CreateArgs) -> Result<(), String> {
 async fn members(args: MembersArgs, add: bool) -> Result<(), String> {
     let client = connect(&args.conn).await?;
     let members: Vec<&str> = args.members.iter().map(String::as_str).collect();
-    let info = if add {
+    let epoch = if add {
         client.add_members(args.conversation, &members).await
     } else {
         client.remove_members(args.conversation, &members).await
     }
     .map_err(|e| e.to_string())?;
-    println!("members of {}: {}", info.id, info.members.join(", "));
+    println!("group {} is now at MLS epoch {epoch}", args.conversation);
     client.close().await;
     Ok(())
 }
 
 async fn send(args: SendArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
-    let options = SendOptions { expires_in_secs: args.expires_in.unwrap_or(0), ..SendOptions::default() };
-    let receipt = client.send_with(args.conversation, args.text.into_bytes(), options).await.map_err(|e| e.to_string())?;
+    let content = Content::text(&args.text);
+    let receipt = client.send_expiring(args.conversation, &content, args.expires_in.unwrap_or(0)).await.map_err(|e| e.to_string())?;
     println!("sent: conversation {} seq {}", receipt.conversation_id, receipt.seq);
+    client.close().await;
+    Ok(())
+}
+
+async fn link(args: LinkArgs) -> Result<(), String> {
+    eprintln!("asking {}'s devices to approve this one; run `tern listen` on one of them, then `tern approve`", args.user);
+    let client = SecureClient::link(options(&args.conn)?, &args.user, &args.device_name).await.map_err(|e| e.to_string())?;
+    save_server_file(&args.conn)?;
+    println!("linked {}/{}; identity saved in {}", client.user(), client.device(), args.conn.state.display());
+    client.close().await;
+    Ok(())
+}
+
+async fn approve(args: ApproveArgs) -> Result<(), String> {
+    let client = connect(&args.conn).await?;
+    client.approve_link(args.link_id, !args.deny).await.map_err(|e| e.to_string())?;
+    println!("{} link request {}", if args.deny { "denied" } else { "approved" }, args.link_id);
+    client.close().await;
+    Ok(())
+}
+
+async fn devices(args: DevicesArgs) -> Result<(), String> {
+    let client = connect(&args.conn).await?;
+    let transport = client.transport();
+    if let Some(device) = args.revoke {
+        transport.request(Body::RevokeDevice { device }).await.map_err(|e| e.to_string())?;
+        println!("revoked {}/{device}", client.user());
+    } else {
+        let user = args.user.clone().unwrap_or_else(|| client.user().to_owned());
+        if let Body::DeviceList { devices, .. } = transport.request(Body::ListDevices { user: user.clone() }).await.map_err(|e| e.to_string())? {
+            for d in devices {
+                println!("{user}/{}\t{}\tkey {}", d.device, d.name, hex::encode(&d.device_key[..8]));
+            }
+        }
+    }
     client.close().await;
     Ok(())
 }
@@ -221,22 +296,61 @@ async fn listen(args: ListenArgs) -> Result<(), String> {
     eprintln!("listening as {}/{}; Ctrl-C to stop", client.user(), client.device());
     let mut seen = 0usize;
     while args.count.is_none_or(|n| seen < n) {
-        let message = tokio::select! {
-            m = client.next_message() => m,
+        let event = tokio::select! {
+            e = client.next_event() => e,
             _ = tokio::signal::ctrl_c() => None,
         };
-        let Some(message) = message else { break };
-        print_message(&message);
-        client.ack(message.conversation_id, message.seq).await.map_err(|e| e.to_string())?;
-        seen += 1;
+        let Some(event) = event else { break };
+        if let Some((conversation, seq)) = show_event(&event) {
+            client.transport().ack(conversation, seq).await.map_err(|e| e.to_string())?;
+            seen += usize::from(matches!(event, SecureEvent::Message(_)));
+        }
     }
     client.close().await;
     Ok(())
 }
 
+/// Prints an event; returns the (conversation, seq) to acknowledge, if any.
+fn show_event(event: &SecureEvent) -> Option<(u64, u64)> {
+    match event {
+        SecureEvent::Message(m) => {
+            print_decrypted(m);
+            Some((m.conversation_id, m.seq))
+        }
+        SecureEvent::Undecryptable { conversation_id, seq, reason } => {
+            eprintln!("[{conversation_id} #{seq}] could not decrypt: {reason}");
+            Some((*conversation_id, *seq))
+        }
+        SecureEvent::LinkRequest { link_id, device_name } => {
+            eprintln!("a new device {device_name:?} asks to join this account: `tern approve {link_id}` (or --deny)");
+            None
+        }
+        SecureEvent::Joined { conversation_id } => {
+            eprintln!("joined group {conversation_id}");
+            None
+        }
+        SecureEvent::GroupChanged { conversation_id, epoch } => {
+            eprintln!("group {conversation_id} changed (epoch {epoch})");
+            None
+        }
+        SecureEvent::Removed { conversation_id } => {
+            eprintln!("removed from group {conversation_id}");
+            None
+        }
+    }
+}
+
+fn print_decrypted(m: &Decrypted) {
+    let text = match &m.content {
+        Content::Text { body } => body.clone(),
+        other => format!("<{other:?}>"),
+    };
+    println!("[{} #{}] {}/{}: {}", m.conversation_id, m.seq, m.sender_user, m.sender_device, text);
+}
+
 async fn history(args: HistoryArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
-    let page = client.history(args.conversation, args.from, args.limit).await.map_err(|e| e.to_string())?;
+    let page = client.transport().history(args.conversation, args.from, args.limit).await.map_err(|e| e.to_string())?;
     for message in &page.messages {
         print_message(message);
     }
@@ -247,13 +361,15 @@ async fn history(args: HistoryArgs) -> Result<(), String> {
 
 async fn conversations(args: ClientArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
-    for c in client.sync(true).await.map_err(|e| e.to_string())? {
+    for c in client.transport().sync(true).await.map_err(|e| e.to_string())? {
         println!("{}\t{:?}\thead {}\tread up to {}", c.conversation_id, c.kind, c.head_seq, c.cursor);
     }
     client.close().await;
     Ok(())
 }
 
+/// History shows what the server holds: ciphertext (messages decrypt once,
+/// as they arrive, with forward secrecy).
 fn print_message(m: &Message) {
-    println!("[{} #{}] {}/{}: {}", m.conversation_id, m.seq, m.sender_user, m.sender_device, String::from_utf8_lossy(&m.payload));
+    println!("[{} #{}] {}/{}: <{} bytes of ciphertext>", m.conversation_id, m.seq, m.sender_user, m.sender_device, m.payload.len());
 }

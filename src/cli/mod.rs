@@ -36,6 +36,12 @@ pub enum Command {
     History(chat::HistoryArgs),
     /// List this account's conversations with their heads and this device's cursors.
     Conversations(chat::ClientArgs),
+    /// Link this new device to an existing account (approve it from a linked device).
+    Link(chat::LinkArgs),
+    /// Approve (or --deny) a new device's link request.
+    Approve(chat::ApproveArgs),
+    /// List a user's devices, or --revoke one of yours.
+    Devices(chat::DevicesArgs),
 }
 
 /// Client connection options shared by every client subcommand.

@@ -236,10 +236,16 @@ impl SecureClient {
 
     /// Encrypts and sends typed content.
     pub async fn send(&self, conversation: u64, content: &Content) -> Result<SendReceipt, SecureError> {
+        self.send_expiring(conversation, content, 0).await
+    }
+
+    /// Encrypts and sends content that the server deletes after
+    /// `expires_in_secs` (0 = the server's default of 30 days).
+    pub async fn send_expiring(&self, conversation: u64, content: &Content, expires_in_secs: u32) -> Result<SendReceipt, SecureError> {
         let plaintext = content.encode();
         match self.inner.kind(conversation).await? {
-            ConversationKind::Group => self.inner.send_group(conversation, &plaintext).await,
-            _ => self.inner.send_pairwise(conversation, &plaintext).await,
+            ConversationKind::Group => self.inner.send_group(conversation, &plaintext, expires_in_secs).await,
+            _ => self.inner.send_pairwise(conversation, &plaintext, expires_in_secs).await,
         }
     }
 
@@ -306,7 +312,7 @@ impl Inner {
 
     /// Encrypts in the current epoch; if the server says a Commit was
     /// missed, processes it and encrypts again.
-    async fn send_group(&self, group: u64, plaintext: &[u8]) -> Result<SendReceipt, SecureError> {
+    async fn send_group(&self, group: u64, plaintext: &[u8], expires_in_secs: u32) -> Result<SendReceipt, SecureError> {
         let client_message_id = rand::random::<u64>() | 1;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let (epoch, ciphertext) = {
@@ -315,7 +321,7 @@ impl Inner {
                 crypto.mls.save()?;
                 (crypto.mls.epoch(group)?, ciphertext)
             };
-            let body = Body::SendGroup { conversation_id: group, client_message_id, expires_in_secs: 0, flags: flags::CLIENT_MLS, epoch, payload: Bytes::from(ciphertext) };
+            let body = Body::SendGroup { conversation_id: group, client_message_id, expires_in_secs, flags: flags::CLIENT_MLS, epoch, payload: Bytes::from(ciphertext) };
             match self.client.request(body).await {
                 Ok(Body::SendAck { conversation_id, seq, server_time_ms, duplicate }) => return Ok(SendReceipt { conversation_id, seq, server_time_ms, duplicate }),
                 Ok(other) => return Err(SecureError::Protocol(format!("unexpected answer to a send: {other:?}"))),
@@ -330,12 +336,12 @@ impl Inner {
 
     /// Encrypts once per recipient device; re-encrypts for the server's
     /// device set when it says ours is stale.
-    async fn send_pairwise(&self, conversation: u64, plaintext: &[u8]) -> Result<SendReceipt, SecureError> {
+    async fn send_pairwise(&self, conversation: u64, plaintext: &[u8], expires_in_secs: u32) -> Result<SendReceipt, SecureError> {
         let client_message_id = rand::random::<u64>() | 1;
         let mut targets = self.guess_targets(conversation).await?;
         for _ in 0..MAX_SEND_ATTEMPTS {
             let device_payloads = self.encrypt_for(&targets, plaintext).await?;
-            let body = Body::SendToDevices { conversation_id: conversation, client_message_id, expires_in_secs: 0, flags: flags::CLIENT_OLM, device_payloads };
+            let body = Body::SendToDevices { conversation_id: conversation, client_message_id, expires_in_secs, flags: flags::CLIENT_OLM, device_payloads };
             match self.client.request(body).await {
                 Ok(Body::SendAck { conversation_id, seq, server_time_ms, duplicate }) => {
                     lock(&self.targets).insert(conversation, targets);
