@@ -155,6 +155,16 @@ async fn racing_commits_one_wins_and_the_other_recovers() {
     for d in [&bob.client, &carol.client, &dave.client] {
         assert_eq!(next_text(d).await, ("alice".into(), "all four of us".into()));
     }
+
+    // dave leaves; a remaining member then commits his removal from the tree.
+    dave.client.leave(group).await.unwrap();
+    carol.client.remove_members(group, &["dave"]).await.unwrap();
+    bob.client.send_text(group, "without dave").await.unwrap();
+    assert_eq!(next_text(&alice.client).await, ("bob".into(), "without dave".into()));
+    assert_eq!(next_text(&carol.client).await, ("bob".into(), "without dave".into()));
+    if let Ok(Some(SecureEvent::Message(m))) = tokio::time::timeout(Duration::from_millis(300), dave.client.next_event()).await {
+        panic!("dave still receives {m:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

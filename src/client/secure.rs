@@ -229,6 +229,16 @@ impl SecureClient {
         self.inner.commit_with_retry(group, Change::Remove(users)).await
     }
 
+    /// Leaves a group: the server stops delivering it to this account at
+    /// once. The remaining members drop this account's devices from the MLS
+    /// group with [`SecureClient::remove_members`] (the SDK of any member
+    /// may do it; until then they still encrypt to the departed leaves).
+    pub async fn leave(&self, group: u64) -> Result<(), SecureError> {
+        let user = self.inner.identity.user.clone();
+        self.inner.client.remove_members(group, &[user.as_str()]).await?;
+        Ok(())
+    }
+
     /// Encrypts and sends text; returns once the server stored it durably.
     pub async fn send_text(&self, conversation: u64, text: &str) -> Result<SendReceipt, SecureError> {
         self.send(conversation, &Content::text(text)).await
