@@ -176,7 +176,7 @@ fn kind_from_fb(kind: fb::ConversationKind) -> Result<ConversationKind, FrameErr
     }
 }
 
-fn strings<'a>(b: &mut Builder<'a>, items: &[String]) -> WIPOffset<Vector<'a, ForwardsUOffset<&'a str>>> {
+pub(super) fn strings<'a>(b: &mut Builder<'a>, items: &[String]) -> WIPOffset<Vector<'a, ForwardsUOffset<&'a str>>> {
     let offsets: Vec<_> = items.iter().map(|s| b.create_string(s)).collect();
     b.create_vector(&offsets)
 }
@@ -365,16 +365,16 @@ fn encode_sync(b: &mut Builder<'_>, body: &Body) -> (fb::Body, Union) {
     }
 }
 
-fn missing(what: &str) -> FrameError {
+pub(super) fn missing(what: &str) -> FrameError {
     FrameError::Malformed(format!("the frame's {what} is missing or of the wrong type"))
 }
 
-fn fixed<const N: usize>(v: Vector<'_, u8>, what: &str) -> Result<[u8; N], FrameError> {
+pub(super) fn fixed<const N: usize>(v: Vector<'_, u8>, what: &str) -> Result<[u8; N], FrameError> {
     <[u8; N]>::try_from(v.bytes())
         .map_err(|_| FrameError::Malformed(format!("{what} must be {N} bytes, got {}", v.len())))
 }
 
-fn owned_strings(v: Option<Vector<'_, ForwardsUOffset<&str>>>) -> Vec<String> {
+pub(super) fn owned_strings(v: Option<Vector<'_, ForwardsUOffset<&str>>>) -> Vec<String> {
     v.map(|v| v.iter().map(str::to_owned).collect()).unwrap_or_default()
 }
 

@@ -8,7 +8,7 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 
 use super::codec::FrameError;
 use super::fb;
-use super::frame::{Body, ErrorBody};
+use super::frame::{fixed, missing, owned_strings, strings, Body, ErrorBody};
 
 /// One recipient device's ciphertext.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,11 +93,6 @@ pub struct CommitBody {
 
 type Builder<'a> = FlatBufferBuilder<'a>;
 type Union = WIPOffset<flatbuffers::UnionWIPOffset>;
-
-fn strings<'a>(b: &mut Builder<'a>, items: &[String]) -> WIPOffset<Vector<'a, ForwardsUOffset<&'a str>>> {
-    let offsets: Vec<_> = items.iter().map(|s| b.create_string(s)).collect();
-    b.create_vector(&offsets)
-}
 
 fn signed<'a>(b: &mut Builder<'a>, k: &SignedPrekeyData) -> WIPOffset<fb::SignedPrekey<'a>> {
     let args = fb::SignedPrekeyArgs {
@@ -348,18 +343,6 @@ fn encode_mls(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)> {
 
 // ---------- decoding ----------
 
-fn missing(what: &str) -> FrameError {
-    FrameError::Malformed(format!("the frame's {what} is missing or of the wrong type"))
-}
-
-fn fixed<const N: usize>(v: Vector<'_, u8>, what: &str) -> Result<[u8; N], FrameError> {
-    <[u8; N]>::try_from(v.bytes()).map_err(|_| FrameError::Malformed(format!("{what} must be {N} bytes, got {}", v.len())))
-}
-
-fn owned_strings(v: Vector<'_, ForwardsUOffset<&str>>) -> Vec<String> {
-    v.iter().map(str::to_owned).collect()
-}
-
 fn bytes_of(v: Option<Vector<'_, u8>>) -> Option<Bytes> {
     v.map(|v| Bytes::copy_from_slice(v.bytes()))
 }
@@ -513,7 +496,7 @@ fn decode_mls(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
         }
         fb::Body::ClaimKeyPackages => {
             let c = f.body_as_claim_key_packages().ok_or_else(|| missing("ClaimKeyPackages body"))?;
-            Ok(Body::ClaimKeyPackages { users: owned_strings(c.users()) })
+            Ok(Body::ClaimKeyPackages { users: owned_strings(Some(c.users())) })
         }
         fb::Body::KeyPackages => {
             let k = f.body_as_key_packages().ok_or_else(|| missing("KeyPackages body"))?;
@@ -532,8 +515,8 @@ fn decode_mls(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
                 commit: Bytes::copy_from_slice(c.commit().bytes()),
                 welcome: bytes_of(c.welcome()),
                 group_info: Bytes::copy_from_slice(c.group_info().bytes()),
-                added: c.added().map(owned_strings).unwrap_or_default(),
-                removed: c.removed().map(owned_strings).unwrap_or_default(),
+                added: owned_strings(c.added()),
+                removed: owned_strings(c.removed()),
             })))
         }
         fb::Body::CommitAccepted => {
