@@ -1,0 +1,155 @@
+//! Client plumbing shared by the scenarios: a handful of QUIC client
+//! endpoints (each one UDP socket multiplexing many connections), opening
+//! links with a timeout and a clear error when the server is unreachable,
+//! registering and authenticating devices, and request/response helpers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use quinn::{EndpointConfig, TokioRuntime};
+use socket2::{Domain, Protocol, Socket, Type};
+use tern::client::link::{Link, DEFAULT_SERVER_NAME};
+use tern::client::tls::client_config;
+use tern::client::TrustAnchor;
+use tern::proto::{Body, Frame};
+
+use crate::error::{LoadError, Result};
+
+/// Kernel buffer asked for on each client socket: a handshake storm of
+/// thousands of connections must not overflow the default buffers.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+/// Request ids at or above this are the load generator's own control
+/// requests (creates, acks), never message sends.
+pub const CONTROL_ID_BASE: u64 = 1 << 62;
+
+/// Client endpoints spread over connections round-robin.
+pub struct Endpoints {
+    list: Vec<quinn::Endpoint>,
+    pub addr: SocketAddr,
+    pub timeout: Duration,
+}
+
+impl Endpoints {
+    /// Opens `count` endpoints trusting `fingerprint` (call inside the runtime).
+    pub fn new(count: usize, addr: SocketAddr, fingerprint: [u8; 32], timeout: Duration) -> Result<Arc<Endpoints>> {
+        let config = client_config(&TrustAnchor::Fingerprint(fingerprint)).map_err(tern::client::link::LinkError::from)?;
+        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(|_| LoadError::Usage("bind address".into()))?;
+        let mut list = Vec::with_capacity(count.max(1));
+        for _ in 0..count.max(1) {
+            let mut endpoint = endpoint(bind)?;
+            endpoint.set_default_client_config(config.clone());
+            list.push(endpoint);
+        }
+        Ok(Arc::new(Endpoints { list, addr, timeout }))
+    }
+
+    /// A new link (QUIC handshake done, control stream open) on endpoint `i % count`.
+    pub async fn link(&self, i: usize) -> Result<Link> {
+        let Some(endpoint) = self.list.get(i % self.list.len().max(1)) else {
+            return Err(LoadError::Usage("no client endpoint".into()));
+        };
+        let connect = Link::connect(endpoint, self.addr, DEFAULT_SERVER_NAME);
+        match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok(link)) => Ok(link),
+            Ok(Err(e)) => Err(LoadError::Link(e)),
+            Err(_) => Err(LoadError::Timeout { what: format!("the QUIC handshake with {}", self.addr), secs: self.timeout.as_secs() }),
+        }
+    }
+
+    /// Opens one link and registers on it, turning any failure into a clear
+    /// "unreachable" or "refused" error: run before a scenario starts.
+    pub async fn probe(&self, user: &str) -> Result<(Device, Link)> {
+        let mut link = self.link(0).await.map_err(|e| LoadError::Unreachable { addr: self.addr, detail: e.to_string() })?;
+        let device = register(&mut link, user, self.timeout).await?;
+        Ok((device, link))
+    }
+
+    /// Closes every connection and waits (briefly) for the endpoints to go idle.
+    pub async fn shutdown(&self) {
+        for endpoint in &self.list {
+            endpoint.close(0u32.into(), b"load run over");
+        }
+        for endpoint in &self.list {
+            let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
+        }
+    }
+}
+
+fn endpoint(bind: SocketAddr) -> Result<quinn::Endpoint> {
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP)).map_err(LoadError::Socket)?;
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket.set_nonblocking(true).map_err(LoadError::Socket)?;
+    socket.bind(&bind.into()).map_err(LoadError::Socket)?;
+    quinn::Endpoint::new(EndpointConfig::default(), None, socket.into(), Arc::new(TokioRuntime)).map_err(LoadError::Socket)
+}
+
+/// A registered device of a load-generator user.
+#[derive(Clone)]
+pub struct Device {
+    pub user: String,
+    pub device: u32,
+    pub key: SigningKey,
+}
+
+/// A short random id that keeps user names of different runs apart.
+pub fn run_id() -> String {
+    format!("{:06x}", rand::random::<u32>() & 0x00ff_ffff)
+}
+
+/// The handle of user `i` of a run: `lg{run}-{tag}{i}`.
+pub fn user_name(run: &str, tag: &str, i: usize) -> String {
+    format!("lg{run}-{tag}{i}")
+}
+
+/// Registers `user` with a fresh Ed25519 key as the link's first frame.
+pub async fn register(link: &mut Link, user: &str, timeout: Duration) -> Result<Device> {
+    let key = SigningKey::generate(&mut rand::thread_rng());
+    let frame = link.register_frame(1, user, "tern-load", &key)?;
+    match request(link, &frame, "registration", timeout).await? {
+        Body::Registered { device, .. } => Ok(Device { user: user.to_owned(), device, key }),
+        other => Err(unexpected("registration", &other)),
+    }
+}
+
+/// Authenticates an existing device as the link's first frame.
+pub async fn authenticate(link: &mut Link, device: &Device, timeout: Duration) -> Result<()> {
+    let frame = link.authenticate_frame(1, &device.user, device.device, &device.key)?;
+    match request(link, &frame, "authentication", timeout).await? {
+        Body::Authenticated { .. } => Ok(()),
+        other => Err(unexpected("authentication", &other)),
+    }
+}
+
+/// Sends one request and waits for its response (skipping server pushes);
+/// an `Error` answer becomes [`LoadError::Refused`].
+pub async fn request(link: &mut Link, frame: &Frame, what: &str, timeout: Duration) -> Result<Body> {
+    let exchange = async {
+        link.sender.frame(frame).await?;
+        loop {
+            let Some(reply) = link.receiver.next().await? else { return Err(LoadError::Closed(what.to_owned())) };
+            if reply.request_id == frame.request_id {
+                return Ok(reply.body);
+            }
+        }
+    };
+    let body = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| LoadError::Timeout { what: what.to_owned(), secs: timeout.as_secs() })??;
+    refused(what, body)
+}
+
+/// Turns an `Error` body into [`LoadError::Refused`].
+pub fn refused(what: &str, body: Body) -> Result<Body> {
+    match body {
+        Body::Error(e) => Err(LoadError::Refused { what: what.to_owned(), code: format!("{:?}", e.code), message: e.message }),
+        body => Ok(body),
+    }
+}
+
+pub fn unexpected(what: &str, body: &Body) -> LoadError {
+    let got = format!("{body:?}");
+    LoadError::Unexpected { what: what.to_owned(), got: got.chars().take(120).collect() }
+}

@@ -1,0 +1,245 @@
+//! The server under load: an existing one (`--server ADDR --fingerprint HEX`,
+//! with `--server-pid PID` when it is local), or one this run starts on a
+//! fresh temporary data directory (`--spawn-server`, the default): the `tern`
+//! binary found next to `tern-load` (or `--tern-bin PATH`), or, for the
+//! baseline, `tern-load echo-server` itself. A spawned server announces
+//! `... listening on ADDR (N shards)` and `certificate fingerprint: HEX` on
+//! stdout; both lines are parsed, its stderr goes to `server.log`, and it is
+//! stopped with SIGTERM (then SIGKILL) when the run ends.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tempfile::TempDir;
+use tern::proto::fingerprint::parse_fingerprint;
+
+use crate::error::{LoadError, Result};
+use crate::report::TargetInfo;
+
+/// How long a spawned server may take to print its two lines.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping server may take before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where the server under load is.
+#[derive(clap::Args, Debug, Clone, Serialize)]
+pub struct TargetArgs {
+    /// Address of an already running server (loopback for local runs); without it a server is spawned.
+    #[arg(long)]
+    pub server: Option<SocketAddr>,
+    /// Certificate fingerprint printed by the server given with --server.
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+    /// PID of the --server process, to report its RSS and CPU from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Start a fresh server on a temporary data dir (the default when --server is absent).
+    #[arg(long)]
+    pub spawn_server: bool,
+    /// The tern binary to spawn [default: `tern` next to tern-load].
+    #[arg(long)]
+    pub tern_bin: Option<PathBuf>,
+    /// Shards of the spawned server [default: the server's own, one per core].
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Parent directory of the spawned server's temporary data dir [default: the system temp dir].
+    #[arg(long)]
+    pub data_parent: Option<PathBuf>,
+    /// Keep the spawned server's data dir and log after the run.
+    #[arg(long)]
+    pub keep_data: bool,
+}
+
+/// A server this run talks to.
+pub struct Target {
+    pub addr: SocketAddr,
+    pub fingerprint: [u8; 32],
+    pub pid: Option<u32>,
+    pub shards: Option<usize>,
+    pub kind: &'static str,
+    child: Option<Child>,
+    data: Option<TempDir>,
+}
+
+impl Target {
+    /// The tern server the arguments name, spawning one if asked (or by default).
+    pub fn tern(args: &TargetArgs) -> Result<Target> {
+        if let (Some(addr), false) = (args.server, args.spawn_server) {
+            return Target::existing(addr, args, "tern");
+        }
+        let bin = match &args.tern_bin {
+            Some(bin) => bin.clone(),
+            None => sibling_binary("tern")?,
+        };
+        let mut cmd = Command::new(&bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        if let Some(shards) = args.shards {
+            cmd.args(["--shards", &shards.to_string()]);
+        }
+        Target::spawn(cmd, &bin, args, "tern", true)
+    }
+
+    /// The raw-QUIC echo server: `tern-load echo-server` in its own process.
+    pub fn echo(args: &TargetArgs) -> Result<Target> {
+        if let (Some(addr), false) = (args.server, args.spawn_server) {
+            return Target::existing(addr, args, "echo");
+        }
+        let bin = std::env::current_exe().map_err(|source| LoadError::Spawn { bin: "tern-load".into(), source })?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["echo-server", "--listen", "127.0.0.1:0"]);
+        if let Some(shards) = args.shards {
+            cmd.args(["--shards", &shards.to_string()]);
+        }
+        Target::spawn(cmd, &bin, args, "echo", false)
+    }
+
+    fn existing(addr: SocketAddr, args: &TargetArgs, kind: &'static str) -> Result<Target> {
+        let hex = args.fingerprint.as_deref().ok_or_else(|| {
+            LoadError::Usage("--server needs --fingerprint HEX (the one the server printed), or drop --server to spawn one".into())
+        })?;
+        let fingerprint = parse_fingerprint(hex)?;
+        Ok(Target { addr, fingerprint, pid: args.server_pid, shards: None, kind, child: None, data: None })
+    }
+
+    fn spawn(mut cmd: Command, bin: &Path, args: &TargetArgs, kind: &'static str, with_data: bool) -> Result<Target> {
+        let data = temp_dir(args)?;
+        let log_path = data.path().join("server.log");
+        let log = std::fs::File::create(&log_path).map_err(|source| LoadError::Write { path: log_path.clone(), source })?;
+        if with_data {
+            cmd.arg("--data").arg(data.path().join("data"));
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
+        let mut child = cmd.spawn().map_err(|source| LoadError::Spawn { bin: bin.into(), source })?;
+        let announced = read_announcement(&mut child, &log_path);
+        let (addr, shards, fingerprint) = match announced {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        let data = if args.keep_data { keep(data) } else { Some(data) };
+        Ok(Target { addr, fingerprint, pid: Some(child.id()), shards: Some(shards), kind, child: Some(child), data })
+    }
+
+    pub fn info(&self) -> TargetInfo {
+        TargetInfo { kind: self.kind.to_owned(), addr: self.addr.to_string(), pid: self.pid, shards: self.shards }
+    }
+
+    /// Stops a spawned server: SIGTERM, then SIGKILL after a grace period.
+    pub fn stop(mut self) {
+        self.stop_child();
+    }
+
+    fn stop_child(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        drop(self.data.take());
+    }
+}
+
+fn keep(data: TempDir) -> Option<TempDir> {
+    let path = data.keep();
+    eprintln!("keeping the server's data dir and log in {}", path.display());
+    None
+}
+
+fn temp_dir(args: &TargetArgs) -> Result<TempDir> {
+    let parent = args.data_parent.clone().unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix("tern-load-")
+        .tempdir_in(&parent)
+        .map_err(|source| LoadError::Write { path: parent, source })
+}
+
+/// `name` in the directory of the running tern-load binary.
+pub fn sibling_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(|source| LoadError::Spawn { bin: name.into(), source })?;
+    let path = exe.parent().map(|dir| dir.join(name)).unwrap_or_else(|| PathBuf::from(name));
+    if path.is_file() { Ok(path) } else { Err(LoadError::MissingBinary(path)) }
+}
+
+type Announcement = (SocketAddr, usize, [u8; 32]);
+
+/// Reads the two announcement lines from the child's stdout, then keeps
+/// draining stdout on a thread so the child never blocks on a full pipe.
+fn read_announcement(child: &mut Child, log: &Path) -> Result<Announcement> {
+    let fail = |detail: String| LoadError::ServerStartup { detail, log: log.into() };
+    let stdout = child.stdout.take().ok_or_else(|| fail("no stdout pipe".into()))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let mut listening = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).map_err(|_| fail(exit_detail(child, log)))?;
+        if let Some(parsed) = parse_listening(&line) {
+            listening = Some(parsed);
+        } else if let (Some(hex), Some((addr, shards))) = (line.strip_prefix("certificate fingerprint: "), listening) {
+            return Ok((addr, shards, parse_fingerprint(hex)?));
+        }
+    }
+}
+
+fn exit_detail(child: &mut Child, log: &Path) -> String {
+    let tail = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+    let status = match child.try_wait() {
+        Ok(Some(status)) => format!("it exited ({status})"),
+        _ => format!("no announcement within {} s", STARTUP_TIMEOUT.as_secs()),
+    };
+    format!("{status}; last log lines: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+}
+
+/// `tern listening on 127.0.0.1:4433 (2 shards)` → (address, shards).
+pub fn parse_listening(line: &str) -> Option<(SocketAddr, usize)> {
+    let rest = line.split(" listening on ").nth(1)?;
+    let (addr, shards) = rest.split_once(" (")?;
+    let shards = shards.strip_suffix(" shards)").or_else(|| shards.strip_suffix(" shard)"))?;
+    Some((addr.parse().ok()?, shards.parse().ok()?))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_announcement() {
+        assert_eq!(parse_listening("tern listening on 127.0.0.1:4433 (2 shards)"), Some(("127.0.0.1:4433".parse().unwrap(), 2)));
+        assert_eq!(parse_listening("tern-load echo listening on [::1]:9 (1 shard)"), Some(("[::1]:9".parse().unwrap(), 1)));
+        assert_eq!(parse_listening("certificate fingerprint: ab"), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! Runs every scenario tiny against the real `tern` server binary (and the
+//! baseline against the real echo server), each as its own `tern-load`
+//! process, and checks the JSON reports: no errors, no failures, latencies
+//! recorded. The tern binary is built first with the same cargo and profile.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// `target/<profile>` of this test binary (it lives in `target/<profile>/deps`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// Builds the tern server binary and returns its path.
+fn tern_binary() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut build = Command::new(env!("CARGO"));
+    build.current_dir(workspace).args(["build", "--bin", "tern"]);
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "cargo build --bin tern failed");
+    let bin = profile_dir().join("tern");
+    assert!(bin.is_file(), "tern binary not found at {}", bin.display());
+    bin
+}
+
+/// Runs `tern-load <args> --json FILE -q` and returns the parsed report.
+fn run(dir: &Path, name: &str, args: &[&str], tern: &Path) -> Value {
+    let json = dir.join(format!("{name}.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tern-load"))
+        .args(args)
+        .arg("--tern-bin")
+        .arg(tern)
+        .arg("--json")
+        .arg(&json)
+        .args(["-q", "--threads", "2", "--endpoints", "2"])
+        .output()
+        .expect("tern-load runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{name} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("latency (ms)"), "{name} printed no table:\n{stdout}");
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+fn figure(report: &Value, name: &str) -> f64 {
+    report["figures"][name].as_f64().unwrap_or_else(|| panic!("figure {name} missing in {report:#}"))
+}
+
+fn latency_count(report: &Value, series: &str) -> u64 {
+    report["latency"][series]["count"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn every_scenario_runs_tiny_against_the_real_server() {
+    let tern = tern_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    let connect = run(d, "connect", &["connect", "--connections", "50", "--hold", "1", "--settle", "0"], &tern);
+    assert_eq!(figure(&connect, "connections_ok"), 50.0);
+    assert_eq!(figure(&connect, "connect_failures"), 0.0);
+    assert_eq!(figure(&connect, "alive_after_hold"), 50.0);
+    assert!(figure(&connect, "server_rss_per_conn_bytes").is_finite());
+    assert_eq!(latency_count(&connect, "connect"), 50);
+
+    let chat = run(d, "chat", &["chat", "--connections", "4", "--rate", "200", "--duration", "1", "--ack-interval-ms", "100"], &tern);
+    assert_eq!(figure(&chat, "errors"), 0.0);
+    assert_eq!(figure(&chat, "dropped_sends"), 0.0);
+    assert_eq!(figure(&chat, "lost_deliveries"), 0.0);
+    assert!(figure(&chat, "messages_delivered") >= 190.0);
+    assert!(latency_count(&chat, "send_deliver") >= 190);
+    assert!(latency_count(&chat, "send_ack") >= 190);
+
+    let group = run(d, "group", &["group", "--members", "20", "--rate", "20", "--duration", "1"], &tern);
+    assert_eq!(figure(&group, "errors"), 0.0);
+    assert_eq!(figure(&group, "incomplete_messages"), 0.0);
+    assert_eq!(figure(&group, "deliveries"), figure(&group, "messages_acked") * 19.0);
+    assert!(latency_count(&group, "last_recipient") >= 19);
+
+    let sync = run(d, "sync", &["sync", "--devices", "5", "--backlog", "50"], &tern);
+    assert_eq!(figure(&sync, "errors"), 0.0);
+    assert_eq!(figure(&sync, "messages_drained"), 250.0);
+    assert_eq!(figure(&sync, "missing_messages"), 0.0);
+    assert_eq!(latency_count(&sync, "drain"), 5);
+
+    let baseline = run(d, "baseline", &["baseline", "--connections", "50", "--hold", "1", "--settle", "0", "--rate", "200", "--duration", "1", "--echo-connections", "4"], &tern);
+    assert_eq!(figure(&baseline, "connect_failures"), 0.0);
+    assert_eq!(figure(&baseline, "errors"), 0.0);
+    assert_eq!(figure(&baseline, "echo_lost"), 0.0);
+    assert!(latency_count(&baseline, "echo") >= 190);
+
+    let compare = Command::new(env!("CARGO_BIN_EXE_tern-load")).arg("compare").arg(d.join("baseline.json")).arg(d.join("chat.json")).output().unwrap();
+    let table = String::from_utf8_lossy(&compare.stdout);
+    assert!(compare.status.success() && table.contains("echo→send_deliver.p99_us"), "{table}");
+}
