@@ -41,10 +41,10 @@
 //! Every call commits one fjall write batch, which fjall writes to the journal
 //! and flushes to the OS (`PersistMode::Buffer`) before returning: a process
 //! crash keeps it, power loss may not. [`Store::persist`] asks the commit
-//! thread, which drains every waiting request, runs one
-//! `Database::persist(PersistMode::SyncData)` (fdatasync of the active
-//! journal; sealed journals were fsynced when they were rotated) and answers
-//! them all.
+//! thread, which drains every waiting request, makes the journal durable once
+//! (a `Buffer` persist, then `fdatasync` of the journal files through its own
+//! handles, so fjall's journal lock is never held across the sync and writers
+//! on shard threads do not stall; see `JournalSync`) and answers them all.
 //!
 //! # Recovery (fjall 3.1 semantics)
 //! Opening replays the journal point-in-time: a torn or unreadable entry (bad
@@ -183,7 +183,7 @@ impl FjallStore {
     /// damage fjall cannot repair is reported as [`OpenError::Corrupt`].
     pub fn open(path: &Path) -> Result<FjallStore, OpenError> {
         let (db, ks) = guarded_open(path)?;
-        let committer = Committer::spawn(db.clone()).map_err(|source| OpenError::Io {
+        let committer = Committer::spawn(db.clone(), path.to_path_buf()).map_err(|source| OpenError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -283,13 +283,13 @@ struct Committer {
 }
 
 impl Committer {
-    fn spawn(db: Database) -> std::io::Result<Self> {
+    fn spawn(db: Database, dir: PathBuf) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let stats = Arc::new(CommitStats::default());
         let thread_stats = Arc::clone(&stats);
         let handle = std::thread::Builder::new()
             .name("tern-commit".to_string())
-            .spawn(move || commit_loop(&db, &rx, &thread_stats))?;
+            .spawn(move || commit_loop(&db, &mut JournalSync::new(dir), &rx, &thread_stats))?;
         Ok(Self {
             tx: Some(tx),
             handle: Some(handle),
@@ -322,11 +322,66 @@ fn committer_gone() -> BackendError {
 }
 
 /// Serves requests until every sender is gone, then syncs once more.
-fn commit_loop(db: &Database, rx: &mpsc::Receiver<Waiter>, stats: &CommitStats) {
+/// Makes the journal durable WITHOUT holding fjall's journal lock for the
+/// fsync. `Database::persist(SyncData)` keeps that lock for the whole sync,
+/// which stalls every shard thread that commits a batch meanwhile (measured:
+/// most shard sleeps under load sat in `Journal::get_writer`). Instead: a
+/// `Buffer` persist (flush to the OS; the lock is held for one write at most),
+/// then `fdatasync` of the journal files through our own handles. fsync acts
+/// on the inode, so it covers bytes fjall wrote through its own handle. Sealed
+/// journals were `SyncAll`ed by fjall when it rotated them; the directory is
+/// synced whenever the set of journal files changes. If no `*.jnl` file is
+/// found (another fjall layout) this falls back to `Database::persist`.
+struct JournalSync {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, std::fs::File>,
+}
+
+impl JournalSync {
+    fn new(dir: PathBuf) -> Self {
+        JournalSync { dir, files: BTreeMap::new() }
+    }
+
+    fn sync(&mut self, db: &Database) -> Result<(), String> {
+        db.persist(PersistMode::Buffer).map_err(|e| e.to_string())?;
+        let names = self.journal_names().map_err(|e| e.to_string())?;
+        if names.is_empty() {
+            return db.persist(COMMIT_MODE).map_err(|e| e.to_string());
+        }
+        if names.iter().ne(self.files.keys()) {
+            self.reopen(&names).map_err(|e| e.to_string())?;
+        }
+        for file in self.files.values() {
+            file.sync_data().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn journal_names(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "jnl"))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn reopen(&mut self, names: &[PathBuf]) -> std::io::Result<()> {
+        self.files.retain(|path, _| names.contains(path));
+        for name in names {
+            if !self.files.contains_key(name) {
+                self.files.insert(name.clone(), std::fs::File::open(name)?);
+            }
+        }
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+}
+
+fn commit_loop(db: &Database, journals: &mut JournalSync, rx: &mpsc::Receiver<Waiter>, stats: &CommitStats) {
     while let Ok(first) = rx.recv() {
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());
-        let result = db.persist(COMMIT_MODE).map_err(|e| e.to_string());
+        let result = journals.sync(db);
         stats.fsyncs.fetch_add(1, Ordering::SeqCst);
         stats
             .served
