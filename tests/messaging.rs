@@ -218,6 +218,17 @@ async fn retried_client_message_id_is_stored_and_delivered_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_send_is_refused_by_the_sdk_and_the_connection_survives() {
+    let server = TestServer::start(1);
+    let alice = server.register("alice").await;
+    let note = alice.create_conversation(ConversationKind::NoteToSelf, &[]).await.unwrap();
+    let err = alice.send(note.id, vec![0u8; 300 * 1024]).await.unwrap_err();
+    assert!(matches!(err, tern::client::ClientError::TooLarge { max: 262_144, .. }), "{err:?}");
+    assert_eq!(alice.send(note.id, &b"small"[..]).await.unwrap().seq, 1);
+    assert_eq!(alice.reconnects(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_through_a_conversation() {
     let server = TestServer::start(1);
     let alice = server.register("alice").await;

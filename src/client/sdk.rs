@@ -36,6 +36,10 @@ pub struct ClientOptions {
     pub reconnect_min: Duration,
     /// Longest reconnect delay. Default 5 s.
     pub reconnect_max: Duration,
+    /// Largest frame the server accepts (its `max_frame_len`). A request
+    /// that would exceed it fails here instead of getting the connection
+    /// closed. Default 262144 (256 KiB), the server's default.
+    pub max_frame_len: usize,
 }
 
 impl ClientOptions {
@@ -48,6 +52,7 @@ impl ClientOptions {
             request_timeout: Duration::from_secs(30),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
+            max_frame_len: crate::proto::codec::DEFAULT_MAX_FRAME_LEN,
         }
     }
 }
@@ -71,6 +76,8 @@ pub enum ClientError {
     Unexpected(String),
     #[error("the client was closed")]
     Closed,
+    #[error("request of {len} bytes exceeds the server's {max}-byte frame limit; send less at once (or raise max_frame_len on both sides)")]
+    TooLarge { len: usize, max: usize },
 }
 
 impl ClientError {
@@ -399,9 +406,14 @@ async fn call(shared: &Shared, body: Body) -> Result<Body, ClientError> {
     let timeout = shared.options.request_timeout;
     let link = tokio::time::timeout(timeout, wait_link(shared)).await.map_err(|_| ClientError::Timeout)??;
     let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
+    let frame = Frame::new(id, body).encode();
+    let (len, max) = (frame.len().saturating_sub(crate::proto::codec::LEN_PREFIX), shared.options.max_frame_len);
+    if len > max {
+        return Err(ClientError::TooLarge { len, max });
+    }
     let (tx, rx) = oneshot::channel();
     lock(&link.pending).insert(id, tx);
-    if link.out.send(Frame::new(id, body).encode()).await.is_err() {
+    if link.out.send(frame).await.is_err() {
         lock(&link.pending).remove(&id);
         return Err(ClientError::Disconnected);
     }
