@@ -115,7 +115,9 @@ impl FrameDecoder {
             return Err(FrameError::TooLarge { len, max: self.max_frame_len });
         }
         if self.buf.len() < LEN_PREFIX + len {
-            self.buf.reserve(LEN_PREFIX + len - self.buf.len());
+            // No up-front reserve: memory follows the bytes that actually
+            // arrived, so announcing a large frame and trickling costs the
+            // peer as much as it costs us.
             return Ok(None);
         }
         self.buf.advance(LEN_PREFIX);
