@@ -255,3 +255,19 @@ async fn server_stores_only_ciphertext() {
         assert!(hits.is_empty(), "plaintext {marker} found in {hits:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newly_linked_device_is_added_to_existing_groups() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let group = alice.client.create_group(&["bob"]).await.unwrap();
+    assert_eq!(next(&bob.client).await, SecureEvent::Joined { conversation_id: group });
+
+    // Linking the laptop makes bob's phone commit the laptop into the group.
+    let laptop = link(&server, &bob, "laptop").await;
+    assert_eq!(next(&laptop.client).await, SecureEvent::Joined { conversation_id: group });
+    alice.client.send_text(group, "hello both bobs").await.unwrap();
+    assert_eq!(next_text(&laptop.client).await, ("alice".into(), "hello both bobs".into()));
+    assert_eq!(next_text(&bob.client).await, ("alice".into(), "hello both bobs".into()));
+}

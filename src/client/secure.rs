@@ -18,7 +18,7 @@
 //! the process that does. A background task only handles server notices
 //! (key replenishment, device-list changes, link requests).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -229,6 +229,13 @@ impl SecureClient {
         self.inner.commit_with_retry(group, Change::Remove(users)).await
     }
 
+    /// Adds this account's devices that are missing from its MLS groups
+    /// (after a device was linked). Runs on its own when this account's
+    /// device list changes; returns how many groups changed.
+    pub async fn add_own_devices_to_groups(&self) -> Result<usize, SecureError> {
+        self.inner.add_own_devices_to_groups().await
+    }
+
     /// Leaves a group: the server stops delivering it to this account at
     /// once. The remaining members drop this account's devices from the MLS
     /// group with [`SecureClient::remove_members`] (the SDK of any member
@@ -275,6 +282,20 @@ enum Change {
 }
 
 impl Inner {
+    async fn add_own_devices_to_groups(&self) -> Result<usize, SecureError> {
+        let user = self.identity.user.clone();
+        let mut changed = 0;
+        for state in self.client.sync(true).await? {
+            if state.kind != ConversationKind::Group || !self.crypto.lock().await.mls.has_group(state.conversation_id)? {
+                continue;
+            }
+            let before = self.crypto.lock().await.mls.epoch(state.conversation_id)?;
+            let after = self.commit_with_retry(state.conversation_id, Change::Add(vec![user.clone()])).await?;
+            changed += usize::from(after != before);
+        }
+        Ok(changed)
+    }
+
     /// Publishes identity, signed and last-resort prekeys, and tops up the
     /// one-time prekeys and KeyPackages to their targets.
     async fn publish_keys(&self) -> Result<(), SecureError> {
@@ -429,7 +450,9 @@ impl Inner {
     /// the winner is processed and tries again.
     async fn commit_with_retry(&self, group: u64, change: Change) -> Result<u64, SecureError> {
         for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let (bundle, users_added, users_removed) = self.stage(group, &change).await?;
+            let Some((bundle, users_added, users_removed)) = self.stage(group, &change).await? else {
+                return Ok(self.crypto.lock().await.mls.epoch(group)?);
+            };
             let body = Body::Commit(Box::new(crate::proto::keys::CommitBody {
                 conversation_id: group,
                 epoch: bundle.epoch,
@@ -463,22 +486,38 @@ impl Inner {
         Err(SecureError::Protocol("other members kept committing first; try again".into()))
     }
 
-    async fn stage(&self, group: u64, change: &Change) -> Result<(super::mls::CommitBundle, Vec<String>, Vec<String>), SecureError> {
+    /// Stages the change as a pending MLS commit; `None` when there is nothing to change.
+    async fn stage(&self, group: u64, change: &Change) -> Result<Option<(super::mls::CommitBundle, Vec<String>, Vec<String>)>, SecureError> {
         match change {
             Change::Add(users) => {
                 let Body::KeyPackages(entries) = self.client.request(Body::ClaimKeyPackages { users: users.clone() }).await? else {
                     return Err(SecureError::Protocol("unexpected answer to ClaimKeyPackages".into()));
                 };
-                let packages: Vec<Vec<u8>> = entries.iter().map(|e| e.key_package.to_vec()).collect();
                 let mut crypto = self.crypto.lock().await;
+                let present: HashSet<String> = crypto.mls.members(group)?.into_iter().collect();
+                // Devices already in the group are skipped; users already in
+                // it (a newly linked device) are not "added" at the server.
+                let packages: Vec<Vec<u8>> = entries
+                    .iter()
+                    .filter(|e| !present.contains(&format!("{}/{}", e.user, e.device)))
+                    .map(|e| e.key_package.to_vec())
+                    .collect();
+                if packages.is_empty() {
+                    return Ok(None);
+                }
+                let present_users: HashSet<&str> = present.iter().filter_map(|id| id.split('/').next()).collect();
+                let new_users = users.iter().filter(|u| !present_users.contains(u.as_str())).cloned().collect();
                 let bundle = crypto.mls.add_members(group, &packages)?;
-                Ok((bundle, users.clone(), Vec::new()))
+                Ok(Some((bundle, new_users, Vec::new())))
             }
             Change::Remove(users) => {
                 let mut crypto = self.crypto.lock().await;
                 let identities: Vec<String> = crypto.mls.members(group)?.into_iter().filter(|id| users.iter().any(|u| id.split('/').next() == Some(u.as_str()))).collect();
+                if identities.is_empty() {
+                    return Ok(None);
+                }
                 let bundle = crypto.mls.remove_members(group, &identities)?;
-                Ok((bundle, Vec::new(), users.clone()))
+                Ok(Some((bundle, Vec::new(), users.clone())))
             }
         }
     }
@@ -626,8 +665,13 @@ async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
                     tracing::warn!(error = %e, "could not replenish keys");
                 }
             }
-            Body::DeviceListChanged { .. } => {
+            Body::DeviceListChanged { user, .. } => {
                 lock(&inner.targets).clear();
+                if user == inner.identity.user {
+                    if let Err(e) = inner.add_own_devices_to_groups().await {
+                        tracing::warn!(error = %e, "could not add this account's new device to its groups");
+                    }
+                }
             }
             Body::LinkRequest { link_id, device_name, .. } => {
                 let _ = events.send(SecureEvent::LinkRequest { link_id, device_name }).await;

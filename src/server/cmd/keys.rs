@@ -132,9 +132,16 @@ pub async fn upload_key_packages(ctx: &ShardCtx, caller: &Caller, packages: Vec<
     }
     caller_device(ctx, caller).await?;
     let store = &ctx.store;
+    // An empty upload changes nothing and answers the pool size.
+    let before = store.put_key_packages(&caller.user, caller.device, &[], None).await.map_err(Reject::internal)?;
     let key_packages = store.put_key_packages(&caller.user, caller.device, &packages, last_resort).await.map_err(Reject::internal)?;
     let one_time_prekeys = store.prekey_count(&caller.user, caller.device).await.map_err(Reject::internal)?;
     store.persist().await.map_err(Reject::internal)?;
+    if before == 0 && key_packages > 0 {
+        // The device just became addable to MLS groups (a freshly linked
+        // device publishes its first KeyPackages): tell its peers again.
+        super::devices::devices_changed(ctx, &caller.user).await;
+    }
     Ok(Body::KeyCounts { one_time_prekeys, key_packages })
 }
 
