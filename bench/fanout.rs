@@ -34,10 +34,21 @@ fn fanout(c: &mut Criterion) {
     let mut receivers = Vec::with_capacity(RECIPIENTS);
     for i in 0..RECIPIENTS {
         let (outbound, rx) = mpsc::channel(64);
-        sessions.insert(&format!("u{i}"), Session { conn_id: i as u64, device: 1, outbound, closer: Closer::detached() });
+        sessions.insert(
+            &format!("u{i}"),
+            Session {
+                conn_id: i as u64,
+                device: 1,
+                outbound,
+                closer: Closer::detached(),
+            },
+        );
         receivers.push(rx);
     }
-    let recipients: Arc<[(String, u32)]> = (0..RECIPIENTS).map(|i| (format!("u{i}"), 1)).collect::<Vec<_>>().into();
+    let recipients: Arc<[(String, u32)]> = (0..RECIPIENTS)
+        .map(|i| (format!("u{i}"), 1))
+        .collect::<Vec<_>>()
+        .into();
     let mut group = c.benchmark_group("fanout");
     group.throughput(Throughput::Elements(RECIPIENTS as u64));
     group.bench_function("group_1500_encode_and_queue", |b| {
@@ -45,11 +56,20 @@ fn fanout(c: &mut Criterion) {
             let mut spent = Duration::ZERO;
             for seq in 0..iters {
                 let start = Instant::now();
-                let out = Fanout::shared(recipients.clone(), Some(Caller { user: "u0".into(), device: 1 }), deliver(seq));
+                let out = Fanout::shared(
+                    recipients.clone(),
+                    Some(Caller {
+                        user: "u0".into(),
+                        device: 1,
+                    }),
+                    deliver(seq),
+                );
                 let result = sessions.deliver(&out);
                 spent += start.elapsed();
                 assert_eq!(result.delivered, RECIPIENTS as u64 - 1);
-                receivers.iter_mut().for_each(|rx| while rx.try_recv().is_ok() {});
+                receivers
+                    .iter_mut()
+                    .for_each(|rx| while rx.try_recv().is_ok() {});
             }
             spent
         })

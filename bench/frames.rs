@@ -9,7 +9,16 @@ use tern::proto::codec::LEN_PREFIX;
 use tern::proto::{Body, Frame, FrameDecoder, Limits, Message};
 
 fn send_frame(payload: usize) -> Frame {
-    Frame::new(7, Body::Send { conversation_id: 42, client_message_id: 9, expires_in_secs: 0, flags: 0, payload: Bytes::from(vec![0xab; payload]) })
+    Frame::new(
+        7,
+        Body::Send {
+            conversation_id: 42,
+            client_message_id: 9,
+            expires_in_secs: 0,
+            flags: 0,
+            payload: Bytes::from(vec![0xab; payload]),
+        },
+    )
 }
 
 fn deliver_frame(payload: usize) -> Frame {
@@ -32,13 +41,22 @@ fn deliver_frame(payload: usize) -> Frame {
 fn codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("frame");
     group.throughput(Throughput::Elements(1));
-    for (name, frame) in [("send_64B", send_frame(64)), ("deliver_1KiB", deliver_frame(1024))] {
-        group.bench_function(format!("encode/{name}"), |b| b.iter(|| black_box(frame.encode())));
+    for (name, frame) in [
+        ("send_64B", send_frame(64)),
+        ("deliver_1KiB", deliver_frame(1024)),
+    ] {
+        group.bench_function(format!("encode/{name}"), |b| {
+            b.iter(|| black_box(frame.encode()))
+        });
         let wire = frame.encode();
         let body = wire.slice(LEN_PREFIX..);
         let limits = Limits::server_inbound();
-        group.bench_function(format!("verify/{name}"), |b| b.iter(|| black_box(limits.verify(black_box(&body)).is_ok())));
-        group.bench_function(format!("decode/{name}"), |b| b.iter(|| black_box(Frame::decode(black_box(&body), &limits).unwrap())));
+        group.bench_function(format!("verify/{name}"), |b| {
+            b.iter(|| black_box(limits.verify(black_box(&body)).is_ok()))
+        });
+        group.bench_function(format!("decode/{name}"), |b| {
+            b.iter(|| black_box(Frame::decode(black_box(&body), &limits).unwrap()))
+        });
         group.bench_function(format!("stream_split/{name}"), |b| {
             let mut decoder = FrameDecoder::new(256 * 1024);
             b.iter(|| {

@@ -54,7 +54,9 @@ fn build_group() -> Group {
     let save = Instant::now();
     member.save().unwrap();
     let save = save.elapsed();
-    let storage = std::fs::metadata(dirs[1].path().join("mls/storage.bin")).unwrap().len();
+    let storage = std::fs::metadata(dirs[1].path().join("mls/storage.bin"))
+        .unwrap()
+        .len();
     eprintln!(
         "setup {MEMBERS} members in {:.1?}: add {} in one commit {add_all:.1?} (commit {} B, welcome {} B, group info {} B); \
          join from Welcome {join:.1?}; member save {save:.1?} ({storage} B on disk)",
@@ -64,7 +66,11 @@ fn build_group() -> Group {
         bundle.welcome.as_ref().map_or(0, Vec::len),
         bundle.group_info.len(),
     );
-    Group { _dirs: dirs, committer, member }
+    Group {
+        _dirs: dirs,
+        committer,
+        member,
+    }
 }
 
 fn mls(c: &mut Criterion) {
@@ -72,7 +78,10 @@ fn mls(c: &mut Criterion) {
     let (_newcomer_dir, mut newcomer) = device("newcomer");
     let newcomer_kp = newcomer.key_packages(1).unwrap().pop().unwrap();
     {
-        let bundle = g.committer.add_members(GROUP, std::slice::from_ref(&newcomer_kp)).unwrap();
+        let bundle = g
+            .committer
+            .add_members(GROUP, std::slice::from_ref(&newcomer_kp))
+            .unwrap();
         eprintln!(
             "add-one commit: commit {} B, welcome {} B, group info {} B",
             bundle.commit.len(),
@@ -91,7 +100,10 @@ fn mls(c: &mut Criterion) {
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
                 let start = Instant::now();
-                let bundle = g.committer.add_members(GROUP, std::slice::from_ref(&newcomer_kp)).unwrap();
+                let bundle = g
+                    .committer
+                    .add_members(GROUP, std::slice::from_ref(&newcomer_kp))
+                    .unwrap();
                 spent += start.elapsed();
                 assert_eq!(bundle.added.len(), 1);
                 g.committer.discard_commit(GROUP).unwrap();
@@ -115,13 +127,22 @@ fn mls(c: &mut Criterion) {
                 let start = Instant::now();
                 let processed = g.member.process(GROUP, &bundle.commit).unwrap();
                 spent += start.elapsed();
-                assert!(matches!(processed, Processed::Commit { removed_me: false, .. }));
+                assert!(matches!(
+                    processed,
+                    Processed::Commit {
+                        removed_me: false,
+                        ..
+                    }
+                ));
             }
             spent
         })
     });
     group.finish();
-    eprintln!("group size at the end: {}", g.member.members(GROUP).unwrap().len());
+    eprintln!(
+        "group size at the end: {}",
+        g.member.members(GROUP).unwrap().len()
+    );
 }
 
 criterion_group!(benches, mls);

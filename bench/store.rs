@@ -17,7 +17,11 @@ const CONVERSATIONS: u64 = 64;
 fn setup() -> (tempfile::TempDir, Arc<FjallStore>, tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FjallStore::open(&dir.path().join("store")).unwrap());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         for id in 1..=CONVERSATIONS {
             let record = ConversationRecord {
@@ -67,7 +71,8 @@ async fn durable_batch(store: &Arc<FjallStore>, heads: &Arc<Vec<AtomicU64>>, bat
 
 fn append(c: &mut Criterion) {
     let (_dir, store, rt) = setup();
-    let heads: Arc<Vec<AtomicU64>> = Arc::new((0..CONVERSATIONS).map(|_| AtomicU64::new(0)).collect());
+    let heads: Arc<Vec<AtomicU64>> =
+        Arc::new((0..CONVERSATIONS).map(|_| AtomicU64::new(0)).collect());
     let mut group = c.benchmark_group("store");
     group.throughput(Throughput::Elements(1));
     group.bench_function("append_no_sync", |b| {
@@ -76,18 +81,24 @@ fn append(c: &mut Criterion) {
             rt.block_on(store.append_message(&message(1, seq))).unwrap();
         })
     });
-    group.sample_size(20).measurement_time(Duration::from_secs(4));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(4));
     for batch in [1u64, 64] {
         group.throughput(Throughput::Elements(batch));
-        group.bench_with_input(BenchmarkId::new("append_durable_group_commit", batch), &batch, |b, &batch| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    rt.block_on(durable_batch(&store, &heads, batch));
-                }
-                start.elapsed()
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("append_durable_group_commit", batch),
+            &batch,
+            |b, &batch| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        rt.block_on(durable_batch(&store, &heads, batch));
+                    }
+                    start.elapsed()
+                })
+            },
+        );
     }
     group.finish();
     let (fsyncs, served) = store.commit_stats();

@@ -4,7 +4,7 @@
 //! `proto` (frames, codec, verification; no tokio, no I/O) ← `store` ← `server`;
 //! `client` depends on `proto` only.
 
-pub mod proto;
-pub mod store;
-pub mod server;
 pub mod client;
+pub mod proto;
+pub mod server;
+pub mod store;

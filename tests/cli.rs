@@ -9,11 +9,19 @@ use std::process::{Command, Output, Stdio};
 use common::{data_dir, ServerProcess};
 
 fn tern(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tern")).args(args).env("RUST_LOG", "warn").output().expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("runs")
 }
 
 fn ok(output: Output) -> String {
-    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -27,13 +35,31 @@ fn two_terminal_chat_walkthrough() {
     let addr = server.addr.to_string();
     let fp = hex::encode(server.fingerprint);
     for (dir, user) in [(&alice, "alice"), (&bob, "bob")] {
-        let out = ok(tern(&["register", "--state", dir, "--server", &addr, "--fingerprint", &fp, user]));
+        let out = ok(tern(&[
+            "register",
+            "--state",
+            dir,
+            "--server",
+            &addr,
+            "--fingerprint",
+            &fp,
+            user,
+        ]));
         assert!(out.contains(&format!("registered {user}/1")));
     }
-    let conv = ok(tern(&["create", "--state", &alice, "direct", "bob"])).trim().to_owned();
-    conv.parse::<u64>().expect("create prints the conversation id");
+    let conv = ok(tern(&["create", "--state", &alice, "direct", "bob"]))
+        .trim()
+        .to_owned();
+    conv.parse::<u64>()
+        .expect("create prints the conversation id");
 
-    ok(tern(&["send", "--state", &alice, &conv, "sent while bob was away"]));
+    ok(tern(&[
+        "send",
+        "--state",
+        &alice,
+        &conv,
+        "sent while bob was away",
+    ]));
     let listener = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(["listen", "--state", &bob, "--count", "2"])
         .env("RUST_LOG", "warn")
@@ -45,7 +71,10 @@ fn two_terminal_chat_walkthrough() {
     let heard = ok(listener.wait_with_output().unwrap());
     let lines: Vec<&str> = heard.lines().collect();
     assert_eq!(lines.len(), 2, "{heard}");
-    assert!(lines[0].ends_with("alice/1: sent while bob was away"), "{heard}");
+    assert!(
+        lines[0].ends_with("alice/1: sent while bob was away"),
+        "{heard}"
+    );
     assert!(lines[1].ends_with("alice/1: hello bob"), "{heard}");
 
     let history = ok(tern(&["history", "--state", &bob, &conv]));
@@ -60,7 +89,10 @@ fn two_terminal_chat_walkthrough() {
     assert!(history.contains("bytes of ciphertext"), "{history}");
     assert_eq!(server.terminate().code(), Some(0));
     for text in ["sent while bob was away", "hello bob"] {
-        assert!(!dir_contains(&data, text.as_bytes()), "{text:?} stored in plaintext");
+        assert!(
+            !dir_contains(&data, text.as_bytes()),
+            "{text:?} stored in plaintext"
+        );
     }
 }
 
@@ -77,7 +109,20 @@ fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
 #[test]
 fn help_explains_every_command() {
     let top = ok(tern(&["--help"]));
-    for cmd in ["serve", "register", "create", "add", "remove", "send", "listen", "history", "conversations", "link", "approve", "devices"] {
+    for cmd in [
+        "serve",
+        "register",
+        "create",
+        "add",
+        "remove",
+        "send",
+        "listen",
+        "history",
+        "conversations",
+        "link",
+        "approve",
+        "devices",
+    ] {
         assert!(top.contains(cmd), "{cmd} missing from --help");
         let help = ok(tern(&[cmd, "--help"]));
         assert!(help.contains("Usage:"), "{cmd} --help");
@@ -91,7 +136,13 @@ fn invalid_config_is_refused_before_binding() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tern.toml");
     std::fs::write(&file, "shards = 999\n").unwrap();
-    let out = tern(&["serve", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let out = tern(&[
+        "serve",
+        "--config",
+        file.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shards"));
 }

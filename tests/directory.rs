@@ -17,7 +17,9 @@ use tern::client::identity::Identity;
 use tern::client::{Client, ClientError};
 use tern::proto::auth::{identity_key_transcript, prekey_transcript, sign};
 use tern::proto::fb::ErrorCode;
-use tern::proto::keys::{CommitBody, DevicePayload, OneTimePrekeyData, SignedPrekeyData, UploadPrekeysBody};
+use tern::proto::keys::{
+    CommitBody, DevicePayload, OneTimePrekeyData, SignedPrekeyData, UploadPrekeysBody,
+};
 use tern::proto::{flags, Body, ConversationKind};
 
 fn device_key(client: &TestClient) -> SigningKey {
@@ -26,7 +28,11 @@ fn device_key(client: &TestClient) -> SigningKey {
 
 fn signed(key: &SigningKey, user: &str, device: u32, id: u32) -> SignedPrekeyData {
     let public_key = [id as u8; 32];
-    SignedPrekeyData { id, public_key, signature: sign(key, &prekey_transcript(user, device, id, &public_key)) }
+    SignedPrekeyData {
+        id,
+        public_key,
+        signature: sign(key, &prekey_transcript(user, device, id, &public_key)),
+    }
 }
 
 fn upload(client: &TestClient, one_time: std::ops::Range<u32>) -> UploadPrekeysBody {
@@ -34,9 +40,17 @@ fn upload(client: &TestClient, one_time: std::ops::Range<u32>) -> UploadPrekeysB
     let (user, device) = (client.user().to_owned(), client.device());
     let identity_key = [9u8; 32];
     UploadPrekeysBody {
-        identity: Some((identity_key, sign(&key, &identity_key_transcript(&user, device, &identity_key)))),
+        identity: Some((
+            identity_key,
+            sign(&key, &identity_key_transcript(&user, device, &identity_key)),
+        )),
         signed_prekey: Some(signed(&key, &user, device, 1000)),
-        one_time: one_time.map(|id| OneTimePrekeyData { id, public_key: [id as u8; 32] }).collect(),
+        one_time: one_time
+            .map(|id| OneTimePrekeyData {
+                id,
+                public_key: [id as u8; 32],
+            })
+            .collect(),
         last_resort: Some(signed(&key, &user, device, 2000)),
         kem_prekey: Some(Bytes::from_static(b"kem-prekey")),
     }
@@ -44,7 +58,10 @@ fn upload(client: &TestClient, one_time: std::ops::Range<u32>) -> UploadPrekeysB
 
 async fn counts(client: &Client, body: Body) -> (u32, u32) {
     match client.request(body).await.unwrap() {
-        Body::KeyCounts { one_time_prekeys, key_packages } => (one_time_prekeys, key_packages),
+        Body::KeyCounts {
+            one_time_prekeys,
+            key_packages,
+        } => (one_time_prekeys, key_packages),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -61,17 +78,39 @@ async fn register_many(server: &TestServer, prefix: &str, n: usize) -> Vec<Arc<T
 async fn uploads_are_signature_checked() {
     let server = TestServer::start(2);
     let bob = server.register("bob").await;
-    assert_eq!(counts(&bob, Body::UploadPrekeys(Box::new(upload(&bob, 0..5)))).await, (5, 0));
+    assert_eq!(
+        counts(&bob, Body::UploadPrekeys(Box::new(upload(&bob, 0..5)))).await,
+        (5, 0)
+    );
 
     let mut forged = upload(&bob, 5..6);
     forged.identity = Some(([1; 32], [0; 64]));
-    let err = bob.request(Body::UploadPrekeys(Box::new(forged))).await.unwrap_err();
+    let err = bob
+        .request(Body::UploadPrekeys(Box::new(forged)))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
     let mut forged = upload(&bob, 5..6);
-    forged.signed_prekey = Some(SignedPrekeyData { id: 1, public_key: [1; 32], signature: [7; 64] });
-    assert_eq!(bob.request(Body::UploadPrekeys(Box::new(forged))).await.unwrap_err().code(), Some(ErrorCode::InvalidArgument));
+    forged.signed_prekey = Some(SignedPrekeyData {
+        id: 1,
+        public_key: [1; 32],
+        signature: [7; 64],
+    });
+    assert_eq!(
+        bob.request(Body::UploadPrekeys(Box::new(forged)))
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::InvalidArgument)
+    );
     let too_many = upload(&bob, 0..101);
-    assert_eq!(bob.request(Body::UploadPrekeys(Box::new(too_many))).await.unwrap_err().code(), Some(ErrorCode::InvalidArgument));
+    assert_eq!(
+        bob.request(Body::UploadPrekeys(Box::new(too_many)))
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::InvalidArgument)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,12 +122,19 @@ async fn one_time_prekeys_are_handed_out_exactly_once_under_64_concurrent_claims
     let mut tasks = Vec::new();
     for claimer in &claimers {
         let claimer = claimer.clone();
-        tasks.push(tokio::spawn(async move { claimer.request(Body::ClaimPrekeys { user: "bob".into() }).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            claimer
+                .request(Body::ClaimPrekeys { user: "bob".into() })
+                .await
+                .unwrap()
+        }));
     }
     let mut handed = Vec::new();
     let mut fell_back = 0;
     for task in tasks {
-        let Body::PrekeyBundle { devices, .. } = task.await.unwrap() else { panic!("not a bundle") };
+        let Body::PrekeyBundle { devices, .. } = task.await.unwrap() else {
+            panic!("not a bundle")
+        };
         assert_eq!(devices.len(), 1);
         let bundle = &devices[0];
         assert_eq!(bundle.identity_key, [9; 32]);
@@ -96,7 +142,11 @@ async fn one_time_prekeys_are_handed_out_exactly_once_under_64_concurrent_claims
         match &bundle.one_time_prekey {
             Some(otk) => handed.push(otk.id),
             None => {
-                assert_eq!(bundle.last_resort.as_ref().unwrap().id, 2000, "last resort when none are left");
+                assert_eq!(
+                    bundle.last_resort.as_ref().unwrap().id,
+                    2000,
+                    "last resort when none are left"
+                );
                 fell_back += 1;
             }
         }
@@ -113,10 +163,25 @@ async fn low_prekeys_are_announced_and_replenished() {
     let bob = server.register("bob").await;
     let alice = server.register("alice").await;
     counts(&bob, Body::UploadPrekeys(Box::new(upload(&bob, 0..11)))).await;
-    alice.request(Body::ClaimPrekeys { user: "bob".into() }).await.unwrap();
-    alice.request(Body::ClaimPrekeys { user: "bob".into() }).await.unwrap();
-    let notice = tokio::time::timeout(WAIT, bob.next_notice()).await.unwrap().unwrap();
-    assert_eq!(notice, Body::KeysLow { one_time_prekeys: 9, key_packages: 0 });
+    alice
+        .request(Body::ClaimPrekeys { user: "bob".into() })
+        .await
+        .unwrap();
+    alice
+        .request(Body::ClaimPrekeys { user: "bob".into() })
+        .await
+        .unwrap();
+    let notice = tokio::time::timeout(WAIT, bob.next_notice())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        notice,
+        Body::KeysLow {
+            one_time_prekeys: 9,
+            key_packages: 0
+        }
+    );
     let (one_time, _) = counts(&bob, Body::UploadPrekeys(Box::new(upload(&bob, 100..150)))).await;
     assert_eq!(one_time, 59);
 }
@@ -133,17 +198,36 @@ async fn claims_are_rate_limited_per_claimer_and_target() {
     counts(&bob, Body::UploadPrekeys(Box::new(upload(&bob, 0..20)))).await;
     counts(&carol, Body::UploadPrekeys(Box::new(upload(&carol, 0..20)))).await;
     for _ in 0..3 {
-        alice.request(Body::ClaimPrekeys { user: "bob".into() }).await.unwrap();
+        alice
+            .request(Body::ClaimPrekeys { user: "bob".into() })
+            .await
+            .unwrap();
     }
-    match alice.request(Body::ClaimPrekeys { user: "bob".into() }).await.unwrap_err() {
-        ClientError::Server { code, retry_after_ms, message } => {
+    match alice
+        .request(Body::ClaimPrekeys { user: "bob".into() })
+        .await
+        .unwrap_err()
+    {
+        ClientError::Server {
+            code,
+            retry_after_ms,
+            message,
+        } => {
             assert_eq!(code, ErrorCode::RateLimited);
-            assert!(retry_after_ms > 0 && retry_after_ms <= 10_000, "{retry_after_ms}");
+            assert!(
+                retry_after_ms > 0 && retry_after_ms <= 10_000,
+                "{retry_after_ms}"
+            );
             assert!(message.contains("retry"), "{message}");
         }
         other => panic!("unexpected {other:?}"),
     }
-    alice.request(Body::ClaimPrekeys { user: "carol".into() }).await.expect("another target has its own budget");
+    alice
+        .request(Body::ClaimPrekeys {
+            user: "carol".into(),
+        })
+        .await
+        .expect("another target has its own budget");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,23 +236,46 @@ async fn key_packages_are_single_use_under_64_concurrent_claims_except_last_reso
     let bob = server.register("bob").await;
     let packages: Vec<Bytes> = (0..40u8).map(|i| Bytes::from(vec![i; 64])).collect();
     let last = Bytes::from_static(b"last-resort-key-package");
-    assert_eq!(counts(&bob, Body::UploadKeyPackages { key_packages: packages, last_resort: Some(last.clone()) }).await.1, 40);
+    assert_eq!(
+        counts(
+            &bob,
+            Body::UploadKeyPackages {
+                key_packages: packages,
+                last_resort: Some(last.clone())
+            }
+        )
+        .await
+        .1,
+        40
+    );
     let claimers = register_many(&server, "k", 64).await;
     let mut tasks = Vec::new();
     for claimer in &claimers {
         let claimer = claimer.clone();
-        tasks.push(tokio::spawn(async move { claimer.request(Body::ClaimKeyPackages { users: vec!["bob".into()] }).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            claimer
+                .request(Body::ClaimKeyPackages {
+                    users: vec!["bob".into()],
+                })
+                .await
+                .unwrap()
+        }));
     }
     let mut single = BTreeSet::new();
     let mut last_resort = 0;
     for task in tasks {
-        let Body::KeyPackages(entries) = task.await.unwrap() else { panic!("not key packages") };
+        let Body::KeyPackages(entries) = task.await.unwrap() else {
+            panic!("not key packages")
+        };
         assert_eq!(entries.len(), 1);
         if entries[0].last_resort {
             assert_eq!(entries[0].key_package, last);
             last_resort += 1;
         } else {
-            assert!(single.insert(entries[0].key_package.clone()), "handed out twice");
+            assert!(
+                single.insert(entries[0].key_package.clone()),
+                "handed out twice"
+            );
         }
     }
     assert_eq!((single.len(), last_resort), (40, 24));
@@ -176,7 +283,11 @@ async fn key_packages_are_single_use_under_64_concurrent_claims_except_last_reso
 
 async fn group_of(server: &TestServer, creator: &TestClient, members: &[&str]) -> u64 {
     let _ = server;
-    creator.create_conversation(ConversationKind::Group, members).await.unwrap().id
+    creator
+        .create_conversation(ConversationKind::Group, members)
+        .await
+        .unwrap()
+        .id
 }
 
 fn commit(conversation_id: u64, epoch: u64, tag: &str, added: &[&str], welcome: bool) -> Body {
@@ -201,34 +312,68 @@ async fn exactly_one_commit_per_epoch_and_welcome_after_commit() {
     let group = group_of(&server, &alice, &["bob"]).await;
 
     let (a, b) = (alice.clone(), bob.clone());
-    let race_a = tokio::spawn(async move { a.request(commit(group, 0, "alice", &["carol"], true)).await });
-    let race_b = tokio::spawn(async move { b.request(commit(group, 0, "bob", &["dave"], true)).await });
+    let race_a =
+        tokio::spawn(async move { a.request(commit(group, 0, "alice", &["carol"], true)).await });
+    let race_b =
+        tokio::spawn(async move { b.request(commit(group, 0, "bob", &["dave"], true)).await });
     let results = [race_a.await.unwrap(), race_b.await.unwrap()];
     let accepted: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
     assert_eq!(accepted.len(), 1, "{results:?}");
-    let Ok(Body::CommitAccepted { epoch, seq, .. }) = accepted[0] else { panic!("{results:?}") };
+    let Ok(Body::CommitAccepted { epoch, seq, .. }) = accepted[0] else {
+        panic!("{results:?}")
+    };
     assert_eq!(*epoch, 1);
     let loser = results.iter().find_map(|r| r.as_ref().err()).unwrap();
-    let ClientError::Conflict(conflict) = loser else { panic!("{loser:?}") };
-    assert_eq!((conflict.error.code, conflict.current_epoch), (ErrorCode::StaleEpoch, 1));
+    let ClientError::Conflict(conflict) = loser else {
+        panic!("{loser:?}")
+    };
+    assert_eq!(
+        (conflict.error.code, conflict.current_epoch),
+        (ErrorCode::StaleEpoch, 1)
+    );
 
     let winner_added = if results[0].is_ok() { &carol } else { &dave };
     let tag = if results[0].is_ok() { "alice" } else { "bob" };
     // The added member gets the Commit's Welcome, which comes after the Commit.
     let first = winner_added.expect_message().await;
-    assert_eq!((first.seq, first.flags & flags::MLS_COMMIT), (*seq, flags::MLS_COMMIT));
+    assert_eq!(
+        (first.seq, first.flags & flags::MLS_COMMIT),
+        (*seq, flags::MLS_COMMIT)
+    );
     let welcome = winner_added.expect_message().await;
-    assert_eq!((welcome.seq, welcome.flags & flags::MLS_WELCOME), (*seq + 1, flags::MLS_WELCOME));
+    assert_eq!(
+        (welcome.seq, welcome.flags & flags::MLS_WELCOME),
+        (*seq + 1, flags::MLS_WELCOME)
+    );
     assert_eq!(&welcome.payload[..], format!("welcome-{tag}").as_bytes());
-    match winner_added.request(Body::GetGroupInfo { conversation_id: group }).await.unwrap() {
-        Body::GroupInfo { epoch, group_info, .. } => assert_eq!((epoch, &group_info[..]), (1, format!("group-info-{tag}").as_bytes())),
+    match winner_added
+        .request(Body::GetGroupInfo {
+            conversation_id: group,
+        })
+        .await
+        .unwrap()
+    {
+        Body::GroupInfo {
+            epoch, group_info, ..
+        } => assert_eq!(
+            (epoch, &group_info[..]),
+            (1, format!("group-info-{tag}").as_bytes())
+        ),
         other => panic!("{other:?}"),
     }
     // A stale or future epoch is refused with the current one.
-    let err = alice.request(commit(group, 5, "late", &[], false)).await.unwrap_err();
-    let ClientError::Conflict(c) = err else { panic!("{err:?}") };
+    let err = alice
+        .request(commit(group, 5, "late", &[], false))
+        .await
+        .unwrap_err();
+    let ClientError::Conflict(c) = err else {
+        panic!("{err:?}")
+    };
     assert_eq!(c.current_epoch, 1);
-    let next = bob.request(commit(group, 1, "next", &[], false)).await.unwrap();
+    let next = bob
+        .request(commit(group, 1, "next", &[], false))
+        .await
+        .unwrap();
     assert!(matches!(next, Body::CommitAccepted { epoch: 2, .. }));
 }
 
@@ -237,13 +382,24 @@ async fn linked_device_joins_then_stale_device_sets_are_refused() {
     let server = TestServer::start(2);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let conv = alice.create_conversation(ConversationKind::Direct, &["bob"]).await.unwrap().id;
+    let conv = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap()
+        .id;
     let to = |devices: &[(&str, u32)]| Body::SendToDevices {
         conversation_id: conv,
         client_message_id: rand::random::<u64>() | 1,
         expires_in_secs: 0,
         flags: flags::CLIENT_OLM,
-        device_payloads: devices.iter().map(|(u, d)| DevicePayload { user: (*u).into(), device: *d, payload: Bytes::from(format!("for {u}/{d}")) }).collect(),
+        device_payloads: devices
+            .iter()
+            .map(|(u, d)| DevicePayload {
+                user: (*u).into(),
+                device: *d,
+                payload: Bytes::from(format!("for {u}/{d}")),
+            })
+            .collect(),
     };
     alice.request(to(&[("bob", 1)])).await.unwrap();
     assert_eq!(&bob.expect_message().await.payload[..], b"for bob/1");
@@ -252,23 +408,52 @@ async fn linked_device_joins_then_stale_device_sets_are_refused() {
     let laptop_state = tempfile::tempdir().unwrap();
     let options = server.options(laptop_state.path());
     let linking = tokio::spawn(async move { Client::link(options, "bob", "laptop").await });
-    let Body::LinkRequest { link_id, device_name, .. } = tokio::time::timeout(WAIT, bob.next_notice()).await.unwrap().unwrap() else { panic!("no link request") };
+    let Body::LinkRequest {
+        link_id,
+        device_name,
+        ..
+    } = tokio::time::timeout(WAIT, bob.next_notice())
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!("no link request")
+    };
     assert_eq!(device_name, "laptop");
     bob.approve_link(link_id, true).await.unwrap();
     let laptop = linking.await.unwrap().unwrap();
     assert_eq!(laptop.device(), 2);
-    let changed = tokio::time::timeout(WAIT, alice.next_notice()).await.unwrap().unwrap();
-    assert_eq!(changed, Body::DeviceListChanged { user: "bob".into(), devices: vec![1, 2] });
+    let changed = tokio::time::timeout(WAIT, alice.next_notice())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        changed,
+        Body::DeviceListChanged {
+            user: "bob".into(),
+            devices: vec![1, 2]
+        }
+    );
 
     // The old device set is refused with the current one; the retry works.
     let err = alice.request(to(&[("bob", 1)])).await.unwrap_err();
-    let ClientError::Conflict(c) = err else { panic!("{err:?}") };
+    let ClientError::Conflict(c) = err else {
+        panic!("{err:?}")
+    };
     assert_eq!(c.error.code, ErrorCode::StaleDevices);
-    assert_eq!(c.devices, vec![("bob".to_owned(), 1), ("bob".to_owned(), 2)]);
+    assert_eq!(
+        c.devices,
+        vec![("bob".to_owned(), 1), ("bob".to_owned(), 2)]
+    );
     let receipt = alice.request(to(&[("bob", 1), ("bob", 2)])).await.unwrap();
-    let Body::SendAck { seq, .. } = receipt else { panic!("{receipt:?}") };
+    let Body::SendAck { seq, .. } = receipt else {
+        panic!("{receipt:?}")
+    };
     let on_phone = bob.expect_message().await;
-    assert_eq!((on_phone.seq, &on_phone.payload[..]), (seq, &b"for bob/1"[..]));
+    assert_eq!(
+        (on_phone.seq, &on_phone.payload[..]),
+        (seq, &b"for bob/1"[..])
+    );
     let on_laptop = tokio::time::timeout(WAIT, async {
         loop {
             let m = laptop.next_message().await.unwrap();
@@ -279,20 +464,43 @@ async fn linked_device_joins_then_stale_device_sets_are_refused() {
     })
     .await
     .unwrap();
-    assert_eq!(&on_laptop.payload[..], b"for bob/2", "each device sees only its own ciphertext");
+    assert_eq!(
+        &on_laptop.payload[..],
+        b"for bob/2",
+        "each device sees only its own ciphertext"
+    );
     let page = laptop.history(conv, seq, 1).await.unwrap();
     assert_eq!(&page.messages[0].payload[..], b"for bob/2");
 
     // Revoking the laptop closes it, and the device set shrinks again.
-    match laptop.request(Body::ListDevices { user: "bob".into() }).await.unwrap() {
-        Body::DeviceList { devices, .. } => assert_eq!(devices.iter().map(|d| d.device).collect::<Vec<_>>(), vec![1, 2]),
+    match laptop
+        .request(Body::ListDevices { user: "bob".into() })
+        .await
+        .unwrap()
+    {
+        Body::DeviceList { devices, .. } => assert_eq!(
+            devices.iter().map(|d| d.device).collect::<Vec<_>>(),
+            vec![1, 2]
+        ),
         other => panic!("{other:?}"),
     }
     bob.request(Body::RevokeDevice { device: 2 }).await.unwrap();
-    let err = alice.request(to(&[("bob", 1), ("bob", 2)])).await.unwrap_err();
+    let err = alice
+        .request(to(&[("bob", 1), ("bob", 2)]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::StaleDevices));
     let again = Client::connect(server.options(laptop_state.path())).await;
-    assert!(matches!(again, Err(ClientError::Server { code: ErrorCode::AuthFailed, .. })), "revoked device cannot authenticate");
+    assert!(
+        matches!(
+            again,
+            Err(ClientError::Server {
+                code: ErrorCode::AuthFailed,
+                ..
+            })
+        ),
+        "revoked device cannot authenticate"
+    );
     let _ = Duration::ZERO;
 }
 
@@ -303,11 +511,27 @@ async fn denied_link_is_refused() {
     let state = tempfile::tempdir().unwrap();
     let options = server.options(state.path());
     let linking = tokio::spawn(async move { Client::link(options, "bob", "intruder").await });
-    let Body::LinkRequest { link_id, .. } = tokio::time::timeout(WAIT, bob.next_notice()).await.unwrap().unwrap() else { panic!() };
+    let Body::LinkRequest { link_id, .. } = tokio::time::timeout(WAIT, bob.next_notice())
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!()
+    };
     // Another account cannot approve bob's link.
     let mallory = server.register("mallory").await;
     mallory.approve_link(link_id, true).await.unwrap();
     bob.approve_link(link_id, false).await.unwrap();
     let refused = linking.await.unwrap();
-    assert!(matches!(refused, Err(ClientError::Server { code: ErrorCode::AuthFailed, .. })), "{:?}", refused.err());
+    assert!(
+        matches!(
+            refused,
+            Err(ClientError::Server {
+                code: ErrorCode::AuthFailed,
+                ..
+            })
+        ),
+        "{:?}",
+        refused.err()
+    );
 }

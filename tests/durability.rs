@@ -25,7 +25,10 @@ async fn full_history(client: &Client, conversation: u64) -> (Vec<Message>, u64)
     let mut from = 1;
     let mut out = Vec::new();
     loop {
-        let page = timeout(WAIT, client.history(conversation, from, 0)).await.expect("history in time").expect("history");
+        let page = timeout(WAIT, client.history(conversation, from, 0))
+            .await
+            .expect("history in time")
+            .expect("history");
         out.extend(page.messages);
         if page.next_seq > page.head_seq || page.next_seq <= from {
             return (out, page.head_seq);
@@ -35,7 +38,10 @@ async fn full_history(client: &Client, conversation: u64) -> (Vec<Message>, u64)
 }
 
 fn payloads(messages: &[Message]) -> Vec<(u64, Bytes)> {
-    messages.iter().map(|m| (m.seq, m.payload.clone())).collect()
+    messages
+        .iter()
+        .map(|m| (m.seq, m.payload.clone()))
+        .collect()
 }
 
 // ---------- graceful restart (in process) ----------
@@ -46,9 +52,18 @@ async fn graceful_restart_keeps_accounts_conversations_history_and_cursors() {
     let mut alice = server.register("alice").await;
     let mut bob = server.register("bob").await;
     let mut carol = server.register("carol").await;
-    let direct = alice.create_conversation(ConversationKind::Direct, &["bob"]).await.unwrap();
-    let group = alice.create_conversation(ConversationKind::Group, &["bob", "carol"]).await.unwrap();
-    let notes = alice.create_conversation(ConversationKind::NoteToSelf, &[]).await.unwrap();
+    let direct = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap();
+    let group = alice
+        .create_conversation(ConversationKind::Group, &["bob", "carol"])
+        .await
+        .unwrap();
+    let notes = alice
+        .create_conversation(ConversationKind::NoteToSelf, &[])
+        .await
+        .unwrap();
     for i in 1..=5 {
         alice.send(direct.id, format!("direct a{i}")).await.unwrap();
         bob.send(direct.id, format!("direct b{i}")).await.unwrap();
@@ -82,10 +97,16 @@ async fn graceful_restart_keeps_accounts_conversations_history_and_cursors() {
         v.sort_by_key(|s| s.conversation_id);
         v
     };
-    assert_eq!(sorted(alice.sync(true).await.unwrap()), sorted(alice_before));
+    assert_eq!(
+        sorted(alice.sync(true).await.unwrap()),
+        sorted(alice_before)
+    );
     let bob_after = sorted(bob.sync(true).await.unwrap());
     assert_eq!(bob_after, sorted(bob_before));
-    let bob_direct = bob_after.iter().find(|s| s.conversation_id == direct.id).expect("direct listed");
+    let bob_direct = bob_after
+        .iter()
+        .find(|s| s.conversation_id == direct.id)
+        .expect("direct listed");
     assert_eq!((bob_direct.head_seq, bob_direct.cursor), (10, 7));
     let carol_after = sorted(carol.sync(true).await.unwrap());
     assert_eq!(carol_after, sorted(carol_before));
@@ -98,16 +119,29 @@ async fn graceful_restart_keeps_accounts_conversations_history_and_cursors() {
     assert_eq!(full_history(&alice, notes.id).await, before_notes);
 
     // Membership survived: the direct pair is the same conversation, not a new one.
-    let again = alice.create_conversation(ConversationKind::Direct, &["bob"]).await.unwrap();
-    assert_eq!((again.id, again.created, again.head_seq), (direct.id, false, 10));
-    let err = carol.send(direct.id, "not mine").await.expect_err("carol is not in the direct conversation");
+    let again = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.id, again.created, again.head_seq),
+        (direct.id, false, 10)
+    );
+    let err = carol
+        .send(direct.id, "not mine")
+        .await
+        .expect_err("carol is not in the direct conversation");
     assert_eq!(err.code(), Some(tern::proto::fb::ErrorCode::NotMember));
 
     // Bob's catch-up after reconnecting yields exactly the messages past his
     // cursors that other devices sent (the SDK never hands a device its own
     // sends), in order per conversation (conversations may interleave).
-    let expected_direct: Vec<u64> =
-        before_direct.0.iter().filter(|m| m.seq > 7 && m.sender_user != "bob").map(|m| m.seq).collect();
+    let expected_direct: Vec<u64> = before_direct
+        .0
+        .iter()
+        .filter(|m| m.seq > 7 && m.sender_user != "bob")
+        .map(|m| m.seq)
+        .collect();
     assert_eq!(expected_direct, vec![9]);
     let mut caught_up: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for _ in 0..expected_direct.len() + 4 {
@@ -122,7 +156,10 @@ async fn graceful_restart_keeps_accounts_conversations_history_and_cursors() {
     let receipt = alice.send(direct.id, "after restart").await.unwrap();
     assert_eq!(receipt.seq, 11);
     let live = bob.expect_message().await;
-    assert_eq!((live.seq, live.payload.as_ref()), (11, b"after restart".as_ref()));
+    assert_eq!(
+        (live.seq, live.payload.as_ref()),
+        (11, b"after restart".as_ref())
+    );
     bob.expect_no_message(Duration::from_millis(200)).await;
 }
 
@@ -135,11 +172,17 @@ fn options(server: &ServerProcess, state: &Path) -> ClientOptions {
 }
 
 async fn register(server: &ServerProcess, state: &Path, user: &str) -> Client {
-    timeout(WAIT, Client::register(options(server, state), user, "test")).await.expect("register in time").expect("register")
+    timeout(WAIT, Client::register(options(server, state), user, "test"))
+        .await
+        .expect("register in time")
+        .expect("register")
 }
 
 async fn connect(server: &ServerProcess, state: &Path) -> Client {
-    timeout(WAIT, Client::connect(options(server, state))).await.expect("connect in time").expect("authenticates")
+    timeout(WAIT, Client::connect(options(server, state)))
+        .await
+        .expect("connect in time")
+        .expect("authenticates")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +196,11 @@ async fn kill9_after_acks_loses_no_acknowledged_message() {
     let server = ServerProcess::spawn(&data, SHARDS);
     let alice = Arc::new(register(&server, alice_state.path(), "alice").await);
     let bob = register(&server, bob_state.path(), "bob").await;
-    let conv = alice.create_conversation(ConversationKind::Direct, &["bob"]).await.unwrap().id;
+    let conv = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap()
+        .id;
 
     // Concurrent sends; each returns only once the server says it is durable.
     let mut tasks = Vec::new();
@@ -164,8 +211,14 @@ async fn kill9_after_acks_loses_no_acknowledged_message() {
             for i in 0..PER_TASK {
                 let client_message_id = 1_000 * (t + 1) + i + 1;
                 let payload = Bytes::from(format!("task {t} message {i}"));
-                let options = SendOptions { client_message_id, ..SendOptions::default() };
-                let receipt = alice.send_with(conv, payload.clone(), options).await.expect("send acked");
+                let options = SendOptions {
+                    client_message_id,
+                    ..SendOptions::default()
+                };
+                let receipt = alice
+                    .send_with(conv, payload.clone(), options)
+                    .await
+                    .expect("send acked");
                 assert!(!receipt.duplicate);
                 acked.push((receipt.seq, client_message_id, payload));
             }
@@ -174,8 +227,15 @@ async fn kill9_after_acks_loses_no_acknowledged_message() {
     }
     let mut acked = BTreeMap::new();
     for task in tasks {
-        for (seq, cmid, payload) in timeout(WAIT * 3, task).await.expect("sends finish in time").unwrap() {
-            assert!(acked.insert(seq, (cmid, payload)).is_none(), "seq {seq} acked twice");
+        for (seq, cmid, payload) in timeout(WAIT * 3, task)
+            .await
+            .expect("sends finish in time")
+            .unwrap()
+        {
+            assert!(
+                acked.insert(seq, (cmid, payload)).is_none(),
+                "seq {seq} acked twice"
+            );
         }
     }
     // No shutdown code runs: whatever was acked must already be on disk.
@@ -193,23 +253,38 @@ async fn kill9_after_acks_loses_no_acknowledged_message() {
     // Dense 1..=N with nothing lost, nothing extra, nothing altered.
     assert_eq!(head, total, "head after the crash");
     let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "seqs are dense 1..=N");
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "seqs are dense 1..=N"
+    );
     for m in &messages {
         let (cmid, payload) = acked.get(&m.seq).expect("every stored message was acked");
-        assert_eq!((m.client_message_id, &m.payload), (*cmid, payload), "seq {}", m.seq);
+        assert_eq!(
+            (m.client_message_id, &m.payload),
+            (*cmid, payload),
+            "seq {}",
+            m.seq
+        );
         assert_eq!(m.sender_user, "alice");
     }
 
     // The idempotency key survived too: a retry is a duplicate with the original seq.
     for seq in [1, total / 2, total] {
         let (cmid, payload) = acked[&seq].clone();
-        let options = SendOptions { client_message_id: cmid, ..SendOptions::default() };
+        let options = SendOptions {
+            client_message_id: cmid,
+            ..SendOptions::default()
+        };
         let retry = alice.send_with(conv, payload, options).await.unwrap();
         assert!(retry.duplicate, "retry of seq {seq} must be a duplicate");
         assert_eq!(retry.seq, seq);
     }
     // A new send still gets the next seq.
-    assert_eq!(alice.send(conv, "after the crash").await.unwrap().seq, total + 1);
+    assert_eq!(
+        alice.send(conv, "after the crash").await.unwrap().seq,
+        total + 1
+    );
     assert_eq!(full_history(&bob, conv).await.1, total + 1);
     alice.close().await;
     bob.close().await;
@@ -224,21 +299,36 @@ async fn sigterm_exits_cleanly_and_keeps_data() {
     let server = ServerProcess::spawn(&data, SHARDS);
     let alice = register(&server, alice_state.path(), "alice").await;
     let bob = register(&server, bob_state.path(), "bob").await;
-    let conv = alice.create_conversation(ConversationKind::Direct, &["bob"]).await.unwrap().id;
+    let conv = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap()
+        .id;
     for i in 1..=20u64 {
-        let r = alice.send(conv, format!("before sigterm {i}")).await.unwrap();
+        let r = alice
+            .send(conv, format!("before sigterm {i}"))
+            .await
+            .unwrap();
         assert_eq!(r.seq, i);
     }
     for i in 1..=20u64 {
-        let m = timeout(WAIT, bob.next_message()).await.expect("delivered").expect("open");
+        let m = timeout(WAIT, bob.next_message())
+            .await
+            .expect("delivered")
+            .expect("open");
         assert_eq!(m.seq, i);
     }
     bob.ack(conv, 15).await.unwrap();
     let before = full_history(&alice, conv).await;
 
     // Terminate while both clients are still connected.
-    let status = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
-    assert!(status.success(), "tern serve exited with {status:?} after SIGTERM");
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "tern serve exited with {status:?} after SIGTERM"
+    );
     assert_eq!(status.code(), Some(0));
     drop(alice);
     drop(bob);
@@ -249,14 +339,27 @@ async fn sigterm_exits_cleanly_and_keeps_data() {
     assert_eq!(full_history(&bob, conv).await, before);
     let states = bob.sync(true).await.unwrap();
     assert_eq!(states.len(), 1);
-    assert_eq!((states[0].conversation_id, states[0].head_seq, states[0].cursor), (conv, 20, 15));
+    assert_eq!(
+        (
+            states[0].conversation_id,
+            states[0].head_seq,
+            states[0].cursor
+        ),
+        (conv, 20, 15)
+    );
     // Bob catches up on exactly 16..=20 after reconnecting.
     for seq in 16..=20u64 {
-        let m = timeout(WAIT, bob.next_message()).await.expect("caught up").expect("open");
+        let m = timeout(WAIT, bob.next_message())
+            .await
+            .expect("caught up")
+            .expect("open");
         assert_eq!((m.conversation_id, m.seq), (conv, seq));
     }
     assert_eq!(alice.send(conv, "after restart").await.unwrap().seq, 21);
-    let m = timeout(WAIT, bob.next_message()).await.expect("delivered").expect("open");
+    let m = timeout(WAIT, bob.next_message())
+        .await
+        .expect("delivered")
+        .expect("open");
     assert_eq!(m.seq, 21);
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "second SIGTERM exit: {status:?}");
@@ -270,13 +373,23 @@ async fn expiring_message_is_delivered_then_gone_and_swept() {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let mut carol = server.register("carol").await;
-    let group = alice.create_conversation(ConversationKind::Group, &["bob", "carol"]).await.unwrap().id;
+    let group = alice
+        .create_conversation(ConversationKind::Group, &["bob", "carol"])
+        .await
+        .unwrap()
+        .id;
     carol.go_offline().await;
 
     let swept_before = ServerStats::get(&server.handle().stats.expired_swept);
     let sent_at = Instant::now();
-    let options = SendOptions { expires_in_secs: 1, ..SendOptions::default() };
-    let receipt = alice.send_with(group, "self-destructs", options).await.unwrap();
+    let options = SendOptions {
+        expires_in_secs: 1,
+        ..SendOptions::default()
+    };
+    let receipt = alice
+        .send_with(group, "self-destructs", options)
+        .await
+        .unwrap();
     assert_eq!(receipt.seq, 1);
     // Online recipients get it while it lives.
     let m = bob.expect_message().await;
@@ -286,7 +399,11 @@ async fn expiring_message_is_delivered_then_gone_and_swept() {
     // Time passing is the point here: wait until well past the expiry.
     tokio::time::sleep(Duration::from_millis(1_500).saturating_sub(sent_at.elapsed())).await;
     let page = alice.history(group, 1, 0).await.unwrap();
-    assert!(page.messages.is_empty(), "expired message still in history: {:?}", page.messages);
+    assert!(
+        page.messages.is_empty(),
+        "expired message still in history: {:?}",
+        page.messages
+    );
     assert_eq!(page.head_seq, 1, "expiry never moves the head back");
 
     // A later, non-expiring message reaches carol when she comes online...
@@ -295,17 +412,30 @@ async fn expiring_message_is_delivered_then_gone_and_swept() {
     assert_eq!(bob.expect_message().await.seq, 2);
     carol.come_online(&server).await;
     let first = carol.expect_message().await;
-    assert_eq!((first.seq, first.payload.as_ref()), (2, b"stays".as_ref()), "carol must not get the expired message");
+    assert_eq!(
+        (first.seq, first.payload.as_ref()),
+        (2, b"stays".as_ref()),
+        "carol must not get the expired message"
+    );
     // ...and the expired one never does.
     carol.expect_no_message(Duration::from_millis(300)).await;
     let page = carol.history(group, 1, 0).await.unwrap();
-    assert_eq!(payloads(&page.messages), vec![(2, Bytes::from_static(b"stays"))]);
+    assert_eq!(
+        payloads(&page.messages),
+        vec![(2, Bytes::from_static(b"stays"))]
+    );
 
     // The sweeper (every second) deleted it from the store.
     let deadline = Instant::now() + WAIT;
     while ServerStats::get(&server.handle().stats.expired_swept) <= swept_before {
-        assert!(Instant::now() < deadline, "the sweeper did not delete the expired message in time");
+        assert!(
+            Instant::now() < deadline,
+            "the sweeper did not delete the expired message in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(ServerStats::get(&server.handle().stats.expired_swept), swept_before + 1);
+    assert_eq!(
+        ServerStats::get(&server.handle().stats.expired_swept),
+        swept_before + 1
+    );
 }

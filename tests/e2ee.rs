@@ -23,7 +23,9 @@ struct Device {
 
 async fn register(server: &TestServer, user: &str) -> Device {
     let state = tempfile::tempdir().unwrap();
-    let client = SecureClient::register(server.options(state.path()), user, "phone").await.unwrap();
+    let client = SecureClient::register(server.options(state.path()), user, "phone")
+        .await
+        .unwrap();
     Device { client, state }
 }
 
@@ -35,14 +37,22 @@ async fn link(server: &TestServer, existing: &Device, name: &str) -> Device {
     let name = name.to_owned();
     let pending = tokio::spawn(async move { SecureClient::link(options, &user, &name).await });
     match next(&existing.client).await {
-        SecureEvent::LinkRequest { link_id, .. } => existing.client.approve_link(link_id, true).await.unwrap(),
+        SecureEvent::LinkRequest { link_id, .. } => {
+            existing.client.approve_link(link_id, true).await.unwrap()
+        }
         other => panic!("expected a link request, got {other:?}"),
     }
-    Device { client: pending.await.unwrap().unwrap(), state }
+    Device {
+        client: pending.await.unwrap().unwrap(),
+        state,
+    }
 }
 
 async fn next(client: &SecureClient) -> SecureEvent {
-    tokio::time::timeout(WAIT, client.next_event()).await.expect("an event in time").expect("client open")
+    tokio::time::timeout(WAIT, client.next_event())
+        .await
+        .expect("an event in time")
+        .expect("client open")
 }
 
 /// The next decrypted text, skipping membership events.
@@ -65,25 +75,53 @@ async fn two_users_with_two_devices_each_all_decrypt() {
     let alice = register(&server, "alice").await;
     let bob = register(&server, "bob").await;
     let conv = alice.client.direct("bob").await.unwrap();
-    alice.client.send_text(conv, "before the laptops").await.unwrap();
-    assert_eq!(next_text(&bob.client).await, ("alice".into(), "before the laptops".into()));
+    alice
+        .client
+        .send_text(conv, "before the laptops")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&bob.client).await,
+        ("alice".into(), "before the laptops".into())
+    );
 
     let alice_laptop = link(&server, &alice, "laptop").await;
     let bob_laptop = link(&server, &bob, "laptop").await;
     // alice's phone still believes bob has one device: the server refuses the
     // stale set and the SDK re-encrypts for all four... minus itself.
-    alice.client.send_text(conv, "hello from alice's phone").await.unwrap();
+    alice
+        .client
+        .send_text(conv, "hello from alice's phone")
+        .await
+        .unwrap();
     for device in [&bob.client, &bob_laptop.client, &alice_laptop.client] {
-        assert_eq!(next_text(device).await, ("alice".into(), "hello from alice's phone".into()));
+        assert_eq!(
+            next_text(device).await,
+            ("alice".into(), "hello from alice's phone".into())
+        );
     }
-    bob_laptop.client.send_text(conv, "reply from bob's laptop").await.unwrap();
+    bob_laptop
+        .client
+        .send_text(conv, "reply from bob's laptop")
+        .await
+        .unwrap();
     for device in [&alice.client, &alice_laptop.client, &bob.client] {
-        assert_eq!(next_text(device).await, ("bob".into(), "reply from bob's laptop".into()));
+        assert_eq!(
+            next_text(device).await,
+            ("bob".into(), "reply from bob's laptop".into())
+        );
     }
     // Note to self reaches the user's other device only.
     let note = alice_laptop.client.note_to_self().await.unwrap();
-    alice_laptop.client.send_text(note, "remember the milk").await.unwrap();
-    assert_eq!(next_text(&alice.client).await, ("alice".into(), "remember the milk".into()));
+    alice_laptop
+        .client
+        .send_text(note, "remember the milk")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&alice.client).await,
+        ("alice".into(), "remember the milk".into())
+    );
 }
 
 fn members(n: usize) -> Vec<String> {
@@ -102,24 +140,70 @@ async fn fifty_member_mls_group_adds_removes_and_locks_out_removed_members() {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let group = owner.client.create_group(&refs).await.unwrap();
     for d in &devices {
-        assert_eq!(next(&d.client).await, SecureEvent::Joined { conversation_id: group });
+        assert_eq!(
+            next(&d.client).await,
+            SecureEvent::Joined {
+                conversation_id: group
+            }
+        );
     }
-    owner.client.send_text(group, "welcome, all 49 of you").await.unwrap();
+    owner
+        .client
+        .send_text(group, "welcome, all 49 of you")
+        .await
+        .unwrap();
     for d in &devices {
-        assert_eq!(next_text(&d.client).await, ("owner".into(), "welcome, all 49 of you".into()));
+        assert_eq!(
+            next_text(&d.client).await,
+            ("owner".into(), "welcome, all 49 of you".into())
+        );
     }
 
     let late = register(&server, "late").await;
-    devices[0].client.add_members(group, &["late"]).await.unwrap();
-    assert_eq!(next(&late.client).await, SecureEvent::Joined { conversation_id: group });
-    owner.client.remove_members(group, &["m48", "m49"]).await.unwrap();
+    devices[0]
+        .client
+        .add_members(group, &["late"])
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&late.client).await,
+        SecureEvent::Joined {
+            conversation_id: group
+        }
+    );
+    owner
+        .client
+        .remove_members(group, &["m48", "m49"])
+        .await
+        .unwrap();
     for removed in &devices[47..49] {
-        assert_eq!(next(&removed.client).await, SecureEvent::GroupChanged { conversation_id: group, epoch: 2 });
-        assert_eq!(next(&removed.client).await, SecureEvent::Removed { conversation_id: group });
+        assert_eq!(
+            next(&removed.client).await,
+            SecureEvent::GroupChanged {
+                conversation_id: group,
+                epoch: 2
+            }
+        );
+        assert_eq!(
+            next(&removed.client).await,
+            SecureEvent::Removed {
+                conversation_id: group
+            }
+        );
     }
-    devices[5].client.send_text(group, "after the removal").await.unwrap();
-    assert_eq!(next_text(&late.client).await, ("m6".into(), "after the removal".into()));
-    assert_eq!(next_text(&owner.client).await, ("m6".into(), "after the removal".into()));
+    devices[5]
+        .client
+        .send_text(group, "after the removal")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&late.client).await,
+        ("m6".into(), "after the removal".into())
+    );
+    assert_eq!(
+        next_text(&owner.client).await,
+        ("m6".into(), "after the removal".into())
+    );
 
     // The removed members get nothing more, and even the ciphertext (fetched
     // by a member) does not decrypt with their saved MLS state.
@@ -129,7 +213,10 @@ async fn fifty_member_mls_group_adds_removes_and_locks_out_removed_members() {
         let identity = format!("{}/1", removed.client.user());
         removed.client.close().await;
         let mut state = MlsClient::load_or_create(removed.state.path(), &identity).unwrap();
-        assert!(state.process(group, &last.payload).is_err(), "removed member decrypted a later message");
+        assert!(
+            state.process(group, &last.payload).is_err(),
+            "removed member decrypted a later message"
+        );
     }
 }
 
@@ -141,28 +228,61 @@ async fn racing_commits_one_wins_and_the_other_recovers() {
     let carol = register(&server, "carol").await;
     let dave = register(&server, "dave").await;
     let group = alice.client.create_group(&["bob"]).await.unwrap();
-    assert_eq!(next(&bob.client).await, SecureEvent::Joined { conversation_id: group });
+    assert_eq!(
+        next(&bob.client).await,
+        SecureEvent::Joined {
+            conversation_id: group
+        }
+    );
 
     let (a, b) = (alice.clone(), bob.clone());
     let add_carol = tokio::spawn(async move { a.client.add_members(group, &["carol"]).await });
     let add_dave = tokio::spawn(async move { b.client.add_members(group, &["dave"]).await });
-    let mut epochs = vec![add_carol.await.unwrap().unwrap(), add_dave.await.unwrap().unwrap()];
+    let mut epochs = vec![
+        add_carol.await.unwrap().unwrap(),
+        add_dave.await.unwrap().unwrap(),
+    ];
     epochs.sort_unstable();
     assert_eq!(epochs, vec![2, 3], "both changes landed, one epoch each");
-    assert_eq!(next(&carol.client).await, SecureEvent::Joined { conversation_id: group });
-    assert_eq!(next(&dave.client).await, SecureEvent::Joined { conversation_id: group });
-    alice.client.send_text(group, "all four of us").await.unwrap();
+    assert_eq!(
+        next(&carol.client).await,
+        SecureEvent::Joined {
+            conversation_id: group
+        }
+    );
+    assert_eq!(
+        next(&dave.client).await,
+        SecureEvent::Joined {
+            conversation_id: group
+        }
+    );
+    alice
+        .client
+        .send_text(group, "all four of us")
+        .await
+        .unwrap();
     for d in [&bob.client, &carol.client, &dave.client] {
-        assert_eq!(next_text(d).await, ("alice".into(), "all four of us".into()));
+        assert_eq!(
+            next_text(d).await,
+            ("alice".into(), "all four of us".into())
+        );
     }
 
     // dave leaves; a remaining member then commits his removal from the tree.
     dave.client.leave(group).await.unwrap();
     carol.client.remove_members(group, &["dave"]).await.unwrap();
     bob.client.send_text(group, "without dave").await.unwrap();
-    assert_eq!(next_text(&alice.client).await, ("bob".into(), "without dave".into()));
-    assert_eq!(next_text(&carol.client).await, ("bob".into(), "without dave".into()));
-    if let Ok(Some(SecureEvent::Message(m))) = tokio::time::timeout(Duration::from_millis(300), dave.client.next_event()).await {
+    assert_eq!(
+        next_text(&alice.client).await,
+        ("bob".into(), "without dave".into())
+    );
+    assert_eq!(
+        next_text(&carol.client).await,
+        ("bob".into(), "without dave".into())
+    );
+    if let Ok(Some(SecureEvent::Message(m))) =
+        tokio::time::timeout(Duration::from_millis(300), dave.client.next_event()).await
+    {
         panic!("dave still receives {m:?}");
     }
 }
@@ -180,7 +300,11 @@ async fn low_prekeys_are_replenished_by_the_sdk() {
         let claimer = &claimers[round % claimers.len()].client;
         let mut tries = 0;
         loop {
-            match claimer.transport().request(Body::ClaimPrekeys { user: "bob".into() }).await {
+            match claimer
+                .transport()
+                .request(Body::ClaimPrekeys { user: "bob".into() })
+                .await
+            {
                 Ok(_) => break,
                 Err(e) if tries < 100 => {
                     tries += 1;
@@ -194,13 +318,27 @@ async fn low_prekeys_are_replenished_by_the_sdk() {
     // The SDK hears KeysLow and uploads more on its own.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let counts = bob.client.transport().request(Body::UploadKeyPackages { key_packages: vec![], last_resort: None }).await.unwrap();
-        if let Body::KeyCounts { one_time_prekeys, .. } = counts {
+        let counts = bob
+            .client
+            .transport()
+            .request(Body::UploadKeyPackages {
+                key_packages: vec![],
+                last_resort: None,
+            })
+            .await
+            .unwrap();
+        if let Body::KeyCounts {
+            one_time_prekeys, ..
+        } = counts
+        {
             if one_time_prekeys >= 50 {
                 break;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "prekeys were not replenished");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "prekeys were not replenished"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -228,7 +366,9 @@ async fn server_stores_only_ciphertext() {
     let group = alice.client.create_group(&["bob", "carol"]).await.unwrap();
     let _ = next(&bob.client).await;
     let _ = next(&carol.client).await;
-    let markers: Vec<String> = (0..20).map(|i| format!("PLAINTEXT-MARKER-{i:02}-e5c1b7")).collect();
+    let markers: Vec<String> = (0..20)
+        .map(|i| format!("PLAINTEXT-MARKER-{i:02}-e5c1b7"))
+        .collect();
     for (i, marker) in markers.iter().enumerate() {
         let conv = if i % 2 == 0 { direct } else { group };
         alice.client.send_text(conv, marker).await.unwrap();
@@ -243,12 +383,20 @@ async fn server_stores_only_ciphertext() {
     // Positive control: a plaintext payload sent around the encryption layer
     // must be found, or the scan proves nothing.
     let control = b"UNENCRYPTED-CONTROL-MARKER-9f3a";
-    alice.client.transport().send(direct, &control[..]).await.unwrap();
+    alice
+        .client
+        .transport()
+        .send(direct, &control[..])
+        .await
+        .unwrap();
     server.stop().await;
 
     let mut control_hits = Vec::new();
     files_containing(server.data_dir(), control, &mut control_hits);
-    assert!(!control_hits.is_empty(), "the scan cannot see stored payloads");
+    assert!(
+        !control_hits.is_empty(),
+        "the scan cannot see stored payloads"
+    );
     for marker in &markers {
         let mut hits = Vec::new();
         files_containing(server.data_dir(), marker.as_bytes(), &mut hits);
@@ -262,12 +410,32 @@ async fn a_newly_linked_device_is_added_to_existing_groups() {
     let alice = register(&server, "alice").await;
     let bob = register(&server, "bob").await;
     let group = alice.client.create_group(&["bob"]).await.unwrap();
-    assert_eq!(next(&bob.client).await, SecureEvent::Joined { conversation_id: group });
+    assert_eq!(
+        next(&bob.client).await,
+        SecureEvent::Joined {
+            conversation_id: group
+        }
+    );
 
     // Linking the laptop makes bob's phone commit the laptop into the group.
     let laptop = link(&server, &bob, "laptop").await;
-    assert_eq!(next(&laptop.client).await, SecureEvent::Joined { conversation_id: group });
-    alice.client.send_text(group, "hello both bobs").await.unwrap();
-    assert_eq!(next_text(&laptop.client).await, ("alice".into(), "hello both bobs".into()));
-    assert_eq!(next_text(&bob.client).await, ("alice".into(), "hello both bobs".into()));
+    assert_eq!(
+        next(&laptop.client).await,
+        SecureEvent::Joined {
+            conversation_id: group
+        }
+    );
+    alice
+        .client
+        .send_text(group, "hello both bobs")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&laptop.client).await,
+        ("alice".into(), "hello both bobs".into())
+    );
+    assert_eq!(
+        next_text(&bob.client).await,
+        ("alice".into(), "hello both bobs".into())
+    );
 }

@@ -44,12 +44,20 @@ fn layers_import_downward_only() {
             let text = std::fs::read_to_string(&file).unwrap();
             for (n, line) in text.lines().enumerate().filter(|(_, l)| is_code(l)) {
                 for pattern in forbidden.iter().filter(|p| line.contains(*p)) {
-                    violations.push(format!("{}:{}: uses `{pattern}` ({why})", file.display(), n + 1));
+                    violations.push(format!(
+                        "{}:{}: uses `{pattern}` ({why})",
+                        file.display(),
+                        n + 1
+                    ));
                 }
             }
         }
     }
-    assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "layering violations:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]

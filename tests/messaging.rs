@@ -17,7 +17,10 @@ async fn one_to_one_message_is_delivered_in_real_time() {
     let server = TestServer::start(2);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let conv = alice.create_conversation(ConversationKind::Direct, &["bob"]).await.unwrap();
+    let conv = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap();
     assert!(conv.created);
     assert_eq!(conv.members, vec!["alice".to_owned(), "bob".to_owned()]);
 
@@ -43,16 +46,31 @@ async fn direct_conversations_are_unique_per_pair_and_checked() {
     let server = TestServer::start(2);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let first = alice.create_conversation(ConversationKind::Direct, &["bob"]).await.unwrap();
-    let again = bob.create_conversation(ConversationKind::Direct, &["alice"]).await.unwrap();
+    let first = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap();
+    let again = bob
+        .create_conversation(ConversationKind::Direct, &["alice"])
+        .await
+        .unwrap();
     assert_eq!(first.id, again.id);
     assert!(!again.created);
 
-    let to_self = alice.create_conversation(ConversationKind::Direct, &["alice"]).await.unwrap_err();
+    let to_self = alice
+        .create_conversation(ConversationKind::Direct, &["alice"])
+        .await
+        .unwrap_err();
     assert_eq!(to_self.code(), Some(ErrorCode::InvalidArgument));
-    let unknown = alice.create_conversation(ConversationKind::Direct, &["nobody"]).await.unwrap_err();
+    let unknown = alice
+        .create_conversation(ConversationKind::Direct, &["nobody"])
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), Some(ErrorCode::NotFound));
-    let two = alice.create_conversation(ConversationKind::Direct, &["bob", "carol"]).await.unwrap_err();
+    let two = alice
+        .create_conversation(ConversationKind::Direct, &["bob", "carol"])
+        .await
+        .unwrap_err();
     assert_eq!(two.code(), Some(ErrorCode::InvalidArgument));
 }
 
@@ -65,23 +83,39 @@ async fn group_fans_out_to_every_member_and_follows_membership() {
         clients.push(server.register(name).await);
     }
     let late = server.register("late").await;
-    let group = clients[0].create_conversation(ConversationKind::Group, &["g1", "g2", "g3", "g4"]).await.unwrap();
+    let group = clients[0]
+        .create_conversation(ConversationKind::Group, &["g1", "g2", "g3", "g4"])
+        .await
+        .unwrap();
     assert_eq!(group.members.len(), 5);
 
-    clients[2].send(group.id, &b"hello group"[..]).await.unwrap();
+    clients[2]
+        .send(group.id, &b"hello group"[..])
+        .await
+        .unwrap();
     for (i, client) in clients.iter().enumerate().filter(|(i, _)| *i != 2) {
         let m = client.expect_message().await;
-        assert_eq!((m.seq, &m.payload[..]), (1, &b"hello group"[..]), "member {i}");
+        assert_eq!(
+            (m.seq, &m.payload[..]),
+            (1, &b"hello group"[..]),
+            "member {i}"
+        );
     }
 
     let info = clients[1].add_members(group.id, &["late"]).await.unwrap();
     assert!(info.members.contains(&"late".to_owned()));
-    let forbidden = clients[1].remove_members(group.id, &["g3"]).await.unwrap_err();
+    let forbidden = clients[1]
+        .remove_members(group.id, &["g3"])
+        .await
+        .unwrap_err();
     assert_eq!(forbidden.code(), Some(ErrorCode::Forbidden));
     clients[0].remove_members(group.id, &["g4"]).await.unwrap();
     clients[3].remove_members(group.id, &["g3"]).await.unwrap();
 
-    clients[0].send(group.id, &b"after changes"[..]).await.unwrap();
+    clients[0]
+        .send(group.id, &b"after changes"[..])
+        .await
+        .unwrap();
     for client in [&clients[1], &clients[2]] {
         assert_eq!(client.expect_message().await.seq, 2);
     }
@@ -89,9 +123,16 @@ async fn group_fans_out_to_every_member_and_follows_membership() {
     assert_eq!(late.expect_message().await.seq, 1);
     assert_eq!(late.expect_message().await.seq, 2);
     // Removed members got nothing more, and cannot send or read any more.
-    clients[4].expect_no_message(Duration::from_millis(200)).await;
-    clients[3].expect_no_message(Duration::from_millis(50)).await;
-    let refused = clients[4].send(group.id, &b"still here?"[..]).await.unwrap_err();
+    clients[4]
+        .expect_no_message(Duration::from_millis(200))
+        .await;
+    clients[3]
+        .expect_no_message(Duration::from_millis(50))
+        .await;
+    let refused = clients[4]
+        .send(group.id, &b"still here?"[..])
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::NotMember));
     let refused = clients[3].history(group.id, 1, 10).await.unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::NotMember));
@@ -101,18 +142,38 @@ async fn group_fans_out_to_every_member_and_follows_membership() {
 async fn note_to_self_is_unique_and_stored() {
     let server = TestServer::start(2);
     let alice = server.register("alice").await;
-    let note = alice.create_conversation(ConversationKind::NoteToSelf, &[]).await.unwrap();
+    let note = alice
+        .create_conversation(ConversationKind::NoteToSelf, &[])
+        .await
+        .unwrap();
     assert_eq!(note.members, vec!["alice".to_owned()]);
-    let again = alice.create_conversation(ConversationKind::NoteToSelf, &[]).await.unwrap();
+    let again = alice
+        .create_conversation(ConversationKind::NoteToSelf, &[])
+        .await
+        .unwrap();
     assert_eq!((again.id, again.created), (note.id, false));
-    let with_other = alice.create_conversation(ConversationKind::NoteToSelf, &["bob"]).await.unwrap_err();
+    let with_other = alice
+        .create_conversation(ConversationKind::NoteToSelf, &["bob"])
+        .await
+        .unwrap_err();
     assert_eq!(with_other.code(), Some(ErrorCode::InvalidArgument));
 
     for i in 1..=3u64 {
-        assert_eq!(alice.send(note.id, format!("note {i}").into_bytes()).await.unwrap().seq, i);
+        assert_eq!(
+            alice
+                .send(note.id, format!("note {i}").into_bytes())
+                .await
+                .unwrap()
+                .seq,
+            i
+        );
     }
     let page = alice.history(note.id, 1, 0).await.unwrap();
-    let texts: Vec<_> = page.messages.iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();
+    let texts: Vec<_> = page
+        .messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
     assert_eq!(texts, ["note 1", "note 2", "note 3"]);
     assert_eq!((page.head_seq, page.next_seq), (3, 4));
 }
@@ -122,14 +183,20 @@ async fn offline_recipient_syncs_everything_in_order_once() {
     let server = TestServer::start(2);
     let alice = server.register("alice").await;
     let mut bob = server.register("bob").await;
-    let conv = alice.create_conversation(ConversationKind::Direct, &["bob"]).await.unwrap();
+    let conv = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap();
     alice.send(conv.id, &b"m1"[..]).await.unwrap();
     let first = bob.expect_message().await;
     bob.ack(conv.id, first.seq).await.unwrap();
 
     bob.go_offline().await;
     for i in 2..=30 {
-        alice.send(conv.id, format!("m{i}").into_bytes()).await.unwrap();
+        alice
+            .send(conv.id, format!("m{i}").into_bytes())
+            .await
+            .unwrap();
     }
     bob.come_online(&server).await;
     let ahead = bob.sync(false).await.unwrap();
@@ -159,8 +226,15 @@ async fn concurrent_senders_on_different_shards_get_one_dense_order() {
     }
     let reader = server.register("reader").await;
     let members: Vec<String> = (0..SENDERS).map(|i| format!("s{i}")).collect();
-    let refs: Vec<&str> = members.iter().map(String::as_str).chain(["reader"]).collect();
-    let group = senders[0].create_conversation(ConversationKind::Group, &refs).await.unwrap();
+    let refs: Vec<&str> = members
+        .iter()
+        .map(String::as_str)
+        .chain(["reader"])
+        .collect();
+    let group = senders[0]
+        .create_conversation(ConversationKind::Group, &refs)
+        .await
+        .unwrap();
 
     let mut tasks = Vec::new();
     for (i, sender) in senders.iter().enumerate() {
@@ -168,7 +242,13 @@ async fn concurrent_senders_on_different_shards_get_one_dense_order() {
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for n in 0..EACH {
-                seqs.push(sender.send(group.id, format!("{i}:{n}").into_bytes()).await.unwrap().seq);
+                seqs.push(
+                    sender
+                        .send(group.id, format!("{i}:{n}").into_bytes())
+                        .await
+                        .unwrap()
+                        .seq,
+                );
             }
             seqs
         }));
@@ -176,7 +256,10 @@ async fn concurrent_senders_on_different_shards_get_one_dense_order() {
     let mut acked = Vec::new();
     for task in tasks {
         let seqs = task.await.unwrap();
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one sender's messages keep their order");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one sender's messages keep their order"
+        );
         acked.extend(seqs);
     }
     acked.sort_unstable();
@@ -200,13 +283,28 @@ async fn retried_client_message_id_is_stored_and_delivered_once() {
     let server = TestServer::start(2);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let conv = alice.create_conversation(ConversationKind::Direct, &["bob"]).await.unwrap();
-    let options = SendOptions { client_message_id: 0xfeed, ..SendOptions::default() };
-    let first = alice.send_with(conv.id, &b"once"[..], options).await.unwrap();
-    let retry = alice.send_with(conv.id, &b"once"[..], options).await.unwrap();
+    let conv = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap();
+    let options = SendOptions {
+        client_message_id: 0xfeed,
+        ..SendOptions::default()
+    };
+    let first = alice
+        .send_with(conv.id, &b"once"[..], options)
+        .await
+        .unwrap();
+    let retry = alice
+        .send_with(conv.id, &b"once"[..], options)
+        .await
+        .unwrap();
     assert!(!first.duplicate);
     assert!(retry.duplicate);
-    assert_eq!((retry.seq, retry.server_time_ms), (first.seq, first.server_time_ms));
+    assert_eq!(
+        (retry.seq, retry.server_time_ms),
+        (first.seq, first.server_time_ms)
+    );
 
     let next = alice.send(conv.id, &b"next"[..]).await.unwrap();
     assert_eq!(next.seq, first.seq + 1);
@@ -214,16 +312,35 @@ async fn retried_client_message_id_is_stored_and_delivered_once() {
     assert_eq!(bob.expect_message().await.seq, 2);
     let page = bob.history(conv.id, 1, 0).await.unwrap();
     assert_eq!(page.messages.len(), 2);
-    assert_eq!(server.handle().stats.duplicates.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        server
+            .handle()
+            .stats
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_send_is_refused_by_the_sdk_and_the_connection_survives() {
     let server = TestServer::start(1);
     let alice = server.register("alice").await;
-    let note = alice.create_conversation(ConversationKind::NoteToSelf, &[]).await.unwrap();
-    let err = alice.send(note.id, vec![0u8; 300 * 1024]).await.unwrap_err();
-    assert!(matches!(err, tern::client::ClientError::TooLarge { max: 262_144, .. }), "{err:?}");
+    let note = alice
+        .create_conversation(ConversationKind::NoteToSelf, &[])
+        .await
+        .unwrap();
+    let err = alice
+        .send(note.id, vec![0u8; 300 * 1024])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            tern::client::ClientError::TooLarge { max: 262_144, .. }
+        ),
+        "{err:?}"
+    );
     assert_eq!(alice.send(note.id, &b"small"[..]).await.unwrap().seq, 1);
     assert_eq!(alice.reconnects(), 0);
 }
@@ -232,7 +349,10 @@ async fn oversize_send_is_refused_by_the_sdk_and_the_connection_survives() {
 async fn history_pages_through_a_conversation() {
     let server = TestServer::start(1);
     let alice = server.register("alice").await;
-    let note = alice.create_conversation(ConversationKind::NoteToSelf, &[]).await.unwrap();
+    let note = alice
+        .create_conversation(ConversationKind::NoteToSelf, &[])
+        .await
+        .unwrap();
     for i in 0..25 {
         alice.send(note.id, vec![i as u8]).await.unwrap();
     }
@@ -256,7 +376,10 @@ async fn connection_survives_rebinding_onto_another_shard() {
     let server = TestServer::start(2);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
-    let conv = alice.create_conversation(ConversationKind::Direct, &["bob"]).await.unwrap();
+    let conv = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap();
     let forwarded = || server.handle().datagram_stats.forwarded_in_total();
     let mut rebinds = 0;
     // Each rebind picks a new source port; the kernel's SO_REUSEPORT hash puts
@@ -265,15 +388,25 @@ async fn connection_survives_rebinding_onto_another_shard() {
     while rebinds < 32 && (forwarded() == 0 || rebinds < 4) {
         alice.rebind().unwrap();
         rebinds += 1;
-        let receipt = alice.send(conv.id, format!("after rebind {rebinds}").into_bytes()).await.unwrap();
+        let receipt = alice
+            .send(conv.id, format!("after rebind {rebinds}").into_bytes())
+            .await
+            .unwrap();
         let m = bob.expect_message().await;
         assert_eq!(m.seq, receipt.seq);
         bob.rebind().unwrap();
         bob.send(conv.id, &b"ack"[..]).await.unwrap();
         alice.expect_message().await;
     }
-    assert!(forwarded() > 0, "no datagram was ever handed to its owner shard in {rebinds} rebinds");
-    assert_eq!(alice.reconnects(), 0, "the connection migrated instead of reconnecting");
+    assert!(
+        forwarded() > 0,
+        "no datagram was ever handed to its owner shard in {rebinds} rebinds"
+    );
+    assert_eq!(
+        alice.reconnects(),
+        0,
+        "the connection migrated instead of reconnecting"
+    );
     assert_eq!(bob.reconnects(), 0);
     let _ = WAIT;
 }

@@ -48,7 +48,10 @@ fn assert_error(frame: &Frame, request_id: u64, code: ErrorCode) {
     match &frame.body {
         Body::Error(e) => {
             assert_eq!(e.code, code, "wrong error code (message: {:?})", e.message);
-            assert_eq!(frame.request_id, request_id, "error names the wrong request");
+            assert_eq!(
+                frame.request_id, request_id,
+                "error names the wrong request"
+            );
         }
         other => panic!("expected Error {code:?} for request {request_id}, got {other:?}"),
     }
@@ -56,7 +59,9 @@ fn assert_error(frame: &Frame, request_id: u64, code: ErrorCode) {
 
 /// Waits for the server to close the connection and checks the application close code.
 async fn expect_close(link: &Link, code: u32) {
-    let err = timeout(WAIT, link.connection.closed()).await.expect("the connection is closed in time");
+    let err = timeout(WAIT, link.connection.closed())
+        .await
+        .expect("the connection is closed in time");
     match err {
         quinn::ConnectionError::ApplicationClosed(c) => {
             assert_eq!(
@@ -87,7 +92,10 @@ async fn registered_link(server: &TestServer, user: &str) -> (Link, SigningKey) 
     let key = fresh_key();
     let frame = link.register_frame(1, user, "raw", &key).unwrap();
     let reply = call(&mut link, &frame).await;
-    assert!(matches!(reply.body, Body::Registered { device: 1, .. }), "register {user}: {reply:?}");
+    assert!(
+        matches!(reply.body, Body::Registered { device: 1, .. }),
+        "register {user}: {reply:?}"
+    );
     (link, key)
 }
 
@@ -116,8 +124,16 @@ impl Bystanders {
     async fn new(server: &TestServer) -> Bystanders {
         let a = server.register("bystander-a").await;
         let b = server.register("bystander-b").await;
-        let info = a.create_conversation(ConversationKind::Direct, &["bystander-b"]).await.expect("create");
-        let mut pair = Bystanders { a, b, conversation: info.id, sent: 0 };
+        let info = a
+            .create_conversation(ConversationKind::Direct, &["bystander-b"])
+            .await
+            .expect("create");
+        let mut pair = Bystanders {
+            a,
+            b,
+            conversation: info.id,
+            sent: 0,
+        };
         pair.check().await;
         pair
     }
@@ -132,7 +148,10 @@ impl Bystanders {
             .expect("bystander send succeeds");
         assert_eq!(receipt.seq, u64::from(self.sent));
         let m = self.b.expect_message().await;
-        assert_eq!((m.conversation_id, m.seq, &m.payload), (self.conversation, receipt.seq, &payload));
+        assert_eq!(
+            (m.conversation_id, m.seq, &m.payload),
+            (self.conversation, receipt.seq, &payload)
+        );
     }
 }
 
@@ -147,15 +166,26 @@ async fn requests_before_auth_are_not_authenticated() {
     assert_error(&reply, 11, ErrorCode::NotAuthenticated);
     let send = Frame::new(
         12,
-        Body::Send { conversation_id: 1, client_message_id: 1, expires_in_secs: 0, flags: 0, payload: Bytes::from_static(b"x") },
+        Body::Send {
+            conversation_id: 1,
+            client_message_id: 1,
+            expires_in_secs: 0,
+            flags: 0,
+            payload: Bytes::from_static(b"x"),
+        },
     );
     let reply = call(&mut link, &send).await;
     assert_error(&reply, 12, ErrorCode::NotAuthenticated);
     // Two refusals do not close the connection: it can still authenticate.
     let identity = Identity::load(alice.state.path()).unwrap();
-    let auth = link.authenticate_frame(13, "alice", identity.device, &identity.key).unwrap();
+    let auth = link
+        .authenticate_frame(13, "alice", identity.device, &identity.key)
+        .unwrap();
     let reply = call(&mut link, &auth).await;
-    assert!(matches!(reply.body, Body::Authenticated { .. }), "{reply:?}");
+    assert!(
+        matches!(reply.body, Body::Authenticated { .. }),
+        "{reply:?}"
+    );
     assert_eq!(reply.request_id, 13);
 }
 
@@ -164,7 +194,11 @@ async fn register_proof_replayed_on_another_connection_fails() {
     let server = TestServer::start(SHARDS);
     let link_a = server.raw_link().await;
     let mut link_b = server.raw_link().await;
-    assert_ne!(link_a.exporter().unwrap(), link_b.exporter().unwrap(), "exporters differ per connection");
+    assert_ne!(
+        link_a.exporter().unwrap(),
+        link_b.exporter().unwrap(),
+        "exporters differ per connection"
+    );
     let key = fresh_key();
     // A valid proof, but bound to link A's exporter, sent on link B.
     let stolen = link_a.register_frame(5, "mallory", "phone", &key).unwrap();
@@ -173,7 +207,10 @@ async fn register_proof_replayed_on_another_connection_fails() {
     // The handle was not taken by the refused attempt: a proper proof on B works.
     let proper = link_b.register_frame(6, "mallory", "phone", &key).unwrap();
     let reply = call(&mut link_b, &proper).await;
-    assert!(matches!(reply.body, Body::Registered { device: 1, .. }), "{reply:?}");
+    assert!(
+        matches!(reply.body, Body::Registered { device: 1, .. }),
+        "{reply:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,21 +221,46 @@ async fn authenticate_with_wrong_key_or_unknown_user_or_device_fails() {
     assert_eq!(identity.device, 1);
 
     let mut link = server.raw_link().await;
-    let wrong_key = link.authenticate_frame(1, "alice", 1, &fresh_key()).unwrap();
+    let wrong_key = link
+        .authenticate_frame(1, "alice", 1, &fresh_key())
+        .unwrap();
     assert_error(&call(&mut link, &wrong_key).await, 1, ErrorCode::AuthFailed);
-    let unknown_user = link.authenticate_frame(2, "nobody", 1, &identity.key).unwrap();
-    assert_error(&call(&mut link, &unknown_user).await, 2, ErrorCode::AuthFailed);
+    let unknown_user = link
+        .authenticate_frame(2, "nobody", 1, &identity.key)
+        .unwrap();
+    assert_error(
+        &call(&mut link, &unknown_user).await,
+        2,
+        ErrorCode::AuthFailed,
+    );
     // Two failures are tolerated: the right proof still authenticates.
-    let good = link.authenticate_frame(3, "alice", 1, &identity.key).unwrap();
+    let good = link
+        .authenticate_frame(3, "alice", 1, &identity.key)
+        .unwrap();
     let reply = call(&mut link, &good).await;
-    assert!(matches!(&reply.body, Body::Authenticated { user, device: 1, .. } if user == "alice"), "{reply:?}");
+    assert!(
+        matches!(&reply.body, Body::Authenticated { user, device: 1, .. } if user == "alice"),
+        "{reply:?}"
+    );
     assert_eq!(reply.request_id, 3);
 
     let mut link2 = server.raw_link().await;
-    let unknown_device = link2.authenticate_frame(4, "alice", 2, &identity.key).unwrap();
-    assert_error(&call(&mut link2, &unknown_device).await, 4, ErrorCode::AuthFailed);
-    let device_zero = link2.authenticate_frame(5, "alice", 0, &identity.key).unwrap();
-    assert_error(&call(&mut link2, &device_zero).await, 5, ErrorCode::AuthFailed);
+    let unknown_device = link2
+        .authenticate_frame(4, "alice", 2, &identity.key)
+        .unwrap();
+    assert_error(
+        &call(&mut link2, &unknown_device).await,
+        4,
+        ErrorCode::AuthFailed,
+    );
+    let device_zero = link2
+        .authenticate_frame(5, "alice", 0, &identity.key)
+        .unwrap();
+    assert_error(
+        &call(&mut link2, &device_zero).await,
+        5,
+        ErrorCode::AuthFailed,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,16 +268,35 @@ async fn register_taken_or_invalid_handle_is_refused() {
     let server = TestServer::start(SHARDS);
     let _alice = server.register("alice").await;
     let mut link = server.raw_link().await;
-    let taken = link.register_frame(1, "alice", "phone", &fresh_key()).unwrap();
+    let taken = link
+        .register_frame(1, "alice", "phone", &fresh_key())
+        .unwrap();
     assert_error(&call(&mut link, &taken).await, 1, ErrorCode::UserExists);
-    let invalid = link.register_frame(2, "Bad Name", "phone", &fresh_key()).unwrap();
-    assert_error(&call(&mut link, &invalid).await, 2, ErrorCode::InvalidArgument);
-    let too_long = link.register_frame(3, &"a".repeat(33), "phone", &fresh_key()).unwrap();
-    assert_error(&call(&mut link, &too_long).await, 3, ErrorCode::InvalidArgument);
+    let invalid = link
+        .register_frame(2, "Bad Name", "phone", &fresh_key())
+        .unwrap();
+    assert_error(
+        &call(&mut link, &invalid).await,
+        2,
+        ErrorCode::InvalidArgument,
+    );
+    let too_long = link
+        .register_frame(3, &"a".repeat(33), "phone", &fresh_key())
+        .unwrap();
+    assert_error(
+        &call(&mut link, &too_long).await,
+        3,
+        ErrorCode::InvalidArgument,
+    );
     // The same link may still register a free handle.
-    let ok = link.register_frame(4, "bob", "phone", &fresh_key()).unwrap();
+    let ok = link
+        .register_frame(4, "bob", "phone", &fresh_key())
+        .unwrap();
     let reply = call(&mut link, &ok).await;
-    assert!(matches!(&reply.body, Body::Registered { user, .. } if user == "bob"), "{reply:?}");
+    assert!(
+        matches!(&reply.body, Body::Registered { user, .. } if user == "bob"),
+        "{reply:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,9 +304,19 @@ async fn second_authentication_is_already_authenticated() {
     let server = TestServer::start(SHARDS);
     let (mut link, key) = registered_link(&server, "alice").await;
     let again = link.authenticate_frame(2, "alice", 1, &key).unwrap();
-    assert_error(&call(&mut link, &again).await, 2, ErrorCode::AlreadyAuthenticated);
-    let register = link.register_frame(3, "alice2", "phone", &fresh_key()).unwrap();
-    assert_error(&call(&mut link, &register).await, 3, ErrorCode::AlreadyAuthenticated);
+    assert_error(
+        &call(&mut link, &again).await,
+        2,
+        ErrorCode::AlreadyAuthenticated,
+    );
+    let register = link
+        .register_frame(3, "alice2", "phone", &fresh_key())
+        .unwrap();
+    assert_error(
+        &call(&mut link, &register).await,
+        3,
+        ErrorCode::AlreadyAuthenticated,
+    );
     // The connection is still authenticated as before.
     let reply = call(&mut link, &sync_request(4)).await;
     assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
@@ -237,7 +328,9 @@ async fn three_failed_authentications_close_the_connection() {
     let mut pair = Bystanders::new(&server).await;
     let mut link = server.raw_link().await;
     for id in 1..=3 {
-        let attempt = link.authenticate_frame(id, "bystander-a", 1, &fresh_key()).unwrap();
+        let attempt = link
+            .authenticate_frame(id, "bystander-a", 1, &fresh_key())
+            .unwrap();
         assert_error(&call(&mut link, &attempt).await, id, ErrorCode::AuthFailed);
     }
     expect_error_then_close(&mut link, ErrorCode::AuthFailed, close::AUTH_FAILED).await;
@@ -253,11 +346,18 @@ async fn unauthenticated_connections_time_out() {
     // the other opens the stream with a refused request and then stays silent.
     let silent = server.raw_link().await;
     let mut talked = server.raw_link().await;
-    assert_error(&call(&mut talked, &sync_request(1)).await, 1, ErrorCode::NotAuthenticated);
+    assert_error(
+        &call(&mut talked, &sync_request(1)).await,
+        1,
+        ErrorCode::NotAuthenticated,
+    );
     expect_close(&silent, close::TIMEOUT).await;
     expect_error_then_close(&mut talked, ErrorCode::Timeout, close::TIMEOUT).await;
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_millis(900), "closed after {elapsed:?}, before the 1 s auth timeout");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "closed after {elapsed:?}, before the 1 s auth timeout"
+    );
     // The bystanders authenticated long ago (more than the auth timeout): they stay.
     pair.check().await;
     assert_eq!(pair.a.reconnects(), 0);
@@ -272,7 +372,10 @@ async fn oversized_frame_is_refused_and_closed() {
     let mut pair = Bystanders::new(&server).await;
     // Before authentication...
     let mut link = server.raw_link().await;
-    link.sender.raw(&(MAX_FRAME + 1).to_le_bytes()).await.unwrap();
+    link.sender
+        .raw(&(MAX_FRAME + 1).to_le_bytes())
+        .await
+        .unwrap();
     expect_error_then_close(&mut link, ErrorCode::FrameTooLarge, close::FRAME_TOO_LARGE).await;
     pair.check().await;
     // ...and after it; the length alone is enough, no body is sent.
@@ -342,7 +445,14 @@ async fn garbage_frame_is_malformed_and_the_connection_stays_usable() {
 fn frame_with_tag(request_id: u64, tag: u8) -> Vec<u8> {
     let mut b = FlatBufferBuilder::new();
     let body = fb::Done::create(&mut b, &fb::DoneArgs {}).as_union_value();
-    let frame = fb::Frame::create(&mut b, &fb::FrameArgs { request_id, body_type: fb::Body(tag), body: Some(body) });
+    let frame = fb::Frame::create(
+        &mut b,
+        &fb::FrameArgs {
+            request_id,
+            body_type: fb::Body(tag),
+            body: Some(body),
+        },
+    );
     b.finish(frame, None);
     prefixed(b.finished_data())
 }
@@ -354,11 +464,18 @@ async fn unknown_union_tag_is_unsupported_body() {
     // Before authentication too: the request id is echoed.
     let mut fresh = server.raw_link().await;
     fresh.sender.raw(&frame_with_tag(41, 200)).await.unwrap();
-    assert_error(&next_frame(&mut fresh).await, 41, ErrorCode::UnsupportedBody);
+    assert_error(
+        &next_frame(&mut fresh).await,
+        41,
+        ErrorCode::UnsupportedBody,
+    );
     let (mut link, _) = registered_link(&server, "mallory").await;
     link.sender.raw(&frame_with_tag(42, 200)).await.unwrap();
     assert_error(&next_frame(&mut link).await, 42, ErrorCode::UnsupportedBody);
-    link.sender.raw(&frame_with_tag(43, fb::Body::ENUM_MAX + 1)).await.unwrap();
+    link.sender
+        .raw(&frame_with_tag(43, fb::Body::ENUM_MAX + 1))
+        .await
+        .unwrap();
     assert_error(&next_frame(&mut link).await, 43, ErrorCode::UnsupportedBody);
     let reply = call(&mut link, &sync_request(44)).await;
     assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
@@ -371,11 +488,24 @@ async fn server_only_bodies_from_a_client_are_unsupported() {
     let mut pair = Bystanders::new(&server).await;
     let (mut link, _) = registered_link(&server, "mallory").await;
     let server_bodies = [
-        Body::SendAck { conversation_id: pair.conversation, seq: 1, server_time_ms: 0, duplicate: false },
-        Body::Registered { user: "mallory".into(), device: 1 },
+        Body::SendAck {
+            conversation_id: pair.conversation,
+            seq: 1,
+            server_time_ms: 0,
+            duplicate: false,
+        },
+        Body::Registered {
+            user: "mallory".into(),
+            device: 1,
+        },
         Body::Done,
         Body::SyncResult(Vec::new()),
-        Body::HistoryPage { conversation_id: pair.conversation, messages: Vec::new(), head_seq: 0, next_seq: 0 },
+        Body::HistoryPage {
+            conversation_id: pair.conversation,
+            messages: Vec::new(),
+            head_seq: 0,
+            next_seq: 0,
+        },
         Body::ConversationInfo {
             conversation_id: pair.conversation,
             kind: ConversationKind::Direct,
@@ -386,7 +516,11 @@ async fn server_only_bodies_from_a_client_are_unsupported() {
     ];
     for (i, body) in server_bodies.into_iter().enumerate() {
         let id = 100 + i as u64;
-        assert_error(&call(&mut link, &Frame::new(id, body)).await, id, ErrorCode::UnsupportedBody);
+        assert_error(
+            &call(&mut link, &Frame::new(id, body)).await,
+            id,
+            ErrorCode::UnsupportedBody,
+        );
     }
     let reply = call(&mut link, &sync_request(200)).await;
     assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
@@ -417,7 +551,10 @@ async fn incomplete_frame_times_out() {
     link.sender.raw(&wire).await.unwrap();
     expect_error_then_close(&mut link, ErrorCode::Timeout, close::TIMEOUT).await;
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_millis(900), "closed after {elapsed:?}, before the 1 s frame timeout");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "closed after {elapsed:?}, before the 1 s frame timeout"
+    );
     pair.check().await;
 }
 
@@ -428,14 +565,26 @@ async fn send_outside_membership_or_to_unknown_conversation_is_refused() {
     let server = TestServer::start(SHARDS);
     let mut pair = Bystanders::new(&server).await;
     let eve = server.register("eve").await;
-    let err = eve.send(pair.conversation, Bytes::from_static(b"let me in")).await.expect_err("eve is not a member");
+    let err = eve
+        .send(pair.conversation, Bytes::from_static(b"let me in"))
+        .await
+        .expect_err("eve is not a member");
     assert_eq!(err.code(), Some(ErrorCode::NotMember), "{err}");
-    let err = eve.history(pair.conversation, 1, 0).await.expect_err("eve may not read");
+    let err = eve
+        .history(pair.conversation, 1, 0)
+        .await
+        .expect_err("eve may not read");
     assert_eq!(err.code(), Some(ErrorCode::NotMember), "{err}");
-    let err = eve.ack(pair.conversation, 1).await.expect_err("eve may not ack");
+    let err = eve
+        .ack(pair.conversation, 1)
+        .await
+        .expect_err("eve may not ack");
     assert_eq!(err.code(), Some(ErrorCode::NotMember), "{err}");
     let unknown = pair.conversation.wrapping_add(1).max(1);
-    let err = eve.send(unknown, Bytes::from_static(b"hello?")).await.expect_err("no such conversation");
+    let err = eve
+        .send(unknown, Bytes::from_static(b"hello?"))
+        .await
+        .expect_err("no such conversation");
     assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
     // Nothing eve did reached the bystanders' conversation.
     pair.check().await;
@@ -451,8 +600,13 @@ async fn zero_client_message_id_and_ack_past_head_are_invalid() {
     // The SDK never sends client_message_id 0, so speak raw as bystander-a's second connection.
     let identity = Identity::load(pair.a.state.path()).unwrap();
     let mut link = server.raw_link().await;
-    let auth = link.authenticate_frame(1, &identity.user, identity.device, &identity.key).unwrap();
-    assert!(matches!(call(&mut link, &auth).await.body, Body::Authenticated { .. }));
+    let auth = link
+        .authenticate_frame(1, &identity.user, identity.device, &identity.key)
+        .unwrap();
+    assert!(matches!(
+        call(&mut link, &auth).await.body,
+        Body::Authenticated { .. }
+    ));
     let send = Frame::new(
         2,
         Body::Send {
@@ -466,19 +620,40 @@ async fn zero_client_message_id_and_ack_past_head_are_invalid() {
     assert_error(&call(&mut link, &send).await, 2, ErrorCode::InvalidArgument);
 
     let head = u64::from(pair.sent);
-    let err = pair.b.ack(pair.conversation, head + 1).await.expect_err("ack past the head");
+    let err = pair
+        .b
+        .ack(pair.conversation, head + 1)
+        .await
+        .expect_err("ack past the head");
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
-    let err = pair.b.ack(pair.conversation, u64::MAX).await.expect_err("ack far past the head");
+    let err = pair
+        .b
+        .ack(pair.conversation, u64::MAX)
+        .await
+        .expect_err("ack far past the head");
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
     // The refused ack did not move the cursor; a valid one does.
     let state = pair.b.sync(true).await.unwrap();
-    let conv = state.iter().find(|s| s.conversation_id == pair.conversation).expect("listed");
+    let conv = state
+        .iter()
+        .find(|s| s.conversation_id == pair.conversation)
+        .expect("listed");
     assert_eq!((conv.head_seq, conv.cursor), (head, 0));
     pair.b.ack(pair.conversation, head).await.unwrap();
     let state = pair.b.sync(true).await.unwrap();
-    let conv = state.iter().find(|s| s.conversation_id == pair.conversation).expect("listed");
+    let conv = state
+        .iter()
+        .find(|s| s.conversation_id == pair.conversation)
+        .expect("listed");
     assert_eq!(conv.cursor, head);
     // The refused send stored nothing.
     pair.check().await;
-    assert_eq!(pair.a.history(pair.conversation, 1, 0).await.unwrap().head_seq, head + 1);
+    assert_eq!(
+        pair.a
+            .history(pair.conversation, 1, 0)
+            .await
+            .unwrap()
+            .head_seq,
+        head + 1
+    );
 }

@@ -33,16 +33,32 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// Opens `count` endpoints trusting `fingerprint` (call inside the runtime).
-    pub fn new(count: usize, addr: SocketAddr, fingerprint: [u8; 32], timeout: Duration) -> Result<Arc<Endpoints>> {
-        let config = client_config(&TrustAnchor::Fingerprint(fingerprint)).map_err(tern::client::link::LinkError::from)?;
-        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().map_err(|_| LoadError::Usage("bind address".into()))?;
+    pub fn new(
+        count: usize,
+        addr: SocketAddr,
+        fingerprint: [u8; 32],
+        timeout: Duration,
+    ) -> Result<Arc<Endpoints>> {
+        let config = client_config(&TrustAnchor::Fingerprint(fingerprint))
+            .map_err(tern::client::link::LinkError::from)?;
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .map_err(|_| LoadError::Usage("bind address".into()))?;
         let mut list = Vec::with_capacity(count.max(1));
         for _ in 0..count.max(1) {
             let mut endpoint = endpoint(bind)?;
             endpoint.set_default_client_config(config.clone());
             list.push(endpoint);
         }
-        Ok(Arc::new(Endpoints { list, addr, timeout }))
+        Ok(Arc::new(Endpoints {
+            list,
+            addr,
+            timeout,
+        }))
     }
 
     /// A new link (QUIC handshake done, control stream open) on endpoint `i % count`.
@@ -54,14 +70,20 @@ impl Endpoints {
         match tokio::time::timeout(self.timeout, connect).await {
             Ok(Ok(link)) => Ok(link),
             Ok(Err(e)) => Err(LoadError::Link(e)),
-            Err(_) => Err(LoadError::Timeout { what: format!("the QUIC handshake with {}", self.addr), secs: self.timeout.as_secs() }),
+            Err(_) => Err(LoadError::Timeout {
+                what: format!("the QUIC handshake with {}", self.addr),
+                secs: self.timeout.as_secs(),
+            }),
         }
     }
 
     /// Opens one link and registers on it, turning any failure into a clear
     /// "unreachable" or "refused" error: run before a scenario starts.
     pub async fn probe(&self, user: &str) -> Result<(Device, Link)> {
-        let mut link = self.link(0).await.map_err(|e| LoadError::Unreachable { addr: self.addr, detail: e.to_string() })?;
+        let mut link = self.link(0).await.map_err(|e| LoadError::Unreachable {
+            addr: self.addr,
+            detail: e.to_string(),
+        })?;
         let device = register(&mut link, user, self.timeout).await?;
         Ok((device, link))
     }
@@ -78,12 +100,19 @@ impl Endpoints {
 }
 
 fn endpoint(bind: SocketAddr) -> Result<quinn::Endpoint> {
-    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP)).map_err(LoadError::Socket)?;
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(LoadError::Socket)?;
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
     socket.set_nonblocking(true).map_err(LoadError::Socket)?;
     socket.bind(&bind.into()).map_err(LoadError::Socket)?;
-    quinn::Endpoint::new(EndpointConfig::default(), None, socket.into(), Arc::new(TokioRuntime)).map_err(LoadError::Socket)
+    quinn::Endpoint::new(
+        EndpointConfig::default(),
+        None,
+        socket.into(),
+        Arc::new(TokioRuntime),
+    )
+    .map_err(LoadError::Socket)
 }
 
 /// A registered device of a load-generator user.
@@ -109,7 +138,11 @@ pub async fn register(link: &mut Link, user: &str, timeout: Duration) -> Result<
     let key = SigningKey::generate(&mut rand::thread_rng());
     let frame = link.register_frame(1, user, "tern-load", &key)?;
     match request(link, &frame, "registration", timeout).await? {
-        Body::Registered { device, .. } => Ok(Device { user: user.to_owned(), device, key }),
+        Body::Registered { device, .. } => Ok(Device {
+            user: user.to_owned(),
+            device,
+            key,
+        }),
         other => Err(unexpected("registration", &other)),
     }
 }
@@ -125,11 +158,18 @@ pub async fn authenticate(link: &mut Link, device: &Device, timeout: Duration) -
 
 /// Sends one request and waits for its response (skipping server pushes);
 /// an `Error` answer becomes [`LoadError::Refused`].
-pub async fn request(link: &mut Link, frame: &Frame, what: &str, timeout: Duration) -> Result<Body> {
+pub async fn request(
+    link: &mut Link,
+    frame: &Frame,
+    what: &str,
+    timeout: Duration,
+) -> Result<Body> {
     let exchange = async {
         link.sender.frame(frame).await?;
         loop {
-            let Some(reply) = link.receiver.next().await? else { return Err(LoadError::Closed(what.to_owned())) };
+            let Some(reply) = link.receiver.next().await? else {
+                return Err(LoadError::Closed(what.to_owned()));
+            };
             if reply.request_id == frame.request_id {
                 return Ok(reply.body);
             }
@@ -137,19 +177,29 @@ pub async fn request(link: &mut Link, frame: &Frame, what: &str, timeout: Durati
     };
     let body = tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| LoadError::Timeout { what: what.to_owned(), secs: timeout.as_secs() })??;
+        .map_err(|_| LoadError::Timeout {
+            what: what.to_owned(),
+            secs: timeout.as_secs(),
+        })??;
     refused(what, body)
 }
 
 /// Turns an `Error` body into [`LoadError::Refused`].
 pub fn refused(what: &str, body: Body) -> Result<Body> {
     match body {
-        Body::Error(e) => Err(LoadError::Refused { what: what.to_owned(), code: format!("{:?}", e.code), message: e.message }),
+        Body::Error(e) => Err(LoadError::Refused {
+            what: what.to_owned(),
+            code: format!("{:?}", e.code),
+            message: e.message,
+        }),
         body => Ok(body),
     }
 }
 
 pub fn unexpected(what: &str, body: &Body) -> LoadError {
     let got = format!("{body:?}");
-    LoadError::Unexpected { what: what.to_owned(), got: got.chars().take(120).collect() }
+    LoadError::Unexpected {
+        what: what.to_owned(),
+        got: got.chars().take(120).collect(),
+    }
 }

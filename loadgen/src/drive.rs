@@ -25,14 +25,21 @@ pub struct Dispatched {
 
 /// Issues every event of `sched` at its intended time: `make(k, intended_ns)`
 /// names the device and the job.
-pub async fn open_loop(stats: &Stats, mut sched: OpenLoop, senders: &[mpsc::Sender<Job>], mut make: impl FnMut(u64, u64) -> (usize, Job)) -> Dispatched {
+pub async fn open_loop(
+    stats: &Stats,
+    mut sched: OpenLoop,
+    senders: &[mpsc::Sender<Job>],
+    mut make: impl FnMut(u64, u64) -> (usize, Job),
+) -> Dispatched {
     let mut out = Dispatched::default();
     while let Some(next) = sched.next_ns() {
         tokio::time::sleep_until(stats.clock.instant(next).into()).await;
         for k in sched.due(stats.clock.now_ns()) {
             let (device, job) = make(k, sched.intended_ns(k));
             out.issued += 1;
-            let sent = senders.get(device).is_some_and(|tx| tx.try_send(job).is_ok());
+            let sent = senders
+                .get(device)
+                .is_some_and(|tx| tx.try_send(job).is_ok());
             if sent {
                 Counters::add(&stats.counters.sent, 1);
             } else {
@@ -82,23 +89,53 @@ impl Phase {
     pub fn start(pid: Option<u32>) -> Phase {
         let system_ns = system_busy_ns();
         let threads = pid.map(thread_cpu_ns).unwrap_or_default();
-        Phase { started: Instant::now(), server: pid.and_then(|p| sample(p).ok()), client: sample_self().ok(), system_ns, threads, pid }
+        Phase {
+            started: Instant::now(),
+            server: pid.and_then(|p| sample(p).ok()),
+            client: sample_self().ok(),
+            system_ns,
+            threads,
+            pid,
+        }
     }
 
     pub fn end(&self) -> PhaseCost {
         let server_now = self.pid.and_then(|p| sample(p).ok());
         let client_now = sample_self().ok();
-        let system_s = self.system_ns.zip(system_busy_ns()).map(|(a, b)| b.saturating_sub(a) as f64 / 1e9);
-        let server_cpu_s = self.server.as_ref().zip(server_now.as_ref()).map(|(a, b)| b.since(a).cpu_s);
-        let client_cpu_s = self.client.as_ref().zip(client_now.as_ref()).map(|(a, b)| b.since(a).cpu_s);
-        let other_cpu_s = system_s.map(|s| (s - server_cpu_s.unwrap_or(0.0) - client_cpu_s.unwrap_or(0.0)).max(0.0));
+        let system_s = self
+            .system_ns
+            .zip(system_busy_ns())
+            .map(|(a, b)| b.saturating_sub(a) as f64 / 1e9);
+        let server_cpu_s = self
+            .server
+            .as_ref()
+            .zip(server_now.as_ref())
+            .map(|(a, b)| b.since(a).cpu_s);
+        let client_cpu_s = self
+            .client
+            .as_ref()
+            .zip(client_now.as_ref())
+            .map(|(a, b)| b.since(a).cpu_s);
+        let other_cpu_s = system_s
+            .map(|s| (s - server_cpu_s.unwrap_or(0.0) - client_cpu_s.unwrap_or(0.0)).max(0.0));
         let now = self.pid.map(thread_cpu_ns).unwrap_or_default();
         let server_threads = now
             .iter()
-            .map(|(name, ns)| (name.clone(), ns.saturating_sub(self.threads.get(name).copied().unwrap_or(0)) as f64 / 1e9))
+            .map(|(name, ns)| {
+                (
+                    name.clone(),
+                    ns.saturating_sub(self.threads.get(name).copied().unwrap_or(0)) as f64 / 1e9,
+                )
+            })
             .filter(|(_, s)| *s > 0.0)
             .collect();
-        PhaseCost { wall_s: self.started.elapsed().as_secs_f64(), server_cpu_s, client_cpu_s, other_cpu_s, server_threads }
+        PhaseCost {
+            wall_s: self.started.elapsed().as_secs_f64(),
+            server_cpu_s,
+            client_cpu_s,
+            other_cpu_s,
+            server_threads,
+        }
     }
 }
 
@@ -109,17 +146,31 @@ impl PhaseCost {
         report.figure(&format!("{prefix}_wall_s"), self.wall_s);
         if let Some(cpu) = self.server_cpu_s {
             report.figure(&format!("{prefix}_server_cpu_s"), cpu);
-            report.figure(&format!("{prefix}_server_cpu_pct"), 100.0 * cpu / self.wall_s.max(1e-9));
-            report.figure(&format!("server_cpu_per_{unit}_us"), cpu * 1e6 / (units.max(1) as f64));
+            report.figure(
+                &format!("{prefix}_server_cpu_pct"),
+                100.0 * cpu / self.wall_s.max(1e-9),
+            );
+            report.figure(
+                &format!("server_cpu_per_{unit}_us"),
+                cpu * 1e6 / (units.max(1) as f64),
+            );
         } else {
-            report.note("server CPU not measured: pass --server-pid PID for a server started elsewhere");
+            report.note(
+                "server CPU not measured: pass --server-pid PID for a server started elsewhere",
+            );
         }
         if let Some(cpu) = self.client_cpu_s {
             report.figure(&format!("{prefix}_client_cpu_s"), cpu);
-            report.figure(&format!("{prefix}_client_cpu_pct"), 100.0 * cpu / self.wall_s.max(1e-9));
+            report.figure(
+                &format!("{prefix}_client_cpu_pct"),
+                100.0 * cpu / self.wall_s.max(1e-9),
+            );
         }
         if let Some(cpu) = self.other_cpu_s {
-            report.figure(&format!("{prefix}_other_cpu_pct"), 100.0 * cpu / self.wall_s.max(1e-9));
+            report.figure(
+                &format!("{prefix}_other_cpu_pct"),
+                100.0 * cpu / self.wall_s.max(1e-9),
+            );
         }
         self.thread_figures(report, prefix);
     }
@@ -128,20 +179,35 @@ impl PhaseCost {
     /// percentage of one core (shows a saturated shard).
     pub fn thread_figures(&self, report: &mut Report, prefix: &str) {
         for (name, cpu) in &self.server_threads {
-            report.figure(&format!("{prefix}_thread_cpu_pct.{name}"), 100.0 * cpu / self.wall_s.max(1e-9));
+            report.figure(
+                &format!("{prefix}_thread_cpu_pct.{name}"),
+                100.0 * cpu / self.wall_s.max(1e-9),
+            );
         }
     }
 }
 
 /// Runs `fut` with a progress ticker showing deliveries and a series' p99.
-pub async fn with_progress<T>(stats: &Arc<Stats>, label: &str, series: &'static str, quiet: bool, fut: impl Future<Output = T>) -> T {
+pub async fn with_progress<T>(
+    stats: &Arc<Stats>,
+    label: &str,
+    series: &'static str,
+    quiet: bool,
+    fut: impl Future<Output = T>,
+) -> T {
     let progress = crate::progress::Progress::new(label, None, quiet);
     let s = stats.clone();
     let started = Instant::now();
     let ticker = progress.ticker(move || {
         let n = Counters::get(&s.counters.delivered);
         let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        let msg = format!("{} sent {} dropped {} errors {}", crate::progress::rate_message(rate, s.current_p99_us(series)), Counters::get(&s.counters.sent), Counters::get(&s.counters.dropped), Counters::get(&s.counters.errors));
+        let msg = format!(
+            "{} sent {} dropped {} errors {}",
+            crate::progress::rate_message(rate, s.current_p99_us(series)),
+            Counters::get(&s.counters.sent),
+            Counters::get(&s.counters.dropped),
+            Counters::get(&s.counters.errors)
+        );
         (n, msg)
     });
     let out = fut.await;

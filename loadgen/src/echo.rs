@@ -18,7 +18,9 @@ use quinn::{Endpoint, TokioRuntime};
 use serde::Serialize;
 use tern::proto::codec::{FrameDecoder, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX};
 use tern::server::cid::shard_endpoint_config;
-use tern::server::socket::{bind_shard_sockets, shard_socket, DatagramMesh, ShardSocketParts, DEFAULT_INBOX_CAPACITY};
+use tern::server::socket::{
+    bind_shard_sockets, shard_socket, DatagramMesh, ShardSocketParts, DEFAULT_INBOX_CAPACITY,
+};
 use tern::server::tls::{load_or_create_identity, server_config, ServerTransportTuning};
 
 use crate::error::{LoadError, Result};
@@ -37,12 +39,22 @@ pub struct Args {
 /// Runs the echo server until SIGINT or SIGTERM.
 pub fn run(args: Args) -> Result<()> {
     let shards = effective_shards(args.shards);
-    let dir = tempfile::tempdir().map_err(|source| LoadError::Write { path: std::env::temp_dir(), source })?;
-    let identity = load_or_create_identity(dir.path()).map_err(|e| LoadError::Echo(e.to_string()))?;
-    let quic = server_config(&identity, &ServerTransportTuning::default()).map_err(|e| LoadError::Echo(e.to_string()))?;
-    let sockets = bind_shard_sockets(args.listen, shards).map_err(|e| LoadError::Echo(format!("cannot bind {}: {e}", args.listen)))?;
-    let local = sockets.first().and_then(|s| s.local_addr().ok()).unwrap_or(args.listen);
-    let mesh = DatagramMesh::new(shards, DEFAULT_INBOX_CAPACITY).map_err(|e| LoadError::Echo(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(|source| LoadError::Write {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let identity =
+        load_or_create_identity(dir.path()).map_err(|e| LoadError::Echo(e.to_string()))?;
+    let quic = server_config(&identity, &ServerTransportTuning::default())
+        .map_err(|e| LoadError::Echo(e.to_string()))?;
+    let sockets = bind_shard_sockets(args.listen, shards)
+        .map_err(|e| LoadError::Echo(format!("cannot bind {}: {e}", args.listen)))?;
+    let local = sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .unwrap_or(args.listen);
+    let mesh = DatagramMesh::new(shards, DEFAULT_INBOX_CAPACITY)
+        .map_err(|e| LoadError::Echo(e.to_string()))?;
     for (parts, socket) in mesh.into_parts().into_iter().zip(sockets) {
         let quic = quic.clone();
         std::thread::Builder::new()
@@ -62,18 +74,30 @@ fn effective_shards(shards: usize) -> usize {
     if shards > 0 {
         return shards.min(255);
     }
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(255)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(255)
 }
 
 fn shard_thread(parts: ShardSocketParts, socket: std::net::UdpSocket, quic: quinn::ServerConfig) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         eprintln!("echo shard {}: cannot start its runtime", parts.shard_id());
         return;
     };
     rt.block_on(async move {
         let id = parts.shard_id();
-        let endpoint = shard_socket(parts, socket)
-            .and_then(|s| Endpoint::new_with_abstract_socket(shard_endpoint_config(id), Some(quic), s, Arc::new(TokioRuntime)));
+        let endpoint = shard_socket(parts, socket).and_then(|s| {
+            Endpoint::new_with_abstract_socket(
+                shard_endpoint_config(id),
+                Some(quic),
+                s,
+                Arc::new(TokioRuntime),
+            )
+        });
         let endpoint = match endpoint {
             Ok(e) => e,
             Err(e) => return eprintln!("echo shard {id}: cannot open its endpoint: {e}"),
@@ -85,8 +109,12 @@ fn shard_thread(parts: ShardSocketParts, socket: std::net::UdpSocket, quic: quin
 }
 
 async fn serve(incoming: quinn::Incoming) {
-    let Ok(connection) = incoming.await else { return };
-    let Ok((mut send, mut recv)) = connection.accept_bi().await else { return };
+    let Ok(connection) = incoming.await else {
+        return;
+    };
+    let Ok((mut send, mut recv)) = connection.accept_bi().await else {
+        return;
+    };
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
     let mut frames: Vec<Bytes> = Vec::with_capacity(16);
     loop {
@@ -114,9 +142,13 @@ fn prefixed(frame: &[u8]) -> Bytes {
 }
 
 fn wait_for_signal() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(LoadError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(LoadError::Runtime)?;
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(LoadError::Runtime)?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(LoadError::Runtime)?;
         tokio::select! {
             r = tokio::signal::ctrl_c() => r.map_err(LoadError::Runtime),
             _ = term.recv() => Ok(()),

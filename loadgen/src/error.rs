@@ -14,14 +14,25 @@ pub enum LoadError {
     Usage(String),
     #[error("cannot find the server binary at {0}; build it with `cargo build --release --bin tern` or pass --tern-bin PATH")]
     MissingBinary(PathBuf),
-    #[error("cannot start {bin}: {source}; check that it is an executable tern (or tern-load) binary")]
-    Spawn { bin: PathBuf, source: std::io::Error },
-    #[error("the server did not announce its address and fingerprint: {detail}; its log is at {log}")]
+    #[error(
+        "cannot start {bin}: {source}; check that it is an executable tern (or tern-load) binary"
+    )]
+    Spawn {
+        bin: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the server did not announce its address and fingerprint: {detail}; its log is at {log}"
+    )]
     ServerStartup { detail: String, log: PathBuf },
     #[error("cannot reach the server at {addr}: {detail}; check that it is running, that --server is right and that --fingerprint is the one it printed")]
     Unreachable { addr: SocketAddr, detail: String },
     #[error("the server refused {what}: {code} {message}")]
-    Refused { what: String, code: String, message: String },
+    Refused {
+        what: String,
+        code: String,
+        message: String,
+    },
     #[error("the server answered {what} with an unexpected {got}; is this a tern/1 server of the same version?")]
     Unexpected { what: String, got: String },
     #[error("timed out after {secs} s waiting for {what}; the server may be overloaded: lower the rate or the connection count")]
@@ -37,14 +48,25 @@ pub enum LoadError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}; check that its directory exists and is writable")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a tern-load JSON report: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("cannot draw the plot {path}: {detail}")]
     Plot { path: PathBuf, detail: String },
-    #[error("cannot read process {pid} in /proc: {detail}; --server-pid must name a live local process")]
+    #[error(
+        "cannot read process {pid} in /proc: {detail}; --server-pid must name a live local process"
+    )]
     Proc { pid: u32, detail: String },
     #[error("a load task failed: {0}")]
     Task(String),

@@ -78,12 +78,24 @@ impl Ramp {
 }
 
 /// Opens `args.connections` connections with `handshake`, `args.ramp` per second.
-pub async fn open<F, Fut>(endpoints: &Arc<Endpoints>, args: &IdleArgs, stats: &Arc<Stats>, quiet: bool, handshake: F) -> Opened
+pub async fn open<F, Fut>(
+    endpoints: &Arc<Endpoints>,
+    args: &IdleArgs,
+    stats: &Arc<Stats>,
+    quiet: bool,
+    handshake: F,
+) -> Opened
 where
     F: Fn(Arc<Endpoints>, usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Link>> + Send + 'static,
 {
-    let ramp = Arc::new(Ramp { stats: stats.clone(), links: Mutex::new(Vec::with_capacity(args.connections)), failures: AtomicU64::new(0), last_ok_ns: AtomicU64::new(0), first_error: Mutex::new(None) });
+    let ramp = Arc::new(Ramp {
+        stats: stats.clone(),
+        links: Mutex::new(Vec::with_capacity(args.connections)),
+        failures: AtomicU64::new(0),
+        last_ok_ns: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+    });
     let ticker = ramp_ticker(&ramp, args.connections, quiet);
     let start_ns = stats.clock.now_ns();
     let mut sched = OpenLoop::new(args.ramp, start_ns, Some(args.connections as u64), None);
@@ -100,10 +112,19 @@ where
     }
     while tasks.join_next().await.is_some() {}
     ticker.stop();
-    let links = ramp.links.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+    let links = ramp
+        .links
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
     let last_ok = ramp.last_ok_ns.load(Ordering::Relaxed);
     let first_error = ramp.first_error.lock().ok().and_then(|e| e.clone());
-    Opened { links, failures: ramp.failures.load(Ordering::Relaxed), first_error, all_connected_s: last_ok.saturating_sub(start_ns) as f64 / 1e9 }
+    Opened {
+        links,
+        failures: ramp.failures.load(Ordering::Relaxed),
+        first_error,
+        all_connected_s: last_ok.saturating_sub(start_ns) as f64 / 1e9,
+    }
 }
 
 fn ramp_ticker(ramp: &Arc<Ramp>, total: usize, quiet: bool) -> crate::progress::Ticker {
@@ -114,7 +135,13 @@ fn ramp_ticker(ramp: &Arc<Ramp>, total: usize, quiet: bool) -> crate::progress::
         let ok = ramp.links.lock().map(|l| l.len()).unwrap_or(0) as u64;
         let rate = ok as f64 / started.elapsed().as_secs_f64().max(1e-3);
         let failed = ramp.failures.load(Ordering::Relaxed);
-        (ok + failed, format!("{} failed {failed}", rate_message(rate, ramp.stats.current_p99_us("connect"))))
+        (
+            ok + failed,
+            format!(
+                "{} failed {failed}",
+                rate_message(rate, ramp.stats.current_p99_us("connect"))
+            ),
+        )
     })
 }
 
@@ -126,12 +153,23 @@ pub struct Readings {
 
 impl Readings {
     pub fn take(pid: Option<u32>) -> Readings {
-        Readings { before: pid.and_then(|p| sample(p).ok()), client_before: sample_self().ok() }
+        Readings {
+            before: pid.and_then(|p| sample(p).ok()),
+            client_before: sample_self().ok(),
+        }
     }
 }
 
 /// Runs the ramp, then the hold, and writes the figures into `report`.
-pub async fn ramp_and_hold<F, Fut>(endpoints: &Arc<Endpoints>, args: &IdleArgs, stats: &Arc<Stats>, pid: Option<u32>, quiet: bool, report: &mut Report, handshake: F) -> Vec<Link>
+pub async fn ramp_and_hold<F, Fut>(
+    endpoints: &Arc<Endpoints>,
+    args: &IdleArgs,
+    stats: &Arc<Stats>,
+    pid: Option<u32>,
+    quiet: bool,
+    report: &mut Report,
+    handshake: F,
+) -> Vec<Link>
 where
     F: Fn(Arc<Endpoints>, usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Link>> + Send + 'static,
@@ -141,17 +179,34 @@ where
     let opened = open(endpoints, args, stats, quiet, handshake).await;
     let after_connect = pid.and_then(|p| sample(p).ok());
     let client_after = sample_self().ok();
-    connect_figures(report, args, &opened, &readings, after_connect.as_ref(), client_after.as_ref());
+    connect_figures(
+        report,
+        args,
+        &opened,
+        &readings,
+        after_connect.as_ref(),
+        client_after.as_ref(),
+    );
     let cost = phase.end();
     if let Some(other) = cost.other_cpu_s {
-        report.figure("connect_other_cpu_pct", 100.0 * other / cost.wall_s.max(1e-9));
+        report.figure(
+            "connect_other_cpu_pct",
+            100.0 * other / cost.wall_s.max(1e-9),
+        );
     }
     cost.thread_figures(report, "connect");
     hold(args, pid, quiet, report, &opened.links).await;
     opened.links
 }
 
-fn connect_figures(report: &mut Report, args: &IdleArgs, opened: &Opened, r: &Readings, after: Option<&ProcSample>, client_after: Option<&ProcSample>) {
+fn connect_figures(
+    report: &mut Report,
+    args: &IdleArgs,
+    opened: &Opened,
+    r: &Readings,
+    after: Option<&ProcSample>,
+    client_after: Option<&ProcSample>,
+) {
     let ok = opened.links.len() as f64;
     report.figure("connections_requested", args.connections as f64);
     report.figure("connections_ok", ok);
@@ -169,7 +224,9 @@ fn connect_figures(report: &mut Report, args: &IdleArgs, opened: &Opened, r: &Re
         report.figure("server_cpu_connect_s", d.cpu_s);
         report.figure("server_cpu_per_conn_us", d.cpu_s * 1e6 / ok.max(1.0));
     } else {
-        report.note("server RSS/CPU not measured: pass --server-pid PID for a server started elsewhere");
+        report.note(
+            "server RSS/CPU not measured: pass --server-pid PID for a server started elsewhere",
+        );
     }
     if let (Some(before), Some(after)) = (&r.client_before, client_after) {
         let d = after.since(before);
@@ -189,7 +246,10 @@ async fn hold(args: &IdleArgs, pid: Option<u32>, quiet: bool, report: &mut Repor
     }
     progress.finish();
     let end = pid.and_then(|p| sample(p).ok());
-    let alive = links.iter().filter(|l| l.connection.close_reason().is_none()).count();
+    let alive = links
+        .iter()
+        .filter(|l| l.connection.close_reason().is_none())
+        .count();
     report.figure("hold_s", args.hold as f64);
     report.figure("alive_after_hold", alive as f64);
     report.figure("dropped_during_hold", (links.len() - alive) as f64);

@@ -29,7 +29,11 @@ const BATCH: usize = 64;
 #[derive(Debug)]
 pub enum Job {
     /// A message send (`request_id` = message number + 1).
-    Send { request_id: u64, conversation_id: u64, payload: Bytes },
+    Send {
+        request_id: u64,
+        conversation_id: u64,
+        payload: Bytes,
+    },
     /// Raise this device's cursor.
     Ack { conversation_id: u64, seq: u64 },
     /// Any pre-built frame (the baseline's echo frames).
@@ -74,7 +78,11 @@ pub struct Pending {
 
 impl Pending {
     pub fn new() -> Self {
-        Pending { shards: (0..64).map(|_| std::sync::Mutex::new(HashMap::new())).collect() }
+        Pending {
+            shards: (0..64)
+                .map(|_| std::sync::Mutex::new(HashMap::new()))
+                .collect(),
+        }
     }
 
     fn shard(&self, id: u64) -> Option<&std::sync::Mutex<HashMap<u64, u64>>> {
@@ -108,13 +116,31 @@ pub struct LiveDevice {
 
 impl LiveDevice {
     /// Starts the writer and reader of device `index` over `link`.
-    pub fn start(index: usize, link: Link, sink: Arc<dyn Sink>, clock: Clock, ack_interval: Option<Duration>, queue: usize) -> LiveDevice {
+    pub fn start(
+        index: usize,
+        link: Link,
+        sink: Arc<dyn Sink>,
+        clock: Clock,
+        ack_interval: Option<Duration>,
+        queue: usize,
+    ) -> LiveDevice {
         let (connection, sender, receiver) = link.split();
         let (jobs, rx) = mpsc::channel(queue.max(1));
         let writer = tokio::spawn(write_loop(sender, rx, index, sink.clone()));
-        let reader_state = Reader { index, sink, clock, jobs: jobs.clone(), acks: AckState::new(ack_interval) };
+        let reader_state = Reader {
+            index,
+            sink,
+            clock,
+            jobs: jobs.clone(),
+            acks: AckState::new(ack_interval),
+        };
         let reader = tokio::spawn(read_loop(receiver, reader_state));
-        LiveDevice { jobs, connection, writer, reader }
+        LiveDevice {
+            jobs,
+            connection,
+            writer,
+            reader,
+        }
     }
 
     /// Closes the connection and stops both tasks.
@@ -129,18 +155,41 @@ static CONTROL_IDS: AtomicU64 = AtomicU64::new(CONTROL_ID_BASE);
 
 fn encode(job: Job) -> Bytes {
     match job {
-        Job::Send { request_id, conversation_id, payload } => {
-            let body = Body::Send { conversation_id, client_message_id: request_id, expires_in_secs: 0, flags: 0, payload };
+        Job::Send {
+            request_id,
+            conversation_id,
+            payload,
+        } => {
+            let body = Body::Send {
+                conversation_id,
+                client_message_id: request_id,
+                expires_in_secs: 0,
+                flags: 0,
+                payload,
+            };
             Frame::new(request_id, body).encode()
         }
-        Job::Ack { conversation_id, seq } => {
-            Frame::new(CONTROL_IDS.fetch_add(1, Ordering::Relaxed), Body::Ack { conversation_id, seq }).encode()
-        }
+        Job::Ack {
+            conversation_id,
+            seq,
+        } => Frame::new(
+            CONTROL_IDS.fetch_add(1, Ordering::Relaxed),
+            Body::Ack {
+                conversation_id,
+                seq,
+            },
+        )
+        .encode(),
         Job::Raw(bytes) => bytes,
     }
 }
 
-async fn write_loop(mut sender: FrameSender, mut rx: mpsc::Receiver<Job>, index: usize, sink: Arc<dyn Sink>) {
+async fn write_loop(
+    mut sender: FrameSender,
+    mut rx: mpsc::Receiver<Job>,
+    index: usize,
+    sink: Arc<dyn Sink>,
+) {
     let mut jobs = Vec::with_capacity(BATCH);
     let mut frames = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut jobs, BATCH).await > 0 {
@@ -162,7 +211,11 @@ struct AckState {
 
 impl AckState {
     fn new(interval: Option<Duration>) -> Self {
-        AckState { interval, last: Instant::now(), highest: HashMap::new() }
+        AckState {
+            interval,
+            last: Instant::now(),
+            highest: HashMap::new(),
+        }
     }
 
     fn delivered(&mut self, conversation_id: u64, seq: u64) {
@@ -172,7 +225,9 @@ impl AckState {
 
     /// The acks due now (none before the interval has passed).
     fn due(&mut self, now: Instant) -> Vec<(u64, u64)> {
-        let Some(interval) = self.interval else { return Vec::new() };
+        let Some(interval) = self.interval else {
+            return Vec::new();
+        };
         if now.saturating_duration_since(self.last) < interval {
             return Vec::new();
         }
@@ -216,10 +271,16 @@ impl Reader {
                 self.sink.on_deliver(self.index, &message, now);
                 self.acks.delivered(message.conversation_id, message.seq);
                 for (conversation_id, seq) in self.acks.due(Instant::now()) {
-                    let _ = self.jobs.try_send(Job::Ack { conversation_id, seq });
+                    let _ = self.jobs.try_send(Job::Ack {
+                        conversation_id,
+                        seq,
+                    });
                 }
             }
-            Body::Send { payload, .. } => self.sink.on_echo(self.index, frame.request_id, &payload, now),
+            Body::Send { payload, .. } => {
+                self.sink
+                    .on_echo(self.index, frame.request_id, &payload, now)
+            }
             Body::Error(e) => self.sink.on_error(self.index, frame.request_id, &e),
             _ => {}
         }

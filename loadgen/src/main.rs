@@ -75,22 +75,47 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Connect(a) => scenario_run(a.client.threads, a.output.clone(), scenario::connect::run(*a)),
-        Command::Chat(a) => scenario_run(a.client.threads, a.output.clone(), scenario::chat::run(*a)),
-        Command::Group(a) => scenario_run(a.client.threads, a.output.clone(), scenario::group::run(*a)),
-        Command::Sync(a) => scenario_run(a.client.threads, a.output.clone(), scenario::sync::run(*a)),
-        Command::Baseline(a) => scenario_run(a.client.threads, a.output.clone(), scenario::baseline::run(*a)),
+        Command::Connect(a) => scenario_run(
+            a.client.threads,
+            a.output.clone(),
+            scenario::connect::run(*a),
+        ),
+        Command::Chat(a) => {
+            scenario_run(a.client.threads, a.output.clone(), scenario::chat::run(*a))
+        }
+        Command::Group(a) => {
+            scenario_run(a.client.threads, a.output.clone(), scenario::group::run(*a))
+        }
+        Command::Sync(a) => {
+            scenario_run(a.client.threads, a.output.clone(), scenario::sync::run(*a))
+        }
+        Command::Baseline(a) => scenario_run(
+            a.client.threads,
+            a.output.clone(),
+            scenario::baseline::run(*a),
+        ),
         Command::EchoServer(a) => echo::run(a),
         Command::Compare { a, b } => {
             let (ra, rb) = (Report::load(&a)?, Report::load(&b)?);
-            print!("{}", compare_table(&a.display().to_string(), &b.display().to_string(), &compare(&ra, &rb)));
+            print!(
+                "{}",
+                compare_table(
+                    &a.display().to_string(),
+                    &b.display().to_string(),
+                    &compare(&ra, &rb)
+                )
+            );
             Ok(())
         }
     }
 }
 
 /// Runs a scenario on a multi-threaded runtime and prints/saves its report.
-fn scenario_run(threads: Option<usize>, output: args::OutputArgs, run: impl Future<Output = Result<Report>>) -> Result<()> {
+fn scenario_run(
+    threads: Option<usize>,
+    output: args::OutputArgs,
+    run: impl Future<Output = Result<Report>>,
+) -> Result<()> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = threads {
         builder.worker_threads(n.max(1));

@@ -24,22 +24,40 @@ const LINES: [(&str, Pick, RGBColor); 4] = [
 
 /// Writes the report's timelines to `path` as SVG.
 pub fn plot(report: &Report, path: &Path) -> Result<()> {
-    let panels: Vec<(&String, &Vec<WindowPoint>)> = report.timeline.iter().filter(|(_, t)| !t.is_empty()).collect();
-    let err = |detail: String| LoadError::Plot { path: path.into(), detail };
+    let panels: Vec<(&String, &Vec<WindowPoint>)> = report
+        .timeline
+        .iter()
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    let err = |detail: String| LoadError::Plot {
+        path: path.into(),
+        detail,
+    };
     let rows = u32::try_from(panels.len().max(1)).unwrap_or(1);
     let root = SVGBackend::new(path, (WIDTH, PANEL_HEIGHT * rows)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let areas = root.split_evenly((panels.len().max(1), 1));
     for ((name, points), area) in panels.iter().zip(areas.iter()) {
-        let title = format!("tern-load {}: {} latency (ms) over time (s)", report.scenario, name);
+        let title = format!(
+            "tern-load {}: {} latency (ms) over time (s)",
+            report.scenario, name
+        );
         panel(area, &title, points).map_err(&err)?;
     }
     root.present().map_err(|e| err(e.to_string()))
 }
 
-fn panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, title: &str, points: &[WindowPoint]) -> Result<(), String> {
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    points: &[WindowPoint],
+) -> Result<(), String> {
     let x_max = points.iter().map(|p| p.t_s).fold(1.0, f64::max);
-    let y_max = points.iter().map(|p| p.p999_us as f64 / 1000.0).fold(0.001, f64::max) * 1.1;
+    let y_max = points
+        .iter()
+        .map(|p| p.p999_us as f64 / 1000.0)
+        .fold(0.001, f64::max)
+        * 1.1;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 18))
         .margin(12)
@@ -47,7 +65,12 @@ fn panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, title: &str
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(|e| e.to_string())?;
-    chart.configure_mesh().x_desc("seconds").y_desc("ms").draw().map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("ms")
+        .draw()
+        .map_err(|e| e.to_string())?;
     for (label, pick, color) in LINES {
         let series = points.iter().map(|p| (p.t_s, pick(p) as f64 / 1000.0));
         chart
@@ -74,7 +97,17 @@ mod tests {
     fn writes_an_svg_with_every_series() {
         let mut r = Report::new("chat", serde_json::Value::Null, TargetInfo::default());
         for name in ["send_ack", "send_deliver"] {
-            let points = (1..5).map(|t| WindowPoint { t_s: t as f64, count: 10, p50_us: 100 * t, p90_us: 200 * t, p99_us: 300 * t, p999_us: 400 * t, max_us: 500 * t }).collect();
+            let points = (1..5)
+                .map(|t| WindowPoint {
+                    t_s: t as f64,
+                    count: 10,
+                    p50_us: 100 * t,
+                    p90_us: 200 * t,
+                    p99_us: 300 * t,
+                    p999_us: 400 * t,
+                    max_us: 500 * t,
+                })
+                .collect();
             r.timeline.insert(name.into(), points);
         }
         let dir = tempfile::tempdir().unwrap();

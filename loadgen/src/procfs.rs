@@ -29,7 +29,11 @@ pub struct ProcDelta {
 impl ProcDelta {
     /// CPU use as a percentage of one core.
     pub fn cpu_pct_of_core(&self) -> f64 {
-        if self.wall_s <= 0.0 { 0.0 } else { 100.0 * self.cpu_s / self.wall_s }
+        if self.wall_s <= 0.0 {
+            0.0
+        } else {
+            100.0 * self.cpu_s / self.wall_s
+        }
     }
 }
 
@@ -46,11 +50,18 @@ impl ProcSample {
 /// Reads process `pid` now.
 pub fn sample(pid: u32) -> Result<ProcSample> {
     let err = |detail: String| LoadError::Proc { pid, detail };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| err(e.to_string()))?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| err(e.to_string()))?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| err(e.to_string()))?;
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| err(e.to_string()))?;
     let rss_bytes = parse_vm_rss(&status).ok_or_else(|| err("no VmRSS line in status".into()))?;
-    let ticks = parse_cpu_ticks(&stat).ok_or_else(|| err("cannot parse utime/stime in stat".into()))?;
-    Ok(ProcSample { at: Instant::now(), rss_bytes, cpu_ns: ticks * (1_000_000_000 / USER_HZ) })
+    let ticks =
+        parse_cpu_ticks(&stat).ok_or_else(|| err("cannot parse utime/stime in stat".into()))?;
+    Ok(ProcSample {
+        at: Instant::now(),
+        rss_bytes,
+        cpu_ns: ticks * (1_000_000_000 / USER_HZ),
+    })
 }
 
 /// Samples this very process (the load generator's own cost).
@@ -62,11 +73,18 @@ pub fn sample_self() -> Result<ProcSample> {
 /// `comm`, e.g. `tern-shard-0`), so a phase can show which thread was busy.
 pub fn thread_cpu_ns(pid: u32) -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
     for task in tasks.flatten() {
         let path = task.path();
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else { continue };
-        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default().trim().to_owned();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(path.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         if let Some(ticks) = parse_cpu_ticks(&stat) {
             *out.entry(name).or_insert(0) += ticks * (1_000_000_000 / USER_HZ);
         }
@@ -86,7 +104,11 @@ pub fn system_busy_ns() -> Option<u64> {
 /// Busy ticks of the `cpu` line: user+nice+system+irq+softirq+steal.
 pub fn parse_system_busy(stat: &str) -> Option<u64> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     let get = |i: usize| f.get(i).copied().unwrap_or(0);
     Some(get(0) + get(1) + get(2) + get(5) + get(6) + get(7))
 }
@@ -115,10 +137,16 @@ mod tests {
 
     #[test]
     fn parses_status_and_stat() {
-        assert_eq!(parse_vm_rss("Name:\ttern\nVmRSS:\t   2048 kB\n"), Some(2048 * 1024));
+        assert_eq!(
+            parse_vm_rss("Name:\ttern\nVmRSS:\t   2048 kB\n"),
+            Some(2048 * 1024)
+        );
         let stat = "42 (tern shard 0) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0";
         assert_eq!(parse_cpu_ticks(stat), Some(325));
-        assert_eq!(parse_system_busy("cpu  10 1 5 100 7 2 3 4 0 0\ncpu0 1 1 1 1\n"), Some(25));
+        assert_eq!(
+            parse_system_busy("cpu  10 1 5 100 7 2 3 4 0 0\ncpu0 1 1 1 1\n"),
+            Some(25)
+        );
         let me = sample_self().unwrap();
         assert!(me.rss_bytes > 0);
     }

@@ -60,7 +60,10 @@ impl Progress {
                 me.set(pos, msg);
             }
         });
-        Ticker { task, progress: self.clone() }
+        Ticker {
+            task,
+            progress: self.clone(),
+        }
     }
 }
 

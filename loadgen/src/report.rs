@@ -86,13 +86,25 @@ impl Report {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|source| LoadError::Json { path: path.into(), source })?;
-        std::fs::write(path, text).map_err(|source| LoadError::Write { path: path.into(), source })
+        let text = serde_json::to_string_pretty(self).map_err(|source| LoadError::Json {
+            path: path.into(),
+            source,
+        })?;
+        std::fs::write(path, text).map_err(|source| LoadError::Write {
+            path: path.into(),
+            source,
+        })
     }
 
     pub fn load(path: &Path) -> Result<Report> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
-        serde_json::from_str(&text).map_err(|source| LoadError::Json { path: path.into(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.into(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| LoadError::Json {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Every comparable number, flattened: figures by name and latency
@@ -110,16 +122,36 @@ impl Report {
     /// The summary table printed at the end of a run.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "tern-load {} against {} {} (pid {})", self.scenario, self.target.kind, self.target.addr, opt(self.target.pid));
+        let _ = writeln!(
+            s,
+            "tern-load {} against {} {} (pid {})",
+            self.scenario,
+            self.target.kind,
+            self.target.addr,
+            opt(self.target.pid)
+        );
         for (name, value) in &self.figures {
             let _ = writeln!(s, "  {name:<34} {}", fmt_num(*value));
         }
         if !self.latency.is_empty() {
-            let _ = writeln!(s, "  {:<18} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max");
+            let _ = writeln!(
+                s,
+                "  {:<18} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max"
+            );
         }
         for (name, l) in &self.latency {
             let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
-            let _ = writeln!(s, "  {name:<18} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", l.count, ms(l.p50_us), ms(l.p90_us), ms(l.p99_us), ms(l.p999_us), ms(l.max_us));
+            let _ = writeln!(
+                s,
+                "  {name:<18} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                l.count,
+                ms(l.p50_us),
+                ms(l.p90_us),
+                ms(l.p99_us),
+                ms(l.p999_us),
+                ms(l.max_us)
+            );
         }
         for note in &self.notes {
             let _ = writeln!(s, "  note: {note}");
@@ -183,7 +215,12 @@ pub fn compare(a: &Report, b: &Report) -> Vec<Ratio> {
     rows
 }
 
-fn equivalent_rows(fa: &BTreeMap<String, f64>, fb: &BTreeMap<String, f64>, in_a: &str, in_b: &str) -> Vec<Ratio> {
+fn equivalent_rows(
+    fa: &BTreeMap<String, f64>,
+    fb: &BTreeMap<String, f64>,
+    in_a: &str,
+    in_b: &str,
+) -> Vec<Ratio> {
     let prefix = format!("{in_a}.");
     fa.iter()
         .filter_map(|(key, va)| {
@@ -203,10 +240,23 @@ fn ratio(key: String, a: f64, b: f64) -> Ratio {
 pub fn compare_table(a_name: &str, b_name: &str, rows: &[Ratio]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "A = {a_name}\nB = {b_name}");
-    let _ = writeln!(s, "  {:<40} {:>16} {:>16} {:>10}", "figure", "A", "B", "B/A");
+    let _ = writeln!(
+        s,
+        "  {:<40} {:>16} {:>16} {:>10}",
+        "figure", "A", "B", "B/A"
+    );
     for r in rows {
-        let ratio = r.ratio.map_or_else(|| "-".to_owned(), |x| format!("{x:.3}"));
-        let _ = writeln!(s, "  {:<40} {:>16} {:>16} {:>10}", r.key, fmt_num(r.a), fmt_num(r.b), ratio);
+        let ratio = r
+            .ratio
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.3}"));
+        let _ = writeln!(
+            s,
+            "  {:<40} {:>16} {:>16} {:>10}",
+            r.key,
+            fmt_num(r.a),
+            fmt_num(r.b),
+            ratio
+        );
     }
     s
 }
@@ -228,11 +278,42 @@ mod tests {
     use super::*;
 
     fn sample(scenario: &str, rss: f64, series: &str, p99: u64) -> Report {
-        let mut r = Report::new(scenario, serde_json::json!({"connections": 10}), TargetInfo { kind: "tern".into(), addr: "127.0.0.1:1".into(), pid: Some(7), shards: Some(2) });
+        let mut r = Report::new(
+            scenario,
+            serde_json::json!({"connections": 10}),
+            TargetInfo {
+                kind: "tern".into(),
+                addr: "127.0.0.1:1".into(),
+                pid: Some(7),
+                shards: Some(2),
+            },
+        );
         r.figure("server_rss_per_conn_bytes", rss);
         r.figure("errors", 0.0);
-        r.latency.insert(series.into(), LatencySummary { count: 5, p50_us: 10, p90_us: 20, p99_us: p99, p999_us: p99, max_us: p99, mean_us: 12.5 });
-        r.timeline.insert(series.into(), vec![WindowPoint { t_s: 1.0, count: 5, p50_us: 10, p90_us: 20, p99_us: p99, p999_us: p99, max_us: p99 }]);
+        r.latency.insert(
+            series.into(),
+            LatencySummary {
+                count: 5,
+                p50_us: 10,
+                p90_us: 20,
+                p99_us: p99,
+                p999_us: p99,
+                max_us: p99,
+                mean_us: 12.5,
+            },
+        );
+        r.timeline.insert(
+            series.into(),
+            vec![WindowPoint {
+                t_s: 1.0,
+                count: 5,
+                p50_us: 10,
+                p90_us: 20,
+                p99_us: p99,
+                p999_us: p99,
+                max_us: p99,
+            }],
+        );
         r.note("a note");
         r
     }
@@ -253,7 +334,12 @@ mod tests {
         let base = sample("baseline", 1000.0, "echo", 400);
         let tern = sample("chat", 1100.0, "send_deliver", 600);
         let rows = compare(&base, &tern);
-        let get = |k: &str| rows.iter().find(|r| r.key == k).unwrap_or_else(|| panic!("{k} in {rows:?}")).clone();
+        let get = |k: &str| {
+            rows.iter()
+                .find(|r| r.key == k)
+                .unwrap_or_else(|| panic!("{k} in {rows:?}"))
+                .clone()
+        };
         assert!((get("server_rss_per_conn_bytes").ratio.unwrap() - 1.1).abs() < 1e-9);
         assert_eq!(get("errors").ratio, None);
         assert!((get("echo→send_deliver.p99_us").ratio.unwrap() - 1.5).abs() < 1e-9);

@@ -29,7 +29,13 @@ impl OpenLoop {
         let deadline_ns = duration
             .and_then(|d| u64::try_from(d.as_nanos()).ok())
             .map_or(u64::MAX, |d| start_ns.saturating_add(d));
-        OpenLoop { rate: rate.max(1e-9), start_ns, limit: limit.unwrap_or(u64::MAX), deadline_ns, next: 0 }
+        OpenLoop {
+            rate: rate.max(1e-9),
+            start_ns,
+            limit: limit.unwrap_or(u64::MAX),
+            deadline_ns,
+            next: 0,
+        }
     }
 
     /// Intended clock time (ns) of event `k`.
@@ -110,6 +116,9 @@ mod tests {
         assert_eq!(by_time.due(10_000_000_000), 0..50);
         assert!(by_time.finished());
         assert_eq!(by_time.capacity(), 51);
-        assert_eq!(OpenLoop::new(5.0, 0, Some(3), Some(Duration::from_secs(10))).capacity(), 3);
+        assert_eq!(
+            OpenLoop::new(5.0, 0, Some(3), Some(Duration::from_secs(10))).capacity(),
+            3
+        );
     }
 }

@@ -47,7 +47,10 @@ pub async fn register_many(
     result
 }
 
-async fn collect(tasks: &mut JoinSet<Result<(usize, Device, Link)>>, count: usize) -> Result<Vec<(Device, Link)>> {
+async fn collect(
+    tasks: &mut JoinSet<Result<(usize, Device, Link)>>,
+    count: usize,
+) -> Result<Vec<(Device, Link)>> {
     let mut slots: Vec<Option<(Device, Link)>> = (0..count).map(|_| None).collect();
     while let Some(joined) = tasks.join_next().await {
         let (i, device, link) = joined.map_err(|e| LoadError::Task(e.to_string()))??;
@@ -79,8 +82,13 @@ pub async fn pipeline(
         }
         let next = tokio::time::timeout(timeout, link.receiver.next())
             .await
-            .map_err(|_| LoadError::Timeout { what: what.to_owned(), secs: timeout.as_secs() })??;
-        let Some(frame) = next else { return Err(LoadError::Closed(what.to_owned())) };
+            .map_err(|_| LoadError::Timeout {
+                what: what.to_owned(),
+                secs: timeout.as_secs(),
+            })??;
+        let Some(frame) = next else {
+            return Err(LoadError::Closed(what.to_owned()));
+        };
         if frame.request_id == 0 {
             continue;
         }
@@ -104,13 +112,21 @@ pub struct CreateJob {
 /// Creates the conversations concurrently (each creator's link is lent to
 /// one task and given back) and returns their ids in job order. Groups larger
 /// than one request allows get the rest of their members with AddMembers.
-pub async fn create_conversations(devices: &mut [Option<(Device, Link)>], jobs: Vec<CreateJob>, concurrency: usize, timeout: Duration) -> Result<Vec<u64>> {
+pub async fn create_conversations(
+    devices: &mut [Option<(Device, Link)>],
+    jobs: Vec<CreateJob>,
+    concurrency: usize,
+    timeout: Duration,
+) -> Result<Vec<u64>> {
     let limit = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
     let count = jobs.len();
     for (j, job) in jobs.into_iter().enumerate() {
         let Some((device, mut link)) = devices.get_mut(job.creator).and_then(Option::take) else {
-            return Err(LoadError::Usage(format!("device {} creates two conversations at once", job.creator)));
+            return Err(LoadError::Usage(format!(
+                "device {} creates two conversations at once",
+                job.creator
+            )));
         };
         let limit = limit.clone();
         tasks.spawn(async move {
@@ -132,16 +148,35 @@ pub async fn create_conversations(devices: &mut [Option<(Device, Link)>], jobs: 
     Ok(ids)
 }
 
-async fn create_one(link: &mut Link, kind: ConversationKind, members: Vec<String>, timeout: Duration) -> Result<u64> {
+async fn create_one(
+    link: &mut Link,
+    kind: ConversationKind,
+    members: Vec<String>,
+    timeout: Duration,
+) -> Result<u64> {
     let mut chunks = members.chunks(MEMBERS_PER_REQUEST);
     let first = chunks.next().map(<[String]>::to_vec).unwrap_or_default();
-    let frame = Frame::new(2, Body::CreateConversation { kind, members: first });
+    let frame = Frame::new(
+        2,
+        Body::CreateConversation {
+            kind,
+            members: first,
+        },
+    );
     let id = match request(link, &frame, "conversation creation", timeout).await? {
-        Body::ConversationInfo { conversation_id, .. } => conversation_id,
+        Body::ConversationInfo {
+            conversation_id, ..
+        } => conversation_id,
         other => return Err(unexpected("conversation creation", &other)),
     };
     for (n, chunk) in chunks.enumerate() {
-        let frame = Frame::new(3 + n as u64, Body::AddMembers { conversation_id: id, members: chunk.to_vec() });
+        let frame = Frame::new(
+            3 + n as u64,
+            Body::AddMembers {
+                conversation_id: id,
+                members: chunk.to_vec(),
+            },
+        );
         request(link, &frame, "adding group members", timeout).await?;
     }
     Ok(id)

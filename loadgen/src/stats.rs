@@ -30,7 +30,9 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        Clock { start: Instant::now() }
+        Clock {
+            start: Instant::now(),
+        }
     }
 
     /// Nanoseconds since the start.
@@ -67,7 +69,10 @@ struct Series {
 
 impl Series {
     fn new() -> Option<Self> {
-        Some(Series { total: histogram(3)?, windows: BTreeMap::new() })
+        Some(Series {
+            total: histogram(3)?,
+            windows: BTreeMap::new(),
+        })
     }
 
     fn record(&mut self, us: u64, window: u64, count: u64) {
@@ -112,7 +117,11 @@ pub struct Stats {
 
 impl Stats {
     pub fn new(clock: Clock) -> Self {
-        Stats { clock, counters: Counters::default(), series: Mutex::new(BTreeMap::new()) }
+        Stats {
+            clock,
+            counters: Counters::default(),
+            series: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// Records the latency from `intended_ns` to `done_ns` (both on the clock).
@@ -124,7 +133,9 @@ impl Stats {
     /// Records a latency in microseconds that completed at `done_ns`.
     pub fn record_us(&self, name: &'static str, us: u64, done_ns: u64, count: u64) {
         let window = window_of(done_ns);
-        let Ok(mut all) = self.series.lock() else { return };
+        let Ok(mut all) = self.series.lock() else {
+            return;
+        };
         if !all.contains_key(name) {
             let Some(series) = Series::new() else { return };
             all.insert(name, series);
@@ -144,19 +155,29 @@ impl Stats {
 
     /// Summaries of every series.
     pub fn summaries(&self) -> BTreeMap<String, LatencySummary> {
-        let Ok(all) = self.series.lock() else { return BTreeMap::new() };
-        all.iter().map(|(name, s)| ((*name).to_owned(), summarize(&s.total))).collect()
+        let Ok(all) = self.series.lock() else {
+            return BTreeMap::new();
+        };
+        all.iter()
+            .map(|(name, s)| ((*name).to_owned(), summarize(&s.total)))
+            .collect()
     }
 
     /// Per-window percentiles of every series.
     pub fn timelines(&self) -> BTreeMap<String, Vec<WindowPoint>> {
-        let Ok(all) = self.series.lock() else { return BTreeMap::new() };
-        all.iter().map(|(name, s)| ((*name).to_owned(), timeline(s))).collect()
+        let Ok(all) = self.series.lock() else {
+            return BTreeMap::new();
+        };
+        all.iter()
+            .map(|(name, s)| ((*name).to_owned(), timeline(s)))
+            .collect()
     }
 }
 
 fn window_of(done_ns: u64) -> u64 {
-    let width = u64::try_from(WINDOW.as_nanos()).unwrap_or(1_000_000_000).max(1);
+    let width = u64::try_from(WINDOW.as_nanos())
+        .unwrap_or(1_000_000_000)
+        .max(1);
     done_ns / width
 }
 

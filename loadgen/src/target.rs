@@ -89,7 +89,10 @@ impl Target {
         if let (Some(addr), false) = (args.server, args.spawn_server) {
             return Target::existing(addr, args, "echo");
         }
-        let bin = std::env::current_exe().map_err(|source| LoadError::Spawn { bin: "tern-load".into(), source })?;
+        let bin = std::env::current_exe().map_err(|source| LoadError::Spawn {
+            bin: "tern-load".into(),
+            source,
+        })?;
         let mut cmd = Command::new(&bin);
         cmd.args(["echo-server", "--listen", "127.0.0.1:0"]);
         if let Some(shards) = args.shards {
@@ -103,21 +106,43 @@ impl Target {
             LoadError::Usage("--server needs --fingerprint HEX (the one the server printed), or drop --server to spawn one".into())
         })?;
         let fingerprint = parse_fingerprint(hex)?;
-        Ok(Target { addr, fingerprint, pid: args.server_pid, shards: None, kind, child: None, data: None })
+        Ok(Target {
+            addr,
+            fingerprint,
+            pid: args.server_pid,
+            shards: None,
+            kind,
+            child: None,
+            data: None,
+        })
     }
 
-    fn spawn(mut cmd: Command, bin: &Path, args: &TargetArgs, kind: &'static str, with_data: bool) -> Result<Target> {
+    fn spawn(
+        mut cmd: Command,
+        bin: &Path,
+        args: &TargetArgs,
+        kind: &'static str,
+        with_data: bool,
+    ) -> Result<Target> {
         let data = temp_dir(args)?;
         let log_path = data.path().join("server.log");
-        let log = std::fs::File::create(&log_path).map_err(|source| LoadError::Write { path: log_path.clone(), source })?;
+        let log = std::fs::File::create(&log_path).map_err(|source| LoadError::Write {
+            path: log_path.clone(),
+            source,
+        })?;
         if with_data {
             cmd.arg("--data").arg(data.path().join("data"));
         }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
-        let mut child = cmd.spawn().map_err(|source| LoadError::Spawn { bin: bin.into(), source })?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = cmd.spawn().map_err(|source| LoadError::Spawn {
+            bin: bin.into(),
+            source,
+        })?;
         let announced = read_announcement(&mut child, &log_path);
         let (addr, shards, fingerprint) = match announced {
             Ok(a) => a,
@@ -127,12 +152,29 @@ impl Target {
                 return Err(e);
             }
         };
-        let data = if args.keep_data { keep(data) } else { Some(data) };
-        Ok(Target { addr, fingerprint, pid: Some(child.id()), shards: Some(shards), kind, child: Some(child), data })
+        let data = if args.keep_data {
+            keep(data)
+        } else {
+            Some(data)
+        };
+        Ok(Target {
+            addr,
+            fingerprint,
+            pid: Some(child.id()),
+            shards: Some(shards),
+            kind,
+            child: Some(child),
+            data,
+        })
     }
 
     pub fn info(&self) -> TargetInfo {
-        TargetInfo { kind: self.kind.to_owned(), addr: self.addr.to_string(), pid: self.pid, shards: self.shards }
+        TargetInfo {
+            kind: self.kind.to_owned(),
+            addr: self.addr.to_string(),
+            pid: self.pid,
+            shards: self.shards,
+        }
     }
 
     /// Stops a spawned server: SIGTERM, then SIGKILL after a grace period.
@@ -141,8 +183,12 @@ impl Target {
     }
 
     fn stop_child(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -167,7 +213,10 @@ impl Drop for Target {
 
 fn keep(data: TempDir) -> Option<TempDir> {
     let path = data.keep();
-    eprintln!("keeping the server's data dir and log in {}", path.display());
+    eprintln!(
+        "keeping the server's data dir and log in {}",
+        path.display()
+    );
     None
 }
 
@@ -176,14 +225,27 @@ fn temp_dir(args: &TargetArgs) -> Result<TempDir> {
     tempfile::Builder::new()
         .prefix("tern-load-")
         .tempdir_in(&parent)
-        .map_err(|source| LoadError::Write { path: parent, source })
+        .map_err(|source| LoadError::Write {
+            path: parent,
+            source,
+        })
 }
 
 /// `name` in the directory of the running tern-load binary.
 pub fn sibling_binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe().map_err(|source| LoadError::Spawn { bin: name.into(), source })?;
-    let path = exe.parent().map(|dir| dir.join(name)).unwrap_or_else(|| PathBuf::from(name));
-    if path.is_file() { Ok(path) } else { Err(LoadError::MissingBinary(path)) }
+    let exe = std::env::current_exe().map_err(|source| LoadError::Spawn {
+        bin: name.into(),
+        source,
+    })?;
+    let path = exe
+        .parent()
+        .map(|dir| dir.join(name))
+        .unwrap_or_else(|| PathBuf::from(name));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(LoadError::MissingBinary(path))
+    }
 }
 
 type Announcement = (SocketAddr, usize, [u8; 32]);
@@ -191,8 +253,14 @@ type Announcement = (SocketAddr, usize, [u8; 32]);
 /// Reads the two announcement lines from the child's stdout, then keeps
 /// draining stdout on a thread so the child never blocks on a full pipe.
 fn read_announcement(child: &mut Child, log: &Path) -> Result<Announcement> {
-    let fail = |detail: String| LoadError::ServerStartup { detail, log: log.into() };
-    let stdout = child.stdout.take().ok_or_else(|| fail("no stdout pipe".into()))?;
+    let fail = |detail: String| LoadError::ServerStartup {
+        detail,
+        log: log.into(),
+    };
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| fail("no stdout pipe".into()))?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -204,10 +272,14 @@ fn read_announcement(child: &mut Child, log: &Path) -> Result<Announcement> {
     let mut listening = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).map_err(|_| fail(exit_detail(child, log)))?;
+        let line = rx
+            .recv_timeout(left)
+            .map_err(|_| fail(exit_detail(child, log)))?;
         if let Some(parsed) = parse_listening(&line) {
             listening = Some(parsed);
-        } else if let (Some(hex), Some((addr, shards))) = (line.strip_prefix("certificate fingerprint: "), listening) {
+        } else if let (Some(hex), Some((addr, shards))) =
+            (line.strip_prefix("certificate fingerprint: "), listening)
+        {
             return Ok((addr, shards, parse_fingerprint(hex)?));
         }
     }
@@ -220,14 +292,19 @@ fn exit_detail(child: &mut Child, log: &Path) -> String {
         Ok(Some(status)) => format!("it exited ({status})"),
         _ => format!("no announcement within {} s", STARTUP_TIMEOUT.as_secs()),
     };
-    format!("{status}; last log lines: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+    format!(
+        "{status}; last log lines: {}",
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    )
 }
 
 /// `tern listening on 127.0.0.1:4433 (2 shards)` → (address, shards).
 pub fn parse_listening(line: &str) -> Option<(SocketAddr, usize)> {
     let rest = line.split(" listening on ").nth(1)?;
     let (addr, shards) = rest.split_once(" (")?;
-    let shards = shards.strip_suffix(" shards)").or_else(|| shards.strip_suffix(" shard)"))?;
+    let shards = shards
+        .strip_suffix(" shards)")
+        .or_else(|| shards.strip_suffix(" shard)"))?;
     Some((addr.parse().ok()?, shards.parse().ok()?))
 }
 
@@ -238,8 +315,14 @@ mod tests {
 
     #[test]
     fn parses_the_announcement() {
-        assert_eq!(parse_listening("tern listening on 127.0.0.1:4433 (2 shards)"), Some(("127.0.0.1:4433".parse().unwrap(), 2)));
-        assert_eq!(parse_listening("tern-load echo listening on [::1]:9 (1 shard)"), Some(("[::1]:9".parse().unwrap(), 1)));
+        assert_eq!(
+            parse_listening("tern listening on 127.0.0.1:4433 (2 shards)"),
+            Some(("127.0.0.1:4433".parse().unwrap(), 2))
+        );
+        assert_eq!(
+            parse_listening("tern-load echo listening on [::1]:9 (1 shard)"),
+            Some(("[::1]:9".parse().unwrap(), 1))
+        );
         assert_eq!(parse_listening("certificate fingerprint: ab"), None);
     }
 }

@@ -19,7 +19,9 @@ fn profile_dir() -> PathBuf {
 fn tern_binary() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut build = Command::new(env!("CARGO"));
-    build.current_dir(workspace).args(["build", "--bin", "tern"]);
+    build
+        .current_dir(workspace)
+        .args(["build", "--bin", "tern"]);
     if !cfg!(debug_assertions) {
         build.arg("--release");
     }
@@ -43,13 +45,22 @@ fn run(dir: &Path, name: &str, args: &[&str], tern: &Path) -> Value {
         .output()
         .expect("tern-load runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{name} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("latency (ms)"), "{name} printed no table:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "{name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("latency (ms)"),
+        "{name} printed no table:\n{stdout}"
+    );
     serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
 }
 
 fn figure(report: &Value, name: &str) -> f64 {
-    report["figures"][name].as_f64().unwrap_or_else(|| panic!("figure {name} missing in {report:#}"))
+    report["figures"][name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("figure {name} missing in {report:#}"))
 }
 
 fn latency_count(report: &Value, series: &str) -> u64 {
@@ -62,14 +73,42 @@ fn every_scenario_runs_tiny_against_the_real_server() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
-    let connect = run(d, "connect", &["connect", "--connections", "50", "--hold", "1", "--settle", "0"], &tern);
+    let connect = run(
+        d,
+        "connect",
+        &[
+            "connect",
+            "--connections",
+            "50",
+            "--hold",
+            "1",
+            "--settle",
+            "0",
+        ],
+        &tern,
+    );
     assert_eq!(figure(&connect, "connections_ok"), 50.0);
     assert_eq!(figure(&connect, "connect_failures"), 0.0);
     assert_eq!(figure(&connect, "alive_after_hold"), 50.0);
     assert!(figure(&connect, "server_rss_per_conn_bytes").is_finite());
     assert_eq!(latency_count(&connect, "connect"), 50);
 
-    let chat = run(d, "chat", &["chat", "--connections", "4", "--rate", "200", "--duration", "1", "--ack-interval-ms", "100"], &tern);
+    let chat = run(
+        d,
+        "chat",
+        &[
+            "chat",
+            "--connections",
+            "4",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+            "--ack-interval-ms",
+            "100",
+        ],
+        &tern,
+    );
     assert_eq!(figure(&chat, "errors"), 0.0);
     assert_eq!(figure(&chat, "dropped_sends"), 0.0);
     assert_eq!(figure(&chat, "lost_deliveries"), 0.0);
@@ -77,25 +116,73 @@ fn every_scenario_runs_tiny_against_the_real_server() {
     assert!(latency_count(&chat, "send_deliver") >= 190);
     assert!(latency_count(&chat, "send_ack") >= 190);
 
-    let group = run(d, "group", &["group", "--members", "20", "--rate", "20", "--duration", "1"], &tern);
+    let group = run(
+        d,
+        "group",
+        &[
+            "group",
+            "--members",
+            "20",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+        ],
+        &tern,
+    );
     assert_eq!(figure(&group, "errors"), 0.0);
     assert_eq!(figure(&group, "incomplete_messages"), 0.0);
-    assert_eq!(figure(&group, "deliveries"), figure(&group, "messages_acked") * 19.0);
+    assert_eq!(
+        figure(&group, "deliveries"),
+        figure(&group, "messages_acked") * 19.0
+    );
     assert!(latency_count(&group, "last_recipient") >= 19);
 
-    let sync = run(d, "sync", &["sync", "--devices", "5", "--backlog", "50"], &tern);
+    let sync = run(
+        d,
+        "sync",
+        &["sync", "--devices", "5", "--backlog", "50"],
+        &tern,
+    );
     assert_eq!(figure(&sync, "errors"), 0.0);
     assert_eq!(figure(&sync, "messages_drained"), 250.0);
     assert_eq!(figure(&sync, "missing_messages"), 0.0);
     assert_eq!(latency_count(&sync, "drain"), 5);
 
-    let baseline = run(d, "baseline", &["baseline", "--connections", "50", "--hold", "1", "--settle", "0", "--rate", "200", "--duration", "1", "--echo-connections", "4"], &tern);
+    let baseline = run(
+        d,
+        "baseline",
+        &[
+            "baseline",
+            "--connections",
+            "50",
+            "--hold",
+            "1",
+            "--settle",
+            "0",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+            "--echo-connections",
+            "4",
+        ],
+        &tern,
+    );
     assert_eq!(figure(&baseline, "connect_failures"), 0.0);
     assert_eq!(figure(&baseline, "errors"), 0.0);
     assert_eq!(figure(&baseline, "echo_lost"), 0.0);
     assert!(latency_count(&baseline, "echo") >= 190);
 
-    let compare = Command::new(env!("CARGO_BIN_EXE_tern-load")).arg("compare").arg(d.join("baseline.json")).arg(d.join("chat.json")).output().unwrap();
+    let compare = Command::new(env!("CARGO_BIN_EXE_tern-load"))
+        .arg("compare")
+        .arg(d.join("baseline.json"))
+        .arg(d.join("chat.json"))
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&compare.stdout);
-    assert!(compare.status.success() && table.contains("echo→send_deliver.p99_us"), "{table}");
+    assert!(
+        compare.status.success() && table.contains("echo→send_deliver.p99_us"),
+        "{table}"
+    );
 }

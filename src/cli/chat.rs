@@ -145,7 +145,10 @@ const SERVER_FILE: &str = "server.toml";
 
 pub fn run(command: Command) -> Result<(), String> {
     super::init_logging("warn");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     rt.block_on(dispatch(command))
 }
 
@@ -168,15 +171,30 @@ async fn dispatch(command: Command) -> Result<(), String> {
 
 fn options(conn: &Connection) -> Result<ClientOptions, String> {
     let saved = load_server_file(&conn.state);
-    let server = conn.server.clone().or(saved.server).ok_or("no server address: pass --server HOST:PORT (remembered after register)")?;
+    let server = conn
+        .server
+        .clone()
+        .or(saved.server)
+        .ok_or("no server address: pass --server HOST:PORT (remembered after register)")?;
     let addr = resolve(&server)?;
-    let trust = match (conn.fingerprint.clone().or(saved.fingerprint), conn.ca.clone().or(saved.ca)) {
-        (Some(fp), _) => TrustAnchor::Fingerprint(parse_fingerprint(&fp).map_err(|e| e.to_string())?),
+    let trust = match (
+        conn.fingerprint.clone().or(saved.fingerprint),
+        conn.ca.clone().or(saved.ca),
+    ) {
+        (Some(fp), _) => {
+            TrustAnchor::Fingerprint(parse_fingerprint(&fp).map_err(|e| e.to_string())?)
+        }
         (None, Some(ca)) => TrustAnchor::CaFile(ca),
-        (None, None) => return Err("no trust anchor: pass --fingerprint (printed by tern serve) or --ca FILE".into()),
+        (None, None) => {
+            return Err(
+                "no trust anchor: pass --fingerprint (printed by tern serve) or --ca FILE".into(),
+            )
+        }
     };
     let mut options = ClientOptions::new(addr, trust, &conn.state);
-    options.server_name = saved.server_name.unwrap_or_else(|| conn.server_name.clone());
+    options.server_name = saved
+        .server_name
+        .unwrap_or_else(|| conn.server_name.clone());
     Ok(options)
 }
 
@@ -190,7 +208,10 @@ fn resolve(server: &str) -> Result<SocketAddr, String> {
 }
 
 fn load_server_file(state: &Path) -> ServerFile {
-    std::fs::read_to_string(state.join(SERVER_FILE)).ok().and_then(|t| toml::from_str(&t).ok()).unwrap_or_default()
+    std::fs::read_to_string(state.join(SERVER_FILE))
+        .ok()
+        .and_then(|t| toml::from_str(&t).ok())
+        .unwrap_or_default()
 }
 
 fn save_server_file(conn: &Connection) -> Result<(), String> {
@@ -201,17 +222,27 @@ fn save_server_file(conn: &Connection) -> Result<(), String> {
         server_name: Some(conn.server_name.clone()),
     };
     let text = toml::to_string(&file).map_err(|e| e.to_string())?;
-    std::fs::write(conn.state.join(SERVER_FILE), text).map_err(|e| format!("cannot save server settings: {e}"))
+    std::fs::write(conn.state.join(SERVER_FILE), text)
+        .map_err(|e| format!("cannot save server settings: {e}"))
 }
 
 async fn connect(conn: &Connection) -> Result<SecureClient, String> {
-    SecureClient::connect(options(conn)?).await.map_err(|e| e.to_string())
+    SecureClient::connect(options(conn)?)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn register(args: RegisterArgs) -> Result<(), String> {
-    let client = SecureClient::register(options(&args.conn)?, &args.user, &args.device_name).await.map_err(|e| e.to_string())?;
+    let client = SecureClient::register(options(&args.conn)?, &args.user, &args.device_name)
+        .await
+        .map_err(|e| e.to_string())?;
     save_server_file(&args.conn)?;
-    println!("registered {}/{}; identity saved in {}", client.user(), client.device(), args.conn.state.display());
+    println!(
+        "registered {}/{}; identity saved in {}",
+        client.user(),
+        client.device(),
+        args.conn.state.display()
+    );
     client.close().await;
     Ok(())
 }
@@ -221,7 +252,9 @@ async fn create(args: CreateArgs) -> Result<(), String> {
     let members: Vec<&str> = args.members.iter().map(String::as_str).collect();
     let id = match (args.kind, members.as_slice()) {
         (KindArg::Direct, [peer]) => client.direct(peer).await,
-        (KindArg::Direct, _) => return Err("a direct conversation takes exactly one other user".into()),
+        (KindArg::Direct, _) => {
+            return Err("a direct conversation takes exactly one other user".into())
+        }
         (KindArg::Note, []) => client.note_to_self().await,
         (KindArg::Note, _) => return Err("a note-to-self conversation takes no members".into()),
         (KindArg::Group, members) => client.create_group(members).await,
@@ -250,25 +283,45 @@ async fn members(args: MembersArgs, add: bool) -> Result<(), String> {
 async fn send(args: SendArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
     let content = Content::text(&args.text);
-    let receipt = client.send_expiring(args.conversation, &content, args.expires_in.unwrap_or(0)).await.map_err(|e| e.to_string())?;
-    println!("sent: conversation {} seq {}", receipt.conversation_id, receipt.seq);
+    let receipt = client
+        .send_expiring(args.conversation, &content, args.expires_in.unwrap_or(0))
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "sent: conversation {} seq {}",
+        receipt.conversation_id, receipt.seq
+    );
     client.close().await;
     Ok(())
 }
 
 async fn link(args: LinkArgs) -> Result<(), String> {
     eprintln!("asking {}'s devices to approve this one; run `tern listen` on one of them, then `tern approve`", args.user);
-    let client = SecureClient::link(options(&args.conn)?, &args.user, &args.device_name).await.map_err(|e| e.to_string())?;
+    let client = SecureClient::link(options(&args.conn)?, &args.user, &args.device_name)
+        .await
+        .map_err(|e| e.to_string())?;
     save_server_file(&args.conn)?;
-    println!("linked {}/{}; identity saved in {}", client.user(), client.device(), args.conn.state.display());
+    println!(
+        "linked {}/{}; identity saved in {}",
+        client.user(),
+        client.device(),
+        args.conn.state.display()
+    );
     client.close().await;
     Ok(())
 }
 
 async fn approve(args: ApproveArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
-    client.approve_link(args.link_id, !args.deny).await.map_err(|e| e.to_string())?;
-    println!("{} link request {}", if args.deny { "denied" } else { "approved" }, args.link_id);
+    client
+        .approve_link(args.link_id, !args.deny)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{} link request {}",
+        if args.deny { "denied" } else { "approved" },
+        args.link_id
+    );
     client.close().await;
     Ok(())
 }
@@ -277,13 +330,28 @@ async fn devices(args: DevicesArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
     let transport = client.transport();
     if let Some(device) = args.revoke {
-        transport.request(Body::RevokeDevice { device }).await.map_err(|e| e.to_string())?;
+        transport
+            .request(Body::RevokeDevice { device })
+            .await
+            .map_err(|e| e.to_string())?;
         println!("revoked {}/{device}", client.user());
     } else {
-        let user = args.user.clone().unwrap_or_else(|| client.user().to_owned());
-        if let Body::DeviceList { devices, .. } = transport.request(Body::ListDevices { user: user.clone() }).await.map_err(|e| e.to_string())? {
+        let user = args
+            .user
+            .clone()
+            .unwrap_or_else(|| client.user().to_owned());
+        if let Body::DeviceList { devices, .. } = transport
+            .request(Body::ListDevices { user: user.clone() })
+            .await
+            .map_err(|e| e.to_string())?
+        {
             for d in devices {
-                println!("{user}/{}\t{}\tkey {}", d.device, d.name, hex::encode(&d.device_key[..8]));
+                println!(
+                    "{user}/{}\t{}\tkey {}",
+                    d.device,
+                    d.name,
+                    hex::encode(&d.device_key[..8])
+                );
             }
         }
     }
@@ -293,7 +361,11 @@ async fn devices(args: DevicesArgs) -> Result<(), String> {
 
 async fn listen(args: ListenArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
-    eprintln!("listening as {}/{}; Ctrl-C to stop", client.user(), client.device());
+    eprintln!(
+        "listening as {}/{}; Ctrl-C to stop",
+        client.user(),
+        client.device()
+    );
     let mut seen = 0usize;
     while args.count.is_none_or(|n| seen < n) {
         let event = tokio::select! {
@@ -302,7 +374,11 @@ async fn listen(args: ListenArgs) -> Result<(), String> {
         };
         let Some(event) = event else { break };
         if let Some((conversation, seq)) = show_event(&event) {
-            client.transport().ack(conversation, seq).await.map_err(|e| e.to_string())?;
+            client
+                .transport()
+                .ack(conversation, seq)
+                .await
+                .map_err(|e| e.to_string())?;
             seen += usize::from(matches!(event, SecureEvent::Message(_)));
         }
     }
@@ -317,11 +393,18 @@ fn show_event(event: &SecureEvent) -> Option<(u64, u64)> {
             print_decrypted(m);
             Some((m.conversation_id, m.seq))
         }
-        SecureEvent::Undecryptable { conversation_id, seq, reason } => {
+        SecureEvent::Undecryptable {
+            conversation_id,
+            seq,
+            reason,
+        } => {
             eprintln!("[{conversation_id} #{seq}] could not decrypt: {reason}");
             Some((*conversation_id, *seq))
         }
-        SecureEvent::LinkRequest { link_id, device_name } => {
+        SecureEvent::LinkRequest {
+            link_id,
+            device_name,
+        } => {
             eprintln!("a new device {device_name:?} asks to join this account: `tern approve {link_id}` (or --deny)");
             None
         }
@@ -329,7 +412,10 @@ fn show_event(event: &SecureEvent) -> Option<(u64, u64)> {
             eprintln!("joined group {conversation_id}");
             None
         }
-        SecureEvent::GroupChanged { conversation_id, epoch } => {
+        SecureEvent::GroupChanged {
+            conversation_id,
+            epoch,
+        } => {
             eprintln!("group {conversation_id} changed (epoch {epoch})");
             None
         }
@@ -345,12 +431,19 @@ fn print_decrypted(m: &Decrypted) {
         Content::Text { body } => body.clone(),
         other => format!("<{other:?}>"),
     };
-    println!("[{} #{}] {}/{}: {}", m.conversation_id, m.seq, m.sender_user, m.sender_device, text);
+    println!(
+        "[{} #{}] {}/{}: {}",
+        m.conversation_id, m.seq, m.sender_user, m.sender_device, text
+    );
 }
 
 async fn history(args: HistoryArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
-    let page = client.transport().history(args.conversation, args.from, args.limit).await.map_err(|e| e.to_string())?;
+    let page = client
+        .transport()
+        .history(args.conversation, args.from, args.limit)
+        .await
+        .map_err(|e| e.to_string())?;
     for message in &page.messages {
         print_message(message);
     }
@@ -361,8 +454,16 @@ async fn history(args: HistoryArgs) -> Result<(), String> {
 
 async fn conversations(args: ClientArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
-    for c in client.transport().sync(true).await.map_err(|e| e.to_string())? {
-        println!("{}\t{:?}\thead {}\tread up to {}", c.conversation_id, c.kind, c.head_seq, c.cursor);
+    for c in client
+        .transport()
+        .sync(true)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        println!(
+            "{}\t{:?}\thead {}\tread up to {}",
+            c.conversation_id, c.kind, c.head_seq, c.cursor
+        );
     }
     client.close().await;
     Ok(())
@@ -371,5 +472,12 @@ async fn conversations(args: ClientArgs) -> Result<(), String> {
 /// History shows what the server holds: ciphertext (messages decrypt once,
 /// as they arrive, with forward secrecy).
 fn print_message(m: &Message) {
-    println!("[{} #{}] {}/{}: <{} bytes of ciphertext>", m.conversation_id, m.seq, m.sender_user, m.sender_device, m.payload.len());
+    println!(
+        "[{} #{}] {}/{}: <{} bytes of ciphertext>",
+        m.conversation_id,
+        m.seq,
+        m.sender_user,
+        m.sender_device,
+        m.payload.len()
+    );
 }

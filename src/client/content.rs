@@ -111,7 +111,9 @@ impl Content {
 
     /// Decodes what [`Content::encode`] produced (padding is ignored).
     pub fn decode(bytes: &[u8]) -> Result<Content, ContentError> {
-        let (header, rest) = bytes.split_at_checked(HEADER_LEN).ok_or(ContentError::TooShort(bytes.len()))?;
+        let (header, rest) = bytes
+            .split_at_checked(HEADER_LEN)
+            .ok_or(ContentError::TooShort(bytes.len()))?;
         let [version, kind, len @ ..] = header else {
             return Err(ContentError::TooShort(bytes.len()));
         };
@@ -124,13 +126,22 @@ impl Content {
         let payload = usize::try_from(claimed)
             .ok()
             .and_then(|n| rest.get(..n))
-            .ok_or(ContentError::Truncated { claimed, available: rest.len() })?;
+            .ok_or(ContentError::Truncated {
+                claimed,
+                available: rest.len(),
+            })?;
         match *kind {
             kind::TEXT => {
-                let body = std::str::from_utf8(payload).map_err(|e| ContentError::InvalidUtf8(e.to_string()))?;
-                Ok(Content::Text { body: body.to_owned() })
+                let body = std::str::from_utf8(payload)
+                    .map_err(|e| ContentError::InvalidUtf8(e.to_string()))?;
+                Ok(Content::Text {
+                    body: body.to_owned(),
+                })
             }
-            other => Ok(Content::Unknown { kind: other, payload: payload.to_vec() }),
+            other => Ok(Content::Unknown {
+                kind: other,
+                payload: payload.to_vec(),
+            }),
         }
     }
 }
@@ -151,15 +162,29 @@ mod tests {
 
     #[test]
     fn encodings_are_padded_to_64_bytes() {
-        let cases = [(0, 64), (1, 64), (54, 64), (55, 128), (118, 128), (119, 192), (1000, 1024)];
+        let cases = [
+            (0, 64),
+            (1, 64),
+            (54, 64),
+            (55, 128),
+            (118, 128),
+            (119, 192),
+            (1000, 1024),
+        ];
         for (len, expected) in cases {
             let bytes = Content::text("a".repeat(len)).encode();
             assert_eq!(bytes.len(), expected, "body of {len} bytes");
             assert_eq!(bytes.len() % PAD_BLOCK, 0);
-            assert!(bytes[HEADER_LEN + len..].iter().all(|b| *b == 0), "padding is zeros");
+            assert!(
+                bytes[HEADER_LEN + len..].iter().all(|b| *b == 0),
+                "padding is zeros"
+            );
         }
         // Bodies of different lengths inside one block are indistinguishable by size.
-        assert_eq!(Content::text("hi").encode().len(), Content::text("hello there, bob").encode().len());
+        assert_eq!(
+            Content::text("hi").encode().len(),
+            Content::text("hello there, bob").encode().len()
+        );
     }
 
     #[test]
@@ -167,7 +192,13 @@ mod tests {
         let mut bytes = Content::text("from the future").encode();
         bytes[1] = 42;
         let decoded = Content::decode(&bytes).unwrap();
-        assert_eq!(decoded, Content::Unknown { kind: 42, payload: b"from the future".to_vec() });
+        assert_eq!(
+            decoded,
+            Content::Unknown {
+                kind: 42,
+                payload: b"from the future".to_vec()
+            }
+        );
         assert_eq!(decoded.kind(), 42);
         // Re-encoding an unknown kind reproduces the original bytes.
         assert_eq!(decoded.encode(), bytes);
@@ -180,22 +211,40 @@ mod tests {
 
         let mut bytes = Content::text("hi").encode();
         bytes[0] = 9;
-        assert_eq!(Content::decode(&bytes), Err(ContentError::UnsupportedVersion(9)));
+        assert_eq!(
+            Content::decode(&bytes),
+            Err(ContentError::UnsupportedVersion(9))
+        );
 
         let mut bytes = Content::text("hi").encode();
         bytes[2..10].copy_from_slice(&1000u64.to_le_bytes());
-        assert_eq!(Content::decode(&bytes), Err(ContentError::Truncated { claimed: 1000, available: 54 }));
+        assert_eq!(
+            Content::decode(&bytes),
+            Err(ContentError::Truncated {
+                claimed: 1000,
+                available: 54
+            })
+        );
         bytes[2..10].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(Content::decode(&bytes), Err(ContentError::Truncated { .. })));
+        assert!(matches!(
+            Content::decode(&bytes),
+            Err(ContentError::Truncated { .. })
+        ));
 
         let mut bytes = Content::text("hi").encode();
         bytes[HEADER_LEN] = 0xff;
-        assert!(matches!(Content::decode(&bytes), Err(ContentError::InvalidUtf8(_))));
+        assert!(matches!(
+            Content::decode(&bytes),
+            Err(ContentError::InvalidUtf8(_))
+        ));
     }
 
     #[test]
     fn unpadded_input_still_decodes() {
         let bytes = Content::text("hi").encode();
-        assert_eq!(Content::decode(&bytes[..HEADER_LEN + 2]).unwrap(), Content::text("hi"));
+        assert_eq!(
+            Content::decode(&bytes[..HEADER_LEN + 2]).unwrap(),
+            Content::text("hi")
+        );
     }
 }

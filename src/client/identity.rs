@@ -17,7 +17,10 @@ pub enum IdentityError {
     #[error("no identity in {0}; register first (tern register --state DIR USER)")]
     Missing(PathBuf),
     #[error("cannot access {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("identity file {path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("{0} already holds an identity; use another state directory for another account")]
@@ -34,7 +37,10 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("user", &self.user).field("device", &self.device).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("user", &self.user)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,7 +54,11 @@ struct IdentityFile {
 impl Identity {
     /// A fresh key for a device about to register.
     pub fn generate(user: &str) -> Identity {
-        Identity { user: user.to_owned(), device: 0, key: SigningKey::generate(&mut rand::rngs::OsRng) }
+        Identity {
+            user: user.to_owned(),
+            device: 0,
+            key: SigningKey::generate(&mut rand::rngs::OsRng),
+        }
     }
 
     /// Loads the identity from `state_dir`.
@@ -56,14 +66,24 @@ impl Identity {
         let path = state_dir.join(IDENTITY_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(IdentityError::Missing(state_dir.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(IdentityError::Missing(state_dir.into()))
+            }
             Err(source) => return Err(IdentityError::Io { path, source }),
         };
-        let corrupt = |message: String| IdentityError::Corrupt { path: path.clone(), message };
+        let corrupt = |message: String| IdentityError::Corrupt {
+            path: path.clone(),
+            message,
+        };
         let file: IdentityFile = toml::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
         let mut raw = [0u8; 32];
-        hex::decode_to_slice(file.signing_key.trim(), &mut raw).map_err(|e| corrupt(format!("signing_key: {e}")))?;
-        Ok(Identity { user: file.user, device: file.device, key: SigningKey::from_bytes(&raw) })
+        hex::decode_to_slice(file.signing_key.trim(), &mut raw)
+            .map_err(|e| corrupt(format!("signing_key: {e}")))?;
+        Ok(Identity {
+            user: file.user,
+            device: file.device,
+            key: SigningKey::from_bytes(&raw),
+        })
     }
 
     /// Whether `state_dir` already holds an identity.
@@ -74,17 +94,29 @@ impl Identity {
     /// Saves atomically (temp file with mode 0600, fsync, rename).
     pub fn save(&self, state_dir: &Path) -> Result<(), IdentityError> {
         let path = state_dir.join(IDENTITY_FILE);
-        let io = |source| IdentityError::Io { path: path.clone(), source };
+        let io = |source| IdentityError::Io {
+            path: path.clone(),
+            source,
+        };
         std::fs::create_dir_all(state_dir).map_err(io)?;
-        let file = IdentityFile { user: self.user.clone(), device: self.device, signing_key: hex::encode(self.key.to_bytes()) };
-        let text = toml::to_string(&file).map_err(|e| IdentityError::Corrupt { path: path.clone(), message: e.to_string() })?;
+        let file = IdentityFile {
+            user: self.user.clone(),
+            device: self.device,
+            signing_key: hex::encode(self.key.to_bytes()),
+        };
+        let text = toml::to_string(&file).map_err(|e| IdentityError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         let tmp = path.with_extension("toml.tmp");
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut out = options.open(&tmp).map_err(io)?;
-        out.write_all(text.as_bytes()).and_then(|()| out.sync_all()).map_err(io)?;
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.sync_all())
+            .map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)
     }
 }
@@ -105,6 +137,9 @@ mod tests {
         assert_eq!(back.device, 3);
         assert_eq!(back.key.to_bytes(), id.key.to_bytes());
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(matches!(Identity::load(&dir), Err(IdentityError::Missing(_))));
+        assert!(matches!(
+            Identity::load(&dir),
+            Err(IdentityError::Missing(_))
+        ));
     }
 }

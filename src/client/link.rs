@@ -10,7 +10,10 @@ use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 
 use super::tls::{client_config, ClientTlsError, TrustAnchor};
-use crate::proto::auth::{authenticate_transcript, link_transcript, register_transcript, sign, EXPORTER_LABEL, EXPORTER_LEN};
+use crate::proto::auth::{
+    authenticate_transcript, link_transcript, register_transcript, sign, EXPORTER_LABEL,
+    EXPORTER_LEN,
+};
 use crate::proto::{Body, Frame, FrameDecoder, FrameError, Limits};
 
 /// Server name the client sends (SNI) when none is given; the server's
@@ -25,7 +28,10 @@ pub enum LinkError {
     #[error("cannot open a local UDP socket: {0}")]
     Socket(std::io::Error),
     #[error("cannot start connecting to {addr}: {source}")]
-    Connect { addr: SocketAddr, source: quinn::ConnectError },
+    Connect {
+        addr: SocketAddr,
+        source: quinn::ConnectError,
+    },
     #[error("connection to the server failed: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("writing to the server failed: {0}")]
@@ -41,7 +47,10 @@ pub enum LinkError {
 }
 
 /// A QUIC endpoint able to open tern connections.
-pub fn client_endpoint(bind: SocketAddr, trust: &TrustAnchor) -> Result<quinn::Endpoint, LinkError> {
+pub fn client_endpoint(
+    bind: SocketAddr,
+    trust: &TrustAnchor,
+) -> Result<quinn::Endpoint, LinkError> {
     let mut endpoint = quinn::Endpoint::client(bind).map_err(LinkError::Socket)?;
     endpoint.set_default_client_config(client_config(trust)?);
     Ok(endpoint)
@@ -106,12 +115,26 @@ pub struct Link {
 
 impl Link {
     /// Connects and opens the control stream (nothing is sent yet).
-    pub async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr, server_name: &str) -> Result<Link, LinkError> {
-        let connecting = endpoint.connect(addr, server_name).map_err(|source| LinkError::Connect { addr, source })?;
+    pub async fn connect(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<Link, LinkError> {
+        let connecting = endpoint
+            .connect(addr, server_name)
+            .map_err(|source| LinkError::Connect { addr, source })?;
         let connection = connecting.await?;
         let (send, recv) = connection.open_bi().await?;
-        let receiver = FrameReceiver { recv, decoder: FrameDecoder::new(Limits::client_inbound().max_frame_len), limits: Limits::client_inbound() };
-        Ok(Link { connection, sender: FrameSender { send }, receiver })
+        let receiver = FrameReceiver {
+            recv,
+            decoder: FrameDecoder::new(Limits::client_inbound().max_frame_len),
+            limits: Limits::client_inbound(),
+        };
+        Ok(Link {
+            connection,
+            sender: FrameSender { send },
+            receiver,
+        })
     }
 
     /// This connection's channel-binding value.
@@ -126,24 +149,65 @@ impl Link {
     }
 
     /// The Register frame for a new account, signed for this connection.
-    pub fn register_frame(&self, request_id: u64, user: &str, device_name: &str, key: &SigningKey) -> Result<Frame, LinkError> {
+    pub fn register_frame(
+        &self,
+        request_id: u64,
+        user: &str,
+        device_name: &str,
+        key: &SigningKey,
+    ) -> Result<Frame, LinkError> {
         let device_key = key.verifying_key().to_bytes();
-        let signature = sign(key, &register_transcript(&self.exporter()?, user, &device_key));
-        let body = Body::Register { user: user.to_owned(), device_name: device_name.to_owned(), device_key, signature };
+        let signature = sign(
+            key,
+            &register_transcript(&self.exporter()?, user, &device_key),
+        );
+        let body = Body::Register {
+            user: user.to_owned(),
+            device_name: device_name.to_owned(),
+            device_key,
+            signature,
+        };
         Ok(Frame::new(request_id, body))
     }
 
     /// The Authenticate frame for an existing device, signed for this connection.
-    pub fn authenticate_frame(&self, request_id: u64, user: &str, device: u32, key: &SigningKey) -> Result<Frame, LinkError> {
-        let signature = sign(key, &authenticate_transcript(&self.exporter()?, user, device));
-        Ok(Frame::new(request_id, Body::Authenticate { user: user.to_owned(), device, signature }))
+    pub fn authenticate_frame(
+        &self,
+        request_id: u64,
+        user: &str,
+        device: u32,
+        key: &SigningKey,
+    ) -> Result<Frame, LinkError> {
+        let signature = sign(
+            key,
+            &authenticate_transcript(&self.exporter()?, user, device),
+        );
+        Ok(Frame::new(
+            request_id,
+            Body::Authenticate {
+                user: user.to_owned(),
+                device,
+                signature,
+            },
+        ))
     }
 
     /// The RequestLink frame for a new device of an existing account, signed for this connection.
-    pub fn link_frame(&self, request_id: u64, user: &str, device_name: &str, key: &SigningKey) -> Result<Frame, LinkError> {
+    pub fn link_frame(
+        &self,
+        request_id: u64,
+        user: &str,
+        device_name: &str,
+        key: &SigningKey,
+    ) -> Result<Frame, LinkError> {
         let device_key = key.verifying_key().to_bytes();
         let signature = sign(key, &link_transcript(&self.exporter()?, user, &device_key));
-        let body = Body::RequestLink { user: user.to_owned(), device_name: device_name.to_owned(), device_key, signature };
+        let body = Body::RequestLink {
+            user: user.to_owned(),
+            device_name: device_name.to_owned(),
+            device_key,
+            signature,
+        };
         Ok(Frame::new(request_id, body))
     }
 
@@ -156,7 +220,9 @@ impl Link {
 /// The channel-binding exporter value of a connection.
 pub fn exporter(connection: &quinn::Connection) -> Result<[u8; EXPORTER_LEN], LinkError> {
     let mut out = [0u8; EXPORTER_LEN];
-    connection.export_keying_material(&mut out, EXPORTER_LABEL, b"").map_err(|_| LinkError::Exporter)?;
+    connection
+        .export_keying_material(&mut out, EXPORTER_LABEL, b"")
+        .map_err(|_| LinkError::Exporter)?;
     Ok(out)
 }
 

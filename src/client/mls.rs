@@ -64,10 +64,11 @@ use std::path::{Path, PathBuf};
 
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{
-    BasicCredential, Capabilities, Ciphersuite, Credential, CredentialType, CredentialWithKey, ExtensionType,
-    GroupId, KeyPackage, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig, MlsGroupStateError, MlsMessageBodyIn,
-    MlsMessageIn, MlsMessageOut, ProcessMessageError, ProcessedMessageContent, ProtocolMessage, ProtocolVersion,
-    StagedWelcome, ValidationError, WelcomeError,
+    BasicCredential, Capabilities, Ciphersuite, Credential, CredentialType, CredentialWithKey,
+    ExtensionType, GroupId, KeyPackage, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig,
+    MlsGroupJoinConfig, MlsGroupStateError, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
+    ProcessMessageError, ProcessedMessageContent, ProtocolMessage, ProtocolVersion, StagedWelcome,
+    ValidationError, WelcomeError,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::{MemoryStorageError, OpenMlsRustCrypto};
@@ -98,7 +99,10 @@ const MAX_ENTRY_LEN: usize = 1 << 30;
 #[derive(Debug, thiserror::Error)]
 pub enum MlsError {
     #[error("cannot access {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("MLS state {path} is corrupt ({message}); restore it from a backup, or delete the mls/ directory to start over (every group must then re-add this device)")]
     CorruptState { path: PathBuf, message: String },
     #[error("the MLS state in this directory belongs to {found}, not {expected}; use the state directory of {expected}")]
@@ -115,7 +119,9 @@ pub enum MlsError {
     NoPendingCommit(u64),
     #[error("{identity} is not a member of MLS group {group_id}; refresh the member list")]
     NotMember { group_id: u64, identity: String },
-    #[error("{identity} is already a member of MLS group {group_id}; remove it first to re-add it")]
+    #[error(
+        "{identity} is already a member of MLS group {group_id}; remove it first to re-add it"
+    )]
     AlreadyMember { group_id: u64, identity: String },
     #[error("nothing to do: {0}")]
     EmptyInput(&'static str),
@@ -127,12 +133,22 @@ pub enum MlsError {
     NoMatchingKeyPackage,
     #[error("not a valid MLS message ({0}); drop it")]
     Malformed(String),
-    #[error("message belongs to MLS group {found}, not {expected}; route it to the right conversation")]
+    #[error(
+        "message belongs to MLS group {found}, not {expected}; route it to the right conversation"
+    )]
     WrongGroup { expected: u64, found: String },
     #[error("message of MLS group {group_id} is from epoch {message_epoch}, whose keys are gone (group is at {current_epoch}); it cannot be decrypted any more, skip it")]
-    StaleEpoch { group_id: u64, message_epoch: u64, current_epoch: u64 },
+    StaleEpoch {
+        group_id: u64,
+        message_epoch: u64,
+        current_epoch: u64,
+    },
     #[error("message of MLS group {group_id} is from epoch {message_epoch} but this device is at {current_epoch}: a commit was missed; process the conversation in order (or get re-added)")]
-    FutureEpoch { group_id: u64, message_epoch: u64, current_epoch: u64 },
+    FutureEpoch {
+        group_id: u64,
+        message_epoch: u64,
+        current_epoch: u64,
+    },
     #[error("message of MLS group {group_id} cannot be decrypted ({reason}); skip it")]
     Undecryptable { group_id: u64, reason: String },
     #[error("message of MLS group {group_id} was rejected ({reason}); skip it")]
@@ -140,7 +156,11 @@ pub enum MlsError {
     #[error("message of MLS group {0} was sent by this device; skip own messages")]
     OwnMessage(u64),
     #[error("MLS {op} failed for group {group_id}: {reason}")]
-    Operation { group_id: u64, op: &'static str, reason: String },
+    Operation {
+        group_id: u64,
+        op: &'static str,
+        reason: String,
+    },
     #[error("MLS internal error: {0} (a bug in tern or openmls; please report it)")]
     Internal(String),
 }
@@ -217,7 +237,13 @@ impl std::fmt::Debug for MlsClient {
 }
 
 fn capabilities() -> Capabilities {
-    Capabilities::new(None, Some(&[CIPHERSUITE]), Some(&[ExtensionType::LastResort]), None, Some(&[CredentialType::Basic]))
+    Capabilities::new(
+        None,
+        Some(&[CIPHERSUITE]),
+        Some(&[ExtensionType::LastResort]),
+        None,
+        Some(&[CredentialType::Basic]),
+    )
 }
 
 fn join_config() -> MlsGroupJoinConfig {
@@ -243,20 +269,27 @@ fn group_id_bytes(group_id: u64) -> GroupId {
 }
 
 fn group_id_u64(id: &GroupId) -> Option<u64> {
-    <[u8; 8]>::try_from(id.as_slice()).ok().map(u64::from_be_bytes)
+    <[u8; 8]>::try_from(id.as_slice())
+        .ok()
+        .map(u64::from_be_bytes)
 }
 
 fn identity_of(credential: &Credential) -> Result<String, String> {
-    let basic = BasicCredential::try_from(credential.clone()).map_err(|e| format!("not a basic credential: {e}"))?;
+    let basic = BasicCredential::try_from(credential.clone())
+        .map_err(|e| format!("not a basic credential: {e}"))?;
     String::from_utf8(basic.identity().to_vec()).map_err(|_| "identity is not UTF-8".to_owned())
 }
 
 fn to_bytes(message: &MlsMessageOut) -> Result<Vec<u8>, MlsError> {
-    message.to_bytes().map_err(|e| MlsError::Internal(format!("serializing an MLS message: {e}")))
+    message
+        .to_bytes()
+        .map_err(|e| MlsError::Internal(format!("serializing an MLS message: {e}")))
 }
 
 fn parse(bytes: &[u8]) -> Result<MlsMessageBodyIn, MlsError> {
-    MlsMessageIn::tls_deserialize_exact(bytes).map(MlsMessageIn::extract).map_err(|e| MlsError::Malformed(e.to_string()))
+    MlsMessageIn::tls_deserialize_exact(bytes)
+        .map(MlsMessageIn::extract)
+        .map_err(|e| MlsError::Malformed(e.to_string()))
 }
 
 /// The group `group_id`, from the cache or else from storage.
@@ -270,7 +303,9 @@ fn group_entry<'a>(
         Entry::Vacant(entry) => {
             let loaded = MlsGroup::load(provider.storage(), &group_id_bytes(group_id))
                 .map_err(|e| MlsError::Internal(format!("loading group {group_id}: {e}")))?;
-            loaded.map(|group| entry.insert(group)).ok_or(MlsError::UnknownGroup(group_id))
+            loaded
+                .map(|group| entry.insert(group))
+                .ok_or(MlsError::UnknownGroup(group_id))
         }
     }
 }
@@ -292,12 +327,18 @@ fn operational<'a>(
 }
 
 fn member_identities(group: &MlsGroup) -> Vec<(LeafNodeIndex, Option<String>)> {
-    group.members().map(|m| (m.index, identity_of(&m.credential).ok())).collect()
+    group
+        .members()
+        .map(|m| (m.index, identity_of(&m.credential).ok()))
+        .collect()
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MlsError> {
     let path = dir.join(name);
-    let io = |source| MlsError::Io { path: path.clone(), source };
+    let io = |source| MlsError::Io {
+        path: path.clone(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = dir.join(format!("{name}.tmp"));
     let mut options = std::fs::OpenOptions::new();
@@ -305,11 +346,15 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MlsError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut out = options.open(&tmp).map_err(io)?;
-    out.write_all(bytes).and_then(|()| out.sync_all()).map_err(io)?;
+    out.write_all(bytes)
+        .and_then(|()| out.sync_all())
+        .map_err(io)?;
     drop(out);
     std::fs::rename(&tmp, &path).map_err(io)?;
     #[cfg(unix)]
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
     Ok(())
 }
 
@@ -317,20 +362,29 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, MlsError> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(MlsError::Io { path: path.into(), source }),
+        Err(source) => Err(MlsError::Io {
+            path: path.into(),
+            source,
+        }),
     }
 }
 
 /// `MAGIC | count u64 | (key_len u32, value_len u32, key, value)* | sha256`.
 fn encode_storage(provider: &OpenMlsRustCrypto) -> Result<Vec<u8>, MlsError> {
-    let values = provider.storage().values.read().map_err(|_| MlsError::Internal("MLS storage lock poisoned".into()))?;
+    let values = provider
+        .storage()
+        .values
+        .read()
+        .map_err(|_| MlsError::Internal("MLS storage lock poisoned".into()))?;
     let size: usize = values.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     let mut out = Vec::with_capacity(size + 48);
     out.extend_from_slice(STORAGE_MAGIC);
     out.extend_from_slice(&(values.len() as u64).to_be_bytes());
     for (key, value) in values.iter() {
-        let key_len = u32::try_from(key.len()).map_err(|_| MlsError::Internal("storage key over 4 GiB".into()))?;
-        let value_len = u32::try_from(value.len()).map_err(|_| MlsError::Internal("storage value over 4 GiB".into()))?;
+        let key_len = u32::try_from(key.len())
+            .map_err(|_| MlsError::Internal("storage key over 4 GiB".into()))?;
+        let value_len = u32::try_from(value.len())
+            .map_err(|_| MlsError::Internal("storage value over 4 GiB".into()))?;
         out.extend_from_slice(&key_len.to_be_bytes());
         out.extend_from_slice(&value_len.to_be_bytes());
         out.extend_from_slice(key);
@@ -388,41 +442,65 @@ impl MlsClient {
         let signer_path = dir.join(SIGNER_FILE);
         let storage_path = dir.join(STORAGE_FILE);
         let provider = OpenMlsRustCrypto::default();
-        let signer = match read_optional(&signer_path)? {
-            Some(bytes) => {
-                let file: SignerFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| MlsError::CorruptState { path: signer_path.clone(), message: e.to_string() })?;
-                if file.identity != identity {
-                    return Err(MlsError::IdentityMismatch { expected: identity.to_owned(), found: file.identity });
+        let signer =
+            match read_optional(&signer_path)? {
+                Some(bytes) => {
+                    let file: SignerFile =
+                        serde_json::from_slice(&bytes).map_err(|e| MlsError::CorruptState {
+                            path: signer_path.clone(),
+                            message: e.to_string(),
+                        })?;
+                    if file.identity != identity {
+                        return Err(MlsError::IdentityMismatch {
+                            expected: identity.to_owned(),
+                            found: file.identity,
+                        });
+                    }
+                    if let Some(bytes) = read_optional(&storage_path)? {
+                        let values =
+                            decode_storage(&bytes).map_err(|message| MlsError::CorruptState {
+                                path: storage_path.clone(),
+                                message,
+                            })?;
+                        *provider.storage().values.write().map_err(|_| {
+                            MlsError::Internal("MLS storage lock poisoned".into())
+                        })? = values;
+                    }
+                    file.signer
                 }
-                if let Some(bytes) = read_optional(&storage_path)? {
-                    let values = decode_storage(&bytes)
-                        .map_err(|message| MlsError::CorruptState { path: storage_path.clone(), message })?;
-                    *provider
-                        .storage()
-                        .values
-                        .write()
-                        .map_err(|_| MlsError::Internal("MLS storage lock poisoned".into()))? = values;
+                None => {
+                    if storage_path.exists() {
+                        return Err(MlsError::CorruptState {
+                            path: signer_path,
+                            message: "missing, but storage exists".into(),
+                        });
+                    }
+                    let signer =
+                        SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).map_err(|e| {
+                            MlsError::Internal(format!("generating a signature key: {e:?}"))
+                        })?;
+                    let file = SignerFile {
+                        identity: identity.to_owned(),
+                        signer,
+                    };
+                    let json =
+                        serde_json::to_vec(&file).map_err(|e| MlsError::Internal(e.to_string()))?;
+                    write_atomic(&dir, SIGNER_FILE, &json)?;
+                    file.signer
                 }
-                file.signer
-            }
-            None => {
-                if storage_path.exists() {
-                    return Err(MlsError::CorruptState { path: signer_path, message: "missing, but storage exists".into() });
-                }
-                let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm())
-                    .map_err(|e| MlsError::Internal(format!("generating a signature key: {e:?}")))?;
-                let file = SignerFile { identity: identity.to_owned(), signer };
-                let json = serde_json::to_vec(&file).map_err(|e| MlsError::Internal(e.to_string()))?;
-                write_atomic(&dir, SIGNER_FILE, &json)?;
-                file.signer
-            }
-        };
+            };
         let credential = CredentialWithKey {
             credential: BasicCredential::new(identity.as_bytes().to_vec()).into(),
             signature_key: signer.to_public_vec().into(),
         };
-        Ok(MlsClient { dir, identity: identity.to_owned(), provider, signer, credential, groups: HashMap::new() })
+        Ok(MlsClient {
+            dir,
+            identity: identity.to_owned(),
+            provider,
+            signer,
+            credential,
+            groups: HashMap::new(),
+        })
     }
 
     /// Writes the whole MLS state to `mls/storage.bin` atomically.
@@ -442,7 +520,12 @@ impl MlsClient {
             builder = builder.mark_as_last_resort();
         }
         let bundle = builder
-            .build(CIPHERSUITE, &self.provider, &self.signer, self.credential.clone())
+            .build(
+                CIPHERSUITE,
+                &self.provider,
+                &self.signer,
+                self.credential.clone(),
+            )
             .map_err(|e| MlsError::Internal(format!("building a KeyPackage: {e}")))?;
         to_bytes(&MlsMessageOut::from(bundle.key_package().clone()))
     }
@@ -450,7 +533,9 @@ impl MlsClient {
     /// `count` fresh single-use KeyPackages (`MLSMessage` bytes) to upload.
     /// Their private keys are saved before this returns.
     pub fn key_packages(&mut self, count: usize) -> Result<Vec<Vec<u8>>, MlsError> {
-        let packages = (0..count).map(|_| self.key_package(false)).collect::<Result<Vec<_>, _>>()?;
+        let packages = (0..count)
+            .map(|_| self.key_package(false))
+            .collect::<Result<Vec<_>, _>>()?;
         self.save()?;
         Ok(packages)
     }
@@ -478,7 +563,11 @@ impl MlsClient {
             group_id_bytes(group_id),
             self.credential.clone(),
         )
-        .map_err(|e| MlsError::Operation { group_id, op: "create group", reason: e.to_string() })?;
+        .map_err(|e| MlsError::Operation {
+            group_id,
+            op: "create group",
+            reason: e.to_string(),
+        })?;
         self.groups.insert(group_id, group);
         Ok(())
     }
@@ -494,7 +583,11 @@ impl MlsClient {
 
     /// Stages a commit adding the devices of `key_packages` (`MLSMessage`
     /// bytes as uploaded by them). Not applied until [`Self::confirm_commit`].
-    pub fn add_members(&mut self, group_id: u64, key_packages: &[Vec<u8>]) -> Result<CommitBundle, MlsError> {
+    pub fn add_members(
+        &mut self,
+        group_id: u64,
+        key_packages: &[Vec<u8>],
+    ) -> Result<CommitBundle, MlsError> {
         if key_packages.is_empty() {
             return Err(MlsError::EmptyInput("no KeyPackages to add"));
         }
@@ -502,31 +595,50 @@ impl MlsClient {
         let mut added = Vec::with_capacity(key_packages.len());
         for bytes in key_packages {
             let MlsMessageBodyIn::KeyPackage(package) = parse(bytes)? else {
-                return Err(MlsError::InvalidKeyPackage("the message is not a KeyPackage".into()));
+                return Err(MlsError::InvalidKeyPackage(
+                    "the message is not a KeyPackage".into(),
+                ));
             };
             let package = package
                 .validate(self.provider.crypto(), ProtocolVersion::Mls10)
                 .map_err(|e| MlsError::InvalidKeyPackage(e.to_string()))?;
             if package.ciphersuite() != CIPHERSUITE {
-                return Err(MlsError::InvalidKeyPackage(format!("ciphersuite {:?} is not tern's", package.ciphersuite())));
+                return Err(MlsError::InvalidKeyPackage(format!(
+                    "ciphersuite {:?} is not tern's",
+                    package.ciphersuite()
+                )));
             }
-            let identity = identity_of(package.leaf_node().credential()).map_err(MlsError::InvalidKeyPackage)?;
+            let identity = identity_of(package.leaf_node().credential())
+                .map_err(MlsError::InvalidKeyPackage)?;
             if added.contains(&identity) {
-                return Err(MlsError::InvalidKeyPackage(format!("two KeyPackages for {identity}")));
+                return Err(MlsError::InvalidKeyPackage(format!(
+                    "two KeyPackages for {identity}"
+                )));
             }
             added.push(identity);
             packages.push(package);
         }
         let group = operational(&mut self.groups, &self.provider, group_id)?;
         let current = member_identities(group);
-        if let Some(identity) = added.iter().find(|a| current.iter().any(|(_, m)| m.as_ref() == Some(*a))) {
-            return Err(MlsError::AlreadyMember { group_id, identity: identity.clone() });
+        if let Some(identity) = added
+            .iter()
+            .find(|a| current.iter().any(|(_, m)| m.as_ref() == Some(*a)))
+        {
+            return Err(MlsError::AlreadyMember {
+                group_id,
+                identity: identity.clone(),
+            });
         }
         let epoch = group.epoch().as_u64();
         let (commit, welcome, group_info) = group
             .add_members(&self.provider, &self.signer, &packages)
-            .map_err(|e| MlsError::Operation { group_id, op: "add members", reason: e.to_string() })?;
-        let group_info = group_info.ok_or_else(|| MlsError::Internal("openmls made no GroupInfo".into()))?;
+            .map_err(|e| MlsError::Operation {
+                group_id,
+                op: "add members",
+                reason: e.to_string(),
+            })?;
+        let group_info =
+            group_info.ok_or_else(|| MlsError::Internal("openmls made no GroupInfo".into()))?;
         Ok(CommitBundle {
             epoch,
             commit: to_bytes(&commit)?,
@@ -539,7 +651,11 @@ impl MlsClient {
 
     /// Stages a commit removing every device of `identities`
     /// ("user/device"). Not applied until [`Self::confirm_commit`].
-    pub fn remove_members(&mut self, group_id: u64, identities: &[String]) -> Result<CommitBundle, MlsError> {
+    pub fn remove_members(
+        &mut self,
+        group_id: u64,
+        identities: &[String],
+    ) -> Result<CommitBundle, MlsError> {
         if identities.is_empty() {
             return Err(MlsError::EmptyInput("no members to remove"));
         }
@@ -552,17 +668,30 @@ impl MlsClient {
                 continue;
             }
             let before = leaves.len();
-            leaves.extend(current.iter().filter(|(_, m)| m.as_ref() == Some(identity)).map(|(index, _)| *index));
+            leaves.extend(
+                current
+                    .iter()
+                    .filter(|(_, m)| m.as_ref() == Some(identity))
+                    .map(|(index, _)| *index),
+            );
             if leaves.len() == before {
-                return Err(MlsError::NotMember { group_id, identity: identity.clone() });
+                return Err(MlsError::NotMember {
+                    group_id,
+                    identity: identity.clone(),
+                });
             }
             removed.push(identity.clone());
         }
         let epoch = group.epoch().as_u64();
         let (commit, welcome, group_info) = group
             .remove_members(&self.provider, &self.signer, &leaves)
-            .map_err(|e| MlsError::Operation { group_id, op: "remove members", reason: e.to_string() })?;
-        let group_info = group_info.ok_or_else(|| MlsError::Internal("openmls made no GroupInfo".into()))?;
+            .map_err(|e| MlsError::Operation {
+                group_id,
+                op: "remove members",
+                reason: e.to_string(),
+            })?;
+        let group_info =
+            group_info.ok_or_else(|| MlsError::Internal("openmls made no GroupInfo".into()))?;
         Ok(CommitBundle {
             epoch,
             commit: to_bytes(&commit)?,
@@ -582,7 +711,11 @@ impl MlsClient {
         }
         group
             .merge_pending_commit(&self.provider)
-            .map_err(|e| MlsError::Operation { group_id, op: "merge commit", reason: e.to_string() })
+            .map_err(|e| MlsError::Operation {
+                group_id,
+                op: "merge commit",
+                reason: e.to_string(),
+            })
     }
 
     /// The server rejected the pending commit: forget it; the group stays at
@@ -594,7 +727,11 @@ impl MlsClient {
         }
         group
             .clear_pending_commit(self.provider.storage())
-            .map_err(|e| MlsError::Operation { group_id, op: "discard commit", reason: e.to_string() })
+            .map_err(|e| MlsError::Operation {
+                group_id,
+                op: "discard commit",
+                reason: e.to_string(),
+            })
     }
 
     /// Joins a group from a Welcome (`MLSMessage` bytes; the ratchet tree
@@ -604,10 +741,19 @@ impl MlsClient {
         let MlsMessageBodyIn::Welcome(welcome) = parse(welcome)? else {
             return Err(MlsError::Malformed("the message is not a Welcome".into()));
         };
-        let builder = StagedWelcome::build_from_welcome(&self.provider, &join_config(), welcome).map_err(welcome_error)?;
-        let raw_id = builder.processed_welcome().unverified_group_info().group_id().clone();
-        let group_id = group_id_u64(&raw_id)
-            .ok_or_else(|| MlsError::InvalidWelcome(format!("group id has {} bytes, tern uses 8", raw_id.as_slice().len())))?;
+        let builder = StagedWelcome::build_from_welcome(&self.provider, &join_config(), welcome)
+            .map_err(welcome_error)?;
+        let raw_id = builder
+            .processed_welcome()
+            .unverified_group_info()
+            .group_id()
+            .clone();
+        let group_id = group_id_u64(&raw_id).ok_or_else(|| {
+            MlsError::InvalidWelcome(format!(
+                "group id has {} bytes, tern uses 8",
+                raw_id.as_slice().len()
+            ))
+        })?;
         // Leaf lifetimes are checked for the joiner's own KeyPackage and on
         // every add; leaves already in the tree keep their (by now possibly
         // expired) KeyPackage lifetime until their owner commits, which would
@@ -619,7 +765,10 @@ impl MlsClient {
             Err(MlsError::UnknownGroup(_)) => {}
             Err(e) => return Err(e),
         }
-        let group = builder.build().and_then(|staged| staged.into_group(&self.provider)).map_err(welcome_error)?;
+        let group = builder
+            .build()
+            .and_then(|staged| staged.into_group(&self.provider))
+            .map_err(welcome_error)?;
         self.groups.insert(group_id, group);
         Ok(group_id)
     }
@@ -629,7 +778,11 @@ impl MlsClient {
         let group = operational(&mut self.groups, &self.provider, group_id)?;
         let message = group
             .create_message(&self.provider, &self.signer, plaintext)
-            .map_err(|e| MlsError::Operation { group_id, op: "encrypt", reason: e.to_string() })?;
+            .map_err(|e| MlsError::Operation {
+                group_id,
+                op: "encrypt",
+                reason: e.to_string(),
+            })?;
         to_bytes(&message)
     }
 
@@ -639,10 +792,17 @@ impl MlsClient {
         let message: ProtocolMessage = match parse(message)? {
             MlsMessageBodyIn::PrivateMessage(m) => m.into(),
             MlsMessageBodyIn::PublicMessage(m) => m.into(),
-            _ => return Err(MlsError::Malformed("not a group message (application, proposal or commit)".into())),
+            _ => {
+                return Err(MlsError::Malformed(
+                    "not a group message (application, proposal or commit)".into(),
+                ))
+            }
         };
         if message.group_id().as_slice() != group_id.to_be_bytes() {
-            return Err(MlsError::WrongGroup { expected: group_id, found: hex::encode(message.group_id().as_slice()) });
+            return Err(MlsError::WrongGroup {
+                expected: group_id,
+                found: hex::encode(message.group_id().as_slice()),
+            });
         }
         let group = group_entry(&mut self.groups, &self.provider, group_id)?;
         if !group.is_active() {
@@ -651,56 +811,81 @@ impl MlsClient {
         let message_epoch = message.epoch().as_u64();
         let current_epoch = group.epoch().as_u64();
         if message_epoch > current_epoch {
-            return Err(MlsError::FutureEpoch { group_id, message_epoch, current_epoch });
+            return Err(MlsError::FutureEpoch {
+                group_id,
+                message_epoch,
+                current_epoch,
+            });
         }
-        let processed = group.process_message(&self.provider, message).map_err(|e| {
-            let reason = e.to_string();
-            match e {
-                ProcessMessageError::ValidationError(ValidationError::WrongEpoch | ValidationError::NoPastEpochData) => {
-                    MlsError::StaleEpoch { group_id, message_epoch, current_epoch }
-                }
-                ProcessMessageError::ValidationError(ValidationError::UnableToDecrypt(_))
-                    if message_epoch < current_epoch =>
-                {
-                    MlsError::StaleEpoch { group_id, message_epoch, current_epoch }
-                }
-                ProcessMessageError::ValidationError(ValidationError::UnableToDecrypt(_)) => {
-                    MlsError::Undecryptable { group_id, reason }
-                }
-                ProcessMessageError::GroupStateError(MlsGroupStateError::UseAfterEviction) => {
-                    MlsError::Removed(group_id)
-                }
-                ProcessMessageError::LibraryError(_) | ProcessMessageError::StorageError(_) => {
-                    MlsError::Internal(format!("processing a message of group {group_id}: {reason}"))
-                }
-                _ => MlsError::Rejected { group_id, reason },
-            }
-        })?;
+        let processed =
+            group
+                .process_message(&self.provider, message)
+                .map_err(|e| {
+                    let reason = e.to_string();
+                    match e {
+                        ProcessMessageError::ValidationError(
+                            ValidationError::WrongEpoch | ValidationError::NoPastEpochData,
+                        ) => MlsError::StaleEpoch {
+                            group_id,
+                            message_epoch,
+                            current_epoch,
+                        },
+                        ProcessMessageError::ValidationError(ValidationError::UnableToDecrypt(
+                            _,
+                        )) if message_epoch < current_epoch => MlsError::StaleEpoch {
+                            group_id,
+                            message_epoch,
+                            current_epoch,
+                        },
+                        ProcessMessageError::ValidationError(ValidationError::UnableToDecrypt(
+                            _,
+                        )) => MlsError::Undecryptable { group_id, reason },
+                        ProcessMessageError::GroupStateError(
+                            MlsGroupStateError::UseAfterEviction,
+                        ) => MlsError::Removed(group_id),
+                        ProcessMessageError::LibraryError(_)
+                        | ProcessMessageError::StorageError(_) => MlsError::Internal(format!(
+                            "processing a message of group {group_id}: {reason}"
+                        )),
+                        _ => MlsError::Rejected { group_id, reason },
+                    }
+                })?;
         let sender_credential = processed.credential().clone();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(message) => {
-                let sender = identity_of(&sender_credential).map_err(|reason| MlsError::Rejected { group_id, reason })?;
-                Ok(Processed::Application { sender, plaintext: message.into_bytes() })
+                let sender = identity_of(&sender_credential)
+                    .map_err(|reason| MlsError::Rejected { group_id, reason })?;
+                Ok(Processed::Application {
+                    sender,
+                    plaintext: message.into_bytes(),
+                })
             }
-            ProcessedMessageContent::ProposalMessage(_) | ProcessedMessageContent::ExternalJoinProposalMessage(_) => {
-                Ok(Processed::Proposal)
-            }
+            ProcessedMessageContent::ProposalMessage(_)
+            | ProcessedMessageContent::ExternalJoinProposalMessage(_) => Ok(Processed::Proposal),
             ProcessedMessageContent::StagedCommitMessage(staged) => {
                 let removed_me = staged.self_removed();
                 group
                     .merge_staged_commit(&self.provider, *staged)
-                    .map_err(|e| MlsError::Operation { group_id, op: "merge commit", reason: e.to_string() })?;
-                Ok(Processed::Commit { epoch: group.epoch().as_u64(), removed_me })
+                    .map_err(|e| MlsError::Operation {
+                        group_id,
+                        op: "merge commit",
+                        reason: e.to_string(),
+                    })?;
+                Ok(Processed::Commit {
+                    epoch: group.epoch().as_u64(),
+                    removed_me,
+                })
             }
-            ProcessedMessageContent::OwnPrivateMessage | ProcessedMessageContent::OwnPendingCommit => {
-                Err(MlsError::OwnMessage(group_id))
-            }
+            ProcessedMessageContent::OwnPrivateMessage
+            | ProcessedMessageContent::OwnPendingCommit => Err(MlsError::OwnMessage(group_id)),
         }
     }
 
     /// The group's current epoch (0 right after creation).
     pub fn epoch(&mut self, group_id: u64) -> Result<u64, MlsError> {
-        Ok(group_entry(&mut self.groups, &self.provider, group_id)?.epoch().as_u64())
+        Ok(group_entry(&mut self.groups, &self.provider, group_id)?
+            .epoch()
+            .as_u64())
     }
 
     /// The group's members ("user/device"), in tree order, this device included.
@@ -708,17 +893,22 @@ impl MlsClient {
         let group = group_entry(&mut self.groups, &self.provider, group_id)?;
         group
             .members()
-            .map(|m| identity_of(&m.credential).map_err(|e| MlsError::Internal(format!("member credential: {e}"))))
+            .map(|m| {
+                identity_of(&m.credential)
+                    .map_err(|e| MlsError::Internal(format!("member credential: {e}")))
+            })
             .collect()
     }
 }
 
 fn welcome_error(error: WelcomeError<MemoryStorageError>) -> MlsError {
     match error {
-        WelcomeError::NoMatchingKeyPackage | WelcomeError::NoMatchingEncryptionKey | WelcomeError::PrivateInitKeyNotFound => {
-            MlsError::NoMatchingKeyPackage
+        WelcomeError::NoMatchingKeyPackage
+        | WelcomeError::NoMatchingEncryptionKey
+        | WelcomeError::PrivateInitKeyNotFound => MlsError::NoMatchingKeyPackage,
+        WelcomeError::GroupAlreadyExists => {
+            MlsError::InvalidWelcome("the group already exists on this device".into())
         }
-        WelcomeError::GroupAlreadyExists => MlsError::InvalidWelcome("the group already exists on this device".into()),
         other => MlsError::InvalidWelcome(other.to_string()),
     }
 }
@@ -740,13 +930,24 @@ mod tests {
     }
 
     /// `creator` adds `joiners` to `group`; `others` process the commit.
-    fn add(group: u64, creator: &mut MlsClient, joiners: &mut [&mut MlsClient], others: &mut [&mut MlsClient]) {
+    fn add(
+        group: u64,
+        creator: &mut MlsClient,
+        joiners: &mut [&mut MlsClient],
+        others: &mut [&mut MlsClient],
+    ) {
         let kps: Vec<Vec<u8>> = joiners.iter_mut().map(|j| kp(j)).collect();
         let bundle = creator.add_members(group, &kps).unwrap();
         assert_eq!(bundle.epoch, creator.epoch(group).unwrap());
         creator.confirm_commit(group).unwrap();
         for o in others.iter_mut() {
-            assert_eq!(o.process(group, &bundle.commit).unwrap(), Processed::Commit { epoch: bundle.epoch + 1, removed_me: false });
+            assert_eq!(
+                o.process(group, &bundle.commit).unwrap(),
+                Processed::Commit {
+                    epoch: bundle.epoch + 1,
+                    removed_me: false
+                }
+            );
         }
         let welcome = bundle.welcome.unwrap();
         for j in joiners.iter_mut() {
@@ -756,7 +957,10 @@ mod tests {
     }
 
     fn app(sender: &str, text: &str) -> Processed {
-        Processed::Application { sender: format!("{sender}/1"), plaintext: text.as_bytes().to_vec() }
+        Processed::Application {
+            sender: format!("{sender}/1"),
+            plaintext: text.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -766,7 +970,10 @@ mod tests {
         let (_c, mut carol) = client("carol");
         alice.create_group(7).unwrap();
         assert_eq!(alice.epoch(7).unwrap(), 0);
-        assert!(matches!(alice.create_group(7), Err(MlsError::GroupExists(7))));
+        assert!(matches!(
+            alice.create_group(7),
+            Err(MlsError::GroupExists(7))
+        ));
         add(7, &mut alice, &mut [&mut bob], &mut []);
         add(7, &mut alice, &mut [&mut carol], &mut [&mut bob]);
         for c in [&mut alice, &mut bob, &mut carol] {
@@ -784,15 +991,25 @@ mod tests {
         assert_eq!(bob.process(7, &m).unwrap(), app("carol", "and carol"));
         // Own echo, wrong group, garbage: typed errors, no panic.
         assert!(matches!(carol.process(7, &m), Err(MlsError::OwnMessage(7))));
-        assert!(matches!(alice.process(8, &m), Err(MlsError::WrongGroup { expected: 8, .. })));
-        assert!(matches!(alice.process(7, b"garbage"), Err(MlsError::Malformed(_))));
-        assert!(matches!(alice.encrypt(99, b"x"), Err(MlsError::UnknownGroup(99))));
+        assert!(matches!(
+            alice.process(8, &m),
+            Err(MlsError::WrongGroup { expected: 8, .. })
+        ));
+        assert!(matches!(
+            alice.process(7, b"garbage"),
+            Err(MlsError::Malformed(_))
+        ));
+        assert!(matches!(
+            alice.encrypt(99, b"x"),
+            Err(MlsError::UnknownGroup(99))
+        ));
     }
 
     #[test]
     fn fifty_members_in_one_commit() {
         let (_a, mut alice) = client("alice");
-        let mut others: Vec<(TempDir, MlsClient)> = (0..49).map(|i| client(&format!("u{i}"))).collect();
+        let mut others: Vec<(TempDir, MlsClient)> =
+            (0..49).map(|i| client(&format!("u{i}"))).collect();
         alice.create_group(50).unwrap();
         let kps: Vec<Vec<u8>> = others.iter_mut().map(|(_, c)| kp(c)).collect();
         let bundle = alice.add_members(50, &kps).unwrap();
@@ -824,27 +1041,65 @@ mod tests {
         let (_d, mut dave) = client("dave");
         let (_e, mut erin) = client("erin");
         alice.create_group(3).unwrap();
-        add(3, &mut alice, &mut [&mut bob, &mut carol, &mut dave, &mut erin], &mut []);
-        let bundle = alice.remove_members(3, &["carol/1".to_owned(), "dave/1".to_owned()]).unwrap();
+        add(
+            3,
+            &mut alice,
+            &mut [&mut bob, &mut carol, &mut dave, &mut erin],
+            &mut [],
+        );
+        let bundle = alice
+            .remove_members(3, &["carol/1".to_owned(), "dave/1".to_owned()])
+            .unwrap();
         assert_eq!(bundle.removed, vec!["carol/1", "dave/1"]);
         assert!(bundle.welcome.is_none());
         // Not applied until confirmed.
         assert_eq!(alice.members(3).unwrap().len(), 5);
-        assert!(matches!(alice.encrypt(3, b"x"), Err(MlsError::PendingCommit(3))));
+        assert!(matches!(
+            alice.encrypt(3, b"x"),
+            Err(MlsError::PendingCommit(3))
+        ));
         alice.confirm_commit(3).unwrap();
-        assert_eq!(alice.members(3).unwrap(), vec!["alice/1", "bob/1", "erin/1"]);
+        assert_eq!(
+            alice.members(3).unwrap(),
+            vec!["alice/1", "bob/1", "erin/1"]
+        );
         for c in [&mut bob, &mut erin] {
-            assert_eq!(c.process(3, &bundle.commit).unwrap(), Processed::Commit { epoch: 2, removed_me: false });
+            assert_eq!(
+                c.process(3, &bundle.commit).unwrap(),
+                Processed::Commit {
+                    epoch: 2,
+                    removed_me: false
+                }
+            );
         }
         // Carol processes her removal; dave never sees it.
-        assert!(matches!(carol.process(3, &bundle.commit).unwrap(), Processed::Commit { removed_me: true, .. }));
+        assert!(matches!(
+            carol.process(3, &bundle.commit).unwrap(),
+            Processed::Commit {
+                removed_me: true,
+                ..
+            }
+        ));
         let m = alice.encrypt(3, b"after removal").unwrap();
         assert_eq!(bob.process(3, &m).unwrap(), app("alice", "after removal"));
         assert_eq!(erin.process(3, &m).unwrap(), app("alice", "after removal"));
         let e = carol.process(3, &m).unwrap_err();
-        assert!(matches!(e, MlsError::Removed(3)) && e.is_undecryptable(), "{e}");
+        assert!(
+            matches!(e, MlsError::Removed(3)) && e.is_undecryptable(),
+            "{e}"
+        );
         let e = dave.process(3, &m).unwrap_err();
-        assert!(matches!(e, MlsError::FutureEpoch { message_epoch: 2, current_epoch: 1, .. }) && e.is_undecryptable(), "{e}");
+        assert!(
+            matches!(
+                e,
+                MlsError::FutureEpoch {
+                    message_epoch: 2,
+                    current_epoch: 1,
+                    ..
+                }
+            ) && e.is_undecryptable(),
+            "{e}"
+        );
         assert!(matches!(carol.encrypt(3, b"x"), Err(MlsError::Removed(3))));
         assert!(matches!(
             alice.remove_members(3, &["carol/1".to_owned()]),
@@ -873,19 +1128,43 @@ mod tests {
         // The "server" accepts the first commit for `epoch` only.
         alice.confirm_commit(9).unwrap();
         bob.discard_commit(9).unwrap();
-        assert!(matches!(bob.discard_commit(9), Err(MlsError::NoPendingCommit(9))));
-        assert_eq!(bob.process(9, &winner.commit).unwrap(), Processed::Commit { epoch: epoch + 1, removed_me: false });
-        assert_eq!(carol.process(9, &winner.commit).unwrap(), Processed::Commit { epoch: epoch + 1, removed_me: false });
+        assert!(matches!(
+            bob.discard_commit(9),
+            Err(MlsError::NoPendingCommit(9))
+        ));
+        assert_eq!(
+            bob.process(9, &winner.commit).unwrap(),
+            Processed::Commit {
+                epoch: epoch + 1,
+                removed_me: false
+            }
+        );
+        assert_eq!(
+            carol.process(9, &winner.commit).unwrap(),
+            Processed::Commit {
+                epoch: epoch + 1,
+                removed_me: false
+            }
+        );
         assert_eq!(dave.join(winner.welcome.as_ref().unwrap()).unwrap(), 9);
         // The losing commit is from an old epoch: nobody can apply it.
-        assert!(matches!(carol.process(9, &loser.commit), Err(MlsError::StaleEpoch { .. })));
+        assert!(matches!(
+            carol.process(9, &loser.commit),
+            Err(MlsError::StaleEpoch { .. })
+        ));
         // Bob retries at the next epoch (erin's KeyPackage was never consumed).
         let kp_erin = kp(&mut erin);
         let retry = bob.add_members(9, &[kp_erin]).unwrap();
         assert_eq!(retry.epoch, epoch + 1);
         bob.confirm_commit(9).unwrap();
         for c in [&mut alice, &mut carol, &mut dave] {
-            assert_eq!(c.process(9, &retry.commit).unwrap(), Processed::Commit { epoch: epoch + 2, removed_me: false });
+            assert_eq!(
+                c.process(9, &retry.commit).unwrap(),
+                Processed::Commit {
+                    epoch: epoch + 2,
+                    removed_me: false
+                }
+            );
         }
         assert_eq!(erin.join(retry.welcome.as_ref().unwrap()).unwrap(), 9);
         let m = erin.encrypt(9, b"erin is in").unwrap();
@@ -906,8 +1185,17 @@ mod tests {
         let _loser = bob.add_members(5, &[kp(&mut carol)]).unwrap();
         alice.confirm_commit(5).unwrap();
         // Bob forgot to discard: processing the winner still works.
-        assert_eq!(bob.process(5, &winner.commit).unwrap(), Processed::Commit { epoch: 2, removed_me: true });
-        assert!(matches!(bob.confirm_commit(5), Err(MlsError::Removed(5)) | Err(MlsError::NoPendingCommit(5))));
+        assert_eq!(
+            bob.process(5, &winner.commit).unwrap(),
+            Processed::Commit {
+                epoch: 2,
+                removed_me: true
+            }
+        );
+        assert!(matches!(
+            bob.confirm_commit(5),
+            Err(MlsError::Removed(5)) | Err(MlsError::NoPendingCommit(5))
+        ));
     }
 
     #[test]
@@ -931,7 +1219,10 @@ mod tests {
         let mut bob = MlsClient::load_or_create(b_dir.path(), "bob/1").unwrap();
         assert_eq!(alice.epoch(11).unwrap(), 1);
         assert_eq!(bob.members(11).unwrap(), vec!["alice/1", "bob/1"]);
-        assert_eq!(bob.process(11, &pending).unwrap(), app("alice", "in flight"));
+        assert_eq!(
+            bob.process(11, &pending).unwrap(),
+            app("alice", "in flight")
+        );
         let m = bob.encrypt(11, b"after reload").unwrap();
         assert_eq!(alice.process(11, &m).unwrap(), app("bob", "after reload"));
         // Commits keep working after a reload, including a pending one saved mid-flight.
@@ -940,7 +1231,10 @@ mod tests {
         alice.save().unwrap();
         drop(alice);
         let mut alice = MlsClient::load_or_create(a_dir.path(), "alice/1").unwrap();
-        assert!(matches!(alice.encrypt(11, b"x"), Err(MlsError::PendingCommit(11))));
+        assert!(matches!(
+            alice.encrypt(11, b"x"),
+            Err(MlsError::PendingCommit(11))
+        ));
         alice.confirm_commit(11).unwrap();
         bob.process(11, &bundle.commit).unwrap();
         carol.join(bundle.welcome.as_ref().unwrap()).unwrap();
@@ -958,9 +1252,15 @@ mod tests {
         let mid = bytes.len() / 2;
         bytes[mid] ^= 1;
         std::fs::write(&storage, &bytes).unwrap();
-        assert!(matches!(MlsClient::load_or_create(a_dir.path(), "alice/1"), Err(MlsError::CorruptState { .. })));
+        assert!(matches!(
+            MlsClient::load_or_create(a_dir.path(), "alice/1"),
+            Err(MlsError::CorruptState { .. })
+        ));
         std::fs::write(&storage, &bytes[..10]).unwrap();
-        assert!(matches!(MlsClient::load_or_create(a_dir.path(), "alice/1"), Err(MlsError::CorruptState { .. })));
+        assert!(matches!(
+            MlsClient::load_or_create(a_dir.path(), "alice/1"),
+            Err(MlsError::CorruptState { .. })
+        ));
     }
 
     #[test]
@@ -993,10 +1293,22 @@ mod tests {
         let b3 = dave.add_members(3, std::slice::from_ref(&single)).unwrap();
         let b4 = erin.add_members(4, std::slice::from_ref(&single)).unwrap();
         assert_eq!(bob.join(b3.welcome.as_ref().unwrap()).unwrap(), 3);
-        assert!(matches!(bob.join(b4.welcome.as_ref().unwrap()), Err(MlsError::NoMatchingKeyPackage)));
+        assert!(matches!(
+            bob.join(b4.welcome.as_ref().unwrap()),
+            Err(MlsError::NoMatchingKeyPackage)
+        ));
         // Invalid input is typed.
-        assert!(matches!(alice.add_members(1, &[b"nope".to_vec()]), Err(MlsError::Malformed(_))));
-        assert!(matches!(alice.add_members(1, &[m1]), Err(MlsError::InvalidKeyPackage(_))));
-        assert!(matches!(alice.add_members(1, &[]), Err(MlsError::EmptyInput(_))));
+        assert!(matches!(
+            alice.add_members(1, &[b"nope".to_vec()]),
+            Err(MlsError::Malformed(_))
+        ));
+        assert!(matches!(
+            alice.add_members(1, &[m1]),
+            Err(MlsError::InvalidKeyPackage(_))
+        ));
+        assert!(matches!(
+            alice.add_members(1, &[]),
+            Err(MlsError::EmptyInput(_))
+        ));
     }
 }

@@ -1,13 +1,15 @@
 //! The tern client SDK over QUIC; depends on `proto` only.
 
-pub mod tls;
+pub mod content;
 pub mod identity;
 pub mod link;
+pub mod mls;
+pub mod olm;
 pub mod sdk;
 pub mod secure;
-pub mod olm;
-pub mod content;
-pub mod mls;
+pub mod tls;
 
-pub use sdk::{Client, ClientError, ClientOptions, ConversationInfo, HistoryPage, SendOptions, SendReceipt};
+pub use sdk::{
+    Client, ClientError, ClientOptions, ConversationInfo, HistoryPage, SendOptions, SendReceipt,
+};
 pub use tls::TrustAnchor;

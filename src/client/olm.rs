@@ -82,8 +82,8 @@ use std::path::{Path, PathBuf};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use vodozemac::olm::{
-    Account, AccountPickle, DecryptionError, Message, OlmMessage, PreKeyMessage, Session, SessionConfig,
-    SessionCreationError, SessionPickle,
+    Account, AccountPickle, DecryptionError, Message, OlmMessage, PreKeyMessage, Session,
+    SessionConfig, SessionCreationError, SessionPickle,
 };
 use vodozemac::{Curve25519PublicKey, KeyId};
 
@@ -119,7 +119,10 @@ fn session_config() -> SessionConfig {
 #[non_exhaustive]
 pub enum CryptoError {
     #[error("cannot access {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "encryption state {path} is unreadable ({message}); restore olm.json and olm.key together from a backup, \
          or move both away to start this device's encryption afresh (peers must then fetch its new keys)"
@@ -149,7 +152,9 @@ pub enum CryptoError {
          verify the device out of band, then call forget_device and start over"
     )]
     IdentityKeyChanged { user: String, device: u32 },
-    #[error("refusing to encrypt for this device's own identity key; encrypt only for other devices")]
+    #[error(
+        "refusing to encrypt for this device's own identity key; encrypt only for other devices"
+    )]
     OwnDevice,
     #[error(
         "no session with {user}/{device} matches this message (never had one, or it was forgotten); \
@@ -167,7 +172,11 @@ pub enum CryptoError {
         "cannot decrypt the message from {user}/{device} ({reason}): it was tampered with or made for a session \
          we no longer have; drop it, and ask the sender to resend if it matters"
     )]
-    Undecryptable { user: String, device: u32, reason: String },
+    Undecryptable {
+        user: String,
+        device: u32,
+        reason: String,
+    },
     #[error("unexpected encryption failure ({0}); this is a bug in tern, please report it")]
     Internal(String),
 }
@@ -266,7 +275,10 @@ impl std::fmt::Debug for OlmDevice {
             .field("state_dir", &self.state_dir)
             .field("identity_key", &hex::encode(self.identity_key()))
             .field("one_time_keys", &self.one_time_keys.len())
-            .field("peer_devices", &self.peers.values().map(BTreeMap::len).sum::<usize>())
+            .field(
+                "peer_devices",
+                &self.peers.values().map(BTreeMap::len).sum::<usize>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -281,12 +293,20 @@ impl OlmDevice {
             Ok(bytes) => {
                 let pickle_key = match read_pickle_key(&key_path)? {
                     Some(key) => key,
-                    None => return Err(CryptoError::MissingPickleKey { state: state_path, key: key_path }),
+                    None => {
+                        return Err(CryptoError::MissingPickleKey {
+                            state: state_path,
+                            key: key_path,
+                        })
+                    }
                 };
                 Self::from_state(state_dir, pickle_key, &bytes)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(state_dir).map_err(|source| CryptoError::Io { path: state_dir.into(), source })?;
+                std::fs::create_dir_all(state_dir).map_err(|source| CryptoError::Io {
+                    path: state_dir.into(),
+                    source,
+                })?;
                 // A key without state is left over from a crash during creation: reuse it.
                 let pickle_key = match read_pickle_key(&key_path)? {
                     Some(key) => key,
@@ -310,32 +330,52 @@ impl OlmDevice {
                 device.save()?;
                 Ok(device)
             }
-            Err(source) => Err(CryptoError::Io { path: state_path, source }),
+            Err(source) => Err(CryptoError::Io {
+                path: state_path,
+                source,
+            }),
         }
     }
 
-    fn from_state(state_dir: &Path, pickle_key: [u8; 32], bytes: &[u8]) -> Result<OlmDevice, CryptoError> {
+    fn from_state(
+        state_dir: &Path,
+        pickle_key: [u8; 32],
+        bytes: &[u8],
+    ) -> Result<OlmDevice, CryptoError> {
         let path = state_dir.join(OLM_STATE_FILE);
-        let corrupt = |message: String| CryptoError::Corrupt { path: path.clone(), message };
+        let corrupt = |message: String| CryptoError::Corrupt {
+            path: path.clone(),
+            message,
+        };
         let file: StateFile = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
         if file.version != STATE_VERSION {
-            return Err(corrupt(format!("layout version {} is not {STATE_VERSION}; a newer tern wrote it", file.version)));
+            return Err(corrupt(format!(
+                "layout version {} is not {STATE_VERSION}; a newer tern wrote it",
+                file.version
+            )));
         }
-        let account = AccountPickle::from_encrypted(&file.account, &pickle_key)
-            .map_err(|e| corrupt(format!("account: {e} (is olm.key the one written with it?)")))?;
+        let account = AccountPickle::from_encrypted(&file.account, &pickle_key).map_err(|e| {
+            corrupt(format!(
+                "account: {e} (is olm.key the one written with it?)"
+            ))
+        })?;
         let mut peers: BTreeMap<String, BTreeMap<u32, PeerSessions>> = BTreeMap::new();
         for peer in file.peers {
             let mut sessions = Vec::with_capacity(peer.sessions.len());
             for pickle in &peer.sessions {
-                let pickle = SessionPickle::from_encrypted(pickle, &pickle_key)
-                    .map_err(|e| corrupt(format!("session with {}/{}: {e}", peer.user, peer.device)))?;
+                let pickle = SessionPickle::from_encrypted(pickle, &pickle_key).map_err(|e| {
+                    corrupt(format!("session with {}/{}: {e}", peer.user, peer.device))
+                })?;
                 sessions.push(Session::from_pickle(pickle));
             }
             if !sessions.is_empty() {
-                peers
-                    .entry(peer.user)
-                    .or_default()
-                    .insert(peer.device, PeerSessions { identity_key: peer.identity_key, sessions });
+                peers.entry(peer.user).or_default().insert(
+                    peer.device,
+                    PeerSessions {
+                        identity_key: peer.identity_key,
+                        sessions,
+                    },
+                );
             }
         }
         Ok(OlmDevice {
@@ -359,7 +399,11 @@ impl OlmDevice {
                     user: user.clone(),
                     device: *device,
                     identity_key: entry.identity_key,
-                    sessions: entry.sessions.iter().map(|s| s.pickle().encrypt(&self.pickle_key)).collect(),
+                    sessions: entry
+                        .sessions
+                        .iter()
+                        .map(|s| s.pickle().encrypt(&self.pickle_key))
+                        .collect(),
                 });
             }
         }
@@ -372,7 +416,8 @@ impl OlmDevice {
             peers,
             seen_inbound_sessions: self.seen_inbound_sessions.clone(),
         };
-        let bytes = serde_json::to_vec(&file).map_err(|e| CryptoError::Internal(format!("serialising olm state: {e}")))?;
+        let bytes = serde_json::to_vec(&file)
+            .map_err(|e| CryptoError::Internal(format!("serialising olm state: {e}")))?;
         write_atomic(&self.state_dir.join(OLM_STATE_FILE), &bytes)
     }
 
@@ -400,17 +445,24 @@ impl OlmDevice {
     pub fn generate_one_time_keys(&mut self, count: usize) -> Vec<(u32, [u8; 32])> {
         let result = self.account.generate_one_time_keys(count);
         if !result.removed.is_empty() {
-            let removed: BTreeSet<[u8; 32]> = result.removed.iter().map(Curve25519PublicKey::to_bytes).collect();
-            self.one_time_keys.retain(|_, record| !removed.contains(&record.public));
+            let removed: BTreeSet<[u8; 32]> = result
+                .removed
+                .iter()
+                .map(Curve25519PublicKey::to_bytes)
+                .collect();
+            self.one_time_keys
+                .retain(|_, record| !removed.contains(&record.public));
         }
-        let mut fresh: Vec<(KeyId, Curve25519PublicKey)> = self.account.one_time_keys().into_iter().collect();
+        let mut fresh: Vec<(KeyId, Curve25519PublicKey)> =
+            self.account.one_time_keys().into_iter().collect();
         fresh.sort_by_key(|(key_id, _)| *key_id);
         self.account.mark_keys_as_published();
         let mut out = Vec::with_capacity(fresh.len());
         for (key_id, public) in fresh {
             let id = self.allocate_key_id();
             let public = public.to_bytes();
-            self.one_time_keys.insert(id, OneTimeKeyRecord { key_id, public });
+            self.one_time_keys
+                .insert(id, OneTimeKeyRecord { key_id, public });
             out.push((id, public));
         }
         out
@@ -445,7 +497,10 @@ impl OlmDevice {
             .next()
             .ok_or_else(|| CryptoError::Internal("vodozemac generated no fallback key".into()))?;
         self.account.mark_keys_as_published();
-        let record = FallbackRecord { id: self.allocate_key_id(), public: public.to_bytes() };
+        let record = FallbackRecord {
+            id: self.allocate_key_id(),
+            public: public.to_bytes(),
+        };
         self.fallback = Some(record);
         Ok((record.id, record.public))
     }
@@ -460,19 +515,27 @@ impl OlmDevice {
     /// Whether a session with this peer device exists (then [`OlmDevice::encrypt`]
     /// needs no prekey).
     pub fn has_session(&self, user: &str, device: u32) -> bool {
-        self.peers.get(user).and_then(|d| d.get(&device)).is_some_and(|p| !p.sessions.is_empty())
+        self.peers
+            .get(user)
+            .and_then(|d| d.get(&device))
+            .is_some_and(|p| !p.sessions.is_empty())
     }
 
     /// The identity key our sessions with this peer device use, if any.
     /// Compare it with the key directory's to detect a changed device.
     pub fn peer_identity_key(&self, user: &str, device: u32) -> Option<[u8; 32]> {
-        self.peers.get(user).and_then(|d| d.get(&device)).map(|p| p.identity_key)
+        self.peers
+            .get(user)
+            .and_then(|d| d.get(&device))
+            .map(|p| p.identity_key)
     }
 
     /// Drops every session with a peer device (revoked devices). Its old
     /// pre-key messages stay rejected as replays. Returns whether any existed.
     pub fn forget_device(&mut self, user: &str, device: u32) -> bool {
-        let Some(devices) = self.peers.get_mut(user) else { return false };
+        let Some(devices) = self.peers.get_mut(user) else {
+            return false;
+        };
         let removed = devices.remove(&device).is_some();
         if devices.is_empty() {
             self.peers.remove(user);
@@ -487,21 +550,34 @@ impl OlmDevice {
         if peer.identity_key == self.identity_key() {
             return Err(CryptoError::OwnDevice);
         }
-        let invalid = || CryptoError::InvalidKey { user: peer.user.clone(), device: peer.device };
+        let invalid = || CryptoError::InvalidKey {
+            user: peer.user.clone(),
+            device: peer.device,
+        };
         let own_key = self.identity_key();
-        if let Some(entry) = self.peers.get_mut(peer.user.as_str()).and_then(|d| d.get_mut(&peer.device)) {
+        if let Some(entry) = self
+            .peers
+            .get_mut(peer.user.as_str())
+            .and_then(|d| d.get_mut(&peer.device))
+        {
             if entry.identity_key != peer.identity_key {
-                return Err(CryptoError::IdentityKeyChanged { user: peer.user.clone(), device: peer.device });
+                return Err(CryptoError::IdentityKeyChanged {
+                    user: peer.user.clone(),
+                    device: peer.device,
+                });
             }
             if let Some(session) = entry.sessions.first_mut() {
                 let message = session.encrypt(plaintext).map_err(|_| invalid())?;
                 return Ok(envelope(&own_key, &message));
             }
         }
-        let prekey = peer
-            .one_time_key
-            .or(peer.fallback_key)
-            .ok_or_else(|| CryptoError::NoPrekey { user: peer.user.clone(), device: peer.device })?;
+        let prekey =
+            peer.one_time_key
+                .or(peer.fallback_key)
+                .ok_or_else(|| CryptoError::NoPrekey {
+                    user: peer.user.clone(),
+                    device: peer.device,
+                })?;
         let mut session = self
             .account
             .create_outbound_session(
@@ -523,7 +599,10 @@ impl OlmDevice {
             .entry(user.to_owned())
             .or_default()
             .entry(device)
-            .or_insert_with(|| PeerSessions { identity_key, sessions: Vec::new() });
+            .or_insert_with(|| PeerSessions {
+                identity_key,
+                sessions: Vec::new(),
+            });
         entry.identity_key = identity_key;
         entry.sessions.insert(0, session);
         entry.sessions.truncate(MAX_SESSIONS_PER_DEVICE);
@@ -536,17 +615,34 @@ impl OlmDevice {
     /// The sender's identity key is taken from the message: after decrypting
     /// a message that started a session, check [`OlmDevice::peer_identity_key`]
     /// against the key directory.
-    pub fn decrypt(&mut self, sender_user: &str, sender_device: u32, ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub fn decrypt(
+        &mut self,
+        sender_user: &str,
+        sender_device: u32,
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         let (message_type, sender_key, body) = parse_envelope(ciphertext)?;
-        let replay = || CryptoError::Replay { user: sender_user.to_owned(), device: sender_device };
-        let undecryptable =
-            |reason: String| CryptoError::Undecryptable { user: sender_user.to_owned(), device: sender_device, reason };
-        let known = self.peers.get_mut(sender_user).and_then(|d| d.get_mut(&sender_device));
+        let replay = || CryptoError::Replay {
+            user: sender_user.to_owned(),
+            device: sender_device,
+        };
+        let undecryptable = |reason: String| CryptoError::Undecryptable {
+            user: sender_user.to_owned(),
+            device: sender_device,
+            reason,
+        };
+        let known = self
+            .peers
+            .get_mut(sender_user)
+            .and_then(|d| d.get_mut(&sender_device));
 
         if message_type == MESSAGE_TYPE_NORMAL {
-            let message = Message::from_bytes(body).map_err(|e| CryptoError::Malformed(e.to_string()))?;
-            let entry =
-                known.ok_or_else(|| CryptoError::NoSession { user: sender_user.to_owned(), device: sender_device })?;
+            let message =
+                Message::from_bytes(body).map_err(|e| CryptoError::Malformed(e.to_string()))?;
+            let entry = known.ok_or_else(|| CryptoError::NoSession {
+                user: sender_user.to_owned(),
+                device: sender_device,
+            })?;
             if entry.identity_key != sender_key {
                 return Err(CryptoError::Malformed(
                     "the sender identity key in the header is not the one of our session with the sender".into(),
@@ -560,18 +656,27 @@ impl OlmDevice {
             };
         }
 
-        let message = PreKeyMessage::from_bytes(body).map_err(|e| CryptoError::Malformed(e.to_string()))?;
+        let message =
+            PreKeyMessage::from_bytes(body).map_err(|e| CryptoError::Malformed(e.to_string()))?;
         if message.identity_key().to_bytes() != sender_key {
             return Err(CryptoError::Malformed(
-                "the sender identity key in the header differs from the one in the pre-key message".into(),
+                "the sender identity key in the header differs from the one in the pre-key message"
+                    .into(),
             ));
         }
         let session_id = message.session_id();
         if let Some(entry) = known {
             if entry.identity_key != sender_key {
-                return Err(CryptoError::IdentityKeyChanged { user: sender_user.to_owned(), device: sender_device });
+                return Err(CryptoError::IdentityKeyChanged {
+                    user: sender_user.to_owned(),
+                    device: sender_device,
+                });
             }
-            match try_sessions(&mut entry.sessions, &OlmMessage::PreKey(message.clone()), Some(&session_id)) {
+            match try_sessions(
+                &mut entry.sessions,
+                &OlmMessage::PreKey(message.clone()),
+                Some(&session_id),
+            ) {
                 Ok(plaintext) => return Ok(plaintext),
                 Err(Failure::Replay) => return Err(replay()),
                 Err(Failure::Other(reason)) => return Err(undecryptable(reason)),
@@ -585,15 +690,23 @@ impl OlmDevice {
         }
         let created = self
             .account
-            .create_inbound_session(session_config(), Curve25519PublicKey::from_bytes(sender_key), &message)
+            .create_inbound_session(
+                session_config(),
+                Curve25519PublicKey::from_bytes(sender_key),
+                &message,
+            )
             .map_err(|e| match e {
-                SessionCreationError::MissingOneTimeKey(_) => {
-                    CryptoError::UnknownPrekey { user: sender_user.to_owned(), device: sender_device }
+                SessionCreationError::MissingOneTimeKey(_) => CryptoError::UnknownPrekey {
+                    user: sender_user.to_owned(),
+                    device: sender_device,
+                },
+                SessionCreationError::NonContributoryKey => CryptoError::InvalidKey {
+                    user: sender_user.to_owned(),
+                    device: sender_device,
+                },
+                SessionCreationError::MismatchedIdentityKey(..) => {
+                    CryptoError::Malformed(e.to_string())
                 }
-                SessionCreationError::NonContributoryKey => {
-                    CryptoError::InvalidKey { user: sender_user.to_owned(), device: sender_device }
-                }
-                SessionCreationError::MismatchedIdentityKey(..) => CryptoError::Malformed(e.to_string()),
                 other => undecryptable(other.to_string()),
             })?;
         let used = message.one_time_key().to_bytes();
@@ -616,7 +729,11 @@ enum Failure {
 
 /// Tries the sessions in order (only the one with `only_id` when given); the
 /// one that decrypts moves to the front. A failed attempt changes no session.
-fn try_sessions(sessions: &mut [Session], message: &OlmMessage, only_id: Option<&str>) -> Result<Vec<u8>, Failure> {
+fn try_sessions(
+    sessions: &mut [Session],
+    message: &OlmMessage,
+    only_id: Option<&str>,
+) -> Result<Vec<u8>, Failure> {
     let mut failure = Failure::NoMatch;
     for (index, session) in sessions.iter_mut().enumerate() {
         if only_id.is_some_and(|id| session.session_id() != id) {
@@ -655,9 +772,12 @@ fn envelope(sender_key: &[u8; 32], message: &OlmMessage) -> Vec<u8> {
 
 /// Splits a ciphertext into (type, sender identity key, vodozemac bytes).
 fn parse_envelope(ciphertext: &[u8]) -> Result<(u8, [u8; 32], &[u8]), CryptoError> {
-    let (header, body) = ciphertext
-        .split_at_checked(HEADER_LEN)
-        .ok_or_else(|| CryptoError::Malformed(format!("{} bytes is shorter than the header", ciphertext.len())))?;
+    let (header, body) = ciphertext.split_at_checked(HEADER_LEN).ok_or_else(|| {
+        CryptoError::Malformed(format!(
+            "{} bytes is shorter than the header",
+            ciphertext.len()
+        ))
+    })?;
     let [version, message_type, key @ ..] = header else {
         return Err(CryptoError::Malformed("short header".into()));
     };
@@ -665,28 +785,39 @@ fn parse_envelope(ciphertext: &[u8]) -> Result<(u8, [u8; 32], &[u8]), CryptoErro
         return Err(CryptoError::UnsupportedVersion(*version));
     }
     if *message_type != MESSAGE_TYPE_PRE_KEY && *message_type != MESSAGE_TYPE_NORMAL {
-        return Err(CryptoError::Malformed(format!("unknown message type {message_type}")));
+        return Err(CryptoError::Malformed(format!(
+            "unknown message type {message_type}"
+        )));
     }
-    let key = <[u8; 32]>::try_from(key).map_err(|_| CryptoError::Malformed("short identity key".into()))?;
+    let key = <[u8; 32]>::try_from(key)
+        .map_err(|_| CryptoError::Malformed("short identity key".into()))?;
     Ok((*message_type, key, body))
 }
 
 /// Reads `olm.key`: `None` when absent, an error when not exactly 32 bytes.
 fn read_pickle_key(path: &Path) -> Result<Option<[u8; 32]>, CryptoError> {
     match std::fs::read(path) {
-        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map(Some).map_err(|_| CryptoError::Corrupt {
-            path: path.into(),
-            message: format!("the key file holds {} bytes, not 32", bytes.len()),
-        }),
+        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Some)
+            .map_err(|_| CryptoError::Corrupt {
+                path: path.into(),
+                message: format!("the key file holds {} bytes, not 32", bytes.len()),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(CryptoError::Io { path: path.into(), source }),
+        Err(source) => Err(CryptoError::Io {
+            path: path.into(),
+            source,
+        }),
     }
 }
 
 /// Writes `bytes` to `path` atomically: a temp file with mode 0600, fsync,
 /// rename over `path`, then fsync of the directory (best effort).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CryptoError> {
-    let io = |source| CryptoError::Io { path: path.into(), source };
+    let io = |source| CryptoError::Io {
+        path: path.into(),
+        source,
+    };
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
@@ -699,14 +830,21 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CryptoError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        out.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        out.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
     }
-    out.write_all(bytes).and_then(|()| out.sync_all()).map_err(io)?;
+    out.write_all(bytes)
+        .and_then(|()| out.sync_all())
+        .map_err(io)?;
     drop(out);
     std::fs::rename(&tmp, path).map_err(io)?;
     #[cfg(unix)]
     if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         if let Ok(handle) = std::fs::File::open(dir) {
             let _ = handle.sync_all();
         }
@@ -731,7 +869,12 @@ mod tests {
         fn new(user: &'static str, device: u32) -> Dev {
             let dir = tempfile::tempdir().unwrap();
             let olm = OlmDevice::load_or_create(dir.path()).unwrap();
-            Dev { user, device, dir, olm }
+            Dev {
+                user,
+                device,
+                dir,
+                olm,
+            }
         }
 
         /// A bundle with one fresh one-time key and the fallback key.
@@ -763,7 +906,9 @@ mod tests {
         }
 
         fn recv(&mut self, from: &Dev, ciphertext: &[u8]) -> Result<String, CryptoError> {
-            self.olm.decrypt(from.user, from.device, ciphertext).map(|p| String::from_utf8(p).unwrap())
+            self.olm
+                .decrypt(from.user, from.device, ciphertext)
+                .map(|p| String::from_utf8(p).unwrap())
         }
 
         fn reload(&mut self) {
@@ -785,7 +930,11 @@ mod tests {
 
         // alice-phone sends to both of bob's devices and, as the sent
         // transcript, to her own laptop, each from a claimed one-time key.
-        let targets = [bob_phone.bundle(), bob_laptop.bundle(), alice_laptop.bundle()];
+        let targets = [
+            bob_phone.bundle(),
+            bob_laptop.bundle(),
+            alice_laptop.bundle(),
+        ];
         let mut sent = Vec::new();
         for target in &targets {
             assert!(!alice_phone.olm.has_session(&target.user, target.device));
@@ -800,19 +949,41 @@ mod tests {
         assert_ne!(sent[0], sent[1]);
 
         let unused_before = bob_phone.olm.one_time_key_ids().len();
-        assert_eq!(bob_phone.recv(&alice_phone, &sent[0]).unwrap(), "hello, all");
-        assert_eq!(bob_phone.olm.one_time_key_ids().len(), unused_before - 1, "the one-time key is used up");
-        assert_eq!(bob_laptop.recv(&alice_phone, &sent[1]).unwrap(), "hello, all");
-        assert_eq!(alice_laptop.recv(&alice_phone, &sent[2]).unwrap(), "hello, all");
-        assert_eq!(bob_phone.olm.peer_identity_key("alice", 1), Some(alice_phone.olm.identity_key()));
+        assert_eq!(
+            bob_phone.recv(&alice_phone, &sent[0]).unwrap(),
+            "hello, all"
+        );
+        assert_eq!(
+            bob_phone.olm.one_time_key_ids().len(),
+            unused_before - 1,
+            "the one-time key is used up"
+        );
+        assert_eq!(
+            bob_laptop.recv(&alice_phone, &sent[1]).unwrap(),
+            "hello, all"
+        );
+        assert_eq!(
+            alice_laptop.recv(&alice_phone, &sent[2]).unwrap(),
+            "hello, all"
+        );
+        assert_eq!(
+            bob_phone.olm.peer_identity_key("alice", 1),
+            Some(alice_phone.olm.identity_key())
+        );
 
         // Replies flow back over the established sessions, without prekeys.
         let to_alice_phone = alice_phone.addr();
-        for (replier, text) in
-            [(&mut bob_phone, "hi from bob's phone"), (&mut bob_laptop, "hi from bob's laptop"), (&mut alice_laptop, "seen on laptop")]
-        {
+        for (replier, text) in [
+            (&mut bob_phone, "hi from bob's phone"),
+            (&mut bob_laptop, "hi from bob's laptop"),
+            (&mut alice_laptop, "seen on laptop"),
+        ] {
             let ct = replier.send(&to_alice_phone, text);
-            assert_eq!(message_type(&ct), MESSAGE_TYPE_NORMAL, "the receiver's session is established");
+            assert_eq!(
+                message_type(&ct),
+                MESSAGE_TYPE_NORMAL,
+                "the receiver's session is established"
+            );
             assert_eq!(alice_phone.recv(replier, &ct).unwrap(), text);
         }
 
@@ -834,7 +1005,10 @@ mod tests {
         // Sessions are per device: bob-phone cannot read what went to bob-laptop.
         let e = alice_phone.send(&bob_laptop.addr(), "for the laptop only");
         assert!(bob_phone.recv(&alice_phone, &e).is_err());
-        assert_eq!(bob_laptop.recv(&alice_phone, &e).unwrap(), "for the laptop only");
+        assert_eq!(
+            bob_laptop.recv(&alice_phone, &e).unwrap(),
+            "for the laptop only"
+        );
     }
 
     #[test]
@@ -860,7 +1034,10 @@ mod tests {
         assert_eq!(bob.recv(&alice, &second).unwrap(), "still pre-key");
         bob.reload();
         // A replay of the first message is still rejected after reload.
-        assert!(matches!(bob.recv(&alice, &first), Err(CryptoError::Replay { .. })));
+        assert!(matches!(
+            bob.recv(&alice, &first),
+            Err(CryptoError::Replay { .. })
+        ));
 
         let reply = bob.send(&alice.addr(), "after reload");
         alice.reload();
@@ -872,13 +1049,29 @@ mod tests {
         assert_eq!(bob.recv(&alice, &next).unwrap(), "normal now");
 
         // Key ids keep counting across reloads and are never reused.
-        let before: Vec<u32> = bob.olm.generate_one_time_keys(3).into_iter().map(|(id, _)| id).collect();
+        let before: Vec<u32> = bob
+            .olm
+            .generate_one_time_keys(3)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         let (fallback_id, _) = bob.olm.fallback_key().unwrap();
         bob.reload();
-        assert_eq!(bob.olm.fallback_key().unwrap().0, fallback_id, "the fallback key is stable");
-        let after: Vec<u32> = bob.olm.generate_one_time_keys(3).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(
+            bob.olm.fallback_key().unwrap().0,
+            fallback_id,
+            "the fallback key is stable"
+        );
+        let after: Vec<u32> = bob
+            .olm
+            .generate_one_time_keys(3)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         assert!(before.windows(2).all(|w| w[0] < w[1]));
-        assert!(after.iter().all(|id| !before.contains(id) && *id != fallback_id && *id > before[2]));
+        assert!(after
+            .iter()
+            .all(|id| !before.contains(id) && *id != fallback_id && *id > before[2]));
     }
 
     #[cfg(unix)]
@@ -889,12 +1082,23 @@ mod tests {
         bob.bundle();
         bob.olm.save().unwrap();
         for name in [OLM_KEY_FILE, OLM_STATE_FILE] {
-            let mode = std::fs::metadata(bob.dir.path().join(name)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(bob.dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{name}");
         }
-        assert_eq!(std::fs::read(bob.dir.path().join(OLM_KEY_FILE)).unwrap().len(), 32);
+        assert_eq!(
+            std::fs::read(bob.dir.path().join(OLM_KEY_FILE))
+                .unwrap()
+                .len(),
+            32
+        );
         let state = std::fs::read_to_string(bob.dir.path().join(OLM_STATE_FILE)).unwrap();
-        assert!(!state.contains("signing_key") && !state.contains("diffie_hellman_key"), "account pickle is encrypted");
+        assert!(
+            !state.contains("signing_key") && !state.contains("diffie_hellman_key"),
+            "account pickle is encrypted"
+        );
         assert!(!bob.dir.path().join("olm.json.tmp").exists());
     }
 
@@ -917,8 +1121,16 @@ mod tests {
         let mut carol = Dev::new("carol", 1);
         let mut bob = Dev::new("bob", 1);
         let (fallback_id, fallback) = bob.olm.fallback_key().unwrap();
-        assert_eq!(bob.olm.fallback_key().unwrap(), (fallback_id, fallback), "stable until rotated");
-        let bundle = PeerDevice { one_time_key: None, fallback_key: Some(fallback), ..bob.addr() };
+        assert_eq!(
+            bob.olm.fallback_key().unwrap(),
+            (fallback_id, fallback),
+            "stable until rotated"
+        );
+        let bundle = PeerDevice {
+            one_time_key: None,
+            fallback_key: Some(fallback),
+            ..bob.addr()
+        };
 
         // The fallback key is reusable: two senders start sessions with it.
         let from_alice = alice.send(&bundle, "via fallback");
@@ -931,13 +1143,22 @@ mod tests {
 
         // Replaying a fallback-key pre-key message does not build a new session,
         // not even after the sender's device was forgotten.
-        assert!(matches!(bob.recv(&alice, &from_alice), Err(CryptoError::Replay { .. })));
+        assert!(matches!(
+            bob.recv(&alice, &from_alice),
+            Err(CryptoError::Replay { .. })
+        ));
         assert!(bob.olm.forget_device("alice", 1));
         assert!(!bob.olm.has_session("alice", 1));
         assert!(!bob.olm.forget_device("alice", 1));
-        assert!(matches!(bob.recv(&alice, &from_alice), Err(CryptoError::Replay { .. })));
+        assert!(matches!(
+            bob.recv(&alice, &from_alice),
+            Err(CryptoError::Replay { .. })
+        ));
         // Nor when someone else relays it under their own name.
-        assert!(matches!(bob.olm.decrypt("mallory", 9, &from_carol), Err(CryptoError::Replay { .. })));
+        assert!(matches!(
+            bob.olm.decrypt("mallory", 9, &from_carol),
+            Err(CryptoError::Replay { .. })
+        ));
 
         // Rotation: a new id and key; the previous key keeps working for
         // messages in flight until it is forgotten.
@@ -950,11 +1171,20 @@ mod tests {
         assert!(bob.olm.forget_previous_fallback_key());
         let mut erin = Dev::new("erin", 1);
         let too_late = erin.send(&bundle, "old fallback, too late");
-        assert!(matches!(bob.recv(&erin, &too_late), Err(CryptoError::UnknownPrekey { .. })));
+        assert!(matches!(
+            bob.recv(&erin, &too_late),
+            Err(CryptoError::UnknownPrekey { .. })
+        ));
         // erin's session from the failed attempt is useless: she drops it and
         // starts over with the new fallback key.
         assert!(erin.olm.forget_device("bob", 1));
-        let fresh = erin.send(&PeerDevice { fallback_key: Some(new_key), ..bundle }, "new fallback");
+        let fresh = erin.send(
+            &PeerDevice {
+                fallback_key: Some(new_key),
+                ..bundle
+            },
+            "new fallback",
+        );
         assert_eq!(bob.recv(&erin, &fresh).unwrap(), "new fallback");
     }
 
@@ -968,7 +1198,10 @@ mod tests {
         assert_eq!(bob.recv(&alice, &first).unwrap(), "first claim");
         // A second sender handed the same one-time key (a faulty server).
         let second = carol.send(&bundle, "second claim");
-        assert!(matches!(bob.recv(&carol, &second), Err(CryptoError::UnknownPrekey { .. })));
+        assert!(matches!(
+            bob.recv(&carol, &second),
+            Err(CryptoError::UnknownPrekey { .. })
+        ));
     }
 
     #[test]
@@ -981,7 +1214,10 @@ mod tests {
         // and does not use up the one-time key.
         let mut bad = pre_key.clone();
         *bad.last_mut().unwrap() ^= 1;
-        assert!(matches!(bob.recv(&alice, &bad), Err(CryptoError::Undecryptable { .. })));
+        assert!(matches!(
+            bob.recv(&alice, &bad),
+            Err(CryptoError::Undecryptable { .. })
+        ));
         assert!(!bob.olm.has_session("alice", 1));
         assert_eq!(bob.recv(&alice, &pre_key).unwrap(), "pre-key");
 
@@ -990,7 +1226,13 @@ mod tests {
             let mut bad = normal.clone();
             bad[position] ^= 0x20;
             let err = alice.recv(&bob, &bad).unwrap_err();
-            assert!(matches!(err, CryptoError::Undecryptable { .. } | CryptoError::Malformed(_)), "{err}");
+            assert!(
+                matches!(
+                    err,
+                    CryptoError::Undecryptable { .. } | CryptoError::Malformed(_)
+                ),
+                "{err}"
+            );
         }
         // The session is intact: the genuine message still decrypts.
         assert_eq!(alice.recv(&bob, &normal).unwrap(), "normal");
@@ -998,21 +1240,42 @@ mod tests {
         // Header damage.
         let mut bad = normal.clone();
         bad[0] = 2;
-        assert!(matches!(alice.recv(&bob, &bad), Err(CryptoError::UnsupportedVersion(2))));
+        assert!(matches!(
+            alice.recv(&bob, &bad),
+            Err(CryptoError::UnsupportedVersion(2))
+        ));
         let mut bad = normal.clone();
         bad[1] = 7;
-        assert!(matches!(alice.recv(&bob, &bad), Err(CryptoError::Malformed(_))));
+        assert!(matches!(
+            alice.recv(&bob, &bad),
+            Err(CryptoError::Malformed(_))
+        ));
         let mut bad = normal.clone();
         bad[5] ^= 1;
-        assert!(matches!(alice.recv(&bob, &bad), Err(CryptoError::Malformed(_))));
-        assert!(matches!(alice.recv(&bob, &normal[..10]), Err(CryptoError::Malformed(_))));
-        assert!(matches!(alice.recv(&bob, &normal[..HEADER_LEN]), Err(CryptoError::Malformed(_))));
-        assert!(matches!(alice.recv(&bob, &[]), Err(CryptoError::Malformed(_))));
+        assert!(matches!(
+            alice.recv(&bob, &bad),
+            Err(CryptoError::Malformed(_))
+        ));
+        assert!(matches!(
+            alice.recv(&bob, &normal[..10]),
+            Err(CryptoError::Malformed(_))
+        ));
+        assert!(matches!(
+            alice.recv(&bob, &normal[..HEADER_LEN]),
+            Err(CryptoError::Malformed(_))
+        ));
+        assert!(matches!(
+            alice.recv(&bob, &[]),
+            Err(CryptoError::Malformed(_))
+        ));
         // A pre-key message whose header names another sender key.
         let mut carol = Dev::new("carol", 1);
         let mut bad = carol.send(&bob.bundle(), "x");
         bad[2..HEADER_LEN].copy_from_slice(&alice.olm.identity_key());
-        assert!(matches!(bob.recv(&carol, &bad), Err(CryptoError::Malformed(_))));
+        assert!(matches!(
+            bob.recv(&carol, &bad),
+            Err(CryptoError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -1021,7 +1284,10 @@ mod tests {
         let mut bob = Dev::new("bob", 1);
         let pre_key = alice.send(&bob.bundle(), "once");
         assert_eq!(bob.recv(&alice, &pre_key).unwrap(), "once");
-        assert!(matches!(bob.recv(&alice, &pre_key), Err(CryptoError::Replay { .. })));
+        assert!(matches!(
+            bob.recv(&alice, &pre_key),
+            Err(CryptoError::Replay { .. })
+        ));
 
         let reply = bob.send(&alice.addr(), "reply");
         assert_eq!(alice.recv(&bob, &reply).unwrap(), "reply");
@@ -1039,10 +1305,23 @@ mod tests {
     fn misuse_gives_typed_errors() {
         let mut alice = Dev::new("alice", 1);
         let mut bob = Dev::new("bob", 1);
-        assert!(matches!(alice.olm.encrypt(&alice.addr(), b"x"), Err(CryptoError::OwnDevice)));
-        assert!(matches!(alice.olm.encrypt(&bob.addr(), b"x"), Err(CryptoError::NoPrekey { .. })));
-        let weak = PeerDevice { identity_key: [0u8; 32], one_time_key: Some([0u8; 32]), ..bob.addr() };
-        assert!(matches!(alice.olm.encrypt(&weak, b"x"), Err(CryptoError::InvalidKey { .. })));
+        assert!(matches!(
+            alice.olm.encrypt(&alice.addr(), b"x"),
+            Err(CryptoError::OwnDevice)
+        ));
+        assert!(matches!(
+            alice.olm.encrypt(&bob.addr(), b"x"),
+            Err(CryptoError::NoPrekey { .. })
+        ));
+        let weak = PeerDevice {
+            identity_key: [0u8; 32],
+            one_time_key: Some([0u8; 32]),
+            ..bob.addr()
+        };
+        assert!(matches!(
+            alice.olm.encrypt(&weak, b"x"),
+            Err(CryptoError::InvalidKey { .. })
+        ));
         assert!(!alice.olm.has_session("bob", 1));
 
         // A normal message with no session at all.
@@ -1050,11 +1329,20 @@ mod tests {
         let pre_key = carol.send(&bob.bundle(), "hi");
         bob.recv(&carol, &pre_key).unwrap();
         let normal = bob.send(&carol.addr(), "normal");
-        assert!(matches!(alice.recv(&bob, &normal), Err(CryptoError::NoSession { .. })));
+        assert!(matches!(
+            alice.recv(&bob, &normal),
+            Err(CryptoError::NoSession { .. })
+        ));
 
         // The same (user, device) presenting another identity key.
-        let impostor = PeerDevice { identity_key: alice.olm.identity_key(), ..carol.addr() };
-        assert!(matches!(bob.olm.encrypt(&impostor, b"x"), Err(CryptoError::IdentityKeyChanged { .. })));
+        let impostor = PeerDevice {
+            identity_key: alice.olm.identity_key(),
+            ..carol.addr()
+        };
+        assert!(matches!(
+            bob.olm.encrypt(&impostor, b"x"),
+            Err(CryptoError::IdentityKeyChanged { .. })
+        ));
         let from_alice_as_carol = alice.send(&bob.bundle(), "I am carol");
         assert!(matches!(
             bob.olm.decrypt("carol", 1, &from_alice_as_carol),

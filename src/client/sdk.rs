@@ -15,7 +15,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::identity::{Identity, IdentityError};
-use super::link::{client_endpoint, FrameReceiver, FrameSender, Link, LinkError, DEFAULT_SERVER_NAME};
+use super::link::{
+    client_endpoint, FrameReceiver, FrameSender, Link, LinkError, DEFAULT_SERVER_NAME,
+};
 use super::tls::TrustAnchor;
 use crate::proto::fb::ErrorCode;
 use crate::proto::keys::Conflict;
@@ -65,7 +67,11 @@ pub enum ClientError {
     #[error(transparent)]
     Link(#[from] LinkError),
     #[error("server refused ({code:?}): {message}")]
-    Server { code: ErrorCode, message: String, retry_after_ms: u32 },
+    Server {
+        code: ErrorCode,
+        message: String,
+        retry_after_ms: u32,
+    },
     #[error("server refused ({:?}): {}", .0.error.code, .0.error.message)]
     Conflict(Box<Conflict>),
     #[error("connection lost before the answer came; the request may be retried")]
@@ -165,7 +171,11 @@ pub struct Client {
 impl Client {
     /// Creates the account `user` with a fresh device key, saves the identity
     /// in `options.state_dir`, and returns the connected client.
-    pub async fn register(options: ClientOptions, user: &str, device_name: &str) -> Result<Client, ClientError> {
+    pub async fn register(
+        options: ClientOptions,
+        user: &str,
+        device_name: &str,
+    ) -> Result<Client, ClientError> {
         if Identity::exists(&options.state_dir) {
             return Err(IdentityError::Exists(options.state_dir.clone()).into());
         }
@@ -189,7 +199,12 @@ impl Client {
         Ok(Client::start(options, identity, endpoint, link))
     }
 
-    fn start(options: ClientOptions, identity: Identity, endpoint: quinn::Endpoint, link: Link) -> Client {
+    fn start(
+        options: ClientOptions,
+        identity: Identity,
+        endpoint: quinn::Endpoint,
+        link: Link,
+    ) -> Client {
         let (link_tx, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             options,
@@ -204,8 +219,17 @@ impl Client {
         let (messages_tx, messages_rx) = mpsc::channel(4096);
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         tokio::spawn(supervise(shared.clone(), link, events_tx));
-        tokio::spawn(order_deliveries(shared.clone(), events_rx, messages_tx, notices_tx));
-        Client { shared, messages: tokio::sync::Mutex::new(messages_rx), notices: tokio::sync::Mutex::new(notices_rx) }
+        tokio::spawn(order_deliveries(
+            shared.clone(),
+            events_rx,
+            messages_tx,
+            notices_tx,
+        ));
+        Client {
+            shared,
+            messages: tokio::sync::Mutex::new(messages_rx),
+            notices: tokio::sync::Mutex::new(notices_rx),
+        }
     }
 
     pub fn user(&self) -> &str {
@@ -224,7 +248,11 @@ impl Client {
     /// Links a new device to an existing account: waits until one of the
     /// account's devices approves (see [`Client::next_notice`] and
     /// [`Client::approve_link`]), then saves the identity and connects.
-    pub async fn link(options: ClientOptions, user: &str, device_name: &str) -> Result<Client, ClientError> {
+    pub async fn link(
+        options: ClientOptions,
+        user: &str,
+        device_name: &str,
+    ) -> Result<Client, ClientError> {
         if Identity::exists(&options.state_dir) {
             return Err(IdentityError::Exists(options.state_dir.clone()).into());
         }
@@ -264,30 +292,74 @@ impl Client {
         self.messages.lock().await.recv().await
     }
 
-    pub async fn create_conversation(&self, kind: ConversationKind, members: &[&str]) -> Result<ConversationInfo, ClientError> {
+    pub async fn create_conversation(
+        &self,
+        kind: ConversationKind,
+        members: &[&str],
+    ) -> Result<ConversationInfo, ClientError> {
         let members = members.iter().map(|m| (*m).to_owned()).collect();
         conversation_info(call(&self.shared, Body::CreateConversation { kind, members }).await?)
     }
 
-    pub async fn add_members(&self, conversation_id: u64, members: &[&str]) -> Result<ConversationInfo, ClientError> {
+    pub async fn add_members(
+        &self,
+        conversation_id: u64,
+        members: &[&str],
+    ) -> Result<ConversationInfo, ClientError> {
         let members = members.iter().map(|m| (*m).to_owned()).collect();
-        conversation_info(call(&self.shared, Body::AddMembers { conversation_id, members }).await?)
+        conversation_info(
+            call(
+                &self.shared,
+                Body::AddMembers {
+                    conversation_id,
+                    members,
+                },
+            )
+            .await?,
+        )
     }
 
-    pub async fn remove_members(&self, conversation_id: u64, members: &[&str]) -> Result<ConversationInfo, ClientError> {
+    pub async fn remove_members(
+        &self,
+        conversation_id: u64,
+        members: &[&str],
+    ) -> Result<ConversationInfo, ClientError> {
         let members = members.iter().map(|m| (*m).to_owned()).collect();
-        conversation_info(call(&self.shared, Body::RemoveMembers { conversation_id, members }).await?)
+        conversation_info(
+            call(
+                &self.shared,
+                Body::RemoveMembers {
+                    conversation_id,
+                    members,
+                },
+            )
+            .await?,
+        )
     }
 
     /// Sends a payload; returns once it is durable on the server.
-    pub async fn send(&self, conversation_id: u64, payload: impl Into<Bytes>) -> Result<SendReceipt, ClientError> {
-        self.send_with(conversation_id, payload, SendOptions::default()).await
+    pub async fn send(
+        &self,
+        conversation_id: u64,
+        payload: impl Into<Bytes>,
+    ) -> Result<SendReceipt, ClientError> {
+        self.send_with(conversation_id, payload, SendOptions::default())
+            .await
     }
 
     /// Sends with options. A send cut off by a lost connection is retried
     /// after reconnecting with the same id, so it is stored exactly once.
-    pub async fn send_with(&self, conversation_id: u64, payload: impl Into<Bytes>, options: SendOptions) -> Result<SendReceipt, ClientError> {
-        let client_message_id = if options.client_message_id == 0 { random_nonzero() } else { options.client_message_id };
+    pub async fn send_with(
+        &self,
+        conversation_id: u64,
+        payload: impl Into<Bytes>,
+        options: SendOptions,
+    ) -> Result<SendReceipt, ClientError> {
+        let client_message_id = if options.client_message_id == 0 {
+            random_nonzero()
+        } else {
+            options.client_message_id
+        };
         let body = Body::Send {
             conversation_id,
             client_message_id,
@@ -298,10 +370,22 @@ impl Client {
         let mut attempts = 0;
         loop {
             match call(&self.shared, body.clone()).await {
-                Err(ClientError::Disconnected | ClientError::Timeout) if attempts < 5 => attempts += 1,
+                Err(ClientError::Disconnected | ClientError::Timeout) if attempts < 5 => {
+                    attempts += 1
+                }
                 Err(e) => return Err(e),
-                Ok(Body::SendAck { conversation_id, seq, server_time_ms, duplicate }) => {
-                    return Ok(SendReceipt { conversation_id, seq, server_time_ms, duplicate });
+                Ok(Body::SendAck {
+                    conversation_id,
+                    seq,
+                    server_time_ms,
+                    duplicate,
+                }) => {
+                    return Ok(SendReceipt {
+                        conversation_id,
+                        seq,
+                        server_time_ms,
+                        duplicate,
+                    });
                 }
                 Ok(other) => return Err(unexpected(&other)),
             }
@@ -310,7 +394,15 @@ impl Client {
 
     /// Acknowledges everything up to `seq` in a conversation (raises the cursor).
     pub async fn ack(&self, conversation_id: u64, seq: u64) -> Result<(), ClientError> {
-        match call(&self.shared, Body::Ack { conversation_id, seq }).await? {
+        match call(
+            &self.shared,
+            Body::Ack {
+                conversation_id,
+                seq,
+            },
+        )
+        .await?
+        {
             Body::Done => Ok(()),
             other => Err(unexpected(&other)),
         }
@@ -322,7 +414,12 @@ impl Client {
     }
 
     /// One page of a conversation starting at `from_seq`.
-    pub async fn history(&self, conversation_id: u64, from_seq: u64, limit: u32) -> Result<HistoryPage, ClientError> {
+    pub async fn history(
+        &self,
+        conversation_id: u64,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<HistoryPage, ClientError> {
         history(&self.shared, conversation_id, from_seq, limit).await
     }
 
@@ -342,9 +439,11 @@ impl Client {
     pub async fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         if let Some(link) = self.shared.link.send_replace(None) {
-            link.connection.close(close::NORMAL.into(), b"client closed");
+            link.connection
+                .close(close::NORMAL.into(), b"client closed");
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
     }
 }
 
@@ -352,13 +451,18 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         if let Some(link) = self.shared.link.send_replace(None) {
-            link.connection.close(close::NORMAL.into(), b"client dropped");
+            link.connection
+                .close(close::NORMAL.into(), b"client dropped");
         }
     }
 }
 
 fn unspecified(server: &SocketAddr) -> SocketAddr {
-    if server.is_ipv6() { SocketAddr::from(([0u16; 8], 0)) } else { SocketAddr::from(([0u8; 4], 0)) }
+    if server.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([0u8; 4], 0))
+    }
 }
 
 fn random_nonzero() -> u64 {
@@ -377,7 +481,11 @@ fn unexpected(body: &Body) -> ClientError {
 
 fn expect_ok(frame: Frame) -> Result<Body, ClientError> {
     match frame.body {
-        Body::Error(e) => Err(ClientError::Server { code: e.code, message: e.message, retry_after_ms: e.retry_after_ms }),
+        Body::Error(e) => Err(ClientError::Server {
+            code: e.code,
+            message: e.message,
+            retry_after_ms: e.retry_after_ms,
+        }),
         Body::Conflict(c) => Err(ClientError::Conflict(Box::new(c))),
         body => Ok(body),
     }
@@ -385,14 +493,28 @@ fn expect_ok(frame: Frame) -> Result<Body, ClientError> {
 
 fn conversation_info(body: Body) -> Result<ConversationInfo, ClientError> {
     match body {
-        Body::ConversationInfo { conversation_id, kind, members, head_seq, created } => {
-            Ok(ConversationInfo { id: conversation_id, kind, members, head_seq, created })
-        }
+        Body::ConversationInfo {
+            conversation_id,
+            kind,
+            members,
+            head_seq,
+            created,
+        } => Ok(ConversationInfo {
+            id: conversation_id,
+            kind,
+            members,
+            head_seq,
+            created,
+        }),
         other => Err(unexpected(&other)),
     }
 }
 
-async fn authenticate(endpoint: &quinn::Endpoint, options: &ClientOptions, identity: &Identity) -> Result<Link, ClientError> {
+async fn authenticate(
+    endpoint: &quinn::Endpoint,
+    options: &ClientOptions,
+    identity: &Identity,
+) -> Result<Link, ClientError> {
     let mut link = Link::connect(endpoint, options.server, &options.server_name).await?;
     let frame = link.authenticate_frame(1, &identity.user, identity.device, &identity.key)?;
     match expect_ok(link.call(&frame).await?)? {
@@ -404,10 +526,15 @@ async fn authenticate(endpoint: &quinn::Endpoint, options: &ClientOptions, ident
 /// Sends one request over the live link and waits for its answer.
 async fn call(shared: &Shared, body: Body) -> Result<Body, ClientError> {
     let timeout = shared.options.request_timeout;
-    let link = tokio::time::timeout(timeout, wait_link(shared)).await.map_err(|_| ClientError::Timeout)??;
+    let link = tokio::time::timeout(timeout, wait_link(shared))
+        .await
+        .map_err(|_| ClientError::Timeout)??;
     let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
     let frame = Frame::new(id, body).encode();
-    let (len, max) = (frame.len().saturating_sub(crate::proto::codec::LEN_PREFIX), shared.options.max_frame_len);
+    let (len, max) = (
+        frame.len().saturating_sub(crate::proto::codec::LEN_PREFIX),
+        shared.options.max_frame_len,
+    );
     if len > max {
         return Err(ClientError::TooLarge { len, max });
     }
@@ -453,9 +580,32 @@ async fn sync(shared: &Shared, all: bool) -> Result<Vec<ConversationState>, Clie
     }
 }
 
-async fn history(shared: &Shared, conversation_id: u64, from_seq: u64, limit: u32) -> Result<HistoryPage, ClientError> {
-    match call(shared, Body::History { conversation_id, from_seq, limit }).await? {
-        Body::HistoryPage { messages, head_seq, next_seq, .. } => Ok(HistoryPage { messages, head_seq, next_seq }),
+async fn history(
+    shared: &Shared,
+    conversation_id: u64,
+    from_seq: u64,
+    limit: u32,
+) -> Result<HistoryPage, ClientError> {
+    match call(
+        shared,
+        Body::History {
+            conversation_id,
+            from_seq,
+            limit,
+        },
+    )
+    .await?
+    {
+        Body::HistoryPage {
+            messages,
+            head_seq,
+            next_seq,
+            ..
+        } => Ok(HistoryPage {
+            messages,
+            head_seq,
+            next_seq,
+        }),
         other => Err(unexpected(&other)),
     }
 }
@@ -494,7 +644,11 @@ async fn serve_link(shared: &Arc<Shared>, link: Link, events: &mpsc::UnboundedSe
     let (connection, sender, receiver) = link.split();
     let (out, out_rx) = mpsc::channel(1024);
     let pending: Pending = Arc::default();
-    let live = Arc::new(LiveLink { connection: connection.clone(), out, pending: pending.clone() });
+    let live = Arc::new(LiveLink {
+        connection: connection.clone(),
+        out,
+        pending: pending.clone(),
+    });
     let writer = tokio::spawn(write_loop(sender, out_rx));
     shared.link.send_replace(Some(live));
     let _ = events.send(Event::Connected);
@@ -515,7 +669,11 @@ async fn write_loop(mut sender: FrameSender, mut rx: mpsc::Receiver<Bytes>) {
     }
 }
 
-async fn read_loop(mut receiver: FrameReceiver, pending: &Pending, events: &mpsc::UnboundedSender<Event>) {
+async fn read_loop(
+    mut receiver: FrameReceiver,
+    pending: &Pending,
+    events: &mpsc::UnboundedSender<Event>,
+) {
     while let Ok(Some(frame)) = receiver.next().await {
         if frame.request_id != 0 {
             if let Some(tx) = lock(pending).remove(&frame.request_id) {
@@ -527,7 +685,9 @@ async fn read_loop(mut receiver: FrameReceiver, pending: &Pending, events: &mpsc
             Body::Deliver(message) => {
                 let _ = events.send(Event::Deliver(message));
             }
-            Body::Error(e) => tracing::warn!(code = ?e.code, message = %e.message, "server reported an error"),
+            Body::Error(e) => {
+                tracing::warn!(code = ?e.code, message = %e.message, "server reported an error")
+            }
             notice => {
                 let _ = events.send(Event::Notice(notice));
             }
@@ -558,16 +718,32 @@ async fn order_deliveries(
     }
 }
 
-async fn catch_up(shared: &Shared, delivered: &mut HashMap<u64, u64>, out: &mpsc::Sender<Message>) -> Result<(), ClientError> {
+async fn catch_up(
+    shared: &Shared,
+    delivered: &mut HashMap<u64, u64>,
+    out: &mpsc::Sender<Message>,
+) -> Result<(), ClientError> {
     for state in sync(shared, false).await? {
         let seen = delivered.entry(state.conversation_id).or_insert(0);
         *seen = (*seen).max(state.cursor);
-        fill(shared, delivered, out, state.conversation_id, state.head_seq).await?;
+        fill(
+            shared,
+            delivered,
+            out,
+            state.conversation_id,
+            state.head_seq,
+        )
+        .await?;
     }
     Ok(())
 }
 
-async fn deliver(shared: &Shared, delivered: &mut HashMap<u64, u64>, out: &mpsc::Sender<Message>, message: Message) -> Result<(), ClientError> {
+async fn deliver(
+    shared: &Shared,
+    delivered: &mut HashMap<u64, u64>,
+    out: &mpsc::Sender<Message>,
+    message: Message,
+) -> Result<(), ClientError> {
     let id = message.conversation_id;
     let seen = delivered.get(&id).copied().unwrap_or(0);
     if message.seq <= seen {
@@ -585,21 +761,32 @@ async fn deliver(shared: &Shared, delivered: &mut HashMap<u64, u64>, out: &mpsc:
 
 /// Hands a message to the application, except this device's own sends.
 async fn emit(shared: &Shared, out: &mpsc::Sender<Message>, message: Message) {
-    let own = message.sender_device == shared.identity.device && message.sender_user == shared.identity.user;
+    let own = message.sender_device == shared.identity.device
+        && message.sender_user == shared.identity.user;
     if !own {
         let _ = out.send(message).await;
     }
 }
 
 /// Emits every message after the last delivered one up to `through`, from history.
-async fn fill(shared: &Shared, delivered: &mut HashMap<u64, u64>, out: &mpsc::Sender<Message>, id: u64, through: u64) -> Result<(), ClientError> {
+async fn fill(
+    shared: &Shared,
+    delivered: &mut HashMap<u64, u64>,
+    out: &mpsc::Sender<Message>,
+    id: u64,
+    through: u64,
+) -> Result<(), ClientError> {
     loop {
         let from = delivered.get(&id).copied().unwrap_or(0) + 1;
         if from > through {
             return Ok(());
         }
         let page = history(shared, id, from, 0).await?;
-        for message in page.messages.into_iter().filter(|m| m.seq >= from && m.seq <= through) {
+        for message in page
+            .messages
+            .into_iter()
+            .filter(|m| m.seq >= from && m.seq <= through)
+        {
             delivered.insert(id, message.seq);
             emit(shared, out, message).await;
         }

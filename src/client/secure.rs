@@ -75,15 +75,29 @@ pub struct Decrypted {
 pub enum SecureEvent {
     Message(Decrypted),
     /// This device joined a group from a Welcome.
-    Joined { conversation_id: u64 },
+    Joined {
+        conversation_id: u64,
+    },
     /// A group's membership changed (a Commit was applied).
-    GroupChanged { conversation_id: u64, epoch: u64 },
+    GroupChanged {
+        conversation_id: u64,
+        epoch: u64,
+    },
     /// This device was removed from a group.
-    Removed { conversation_id: u64 },
+    Removed {
+        conversation_id: u64,
+    },
     /// A new device asks to join this account; answer with [`SecureClient::approve_link`].
-    LinkRequest { link_id: u64, device_name: String },
+    LinkRequest {
+        link_id: u64,
+        device_name: String,
+    },
     /// A message this device could not decrypt (with why).
-    Undecryptable { conversation_id: u64, seq: u64, reason: String },
+    Undecryptable {
+        conversation_id: u64,
+        seq: u64,
+        reason: String,
+    },
 }
 
 struct Crypto {
@@ -118,7 +132,11 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl SecureClient {
     /// Creates the account with this device and publishes its keys.
-    pub async fn register(options: ClientOptions, user: &str, device_name: &str) -> Result<Self, SecureError> {
+    pub async fn register(
+        options: ClientOptions,
+        user: &str,
+        device_name: &str,
+    ) -> Result<Self, SecureError> {
         let state = options.state_dir.clone();
         let client = Client::register(options, user, device_name).await?;
         Self::start(client, &state).await
@@ -132,7 +150,11 @@ impl SecureClient {
     }
 
     /// Links this new device to an existing account (approved by a linked device).
-    pub async fn link(options: ClientOptions, user: &str, device_name: &str) -> Result<Self, SecureError> {
+    pub async fn link(
+        options: ClientOptions,
+        user: &str,
+        device_name: &str,
+    ) -> Result<Self, SecureError> {
         let state = options.state_dir.clone();
         let client = Client::link(options, user, device_name).await?;
         Self::start(client, &state).await
@@ -141,11 +163,16 @@ impl SecureClient {
     async fn start(client: Client, state: &std::path::Path) -> Result<Self, SecureError> {
         let identity = Identity::load(state).map_err(ClientError::from)?;
         let olm = OlmDevice::load_or_create(state)?;
-        let mls = MlsClient::load_or_create(state, &format!("{}/{}", identity.user, identity.device))?;
+        let mls =
+            MlsClient::load_or_create(state, &format!("{}/{}", identity.user, identity.device))?;
         let inner = Arc::new(Inner {
             client,
             identity,
-            crypto: Mutex::new(Crypto { olm, mls, joined_at: HashMap::new() }),
+            crypto: Mutex::new(Crypto {
+                olm,
+                mls,
+                joined_at: HashMap::new(),
+            }),
             targets: std::sync::Mutex::default(),
             kinds: std::sync::Mutex::default(),
             epochs: watch::channel(HashMap::new()).0,
@@ -154,7 +181,10 @@ impl SecureClient {
         inner.publish_keys().await?;
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(notice_loop(inner.clone(), tx));
-        Ok(SecureClient { inner, notices: Mutex::new(rx) })
+        Ok(SecureClient {
+            inner,
+            notices: Mutex::new(rx),
+        })
     }
 
     /// The transport client underneath (sync, history, acks).
@@ -190,21 +220,33 @@ impl SecureClient {
 
     /// The direct conversation with `peer` (created on first use).
     pub async fn direct(&self, peer: &str) -> Result<u64, SecureError> {
-        let info = self.inner.client.create_conversation(ConversationKind::Direct, &[peer]).await?;
+        let info = self
+            .inner
+            .client
+            .create_conversation(ConversationKind::Direct, &[peer])
+            .await?;
         lock(&self.inner.kinds).insert(info.id, ConversationKind::Direct);
         Ok(info.id)
     }
 
     /// This user's note-to-self conversation (synced to its other devices).
     pub async fn note_to_self(&self) -> Result<u64, SecureError> {
-        let info = self.inner.client.create_conversation(ConversationKind::NoteToSelf, &[]).await?;
+        let info = self
+            .inner
+            .client
+            .create_conversation(ConversationKind::NoteToSelf, &[])
+            .await?;
         lock(&self.inner.kinds).insert(info.id, ConversationKind::NoteToSelf);
         Ok(info.id)
     }
 
     /// Creates an MLS group with `members` (every device of each is added).
     pub async fn create_group(&self, members: &[&str]) -> Result<u64, SecureError> {
-        let info = self.inner.client.create_conversation(ConversationKind::Group, &[]).await?;
+        let info = self
+            .inner
+            .client
+            .create_conversation(ConversationKind::Group, &[])
+            .await?;
         lock(&self.inner.kinds).insert(info.id, ConversationKind::Group);
         {
             let mut crypto = self.inner.crypto.lock().await;
@@ -220,13 +262,17 @@ impl SecureClient {
     /// Adds users (all their devices) to a group with an MLS Commit.
     pub async fn add_members(&self, group: u64, users: &[&str]) -> Result<u64, SecureError> {
         let users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
-        self.inner.commit_with_retry(group, Change::Add(users)).await
+        self.inner
+            .commit_with_retry(group, Change::Add(users))
+            .await
     }
 
     /// Removes users (all their devices) from a group with an MLS Commit.
     pub async fn remove_members(&self, group: u64, users: &[&str]) -> Result<u64, SecureError> {
         let users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
-        self.inner.commit_with_retry(group, Change::Remove(users)).await
+        self.inner
+            .commit_with_retry(group, Change::Remove(users))
+            .await
     }
 
     /// Adds this account's devices that are missing from its MLS groups
@@ -242,27 +288,51 @@ impl SecureClient {
     /// may do it; until then they still encrypt to the departed leaves).
     pub async fn leave(&self, group: u64) -> Result<(), SecureError> {
         let user = self.inner.identity.user.clone();
-        self.inner.client.remove_members(group, &[user.as_str()]).await?;
+        self.inner
+            .client
+            .remove_members(group, &[user.as_str()])
+            .await?;
         Ok(())
     }
 
     /// Encrypts and sends text; returns once the server stored it durably.
-    pub async fn send_text(&self, conversation: u64, text: &str) -> Result<SendReceipt, SecureError> {
+    pub async fn send_text(
+        &self,
+        conversation: u64,
+        text: &str,
+    ) -> Result<SendReceipt, SecureError> {
         self.send(conversation, &Content::text(text)).await
     }
 
     /// Encrypts and sends typed content.
-    pub async fn send(&self, conversation: u64, content: &Content) -> Result<SendReceipt, SecureError> {
+    pub async fn send(
+        &self,
+        conversation: u64,
+        content: &Content,
+    ) -> Result<SendReceipt, SecureError> {
         self.send_expiring(conversation, content, 0).await
     }
 
     /// Encrypts and sends content that the server deletes after
     /// `expires_in_secs` (0 = the server's default of 30 days).
-    pub async fn send_expiring(&self, conversation: u64, content: &Content, expires_in_secs: u32) -> Result<SendReceipt, SecureError> {
+    pub async fn send_expiring(
+        &self,
+        conversation: u64,
+        content: &Content,
+        expires_in_secs: u32,
+    ) -> Result<SendReceipt, SecureError> {
         let plaintext = content.encode();
         match self.inner.kind(conversation).await? {
-            ConversationKind::Group => self.inner.send_group(conversation, &plaintext, expires_in_secs).await,
-            _ => self.inner.send_pairwise(conversation, &plaintext, expires_in_secs).await,
+            ConversationKind::Group => {
+                self.inner
+                    .send_group(conversation, &plaintext, expires_in_secs)
+                    .await
+            }
+            _ => {
+                self.inner
+                    .send_pairwise(conversation, &plaintext, expires_in_secs)
+                    .await
+            }
         }
     }
 
@@ -286,11 +356,20 @@ impl Inner {
         let user = self.identity.user.clone();
         let mut changed = 0;
         for state in self.client.sync(true).await? {
-            if state.kind != ConversationKind::Group || !self.crypto.lock().await.mls.has_group(state.conversation_id)? {
+            if state.kind != ConversationKind::Group
+                || !self
+                    .crypto
+                    .lock()
+                    .await
+                    .mls
+                    .has_group(state.conversation_id)?
+            {
                 continue;
             }
             let before = self.crypto.lock().await.mls.epoch(state.conversation_id)?;
-            let after = self.commit_with_retry(state.conversation_id, Change::Add(vec![user.clone()])).await?;
+            let after = self
+                .commit_with_retry(state.conversation_id, Change::Add(vec![user.clone()]))
+                .await?;
             changed += usize::from(after != before);
         }
         Ok(changed)
@@ -299,30 +378,65 @@ impl Inner {
     /// Publishes identity, signed and last-resort prekeys, and tops up the
     /// one-time prekeys and KeyPackages to their targets.
     async fn publish_keys(&self) -> Result<(), SecureError> {
-        let (user, device, key) = (&self.identity.user, self.identity.device, &self.identity.key);
+        let (user, device, key) = (
+            &self.identity.user,
+            self.identity.device,
+            &self.identity.key,
+        );
         let mut crypto = self.crypto.lock().await;
         let identity_key = crypto.olm.identity_key();
         let (fallback_id, fallback) = crypto.olm.fallback_key()?;
-        let signed = SignedPrekeyData { id: fallback_id, public_key: fallback, signature: sign(key, &prekey_transcript(user, device, fallback_id, &fallback)) };
+        let signed = SignedPrekeyData {
+            id: fallback_id,
+            public_key: fallback,
+            signature: sign(
+                key,
+                &prekey_transcript(user, device, fallback_id, &fallback),
+            ),
+        };
         let base = UploadPrekeysBody {
-            identity: Some((identity_key, sign(key, &identity_key_transcript(user, device, &identity_key)))),
+            identity: Some((
+                identity_key,
+                sign(key, &identity_key_transcript(user, device, &identity_key)),
+            )),
             signed_prekey: Some(signed.clone()),
             one_time: Vec::new(),
             last_resort: Some(signed),
             kem_prekey: None,
         };
-        let (have_prekeys, have_packages) = counts(self.client.request(Body::UploadPrekeys(Box::new(base))).await?)?;
+        let (have_prekeys, have_packages) = counts(
+            self.client
+                .request(Body::UploadPrekeys(Box::new(base)))
+                .await?,
+        )?;
         if have_prekeys < PREKEY_TARGET / 2 {
-            let fresh = crypto.olm.generate_one_time_keys((PREKEY_TARGET - have_prekeys) as usize);
+            let fresh = crypto
+                .olm
+                .generate_one_time_keys((PREKEY_TARGET - have_prekeys) as usize);
             crypto.olm.save()?;
-            let one_time = fresh.into_iter().map(|(id, public_key)| OneTimePrekeyData { id, public_key }).collect();
-            let upload = UploadPrekeysBody { one_time, ..UploadPrekeysBody::default() };
-            self.client.request(Body::UploadPrekeys(Box::new(upload))).await?;
+            let one_time = fresh
+                .into_iter()
+                .map(|(id, public_key)| OneTimePrekeyData { id, public_key })
+                .collect();
+            let upload = UploadPrekeysBody {
+                one_time,
+                ..UploadPrekeysBody::default()
+            };
+            self.client
+                .request(Body::UploadPrekeys(Box::new(upload)))
+                .await?;
         }
         if have_packages < KEY_PACKAGE_TARGET / 2 {
-            let packages = crypto.mls.key_packages((KEY_PACKAGE_TARGET - have_packages) as usize)?;
-            let last_resort = (have_packages == 0).then(|| crypto.mls.last_resort_key_package()).transpose()?;
-            let body = Body::UploadKeyPackages { key_packages: packages.into_iter().map(Bytes::from).collect(), last_resort: last_resort.map(Bytes::from) };
+            let packages = crypto
+                .mls
+                .key_packages((KEY_PACKAGE_TARGET - have_packages) as usize)?;
+            let last_resort = (have_packages == 0)
+                .then(|| crypto.mls.last_resort_key_package())
+                .transpose()?;
+            let body = Body::UploadKeyPackages {
+                key_packages: packages.into_iter().map(Bytes::from).collect(),
+                last_resort: last_resort.map(Bytes::from),
+            };
             self.client.request(body).await?;
         }
         Ok(())
@@ -338,12 +452,23 @@ impl Inner {
         lock(&self.kinds)
             .get(&conversation)
             .copied()
-            .ok_or_else(|| SecureError::Client(ClientError::Server { code: ErrorCode::NotFound, message: format!("conversation {conversation} is not one of yours"), retry_after_ms: 0 }))
+            .ok_or_else(|| {
+                SecureError::Client(ClientError::Server {
+                    code: ErrorCode::NotFound,
+                    message: format!("conversation {conversation} is not one of yours"),
+                    retry_after_ms: 0,
+                })
+            })
     }
 
     /// Encrypts in the current epoch; if the server says a Commit was
     /// missed, processes it and encrypts again.
-    async fn send_group(&self, group: u64, plaintext: &[u8], expires_in_secs: u32) -> Result<SendReceipt, SecureError> {
+    async fn send_group(
+        &self,
+        group: u64,
+        plaintext: &[u8],
+        expires_in_secs: u32,
+    ) -> Result<SendReceipt, SecureError> {
         let client_message_id = rand::random::<u64>() | 1;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let (epoch, ciphertext) = {
@@ -352,55 +477,122 @@ impl Inner {
                 crypto.mls.save()?;
                 (crypto.mls.epoch(group)?, ciphertext)
             };
-            let body = Body::SendGroup { conversation_id: group, client_message_id, expires_in_secs, flags: flags::CLIENT_MLS, epoch, payload: Bytes::from(ciphertext) };
+            let body = Body::SendGroup {
+                conversation_id: group,
+                client_message_id,
+                expires_in_secs,
+                flags: flags::CLIENT_MLS,
+                epoch,
+                payload: Bytes::from(ciphertext),
+            };
             match self.client.request(body).await {
-                Ok(Body::SendAck { conversation_id, seq, server_time_ms, duplicate }) => return Ok(SendReceipt { conversation_id, seq, server_time_ms, duplicate }),
-                Ok(other) => return Err(SecureError::Protocol(format!("unexpected answer to a send: {other:?}"))),
-                Err(ClientError::Conflict(conflict)) if conflict.error.code == ErrorCode::StaleEpoch => {
+                Ok(Body::SendAck {
+                    conversation_id,
+                    seq,
+                    server_time_ms,
+                    duplicate,
+                }) => {
+                    return Ok(SendReceipt {
+                        conversation_id,
+                        seq,
+                        server_time_ms,
+                        duplicate,
+                    })
+                }
+                Ok(other) => {
+                    return Err(SecureError::Protocol(format!(
+                        "unexpected answer to a send: {other:?}"
+                    )))
+                }
+                Err(ClientError::Conflict(conflict))
+                    if conflict.error.code == ErrorCode::StaleEpoch =>
+                {
                     self.wait_for_epoch(group, conflict.current_epoch).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(SecureError::Protocol("the group kept changing epochs; try again".into()))
+        Err(SecureError::Protocol(
+            "the group kept changing epochs; try again".into(),
+        ))
     }
 
     /// Encrypts once per recipient device; re-encrypts for the server's
     /// device set when it says ours is stale.
-    async fn send_pairwise(&self, conversation: u64, plaintext: &[u8], expires_in_secs: u32) -> Result<SendReceipt, SecureError> {
+    async fn send_pairwise(
+        &self,
+        conversation: u64,
+        plaintext: &[u8],
+        expires_in_secs: u32,
+    ) -> Result<SendReceipt, SecureError> {
         let client_message_id = rand::random::<u64>() | 1;
         let mut targets = self.guess_targets(conversation).await?;
         for _ in 0..MAX_SEND_ATTEMPTS {
             let device_payloads = self.encrypt_for(&targets, plaintext).await?;
-            let body = Body::SendToDevices { conversation_id: conversation, client_message_id, expires_in_secs, flags: flags::CLIENT_OLM, device_payloads };
+            let body = Body::SendToDevices {
+                conversation_id: conversation,
+                client_message_id,
+                expires_in_secs,
+                flags: flags::CLIENT_OLM,
+                device_payloads,
+            };
             match self.client.request(body).await {
-                Ok(Body::SendAck { conversation_id, seq, server_time_ms, duplicate }) => {
+                Ok(Body::SendAck {
+                    conversation_id,
+                    seq,
+                    server_time_ms,
+                    duplicate,
+                }) => {
                     lock(&self.targets).insert(conversation, targets);
-                    return Ok(SendReceipt { conversation_id, seq, server_time_ms, duplicate });
+                    return Ok(SendReceipt {
+                        conversation_id,
+                        seq,
+                        server_time_ms,
+                        duplicate,
+                    });
                 }
-                Ok(other) => return Err(SecureError::Protocol(format!("unexpected answer to a send: {other:?}"))),
-                Err(ClientError::Conflict(conflict)) if conflict.error.code == ErrorCode::StaleDevices => {
+                Ok(other) => {
+                    return Err(SecureError::Protocol(format!(
+                        "unexpected answer to a send: {other:?}"
+                    )))
+                }
+                Err(ClientError::Conflict(conflict))
+                    if conflict.error.code == ErrorCode::StaleDevices =>
+                {
                     targets = conflict.devices.clone();
                     lock(&self.targets).insert(conversation, targets.clone());
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(SecureError::Protocol("the conversation's devices kept changing; try again".into()))
+        Err(SecureError::Protocol(
+            "the conversation's devices kept changing; try again".into(),
+        ))
     }
 
     /// Our last known recipient devices of a conversation; empty at first,
     /// the server's StaleDevices answer then names the exact set.
     async fn guess_targets(&self, conversation: u64) -> Result<Vec<(String, u32)>, SecureError> {
-        Ok(lock(&self.targets).get(&conversation).cloned().unwrap_or_default())
+        Ok(lock(&self.targets)
+            .get(&conversation)
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// One Olm ciphertext per target, starting sessions from claimed bundles.
-    async fn encrypt_for(&self, targets: &[(String, u32)], plaintext: &[u8]) -> Result<Vec<DevicePayload>, SecureError> {
+    async fn encrypt_for(
+        &self,
+        targets: &[(String, u32)],
+        plaintext: &[u8],
+    ) -> Result<Vec<DevicePayload>, SecureError> {
         let mut bundles: HashMap<(String, u32), PeerDevice> = HashMap::new();
         let missing: Vec<String> = {
             let crypto = self.crypto.lock().await;
-            let mut users: Vec<String> = targets.iter().filter(|(u, d)| !crypto.olm.has_session(u, *d)).map(|(u, _)| u.clone()).collect();
+            let mut users: Vec<String> = targets
+                .iter()
+                .filter(|(u, d)| !crypto.olm.has_session(u, *d))
+                .map(|(u, _)| u.clone())
+                .collect();
             users.sort();
             users.dedup();
             users
@@ -413,10 +605,25 @@ impl Inner {
         let mut crypto = self.crypto.lock().await;
         let mut out = Vec::with_capacity(targets.len());
         for (user, device) in targets {
-            let known = crypto.olm.peer_identity_key(user, *device).unwrap_or([0; 32]);
-            let peer = bundles.remove(&(user.clone(), *device)).unwrap_or(PeerDevice { user: user.clone(), device: *device, identity_key: known, one_time_key: None, fallback_key: None });
+            let known = crypto
+                .olm
+                .peer_identity_key(user, *device)
+                .unwrap_or([0; 32]);
+            let peer = bundles
+                .remove(&(user.clone(), *device))
+                .unwrap_or(PeerDevice {
+                    user: user.clone(),
+                    device: *device,
+                    identity_key: known,
+                    one_time_key: None,
+                    fallback_key: None,
+                });
             let payload = crypto.olm.encrypt(&peer, plaintext)?;
-            out.push(DevicePayload { user: user.clone(), device: *device, payload: Bytes::from(payload) });
+            out.push(DevicePayload {
+                user: user.clone(),
+                device: *device,
+                payload: Bytes::from(payload),
+            });
         }
         crypto.olm.save()?;
         Ok(out)
@@ -424,16 +631,34 @@ impl Inner {
 
     /// Claims and checks one bundle per device of `user`.
     async fn claim_bundles(&self, user: &str) -> Result<Vec<PeerDevice>, SecureError> {
-        let Body::PrekeyBundle { devices, .. } = self.client.request(Body::ClaimPrekeys { user: user.to_owned() }).await? else {
-            return Err(SecureError::Protocol("unexpected answer to ClaimPrekeys".into()));
+        let Body::PrekeyBundle { devices, .. } = self
+            .client
+            .request(Body::ClaimPrekeys {
+                user: user.to_owned(),
+            })
+            .await?
+        else {
+            return Err(SecureError::Protocol(
+                "unexpected answer to ClaimPrekeys".into(),
+            ));
         };
         let mut peers = Vec::with_capacity(devices.len());
         for b in devices {
             let who = format!("{user}/{}", b.device);
-            verify(&b.device_key, &identity_key_transcript(user, b.device, &b.identity_key), &b.identity_signature).map_err(|_| SecureError::BadBundle(who.clone()))?;
+            verify(
+                &b.device_key,
+                &identity_key_transcript(user, b.device, &b.identity_key),
+                &b.identity_signature,
+            )
+            .map_err(|_| SecureError::BadBundle(who.clone()))?;
             let fallback = b.signed_prekey.as_ref().or(b.last_resort.as_ref());
             if let Some(k) = fallback {
-                verify(&b.device_key, &prekey_transcript(user, b.device, k.id, &k.public_key), &k.signature).map_err(|_| SecureError::BadBundle(who.clone()))?;
+                verify(
+                    &b.device_key,
+                    &prekey_transcript(user, b.device, k.id, &k.public_key),
+                    &k.signature,
+                )
+                .map_err(|_| SecureError::BadBundle(who.clone()))?;
             }
             peers.push(PeerDevice {
                 user: user.to_owned(),
@@ -450,7 +675,8 @@ impl Inner {
     /// the winner is processed and tries again.
     async fn commit_with_retry(&self, group: u64, change: Change) -> Result<u64, SecureError> {
         for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let Some((bundle, users_added, users_removed)) = self.stage(group, &change).await? else {
+            let Some((bundle, users_added, users_removed)) = self.stage(group, &change).await?
+            else {
                 return Ok(self.crypto.lock().await.mls.epoch(group)?);
             };
             let body = Body::Commit(Box::new(crate::proto::keys::CommitBody {
@@ -472,8 +698,14 @@ impl Inner {
                     });
                     return Ok(epoch);
                 }
-                Ok(other) => return Err(SecureError::Protocol(format!("unexpected answer to a Commit: {other:?}"))),
-                Err(ClientError::Conflict(conflict)) if conflict.error.code == ErrorCode::StaleEpoch => {
+                Ok(other) => {
+                    return Err(SecureError::Protocol(format!(
+                        "unexpected answer to a Commit: {other:?}"
+                    )))
+                }
+                Err(ClientError::Conflict(conflict))
+                    if conflict.error.code == ErrorCode::StaleEpoch =>
+                {
                     self.crypto.lock().await.mls.discard_commit(group)?;
                     self.wait_for_epoch(group, conflict.current_epoch).await?;
                 }
@@ -483,15 +715,29 @@ impl Inner {
                 }
             }
         }
-        Err(SecureError::Protocol("other members kept committing first; try again".into()))
+        Err(SecureError::Protocol(
+            "other members kept committing first; try again".into(),
+        ))
     }
 
     /// Stages the change as a pending MLS commit; `None` when there is nothing to change.
-    async fn stage(&self, group: u64, change: &Change) -> Result<Option<(super::mls::CommitBundle, Vec<String>, Vec<String>)>, SecureError> {
+    async fn stage(
+        &self,
+        group: u64,
+        change: &Change,
+    ) -> Result<Option<(super::mls::CommitBundle, Vec<String>, Vec<String>)>, SecureError> {
         match change {
             Change::Add(users) => {
-                let Body::KeyPackages(entries) = self.client.request(Body::ClaimKeyPackages { users: users.clone() }).await? else {
-                    return Err(SecureError::Protocol("unexpected answer to ClaimKeyPackages".into()));
+                let Body::KeyPackages(entries) = self
+                    .client
+                    .request(Body::ClaimKeyPackages {
+                        users: users.clone(),
+                    })
+                    .await?
+                else {
+                    return Err(SecureError::Protocol(
+                        "unexpected answer to ClaimKeyPackages".into(),
+                    ));
                 };
                 let mut crypto = self.crypto.lock().await;
                 let present: HashSet<String> = crypto.mls.members(group)?.into_iter().collect();
@@ -505,14 +751,30 @@ impl Inner {
                 if packages.is_empty() {
                     return Ok(None);
                 }
-                let present_users: HashSet<&str> = present.iter().filter_map(|id| id.split('/').next()).collect();
-                let new_users = users.iter().filter(|u| !present_users.contains(u.as_str())).cloned().collect();
+                let present_users: HashSet<&str> = present
+                    .iter()
+                    .filter_map(|id| id.split('/').next())
+                    .collect();
+                let new_users = users
+                    .iter()
+                    .filter(|u| !present_users.contains(u.as_str()))
+                    .cloned()
+                    .collect();
                 let bundle = crypto.mls.add_members(group, &packages)?;
                 Ok(Some((bundle, new_users, Vec::new())))
             }
             Change::Remove(users) => {
                 let mut crypto = self.crypto.lock().await;
-                let identities: Vec<String> = crypto.mls.members(group)?.into_iter().filter(|id| users.iter().any(|u| id.split('/').next() == Some(u.as_str()))).collect();
+                let identities: Vec<String> = crypto
+                    .mls
+                    .members(group)?
+                    .into_iter()
+                    .filter(|id| {
+                        users
+                            .iter()
+                            .any(|u| id.split('/').next() == Some(u.as_str()))
+                    })
+                    .collect();
                 if identities.is_empty() {
                     return Ok(None);
                 }
@@ -550,15 +812,22 @@ impl Inner {
         };
         match tokio::time::timeout(Duration::from_secs(30), wait).await {
             Ok(true) => Ok(()),
-            _ => Err(SecureError::Protocol(format!("did not receive the winning commit of group {group} in time"))),
+            _ => Err(SecureError::Protocol(format!(
+                "did not receive the winning commit of group {group} in time"
+            ))),
         }
     }
 }
 
 fn counts(body: Body) -> Result<(u32, u32), SecureError> {
     match body {
-        Body::KeyCounts { one_time_prekeys, key_packages } => Ok((one_time_prekeys, key_packages)),
-        other => Err(SecureError::Protocol(format!("unexpected answer to a key upload: {other:?}"))),
+        Body::KeyCounts {
+            one_time_prekeys,
+            key_packages,
+        } => Ok((one_time_prekeys, key_packages)),
+        other => Err(SecureError::Protocol(format!(
+            "unexpected answer to a key upload: {other:?}"
+        ))),
     }
 }
 
@@ -567,14 +836,20 @@ impl Inner {
         let (conversation_id, seq) = (m.conversation_id, m.seq);
         let result = if m.flags & flags::PER_DEVICE != 0 {
             self.open_pairwise(m).await
-        } else if m.flags & (flags::MLS_COMMIT | flags::MLS_WELCOME) != 0 || m.flags & flags::CLIENT_MLS != 0 {
+        } else if m.flags & (flags::MLS_COMMIT | flags::MLS_WELCOME) != 0
+            || m.flags & flags::CLIENT_MLS != 0
+        {
             self.open_group(m).await
         } else {
             Ok(None)
         };
         match result {
             Ok(event) => event,
-            Err(e) => Some(SecureEvent::Undecryptable { conversation_id, seq, reason: e.to_string() }),
+            Err(e) => Some(SecureEvent::Undecryptable {
+                conversation_id,
+                seq,
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -585,11 +860,14 @@ impl Inner {
         }
         let plaintext = {
             let mut crypto = self.crypto.lock().await;
-            let plaintext = crypto.olm.decrypt(&m.sender_user, m.sender_device, &m.payload)?;
+            let plaintext = crypto
+                .olm
+                .decrypt(&m.sender_user, m.sender_device, &m.payload)?;
             crypto.olm.save()?;
             plaintext
         };
-        let content = Content::decode(&plaintext).map_err(|e| SecureError::Protocol(e.to_string()))?;
+        let content =
+            Content::decode(&plaintext).map_err(|e| SecureError::Protocol(e.to_string()))?;
         Ok(Some(decrypted(&m, content)))
     }
 
@@ -609,14 +887,18 @@ impl Inner {
                         e.insert(group, epoch);
                     });
                     lock(&self.kinds).insert(group, ConversationKind::Group);
-                    Ok(Some(SecureEvent::Joined { conversation_id: group }))
+                    Ok(Some(SecureEvent::Joined {
+                        conversation_id: group,
+                    }))
                 }
                 // A Welcome for other added members only.
                 Err(MlsError::NoMatchingKeyPackage) => Ok(None),
                 Err(e) => Err(e.into()),
             };
         }
-        if !crypto.mls.has_group(group)? || crypto.joined_at.get(&group).is_some_and(|&at| m.seq < at) {
+        if !crypto.mls.has_group(group)?
+            || crypto.joined_at.get(&group).is_some_and(|&at| m.seq < at)
+        {
             return Ok(None);
         }
         let processed = crypto.mls.process(group, &m.payload);
@@ -625,9 +907,12 @@ impl Inner {
             Processed::Application { sender, plaintext } => {
                 let claimed = format!("{}/{}", m.sender_user, m.sender_device);
                 if sender != claimed {
-                    return Err(SecureError::Protocol(format!("MLS sender {sender} does not match the server's sender {claimed}; dropped")));
+                    return Err(SecureError::Protocol(format!(
+                        "MLS sender {sender} does not match the server's sender {claimed}; dropped"
+                    )));
                 }
-                let content = Content::decode(&plaintext).map_err(|e| SecureError::Protocol(e.to_string()))?;
+                let content = Content::decode(&plaintext)
+                    .map_err(|e| SecureError::Protocol(e.to_string()))?;
                 Ok(Some(decrypted(&m, content)))
             }
             Processed::Commit { epoch, removed_me } => {
@@ -635,9 +920,14 @@ impl Inner {
                     e.insert(group, epoch);
                 });
                 if removed_me {
-                    return Ok(Some(SecureEvent::Removed { conversation_id: group }));
+                    return Ok(Some(SecureEvent::Removed {
+                        conversation_id: group,
+                    }));
                 }
-                Ok(Some(SecureEvent::GroupChanged { conversation_id: group, epoch }))
+                Ok(Some(SecureEvent::GroupChanged {
+                    conversation_id: group,
+                    epoch,
+                }))
             }
             Processed::Proposal => Ok(None),
         }
@@ -673,8 +963,17 @@ async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
                     }
                 }
             }
-            Body::LinkRequest { link_id, device_name, .. } => {
-                let _ = events.send(SecureEvent::LinkRequest { link_id, device_name }).await;
+            Body::LinkRequest {
+                link_id,
+                device_name,
+                ..
+            } => {
+                let _ = events
+                    .send(SecureEvent::LinkRequest {
+                        link_id,
+                        device_name,
+                    })
+                    .await;
             }
             _ => {}
         }

@@ -19,13 +19,22 @@ pub enum AuthError {
 }
 
 /// Transcript signed by `Register`: binds the new account and key to this connection.
-pub fn register_transcript(exporter: &[u8; EXPORTER_LEN], user: &str, device_key: &[u8; 32]) -> Vec<u8> {
+pub fn register_transcript(
+    exporter: &[u8; EXPORTER_LEN],
+    user: &str,
+    device_key: &[u8; 32],
+) -> Vec<u8> {
     transcript(b"tern/1 register", exporter, user, device_key)
 }
 
 /// Transcript signed by `Authenticate`: binds the device to this connection.
 pub fn authenticate_transcript(exporter: &[u8; EXPORTER_LEN], user: &str, device: u32) -> Vec<u8> {
-    transcript(b"tern/1 authenticate", exporter, user, &device.to_be_bytes())
+    transcript(
+        b"tern/1 authenticate",
+        exporter,
+        user,
+        &device.to_be_bytes(),
+    )
 }
 
 fn transcript(context: &[u8], exporter: &[u8; EXPORTER_LEN], user: &str, extra: &[u8]) -> Vec<u8> {
@@ -40,7 +49,11 @@ fn transcript(context: &[u8], exporter: &[u8; EXPORTER_LEN], user: &str, extra: 
 }
 
 /// Transcript signed by `RequestLink`: a new device asks to join `user` on this connection.
-pub fn link_transcript(exporter: &[u8; EXPORTER_LEN], user: &str, device_key: &[u8; 32]) -> Vec<u8> {
+pub fn link_transcript(
+    exporter: &[u8; EXPORTER_LEN],
+    user: &str,
+    device_key: &[u8; 32],
+) -> Vec<u8> {
     transcript(b"tern/1 link", exporter, user, device_key)
 }
 
@@ -65,13 +78,19 @@ pub fn sign(key: &SigningKey, transcript: &[u8]) -> [u8; 64] {
 }
 
 /// Checks a signature strictly (no malleable or small-order keys).
-pub fn verify(public_key: &[u8; 32], transcript: &[u8], signature: &[u8; 64]) -> Result<(), AuthError> {
+pub fn verify(
+    public_key: &[u8; 32],
+    transcript: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), AuthError> {
     let key = VerifyingKey::from_bytes(public_key).map_err(|_| AuthError::BadKey)?;
     if key.is_weak() {
         return Err(AuthError::BadKey);
     }
     let sig = Signature::from_bytes(signature);
-    key.verify_strict(transcript, &sig).or_else(|_| key.verify(transcript, &sig)).map_err(|_| AuthError::BadSignature)
+    key.verify_strict(transcript, &sig)
+        .or_else(|_| key.verify(transcript, &sig))
+        .map_err(|_| AuthError::BadSignature)
 }
 
 #[cfg(test)]
@@ -85,10 +104,38 @@ mod tests {
         let public = key.verifying_key().to_bytes();
         let exporter = [1; EXPORTER_LEN];
         let sig = sign(&key, &authenticate_transcript(&exporter, "alice", 1));
-        assert_eq!(verify(&public, &authenticate_transcript(&exporter, "alice", 1), &sig), Ok(()));
+        assert_eq!(
+            verify(
+                &public,
+                &authenticate_transcript(&exporter, "alice", 1),
+                &sig
+            ),
+            Ok(())
+        );
         let other_conn = [2; EXPORTER_LEN];
-        assert_eq!(verify(&public, &authenticate_transcript(&other_conn, "alice", 1), &sig), Err(AuthError::BadSignature));
-        assert_eq!(verify(&public, &authenticate_transcript(&exporter, "alice", 2), &sig), Err(AuthError::BadSignature));
-        assert_eq!(verify(&public, &register_transcript(&exporter, "alice", &public), &sig), Err(AuthError::BadSignature));
+        assert_eq!(
+            verify(
+                &public,
+                &authenticate_transcript(&other_conn, "alice", 1),
+                &sig
+            ),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            verify(
+                &public,
+                &authenticate_transcript(&exporter, "alice", 2),
+                &sig
+            ),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            verify(
+                &public,
+                &register_transcript(&exporter, "alice", &public),
+                &sig
+            ),
+            Err(AuthError::BadSignature)
+        );
     }
 }

@@ -54,12 +54,20 @@ pub struct Limits {
 impl Limits {
     /// What a server accepts from clients: small frames, few tables.
     pub fn server_inbound() -> Self {
-        Limits { max_frame_len: DEFAULT_MAX_FRAME_LEN, max_depth: 8, max_tables: 1_100 }
+        Limits {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_depth: 8,
+            max_tables: 1_100,
+        }
     }
 
     /// What a client accepts from a server: history pages hold many messages.
     pub fn client_inbound() -> Self {
-        Limits { max_frame_len: 4 * 1024 * 1024, max_depth: 8, max_tables: 8_192 }
+        Limits {
+            max_frame_len: 4 * 1024 * 1024,
+            max_depth: 8,
+            max_tables: 8_192,
+        }
     }
 
     /// Runs the FlatBuffers verifier over one frame.
@@ -68,7 +76,10 @@ impl Limits {
             return Err(FrameError::Empty);
         }
         if buf.len() > self.max_frame_len {
-            return Err(FrameError::TooLarge { len: buf.len(), max: self.max_frame_len });
+            return Err(FrameError::TooLarge {
+                len: buf.len(),
+                max: self.max_frame_len,
+            });
         }
         let opts = VerifierOptions {
             max_depth: self.max_depth,
@@ -90,7 +101,10 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(max_frame_len: usize) -> Self {
-        FrameDecoder { buf: BytesMut::new(), max_frame_len }
+        FrameDecoder {
+            buf: BytesMut::new(),
+            max_frame_len,
+        }
     }
 
     /// Appends received bytes.
@@ -107,12 +121,17 @@ impl FrameDecoder {
     /// needed, or an error for a length that can never be accepted. After
     /// an error the stream is out of sync and must be closed.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        let Some(len) = self.peek_len() else { return Ok(None) };
+        let Some(len) = self.peek_len() else {
+            return Ok(None);
+        };
         if len == 0 {
             return Err(FrameError::Empty);
         }
         if len > self.max_frame_len {
-            return Err(FrameError::TooLarge { len, max: self.max_frame_len });
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame_len,
+            });
         }
         if self.buf.len() < LEN_PREFIX + len {
             // No up-front reserve: memory follows the bytes that actually
@@ -170,7 +189,13 @@ mod tests {
     fn oversize_length_is_refused_before_buffering() {
         let mut d = FrameDecoder::new(1024);
         d.push(&(1025u32).to_le_bytes());
-        assert_eq!(d.next_frame(), Err(FrameError::TooLarge { len: 1025, max: 1024 }));
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::TooLarge {
+                len: 1025,
+                max: 1024
+            })
+        );
         assert!(d.buf.capacity() < 1025 + 4096);
     }
 
@@ -208,7 +233,17 @@ mod tests {
 
     #[test]
     fn mutated_valid_frames_never_panic() {
-        let wire = Frame::new(3, Body::Send { conversation_id: 1, client_message_id: 2, expires_in_secs: 0, flags: 0, payload: Bytes::from_static(b"hello") }).encode();
+        let wire = Frame::new(
+            3,
+            Body::Send {
+                conversation_id: 1,
+                client_message_id: 2,
+                expires_in_secs: 0,
+                flags: 0,
+                payload: Bytes::from_static(b"hello"),
+            },
+        )
+        .encode();
         let body = &wire[LEN_PREFIX..];
         for i in 0..body.len() {
             for bit in 0..8 {

@@ -17,8 +17,14 @@ pub fn validate_handle(handle: &str) -> Result<(), HandleError> {
     if handle.is_empty() || handle.len() > MAX_HANDLE_LEN {
         return Err(HandleError::Length);
     }
-    let ok = handle.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'));
-    if ok { Ok(()) } else { Err(HandleError::Characters(handle.to_owned())) }
+    let ok = handle
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(HandleError::Characters(handle.to_owned()))
+    }
 }
 
 #[cfg(test)]

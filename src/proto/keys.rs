@@ -104,7 +104,10 @@ fn signed<'a>(b: &mut Builder<'a>, k: &SignedPrekeyData) -> WIPOffset<fb::Signed
 }
 
 fn one_time<'a>(b: &mut Builder<'a>, k: &OneTimePrekeyData) -> WIPOffset<fb::OneTimePrekey<'a>> {
-    let args = fb::OneTimePrekeyArgs { id: k.id, public_key: Some(b.create_vector(&k.public_key[..])) };
+    let args = fb::OneTimePrekeyArgs {
+        id: k.id,
+        public_key: Some(b.create_vector(&k.public_key[..])),
+    };
     fb::OneTimePrekey::create(b, &args)
 }
 
@@ -114,12 +117,21 @@ fn opt_bytes<'a>(b: &mut Builder<'a>, v: &Option<Bytes>) -> Option<WIPOffset<Vec
 
 /// Encodes a body of this module; `None` for bodies it does not own.
 pub fn encode(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)> {
-    encode_devices(b, body).or_else(|| encode_prekeys(b, body)).or_else(|| encode_mls(b, body))
+    encode_devices(b, body)
+        .or_else(|| encode_prekeys(b, body))
+        .or_else(|| encode_mls(b, body))
 }
 
 fn encode_devices(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)> {
     Some(match body {
-        Body::SendGroup { conversation_id, client_message_id, expires_in_secs, flags, epoch, payload } => {
+        Body::SendGroup {
+            conversation_id,
+            client_message_id,
+            expires_in_secs,
+            flags,
+            epoch,
+            payload,
+        } => {
             let args = fb::SendArgs {
                 conversation_id: *conversation_id,
                 client_message_id: *client_message_id,
@@ -132,7 +144,13 @@ fn encode_devices(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)>
             };
             (fb::Body::Send, fb::Send::create(b, &args).as_union_value())
         }
-        Body::SendToDevices { conversation_id, client_message_id, expires_in_secs, flags, device_payloads } => {
+        Body::SendToDevices {
+            conversation_id,
+            client_message_id,
+            expires_in_secs,
+            flags,
+            device_payloads,
+        } => {
             let items: Vec<_> = device_payloads
                 .iter()
                 .map(|p| {
@@ -162,7 +180,13 @@ fn encode_devices(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)>
                 .iter()
                 .map(|(user, device)| {
                     let user = Some(b.create_string(user));
-                    fb::DeviceAddress::create(b, &fb::DeviceAddressArgs { user, device: *device })
+                    fb::DeviceAddress::create(
+                        b,
+                        &fb::DeviceAddressArgs {
+                            user,
+                            device: *device,
+                        },
+                    )
                 })
                 .collect();
             let args = fb::ErrorArgs {
@@ -172,33 +196,63 @@ fn encode_devices(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)>
                 current_epoch: c.current_epoch,
                 devices: Some(b.create_vector(&devices)),
             };
-            (fb::Body::Error, fb::Error::create(b, &args).as_union_value())
+            (
+                fb::Body::Error,
+                fb::Error::create(b, &args).as_union_value(),
+            )
         }
-        Body::RequestLink { user, device_name, device_key, signature } => {
+        Body::RequestLink {
+            user,
+            device_name,
+            device_key,
+            signature,
+        } => {
             let args = fb::RequestLinkArgs {
                 user: Some(b.create_string(user)),
                 device_name: Some(b.create_string(device_name)),
                 device_key: Some(b.create_vector(&device_key[..])),
                 signature: Some(b.create_vector(&signature[..])),
             };
-            (fb::Body::RequestLink, fb::RequestLink::create(b, &args).as_union_value())
+            (
+                fb::Body::RequestLink,
+                fb::RequestLink::create(b, &args).as_union_value(),
+            )
         }
-        Body::LinkRequest { link_id, user, device_name, device_key } => {
+        Body::LinkRequest {
+            link_id,
+            user,
+            device_name,
+            device_key,
+        } => {
             let args = fb::LinkRequestArgs {
                 link_id: *link_id,
                 user: Some(b.create_string(user)),
                 device_name: Some(b.create_string(device_name)),
                 device_key: Some(b.create_vector(&device_key[..])),
             };
-            (fb::Body::LinkRequest, fb::LinkRequest::create(b, &args).as_union_value())
+            (
+                fb::Body::LinkRequest,
+                fb::LinkRequest::create(b, &args).as_union_value(),
+            )
         }
         Body::ApproveLink { link_id, approve } => {
-            let args = fb::ApproveLinkArgs { link_id: *link_id, approve: *approve };
-            (fb::Body::ApproveLink, fb::ApproveLink::create(b, &args).as_union_value())
+            let args = fb::ApproveLinkArgs {
+                link_id: *link_id,
+                approve: *approve,
+            };
+            (
+                fb::Body::ApproveLink,
+                fb::ApproveLink::create(b, &args).as_union_value(),
+            )
         }
         Body::ListDevices { user } => {
-            let args = fb::ListDevicesArgs { user: Some(b.create_string(user)) };
-            (fb::Body::ListDevices, fb::ListDevices::create(b, &args).as_union_value())
+            let args = fb::ListDevicesArgs {
+                user: Some(b.create_string(user)),
+            };
+            (
+                fb::Body::ListDevices,
+                fb::ListDevices::create(b, &args).as_union_value(),
+            )
         }
         Body::DeviceList { user, devices } => {
             let items: Vec<_> = devices
@@ -213,15 +267,28 @@ fn encode_devices(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)>
                     fb::DeviceInfo::create(b, &args)
                 })
                 .collect();
-            let args = fb::DeviceListArgs { user: Some(b.create_string(user)), devices: Some(b.create_vector(&items)) };
-            (fb::Body::DeviceList, fb::DeviceList::create(b, &args).as_union_value())
+            let args = fb::DeviceListArgs {
+                user: Some(b.create_string(user)),
+                devices: Some(b.create_vector(&items)),
+            };
+            (
+                fb::Body::DeviceList,
+                fb::DeviceList::create(b, &args).as_union_value(),
+            )
         }
-        Body::RevokeDevice { device } => {
-            (fb::Body::RevokeDevice, fb::RevokeDevice::create(b, &fb::RevokeDeviceArgs { device: *device }).as_union_value())
-        }
+        Body::RevokeDevice { device } => (
+            fb::Body::RevokeDevice,
+            fb::RevokeDevice::create(b, &fb::RevokeDeviceArgs { device: *device }).as_union_value(),
+        ),
         Body::DeviceListChanged { user, devices } => {
-            let args = fb::DeviceListChangedArgs { user: Some(b.create_string(user)), devices: Some(b.create_vector(devices)) };
-            (fb::Body::DeviceListChanged, fb::DeviceListChanged::create(b, &args).as_union_value())
+            let args = fb::DeviceListChangedArgs {
+                user: Some(b.create_string(user)),
+                devices: Some(b.create_vector(devices)),
+            };
+            (
+                fb::Body::DeviceListChanged,
+                fb::DeviceListChanged::create(b, &args).as_union_value(),
+            )
         }
         _ => return None,
     })
@@ -239,24 +306,56 @@ fn encode_prekeys(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)>
                 last_resort: u.last_resort.as_ref().map(|k| signed(b, k)),
                 kem_prekey: opt_bytes(b, &u.kem_prekey),
             };
-            (fb::Body::UploadPrekeys, fb::UploadPrekeys::create(b, &args).as_union_value())
+            (
+                fb::Body::UploadPrekeys,
+                fb::UploadPrekeys::create(b, &args).as_union_value(),
+            )
         }
-        Body::KeyCounts { one_time_prekeys, key_packages } => {
-            let args = fb::KeyCountsArgs { one_time_prekeys: *one_time_prekeys, key_packages: *key_packages };
-            (fb::Body::KeyCounts, fb::KeyCounts::create(b, &args).as_union_value())
+        Body::KeyCounts {
+            one_time_prekeys,
+            key_packages,
+        } => {
+            let args = fb::KeyCountsArgs {
+                one_time_prekeys: *one_time_prekeys,
+                key_packages: *key_packages,
+            };
+            (
+                fb::Body::KeyCounts,
+                fb::KeyCounts::create(b, &args).as_union_value(),
+            )
         }
-        Body::KeysLow { one_time_prekeys, key_packages } => {
-            let args = fb::KeysLowArgs { one_time_prekeys: *one_time_prekeys, key_packages: *key_packages };
-            (fb::Body::KeysLow, fb::KeysLow::create(b, &args).as_union_value())
+        Body::KeysLow {
+            one_time_prekeys,
+            key_packages,
+        } => {
+            let args = fb::KeysLowArgs {
+                one_time_prekeys: *one_time_prekeys,
+                key_packages: *key_packages,
+            };
+            (
+                fb::Body::KeysLow,
+                fb::KeysLow::create(b, &args).as_union_value(),
+            )
         }
         Body::ClaimPrekeys { user } => {
-            let args = fb::ClaimPrekeysArgs { user: Some(b.create_string(user)) };
-            (fb::Body::ClaimPrekeys, fb::ClaimPrekeys::create(b, &args).as_union_value())
+            let args = fb::ClaimPrekeysArgs {
+                user: Some(b.create_string(user)),
+            };
+            (
+                fb::Body::ClaimPrekeys,
+                fb::ClaimPrekeys::create(b, &args).as_union_value(),
+            )
         }
         Body::PrekeyBundle { user, devices } => {
             let items: Vec<_> = devices.iter().map(|d| bundle(b, d)).collect();
-            let args = fb::PrekeyBundleArgs { user: Some(b.create_string(user)), devices: Some(b.create_vector(&items)) };
-            (fb::Body::PrekeyBundle, fb::PrekeyBundle::create(b, &args).as_union_value())
+            let args = fb::PrekeyBundleArgs {
+                user: Some(b.create_string(user)),
+                devices: Some(b.create_vector(&items)),
+            };
+            (
+                fb::Body::PrekeyBundle,
+                fb::PrekeyBundle::create(b, &args).as_union_value(),
+            )
         }
         _ => return None,
     })
@@ -278,7 +377,10 @@ fn bundle<'a>(b: &mut Builder<'a>, d: &DeviceBundleData) -> WIPOffset<fb::Device
 
 fn encode_mls(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)> {
     Some(match body {
-        Body::UploadKeyPackages { key_packages, last_resort } => {
+        Body::UploadKeyPackages {
+            key_packages,
+            last_resort,
+        } => {
             let items: Vec<_> = key_packages
                 .iter()
                 .map(|k| {
@@ -286,12 +388,23 @@ fn encode_mls(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)> {
                     fb::KeyPackageData::create(b, &fb::KeyPackageDataArgs { data })
                 })
                 .collect();
-            let args = fb::UploadKeyPackagesArgs { key_packages: Some(b.create_vector(&items)), last_resort: opt_bytes(b, last_resort) };
-            (fb::Body::UploadKeyPackages, fb::UploadKeyPackages::create(b, &args).as_union_value())
+            let args = fb::UploadKeyPackagesArgs {
+                key_packages: Some(b.create_vector(&items)),
+                last_resort: opt_bytes(b, last_resort),
+            };
+            (
+                fb::Body::UploadKeyPackages,
+                fb::UploadKeyPackages::create(b, &args).as_union_value(),
+            )
         }
         Body::ClaimKeyPackages { users } => {
-            let args = fb::ClaimKeyPackagesArgs { users: Some(strings(b, users)) };
-            (fb::Body::ClaimKeyPackages, fb::ClaimKeyPackages::create(b, &args).as_union_value())
+            let args = fb::ClaimKeyPackagesArgs {
+                users: Some(strings(b, users)),
+            };
+            (
+                fb::Body::ClaimKeyPackages,
+                fb::ClaimKeyPackages::create(b, &args).as_union_value(),
+            )
         }
         Body::KeyPackages(entries) => {
             let items: Vec<_> = entries
@@ -306,8 +419,13 @@ fn encode_mls(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)> {
                     fb::ClaimedKeyPackage::create(b, &args)
                 })
                 .collect();
-            let args = fb::KeyPackagesArgs { entries: Some(b.create_vector(&items)) };
-            (fb::Body::KeyPackages, fb::KeyPackages::create(b, &args).as_union_value())
+            let args = fb::KeyPackagesArgs {
+                entries: Some(b.create_vector(&items)),
+            };
+            (
+                fb::Body::KeyPackages,
+                fb::KeyPackages::create(b, &args).as_union_value(),
+            )
         }
         Body::Commit(c) => {
             let args = fb::CommitArgs {
@@ -319,23 +437,49 @@ fn encode_mls(b: &mut Builder<'_>, body: &Body) -> Option<(fb::Body, Union)> {
                 added: Some(strings(b, &c.added)),
                 removed: Some(strings(b, &c.removed)),
             };
-            (fb::Body::Commit, fb::Commit::create(b, &args).as_union_value())
+            (
+                fb::Body::Commit,
+                fb::Commit::create(b, &args).as_union_value(),
+            )
         }
-        Body::CommitAccepted { conversation_id, epoch, seq } => {
-            let args = fb::CommitAcceptedArgs { conversation_id: *conversation_id, epoch: *epoch, seq: *seq };
-            (fb::Body::CommitAccepted, fb::CommitAccepted::create(b, &args).as_union_value())
+        Body::CommitAccepted {
+            conversation_id,
+            epoch,
+            seq,
+        } => {
+            let args = fb::CommitAcceptedArgs {
+                conversation_id: *conversation_id,
+                epoch: *epoch,
+                seq: *seq,
+            };
+            (
+                fb::Body::CommitAccepted,
+                fb::CommitAccepted::create(b, &args).as_union_value(),
+            )
         }
         Body::GetGroupInfo { conversation_id } => {
-            let args = fb::GetGroupInfoArgs { conversation_id: *conversation_id };
-            (fb::Body::GetGroupInfo, fb::GetGroupInfo::create(b, &args).as_union_value())
+            let args = fb::GetGroupInfoArgs {
+                conversation_id: *conversation_id,
+            };
+            (
+                fb::Body::GetGroupInfo,
+                fb::GetGroupInfo::create(b, &args).as_union_value(),
+            )
         }
-        Body::GroupInfo { conversation_id, epoch, group_info } => {
+        Body::GroupInfo {
+            conversation_id,
+            epoch,
+            group_info,
+        } => {
             let args = fb::GroupInfoArgs {
                 conversation_id: *conversation_id,
                 epoch: *epoch,
                 group_info: Some(b.create_vector(&group_info[..])),
             };
-            (fb::Body::GroupInfo, fb::GroupInfo::create(b, &args).as_union_value())
+            (
+                fb::Body::GroupInfo,
+                fb::GroupInfo::create(b, &args).as_union_value(),
+            )
         }
         _ => return None,
     })
@@ -348,18 +492,32 @@ fn bytes_of(v: Option<Vector<'_, u8>>) -> Option<Bytes> {
 }
 
 fn signed_from(k: fb::SignedPrekey<'_>) -> Result<SignedPrekeyData, FrameError> {
-    Ok(SignedPrekeyData { id: k.id(), public_key: fixed(k.public_key(), "prekey")?, signature: fixed(k.signature(), "prekey signature")? })
+    Ok(SignedPrekeyData {
+        id: k.id(),
+        public_key: fixed(k.public_key(), "prekey")?,
+        signature: fixed(k.signature(), "prekey signature")?,
+    })
 }
 
 fn one_time_from(k: fb::OneTimePrekey<'_>) -> Result<OneTimePrekeyData, FrameError> {
-    Ok(OneTimePrekeyData { id: k.id(), public_key: fixed(k.public_key(), "one-time prekey")? })
+    Ok(OneTimePrekeyData {
+        id: k.id(),
+        public_key: fixed(k.public_key(), "one-time prekey")?,
+    })
 }
 
 /// Decodes a `Send` that carries per-device payloads.
-pub fn decode_send_to_devices(s: &fb::Send<'_>, list: Vector<'_, ForwardsUOffset<fb::DevicePayload<'_>>>) -> Body {
+pub fn decode_send_to_devices(
+    s: &fb::Send<'_>,
+    list: Vector<'_, ForwardsUOffset<fb::DevicePayload<'_>>>,
+) -> Body {
     let device_payloads = list
         .iter()
-        .map(|p| DevicePayload { user: p.user().to_owned(), device: p.device(), payload: Bytes::copy_from_slice(p.payload().bytes()) })
+        .map(|p| DevicePayload {
+            user: p.user().to_owned(),
+            device: p.device(),
+            payload: Bytes::copy_from_slice(p.payload().bytes()),
+        })
         .collect();
     Body::SendToDevices {
         conversation_id: s.conversation_id(),
@@ -372,15 +530,36 @@ pub fn decode_send_to_devices(s: &fb::Send<'_>, list: Vector<'_, ForwardsUOffset
 
 /// Decodes an `Error` that carries recovery state.
 pub fn decode_conflict(e: &fb::Error<'_>, error: ErrorBody) -> Body {
-    let devices = e.devices().map(|v| v.iter().map(|d| (d.user().to_owned(), d.device())).collect()).unwrap_or_default();
-    Body::Conflict(Conflict { error, current_epoch: e.current_epoch(), devices })
+    let devices = e
+        .devices()
+        .map(|v| {
+            v.iter()
+                .map(|d| (d.user().to_owned(), d.device()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Body::Conflict(Conflict {
+        error,
+        current_epoch: e.current_epoch(),
+        devices,
+    })
 }
 
 /// Decodes a body of this module (tags after `Error`).
 pub fn decode(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
     match f.body_type() {
-        fb::Body::RequestLink | fb::Body::LinkRequest | fb::Body::ApproveLink | fb::Body::ListDevices | fb::Body::DeviceList | fb::Body::RevokeDevice | fb::Body::DeviceListChanged => decode_devices(f),
-        fb::Body::UploadPrekeys | fb::Body::KeyCounts | fb::Body::ClaimPrekeys | fb::Body::PrekeyBundle | fb::Body::KeysLow => decode_prekeys(f),
+        fb::Body::RequestLink
+        | fb::Body::LinkRequest
+        | fb::Body::ApproveLink
+        | fb::Body::ListDevices
+        | fb::Body::DeviceList
+        | fb::Body::RevokeDevice
+        | fb::Body::DeviceListChanged => decode_devices(f),
+        fb::Body::UploadPrekeys
+        | fb::Body::KeyCounts
+        | fb::Body::ClaimPrekeys
+        | fb::Body::PrekeyBundle
+        | fb::Body::KeysLow => decode_prekeys(f),
         _ => decode_mls(f),
     }
 }
@@ -388,7 +567,9 @@ pub fn decode(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
 fn decode_devices(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
     match f.body_type() {
         fb::Body::RequestLink => {
-            let r = f.body_as_request_link().ok_or_else(|| missing("RequestLink body"))?;
+            let r = f
+                .body_as_request_link()
+                .ok_or_else(|| missing("RequestLink body"))?;
             Ok(Body::RequestLink {
                 user: r.user().to_owned(),
                 device_name: r.device_name().unwrap_or_default().to_owned(),
@@ -397,7 +578,9 @@ fn decode_devices(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
             })
         }
         fb::Body::LinkRequest => {
-            let r = f.body_as_link_request().ok_or_else(|| missing("LinkRequest body"))?;
+            let r = f
+                .body_as_link_request()
+                .ok_or_else(|| missing("LinkRequest body"))?;
             Ok(Body::LinkRequest {
                 link_id: r.link_id(),
                 user: r.user().to_owned(),
@@ -406,32 +589,58 @@ fn decode_devices(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
             })
         }
         fb::Body::ApproveLink => {
-            let a = f.body_as_approve_link().ok_or_else(|| missing("ApproveLink body"))?;
-            Ok(Body::ApproveLink { link_id: a.link_id(), approve: a.approve() })
+            let a = f
+                .body_as_approve_link()
+                .ok_or_else(|| missing("ApproveLink body"))?;
+            Ok(Body::ApproveLink {
+                link_id: a.link_id(),
+                approve: a.approve(),
+            })
         }
         fb::Body::ListDevices => {
-            let l = f.body_as_list_devices().ok_or_else(|| missing("ListDevices body"))?;
-            Ok(Body::ListDevices { user: l.user().to_owned() })
+            let l = f
+                .body_as_list_devices()
+                .ok_or_else(|| missing("ListDevices body"))?;
+            Ok(Body::ListDevices {
+                user: l.user().to_owned(),
+            })
         }
         fb::Body::DeviceList => {
-            let l = f.body_as_device_list().ok_or_else(|| missing("DeviceList body"))?;
+            let l = f
+                .body_as_device_list()
+                .ok_or_else(|| missing("DeviceList body"))?;
             let devices = l
                 .devices()
                 .iter()
                 .map(|d| {
                     let key = d.device_key().ok_or_else(|| missing("device_key"))?;
-                    Ok(DeviceInfoData { device: d.device(), name: d.name().unwrap_or_default().to_owned(), device_key: fixed(key, "device_key")?, created_ms: d.created_ms() })
+                    Ok(DeviceInfoData {
+                        device: d.device(),
+                        name: d.name().unwrap_or_default().to_owned(),
+                        device_key: fixed(key, "device_key")?,
+                        created_ms: d.created_ms(),
+                    })
                 })
                 .collect::<Result<_, FrameError>>()?;
-            Ok(Body::DeviceList { user: l.user().to_owned(), devices })
+            Ok(Body::DeviceList {
+                user: l.user().to_owned(),
+                devices,
+            })
         }
         fb::Body::RevokeDevice => {
-            let r = f.body_as_revoke_device().ok_or_else(|| missing("RevokeDevice body"))?;
+            let r = f
+                .body_as_revoke_device()
+                .ok_or_else(|| missing("RevokeDevice body"))?;
             Ok(Body::RevokeDevice { device: r.device() })
         }
         _ => {
-            let c = f.body_as_device_list_changed().ok_or_else(|| missing("DeviceListChanged body"))?;
-            Ok(Body::DeviceListChanged { user: c.user().to_owned(), devices: c.devices().map(|v| v.iter().collect()).unwrap_or_default() })
+            let c = f
+                .body_as_device_list_changed()
+                .ok_or_else(|| missing("DeviceListChanged body"))?;
+            Ok(Body::DeviceListChanged {
+                user: c.user().to_owned(),
+                devices: c.devices().map(|v| v.iter().collect()).unwrap_or_default(),
+            })
         }
     }
 }
@@ -439,13 +648,25 @@ fn decode_devices(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
 fn decode_prekeys(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
     match f.body_type() {
         fb::Body::UploadPrekeys => {
-            let u = f.body_as_upload_prekeys().ok_or_else(|| missing("UploadPrekeys body"))?;
+            let u = f
+                .body_as_upload_prekeys()
+                .ok_or_else(|| missing("UploadPrekeys body"))?;
             let identity = match (u.identity_key(), u.identity_signature()) {
-                (Some(k), Some(s)) => Some((fixed(k, "identity_key")?, fixed(s, "identity_signature")?)),
+                (Some(k), Some(s)) => {
+                    Some((fixed(k, "identity_key")?, fixed(s, "identity_signature")?))
+                }
                 (None, None) => None,
-                _ => return Err(FrameError::Malformed("identity_key and identity_signature go together".into())),
+                _ => {
+                    return Err(FrameError::Malformed(
+                        "identity_key and identity_signature go together".into(),
+                    ))
+                }
             };
-            let one_time = u.one_time_prekeys().map(|v| v.iter().map(one_time_from).collect::<Result<_, _>>()).transpose()?.unwrap_or_default();
+            let one_time = u
+                .one_time_prekeys()
+                .map(|v| v.iter().map(one_time_from).collect::<Result<_, _>>())
+                .transpose()?
+                .unwrap_or_default();
             Ok(Body::UploadPrekeys(Box::new(UploadPrekeysBody {
                 identity,
                 signed_prekey: u.signed_prekey().map(signed_from).transpose()?,
@@ -455,21 +676,44 @@ fn decode_prekeys(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
             })))
         }
         fb::Body::KeyCounts => {
-            let c = f.body_as_key_counts().ok_or_else(|| missing("KeyCounts body"))?;
-            Ok(Body::KeyCounts { one_time_prekeys: c.one_time_prekeys(), key_packages: c.key_packages() })
+            let c = f
+                .body_as_key_counts()
+                .ok_or_else(|| missing("KeyCounts body"))?;
+            Ok(Body::KeyCounts {
+                one_time_prekeys: c.one_time_prekeys(),
+                key_packages: c.key_packages(),
+            })
         }
         fb::Body::KeysLow => {
-            let c = f.body_as_keys_low().ok_or_else(|| missing("KeysLow body"))?;
-            Ok(Body::KeysLow { one_time_prekeys: c.one_time_prekeys(), key_packages: c.key_packages() })
+            let c = f
+                .body_as_keys_low()
+                .ok_or_else(|| missing("KeysLow body"))?;
+            Ok(Body::KeysLow {
+                one_time_prekeys: c.one_time_prekeys(),
+                key_packages: c.key_packages(),
+            })
         }
         fb::Body::ClaimPrekeys => {
-            let c = f.body_as_claim_prekeys().ok_or_else(|| missing("ClaimPrekeys body"))?;
-            Ok(Body::ClaimPrekeys { user: c.user().to_owned() })
+            let c = f
+                .body_as_claim_prekeys()
+                .ok_or_else(|| missing("ClaimPrekeys body"))?;
+            Ok(Body::ClaimPrekeys {
+                user: c.user().to_owned(),
+            })
         }
         _ => {
-            let p = f.body_as_prekey_bundle().ok_or_else(|| missing("PrekeyBundle body"))?;
-            let devices = p.devices().iter().map(bundle_from).collect::<Result<_, _>>()?;
-            Ok(Body::PrekeyBundle { user: p.user().to_owned(), devices })
+            let p = f
+                .body_as_prekey_bundle()
+                .ok_or_else(|| missing("PrekeyBundle body"))?;
+            let devices = p
+                .devices()
+                .iter()
+                .map(bundle_from)
+                .collect::<Result<_, _>>()?;
+            Ok(Body::PrekeyBundle {
+                user: p.user().to_owned(),
+                devices,
+            })
         }
     }
 }
@@ -490,20 +734,43 @@ fn bundle_from(d: fb::DeviceBundle<'_>) -> Result<DeviceBundleData, FrameError> 
 fn decode_mls(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
     match f.body_type() {
         fb::Body::UploadKeyPackages => {
-            let u = f.body_as_upload_key_packages().ok_or_else(|| missing("UploadKeyPackages body"))?;
-            let key_packages = u.key_packages().map(|v| v.iter().map(|k| Bytes::copy_from_slice(k.data().bytes())).collect()).unwrap_or_default();
-            Ok(Body::UploadKeyPackages { key_packages, last_resort: bytes_of(u.last_resort()) })
+            let u = f
+                .body_as_upload_key_packages()
+                .ok_or_else(|| missing("UploadKeyPackages body"))?;
+            let key_packages = u
+                .key_packages()
+                .map(|v| {
+                    v.iter()
+                        .map(|k| Bytes::copy_from_slice(k.data().bytes()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Body::UploadKeyPackages {
+                key_packages,
+                last_resort: bytes_of(u.last_resort()),
+            })
         }
         fb::Body::ClaimKeyPackages => {
-            let c = f.body_as_claim_key_packages().ok_or_else(|| missing("ClaimKeyPackages body"))?;
-            Ok(Body::ClaimKeyPackages { users: owned_strings(Some(c.users())) })
+            let c = f
+                .body_as_claim_key_packages()
+                .ok_or_else(|| missing("ClaimKeyPackages body"))?;
+            Ok(Body::ClaimKeyPackages {
+                users: owned_strings(Some(c.users())),
+            })
         }
         fb::Body::KeyPackages => {
-            let k = f.body_as_key_packages().ok_or_else(|| missing("KeyPackages body"))?;
+            let k = f
+                .body_as_key_packages()
+                .ok_or_else(|| missing("KeyPackages body"))?;
             let entries = k
                 .entries()
                 .iter()
-                .map(|e| ClaimedKeyPackageData { user: e.user().to_owned(), device: e.device(), key_package: Bytes::copy_from_slice(e.key_package().bytes()), last_resort: e.last_resort() })
+                .map(|e| ClaimedKeyPackageData {
+                    user: e.user().to_owned(),
+                    device: e.device(),
+                    key_package: Bytes::copy_from_slice(e.key_package().bytes()),
+                    last_resort: e.last_resort(),
+                })
                 .collect();
             Ok(Body::KeyPackages(entries))
         }
@@ -520,16 +787,32 @@ fn decode_mls(f: &fb::Frame<'_>) -> Result<Body, FrameError> {
             })))
         }
         fb::Body::CommitAccepted => {
-            let c = f.body_as_commit_accepted().ok_or_else(|| missing("CommitAccepted body"))?;
-            Ok(Body::CommitAccepted { conversation_id: c.conversation_id(), epoch: c.epoch(), seq: c.seq() })
+            let c = f
+                .body_as_commit_accepted()
+                .ok_or_else(|| missing("CommitAccepted body"))?;
+            Ok(Body::CommitAccepted {
+                conversation_id: c.conversation_id(),
+                epoch: c.epoch(),
+                seq: c.seq(),
+            })
         }
         fb::Body::GetGroupInfo => {
-            let g = f.body_as_get_group_info().ok_or_else(|| missing("GetGroupInfo body"))?;
-            Ok(Body::GetGroupInfo { conversation_id: g.conversation_id() })
+            let g = f
+                .body_as_get_group_info()
+                .ok_or_else(|| missing("GetGroupInfo body"))?;
+            Ok(Body::GetGroupInfo {
+                conversation_id: g.conversation_id(),
+            })
         }
         fb::Body::GroupInfo => {
-            let g = f.body_as_group_info().ok_or_else(|| missing("GroupInfo body"))?;
-            Ok(Body::GroupInfo { conversation_id: g.conversation_id(), epoch: g.epoch(), group_info: bytes_of(g.group_info()).unwrap_or_default() })
+            let g = f
+                .body_as_group_info()
+                .ok_or_else(|| missing("GroupInfo body"))?;
+            Ok(Body::GroupInfo {
+                conversation_id: g.conversation_id(),
+                epoch: g.epoch(),
+                group_info: bytes_of(g.group_info()).unwrap_or_default(),
+            })
         }
         other => Err(FrameError::UnsupportedBody(other.0)),
     }

@@ -6,8 +6,8 @@
 pub mod auth;
 pub mod close;
 pub mod codec;
-pub mod flags;
 pub mod fingerprint;
+pub mod flags;
 pub mod frame;
 pub mod handle;
 pub mod keys;
@@ -24,6 +24,7 @@ pub mod keys;
     mismatched_lifetime_syntaxes,
     unsafe_code
 )]
+#[rustfmt::skip]
 #[path = "generated/tern_generated.rs"]
 mod generated;
 

@@ -76,13 +76,23 @@ impl Default for ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("environment variable {name}={value:?} is not valid: {message}")]
-    Env { name: String, value: String, message: String },
+    Env {
+        name: String,
+        value: String,
+        message: String,
+    },
     #[error("invalid setting {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl ServerConfig {
@@ -98,8 +108,14 @@ impl ServerConfig {
     }
 
     fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
     }
 
     /// Applies environment overrides read through `get` (injectable for tests).
@@ -112,26 +128,82 @@ impl ServerConfig {
         env_parse(&get, "TERN_MAX_FRAME_LEN", &mut self.max_frame_len)?;
         env_parse(&get, "TERN_IDLE_TIMEOUT_SECS", &mut self.idle_timeout_secs)?;
         env_parse(&get, "TERN_MESSAGE_TTL_SECS", &mut self.message_ttl_secs)?;
-        env_parse(&get, "TERN_SWEEP_INTERVAL_SECS", &mut self.sweep_interval_secs)?;
+        env_parse(
+            &get,
+            "TERN_SWEEP_INTERVAL_SECS",
+            &mut self.sweep_interval_secs,
+        )?;
         Ok(())
     }
 
     /// Checks every field; call before binding anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check(self.shards <= 255, "shards", "at most 255 shards (connection ids carry the shard in one byte)")?;
-        check(self.max_frame_len >= 1024, "max_frame_len", "must be at least 1024 bytes")?;
-        check(self.max_frame_len <= 16 * 1024 * 1024, "max_frame_len", "must be at most 16 MiB")?;
-        check(self.frame_read_timeout_secs > 0, "frame_read_timeout_secs", "must be positive")?;
-        check(self.auth_timeout_secs > 0, "auth_timeout_secs", "must be positive")?;
-        check(self.idle_timeout_secs >= 5, "idle_timeout_secs", "must be at least 5 seconds")?;
-        check(self.message_ttl_secs > 0, "message_ttl_secs", "must be positive")?;
-        check(self.sweep_interval_secs > 0, "sweep_interval_secs", "must be positive")?;
-        check(self.max_inflight_per_connection > 0, "max_inflight_per_connection", "must be positive")?;
-        check(self.outbound_queue_frames >= 16, "outbound_queue_frames", "must be at least 16")?;
-        check(self.max_history_page > 0, "max_history_page", "must be positive")?;
+        check(
+            self.shards <= 255,
+            "shards",
+            "at most 255 shards (connection ids carry the shard in one byte)",
+        )?;
+        check(
+            self.max_frame_len >= 1024,
+            "max_frame_len",
+            "must be at least 1024 bytes",
+        )?;
+        check(
+            self.max_frame_len <= 16 * 1024 * 1024,
+            "max_frame_len",
+            "must be at most 16 MiB",
+        )?;
+        check(
+            self.frame_read_timeout_secs > 0,
+            "frame_read_timeout_secs",
+            "must be positive",
+        )?;
+        check(
+            self.auth_timeout_secs > 0,
+            "auth_timeout_secs",
+            "must be positive",
+        )?;
+        check(
+            self.idle_timeout_secs >= 5,
+            "idle_timeout_secs",
+            "must be at least 5 seconds",
+        )?;
+        check(
+            self.message_ttl_secs > 0,
+            "message_ttl_secs",
+            "must be positive",
+        )?;
+        check(
+            self.sweep_interval_secs > 0,
+            "sweep_interval_secs",
+            "must be positive",
+        )?;
+        check(
+            self.max_inflight_per_connection > 0,
+            "max_inflight_per_connection",
+            "must be positive",
+        )?;
+        check(
+            self.outbound_queue_frames >= 16,
+            "outbound_queue_frames",
+            "must be at least 16",
+        )?;
+        check(
+            self.max_history_page > 0,
+            "max_history_page",
+            "must be positive",
+        )?;
         check(self.claim_burst > 0, "claim_burst", "must be positive")?;
-        check(self.link_timeout_secs > 0, "link_timeout_secs", "must be positive")?;
-        check(!self.data_dir.as_os_str().is_empty(), "data_dir", "must not be empty")
+        check(
+            self.link_timeout_secs > 0,
+            "link_timeout_secs",
+            "must be positive",
+        )?;
+        check(
+            !self.data_dir.as_os_str().is_empty(),
+            "data_dir",
+            "must not be empty",
+        )
     }
 
     /// The number of shards to run: the configured count or one per core.
@@ -139,7 +211,10 @@ impl ServerConfig {
         if self.shards > 0 {
             return self.shards;
         }
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(255)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(255)
     }
 
     pub fn message_ttl(&self) -> Duration {
@@ -148,7 +223,14 @@ impl ServerConfig {
 }
 
 fn check(ok: bool, field: &'static str, message: &str) -> Result<(), ConfigError> {
-    if ok { Ok(()) } else { Err(ConfigError::Invalid { field, message: message.to_owned() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            field,
+            message: message.to_owned(),
+        })
+    }
 }
 
 fn env_parse<T: std::str::FromStr>(
@@ -183,7 +265,8 @@ mod tests {
 
     #[test]
     fn toml_fields_and_unknown_keys() {
-        let parsed: ServerConfig = toml::from_str("listen = \"0.0.0.0:9000\"\nshards = 3").expect("parses");
+        let parsed: ServerConfig =
+            toml::from_str("listen = \"0.0.0.0:9000\"\nshards = 3").expect("parses");
         assert_eq!(parsed.listen.port(), 9000);
         assert_eq!(parsed.effective_shards(), 3);
         assert!(toml::from_str::<ServerConfig>("lisen = \"x\"").is_err());
@@ -192,17 +275,26 @@ mod tests {
     #[test]
     fn env_overrides_and_bad_env() {
         let mut c = ServerConfig::default();
-        c.apply_env(|n| (n == "TERN_SHARDS").then(|| "4".to_owned())).expect("valid");
+        c.apply_env(|n| (n == "TERN_SHARDS").then(|| "4".to_owned()))
+            .expect("valid");
         assert_eq!(c.shards, 4);
-        let err = c.apply_env(|n| (n == "TERN_LISTEN").then(|| "nope".to_owned())).expect_err("invalid");
+        let err = c
+            .apply_env(|n| (n == "TERN_LISTEN").then(|| "nope".to_owned()))
+            .expect_err("invalid");
         assert!(err.to_string().contains("TERN_LISTEN"));
     }
 
     #[test]
     fn validation_refuses_nonsense() {
-        let c = ServerConfig { shards: 300, ..ServerConfig::default() };
+        let c = ServerConfig {
+            shards: 300,
+            ..ServerConfig::default()
+        };
         assert!(c.validate().is_err());
-        let c = ServerConfig { max_frame_len: 10, ..ServerConfig::default() };
+        let c = ServerConfig {
+            max_frame_len: 10,
+            ..ServerConfig::default()
+        };
         assert!(c.validate().is_err());
     }
 }

@@ -47,10 +47,16 @@ pub async fn serve(ctx: Rc<ShardCtx>, incoming: quinn::Incoming, shutdown: watch
     };
     ServerStats::add(&ctx.stats.connections_open, 1);
     drive(&ctx, &connection, shutdown).await;
-    ctx.stats.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.stats
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-async fn drive(ctx: &Rc<ShardCtx>, connection: &quinn::Connection, shutdown: watch::Receiver<bool>) {
+async fn drive(
+    ctx: &Rc<ShardCtx>,
+    connection: &quinn::Connection,
+    shutdown: watch::Receiver<bool>,
+) {
     let auth_timeout = Duration::from_secs(ctx.config.auth_timeout_secs);
     let (send, recv) = match timeout(auth_timeout, connection.accept_bi()).await {
         Ok(Ok(streams)) => streams,
@@ -61,7 +67,10 @@ async fn drive(ctx: &Rc<ShardCtx>, connection: &quinn::Connection, shutdown: wat
         }
     };
     let Some(exporter) = exporter(connection) else {
-        connection.close(close::PROTOCOL_VIOLATION.into(), b"TLS exporter unavailable");
+        connection.close(
+            close::PROTOCOL_VIOLATION.into(),
+            b"TLS exporter unavailable",
+        );
         return;
     };
     let (out, out_rx) = mpsc::channel(ctx.config.outbound_queue_frames);
@@ -74,7 +83,9 @@ async fn drive(ctx: &Rc<ShardCtx>, connection: &quinn::Connection, shutdown: wat
 
 fn exporter(connection: &quinn::Connection) -> Option<[u8; EXPORTER_LEN]> {
     let mut out = [0u8; EXPORTER_LEN];
-    connection.export_keying_material(&mut out, EXPORTER_LABEL, b"").ok()?;
+    connection
+        .export_keying_material(&mut out, EXPORTER_LABEL, b"")
+        .ok()?;
     Some(out)
 }
 
@@ -112,7 +123,9 @@ impl FrameReader {
                     return Ok(Some(frame));
                 }
                 Ok(None) => {}
-                Err(FrameError::TooLarge { .. }) => return Err(End::Close(close::FRAME_TOO_LARGE, "frame too large")),
+                Err(FrameError::TooLarge { .. }) => {
+                    return Err(End::Close(close::FRAME_TOO_LARGE, "frame too large"))
+                }
                 Err(_) => return Err(End::Close(close::PROTOCOL_VIOLATION, "empty frame")),
             }
             if !self.read_more().await? {
@@ -123,7 +136,9 @@ impl FrameReader {
 
     async fn read_more(&mut self) -> Result<bool, End> {
         let chunk = if self.decoder.has_partial() {
-            let deadline = *self.frame_deadline.get_or_insert_with(|| Instant::now() + self.read_timeout);
+            let deadline = *self
+                .frame_deadline
+                .get_or_insert_with(|| Instant::now() + self.read_timeout);
             timeout_at(deadline, self.recv.read_chunk(READ_CHUNK, true))
                 .await
                 .map_err(|_| End::Close(close::TIMEOUT, "frame not completed in time"))?
@@ -135,7 +150,10 @@ impl FrameReader {
                 self.decoder.push(&chunk.bytes);
                 Ok(true)
             }
-            Ok(None) if self.decoder.has_partial() => Err(End::Close(close::PROTOCOL_VIOLATION, "stream ended inside a frame")),
+            Ok(None) if self.decoder.has_partial() => Err(End::Close(
+                close::PROTOCOL_VIOLATION,
+                "stream ended inside a frame",
+            )),
             Ok(None) | Err(_) => Ok(false),
         }
     }
@@ -170,10 +188,24 @@ impl Conn {
             read_timeout: Duration::from_secs(config.frame_read_timeout_secs),
             frame_deadline: None,
         };
-        let limits = Limits { max_frame_len: config.max_frame_len, ..Limits::server_inbound() };
+        let limits = Limits {
+            max_frame_len: config.max_frame_len,
+            ..Limits::server_inbound()
+        };
         let inflight = Arc::new(Semaphore::new(config.max_inflight_per_connection));
         let conn_id = ctx.next_conn_id();
-        Conn { ctx, connection, out, exporter, reader, caller: None, conn_id, auth_failures: 0, inflight, limits }
+        Conn {
+            ctx,
+            connection,
+            out,
+            exporter,
+            reader,
+            caller: None,
+            conn_id,
+            auth_failures: 0,
+            inflight,
+            limits,
+        }
     }
 
     async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> End {
@@ -211,8 +243,13 @@ impl Conn {
             Ok(frame) => frame,
             Err(e) => {
                 ServerStats::add(&self.ctx.stats.frame_errors, 1);
-                let request_id = self.limits.verify(bytes).map(|f| f.request_id()).unwrap_or(0);
-                self.reply(request_id, Err(Reject::new(e.code(), e.to_string()))).await;
+                let request_id = self
+                    .limits
+                    .verify(bytes)
+                    .map(|f| f.request_id())
+                    .unwrap_or(0);
+                self.reply(request_id, Err(Reject::new(e.code(), e.to_string())))
+                    .await;
                 return Ok(());
             }
         };
@@ -233,18 +270,43 @@ impl Conn {
     async fn handle_unauthenticated(&mut self, frame: Frame) -> Result<(), End> {
         let id = frame.request_id;
         let result = match frame.body {
-            Body::Register { user, device_name, device_key, signature } => {
-                let op = cmd::register::RegisterOp { user, device_name, device_key, signature };
+            Body::Register {
+                user,
+                device_name,
+                device_key,
+                signature,
+            } => {
+                let op = cmd::register::RegisterOp {
+                    user,
+                    device_name,
+                    device_key,
+                    signature,
+                };
                 cmd::register::apply(&self.ctx, &self.exporter, op).await
             }
-            Body::Authenticate { user, device, signature } => {
-                cmd::authenticate::apply(&self.ctx, &self.exporter, user, device, signature).await
-            }
-            Body::RequestLink { user, device_name, device_key, signature } => {
-                let op = cmd::devices::LinkOp { user, device_name, device_key, signature };
+            Body::Authenticate {
+                user,
+                device,
+                signature,
+            } => cmd::authenticate::apply(&self.ctx, &self.exporter, user, device, signature).await,
+            Body::RequestLink {
+                user,
+                device_name,
+                device_key,
+                signature,
+            } => {
+                let op = cmd::devices::LinkOp {
+                    user,
+                    device_name,
+                    device_key,
+                    signature,
+                };
                 cmd::devices::request_link(&self.ctx, &self.exporter, op).await
             }
-            _ => Err(Reject::new(ErrorCode::NotAuthenticated, "authenticate first: the first frame must be Register or Authenticate")),
+            _ => Err(Reject::new(
+                ErrorCode::NotAuthenticated,
+                "authenticate first: the first frame must be Register or Authenticate",
+            )),
         };
         match result {
             Ok((caller, body)) => {
@@ -257,13 +319,19 @@ impl Conn {
     }
 
     async fn auth_refused(&mut self, id: u64, reject: Reject) -> Result<(), End> {
-        let counts = matches!(reject.code, ErrorCode::AuthFailed | ErrorCode::NotAuthenticated);
+        let counts = matches!(
+            reject.code,
+            ErrorCode::AuthFailed | ErrorCode::NotAuthenticated
+        );
         self.reply(id, Err(reject)).await;
         if counts {
             self.auth_failures += 1;
         }
         if self.auth_failures >= MAX_AUTH_FAILURES {
-            return Err(End::Close(close::AUTH_FAILED, "too many failed authentication attempts"));
+            return Err(End::Close(
+                close::AUTH_FAILED,
+                "too many failed authentication attempts",
+            ));
         }
         Ok(())
     }
@@ -284,16 +352,30 @@ impl Conn {
         let id = frame.request_id;
         let op = match frame.body {
             Body::Register { .. } | Body::Authenticate { .. } | Body::RequestLink { .. } => {
-                return self.reply(id, Err(Reject::new(ErrorCode::AlreadyAuthenticated, "this connection is already authenticated"))).await;
+                return self
+                    .reply(
+                        id,
+                        Err(Reject::new(
+                            ErrorCode::AlreadyAuthenticated,
+                            "this connection is already authenticated",
+                        )),
+                    )
+                    .await;
             }
-            Body::Sync { all } => return self.reply(id, cmd::sync::apply(&self.ctx, &caller, all).await).await,
+            Body::Sync { all } => {
+                return self
+                    .reply(id, cmd::sync::apply(&self.ctx, &caller, all).await)
+                    .await
+            }
             body @ (Body::UploadPrekeys(_)
             | Body::ClaimPrekeys { .. }
             | Body::UploadKeyPackages { .. }
             | Body::ClaimKeyPackages { .. }
             | Body::ListDevices { .. }
             | Body::RevokeDevice { .. }
-            | Body::ApproveLink { .. }) => return self.reply(id, self.directory(&caller, body).await).await,
+            | Body::ApproveLink { .. }) => {
+                return self.reply(id, self.directory(&caller, body).await).await
+            }
             body => match owner_op(body) {
                 Ok(op) => op,
                 Err(reject) => return self.reply(id, Err(reject)).await,
@@ -308,28 +390,51 @@ impl Conn {
         match body {
             Body::UploadPrekeys(upload) => cmd::keys::upload_prekeys(ctx, caller, *upload).await,
             Body::ClaimPrekeys { user } => cmd::keys::claim_prekeys(ctx, caller, user).await,
-            Body::UploadKeyPackages { key_packages, last_resort } => cmd::keys::upload_key_packages(ctx, caller, key_packages, last_resort).await,
-            Body::ClaimKeyPackages { users } => cmd::keys::claim_key_packages(ctx, caller, users).await,
+            Body::UploadKeyPackages {
+                key_packages,
+                last_resort,
+            } => cmd::keys::upload_key_packages(ctx, caller, key_packages, last_resort).await,
+            Body::ClaimKeyPackages { users } => {
+                cmd::keys::claim_key_packages(ctx, caller, users).await
+            }
             Body::ListDevices { user } => cmd::devices::list(ctx, user).await,
             Body::RevokeDevice { device } => cmd::devices::revoke(ctx, caller, device).await,
-            Body::ApproveLink { link_id, approve } => cmd::devices::approve(ctx, caller, link_id, approve).await,
-            _ => Err(Reject::new(ErrorCode::UnsupportedBody, "not a directory request")),
+            Body::ApproveLink { link_id, approve } => {
+                cmd::devices::approve(ctx, caller, link_id, approve).await
+            }
+            _ => Err(Reject::new(
+                ErrorCode::UnsupportedBody,
+                "not a directory request",
+            )),
         }
     }
 
     /// Sends a conversation request to its owner; the reply is written when it comes.
     async fn forward(&self, request_id: u64, caller: Caller, op: OwnerOp) {
-        let Ok(permit) = self.inflight.clone().acquire_owned().await else { return };
+        let Ok(permit) = self.inflight.clone().acquire_owned().await else {
+            return;
+        };
         let (reply, reply_rx) = oneshot::channel();
         let conversation = op_conversation(&op);
-        let request = OwnerRequest { request_id, caller, op, reply };
+        let request = OwnerRequest {
+            request_id,
+            caller,
+            op,
+            reply,
+        };
         if let Err(reject) = self.ctx.mesh.to_owner(conversation, request).await {
             return self.reply(request_id, Err(reject)).await;
         }
         let out = self.out.clone();
         tokio::task::spawn_local(async move {
             let frame = reply_rx.await.unwrap_or_else(|_| {
-                encode_reply(request_id, Err(Reject::new(ErrorCode::ShuttingDown, "server is shutting down; retry after reconnecting")))
+                encode_reply(
+                    request_id,
+                    Err(Reject::new(
+                        ErrorCode::ShuttingDown,
+                        "server is shutting down; retry after reconnecting",
+                    )),
+                )
             });
             let _ = out.send(frame).await;
             drop(permit);
@@ -339,15 +444,21 @@ impl Conn {
     /// Ends the connection: drain in-flight requests, flush, close with a reason.
     async fn finish(self, end: End, writer: tokio::task::JoinHandle<()>) {
         if let Some(caller) = &self.caller {
-            self.ctx.sessions.borrow_mut().remove(&caller.user, self.conn_id);
+            self.ctx
+                .sessions
+                .borrow_mut()
+                .remove(&caller.user, self.conn_id);
         }
         if let End::Close(code, why) = &end {
-            self.reply(0, Err(Reject::new(close_error_code(*code), *why))).await;
+            self.reply(0, Err(Reject::new(close_error_code(*code), *why)))
+                .await;
         }
         let drain = Duration::from_secs(self.ctx.config.drain_timeout_secs);
         let all = u32::try_from(self.ctx.config.max_inflight_per_connection).unwrap_or(u32::MAX);
         let _ = timeout(drain, self.inflight.acquire_many(all)).await;
-        let Conn { out, connection, .. } = self;
+        let Conn {
+            out, connection, ..
+        } = self;
         drop(out);
         let _ = timeout(drain, writer).await;
         match end {
@@ -371,23 +482,92 @@ fn close_error_code(code: u32) -> ErrorCode {
 /// The conversation operation a request body asks for, or why it cannot be one.
 fn owner_op(body: Body) -> Result<OwnerOp, Reject> {
     Ok(match body {
-        Body::CreateConversation { kind, members } => OwnerOp::Create { id: fresh_conversation_id(), kind, members },
-        Body::AddMembers { conversation_id, members } => OwnerOp::AddMembers { id: conversation_id, members },
-        Body::RemoveMembers { conversation_id, members } => OwnerOp::RemoveMembers { id: conversation_id, members },
-        Body::Send { conversation_id, client_message_id, expires_in_secs, flags, payload } => {
-            OwnerOp::Send { id: conversation_id, client_message_id, expires_in_secs, flags, payload }
-        }
-        Body::Ack { conversation_id, seq } => OwnerOp::Ack { id: conversation_id, seq },
-        Body::History { conversation_id, from_seq, limit } => OwnerOp::History { id: conversation_id, from_seq, limit },
-        Body::SendToDevices { conversation_id, client_message_id, expires_in_secs, flags, device_payloads } => {
-            OwnerOp::SendToDevices { id: conversation_id, client_message_id, expires_in_secs, flags, payloads: device_payloads }
-        }
-        Body::SendGroup { conversation_id, client_message_id, expires_in_secs, flags, epoch, payload } => {
-            OwnerOp::SendGroup { id: conversation_id, client_message_id, expires_in_secs, flags, epoch, payload }
-        }
+        Body::CreateConversation { kind, members } => OwnerOp::Create {
+            id: fresh_conversation_id(),
+            kind,
+            members,
+        },
+        Body::AddMembers {
+            conversation_id,
+            members,
+        } => OwnerOp::AddMembers {
+            id: conversation_id,
+            members,
+        },
+        Body::RemoveMembers {
+            conversation_id,
+            members,
+        } => OwnerOp::RemoveMembers {
+            id: conversation_id,
+            members,
+        },
+        Body::Send {
+            conversation_id,
+            client_message_id,
+            expires_in_secs,
+            flags,
+            payload,
+        } => OwnerOp::Send {
+            id: conversation_id,
+            client_message_id,
+            expires_in_secs,
+            flags,
+            payload,
+        },
+        Body::Ack {
+            conversation_id,
+            seq,
+        } => OwnerOp::Ack {
+            id: conversation_id,
+            seq,
+        },
+        Body::History {
+            conversation_id,
+            from_seq,
+            limit,
+        } => OwnerOp::History {
+            id: conversation_id,
+            from_seq,
+            limit,
+        },
+        Body::SendToDevices {
+            conversation_id,
+            client_message_id,
+            expires_in_secs,
+            flags,
+            device_payloads,
+        } => OwnerOp::SendToDevices {
+            id: conversation_id,
+            client_message_id,
+            expires_in_secs,
+            flags,
+            payloads: device_payloads,
+        },
+        Body::SendGroup {
+            conversation_id,
+            client_message_id,
+            expires_in_secs,
+            flags,
+            epoch,
+            payload,
+        } => OwnerOp::SendGroup {
+            id: conversation_id,
+            client_message_id,
+            expires_in_secs,
+            flags,
+            epoch,
+            payload,
+        },
         Body::Commit(commit) => OwnerOp::Commit(commit),
-        Body::GetGroupInfo { conversation_id } => OwnerOp::GetGroupInfo { id: conversation_id },
-        _ => return Err(Reject::new(ErrorCode::UnsupportedBody, "this body is sent by servers only")),
+        Body::GetGroupInfo { conversation_id } => OwnerOp::GetGroupInfo {
+            id: conversation_id,
+        },
+        _ => {
+            return Err(Reject::new(
+                ErrorCode::UnsupportedBody,
+                "this body is sent by servers only",
+            ))
+        }
     })
 }
 

@@ -36,16 +36,29 @@ pub struct Reject {
 
 impl Reject {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Reject { code, message: message.into(), conflict: None, retry_after_ms: 0 }
+        Reject {
+            code,
+            message: message.into(),
+            conflict: None,
+            retry_after_ms: 0,
+        }
     }
 
     /// A refusal carrying the state the client recovers with.
     pub fn conflict(conflict: Conflict) -> Self {
-        Reject { code: conflict.error.code, message: conflict.error.message.clone(), conflict: Some(Box::new(conflict)), retry_after_ms: 0 }
+        Reject {
+            code: conflict.error.code,
+            message: conflict.error.message.clone(),
+            conflict: Some(Box::new(conflict)),
+            retry_after_ms: 0,
+        }
     }
 
     pub fn internal(what: impl std::fmt::Display) -> Self {
-        Reject::new(ErrorCode::Internal, format!("internal error: {what}; retry later"))
+        Reject::new(
+            ErrorCode::Internal,
+            format!("internal error: {what}; retry later"),
+        )
     }
 
     /// The error frame answering `request_id`.
@@ -53,7 +66,11 @@ impl Reject {
         match self.conflict {
             Some(conflict) => Frame::new(request_id, Body::Conflict(*conflict)),
             None => {
-                let error = crate::proto::ErrorBody { code: self.code, message: self.message, retry_after_ms: self.retry_after_ms };
+                let error = crate::proto::ErrorBody {
+                    code: self.code,
+                    message: self.message,
+                    retry_after_ms: self.retry_after_ms,
+                };
                 Frame::new(request_id, Body::Error(error))
             }
         }
@@ -74,18 +91,58 @@ pub fn encode_reply(request_id: u64, reply: Reply) -> Bytes {
 /// Conversation operations, executed by the conversation's owner shard.
 #[derive(Debug)]
 pub enum OwnerOp {
-    Create { id: ConversationId, kind: ConversationKind, members: Vec<UserId> },
-    AddMembers { id: ConversationId, members: Vec<UserId> },
-    RemoveMembers { id: ConversationId, members: Vec<UserId> },
-    Send { id: ConversationId, client_message_id: u64, expires_in_secs: u32, flags: u32, payload: Bytes },
-    Ack { id: ConversationId, seq: Seq },
-    History { id: ConversationId, from_seq: Seq, limit: u32 },
-    SendGroup { id: ConversationId, client_message_id: u64, expires_in_secs: u32, flags: u32, epoch: u64, payload: Bytes },
-    SendToDevices { id: ConversationId, client_message_id: u64, expires_in_secs: u32, flags: u32, payloads: Vec<crate::proto::keys::DevicePayload> },
+    Create {
+        id: ConversationId,
+        kind: ConversationKind,
+        members: Vec<UserId>,
+    },
+    AddMembers {
+        id: ConversationId,
+        members: Vec<UserId>,
+    },
+    RemoveMembers {
+        id: ConversationId,
+        members: Vec<UserId>,
+    },
+    Send {
+        id: ConversationId,
+        client_message_id: u64,
+        expires_in_secs: u32,
+        flags: u32,
+        payload: Bytes,
+    },
+    Ack {
+        id: ConversationId,
+        seq: Seq,
+    },
+    History {
+        id: ConversationId,
+        from_seq: Seq,
+        limit: u32,
+    },
+    SendGroup {
+        id: ConversationId,
+        client_message_id: u64,
+        expires_in_secs: u32,
+        flags: u32,
+        epoch: u64,
+        payload: Bytes,
+    },
+    SendToDevices {
+        id: ConversationId,
+        client_message_id: u64,
+        expires_in_secs: u32,
+        flags: u32,
+        payloads: Vec<crate::proto::keys::DevicePayload>,
+    },
     Commit(Box<crate::proto::keys::CommitBody>),
-    GetGroupInfo { id: ConversationId },
+    GetGroupInfo {
+        id: ConversationId,
+    },
     /// A user's device set changed: drop cached recipients that include them.
-    Invalidate { user: UserId },
+    Invalidate {
+        user: UserId,
+    },
 }
 
 /// A conversation operation on its way to the owner shard.
@@ -116,8 +173,16 @@ pub struct Fanout {
 
 impl Fanout {
     /// The same frame to every listed device.
-    pub fn shared(recipients: Arc<[(UserId, DeviceId)]>, except: Option<Caller>, frame: Bytes) -> Self {
-        Fanout { recipients, except, frames: Frames::Shared(frame) }
+    pub fn shared(
+        recipients: Arc<[(UserId, DeviceId)]>,
+        except: Option<Caller>,
+        frame: Bytes,
+    ) -> Self {
+        Fanout {
+            recipients,
+            except,
+            frames: Frames::Shared(frame),
+        }
     }
 
     /// The frame for recipient `index`.
@@ -133,7 +198,11 @@ impl Fanout {
 #[derive(Debug)]
 pub enum Control {
     /// A linked device decided on a pending link held by this shard.
-    LinkDecision { link_id: u64, approver: UserId, approve: bool },
+    LinkDecision {
+        link_id: u64,
+        approver: UserId,
+        approve: bool,
+    },
     /// Close every connection of a revoked device.
     CloseDevice { user: UserId, device: DeviceId },
 }
@@ -167,9 +236,20 @@ impl Mesh {
             owners.push(owner_tx);
             fanouts.push(fanout_tx);
             controls.push(control_tx);
-            inboxes.push(ShardInbox { owner, fanout, control });
+            inboxes.push(ShardInbox {
+                owner,
+                fanout,
+                control,
+            });
         }
-        (Arc::new(Mesh { owners, fanouts, controls }), inboxes)
+        (
+            Arc::new(Mesh {
+                owners,
+                fanouts,
+                controls,
+            }),
+            inboxes,
+        )
     }
 
     pub fn shards(&self) -> usize {
@@ -188,7 +268,12 @@ impl Mesh {
         let Some(tx) = self.owners.get(shard) else {
             return Err(Reject::internal("owner shard missing"));
         };
-        tx.send(request).await.map_err(|_| Reject::new(ErrorCode::ShuttingDown, "server is shutting down; reconnect"))
+        tx.send(request).await.map_err(|_| {
+            Reject::new(
+                ErrorCode::ShuttingDown,
+                "server is shutting down; reconnect",
+            )
+        })
     }
 
     /// Hands a delivery to every shard (each delivers to its local connections).
@@ -213,8 +298,18 @@ impl Mesh {
     pub async fn invalidate_user(&self, user: &str) {
         for tx in &self.owners {
             let (reply, _) = oneshot::channel();
-            let caller = Caller { user: user.to_owned(), device: 0 };
-            let request = OwnerRequest { request_id: 0, caller, op: OwnerOp::Invalidate { user: user.to_owned() }, reply };
+            let caller = Caller {
+                user: user.to_owned(),
+                device: 0,
+            };
+            let request = OwnerRequest {
+                request_id: 0,
+                caller,
+                op: OwnerOp::Invalidate {
+                    user: user.to_owned(),
+                },
+                reply,
+            };
             let _ = tx.send(request).await;
         }
     }

@@ -1,8 +1,6 @@
 //! The tern server: shards, QUIC transport, connections and routing.
 
 pub mod cid;
-pub mod socket;
-pub mod tls;
 pub mod cmd;
 pub mod config;
 pub mod connection;
@@ -10,9 +8,11 @@ pub mod mesh;
 pub mod owner;
 pub mod payloads;
 pub mod ratelimit;
+pub mod runtime;
 pub mod sessions;
 pub mod shard;
-pub mod runtime;
+pub mod socket;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use runtime::{start, ServerHandle, StartError};

@@ -43,7 +43,10 @@ impl ConvState {
         }
         Err(Reject::new(
             ErrorCode::NotMember,
-            format!("{} is not a member of conversation {}", caller.user, self.record.id),
+            format!(
+                "{} is not a member of conversation {}",
+                caller.user, self.record.id
+            ),
         ))
     }
 }
@@ -59,11 +62,19 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn immediate(reply: Reply) -> Self {
-        Outcome { reply, durable: false, fanouts: Vec::new() }
+        Outcome {
+            reply,
+            durable: false,
+            fanouts: Vec::new(),
+        }
     }
 
     pub fn durable(reply: Reply) -> Self {
-        Outcome { reply, durable: true, fanouts: Vec::new() }
+        Outcome {
+            reply,
+            durable: true,
+            fanouts: Vec::new(),
+        }
     }
 }
 
@@ -75,19 +86,32 @@ pub struct Owner {
 
 impl Owner {
     pub fn new(ctx: Rc<ShardCtx>) -> Self {
-        Owner { ctx, convs: HashMap::new() }
+        Owner {
+            ctx,
+            convs: HashMap::new(),
+        }
     }
 
     /// The cached state of a conversation, loaded from the store on a miss.
     pub async fn conversation(&mut self, id: ConversationId) -> Result<&mut ConvState, Reject> {
         if !self.convs.contains_key(&id) {
-            let record = self.ctx.store.conversation(id).await.map_err(Reject::internal)?;
+            let record = self
+                .ctx
+                .store
+                .conversation(id)
+                .await
+                .map_err(Reject::internal)?;
             let record = record.ok_or_else(|| {
-                Reject::new(ErrorCode::NotFound, format!("conversation {id} does not exist"))
+                Reject::new(
+                    ErrorCode::NotFound,
+                    format!("conversation {id} does not exist"),
+                )
             })?;
             self.cache(record).await?;
         }
-        self.convs.get_mut(&id).ok_or_else(|| Reject::internal("conversation cache"))
+        self.convs
+            .get_mut(&id)
+            .ok_or_else(|| Reject::internal("conversation cache"))
     }
 
     /// Caches a (new or changed) record with its recipient devices.
@@ -96,14 +120,23 @@ impl Owner {
         if self.convs.len() >= MAX_CACHED {
             self.convs.clear();
         }
-        self.convs.insert(record.id, ConvState { record, recipients });
+        self.convs
+            .insert(record.id, ConvState { record, recipients });
         Ok(())
     }
 
-    async fn recipients(&self, record: &ConversationRecord) -> Result<Arc<[(UserId, DeviceId)]>, Reject> {
+    async fn recipients(
+        &self,
+        record: &ConversationRecord,
+    ) -> Result<Arc<[(UserId, DeviceId)]>, Reject> {
         let mut out = Vec::new();
         for member in &record.members {
-            let devices = self.ctx.store.devices(member).await.map_err(Reject::internal)?;
+            let devices = self
+                .ctx
+                .store
+                .devices(member)
+                .await
+                .map_err(Reject::internal)?;
             out.extend(devices.into_iter().map(|d| (member.clone(), d.device)));
         }
         Ok(out.into())
@@ -121,21 +154,68 @@ impl Owner {
 
     async fn apply(&mut self, caller: &Caller, op: OwnerOp) -> Outcome {
         match op {
-            OwnerOp::Create { id, kind, members } => cmd::create::apply(self, caller, id, kind, members).await,
-            OwnerOp::AddMembers { id, members } => cmd::members::add(self, caller, id, members).await,
-            OwnerOp::RemoveMembers { id, members } => cmd::members::remove(self, caller, id, members).await,
-            OwnerOp::Send { id, client_message_id, expires_in_secs, flags, payload } => {
-                let send = cmd::send::SendOp { id, client_message_id, expires_in_secs, flags, payload };
+            OwnerOp::Create { id, kind, members } => {
+                cmd::create::apply(self, caller, id, kind, members).await
+            }
+            OwnerOp::AddMembers { id, members } => {
+                cmd::members::add(self, caller, id, members).await
+            }
+            OwnerOp::RemoveMembers { id, members } => {
+                cmd::members::remove(self, caller, id, members).await
+            }
+            OwnerOp::Send {
+                id,
+                client_message_id,
+                expires_in_secs,
+                flags,
+                payload,
+            } => {
+                let send = cmd::send::SendOp {
+                    id,
+                    client_message_id,
+                    expires_in_secs,
+                    flags,
+                    payload,
+                };
                 cmd::send::apply(self, caller, send).await
             }
             OwnerOp::Ack { id, seq } => cmd::ack::apply(self, caller, id, seq).await,
-            OwnerOp::History { id, from_seq, limit } => cmd::history::apply(self, caller, id, from_seq, limit).await,
-            OwnerOp::SendToDevices { id, client_message_id, expires_in_secs, flags, payloads } => {
-                let send = cmd::send::SendOp { id, client_message_id, expires_in_secs, flags, payload: bytes::Bytes::new() };
+            OwnerOp::History {
+                id,
+                from_seq,
+                limit,
+            } => cmd::history::apply(self, caller, id, from_seq, limit).await,
+            OwnerOp::SendToDevices {
+                id,
+                client_message_id,
+                expires_in_secs,
+                flags,
+                payloads,
+            } => {
+                let send = cmd::send::SendOp {
+                    id,
+                    client_message_id,
+                    expires_in_secs,
+                    flags,
+                    payload: bytes::Bytes::new(),
+                };
                 cmd::send::apply_per_device(self, caller, send, payloads).await
             }
-            OwnerOp::SendGroup { id, client_message_id, expires_in_secs, flags, epoch, payload } => {
-                let send = cmd::send::SendOp { id, client_message_id, expires_in_secs, flags, payload };
+            OwnerOp::SendGroup {
+                id,
+                client_message_id,
+                expires_in_secs,
+                flags,
+                epoch,
+                payload,
+            } => {
+                let send = cmd::send::SendOp {
+                    id,
+                    client_message_id,
+                    expires_in_secs,
+                    flags,
+                    payload,
+                };
                 cmd::commit::send_in_epoch(self, caller, send, epoch).await
             }
             OwnerOp::Commit(commit) => cmd::commit::apply(self, caller, *commit).await,
@@ -167,7 +247,11 @@ async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRe
     let mut pending = Vec::new();
     for req in requests {
         let outcome = owner.apply(&req.caller, req.op).await;
-        pending.push(Pending { request_id: req.request_id, reply_to: req.reply, outcome });
+        pending.push(Pending {
+            request_id: req.request_id,
+            reply_to: req.reply,
+            outcome,
+        });
     }
     if pending.iter().any(|p| p.outcome.durable) {
         if let Err(e) = owner.ctx.store.persist().await {

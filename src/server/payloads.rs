@@ -12,7 +12,10 @@ use crate::proto::keys::DevicePayload;
 /// Packs per-device payloads; `None` if a field is too large for the layout.
 pub fn pack(payloads: &[DevicePayload]) -> Option<Bytes> {
     let count = u16::try_from(payloads.len()).ok()?;
-    let size: usize = payloads.iter().map(|p| 1 + p.user.len() + 8 + p.payload.len()).sum();
+    let size: usize = payloads
+        .iter()
+        .map(|p| 1 + p.user.len() + 8 + p.payload.len())
+        .sum();
     let mut out = BytesMut::with_capacity(2 + size);
     out.put_u16(count);
     for p in payloads {
@@ -54,12 +57,27 @@ mod tests {
     #[test]
     fn packs_and_finds_each_device() {
         let payloads = vec![
-            DevicePayload { user: "bob".into(), device: 1, payload: Bytes::from_static(b"for bob 1") },
-            DevicePayload { user: "bob".into(), device: 2, payload: Bytes::from_static(b"for bob 2") },
-            DevicePayload { user: "alice".into(), device: 2, payload: Bytes::new() },
+            DevicePayload {
+                user: "bob".into(),
+                device: 1,
+                payload: Bytes::from_static(b"for bob 1"),
+            },
+            DevicePayload {
+                user: "bob".into(),
+                device: 2,
+                payload: Bytes::from_static(b"for bob 2"),
+            },
+            DevicePayload {
+                user: "alice".into(),
+                device: 2,
+                payload: Bytes::new(),
+            },
         ];
         let packed = pack(&payloads).unwrap();
-        assert_eq!(find(&packed, "bob", 2).unwrap(), Bytes::from_static(b"for bob 2"));
+        assert_eq!(
+            find(&packed, "bob", 2).unwrap(),
+            Bytes::from_static(b"for bob 2")
+        );
         assert_eq!(find(&packed, "alice", 2).unwrap(), Bytes::new());
         assert!(find(&packed, "alice", 1).is_none());
         for cut in 0..packed.len() {

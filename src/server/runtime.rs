@@ -18,13 +18,16 @@ use tokio::sync::{watch, Barrier};
 use tokio::task::{spawn_local, JoinSet, LocalSet};
 
 use super::cid::shard_endpoint_config;
+use super::cmd;
 use super::config::{ConfigError, ServerConfig};
 use super::connection;
-use super::cmd;
 use super::mesh::{Control, Fanout, Mesh, ShardInbox};
 use super::owner;
 use super::shard::{now_ms, ServerStats, ShardCtx};
-use super::socket::{bind_shard_sockets, shard_socket, DatagramMesh, MeshStats, ShardSocketParts, DEFAULT_INBOX_CAPACITY};
+use super::socket::{
+    bind_shard_sockets, shard_socket, DatagramMesh, MeshStats, ShardSocketParts,
+    DEFAULT_INBOX_CAPACITY,
+};
 use super::tls::{load_or_create_identity, server_config, ServerTransportTuning, TlsError};
 use crate::proto::close;
 use crate::store::fjall::{FjallStore, OpenError};
@@ -36,13 +39,19 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the store: {0}")]
     Store(#[from] OpenError),
     #[error("TLS identity: {0}")]
     Tls(#[from] TlsError),
     #[error("cannot bind {addr}: {source}; is another process using the port?")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("shard {shard} failed to start: {message}")]
     Shard { shard: usize, message: String },
 }
@@ -83,7 +92,12 @@ impl Drop for ServerHandle {
 }
 
 fn persist_blocking(store: &dyn Store) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
     if let Err(e) = rt.block_on(store.persist()) {
         tracing::error!(error = %e, "final persist failed");
     }
@@ -108,7 +122,10 @@ struct ShardSetup {
 pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     config.validate()?;
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir { path: data_dir.clone(), source })?;
+    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     let store = Arc::new(FjallStore::open(&data_dir.join("store"))?);
     let identity = load_or_create_identity(&data_dir)?;
     let tuning = ServerTransportTuning {
@@ -117,18 +134,32 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     };
     let quic = server_config(&identity, &tuning)?;
     let shards = config.effective_shards();
-    let sockets = bind_shard_sockets(config.listen, shards).map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let local_addr = sockets.first().and_then(|s| s.local_addr().ok()).unwrap_or(config.listen);
-    let datagrams = DatagramMesh::new(shards, DEFAULT_INBOX_CAPACITY)
-        .map_err(|e| StartError::Shard { shard: 0, message: e.to_string() })?;
+    let sockets = bind_shard_sockets(config.listen, shards).map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let local_addr = sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .unwrap_or(config.listen);
+    let datagrams =
+        DatagramMesh::new(shards, DEFAULT_INBOX_CAPACITY).map_err(|e| StartError::Shard {
+            shard: 0,
+            message: e.to_string(),
+        })?;
     let datagram_stats = datagrams.stats();
     let (mesh, inboxes) = Mesh::new(shards);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stats = Arc::new(ServerStats::default());
     let config = Arc::new(config);
     let barrier = Arc::new(Barrier::new(shards));
-    let setups = datagrams.into_parts().into_iter().zip(sockets).zip(inboxes).enumerate().map(
-        |(id, ((parts, socket), inbox))| ShardSetup {
+    let setups = datagrams
+        .into_parts()
+        .into_iter()
+        .zip(sockets)
+        .zip(inboxes)
+        .enumerate()
+        .map(|(id, ((parts, socket), inbox))| ShardSetup {
             id,
             parts,
             socket,
@@ -140,8 +171,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
             stats: stats.clone(),
             shutdown: shutdown_rx.clone(),
             barrier: barrier.clone(),
-        },
-    );
+        });
     let threads = spawn_shards(setups.collect())?;
     tracing::info!(%local_addr, shards, fingerprint = %identity.fingerprint, "tern listening");
     Ok(ServerHandle {
@@ -165,7 +195,10 @@ fn spawn_shards(setups: Vec<ShardSetup>) -> Result<Vec<JoinHandle<()>>, StartErr
         let thread = std::thread::Builder::new()
             .name(format!("tern-shard-{id}"))
             .spawn(move || run_shard(setup, ready_tx))
-            .map_err(|e| StartError::Shard { shard: id, message: e.to_string() })?;
+            .map_err(|e| StartError::Shard {
+                shard: id,
+                message: e.to_string(),
+            })?;
         threads.push(thread);
         ready.push((id, ready_rx));
     }
@@ -173,14 +206,22 @@ fn spawn_shards(setups: Vec<ShardSetup>) -> Result<Vec<JoinHandle<()>>, StartErr
         match rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(message)) => return Err(StartError::Shard { shard: id, message }),
-            Err(_) => return Err(StartError::Shard { shard: id, message: "thread exited during start".into() }),
+            Err(_) => {
+                return Err(StartError::Shard {
+                    shard: id,
+                    message: "thread exited during start".into(),
+                })
+            }
         }
     }
     Ok(threads)
 }
 
 fn run_shard(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send(Err(e.to_string()));
@@ -199,7 +240,13 @@ async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(),
         }
     };
     let _ = ready.send(Ok(()));
-    let ctx = Rc::new(ShardCtx::new(setup.id, setup.mesh, setup.store, setup.config, setup.stats));
+    let ctx = Rc::new(ShardCtx::new(
+        setup.id,
+        setup.mesh,
+        setup.store,
+        setup.config,
+        setup.stats,
+    ));
     spawn_local(owner::run(ctx.clone(), setup.inbox.owner));
     spawn_local(fanout_loop(ctx.clone(), setup.inbox.fanout));
     spawn_local(control_loop(ctx.clone(), setup.inbox.control));
@@ -208,7 +255,10 @@ async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(),
     }
     let mut connections = accept_loop(&ctx, &endpoint, setup.shutdown).await;
     let drain = Duration::from_secs(ctx.config.drain_timeout_secs + 1);
-    let _ = tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
     setup.barrier.wait().await;
     endpoint.close(close::SHUTTING_DOWN.into(), b"server shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
@@ -222,11 +272,20 @@ fn shard_endpoint(
 ) -> Result<Endpoint, String> {
     let shard_id = u8::try_from(id).map_err(|_| format!("shard id {id} exceeds 255"))?;
     let socket = shard_socket(parts, socket).map_err(|e| e.to_string())?;
-    Endpoint::new_with_abstract_socket(shard_endpoint_config(shard_id), Some(quic), socket, Arc::new(TokioRuntime))
-        .map_err(|e| e.to_string())
+    Endpoint::new_with_abstract_socket(
+        shard_endpoint_config(shard_id),
+        Some(quic),
+        socket,
+        Arc::new(TokioRuntime),
+    )
+    .map_err(|e| e.to_string())
 }
 
-async fn accept_loop(ctx: &Rc<ShardCtx>, endpoint: &Endpoint, mut shutdown: watch::Receiver<bool>) -> JoinSet<()> {
+async fn accept_loop(
+    ctx: &Rc<ShardCtx>,
+    endpoint: &Endpoint,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinSet<()> {
     let mut connections = JoinSet::new();
     loop {
         if *shutdown.borrow() {
@@ -261,8 +320,14 @@ async fn fanout_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<F
 async fn control_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<Control>) {
     while let Some(msg) = inbox.recv().await {
         match msg {
-            Control::LinkDecision { link_id, approver, approve } => cmd::devices::decide(&ctx, link_id, &approver, approve),
-            Control::CloseDevice { user, device } => ctx.sessions.borrow().close_device(&user, device),
+            Control::LinkDecision {
+                link_id,
+                approver,
+                approve,
+            } => cmd::devices::decide(&ctx, link_id, &approver, approve),
+            Control::CloseDevice { user, device } => {
+                ctx.sessions.borrow().close_device(&user, device)
+            }
         }
     }
 }

@@ -41,7 +41,10 @@ impl Closer {
 
     fn close_slow(&self) {
         if let Some(connection) = &self.0 {
-            connection.close(close::TOO_SLOW.into(), b"outbound queue full; reconnect and sync");
+            connection.close(
+                close::TOO_SLOW.into(),
+                b"outbound queue full; reconnect and sync",
+            );
         }
     }
 }
@@ -61,7 +64,10 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn insert(&mut self, user: &str, session: Session) {
-        self.by_user.entry(user.to_owned()).or_default().push(session);
+        self.by_user
+            .entry(user.to_owned())
+            .or_default()
+            .push(session);
     }
 
     pub fn remove(&mut self, user: &str, conn_id: u64) {
@@ -86,8 +92,12 @@ impl Sessions {
     pub fn deliver(&self, fanout: &Fanout) -> FanoutResult {
         let mut result = FanoutResult::default();
         for (index, (user, device)) in fanout.recipients.iter().enumerate() {
-            let Some(list) = self.by_user.get(user) else { continue };
-            let Some(frame) = fanout.frame(index) else { continue };
+            let Some(list) = self.by_user.get(user) else {
+                continue;
+            };
+            let Some(frame) = fanout.frame(index) else {
+                continue;
+            };
             for session in list.iter().filter(|s| s.device == *device) {
                 if is_excluded(&fanout.except, user, *device) {
                     continue;
@@ -100,14 +110,22 @@ impl Sessions {
 
     /// Closes every connection of one device (it was revoked).
     pub fn close_device(&self, user: &str, device: DeviceId) {
-        for session in self.by_user.get(user).into_iter().flatten().filter(|s| s.device == device) {
+        for session in self
+            .by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.device == device)
+        {
             session.closer.close_revoked();
         }
     }
 }
 
 fn is_excluded(except: &Option<Caller>, user: &str, device: DeviceId) -> bool {
-    except.as_ref().is_some_and(|c| c.device == device && c.user == user)
+    except
+        .as_ref()
+        .is_some_and(|c| c.device == device && c.user == user)
 }
 
 fn push(session: &Session, frame: &Bytes, result: &mut FanoutResult) {
@@ -128,9 +146,21 @@ mod tests {
 
     use super::*;
 
-    fn session(conn_id: u64, device: DeviceId, capacity: usize) -> (Session, mpsc::Receiver<Bytes>) {
+    fn session(
+        conn_id: u64,
+        device: DeviceId,
+        capacity: usize,
+    ) -> (Session, mpsc::Receiver<Bytes>) {
         let (outbound, rx) = mpsc::channel(capacity);
-        (Session { conn_id, device, outbound, closer: Closer::detached() }, rx)
+        (
+            Session {
+                conn_id,
+                device,
+                outbound,
+                closer: Closer::detached(),
+            },
+            rx,
+        )
     }
 
     #[test]
@@ -142,9 +172,23 @@ mod tests {
         sessions.insert("alice", a1);
         sessions.insert("alice", a2);
         sessions.insert("bob", b1);
-        let recipients: Arc<[(String, DeviceId)]> = vec![("alice".into(), 1), ("alice".into(), 2), ("bob".into(), 1)].into();
-        let fanout = Fanout::shared(recipients, Some(Caller { user: "alice".into(), device: 1 }), Bytes::from_static(b"f"));
-        assert_eq!(sessions.deliver(&fanout), FanoutResult { delivered: 2, closed_slow: 0 });
+        let recipients: Arc<[(String, DeviceId)]> =
+            vec![("alice".into(), 1), ("alice".into(), 2), ("bob".into(), 1)].into();
+        let fanout = Fanout::shared(
+            recipients,
+            Some(Caller {
+                user: "alice".into(),
+                device: 1,
+            }),
+            Bytes::from_static(b"f"),
+        );
+        assert_eq!(
+            sessions.deliver(&fanout),
+            FanoutResult {
+                delivered: 2,
+                closed_slow: 0
+            }
+        );
         assert!(a1_rx.try_recv().is_err());
         assert_eq!(a2_rx.try_recv().unwrap(), Bytes::from_static(b"f"));
         assert_eq!(b1_rx.try_recv().unwrap(), Bytes::from_static(b"f"));
@@ -159,6 +203,12 @@ mod tests {
         sessions.insert("bob", b1);
         let fanout = Fanout::shared(vec![("bob".to_owned(), 1)].into(), None, Bytes::new());
         assert_eq!(sessions.deliver(&fanout).delivered, 1);
-        assert_eq!(sessions.deliver(&fanout), FanoutResult { delivered: 0, closed_slow: 1 });
+        assert_eq!(
+            sessions.deliver(&fanout),
+            FanoutResult {
+                delivered: 0,
+                closed_slow: 1
+            }
+        );
     }
 }

@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use std::collections::HashMap;
 
 use super::config::ServerConfig;
-use super::ratelimit::RateLimiter;
 use super::mesh::Mesh;
+use super::ratelimit::RateLimiter;
 use super::sessions::Sessions;
 use crate::store::Store;
 
@@ -67,8 +67,21 @@ impl ShardCtx {
         config: Arc<ServerConfig>,
         stats: Arc<ServerStats>,
     ) -> Self {
-        let claims = RefCell::new(RateLimiter::new(config.claim_burst, config.claim_refill_per_minute));
-        ShardCtx { id, mesh, store, config, stats, sessions: RefCell::default(), claims, pending_links: RefCell::default(), next_conn_id: Cell::new(1) }
+        let claims = RefCell::new(RateLimiter::new(
+            config.claim_burst,
+            config.claim_refill_per_minute,
+        ));
+        ShardCtx {
+            id,
+            mesh,
+            store,
+            config,
+            stats,
+            sessions: RefCell::default(),
+            claims,
+            pending_links: RefCell::default(),
+            next_conn_id: Cell::new(1),
+        }
     }
 
     /// A connection id unique within this process.
@@ -81,5 +94,8 @@ impl ShardCtx {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

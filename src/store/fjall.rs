@@ -183,10 +183,11 @@ impl FjallStore {
     /// damage fjall cannot repair is reported as [`OpenError::Corrupt`].
     pub fn open(path: &Path) -> Result<FjallStore, OpenError> {
         let (db, ks) = guarded_open(path)?;
-        let committer = Committer::spawn(db.clone(), path.to_path_buf()).map_err(|source| OpenError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let committer =
+            Committer::spawn(db.clone(), path.to_path_buf()).map_err(|source| OpenError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         let inner = Inner {
             db,
@@ -339,7 +340,10 @@ struct JournalSync {
 
 impl JournalSync {
     fn new(dir: PathBuf) -> Self {
-        JournalSync { dir, files: BTreeMap::new() }
+        JournalSync {
+            dir,
+            files: BTreeMap::new(),
+        }
     }
 
     fn sync(&mut self, db: &Database) -> Result<(), String> {
@@ -377,7 +381,12 @@ impl JournalSync {
     }
 }
 
-fn commit_loop(db: &Database, journals: &mut JournalSync, rx: &mpsc::Receiver<Waiter>, stats: &CommitStats) {
+fn commit_loop(
+    db: &Database,
+    journals: &mut JournalSync,
+    rx: &mpsc::Receiver<Waiter>,
+    stats: &CommitStats,
+) {
     while let Ok(first) = rx.recv() {
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());

@@ -209,8 +209,14 @@ pub enum AppendError {
     NoSuchConversation(ConversationId),
     /// The message's seq is not `head + 1`: two writers sequence one
     /// conversation, or the caller's cached head is stale. Reload the head.
-    #[error("seq {got} does not follow head {head} of conversation {conversation}; reload the head")]
-    SeqConflict { conversation: ConversationId, head: Seq, got: Seq },
+    #[error(
+        "seq {got} does not follow head {head} of conversation {conversation}; reload the head"
+    )]
+    SeqConflict {
+        conversation: ConversationId,
+        head: Seq,
+        got: Seq,
+    },
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -222,10 +228,18 @@ pub trait Store: Send + Sync + 'static {
     /// Creates `user` with its first device (normally device 1).
     /// Fails with `UserExists` if the handle is taken (atomic across callers),
     /// also when every device of that user has been revoked.
-    async fn create_account(&self, user: &str, first: DeviceRecord) -> Result<(), CreateAccountError>;
+    async fn create_account(
+        &self,
+        user: &str,
+        first: DeviceRecord,
+    ) -> Result<(), CreateAccountError>;
 
     /// One device of a user, or `None` if the user or device is unknown.
-    async fn device(&self, user: &str, device: DeviceId) -> Result<Option<DeviceRecord>, BackendError>;
+    async fn device(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<DeviceRecord>, BackendError>;
 
     /// All devices of a user, ordered by device id; empty if the user is unknown.
     async fn devices(&self, user: &str) -> Result<Vec<DeviceRecord>, BackendError>;
@@ -241,7 +255,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<CreateOutcome, CreateConversationError>;
 
     /// A conversation with its members and current head, or `None`.
-    async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>, BackendError>;
+    async fn conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<ConversationRecord>, BackendError>;
 
     /// Adds then removes members (either may be empty), keeping each user's
     /// conversation index in step. Returns the updated record.
@@ -283,7 +300,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Seq, BackendError>;
 
     /// All cursors of one device: conversation id → acknowledged seq.
-    async fn cursors(&self, user: &str, device: DeviceId) -> Result<BTreeMap<ConversationId, Seq>, BackendError>;
+    async fn cursors(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<BTreeMap<ConversationId, Seq>, BackendError>;
 
     /// Deletes up to `limit` messages (and their idempotency keys) whose
     /// `expires_at_ms <= now_ms`. Returns how many were deleted. Heads never
@@ -297,7 +318,13 @@ pub trait Store: Send + Sync + 'static {
     /// or `add_device`), so ids are never reused, even after revocation.
     /// Atomic across callers: concurrent adds get distinct ids.
     /// Returns the id, or `None` if the user does not exist.
-    async fn add_device(&self, user: &str, name: &str, public_key: [u8; 32], created_ms: u64) -> Result<Option<DeviceId>, BackendError>;
+    async fn add_device(
+        &self,
+        user: &str,
+        name: &str,
+        public_key: [u8; 32],
+        created_ms: u64,
+    ) -> Result<Option<DeviceId>, BackendError>;
 
     /// Revokes a device, atomically: it disappears from `device`/`devices`
     /// (so it can no longer authenticate), and its prekeys, key packages and
@@ -315,14 +342,23 @@ pub trait Store: Send + Sync + 'static {
     /// signatures are the caller's to check. Returns the number of one-time
     /// prekeys now in the pool. A device that is not active (unknown or
     /// revoked) stores nothing and gets 0. An empty upload writes nothing.
-    async fn put_prekeys(&self, user: &str, device: DeviceId, upload: &PrekeyUpload) -> Result<u32, BackendError>;
+    async fn put_prekeys(
+        &self,
+        user: &str,
+        device: DeviceId,
+        upload: &PrekeyUpload,
+    ) -> Result<u32, BackendError>;
 
     /// Claims one device's bundle, consuming exactly one one-time prekey
     /// (the lowest id) atomically: no two callers ever get the same one, also
     /// under concurrency. When the pool is empty, `one_time` is `None` and the
     /// last-resort prekey (if any) is returned without being consumed.
     /// `None` if the device is not active or never uploaded an identity key.
-    async fn claim_prekeys(&self, user: &str, device: DeviceId) -> Result<Option<ClaimedPrekeys>, BackendError>;
+    async fn claim_prekeys(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<ClaimedPrekeys>, BackendError>;
 
     /// One-time prekeys left for a device (0 if it has none or is unknown).
     async fn prekey_count(&self, user: &str, device: DeviceId) -> Result<u32, BackendError>;
@@ -334,12 +370,22 @@ pub trait Store: Send + Sync + 'static {
     /// given. Returns the pool size (last-resort not counted). A device that
     /// is not active (unknown or revoked) stores nothing and gets 0. A call
     /// with no packages and no last resort writes nothing (a count query).
-    async fn put_key_packages(&self, user: &str, device: DeviceId, packages: &[Bytes], last_resort: Option<Bytes>) -> Result<u32, BackendError>;
+    async fn put_key_packages(
+        &self,
+        user: &str,
+        device: DeviceId,
+        packages: &[Bytes],
+        last_resort: Option<Bytes>,
+    ) -> Result<u32, BackendError>;
 
     /// Claims one KeyPackage of a device, oldest first, exactly once under
     /// concurrency; the last-resort one (not consumed, `last_resort: true`)
     /// when the pool is empty; `None` if neither (or the device is not active).
-    async fn claim_key_package(&self, user: &str, device: DeviceId) -> Result<Option<ClaimedKeyPackage>, BackendError>;
+    async fn claim_key_package(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<ClaimedKeyPackage>, BackendError>;
 
     /// The MLS epoch of a group conversation (0 before the first commit, and
     /// for unknown conversations).
@@ -351,7 +397,12 @@ pub trait Store: Send + Sync + 'static {
     /// epoch. Atomic across callers (of two racing commits for one epoch
     /// exactly one is accepted). Called only by the conversation's owner,
     /// which has checked that the conversation exists.
-    async fn advance_epoch(&self, id: ConversationId, expected: u64, group_info: &Bytes) -> Result<EpochOutcome, BackendError>;
+    async fn advance_epoch(
+        &self,
+        id: ConversationId,
+        expected: u64,
+        group_info: &Bytes,
+    ) -> Result<EpochOutcome, BackendError>;
 
     /// The GroupInfo stored by the latest accepted commit (for external
     /// joins), or `None` before the first.

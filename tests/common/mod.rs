@@ -1,7 +1,12 @@
 //! The one integration harness: boots a real tern server on 127.0.0.1 port 0
 //! (in-process, or as a child process for kill -9 tests) over a temporary data
 //! directory, and makes real clients that connect to it over QUIC.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -50,7 +55,13 @@ impl TestServer {
         adjust(&mut config);
         let handle = start(config.clone()).expect("server starts");
         let fingerprint = parse_fingerprint(&handle.fingerprint).expect("fingerprint");
-        TestServer { addr: handle.local_addr, fingerprint, handle: Some(handle), config, data }
+        TestServer {
+            addr: handle.local_addr,
+            fingerprint,
+            handle: Some(handle),
+            config,
+            data,
+        }
     }
 
     pub fn handle(&self) -> &ServerHandle {
@@ -62,7 +73,8 @@ impl TestServer {
     }
 
     pub fn options(&self, state: &Path) -> ClientOptions {
-        let mut o = ClientOptions::new(self.addr, TrustAnchor::Fingerprint(self.fingerprint), state);
+        let mut o =
+            ClientOptions::new(self.addr, TrustAnchor::Fingerprint(self.fingerprint), state);
         o.request_timeout = WAIT;
         o.reconnect_max = Duration::from_millis(500);
         o
@@ -71,14 +83,25 @@ impl TestServer {
     /// Registers a new account and returns its connected client.
     pub async fn register(&self, user: &str) -> TestClient {
         let state = tempfile::tempdir().expect("temp dir");
-        let client = Client::register(self.options(state.path()), user, "test").await.expect("register");
-        TestClient { client: Some(client), state }
+        let client = Client::register(self.options(state.path()), user, "test")
+            .await
+            .expect("register");
+        TestClient {
+            client: Some(client),
+            state,
+        }
     }
 
     /// A raw connection with its control stream open, nothing sent.
     pub async fn raw_link(&self) -> Link {
-        let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap(), &TrustAnchor::Fingerprint(self.fingerprint)).unwrap();
-        let link = Link::connect(&endpoint, self.addr, "localhost").await.expect("connects");
+        let endpoint = client_endpoint(
+            "127.0.0.1:0".parse().unwrap(),
+            &TrustAnchor::Fingerprint(self.fingerprint),
+        )
+        .unwrap();
+        let link = Link::connect(&endpoint, self.addr, "localhost")
+            .await
+            .expect("connects");
         std::mem::forget(endpoint);
         link
     }
@@ -87,15 +110,23 @@ impl TestServer {
     /// data directory and port 0 (the address changes).
     pub async fn restart(&mut self) {
         self.stop().await;
-        let config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..self.config.clone() };
-        let handle = tokio::task::spawn_blocking(move || start(config)).await.unwrap().expect("restarts");
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..self.config.clone()
+        };
+        let handle = tokio::task::spawn_blocking(move || start(config))
+            .await
+            .unwrap()
+            .expect("restarts");
         self.addr = handle.local_addr;
         self.handle = Some(handle);
     }
 
     pub async fn stop(&mut self) {
         if let Some(handle) = self.handle.take() {
-            tokio::task::spawn_blocking(move || handle.shutdown()).await.unwrap();
+            tokio::task::spawn_blocking(move || handle.shutdown())
+                .await
+                .unwrap();
         }
     }
 }
@@ -123,13 +154,18 @@ impl TestClient {
 
     /// Reconnects from the saved identity to `server`.
     pub async fn come_online(&mut self, server: &TestServer) {
-        let client = Client::connect(server.options(self.state.path())).await.expect("reconnect");
+        let client = Client::connect(server.options(self.state.path()))
+            .await
+            .expect("reconnect");
         self.client = Some(client);
     }
 
     /// The next delivered message, failing the test after [`WAIT`].
     pub async fn expect_message(&self) -> Message {
-        tokio::time::timeout(WAIT, self.next_message()).await.expect("a message arrives in time").expect("client open")
+        tokio::time::timeout(WAIT, self.next_message())
+            .await
+            .expect("a message arrives in time")
+            .expect("client open")
     }
 
     /// Asserts nothing arrives within `quiet` (used after a positive check
@@ -151,7 +187,14 @@ pub struct ServerProcess {
 impl ServerProcess {
     pub fn spawn(data: &Path, shards: usize) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--shards", &shards.to_string(), "--data"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--shards",
+                &shards.to_string(),
+                "--data",
+            ])
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -162,13 +205,24 @@ impl ServerProcess {
         let mut lines = BufReader::new(stdout).lines();
         let first = lines.next().expect("address line").expect("utf8");
         let second = lines.next().expect("fingerprint line").expect("utf8");
-        let addr = first.split_whitespace().nth(3).expect("address").parse().expect("socket address");
-        let fingerprint = parse_fingerprint(second.rsplit(' ').next().expect("fp")).expect("fingerprint");
-        ServerProcess { child, addr, fingerprint }
+        let addr = first
+            .split_whitespace()
+            .nth(3)
+            .expect("address")
+            .parse()
+            .expect("socket address");
+        let fingerprint =
+            parse_fingerprint(second.rsplit(' ').next().expect("fp")).expect("fingerprint");
+        ServerProcess {
+            child,
+            addr,
+            fingerprint,
+        }
     }
 
     pub fn options(&self, state: &Path) -> ClientOptions {
-        let mut o = ClientOptions::new(self.addr, TrustAnchor::Fingerprint(self.fingerprint), state);
+        let mut o =
+            ClientOptions::new(self.addr, TrustAnchor::Fingerprint(self.fingerprint), state);
         o.request_timeout = WAIT;
         o
     }
@@ -182,7 +236,10 @@ impl ServerProcess {
     /// SIGTERM and wait for a graceful exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
         self.child.wait().expect("exits")
     }
 }

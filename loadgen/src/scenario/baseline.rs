@@ -60,7 +60,12 @@ pub struct Args {
 }
 
 /// The baseline's "authentication": one Register-sized frame, echoed.
-async fn echo_handshake(endpoints: Arc<Endpoints>, stats: Arc<Stats>, user: String, i: usize) -> Result<Link> {
+async fn echo_handshake(
+    endpoints: Arc<Endpoints>,
+    stats: Arc<Stats>,
+    user: String,
+    i: usize,
+) -> Result<Link> {
     let t0 = stats.clock.now_ns();
     let mut link = endpoints.link(i).await?;
     let t1 = stats.clock.now_ns();
@@ -77,7 +82,10 @@ async fn echo_handshake(endpoints: Arc<Endpoints>, stats: Arc<Stats>, user: Stri
     };
     tokio::time::timeout(endpoints.timeout, exchange)
         .await
-        .map_err(|_| LoadError::Timeout { what: "the echo of the first frame".into(), secs: endpoints.timeout.as_secs() })??;
+        .map_err(|_| LoadError::Timeout {
+            what: "the echo of the first frame".into(),
+            secs: endpoints.timeout.as_secs(),
+        })??;
     stats.record("step_first_echo", t1, stats.clock.now_ns());
     Ok(link)
 }
@@ -85,13 +93,32 @@ async fn echo_handshake(endpoints: Arc<Endpoints>, stats: Arc<Stats>, user: Stri
 pub async fn run(args: Args) -> Result<Report> {
     let target = Target::echo(&args.target)?;
     let mut ctx = Ctx::new("baseline", &args, target, &args.client)?;
-    let probe = echo_handshake(ctx.endpoints.clone(), ctx.stats.clone(), user_name(&ctx.run, "p", 0), 0)
-        .await
-        .map_err(|e| LoadError::Unreachable { addr: ctx.endpoints.addr, detail: e.to_string() })?;
+    let probe = echo_handshake(
+        ctx.endpoints.clone(),
+        ctx.stats.clone(),
+        user_name(&ctx.run, "p", 0),
+        0,
+    )
+    .await
+    .map_err(|e| LoadError::Unreachable {
+        addr: ctx.endpoints.addr,
+        detail: e.to_string(),
+    })?;
     let (run, stats) = (ctx.run.clone(), ctx.stats.clone());
-    let handshake = move |endpoints: Arc<Endpoints>, i: usize| echo_handshake(endpoints, stats.clone(), user_name(&run, "c", i), i);
+    let handshake = move |endpoints: Arc<Endpoints>, i: usize| {
+        echo_handshake(endpoints, stats.clone(), user_name(&run, "c", i), i)
+    };
     let pid = ctx.target.pid;
-    let links = ramp_and_hold(&ctx.endpoints, &args.idle, &ctx.stats, pid, args.output.quiet, &mut ctx.report, handshake).await;
+    let links = ramp_and_hold(
+        &ctx.endpoints,
+        &args.idle,
+        &ctx.stats,
+        pid,
+        args.output.quiet,
+        &mut ctx.report,
+        handshake,
+    )
+    .await;
     ctx.report.note("baseline: bare quinn echo server with tern's transport (SO_REUSEPORT shards, CID routing, TLS, ServerTransportTuning); connect = handshake + one echoed Register-sized frame");
     if args.rate > 0.0 {
         echo_phase(&args, &mut ctx, links).await;
@@ -119,26 +146,51 @@ impl Sink for EchoSink {
 }
 
 async fn echo_phase(args: &Args, ctx: &mut Ctx, links: Vec<Link>) {
-    let sink: Arc<dyn Sink> = Arc::new(EchoSink { stats: ctx.stats.clone() });
+    let sink: Arc<dyn Sink> = Arc::new(EchoSink {
+        stats: ctx.stats.clone(),
+    });
     let devices: Vec<LiveDevice> = links
         .into_iter()
         .take(args.echo_connections.max(1))
         .enumerate()
-        .map(|(i, link)| LiveDevice::start(i, link, sink.clone(), ctx.stats.clock, None, args.queue))
+        .map(|(i, link)| {
+            LiveDevice::start(i, link, sink.clone(), ctx.stats.clock, None, args.queue)
+        })
         .collect();
     let senders: Vec<_> = devices.iter().map(|d| d.jobs.clone()).collect();
     let n = senders.len().max(1) as u64;
     let stats = ctx.stats.clone();
     let phase = Phase::start(ctx.target.pid);
-    let sched = OpenLoop::new(args.rate, stats.clock.now_ns(), args.messages, Some(Duration::from_secs(args.duration)));
+    let sched = OpenLoop::new(
+        args.rate,
+        stats.clock.now_ns(),
+        args.messages,
+        Some(Duration::from_secs(args.duration)),
+    );
     let size = args.payload;
     let make = |k: u64, intended: u64| {
-        let body = Body::Send { conversation_id: 1, client_message_id: k + 1, expires_in_secs: 0, flags: 0, payload: payload(k, intended, size) };
+        let body = Body::Send {
+            conversation_id: 1,
+            client_message_id: k + 1,
+            expires_in_secs: 0,
+            flags: 0,
+            payload: payload(k, intended, size),
+        };
         ((k % n) as usize, Job::Raw(Frame::new(k + 1, body).encode()))
     };
-    let dispatched = with_progress(&stats, "echo", "echo", args.output.quiet, open_loop(&stats, sched, &senders, make)).await;
+    let dispatched = with_progress(
+        &stats,
+        "echo",
+        "echo",
+        args.output.quiet,
+        open_loop(&stats, sched, &senders, make),
+    )
+    .await;
     let c = &stats.counters;
-    wait_until(Duration::from_secs(10), || Counters::get(&c.delivered) >= Counters::get(&c.sent)).await;
+    wait_until(Duration::from_secs(10), || {
+        Counters::get(&c.delivered) >= Counters::get(&c.sent)
+    })
+    .await;
     let cost = phase.end();
     let received = Counters::get(&c.delivered);
     let r = &mut ctx.report;
@@ -146,8 +198,14 @@ async fn echo_phase(args: &Args, ctx: &mut Ctx, links: Vec<Link>) {
     r.figure("echo_sent", Counters::get(&c.sent) as f64);
     r.figure("echo_received", received as f64);
     r.figure("echo_dropped", dispatched.dropped as f64);
-    r.figure("echo_lost", Counters::get(&c.sent).saturating_sub(received) as f64);
-    r.figure("echo_throughput_per_s", received as f64 / cost.wall_s.max(1e-9));
+    r.figure(
+        "echo_lost",
+        Counters::get(&c.sent).saturating_sub(received) as f64,
+    );
+    r.figure(
+        "echo_throughput_per_s",
+        received as f64 / cost.wall_s.max(1e-9),
+    );
     r.figure("errors", Counters::get(&c.errors) as f64);
     cost.figures(r, "echo", "echo", received);
     devices.into_iter().for_each(LiveDevice::close);

@@ -92,7 +92,11 @@ impl ChatSink {
             return;
         }
         let job = self.job(device, k, now_ns);
-        let queued = sat.senders.get().and_then(|s| s.get(device)).is_some_and(|tx| tx.try_send(job).is_ok());
+        let queued = sat
+            .senders
+            .get()
+            .and_then(|s| s.get(device))
+            .is_some_and(|tx| tx.try_send(job).is_ok());
         let c = &self.stats.counters;
         Counters::add(if queued { &c.sent } else { &c.dropped }, 1);
     }
@@ -100,7 +104,11 @@ impl ChatSink {
     fn job(&self, device: usize, k: u64, intended: u64) -> Job {
         self.pending.insert(k + 1, intended);
         let conversation_id = self.convs.get(device / 2).copied().unwrap_or(0);
-        Job::Send { request_id: k + 1, conversation_id, payload: payload(k, intended, self.size) }
+        Job::Send {
+            request_id: k + 1,
+            conversation_id,
+            payload: payload(k, intended, self.size),
+        }
     }
 }
 
@@ -132,23 +140,53 @@ impl Sink for ChatSink {
 
     fn on_closed(&self, device: usize, why: &str) {
         if !self.closing.load(Ordering::Relaxed) {
-            self.on_error(device, 0, &ErrorBody { code: tern::proto::fb::ErrorCode::Unknown, message: format!("connection closed: {why}"), retry_after_ms: 0 });
+            self.on_error(
+                device,
+                0,
+                &ErrorBody {
+                    code: tern::proto::fb::ErrorCode::Unknown,
+                    message: format!("connection closed: {why}"),
+                    retry_after_ms: 0,
+                },
+            );
         }
     }
 }
 
 pub async fn run(args: Args) -> Result<Report> {
     if args.connections < 2 {
-        return Err(LoadError::Usage("chat needs --connections of at least 2 (one pair)".into()));
+        return Err(LoadError::Usage(
+            "chat needs --connections of at least 2 (one pair)".into(),
+        ));
     }
     let target = Target::tern(&args.target)?;
     let mut ctx = Ctx::new("chat", &args, target, &args.client)?;
     let (_, probe) = ctx.endpoints.probe(&user_name(&ctx.run, "p", 0)).await?;
     let pairs = args.connections / 2;
-    let devices = register_many(&ctx.endpoints, &ctx.run, "u", pairs * 2, args.client.setup_concurrency, args.output.quiet).await?;
+    let devices = register_many(
+        &ctx.endpoints,
+        &ctx.run,
+        "u",
+        pairs * 2,
+        args.client.setup_concurrency,
+        args.output.quiet,
+    )
+    .await?;
     let mut slots: Vec<_> = devices.into_iter().map(Some).collect();
-    let jobs = (0..pairs).map(|p| CreateJob { creator: 2 * p, kind: ConversationKind::Direct, members: vec![user_name(&ctx.run, "u", 2 * p + 1)] }).collect();
-    let convs = create_conversations(&mut slots, jobs, args.client.setup_concurrency, args.client.timeout()).await?;
+    let jobs = (0..pairs)
+        .map(|p| CreateJob {
+            creator: 2 * p,
+            kind: ConversationKind::Direct,
+            members: vec![user_name(&ctx.run, "u", 2 * p + 1)],
+        })
+        .collect();
+    let convs = create_conversations(
+        &mut slots,
+        jobs,
+        args.client.setup_concurrency,
+        args.client.timeout(),
+    )
+    .await?;
     let sink = Arc::new(ChatSink {
         stats: ctx.stats.clone(),
         pending: Pending::new(),
@@ -163,7 +201,9 @@ pub async fn run(args: Args) -> Result<Report> {
         .into_iter()
         .flatten()
         .enumerate()
-        .map(|(i, (_, link))| LiveDevice::start(i, link, sink.clone(), ctx.stats.clock, ack, args.queue))
+        .map(|(i, (_, link))| {
+            LiveDevice::start(i, link, sink.clone(), ctx.stats.clock, ack, args.queue)
+        })
         .collect();
     send_phase(&args, &mut ctx, &sink, &live).await;
     sink.closing.store(true, Ordering::Relaxed);
@@ -176,7 +216,12 @@ fn saturation(args: &Args) -> Option<Saturation> {
     if args.rate > 0.0 {
         return None;
     }
-    Some(Saturation { senders: OnceLock::new(), next_k: AtomicU64::new(0), stopped: AtomicBool::new(false), limit: args.messages.unwrap_or(u64::MAX) })
+    Some(Saturation {
+        senders: OnceLock::new(),
+        next_k: AtomicU64::new(0),
+        stopped: AtomicBool::new(false),
+        limit: args.messages.unwrap_or(u64::MAX),
+    })
 }
 
 async fn send_phase(args: &Args, ctx: &mut Ctx, sink: &Arc<ChatSink>, live: &[LiveDevice]) {
@@ -188,24 +233,52 @@ async fn send_phase(args: &Args, ctx: &mut Ctx, sink: &Arc<ChatSink>, live: &[Li
         None
     } else {
         let n = senders.len().max(1) as u64;
-        let sched = OpenLoop::new(args.rate, stats.clock.now_ns(), args.messages, Some(Duration::from_secs(args.duration)));
-        let make = |k: u64, intended: u64| ((k % n) as usize, sink.job((k % n) as usize, k, intended));
-        Some(with_progress(&stats, "chat", "send_deliver", args.output.quiet, open_loop(&stats, sched, &senders, make)).await)
+        let sched = OpenLoop::new(
+            args.rate,
+            stats.clock.now_ns(),
+            args.messages,
+            Some(Duration::from_secs(args.duration)),
+        );
+        let make =
+            |k: u64, intended: u64| ((k % n) as usize, sink.job((k % n) as usize, k, intended));
+        Some(
+            with_progress(
+                &stats,
+                "chat",
+                "send_deliver",
+                args.output.quiet,
+                open_loop(&stats, sched, &senders, make),
+            )
+            .await,
+        )
     };
     let c = &stats.counters;
     let drained = wait_until(Duration::from_secs(15), || {
         let acked = Counters::get(&c.acked);
-        acked + Counters::get(&c.errors) >= Counters::get(&c.sent) && Counters::get(&c.delivered) >= acked
+        acked + Counters::get(&c.errors) >= Counters::get(&c.sent)
+            && Counters::get(&c.delivered) >= acked
     })
     .await;
     let cost = phase.end();
-    figures(&mut ctx.report, &stats, args, cost, drained, dispatched.is_none());
+    figures(
+        &mut ctx.report,
+        &stats,
+        args,
+        cost,
+        drained,
+        dispatched.is_none(),
+    );
     if let Ok(Some(first)) = sink.first_error.lock().map(|e| e.clone()) {
         ctx.report.note(format!("first error: {first}"));
     }
 }
 
-async fn saturate(args: &Args, sink: &Arc<ChatSink>, sat: &Saturation, senders: Vec<mpsc::Sender<Job>>) {
+async fn saturate(
+    args: &Args,
+    sink: &Arc<ChatSink>,
+    sat: &Saturation,
+    senders: Vec<mpsc::Sender<Job>>,
+) {
     let n = senders.len();
     let _ = sat.senders.set(senders);
     let now = sink.stats.clock.now_ns();
@@ -216,13 +289,31 @@ async fn saturate(args: &Args, sink: &Arc<ChatSink>, sat: &Saturation, senders: 
     }
     let stats = sink.stats.clone();
     let duration = Duration::from_secs(args.duration);
-    with_progress(&stats, "chat", "send_deliver", args.output.quiet, tokio::time::sleep(duration)).await;
+    with_progress(
+        &stats,
+        "chat",
+        "send_deliver",
+        args.output.quiet,
+        tokio::time::sleep(duration),
+    )
+    .await;
     sat.stopped.store(true, Ordering::Relaxed);
 }
 
-fn figures(r: &mut Report, stats: &Stats, args: &Args, cost: crate::drive::PhaseCost, drained: bool, closed_loop: bool) {
+fn figures(
+    r: &mut Report,
+    stats: &Stats,
+    args: &Args,
+    cost: crate::drive::PhaseCost,
+    drained: bool,
+    closed_loop: bool,
+) {
     let c = &stats.counters;
-    let (sent, acked, delivered) = (Counters::get(&c.sent), Counters::get(&c.acked), Counters::get(&c.delivered));
+    let (sent, acked, delivered) = (
+        Counters::get(&c.sent),
+        Counters::get(&c.acked),
+        Counters::get(&c.delivered),
+    );
     r.figure("pairs", (args.connections / 2) as f64);
     r.figure("target_rate_per_s", args.rate);
     r.figure("messages_sent", sent as f64);
@@ -231,13 +322,18 @@ fn figures(r: &mut Report, stats: &Stats, args: &Args, cost: crate::drive::Phase
     r.figure("dropped_sends", Counters::get(&c.dropped) as f64);
     r.figure("errors", Counters::get(&c.errors) as f64);
     r.figure("lost_deliveries", acked.saturating_sub(delivered) as f64);
-    r.figure("throughput_delivered_per_s", delivered as f64 / cost.wall_s.max(1e-9));
+    r.figure(
+        "throughput_delivered_per_s",
+        delivered as f64 / cost.wall_s.max(1e-9),
+    );
     cost.figures(r, "send_phase", "delivery", delivered);
     if !drained {
         r.note("not every send was acked and delivered within 15 s of the end of sending");
     }
     if closed_loop {
-        r.note("saturation (closed loop): latencies are measured from each send's actual issue time");
+        r.note(
+            "saturation (closed loop): latencies are measured from each send's actual issue time",
+        );
     } else {
         r.note("open loop: latencies are measured from each message's intended send time (coordinated-omission corrected)");
     }

@@ -46,7 +46,16 @@ pub async fn run(args: Args) -> Result<Report> {
         }
     };
     let pid = ctx.target.pid;
-    let links = ramp_and_hold(&ctx.endpoints, &args.idle, &ctx.stats, pid, args.output.quiet, &mut ctx.report, handshake).await;
+    let links = ramp_and_hold(
+        &ctx.endpoints,
+        &args.idle,
+        &ctx.stats,
+        pid,
+        args.output.quiet,
+        &mut ctx.report,
+        handshake,
+    )
+    .await;
     ctx.report.note("connect latency: QUIC handshake + Register round trip (fsynced by the server), from each connection's intended start on the ramp; step_handshake / step_register: the two steps alone, from their actual start");
     drop(probe);
     drop(links);

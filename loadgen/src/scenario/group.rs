@@ -76,7 +76,12 @@ struct Track {
 
 impl Track {
     fn new() -> Self {
-        Track { intended: AtomicU64::new(0), first: AtomicU64::new(u64::MAX), last: AtomicU64::new(0), count: AtomicU64::new(0) }
+        Track {
+            intended: AtomicU64::new(0),
+            first: AtomicU64::new(u64::MAX),
+            last: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
     }
 }
 
@@ -96,7 +101,9 @@ impl Sink for GroupSink {
     }
 
     fn on_deliver(&self, _device: usize, message: &Message, now_ns: u64) {
-        let Some((k, intended)) = parse_payload(&message.payload) else { return };
+        let Some((k, intended)) = parse_payload(&message.payload) else {
+            return;
+        };
         self.stats.record("deliver", intended, now_ns);
         Counters::add(&self.stats.counters.delivered, 1);
         if let Some(t) = usize::try_from(k).ok().and_then(|k| self.tracks.get(k)) {
@@ -119,26 +126,68 @@ impl Sink for GroupSink {
 
 pub async fn run(args: Args) -> Result<Report> {
     if args.members < 2 || args.groups == 0 || args.rate <= 0.0 {
-        return Err(LoadError::Usage("group needs --members of at least 2, --groups of at least 1 and a positive --rate".into()));
+        return Err(LoadError::Usage(
+            "group needs --members of at least 2, --groups of at least 1 and a positive --rate"
+                .into(),
+        ));
     }
     let target = Target::tern(&args.target)?;
     let mut ctx = Ctx::new("group", &args, target, &args.client)?;
     let (_, probe) = ctx.endpoints.probe(&user_name(&ctx.run, "p", 0)).await?;
-    let sched = OpenLoop::new(args.rate, 0, args.messages, Some(Duration::from_secs(args.duration)));
+    let sched = OpenLoop::new(
+        args.rate,
+        0,
+        args.messages,
+        Some(Duration::from_secs(args.duration)),
+    );
     if sched.capacity() > MAX_TRACKED {
-        return Err(LoadError::Usage(format!("rate × duration exceeds {MAX_TRACKED} messages; lower them or set --messages")));
+        return Err(LoadError::Usage(format!(
+            "rate × duration exceeds {MAX_TRACKED} messages; lower them or set --messages"
+        )));
     }
     let g = args.members;
-    let devices = register_many(&ctx.endpoints, &ctx.run, "g", g * args.groups, args.client.setup_concurrency, args.output.quiet).await?;
+    let devices = register_many(
+        &ctx.endpoints,
+        &ctx.run,
+        "g",
+        g * args.groups,
+        args.client.setup_concurrency,
+        args.output.quiet,
+    )
+    .await?;
     let mut slots: Vec<_> = devices.into_iter().map(Some).collect();
     let jobs = (0..args.groups)
-        .map(|j| CreateJob { creator: j * g, kind: ConversationKind::Group, members: (j * g + 1..(j + 1) * g).map(|i| user_name(&ctx.run, "g", i)).collect() })
+        .map(|j| CreateJob {
+            creator: j * g,
+            kind: ConversationKind::Group,
+            members: (j * g + 1..(j + 1) * g)
+                .map(|i| user_name(&ctx.run, "g", i))
+                .collect(),
+        })
         .collect();
-    let convs = create_conversations(&mut slots, jobs, args.client.setup_concurrency, args.client.timeout()).await?;
+    let convs = create_conversations(
+        &mut slots,
+        jobs,
+        args.client.setup_concurrency,
+        args.client.timeout(),
+    )
+    .await?;
     let tracks = (0..sched.capacity()).map(|_| Track::new()).collect();
-    let sink = Arc::new(GroupSink { stats: ctx.stats.clone(), pending: Pending::new(), tracks, closing: AtomicBool::new(false) });
+    let sink = Arc::new(GroupSink {
+        stats: ctx.stats.clone(),
+        pending: Pending::new(),
+        tracks,
+        closing: AtomicBool::new(false),
+    });
     let ack = (args.ack_interval_ms > 0).then(|| Duration::from_millis(args.ack_interval_ms));
-    let live: Vec<LiveDevice> = slots.into_iter().flatten().enumerate().map(|(i, (_, link))| LiveDevice::start(i, link, sink.clone(), ctx.stats.clock, ack, args.queue)).collect();
+    let live: Vec<LiveDevice> = slots
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, (_, link))| {
+            LiveDevice::start(i, link, sink.clone(), ctx.stats.clock, ack, args.queue)
+        })
+        .collect();
     send_phase(&args, &mut ctx, &sink, &live, &convs).await;
     sink.closing.store(true, Ordering::Relaxed);
     live.into_iter().for_each(LiveDevice::close);
@@ -146,12 +195,27 @@ pub async fn run(args: Args) -> Result<Report> {
     Ok(ctx.close().await)
 }
 
-async fn send_phase(args: &Args, ctx: &mut Ctx, sink: &Arc<GroupSink>, live: &[LiveDevice], convs: &[u64]) {
+async fn send_phase(
+    args: &Args,
+    ctx: &mut Ctx,
+    sink: &Arc<GroupSink>,
+    live: &[LiveDevice],
+    convs: &[u64],
+) {
     let senders: Vec<_> = live.iter().map(|d| d.jobs.clone()).collect();
     let stats = ctx.stats.clone();
-    let (groups, g, s) = (args.groups as u64, args.members as u64, args.senders.clamp(1, args.members) as u64);
+    let (groups, g, s) = (
+        args.groups as u64,
+        args.members as u64,
+        args.senders.clamp(1, args.members) as u64,
+    );
     let phase = Phase::start(ctx.target.pid);
-    let sched = OpenLoop::new(args.rate, stats.clock.now_ns(), args.messages, Some(Duration::from_secs(args.duration)));
+    let sched = OpenLoop::new(
+        args.rate,
+        stats.clock.now_ns(),
+        args.messages,
+        Some(Duration::from_secs(args.duration)),
+    );
     let make = |k: u64, intended: u64| {
         let (group, member) = (k % groups, (k / groups) % s);
         if let Some(t) = usize::try_from(k).ok().and_then(|k| sink.tracks.get(k)) {
@@ -159,14 +223,29 @@ async fn send_phase(args: &Args, ctx: &mut Ctx, sink: &Arc<GroupSink>, live: &[L
         }
         sink.pending.insert(k + 1, intended);
         let conversation_id = convs.get(group as usize).copied().unwrap_or(0);
-        ((group * g + member) as usize, Job::Send { request_id: k + 1, conversation_id, payload: payload(k, intended, args.payload) })
+        (
+            (group * g + member) as usize,
+            Job::Send {
+                request_id: k + 1,
+                conversation_id,
+                payload: payload(k, intended, args.payload),
+            },
+        )
     };
-    let dispatched = with_progress(&stats, "group", "deliver", args.output.quiet, open_loop(&stats, sched, &senders, make)).await;
+    let dispatched = with_progress(
+        &stats,
+        "group",
+        "deliver",
+        args.output.quiet,
+        open_loop(&stats, sched, &senders, make),
+    )
+    .await;
     let c = &stats.counters;
     let fan = g - 1;
     let drained = wait_until(Duration::from_secs(20), || {
         let acked = Counters::get(&c.acked);
-        acked + Counters::get(&c.errors) >= Counters::get(&c.sent) && Counters::get(&c.delivered) >= acked * fan
+        acked + Counters::get(&c.errors) >= Counters::get(&c.sent)
+            && Counters::get(&c.delivered) >= acked * fan
     })
     .await;
     let cost = phase.end();
@@ -179,11 +258,22 @@ async fn send_phase(args: &Args, ctx: &mut Ctx, sink: &Arc<GroupSink>, live: &[L
     r.figure("messages_acked", Counters::get(&c.acked) as f64);
     r.figure("dropped_sends", dispatched.dropped as f64);
     r.figure("deliveries", Counters::get(&c.delivered) as f64);
-    r.figure("deliveries_expected", (Counters::get(&c.acked) * fan) as f64);
+    r.figure(
+        "deliveries_expected",
+        (Counters::get(&c.acked) * fan) as f64,
+    );
     r.figure("incomplete_messages", incomplete as f64);
     r.figure("errors", Counters::get(&c.errors) as f64);
-    r.figure("deliveries_per_s", Counters::get(&c.delivered) as f64 / cost.wall_s.max(1e-9));
-    cost.figures(r, "send_phase", "recipient_delivery", Counters::get(&c.delivered));
+    r.figure(
+        "deliveries_per_s",
+        Counters::get(&c.delivered) as f64 / cost.wall_s.max(1e-9),
+    );
+    cost.figures(
+        r,
+        "send_phase",
+        "recipient_delivery",
+        Counters::get(&c.delivered),
+    );
     if !drained {
         r.note("not every message reached every member within 20 s of the end of sending");
     }
@@ -194,13 +284,20 @@ async fn send_phase(args: &Args, ctx: &mut Ctx, sink: &Arc<GroupSink>, live: &[L
 /// returns how many were not delivered to all `fan` recipients.
 fn record_spread(sink: &GroupSink, issued: u64, fan: u64) -> u64 {
     let mut incomplete = 0;
-    for t in sink.tracks.iter().take(usize::try_from(issued).unwrap_or(usize::MAX)) {
+    for t in sink
+        .tracks
+        .iter()
+        .take(usize::try_from(issued).unwrap_or(usize::MAX))
+    {
         let intended = t.intended.load(Ordering::Relaxed);
         if t.count.load(Ordering::Relaxed) < fan {
             incomplete += 1;
             continue;
         }
-        let (first, last) = (t.first.load(Ordering::Relaxed), t.last.load(Ordering::Relaxed));
+        let (first, last) = (
+            t.first.load(Ordering::Relaxed),
+            t.last.load(Ordering::Relaxed),
+        );
         sink.stats.record("first_recipient", intended, first);
         sink.stats.record("last_recipient", intended, last);
     }

@@ -27,11 +27,27 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(scenario: &str, config: &impl Serialize, target: Target, client: &crate::args::ClientArgs) -> Result<Ctx> {
-        let endpoints = Endpoints::new(client.endpoints, target.addr, target.fingerprint, client.timeout())?;
+    pub fn new(
+        scenario: &str,
+        config: &impl Serialize,
+        target: Target,
+        client: &crate::args::ClientArgs,
+    ) -> Result<Ctx> {
+        let endpoints = Endpoints::new(
+            client.endpoints,
+            target.addr,
+            target.fingerprint,
+            client.timeout(),
+        )?;
         let config = serde_json::to_value(config).map_err(|e| LoadError::Usage(e.to_string()))?;
         let report = Report::new(scenario, config, target.info());
-        Ok(Ctx { target, endpoints, stats: Arc::new(Stats::new(Clock::new())), report, run: run_id() })
+        Ok(Ctx {
+            target,
+            endpoints,
+            stats: Arc::new(Stats::new(Clock::new())),
+            report,
+            run: run_id(),
+        })
     }
 
     /// Shuts the client side and the spawned server down and hands back the report.

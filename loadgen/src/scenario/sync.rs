@@ -60,12 +60,22 @@ pub struct Args {
 
 pub async fn run(args: Args) -> Result<Report> {
     if args.devices == 0 || args.backlog == 0 {
-        return Err(LoadError::Usage("sync needs --devices and --backlog of at least 1".into()));
+        return Err(LoadError::Usage(
+            "sync needs --devices and --backlog of at least 1".into(),
+        ));
     }
     let target = Target::tern(&args.target)?;
     let mut ctx = Ctx::new("sync", &args, target, &args.client)?;
     let (_, mut sender) = ctx.endpoints.probe(&user_name(&ctx.run, "s", 0)).await?;
-    let receivers = register_many(&ctx.endpoints, &ctx.run, "r", args.devices, args.client.setup_concurrency, args.output.quiet).await?;
+    let receivers = register_many(
+        &ctx.endpoints,
+        &ctx.run,
+        "r",
+        args.devices,
+        args.client.setup_concurrency,
+        args.output.quiet,
+    )
+    .await?;
     let receivers: Vec<Device> = receivers
         .into_iter()
         .map(|(device, link)| {
@@ -73,25 +83,55 @@ pub async fn run(args: Args) -> Result<Report> {
             device
         })
         .collect();
-    let convs = create_direct(&mut sender, &ctx.run, args.devices, args.window, args.client.timeout()).await?;
+    let convs = create_direct(
+        &mut sender,
+        &ctx.run,
+        args.devices,
+        args.window,
+        args.client.timeout(),
+    )
+    .await?;
     build_backlog(&args, &mut ctx, &mut sender, &convs).await?;
     drain(&args, &mut ctx, receivers).await;
     drop(sender);
     Ok(ctx.close().await)
 }
 
-async fn create_direct(sender: &mut Link, run: &str, devices: usize, window: usize, timeout: Duration) -> Result<Vec<u64>> {
-    let frames = (0..devices).map(|i| Frame::new(i as u64 + 1, Body::CreateConversation { kind: ConversationKind::Direct, members: vec![user_name(run, "r", i)] }));
+async fn create_direct(
+    sender: &mut Link,
+    run: &str,
+    devices: usize,
+    window: usize,
+    timeout: Duration,
+) -> Result<Vec<u64>> {
+    let frames = (0..devices).map(|i| {
+        Frame::new(
+            i as u64 + 1,
+            Body::CreateConversation {
+                kind: ConversationKind::Direct,
+                members: vec![user_name(run, "r", i)],
+            },
+        )
+    });
     let mut convs = vec![0u64; devices];
     let mut bad = None;
-    pipeline(sender, frames, window, "conversation creation", timeout, |id, body| match body {
-        Body::ConversationInfo { conversation_id, .. } => {
-            if let Some(slot) = convs.get_mut(id as usize - 1) {
-                *slot = conversation_id;
+    pipeline(
+        sender,
+        frames,
+        window,
+        "conversation creation",
+        timeout,
+        |id, body| match body {
+            Body::ConversationInfo {
+                conversation_id, ..
+            } => {
+                if let Some(slot) = convs.get_mut(id as usize - 1) {
+                    *slot = conversation_id;
+                }
             }
-        }
-        other => bad = Some(unexpected("conversation creation", &other)),
-    })
+            other => bad = Some(unexpected("conversation creation", &other)),
+        },
+    )
     .await?;
     bad.map_or(Ok(convs), Err)
 }
@@ -100,24 +140,41 @@ async fn build_backlog(args: &Args, ctx: &mut Ctx, sender: &mut Link, convs: &[u
     let total = (args.devices * args.backlog) as u64;
     let clock = ctx.stats.clock;
     let frames = (0..total).map(|k| {
-        let conversation_id = convs.get((k % convs.len() as u64) as usize).copied().unwrap_or(0);
-        let body = Body::Send { conversation_id, client_message_id: k + 1, expires_in_secs: 0, flags: 0, payload: payload(k, clock.now_ns(), args.payload) };
+        let conversation_id = convs
+            .get((k % convs.len() as u64) as usize)
+            .copied()
+            .unwrap_or(0);
+        let body = Body::Send {
+            conversation_id,
+            client_message_id: k + 1,
+            expires_in_secs: 0,
+            flags: 0,
+            payload: payload(k, clock.now_ns(), args.payload),
+        };
         Frame::new(k + 1, body)
     });
     let phase = Phase::start(ctx.target.pid);
     let progress = Progress::new("backlog", Some(total), args.output.quiet);
     let mut acked = 0u64;
-    pipeline(sender, frames, args.window, "building the backlog", args.client.timeout(), |_, _| {
-        acked += 1;
-        if acked % 1024 == 0 {
-            progress.set(acked, String::new());
-        }
-    })
+    pipeline(
+        sender,
+        frames,
+        args.window,
+        "building the backlog",
+        args.client.timeout(),
+        |_, _| {
+            acked += 1;
+            if acked % 1024 == 0 {
+                progress.set(acked, String::new());
+            }
+        },
+    )
     .await?;
     progress.finish();
     let cost = phase.end();
     ctx.report.figure("backlog_messages", acked as f64);
-    ctx.report.figure("backlog_rate_per_s", acked as f64 / cost.wall_s.max(1e-9));
+    ctx.report
+        .figure("backlog_rate_per_s", acked as f64 / cost.wall_s.max(1e-9));
     cost.figures(&mut ctx.report, "backlog", "stored_message", acked);
     Ok(())
 }
@@ -135,12 +192,23 @@ async fn drain(args: &Args, ctx: &mut Ctx, receivers: Vec<Device>) {
     let limit = Arc::new(Semaphore::new(args.reconnect_concurrency.max(1)));
     let progress = Progress::new("drain", Some(receivers.len() as u64), args.output.quiet);
     let t = totals.clone();
-    let ticker = progress.ticker(move || (t.devices_ok.load(Ordering::Relaxed) + t.failures.load(Ordering::Relaxed), format!("{} messages", t.messages.load(Ordering::Relaxed))));
+    let ticker = progress.ticker(move || {
+        (
+            t.devices_ok.load(Ordering::Relaxed) + t.failures.load(Ordering::Relaxed),
+            format!("{} messages", t.messages.load(Ordering::Relaxed)),
+        )
+    });
     let phase = Phase::start(ctx.target.pid);
     let mut tasks = JoinSet::new();
     let first_error = Arc::new(std::sync::Mutex::new(None));
     for (i, device) in receivers.into_iter().enumerate() {
-        let (endpoints, stats, totals, limit, first_error) = (ctx.endpoints.clone(), ctx.stats.clone(), totals.clone(), limit.clone(), first_error.clone());
+        let (endpoints, stats, totals, limit, first_error) = (
+            ctx.endpoints.clone(),
+            ctx.stats.clone(),
+            totals.clone(),
+            limit.clone(),
+            first_error.clone(),
+        );
         let page = args.page;
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
@@ -164,10 +232,16 @@ async fn drain(args: &Args, ctx: &mut Ctx, receivers: Vec<Device>) {
     let messages = totals.messages.load(Ordering::Relaxed);
     let r = &mut ctx.report;
     r.figure("devices", args.devices as f64);
-    r.figure("devices_drained", totals.devices_ok.load(Ordering::Relaxed) as f64);
+    r.figure(
+        "devices_drained",
+        totals.devices_ok.load(Ordering::Relaxed) as f64,
+    );
     r.figure("errors", totals.failures.load(Ordering::Relaxed) as f64);
     r.figure("messages_drained", messages as f64);
-    r.figure("missing_messages", ((args.devices * args.backlog) as u64).saturating_sub(messages) as f64);
+    r.figure(
+        "missing_messages",
+        ((args.devices * args.backlog) as u64).saturating_sub(messages) as f64,
+    );
     r.figure("drain_rate_per_s", messages as f64 / cost.wall_s.max(1e-9));
     cost.figures(r, "drain", "drained_message", messages);
     if let Ok(Some(e)) = first_error.lock().map(|e| e.clone()) {
@@ -177,19 +251,38 @@ async fn drain(args: &Args, ctx: &mut Ctx, receivers: Vec<Device>) {
 }
 
 /// One device: reconnect, authenticate, Sync, page through History, Ack.
-async fn catch_up(endpoints: &Arc<Endpoints>, stats: &Stats, i: usize, device: &Device, page: u32) -> Result<u64> {
+async fn catch_up(
+    endpoints: &Arc<Endpoints>,
+    stats: &Stats,
+    i: usize,
+    device: &Device,
+    page: u32,
+) -> Result<u64> {
     let start = stats.clock.now_ns();
     let mut link = endpoints.link(i).await?;
     authenticate(&mut link, device, endpoints.timeout).await?;
     stats.record("reconnect", start, stats.clock.now_ns());
-    let states = match request(&mut link, &Frame::new(2, Body::Sync { all: false }), "sync", endpoints.timeout).await? {
+    let states = match request(
+        &mut link,
+        &Frame::new(2, Body::Sync { all: false }),
+        "sync",
+        endpoints.timeout,
+    )
+    .await?
+    {
         Body::SyncResult(states) => states,
         other => return Err(unexpected("sync", &other)),
     };
     let mut total = 0;
     for state in states {
         total += fetch(&mut link, stats, &state, page, endpoints.timeout).await?;
-        let ack = Frame::new(3, Body::Ack { conversation_id: state.conversation_id, seq: state.head_seq });
+        let ack = Frame::new(
+            3,
+            Body::Ack {
+                conversation_id: state.conversation_id,
+                seq: state.head_seq,
+            },
+        );
         request(&mut link, &ack, "ack", endpoints.timeout).await?;
     }
     stats.record("drain", start, stats.clock.now_ns());
@@ -197,13 +290,28 @@ async fn catch_up(endpoints: &Arc<Endpoints>, stats: &Stats, i: usize, device: &
     Ok(total)
 }
 
-async fn fetch(link: &mut Link, stats: &Stats, state: &ConversationState, page: u32, timeout: Duration) -> Result<u64> {
+async fn fetch(
+    link: &mut Link,
+    stats: &Stats,
+    state: &ConversationState,
+    page: u32,
+    timeout: Duration,
+) -> Result<u64> {
     let (mut from, mut total, mut id) = (state.cursor + 1, 0u64, 10u64);
     while from <= state.head_seq {
         let asked = stats.clock.now_ns();
-        let frame = Frame::new(id, Body::History { conversation_id: state.conversation_id, from_seq: from, limit: page });
+        let frame = Frame::new(
+            id,
+            Body::History {
+                conversation_id: state.conversation_id,
+                from_seq: from,
+                limit: page,
+            },
+        );
         let (messages, next) = match request(link, &frame, "history", timeout).await? {
-            Body::HistoryPage { messages, next_seq, .. } => (messages.len() as u64, next_seq),
+            Body::HistoryPage {
+                messages, next_seq, ..
+            } => (messages.len() as u64, next_seq),
             other => return Err(unexpected("history", &other)),
         };
         stats.record("history_page", asked, stats.clock.now_ns());

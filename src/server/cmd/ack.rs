@@ -12,14 +12,25 @@ pub async fn apply(owner: &mut Owner, caller: &Caller, id: ConversationId, seq: 
     Outcome::immediate(ack(owner, caller, id, seq).await)
 }
 
-async fn ack(owner: &mut Owner, caller: &Caller, id: ConversationId, seq: Seq) -> Result<Body, Reject> {
+async fn ack(
+    owner: &mut Owner,
+    caller: &Caller,
+    id: ConversationId,
+    seq: Seq,
+) -> Result<Body, Reject> {
     let store = owner.ctx.store.clone();
     let state = owner.conversation(id).await?;
     state.require_member(caller)?;
     if seq > state.record.head_seq {
         let head = state.record.head_seq;
-        return Err(Reject::new(ErrorCode::InvalidArgument, format!("seq {seq} is past the head {head} of conversation {id}")));
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            format!("seq {seq} is past the head {head} of conversation {id}"),
+        ));
     }
-    store.advance_cursor(&caller.user, caller.device, id, seq).await.map_err(Reject::internal)?;
+    store
+        .advance_cursor(&caller.user, caller.device, id, seq)
+        .await
+        .map_err(Reject::internal)?;
     Ok(Body::Done)
 }

@@ -16,11 +16,32 @@ pub async fn apply(
     device: u32,
     signature: [u8; 64],
 ) -> Result<(Caller, Body), Reject> {
-    let record = ctx.store.device(&user, device).await.map_err(Reject::internal)?;
-    let refused = || Reject::new(ErrorCode::AuthFailed, format!("authentication failed for {user}/{device}: unknown device or bad signature"));
-    let Some(record) = record else { return Err(refused()) };
+    let record = ctx
+        .store
+        .device(&user, device)
+        .await
+        .map_err(Reject::internal)?;
+    let refused = || {
+        Reject::new(
+            ErrorCode::AuthFailed,
+            format!("authentication failed for {user}/{device}: unknown device or bad signature"),
+        )
+    };
+    let Some(record) = record else {
+        return Err(refused());
+    };
     let transcript = authenticate_transcript(exporter, &user, device);
     verify(&record.public_key, &transcript, &signature).map_err(|_| refused())?;
-    let caller = Caller { user: user.clone(), device };
-    Ok((caller, Body::Authenticated { user, device, server_time_ms: now_ms() }))
+    let caller = Caller {
+        user: user.clone(),
+        device,
+    };
+    Ok((
+        caller,
+        Body::Authenticated {
+            user,
+            device,
+            server_time_ms: now_ms(),
+        },
+    ))
 }

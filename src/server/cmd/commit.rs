@@ -31,32 +31,61 @@ async fn accept(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Resul
     let state = owner.conversation(id).await?;
     state.require_member(caller)?;
     if state.record.kind != ConversationKind::Group {
-        return Err(Reject::new(ErrorCode::Forbidden, "MLS commits apply to group conversations only"));
+        return Err(Reject::new(
+            ErrorCode::Forbidden,
+            "MLS commits apply to group conversations only",
+        ));
     }
     check_changes(&state.record.members, &commit)?;
     let before: BTreeSet<(String, u32)> = state.recipients.iter().cloned().collect();
     require_users(store.as_ref(), &commit.added).await?;
-    match store.advance_epoch(id, commit.epoch, &commit.group_info).await.map_err(Reject::internal)? {
+    match store
+        .advance_epoch(id, commit.epoch, &commit.group_info)
+        .await
+        .map_err(Reject::internal)?
+    {
         EpochOutcome::Accepted => {}
         EpochOutcome::Stale { current } => return Err(stale_epoch(current)),
     }
     if !commit.added.is_empty() || !commit.removed.is_empty() {
-        let record = store.update_members(id, &commit.added, &commit.removed).await.map_err(|e| match e {
-            MembersError::NoSuchConversation(id) => Reject::new(ErrorCode::NotFound, format!("conversation {id} does not exist")),
-            MembersError::Backend(e) => Reject::internal(e),
-        })?;
+        let record = store
+            .update_members(id, &commit.added, &commit.removed)
+            .await
+            .map_err(|e| match e {
+                MembersError::NoSuchConversation(id) => Reject::new(
+                    ErrorCode::NotFound,
+                    format!("conversation {id} does not exist"),
+                ),
+                MembersError::Backend(e) => Reject::internal(e),
+            })?;
         owner.cache(record).await?;
     }
-    let commit_msg = append_server_message(owner, caller, id, flags::MLS_COMMIT, commit.commit).await?;
+    let commit_msg =
+        append_server_message(owner, caller, id, flags::MLS_COMMIT, commit.commit).await?;
     let after = owner.conversation(id).await?.recipients.clone();
-    let everyone: Arc<[(String, u32)]> = before.into_iter().chain(after.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().into();
+    let everyone: Arc<[(String, u32)]> = before
+        .into_iter()
+        .chain(after.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .into();
     let mut fanouts = vec![deliver(&commit_msg, everyone, caller)];
     if let Some(welcome) = commit.welcome {
-        let welcome_msg = append_server_message(owner, caller, id, flags::MLS_WELCOME, welcome).await?;
+        let welcome_msg =
+            append_server_message(owner, caller, id, flags::MLS_WELCOME, welcome).await?;
         fanouts.push(deliver(&welcome_msg, after, caller));
     }
-    let reply = Body::CommitAccepted { conversation_id: id, epoch: commit.epoch + 1, seq: commit_msg.seq };
-    Ok(Outcome { reply: Ok(reply), durable: true, fanouts })
+    let reply = Body::CommitAccepted {
+        conversation_id: id,
+        epoch: commit.epoch + 1,
+        seq: commit_msg.seq,
+    };
+    Ok(Outcome {
+        reply: Ok(reply),
+        durable: true,
+        fanouts,
+    })
 }
 
 /// Added users must not be members yet. Removed ones may already be gone:
@@ -64,7 +93,10 @@ async fn accept(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Resul
 /// until someone commits its removal.
 fn check_changes(members: &BTreeSet<String>, commit: &CommitBody) -> Result<(), Reject> {
     if let Some(user) = commit.added.iter().find(|u| members.contains(*u)) {
-        return Err(Reject::new(ErrorCode::InvalidArgument, format!("{user} is already a member")));
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            format!("{user} is already a member"),
+        ));
     }
     Ok(())
 }
@@ -72,21 +104,43 @@ fn check_changes(members: &BTreeSet<String>, commit: &CommitBody) -> Result<(), 
 fn stale_epoch(current: u64) -> Reject {
     let error = ErrorBody {
         code: ErrorCode::StaleEpoch,
-        message: format!("another commit won; the group is at epoch {current}: process it, then retry"),
+        message: format!(
+            "another commit won; the group is at epoch {current}: process it, then retry"
+        ),
         retry_after_ms: 0,
     };
-    Reject::conflict(Conflict { error, current_epoch: current, devices: Vec::new() })
+    Reject::conflict(Conflict {
+        error,
+        current_epoch: current,
+        devices: Vec::new(),
+    })
 }
 
 /// Sequences a Commit or Welcome as the conversation's next message.
-async fn append_server_message(owner: &mut Owner, caller: &Caller, id: ConversationId, flag: u32, payload: Bytes) -> Result<StoredMessage, Reject> {
-    let op = SendOp { id, client_message_id: rand::random::<u64>() | 1, expires_in_secs: 0, flags: flag, payload };
+async fn append_server_message(
+    owner: &mut Owner,
+    caller: &Caller,
+    id: ConversationId,
+    flag: u32,
+    payload: Bytes,
+) -> Result<StoredMessage, Reject> {
+    let op = SendOp {
+        id,
+        client_message_id: rand::random::<u64>() | 1,
+        expires_in_secs: 0,
+        flags: flag,
+        payload,
+    };
     let (msg, _) = append(owner, caller, op).await?;
     Ok(msg)
 }
 
 fn deliver(msg: &StoredMessage, recipients: Arc<[(String, u32)]>, caller: &Caller) -> Fanout {
-    Fanout::shared(recipients, Some(caller.clone()), Frame::new(0, Body::Deliver(to_wire(msg))).encode())
+    Fanout::shared(
+        recipients,
+        Some(caller.clone()),
+        Frame::new(0, Body::Deliver(to_wire(msg))).encode(),
+    )
 }
 
 /// An MLS application message: accepted only in the group's current epoch,
@@ -110,8 +164,16 @@ pub async fn group_info(owner: &mut Owner, caller: &Caller, id: ConversationId) 
         let store = owner.ctx.store.clone();
         owner.conversation(id).await?.require_member(caller)?;
         let epoch = store.group_epoch(id).await.map_err(Reject::internal)?;
-        let info = store.group_info(id).await.map_err(Reject::internal)?.unwrap_or_default();
-        Ok(Body::GroupInfo { conversation_id: id, epoch, group_info: info })
+        let info = store
+            .group_info(id)
+            .await
+            .map_err(Reject::internal)?
+            .unwrap_or_default();
+        Ok(Body::GroupInfo {
+            conversation_id: id,
+            epoch,
+            group_info: info,
+        })
     }
     .await;
     Outcome::immediate(result)

@@ -47,7 +47,11 @@ async fn create(
         head_seq: 0,
     };
     let key = unique_key(kind, &record);
-    let result = owner.ctx.store.create_conversation(&record, key.as_deref()).await;
+    let result = owner
+        .ctx
+        .store
+        .create_conversation(&record, key.as_deref())
+        .await;
     match result {
         Ok(CreateOutcome::Created) => {
             let info = info(&record, true);
@@ -55,9 +59,10 @@ async fn create(
             Ok(Outcome::durable(Ok(info)))
         }
         Ok(CreateOutcome::Existing(existing)) => Ok(Outcome::durable(Ok(info(&existing, false)))),
-        Err(CreateConversationError::IdTaken(_)) => {
-            Err(Reject::new(ErrorCode::Internal, "conversation id collision; retry the request"))
-        }
+        Err(CreateConversationError::IdTaken(_)) => Err(Reject::new(
+            ErrorCode::Internal,
+            "conversation id collision; retry the request",
+        )),
         Err(CreateConversationError::Backend(e)) => Err(Reject::internal(e)),
     }
 }

@@ -21,11 +21,19 @@ use super::register::MAX_DEVICE_NAME;
 pub async fn list(ctx: &ShardCtx, user: String) -> Result<Body, Reject> {
     let devices = ctx.store.devices(&user).await.map_err(Reject::internal)?;
     if devices.is_empty() {
-        return Err(Reject::new(ErrorCode::NotFound, format!("user {user:?} does not exist")));
+        return Err(Reject::new(
+            ErrorCode::NotFound,
+            format!("user {user:?} does not exist"),
+        ));
     }
     let devices = devices
         .into_iter()
-        .map(|d| DeviceInfoData { device: d.device, name: d.name, device_key: d.public_key, created_ms: d.created_ms })
+        .map(|d| DeviceInfoData {
+            device: d.device,
+            name: d.name,
+            device_key: d.public_key,
+            created_ms: d.created_ms,
+        })
         .collect();
     Ok(Body::DeviceList { user, devices })
 }
@@ -40,48 +48,127 @@ pub struct LinkOp {
 
 /// RequestLink: asks the user's devices to approve this new device and waits
 /// for the answer. On approval the connection is authenticated as the new device.
-pub async fn request_link(ctx: &ShardCtx, exporter: &[u8; EXPORTER_LEN], op: LinkOp) -> Result<(Caller, Body), Reject> {
-    validate_handle(&op.user).map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
+pub async fn request_link(
+    ctx: &ShardCtx,
+    exporter: &[u8; EXPORTER_LEN],
+    op: LinkOp,
+) -> Result<(Caller, Body), Reject> {
+    validate_handle(&op.user)
+        .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
     if op.device_name.len() > MAX_DEVICE_NAME {
-        return Err(Reject::new(ErrorCode::InvalidArgument, format!("device name must be at most {MAX_DEVICE_NAME} bytes")));
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            format!("device name must be at most {MAX_DEVICE_NAME} bytes"),
+        ));
     }
-    verify(&op.device_key, &link_transcript(exporter, &op.user, &op.device_key), &op.signature)
-        .map_err(|e| Reject::new(ErrorCode::AuthFailed, e.to_string()))?;
-    let devices = ctx.store.devices(&op.user).await.map_err(Reject::internal)?;
+    verify(
+        &op.device_key,
+        &link_transcript(exporter, &op.user, &op.device_key),
+        &op.signature,
+    )
+    .map_err(|e| Reject::new(ErrorCode::AuthFailed, e.to_string()))?;
+    let devices = ctx
+        .store
+        .devices(&op.user)
+        .await
+        .map_err(Reject::internal)?;
     if devices.is_empty() {
-        return Err(Reject::new(ErrorCode::NotFound, format!("user {:?} does not exist", op.user)));
+        return Err(Reject::new(
+            ErrorCode::NotFound,
+            format!("user {:?} does not exist", op.user),
+        ));
     }
     let link_id = ((ctx.id as u64) << 56) | (rand::random::<u64>() & 0x00ff_ffff_ffff_ffff);
     let (decision_tx, decision) = tokio::sync::oneshot::channel();
-    ctx.pending_links.borrow_mut().insert(link_id, PendingLink { user: op.user.clone(), decision: decision_tx });
-    let ask = Body::LinkRequest { link_id, user: op.user.clone(), device_name: op.device_name.clone(), device_key: op.device_key };
-    let recipients: Arc<[(String, u32)]> = devices.iter().map(|d| (op.user.clone(), d.device)).collect::<Vec<_>>().into();
-    ctx.mesh.fan_out(Fanout::shared(recipients, None, Frame::new(0, ask).encode())).await;
-    let waited = tokio::time::timeout(Duration::from_secs(ctx.config.link_timeout_secs), decision).await;
+    ctx.pending_links.borrow_mut().insert(
+        link_id,
+        PendingLink {
+            user: op.user.clone(),
+            decision: decision_tx,
+        },
+    );
+    let ask = Body::LinkRequest {
+        link_id,
+        user: op.user.clone(),
+        device_name: op.device_name.clone(),
+        device_key: op.device_key,
+    };
+    let recipients: Arc<[(String, u32)]> = devices
+        .iter()
+        .map(|d| (op.user.clone(), d.device))
+        .collect::<Vec<_>>()
+        .into();
+    ctx.mesh
+        .fan_out(Fanout::shared(
+            recipients,
+            None,
+            Frame::new(0, ask).encode(),
+        ))
+        .await;
+    let waited =
+        tokio::time::timeout(Duration::from_secs(ctx.config.link_timeout_secs), decision).await;
     ctx.pending_links.borrow_mut().remove(&link_id);
     match waited {
         Ok(Ok(true)) => add_linked_device(ctx, op).await,
-        Ok(Ok(false)) => Err(Reject::new(ErrorCode::AuthFailed, "a linked device denied this link request")),
-        Ok(Err(_)) | Err(_) => Err(Reject::new(ErrorCode::Timeout, "no linked device approved the request in time; try again")),
+        Ok(Ok(false)) => Err(Reject::new(
+            ErrorCode::AuthFailed,
+            "a linked device denied this link request",
+        )),
+        Ok(Err(_)) | Err(_) => Err(Reject::new(
+            ErrorCode::Timeout,
+            "no linked device approved the request in time; try again",
+        )),
     }
 }
 
 async fn add_linked_device(ctx: &ShardCtx, op: LinkOp) -> Result<(Caller, Body), Reject> {
-    let added = ctx.store.add_device(&op.user, &op.device_name, op.device_key, now_ms()).await.map_err(Reject::internal)?;
-    let device = added.ok_or_else(|| Reject::new(ErrorCode::NotFound, format!("user {:?} no longer exists", op.user)))?;
+    let added = ctx
+        .store
+        .add_device(&op.user, &op.device_name, op.device_key, now_ms())
+        .await
+        .map_err(Reject::internal)?;
+    let device = added.ok_or_else(|| {
+        Reject::new(
+            ErrorCode::NotFound,
+            format!("user {:?} no longer exists", op.user),
+        )
+    })?;
     ctx.store.persist().await.map_err(Reject::internal)?;
     devices_changed(ctx, &op.user).await;
-    let caller = Caller { user: op.user.clone(), device };
-    Ok((caller, Body::Registered { user: op.user, device }))
+    let caller = Caller {
+        user: op.user.clone(),
+        device,
+    };
+    Ok((
+        caller,
+        Body::Registered {
+            user: op.user,
+            device,
+        },
+    ))
 }
 
 /// ApproveLink: hands the decision to the shard holding the waiting device.
-pub async fn approve(ctx: &ShardCtx, caller: &Caller, link_id: u64, approve: bool) -> Result<Body, Reject> {
+pub async fn approve(
+    ctx: &ShardCtx,
+    caller: &Caller,
+    link_id: u64,
+    approve: bool,
+) -> Result<Body, Reject> {
     let shard = (link_id >> 56) as usize;
     if shard >= ctx.mesh.shards() {
         return Err(Reject::new(ErrorCode::NotFound, "no such link request"));
     }
-    ctx.mesh.control(shard, Control::LinkDecision { link_id, approver: caller.user.clone(), approve }).await;
+    ctx.mesh
+        .control(
+            shard,
+            Control::LinkDecision {
+                link_id,
+                approver: caller.user.clone(),
+                approve,
+            },
+        )
+        .await;
     Ok(Body::Done)
 }
 
@@ -97,13 +184,28 @@ pub fn decide(ctx: &ShardCtx, link_id: u64, approver: &str, approve: bool) {
 
 /// RevokeDevice: removes one of the caller's own devices (possibly itself).
 pub async fn revoke(ctx: &ShardCtx, caller: &Caller, device: u32) -> Result<Body, Reject> {
-    let revoked = ctx.store.revoke_device(&caller.user, device).await.map_err(Reject::internal)?;
+    let revoked = ctx
+        .store
+        .revoke_device(&caller.user, device)
+        .await
+        .map_err(Reject::internal)?;
     if !revoked {
-        return Err(Reject::new(ErrorCode::NotFound, format!("{}/{device} is not an active device", caller.user)));
+        return Err(Reject::new(
+            ErrorCode::NotFound,
+            format!("{}/{device} is not an active device", caller.user),
+        ));
     }
     ctx.store.persist().await.map_err(Reject::internal)?;
     for shard in 0..ctx.mesh.shards() {
-        ctx.mesh.control(shard, Control::CloseDevice { user: caller.user.clone(), device }).await;
+        ctx.mesh
+            .control(
+                shard,
+                Control::CloseDevice {
+                    user: caller.user.clone(),
+                    device,
+                },
+            )
+            .await;
     }
     devices_changed(ctx, &caller.user).await;
     Ok(Body::Done)
@@ -112,7 +214,9 @@ pub async fn revoke(ctx: &ShardCtx, caller: &Caller, device: u32) -> Result<Body
 /// Tells owners and every device sharing a conversation with `user` that its devices changed.
 pub async fn devices_changed(ctx: &ShardCtx, user: &str) {
     ctx.mesh.invalidate_user(user).await;
-    let Ok(devices) = ctx.store.devices(user).await else { return };
+    let Ok(devices) = ctx.store.devices(user).await else {
+        return;
+    };
     let ids: Vec<u32> = devices.iter().map(|d| d.device).collect();
     let mut users = BTreeSet::from([user.to_owned()]);
     for id in ctx.store.user_conversations(user).await.unwrap_or_default() {
@@ -126,6 +230,15 @@ pub async fn devices_changed(ctx: &ShardCtx, user: &str) {
             recipients.push((member.clone(), d.device));
         }
     }
-    let frame = Frame::new(0, Body::DeviceListChanged { user: user.to_owned(), devices: ids }).encode();
-    ctx.mesh.fan_out(Fanout::shared(recipients.into(), None, frame)).await;
+    let frame = Frame::new(
+        0,
+        Body::DeviceListChanged {
+            user: user.to_owned(),
+            devices: ids,
+        },
+    )
+    .encode();
+    ctx.mesh
+        .fan_out(Fanout::shared(recipients.into(), None, frame))
+        .await;
 }

@@ -11,11 +11,23 @@ use crate::store::{ConversationId, Seq};
 /// Payload bytes one page carries at most (keeps pages under the client's frame cap).
 const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
-pub async fn apply(owner: &mut Owner, caller: &Caller, id: ConversationId, from_seq: Seq, limit: u32) -> Outcome {
+pub async fn apply(
+    owner: &mut Owner,
+    caller: &Caller,
+    id: ConversationId,
+    from_seq: Seq,
+    limit: u32,
+) -> Outcome {
     Outcome::immediate(history(owner, caller, id, from_seq, limit).await)
 }
 
-async fn history(owner: &mut Owner, caller: &Caller, id: ConversationId, from_seq: Seq, limit: u32) -> Result<Body, Reject> {
+async fn history(
+    owner: &mut Owner,
+    caller: &Caller,
+    id: ConversationId,
+    from_seq: Seq,
+    limit: u32,
+) -> Result<Body, Reject> {
     let max = owner.ctx.config.max_history_page;
     let limit = if limit == 0 { max } else { limit.min(max) };
     let store = owner.ctx.store.clone();
@@ -23,7 +35,10 @@ async fn history(owner: &mut Owner, caller: &Caller, id: ConversationId, from_se
     state.require_member(caller)?;
     let head = state.record.head_seq;
     let from = from_seq.max(1);
-    let stored = store.messages(id, from, limit as usize, now_ms()).await.map_err(Reject::internal)?;
+    let stored = store
+        .messages(id, from, limit as usize, now_ms())
+        .await
+        .map_err(Reject::internal)?;
     let mut bytes = 0usize;
     let mut messages = Vec::with_capacity(stored.len());
     for msg in &stored {
@@ -34,12 +49,23 @@ async fn history(owner: &mut Owner, caller: &Caller, id: ConversationId, from_se
         messages.push(to_wire_for(msg, &caller.user, caller.device));
     }
     let next_seq = next_seq(&messages, stored.len(), limit as usize, head, from);
-    Ok(Body::HistoryPage { conversation_id: id, messages, head_seq: head, next_seq })
+    Ok(Body::HistoryPage {
+        conversation_id: id,
+        messages,
+        head_seq: head,
+        next_seq,
+    })
 }
 
 /// Where the next page starts: after the last message returned, or past the
 /// head when the store had nothing more.
-fn next_seq(page: &[crate::proto::Message], found: usize, limit: usize, head: Seq, from: Seq) -> Seq {
+fn next_seq(
+    page: &[crate::proto::Message],
+    found: usize,
+    limit: usize,
+    head: Seq,
+    from: Seq,
+) -> Seq {
     match page.last() {
         Some(last) if page.len() < found || found >= limit => last.seq + 1,
         Some(_) => head + 1,

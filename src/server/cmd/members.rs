@@ -9,11 +9,21 @@ use crate::server::mesh::{Caller, Reject};
 use crate::server::owner::{Outcome, Owner};
 use crate::store::{ConversationId, ConversationKind, MembersError};
 
-pub async fn add(owner: &mut Owner, caller: &Caller, id: ConversationId, members: Vec<String>) -> Outcome {
+pub async fn add(
+    owner: &mut Owner,
+    caller: &Caller,
+    id: ConversationId,
+    members: Vec<String>,
+) -> Outcome {
     into_outcome(change(owner, caller, id, members, Change::Add).await)
 }
 
-pub async fn remove(owner: &mut Owner, caller: &Caller, id: ConversationId, members: Vec<String>) -> Outcome {
+pub async fn remove(
+    owner: &mut Owner,
+    caller: &Caller,
+    id: ConversationId,
+    members: Vec<String>,
+) -> Outcome {
     into_outcome(change(owner, caller, id, members, Change::Remove).await)
 }
 
@@ -35,12 +45,18 @@ async fn change(
     change: Change,
 ) -> Result<Outcome, Reject> {
     if members.is_empty() {
-        return Err(Reject::new(ErrorCode::InvalidArgument, "name at least one member"));
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            "name at least one member",
+        ));
     }
     let state = owner.conversation(id).await?;
     state.require_member(caller)?;
     if state.record.kind != ConversationKind::Group {
-        return Err(Reject::new(ErrorCode::Forbidden, "only group conversations change members"));
+        return Err(Reject::new(
+            ErrorCode::Forbidden,
+            "only group conversations change members",
+        ));
     }
     let is_creator = state.record.creator == caller.user;
     let (add, remove) = match change {
@@ -53,10 +69,18 @@ async fn change(
             (Vec::new(), members)
         }
     };
-    let record = owner.ctx.store.update_members(id, &add, &remove).await.map_err(|e| match e {
-        MembersError::NoSuchConversation(id) => Reject::new(ErrorCode::NotFound, format!("conversation {id} does not exist")),
-        MembersError::Backend(e) => Reject::internal(e),
-    })?;
+    let record = owner
+        .ctx
+        .store
+        .update_members(id, &add, &remove)
+        .await
+        .map_err(|e| match e {
+            MembersError::NoSuchConversation(id) => Reject::new(
+                ErrorCode::NotFound,
+                format!("conversation {id} does not exist"),
+            ),
+            MembersError::Backend(e) => Reject::internal(e),
+        })?;
     let reply = info(&record, false);
     owner.cache(record).await?;
     Ok(Outcome::durable(Ok(reply)))

@@ -4,10 +4,10 @@
 pub mod ack;
 pub mod authenticate;
 pub mod commit;
-pub mod devices;
-pub mod keys;
 pub mod create;
+pub mod devices;
 pub mod history;
+pub mod keys;
 pub mod members;
 pub mod register;
 pub mod send;
@@ -32,10 +32,14 @@ pub async fn require_users(store: &dyn Store, users: &[String]) -> Result<(), Re
         ));
     }
     for user in users {
-        validate_handle(user).map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
+        validate_handle(user)
+            .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
         let devices = store.devices(user).await.map_err(Reject::internal)?;
         if devices.is_empty() {
-            return Err(Reject::new(ErrorCode::NotFound, format!("user {user:?} does not exist")));
+            return Err(Reject::new(
+                ErrorCode::NotFound,
+                format!("user {user:?} does not exist"),
+            ));
         }
     }
     Ok(())

@@ -21,22 +21,48 @@ pub struct RegisterOp {
 }
 
 /// Creates the account; on success the connection is authenticated as the returned caller.
-pub async fn apply(ctx: &ShardCtx, exporter: &[u8; EXPORTER_LEN], op: RegisterOp) -> Result<(Caller, Body), Reject> {
-    validate_handle(&op.user).map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
+pub async fn apply(
+    ctx: &ShardCtx,
+    exporter: &[u8; EXPORTER_LEN],
+    op: RegisterOp,
+) -> Result<(Caller, Body), Reject> {
+    validate_handle(&op.user)
+        .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
     if op.device_name.len() > MAX_DEVICE_NAME {
-        return Err(Reject::new(ErrorCode::InvalidArgument, format!("device name must be at most {MAX_DEVICE_NAME} bytes")));
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            format!("device name must be at most {MAX_DEVICE_NAME} bytes"),
+        ));
     }
     let transcript = register_transcript(exporter, &op.user, &op.device_key);
-    verify(&op.device_key, &transcript, &op.signature).map_err(|e| Reject::new(ErrorCode::AuthFailed, e.to_string()))?;
-    let device = DeviceRecord { device: 1, name: op.device_name, public_key: op.device_key, created_ms: now_ms() };
+    verify(&op.device_key, &transcript, &op.signature)
+        .map_err(|e| Reject::new(ErrorCode::AuthFailed, e.to_string()))?;
+    let device = DeviceRecord {
+        device: 1,
+        name: op.device_name,
+        public_key: op.device_key,
+        created_ms: now_ms(),
+    };
     match ctx.store.create_account(&op.user, device).await {
         Ok(()) => {}
         Err(CreateAccountError::UserExists(user)) => {
-            return Err(Reject::new(ErrorCode::UserExists, format!("user {user:?} already exists; pick another handle")));
+            return Err(Reject::new(
+                ErrorCode::UserExists,
+                format!("user {user:?} already exists; pick another handle"),
+            ));
         }
         Err(CreateAccountError::Backend(e)) => return Err(Reject::internal(e)),
     }
     ctx.store.persist().await.map_err(Reject::internal)?;
-    let caller = Caller { user: op.user.clone(), device: 1 };
-    Ok((caller, Body::Registered { user: op.user, device: 1 }))
+    let caller = Caller {
+        user: op.user.clone(),
+        device: 1,
+    };
+    Ok((
+        caller,
+        Body::Registered {
+            user: op.user,
+            device: 1,
+        },
+    ))
 }

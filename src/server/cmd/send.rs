@@ -11,8 +11,8 @@ use crate::proto::fb::ErrorCode;
 use crate::proto::keys::{Conflict, DevicePayload};
 use crate::proto::{flags, Body, ErrorBody, Frame, Message};
 use crate::server::mesh::{Caller, Fanout, Frames, Reject};
-use crate::server::payloads;
 use crate::server::owner::{Outcome, Owner};
+use crate::server::payloads;
 use crate::server::shard::{now_ms, ServerStats};
 use crate::store::{AppendError, AppendOutcome, ConversationId, StoredMessage};
 
@@ -34,20 +34,37 @@ pub async fn apply(owner: &mut Owner, caller: &Caller, op: SendOp) -> Outcome {
 
 /// Applies a Send whose ciphertexts are per device: the set must be exactly
 /// every current device of every member but the sending one.
-pub async fn apply_per_device(owner: &mut Owner, caller: &Caller, op: SendOp, device_payloads: Vec<DevicePayload>) -> Outcome {
+pub async fn apply_per_device(
+    owner: &mut Owner,
+    caller: &Caller,
+    op: SendOp,
+    device_payloads: Vec<DevicePayload>,
+) -> Outcome {
     match send_per_device(owner, caller, op, device_payloads).await {
         Ok(outcome) => outcome,
         Err(reject) => Outcome::immediate(Err(reject)),
     }
 }
 
-async fn send_per_device(owner: &mut Owner, caller: &Caller, mut op: SendOp, device_payloads: Vec<DevicePayload>) -> Result<Outcome, Reject> {
+async fn send_per_device(
+    owner: &mut Owner,
+    caller: &Caller,
+    mut op: SendOp,
+    device_payloads: Vec<DevicePayload>,
+) -> Result<Outcome, Reject> {
     check_request(&op)?;
     let state = owner.conversation(op.id).await?;
     state.require_member(caller)?;
-    let expected: Vec<(String, u32)> =
-        state.recipients.iter().filter(|(u, d)| !(*u == caller.user && *d == caller.device)).cloned().collect();
-    let mut given: Vec<(String, u32)> = device_payloads.iter().map(|p| (p.user.clone(), p.device)).collect();
+    let expected: Vec<(String, u32)> = state
+        .recipients
+        .iter()
+        .filter(|(u, d)| !(*u == caller.user && *d == caller.device))
+        .cloned()
+        .collect();
+    let mut given: Vec<(String, u32)> = device_payloads
+        .iter()
+        .map(|p| (p.user.clone(), p.device))
+        .collect();
     given.sort();
     given.dedup();
     let mut wanted = expected.clone();
@@ -55,11 +72,25 @@ async fn send_per_device(owner: &mut Owner, caller: &Caller, mut op: SendOp, dev
     if given != wanted || given.len() != device_payloads.len() {
         return Err(stale_devices(wanted));
     }
-    op.payload = payloads::pack(&device_payloads)
-        .ok_or_else(|| Reject::new(ErrorCode::InvalidArgument, "too many devices or too large a payload for one message"))?;
+    op.payload = payloads::pack(&device_payloads).ok_or_else(|| {
+        Reject::new(
+            ErrorCode::InvalidArgument,
+            "too many devices or too large a payload for one message",
+        )
+    })?;
     op.flags |= flags::PER_DEVICE;
-    let recipients: Arc<[(String, u32)]> = device_payloads.iter().map(|p| (p.user.clone(), p.device)).collect::<Vec<_>>().into();
-    store_and_fan_out(owner, caller, op, Route::PerDevice(recipients, device_payloads)).await
+    let recipients: Arc<[(String, u32)]> = device_payloads
+        .iter()
+        .map(|p| (p.user.clone(), p.device))
+        .collect::<Vec<_>>()
+        .into();
+    store_and_fan_out(
+        owner,
+        caller,
+        op,
+        Route::PerDevice(recipients, device_payloads),
+    )
+    .await
 }
 
 fn stale_devices(devices: Vec<(String, u32)>) -> Reject {
@@ -68,15 +99,25 @@ fn stale_devices(devices: Vec<(String, u32)>) -> Reject {
         message: "the conversation's device set changed; encrypt for exactly the listed devices and resend with the same client_message_id".into(),
         retry_after_ms: 0,
     };
-    Reject::conflict(Conflict { error, current_epoch: 0, devices })
+    Reject::conflict(Conflict {
+        error,
+        current_epoch: 0,
+        devices,
+    })
 }
 
 fn check_request(op: &SendOp) -> Result<(), Reject> {
     if op.client_message_id == 0 {
-        return Err(Reject::new(ErrorCode::InvalidArgument, "client_message_id must be non-zero and unique per message"));
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            "client_message_id must be non-zero and unique per message",
+        ));
     }
     if op.flags & !flags::CLIENT_MASK != 0 {
-        return Err(Reject::new(ErrorCode::InvalidArgument, "flags above bit 15 are reserved for the server"));
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            "flags above bit 15 are reserved for the server",
+        ));
     }
     Ok(())
 }
@@ -94,7 +135,12 @@ async fn send(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<Outcome,
     store_and_fan_out(owner, caller, op, Route::Shared).await
 }
 
-async fn store_and_fan_out(owner: &mut Owner, caller: &Caller, op: SendOp, route: Route) -> Result<Outcome, Reject> {
+async fn store_and_fan_out(
+    owner: &mut Owner,
+    caller: &Caller,
+    op: SendOp,
+    route: Route,
+) -> Result<Outcome, Reject> {
     let (msg, duplicate) = append(owner, caller, op).await?;
     if duplicate {
         return Ok(Outcome::durable(Ok(ack(&msg, true))));
@@ -108,16 +154,37 @@ async fn store_and_fan_out(owner: &mut Owner, caller: &Caller, op: SendOp, route
         Route::PerDevice(recipients, payloads) => {
             let frames: Vec<Bytes> = payloads
                 .into_iter()
-                .map(|p| Frame::new(0, Body::Deliver(Message { payload: p.payload, ..to_wire(&msg) })).encode())
+                .map(|p| {
+                    Frame::new(
+                        0,
+                        Body::Deliver(Message {
+                            payload: p.payload,
+                            ..to_wire(&msg)
+                        }),
+                    )
+                    .encode()
+                })
                 .collect();
-            Fanout { recipients, except: Some(caller.clone()), frames: Frames::PerDevice(frames.into()) }
+            Fanout {
+                recipients,
+                except: Some(caller.clone()),
+                frames: Frames::PerDevice(frames.into()),
+            }
         }
     };
-    Ok(Outcome { reply: Ok(ack(&msg, false)), durable: true, fanouts: vec![fanout] })
+    Ok(Outcome {
+        reply: Ok(ack(&msg, false)),
+        durable: true,
+        fanouts: vec![fanout],
+    })
 }
 
 /// Appends the next seq; returns the stored message and whether it was a duplicate.
-pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<(StoredMessage, bool), Reject> {
+pub async fn append(
+    owner: &mut Owner,
+    caller: &Caller,
+    op: SendOp,
+) -> Result<(StoredMessage, bool), Reject> {
     let ttl_ms = expiry_ms(owner, op.expires_in_secs);
     let store = owner.ctx.store.clone();
     let stats = owner.ctx.stats.clone();
@@ -146,11 +213,15 @@ pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<(S
         }
         Err(AppendError::SeqConflict { head, .. }) => {
             state.record.head_seq = head;
-            Err(Reject::new(ErrorCode::Internal, "sequence conflict; retry the send"))
+            Err(Reject::new(
+                ErrorCode::Internal,
+                "sequence conflict; retry the send",
+            ))
         }
-        Err(AppendError::NoSuchConversation(id)) => {
-            Err(Reject::new(ErrorCode::NotFound, format!("conversation {id} does not exist")))
-        }
+        Err(AppendError::NoSuchConversation(id)) => Err(Reject::new(
+            ErrorCode::NotFound,
+            format!("conversation {id} does not exist"),
+        )),
         Err(AppendError::Backend(e)) => Err(Reject::internal(e)),
     }
 }
@@ -158,12 +229,21 @@ pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<(S
 /// The message lifetime: the server's TTL, or shorter if the sender asks.
 fn expiry_ms(owner: &Owner, expires_in_secs: u32) -> u64 {
     let max = owner.ctx.config.message_ttl_secs;
-    let secs = if expires_in_secs == 0 { max } else { u64::from(expires_in_secs).min(max) };
+    let secs = if expires_in_secs == 0 {
+        max
+    } else {
+        u64::from(expires_in_secs).min(max)
+    };
     secs.saturating_mul(1000)
 }
 
 fn ack(msg: &StoredMessage, duplicate: bool) -> Body {
-    Body::SendAck { conversation_id: msg.conversation_id, seq: msg.seq, server_time_ms: msg.server_time_ms, duplicate }
+    Body::SendAck {
+        conversation_id: msg.conversation_id,
+        seq: msg.seq,
+        server_time_ms: msg.server_time_ms,
+        duplicate,
+    }
 }
 
 /// The wire form of a stored message as `(user, device)` sees it: a

@@ -9,14 +9,27 @@ use super::kind_to_wire;
 
 pub async fn apply(ctx: &ShardCtx, caller: &Caller, all: bool) -> Result<Body, Reject> {
     let store = ctx.store.as_ref();
-    let ids = store.user_conversations(&caller.user).await.map_err(Reject::internal)?;
-    let cursors = store.cursors(&caller.user, caller.device).await.map_err(Reject::internal)?;
+    let ids = store
+        .user_conversations(&caller.user)
+        .await
+        .map_err(Reject::internal)?;
+    let cursors = store
+        .cursors(&caller.user, caller.device)
+        .await
+        .map_err(Reject::internal)?;
     let mut states = Vec::new();
     for id in ids {
-        let Some(record) = store.conversation(id).await.map_err(Reject::internal)? else { continue };
+        let Some(record) = store.conversation(id).await.map_err(Reject::internal)? else {
+            continue;
+        };
         let cursor = cursors.get(&id).copied().unwrap_or(0);
         if all || record.head_seq > cursor {
-            states.push(ConversationState { conversation_id: id, kind: kind_to_wire(record.kind), head_seq: record.head_seq, cursor });
+            states.push(ConversationState {
+                conversation_id: id,
+                kind: kind_to_wire(record.kind),
+                head_seq: record.head_seq,
+                cursor,
+            });
         }
     }
     Ok(Body::SyncResult(states))
