@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== schema check"
 scripts/gen-schema.sh --check
+echo "== rustfmt"
+cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"

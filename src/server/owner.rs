@@ -69,6 +69,11 @@ impl Outcome {
         }
     }
 
+    /// The outcome of a fallible apply: a refusal is answered at once.
+    pub fn or_refused(result: Result<Outcome, Reject>) -> Self {
+        result.unwrap_or_else(|reject| Outcome::immediate(Err(reject)))
+    }
+
     pub fn durable(reply: Reply) -> Self {
         Outcome {
             reply,

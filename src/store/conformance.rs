@@ -1380,6 +1380,18 @@ pub async fn key_packages(s: &dyn Store) {
         ),
         5
     );
+    assert_eq!(
+        ok(s.key_package_count("alice", 1).await, "key_package_count"),
+        5
+    );
+    assert_eq!(
+        ok(s.key_package_count("alice", 2).await, "key_package_count"),
+        0
+    );
+    assert_eq!(
+        ok(s.key_package_count("nobody", 1).await, "key_package_count"),
+        0
+    );
     let expected = [
         package(1, 0),
         package(1, 1),
@@ -1398,6 +1410,10 @@ pub async fn key_packages(s: &dyn Store) {
                 remaining
             }),
             "first in, first out"
+        );
+        assert_eq!(
+            ok(s.key_package_count("alice", 1).await, "key_package_count"),
+            remaining
         );
     }
     for _ in 0..2 {

@@ -1459,6 +1459,11 @@ impl Inner {
         Ok(bundle.map_or(0, |b| b.one_time))
     }
 
+    fn key_package_count(&self, user: &str, device: DeviceId) -> Result<u32, BackendError> {
+        let pool = self.key_package_pool(&keys::device(user, device)?)?;
+        Ok(pool.map_or(0, |p| p.count))
+    }
+
     fn key_package_pool(
         &self,
         dev_key: &[u8],
@@ -1712,6 +1717,10 @@ impl Store for FjallStore {
 
     async fn prekey_count(&self, user: &str, device: DeviceId) -> Result<u32, BackendError> {
         self.inner.prekey_count(user, device)
+    }
+
+    async fn key_package_count(&self, user: &str, device: DeviceId) -> Result<u32, BackendError> {
+        self.inner.key_package_count(user, device)
     }
 
     async fn put_key_packages(

@@ -363,6 +363,9 @@ pub trait Store: Send + Sync + 'static {
     /// One-time prekeys left for a device (0 if it has none or is unknown).
     async fn prekey_count(&self, user: &str, device: DeviceId) -> Result<u32, BackendError>;
 
+    /// Single-use KeyPackages left for a device (0 for unknown devices).
+    async fn key_package_count(&self, user: &str, device: DeviceId) -> Result<u32, BackendError>;
+
     // ----- MLS delivery service -----
 
     /// Adds KeyPackages to a device's pool, in order, up to [`KEY_POOL_CAP`]

@@ -19,10 +19,7 @@ use crate::server::owner::{Outcome, Owner};
 use crate::store::{ConversationId, ConversationKind, EpochOutcome, MembersError, StoredMessage};
 
 pub async fn apply(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Outcome {
-    match accept(owner, caller, commit).await {
-        Ok(outcome) => outcome,
-        Err(reject) => Outcome::immediate(Err(reject)),
-    }
+    Outcome::or_refused(accept(owner, caller, commit).await)
 }
 
 async fn accept(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Result<Outcome, Reject> {
@@ -63,13 +60,10 @@ async fn accept(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Resul
     let commit_msg =
         append_server_message(owner, caller, id, flags::MLS_COMMIT, commit.commit).await?;
     let after = owner.conversation(id).await?.recipients.clone();
-    let everyone: Arc<[(String, u32)]> = before
-        .into_iter()
-        .chain(after.iter().cloned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect::<Vec<_>>()
-        .into();
+    // Old and new members: removed ones learn of their removal too.
+    let mut everyone = before;
+    everyone.extend(after.iter().cloned());
+    let everyone: Arc<[(String, u32)]> = everyone.into_iter().collect();
     let mut fanouts = vec![deliver(&commit_msg, everyone, caller)];
     if let Some(welcome) = commit.welcome {
         let welcome_msg =

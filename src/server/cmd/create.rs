@@ -19,10 +19,7 @@ pub async fn apply(
     kind: ConversationKind,
     members: Vec<String>,
 ) -> Outcome {
-    match create(owner, caller, id, kind, members).await {
-        Ok(outcome) => outcome,
-        Err(reject) => Outcome::immediate(Err(reject)),
-    }
+    Outcome::or_refused(create(owner, caller, id, kind, members).await)
 }
 
 async fn create(

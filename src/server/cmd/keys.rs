@@ -77,9 +77,8 @@ pub async fn upload_prekeys(
         .put_prekeys(&caller.user, caller.device, &upload)
         .await
         .map_err(Reject::internal)?;
-    // An empty upload changes nothing and answers the pool size.
     let key_packages = store
-        .put_key_packages(&caller.user, caller.device, &[], None)
+        .key_package_count(&caller.user, caller.device)
         .await
         .map_err(Reject::internal)?;
     store.persist().await.map_err(Reject::internal)?;
@@ -179,11 +178,7 @@ pub async fn claim_prekeys(ctx: &ShardCtx, caller: &Caller, user: String) -> Res
 /// Pushes KeysLow with the device's current pool sizes.
 async fn notify_low(ctx: &ShardCtx, user: &str, device: u32) {
     let one_time_prekeys = ctx.store.prekey_count(user, device).await.unwrap_or(0);
-    let key_packages = ctx
-        .store
-        .put_key_packages(user, device, &[], None)
-        .await
-        .unwrap_or(0);
+    let key_packages = ctx.store.key_package_count(user, device).await.unwrap_or(0);
     let frame = Frame::new(
         0,
         Body::KeysLow {
@@ -221,9 +216,8 @@ pub async fn upload_key_packages(
     }
     caller_device(ctx, caller).await?;
     let store = &ctx.store;
-    // An empty upload changes nothing and answers the pool size.
     let before = store
-        .put_key_packages(&caller.user, caller.device, &[], None)
+        .key_package_count(&caller.user, caller.device)
         .await
         .map_err(Reject::internal)?;
     let key_packages = store

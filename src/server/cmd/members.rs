@@ -15,7 +15,7 @@ pub async fn add(
     id: ConversationId,
     members: Vec<String>,
 ) -> Outcome {
-    into_outcome(change(owner, caller, id, members, Change::Add).await)
+    Outcome::or_refused(change(owner, caller, id, members, Change::Add).await)
 }
 
 pub async fn remove(
@@ -24,17 +24,13 @@ pub async fn remove(
     id: ConversationId,
     members: Vec<String>,
 ) -> Outcome {
-    into_outcome(change(owner, caller, id, members, Change::Remove).await)
+    Outcome::or_refused(change(owner, caller, id, members, Change::Remove).await)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Change {
     Add,
     Remove,
-}
-
-fn into_outcome(result: Result<Outcome, Reject>) -> Outcome {
-    result.unwrap_or_else(|reject| Outcome::immediate(Err(reject)))
 }
 
 async fn change(

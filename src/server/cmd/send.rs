@@ -26,10 +26,7 @@ pub struct SendOp {
 }
 
 pub async fn apply(owner: &mut Owner, caller: &Caller, op: SendOp) -> Outcome {
-    match send(owner, caller, op).await {
-        Ok(outcome) => outcome,
-        Err(reject) => Outcome::immediate(Err(reject)),
-    }
+    Outcome::or_refused(send(owner, caller, op).await)
 }
 
 /// Applies a Send whose ciphertexts are per device: the set must be exactly
@@ -40,10 +37,7 @@ pub async fn apply_per_device(
     op: SendOp,
     device_payloads: Vec<DevicePayload>,
 ) -> Outcome {
-    match send_per_device(owner, caller, op, device_payloads).await {
-        Ok(outcome) => outcome,
-        Err(reject) => Outcome::immediate(Err(reject)),
-    }
+    Outcome::or_refused(send_per_device(owner, caller, op, device_payloads).await)
 }
 
 async fn send_per_device(
@@ -55,20 +49,19 @@ async fn send_per_device(
     check_request(&op)?;
     let state = owner.conversation(op.id).await?;
     state.require_member(caller)?;
-    let expected: Vec<(String, u32)> = state
+    let mut wanted: Vec<(String, u32)> = state
         .recipients
         .iter()
         .filter(|(u, d)| !(*u == caller.user && *d == caller.device))
         .cloned()
         .collect();
+    wanted.sort();
     let mut given: Vec<(String, u32)> = device_payloads
         .iter()
         .map(|p| (p.user.clone(), p.device))
         .collect();
     given.sort();
     given.dedup();
-    let mut wanted = expected.clone();
-    wanted.sort();
     if given != wanted || given.len() != device_payloads.len() {
         return Err(stale_devices(wanted));
     }
