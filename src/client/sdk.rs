@@ -97,6 +97,14 @@ impl ClientError {
     }
 }
 
+/// How a new device key is accepted by the server.
+enum Enrollment {
+    /// Register: a new account with this as its first device.
+    NewAccount,
+    /// RequestLink: a new device of an existing account.
+    LinkDevice,
+}
+
 /// A conversation as the server describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConversationInfo {
@@ -176,19 +184,7 @@ impl Client {
         user: &str,
         device_name: &str,
     ) -> Result<Client, ClientError> {
-        if Identity::exists(&options.state_dir) {
-            return Err(IdentityError::Exists(options.state_dir.clone()).into());
-        }
-        let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
-        let mut link = Link::connect(&endpoint, options.server, &options.server_name).await?;
-        let mut identity = Identity::generate(user);
-        let frame = link.register_frame(1, user, device_name, &identity.key)?;
-        match expect_ok(link.call(&frame).await?)? {
-            Body::Registered { device, .. } => identity.device = device,
-            other => return Err(unexpected(&other)),
-        }
-        identity.save(&options.state_dir)?;
-        Ok(Client::start(options, identity, endpoint, link))
+        Client::enroll(options, user, device_name, Enrollment::NewAccount).await
     }
 
     /// Loads the identity from `options.state_dir` and connects as it.
@@ -253,13 +249,27 @@ impl Client {
         user: &str,
         device_name: &str,
     ) -> Result<Client, ClientError> {
+        Client::enroll(options, user, device_name, Enrollment::LinkDevice).await
+    }
+
+    /// Makes a fresh device key, has the server accept it (as a new account
+    /// or, once approved, as a new device), saves the identity and connects.
+    async fn enroll(
+        options: ClientOptions,
+        user: &str,
+        device_name: &str,
+        how: Enrollment,
+    ) -> Result<Client, ClientError> {
         if Identity::exists(&options.state_dir) {
             return Err(IdentityError::Exists(options.state_dir.clone()).into());
         }
         let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
         let mut link = Link::connect(&endpoint, options.server, &options.server_name).await?;
         let mut identity = Identity::generate(user);
-        let frame = link.link_frame(1, user, device_name, &identity.key)?;
+        let frame = match how {
+            Enrollment::NewAccount => link.register_frame(1, user, device_name, &identity.key)?,
+            Enrollment::LinkDevice => link.link_frame(1, user, device_name, &identity.key)?,
+        };
         match expect_ok(link.call(&frame).await?)? {
             Body::Registered { device, .. } => identity.device = device,
             other => return Err(unexpected(&other)),

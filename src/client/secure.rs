@@ -526,7 +526,7 @@ impl Inner {
         expires_in_secs: u32,
     ) -> Result<SendReceipt, SecureError> {
         let client_message_id = rand::random::<u64>() | 1;
-        let mut targets = self.guess_targets(conversation).await?;
+        let mut targets = self.known_targets(conversation);
         for _ in 0..MAX_SEND_ATTEMPTS {
             let device_payloads = self.encrypt_for(&targets, plaintext).await?;
             let body = Body::SendToDevices {
@@ -572,11 +572,11 @@ impl Inner {
 
     /// Our last known recipient devices of a conversation; empty at first,
     /// the server's StaleDevices answer then names the exact set.
-    async fn guess_targets(&self, conversation: u64) -> Result<Vec<(String, u32)>, SecureError> {
-        Ok(lock(&self.targets)
+    fn known_targets(&self, conversation: u64) -> Vec<(String, u32)> {
+        lock(&self.targets)
             .get(&conversation)
             .cloned()
-            .unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// One Olm ciphertext per target, starting sessions from claimed bundles.
