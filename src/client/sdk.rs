@@ -124,6 +124,26 @@ pub struct SendReceipt {
     pub duplicate: bool,
 }
 
+impl SendReceipt {
+    /// The receipt in a send's answer (a SendAck), or why it is not one.
+    pub fn from_answer(answer: Body) -> Result<SendReceipt, ClientError> {
+        match answer {
+            Body::SendAck {
+                conversation_id,
+                seq,
+                server_time_ms,
+                duplicate,
+            } => Ok(SendReceipt {
+                conversation_id,
+                seq,
+                server_time_ms,
+                duplicate,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
 /// Options of one send.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SendOptions {
@@ -384,20 +404,7 @@ impl Client {
                     attempts += 1
                 }
                 Err(e) => return Err(e),
-                Ok(Body::SendAck {
-                    conversation_id,
-                    seq,
-                    server_time_ms,
-                    duplicate,
-                }) => {
-                    return Ok(SendReceipt {
-                        conversation_id,
-                        seq,
-                        server_time_ms,
-                        duplicate,
-                    });
-                }
-                Ok(other) => return Err(unexpected(&other)),
+                Ok(answer) => return SendReceipt::from_answer(answer),
             }
         }
     }

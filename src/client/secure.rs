@@ -486,24 +486,7 @@ impl Inner {
                 payload: Bytes::from(ciphertext),
             };
             match self.client.request(body).await {
-                Ok(Body::SendAck {
-                    conversation_id,
-                    seq,
-                    server_time_ms,
-                    duplicate,
-                }) => {
-                    return Ok(SendReceipt {
-                        conversation_id,
-                        seq,
-                        server_time_ms,
-                        duplicate,
-                    })
-                }
-                Ok(other) => {
-                    return Err(SecureError::Protocol(format!(
-                        "unexpected answer to a send: {other:?}"
-                    )))
-                }
+                Ok(answer) => return Ok(SendReceipt::from_answer(answer)?),
                 Err(ClientError::Conflict(conflict))
                     if conflict.error.code == ErrorCode::StaleEpoch =>
                 {
@@ -537,24 +520,10 @@ impl Inner {
                 device_payloads,
             };
             match self.client.request(body).await {
-                Ok(Body::SendAck {
-                    conversation_id,
-                    seq,
-                    server_time_ms,
-                    duplicate,
-                }) => {
+                Ok(answer) => {
+                    let receipt = SendReceipt::from_answer(answer)?;
                     lock(&self.targets).insert(conversation, targets);
-                    return Ok(SendReceipt {
-                        conversation_id,
-                        seq,
-                        server_time_ms,
-                        duplicate,
-                    });
-                }
-                Ok(other) => {
-                    return Err(SecureError::Protocol(format!(
-                        "unexpected answer to a send: {other:?}"
-                    )))
+                    return Ok(receipt);
                 }
                 Err(ClientError::Conflict(conflict))
                     if conflict.error.code == ErrorCode::StaleDevices =>

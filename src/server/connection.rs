@@ -276,7 +276,7 @@ impl Conn {
                 device_key,
                 signature,
             } => {
-                let op = cmd::register::RegisterOp {
+                let op = cmd::register::NewDevice {
                     user,
                     device_name,
                     device_key,
@@ -295,7 +295,7 @@ impl Conn {
                 device_key,
                 signature,
             } => {
-                let op = cmd::devices::LinkOp {
+                let op = cmd::register::NewDevice {
                     user,
                     device_name,
                     device_key,

@@ -17,7 +17,7 @@ use super::cmd;
 use super::mesh::{encode_reply, Caller, Fanout, OwnerOp, OwnerRequest, Reject, Reply};
 use super::shard::{ServerStats, ShardCtx};
 use crate::proto::fb::ErrorCode;
-use crate::store::{ConversationId, ConversationRecord, DeviceId, UserId};
+use crate::store::{ConversationId, ConversationRecord, DeviceId, MembersError, UserId};
 
 /// Most requests taken into one batch.
 const MAX_BATCH: usize = 512;
@@ -117,6 +117,29 @@ impl Owner {
         self.convs
             .get_mut(&id)
             .ok_or_else(|| Reject::internal("conversation cache"))
+    }
+
+    /// Changes membership in the store and refreshes the cached recipients.
+    pub async fn update_members(
+        &mut self,
+        id: ConversationId,
+        add: &[UserId],
+        remove: &[UserId],
+    ) -> Result<ConversationRecord, Reject> {
+        let record = self
+            .ctx
+            .store
+            .update_members(id, add, remove)
+            .await
+            .map_err(|e| match e {
+                MembersError::NoSuchConversation(id) => Reject::new(
+                    ErrorCode::NotFound,
+                    format!("conversation {id} does not exist"),
+                ),
+                MembersError::Backend(e) => Reject::internal(e),
+            })?;
+        self.cache(record.clone()).await?;
+        Ok(record)
     }
 
     /// Caches a (new or changed) record with its recipient devices.

@@ -16,7 +16,7 @@ use crate::proto::keys::{CommitBody, Conflict};
 use crate::proto::{flags, Body, ErrorBody, Frame};
 use crate::server::mesh::{Caller, Fanout, Reject};
 use crate::server::owner::{Outcome, Owner};
-use crate::store::{ConversationId, ConversationKind, EpochOutcome, MembersError, StoredMessage};
+use crate::store::{ConversationId, ConversationKind, EpochOutcome, StoredMessage};
 
 pub async fn apply(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Outcome {
     Outcome::or_refused(accept(owner, caller, commit).await)
@@ -45,17 +45,9 @@ async fn accept(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Resul
         EpochOutcome::Stale { current } => return Err(stale_epoch(current)),
     }
     if !commit.added.is_empty() || !commit.removed.is_empty() {
-        let record = store
+        owner
             .update_members(id, &commit.added, &commit.removed)
-            .await
-            .map_err(|e| match e {
-                MembersError::NoSuchConversation(id) => Reject::new(
-                    ErrorCode::NotFound,
-                    format!("conversation {id} does not exist"),
-                ),
-                MembersError::Backend(e) => Reject::internal(e),
-            })?;
-        owner.cache(record).await?;
+            .await?;
     }
     let commit_msg =
         append_server_message(owner, caller, id, flags::MLS_COMMIT, commit.commit).await?;

@@ -7,15 +7,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::proto::auth::{link_transcript, verify, EXPORTER_LEN};
+use crate::proto::auth::{link_transcript, EXPORTER_LEN};
 use crate::proto::fb::ErrorCode;
-use crate::proto::handle::validate_handle;
 use crate::proto::keys::DeviceInfoData;
 use crate::proto::{Body, Frame};
 use crate::server::mesh::{Caller, Control, Fanout, Reject};
 use crate::server::shard::{now_ms, PendingLink, ShardCtx};
 
-use super::register::MAX_DEVICE_NAME;
+use super::register::NewDevice;
 
 /// ListDevices: the active devices of any user (senders need them to encrypt).
 pub async fn list(ctx: &ShardCtx, user: String) -> Result<Body, Reject> {
@@ -38,35 +37,14 @@ pub async fn list(ctx: &ShardCtx, user: String) -> Result<Body, Reject> {
     Ok(Body::DeviceList { user, devices })
 }
 
-/// A RequestLink frame's fields.
-pub struct LinkOp {
-    pub user: String,
-    pub device_name: String,
-    pub device_key: [u8; 32],
-    pub signature: [u8; 64],
-}
-
 /// RequestLink: asks the user's devices to approve this new device and waits
 /// for the answer. On approval the connection is authenticated as the new device.
 pub async fn request_link(
     ctx: &ShardCtx,
     exporter: &[u8; EXPORTER_LEN],
-    op: LinkOp,
+    op: NewDevice,
 ) -> Result<(Caller, Body), Reject> {
-    validate_handle(&op.user)
-        .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
-    if op.device_name.len() > MAX_DEVICE_NAME {
-        return Err(Reject::new(
-            ErrorCode::InvalidArgument,
-            format!("device name must be at most {MAX_DEVICE_NAME} bytes"),
-        ));
-    }
-    verify(
-        &op.device_key,
-        &link_transcript(exporter, &op.user, &op.device_key),
-        &op.signature,
-    )
-    .map_err(|e| Reject::new(ErrorCode::AuthFailed, e.to_string()))?;
+    op.check(&link_transcript(exporter, &op.user, &op.device_key))?;
     let devices = ctx
         .store
         .devices(&op.user)
@@ -121,7 +99,7 @@ pub async fn request_link(
     }
 }
 
-async fn add_linked_device(ctx: &ShardCtx, op: LinkOp) -> Result<(Caller, Body), Reject> {
+async fn add_linked_device(ctx: &ShardCtx, op: NewDevice) -> Result<(Caller, Body), Reject> {
     let added = ctx
         .store
         .add_device(&op.user, &op.device_name, op.device_key, now_ms())

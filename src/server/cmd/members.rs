@@ -7,7 +7,7 @@ use super::require_users;
 use crate::proto::fb::ErrorCode;
 use crate::server::mesh::{Caller, Reject};
 use crate::server::owner::{Outcome, Owner};
-use crate::store::{ConversationId, ConversationKind, MembersError};
+use crate::store::{ConversationId, ConversationKind};
 
 pub async fn add(
     owner: &mut Owner,
@@ -65,21 +65,8 @@ async fn change(
             (Vec::new(), members)
         }
     };
-    let record = owner
-        .ctx
-        .store
-        .update_members(id, &add, &remove)
-        .await
-        .map_err(|e| match e {
-            MembersError::NoSuchConversation(id) => Reject::new(
-                ErrorCode::NotFound,
-                format!("conversation {id} does not exist"),
-            ),
-            MembersError::Backend(e) => Reject::internal(e),
-        })?;
-    let reply = info(&record, false);
-    owner.cache(record).await?;
-    Ok(Outcome::durable(Ok(reply)))
+    let record = owner.update_members(id, &add, &remove).await?;
+    Ok(Outcome::durable(Ok(info(&record, false))))
 }
 
 fn check_removal(is_creator: bool, caller: &Caller, members: &[String]) -> Result<(), Reject> {

@@ -13,30 +13,38 @@ use crate::store::{CreateAccountError, DeviceRecord};
 /// Longest accepted device name, in bytes.
 pub const MAX_DEVICE_NAME: usize = 64;
 
-pub struct RegisterOp {
+/// A device key presented on a fresh connection (Register or RequestLink).
+pub struct NewDevice {
     pub user: String,
     pub device_name: String,
     pub device_key: [u8; 32],
     pub signature: [u8; 64],
 }
 
+impl NewDevice {
+    /// Checks the handle, the device name, and the proof of key possession
+    /// over `transcript` (bound to this connection).
+    pub fn check(&self, transcript: &[u8]) -> Result<(), Reject> {
+        validate_handle(&self.user)
+            .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
+        if self.device_name.len() > MAX_DEVICE_NAME {
+            return Err(Reject::new(
+                ErrorCode::InvalidArgument,
+                format!("device name must be at most {MAX_DEVICE_NAME} bytes"),
+            ));
+        }
+        verify(&self.device_key, transcript, &self.signature)
+            .map_err(|e| Reject::new(ErrorCode::AuthFailed, e.to_string()))
+    }
+}
+
 /// Creates the account; on success the connection is authenticated as the returned caller.
 pub async fn apply(
     ctx: &ShardCtx,
     exporter: &[u8; EXPORTER_LEN],
-    op: RegisterOp,
+    op: NewDevice,
 ) -> Result<(Caller, Body), Reject> {
-    validate_handle(&op.user)
-        .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
-    if op.device_name.len() > MAX_DEVICE_NAME {
-        return Err(Reject::new(
-            ErrorCode::InvalidArgument,
-            format!("device name must be at most {MAX_DEVICE_NAME} bytes"),
-        ));
-    }
-    let transcript = register_transcript(exporter, &op.user, &op.device_key);
-    verify(&op.device_key, &transcript, &op.signature)
-        .map_err(|e| Reject::new(ErrorCode::AuthFailed, e.to_string()))?;
+    op.check(&register_transcript(exporter, &op.user, &op.device_key))?;
     let device = DeviceRecord {
         device: 1,
         name: op.device_name,
