@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tern::proto::{Body, Frame, Message};
-use tern::server::mesh::{Caller, Fanout};
-use tern::server::sessions::{Closer, Session, Sessions};
+use tern_proto::{Body, Frame, Message};
+use tern_server::mesh::{Caller, Fanout};
+use tern_server::sessions::{Closer, Session, Sessions};
 use tokio::sync::mpsc;
 
 const RECIPIENTS: usize = 1_500;

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use tern::proto::codec::LEN_PREFIX;
-use tern::proto::{Body, Frame, FrameDecoder, Limits, Message};
+use tern_proto::codec::LEN_PREFIX;
+use tern_proto::{Body, Frame, FrameDecoder, Limits, Message};
 
 fn send_frame(payload: usize) -> Frame {
     Frame::new(

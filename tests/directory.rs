@@ -13,14 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{TestClient, TestServer, WAIT};
 use ed25519_dalek::SigningKey;
-use tern::client::identity::Identity;
-use tern::client::{Client, ClientError};
-use tern::proto::auth::{identity_key_transcript, prekey_transcript, sign};
-use tern::proto::fb::ErrorCode;
-use tern::proto::keys::{
+use tern_client::identity::Identity;
+use tern_client::{Client, ClientError};
+use tern_proto::auth::{identity_key_transcript, prekey_transcript, sign};
+use tern_proto::fb::ErrorCode;
+use tern_proto::keys::{
     CommitBody, DevicePayload, OneTimePrekeyData, SignedPrekeyData, UploadPrekeysBody,
 };
-use tern::proto::{flags, Body, ConversationKind};
+use tern_proto::{flags, Body, ConversationKind};
 
 fn device_key(client: &TestClient) -> SigningKey {
     Identity::load(client.state.path()).unwrap().key

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{ServerProcess, TestServer, WAIT};
-use tern::client::{Client, ClientOptions, SendOptions};
-use tern::proto::{ConversationKind, Message};
-use tern::server::shard::ServerStats;
+use tern_client::{Client, ClientOptions, SendOptions};
+use tern_proto::{ConversationKind, Message};
+use tern_server::shard::ServerStats;
 use tokio::time::timeout;
 
 const SHARDS: usize = 2;
@@ -93,7 +93,7 @@ async fn graceful_restart_keeps_accounts_conversations_history_and_cursors() {
     }
 
     // Accounts authenticated again (come_online), conversations and cursors survived.
-    let sorted = |mut v: Vec<tern::proto::ConversationState>| {
+    let sorted = |mut v: Vec<tern_proto::ConversationState>| {
         v.sort_by_key(|s| s.conversation_id);
         v
     };
@@ -131,7 +131,7 @@ async fn graceful_restart_keeps_accounts_conversations_history_and_cursors() {
         .send(direct.id, "not mine")
         .await
         .expect_err("carol is not in the direct conversation");
-    assert_eq!(err.code(), Some(tern::proto::fb::ErrorCode::NotMember));
+    assert_eq!(err.code(), Some(tern_proto::fb::ErrorCode::NotMember));
 
     // Bob's catch-up after reconnecting yields exactly the messages past his
     // cursors that other devices sent (the SDK never hands a device its own

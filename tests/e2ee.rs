@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::{TestServer, WAIT};
 use tempfile::TempDir;
-use tern::client::content::Content;
-use tern::client::mls::MlsClient;
-use tern::client::secure::{SecureClient, SecureEvent};
-use tern::proto::Body;
+use tern_client::content::Content;
+use tern_client::mls::MlsClient;
+use tern_client::secure::{SecureClient, SecureEvent};
+use tern_proto::Body;
 
 struct Device {
     client: SecureClient,

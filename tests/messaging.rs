@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::{TestServer, WAIT};
-use tern::client::SendOptions;
-use tern::proto::fb::ErrorCode;
-use tern::proto::ConversationKind;
+use tern_client::SendOptions;
+use tern_proto::fb::ErrorCode;
+use tern_proto::ConversationKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_one_message_is_delivered_in_real_time() {
@@ -335,10 +335,7 @@ async fn oversize_send_is_refused_by_the_sdk_and_the_connection_survives() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            tern::client::ClientError::TooLarge { max: 262_144, .. }
-        ),
+        matches!(err, tern_client::ClientError::TooLarge { max: 262_144, .. }),
         "{err:?}"
     );
     assert_eq!(alice.send(note.id, &b"small"[..]).await.unwrap().seq, 1);

@@ -12,10 +12,10 @@ use bytes::Bytes;
 use common::{TestClient, TestServer, WAIT};
 use ed25519_dalek::SigningKey;
 use flatbuffers::FlatBufferBuilder;
-use tern::client::identity::Identity;
-use tern::client::link::Link;
-use tern::proto::fb::{self, ErrorCode};
-use tern::proto::{close, Body, ConversationKind, Frame};
+use tern_client::identity::Identity;
+use tern_client::link::Link;
+use tern_proto::fb::{self, ErrorCode};
+use tern_proto::{close, Body, ConversationKind, Frame};
 use tokio::time::timeout;
 
 const SHARDS: usize = 2;

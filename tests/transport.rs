@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Connection, Endpoint, RecvStream, SendStream, TokioRuntime};
-use tern::client::tls::{client_config, PinnedCertVerifier, TrustAnchor};
-use tern::proto::fingerprint::parse_fingerprint;
-use tern::server::cid::shard_endpoint_config;
-use tern::server::socket::{
+use tern_client::tls::{client_config, PinnedCertVerifier, TrustAnchor};
+use tern_proto::fingerprint::parse_fingerprint;
+use tern_server::cid::shard_endpoint_config;
+use tern_server::socket::{
     bind_shard_sockets, shard_socket, DatagramMesh, MeshStats, ShardSocketParts,
     DEFAULT_INBOX_CAPACITY,
 };
-use tern::server::tls::{load_or_create_identity, server_config, ServerTransportTuning};
+use tern_server::tls::{load_or_create_identity, server_config, ServerTransportTuning};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 

@@ -10,10 +10,10 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use quinn::{EndpointConfig, TokioRuntime};
 use socket2::{Domain, Protocol, Socket, Type};
-use tern::client::link::{Link, DEFAULT_SERVER_NAME};
-use tern::client::tls::client_config;
-use tern::client::TrustAnchor;
-use tern::proto::{Body, Frame};
+use tern_client::link::{Link, DEFAULT_SERVER_NAME};
+use tern_client::tls::client_config;
+use tern_client::TrustAnchor;
+use tern_proto::{Body, Frame};
 
 use crate::error::{LoadError, Result};
 
@@ -40,7 +40,7 @@ impl Endpoints {
         timeout: Duration,
     ) -> Result<Arc<Endpoints>> {
         let config = client_config(&TrustAnchor::Fingerprint(fingerprint))
-            .map_err(tern::client::link::LinkError::from)?;
+            .map_err(tern_client::link::LinkError::from)?;
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"
         } else {

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use quinn::{Endpoint, TokioRuntime};
 use serde::Serialize;
-use tern::proto::codec::{FrameDecoder, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX};
-use tern::server::cid::shard_endpoint_config;
-use tern::server::socket::{
+use tern_proto::codec::{FrameDecoder, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX};
+use tern_server::cid::shard_endpoint_config;
+use tern_server::socket::{
     bind_shard_sockets, shard_socket, DatagramMesh, ShardSocketParts, DEFAULT_INBOX_CAPACITY,
 };
-use tern::server::tls::{load_or_create_identity, server_config, ServerTransportTuning};
+use tern_server::tls::{load_or_create_identity, server_config, ServerTransportTuning};
 
 use crate::error::{LoadError, Result};
 

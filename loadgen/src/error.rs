@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tern::client::link::LinkError;
-use tern::proto::fingerprint::FingerprintError;
+use tern_client::link::LinkError;
+use tern_proto::fingerprint::FingerprintError;
 
 /// Why a load run (or one of its steps) failed.
 #[derive(Debug, thiserror::Error)]

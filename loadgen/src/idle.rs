@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tern::client::link::Link;
+use tern_client::link::Link;
 use tokio::task::JoinSet;
 
 use crate::conn::Endpoints;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tern::client::link::{FrameReceiver, FrameSender, Link};
-use tern::proto::{Body, ErrorBody, Frame, Message};
+use tern_client::link::{FrameReceiver, FrameSender, Link};
+use tern_proto::{Body, ErrorBody, Frame, Message};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern::client::link::Link;
-use tern::proto::{Body, ConversationKind, Frame};
+use tern_client::link::Link;
+use tern_proto::{Body, ConversationKind, Frame};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tempfile::TempDir;
-use tern::proto::fingerprint::parse_fingerprint;
+use tern_proto::fingerprint::parse_fingerprint;
 
 use crate::error::{LoadError, Result};
 use crate::report::TargetInfo;

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tern::client::content::Content;
-use tern::client::secure::{Decrypted, SecureClient, SecureEvent};
-use tern::client::{ClientOptions, TrustAnchor};
-use tern::proto::fingerprint::parse_fingerprint;
-use tern::proto::{Body, Message};
+use tern_client::content::Content;
+use tern_client::secure::{Decrypted, SecureClient, SecureEvent};
+use tern_client::{ClientOptions, TrustAnchor};
+use tern_proto::fingerprint::parse_fingerprint;
+use tern_proto::{Body, Message};
 
 use super::{Command, Connection};
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tern::server::{start, ServerConfig};
+use tern_server::{start, ServerConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {

@@ -16,11 +16,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
-use tern::client::link::{client_endpoint, Link};
-use tern::client::{Client, ClientOptions, TrustAnchor};
-use tern::proto::fingerprint::parse_fingerprint;
-use tern::proto::Message;
-use tern::server::{start, ServerConfig, ServerHandle};
+use tern_client::link::{client_endpoint, Link};
+use tern_client::{Client, ClientOptions, TrustAnchor};
+use tern_proto::fingerprint::parse_fingerprint;
+use tern_proto::Message;
+use tern_server::{start, ServerConfig, ServerHandle};
 
 /// Longest a test waits for something that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
-use tern::client::link::Link;
-use tern::proto::{Body, Frame};
+use tern_client::link::Link;
+use tern_proto::{Body, Frame};
 
 use crate::args::{ClientArgs, OutputArgs};
 use crate::conn::{user_name, Endpoints};

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
-use tern::proto::{ConversationKind, ErrorBody, Message};
+use tern_proto::{ConversationKind, ErrorBody, Message};
 use tokio::sync::mpsc;
 
 use crate::args::{ClientArgs, OutputArgs};
@@ -144,7 +144,7 @@ impl Sink for ChatSink {
                 device,
                 0,
                 &ErrorBody {
-                    code: tern::proto::fb::ErrorCode::Unknown,
+                    code: tern_proto::fb::ErrorCode::Unknown,
                     message: format!("connection closed: {why}"),
                     retry_after_ms: 0,
                 },

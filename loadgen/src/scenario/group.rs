@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tern::proto::{ConversationKind, ErrorBody, Message};
+use tern_proto::{ConversationKind, ErrorBody, Message};
 
 use crate::args::{ClientArgs, OutputArgs};
 use crate::conn::user_name;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tern::client::link::Link;
-use tern::proto::{Body, ConversationKind, ConversationState, Frame};
+use tern_client::link::Link;
+use tern_proto::{Body, ConversationKind, ConversationState, Frame};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 

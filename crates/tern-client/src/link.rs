@@ -1,0 +1,230 @@
+//! One raw connection to a tern server: QUIC handshake with the pinned
+//! certificate, the control stream, and frame-level reads and writes. The
+//! SDK's [`super::Client`] is built on it; tests and the load generator use
+//! it directly to speak (or deliberately break) the protocol.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ed25519_dalek::SigningKey;
+
+use super::tls::{client_config, ClientTlsError, TrustAnchor};
+use tern_proto::auth::{
+    authenticate_transcript, link_transcript, register_transcript, sign, EXPORTER_LABEL,
+    EXPORTER_LEN,
+};
+use tern_proto::{Body, Frame, FrameDecoder, FrameError, Limits};
+
+/// Server name the client sends (SNI) when none is given; the server's
+/// self-signed certificate carries it.
+pub const DEFAULT_SERVER_NAME: &str = "localhost";
+
+/// Why a link operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Tls(#[from] ClientTlsError),
+    #[error("cannot open a local UDP socket: {0}")]
+    Socket(std::io::Error),
+    #[error("cannot start connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: quinn::ConnectError,
+    },
+    #[error("connection to the server failed: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("writing to the server failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("reading from the server failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("the server sent a bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("the server closed the control stream")]
+    Closed,
+    #[error("TLS exporter unavailable on this connection")]
+    Exporter,
+}
+
+/// A QUIC endpoint able to open tern connections.
+pub fn client_endpoint(
+    bind: SocketAddr,
+    trust: &TrustAnchor,
+) -> Result<quinn::Endpoint, LinkError> {
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(LinkError::Socket)?;
+    endpoint.set_default_client_config(client_config(trust)?);
+    Ok(endpoint)
+}
+
+/// The read half of a control stream: whole verified frames out.
+pub struct FrameReceiver {
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+    limits: Limits,
+}
+
+impl FrameReceiver {
+    /// The next frame, or `Ok(None)` when the server finished the stream.
+    pub async fn next(&mut self) -> Result<Option<Frame>, LinkError> {
+        loop {
+            if let Some(bytes) = self.decoder.next_frame()? {
+                return Ok(Some(Frame::decode(&bytes, &self.limits)?));
+            }
+            match self.recv.read_chunk(64 * 1024, true).await? {
+                Some(chunk) => self.decoder.push(&chunk.bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// The write half of a control stream.
+pub struct FrameSender {
+    send: quinn::SendStream,
+}
+
+impl FrameSender {
+    pub async fn frame(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        self.raw(&frame.encode()).await
+    }
+
+    /// Writes bytes as they are (tests use this to send broken frames).
+    pub async fn raw(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        self.send.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Writes several encoded frames in one go.
+    pub async fn chunks(&mut self, frames: &mut [Bytes]) -> Result<(), LinkError> {
+        self.send.write_all_chunks(frames).await?;
+        Ok(())
+    }
+
+    /// Finishes the stream (the server then ends the connection cleanly).
+    pub fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
+}
+
+/// An open connection with its control stream.
+pub struct Link {
+    pub connection: quinn::Connection,
+    pub sender: FrameSender,
+    pub receiver: FrameReceiver,
+}
+
+impl Link {
+    /// Connects and opens the control stream (nothing is sent yet).
+    pub async fn connect(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<Link, LinkError> {
+        let connecting = endpoint
+            .connect(addr, server_name)
+            .map_err(|source| LinkError::Connect { addr, source })?;
+        let connection = connecting.await?;
+        let (send, recv) = connection.open_bi().await?;
+        let receiver = FrameReceiver {
+            recv,
+            decoder: FrameDecoder::new(Limits::client_inbound().max_frame_len),
+            limits: Limits::client_inbound(),
+        };
+        Ok(Link {
+            connection,
+            sender: FrameSender { send },
+            receiver,
+        })
+    }
+
+    /// This connection's channel-binding value.
+    pub fn exporter(&self) -> Result<[u8; EXPORTER_LEN], LinkError> {
+        exporter(&self.connection)
+    }
+
+    /// Sends one request and waits for the next frame (no pushes expected yet).
+    pub async fn call(&mut self, frame: &Frame) -> Result<Frame, LinkError> {
+        self.sender.frame(frame).await?;
+        self.receiver.next().await?.ok_or(LinkError::Closed)
+    }
+
+    /// The Register frame for a new account, signed for this connection.
+    pub fn register_frame(
+        &self,
+        request_id: u64,
+        user: &str,
+        device_name: &str,
+        key: &SigningKey,
+    ) -> Result<Frame, LinkError> {
+        let device_key = key.verifying_key().to_bytes();
+        let signature = sign(
+            key,
+            &register_transcript(&self.exporter()?, user, &device_key),
+        );
+        let body = Body::Register {
+            user: user.to_owned(),
+            device_name: device_name.to_owned(),
+            device_key,
+            signature,
+        };
+        Ok(Frame::new(request_id, body))
+    }
+
+    /// The Authenticate frame for an existing device, signed for this connection.
+    pub fn authenticate_frame(
+        &self,
+        request_id: u64,
+        user: &str,
+        device: u32,
+        key: &SigningKey,
+    ) -> Result<Frame, LinkError> {
+        let signature = sign(
+            key,
+            &authenticate_transcript(&self.exporter()?, user, device),
+        );
+        Ok(Frame::new(
+            request_id,
+            Body::Authenticate {
+                user: user.to_owned(),
+                device,
+                signature,
+            },
+        ))
+    }
+
+    /// The RequestLink frame for a new device of an existing account, signed for this connection.
+    pub fn link_frame(
+        &self,
+        request_id: u64,
+        user: &str,
+        device_name: &str,
+        key: &SigningKey,
+    ) -> Result<Frame, LinkError> {
+        let device_key = key.verifying_key().to_bytes();
+        let signature = sign(key, &link_transcript(&self.exporter()?, user, &device_key));
+        let body = Body::RequestLink {
+            user: user.to_owned(),
+            device_name: device_name.to_owned(),
+            device_key,
+            signature,
+        };
+        Ok(Frame::new(request_id, body))
+    }
+
+    /// Splits into the connection and its two halves.
+    pub fn split(self) -> (quinn::Connection, FrameSender, FrameReceiver) {
+        (self.connection, self.sender, self.receiver)
+    }
+}
+
+/// The channel-binding exporter value of a connection.
+pub fn exporter(connection: &quinn::Connection) -> Result<[u8; EXPORTER_LEN], LinkError> {
+    let mut out = [0u8; EXPORTER_LEN];
+    connection
+        .export_keying_material(&mut out, EXPORTER_LABEL, b"")
+        .map_err(|_| LinkError::Exporter)?;
+    Ok(out)
+}
+
+/// Shares one endpoint between many links (the load generator multiplexes).
+pub type SharedEndpoint = Arc<quinn::Endpoint>;

@@ -1,0 +1,817 @@
+//! The client SDK: an async handle over one tern device connection that
+//! registers or authenticates, sends (exactly once, retried across
+//! reconnects), and yields incoming messages in order, each once, per
+//! conversation. It reconnects on its own with backoff and, after every
+//! (re)connect, syncs the conversations that moved past its cursors.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::identity::{Identity, IdentityError};
+use super::link::{
+    client_endpoint, FrameReceiver, FrameSender, Link, LinkError, DEFAULT_SERVER_NAME,
+};
+use super::tls::TrustAnchor;
+use tern_proto::fb::ErrorCode;
+use tern_proto::keys::Conflict;
+use tern_proto::{close, Body, ConversationKind, ConversationState, Frame, Message};
+
+/// How a client reaches and trusts its server, and where it keeps its state.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub server: SocketAddr,
+    /// TLS server name (SNI). Default `localhost` (the self-signed cert's name).
+    pub server_name: String,
+    pub trust: TrustAnchor,
+    /// Directory holding `identity.toml`.
+    pub state_dir: PathBuf,
+    /// How long one request waits for its answer. Default 30 s.
+    pub request_timeout: Duration,
+    /// First reconnect delay, doubled per failure up to `reconnect_max`. Default 100 ms.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay. Default 5 s.
+    pub reconnect_max: Duration,
+    /// Largest frame the server accepts (its `max_frame_len`). A request
+    /// that would exceed it fails here instead of getting the connection
+    /// closed. Default 262144 (256 KiB), the server's default.
+    pub max_frame_len: usize,
+}
+
+impl ClientOptions {
+    pub fn new(server: SocketAddr, trust: TrustAnchor, state_dir: impl Into<PathBuf>) -> Self {
+        ClientOptions {
+            server,
+            server_name: DEFAULT_SERVER_NAME.to_owned(),
+            trust,
+            state_dir: state_dir.into(),
+            request_timeout: Duration::from_secs(30),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            max_frame_len: tern_proto::codec::DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+}
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("server refused ({code:?}): {message}")]
+    Server {
+        code: ErrorCode,
+        message: String,
+        retry_after_ms: u32,
+    },
+    #[error("server refused ({:?}): {}", .0.error.code, .0.error.message)]
+    Conflict(Box<Conflict>),
+    #[error("connection lost before the answer came; the request may be retried")]
+    Disconnected,
+    #[error("no answer within the request timeout")]
+    Timeout,
+    #[error("the server answered with an unexpected frame: {0}")]
+    Unexpected(String),
+    #[error("the client was closed")]
+    Closed,
+    #[error("request of {len} bytes exceeds the server's {max}-byte frame limit; send less at once (or raise max_frame_len on both sides)")]
+    TooLarge { len: usize, max: usize },
+}
+
+impl ClientError {
+    /// The server's error code, if the server refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            ClientError::Conflict(c) => Some(c.error.code),
+            _ => None,
+        }
+    }
+}
+
+/// How a new device key is accepted by the server.
+enum Enrollment {
+    /// Register: a new account with this as its first device.
+    NewAccount,
+    /// RequestLink: a new device of an existing account.
+    LinkDevice,
+}
+
+/// A conversation as the server describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationInfo {
+    pub id: u64,
+    pub kind: ConversationKind,
+    pub members: Vec<String>,
+    pub head_seq: u64,
+    pub created: bool,
+}
+
+/// Proof that a message is durably stored at `(conversation_id, seq)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendReceipt {
+    pub conversation_id: u64,
+    pub seq: u64,
+    pub server_time_ms: u64,
+    pub duplicate: bool,
+}
+
+impl SendReceipt {
+    /// The receipt in a send's answer (a SendAck), or why it is not one.
+    pub fn from_answer(answer: Body) -> Result<SendReceipt, ClientError> {
+        match answer {
+            Body::SendAck {
+                conversation_id,
+                seq,
+                server_time_ms,
+                duplicate,
+            } => Ok(SendReceipt {
+                conversation_id,
+                seq,
+                server_time_ms,
+                duplicate,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Options of one send.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SendOptions {
+    /// Idempotency key; 0 = pick a random one. Reuse it to retry a send.
+    pub client_message_id: u64,
+    /// Lifetime in seconds; 0 = server default (30 days).
+    pub expires_in_secs: u32,
+    pub flags: u32,
+}
+
+/// A page of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    pub head_seq: u64,
+    pub next_seq: u64,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
+
+/// The live connection requests go through.
+struct LiveLink {
+    connection: quinn::Connection,
+    out: mpsc::Sender<Bytes>,
+    pending: Pending,
+}
+
+/// What the reader tells the ordering task.
+enum Event {
+    Connected,
+    Deliver(Message),
+    /// A server push other than Deliver (KeysLow, LinkRequest, DeviceListChanged).
+    Notice(Body),
+}
+
+struct Shared {
+    options: ClientOptions,
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+    link: watch::Sender<Option<Arc<LiveLink>>>,
+    next_request: AtomicU64,
+    closed: AtomicBool,
+    reconnects: AtomicU64,
+}
+
+/// A connected device. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Client {
+    shared: Arc<Shared>,
+    messages: tokio::sync::Mutex<mpsc::Receiver<Message>>,
+    notices: tokio::sync::Mutex<mpsc::UnboundedReceiver<Body>>,
+}
+
+impl Client {
+    /// Creates the account `user` with a fresh device key, saves the identity
+    /// in `options.state_dir`, and returns the connected client.
+    pub async fn register(
+        options: ClientOptions,
+        user: &str,
+        device_name: &str,
+    ) -> Result<Client, ClientError> {
+        Client::enroll(options, user, device_name, Enrollment::NewAccount).await
+    }
+
+    /// Loads the identity from `options.state_dir` and connects as it.
+    pub async fn connect(options: ClientOptions) -> Result<Client, ClientError> {
+        let identity = Identity::load(&options.state_dir)?;
+        let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
+        let link = authenticate(&endpoint, &options, &identity).await?;
+        Ok(Client::start(options, identity, endpoint, link))
+    }
+
+    fn start(
+        options: ClientOptions,
+        identity: Identity,
+        endpoint: quinn::Endpoint,
+        link: Link,
+    ) -> Client {
+        let (link_tx, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            options,
+            identity,
+            endpoint,
+            link: link_tx,
+            next_request: AtomicU64::new(2),
+            closed: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
+        });
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (messages_tx, messages_rx) = mpsc::channel(4096);
+        let (notices_tx, notices_rx) = mpsc::unbounded_channel();
+        tokio::spawn(supervise(shared.clone(), link, events_tx));
+        tokio::spawn(order_deliveries(
+            shared.clone(),
+            events_rx,
+            messages_tx,
+            notices_tx,
+        ));
+        Client {
+            shared,
+            messages: tokio::sync::Mutex::new(messages_rx),
+            notices: tokio::sync::Mutex::new(notices_rx),
+        }
+    }
+
+    pub fn user(&self) -> &str {
+        &self.shared.identity.user
+    }
+
+    pub fn device(&self) -> u32 {
+        self.shared.identity.device
+    }
+
+    /// How many times the client has reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Links a new device to an existing account: waits until one of the
+    /// account's devices approves (see [`Client::next_notice`] and
+    /// [`Client::approve_link`]), then saves the identity and connects.
+    pub async fn link(
+        options: ClientOptions,
+        user: &str,
+        device_name: &str,
+    ) -> Result<Client, ClientError> {
+        Client::enroll(options, user, device_name, Enrollment::LinkDevice).await
+    }
+
+    /// Makes a fresh device key, has the server accept it (as a new account
+    /// or, once approved, as a new device), saves the identity and connects.
+    async fn enroll(
+        options: ClientOptions,
+        user: &str,
+        device_name: &str,
+        how: Enrollment,
+    ) -> Result<Client, ClientError> {
+        if Identity::exists(&options.state_dir) {
+            return Err(IdentityError::Exists(options.state_dir.clone()).into());
+        }
+        let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
+        let mut link = Link::connect(&endpoint, options.server, &options.server_name).await?;
+        let mut identity = Identity::generate(user);
+        let frame = match how {
+            Enrollment::NewAccount => link.register_frame(1, user, device_name, &identity.key)?,
+            Enrollment::LinkDevice => link.link_frame(1, user, device_name, &identity.key)?,
+        };
+        match expect_ok(link.call(&frame).await?)? {
+            Body::Registered { device, .. } => identity.device = device,
+            other => return Err(unexpected(&other)),
+        }
+        identity.save(&options.state_dir)?;
+        Ok(Client::start(options, identity, endpoint, link))
+    }
+
+    /// Answers a LinkRequest pushed to this device.
+    pub async fn approve_link(&self, link_id: u64, approve: bool) -> Result<(), ClientError> {
+        match self.request(Body::ApproveLink { link_id, approve }).await? {
+            Body::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends any request body and returns the answer body (refusals are errors).
+    pub async fn request(&self, body: Body) -> Result<Body, ClientError> {
+        call(&self.shared, body).await
+    }
+
+    /// The next server notice: KeysLow, LinkRequest, DeviceListChanged.
+    pub async fn next_notice(&self) -> Option<Body> {
+        self.notices.lock().await.recv().await
+    }
+
+    /// The next incoming message, in seq order per conversation, each once.
+    /// `None` after [`Client::close`].
+    pub async fn next_message(&self) -> Option<Message> {
+        self.messages.lock().await.recv().await
+    }
+
+    pub async fn create_conversation(
+        &self,
+        kind: ConversationKind,
+        members: &[&str],
+    ) -> Result<ConversationInfo, ClientError> {
+        let members = members.iter().map(|m| (*m).to_owned()).collect();
+        conversation_info(call(&self.shared, Body::CreateConversation { kind, members }).await?)
+    }
+
+    pub async fn add_members(
+        &self,
+        conversation_id: u64,
+        members: &[&str],
+    ) -> Result<ConversationInfo, ClientError> {
+        let members = members.iter().map(|m| (*m).to_owned()).collect();
+        conversation_info(
+            call(
+                &self.shared,
+                Body::AddMembers {
+                    conversation_id,
+                    members,
+                },
+            )
+            .await?,
+        )
+    }
+
+    pub async fn remove_members(
+        &self,
+        conversation_id: u64,
+        members: &[&str],
+    ) -> Result<ConversationInfo, ClientError> {
+        let members = members.iter().map(|m| (*m).to_owned()).collect();
+        conversation_info(
+            call(
+                &self.shared,
+                Body::RemoveMembers {
+                    conversation_id,
+                    members,
+                },
+            )
+            .await?,
+        )
+    }
+
+    /// Sends a payload; returns once it is durable on the server.
+    pub async fn send(
+        &self,
+        conversation_id: u64,
+        payload: impl Into<Bytes>,
+    ) -> Result<SendReceipt, ClientError> {
+        self.send_with(conversation_id, payload, SendOptions::default())
+            .await
+    }
+
+    /// Sends with options. A send cut off by a lost connection is retried
+    /// after reconnecting with the same id, so it is stored exactly once.
+    pub async fn send_with(
+        &self,
+        conversation_id: u64,
+        payload: impl Into<Bytes>,
+        options: SendOptions,
+    ) -> Result<SendReceipt, ClientError> {
+        let client_message_id = if options.client_message_id == 0 {
+            random_nonzero()
+        } else {
+            options.client_message_id
+        };
+        let body = Body::Send {
+            conversation_id,
+            client_message_id,
+            expires_in_secs: options.expires_in_secs,
+            flags: options.flags,
+            payload: payload.into(),
+        };
+        let mut attempts = 0;
+        loop {
+            match call(&self.shared, body.clone()).await {
+                Err(ClientError::Disconnected | ClientError::Timeout) if attempts < 5 => {
+                    attempts += 1
+                }
+                Err(e) => return Err(e),
+                Ok(answer) => return SendReceipt::from_answer(answer),
+            }
+        }
+    }
+
+    /// Acknowledges everything up to `seq` in a conversation (raises the cursor).
+    pub async fn ack(&self, conversation_id: u64, seq: u64) -> Result<(), ClientError> {
+        match call(
+            &self.shared,
+            Body::Ack {
+                conversation_id,
+                seq,
+            },
+        )
+        .await?
+        {
+            Body::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Conversations whose head is past this device's cursor (or all of them).
+    pub async fn sync(&self, all: bool) -> Result<Vec<ConversationState>, ClientError> {
+        sync(&self.shared, all).await
+    }
+
+    /// One page of a conversation starting at `from_seq`.
+    pub async fn history(
+        &self,
+        conversation_id: u64,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<HistoryPage, ClientError> {
+        history(&self.shared, conversation_id, from_seq, limit).await
+    }
+
+    /// Moves the client to a fresh local UDP socket (as a phone does when it
+    /// changes network); the connection migrates.
+    pub fn rebind(&self) -> std::io::Result<()> {
+        let socket = std::net::UdpSocket::bind(unspecified(&self.shared.options.server))?;
+        self.shared.endpoint.rebind(socket)
+    }
+
+    /// The local address of the client's UDP socket.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.shared.endpoint.local_addr()
+    }
+
+    /// Closes the connection and stops reconnecting.
+    pub async fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        if let Some(link) = self.shared.link.send_replace(None) {
+            link.connection
+                .close(close::NORMAL.into(), b"client closed");
+        }
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        if let Some(link) = self.shared.link.send_replace(None) {
+            link.connection
+                .close(close::NORMAL.into(), b"client dropped");
+        }
+    }
+}
+
+fn unspecified(server: &SocketAddr) -> SocketAddr {
+    if server.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([0u8; 4], 0))
+    }
+}
+
+fn random_nonzero() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+fn unexpected(body: &Body) -> ClientError {
+    let name = format!("{body:?}");
+    ClientError::Unexpected(name.chars().take(80).collect())
+}
+
+fn expect_ok(frame: Frame) -> Result<Body, ClientError> {
+    match frame.body {
+        Body::Error(e) => Err(ClientError::Server {
+            code: e.code,
+            message: e.message,
+            retry_after_ms: e.retry_after_ms,
+        }),
+        Body::Conflict(c) => Err(ClientError::Conflict(Box::new(c))),
+        body => Ok(body),
+    }
+}
+
+fn conversation_info(body: Body) -> Result<ConversationInfo, ClientError> {
+    match body {
+        Body::ConversationInfo {
+            conversation_id,
+            kind,
+            members,
+            head_seq,
+            created,
+        } => Ok(ConversationInfo {
+            id: conversation_id,
+            kind,
+            members,
+            head_seq,
+            created,
+        }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+async fn authenticate(
+    endpoint: &quinn::Endpoint,
+    options: &ClientOptions,
+    identity: &Identity,
+) -> Result<Link, ClientError> {
+    let mut link = Link::connect(endpoint, options.server, &options.server_name).await?;
+    let frame = link.authenticate_frame(1, &identity.user, identity.device, &identity.key)?;
+    match expect_ok(link.call(&frame).await?)? {
+        Body::Authenticated { .. } => Ok(link),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Sends one request over the live link and waits for its answer.
+async fn call(shared: &Shared, body: Body) -> Result<Body, ClientError> {
+    let timeout = shared.options.request_timeout;
+    let link = tokio::time::timeout(timeout, wait_link(shared))
+        .await
+        .map_err(|_| ClientError::Timeout)??;
+    let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
+    let frame = Frame::new(id, body).encode();
+    let (len, max) = (
+        frame.len().saturating_sub(tern_proto::codec::LEN_PREFIX),
+        shared.options.max_frame_len,
+    );
+    if len > max {
+        return Err(ClientError::TooLarge { len, max });
+    }
+    let (tx, rx) = oneshot::channel();
+    lock(&link.pending).insert(id, tx);
+    if link.out.send(frame).await.is_err() {
+        lock(&link.pending).remove(&id);
+        return Err(ClientError::Disconnected);
+    }
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(frame)) => expect_ok(frame),
+        Ok(Err(_)) => Err(ClientError::Disconnected),
+        Err(_) => {
+            lock(&link.pending).remove(&id);
+            Err(ClientError::Timeout)
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn wait_link(shared: &Shared) -> Result<Arc<LiveLink>, ClientError> {
+    let mut rx = shared.link.subscribe();
+    loop {
+        if shared.closed.load(Ordering::SeqCst) {
+            return Err(ClientError::Closed);
+        }
+        if let Some(link) = rx.borrow_and_update().clone() {
+            return Ok(link);
+        }
+        if rx.changed().await.is_err() {
+            return Err(ClientError::Closed);
+        }
+    }
+}
+
+async fn sync(shared: &Shared, all: bool) -> Result<Vec<ConversationState>, ClientError> {
+    match call(shared, Body::Sync { all }).await? {
+        Body::SyncResult(states) => Ok(states),
+        other => Err(unexpected(&other)),
+    }
+}
+
+async fn history(
+    shared: &Shared,
+    conversation_id: u64,
+    from_seq: u64,
+    limit: u32,
+) -> Result<HistoryPage, ClientError> {
+    match call(
+        shared,
+        Body::History {
+            conversation_id,
+            from_seq,
+            limit,
+        },
+    )
+    .await?
+    {
+        Body::HistoryPage {
+            messages,
+            head_seq,
+            next_seq,
+            ..
+        } => Ok(HistoryPage {
+            messages,
+            head_seq,
+            next_seq,
+        }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Keeps a live link: serves it until it breaks, then reconnects with backoff.
+async fn supervise(shared: Arc<Shared>, first: Link, events: mpsc::UnboundedSender<Event>) {
+    let mut next = Some(first);
+    let mut delay = shared.options.reconnect_min;
+    while !shared.closed.load(Ordering::SeqCst) {
+        let link = match next.take() {
+            Some(link) => link,
+            None => match authenticate(&shared.endpoint, &shared.options, &shared.identity).await {
+                Ok(link) => {
+                    shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                    delay = shared.options.reconnect_min;
+                    link
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, ?delay, "reconnect failed");
+                    tokio::time::sleep(jitter(delay)).await;
+                    delay = (delay * 2).min(shared.options.reconnect_max);
+                    continue;
+                }
+            },
+        };
+        serve_link(&shared, link, &events).await;
+    }
+}
+
+fn jitter(delay: Duration) -> Duration {
+    let spread = delay.as_millis() as u64 / 4 + 1;
+    delay + Duration::from_millis(rand::random::<u64>() % spread)
+}
+
+async fn serve_link(shared: &Arc<Shared>, link: Link, events: &mpsc::UnboundedSender<Event>) {
+    let (connection, sender, receiver) = link.split();
+    let (out, out_rx) = mpsc::channel(1024);
+    let pending: Pending = Arc::default();
+    let live = Arc::new(LiveLink {
+        connection: connection.clone(),
+        out,
+        pending: pending.clone(),
+    });
+    let writer = tokio::spawn(write_loop(sender, out_rx));
+    shared.link.send_replace(Some(live));
+    let _ = events.send(Event::Connected);
+    read_loop(receiver, &pending, events).await;
+    shared.link.send_replace(None);
+    lock(&pending).clear();
+    writer.abort();
+    connection.close(close::NORMAL.into(), b"reconnecting");
+}
+
+async fn write_loop(mut sender: FrameSender, mut rx: mpsc::Receiver<Bytes>) {
+    let mut batch = Vec::with_capacity(64);
+    while rx.recv_many(&mut batch, 64).await > 0 {
+        if sender.chunks(&mut batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+    }
+}
+
+async fn read_loop(
+    mut receiver: FrameReceiver,
+    pending: &Pending,
+    events: &mpsc::UnboundedSender<Event>,
+) {
+    while let Ok(Some(frame)) = receiver.next().await {
+        if frame.request_id != 0 {
+            if let Some(tx) = lock(pending).remove(&frame.request_id) {
+                let _ = tx.send(frame);
+            }
+            continue;
+        }
+        match frame.body {
+            Body::Deliver(message) => {
+                let _ = events.send(Event::Deliver(message));
+            }
+            Body::Error(e) => {
+                tracing::warn!(code = ?e.code, message = %e.message, "server reported an error")
+            }
+            notice => {
+                let _ = events.send(Event::Notice(notice));
+            }
+        }
+    }
+}
+
+/// Turns pushes and post-connect syncs into one in-order, once-only stream.
+async fn order_deliveries(
+    shared: Arc<Shared>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    out: mpsc::Sender<Message>,
+    notices: mpsc::UnboundedSender<Body>,
+) {
+    let mut delivered: HashMap<u64, u64> = HashMap::new();
+    while let Some(event) = events.recv().await {
+        let result = match event {
+            Event::Connected => catch_up(&shared, &mut delivered, &out).await,
+            Event::Deliver(message) => deliver(&shared, &mut delivered, &out, message).await,
+            Event::Notice(body) => {
+                let _ = notices.send(body);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "delivery ordering interrupted; resuming after reconnect");
+        }
+    }
+}
+
+async fn catch_up(
+    shared: &Shared,
+    delivered: &mut HashMap<u64, u64>,
+    out: &mpsc::Sender<Message>,
+) -> Result<(), ClientError> {
+    for state in sync(shared, false).await? {
+        let seen = delivered.entry(state.conversation_id).or_insert(0);
+        *seen = (*seen).max(state.cursor);
+        fill(
+            shared,
+            delivered,
+            out,
+            state.conversation_id,
+            state.head_seq,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn deliver(
+    shared: &Shared,
+    delivered: &mut HashMap<u64, u64>,
+    out: &mpsc::Sender<Message>,
+    message: Message,
+) -> Result<(), ClientError> {
+    let id = message.conversation_id;
+    let seen = delivered.get(&id).copied().unwrap_or(0);
+    if message.seq <= seen {
+        return Ok(());
+    }
+    if message.seq > seen + 1 {
+        fill(shared, delivered, out, id, message.seq - 1).await?;
+    }
+    if message.seq == delivered.get(&id).copied().unwrap_or(0) + 1 {
+        delivered.insert(id, message.seq);
+        emit(shared, out, message).await;
+    }
+    Ok(())
+}
+
+/// Hands a message to the application, except this device's own sends.
+async fn emit(shared: &Shared, out: &mpsc::Sender<Message>, message: Message) {
+    let own = message.sender_device == shared.identity.device
+        && message.sender_user == shared.identity.user;
+    if !own {
+        let _ = out.send(message).await;
+    }
+}
+
+/// Emits every message after the last delivered one up to `through`, from history.
+async fn fill(
+    shared: &Shared,
+    delivered: &mut HashMap<u64, u64>,
+    out: &mpsc::Sender<Message>,
+    id: u64,
+    through: u64,
+) -> Result<(), ClientError> {
+    loop {
+        let from = delivered.get(&id).copied().unwrap_or(0) + 1;
+        if from > through {
+            return Ok(());
+        }
+        let page = history(shared, id, from, 0).await?;
+        for message in page
+            .messages
+            .into_iter()
+            .filter(|m| m.seq >= from && m.seq <= through)
+        {
+            delivered.insert(id, message.seq);
+            emit(shared, out, message).await;
+        }
+        if page.next_seq <= from {
+            return Ok(());
+        }
+        let last = page.next_seq.saturating_sub(1).min(through);
+        let seen = delivered.entry(id).or_insert(0);
+        *seen = (*seen).max(last);
+    }
+}

@@ -1,0 +1,950 @@
+//! The end-to-end-encrypted client: [`SecureClient`] wraps the transport
+//! [`Client`] so that every message leaves the device encrypted and the
+//! server only ever stores ciphertext.
+//!
+//! * Direct and note-to-self conversations: one Olm (Double Ratchet)
+//!   ciphertext per recipient device, including the sender's own other
+//!   devices (sent transcripts). Sessions start from the key directory's
+//!   prekey bundles; a send refused for a stale device set is re-encrypted
+//!   for the devices the server names and retried with the same message id.
+//! * Groups: MLS. Membership changes are Commits the server accepts once per
+//!   epoch; a client whose Commit lost processes the winner and retries.
+//! * Key upkeep: prekeys and KeyPackages are published on start and topped
+//!   up whenever the server says they run low.
+//!
+//! Incoming messages are decrypted when the app asks for the next
+//! [`SecureEvent`] (pull, in order): a process that only sends never
+//! advances a ratchet for messages it does not show, so nothing is lost for
+//! the process that does. A background task only handles server notices
+//! (key replenishment, device-list changes, link requests).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch, Mutex};
+
+use super::content::Content;
+use super::identity::Identity;
+use super::mls::{MlsClient, MlsError, Processed};
+use super::olm::{CryptoError, OlmDevice, PeerDevice};
+use super::sdk::{Client, ClientError, ClientOptions, SendReceipt};
+use tern_proto::auth::{identity_key_transcript, prekey_transcript, sign, verify};
+use tern_proto::fb::ErrorCode;
+use tern_proto::keys::{DevicePayload, OneTimePrekeyData, SignedPrekeyData, UploadPrekeysBody};
+use tern_proto::{flags, Body, ConversationKind, Message};
+
+/// One-time prekeys kept on the server.
+const PREKEY_TARGET: u32 = 100;
+/// KeyPackages kept on the server.
+const KEY_PACKAGE_TARGET: u32 = 20;
+/// Attempts at a send whose device set keeps changing.
+const MAX_SEND_ATTEMPTS: usize = 4;
+/// Attempts at a Commit that keeps losing its epoch.
+const MAX_COMMIT_ATTEMPTS: usize = 5;
+
+/// Why a secure operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SecureError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("1:1 encryption: {0}")]
+    Olm(#[from] CryptoError),
+    #[error("group encryption: {0}")]
+    Mls(#[from] MlsError),
+    #[error("the server's key bundle for {0} is not signed by that device's key; refusing to encrypt to it")]
+    BadBundle(String),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// A decrypted message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decrypted {
+    pub conversation_id: u64,
+    pub seq: u64,
+    pub sender_user: String,
+    pub sender_device: u32,
+    pub server_time_ms: u64,
+    pub content: Content,
+}
+
+/// What the app hears from a [`SecureClient`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecureEvent {
+    Message(Decrypted),
+    /// This device joined a group from a Welcome.
+    Joined {
+        conversation_id: u64,
+    },
+    /// A group's membership changed (a Commit was applied).
+    GroupChanged {
+        conversation_id: u64,
+        epoch: u64,
+    },
+    /// This device was removed from a group.
+    Removed {
+        conversation_id: u64,
+    },
+    /// A new device asks to join this account; answer with [`SecureClient::approve_link`].
+    LinkRequest {
+        link_id: u64,
+        device_name: String,
+    },
+    /// A message this device could not decrypt (with why).
+    Undecryptable {
+        conversation_id: u64,
+        seq: u64,
+        reason: String,
+    },
+}
+
+struct Crypto {
+    olm: OlmDevice,
+    mls: MlsClient,
+    /// Groups joined from a Welcome at this seq: earlier messages predate us.
+    joined_at: HashMap<u64, u64>,
+}
+
+struct Inner {
+    client: Client,
+    identity: Identity,
+    crypto: Mutex<Crypto>,
+    /// Recipient devices per pairwise conversation, as the server last said.
+    targets: std::sync::Mutex<HashMap<u64, Vec<(String, u32)>>>,
+    kinds: std::sync::Mutex<HashMap<u64, ConversationKind>>,
+    /// Latest MLS epoch processed per group, for commit recovery.
+    epochs: watch::Sender<HashMap<u64, u64>>,
+    /// Events decrypted while waiting for something else (commit recovery).
+    buffered: std::sync::Mutex<std::collections::VecDeque<SecureEvent>>,
+}
+
+/// An end-to-end-encrypting device. See the module docs.
+pub struct SecureClient {
+    inner: Arc<Inner>,
+    notices: Mutex<mpsc::Receiver<SecureEvent>>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SecureClient {
+    /// Creates the account with this device and publishes its keys.
+    pub async fn register(
+        options: ClientOptions,
+        user: &str,
+        device_name: &str,
+    ) -> Result<Self, SecureError> {
+        let state = options.state_dir.clone();
+        let client = Client::register(options, user, device_name).await?;
+        Self::start(client, &state).await
+    }
+
+    /// Connects an existing device from its state directory.
+    pub async fn connect(options: ClientOptions) -> Result<Self, SecureError> {
+        let state = options.state_dir.clone();
+        let client = Client::connect(options).await?;
+        Self::start(client, &state).await
+    }
+
+    /// Links this new device to an existing account (approved by a linked device).
+    pub async fn link(
+        options: ClientOptions,
+        user: &str,
+        device_name: &str,
+    ) -> Result<Self, SecureError> {
+        let state = options.state_dir.clone();
+        let client = Client::link(options, user, device_name).await?;
+        Self::start(client, &state).await
+    }
+
+    async fn start(client: Client, state: &std::path::Path) -> Result<Self, SecureError> {
+        let identity = Identity::load(state).map_err(ClientError::from)?;
+        let olm = OlmDevice::load_or_create(state)?;
+        let mls =
+            MlsClient::load_or_create(state, &format!("{}/{}", identity.user, identity.device))?;
+        let inner = Arc::new(Inner {
+            client,
+            identity,
+            crypto: Mutex::new(Crypto {
+                olm,
+                mls,
+                joined_at: HashMap::new(),
+            }),
+            targets: std::sync::Mutex::default(),
+            kinds: std::sync::Mutex::default(),
+            epochs: watch::channel(HashMap::new()).0,
+            buffered: std::sync::Mutex::default(),
+        });
+        inner.publish_keys().await?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(notice_loop(inner.clone(), tx));
+        Ok(SecureClient {
+            inner,
+            notices: Mutex::new(rx),
+        })
+    }
+
+    /// The transport client underneath (sync, history, acks).
+    pub fn transport(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub fn user(&self) -> &str {
+        &self.inner.identity.user
+    }
+
+    pub fn device(&self) -> u32 {
+        self.inner.identity.device
+    }
+
+    /// The next decrypted message or event (decrypting happens here, in order).
+    pub async fn next_event(&self) -> Option<SecureEvent> {
+        loop {
+            if let Some(event) = lock(&self.inner.buffered).pop_front() {
+                return Some(event);
+            }
+            let mut notices = self.notices.lock().await;
+            // Only the receive is raced (cancel-safe); decrypting is not.
+            let message = tokio::select! {
+                notice = notices.recv() => return notice,
+                message = self.inner.client.next_message() => message?,
+            };
+            if let Some(event) = self.inner.open(message).await {
+                return Some(event);
+            }
+        }
+    }
+
+    /// The direct conversation with `peer` (created on first use).
+    pub async fn direct(&self, peer: &str) -> Result<u64, SecureError> {
+        let info = self
+            .inner
+            .client
+            .create_conversation(ConversationKind::Direct, &[peer])
+            .await?;
+        lock(&self.inner.kinds).insert(info.id, ConversationKind::Direct);
+        Ok(info.id)
+    }
+
+    /// This user's note-to-self conversation (synced to its other devices).
+    pub async fn note_to_self(&self) -> Result<u64, SecureError> {
+        let info = self
+            .inner
+            .client
+            .create_conversation(ConversationKind::NoteToSelf, &[])
+            .await?;
+        lock(&self.inner.kinds).insert(info.id, ConversationKind::NoteToSelf);
+        Ok(info.id)
+    }
+
+    /// Creates an MLS group with `members` (every device of each is added).
+    pub async fn create_group(&self, members: &[&str]) -> Result<u64, SecureError> {
+        let info = self
+            .inner
+            .client
+            .create_conversation(ConversationKind::Group, &[])
+            .await?;
+        lock(&self.inner.kinds).insert(info.id, ConversationKind::Group);
+        {
+            let mut crypto = self.inner.crypto.lock().await;
+            crypto.mls.create_group(info.id)?;
+            crypto.mls.save()?;
+        }
+        if !members.is_empty() {
+            self.add_members(info.id, members).await?;
+        }
+        Ok(info.id)
+    }
+
+    /// Adds users (all their devices) to a group with an MLS Commit.
+    pub async fn add_members(&self, group: u64, users: &[&str]) -> Result<u64, SecureError> {
+        let users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
+        self.inner
+            .commit_with_retry(group, Change::Add(users))
+            .await
+    }
+
+    /// Removes users (all their devices) from a group with an MLS Commit.
+    pub async fn remove_members(&self, group: u64, users: &[&str]) -> Result<u64, SecureError> {
+        let users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
+        self.inner
+            .commit_with_retry(group, Change::Remove(users))
+            .await
+    }
+
+    /// Adds this account's devices that are missing from its MLS groups
+    /// (after a device was linked). Runs on its own when this account's
+    /// device list changes; returns how many groups changed.
+    pub async fn add_own_devices_to_groups(&self) -> Result<usize, SecureError> {
+        self.inner.add_own_devices_to_groups().await
+    }
+
+    /// Leaves a group: the server stops delivering it to this account at
+    /// once. The remaining members drop this account's devices from the MLS
+    /// group with [`SecureClient::remove_members`] (the SDK of any member
+    /// may do it; until then they still encrypt to the departed leaves).
+    pub async fn leave(&self, group: u64) -> Result<(), SecureError> {
+        let user = self.inner.identity.user.clone();
+        self.inner
+            .client
+            .remove_members(group, &[user.as_str()])
+            .await?;
+        Ok(())
+    }
+
+    /// Encrypts and sends text; returns once the server stored it durably.
+    pub async fn send_text(
+        &self,
+        conversation: u64,
+        text: &str,
+    ) -> Result<SendReceipt, SecureError> {
+        self.send(conversation, &Content::text(text)).await
+    }
+
+    /// Encrypts and sends typed content.
+    pub async fn send(
+        &self,
+        conversation: u64,
+        content: &Content,
+    ) -> Result<SendReceipt, SecureError> {
+        self.send_expiring(conversation, content, 0).await
+    }
+
+    /// Encrypts and sends content that the server deletes after
+    /// `expires_in_secs` (0 = the server's default of 30 days).
+    pub async fn send_expiring(
+        &self,
+        conversation: u64,
+        content: &Content,
+        expires_in_secs: u32,
+    ) -> Result<SendReceipt, SecureError> {
+        let plaintext = content.encode();
+        match self.inner.kind(conversation).await? {
+            ConversationKind::Group => {
+                self.inner
+                    .send_group(conversation, &plaintext, expires_in_secs)
+                    .await
+            }
+            _ => {
+                self.inner
+                    .send_pairwise(conversation, &plaintext, expires_in_secs)
+                    .await
+            }
+        }
+    }
+
+    /// Answers a link request from a new device of this account.
+    pub async fn approve_link(&self, link_id: u64, approve: bool) -> Result<(), SecureError> {
+        Ok(self.inner.client.approve_link(link_id, approve).await?)
+    }
+
+    pub async fn close(&self) {
+        self.inner.client.close().await;
+    }
+}
+
+enum Change {
+    Add(Vec<String>),
+    Remove(Vec<String>),
+}
+
+impl Inner {
+    async fn add_own_devices_to_groups(&self) -> Result<usize, SecureError> {
+        let user = self.identity.user.clone();
+        let mut changed = 0;
+        for state in self.client.sync(true).await? {
+            if state.kind != ConversationKind::Group
+                || !self
+                    .crypto
+                    .lock()
+                    .await
+                    .mls
+                    .has_group(state.conversation_id)?
+            {
+                continue;
+            }
+            let before = self.crypto.lock().await.mls.epoch(state.conversation_id)?;
+            let after = self
+                .commit_with_retry(state.conversation_id, Change::Add(vec![user.clone()]))
+                .await?;
+            changed += usize::from(after != before);
+        }
+        Ok(changed)
+    }
+
+    /// Publishes identity, signed and last-resort prekeys, and tops up the
+    /// one-time prekeys and KeyPackages to their targets.
+    async fn publish_keys(&self) -> Result<(), SecureError> {
+        let (user, device, key) = (
+            &self.identity.user,
+            self.identity.device,
+            &self.identity.key,
+        );
+        let mut crypto = self.crypto.lock().await;
+        let identity_key = crypto.olm.identity_key();
+        let (fallback_id, fallback) = crypto.olm.fallback_key()?;
+        let signed = SignedPrekeyData {
+            id: fallback_id,
+            public_key: fallback,
+            signature: sign(
+                key,
+                &prekey_transcript(user, device, fallback_id, &fallback),
+            ),
+        };
+        let base = UploadPrekeysBody {
+            identity: Some((
+                identity_key,
+                sign(key, &identity_key_transcript(user, device, &identity_key)),
+            )),
+            signed_prekey: Some(signed.clone()),
+            one_time: Vec::new(),
+            last_resort: Some(signed),
+            kem_prekey: None,
+        };
+        let (have_prekeys, have_packages) = counts(
+            self.client
+                .request(Body::UploadPrekeys(Box::new(base)))
+                .await?,
+        )?;
+        if have_prekeys < PREKEY_TARGET / 2 {
+            let fresh = crypto
+                .olm
+                .generate_one_time_keys((PREKEY_TARGET - have_prekeys) as usize);
+            crypto.olm.save()?;
+            let one_time = fresh
+                .into_iter()
+                .map(|(id, public_key)| OneTimePrekeyData { id, public_key })
+                .collect();
+            let upload = UploadPrekeysBody {
+                one_time,
+                ..UploadPrekeysBody::default()
+            };
+            self.client
+                .request(Body::UploadPrekeys(Box::new(upload)))
+                .await?;
+        }
+        if have_packages < KEY_PACKAGE_TARGET / 2 {
+            let packages = crypto
+                .mls
+                .key_packages((KEY_PACKAGE_TARGET - have_packages) as usize)?;
+            let last_resort = (have_packages == 0)
+                .then(|| crypto.mls.last_resort_key_package())
+                .transpose()?;
+            let body = Body::UploadKeyPackages {
+                key_packages: packages.into_iter().map(Bytes::from).collect(),
+                last_resort: last_resort.map(Bytes::from),
+            };
+            self.client.request(body).await?;
+        }
+        Ok(())
+    }
+
+    async fn kind(&self, conversation: u64) -> Result<ConversationKind, SecureError> {
+        if let Some(kind) = lock(&self.kinds).get(&conversation) {
+            return Ok(*kind);
+        }
+        for state in self.client.sync(true).await? {
+            lock(&self.kinds).insert(state.conversation_id, state.kind);
+        }
+        lock(&self.kinds)
+            .get(&conversation)
+            .copied()
+            .ok_or_else(|| {
+                SecureError::Client(ClientError::Server {
+                    code: ErrorCode::NotFound,
+                    message: format!("conversation {conversation} is not one of yours"),
+                    retry_after_ms: 0,
+                })
+            })
+    }
+
+    /// Encrypts in the current epoch; if the server says a Commit was
+    /// missed, processes it and encrypts again.
+    async fn send_group(
+        &self,
+        group: u64,
+        plaintext: &[u8],
+        expires_in_secs: u32,
+    ) -> Result<SendReceipt, SecureError> {
+        let client_message_id = rand::random::<u64>() | 1;
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let (epoch, ciphertext) = {
+                let mut crypto = self.crypto.lock().await;
+                let ciphertext = crypto.mls.encrypt(group, plaintext)?;
+                crypto.mls.save()?;
+                (crypto.mls.epoch(group)?, ciphertext)
+            };
+            let body = Body::SendGroup {
+                conversation_id: group,
+                client_message_id,
+                expires_in_secs,
+                flags: flags::CLIENT_MLS,
+                epoch,
+                payload: Bytes::from(ciphertext),
+            };
+            match self.client.request(body).await {
+                Ok(answer) => return Ok(SendReceipt::from_answer(answer)?),
+                Err(ClientError::Conflict(conflict))
+                    if conflict.error.code == ErrorCode::StaleEpoch =>
+                {
+                    self.wait_for_epoch(group, conflict.current_epoch).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SecureError::Protocol(
+            "the group kept changing epochs; try again".into(),
+        ))
+    }
+
+    /// Encrypts once per recipient device; re-encrypts for the server's
+    /// device set when it says ours is stale.
+    async fn send_pairwise(
+        &self,
+        conversation: u64,
+        plaintext: &[u8],
+        expires_in_secs: u32,
+    ) -> Result<SendReceipt, SecureError> {
+        let client_message_id = rand::random::<u64>() | 1;
+        let mut targets = self.known_targets(conversation);
+        for _ in 0..MAX_SEND_ATTEMPTS {
+            let device_payloads = self.encrypt_for(&targets, plaintext).await?;
+            let body = Body::SendToDevices {
+                conversation_id: conversation,
+                client_message_id,
+                expires_in_secs,
+                flags: flags::CLIENT_OLM,
+                device_payloads,
+            };
+            match self.client.request(body).await {
+                Ok(answer) => {
+                    let receipt = SendReceipt::from_answer(answer)?;
+                    lock(&self.targets).insert(conversation, targets);
+                    return Ok(receipt);
+                }
+                Err(ClientError::Conflict(conflict))
+                    if conflict.error.code == ErrorCode::StaleDevices =>
+                {
+                    targets = conflict.devices.clone();
+                    lock(&self.targets).insert(conversation, targets.clone());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SecureError::Protocol(
+            "the conversation's devices kept changing; try again".into(),
+        ))
+    }
+
+    /// Our last known recipient devices of a conversation; empty at first,
+    /// the server's StaleDevices answer then names the exact set.
+    fn known_targets(&self, conversation: u64) -> Vec<(String, u32)> {
+        lock(&self.targets)
+            .get(&conversation)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// One Olm ciphertext per target, starting sessions from claimed bundles.
+    async fn encrypt_for(
+        &self,
+        targets: &[(String, u32)],
+        plaintext: &[u8],
+    ) -> Result<Vec<DevicePayload>, SecureError> {
+        let mut bundles: HashMap<(String, u32), PeerDevice> = HashMap::new();
+        let missing: Vec<String> = {
+            let crypto = self.crypto.lock().await;
+            let mut users: Vec<String> = targets
+                .iter()
+                .filter(|(u, d)| !crypto.olm.has_session(u, *d))
+                .map(|(u, _)| u.clone())
+                .collect();
+            users.sort();
+            users.dedup();
+            users
+        };
+        for user in missing {
+            for peer in self.claim_bundles(&user).await? {
+                bundles.insert((peer.user.clone(), peer.device), peer);
+            }
+        }
+        let mut crypto = self.crypto.lock().await;
+        let mut out = Vec::with_capacity(targets.len());
+        for (user, device) in targets {
+            let known = crypto
+                .olm
+                .peer_identity_key(user, *device)
+                .unwrap_or([0; 32]);
+            let peer = bundles
+                .remove(&(user.clone(), *device))
+                .unwrap_or(PeerDevice {
+                    user: user.clone(),
+                    device: *device,
+                    identity_key: known,
+                    one_time_key: None,
+                    fallback_key: None,
+                });
+            let payload = crypto.olm.encrypt(&peer, plaintext)?;
+            out.push(DevicePayload {
+                user: user.clone(),
+                device: *device,
+                payload: Bytes::from(payload),
+            });
+        }
+        crypto.olm.save()?;
+        Ok(out)
+    }
+
+    /// Claims and checks one bundle per device of `user`.
+    async fn claim_bundles(&self, user: &str) -> Result<Vec<PeerDevice>, SecureError> {
+        let Body::PrekeyBundle { devices, .. } = self
+            .client
+            .request(Body::ClaimPrekeys {
+                user: user.to_owned(),
+            })
+            .await?
+        else {
+            return Err(SecureError::Protocol(
+                "unexpected answer to ClaimPrekeys".into(),
+            ));
+        };
+        let mut peers = Vec::with_capacity(devices.len());
+        for b in devices {
+            let who = format!("{user}/{}", b.device);
+            verify(
+                &b.device_key,
+                &identity_key_transcript(user, b.device, &b.identity_key),
+                &b.identity_signature,
+            )
+            .map_err(|_| SecureError::BadBundle(who.clone()))?;
+            let fallback = b.signed_prekey.as_ref().or(b.last_resort.as_ref());
+            if let Some(k) = fallback {
+                verify(
+                    &b.device_key,
+                    &prekey_transcript(user, b.device, k.id, &k.public_key),
+                    &k.signature,
+                )
+                .map_err(|_| SecureError::BadBundle(who.clone()))?;
+            }
+            peers.push(PeerDevice {
+                user: user.to_owned(),
+                device: b.device,
+                identity_key: b.identity_key,
+                one_time_key: b.one_time_prekey.map(|k| k.public_key),
+                fallback_key: fallback.map(|k| k.public_key),
+            });
+        }
+        Ok(peers)
+    }
+
+    /// Stages, offers and applies a Commit; on losing the epoch, waits until
+    /// the winner is processed and tries again.
+    async fn commit_with_retry(&self, group: u64, change: Change) -> Result<u64, SecureError> {
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let Some((bundle, users_added, users_removed)) = self.stage(group, &change).await?
+            else {
+                return Ok(self.crypto.lock().await.mls.epoch(group)?);
+            };
+            let body = Body::Commit(Box::new(tern_proto::keys::CommitBody {
+                conversation_id: group,
+                epoch: bundle.epoch,
+                commit: Bytes::from(bundle.commit),
+                welcome: bundle.welcome.map(Bytes::from),
+                group_info: Bytes::from(bundle.group_info),
+                added: users_added,
+                removed: users_removed,
+            }));
+            match self.client.request(body).await {
+                Ok(Body::CommitAccepted { epoch, .. }) => {
+                    let mut crypto = self.crypto.lock().await;
+                    crypto.mls.confirm_commit(group)?;
+                    crypto.mls.save()?;
+                    self.epochs.send_modify(|e| {
+                        e.insert(group, epoch);
+                    });
+                    return Ok(epoch);
+                }
+                Ok(other) => {
+                    return Err(SecureError::Protocol(format!(
+                        "unexpected answer to a Commit: {other:?}"
+                    )))
+                }
+                Err(ClientError::Conflict(conflict))
+                    if conflict.error.code == ErrorCode::StaleEpoch =>
+                {
+                    self.crypto.lock().await.mls.discard_commit(group)?;
+                    self.wait_for_epoch(group, conflict.current_epoch).await?;
+                }
+                Err(e) => {
+                    let _ = self.crypto.lock().await.mls.discard_commit(group);
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(SecureError::Protocol(
+            "other members kept committing first; try again".into(),
+        ))
+    }
+
+    /// Stages the change as a pending MLS commit; `None` when there is nothing to change.
+    async fn stage(
+        &self,
+        group: u64,
+        change: &Change,
+    ) -> Result<Option<(super::mls::CommitBundle, Vec<String>, Vec<String>)>, SecureError> {
+        match change {
+            Change::Add(users) => {
+                let Body::KeyPackages(entries) = self
+                    .client
+                    .request(Body::ClaimKeyPackages {
+                        users: users.clone(),
+                    })
+                    .await?
+                else {
+                    return Err(SecureError::Protocol(
+                        "unexpected answer to ClaimKeyPackages".into(),
+                    ));
+                };
+                let mut crypto = self.crypto.lock().await;
+                let present: HashSet<String> = crypto.mls.members(group)?.into_iter().collect();
+                // Devices already in the group are skipped; users already in
+                // it (a newly linked device) are not "added" at the server.
+                let packages: Vec<Vec<u8>> = entries
+                    .iter()
+                    .filter(|e| !present.contains(&format!("{}/{}", e.user, e.device)))
+                    .map(|e| e.key_package.to_vec())
+                    .collect();
+                if packages.is_empty() {
+                    return Ok(None);
+                }
+                let present_users: HashSet<&str> = present
+                    .iter()
+                    .filter_map(|id| id.split('/').next())
+                    .collect();
+                let new_users = users
+                    .iter()
+                    .filter(|u| !present_users.contains(u.as_str()))
+                    .cloned()
+                    .collect();
+                let bundle = crypto.mls.add_members(group, &packages)?;
+                Ok(Some((bundle, new_users, Vec::new())))
+            }
+            Change::Remove(users) => {
+                let mut crypto = self.crypto.lock().await;
+                let identities: Vec<String> = crypto
+                    .mls
+                    .members(group)?
+                    .into_iter()
+                    .filter(|id| {
+                        users
+                            .iter()
+                            .any(|u| id.split('/').next() == Some(u.as_str()))
+                    })
+                    .collect();
+                if identities.is_empty() {
+                    return Ok(None);
+                }
+                let bundle = crypto.mls.remove_members(group, &identities)?;
+                Ok(Some((bundle, Vec::new(), users.clone())))
+            }
+        }
+    }
+
+    /// Processes incoming messages (keeping their events for the app) until
+    /// the group reaches `epoch`.
+    async fn wait_for_epoch(&self, group: u64, epoch: u64) -> Result<(), SecureError> {
+        let ours = self.crypto.lock().await.mls.epoch(group).unwrap_or(0);
+        self.epochs.send_modify(|e| {
+            let known = e.entry(group).or_insert(0);
+            *known = (*known).max(ours);
+        });
+        let mut rx = self.epochs.subscribe();
+        let reached = |e: &HashMap<u64, u64>| e.get(&group).copied().unwrap_or(0) >= epoch;
+        let wait = async {
+            while !reached(&rx.borrow_and_update()) {
+                let message = tokio::select! {
+                    changed = rx.changed() => match changed {
+                        Ok(()) => continue,
+                        Err(_) => return false,
+                    },
+                    message = self.client.next_message() => message,
+                };
+                let Some(message) = message else { return false };
+                if let Some(event) = self.open(message).await {
+                    lock(&self.buffered).push_back(event);
+                }
+            }
+            true
+        };
+        match tokio::time::timeout(Duration::from_secs(30), wait).await {
+            Ok(true) => Ok(()),
+            _ => Err(SecureError::Protocol(format!(
+                "did not receive the winning commit of group {group} in time"
+            ))),
+        }
+    }
+}
+
+fn counts(body: Body) -> Result<(u32, u32), SecureError> {
+    match body {
+        Body::KeyCounts {
+            one_time_prekeys,
+            key_packages,
+        } => Ok((one_time_prekeys, key_packages)),
+        other => Err(SecureError::Protocol(format!(
+            "unexpected answer to a key upload: {other:?}"
+        ))),
+    }
+}
+
+impl Inner {
+    async fn open(&self, m: Message) -> Option<SecureEvent> {
+        let (conversation_id, seq) = (m.conversation_id, m.seq);
+        let result = if m.flags & flags::PER_DEVICE != 0 {
+            self.open_pairwise(m).await
+        } else if m.flags & (flags::MLS_COMMIT | flags::MLS_WELCOME) != 0
+            || m.flags & flags::CLIENT_MLS != 0
+        {
+            self.open_group(m).await
+        } else {
+            Ok(None)
+        };
+        match result {
+            Ok(event) => event,
+            Err(e) => Some(SecureEvent::Undecryptable {
+                conversation_id,
+                seq,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    async fn open_pairwise(&self, m: Message) -> Result<Option<SecureEvent>, SecureError> {
+        if m.payload.is_empty() {
+            // Sent before this device existed: there is no ciphertext for it.
+            return Ok(None);
+        }
+        let plaintext = {
+            let mut crypto = self.crypto.lock().await;
+            let plaintext = crypto
+                .olm
+                .decrypt(&m.sender_user, m.sender_device, &m.payload)?;
+            crypto.olm.save()?;
+            plaintext
+        };
+        let content =
+            Content::decode(&plaintext).map_err(|e| SecureError::Protocol(e.to_string()))?;
+        Ok(Some(decrypted(&m, content)))
+    }
+
+    async fn open_group(&self, m: Message) -> Result<Option<SecureEvent>, SecureError> {
+        let group = m.conversation_id;
+        let mut crypto = self.crypto.lock().await;
+        if m.flags & flags::MLS_WELCOME != 0 {
+            if crypto.mls.has_group(group)? {
+                return Ok(None);
+            }
+            return match crypto.mls.join(&m.payload) {
+                Ok(_) => {
+                    crypto.joined_at.insert(group, m.seq);
+                    crypto.mls.save()?;
+                    let epoch = crypto.mls.epoch(group)?;
+                    self.epochs.send_modify(|e| {
+                        e.insert(group, epoch);
+                    });
+                    lock(&self.kinds).insert(group, ConversationKind::Group);
+                    Ok(Some(SecureEvent::Joined {
+                        conversation_id: group,
+                    }))
+                }
+                // A Welcome for other added members only.
+                Err(MlsError::NoMatchingKeyPackage) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
+        if !crypto.mls.has_group(group)?
+            || crypto.joined_at.get(&group).is_some_and(|&at| m.seq < at)
+        {
+            return Ok(None);
+        }
+        let processed = crypto.mls.process(group, &m.payload);
+        crypto.mls.save()?;
+        match processed? {
+            Processed::Application { sender, plaintext } => {
+                let claimed = format!("{}/{}", m.sender_user, m.sender_device);
+                if sender != claimed {
+                    return Err(SecureError::Protocol(format!(
+                        "MLS sender {sender} does not match the server's sender {claimed}; dropped"
+                    )));
+                }
+                let content = Content::decode(&plaintext)
+                    .map_err(|e| SecureError::Protocol(e.to_string()))?;
+                Ok(Some(decrypted(&m, content)))
+            }
+            Processed::Commit { epoch, removed_me } => {
+                self.epochs.send_modify(|e| {
+                    e.insert(group, epoch);
+                });
+                if removed_me {
+                    return Ok(Some(SecureEvent::Removed {
+                        conversation_id: group,
+                    }));
+                }
+                Ok(Some(SecureEvent::GroupChanged {
+                    conversation_id: group,
+                    epoch,
+                }))
+            }
+            Processed::Proposal => Ok(None),
+        }
+    }
+}
+
+fn decrypted(m: &Message, content: Content) -> SecureEvent {
+    SecureEvent::Message(Decrypted {
+        conversation_id: m.conversation_id,
+        seq: m.seq,
+        sender_user: m.sender_user.clone(),
+        sender_device: m.sender_device,
+        server_time_ms: m.server_time_ms,
+        content,
+    })
+}
+
+/// Handles server notices: replenish keys, forget changed device sets,
+/// surface link requests.
+async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
+    while let Some(notice) = inner.client.next_notice().await {
+        match notice {
+            Body::KeysLow { .. } => {
+                if let Err(e) = inner.publish_keys().await {
+                    tracing::warn!(error = %e, "could not replenish keys");
+                }
+            }
+            Body::DeviceListChanged { user, .. } => {
+                lock(&inner.targets).clear();
+                if user == inner.identity.user {
+                    if let Err(e) = inner.add_own_devices_to_groups().await {
+                        tracing::warn!(error = %e, "could not add this account's new device to its groups");
+                    }
+                }
+            }
+            Body::LinkRequest {
+                link_id,
+                device_name,
+                ..
+            } => {
+                let _ = events
+                    .send(SecureEvent::LinkRequest {
+                        link_id,
+                        device_name,
+                    })
+                    .await;
+            }
+            _ => {}
+        }
+    }
+}

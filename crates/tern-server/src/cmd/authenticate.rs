@@ -1,0 +1,47 @@
+//! Authenticate, applied on the connection's shard as its first frame:
+//! checks the device's signature over this connection's exporter value.
+
+use crate::mesh::{Caller, Reject};
+use crate::shard::{now_ms, ShardCtx};
+use tern_proto::auth::{authenticate_transcript, verify, EXPORTER_LEN};
+use tern_proto::fb::ErrorCode;
+use tern_proto::Body;
+
+/// Authenticates the connection as `(user, device)` or says why not. Unknown
+/// users and devices get the same answer as a bad signature.
+pub async fn apply(
+    ctx: &ShardCtx,
+    exporter: &[u8; EXPORTER_LEN],
+    user: String,
+    device: u32,
+    signature: [u8; 64],
+) -> Result<(Caller, Body), Reject> {
+    let record = ctx
+        .store
+        .device(&user, device)
+        .await
+        .map_err(Reject::internal)?;
+    let refused = || {
+        Reject::new(
+            ErrorCode::AuthFailed,
+            format!("authentication failed for {user}/{device}: unknown device or bad signature"),
+        )
+    };
+    let Some(record) = record else {
+        return Err(refused());
+    };
+    let transcript = authenticate_transcript(exporter, &user, device);
+    verify(&record.public_key, &transcript, &signature).map_err(|_| refused())?;
+    let caller = Caller {
+        user: user.clone(),
+        device,
+    };
+    Ok((
+        caller,
+        Body::Authenticated {
+            user,
+            device,
+            server_time_ms: now_ms(),
+        },
+    ))
+}

@@ -1,0 +1,222 @@
+//! Multi-device: listing a user's devices, linking a new device (approved by
+//! an already linked one), revoking a device. Device-set changes are pushed
+//! to everyone who shares a conversation with the user, and owners drop the
+//! recipient sets they cached, so senders encrypt for the right devices.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::mesh::{Caller, Control, Fanout, Reject};
+use crate::shard::{now_ms, PendingLink, ShardCtx};
+use tern_proto::auth::{link_transcript, EXPORTER_LEN};
+use tern_proto::fb::ErrorCode;
+use tern_proto::keys::DeviceInfoData;
+use tern_proto::{Body, Frame};
+
+use super::register::NewDevice;
+
+/// ListDevices: the active devices of any user (senders need them to encrypt).
+pub async fn list(ctx: &ShardCtx, user: String) -> Result<Body, Reject> {
+    let devices = ctx.store.devices(&user).await.map_err(Reject::internal)?;
+    if devices.is_empty() {
+        return Err(Reject::new(
+            ErrorCode::NotFound,
+            format!("user {user:?} does not exist"),
+        ));
+    }
+    let devices = devices
+        .into_iter()
+        .map(|d| DeviceInfoData {
+            device: d.device,
+            name: d.name,
+            device_key: d.public_key,
+            created_ms: d.created_ms,
+        })
+        .collect();
+    Ok(Body::DeviceList { user, devices })
+}
+
+/// RequestLink: asks the user's devices to approve this new device and waits
+/// for the answer. On approval the connection is authenticated as the new device.
+pub async fn request_link(
+    ctx: &ShardCtx,
+    exporter: &[u8; EXPORTER_LEN],
+    op: NewDevice,
+) -> Result<(Caller, Body), Reject> {
+    op.check(&link_transcript(exporter, &op.user, &op.device_key))?;
+    let devices = ctx
+        .store
+        .devices(&op.user)
+        .await
+        .map_err(Reject::internal)?;
+    if devices.is_empty() {
+        return Err(Reject::new(
+            ErrorCode::NotFound,
+            format!("user {:?} does not exist", op.user),
+        ));
+    }
+    let link_id = ((ctx.id as u64) << 56) | (rand::random::<u64>() & 0x00ff_ffff_ffff_ffff);
+    let (decision_tx, decision) = tokio::sync::oneshot::channel();
+    ctx.pending_links.borrow_mut().insert(
+        link_id,
+        PendingLink {
+            user: op.user.clone(),
+            decision: decision_tx,
+        },
+    );
+    let ask = Body::LinkRequest {
+        link_id,
+        user: op.user.clone(),
+        device_name: op.device_name.clone(),
+        device_key: op.device_key,
+    };
+    let recipients: Arc<[(String, u32)]> = devices
+        .iter()
+        .map(|d| (op.user.clone(), d.device))
+        .collect::<Vec<_>>()
+        .into();
+    ctx.mesh
+        .fan_out(Fanout::shared(
+            recipients,
+            None,
+            Frame::new(0, ask).encode(),
+        ))
+        .await;
+    let waited =
+        tokio::time::timeout(Duration::from_secs(ctx.config.link_timeout_secs), decision).await;
+    ctx.pending_links.borrow_mut().remove(&link_id);
+    match waited {
+        Ok(Ok(true)) => add_linked_device(ctx, op).await,
+        Ok(Ok(false)) => Err(Reject::new(
+            ErrorCode::AuthFailed,
+            "a linked device denied this link request",
+        )),
+        Ok(Err(_)) | Err(_) => Err(Reject::new(
+            ErrorCode::Timeout,
+            "no linked device approved the request in time; try again",
+        )),
+    }
+}
+
+async fn add_linked_device(ctx: &ShardCtx, op: NewDevice) -> Result<(Caller, Body), Reject> {
+    let added = ctx
+        .store
+        .add_device(&op.user, &op.device_name, op.device_key, now_ms())
+        .await
+        .map_err(Reject::internal)?;
+    let device = added.ok_or_else(|| {
+        Reject::new(
+            ErrorCode::NotFound,
+            format!("user {:?} no longer exists", op.user),
+        )
+    })?;
+    ctx.store.persist().await.map_err(Reject::internal)?;
+    devices_changed(ctx, &op.user).await;
+    let caller = Caller {
+        user: op.user.clone(),
+        device,
+    };
+    Ok((
+        caller,
+        Body::Registered {
+            user: op.user,
+            device,
+        },
+    ))
+}
+
+/// ApproveLink: hands the decision to the shard holding the waiting device.
+pub async fn approve(
+    ctx: &ShardCtx,
+    caller: &Caller,
+    link_id: u64,
+    approve: bool,
+) -> Result<Body, Reject> {
+    let shard = (link_id >> 56) as usize;
+    if shard >= ctx.mesh.shards() {
+        return Err(Reject::new(ErrorCode::NotFound, "no such link request"));
+    }
+    ctx.mesh
+        .control(
+            shard,
+            Control::LinkDecision {
+                link_id,
+                approver: caller.user.clone(),
+                approve,
+            },
+        )
+        .await;
+    Ok(Body::Done)
+}
+
+/// Applies a decision on this shard: only the user's own devices decide.
+pub fn decide(ctx: &ShardCtx, link_id: u64, approver: &str, approve: bool) {
+    let mut pending = ctx.pending_links.borrow_mut();
+    if pending.get(&link_id).is_some_and(|p| p.user == approver) {
+        if let Some(link) = pending.remove(&link_id) {
+            let _ = link.decision.send(approve);
+        }
+    }
+}
+
+/// RevokeDevice: removes one of the caller's own devices (possibly itself).
+pub async fn revoke(ctx: &ShardCtx, caller: &Caller, device: u32) -> Result<Body, Reject> {
+    let revoked = ctx
+        .store
+        .revoke_device(&caller.user, device)
+        .await
+        .map_err(Reject::internal)?;
+    if !revoked {
+        return Err(Reject::new(
+            ErrorCode::NotFound,
+            format!("{}/{device} is not an active device", caller.user),
+        ));
+    }
+    ctx.store.persist().await.map_err(Reject::internal)?;
+    for shard in 0..ctx.mesh.shards() {
+        ctx.mesh
+            .control(
+                shard,
+                Control::CloseDevice {
+                    user: caller.user.clone(),
+                    device,
+                },
+            )
+            .await;
+    }
+    devices_changed(ctx, &caller.user).await;
+    Ok(Body::Done)
+}
+
+/// Tells owners and every device sharing a conversation with `user` that its devices changed.
+pub async fn devices_changed(ctx: &ShardCtx, user: &str) {
+    ctx.mesh.invalidate_user(user).await;
+    let Ok(devices) = ctx.store.devices(user).await else {
+        return;
+    };
+    let ids: Vec<u32> = devices.iter().map(|d| d.device).collect();
+    let mut users = BTreeSet::from([user.to_owned()]);
+    for id in ctx.store.user_conversations(user).await.unwrap_or_default() {
+        if let Ok(Some(record)) = ctx.store.conversation(id).await {
+            users.extend(record.members);
+        }
+    }
+    let mut recipients = Vec::new();
+    for member in users {
+        for d in ctx.store.devices(&member).await.unwrap_or_default() {
+            recipients.push((member.clone(), d.device));
+        }
+    }
+    let frame = Frame::new(
+        0,
+        Body::DeviceListChanged {
+            user: user.to_owned(),
+            devices: ids,
+        },
+    )
+    .encode();
+    ctx.mesh
+        .fan_out(Fanout::shared(recipients.into(), None, frame))
+        .await;
+}

@@ -1,0 +1,68 @@
+//! History, applied on the conversation's owner: one page of live (not
+//! expired) messages from a seq, bounded by count and by bytes.
+
+use super::send::to_wire_for;
+use crate::mesh::{Caller, Reject};
+use crate::owner::{Outcome, Owner};
+use crate::shard::now_ms;
+use tern_proto::Body;
+use tern_store::{ConversationId, Seq};
+
+/// Payload bytes one page carries at most (keeps pages under the client's frame cap).
+const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+pub async fn apply(
+    owner: &mut Owner,
+    caller: &Caller,
+    id: ConversationId,
+    from_seq: Seq,
+    limit: u32,
+) -> Outcome {
+    Outcome::immediate(history(owner, caller, id, from_seq, limit).await)
+}
+
+async fn history(
+    owner: &mut Owner,
+    caller: &Caller,
+    id: ConversationId,
+    from_seq: Seq,
+    limit: u32,
+) -> Result<Body, Reject> {
+    let max = owner.ctx.config.max_history_page;
+    let limit = if limit == 0 { max } else { limit.min(max) };
+    let store = owner.ctx.store.clone();
+    let state = owner.conversation(id).await?;
+    state.require_member(caller)?;
+    let head = state.record.head_seq;
+    let from = from_seq.max(1);
+    let stored = store
+        .messages(id, from, limit as usize, now_ms())
+        .await
+        .map_err(Reject::internal)?;
+    let mut bytes = 0usize;
+    let mut messages = Vec::with_capacity(stored.len());
+    for msg in &stored {
+        bytes += msg.payload.len();
+        if bytes > MAX_PAGE_BYTES && !messages.is_empty() {
+            break;
+        }
+        messages.push(to_wire_for(msg, &caller.user, caller.device));
+    }
+    let next_seq = next_seq(&messages, stored.len(), limit as usize, head, from);
+    Ok(Body::HistoryPage {
+        conversation_id: id,
+        messages,
+        head_seq: head,
+        next_seq,
+    })
+}
+
+/// Where the next page starts: after the last message returned, or past the
+/// head when the store had nothing more.
+fn next_seq(page: &[tern_proto::Message], found: usize, limit: usize, head: Seq, from: Seq) -> Seq {
+    match page.last() {
+        Some(last) if page.len() < found || found >= limit => last.seq + 1,
+        Some(_) => head + 1,
+        None => (head + 1).max(from),
+    }
+}

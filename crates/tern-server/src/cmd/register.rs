@@ -1,0 +1,76 @@
+//! Register, applied on the connection's shard as its first frame: creates
+//! the account with device 1 after checking the proof of key possession
+//! bound to this connection.
+
+use crate::mesh::{Caller, Reject};
+use crate::shard::{now_ms, ShardCtx};
+use tern_proto::auth::{register_transcript, verify, EXPORTER_LEN};
+use tern_proto::fb::ErrorCode;
+use tern_proto::handle::validate_handle;
+use tern_proto::Body;
+use tern_store::{CreateAccountError, DeviceRecord};
+
+/// Longest accepted device name, in bytes.
+pub const MAX_DEVICE_NAME: usize = 64;
+
+/// A device key presented on a fresh connection (Register or RequestLink).
+pub struct NewDevice {
+    pub user: String,
+    pub device_name: String,
+    pub device_key: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+impl NewDevice {
+    /// Checks the handle, the device name, and the proof of key possession
+    /// over `transcript` (bound to this connection).
+    pub fn check(&self, transcript: &[u8]) -> Result<(), Reject> {
+        validate_handle(&self.user)
+            .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
+        if self.device_name.len() > MAX_DEVICE_NAME {
+            return Err(Reject::new(
+                ErrorCode::InvalidArgument,
+                format!("device name must be at most {MAX_DEVICE_NAME} bytes"),
+            ));
+        }
+        verify(&self.device_key, transcript, &self.signature)
+            .map_err(|e| Reject::new(ErrorCode::AuthFailed, e.to_string()))
+    }
+}
+
+/// Creates the account; on success the connection is authenticated as the returned caller.
+pub async fn apply(
+    ctx: &ShardCtx,
+    exporter: &[u8; EXPORTER_LEN],
+    op: NewDevice,
+) -> Result<(Caller, Body), Reject> {
+    op.check(&register_transcript(exporter, &op.user, &op.device_key))?;
+    let device = DeviceRecord {
+        device: 1,
+        name: op.device_name,
+        public_key: op.device_key,
+        created_ms: now_ms(),
+    };
+    match ctx.store.create_account(&op.user, device).await {
+        Ok(()) => {}
+        Err(CreateAccountError::UserExists(user)) => {
+            return Err(Reject::new(
+                ErrorCode::UserExists,
+                format!("user {user:?} already exists; pick another handle"),
+            ));
+        }
+        Err(CreateAccountError::Backend(e)) => return Err(Reject::internal(e)),
+    }
+    ctx.store.persist().await.map_err(Reject::internal)?;
+    let caller = Caller {
+        user: op.user.clone(),
+        device: 1,
+    };
+    Ok((
+        caller,
+        Body::Registered {
+            user: op.user,
+            device: 1,
+        },
+    ))
+}

@@ -1,0 +1,265 @@
+//! Send, applied on the conversation's owner: authorise, assign the next
+//! dense seq, store (idempotent on the client message id), and after the
+//! batch is durable ack the sender and fan the message out to every other
+//! device of every member.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::mesh::{Caller, Fanout, Frames, Reject};
+use crate::owner::{Outcome, Owner};
+use crate::payloads;
+use crate::shard::{now_ms, ServerStats};
+use tern_proto::fb::ErrorCode;
+use tern_proto::keys::{Conflict, DevicePayload};
+use tern_proto::{flags, Body, ErrorBody, Frame, Message};
+use tern_store::{AppendError, AppendOutcome, ConversationId, StoredMessage};
+
+/// A decoded Send request.
+pub struct SendOp {
+    pub id: ConversationId,
+    pub client_message_id: u64,
+    pub expires_in_secs: u32,
+    pub flags: u32,
+    pub payload: Bytes,
+}
+
+pub async fn apply(owner: &mut Owner, caller: &Caller, op: SendOp) -> Outcome {
+    Outcome::or_refused(send(owner, caller, op).await)
+}
+
+/// Applies a Send whose ciphertexts are per device: the set must be exactly
+/// every current device of every member but the sending one.
+pub async fn apply_per_device(
+    owner: &mut Owner,
+    caller: &Caller,
+    op: SendOp,
+    device_payloads: Vec<DevicePayload>,
+) -> Outcome {
+    Outcome::or_refused(send_per_device(owner, caller, op, device_payloads).await)
+}
+
+async fn send_per_device(
+    owner: &mut Owner,
+    caller: &Caller,
+    mut op: SendOp,
+    device_payloads: Vec<DevicePayload>,
+) -> Result<Outcome, Reject> {
+    check_request(&op)?;
+    let state = owner.conversation(op.id).await?;
+    state.require_member(caller)?;
+    let mut wanted: Vec<(String, u32)> = state
+        .recipients
+        .iter()
+        .filter(|(u, d)| !(*u == caller.user && *d == caller.device))
+        .cloned()
+        .collect();
+    wanted.sort();
+    let mut given: Vec<(String, u32)> = device_payloads
+        .iter()
+        .map(|p| (p.user.clone(), p.device))
+        .collect();
+    given.sort();
+    given.dedup();
+    if given != wanted || given.len() != device_payloads.len() {
+        return Err(stale_devices(wanted));
+    }
+    op.payload = payloads::pack(&device_payloads).ok_or_else(|| {
+        Reject::new(
+            ErrorCode::InvalidArgument,
+            "too many devices or too large a payload for one message",
+        )
+    })?;
+    op.flags |= flags::PER_DEVICE;
+    let recipients: Arc<[(String, u32)]> = device_payloads
+        .iter()
+        .map(|p| (p.user.clone(), p.device))
+        .collect::<Vec<_>>()
+        .into();
+    store_and_fan_out(
+        owner,
+        caller,
+        op,
+        Route::PerDevice(recipients, device_payloads),
+    )
+    .await
+}
+
+fn stale_devices(devices: Vec<(String, u32)>) -> Reject {
+    let error = ErrorBody {
+        code: ErrorCode::StaleDevices,
+        message: "the conversation's device set changed; encrypt for exactly the listed devices and resend with the same client_message_id".into(),
+        retry_after_ms: 0,
+    };
+    Reject::conflict(Conflict {
+        error,
+        current_epoch: 0,
+        devices,
+    })
+}
+
+fn check_request(op: &SendOp) -> Result<(), Reject> {
+    if op.client_message_id == 0 {
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            "client_message_id must be non-zero and unique per message",
+        ));
+    }
+    if op.flags & !flags::CLIENT_MASK != 0 {
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            "flags above bit 15 are reserved for the server",
+        ));
+    }
+    Ok(())
+}
+
+/// Where a stored message goes.
+enum Route {
+    /// One payload for every device of every member.
+    Shared,
+    /// One payload per listed device.
+    PerDevice(Arc<[(String, u32)]>, Vec<DevicePayload>),
+}
+
+async fn send(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<Outcome, Reject> {
+    check_request(&op)?;
+    store_and_fan_out(owner, caller, op, Route::Shared).await
+}
+
+async fn store_and_fan_out(
+    owner: &mut Owner,
+    caller: &Caller,
+    op: SendOp,
+    route: Route,
+) -> Result<Outcome, Reject> {
+    let (msg, duplicate) = append(owner, caller, op).await?;
+    if duplicate {
+        return Ok(Outcome::durable(Ok(ack(&msg, true))));
+    }
+    let fanout = match route {
+        Route::Shared => {
+            let state = owner.conversation(msg.conversation_id).await?;
+            let frame = Frame::new(0, Body::Deliver(to_wire(&msg))).encode();
+            Fanout::shared(Arc::clone(&state.recipients), Some(caller.clone()), frame)
+        }
+        Route::PerDevice(recipients, payloads) => {
+            let frames: Vec<Bytes> = payloads
+                .into_iter()
+                .map(|p| {
+                    Frame::new(
+                        0,
+                        Body::Deliver(Message {
+                            payload: p.payload,
+                            ..to_wire(&msg)
+                        }),
+                    )
+                    .encode()
+                })
+                .collect();
+            Fanout {
+                recipients,
+                except: Some(caller.clone()),
+                frames: Frames::PerDevice(frames.into()),
+            }
+        }
+    };
+    Ok(Outcome {
+        reply: Ok(ack(&msg, false)),
+        durable: true,
+        fanouts: vec![fanout],
+    })
+}
+
+/// Appends the next seq; returns the stored message and whether it was a duplicate.
+pub async fn append(
+    owner: &mut Owner,
+    caller: &Caller,
+    op: SendOp,
+) -> Result<(StoredMessage, bool), Reject> {
+    let ttl_ms = expiry_ms(owner, op.expires_in_secs);
+    let store = owner.ctx.store.clone();
+    let stats = owner.ctx.stats.clone();
+    let state = owner.conversation(op.id).await?;
+    state.require_member(caller)?;
+    let now = now_ms();
+    let msg = StoredMessage {
+        conversation_id: op.id,
+        seq: state.record.head_seq + 1,
+        sender_user: caller.user.clone(),
+        sender_device: caller.device,
+        client_message_id: op.client_message_id,
+        server_time_ms: now,
+        expires_at_ms: now.saturating_add(ttl_ms),
+        flags: op.flags,
+        payload: op.payload,
+    };
+    match store.append_message(&msg).await {
+        Ok(AppendOutcome::Appended) => {
+            state.record.head_seq = msg.seq;
+            Ok((msg, false))
+        }
+        Ok(AppendOutcome::Duplicate(stored)) => {
+            ServerStats::add(&stats.duplicates, 1);
+            Ok((stored, true))
+        }
+        Err(AppendError::SeqConflict { head, .. }) => {
+            state.record.head_seq = head;
+            Err(Reject::new(
+                ErrorCode::Internal,
+                "sequence conflict; retry the send",
+            ))
+        }
+        Err(AppendError::NoSuchConversation(id)) => Err(Reject::new(
+            ErrorCode::NotFound,
+            format!("conversation {id} does not exist"),
+        )),
+        Err(AppendError::Backend(e)) => Err(Reject::internal(e)),
+    }
+}
+
+/// The message lifetime: the server's TTL, or shorter if the sender asks.
+fn expiry_ms(owner: &Owner, expires_in_secs: u32) -> u64 {
+    let max = owner.ctx.config.message_ttl_secs;
+    let secs = if expires_in_secs == 0 {
+        max
+    } else {
+        u64::from(expires_in_secs).min(max)
+    };
+    secs.saturating_mul(1000)
+}
+
+fn ack(msg: &StoredMessage, duplicate: bool) -> Body {
+    Body::SendAck {
+        conversation_id: msg.conversation_id,
+        seq: msg.seq,
+        server_time_ms: msg.server_time_ms,
+        duplicate,
+    }
+}
+
+/// The wire form of a stored message as `(user, device)` sees it: a
+/// per-device message carries only that device's ciphertext.
+pub fn to_wire_for(msg: &StoredMessage, user: &str, device: u32) -> Message {
+    let mut wire = to_wire(msg);
+    if msg.flags & flags::PER_DEVICE != 0 {
+        wire.payload = payloads::find(&msg.payload, user, device).unwrap_or_default();
+    }
+    wire
+}
+
+/// The wire form of a stored message.
+pub fn to_wire(msg: &StoredMessage) -> Message {
+    Message {
+        conversation_id: msg.conversation_id,
+        seq: msg.seq,
+        sender_user: msg.sender_user.clone(),
+        sender_device: msg.sender_device,
+        client_message_id: msg.client_message_id,
+        server_time_ms: msg.server_time_ms,
+        expires_at_ms: msg.expires_at_ms,
+        flags: msg.flags,
+        payload: msg.payload.clone(),
+    }
+}

@@ -1,0 +1,36 @@
+//! Sync, applied on the connection's shard: which of the device's
+//! conversations have messages past its cursor (or all of them).
+
+use crate::mesh::{Caller, Reject};
+use crate::shard::ShardCtx;
+use tern_proto::{Body, ConversationState};
+
+use super::kind_to_wire;
+
+pub async fn apply(ctx: &ShardCtx, caller: &Caller, all: bool) -> Result<Body, Reject> {
+    let store = ctx.store.as_ref();
+    let ids = store
+        .user_conversations(&caller.user)
+        .await
+        .map_err(Reject::internal)?;
+    let cursors = store
+        .cursors(&caller.user, caller.device)
+        .await
+        .map_err(Reject::internal)?;
+    let mut states = Vec::new();
+    for id in ids {
+        let Some(record) = store.conversation(id).await.map_err(Reject::internal)? else {
+            continue;
+        };
+        let cursor = cursors.get(&id).copied().unwrap_or(0);
+        if all || record.head_seq > cursor {
+            states.push(ConversationState {
+                conversation_id: id,
+                kind: kind_to_wire(record.kind),
+                head_seq: record.head_seq,
+                cursor,
+            });
+        }
+    }
+    Ok(Body::SyncResult(states))
+}

@@ -1,0 +1,309 @@
+//! The conversation owner: the one task per shard that sequences, authorises,
+//! persists and fans out the conversations hashed to this shard.
+//!
+//! It takes requests in batches: applies each (writes go to the store at
+//! once), then makes the whole batch durable with one `persist` (group commit
+//! across shards happens in the store), and only then answers and fans out,
+//! in order. While one batch is being persisted the next one queues up.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::cmd;
+use super::mesh::{encode_reply, Caller, Fanout, OwnerOp, OwnerRequest, Reject, Reply};
+use super::shard::{ServerStats, ShardCtx};
+use tern_proto::fb::ErrorCode;
+use tern_store::{ConversationId, ConversationRecord, DeviceId, MembersError, UserId};
+
+/// Most requests taken into one batch.
+const MAX_BATCH: usize = 512;
+/// Conversations cached per owner before the cache is reset.
+const MAX_CACHED: usize = 200_000;
+
+/// What the owner knows about one conversation.
+pub struct ConvState {
+    pub record: ConversationRecord,
+    /// Every device of every member, shared by all fan-outs of this conversation.
+    pub recipients: Arc<[(UserId, DeviceId)]>,
+}
+
+impl ConvState {
+    pub fn is_member(&self, user: &str) -> bool {
+        self.record.members.contains(user)
+    }
+
+    /// Refuses callers who are not members.
+    pub fn require_member(&self, caller: &Caller) -> Result<(), Reject> {
+        if self.is_member(&caller.user) {
+            return Ok(());
+        }
+        Err(Reject::new(
+            ErrorCode::NotMember,
+            format!(
+                "{} is not a member of conversation {}",
+                caller.user, self.record.id
+            ),
+        ))
+    }
+}
+
+/// The effect of one applied request.
+pub struct Outcome {
+    pub reply: Reply,
+    /// Whether the reply may only be sent after the store is persisted.
+    pub durable: bool,
+    /// Pushes made after the reply, in order.
+    pub fanouts: Vec<Fanout>,
+}
+
+impl Outcome {
+    pub fn immediate(reply: Reply) -> Self {
+        Outcome {
+            reply,
+            durable: false,
+            fanouts: Vec::new(),
+        }
+    }
+
+    /// The outcome of a fallible apply: a refusal is answered at once.
+    pub fn or_refused(result: Result<Outcome, Reject>) -> Self {
+        result.unwrap_or_else(|reject| Outcome::immediate(Err(reject)))
+    }
+
+    pub fn durable(reply: Reply) -> Self {
+        Outcome {
+            reply,
+            durable: true,
+            fanouts: Vec::new(),
+        }
+    }
+}
+
+/// The owner state of one shard.
+pub struct Owner {
+    pub ctx: Rc<ShardCtx>,
+    convs: HashMap<ConversationId, ConvState>,
+}
+
+impl Owner {
+    pub fn new(ctx: Rc<ShardCtx>) -> Self {
+        Owner {
+            ctx,
+            convs: HashMap::new(),
+        }
+    }
+
+    /// The cached state of a conversation, loaded from the store on a miss.
+    pub async fn conversation(&mut self, id: ConversationId) -> Result<&mut ConvState, Reject> {
+        if !self.convs.contains_key(&id) {
+            let record = self
+                .ctx
+                .store
+                .conversation(id)
+                .await
+                .map_err(Reject::internal)?;
+            let record = record.ok_or_else(|| {
+                Reject::new(
+                    ErrorCode::NotFound,
+                    format!("conversation {id} does not exist"),
+                )
+            })?;
+            self.cache(record).await?;
+        }
+        self.convs
+            .get_mut(&id)
+            .ok_or_else(|| Reject::internal("conversation cache"))
+    }
+
+    /// Changes membership in the store and refreshes the cached recipients.
+    pub async fn update_members(
+        &mut self,
+        id: ConversationId,
+        add: &[UserId],
+        remove: &[UserId],
+    ) -> Result<ConversationRecord, Reject> {
+        let record = self
+            .ctx
+            .store
+            .update_members(id, add, remove)
+            .await
+            .map_err(|e| match e {
+                MembersError::NoSuchConversation(id) => Reject::new(
+                    ErrorCode::NotFound,
+                    format!("conversation {id} does not exist"),
+                ),
+                MembersError::Backend(e) => Reject::internal(e),
+            })?;
+        self.cache(record.clone()).await?;
+        Ok(record)
+    }
+
+    /// Caches a (new or changed) record with its recipient devices.
+    pub async fn cache(&mut self, record: ConversationRecord) -> Result<(), Reject> {
+        let recipients = self.recipients(&record).await?;
+        if self.convs.len() >= MAX_CACHED {
+            self.convs.clear();
+        }
+        self.convs
+            .insert(record.id, ConvState { record, recipients });
+        Ok(())
+    }
+
+    async fn recipients(
+        &self,
+        record: &ConversationRecord,
+    ) -> Result<Arc<[(UserId, DeviceId)]>, Reject> {
+        let mut out = Vec::new();
+        for member in &record.members {
+            let devices = self
+                .ctx
+                .store
+                .devices(member)
+                .await
+                .map_err(Reject::internal)?;
+            out.extend(devices.into_iter().map(|d| (member.clone(), d.device)));
+        }
+        Ok(out.into())
+    }
+
+    /// Forgets conversations whose recipients include `user` (its devices changed).
+    pub fn forget_user(&mut self, user: &str) {
+        self.convs.retain(|_, state| !state.is_member(user));
+    }
+
+    /// Forgets cached state (after a failed persist the heads may be stale).
+    pub fn forget_all(&mut self) {
+        self.convs.clear();
+    }
+
+    async fn apply(&mut self, caller: &Caller, op: OwnerOp) -> Outcome {
+        match op {
+            OwnerOp::Create { id, kind, members } => {
+                cmd::create::apply(self, caller, id, kind, members).await
+            }
+            OwnerOp::AddMembers { id, members } => {
+                cmd::members::add(self, caller, id, members).await
+            }
+            OwnerOp::RemoveMembers { id, members } => {
+                cmd::members::remove(self, caller, id, members).await
+            }
+            OwnerOp::Send {
+                id,
+                client_message_id,
+                expires_in_secs,
+                flags,
+                payload,
+            } => {
+                let send = cmd::send::SendOp {
+                    id,
+                    client_message_id,
+                    expires_in_secs,
+                    flags,
+                    payload,
+                };
+                cmd::send::apply(self, caller, send).await
+            }
+            OwnerOp::Ack { id, seq } => cmd::ack::apply(self, caller, id, seq).await,
+            OwnerOp::History {
+                id,
+                from_seq,
+                limit,
+            } => cmd::history::apply(self, caller, id, from_seq, limit).await,
+            OwnerOp::SendToDevices {
+                id,
+                client_message_id,
+                expires_in_secs,
+                flags,
+                payloads,
+            } => {
+                let send = cmd::send::SendOp {
+                    id,
+                    client_message_id,
+                    expires_in_secs,
+                    flags,
+                    payload: bytes::Bytes::new(),
+                };
+                cmd::send::apply_per_device(self, caller, send, payloads).await
+            }
+            OwnerOp::SendGroup {
+                id,
+                client_message_id,
+                expires_in_secs,
+                flags,
+                epoch,
+                payload,
+            } => {
+                let send = cmd::send::SendOp {
+                    id,
+                    client_message_id,
+                    expires_in_secs,
+                    flags,
+                    payload,
+                };
+                cmd::commit::send_in_epoch(self, caller, send, epoch).await
+            }
+            OwnerOp::Commit(commit) => cmd::commit::apply(self, caller, *commit).await,
+            OwnerOp::GetGroupInfo { id } => cmd::commit::group_info(self, caller, id).await,
+            OwnerOp::Invalidate { user } => {
+                self.forget_user(&user);
+                Outcome::immediate(Ok(tern_proto::Body::Done))
+            }
+        }
+    }
+}
+
+/// Runs the owner loop of one shard until its inbox closes.
+pub async fn run(ctx: Rc<ShardCtx>, mut inbox: mpsc::Receiver<OwnerRequest>) {
+    let mut owner = Owner::new(ctx);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        process_batch(&mut owner, batch.drain(..)).await;
+    }
+}
+
+struct Pending {
+    request_id: u64,
+    reply_to: oneshot::Sender<Bytes>,
+    outcome: Outcome,
+}
+
+async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRequest>) {
+    let mut pending = Vec::new();
+    for req in requests {
+        let outcome = owner.apply(&req.caller, req.op).await;
+        pending.push(Pending {
+            request_id: req.request_id,
+            reply_to: req.reply,
+            outcome,
+        });
+    }
+    if pending.iter().any(|p| p.outcome.durable) {
+        if let Err(e) = owner.ctx.store.persist().await {
+            tracing::error!(error = %e, "persist failed; refusing the batch's durable requests");
+            fail_durable(&mut pending, &e.to_string());
+            owner.forget_all();
+        }
+    }
+    answer(owner, pending).await;
+}
+
+fn fail_durable(pending: &mut [Pending], why: &str) {
+    for p in pending.iter_mut().filter(|p| p.outcome.durable) {
+        p.outcome.reply = Err(Reject::internal(format!("not durable: {why}")));
+        p.outcome.fanouts.clear();
+    }
+}
+
+async fn answer(owner: &Owner, pending: Vec<Pending>) {
+    for p in pending {
+        let _ = p.reply_to.send(encode_reply(p.request_id, p.outcome.reply));
+        for fanout in p.outcome.fanouts {
+            ServerStats::add(&owner.ctx.stats.messages_stored, 1);
+            owner.ctx.mesh.fan_out(fanout).await;
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Starting and stopping a server: validates the configuration, opens the
+//! store and TLS identity, binds one `SO_REUSEPORT` socket per shard and runs
+//! each shard on a named thread with a current-thread tokio runtime.
+//!
+//! Shutdown is two-phase: every shard stops accepting and drains its
+//! connections (their in-flight requests are answered), then all shards meet
+//! at a barrier so no owner stops while another shard still waits on it;
+//! finally the store is persisted.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use quinn::{Endpoint, TokioRuntime};
+use tokio::sync::{watch, Barrier};
+use tokio::task::{spawn_local, JoinSet, LocalSet};
+
+use super::cid::shard_endpoint_config;
+use super::cmd;
+use super::config::{ConfigError, ServerConfig};
+use super::connection;
+use super::mesh::{Control, Fanout, Mesh, ShardInbox};
+use super::owner;
+use super::shard::{now_ms, ServerStats, ShardCtx};
+use super::socket::{
+    bind_shard_sockets, shard_socket, DatagramMesh, MeshStats, ShardSocketParts,
+    DEFAULT_INBOX_CAPACITY,
+};
+use super::tls::{load_or_create_identity, server_config, ServerTransportTuning, TlsError};
+use tern_proto::close;
+use tern_store::Store;
+use tern_store_fjall::{FjallStore, OpenError};
+
+/// Why the server could not start. Nothing is left bound after an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] OpenError),
+    #[error("TLS identity: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot bind {addr}: {source}; is another process using the port?")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("shard {shard} failed to start: {message}")]
+    Shard { shard: usize, message: String },
+}
+
+/// A running server. Dropping it without [`ServerHandle::shutdown`] stops
+/// the shards too but does not wait for them.
+pub struct ServerHandle {
+    pub local_addr: SocketAddr,
+    pub fingerprint: String,
+    pub shards: usize,
+    pub stats: Arc<ServerStats>,
+    pub datagram_stats: Arc<MeshStats>,
+    store: Arc<FjallStore>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, drains connections, joins the shards, persists the store.
+    pub fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        persist_blocking(self.store.as_ref());
+    }
+
+    /// Commit statistics of the store: (fsyncs, persist requests served).
+    pub fn commit_stats(&self) -> (u64, u64) {
+        self.store.commit_stats()
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn persist_blocking(store: &dyn Store) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    if let Err(e) = rt.block_on(store.persist()) {
+        tracing::error!(error = %e, "final persist failed");
+    }
+}
+
+/// Everything one shard thread needs, moved into it.
+struct ShardSetup {
+    id: usize,
+    parts: ShardSocketParts,
+    socket: std::net::UdpSocket,
+    inbox: ShardInbox,
+    quic: quinn::ServerConfig,
+    mesh: Arc<Mesh>,
+    store: Arc<dyn Store>,
+    config: Arc<ServerConfig>,
+    stats: Arc<ServerStats>,
+    shutdown: watch::Receiver<bool>,
+    barrier: Arc<Barrier>,
+}
+
+/// Validates `config`, then starts every shard; returns once all listen.
+pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
+    config.validate()?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let store = Arc::new(FjallStore::open(&data_dir.join("store"))?);
+    let identity = load_or_create_identity(&data_dir)?;
+    let tuning = ServerTransportTuning {
+        max_idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+        ..ServerTransportTuning::default()
+    };
+    let quic = server_config(&identity, &tuning)?;
+    let shards = config.effective_shards();
+    let sockets = bind_shard_sockets(config.listen, shards).map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let local_addr = sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .unwrap_or(config.listen);
+    let datagrams =
+        DatagramMesh::new(shards, DEFAULT_INBOX_CAPACITY).map_err(|e| StartError::Shard {
+            shard: 0,
+            message: e.to_string(),
+        })?;
+    let datagram_stats = datagrams.stats();
+    let (mesh, inboxes) = Mesh::new(shards);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let stats = Arc::new(ServerStats::default());
+    let config = Arc::new(config);
+    let barrier = Arc::new(Barrier::new(shards));
+    let setups = datagrams
+        .into_parts()
+        .into_iter()
+        .zip(sockets)
+        .zip(inboxes)
+        .enumerate()
+        .map(|(id, ((parts, socket), inbox))| ShardSetup {
+            id,
+            parts,
+            socket,
+            inbox,
+            quic: quic.clone(),
+            mesh: mesh.clone(),
+            store: store.clone(),
+            config: config.clone(),
+            stats: stats.clone(),
+            shutdown: shutdown_rx.clone(),
+            barrier: barrier.clone(),
+        });
+    let threads = spawn_shards(setups.collect())?;
+    tracing::info!(%local_addr, shards, fingerprint = %identity.fingerprint, "tern listening");
+    Ok(ServerHandle {
+        local_addr,
+        fingerprint: identity.fingerprint,
+        shards,
+        stats,
+        datagram_stats,
+        store,
+        shutdown: shutdown_tx,
+        threads,
+    })
+}
+
+fn spawn_shards(setups: Vec<ShardSetup>) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let mut threads = Vec::with_capacity(setups.len());
+    let mut ready = Vec::with_capacity(setups.len());
+    for setup in setups {
+        let id = setup.id;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("tern-shard-{id}"))
+            .spawn(move || run_shard(setup, ready_tx))
+            .map_err(|e| StartError::Shard {
+                shard: id,
+                message: e.to_string(),
+            })?;
+        threads.push(thread);
+        ready.push((id, ready_rx));
+    }
+    for (id, rx) in ready {
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(StartError::Shard { shard: id, message }),
+            Err(_) => {
+                return Err(StartError::Shard {
+                    shard: id,
+                    message: "thread exited during start".into(),
+                })
+            }
+        }
+    }
+    Ok(threads)
+}
+
+fn run_shard(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    LocalSet::new().block_on(&rt, shard_main(setup, ready));
+}
+
+async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+    let endpoint = match shard_endpoint(setup.id, setup.parts, setup.socket, setup.quic) {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let ctx = Rc::new(ShardCtx::new(
+        setup.id,
+        setup.mesh,
+        setup.store,
+        setup.config,
+        setup.stats,
+    ));
+    spawn_local(owner::run(ctx.clone(), setup.inbox.owner));
+    spawn_local(fanout_loop(ctx.clone(), setup.inbox.fanout));
+    spawn_local(control_loop(ctx.clone(), setup.inbox.control));
+    if setup.id == 0 {
+        spawn_local(sweep_loop(ctx.clone(), setup.shutdown.clone()));
+    }
+    let mut connections = accept_loop(&ctx, &endpoint, setup.shutdown).await;
+    let drain = Duration::from_secs(ctx.config.drain_timeout_secs + 1);
+    let _ = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    setup.barrier.wait().await;
+    endpoint.close(close::SHUTTING_DOWN.into(), b"server shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+fn shard_endpoint(
+    id: usize,
+    parts: ShardSocketParts,
+    socket: std::net::UdpSocket,
+    quic: quinn::ServerConfig,
+) -> Result<Endpoint, String> {
+    let shard_id = u8::try_from(id).map_err(|_| format!("shard id {id} exceeds 255"))?;
+    let socket = shard_socket(parts, socket).map_err(|e| e.to_string())?;
+    Endpoint::new_with_abstract_socket(
+        shard_endpoint_config(shard_id),
+        Some(quic),
+        socket,
+        Arc::new(TokioRuntime),
+    )
+    .map_err(|e| e.to_string())
+}
+
+async fn accept_loop(
+    ctx: &Rc<ShardCtx>,
+    endpoint: &Endpoint,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut connections = JoinSet::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                ServerStats::add(&ctx.stats.connections_accepted, 1);
+                connections.spawn_local(connection::serve(ctx.clone(), incoming, shutdown.clone()));
+            }
+            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    endpoint.set_server_config(None);
+    connections
+}
+
+async fn fanout_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<Fanout>) {
+    let mut batch = Vec::with_capacity(256);
+    while inbox.recv_many(&mut batch, 256).await > 0 {
+        let sessions = ctx.sessions.borrow();
+        for fanout in batch.drain(..) {
+            let result = sessions.deliver(&fanout);
+            ServerStats::add(&ctx.stats.deliveries, result.delivered);
+            ServerStats::add(&ctx.stats.closed_slow, result.closed_slow);
+        }
+    }
+}
+
+async fn control_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<Control>) {
+    while let Some(msg) = inbox.recv().await {
+        match msg {
+            Control::LinkDecision {
+                link_id,
+                approver,
+                approve,
+            } => cmd::devices::decide(&ctx, link_id, &approver, approve),
+            Control::CloseDevice { user, device } => {
+                ctx.sessions.borrow().close_device(&user, device)
+            }
+        }
+    }
+}
+
+/// Deletes expired ciphertext every `sweep_interval_secs` (runs on shard 0).
+async fn sweep_loop(ctx: Rc<ShardCtx>, mut shutdown: watch::Receiver<bool>) {
+    const SWEEP_BATCH: usize = 10_000;
+    let mut tick = tokio::time::interval(Duration::from_secs(ctx.config.sweep_interval_secs));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        loop {
+            match ctx.store.sweep_expired(now_ms(), SWEEP_BATCH).await {
+                Ok(n) => {
+                    ServerStats::add(&ctx.stats.expired_swept, n as u64);
+                    if n < SWEEP_BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep failed; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! What one shard thread owns: its context (store handle, mesh, local
+//! sessions, stats) shared by the tasks of its current-thread runtime.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use std::collections::HashMap;
+
+use super::config::ServerConfig;
+use super::mesh::Mesh;
+use super::ratelimit::RateLimiter;
+use super::sessions::Sessions;
+use tern_store::Store;
+
+/// Process-wide counters, readable from any thread (tests, stats, loadgen).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub connections_accepted: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub authenticated: AtomicU64,
+    pub messages_stored: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub closed_slow: AtomicU64,
+    pub frame_errors: AtomicU64,
+    pub expired_swept: AtomicU64,
+}
+
+impl ServerStats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// State shared by every task of one shard (single-threaded: `Rc`, `RefCell`).
+pub struct ShardCtx {
+    pub id: usize,
+    pub mesh: Arc<Mesh>,
+    pub store: Arc<dyn Store>,
+    pub config: Arc<ServerConfig>,
+    pub stats: Arc<ServerStats>,
+    pub sessions: RefCell<Sessions>,
+    /// Claim rate limits of the users connected to this shard.
+    pub claims: RefCell<RateLimiter>,
+    /// New devices on this shard waiting for a linked device's approval.
+    pub pending_links: RefCell<HashMap<u64, PendingLink>>,
+    next_conn_id: Cell<u64>,
+}
+
+/// A new device waiting to be linked to `user`.
+pub struct PendingLink {
+    pub user: String,
+    pub decision: tokio::sync::oneshot::Sender<bool>,
+}
+
+impl ShardCtx {
+    pub fn new(
+        id: usize,
+        mesh: Arc<Mesh>,
+        store: Arc<dyn Store>,
+        config: Arc<ServerConfig>,
+        stats: Arc<ServerStats>,
+    ) -> Self {
+        let claims = RefCell::new(RateLimiter::new(
+            config.claim_burst,
+            config.claim_refill_per_minute,
+        ));
+        ShardCtx {
+            id,
+            mesh,
+            store,
+            config,
+            stats,
+            sessions: RefCell::default(),
+            claims,
+            pending_links: RefCell::default(),
+            next_conn_id: Cell::new(1),
+        }
+    }
+
+    /// A connection id unique within this process.
+    pub fn next_conn_id(&self) -> u64 {
+        let n = self.next_conn_id.get();
+        self.next_conn_id.set(n + 1);
+        ((self.id as u64) << 48) | n
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

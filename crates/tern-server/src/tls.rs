@@ -1,0 +1,252 @@
+//! The server's TLS identity and QUIC server configuration.
+//!
+//! On first start the server makes a self-signed certificate (SANs
+//! `localhost`, `tern.local`, `127.0.0.1`, `::1`) and keeps it in its data
+//! directory as `cert.der` and `key.der` (mode 0600). Clients pin the
+//! certificate's SHA-256 fingerprint, which the server logs on start.
+//! Connections use TLS 1.3 only, ALPN `tern/1`, and never accept 0-RTT.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use thiserror::Error;
+
+use tern_proto::fingerprint::cert_fingerprint;
+use tern_proto::ALPN;
+
+/// File name of the server certificate (DER) inside the data directory.
+pub const CERT_FILE: &str = "cert.der";
+/// File name of the server's PKCS#8 private key (DER) inside the data directory.
+pub const KEY_FILE: &str = "key.der";
+/// Subject alternative names of the self-signed certificate.
+pub const SELF_SIGNED_SANS: [&str; 4] = ["localhost", "tern.local", "127.0.0.1", "::1"];
+
+/// Why the server's TLS identity or configuration could not be set up.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// Reading or writing a certificate or key file failed.
+    #[error("cannot access {path}: {source}; check that the data directory exists and is writable by the server")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Only one of `cert.der` and `key.der` exists.
+    #[error("{dir} holds only one of {CERT_FILE} and {KEY_FILE}: restore the missing file, or delete both to make a new identity (clients must then pin the new fingerprint)")]
+    Incomplete {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The self-signed certificate could not be made.
+    #[error("cannot generate the self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls rejected the certificate or key.
+    #[error(
+        "TLS setup failed: {0}; if cert.der/key.der were edited by hand, delete both to regenerate"
+    )]
+    Rustls(#[from] rustls::Error),
+    /// The crypto provider lacks the cipher suite QUIC needs for Initial packets.
+    #[error("QUIC TLS setup failed: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// The configured idle timeout does not fit QUIC's varint range.
+    #[error("idle timeout {0:?} is too large: use at most a few hours")]
+    IdleTimeout(Duration),
+}
+
+/// The server's certificate chain, private key and leaf fingerprint.
+#[derive(Debug)]
+pub struct ServerIdentity {
+    /// Certificate chain, leaf first.
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    /// Private key of the leaf certificate.
+    pub key: PrivateKeyDer<'static>,
+    /// Lowercase hex SHA-256 of the leaf certificate's DER, for clients to pin.
+    pub fingerprint: String,
+}
+
+/// Loads `cert.der` and `key.der` from `data_dir`, or makes and stores a new
+/// self-signed identity if neither exists.
+pub fn load_or_create_identity(data_dir: &Path) -> Result<ServerIdentity, TlsError> {
+    let cert_path = data_dir.join(CERT_FILE);
+    let key_path = data_dir.join(KEY_FILE);
+    match (cert_path.exists(), key_path.exists()) {
+        (true, true) => identity(read(&cert_path)?, read(&key_path)?),
+        (false, false) => create_identity(&cert_path, &key_path),
+        _ => Err(TlsError::Incomplete {
+            dir: data_dir.to_path_buf(),
+        }),
+    }
+}
+
+fn create_identity(cert_path: &Path, key_path: &Path) -> Result<ServerIdentity, TlsError> {
+    let sans: Vec<String> = SELF_SIGNED_SANS.iter().map(|s| s.to_string()).collect();
+    let certified = rcgen::generate_simple_self_signed(sans)?;
+    let key = certified.key_pair.serialize_der();
+    let cert = certified.cert.der().to_vec();
+    write_private(key_path, &key)?;
+    write_private(cert_path, &cert)?;
+    tracing::info!(
+        "created a self-signed server certificate in {}",
+        cert_path.display()
+    );
+    identity(cert, key)
+}
+
+fn identity(cert: Vec<u8>, key: Vec<u8>) -> Result<ServerIdentity, TlsError> {
+    let fingerprint = cert_fingerprint(&cert);
+    Ok(ServerIdentity {
+        cert_chain: vec![CertificateDer::from(cert)],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        fingerprint,
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file created with mode 0600
+/// and renamed into place, so a crash never leaves a half-written file.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    let tmp = path.with_extension("der.tmp");
+    let io_err = |source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(io_err)?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err)?;
+    fs::rename(&tmp, path).map_err(io_err)
+}
+
+/// Transport settings of server connections, tuned for many mostly idle
+/// devices. `Default` gives the documented values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTransportTuning {
+    /// Close a connection after this long without any packet. Default 60 s.
+    pub max_idle_timeout: Duration,
+    /// Ping interval sent by the server; default `None` (clients keep alive).
+    pub keep_alive_interval: Option<Duration>,
+    /// Bidirectional streams a client may have open at once. Default 1 (the
+    /// control stream).
+    pub max_concurrent_bidi_streams: u32,
+    /// Unidirectional streams a client may have open at once. Default 0.
+    pub max_concurrent_uni_streams: u32,
+    /// Receive flow-control window per stream, in bytes. Default 256 KiB.
+    pub stream_receive_window: u32,
+    /// Receive flow-control window per connection, in bytes. Default 1 MiB.
+    pub receive_window: u32,
+    /// Unacknowledged bytes in flight per connection. Default 1 MiB.
+    pub send_window: u64,
+    /// Buffer for received QUIC datagrams (typing signals). Default 16 KiB.
+    pub datagram_receive_buffer: usize,
+    /// Buffer for QUIC datagrams waiting to be sent. Default 16 KiB.
+    pub datagram_send_buffer: usize,
+}
+
+impl Default for ServerTransportTuning {
+    fn default() -> Self {
+        Self {
+            max_idle_timeout: Duration::from_secs(60),
+            keep_alive_interval: None,
+            max_concurrent_bidi_streams: 1,
+            max_concurrent_uni_streams: 0,
+            stream_receive_window: 256 << 10,
+            receive_window: 1 << 20,
+            send_window: 1 << 20,
+            datagram_receive_buffer: 16 << 10,
+            datagram_send_buffer: 16 << 10,
+        }
+    }
+}
+
+impl ServerTransportTuning {
+    /// The quinn transport configuration these settings describe.
+    pub fn transport_config(&self) -> Result<TransportConfig, TlsError> {
+        let idle = IdleTimeout::try_from(self.max_idle_timeout)
+            .map_err(|_| TlsError::IdleTimeout(self.max_idle_timeout))?;
+        let mut t = TransportConfig::default();
+        t.max_idle_timeout(Some(idle))
+            .keep_alive_interval(self.keep_alive_interval)
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
+            .max_concurrent_uni_streams(VarInt::from_u32(self.max_concurrent_uni_streams))
+            .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
+            .receive_window(VarInt::from_u32(self.receive_window))
+            .send_window(self.send_window)
+            .datagram_receive_buffer_size(Some(self.datagram_receive_buffer))
+            .datagram_send_buffer_size(self.datagram_send_buffer);
+        Ok(t)
+    }
+}
+
+/// The quinn server configuration: TLS 1.3 only, ALPN `tern/1`, no 0-RTT,
+/// client migration allowed, transport from `tuning`.
+pub fn server_config(
+    identity: &ServerIdentity,
+    tuning: &ServerTransportTuning,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(identity.cert_chain.clone(), identity.key.clone_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    config
+        .transport_config(Arc::new(tuning.transport_config()?))
+        .migration(true);
+    Ok(config)
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_created_once_then_loaded() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let first = load_or_create_identity(dir.path())?;
+        let again = load_or_create_identity(dir.path())?;
+        assert_eq!(first.fingerprint, again.fingerprint);
+        assert_eq!(first.fingerprint.len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(KEY_FILE))?
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        server_config(&again, &ServerTransportTuning::default())?;
+        Ok(())
+    }
+
+    #[test]
+    fn half_an_identity_is_an_error() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        load_or_create_identity(dir.path())?;
+        fs::remove_file(dir.path().join(KEY_FILE))?;
+        assert!(matches!(
+            load_or_create_identity(dir.path()),
+            Err(TlsError::Incomplete { .. })
+        ));
+        Ok(())
+    }
+}
