@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tern_store::{ConversationKind, ConversationRecord, Store, StoredMessage};
+use tern_store::prelude::*;
+use tern_store::{ConversationKind, ConversationRecord, StoredMessage};
 use tern_store_fjall::FjallStore;
 
 const CONVERSATIONS: u64 = 64;

@@ -15,12 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
 use tempfile::TempDir;
 use tern_client::link::{client_endpoint, Link};
 use tern_client::{Client, ClientOptions, TrustAnchor};
 use tern_proto::fingerprint::parse_fingerprint;
 use tern_proto::Message;
-use tern_server::{start, ServerConfig, ServerHandle};
+
+use tern_server::{start, start_with_store, ServerConfig, ServerHandle};
+use tern_store::Store;
 
 /// Longest a test waits for something that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -54,6 +57,18 @@ impl TestServer {
         let mut config = test_config(data.path(), shards);
         adjust(&mut config);
         let handle = start(config.clone()).expect("server starts");
+        Self::running(handle, config, data)
+    }
+
+    /// A server on a store the test made (a fault-injecting wrapper, say).
+    pub fn start_on_store(shards: usize, store: Arc<dyn Store>) -> TestServer {
+        let data = tempfile::tempdir().expect("temp dir");
+        let config = test_config(data.path(), shards);
+        let handle = start_with_store(config.clone(), store).expect("server starts");
+        Self::running(handle, config, data)
+    }
+
+    fn running(handle: ServerHandle, config: ServerConfig, data: TempDir) -> TestServer {
         let fingerprint = parse_fingerprint(&handle.fingerprint).expect("fingerprint");
         TestServer {
             addr: handle.local_addr,

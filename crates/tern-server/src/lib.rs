@@ -15,4 +15,4 @@ pub mod socket;
 pub mod tls;
 
 pub use config::ServerConfig;
-pub use runtime::{start, ServerHandle, StartError};
+pub use runtime::{start, start_with_store, ServerHandle, StartError};

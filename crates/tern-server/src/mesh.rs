@@ -23,6 +23,9 @@ pub struct Caller {
     pub device: DeviceId,
 }
 
+/// Retry hint sent with a retryable store failure, ms.
+pub const STORE_RETRY_AFTER_MS: u32 = 1_000;
+
 /// A request refused with a typed error code and a message saying what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reject {
@@ -59,6 +62,17 @@ impl Reject {
             ErrorCode::Internal,
             format!("internal error: {what}; retry later"),
         )
+    }
+
+    /// A store failure: `Internal`, with a retry hint when the backend says
+    /// a retry can help (unavailable, timed out) and none when it needs an
+    /// operator (corrupt, poisoned).
+    pub fn store(error: tern_store::BackendError) -> Self {
+        let mut reject = Reject::new(ErrorCode::Internal, format!("internal error: {error}"));
+        if error.is_retryable() {
+            reject.retry_after_ms = STORE_RETRY_AFTER_MS;
+        }
+        reject
     }
 
     /// The error frame answering `request_id`.

@@ -105,7 +105,7 @@ impl Owner {
                 .store
                 .conversation(id)
                 .await
-                .map_err(Reject::internal)?;
+                .map_err(Reject::store)?;
             let record = record.ok_or_else(|| {
                 Reject::new(
                     ErrorCode::NotFound,
@@ -136,7 +136,7 @@ impl Owner {
                     ErrorCode::NotFound,
                     format!("conversation {id} does not exist"),
                 ),
-                MembersError::Backend(e) => Reject::internal(e),
+                MembersError::Backend(e) => Reject::store(e),
             })?;
         self.cache(record.clone()).await?;
         Ok(record)
@@ -164,7 +164,7 @@ impl Owner {
                 .store
                 .devices(member)
                 .await
-                .map_err(Reject::internal)?;
+                .map_err(Reject::store)?;
             out.extend(devices.into_iter().map(|d| (member.clone(), d.device)));
         }
         Ok(out.into())
@@ -173,6 +173,11 @@ impl Owner {
     /// Forgets conversations whose recipients include `user` (its devices changed).
     pub fn forget_user(&mut self, user: &str) {
         self.convs.retain(|_, state| !state.is_member(user));
+    }
+
+    /// Forgets one conversation's cached state (its head may be stale).
+    pub fn forget(&mut self, id: ConversationId) {
+        self.convs.remove(&id);
     }
 
     /// Forgets cached state (after a failed persist the heads may be stale).

@@ -64,7 +64,7 @@ pub struct ServerHandle {
     pub shards: usize,
     pub stats: Arc<ServerStats>,
     pub datagram_stats: Arc<MeshStats>,
-    store: Arc<FjallStore>,
+    store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -77,11 +77,6 @@ impl ServerHandle {
             let _ = thread.join();
         }
         persist_blocking(self.store.as_ref());
-    }
-
-    /// Commit statistics of the store: (fsyncs, persist requests served).
-    pub fn commit_stats(&self) -> (u64, u64) {
-        self.store.commit_stats()
     }
 }
 
@@ -118,15 +113,25 @@ struct ShardSetup {
     barrier: Arc<Barrier>,
 }
 
-/// Validates `config`, then starts every shard; returns once all listen.
+/// Validates `config`, opens the embedded store in `<data_dir>/store`, then
+/// starts every shard; returns once all listen.
 pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     config.validate()?;
+    create_data_dir(&config)?;
+    let store = Arc::new(FjallStore::open(&config.data_dir.join("store"))?);
+    start_with_store(config, store)
+}
+
+/// Like [`start`], on a store the caller opened (another backend, or a
+/// fault-injecting wrapper in tests). The data directory still holds the
+/// TLS identity.
+pub fn start_with_store(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+) -> Result<ServerHandle, StartError> {
+    config.validate()?;
+    create_data_dir(&config)?;
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
-    let store = Arc::new(FjallStore::open(&data_dir.join("store"))?);
     let identity = load_or_create_identity(&data_dir)?;
     let tuning = ServerTransportTuning {
         max_idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -183,6 +188,13 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         store,
         shutdown: shutdown_tx,
         threads,
+    })
+}
+
+fn create_data_dir(config: &ServerConfig) -> Result<(), StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
     })
 }
 

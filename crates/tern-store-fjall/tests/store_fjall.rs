@@ -4,14 +4,14 @@
 //! recovery after deliberate truncation and byte flips.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use tempfile::TempDir;
 use tern_store::conformance::{self, message};
+use tern_store::prelude::*;
 use tern_store::{
-    AppendOutcome, ConversationKind, ConversationRecord, CreateOutcome, EpochOutcome, Store,
-    StoredMessage,
+    AppendOutcome, CommitOutcome, CommitRecord, ConversationKind, ConversationRecord,
+    CreateOutcome, DeviceKeysUpdate, KeyPool, PoolKey, SignedPrekey, Store, StoredMessage,
 };
 use tern_store_fjall::{FjallStore, OpenError};
 
@@ -30,16 +30,14 @@ async fn create_group(s: &dyn Store, id: u64) -> TestResult {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_suite() {
-    let dirs = Mutex::new(Vec::<TempDir>::new());
-    conformance::run_all(|| {
+/// The shared conformance suite, one test per check, each on a fresh
+/// store in its own temporary directory.
+mod conformance_suite {
+    tern_store::conformance_tests!(|| {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let store = open(dir.path()).unwrap_or_else(|e| panic!("open: {e}"));
-        dirs.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
-        store
-    })
-    .await;
+        let store = super::open(dir.path()).unwrap_or_else(|e| panic!("open: {e}"));
+        (store, dir)
+    });
 }
 
 /// 200 tasks append to their own conversation, then all persist at once:
@@ -167,11 +165,45 @@ async fn reopen_keeps_persisted_state() -> TestResult {
     Ok(())
 }
 
+fn pool_keys(ids: std::ops::RangeInclusive<u64>) -> Vec<PoolKey> {
+    ids.map(|id| PoolKey {
+        id,
+        key: Bytes::from(format!("key-{id}")),
+    })
+    .collect()
+}
+
+const IDENTITY: ([u8; 32], [u8; 64]) = ([0x1d; 32], [0x5e; 64]);
+
+fn signed_prekey() -> SignedPrekey {
+    SignedPrekey {
+        id: 1,
+        public: [0x51; 32],
+        signature: [0x52; 64],
+    }
+}
+
+fn group_commit(id: u64, epoch: u64, head: u64) -> CommitRecord {
+    CommitRecord {
+        conversation_id: id,
+        epoch,
+        group_info: Bytes::from(format!("group info {}", epoch + 1)),
+        add: vec!["carol".to_owned()],
+        remove: vec![],
+        commit: message(id, head + 1, 1_000 + epoch),
+        welcome: Some(message(id, head + 2, 2_000 + epoch)),
+    }
+}
+
 /// Devices, revocations, the key directory and MLS epochs survive drop +
 /// reopen: ids are not reused, claimed keys stay claimed, the CAS resumes.
 #[tokio::test]
 async fn reopen_keeps_key_directory() -> TestResult {
     let dir = tempfile::tempdir()?;
+    let last = PoolKey {
+        id: 99,
+        key: Bytes::from_static(b"last resort"),
+    };
     {
         let store = open(dir.path())?;
         store
@@ -183,33 +215,24 @@ async fn reopen_keeps_key_directory() -> TestResult {
             Some(3)
         );
         assert!(store.revoke_device("alice", 3).await?);
-        let ids: Vec<u32> = (1..=5).collect();
-        assert_eq!(
-            store
-                .put_prekeys("alice", 2, &conformance::upload(&ids))
-                .await?,
-            5
-        );
-        let claimed = store.claim_prekeys("alice", 2).await?.ok_or("no bundle")?;
-        assert_eq!(claimed.one_time, Some(conformance::prekey(1)));
-        let packages = conformance::packages(2, 3);
-        let last = conformance::last_resort_package(2);
-        assert_eq!(
-            store
-                .put_key_packages("alice", 2, &packages, Some(last))
-                .await?,
-            3
-        );
-        let kp = store
-            .claim_key_package("alice", 2)
-            .await?
-            .ok_or("no package")?;
-        assert_eq!(kp.key_package, conformance::package(2, 0));
-        let info = Bytes::from_static(b"group info 1");
-        assert_eq!(
-            store.advance_epoch(6, 0, &info).await?,
-            EpochOutcome::Accepted
-        );
+        let update = DeviceKeysUpdate {
+            identity: Some(IDENTITY),
+            signed_prekey: Some(signed_prekey()),
+            kem_prekey: None,
+        };
+        assert!(store.put_device_keys("alice", 2, &update).await?);
+        for pool in KeyPool::ALL {
+            let keys = pool_keys(1..=5);
+            assert_eq!(
+                store.put_keys("alice", 2, pool, &keys, Some(&last)).await?,
+                5
+            );
+            let claimed = store.claim_key("alice", 2, pool).await?.ok_or("empty")?;
+            assert_eq!(claimed.key, pool_keys(1..=1)[0]);
+        }
+        create_group(&store, 6).await?;
+        let accepted = store.accept_commit(&group_commit(6, 0, 0)).await?;
+        assert!(matches!(accepted, CommitOutcome::Accepted(_)));
         store.persist().await?;
     }
     let store = open(dir.path())?;
@@ -227,40 +250,30 @@ async fn reopen_keeps_key_directory() -> TestResult {
         Some(4),
         "3 stays used"
     );
-    assert_eq!(store.prekey_count("alice", 2).await?, 4);
-    let claimed = store
-        .claim_prekeys("alice", 2)
-        .await?
-        .ok_or("bundle lost")?;
-    assert_eq!(
-        claimed.one_time,
-        Some(conformance::prekey(2)),
-        "claimed keys stay claimed"
-    );
-    assert_eq!(
-        claimed.signed_prekey,
-        Some(conformance::signed_prekey(1, 0x51))
-    );
-    assert_eq!(
-        (claimed.identity_key, claimed.identity_signature),
-        conformance::IDENTITY
-    );
-    let kp = store
-        .claim_key_package("alice", 2)
-        .await?
-        .ok_or("packages lost")?;
-    assert_eq!(
-        (kp.key_package, kp.remaining),
-        (conformance::package(2, 1), 1)
-    );
+    let keys = store.device_keys("alice", 2).await?.ok_or("keys lost")?;
+    assert_eq!((keys.identity_key, keys.identity_signature), IDENTITY);
+    assert_eq!(keys.signed_prekey, Some(signed_prekey()));
+    for pool in KeyPool::ALL {
+        assert_eq!(store.key_count("alice", 2, pool).await?, 4);
+        let claimed = store.claim_key("alice", 2, pool).await?.ok_or("lost")?;
+        assert_eq!(
+            claimed.key,
+            pool_keys(2..=2)[0],
+            "claimed keys stay claimed"
+        );
+        assert_eq!(claimed.remaining, 3);
+    }
     assert_eq!(store.group_epoch(6).await?, 1);
     assert_eq!(
         store.group_info(6).await?,
         Some(Bytes::from_static(b"group info 1"))
     );
+    let record = store.conversation(6).await?.ok_or("group lost")?;
+    assert!(record.members.contains("carol"));
+    assert_eq!(record.head_seq, 2, "Commit and Welcome were stored");
     assert_eq!(
-        store.advance_epoch(6, 0, &Bytes::new()).await?,
-        EpochOutcome::Stale { current: 1 }
+        store.accept_commit(&group_commit(6, 0, 2)).await?,
+        CommitOutcome::Stale { current: 1 }
     );
     Ok(())
 }

@@ -31,6 +31,6 @@ async fn ack(
     store
         .advance_cursor(&caller.user, caller.device, id, seq)
         .await
-        .map_err(Reject::internal)?;
+        .map_err(Reject::store)?;
     Ok(Body::Done)
 }

@@ -20,7 +20,7 @@ pub async fn apply(
         .store
         .device(&user, device)
         .await
-        .map_err(Reject::internal)?;
+        .map_err(Reject::store)?;
     let refused = || {
         Reject::new(
             ErrorCode::AuthFailed,

@@ -10,13 +10,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::require_users;
-use super::send::{append, to_wire, SendOp};
+use super::send::{append_reject, expiry_ms, to_wire, SendOp};
 use crate::mesh::{Caller, Fanout, Reject};
 use crate::owner::{Outcome, Owner};
+use crate::shard::now_ms;
 use tern_proto::fb::ErrorCode;
 use tern_proto::keys::{CommitBody, Conflict};
 use tern_proto::{flags, Body, ErrorBody, Frame};
-use tern_store::{ConversationId, ConversationKind, EpochOutcome, StoredMessage};
+use tern_store::{
+    CommitOutcome, CommitRecord, ConversationId, ConversationKind, Seq, StoredMessage,
+};
 
 pub async fn apply(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Outcome {
     Outcome::or_refused(accept(owner, caller, commit).await)
@@ -35,43 +38,70 @@ async fn accept(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Resul
     }
     check_changes(&state.record.members, &commit)?;
     let before: BTreeSet<(String, u32)> = state.recipients.iter().cloned().collect();
+    let head = state.record.head_seq;
     require_users(store.as_ref(), &commit.added).await?;
-    match store
-        .advance_epoch(id, commit.epoch, &commit.group_info)
-        .await
-        .map_err(Reject::internal)?
-    {
-        EpochOutcome::Accepted => {}
-        EpochOutcome::Stale { current } => return Err(stale_epoch(current)),
-    }
-    if !commit.added.is_empty() || !commit.removed.is_empty() {
-        owner
-            .update_members(id, &commit.added, &commit.removed)
-            .await?;
-    }
-    let commit_msg =
-        append_server_message(owner, caller, id, flags::MLS_COMMIT, commit.commit).await?;
+    let record = commit_record(owner, caller, head, commit);
+    let updated = match store.accept_commit(&record).await {
+        Ok(CommitOutcome::Accepted(updated)) => updated,
+        Ok(CommitOutcome::Stale { current }) => return Err(stale_epoch(current)),
+        Err(e) => {
+            // The cached head may be stale; reload it on the next request.
+            owner.forget(id);
+            return Err(append_reject(e));
+        }
+    };
+    owner.cache(updated).await?;
     let after = owner.conversation(id).await?.recipients.clone();
     // Old and new members: removed ones learn of their removal too.
     let mut everyone = before;
     everyone.extend(after.iter().cloned());
     let everyone: Arc<[(String, u32)]> = everyone.into_iter().collect();
-    let mut fanouts = vec![deliver(&commit_msg, everyone, caller)];
-    if let Some(welcome) = commit.welcome {
-        let welcome_msg =
-            append_server_message(owner, caller, id, flags::MLS_WELCOME, welcome).await?;
-        fanouts.push(deliver(&welcome_msg, after, caller));
+    let mut fanouts = vec![deliver(&record.commit, everyone, caller)];
+    if let Some(welcome) = &record.welcome {
+        fanouts.push(deliver(welcome, after, caller));
     }
     let reply = Body::CommitAccepted {
         conversation_id: id,
-        epoch: commit.epoch + 1,
-        seq: commit_msg.seq,
+        epoch: record.epoch + 1,
+        seq: record.commit.seq,
     };
     Ok(Outcome {
         reply: Ok(reply),
         durable: true,
         fanouts,
     })
+}
+
+/// The Commit as one store operation: the Commit sequenced after `head`,
+/// then its Welcome.
+fn commit_record(owner: &Owner, caller: &Caller, head: Seq, commit: CommitBody) -> CommitRecord {
+    let now = now_ms();
+    let expires_at_ms = now.saturating_add(expiry_ms(owner, 0));
+    let message = |seq: Seq, flags: u32, payload: Bytes| StoredMessage {
+        conversation_id: commit.conversation_id,
+        seq,
+        sender_user: caller.user.clone(),
+        sender_device: caller.device,
+        client_message_id: rand::random::<u64>() | 1,
+        server_time_ms: now,
+        expires_at_ms,
+        flags,
+        payload,
+    };
+    let commit_msg = message(head + 1, flags::MLS_COMMIT, commit.commit.clone());
+    let welcome = commit
+        .welcome
+        .clone()
+        .map(|w| message(head + 2, flags::MLS_WELCOME, w));
+    CommitRecord {
+        conversation_id: commit.conversation_id,
+        epoch: commit.epoch,
+        group_info: commit.group_info,
+        add: commit.added,
+        remove: commit.removed,
+        commit: commit_msg,
+        welcome,
+    }
 }
 
 /// Added users must not be members yet. Removed ones may already be gone:
@@ -102,25 +132,6 @@ fn stale_epoch(current: u64) -> Reject {
     })
 }
 
-/// Sequences a Commit or Welcome as the conversation's next message.
-async fn append_server_message(
-    owner: &mut Owner,
-    caller: &Caller,
-    id: ConversationId,
-    flag: u32,
-    payload: Bytes,
-) -> Result<StoredMessage, Reject> {
-    let op = SendOp {
-        id,
-        client_message_id: rand::random::<u64>() | 1,
-        expires_in_secs: 0,
-        flags: flag,
-        payload,
-    };
-    let (msg, _) = append(owner, caller, op).await?;
-    Ok(msg)
-}
-
 fn deliver(msg: &StoredMessage, recipients: Arc<[(String, u32)]>, caller: &Caller) -> Fanout {
     Fanout::shared(
         recipients,
@@ -136,7 +147,7 @@ pub async fn send_in_epoch(owner: &mut Owner, caller: &Caller, op: SendOp, epoch
     let store = owner.ctx.store.clone();
     let current = match store.group_epoch(op.id).await {
         Ok(current) => current,
-        Err(e) => return Outcome::immediate(Err(Reject::internal(e))),
+        Err(e) => return Outcome::immediate(Err(Reject::store(e))),
     };
     if current != epoch {
         return Outcome::immediate(Err(stale_epoch(current)));
@@ -149,11 +160,11 @@ pub async fn group_info(owner: &mut Owner, caller: &Caller, id: ConversationId) 
     let result = async {
         let store = owner.ctx.store.clone();
         owner.conversation(id).await?.require_member(caller)?;
-        let epoch = store.group_epoch(id).await.map_err(Reject::internal)?;
+        let epoch = store.group_epoch(id).await.map_err(Reject::store)?;
         let info = store
             .group_info(id)
             .await
-            .map_err(Reject::internal)?
+            .map_err(Reject::store)?
             .unwrap_or_default();
         Ok(Body::GroupInfo {
             conversation_id: id,

@@ -60,7 +60,7 @@ async fn create(
             ErrorCode::Internal,
             "conversation id collision; retry the request",
         )),
-        Err(CreateConversationError::Backend(e)) => Err(Reject::internal(e)),
+        Err(CreateConversationError::Backend(e)) => Err(Reject::store(e)),
     }
 }
 

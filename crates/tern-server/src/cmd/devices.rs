@@ -18,7 +18,7 @@ use super::register::NewDevice;
 
 /// ListDevices: the active devices of any user (senders need them to encrypt).
 pub async fn list(ctx: &ShardCtx, user: String) -> Result<Body, Reject> {
-    let devices = ctx.store.devices(&user).await.map_err(Reject::internal)?;
+    let devices = ctx.store.devices(&user).await.map_err(Reject::store)?;
     if devices.is_empty() {
         return Err(Reject::new(
             ErrorCode::NotFound,
@@ -45,11 +45,7 @@ pub async fn request_link(
     op: NewDevice,
 ) -> Result<(Caller, Body), Reject> {
     op.check(&link_transcript(exporter, &op.user, &op.device_key))?;
-    let devices = ctx
-        .store
-        .devices(&op.user)
-        .await
-        .map_err(Reject::internal)?;
+    let devices = ctx.store.devices(&op.user).await.map_err(Reject::store)?;
     if devices.is_empty() {
         return Err(Reject::new(
             ErrorCode::NotFound,
@@ -104,14 +100,14 @@ async fn add_linked_device(ctx: &ShardCtx, op: NewDevice) -> Result<(Caller, Bod
         .store
         .add_device(&op.user, &op.device_name, op.device_key, now_ms())
         .await
-        .map_err(Reject::internal)?;
+        .map_err(Reject::store)?;
     let device = added.ok_or_else(|| {
         Reject::new(
             ErrorCode::NotFound,
             format!("user {:?} no longer exists", op.user),
         )
     })?;
-    ctx.store.persist().await.map_err(Reject::internal)?;
+    ctx.store.persist().await.map_err(Reject::store)?;
     devices_changed(ctx, &op.user).await;
     let caller = Caller {
         user: op.user.clone(),
@@ -166,14 +162,14 @@ pub async fn revoke(ctx: &ShardCtx, caller: &Caller, device: u32) -> Result<Body
         .store
         .revoke_device(&caller.user, device)
         .await
-        .map_err(Reject::internal)?;
+        .map_err(Reject::store)?;
     if !revoked {
         return Err(Reject::new(
             ErrorCode::NotFound,
             format!("{}/{device} is not an active device", caller.user),
         ));
     }
-    ctx.store.persist().await.map_err(Reject::internal)?;
+    ctx.store.persist().await.map_err(Reject::store)?;
     for shard in 0..ctx.mesh.shards() {
         ctx.mesh
             .control(

@@ -38,7 +38,7 @@ async fn history(
     let stored = store
         .messages(id, from, limit as usize, now_ms())
         .await
-        .map_err(Reject::internal)?;
+        .map_err(Reject::store)?;
     let mut bytes = 0usize;
     let mut messages = Vec::with_capacity(stored.len());
     for msg in &stored {

@@ -11,13 +11,14 @@ use bytes::Bytes;
 
 use crate::mesh::{Caller, Fanout, Reject};
 use crate::shard::ShardCtx;
+use sha2::{Digest, Sha256};
 use tern_proto::auth::{identity_key_transcript, prekey_transcript, verify};
 use tern_proto::fb::ErrorCode;
 use tern_proto::keys::{
     ClaimedKeyPackageData, DeviceBundleData, OneTimePrekeyData, SignedPrekeyData, UploadPrekeysBody,
 };
 use tern_proto::{Body, Frame};
-use tern_store::{DeviceRecord, Prekey, PrekeyUpload, SignedPrekey};
+use tern_store::{DeviceKeysUpdate, DeviceRecord, KeyPool, PoolKey, SignedPrekey, Store};
 
 /// Most one-time prekeys or KeyPackages accepted in one upload.
 pub const MAX_UPLOAD: usize = 100;
@@ -58,41 +59,107 @@ pub async fn upload_prekeys(
             })?;
         }
     }
-    let upload = PrekeyUpload {
+    let update = DeviceKeysUpdate {
         identity: body.identity,
         signed_prekey: body.signed_prekey.map(to_store_signed),
-        one_time: body
-            .one_time
-            .into_iter()
-            .map(|k| Prekey {
-                id: k.id,
-                public: k.public_key,
-            })
-            .collect(),
-        last_resort: body.last_resort.map(to_store_signed),
         kem_prekey: body.kem_prekey,
     };
+    let one_time: Vec<PoolKey> = body
+        .one_time
+        .into_iter()
+        .map(|k| PoolKey {
+            id: u64::from(k.id),
+            key: Bytes::copy_from_slice(&k.public_key),
+        })
+        .collect();
+    let last_resort = body.last_resort.map(|k| last_resort_prekey(&k));
+    let (user, device) = (caller.user.as_str(), caller.device);
     let store = &ctx.store;
+    store
+        .put_device_keys(user, device, &update)
+        .await
+        .map_err(Reject::store)?;
     let one_time_prekeys = store
-        .put_prekeys(&caller.user, caller.device, &upload)
+        .put_keys(
+            user,
+            device,
+            KeyPool::OneTimePrekey,
+            &one_time,
+            last_resort.as_ref(),
+        )
         .await
-        .map_err(Reject::internal)?;
-    let key_packages = store
-        .key_package_count(&caller.user, caller.device)
-        .await
-        .map_err(Reject::internal)?;
-    store.persist().await.map_err(Reject::internal)?;
+        .map_err(Reject::store)?;
+    let key_packages = key_count(store, user, device, KeyPool::KeyPackage).await?;
+    store.persist().await.map_err(Reject::store)?;
     Ok(Body::KeyCounts {
         one_time_prekeys,
         key_packages,
     })
 }
 
+async fn key_count(
+    store: &Arc<dyn Store>,
+    user: &str,
+    device: u32,
+    pool: KeyPool,
+) -> Result<u32, Reject> {
+    store
+        .key_count(user, device, pool)
+        .await
+        .map_err(Reject::store)
+}
+
+/// A last-resort prekey as its pool stores it: public key ‖ signature.
+fn last_resort_prekey(k: &SignedPrekeyData) -> PoolKey {
+    let mut key = Vec::with_capacity(96);
+    key.extend_from_slice(&k.public_key);
+    key.extend_from_slice(&k.signature);
+    PoolKey {
+        id: u64::from(k.id),
+        key: key.into(),
+    }
+}
+
+/// A claimed prekey back in wire form: the one-time key, or the last resort.
+fn claimed_prekey(
+    key: &PoolKey,
+    last_resort: bool,
+) -> Result<(Option<OneTimePrekeyData>, Option<SignedPrekeyData>), Reject> {
+    let corrupt = || Reject::internal("a stored prekey has the wrong shape");
+    let id = u32::try_from(key.id).map_err(|_| corrupt())?;
+    let public_key = key.key.get(..32).and_then(|b| <[u8; 32]>::try_from(b).ok());
+    let public_key = public_key.ok_or_else(corrupt)?;
+    if !last_resort {
+        return Ok((Some(OneTimePrekeyData { id, public_key }), None));
+    }
+    let signature = key
+        .key
+        .get(32..96)
+        .and_then(|b| <[u8; 64]>::try_from(b).ok());
+    let signature = signature.ok_or_else(corrupt)?;
+    let signed = SignedPrekeyData {
+        id,
+        public_key,
+        signature,
+    };
+    Ok((None, Some(signed)))
+}
+
+/// A KeyPackage's id in its pool: the first 8 bytes of its SHA-256, so an
+/// upload repeating a package stores it once (cf. the KeyPackageRef of
+/// RFC 9420 §5.2).
+fn key_package_id(package: &[u8]) -> u64 {
+    let digest = Sha256::digest(package);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+    u64::from_be_bytes(id)
+}
+
 async fn caller_device(ctx: &ShardCtx, caller: &Caller) -> Result<DeviceRecord, Reject> {
     ctx.store
         .device(&caller.user, caller.device)
         .await
-        .map_err(Reject::internal)?
+        .map_err(Reject::store)?
         .ok_or_else(|| Reject::new(ErrorCode::AuthFailed, "this device was revoked"))
 }
 
@@ -134,7 +201,7 @@ fn rate_limit(ctx: &ShardCtx, caller: &Caller, target: &str) -> Result<(), Rejec
 /// ClaimPrekeys: one bundle per active device of the target user.
 pub async fn claim_prekeys(ctx: &ShardCtx, caller: &Caller, user: String) -> Result<Body, Reject> {
     rate_limit(ctx, caller, &user)?;
-    let devices = ctx.store.devices(&user).await.map_err(Reject::internal)?;
+    let devices = ctx.store.devices(&user).await.map_err(Reject::store)?;
     if devices.is_empty() {
         return Err(Reject::new(
             ErrorCode::NotFound,
@@ -143,42 +210,58 @@ pub async fn claim_prekeys(ctx: &ShardCtx, caller: &Caller, user: String) -> Res
     }
     let mut bundles = Vec::with_capacity(devices.len());
     for device in devices {
-        let Some(claimed) = ctx
-            .store
-            .claim_prekeys(&user, device.device)
-            .await
-            .map_err(Reject::internal)?
-        else {
-            continue;
-        };
-        if claimed.remaining < ctx.config.low_keys_threshold {
-            notify_low(ctx, &user, device.device).await;
+        if let Some(bundle) = claim_bundle(ctx, &user, &device).await? {
+            bundles.push(bundle);
         }
-        bundles.push(DeviceBundleData {
-            device: device.device,
-            device_key: device.public_key,
-            identity_key: claimed.identity_key,
-            identity_signature: claimed.identity_signature,
-            signed_prekey: claimed.signed_prekey.map(to_wire_signed),
-            one_time_prekey: claimed.one_time.map(|k| OneTimePrekeyData {
-                id: k.id,
-                public_key: k.public,
-            }),
-            last_resort: claimed.last_resort.map(to_wire_signed),
-            kem_prekey: claimed.kem_prekey,
-        });
     }
-    ctx.store.persist().await.map_err(Reject::internal)?;
+    ctx.store.persist().await.map_err(Reject::store)?;
     Ok(Body::PrekeyBundle {
         user,
         devices: bundles,
     })
 }
 
+/// One device's bundle, consuming one of its one-time prekeys; `None` if it
+/// never published an identity key.
+async fn claim_bundle(
+    ctx: &ShardCtx,
+    user: &str,
+    device: &DeviceRecord,
+) -> Result<Option<DeviceBundleData>, Reject> {
+    let store = &ctx.store;
+    let id = device.device;
+    let Some(keys) = store.device_keys(user, id).await.map_err(Reject::store)? else {
+        return Ok(None);
+    };
+    let claimed = store
+        .claim_key(user, id, KeyPool::OneTimePrekey)
+        .await
+        .map_err(Reject::store)?;
+    let (one_time_prekey, last_resort) = match &claimed {
+        Some(c) => claimed_prekey(&c.key, c.last_resort)?,
+        None => (None, None),
+    };
+    if claimed.map_or(0, |c| c.remaining) < ctx.config.low_keys_threshold {
+        notify_low(ctx, user, id).await;
+    }
+    Ok(Some(DeviceBundleData {
+        device: id,
+        device_key: device.public_key,
+        identity_key: keys.identity_key,
+        identity_signature: keys.identity_signature,
+        signed_prekey: keys.signed_prekey.map(to_wire_signed),
+        one_time_prekey,
+        last_resort,
+        kem_prekey: keys.kem_prekey,
+    }))
+}
+
 /// Pushes KeysLow with the device's current pool sizes.
 async fn notify_low(ctx: &ShardCtx, user: &str, device: u32) {
-    let one_time_prekeys = ctx.store.prekey_count(user, device).await.unwrap_or(0);
-    let key_packages = ctx.store.key_package_count(user, device).await.unwrap_or(0);
+    let store = &ctx.store;
+    let count = |pool| store.key_count(user, device, pool);
+    let one_time_prekeys = count(KeyPool::OneTimePrekey).await.unwrap_or(0);
+    let key_packages = count(KeyPool::KeyPackage).await.unwrap_or(0);
     let frame = Frame::new(
         0,
         Body::KeysLow {
@@ -215,20 +298,27 @@ pub async fn upload_key_packages(
         )));
     }
     caller_device(ctx, caller).await?;
+    let (user, device) = (caller.user.as_str(), caller.device);
     let store = &ctx.store;
-    let before = store
-        .key_package_count(&caller.user, caller.device)
-        .await
-        .map_err(Reject::internal)?;
+    let pool_key = |package: Bytes| PoolKey {
+        id: key_package_id(&package),
+        key: package,
+    };
+    let packages: Vec<PoolKey> = packages.into_iter().map(pool_key).collect();
+    let last_resort = last_resort.map(pool_key);
+    let before = key_count(store, user, device, KeyPool::KeyPackage).await?;
     let key_packages = store
-        .put_key_packages(&caller.user, caller.device, &packages, last_resort)
+        .put_keys(
+            user,
+            device,
+            KeyPool::KeyPackage,
+            &packages,
+            last_resort.as_ref(),
+        )
         .await
-        .map_err(Reject::internal)?;
-    let one_time_prekeys = store
-        .prekey_count(&caller.user, caller.device)
-        .await
-        .map_err(Reject::internal)?;
-    store.persist().await.map_err(Reject::internal)?;
+        .map_err(Reject::store)?;
+    let one_time_prekeys = key_count(store, user, device, KeyPool::OneTimePrekey).await?;
+    store.persist().await.map_err(Reject::store)?;
     if before == 0 && key_packages > 0 {
         // The device just became addable to MLS groups (a freshly linked
         // device publishes its first KeyPackages): tell its peers again.
@@ -254,7 +344,7 @@ pub async fn claim_key_packages(
     }
     let mut entries = Vec::new();
     for user in users {
-        let devices = ctx.store.devices(&user).await.map_err(Reject::internal)?;
+        let devices = ctx.store.devices(&user).await.map_err(Reject::store)?;
         if devices.is_empty() {
             return Err(Reject::new(
                 ErrorCode::NotFound,
@@ -264,9 +354,9 @@ pub async fn claim_key_packages(
         for device in devices {
             let Some(claimed) = ctx
                 .store
-                .claim_key_package(&user, device.device)
+                .claim_key(&user, device.device, KeyPool::KeyPackage)
                 .await
-                .map_err(Reject::internal)?
+                .map_err(Reject::store)?
             else {
                 continue;
             };
@@ -276,11 +366,11 @@ pub async fn claim_key_packages(
             entries.push(ClaimedKeyPackageData {
                 user: user.clone(),
                 device: device.device,
-                key_package: claimed.key_package,
+                key_package: claimed.key.key,
                 last_resort: claimed.last_resort,
             });
         }
     }
-    ctx.store.persist().await.map_err(Reject::internal)?;
+    ctx.store.persist().await.map_err(Reject::store)?;
     Ok(Body::KeyPackages(entries))
 }

@@ -34,7 +34,7 @@ pub async fn require_users(store: &dyn Store, users: &[String]) -> Result<(), Re
     for user in users {
         validate_handle(user)
             .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
-        let devices = store.devices(user).await.map_err(Reject::internal)?;
+        let devices = store.devices(user).await.map_err(Reject::store)?;
         if devices.is_empty() {
             return Err(Reject::new(
                 ErrorCode::NotFound,

@@ -59,9 +59,9 @@ pub async fn apply(
                 format!("user {user:?} already exists; pick another handle"),
             ));
         }
-        Err(CreateAccountError::Backend(e)) => return Err(Reject::internal(e)),
+        Err(CreateAccountError::Backend(e)) => return Err(Reject::store(e)),
     }
-    ctx.store.persist().await.map_err(Reject::internal)?;
+    ctx.store.persist().await.map_err(Reject::store)?;
     let caller = Caller {
         user: op.user.clone(),
         device: 1,

@@ -204,23 +204,31 @@ pub async fn append(
             ServerStats::add(&stats.duplicates, 1);
             Ok((stored, true))
         }
-        Err(AppendError::SeqConflict { head, .. }) => {
-            state.record.head_seq = head;
-            Err(Reject::new(
-                ErrorCode::Internal,
-                "sequence conflict; retry the send",
-            ))
+        Err(e) => {
+            if let AppendError::SeqConflict { head, .. } = e {
+                state.record.head_seq = head;
+            }
+            Err(append_reject(e))
         }
-        Err(AppendError::NoSuchConversation(id)) => Err(Reject::new(
+    }
+}
+
+/// The refusal a failed append (or accepted Commit) answers with.
+pub fn append_reject(e: AppendError) -> Reject {
+    match e {
+        AppendError::SeqConflict { .. } => {
+            Reject::new(ErrorCode::Internal, "sequence conflict; retry the request")
+        }
+        AppendError::NoSuchConversation(id) => Reject::new(
             ErrorCode::NotFound,
             format!("conversation {id} does not exist"),
-        )),
-        Err(AppendError::Backend(e)) => Err(Reject::internal(e)),
+        ),
+        AppendError::Backend(e) => Reject::store(e),
     }
 }
 
 /// The message lifetime: the server's TTL, or shorter if the sender asks.
-fn expiry_ms(owner: &Owner, expires_in_secs: u32) -> u64 {
+pub fn expiry_ms(owner: &Owner, expires_in_secs: u32) -> u64 {
     let max = owner.ctx.config.message_ttl_secs;
     let secs = if expires_in_secs == 0 {
         max

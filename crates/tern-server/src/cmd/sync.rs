@@ -12,14 +12,14 @@ pub async fn apply(ctx: &ShardCtx, caller: &Caller, all: bool) -> Result<Body, R
     let ids = store
         .user_conversations(&caller.user)
         .await
-        .map_err(Reject::internal)?;
+        .map_err(Reject::store)?;
     let cursors = store
         .cursors(&caller.user, caller.device)
         .await
-        .map_err(Reject::internal)?;
+        .map_err(Reject::store)?;
     let mut states = Vec::new();
     for id in ids {
-        let Some(record) = store.conversation(id).await.map_err(Reject::internal)? else {
+        let Some(record) = store.conversation(id).await.map_err(Reject::store)? else {
             continue;
         };
         let cursor = cursors.get(&id).copied().unwrap_or(0);

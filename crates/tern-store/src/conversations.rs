@@ -1,0 +1,65 @@
+//! Conversations and their membership: create (insert-if-absent on a unique
+//! key for direct pairs and note-to-self), read, change members, and each
+//! user's index of the conversations they belong to.
+
+use async_trait::async_trait;
+
+use crate::{BackendError, ConversationId, ConversationRecord, UserId};
+
+/// Result of [`ConversationStore::create_conversation`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// A conversation with the same unique key already exists; nothing written.
+    Existing(ConversationRecord),
+}
+
+/// Errors of [`ConversationStore::create_conversation`].
+#[derive(Debug, thiserror::Error)]
+pub enum CreateConversationError {
+    #[error("conversation id {0} is taken; retry with a fresh random id")]
+    IdTaken(ConversationId),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Errors of [`ConversationStore::update_members`].
+#[derive(Debug, thiserror::Error)]
+pub enum MembersError {
+    #[error("conversation {0} does not exist")]
+    NoSuchConversation(ConversationId),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Conversations and membership.
+#[async_trait]
+pub trait ConversationStore: Send + Sync + 'static {
+    /// Creates a conversation (members' indexes included). When `unique_key`
+    /// is given (direct pairs, note-to-self) and a conversation with that key
+    /// exists, returns `Existing` with it and writes nothing; this check is
+    /// atomic across callers. `record.head_seq` is ignored (starts at 0).
+    async fn create_conversation(
+        &self,
+        record: &ConversationRecord,
+        unique_key: Option<&[u8]>,
+    ) -> Result<CreateOutcome, CreateConversationError>;
+
+    /// A conversation with its members and current head, or `None`.
+    async fn conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<ConversationRecord>, BackendError>;
+
+    /// Adds then removes members (either may be empty), keeping each user's
+    /// conversation index in step. Returns the updated record.
+    async fn update_members(
+        &self,
+        id: ConversationId,
+        add: &[UserId],
+        remove: &[UserId],
+    ) -> Result<ConversationRecord, MembersError>;
+
+    /// Ids of all conversations `user` is currently a member of, ascending.
+    async fn user_conversations(&self, user: &str) -> Result<Vec<ConversationId>, BackendError>;
+}

@@ -1,0 +1,80 @@
+//! The message log of each conversation (dense seqs, ciphertext only,
+//! idempotency keys, expiry) and each device's delivery cursors.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::{BackendError, ConversationId, DeviceId, Seq, StoredMessage};
+
+/// Result of [`MessageLog::append_message`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    Appended,
+    /// The `(conversation, sender user, sender device, client_message_id)`
+    /// key was already stored: this is the stored message, nothing written.
+    Duplicate(StoredMessage),
+}
+
+/// Errors of [`MessageLog::append_message`] (and of the appends inside
+/// [`crate::GroupStore::accept_commit`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("conversation {0} does not exist")]
+    NoSuchConversation(ConversationId),
+    /// The message's seq is not `head + 1`: two writers sequence one
+    /// conversation, or the caller's cached head is stale. Reload the head.
+    #[error(
+        "seq {got} does not follow head {head} of conversation {conversation}; reload the head"
+    )]
+    SeqConflict {
+        conversation: ConversationId,
+        head: Seq,
+        got: Seq,
+    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Message log and delivery cursors.
+#[async_trait]
+pub trait MessageLog: Send + Sync + 'static {
+    /// Appends one message. `msg.seq` must be `head + 1`; the message, its
+    /// idempotency key, its expiry index entry and the new head are written
+    /// atomically. A repeated idempotency key returns `Duplicate` (checked
+    /// before the seq) and writes nothing.
+    async fn append_message(&self, msg: &StoredMessage) -> Result<AppendOutcome, AppendError>;
+
+    /// Messages with `seq >= from_seq` in ascending order, at most `limit`,
+    /// skipping those expired at `now_ms` (`expires_at_ms <= now_ms`) and
+    /// those already swept.
+    async fn messages(
+        &self,
+        id: ConversationId,
+        from_seq: Seq,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<StoredMessage>, BackendError>;
+
+    /// Raises a device's delivery cursor in a conversation to `seq` (never
+    /// lowers it). Returns the cursor after the call.
+    async fn advance_cursor(
+        &self,
+        user: &str,
+        device: DeviceId,
+        id: ConversationId,
+        seq: Seq,
+    ) -> Result<Seq, BackendError>;
+
+    /// All delivery cursors of one device: conversation id → acknowledged seq.
+    async fn cursors(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<BTreeMap<ConversationId, Seq>, BackendError>;
+
+    /// Deletes up to `limit` messages (and their idempotency keys) whose
+    /// `expires_at_ms <= now_ms`. Returns how many were deleted. Heads never
+    /// move backwards: seqs are not reused after expiry.
+    async fn sweep_expired(&self, now_ms: u64, limit: usize) -> Result<usize, BackendError>;
+}
