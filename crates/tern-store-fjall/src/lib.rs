@@ -297,10 +297,28 @@ pub(crate) fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
 }
 
 impl Inner {
+    fn stripe_index(id: ConversationId) -> usize {
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % STRIPES
+    }
+
     pub(crate) fn stripe(&self, id: ConversationId) -> MutexGuard<'_, ()> {
-        let index = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % STRIPES;
+        let index = Self::stripe_index(id);
         // `index < STRIPES == stripes.len()`, so the fallback is never taken.
         lock(self.stripes.get(index).unwrap_or(&self.create_lock))
+    }
+
+    /// The stripes of several conversations, taken in ascending order so
+    /// that two callers never wait on each other in a cycle.
+    pub(crate) fn stripes(
+        &self,
+        ids: impl Iterator<Item = ConversationId>,
+    ) -> Vec<MutexGuard<'_, ()>> {
+        let indexes: std::collections::BTreeSet<usize> = ids.map(Self::stripe_index).collect();
+        indexes
+            .into_iter()
+            .filter_map(|i| self.stripes.get(i))
+            .map(lock)
+            .collect()
     }
 
     /// Commits one write batch, refusing when the store is poisoned; a
@@ -392,6 +410,13 @@ impl ConversationStore for FjallStore {
 impl MessageLog for FjallStore {
     async fn append_message(&self, msg: &StoredMessage) -> Result<AppendOutcome, AppendError> {
         self.inner.append_message(msg)
+    }
+
+    async fn append_messages(
+        &self,
+        msgs: &[StoredMessage],
+    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError> {
+        self.inner.append_messages(msgs)
     }
 
     async fn messages(

@@ -1,7 +1,7 @@
 //! The message log (messages, idempotency keys, expiry index, heads) and
 //! delivery cursors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tern_store::{
     AppendError, AppendOutcome, BackendError, ConversationId, DeviceId, Seq, StoredMessage,
@@ -10,6 +10,13 @@ use tern_store::{
 use fjall::OwnedWriteBatch;
 
 use crate::{codec, layout as keys, Ctx, Inner, EMPTY};
+
+/// What one `append_messages` batch has written so far.
+#[derive(Default)]
+struct BatchState {
+    heads: HashMap<ConversationId, Seq>,
+    written: HashMap<Vec<u8>, StoredMessage>,
+}
 
 impl Inner {
     /// The stored message a repeated idempotency key points to, if any.
@@ -50,6 +57,57 @@ impl Inner {
         let mut batch = self.db.batch();
         self.append_to(&mut batch, head, msg)?;
         self.write(batch, "writing message")?;
+        Ok(AppendOutcome::Appended)
+    }
+
+    /// Every message in one batch and one journal write; see
+    /// [`tern_store::MessageLog::append_messages`].
+    pub(crate) fn append_messages(
+        &self,
+        msgs: &[StoredMessage],
+    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError> {
+        let _guards = self.stripes(msgs.iter().map(|m| m.conversation_id));
+        let mut batch = self.db.batch();
+        let mut state = BatchState::default();
+        let mut out = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            match self.append_in_batch(&mut batch, &mut state, msg) {
+                Err(AppendError::Backend(e)) => return Err(e),
+                other => out.push(other),
+            }
+        }
+        self.write(batch, "writing messages")?;
+        Ok(out)
+    }
+
+    /// One message of [`Inner::append_messages`], against the heads and
+    /// idempotency keys the batch has written so far.
+    fn append_in_batch(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        state: &mut BatchState,
+        msg: &StoredMessage,
+    ) -> Result<AppendOutcome, AppendError> {
+        let id = msg.conversation_id;
+        let idem_key = keys::idem(
+            id,
+            &msg.sender_user,
+            msg.sender_device,
+            msg.client_message_id,
+        )?;
+        if let Some(earlier) = state.written.get(&idem_key) {
+            return Ok(AppendOutcome::Duplicate(earlier.clone()));
+        }
+        if let Some(stored) = self.duplicate_of(msg, &idem_key)? {
+            return Ok(AppendOutcome::Duplicate(stored));
+        }
+        let head = match state.heads.get(&id) {
+            Some(head) => *head,
+            None => self.head(id)?.ok_or(AppendError::NoSuchConversation(id))?,
+        };
+        self.append_to(batch, head, msg)?;
+        state.heads.insert(id, msg.seq);
+        state.written.insert(idem_key, msg.clone());
         Ok(AppendOutcome::Appended)
     }
 

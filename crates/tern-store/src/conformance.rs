@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             // message log, cursors, expiry, durability
             append_seq_rules,
             duplicates,
+            append_batch,
             messages_paging,
             messages_expiry_filter,
             cursors,

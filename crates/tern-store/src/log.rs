@@ -45,6 +45,32 @@ pub trait MessageLog: Send + Sync + 'static {
     /// before the seq) and writes nothing.
     async fn append_message(&self, msg: &StoredMessage) -> Result<AppendOutcome, AppendError>;
 
+    /// Appends several messages (of any conversations), in order, as one
+    /// write where the backend can (fjall: one batch, one journal write, for
+    /// an owner shard's whole batch). Each message is checked exactly as
+    /// [`MessageLog::append_message`] would check it, against the heads and
+    /// idempotency keys left by the messages before it in the slice, and
+    /// gets its outcome at its index; a refused message (`SeqConflict`,
+    /// `NoSuchConversation`) writes nothing and does not stop the others.
+    /// A backend failure fails the whole call with `Err`: then some messages
+    /// may have been written, none may be acknowledged, and a retry is
+    /// exactly-once through the idempotency keys.
+    ///
+    /// The default appends one by one.
+    async fn append_messages(
+        &self,
+        msgs: &[StoredMessage],
+    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError> {
+        let mut out = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            match self.append_message(msg).await {
+                Err(AppendError::Backend(e)) => return Err(e),
+                other => out.push(other),
+            }
+        }
+        Ok(out)
+    }
+
     /// Messages with `seq >= from_seq` in ascending order, at most `limit`,
     /// skipping those expired at `now_ms` (`expires_at_ms <= now_ms`) and
     /// those already swept.

@@ -9,6 +9,65 @@ use bytes::Bytes;
 use super::{append_ok, head, message, new_conversation, ok, seqs};
 use crate::{AppendError, AppendOutcome, ConversationId, Seq, Store};
 
+/// append_messages: each message is checked against the heads and keys the
+/// messages before it left (seq conflicts, duplicates within the call and
+/// with the store, unknown conversations), and refusals stop nothing else.
+pub async fn append_batch(s: Arc<dyn Store>) {
+    let s = &*s;
+    new_conversation(s, 1, &["alice"]).await;
+    new_conversation(s, 2, &["alice"]).await;
+    append_ok(s, &message(2, 1, 50)).await;
+    let batch = [
+        message(1, 1, 1),
+        message(2, 2, 2),
+        message(1, 2, 3),
+        message(1, 2, 4),  // conflict: the batch moved the head to 2
+        message(1, 3, 1),  // the first message again: a duplicate within the call
+        message(2, 3, 50), // a duplicate of what the store held before
+        message(9, 1, 9),  // no such conversation
+        message(1, 3, 5),
+    ];
+    let out = ok(s.append_messages(&batch).await, "append_messages");
+    assert_eq!(out.len(), batch.len());
+    let appended = |i: usize| matches!(out.get(i), Some(Ok(AppendOutcome::Appended)));
+    assert!(
+        appended(0) && appended(1) && appended(2) && appended(7),
+        "{out:?}"
+    );
+    assert!(
+        matches!(
+            out.get(3),
+            Some(Err(AppendError::SeqConflict {
+                head: 2,
+                got: 2,
+                ..
+            }))
+        ),
+        "{out:?}"
+    );
+    assert!(
+        matches!(out.get(4), Some(Ok(AppendOutcome::Duplicate(m))) if m.seq == 1 && m.conversation_id == 1),
+        "{out:?}"
+    );
+    assert!(
+        matches!(out.get(5), Some(Ok(AppendOutcome::Duplicate(m))) if m.seq == 1 && m.conversation_id == 2),
+        "{out:?}"
+    );
+    assert!(
+        matches!(out.get(6), Some(Err(AppendError::NoSuchConversation(9)))),
+        "{out:?}"
+    );
+    assert_eq!(seqs(s, 1, 1, 10, 0).await, vec![1, 2, 3]);
+    assert_eq!(seqs(s, 2, 1, 10, 0).await, vec![1, 2]);
+    let third = ok(s.messages(1, 3, 1, 0).await, "messages");
+    assert_eq!(
+        third.first().map(|m| m.client_message_id),
+        Some(5),
+        "the refused messages wrote nothing"
+    );
+    assert!(ok(s.append_messages(&[]).await, "empty batch").is_empty());
+}
+
 /// seq must be head+1; `SeqConflict` on gap or repeat; `NoSuchConversation`.
 pub async fn append_seq_rules(s: Arc<dyn Store>) {
     let s = &*s;
