@@ -5,19 +5,20 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
+use tern_proto::body::messaging;
 use tern_proto::codec::LEN_PREFIX;
 use tern_proto::{Body, Frame, FrameDecoder, Limits, Message};
 
 fn send_frame(payload: usize) -> Frame {
     Frame::new(
         7,
-        Body::Send {
+        Body::Send(messaging::Send {
             conversation_id: 42,
             client_message_id: 9,
             expires_in_secs: 0,
             flags: 0,
             payload: Bytes::from(vec![0xab; payload]),
-        },
+        }),
     )
 }
 

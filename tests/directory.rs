@@ -16,11 +16,11 @@ use ed25519_dalek::SigningKey;
 use tern_client::identity::Identity;
 use tern_client::{Client, ClientError};
 use tern_proto::auth::{identity_key_transcript, prekey_transcript, sign};
+use tern_proto::body::messaging::{self, DevicePayload};
+use tern_proto::body::prekeys::{self, OneTimePrekeyData, SignedPrekeyData, UploadPrekeys};
+use tern_proto::body::{devices, mls};
 use tern_proto::fb::ErrorCode;
-use tern_proto::keys::{
-    CommitBody, DevicePayload, OneTimePrekeyData, SignedPrekeyData, UploadPrekeysBody,
-};
-use tern_proto::{flags, Body, ConversationKind};
+use tern_proto::{flags, Body, ConversationKind, Request};
 
 fn device_key(client: &TestClient) -> SigningKey {
     Identity::load(client.state.path()).unwrap().key
@@ -35,11 +35,11 @@ fn signed(key: &SigningKey, user: &str, device: u32, id: u32) -> SignedPrekeyDat
     }
 }
 
-fn upload(client: &TestClient, one_time: std::ops::Range<u32>) -> UploadPrekeysBody {
+fn upload(client: &TestClient, one_time: std::ops::Range<u32>) -> UploadPrekeys {
     let key = device_key(client);
     let (user, device) = (client.user().to_owned(), client.device());
     let identity_key = [9u8; 32];
-    UploadPrekeysBody {
+    UploadPrekeys {
         identity: Some((
             identity_key,
             sign(&key, &identity_key_transcript(&user, device, &identity_key)),
@@ -56,14 +56,12 @@ fn upload(client: &TestClient, one_time: std::ops::Range<u32>) -> UploadPrekeysB
     }
 }
 
-async fn counts(client: &Client, body: Body) -> (u32, u32) {
-    match client.request(body).await.unwrap() {
-        Body::KeyCounts {
-            one_time_prekeys,
-            key_packages,
-        } => (one_time_prekeys, key_packages),
-        other => panic!("unexpected {other:?}"),
-    }
+async fn counts<R: Request<Response = prekeys::KeyCounts>>(
+    client: &Client,
+    upload: R,
+) -> (u32, u32) {
+    let counts = client.request(upload).await.unwrap();
+    (counts.one_time_prekeys, counts.key_packages)
 }
 
 async fn register_many(server: &TestServer, prefix: &str, n: usize) -> Vec<Arc<TestClient>> {
@@ -78,17 +76,11 @@ async fn register_many(server: &TestServer, prefix: &str, n: usize) -> Vec<Arc<T
 async fn uploads_are_signature_checked() {
     let server = TestServer::start(2);
     let bob = server.register("bob").await;
-    assert_eq!(
-        counts(&bob, Body::UploadPrekeys(Box::new(upload(&bob, 0..5)))).await,
-        (5, 0)
-    );
+    assert_eq!(counts(&bob, upload(&bob, 0..5)).await, (5, 0));
 
     let mut forged = upload(&bob, 5..6);
     forged.identity = Some(([1; 32], [0; 64]));
-    let err = bob
-        .request(Body::UploadPrekeys(Box::new(forged)))
-        .await
-        .unwrap_err();
+    let err = bob.request(forged).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
     let mut forged = upload(&bob, 5..6);
     forged.signed_prekey = Some(SignedPrekeyData {
@@ -97,18 +89,12 @@ async fn uploads_are_signature_checked() {
         signature: [7; 64],
     });
     assert_eq!(
-        bob.request(Body::UploadPrekeys(Box::new(forged)))
-            .await
-            .unwrap_err()
-            .code(),
+        bob.request(forged).await.unwrap_err().code(),
         Some(ErrorCode::InvalidArgument)
     );
     let too_many = upload(&bob, 0..101);
     assert_eq!(
-        bob.request(Body::UploadPrekeys(Box::new(too_many)))
-            .await
-            .unwrap_err()
-            .code(),
+        bob.request(too_many).await.unwrap_err().code(),
         Some(ErrorCode::InvalidArgument)
     );
 }
@@ -117,14 +103,14 @@ async fn uploads_are_signature_checked() {
 async fn one_time_prekeys_are_handed_out_exactly_once_under_64_concurrent_claims() {
     let server = TestServer::start(2);
     let bob = server.register("bob").await;
-    counts(&bob, Body::UploadPrekeys(Box::new(upload(&bob, 0..40)))).await;
+    counts(&bob, upload(&bob, 0..40)).await;
     let claimers = register_many(&server, "c", 64).await;
     let mut tasks = Vec::new();
     for claimer in &claimers {
         let claimer = claimer.clone();
         tasks.push(tokio::spawn(async move {
             claimer
-                .request(Body::ClaimPrekeys { user: "bob".into() })
+                .request(prekeys::ClaimPrekeys { user: "bob".into() })
                 .await
                 .unwrap()
         }));
@@ -132,9 +118,7 @@ async fn one_time_prekeys_are_handed_out_exactly_once_under_64_concurrent_claims
     let mut handed = Vec::new();
     let mut fell_back = 0;
     for task in tasks {
-        let Body::PrekeyBundle { devices, .. } = task.await.unwrap() else {
-            panic!("not a bundle")
-        };
+        let devices = task.await.unwrap().devices;
         assert_eq!(devices.len(), 1);
         let bundle = &devices[0];
         assert_eq!(bundle.identity_key, [9; 32]);
@@ -162,13 +146,13 @@ async fn low_prekeys_are_announced_and_replenished() {
     let server = TestServer::start(2);
     let bob = server.register("bob").await;
     let alice = server.register("alice").await;
-    counts(&bob, Body::UploadPrekeys(Box::new(upload(&bob, 0..11)))).await;
+    counts(&bob, upload(&bob, 0..11)).await;
     alice
-        .request(Body::ClaimPrekeys { user: "bob".into() })
+        .request(prekeys::ClaimPrekeys { user: "bob".into() })
         .await
         .unwrap();
     alice
-        .request(Body::ClaimPrekeys { user: "bob".into() })
+        .request(prekeys::ClaimPrekeys { user: "bob".into() })
         .await
         .unwrap();
     let notice = tokio::time::timeout(WAIT, bob.next_notice())
@@ -177,12 +161,12 @@ async fn low_prekeys_are_announced_and_replenished() {
         .unwrap();
     assert_eq!(
         notice,
-        Body::KeysLow {
+        Body::KeysLow(prekeys::KeysLow {
             one_time_prekeys: 9,
             key_packages: 0
-        }
+        })
     );
-    let (one_time, _) = counts(&bob, Body::UploadPrekeys(Box::new(upload(&bob, 100..150)))).await;
+    let (one_time, _) = counts(&bob, upload(&bob, 100..150)).await;
     assert_eq!(one_time, 59);
 }
 
@@ -195,16 +179,16 @@ async fn claims_are_rate_limited_per_claimer_and_target() {
     let bob = server.register("bob").await;
     let carol = server.register("carol").await;
     let alice = server.register("alice").await;
-    counts(&bob, Body::UploadPrekeys(Box::new(upload(&bob, 0..20)))).await;
-    counts(&carol, Body::UploadPrekeys(Box::new(upload(&carol, 0..20)))).await;
+    counts(&bob, upload(&bob, 0..20)).await;
+    counts(&carol, upload(&carol, 0..20)).await;
     for _ in 0..3 {
         alice
-            .request(Body::ClaimPrekeys { user: "bob".into() })
+            .request(prekeys::ClaimPrekeys { user: "bob".into() })
             .await
             .unwrap();
     }
     match alice
-        .request(Body::ClaimPrekeys { user: "bob".into() })
+        .request(prekeys::ClaimPrekeys { user: "bob".into() })
         .await
         .unwrap_err()
     {
@@ -223,7 +207,7 @@ async fn claims_are_rate_limited_per_claimer_and_target() {
         other => panic!("unexpected {other:?}"),
     }
     alice
-        .request(Body::ClaimPrekeys {
+        .request(prekeys::ClaimPrekeys {
             user: "carol".into(),
         })
         .await
@@ -239,7 +223,7 @@ async fn key_packages_are_single_use_under_64_concurrent_claims_except_last_reso
     assert_eq!(
         counts(
             &bob,
-            Body::UploadKeyPackages {
+            mls::UploadKeyPackages {
                 key_packages: packages,
                 last_resort: Some(last.clone())
             }
@@ -254,7 +238,7 @@ async fn key_packages_are_single_use_under_64_concurrent_claims_except_last_reso
         let claimer = claimer.clone();
         tasks.push(tokio::spawn(async move {
             claimer
-                .request(Body::ClaimKeyPackages {
+                .request(mls::ClaimKeyPackages {
                     users: vec!["bob".into()],
                 })
                 .await
@@ -264,9 +248,7 @@ async fn key_packages_are_single_use_under_64_concurrent_claims_except_last_reso
     let mut single = BTreeSet::new();
     let mut last_resort = 0;
     for task in tasks {
-        let Body::KeyPackages(entries) = task.await.unwrap() else {
-            panic!("not key packages")
-        };
+        let entries = task.await.unwrap().entries;
         assert_eq!(entries.len(), 1);
         if entries[0].last_resort {
             assert_eq!(entries[0].key_package, last);
@@ -290,8 +272,14 @@ async fn group_of(server: &TestServer, creator: &TestClient, members: &[&str]) -
         .id
 }
 
-fn commit(conversation_id: u64, epoch: u64, tag: &str, added: &[&str], welcome: bool) -> Body {
-    Body::Commit(Box::new(CommitBody {
+fn commit(
+    conversation_id: u64,
+    epoch: u64,
+    tag: &str,
+    added: &[&str],
+    welcome: bool,
+) -> mls::Commit {
+    mls::Commit {
         conversation_id,
         epoch,
         commit: Bytes::from(format!("commit-{tag}")),
@@ -299,7 +287,7 @@ fn commit(conversation_id: u64, epoch: u64, tag: &str, added: &[&str], welcome: 
         group_info: Bytes::from(format!("group-info-{tag}")),
         added: added.iter().map(|s| (*s).to_owned()).collect(),
         removed: vec![],
-    }))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,7 +307,7 @@ async fn exactly_one_commit_per_epoch_and_welcome_after_commit() {
     let results = [race_a.await.unwrap(), race_b.await.unwrap()];
     let accepted: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
     assert_eq!(accepted.len(), 1, "{results:?}");
-    let Ok(Body::CommitAccepted { epoch, seq, .. }) = accepted[0] else {
+    let Ok(mls::CommitAccepted { epoch, seq, .. }) = accepted[0] else {
         panic!("{results:?}")
     };
     assert_eq!(*epoch, 1);
@@ -346,21 +334,16 @@ async fn exactly_one_commit_per_epoch_and_welcome_after_commit() {
         (*seq + 1, flags::MLS_WELCOME)
     );
     assert_eq!(&welcome.payload[..], format!("welcome-{tag}").as_bytes());
-    match winner_added
-        .request(Body::GetGroupInfo {
+    let info = winner_added
+        .request(mls::GetGroupInfo {
             conversation_id: group,
         })
         .await
-        .unwrap()
-    {
-        Body::GroupInfo {
-            epoch, group_info, ..
-        } => assert_eq!(
-            (epoch, &group_info[..]),
-            (1, format!("group-info-{tag}").as_bytes())
-        ),
-        other => panic!("{other:?}"),
-    }
+        .unwrap();
+    assert_eq!(
+        (info.epoch, &info.group_info[..]),
+        (1, format!("group-info-{tag}").as_bytes())
+    );
     // A stale or future epoch is refused with the current one.
     let err = alice
         .request(commit(group, 5, "late", &[], false))
@@ -374,7 +357,7 @@ async fn exactly_one_commit_per_epoch_and_welcome_after_commit() {
         .request(commit(group, 1, "next", &[], false))
         .await
         .unwrap();
-    assert!(matches!(next, Body::CommitAccepted { epoch: 2, .. }));
+    assert_eq!(next.epoch, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +370,7 @@ async fn linked_device_joins_then_stale_device_sets_are_refused() {
         .await
         .unwrap()
         .id;
-    let to = |devices: &[(&str, u32)]| Body::SendToDevices {
+    let to = |devices: &[(&str, u32)]| messaging::SendToDevices {
         conversation_id: conv,
         client_message_id: rand::random::<u64>() | 1,
         expires_in_secs: 0,
@@ -408,11 +391,11 @@ async fn linked_device_joins_then_stale_device_sets_are_refused() {
     let laptop_state = tempfile::tempdir().unwrap();
     let options = server.options(laptop_state.path());
     let linking = tokio::spawn(async move { Client::link(options, "bob", "laptop").await });
-    let Body::LinkRequest {
+    let Body::LinkRequest(devices::LinkRequest {
         link_id,
         device_name,
         ..
-    } = tokio::time::timeout(WAIT, bob.next_notice())
+    }) = tokio::time::timeout(WAIT, bob.next_notice())
         .await
         .unwrap()
         .unwrap()
@@ -429,10 +412,10 @@ async fn linked_device_joins_then_stale_device_sets_are_refused() {
         .unwrap();
     assert_eq!(
         changed,
-        Body::DeviceListChanged {
+        Body::DeviceListChanged(devices::DeviceListChanged {
             user: "bob".into(),
             devices: vec![1, 2]
-        }
+        })
     );
 
     // The old device set is refused with the current one; the retry works.
@@ -445,10 +428,11 @@ async fn linked_device_joins_then_stale_device_sets_are_refused() {
         c.devices,
         vec![("bob".to_owned(), 1), ("bob".to_owned(), 2)]
     );
-    let receipt = alice.request(to(&[("bob", 1), ("bob", 2)])).await.unwrap();
-    let Body::SendAck { seq, .. } = receipt else {
-        panic!("{receipt:?}")
-    };
+    let seq = alice
+        .request(to(&[("bob", 1), ("bob", 2)]))
+        .await
+        .unwrap()
+        .seq;
     let on_phone = bob.expect_message().await;
     assert_eq!(
         (on_phone.seq, &on_phone.payload[..]),
@@ -473,18 +457,17 @@ async fn linked_device_joins_then_stale_device_sets_are_refused() {
     assert_eq!(&page.messages[0].payload[..], b"for bob/2");
 
     // Revoking the laptop closes it, and the device set shrinks again.
-    match laptop
-        .request(Body::ListDevices { user: "bob".into() })
+    let list = laptop
+        .request(devices::ListDevices { user: "bob".into() })
         .await
-        .unwrap()
-    {
-        Body::DeviceList { devices, .. } => assert_eq!(
-            devices.iter().map(|d| d.device).collect::<Vec<_>>(),
-            vec![1, 2]
-        ),
-        other => panic!("{other:?}"),
-    }
-    bob.request(Body::RevokeDevice { device: 2 }).await.unwrap();
+        .unwrap();
+    assert_eq!(
+        list.devices.iter().map(|d| d.device).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    bob.request(devices::RevokeDevice { device: 2 })
+        .await
+        .unwrap();
     let err = alice
         .request(to(&[("bob", 1), ("bob", 2)]))
         .await
@@ -511,10 +494,11 @@ async fn denied_link_is_refused() {
     let state = tempfile::tempdir().unwrap();
     let options = server.options(state.path());
     let linking = tokio::spawn(async move { Client::link(options, "bob", "intruder").await });
-    let Body::LinkRequest { link_id, .. } = tokio::time::timeout(WAIT, bob.next_notice())
-        .await
-        .unwrap()
-        .unwrap()
+    let Body::LinkRequest(devices::LinkRequest { link_id, .. }) =
+        tokio::time::timeout(WAIT, bob.next_notice())
+            .await
+            .unwrap()
+            .unwrap()
     else {
         panic!()
     };

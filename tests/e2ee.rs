@@ -14,7 +14,7 @@ use tempfile::TempDir;
 use tern_client::content::Content;
 use tern_client::mls::MlsClient;
 use tern_client::secure::{SecureClient, SecureEvent};
-use tern_proto::Body;
+use tern_proto::body::{mls, prekeys};
 
 struct Device {
     client: SecureClient,
@@ -298,7 +298,7 @@ async fn low_prekeys_are_replenished_by_the_sdk() {
         claimer
             .client
             .transport()
-            .request(Body::ClaimPrekeys { user: "bob".into() })
+            .request(prekeys::ClaimPrekeys { user: "bob".into() })
             .await
             .unwrap();
     }
@@ -308,19 +308,14 @@ async fn low_prekeys_are_replenished_by_the_sdk() {
         let counts = bob
             .client
             .transport()
-            .request(Body::UploadKeyPackages {
+            .request(mls::UploadKeyPackages {
                 key_packages: vec![],
                 last_resort: None,
             })
             .await
             .unwrap();
-        if let Body::KeyCounts {
-            one_time_prekeys, ..
-        } = counts
-        {
-            if one_time_prekeys >= 50 {
-                break;
-            }
+        if counts.one_time_prekeys >= 50 {
+            break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

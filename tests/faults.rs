@@ -10,15 +10,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::TestServer;
 use tern_client::ClientError;
+use tern_proto::body::mls;
 use tern_proto::fb::ErrorCode;
-use tern_proto::keys::CommitBody;
-use tern_proto::{flags, Body, ConversationKind};
+use tern_proto::{flags, ConversationKind};
 use tern_store::faulty::{FaultyStore, Op};
 use tern_store::memory::MemStore;
 use tern_store::BackendErrorKind;
 
-fn commit(conversation_id: u64, epoch: u64, tag: &str, added: &[&str]) -> Body {
-    Body::Commit(Box::new(CommitBody {
+fn commit(conversation_id: u64, epoch: u64, tag: &str, added: &[&str]) -> mls::Commit {
+    mls::Commit {
         conversation_id,
         epoch,
         commit: Bytes::from(format!("commit-{tag}")),
@@ -26,20 +26,17 @@ fn commit(conversation_id: u64, epoch: u64, tag: &str, added: &[&str]) -> Body {
         group_info: Bytes::from(format!("group-info-{tag}")),
         added: added.iter().map(|s| (*s).to_owned()).collect(),
         removed: vec![],
-    }))
+    }
 }
 
 async fn epoch_of(client: &common::TestClient, group: u64) -> u64 {
-    match client
-        .request(Body::GetGroupInfo {
+    client
+        .request(mls::GetGroupInfo {
             conversation_id: group,
         })
         .await
         .unwrap()
-    {
-        Body::GroupInfo { epoch, .. } => epoch,
-        other => panic!("{other:?}"),
-    }
+        .epoch
 }
 
 /// Accepting a Commit is one store operation: when the store fails it, the
@@ -80,13 +77,10 @@ async fn a_store_failure_while_accepting_a_commit_leaves_the_group_usable() {
     assert_eq!(store.calls(Op::AcceptCommit), 1);
     assert_eq!(epoch_of(&alice, group).await, 0, "epoch unchanged");
 
-    let accepted = alice
+    let mls::CommitAccepted { epoch, seq, .. } = alice
         .request(commit(group, 0, "first", &["carol"]))
         .await
         .unwrap();
-    let Body::CommitAccepted { epoch, seq, .. } = accepted else {
-        panic!("{accepted:?}")
-    };
     assert_eq!((epoch, seq), (1, 1), "the retried Commit takes seq 1");
     // Bob gets the Commit; Carol the Commit then her Welcome, with no gap.
     let got = bob.expect_message().await;

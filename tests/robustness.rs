@@ -14,6 +14,7 @@ use ed25519_dalek::SigningKey;
 use flatbuffers::FlatBufferBuilder;
 use tern_client::identity::Identity;
 use tern_client::link::Link;
+use tern_proto::body::{auth, conversations, messaging, sync};
 use tern_proto::fb::{self, ErrorCode};
 use tern_proto::{close, Body, ConversationKind, Frame};
 use tokio::time::timeout;
@@ -93,7 +94,10 @@ async fn registered_link(server: &TestServer, user: &str) -> (Link, SigningKey) 
     let frame = link.register_frame(1, user, "raw", &key).unwrap();
     let reply = call(&mut link, &frame).await;
     assert!(
-        matches!(reply.body, Body::Registered { device: 1, .. }),
+        matches!(
+            reply.body,
+            Body::Registered(auth::Registered { device: 1, .. })
+        ),
         "register {user}: {reply:?}"
     );
     (link, key)
@@ -101,7 +105,7 @@ async fn registered_link(server: &TestServer, user: &str) -> (Link, SigningKey) 
 
 /// A request that any authenticated connection answers with a SyncResult.
 fn sync_request(request_id: u64) -> Frame {
-    Frame::new(request_id, Body::Sync { all: true })
+    Frame::new(request_id, Body::Sync(sync::Sync { all: true }))
 }
 
 /// Encodes a FlatBuffer with the length prefix.
@@ -166,13 +170,13 @@ async fn requests_before_auth_are_not_authenticated() {
     assert_error(&reply, 11, ErrorCode::NotAuthenticated);
     let send = Frame::new(
         12,
-        Body::Send {
+        Body::Send(messaging::Send {
             conversation_id: 1,
             client_message_id: 1,
             expires_in_secs: 0,
             flags: 0,
             payload: Bytes::from_static(b"x"),
-        },
+        }),
     );
     let reply = call(&mut link, &send).await;
     assert_error(&reply, 12, ErrorCode::NotAuthenticated);
@@ -182,10 +186,7 @@ async fn requests_before_auth_are_not_authenticated() {
         .authenticate_frame(13, "alice", identity.device, &identity.key)
         .unwrap();
     let reply = call(&mut link, &auth).await;
-    assert!(
-        matches!(reply.body, Body::Authenticated { .. }),
-        "{reply:?}"
-    );
+    assert!(matches!(reply.body, Body::Authenticated(_)), "{reply:?}");
     assert_eq!(reply.request_id, 13);
 }
 
@@ -208,7 +209,10 @@ async fn register_proof_replayed_on_another_connection_fails() {
     let proper = link_b.register_frame(6, "mallory", "phone", &key).unwrap();
     let reply = call(&mut link_b, &proper).await;
     assert!(
-        matches!(reply.body, Body::Registered { device: 1, .. }),
+        matches!(
+            reply.body,
+            Body::Registered(auth::Registered { device: 1, .. })
+        ),
         "{reply:?}"
     );
 }
@@ -239,7 +243,7 @@ async fn authenticate_with_wrong_key_or_unknown_user_or_device_fails() {
         .unwrap();
     let reply = call(&mut link, &good).await;
     assert!(
-        matches!(&reply.body, Body::Authenticated { user, device: 1, .. } if user == "alice"),
+        matches!(&reply.body, Body::Authenticated(auth::Authenticated { user, device: 1, .. }) if user == "alice"),
         "{reply:?}"
     );
     assert_eq!(reply.request_id, 3);
@@ -294,7 +298,7 @@ async fn register_taken_or_invalid_handle_is_refused() {
         .unwrap();
     let reply = call(&mut link, &ok).await;
     assert!(
-        matches!(&reply.body, Body::Registered { user, .. } if user == "bob"),
+        matches!(&reply.body, Body::Registered(auth::Registered { user, .. }) if user == "bob"),
         "{reply:?}"
     );
 }
@@ -421,7 +425,7 @@ async fn garbage_frame_is_malformed_and_the_connection_stays_usable() {
     let key = fresh_key();
     let register = link.register_frame(1, "mallory", "raw", &key).unwrap();
     let reply = call(&mut link, &register).await;
-    assert!(matches!(reply.body, Body::Registered { .. }), "{reply:?}");
+    assert!(matches!(reply.body, Body::Registered(_)), "{reply:?}");
     pair.check().await;
     // After authentication: garbage, then a valid request gets its normal answer.
     let garbage: Vec<u8> = (0u8..=99).map(|i| i.wrapping_mul(37) ^ 0x5A).collect();
@@ -488,31 +492,33 @@ async fn server_only_bodies_from_a_client_are_unsupported() {
     let mut pair = Bystanders::new(&server).await;
     let (mut link, _) = registered_link(&server, "mallory").await;
     let server_bodies = [
-        Body::SendAck {
+        Body::SendAck(messaging::SendAck {
             conversation_id: pair.conversation,
             seq: 1,
             server_time_ms: 0,
             duplicate: false,
-        },
-        Body::Registered {
+        }),
+        Body::Registered(auth::Registered {
             user: "mallory".into(),
             device: 1,
-        },
-        Body::Done,
-        Body::SyncResult(Vec::new()),
-        Body::HistoryPage {
+        }),
+        Body::Done(messaging::Done),
+        Body::SyncResult(sync::SyncResult {
+            conversations: Vec::new(),
+        }),
+        Body::HistoryPage(messaging::HistoryPage {
             conversation_id: pair.conversation,
             messages: Vec::new(),
             head_seq: 0,
             next_seq: 0,
-        },
-        Body::ConversationInfo {
+        }),
+        Body::ConversationInfo(conversations::ConversationInfo {
             conversation_id: pair.conversation,
             kind: ConversationKind::Direct,
             members: vec!["mallory".into()],
             head_seq: 0,
             created: true,
-        },
+        }),
     ];
     for (i, body) in server_bodies.into_iter().enumerate() {
         let id = 100 + i as u64;
@@ -605,17 +611,17 @@ async fn zero_client_message_id_and_ack_past_head_are_invalid() {
         .unwrap();
     assert!(matches!(
         call(&mut link, &auth).await.body,
-        Body::Authenticated { .. }
+        Body::Authenticated(_)
     ));
     let send = Frame::new(
         2,
-        Body::Send {
+        Body::Send(messaging::Send {
             conversation_id: pair.conversation,
             client_message_id: 0,
             expires_in_secs: 0,
             flags: 0,
             payload: Bytes::from_static(b"no id"),
-        },
+        }),
     );
     assert_error(&call(&mut link, &send).await, 2, ErrorCode::InvalidArgument);
 

@@ -13,7 +13,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tern_client::link::{Link, DEFAULT_SERVER_NAME};
 use tern_client::tls::client_config;
 use tern_client::TrustAnchor;
-use tern_proto::{Body, Frame};
+use tern_proto::body::auth;
+use tern_proto::{Body, Frame, Request};
 
 use crate::error::{LoadError, Result};
 
@@ -137,23 +138,21 @@ pub fn user_name(run: &str, tag: &str, i: usize) -> String {
 pub async fn register(link: &mut Link, user: &str, timeout: Duration) -> Result<Device> {
     let key = SigningKey::generate(&mut rand::thread_rng());
     let frame = link.register_frame(1, user, "tern-load", &key)?;
-    match request(link, &frame, "registration", timeout).await? {
-        Body::Registered { device, .. } => Ok(Device {
-            user: user.to_owned(),
-            device,
-            key,
-        }),
-        other => Err(unexpected("registration", &other)),
-    }
+    let body = request(link, &frame, "registration", timeout).await?;
+    let registered = expect::<auth::Register>("registration", body)?;
+    Ok(Device {
+        user: user.to_owned(),
+        device: registered.device,
+        key,
+    })
 }
 
 /// Authenticates an existing device as the link's first frame.
 pub async fn authenticate(link: &mut Link, device: &Device, timeout: Duration) -> Result<()> {
     let frame = link.authenticate_frame(1, &device.user, device.device, &device.key)?;
-    match request(link, &frame, "authentication", timeout).await? {
-        Body::Authenticated { .. } => Ok(()),
-        other => Err(unexpected("authentication", &other)),
-    }
+    let body = request(link, &frame, "authentication", timeout).await?;
+    expect::<auth::Authenticate>("authentication", body)?;
+    Ok(())
 }
 
 /// Sends one request and waits for its response (skipping server pushes);
@@ -194,6 +193,25 @@ pub fn refused(what: &str, body: Body) -> Result<Body> {
         }),
         body => Ok(body),
     }
+}
+
+/// Sends `req` as frame `request_id` and returns its typed answer: an
+/// `Error` is [`LoadError::Refused`], any other body than `R::Response`
+/// [`LoadError::Unexpected`].
+pub async fn call<R: Request>(
+    link: &mut Link,
+    request_id: u64,
+    req: R,
+    what: &str,
+    timeout: Duration,
+) -> Result<R::Response> {
+    let body = request(link, &Frame::new(request_id, req), what, timeout).await?;
+    expect::<R>(what, body)
+}
+
+/// The answer to `R` in a non-refusal `body`, or [`LoadError::Unexpected`].
+pub fn expect<R: Request>(what: &str, body: Body) -> Result<R::Response> {
+    R::Response::try_from(body).map_err(|other| unexpected(what, &other))
 }
 
 pub fn unexpected(what: &str, body: &Body) -> LoadError {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tern_client::link::{FrameReceiver, FrameSender, Link};
+use tern_proto::body::messaging;
 use tern_proto::{Body, ErrorBody, Frame, Message};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -160,13 +161,13 @@ fn encode(job: Job) -> Bytes {
             conversation_id,
             payload,
         } => {
-            let body = Body::Send {
+            let body = Body::Send(messaging::Send {
                 conversation_id,
                 client_message_id: request_id,
                 expires_in_secs: 0,
                 flags: 0,
                 payload,
-            };
+            });
             Frame::new(request_id, body).encode()
         }
         Job::Ack {
@@ -174,10 +175,10 @@ fn encode(job: Job) -> Bytes {
             seq,
         } => Frame::new(
             CONTROL_IDS.fetch_add(1, Ordering::Relaxed),
-            Body::Ack {
+            Body::Ack(messaging::Ack {
                 conversation_id,
                 seq,
-            },
+            }),
         )
         .encode(),
         Job::Raw(bytes) => bytes,
@@ -266,7 +267,9 @@ impl Reader {
     fn handle(&mut self, frame: Frame) {
         let now = self.clock.now_ns();
         match frame.body {
-            Body::SendAck { .. } => self.sink.on_ack(self.index, frame.request_id, now),
+            Body::SendAck(messaging::SendAck { .. }) => {
+                self.sink.on_ack(self.index, frame.request_id, now)
+            }
             Body::Deliver(message) => {
                 self.sink.on_deliver(self.index, &message, now);
                 self.acks.delivered(message.conversation_id, message.seq);
@@ -277,7 +280,7 @@ impl Reader {
                     });
                 }
             }
-            Body::Send { payload, .. } => {
+            Body::Send(messaging::Send { payload, .. }) => {
                 self.sink
                     .on_echo(self.index, frame.request_id, &payload, now)
             }

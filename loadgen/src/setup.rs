@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tern_client::link::Link;
+use tern_proto::body::conversations;
 use tern_proto::{Body, ConversationKind, Frame};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::conn::{register, request, unexpected, user_name, Device, Endpoints};
+use crate::conn::{call, register, user_name, Device, Endpoints};
 use crate::error::{LoadError, Result};
 use crate::progress::Progress;
 
@@ -156,28 +157,19 @@ async fn create_one(
 ) -> Result<u64> {
     let mut chunks = members.chunks(MEMBERS_PER_REQUEST);
     let first = chunks.next().map(<[String]>::to_vec).unwrap_or_default();
-    let frame = Frame::new(
-        2,
-        Body::CreateConversation {
-            kind,
-            members: first,
-        },
-    );
-    let id = match request(link, &frame, "conversation creation", timeout).await? {
-        Body::ConversationInfo {
-            conversation_id, ..
-        } => conversation_id,
-        other => return Err(unexpected("conversation creation", &other)),
+    let create = conversations::CreateConversation {
+        kind,
+        members: first,
     };
+    let id = call(link, 2, create, "conversation creation", timeout)
+        .await?
+        .conversation_id;
     for (n, chunk) in chunks.enumerate() {
-        let frame = Frame::new(
-            3 + n as u64,
-            Body::AddMembers {
-                conversation_id: id,
-                members: chunk.to_vec(),
-            },
-        );
-        request(link, &frame, "adding group members", timeout).await?;
+        let add = conversations::AddMembers {
+            conversation_id: id,
+            members: chunk.to_vec(),
+        };
+        call(link, 3 + n as u64, add, "adding group members", timeout).await?;
     }
     Ok(id)
 }

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use tern_client::content::Content;
 use tern_client::secure::{Decrypted, SecureClient, SecureEvent};
 use tern_client::{ClientOptions, TrustAnchor};
+use tern_proto::body::devices;
 use tern_proto::fingerprint::parse_fingerprint;
-use tern_proto::{Body, Message};
+use tern_proto::Message;
 
 use super::{Command, Connection};
 
@@ -331,7 +332,7 @@ async fn devices(args: DevicesArgs) -> Result<(), String> {
     let transport = client.transport();
     if let Some(device) = args.revoke {
         transport
-            .request(Body::RevokeDevice { device })
+            .request(devices::RevokeDevice { device })
             .await
             .map_err(|e| e.to_string())?;
         println!("revoked {}/{device}", client.user());
@@ -340,19 +341,17 @@ async fn devices(args: DevicesArgs) -> Result<(), String> {
             .user
             .clone()
             .unwrap_or_else(|| client.user().to_owned());
-        if let Body::DeviceList { devices, .. } = transport
-            .request(Body::ListDevices { user: user.clone() })
+        let list = transport
+            .request(devices::ListDevices { user: user.clone() })
             .await
-            .map_err(|e| e.to_string())?
-        {
-            for d in devices {
-                println!(
-                    "{user}/{}\t{}\tkey {}",
-                    d.device,
-                    d.name,
-                    hex::encode(&d.device_key[..8])
-                );
-            }
+            .map_err(|e| e.to_string())?;
+        for d in list.devices {
+            println!(
+                "{user}/{}\t{}\tkey {}",
+                d.device,
+                d.name,
+                hex::encode(&d.device_key[..8])
+            );
         }
     }
     client.close().await;

@@ -8,13 +8,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
+use futures_util::StreamExt;
+use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::tls::{client_config, ClientTlsError, TrustAnchor};
+use tern_framing::{self as framing, CodecError, FrameCodec};
 use tern_proto::auth::{
     authenticate_transcript, link_transcript, register_transcript, sign, EXPORTER_LABEL,
     EXPORTER_LEN,
 };
-use tern_proto::{Body, Frame, FrameDecoder, FrameError, Limits};
+use tern_proto::body::auth;
+use tern_proto::{Frame, FrameError, Limits};
 
 /// Server name the client sends (SNI) when none is given; the server's
 /// self-signed certificate carries it.
@@ -35,9 +39,9 @@ pub enum LinkError {
     #[error("connection to the server failed: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("writing to the server failed: {0}")]
-    Write(#[from] quinn::WriteError),
+    Write(std::io::Error),
     #[error("reading from the server failed: {0}")]
-    Read(#[from] quinn::ReadError),
+    Read(std::io::Error),
     #[error("the server sent a bad frame: {0}")]
     Frame(#[from] FrameError),
     #[error("the server closed the control stream")]
@@ -58,51 +62,64 @@ pub fn client_endpoint(
 
 /// The read half of a control stream: whole verified frames out.
 pub struct FrameReceiver {
-    recv: quinn::RecvStream,
-    decoder: FrameDecoder,
+    frames: FramedRead<quinn::RecvStream, FrameCodec>,
     limits: Limits,
 }
 
 impl FrameReceiver {
+    fn new(recv: quinn::RecvStream, limits: Limits) -> Self {
+        // No initial buffer: the codec makes room as bytes arrive, and keeps
+        // none between frames (beyond the few bytes reserved for a read).
+        let codec = FrameCodec::new(limits.max_frame_len);
+        FrameReceiver {
+            frames: FramedRead::with_capacity(recv, codec, 0),
+            limits,
+        }
+    }
+
     /// The next frame, or `Ok(None)` when the server finished the stream.
     pub async fn next(&mut self) -> Result<Option<Frame>, LinkError> {
-        loop {
-            if let Some(bytes) = self.decoder.next_frame()? {
-                return Ok(Some(Frame::decode(&bytes, &self.limits)?));
-            }
-            match self.recv.read_chunk(64 * 1024, true).await? {
-                Some(chunk) => self.decoder.push(&chunk.bytes),
-                None => return Ok(None),
-            }
+        match self.frames.next().await {
+            Some(Ok(bytes)) => Ok(Some(Frame::decode(&bytes, &self.limits)?)),
+            Some(Err(CodecError::Frame(e))) => Err(LinkError::Frame(e)),
+            Some(Err(CodecError::Io(e))) => Err(LinkError::Read(e)),
+            // A stream finished inside a frame ends like a finished one.
+            Some(Err(CodecError::Truncated)) | None => Ok(None),
         }
     }
 }
 
 /// The write half of a control stream.
 pub struct FrameSender {
-    send: quinn::SendStream,
+    frames: FramedWrite<quinn::SendStream, FrameCodec>,
 }
 
 impl FrameSender {
+    fn new(send: quinn::SendStream) -> Self {
+        FrameSender {
+            frames: framing::framed_write(send),
+        }
+    }
+
     pub async fn frame(&mut self, frame: &Frame) -> Result<(), LinkError> {
-        self.raw(&frame.encode()).await
+        self.chunks(&mut [frame.encode()]).await
     }
 
     /// Writes bytes as they are (tests use this to send broken frames).
     pub async fn raw(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
-        self.send.write_all(bytes).await?;
-        Ok(())
+        self.chunks(&mut [Bytes::copy_from_slice(bytes)]).await
     }
 
-    /// Writes several encoded frames in one go.
+    /// Writes several encoded frames in one go (taking them out of `frames`).
     pub async fn chunks(&mut self, frames: &mut [Bytes]) -> Result<(), LinkError> {
-        self.send.write_all_chunks(frames).await?;
-        Ok(())
+        framing::write_batch(&mut self.frames, frames)
+            .await
+            .map_err(LinkError::Write)
     }
 
     /// Finishes the stream (the server then ends the connection cleanly).
     pub fn finish(&mut self) {
-        let _ = self.send.finish();
+        let _ = self.frames.get_mut().finish();
     }
 }
 
@@ -125,15 +142,10 @@ impl Link {
             .map_err(|source| LinkError::Connect { addr, source })?;
         let connection = connecting.await?;
         let (send, recv) = connection.open_bi().await?;
-        let receiver = FrameReceiver {
-            recv,
-            decoder: FrameDecoder::new(Limits::client_inbound().max_frame_len),
-            limits: Limits::client_inbound(),
-        };
         Ok(Link {
             connection,
-            sender: FrameSender { send },
-            receiver,
+            sender: FrameSender::new(send),
+            receiver: FrameReceiver::new(recv, Limits::client_inbound()),
         })
     }
 
@@ -161,7 +173,7 @@ impl Link {
             key,
             &register_transcript(&self.exporter()?, user, &device_key),
         );
-        let body = Body::Register {
+        let body = auth::Register {
             user: user.to_owned(),
             device_name: device_name.to_owned(),
             device_key,
@@ -182,14 +194,12 @@ impl Link {
             key,
             &authenticate_transcript(&self.exporter()?, user, device),
         );
-        Ok(Frame::new(
-            request_id,
-            Body::Authenticate {
-                user: user.to_owned(),
-                device,
-                signature,
-            },
-        ))
+        let body = auth::Authenticate {
+            user: user.to_owned(),
+            device,
+            signature,
+        };
+        Ok(Frame::new(request_id, body))
     }
 
     /// The RequestLink frame for a new device of an existing account, signed for this connection.
@@ -202,7 +212,7 @@ impl Link {
     ) -> Result<Frame, LinkError> {
         let device_key = key.verifying_key().to_bytes();
         let signature = sign(key, &link_transcript(&self.exporter()?, user, &device_key));
-        let body = Body::RequestLink {
+        let body = auth::RequestLink {
             user: user.to_owned(),
             device_name: device_name.to_owned(),
             device_key,

@@ -19,9 +19,11 @@ use super::link::{
     client_endpoint, FrameReceiver, FrameSender, Link, LinkError, DEFAULT_SERVER_NAME,
 };
 use super::tls::TrustAnchor;
+use tern_proto::body::{auth, conversations, devices, messaging, sync};
 use tern_proto::fb::ErrorCode;
-use tern_proto::keys::Conflict;
-use tern_proto::{close, Body, ConversationKind, ConversationState, Frame, Message};
+use tern_proto::{
+    close, Body, Conflict, ConversationKind, ConversationState, Frame, Message, Request,
+};
 
 /// How a client reaches and trusts its server, and where it keeps its state.
 #[derive(Clone, Debug)]
@@ -115,6 +117,18 @@ pub struct ConversationInfo {
     pub created: bool,
 }
 
+impl From<conversations::ConversationInfo> for ConversationInfo {
+    fn from(info: conversations::ConversationInfo) -> Self {
+        ConversationInfo {
+            id: info.conversation_id,
+            kind: info.kind,
+            members: info.members,
+            head_seq: info.head_seq,
+            created: info.created,
+        }
+    }
+}
+
 /// Proof that a message is durably stored at `(conversation_id, seq)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SendReceipt {
@@ -124,22 +138,13 @@ pub struct SendReceipt {
     pub duplicate: bool,
 }
 
-impl SendReceipt {
-    /// The receipt in a send's answer (a SendAck), or why it is not one.
-    pub fn from_answer(answer: Body) -> Result<SendReceipt, ClientError> {
-        match answer {
-            Body::SendAck {
-                conversation_id,
-                seq,
-                server_time_ms,
-                duplicate,
-            } => Ok(SendReceipt {
-                conversation_id,
-                seq,
-                server_time_ms,
-                duplicate,
-            }),
-            other => Err(unexpected(&other)),
+impl From<messaging::SendAck> for SendReceipt {
+    fn from(ack: messaging::SendAck) -> Self {
+        SendReceipt {
+            conversation_id: ack.conversation_id,
+            seq: ack.seq,
+            server_time_ms: ack.server_time_ms,
+            duplicate: ack.duplicate,
         }
     }
 }
@@ -160,6 +165,16 @@ pub struct HistoryPage {
     pub messages: Vec<Message>,
     pub head_seq: u64,
     pub next_seq: u64,
+}
+
+impl From<messaging::HistoryPage> for HistoryPage {
+    fn from(page: messaging::HistoryPage) -> Self {
+        HistoryPage {
+            messages: page.messages,
+            head_seq: page.head_seq,
+            next_seq: page.next_seq,
+        }
+    }
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
@@ -286,29 +301,33 @@ impl Client {
         let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
         let mut link = Link::connect(&endpoint, options.server, &options.server_name).await?;
         let mut identity = Identity::generate(user);
-        let frame = match how {
-            Enrollment::NewAccount => link.register_frame(1, user, device_name, &identity.key)?,
-            Enrollment::LinkDevice => link.link_frame(1, user, device_name, &identity.key)?,
+        let registered = match how {
+            Enrollment::NewAccount => {
+                let frame = link.register_frame(1, user, device_name, &identity.key)?;
+                answer::<auth::Register>(link.call(&frame).await?.body)?
+            }
+            Enrollment::LinkDevice => {
+                let frame = link.link_frame(1, user, device_name, &identity.key)?;
+                answer::<auth::RequestLink>(link.call(&frame).await?.body)?
+            }
         };
-        match expect_ok(link.call(&frame).await?)? {
-            Body::Registered { device, .. } => identity.device = device,
-            other => return Err(unexpected(&other)),
-        }
+        identity.device = registered.device;
         identity.save(&options.state_dir)?;
         Ok(Client::start(options, identity, endpoint, link))
     }
 
     /// Answers a LinkRequest pushed to this device.
     pub async fn approve_link(&self, link_id: u64, approve: bool) -> Result<(), ClientError> {
-        match self.request(Body::ApproveLink { link_id, approve }).await? {
-            Body::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.request(devices::ApproveLink { link_id, approve })
+            .await?;
+        Ok(())
     }
 
-    /// Sends any request body and returns the answer body (refusals are errors).
-    pub async fn request(&self, body: Body) -> Result<Body, ClientError> {
-        call(&self.shared, body).await
+    /// Sends any request and returns its typed answer: a refusal is
+    /// [`ClientError::Server`] (or [`ClientError::Conflict`] with recovery
+    /// state), any other body [`ClientError::Unexpected`].
+    pub async fn request<R: Request>(&self, request: R) -> Result<R::Response, ClientError> {
+        request_on(&self.shared, request).await
     }
 
     /// The next server notice: KeysLow, LinkRequest, DeviceListChanged.
@@ -327,8 +346,9 @@ impl Client {
         kind: ConversationKind,
         members: &[&str],
     ) -> Result<ConversationInfo, ClientError> {
-        let members = members.iter().map(|m| (*m).to_owned()).collect();
-        conversation_info(call(&self.shared, Body::CreateConversation { kind, members }).await?)
+        let members = owned(members);
+        let request = conversations::CreateConversation { kind, members };
+        Ok(self.request(request).await?.into())
     }
 
     pub async fn add_members(
@@ -336,17 +356,12 @@ impl Client {
         conversation_id: u64,
         members: &[&str],
     ) -> Result<ConversationInfo, ClientError> {
-        let members = members.iter().map(|m| (*m).to_owned()).collect();
-        conversation_info(
-            call(
-                &self.shared,
-                Body::AddMembers {
-                    conversation_id,
-                    members,
-                },
-            )
-            .await?,
-        )
+        let members = owned(members);
+        let request = conversations::AddMembers {
+            conversation_id,
+            members,
+        };
+        Ok(self.request(request).await?.into())
     }
 
     pub async fn remove_members(
@@ -354,17 +369,12 @@ impl Client {
         conversation_id: u64,
         members: &[&str],
     ) -> Result<ConversationInfo, ClientError> {
-        let members = members.iter().map(|m| (*m).to_owned()).collect();
-        conversation_info(
-            call(
-                &self.shared,
-                Body::RemoveMembers {
-                    conversation_id,
-                    members,
-                },
-            )
-            .await?,
-        )
+        let members = owned(members);
+        let request = conversations::RemoveMembers {
+            conversation_id,
+            members,
+        };
+        Ok(self.request(request).await?.into())
     }
 
     /// Sends a payload; returns once it is durable on the server.
@@ -390,7 +400,7 @@ impl Client {
         } else {
             options.client_message_id
         };
-        let body = Body::Send {
+        let send = messaging::Send {
             conversation_id,
             client_message_id,
             expires_in_secs: options.expires_in_secs,
@@ -399,30 +409,24 @@ impl Client {
         };
         let mut attempts = 0;
         loop {
-            match call(&self.shared, body.clone()).await {
+            match self.request(send.clone()).await {
                 Err(ClientError::Disconnected | ClientError::Timeout) if attempts < 5 => {
                     attempts += 1
                 }
                 Err(e) => return Err(e),
-                Ok(answer) => return SendReceipt::from_answer(answer),
+                Ok(ack) => return Ok(ack.into()),
             }
         }
     }
 
     /// Acknowledges everything up to `seq` in a conversation (raises the cursor).
     pub async fn ack(&self, conversation_id: u64, seq: u64) -> Result<(), ClientError> {
-        match call(
-            &self.shared,
-            Body::Ack {
-                conversation_id,
-                seq,
-            },
-        )
-        .await?
-        {
-            Body::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        let ack = messaging::Ack {
+            conversation_id,
+            seq,
+        };
+        self.request(ack).await?;
+        Ok(())
     }
 
     /// Conversations whose head is past this device's cursor (or all of them).
@@ -491,39 +495,28 @@ fn random_nonzero() -> u64 {
     }
 }
 
+fn owned(members: &[&str]) -> Vec<String> {
+    members.iter().map(|m| (*m).to_owned()).collect()
+}
+
 fn unexpected(body: &Body) -> ClientError {
     let name = format!("{body:?}");
     ClientError::Unexpected(name.chars().take(80).collect())
 }
 
-fn expect_ok(frame: Frame) -> Result<Body, ClientError> {
-    match frame.body {
+/// The one place an answer becomes a result: refusals become
+/// [`ClientError::Server`] or [`ClientError::Conflict`], the body `R` is
+/// answered with becomes `R::Response`, and anything else is
+/// [`ClientError::Unexpected`].
+fn answer<R: Request>(body: Body) -> Result<R::Response, ClientError> {
+    match body {
         Body::Error(e) => Err(ClientError::Server {
             code: e.code,
             message: e.message,
             retry_after_ms: e.retry_after_ms,
         }),
         Body::Conflict(c) => Err(ClientError::Conflict(Box::new(c))),
-        body => Ok(body),
-    }
-}
-
-fn conversation_info(body: Body) -> Result<ConversationInfo, ClientError> {
-    match body {
-        Body::ConversationInfo {
-            conversation_id,
-            kind,
-            members,
-            head_seq,
-            created,
-        } => Ok(ConversationInfo {
-            id: conversation_id,
-            kind,
-            members,
-            head_seq,
-            created,
-        }),
-        other => Err(unexpected(&other)),
+        body => R::Response::try_from(body).map_err(|other| unexpected(&other)),
     }
 }
 
@@ -534,13 +527,16 @@ async fn authenticate(
 ) -> Result<Link, ClientError> {
     let mut link = Link::connect(endpoint, options.server, &options.server_name).await?;
     let frame = link.authenticate_frame(1, &identity.user, identity.device, &identity.key)?;
-    match expect_ok(link.call(&frame).await?)? {
-        Body::Authenticated { .. } => Ok(link),
-        other => Err(unexpected(&other)),
-    }
+    answer::<auth::Authenticate>(link.call(&frame).await?.body)?;
+    Ok(link)
 }
 
-/// Sends one request over the live link and waits for its answer.
+/// Sends a request over the live link and returns its typed answer.
+async fn request_on<R: Request>(shared: &Shared, request: R) -> Result<R::Response, ClientError> {
+    answer::<R>(call(shared, request.into()).await?)
+}
+
+/// Sends one request over the live link and waits for its answer body.
 async fn call(shared: &Shared, body: Body) -> Result<Body, ClientError> {
     let timeout = shared.options.request_timeout;
     let link = tokio::time::timeout(timeout, wait_link(shared))
@@ -562,7 +558,7 @@ async fn call(shared: &Shared, body: Body) -> Result<Body, ClientError> {
         return Err(ClientError::Disconnected);
     }
     match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(frame)) => expect_ok(frame),
+        Ok(Ok(frame)) => Ok(frame.body),
         Ok(Err(_)) => Err(ClientError::Disconnected),
         Err(_) => {
             lock(&link.pending).remove(&id);
@@ -591,10 +587,7 @@ async fn wait_link(shared: &Shared) -> Result<Arc<LiveLink>, ClientError> {
 }
 
 async fn sync(shared: &Shared, all: bool) -> Result<Vec<ConversationState>, ClientError> {
-    match call(shared, Body::Sync { all }).await? {
-        Body::SyncResult(states) => Ok(states),
-        other => Err(unexpected(&other)),
-    }
+    Ok(request_on(shared, sync::Sync { all }).await?.conversations)
 }
 
 async fn history(
@@ -603,28 +596,12 @@ async fn history(
     from_seq: u64,
     limit: u32,
 ) -> Result<HistoryPage, ClientError> {
-    match call(
-        shared,
-        Body::History {
-            conversation_id,
-            from_seq,
-            limit,
-        },
-    )
-    .await?
-    {
-        Body::HistoryPage {
-            messages,
-            head_seq,
-            next_seq,
-            ..
-        } => Ok(HistoryPage {
-            messages,
-            head_seq,
-            next_seq,
-        }),
-        other => Err(unexpected(&other)),
-    }
+    let history = messaging::History {
+        conversation_id,
+        from_seq,
+        limit,
+    };
+    Ok(request_on(shared, history).await?.into())
 }
 
 /// Keeps a live link: serves it until it breaks, then reconnects with backoff.

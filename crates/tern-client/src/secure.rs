@@ -31,8 +31,10 @@ use super::mls::{MlsClient, MlsError, Processed};
 use super::olm::{CryptoError, OlmDevice, PeerDevice};
 use super::sdk::{Client, ClientError, ClientOptions, SendReceipt};
 use tern_proto::auth::{identity_key_transcript, prekey_transcript, sign, verify};
+use tern_proto::body::messaging::{self, DevicePayload};
+use tern_proto::body::prekeys::{self, OneTimePrekeyData, SignedPrekeyData, UploadPrekeys};
+use tern_proto::body::{devices, mls as mls_body};
 use tern_proto::fb::ErrorCode;
-use tern_proto::keys::{DevicePayload, OneTimePrekeyData, SignedPrekeyData, UploadPrekeysBody};
 use tern_proto::{flags, Body, ConversationKind, Message};
 
 /// One-time prekeys kept on the server.
@@ -394,7 +396,7 @@ impl Inner {
                 &prekey_transcript(user, device, fallback_id, &fallback),
             ),
         };
-        let base = UploadPrekeysBody {
+        let base = UploadPrekeys {
             identity: Some((
                 identity_key,
                 sign(key, &identity_key_transcript(user, device, &identity_key)),
@@ -404,11 +406,10 @@ impl Inner {
             last_resort: Some(signed),
             kem_prekey: None,
         };
-        let (have_prekeys, have_packages) = counts(
-            self.client
-                .request(Body::UploadPrekeys(Box::new(base)))
-                .await?,
-        )?;
+        let prekeys::KeyCounts {
+            one_time_prekeys: have_prekeys,
+            key_packages: have_packages,
+        } = self.client.request(base).await?;
         if have_prekeys < PREKEY_TARGET / 2 {
             let fresh = crypto
                 .olm
@@ -418,13 +419,11 @@ impl Inner {
                 .into_iter()
                 .map(|(id, public_key)| OneTimePrekeyData { id, public_key })
                 .collect();
-            let upload = UploadPrekeysBody {
+            let upload = UploadPrekeys {
                 one_time,
-                ..UploadPrekeysBody::default()
+                ..UploadPrekeys::default()
             };
-            self.client
-                .request(Body::UploadPrekeys(Box::new(upload)))
-                .await?;
+            self.client.request(upload).await?;
         }
         if have_packages < KEY_PACKAGE_TARGET / 2 {
             let packages = crypto
@@ -433,11 +432,11 @@ impl Inner {
             let last_resort = (have_packages == 0)
                 .then(|| crypto.mls.last_resort_key_package())
                 .transpose()?;
-            let body = Body::UploadKeyPackages {
+            let upload = mls_body::UploadKeyPackages {
                 key_packages: packages.into_iter().map(Bytes::from).collect(),
                 last_resort: last_resort.map(Bytes::from),
             };
-            self.client.request(body).await?;
+            self.client.request(upload).await?;
         }
         Ok(())
     }
@@ -477,7 +476,7 @@ impl Inner {
                 crypto.mls.save()?;
                 (crypto.mls.epoch(group)?, ciphertext)
             };
-            let body = Body::SendGroup {
+            let send = messaging::SendGroup {
                 conversation_id: group,
                 client_message_id,
                 expires_in_secs,
@@ -485,8 +484,8 @@ impl Inner {
                 epoch,
                 payload: Bytes::from(ciphertext),
             };
-            match self.client.request(body).await {
-                Ok(answer) => return Ok(SendReceipt::from_answer(answer)?),
+            match self.client.request(send).await {
+                Ok(ack) => return Ok(ack.into()),
                 Err(ClientError::Conflict(conflict))
                     if conflict.error.code == ErrorCode::StaleEpoch =>
                 {
@@ -512,18 +511,17 @@ impl Inner {
         let mut targets = self.known_targets(conversation);
         for _ in 0..MAX_SEND_ATTEMPTS {
             let device_payloads = self.encrypt_for(&targets, plaintext).await?;
-            let body = Body::SendToDevices {
+            let send = messaging::SendToDevices {
                 conversation_id: conversation,
                 client_message_id,
                 expires_in_secs,
                 flags: flags::CLIENT_OLM,
                 device_payloads,
             };
-            match self.client.request(body).await {
-                Ok(answer) => {
-                    let receipt = SendReceipt::from_answer(answer)?;
+            match self.client.request(send).await {
+                Ok(ack) => {
                     lock(&self.targets).insert(conversation, targets);
-                    return Ok(receipt);
+                    return Ok(ack.into());
                 }
                 Err(ClientError::Conflict(conflict))
                     if conflict.error.code == ErrorCode::StaleDevices =>
@@ -600,17 +598,10 @@ impl Inner {
 
     /// Claims and checks one bundle per device of `user`.
     async fn claim_bundles(&self, user: &str) -> Result<Vec<PeerDevice>, SecureError> {
-        let Body::PrekeyBundle { devices, .. } = self
-            .client
-            .request(Body::ClaimPrekeys {
-                user: user.to_owned(),
-            })
-            .await?
-        else {
-            return Err(SecureError::Protocol(
-                "unexpected answer to ClaimPrekeys".into(),
-            ));
+        let claim = prekeys::ClaimPrekeys {
+            user: user.to_owned(),
         };
+        let devices = self.client.request(claim).await?.devices;
         let mut peers = Vec::with_capacity(devices.len());
         for b in devices {
             let who = format!("{user}/{}", b.device);
@@ -648,7 +639,7 @@ impl Inner {
             else {
                 return Ok(self.crypto.lock().await.mls.epoch(group)?);
             };
-            let body = Body::Commit(Box::new(tern_proto::keys::CommitBody {
+            let commit = mls_body::Commit {
                 conversation_id: group,
                 epoch: bundle.epoch,
                 commit: Bytes::from(bundle.commit),
@@ -656,9 +647,9 @@ impl Inner {
                 group_info: Bytes::from(bundle.group_info),
                 added: users_added,
                 removed: users_removed,
-            }));
-            match self.client.request(body).await {
-                Ok(Body::CommitAccepted { epoch, .. }) => {
+            };
+            match self.client.request(commit).await {
+                Ok(mls_body::CommitAccepted { epoch, .. }) => {
                     let mut crypto = self.crypto.lock().await;
                     crypto.mls.confirm_commit(group)?;
                     crypto.mls.save()?;
@@ -666,11 +657,6 @@ impl Inner {
                         e.insert(group, epoch);
                     });
                     return Ok(epoch);
-                }
-                Ok(other) => {
-                    return Err(SecureError::Protocol(format!(
-                        "unexpected answer to a Commit: {other:?}"
-                    )))
                 }
                 Err(ClientError::Conflict(conflict))
                     if conflict.error.code == ErrorCode::StaleEpoch =>
@@ -697,17 +683,10 @@ impl Inner {
     ) -> Result<Option<(super::mls::CommitBundle, Vec<String>, Vec<String>)>, SecureError> {
         match change {
             Change::Add(users) => {
-                let Body::KeyPackages(entries) = self
-                    .client
-                    .request(Body::ClaimKeyPackages {
-                        users: users.clone(),
-                    })
-                    .await?
-                else {
-                    return Err(SecureError::Protocol(
-                        "unexpected answer to ClaimKeyPackages".into(),
-                    ));
+                let claim = mls_body::ClaimKeyPackages {
+                    users: users.clone(),
                 };
+                let entries = self.client.request(claim).await?.entries;
                 let mut crypto = self.crypto.lock().await;
                 let present: HashSet<String> = crypto.mls.members(group)?.into_iter().collect();
                 // Devices already in the group are skipped; users already in
@@ -785,18 +764,6 @@ impl Inner {
                 "did not receive the winning commit of group {group} in time"
             ))),
         }
-    }
-}
-
-fn counts(body: Body) -> Result<(u32, u32), SecureError> {
-    match body {
-        Body::KeyCounts {
-            one_time_prekeys,
-            key_packages,
-        } => Ok((one_time_prekeys, key_packages)),
-        other => Err(SecureError::Protocol(format!(
-            "unexpected answer to a key upload: {other:?}"
-        ))),
     }
 }
 
@@ -919,12 +886,12 @@ fn decrypted(m: &Message, content: Content) -> SecureEvent {
 async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
     while let Some(notice) = inner.client.next_notice().await {
         match notice {
-            Body::KeysLow { .. } => {
+            Body::KeysLow(_) => {
                 if let Err(e) = inner.publish_keys().await {
                     tracing::warn!(error = %e, "could not replenish keys");
                 }
             }
-            Body::DeviceListChanged { user, .. } => {
+            Body::DeviceListChanged(devices::DeviceListChanged { user, .. }) => {
                 lock(&inner.targets).clear();
                 if user == inner.identity.user {
                     if let Err(e) = inner.add_own_devices_to_groups().await {
@@ -932,11 +899,11 @@ async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
                     }
                 }
             }
-            Body::LinkRequest {
+            Body::LinkRequest(devices::LinkRequest {
                 link_id,
                 device_name,
                 ..
-            } => {
+            }) => {
                 let _ = events
                     .send(SecureEvent::LinkRequest {
                         link_id,

@@ -91,8 +91,18 @@ impl Limits {
     }
 }
 
+/// Room a reader makes, while a frame is incomplete, for the next read at
+/// least (see [`FrameDecoder::read_room`]).
+pub const READ_SLACK: usize = 4 * 1024;
+
 /// Splits a byte stream into frames. Never allocates more than one frame cap
 /// plus one read chunk, and holds no buffer at all between frames.
+///
+/// It either owns its buffer ([`FrameDecoder::push`] then
+/// [`FrameDecoder::next_frame`]) or works on one an I/O framework owns
+/// ([`FrameDecoder::split`] and [`FrameDecoder::read_room`]: tokio-util's
+/// `FramedRead` hands its read buffer to a `Decoder`, and the server's and
+/// client's adapters call these with it), with the same limits either way.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: BytesMut,
@@ -121,31 +131,7 @@ impl FrameDecoder {
     /// needed, or an error for a length that can never be accepted. After
     /// an error the stream is out of sync and must be closed.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        let Some(len) = self.peek_len() else {
-            return Ok(None);
-        };
-        if len == 0 {
-            return Err(FrameError::Empty);
-        }
-        if len > self.max_frame_len {
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.max_frame_len,
-            });
-        }
-        if self.buf.len() < LEN_PREFIX + len {
-            // No up-front reserve: memory follows the bytes that actually
-            // arrived, so announcing a large frame and trickling costs the
-            // peer as much as it costs us.
-            return Ok(None);
-        }
-        self.buf.advance(LEN_PREFIX);
-        let frame = self.buf.split_to(len).freeze();
-        if self.buf.is_empty() {
-            // Idle connections keep no buffer (memory per connection matters at 100k).
-            self.buf = BytesMut::new();
-        }
-        Ok(Some(frame))
+        split_frame(&mut self.buf, self.max_frame_len)
     }
 
     /// Whether the decoder holds part of a frame (a truncated frame if the
@@ -154,22 +140,73 @@ impl FrameDecoder {
         !self.buf.is_empty()
     }
 
-    fn peek_len(&self) -> Option<usize> {
-        let prefix: [u8; LEN_PREFIX] = self.buf.get(..LEN_PREFIX)?.try_into().ok()?;
-        Some(u32::from_le_bytes(prefix) as usize)
+    /// [`FrameDecoder::next_frame`] over a buffer the caller owns: splits
+    /// the next whole frame off the front of `buf`, and leaves `buf` without
+    /// an allocation when that empties it.
+    pub fn split(&self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        split_frame(buf, self.max_frame_len)
     }
+
+    /// How many more bytes a reader should make room for in `buf` before
+    /// its next read: none between frames (an idle connection keeps no
+    /// buffer), else the larger of what is buffered and [`READ_SLACK`].
+    /// Never sized by the announced length, so memory follows the bytes
+    /// that actually arrived (at most about double, plus the slack) and
+    /// announcing a large frame and trickling costs the peer as much as it
+    /// costs us.
+    pub fn read_room(&self, buf: &BytesMut) -> usize {
+        if buf.is_empty() {
+            0
+        } else {
+            buf.len().max(READ_SLACK)
+        }
+    }
+}
+
+fn split_frame(buf: &mut BytesMut, max_frame_len: usize) -> Result<Option<Bytes>, FrameError> {
+    let Some(len) = peek_len(buf) else {
+        return Ok(None);
+    };
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > max_frame_len {
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame_len,
+        });
+    }
+    if buf.len() < LEN_PREFIX + len {
+        // No up-front reserve: memory follows the bytes that actually
+        // arrived, so announcing a large frame and trickling costs the
+        // peer as much as it costs us.
+        return Ok(None);
+    }
+    buf.advance(LEN_PREFIX);
+    let frame = buf.split_to(len).freeze();
+    if buf.is_empty() {
+        // Idle connections keep no buffer (memory per connection matters at 100k).
+        *buf = BytesMut::new();
+    }
+    Ok(Some(frame))
+}
+
+fn peek_len(buf: &BytesMut) -> Option<usize> {
+    let prefix: [u8; LEN_PREFIX] = buf.get(..LEN_PREFIX)?.try_into().ok()?;
+    Some(u32::from_le_bytes(prefix) as usize)
 }
 
 #[cfg(test)]
 #[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::frame::{Body, Frame};
+    use crate::body::{messaging, sync};
+    use crate::frame::Frame;
 
     #[test]
     fn splits_frames_across_arbitrary_chunks() {
-        let a = Frame::new(1, Body::Sync { all: true }).encode();
-        let b = Frame::new(2, Body::Done).encode();
+        let a = Frame::new(1, sync::Sync { all: true }).encode();
+        let b = Frame::new(2, messaging::Done).encode();
         let wire: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
         for chunk in 1..wire.len() {
             let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
@@ -200,6 +237,50 @@ mod tests {
     }
 
     #[test]
+    fn split_over_a_callers_buffer_matches_next_frame() {
+        let a = Frame::new(1, sync::Sync { all: true }).encode();
+        let b = Frame::new(2, messaging::Done).encode();
+        let d = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&a);
+        buf.extend_from_slice(&b[..3]);
+        assert_eq!(d.split(&mut buf), Ok(Some(a.slice(LEN_PREFIX..))));
+        assert_eq!(d.split(&mut buf), Ok(None));
+        buf.extend_from_slice(&b[3..]);
+        assert_eq!(d.split(&mut buf), Ok(Some(b.slice(LEN_PREFIX..))));
+        assert!(buf.is_empty());
+        assert_eq!(buf.capacity(), 0, "no buffer kept between frames");
+        assert_eq!(d.read_room(&buf), 0);
+    }
+
+    #[test]
+    fn read_room_follows_arrived_bytes_not_the_announced_length() {
+        let d = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&(DEFAULT_MAX_FRAME_LEN as u32).to_le_bytes());
+        assert_eq!(d.split(&mut buf), Ok(None));
+        assert_eq!(d.read_room(&buf), READ_SLACK);
+        buf.extend_from_slice(&vec![0u8; 3 * READ_SLACK]);
+        assert_eq!(d.split(&mut buf), Ok(None));
+        assert_eq!(d.read_room(&buf), buf.len());
+    }
+
+    #[test]
+    fn split_refuses_oversize_and_empty_lengths() {
+        let d = FrameDecoder::new(1024);
+        let mut buf = BytesMut::from(&(1025u32).to_le_bytes()[..]);
+        assert_eq!(
+            d.split(&mut buf),
+            Err(FrameError::TooLarge {
+                len: 1025,
+                max: 1024
+            })
+        );
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
+        assert_eq!(d.split(&mut buf), Err(FrameError::Empty));
+    }
+
+    #[test]
     fn zero_length_is_refused() {
         let mut d = FrameDecoder::new(1024);
         d.push(&[0, 0, 0, 0]);
@@ -208,7 +289,7 @@ mod tests {
 
     #[test]
     fn truncated_frame_stays_partial() {
-        let wire = Frame::new(1, Body::Done).encode();
+        let wire = Frame::new(1, messaging::Done).encode();
         let mut d = FrameDecoder::new(1024);
         d.push(&wire[..wire.len() - 1]);
         assert_eq!(d.next_frame(), Ok(None));
@@ -235,7 +316,7 @@ mod tests {
     fn mutated_valid_frames_never_panic() {
         let wire = Frame::new(
             3,
-            Body::Send {
+            messaging::Send {
                 conversation_id: 1,
                 client_message_id: 2,
                 expires_in_secs: 0,

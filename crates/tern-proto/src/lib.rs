@@ -1,16 +1,19 @@
-//! The tern wire protocol with no I/O: frame types, the length-prefixed codec,
-//! FlatBuffers verification under tight limits, and the authentication
-//! transcript. The crate depends on no async runtime and no transport (its
-//! Cargo.toml is the check), so server, client and tools all share it.
+//! The tern wire protocol with no I/O: one struct per frame body
+//! ([`body`]), requests typed against their answers ([`Request`]), the
+//! length-prefixed codec, FlatBuffers verification under tight limits, and
+//! the authentication transcript. The crate depends on no async runtime and
+//! no transport (its Cargo.toml is the check), so server, client and tools
+//! all share it.
 
 pub mod auth;
+pub mod body;
 pub mod close;
 pub mod codec;
 pub mod fingerprint;
 pub mod flags;
 pub mod frame;
 pub mod handle;
-pub mod keys;
+pub mod request;
 
 #[allow(
     clippy::all,
@@ -31,8 +34,13 @@ mod generated;
 /// The FlatBuffers types generated from `schema/tern.fbs`.
 pub use generated::tern::fb;
 
+pub use body::conversations::ConversationKind;
+pub use body::errors::{Conflict, ErrorBody};
+pub use body::messaging::Message;
+pub use body::sync::ConversationState;
 pub use codec::{FrameDecoder, FrameError, Limits};
-pub use frame::{Body, ConversationKind, ConversationState, ErrorBody, Frame, Message};
+pub use frame::{Body, Frame};
+pub use request::Request;
 
 /// ALPN protocol id negotiated on every tern QUIC connection.
 pub const ALPN: &[u8] = b"tern/1";

@@ -3,26 +3,31 @@
 //! owner shard, the rest handled here). A writer task drains the connection's
 //! bounded outbound queue, which both replies and deliveries feed.
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout, timeout_at, Instant, Sleep};
+use tokio_util::codec::FramedRead;
 
 use super::cmd;
 use super::mesh::{encode_reply, Caller, OwnerOp, OwnerRequest, Reject, Reply};
 use super::sessions::{Closer, Session};
 use super::shard::{ServerStats, ShardCtx};
+use tern_framing::{CodecError, FrameCodec};
 use tern_proto::auth::{EXPORTER_LABEL, EXPORTER_LEN};
+use tern_proto::body::auth;
 use tern_proto::fb::ErrorCode;
-use tern_proto::{close, Body, Frame, FrameDecoder, FrameError, Limits};
+use tern_proto::{close, Body, Frame, FrameError, Limits};
 
 /// Failed authentication attempts tolerated on one connection.
 const MAX_AUTH_FAILURES: u32 = 3;
-/// Largest chunk read from the stream at once.
-const READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection waits for its last frames to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -89,6 +94,8 @@ fn exporter(connection: &quinn::Connection) -> Option<[u8; EXPORTER_LEN]> {
     Some(out)
 }
 
+/// Writes the outbound queue: frames already encoded (a fan-out's frame is
+/// one `Bytes` shared by every recipient), handed to quinn without a copy.
 async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 64).await > 0 {
@@ -105,56 +112,64 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) 
     let _ = timeout(FLUSH_TIMEOUT, send.stopped()).await;
 }
 
-/// Reads whole frames off the control stream with the per-frame deadline.
+/// Reads whole frames off the control stream with the per-frame deadline:
+/// once a frame's first bytes are in, the rest must follow within
+/// `read_timeout`. Between frames it holds no timer and no frame buffer
+/// (only the few bytes `FramedRead` reserves before each read).
 struct FrameReader {
-    recv: quinn::RecvStream,
-    decoder: FrameDecoder,
+    frames: FramedRead<quinn::RecvStream, FrameCodec>,
     read_timeout: Duration,
-    frame_deadline: Option<Instant>,
+    /// Armed while a frame is incomplete; dropped when it completes.
+    frame_deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl FrameReader {
-    /// The next frame, `Ok(None)` at a clean end of stream.
-    async fn next(&mut self) -> Result<Option<Bytes>, End> {
-        loop {
-            match self.decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    self.frame_deadline = None;
-                    return Ok(Some(frame));
-                }
-                Ok(None) => {}
-                Err(FrameError::TooLarge { .. }) => {
-                    return Err(End::Close(close::FRAME_TOO_LARGE, "frame too large"))
-                }
-                Err(_) => return Err(End::Close(close::PROTOCOL_VIOLATION, "empty frame")),
-            }
-            if !self.read_more().await? {
-                return Ok(None);
-            }
+    fn new(recv: quinn::RecvStream, max_frame_len: usize, read_timeout: Duration) -> Self {
+        FrameReader {
+            // No initial buffer: the codec makes room as bytes arrive.
+            frames: FramedRead::with_capacity(recv, FrameCodec::new(max_frame_len), 0),
+            read_timeout,
+            frame_deadline: None,
         }
     }
 
-    async fn read_more(&mut self) -> Result<bool, End> {
-        let chunk = if self.decoder.has_partial() {
-            let deadline = *self
-                .frame_deadline
-                .get_or_insert_with(|| Instant::now() + self.read_timeout);
-            timeout_at(deadline, self.recv.read_chunk(READ_CHUNK, true))
-                .await
-                .map_err(|_| End::Close(close::TIMEOUT, "frame not completed in time"))?
-        } else {
-            self.recv.read_chunk(READ_CHUNK, true).await
-        };
-        match chunk {
-            Ok(Some(chunk)) => {
-                self.decoder.push(&chunk.bytes);
-                Ok(true)
-            }
-            Ok(None) if self.decoder.has_partial() => Err(End::Close(
-                close::PROTOCOL_VIOLATION,
-                "stream ended inside a frame",
-            )),
-            Ok(None) | Err(_) => Ok(false),
+    /// The next frame, `Ok(None)` at a clean end of stream.
+    async fn next(&mut self) -> Result<Option<Bytes>, End> {
+        poll_fn(|cx| self.poll_frame(cx)).await
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, End>> {
+        if let Poll::Ready(item) = self.frames.poll_next_unpin(cx) {
+            self.frame_deadline = None;
+            return Poll::Ready(match item {
+                Some(Ok(frame)) => Ok(Some(frame)),
+                Some(Err(CodecError::Frame(FrameError::TooLarge { .. }))) => {
+                    Err(End::Close(close::FRAME_TOO_LARGE, "frame too large"))
+                }
+                Some(Err(CodecError::Frame(_))) => {
+                    Err(End::Close(close::PROTOCOL_VIOLATION, "empty frame"))
+                }
+                Some(Err(CodecError::Truncated)) => Err(End::Close(
+                    close::PROTOCOL_VIOLATION,
+                    "stream ended inside a frame",
+                )),
+                // A reset stream or a lost connection ends it like a finish.
+                Some(Err(CodecError::Io(_))) | None => Ok(None),
+            });
+        }
+        if self.frames.read_buffer().is_empty() {
+            return Poll::Pending;
+        }
+        let read_timeout = self.read_timeout;
+        let deadline = self
+            .frame_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(read_timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(End::Close(
+                close::TIMEOUT,
+                "frame not completed in time",
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -182,12 +197,11 @@ impl Conn {
         recv: quinn::RecvStream,
     ) -> Self {
         let config = &ctx.config;
-        let reader = FrameReader {
+        let reader = FrameReader::new(
             recv,
-            decoder: FrameDecoder::new(config.max_frame_len),
-            read_timeout: Duration::from_secs(config.frame_read_timeout_secs),
-            frame_deadline: None,
-        };
+            config.max_frame_len,
+            Duration::from_secs(config.frame_read_timeout_secs),
+        );
         let limits = Limits {
             max_frame_len: config.max_frame_len,
             ..Limits::server_inbound()
@@ -270,38 +284,18 @@ impl Conn {
     async fn handle_unauthenticated(&mut self, frame: Frame) -> Result<(), End> {
         let id = frame.request_id;
         let result = match frame.body {
-            Body::Register {
-                user,
-                device_name,
-                device_key,
-                signature,
-            } => {
-                let op = cmd::register::NewDevice {
-                    user,
-                    device_name,
-                    device_key,
-                    signature,
-                };
-                cmd::register::apply(&self.ctx, &self.exporter, op).await
+            Body::Register(register) => {
+                cmd::register::apply(&self.ctx, &self.exporter, register.into()).await
             }
-            Body::Authenticate {
+            Body::Authenticate(auth::Authenticate {
                 user,
                 device,
                 signature,
-            } => cmd::authenticate::apply(&self.ctx, &self.exporter, user, device, signature).await,
-            Body::RequestLink {
-                user,
-                device_name,
-                device_key,
-                signature,
-            } => {
-                let op = cmd::register::NewDevice {
-                    user,
-                    device_name,
-                    device_key,
-                    signature,
-                };
-                cmd::devices::request_link(&self.ctx, &self.exporter, op).await
+            }) => {
+                cmd::authenticate::apply(&self.ctx, &self.exporter, user, device, signature).await
+            }
+            Body::RequestLink(link) => {
+                cmd::devices::request_link(&self.ctx, &self.exporter, link.into()).await
             }
             _ => Err(Reject::new(
                 ErrorCode::NotAuthenticated,
@@ -351,7 +345,7 @@ impl Conn {
     async fn handle_request(&mut self, caller: Caller, frame: Frame) {
         let id = frame.request_id;
         let op = match frame.body {
-            Body::Register { .. } | Body::Authenticate { .. } | Body::RequestLink { .. } => {
+            Body::Register(_) | Body::Authenticate(_) | Body::RequestLink(_) => {
                 return self
                     .reply(
                         id,
@@ -362,18 +356,18 @@ impl Conn {
                     )
                     .await;
             }
-            Body::Sync { all } => {
+            Body::Sync(sync) => {
                 return self
-                    .reply(id, cmd::sync::apply(&self.ctx, &caller, all).await)
+                    .reply(id, cmd::sync::apply(&self.ctx, &caller, sync.all).await)
                     .await
             }
             body @ (Body::UploadPrekeys(_)
-            | Body::ClaimPrekeys { .. }
-            | Body::UploadKeyPackages { .. }
-            | Body::ClaimKeyPackages { .. }
-            | Body::ListDevices { .. }
-            | Body::RevokeDevice { .. }
-            | Body::ApproveLink { .. }) => {
+            | Body::ClaimPrekeys(_)
+            | Body::UploadKeyPackages(_)
+            | Body::ClaimKeyPackages(_)
+            | Body::ListDevices(_)
+            | Body::RevokeDevice(_)
+            | Body::ApproveLink(_)) => {
                 return self.reply(id, self.directory(&caller, body).await).await
             }
             body => match owner_op(body) {
@@ -389,18 +383,18 @@ impl Conn {
         let ctx = &self.ctx;
         match body {
             Body::UploadPrekeys(upload) => cmd::keys::upload_prekeys(ctx, caller, *upload).await,
-            Body::ClaimPrekeys { user } => cmd::keys::claim_prekeys(ctx, caller, user).await,
-            Body::UploadKeyPackages {
-                key_packages,
-                last_resort,
-            } => cmd::keys::upload_key_packages(ctx, caller, key_packages, last_resort).await,
-            Body::ClaimKeyPackages { users } => {
-                cmd::keys::claim_key_packages(ctx, caller, users).await
+            Body::ClaimPrekeys(claim) => cmd::keys::claim_prekeys(ctx, caller, claim.user).await,
+            Body::UploadKeyPackages(upload) => {
+                let (key_packages, last_resort) = (upload.key_packages, upload.last_resort);
+                cmd::keys::upload_key_packages(ctx, caller, key_packages, last_resort).await
             }
-            Body::ListDevices { user } => cmd::devices::list(ctx, user).await,
-            Body::RevokeDevice { device } => cmd::devices::revoke(ctx, caller, device).await,
-            Body::ApproveLink { link_id, approve } => {
-                cmd::devices::approve(ctx, caller, link_id, approve).await
+            Body::ClaimKeyPackages(claim) => {
+                cmd::keys::claim_key_packages(ctx, caller, claim.users).await
+            }
+            Body::ListDevices(list) => cmd::devices::list(ctx, list.user).await,
+            Body::RevokeDevice(revoke) => cmd::devices::revoke(ctx, caller, revoke.device).await,
+            Body::ApproveLink(link) => {
+                cmd::devices::approve(ctx, caller, link.link_id, link.approve).await
             }
             _ => Err(Reject::new(
                 ErrorCode::UnsupportedBody,
@@ -415,7 +409,7 @@ impl Conn {
             return;
         };
         let (reply, reply_rx) = oneshot::channel();
-        let conversation = op_conversation(&op);
+        let conversation = op.conversation();
         let request = OwnerRequest {
             request_id,
             caller,
@@ -482,86 +476,20 @@ fn close_error_code(code: u32) -> ErrorCode {
 /// The conversation operation a request body asks for, or why it cannot be one.
 fn owner_op(body: Body) -> Result<OwnerOp, Reject> {
     Ok(match body {
-        Body::CreateConversation { kind, members } => OwnerOp::Create {
+        Body::CreateConversation(create) => OwnerOp::Create {
             id: fresh_conversation_id(),
-            kind,
-            members,
+            kind: create.kind,
+            members: create.members,
         },
-        Body::AddMembers {
-            conversation_id,
-            members,
-        } => OwnerOp::AddMembers {
-            id: conversation_id,
-            members,
-        },
-        Body::RemoveMembers {
-            conversation_id,
-            members,
-        } => OwnerOp::RemoveMembers {
-            id: conversation_id,
-            members,
-        },
-        Body::Send {
-            conversation_id,
-            client_message_id,
-            expires_in_secs,
-            flags,
-            payload,
-        } => OwnerOp::Send {
-            id: conversation_id,
-            client_message_id,
-            expires_in_secs,
-            flags,
-            payload,
-        },
-        Body::Ack {
-            conversation_id,
-            seq,
-        } => OwnerOp::Ack {
-            id: conversation_id,
-            seq,
-        },
-        Body::History {
-            conversation_id,
-            from_seq,
-            limit,
-        } => OwnerOp::History {
-            id: conversation_id,
-            from_seq,
-            limit,
-        },
-        Body::SendToDevices {
-            conversation_id,
-            client_message_id,
-            expires_in_secs,
-            flags,
-            device_payloads,
-        } => OwnerOp::SendToDevices {
-            id: conversation_id,
-            client_message_id,
-            expires_in_secs,
-            flags,
-            payloads: device_payloads,
-        },
-        Body::SendGroup {
-            conversation_id,
-            client_message_id,
-            expires_in_secs,
-            flags,
-            epoch,
-            payload,
-        } => OwnerOp::SendGroup {
-            id: conversation_id,
-            client_message_id,
-            expires_in_secs,
-            flags,
-            epoch,
-            payload,
-        },
+        Body::AddMembers(add) => OwnerOp::AddMembers(add),
+        Body::RemoveMembers(remove) => OwnerOp::RemoveMembers(remove),
+        Body::Send(send) => OwnerOp::Send(send),
+        Body::Ack(ack) => OwnerOp::Ack(ack),
+        Body::History(history) => OwnerOp::History(history),
+        Body::SendToDevices(send) => OwnerOp::SendToDevices(send),
+        Body::SendGroup(send) => OwnerOp::SendGroup(send),
         Body::Commit(commit) => OwnerOp::Commit(commit),
-        Body::GetGroupInfo { conversation_id } => OwnerOp::GetGroupInfo {
-            id: conversation_id,
-        },
+        Body::GetGroupInfo(get) => OwnerOp::GetGroupInfo(get),
         _ => {
             return Err(Reject::new(
                 ErrorCode::UnsupportedBody,
@@ -569,22 +497,6 @@ fn owner_op(body: Body) -> Result<OwnerOp, Reject> {
             ))
         }
     })
-}
-
-fn op_conversation(op: &OwnerOp) -> u64 {
-    match op {
-        OwnerOp::Create { id, .. }
-        | OwnerOp::AddMembers { id, .. }
-        | OwnerOp::RemoveMembers { id, .. }
-        | OwnerOp::Send { id, .. }
-        | OwnerOp::Ack { id, .. }
-        | OwnerOp::History { id, .. }
-        | OwnerOp::SendToDevices { id, .. }
-        | OwnerOp::SendGroup { id, .. }
-        | OwnerOp::GetGroupInfo { id } => *id,
-        OwnerOp::Commit(commit) => commit.conversation_id,
-        OwnerOp::Invalidate { .. } => 0,
-    }
 }
 
 /// A random non-zero conversation id.

@@ -1,9 +1,11 @@
 //! The tern server: shards, QUIC transport, connections and routing.
 
 pub mod cid;
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod connection;
+pub mod locations;
 pub mod mesh;
 pub mod owner;
 pub mod payloads;

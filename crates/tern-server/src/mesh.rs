@@ -1,17 +1,18 @@
 //! Message passing between shards: which shard owns a conversation, the
 //! requests a connection's shard sends to that owner, and the pre-encoded
 //! deliveries an owner fans out to every shard. Only `Bytes` and `Arc`s cross
-//! shards, so a group message is encoded once and never copied.
+//! shards, so a group message is encoded once and never copied (each
+//! connection's writer hands the shared frame to quinn as it is).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use tern_proto::body::{conversations, messaging, mls};
 use tern_proto::fb::ErrorCode;
-use tern_proto::keys::Conflict;
-use tern_proto::{Body, ConversationKind, Frame};
-use tern_store::{ConversationId, DeviceId, Seq, UserId};
+use tern_proto::{Body, Conflict, ConversationKind, ErrorBody, Frame};
+use tern_store::{ConversationId, DeviceId, UserId};
 
 /// Capacity of each shard's owner and fan-out inboxes.
 pub const INBOX_CAPACITY: usize = 16 * 1024;
@@ -80,7 +81,7 @@ impl Reject {
         match self.conflict {
             Some(conflict) => Frame::new(request_id, Body::Conflict(*conflict)),
             None => {
-                let error = tern_proto::ErrorBody {
+                let error = ErrorBody {
                     code: self.code,
                     message: self.message,
                     retry_after_ms: self.retry_after_ms,
@@ -102,7 +103,9 @@ pub fn encode_reply(request_id: u64, reply: Reply) -> Bytes {
     }
 }
 
-/// Conversation operations, executed by the conversation's owner shard.
+/// Conversation operations, executed by the conversation's owner shard:
+/// the request bodies themselves, except `Create` (which carries the id the
+/// connection's shard picked) and `Invalidate` (internal).
 #[derive(Debug)]
 pub enum OwnerOp {
     Create {
@@ -110,53 +113,39 @@ pub enum OwnerOp {
         kind: ConversationKind,
         members: Vec<UserId>,
     },
-    AddMembers {
-        id: ConversationId,
-        members: Vec<UserId>,
-    },
-    RemoveMembers {
-        id: ConversationId,
-        members: Vec<UserId>,
-    },
-    Send {
-        id: ConversationId,
-        client_message_id: u64,
-        expires_in_secs: u32,
-        flags: u32,
-        payload: Bytes,
-    },
-    Ack {
-        id: ConversationId,
-        seq: Seq,
-    },
-    History {
-        id: ConversationId,
-        from_seq: Seq,
-        limit: u32,
-    },
-    SendGroup {
-        id: ConversationId,
-        client_message_id: u64,
-        expires_in_secs: u32,
-        flags: u32,
-        epoch: u64,
-        payload: Bytes,
-    },
-    SendToDevices {
-        id: ConversationId,
-        client_message_id: u64,
-        expires_in_secs: u32,
-        flags: u32,
-        payloads: Vec<tern_proto::keys::DevicePayload>,
-    },
-    Commit(Box<tern_proto::keys::CommitBody>),
-    GetGroupInfo {
-        id: ConversationId,
-    },
+    AddMembers(conversations::AddMembers),
+    RemoveMembers(conversations::RemoveMembers),
+    Send(messaging::Send),
+    Ack(messaging::Ack),
+    History(messaging::History),
+    SendGroup(messaging::SendGroup),
+    SendToDevices(messaging::SendToDevices),
+    Commit(Box<mls::Commit>),
+    GetGroupInfo(mls::GetGroupInfo),
     /// A user's device set changed: drop cached recipients that include them.
     Invalidate {
         user: UserId,
     },
+}
+
+impl OwnerOp {
+    /// The conversation the op is for (its owner executes it); 0 for
+    /// `Invalidate`, which goes to every owner.
+    pub fn conversation(&self) -> ConversationId {
+        match self {
+            OwnerOp::Create { id, .. } => *id,
+            OwnerOp::AddMembers(a) => a.conversation_id,
+            OwnerOp::RemoveMembers(r) => r.conversation_id,
+            OwnerOp::Send(s) => s.conversation_id,
+            OwnerOp::Ack(a) => a.conversation_id,
+            OwnerOp::History(h) => h.conversation_id,
+            OwnerOp::SendGroup(s) => s.conversation_id,
+            OwnerOp::SendToDevices(s) => s.conversation_id,
+            OwnerOp::Commit(c) => c.conversation_id,
+            OwnerOp::GetGroupInfo(g) => g.conversation_id,
+            OwnerOp::Invalidate { .. } => 0,
+        }
+    }
 }
 
 /// A conversation operation on its way to the owner shard.

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cmd;
 use super::mesh::{encode_reply, Caller, Fanout, OwnerOp, OwnerRequest, Reject, Reply};
 use super::shard::{ServerStats, ShardCtx};
+use tern_proto::body::messaging::Done;
 use tern_proto::fb::ErrorCode;
 use tern_store::{ConversationId, ConversationRecord, DeviceId, MembersError, UserId};
 
@@ -190,72 +191,32 @@ impl Owner {
             OwnerOp::Create { id, kind, members } => {
                 cmd::create::apply(self, caller, id, kind, members).await
             }
-            OwnerOp::AddMembers { id, members } => {
-                cmd::members::add(self, caller, id, members).await
+            OwnerOp::AddMembers(a) => {
+                cmd::members::add(self, caller, a.conversation_id, a.members).await
             }
-            OwnerOp::RemoveMembers { id, members } => {
-                cmd::members::remove(self, caller, id, members).await
+            OwnerOp::RemoveMembers(r) => {
+                cmd::members::remove(self, caller, r.conversation_id, r.members).await
             }
-            OwnerOp::Send {
-                id,
-                client_message_id,
-                expires_in_secs,
-                flags,
-                payload,
-            } => {
-                let send = cmd::send::SendOp {
-                    id,
-                    client_message_id,
-                    expires_in_secs,
-                    flags,
-                    payload,
-                };
-                cmd::send::apply(self, caller, send).await
+            OwnerOp::Send(send) => cmd::send::apply(self, caller, send.into()).await,
+            OwnerOp::Ack(a) => cmd::ack::apply(self, caller, a.conversation_id, a.seq).await,
+            OwnerOp::History(h) => {
+                cmd::history::apply(self, caller, h.conversation_id, h.from_seq, h.limit).await
             }
-            OwnerOp::Ack { id, seq } => cmd::ack::apply(self, caller, id, seq).await,
-            OwnerOp::History {
-                id,
-                from_seq,
-                limit,
-            } => cmd::history::apply(self, caller, id, from_seq, limit).await,
-            OwnerOp::SendToDevices {
-                id,
-                client_message_id,
-                expires_in_secs,
-                flags,
-                payloads,
-            } => {
-                let send = cmd::send::SendOp {
-                    id,
-                    client_message_id,
-                    expires_in_secs,
-                    flags,
-                    payload: bytes::Bytes::new(),
-                };
+            OwnerOp::SendToDevices(send) => {
+                let (send, payloads) = cmd::send::SendOp::per_device(send);
                 cmd::send::apply_per_device(self, caller, send, payloads).await
             }
-            OwnerOp::SendGroup {
-                id,
-                client_message_id,
-                expires_in_secs,
-                flags,
-                epoch,
-                payload,
-            } => {
-                let send = cmd::send::SendOp {
-                    id,
-                    client_message_id,
-                    expires_in_secs,
-                    flags,
-                    payload,
-                };
-                cmd::commit::send_in_epoch(self, caller, send, epoch).await
+            OwnerOp::SendGroup(send) => {
+                let epoch = send.epoch;
+                cmd::commit::send_in_epoch(self, caller, send.into(), epoch).await
             }
             OwnerOp::Commit(commit) => cmd::commit::apply(self, caller, *commit).await,
-            OwnerOp::GetGroupInfo { id } => cmd::commit::group_info(self, caller, id).await,
+            OwnerOp::GetGroupInfo(g) => {
+                cmd::commit::group_info(self, caller, g.conversation_id).await
+            }
             OwnerOp::Invalidate { user } => {
                 self.forget_user(&user);
-                Outcome::immediate(Ok(tern_proto::Body::Done))
+                Outcome::immediate(Ok(Done.into()))
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use tern_proto::keys::DevicePayload;
+use tern_proto::body::messaging::DevicePayload;
 
 /// Packs per-device payloads; `None` if a field is too large for the layout.
 pub fn pack(payloads: &[DevicePayload]) -> Option<Bytes> {

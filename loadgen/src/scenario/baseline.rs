@@ -14,6 +14,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use tern_client::link::Link;
+use tern_proto::body::messaging;
 use tern_proto::{Body, Frame};
 
 use crate::args::{ClientArgs, OutputArgs};
@@ -169,13 +170,13 @@ async fn echo_phase(args: &Args, ctx: &mut Ctx, links: Vec<Link>) {
     );
     let size = args.payload;
     let make = |k: u64, intended: u64| {
-        let body = Body::Send {
+        let body = Body::Send(messaging::Send {
             conversation_id: 1,
             client_message_id: k + 1,
             expires_in_secs: 0,
             flags: 0,
             payload: payload(k, intended, size),
-        };
+        });
         ((k % n) as usize, Job::Raw(Frame::new(k + 1, body).encode()))
     };
     let dispatched = with_progress(

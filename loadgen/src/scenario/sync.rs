@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tern_client::link::Link;
+use tern_proto::body::{conversations, messaging, sync};
 use tern_proto::{Body, ConversationKind, ConversationState, Frame};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::args::{ClientArgs, OutputArgs};
-use crate::conn::{authenticate, request, unexpected, user_name, Device, Endpoints};
+use crate::conn::{authenticate, call, unexpected, user_name, Device, Endpoints};
 use crate::drive::Phase;
 use crate::error::{LoadError, Result};
 use crate::live::payload;
@@ -107,10 +108,10 @@ async fn create_direct(
     let frames = (0..devices).map(|i| {
         Frame::new(
             i as u64 + 1,
-            Body::CreateConversation {
+            Body::CreateConversation(conversations::CreateConversation {
                 kind: ConversationKind::Direct,
                 members: vec![user_name(run, "r", i)],
-            },
+            }),
         )
     });
     let mut convs = vec![0u64; devices];
@@ -122,11 +123,9 @@ async fn create_direct(
         "conversation creation",
         timeout,
         |id, body| match body {
-            Body::ConversationInfo {
-                conversation_id, ..
-            } => {
+            Body::ConversationInfo(info) => {
                 if let Some(slot) = convs.get_mut(id as usize - 1) {
-                    *slot = conversation_id;
+                    *slot = info.conversation_id;
                 }
             }
             other => bad = Some(unexpected("conversation creation", &other)),
@@ -144,13 +143,13 @@ async fn build_backlog(args: &Args, ctx: &mut Ctx, sender: &mut Link, convs: &[u
             .get((k % convs.len() as u64) as usize)
             .copied()
             .unwrap_or(0);
-        let body = Body::Send {
+        let body = Body::Send(messaging::Send {
             conversation_id,
             client_message_id: k + 1,
             expires_in_secs: 0,
             flags: 0,
             payload: payload(k, clock.now_ns(), args.payload),
-        };
+        });
         Frame::new(k + 1, body)
     });
     let phase = Phase::start(ctx.target.pid);
@@ -262,28 +261,18 @@ async fn catch_up(
     let mut link = endpoints.link(i).await?;
     authenticate(&mut link, device, endpoints.timeout).await?;
     stats.record("reconnect", start, stats.clock.now_ns());
-    let states = match request(
-        &mut link,
-        &Frame::new(2, Body::Sync { all: false }),
-        "sync",
-        endpoints.timeout,
-    )
-    .await?
-    {
-        Body::SyncResult(states) => states,
-        other => return Err(unexpected("sync", &other)),
-    };
+    let ask = sync::Sync { all: false };
+    let states = call(&mut link, 2, ask, "sync", endpoints.timeout)
+        .await?
+        .conversations;
     let mut total = 0;
     for state in states {
         total += fetch(&mut link, stats, &state, page, endpoints.timeout).await?;
-        let ack = Frame::new(
-            3,
-            Body::Ack {
-                conversation_id: state.conversation_id,
-                seq: state.head_seq,
-            },
-        );
-        request(&mut link, &ack, "ack", endpoints.timeout).await?;
+        let ack = messaging::Ack {
+            conversation_id: state.conversation_id,
+            seq: state.head_seq,
+        };
+        call(&mut link, 3, ack, "ack", endpoints.timeout).await?;
     }
     stats.record("drain", start, stats.clock.now_ns());
     link.connection.close(0u32.into(), b"drained");
@@ -300,20 +289,13 @@ async fn fetch(
     let (mut from, mut total, mut id) = (state.cursor + 1, 0u64, 10u64);
     while from <= state.head_seq {
         let asked = stats.clock.now_ns();
-        let frame = Frame::new(
-            id,
-            Body::History {
-                conversation_id: state.conversation_id,
-                from_seq: from,
-                limit: page,
-            },
-        );
-        let (messages, next) = match request(link, &frame, "history", timeout).await? {
-            Body::HistoryPage {
-                messages, next_seq, ..
-            } => (messages.len() as u64, next_seq),
-            other => return Err(unexpected("history", &other)),
+        let history = messaging::History {
+            conversation_id: state.conversation_id,
+            from_seq: from,
+            limit: page,
         };
+        let page = call(link, id, history, "history", timeout).await?;
+        let (messages, next) = (page.messages.len() as u64, page.next_seq);
         stats.record("history_page", asked, stats.clock.now_ns());
         total += messages;
         if next <= from {

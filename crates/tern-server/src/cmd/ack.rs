@@ -4,6 +4,7 @@
 
 use crate::mesh::{Caller, Reject};
 use crate::owner::{Outcome, Owner};
+use tern_proto::body::messaging::Done;
 use tern_proto::fb::ErrorCode;
 use tern_proto::Body;
 use tern_store::{ConversationId, Seq};
@@ -32,5 +33,5 @@ async fn ack(
         .advance_cursor(&caller.user, caller.device, id, seq)
         .await
         .map_err(Reject::store)?;
-    Ok(Body::Done)
+    Ok(Done.into())
 }

@@ -4,6 +4,7 @@
 use crate::mesh::{Caller, Reject};
 use crate::shard::{now_ms, ShardCtx};
 use tern_proto::auth::{authenticate_transcript, verify, EXPORTER_LEN};
+use tern_proto::body::auth;
 use tern_proto::fb::ErrorCode;
 use tern_proto::Body;
 
@@ -38,10 +39,10 @@ pub async fn apply(
     };
     Ok((
         caller,
-        Body::Authenticated {
+        Body::Authenticated(auth::Authenticated {
             user,
             device,
             server_time_ms: now_ms(),
-        },
+        }),
     ))
 }

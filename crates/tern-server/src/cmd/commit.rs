@@ -14,18 +14,22 @@ use super::send::{append_reject, expiry_ms, to_wire, SendOp};
 use crate::mesh::{Caller, Fanout, Reject};
 use crate::owner::{Outcome, Owner};
 use crate::shard::now_ms;
+use tern_proto::body::mls;
 use tern_proto::fb::ErrorCode;
-use tern_proto::keys::{CommitBody, Conflict};
-use tern_proto::{flags, Body, ErrorBody, Frame};
+use tern_proto::{flags, Body, Conflict, ErrorBody, Frame};
 use tern_store::{
     CommitOutcome, CommitRecord, ConversationId, ConversationKind, Seq, StoredMessage,
 };
 
-pub async fn apply(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Outcome {
+pub async fn apply(owner: &mut Owner, caller: &Caller, commit: mls::Commit) -> Outcome {
     Outcome::or_refused(accept(owner, caller, commit).await)
 }
 
-async fn accept(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Result<Outcome, Reject> {
+async fn accept(
+    owner: &mut Owner,
+    caller: &Caller,
+    commit: mls::Commit,
+) -> Result<Outcome, Reject> {
     let id = commit.conversation_id;
     let store = owner.ctx.store.clone();
     let state = owner.conversation(id).await?;
@@ -60,11 +64,11 @@ async fn accept(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Resul
     if let Some(welcome) = &record.welcome {
         fanouts.push(deliver(welcome, after, caller));
     }
-    let reply = Body::CommitAccepted {
+    let reply = Body::CommitAccepted(mls::CommitAccepted {
         conversation_id: id,
         epoch: record.epoch + 1,
         seq: record.commit.seq,
-    };
+    });
     Ok(Outcome {
         reply: Ok(reply),
         durable: true,
@@ -74,7 +78,7 @@ async fn accept(owner: &mut Owner, caller: &Caller, commit: CommitBody) -> Resul
 
 /// The Commit as one store operation: the Commit sequenced after `head`,
 /// then its Welcome.
-fn commit_record(owner: &Owner, caller: &Caller, head: Seq, commit: CommitBody) -> CommitRecord {
+fn commit_record(owner: &Owner, caller: &Caller, head: Seq, commit: mls::Commit) -> CommitRecord {
     let now = now_ms();
     let expires_at_ms = now.saturating_add(expiry_ms(owner, 0));
     let message = |seq: Seq, flags: u32, payload: Bytes| StoredMessage {
@@ -107,7 +111,7 @@ fn commit_record(owner: &Owner, caller: &Caller, head: Seq, commit: CommitBody) 
 /// Added users must not be members yet. Removed ones may already be gone:
 /// a member that left (RemoveMembers on itself) is still in the MLS tree
 /// until someone commits its removal.
-fn check_changes(members: &BTreeSet<String>, commit: &CommitBody) -> Result<(), Reject> {
+fn check_changes(members: &BTreeSet<String>, commit: &mls::Commit) -> Result<(), Reject> {
     if let Some(user) = commit.added.iter().find(|u| members.contains(*u)) {
         return Err(Reject::new(
             ErrorCode::InvalidArgument,
@@ -166,11 +170,11 @@ pub async fn group_info(owner: &mut Owner, caller: &Caller, id: ConversationId) 
             .await
             .map_err(Reject::store)?
             .unwrap_or_default();
-        Ok(Body::GroupInfo {
+        Ok(Body::GroupInfo(mls::GroupInfo {
             conversation_id: id,
             epoch,
             group_info: info,
-        })
+        }))
     }
     .await;
     Outcome::immediate(result)

@@ -8,6 +8,7 @@ use super::{kind_to_store, kind_to_wire, require_users};
 use crate::mesh::{Caller, Reject};
 use crate::owner::{Outcome, Owner};
 use crate::shard::now_ms;
+use tern_proto::body::conversations;
 use tern_proto::fb::ErrorCode;
 use tern_proto::{Body, ConversationKind};
 use tern_store::{ConversationId, ConversationRecord, CreateConversationError, CreateOutcome};
@@ -95,11 +96,11 @@ fn unique_key(kind: ConversationKind, record: &ConversationRecord) -> Option<Vec
 }
 
 pub fn info(record: &ConversationRecord, created: bool) -> Body {
-    Body::ConversationInfo {
+    Body::ConversationInfo(conversations::ConversationInfo {
         conversation_id: record.id,
         kind: kind_to_wire(record.kind),
         members: record.members.iter().cloned().collect(),
         head_seq: record.head_seq,
         created,
-    }
+    })
 }

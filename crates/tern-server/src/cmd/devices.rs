@@ -10,8 +10,9 @@ use std::time::Duration;
 use crate::mesh::{Caller, Control, Fanout, Reject};
 use crate::shard::{now_ms, PendingLink, ShardCtx};
 use tern_proto::auth::{link_transcript, EXPORTER_LEN};
+use tern_proto::body::devices::{self, DeviceInfoData};
+use tern_proto::body::{auth, messaging::Done};
 use tern_proto::fb::ErrorCode;
-use tern_proto::keys::DeviceInfoData;
 use tern_proto::{Body, Frame};
 
 use super::register::NewDevice;
@@ -34,7 +35,7 @@ pub async fn list(ctx: &ShardCtx, user: String) -> Result<Body, Reject> {
             created_ms: d.created_ms,
         })
         .collect();
-    Ok(Body::DeviceList { user, devices })
+    Ok(Body::DeviceList(devices::DeviceList { user, devices }))
 }
 
 /// RequestLink: asks the user's devices to approve this new device and waits
@@ -61,12 +62,12 @@ pub async fn request_link(
             decision: decision_tx,
         },
     );
-    let ask = Body::LinkRequest {
+    let ask = Body::LinkRequest(devices::LinkRequest {
         link_id,
         user: op.user.clone(),
         device_name: op.device_name.clone(),
         device_key: op.device_key,
-    };
+    });
     let recipients: Arc<[(String, u32)]> = devices
         .iter()
         .map(|d| (op.user.clone(), d.device))
@@ -115,10 +116,10 @@ async fn add_linked_device(ctx: &ShardCtx, op: NewDevice) -> Result<(Caller, Bod
     };
     Ok((
         caller,
-        Body::Registered {
+        Body::Registered(auth::Registered {
             user: op.user,
             device,
-        },
+        }),
     ))
 }
 
@@ -143,7 +144,7 @@ pub async fn approve(
             },
         )
         .await;
-    Ok(Body::Done)
+    Ok(Done.into())
 }
 
 /// Applies a decision on this shard: only the user's own devices decide.
@@ -182,7 +183,7 @@ pub async fn revoke(ctx: &ShardCtx, caller: &Caller, device: u32) -> Result<Body
             .await;
     }
     devices_changed(ctx, &caller.user).await;
-    Ok(Body::Done)
+    Ok(Done.into())
 }
 
 /// Tells owners and every device sharing a conversation with `user` that its devices changed.
@@ -206,10 +207,10 @@ pub async fn devices_changed(ctx: &ShardCtx, user: &str) {
     }
     let frame = Frame::new(
         0,
-        Body::DeviceListChanged {
+        Body::DeviceListChanged(devices::DeviceListChanged {
             user: user.to_owned(),
             devices: ids,
-        },
+        }),
     )
     .encode();
     ctx.mesh

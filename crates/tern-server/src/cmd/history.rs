@@ -5,6 +5,7 @@ use super::send::to_wire_for;
 use crate::mesh::{Caller, Reject};
 use crate::owner::{Outcome, Owner};
 use crate::shard::now_ms;
+use tern_proto::body::messaging;
 use tern_proto::Body;
 use tern_store::{ConversationId, Seq};
 
@@ -49,12 +50,12 @@ async fn history(
         messages.push(to_wire_for(msg, &caller.user, caller.device));
     }
     let next_seq = next_seq(&messages, stored.len(), limit as usize, head, from);
-    Ok(Body::HistoryPage {
+    Ok(Body::HistoryPage(messaging::HistoryPage {
         conversation_id: id,
         messages,
         head_seq: head,
         next_seq,
-    })
+    }))
 }
 
 /// Where the next page starts: after the last message returned, or past the

@@ -13,10 +13,11 @@ use crate::mesh::{Caller, Fanout, Reject};
 use crate::shard::ShardCtx;
 use sha2::{Digest, Sha256};
 use tern_proto::auth::{identity_key_transcript, prekey_transcript, verify};
-use tern_proto::fb::ErrorCode;
-use tern_proto::keys::{
-    ClaimedKeyPackageData, DeviceBundleData, OneTimePrekeyData, SignedPrekeyData, UploadPrekeysBody,
+use tern_proto::body::mls::{self, ClaimedKeyPackageData};
+use tern_proto::body::prekeys::{
+    self, DeviceBundleData, OneTimePrekeyData, SignedPrekeyData, UploadPrekeys,
 };
+use tern_proto::fb::ErrorCode;
 use tern_proto::{Body, Frame};
 use tern_store::{DeviceKeysUpdate, DeviceRecord, KeyPool, PoolKey, SignedPrekey, Store};
 
@@ -33,7 +34,7 @@ fn invalid(message: impl Into<String>) -> Reject {
 pub async fn upload_prekeys(
     ctx: &ShardCtx,
     caller: &Caller,
-    body: UploadPrekeysBody,
+    body: UploadPrekeys,
 ) -> Result<Body, Reject> {
     if body.one_time.len() > MAX_UPLOAD {
         return Err(invalid(format!(
@@ -91,10 +92,10 @@ pub async fn upload_prekeys(
         .map_err(Reject::store)?;
     let key_packages = key_count(store, user, device, KeyPool::KeyPackage).await?;
     store.persist().await.map_err(Reject::store)?;
-    Ok(Body::KeyCounts {
+    Ok(Body::KeyCounts(prekeys::KeyCounts {
         one_time_prekeys,
         key_packages,
-    })
+    }))
 }
 
 async fn key_count(
@@ -215,10 +216,10 @@ pub async fn claim_prekeys(ctx: &ShardCtx, caller: &Caller, user: String) -> Res
         }
     }
     ctx.store.persist().await.map_err(Reject::store)?;
-    Ok(Body::PrekeyBundle {
+    Ok(Body::PrekeyBundle(prekeys::PrekeyBundle {
         user,
         devices: bundles,
-    })
+    }))
 }
 
 /// One device's bundle, consuming one of its one-time prekeys; `None` if it
@@ -264,10 +265,10 @@ async fn notify_low(ctx: &ShardCtx, user: &str, device: u32) {
     let key_packages = count(KeyPool::KeyPackage).await.unwrap_or(0);
     let frame = Frame::new(
         0,
-        Body::KeysLow {
+        Body::KeysLow(prekeys::KeysLow {
             one_time_prekeys,
             key_packages,
-        },
+        }),
     )
     .encode();
     let recipients: Arc<[(String, u32)]> = vec![(user.to_owned(), device)].into();
@@ -324,10 +325,10 @@ pub async fn upload_key_packages(
         // device publishes its first KeyPackages): tell its peers again.
         super::devices::devices_changed(ctx, &caller.user).await;
     }
-    Ok(Body::KeyCounts {
+    Ok(Body::KeyCounts(prekeys::KeyCounts {
         one_time_prekeys,
         key_packages,
-    })
+    }))
 }
 
 /// ClaimKeyPackages: one KeyPackage per active device of each named user.
@@ -372,5 +373,5 @@ pub async fn claim_key_packages(
         }
     }
     ctx.store.persist().await.map_err(Reject::store)?;
-    Ok(Body::KeyPackages(entries))
+    Ok(mls::KeyPackages { entries }.into())
 }

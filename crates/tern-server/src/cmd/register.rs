@@ -5,6 +5,7 @@
 use crate::mesh::{Caller, Reject};
 use crate::shard::{now_ms, ShardCtx};
 use tern_proto::auth::{register_transcript, verify, EXPORTER_LEN};
+use tern_proto::body::auth;
 use tern_proto::fb::ErrorCode;
 use tern_proto::handle::validate_handle;
 use tern_proto::Body;
@@ -19,6 +20,28 @@ pub struct NewDevice {
     pub device_name: String,
     pub device_key: [u8; 32],
     pub signature: [u8; 64],
+}
+
+impl From<auth::Register> for NewDevice {
+    fn from(r: auth::Register) -> Self {
+        NewDevice {
+            user: r.user,
+            device_name: r.device_name,
+            device_key: r.device_key,
+            signature: r.signature,
+        }
+    }
+}
+
+impl From<auth::RequestLink> for NewDevice {
+    fn from(r: auth::RequestLink) -> Self {
+        NewDevice {
+            user: r.user,
+            device_name: r.device_name,
+            device_key: r.device_key,
+            signature: r.signature,
+        }
+    }
 }
 
 impl NewDevice {
@@ -68,9 +91,9 @@ pub async fn apply(
     };
     Ok((
         caller,
-        Body::Registered {
+        Body::Registered(auth::Registered {
             user: op.user,
             device: 1,
-        },
+        }),
     ))
 }

@@ -11,9 +11,9 @@ use crate::mesh::{Caller, Fanout, Frames, Reject};
 use crate::owner::{Outcome, Owner};
 use crate::payloads;
 use crate::shard::{now_ms, ServerStats};
+use tern_proto::body::messaging::{self, DevicePayload};
 use tern_proto::fb::ErrorCode;
-use tern_proto::keys::{Conflict, DevicePayload};
-use tern_proto::{flags, Body, ErrorBody, Frame, Message};
+use tern_proto::{flags, Body, Conflict, ErrorBody, Frame, Message};
 use tern_store::{AppendError, AppendOutcome, ConversationId, StoredMessage};
 
 /// A decoded Send request.
@@ -23,6 +23,45 @@ pub struct SendOp {
     pub expires_in_secs: u32,
     pub flags: u32,
     pub payload: Bytes,
+}
+
+impl From<messaging::Send> for SendOp {
+    fn from(s: messaging::Send) -> Self {
+        SendOp {
+            id: s.conversation_id,
+            client_message_id: s.client_message_id,
+            expires_in_secs: s.expires_in_secs,
+            flags: s.flags,
+            payload: s.payload,
+        }
+    }
+}
+
+/// The send part of a SendGroup (its epoch is checked apart).
+impl From<messaging::SendGroup> for SendOp {
+    fn from(s: messaging::SendGroup) -> Self {
+        SendOp {
+            id: s.conversation_id,
+            client_message_id: s.client_message_id,
+            expires_in_secs: s.expires_in_secs,
+            flags: s.flags,
+            payload: s.payload,
+        }
+    }
+}
+
+impl SendOp {
+    /// A SendToDevices as a send without a shared payload, and its payloads.
+    pub fn per_device(s: messaging::SendToDevices) -> (SendOp, Vec<DevicePayload>) {
+        let op = SendOp {
+            id: s.conversation_id,
+            client_message_id: s.client_message_id,
+            expires_in_secs: s.expires_in_secs,
+            flags: s.flags,
+            payload: Bytes::new(),
+        };
+        (op, s.device_payloads)
+    }
 }
 
 pub async fn apply(owner: &mut Owner, caller: &Caller, op: SendOp) -> Outcome {
@@ -239,12 +278,12 @@ pub fn expiry_ms(owner: &Owner, expires_in_secs: u32) -> u64 {
 }
 
 fn ack(msg: &StoredMessage, duplicate: bool) -> Body {
-    Body::SendAck {
+    Body::SendAck(messaging::SendAck {
         conversation_id: msg.conversation_id,
         seq: msg.seq,
         server_time_ms: msg.server_time_ms,
         duplicate,
-    }
+    })
 }
 
 /// The wire form of a stored message as `(user, device)` sees it: a

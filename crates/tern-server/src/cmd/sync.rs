@@ -3,6 +3,7 @@
 
 use crate::mesh::{Caller, Reject};
 use crate::shard::ShardCtx;
+use tern_proto::body::sync::SyncResult;
 use tern_proto::{Body, ConversationState};
 
 use super::kind_to_wire;
@@ -32,5 +33,8 @@ pub async fn apply(ctx: &ShardCtx, caller: &Caller, all: bool) -> Result<Body, R
             });
         }
     }
-    Ok(Body::SyncResult(states))
+    Ok(SyncResult {
+        conversations: states,
+    }
+    .into())
 }
