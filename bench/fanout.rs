@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tern_proto::{Body, Frame, Message};
-use tern_server::mesh::{Caller, Fanout};
+use tern_server::delivery::Fanout;
+use tern_server::mesh::Caller;
 use tern_server::sessions::{Closer, Session, Sessions};
 use tokio::sync::mpsc;
 

@@ -22,7 +22,7 @@ use tern_client::{Client, ClientOptions, TrustAnchor};
 use tern_proto::fingerprint::parse_fingerprint;
 use tern_proto::Message;
 
-use tern_server::{start, start_with_store, ServerConfig, ServerHandle};
+use tern_server::{start, start_with, Clock, ServerConfig, ServerHandle, Services};
 use tern_store::Store;
 
 /// Longest a test waits for something that should happen promptly.
@@ -64,7 +64,11 @@ impl TestServer {
     pub fn start_on_store(shards: usize, store: Arc<dyn Store>) -> TestServer {
         let data = tempfile::tempdir().expect("temp dir");
         let config = test_config(data.path(), shards);
-        let handle = start_with_store(config.clone(), store).expect("server starts");
+        let services = Services {
+            store,
+            clock: Clock::system(),
+        };
+        let handle = start_with(config.clone(), services).expect("server starts");
         Self::running(handle, config, data)
     }
 

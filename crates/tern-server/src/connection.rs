@@ -17,7 +17,9 @@ use tokio::time::{timeout, timeout_at, Instant, Sleep};
 use tokio_util::codec::FramedRead;
 
 use super::cmd;
-use super::mesh::{encode_reply, Caller, OwnerOp, OwnerRequest, Reject, Reply};
+use super::command::{Command, OwnerCommand};
+use super::effects::{self, Outcome};
+use super::mesh::{encode_reply, Caller, OwnerRequest, Reject, Reply};
 use super::sessions::{Closer, Session};
 use super::shard::{ServerStats, ShardCtx};
 use tern_framing::{CodecError, FrameCodec};
@@ -283,7 +285,7 @@ impl Conn {
 
     async fn handle_unauthenticated(&mut self, frame: Frame) -> Result<(), End> {
         let id = frame.request_id;
-        let result = match frame.body {
+        let handshake = match frame.body {
             Body::Register(register) => {
                 cmd::register::apply(&self.ctx, &self.exporter, register.into()).await
             }
@@ -302,14 +304,18 @@ impl Conn {
                 "authenticate first: the first frame must be Register or Authenticate",
             )),
         };
-        match result {
-            Ok((caller, body)) => {
-                self.authenticated(caller);
-                self.reply(id, Ok(body)).await;
-                Ok(())
-            }
-            Err(reject) => self.auth_refused(id, reject).await,
+        let (caller, mut outcome) = match handshake {
+            Ok(done) => done,
+            Err(reject) => return self.auth_refused(id, reject).await,
+        };
+        // Durable first: a device is authenticated only once its account is.
+        effects::settle(self.ctx.store.as_ref(), [&mut outcome]).await;
+        if outcome.reply.is_ok() {
+            self.authenticated(caller);
         }
+        self.reply(id, outcome.reply).await;
+        effects::perform(self.ctx.delivery.as_ref(), outcome.effects).await;
+        Ok(())
     }
 
     async fn auth_refused(&mut self, id: u64, reject: Reject) -> Result<(), End> {
@@ -338,82 +344,45 @@ impl Conn {
             outbound: self.out.clone(),
             closer: Closer::new(self.connection.clone()),
         };
-        self.ctx.sessions.borrow_mut().insert(&caller.user, session);
+        // Located before the answer goes out, so that a message stored after
+        // the device's first sync reaches it here (see `locations`).
+        if self.ctx.sessions.borrow_mut().insert(&caller.user, session) {
+            self.ctx.mesh.locations.arrive(&caller.user, self.ctx.id);
+        }
         self.caller = Some(caller);
     }
 
     async fn handle_request(&mut self, caller: Caller, frame: Frame) {
         let id = frame.request_id;
-        let op = match frame.body {
-            Body::Register(_) | Body::Authenticate(_) | Body::RequestLink(_) => {
-                return self
-                    .reply(
-                        id,
-                        Err(Reject::new(
-                            ErrorCode::AlreadyAuthenticated,
-                            "this connection is already authenticated",
-                        )),
-                    )
-                    .await;
+        match Command::from_body(frame.body) {
+            Err(reject) => self.reply(id, Err(reject)).await,
+            Ok(Command::Local(command)) => {
+                let outcome = command.apply(&self.ctx, &caller).await;
+                self.conclude(id, outcome).await;
             }
-            Body::Sync(sync) => {
-                return self
-                    .reply(id, cmd::sync::apply(&self.ctx, &caller, sync.all).await)
-                    .await
-            }
-            body @ (Body::UploadPrekeys(_)
-            | Body::ClaimPrekeys(_)
-            | Body::UploadKeyPackages(_)
-            | Body::ClaimKeyPackages(_)
-            | Body::ListDevices(_)
-            | Body::RevokeDevice(_)
-            | Body::ApproveLink(_)) => {
-                return self.reply(id, self.directory(&caller, body).await).await
-            }
-            body => match owner_op(body) {
-                Ok(op) => op,
-                Err(reject) => return self.reply(id, Err(reject)).await,
-            },
-        };
-        self.forward(id, caller, op).await;
-    }
-
-    /// Key-directory and device requests, answered on this shard.
-    async fn directory(&self, caller: &Caller, body: Body) -> Reply {
-        let ctx = &self.ctx;
-        match body {
-            Body::UploadPrekeys(upload) => cmd::keys::upload_prekeys(ctx, caller, *upload).await,
-            Body::ClaimPrekeys(claim) => cmd::keys::claim_prekeys(ctx, caller, claim.user).await,
-            Body::UploadKeyPackages(upload) => {
-                let (key_packages, last_resort) = (upload.key_packages, upload.last_resort);
-                cmd::keys::upload_key_packages(ctx, caller, key_packages, last_resort).await
-            }
-            Body::ClaimKeyPackages(claim) => {
-                cmd::keys::claim_key_packages(ctx, caller, claim.users).await
-            }
-            Body::ListDevices(list) => cmd::devices::list(ctx, list.user).await,
-            Body::RevokeDevice(revoke) => cmd::devices::revoke(ctx, caller, revoke.device).await,
-            Body::ApproveLink(link) => {
-                cmd::devices::approve(ctx, caller, link.link_id, link.approve).await
-            }
-            _ => Err(Reject::new(
-                ErrorCode::UnsupportedBody,
-                "not a directory request",
-            )),
+            Ok(Command::Owner(command)) => self.forward(id, caller, command).await,
         }
     }
 
+    /// The local driver: persists if the outcome needs it, answers, then
+    /// performs the effects (the owner's batch loop does the same per batch).
+    async fn conclude(&self, request_id: u64, mut outcome: Outcome) {
+        effects::settle(self.ctx.store.as_ref(), [&mut outcome]).await;
+        self.reply(request_id, outcome.reply).await;
+        effects::perform(self.ctx.delivery.as_ref(), outcome.effects).await;
+    }
+
     /// Sends a conversation request to its owner; the reply is written when it comes.
-    async fn forward(&self, request_id: u64, caller: Caller, op: OwnerOp) {
+    async fn forward(&self, request_id: u64, caller: Caller, command: OwnerCommand) {
         let Ok(permit) = self.inflight.clone().acquire_owned().await else {
             return;
         };
         let (reply, reply_rx) = oneshot::channel();
-        let conversation = op.conversation();
-        let request = OwnerRequest {
+        let conversation = command.conversation();
+        let request = OwnerRequest::Command {
             request_id,
             caller,
-            op,
+            command,
             reply,
         };
         if let Err(reject) = self.ctx.mesh.to_owner(conversation, request).await {
@@ -438,10 +407,14 @@ impl Conn {
     /// Ends the connection: drain in-flight requests, flush, close with a reason.
     async fn finish(self, end: End, writer: tokio::task::JoinHandle<()>) {
         if let Some(caller) = &self.caller {
-            self.ctx
+            let last = self
+                .ctx
                 .sessions
                 .borrow_mut()
                 .remove(&caller.user, self.conn_id);
+            if last {
+                self.ctx.mesh.locations.leave(&caller.user, self.ctx.id);
+            }
         }
         if let End::Close(code, why) = &end {
             self.reply(0, Err(Reject::new(close_error_code(*code), *why)))
@@ -470,41 +443,5 @@ fn close_error_code(code: u32) -> ErrorCode {
         close::TIMEOUT => ErrorCode::Timeout,
         close::AUTH_FAILED => ErrorCode::AuthFailed,
         _ => ErrorCode::Malformed,
-    }
-}
-
-/// The conversation operation a request body asks for, or why it cannot be one.
-fn owner_op(body: Body) -> Result<OwnerOp, Reject> {
-    Ok(match body {
-        Body::CreateConversation(create) => OwnerOp::Create {
-            id: fresh_conversation_id(),
-            kind: create.kind,
-            members: create.members,
-        },
-        Body::AddMembers(add) => OwnerOp::AddMembers(add),
-        Body::RemoveMembers(remove) => OwnerOp::RemoveMembers(remove),
-        Body::Send(send) => OwnerOp::Send(send),
-        Body::Ack(ack) => OwnerOp::Ack(ack),
-        Body::History(history) => OwnerOp::History(history),
-        Body::SendToDevices(send) => OwnerOp::SendToDevices(send),
-        Body::SendGroup(send) => OwnerOp::SendGroup(send),
-        Body::Commit(commit) => OwnerOp::Commit(commit),
-        Body::GetGroupInfo(get) => OwnerOp::GetGroupInfo(get),
-        _ => {
-            return Err(Reject::new(
-                ErrorCode::UnsupportedBody,
-                "this body is sent by servers only",
-            ))
-        }
-    })
-}
-
-/// A random non-zero conversation id.
-fn fresh_conversation_id() -> u64 {
-    loop {
-        let id: u64 = rand::random();
-        if id != 0 {
-            return id;
-        }
     }
 }

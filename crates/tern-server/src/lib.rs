@@ -3,8 +3,11 @@
 pub mod cid;
 pub mod clock;
 pub mod cmd;
+pub mod command;
 pub mod config;
 pub mod connection;
+pub mod delivery;
+pub mod effects;
 pub mod locations;
 pub mod mesh;
 pub mod owner;
@@ -16,5 +19,7 @@ pub mod shard;
 pub mod socket;
 pub mod tls;
 
+pub use clock::Clock;
 pub use config::ServerConfig;
-pub use runtime::{start, start_with_store, ServerHandle, StartError};
+pub use runtime::{start, start_with, ServerHandle, StartError};
+pub use shard::Services;

@@ -1,17 +1,21 @@
-//! Message passing between shards: which shard owns a conversation, the
-//! requests a connection's shard sends to that owner, and the pre-encoded
-//! deliveries an owner fans out to every shard. Only `Bytes` and `Arc`s cross
-//! shards, so a group message is encoded once and never copied (each
-//! connection's writer hands the shared frame to quinn as it is).
+//! Message passing between the shards of one server: which shard owns a
+//! conversation, the commands a connection's shard sends to that owner, the
+//! pushes (pre-encoded frames) that reach the shards holding recipients, and
+//! control messages. Only `Bytes` and `Arc`s cross shards, so a group message
+//! is encoded once and never copied (each connection's writer hands the
+//! shared frame to quinn as it is). The typed refusal [`Reject`] lives here
+//! too, since replies cross shards as well.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use tern_proto::body::{conversations, messaging, mls};
+use crate::command::OwnerCommand;
+use crate::delivery::Push;
+use crate::locations::{Locations, ShardSet};
 use tern_proto::fb::ErrorCode;
-use tern_proto::{Body, Conflict, ConversationKind, ErrorBody, Frame};
+use tern_proto::{Body, Conflict, ErrorBody, Frame};
 use tern_store::{ConversationId, DeviceId, UserId};
 
 /// Capacity of each shard's owner and fan-out inboxes.
@@ -103,98 +107,19 @@ pub fn encode_reply(request_id: u64, reply: Reply) -> Bytes {
     }
 }
 
-/// Conversation operations, executed by the conversation's owner shard:
-/// the request bodies themselves, except `Create` (which carries the id the
-/// connection's shard picked) and `Invalidate` (internal).
+/// What an owner shard's inbox carries.
 #[derive(Debug)]
-pub enum OwnerOp {
-    Create {
-        id: ConversationId,
-        kind: ConversationKind,
-        members: Vec<UserId>,
+pub enum OwnerRequest {
+    /// A device's request for one of this owner's conversations.
+    Command {
+        request_id: u64,
+        caller: Caller,
+        command: OwnerCommand,
+        /// Receives the encoded response frame.
+        reply: oneshot::Sender<Bytes>,
     },
-    AddMembers(conversations::AddMembers),
-    RemoveMembers(conversations::RemoveMembers),
-    Send(messaging::Send),
-    Ack(messaging::Ack),
-    History(messaging::History),
-    SendGroup(messaging::SendGroup),
-    SendToDevices(messaging::SendToDevices),
-    Commit(Box<mls::Commit>),
-    GetGroupInfo(mls::GetGroupInfo),
     /// A user's device set changed: drop cached recipients that include them.
-    Invalidate {
-        user: UserId,
-    },
-}
-
-impl OwnerOp {
-    /// The conversation the op is for (its owner executes it); 0 for
-    /// `Invalidate`, which goes to every owner.
-    pub fn conversation(&self) -> ConversationId {
-        match self {
-            OwnerOp::Create { id, .. } => *id,
-            OwnerOp::AddMembers(a) => a.conversation_id,
-            OwnerOp::RemoveMembers(r) => r.conversation_id,
-            OwnerOp::Send(s) => s.conversation_id,
-            OwnerOp::Ack(a) => a.conversation_id,
-            OwnerOp::History(h) => h.conversation_id,
-            OwnerOp::SendGroup(s) => s.conversation_id,
-            OwnerOp::SendToDevices(s) => s.conversation_id,
-            OwnerOp::Commit(c) => c.conversation_id,
-            OwnerOp::GetGroupInfo(g) => g.conversation_id,
-            OwnerOp::Invalidate { .. } => 0,
-        }
-    }
-}
-
-/// A conversation operation on its way to the owner shard.
-#[derive(Debug)]
-pub struct OwnerRequest {
-    pub request_id: u64,
-    pub caller: Caller,
-    pub op: OwnerOp,
-    /// Receives the encoded response frame.
-    pub reply: oneshot::Sender<Bytes>,
-}
-
-/// The encoded push of a fan-out: one frame for all, or one per recipient.
-#[derive(Debug, Clone)]
-pub enum Frames {
-    Shared(Bytes),
-    /// Aligned with `Fanout::recipients`: entry `i` goes to recipient `i`.
-    PerDevice(Arc<[Bytes]>),
-}
-
-/// One push for the listed devices, skipping `except` (the sender's device).
-#[derive(Debug, Clone)]
-pub struct Fanout {
-    pub recipients: Arc<[(UserId, DeviceId)]>,
-    pub except: Option<Caller>,
-    pub frames: Frames,
-}
-
-impl Fanout {
-    /// The same frame to every listed device.
-    pub fn shared(
-        recipients: Arc<[(UserId, DeviceId)]>,
-        except: Option<Caller>,
-        frame: Bytes,
-    ) -> Self {
-        Fanout {
-            recipients,
-            except,
-            frames: Frames::Shared(frame),
-        }
-    }
-
-    /// The frame for recipient `index`.
-    pub fn frame(&self, index: usize) -> Option<&Bytes> {
-        match &self.frames {
-            Frames::Shared(frame) => Some(frame),
-            Frames::PerDevice(frames) => frames.get(index),
-        }
-    }
+    ForgetUser(UserId),
 }
 
 /// Cross-shard control messages (rare, not on the message path).
@@ -210,18 +135,20 @@ pub enum Control {
     CloseDevice { user: UserId, device: DeviceId },
 }
 
-/// The senders into every shard's inboxes, indexed by shard id.
+/// The senders into every shard's inboxes, indexed by shard id, and which
+/// shards hold each user's connections.
 #[derive(Debug)]
 pub struct Mesh {
     owners: Vec<mpsc::Sender<OwnerRequest>>,
-    fanouts: Vec<mpsc::Sender<Fanout>>,
+    pushes: Vec<mpsc::Sender<Push>>,
     controls: Vec<mpsc::Sender<Control>>,
+    pub(crate) locations: Locations,
 }
 
 /// The receiving ends one shard keeps.
 pub struct ShardInbox {
     pub owner: mpsc::Receiver<OwnerRequest>,
-    pub fanout: mpsc::Receiver<Fanout>,
+    pub push: mpsc::Receiver<Push>,
     pub control: mpsc::Receiver<Control>,
 }
 
@@ -229,27 +156,28 @@ impl Mesh {
     /// Builds the mesh for `shards` shards and the inbox of each.
     pub fn new(shards: usize) -> (Arc<Mesh>, Vec<ShardInbox>) {
         let mut owners = Vec::with_capacity(shards);
-        let mut fanouts = Vec::with_capacity(shards);
+        let mut pushes = Vec::with_capacity(shards);
         let mut controls = Vec::with_capacity(shards);
         let mut inboxes = Vec::with_capacity(shards);
         for _ in 0..shards {
             let (owner_tx, owner) = mpsc::channel(INBOX_CAPACITY);
-            let (fanout_tx, fanout) = mpsc::channel(INBOX_CAPACITY);
+            let (push_tx, push) = mpsc::channel(INBOX_CAPACITY);
             let (control_tx, control) = mpsc::channel(1024);
             owners.push(owner_tx);
-            fanouts.push(fanout_tx);
+            pushes.push(push_tx);
             controls.push(control_tx);
             inboxes.push(ShardInbox {
                 owner,
-                fanout,
+                push,
                 control,
             });
         }
         (
             Arc::new(Mesh {
                 owners,
-                fanouts,
+                pushes,
                 controls,
+                locations: Locations::default(),
             }),
             inboxes,
         )
@@ -279,12 +207,17 @@ impl Mesh {
         })
     }
 
-    /// Hands a delivery to every shard (each delivers to its local connections).
-    pub async fn fan_out(&self, fanout: Fanout) {
-        for tx in &self.fanouts {
+    /// Every shard of this server.
+    pub fn all_shards(&self) -> ShardSet {
+        ShardSet::first(self.shards())
+    }
+
+    /// Hands a push to one shard, which delivers it to its local connections.
+    pub async fn push(&self, shard: usize, push: Push) {
+        if let Some(tx) = self.pushes.get(shard) {
             // A closed inbox means that shard is shutting down: its devices
             // will sync on reconnect, so nothing is lost.
-            let _ = tx.send(fanout.clone()).await;
+            let _ = tx.send(push).await;
         }
     }
 }
@@ -300,20 +233,7 @@ impl Mesh {
     /// Tells every owner that `user`'s devices changed (fire and forget).
     pub async fn invalidate_user(&self, user: &str) {
         for tx in &self.owners {
-            let (reply, _) = oneshot::channel();
-            let caller = Caller {
-                user: user.to_owned(),
-                device: 0,
-            };
-            let request = OwnerRequest {
-                request_id: 0,
-                caller,
-                op: OwnerOp::Invalidate {
-                    user: user.to_owned(),
-                },
-                reply,
-            };
-            let _ = tx.send(request).await;
+            let _ = tx.send(OwnerRequest::ForgetUser(user.to_owned())).await;
         }
     }
 }

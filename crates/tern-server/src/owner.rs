@@ -1,10 +1,11 @@
 //! The conversation owner: the one task per shard that sequences, authorises,
 //! persists and fans out the conversations hashed to this shard.
 //!
-//! It takes requests in batches: applies each (writes go to the store at
+//! It takes commands in batches: applies each (writes go to the store at
 //! once), then makes the whole batch durable with one `persist` (group commit
-//! across shards happens in the store), and only then answers and fans out,
-//! in order. While one batch is being persisted the next one queues up.
+//! across shards happens in the store), and only then answers and performs
+//! the effects, in order. While one batch is being persisted the next one
+//! queues up.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -13,10 +14,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::cmd;
-use super::mesh::{encode_reply, Caller, Fanout, OwnerOp, OwnerRequest, Reject, Reply};
-use super::shard::{ServerStats, ShardCtx};
-use tern_proto::body::messaging::Done;
+use crate::effects::{self, Effect, Outcome};
+use crate::mesh::{encode_reply, Caller, OwnerRequest, Reject};
+use crate::shard::{ServerStats, ShardCtx};
 use tern_proto::fb::ErrorCode;
 use tern_store::{ConversationId, ConversationRecord, DeviceId, MembersError, UserId};
 
@@ -49,38 +49,6 @@ impl ConvState {
                 caller.user, self.record.id
             ),
         ))
-    }
-}
-
-/// The effect of one applied request.
-pub struct Outcome {
-    pub reply: Reply,
-    /// Whether the reply may only be sent after the store is persisted.
-    pub durable: bool,
-    /// Pushes made after the reply, in order.
-    pub fanouts: Vec<Fanout>,
-}
-
-impl Outcome {
-    pub fn immediate(reply: Reply) -> Self {
-        Outcome {
-            reply,
-            durable: false,
-            fanouts: Vec::new(),
-        }
-    }
-
-    /// The outcome of a fallible apply: a refusal is answered at once.
-    pub fn or_refused(result: Result<Outcome, Reject>) -> Self {
-        result.unwrap_or_else(|reject| Outcome::immediate(Err(reject)))
-    }
-
-    pub fn durable(reply: Reply) -> Self {
-        Outcome {
-            reply,
-            durable: true,
-            fanouts: Vec::new(),
-        }
     }
 }
 
@@ -185,41 +153,6 @@ impl Owner {
     pub fn forget_all(&mut self) {
         self.convs.clear();
     }
-
-    async fn apply(&mut self, caller: &Caller, op: OwnerOp) -> Outcome {
-        match op {
-            OwnerOp::Create { id, kind, members } => {
-                cmd::create::apply(self, caller, id, kind, members).await
-            }
-            OwnerOp::AddMembers(a) => {
-                cmd::members::add(self, caller, a.conversation_id, a.members).await
-            }
-            OwnerOp::RemoveMembers(r) => {
-                cmd::members::remove(self, caller, r.conversation_id, r.members).await
-            }
-            OwnerOp::Send(send) => cmd::send::apply(self, caller, send.into()).await,
-            OwnerOp::Ack(a) => cmd::ack::apply(self, caller, a.conversation_id, a.seq).await,
-            OwnerOp::History(h) => {
-                cmd::history::apply(self, caller, h.conversation_id, h.from_seq, h.limit).await
-            }
-            OwnerOp::SendToDevices(send) => {
-                let (send, payloads) = cmd::send::SendOp::per_device(send);
-                cmd::send::apply_per_device(self, caller, send, payloads).await
-            }
-            OwnerOp::SendGroup(send) => {
-                let epoch = send.epoch;
-                cmd::commit::send_in_epoch(self, caller, send.into(), epoch).await
-            }
-            OwnerOp::Commit(commit) => cmd::commit::apply(self, caller, *commit).await,
-            OwnerOp::GetGroupInfo(g) => {
-                cmd::commit::group_info(self, caller, g.conversation_id).await
-            }
-            OwnerOp::Invalidate { user } => {
-                self.forget_user(&user);
-                Outcome::immediate(Ok(Done.into()))
-            }
-        }
-    }
 }
 
 /// Runs the owner loop of one shard until its inbox closes.
@@ -237,39 +170,40 @@ struct Pending {
     outcome: Outcome,
 }
 
+/// Applies a batch, persists it once, then answers and performs effects in
+/// order (see [`crate::effects`]).
 async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRequest>) {
     let mut pending = Vec::new();
-    for req in requests {
-        let outcome = owner.apply(&req.caller, req.op).await;
-        pending.push(Pending {
-            request_id: req.request_id,
-            reply_to: req.reply,
-            outcome,
-        });
-    }
-    if pending.iter().any(|p| p.outcome.durable) {
-        if let Err(e) = owner.ctx.store.persist().await {
-            tracing::error!(error = %e, "persist failed; refusing the batch's durable requests");
-            fail_durable(&mut pending, &e.to_string());
-            owner.forget_all();
+    for request in requests {
+        match request {
+            OwnerRequest::Command {
+                request_id,
+                caller,
+                command,
+                reply,
+            } => {
+                let outcome = command.apply(owner, &caller).await;
+                pending.push(Pending {
+                    request_id,
+                    reply_to: reply,
+                    outcome,
+                });
+            }
+            OwnerRequest::ForgetUser(user) => owner.forget_user(&user),
         }
     }
-    answer(owner, pending).await;
-}
-
-fn fail_durable(pending: &mut [Pending], why: &str) {
-    for p in pending.iter_mut().filter(|p| p.outcome.durable) {
-        p.outcome.reply = Err(Reject::internal(format!("not durable: {why}")));
-        p.outcome.fanouts.clear();
+    let store = owner.ctx.store.clone();
+    if !effects::settle(store.as_ref(), pending.iter_mut().map(|p| &mut p.outcome)).await {
+        owner.forget_all();
     }
-}
-
-async fn answer(owner: &Owner, pending: Vec<Pending>) {
     for p in pending {
         let _ = p.reply_to.send(encode_reply(p.request_id, p.outcome.reply));
-        for fanout in p.outcome.fanouts {
-            ServerStats::add(&owner.ctx.stats.messages_stored, 1);
-            owner.ctx.mesh.fan_out(fanout).await;
-        }
+        let stored = p
+            .outcome
+            .effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Deliver(_)));
+        ServerStats::add(&owner.ctx.stats.messages_stored, stored.count() as u64);
+        effects::perform(owner.ctx.delivery.as_ref(), p.outcome.effects).await;
     }
 }

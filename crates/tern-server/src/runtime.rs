@@ -18,12 +18,14 @@ use tokio::sync::{watch, Barrier};
 use tokio::task::{spawn_local, JoinSet, LocalSet};
 
 use super::cid::shard_endpoint_config;
+use super::clock::Clock;
 use super::cmd;
 use super::config::{ConfigError, ServerConfig};
 use super::connection;
-use super::mesh::{Control, Fanout, Mesh, ShardInbox};
+use super::delivery::Push;
+use super::mesh::{Control, Mesh, ShardInbox};
 use super::owner;
-use super::shard::{now_ms, ServerStats, ShardCtx};
+use super::shard::{ServerStats, Services, ShardCtx};
 use super::socket::{
     bind_shard_sockets, shard_socket, DatagramMesh, MeshStats, ShardSocketParts,
     DEFAULT_INBOX_CAPACITY,
@@ -106,7 +108,7 @@ struct ShardSetup {
     inbox: ShardInbox,
     quic: quinn::ServerConfig,
     mesh: Arc<Mesh>,
-    store: Arc<dyn Store>,
+    services: Services,
     config: Arc<ServerConfig>,
     stats: Arc<ServerStats>,
     shutdown: watch::Receiver<bool>,
@@ -119,17 +121,16 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     config.validate()?;
     create_data_dir(&config)?;
     let store = Arc::new(FjallStore::open(&config.data_dir.join("store"))?);
-    start_with_store(config, store)
+    let clock = Clock::system();
+    start_with(config, Services { store, clock })
 }
 
-/// Like [`start`], on a store the caller opened (another backend, or a
-/// fault-injecting wrapper in tests). The data directory still holds the
-/// TLS identity.
-pub fn start_with_store(
-    config: ServerConfig,
-    store: Arc<dyn Store>,
-) -> Result<ServerHandle, StartError> {
+/// Like [`start`], on services the caller made: another store backend, a
+/// fault-injecting store or a manual clock in tests. The data directory
+/// still holds the TLS identity.
+pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHandle, StartError> {
     config.validate()?;
+    let store = services.store.clone();
     create_data_dir(&config)?;
     let data_dir = config.data_dir.clone();
     let identity = load_or_create_identity(&data_dir)?;
@@ -171,7 +172,7 @@ pub fn start_with_store(
             inbox,
             quic: quic.clone(),
             mesh: mesh.clone(),
-            store: store.clone(),
+            services: services.clone(),
             config: config.clone(),
             stats: stats.clone(),
             shutdown: shutdown_rx.clone(),
@@ -255,12 +256,12 @@ async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(),
     let ctx = Rc::new(ShardCtx::new(
         setup.id,
         setup.mesh,
-        setup.store,
+        setup.services,
         setup.config,
         setup.stats,
     ));
     spawn_local(owner::run(ctx.clone(), setup.inbox.owner));
-    spawn_local(fanout_loop(ctx.clone(), setup.inbox.fanout));
+    spawn_local(push_loop(ctx.clone(), setup.inbox.push));
     spawn_local(control_loop(ctx.clone(), setup.inbox.control));
     if setup.id == 0 {
         spawn_local(sweep_loop(ctx.clone(), setup.shutdown.clone()));
@@ -317,12 +318,16 @@ async fn accept_loop(
     connections
 }
 
-async fn fanout_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<Fanout>) {
+/// Delivers the pushes other shards (or this one) hand to this shard.
+async fn push_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<Push>) {
     let mut batch = Vec::with_capacity(256);
     while inbox.recv_many(&mut batch, 256).await > 0 {
         let sessions = ctx.sessions.borrow();
-        for fanout in batch.drain(..) {
-            let result = sessions.deliver(&fanout);
+        for push in batch.drain(..) {
+            let result = match &push {
+                Push::Devices(fanout) => sessions.deliver(fanout),
+                Push::Users { users, frame } => sessions.deliver_to_users(users, frame),
+            };
             ServerStats::add(&ctx.stats.deliveries, result.delivered);
             ServerStats::add(&ctx.stats.closed_slow, result.closed_slow);
         }
@@ -354,7 +359,11 @@ async fn sweep_loop(ctx: Rc<ShardCtx>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         loop {
-            match ctx.store.sweep_expired(now_ms(), SWEEP_BATCH).await {
+            match ctx
+                .store
+                .sweep_expired(ctx.clock.now_ms(), SWEEP_BATCH)
+                .await
+            {
                 Ok(n) => {
                     ServerStats::add(&ctx.stats.expired_swept, n as u64);
                     if n < SWEEP_BATCH {

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::mesh::{Caller, Fanout};
+use super::delivery::Fanout;
+use super::mesh::Caller;
 use tern_proto::close;
 use tern_store::{DeviceId, UserId};
 
@@ -63,20 +64,24 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn insert(&mut self, user: &str, session: Session) {
-        self.by_user
-            .entry(user.to_owned())
-            .or_default()
-            .push(session);
+    /// Adds a session; true if it is the user's first on this shard.
+    pub fn insert(&mut self, user: &str, session: Session) -> bool {
+        let list = self.by_user.entry(user.to_owned()).or_default();
+        list.push(session);
+        list.len() == 1
     }
 
-    pub fn remove(&mut self, user: &str, conn_id: u64) {
-        if let Some(list) = self.by_user.get_mut(user) {
-            list.retain(|s| s.conn_id != conn_id);
-            if list.is_empty() {
-                self.by_user.remove(user);
-            }
+    /// Removes a session; true if it was the user's last on this shard.
+    pub fn remove(&mut self, user: &str, conn_id: u64) -> bool {
+        let Some(list) = self.by_user.get_mut(user) else {
+            return false;
+        };
+        list.retain(|s| s.conn_id != conn_id);
+        if !list.is_empty() {
+            return false;
         }
+        self.by_user.remove(user);
+        true
     }
 
     /// Number of authenticated connections on this shard.
@@ -104,6 +109,15 @@ impl Sessions {
                 }
                 push(session, frame, &mut result);
             }
+        }
+        result
+    }
+
+    /// Queues `frame` on every local connection of each of `users`.
+    pub fn deliver_to_users(&self, users: &[String], frame: &Bytes) -> FanoutResult {
+        let mut result = FanoutResult::default();
+        for session in users.iter().filter_map(|u| self.by_user.get(u)).flatten() {
+            push(session, frame, &mut result);
         }
         result
     }

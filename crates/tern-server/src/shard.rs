@@ -2,13 +2,13 @@
 //! sessions, stats) shared by the tasks of its current-thread runtime.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use std::collections::HashMap;
-
+use super::clock::Clock;
 use super::config::ServerConfig;
+use super::delivery::Delivery;
 use super::mesh::Mesh;
 use super::ratelimit::RateLimiter;
 use super::sessions::Sessions;
@@ -42,7 +42,10 @@ impl ServerStats {
 pub struct ShardCtx {
     pub id: usize,
     pub mesh: Arc<Mesh>,
+    /// Where effects go: the local mesh today, other nodes in a cluster.
+    pub delivery: Arc<dyn Delivery>,
     pub store: Arc<dyn Store>,
+    pub clock: Clock,
     pub config: Arc<ServerConfig>,
     pub stats: Arc<ServerStats>,
     pub sessions: RefCell<Sessions>,
@@ -63,7 +66,7 @@ impl ShardCtx {
     pub fn new(
         id: usize,
         mesh: Arc<Mesh>,
-        store: Arc<dyn Store>,
+        services: Services,
         config: Arc<ServerConfig>,
         stats: Arc<ServerStats>,
     ) -> Self {
@@ -73,8 +76,10 @@ impl ShardCtx {
         ));
         ShardCtx {
             id,
+            delivery: mesh.clone(),
             mesh,
-            store,
+            store: services.store,
+            clock: services.clock,
             config,
             stats,
             sessions: RefCell::default(),
@@ -92,10 +97,10 @@ impl ShardCtx {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// What a server runs on besides its configuration: the store and the
+/// clock (tests pass a fault-injecting store or a manual clock).
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
 }

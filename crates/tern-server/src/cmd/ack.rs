@@ -2,8 +2,9 @@
 //! Cursors ride the next group commit; losing one in a crash only means a
 //! redelivery the client drops by seq.
 
+use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
-use crate::owner::{Outcome, Owner};
+use crate::owner::Owner;
 use tern_proto::body::messaging::Done;
 use tern_proto::fb::ErrorCode;
 use tern_proto::Body;

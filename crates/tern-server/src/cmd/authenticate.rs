@@ -1,8 +1,9 @@
 //! Authenticate, applied on the connection's shard as its first frame:
 //! checks the device's signature over this connection's exporter value.
 
+use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
-use crate::shard::{now_ms, ShardCtx};
+use crate::shard::ShardCtx;
 use tern_proto::auth::{authenticate_transcript, verify, EXPORTER_LEN};
 use tern_proto::body::auth;
 use tern_proto::fb::ErrorCode;
@@ -16,7 +17,7 @@ pub async fn apply(
     user: String,
     device: u32,
     signature: [u8; 64],
-) -> Result<(Caller, Body), Reject> {
+) -> Result<(Caller, Outcome), Reject> {
     let record = ctx
         .store
         .device(&user, device)
@@ -37,12 +38,10 @@ pub async fn apply(
         user: user.clone(),
         device,
     };
-    Ok((
-        caller,
-        Body::Authenticated(auth::Authenticated {
-            user,
-            device,
-            server_time_ms: now_ms(),
-        }),
-    ))
+    let authenticated = Body::Authenticated(auth::Authenticated {
+        user,
+        device,
+        server_time_ms: ctx.clock.now_ms(),
+    });
+    Ok((caller, Outcome::immediate(Ok(authenticated))))
 }

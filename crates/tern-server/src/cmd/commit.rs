@@ -11,9 +11,10 @@ use bytes::Bytes;
 
 use super::require_users;
 use super::send::{append_reject, expiry_ms, to_wire, SendOp};
-use crate::mesh::{Caller, Fanout, Reject};
-use crate::owner::{Outcome, Owner};
-use crate::shard::now_ms;
+use crate::delivery::Fanout;
+use crate::effects::{Durability, Effect, Outcome};
+use crate::mesh::{Caller, Reject};
+use crate::owner::Owner;
 use tern_proto::body::mls;
 use tern_proto::fb::ErrorCode;
 use tern_proto::{flags, Body, Conflict, ErrorBody, Frame};
@@ -71,15 +72,15 @@ async fn accept(
     });
     Ok(Outcome {
         reply: Ok(reply),
-        durable: true,
-        fanouts,
+        durability: Durability::Durable,
+        effects: fanouts.into_iter().map(Effect::Deliver).collect(),
     })
 }
 
 /// The Commit as one store operation: the Commit sequenced after `head`,
 /// then its Welcome.
 fn commit_record(owner: &Owner, caller: &Caller, head: Seq, commit: mls::Commit) -> CommitRecord {
-    let now = now_ms();
+    let now = owner.ctx.clock.now_ms();
     let expires_at_ms = now.saturating_add(expiry_ms(owner, 0));
     let message = |seq: Seq, flags: u32, payload: Bytes| StoredMessage {
         conversation_id: commit.conversation_id,

@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 
 use super::{kind_to_store, kind_to_wire, require_users};
+use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
-use crate::owner::{Outcome, Owner};
-use crate::shard::now_ms;
+use crate::owner::Owner;
 use tern_proto::body::conversations;
 use tern_proto::fb::ErrorCode;
 use tern_proto::{Body, ConversationKind};
@@ -41,7 +41,7 @@ async fn create(
         kind: kind_to_store(kind),
         creator: caller.user.clone(),
         members: all,
-        created_ms: now_ms(),
+        created_ms: owner.ctx.clock.now_ms(),
         head_seq: 0,
     };
     let key = unique_key(kind, &record);

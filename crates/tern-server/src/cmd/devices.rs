@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::mesh::{Caller, Control, Fanout, Reject};
-use crate::shard::{now_ms, PendingLink, ShardCtx};
+use crate::effects::{Effect, Outcome};
+use crate::mesh::{Caller, Reject};
+use crate::shard::{PendingLink, ShardCtx};
 use tern_proto::auth::{link_transcript, EXPORTER_LEN};
 use tern_proto::body::devices::{self, DeviceInfoData};
 use tern_proto::body::{auth, messaging::Done};
@@ -18,7 +19,7 @@ use tern_proto::{Body, Frame};
 use super::register::NewDevice;
 
 /// ListDevices: the active devices of any user (senders need them to encrypt).
-pub async fn list(ctx: &ShardCtx, user: String) -> Result<Body, Reject> {
+pub async fn list(ctx: &ShardCtx, user: String) -> Result<Outcome, Reject> {
     let devices = ctx.store.devices(&user).await.map_err(Reject::store)?;
     if devices.is_empty() {
         return Err(Reject::new(
@@ -35,7 +36,8 @@ pub async fn list(ctx: &ShardCtx, user: String) -> Result<Body, Reject> {
             created_ms: d.created_ms,
         })
         .collect();
-    Ok(Body::DeviceList(devices::DeviceList { user, devices }))
+    let list = Body::DeviceList(devices::DeviceList { user, devices });
+    Ok(Outcome::immediate(Ok(list)))
 }
 
 /// RequestLink: asks the user's devices to approve this new device and waits
@@ -44,7 +46,7 @@ pub async fn request_link(
     ctx: &ShardCtx,
     exporter: &[u8; EXPORTER_LEN],
     op: NewDevice,
-) -> Result<(Caller, Body), Reject> {
+) -> Result<(Caller, Outcome), Reject> {
     op.check(&link_transcript(exporter, &op.user, &op.device_key))?;
     let devices = ctx.store.devices(&op.user).await.map_err(Reject::store)?;
     if devices.is_empty() {
@@ -68,17 +70,11 @@ pub async fn request_link(
         device_name: op.device_name.clone(),
         device_key: op.device_key,
     });
-    let recipients: Arc<[(String, u32)]> = devices
-        .iter()
-        .map(|d| (op.user.clone(), d.device))
-        .collect::<Vec<_>>()
-        .into();
-    ctx.mesh
-        .fan_out(Fanout::shared(
-            recipients,
-            None,
-            Frame::new(0, ask).encode(),
-        ))
+    let users: Arc<[String]> = vec![op.user.clone()].into();
+    // The request waits for the decision, so its push cannot wait for an
+    // outcome: it goes out through the delivery seam at once.
+    ctx.delivery
+        .notify(users, Frame::new(0, ask).encode())
         .await;
     let waited =
         tokio::time::timeout(Duration::from_secs(ctx.config.link_timeout_secs), decision).await;
@@ -96,10 +92,10 @@ pub async fn request_link(
     }
 }
 
-async fn add_linked_device(ctx: &ShardCtx, op: NewDevice) -> Result<(Caller, Body), Reject> {
+async fn add_linked_device(ctx: &ShardCtx, op: NewDevice) -> Result<(Caller, Outcome), Reject> {
     let added = ctx
         .store
-        .add_device(&op.user, &op.device_name, op.device_key, now_ms())
+        .add_device(&op.user, &op.device_name, op.device_key, ctx.clock.now_ms())
         .await
         .map_err(Reject::store)?;
     let device = added.ok_or_else(|| {
@@ -108,19 +104,16 @@ async fn add_linked_device(ctx: &ShardCtx, op: NewDevice) -> Result<(Caller, Bod
             format!("user {:?} no longer exists", op.user),
         )
     })?;
-    ctx.store.persist().await.map_err(Reject::store)?;
-    devices_changed(ctx, &op.user).await;
     let caller = Caller {
         user: op.user.clone(),
         device,
     };
-    Ok((
-        caller,
-        Body::Registered(auth::Registered {
-            user: op.user,
-            device,
-        }),
-    ))
+    let mut outcome = Outcome::durable(Ok(Body::Registered(auth::Registered {
+        user: op.user.clone(),
+        device,
+    })));
+    outcome.effects = devices_changed(ctx, &op.user).await;
+    Ok((caller, outcome))
 }
 
 /// ApproveLink: hands the decision to the shard holding the waiting device.
@@ -129,22 +122,18 @@ pub async fn approve(
     caller: &Caller,
     link_id: u64,
     approve: bool,
-) -> Result<Body, Reject> {
+) -> Result<Outcome, Reject> {
     let shard = (link_id >> 56) as usize;
     if shard >= ctx.mesh.shards() {
         return Err(Reject::new(ErrorCode::NotFound, "no such link request"));
     }
-    ctx.mesh
-        .control(
-            shard,
-            Control::LinkDecision {
-                link_id,
-                approver: caller.user.clone(),
-                approve,
-            },
-        )
-        .await;
-    Ok(Done.into())
+    let decision = Effect::LinkDecision {
+        shard,
+        link_id,
+        approver: caller.user.clone(),
+        approve,
+    };
+    Ok(Outcome::immediate(Ok(Done.into())).with(decision))
 }
 
 /// Applies a decision on this shard: only the user's own devices decide.
@@ -158,7 +147,7 @@ pub fn decide(ctx: &ShardCtx, link_id: u64, approver: &str, approve: bool) {
 }
 
 /// RevokeDevice: removes one of the caller's own devices (possibly itself).
-pub async fn revoke(ctx: &ShardCtx, caller: &Caller, device: u32) -> Result<Body, Reject> {
+pub async fn revoke(ctx: &ShardCtx, caller: &Caller, device: u32) -> Result<Outcome, Reject> {
     let revoked = ctx
         .store
         .revoke_device(&caller.user, device)
@@ -170,39 +159,30 @@ pub async fn revoke(ctx: &ShardCtx, caller: &Caller, device: u32) -> Result<Body
             format!("{}/{device} is not an active device", caller.user),
         ));
     }
-    ctx.store.persist().await.map_err(Reject::store)?;
-    for shard in 0..ctx.mesh.shards() {
-        ctx.mesh
-            .control(
-                shard,
-                Control::CloseDevice {
-                    user: caller.user.clone(),
-                    device,
-                },
-            )
-            .await;
-    }
-    devices_changed(ctx, &caller.user).await;
-    Ok(Done.into())
+    let close = Effect::CloseDevice {
+        user: caller.user.clone(),
+        device,
+    };
+    let mut outcome = Outcome::durable(Ok(Done.into())).with(close);
+    outcome
+        .effects
+        .extend(devices_changed(ctx, &caller.user).await);
+    Ok(outcome)
 }
 
-/// Tells owners and every device sharing a conversation with `user` that its devices changed.
-pub async fn devices_changed(ctx: &ShardCtx, user: &str) {
-    ctx.mesh.invalidate_user(user).await;
+/// The effects of a change to `user`'s devices: owners drop cached
+/// recipients, and every device sharing a conversation with `user` gets the
+/// new device list.
+pub async fn devices_changed(ctx: &ShardCtx, user: &str) -> Vec<Effect> {
+    let mut effects = vec![Effect::ForgetUser(user.to_owned())];
     let Ok(devices) = ctx.store.devices(user).await else {
-        return;
+        return effects;
     };
     let ids: Vec<u32> = devices.iter().map(|d| d.device).collect();
     let mut users = BTreeSet::from([user.to_owned()]);
     for id in ctx.store.user_conversations(user).await.unwrap_or_default() {
         if let Ok(Some(record)) = ctx.store.conversation(id).await {
             users.extend(record.members);
-        }
-    }
-    let mut recipients = Vec::new();
-    for member in users {
-        for d in ctx.store.devices(&member).await.unwrap_or_default() {
-            recipients.push((member.clone(), d.device));
         }
     }
     let frame = Frame::new(
@@ -213,7 +193,10 @@ pub async fn devices_changed(ctx: &ShardCtx, user: &str) {
         }),
     )
     .encode();
-    ctx.mesh
-        .fan_out(Fanout::shared(recipients.into(), None, frame))
-        .await;
+    let users: Vec<String> = users.into_iter().collect();
+    effects.push(Effect::Notify {
+        users: users.into(),
+        frame,
+    });
+    effects
 }

@@ -2,9 +2,9 @@
 //! expired) messages from a seq, bounded by count and by bytes.
 
 use super::send::to_wire_for;
+use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
-use crate::owner::{Outcome, Owner};
-use crate::shard::now_ms;
+use crate::owner::Owner;
 use tern_proto::body::messaging;
 use tern_proto::Body;
 use tern_store::{ConversationId, Seq};
@@ -32,12 +32,13 @@ async fn history(
     let max = owner.ctx.config.max_history_page;
     let limit = if limit == 0 { max } else { limit.min(max) };
     let store = owner.ctx.store.clone();
+    let now = owner.ctx.clock.now_ms();
     let state = owner.conversation(id).await?;
     state.require_member(caller)?;
     let head = state.record.head_seq;
     let from = from_seq.max(1);
     let stored = store
-        .messages(id, from, limit as usize, now_ms())
+        .messages(id, from, limit as usize, now)
         .await
         .map_err(Reject::store)?;
     let mut bytes = 0usize;

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::mesh::{Caller, Fanout, Reject};
+use crate::delivery::Fanout;
+use crate::effects::{Effect, Outcome};
+use crate::mesh::{Caller, Reject};
 use crate::shard::ShardCtx;
 use sha2::{Digest, Sha256};
 use tern_proto::auth::{identity_key_transcript, prekey_transcript, verify};
@@ -35,7 +37,7 @@ pub async fn upload_prekeys(
     ctx: &ShardCtx,
     caller: &Caller,
     body: UploadPrekeys,
-) -> Result<Body, Reject> {
+) -> Result<Outcome, Reject> {
     if body.one_time.len() > MAX_UPLOAD {
         return Err(invalid(format!(
             "at most {MAX_UPLOAD} one-time prekeys per upload"
@@ -91,11 +93,10 @@ pub async fn upload_prekeys(
         .await
         .map_err(Reject::store)?;
     let key_packages = key_count(store, user, device, KeyPool::KeyPackage).await?;
-    store.persist().await.map_err(Reject::store)?;
-    Ok(Body::KeyCounts(prekeys::KeyCounts {
+    Ok(Outcome::durable(Ok(Body::KeyCounts(prekeys::KeyCounts {
         one_time_prekeys,
         key_packages,
-    }))
+    }))))
 }
 
 async fn key_count(
@@ -200,7 +201,11 @@ fn rate_limit(ctx: &ShardCtx, caller: &Caller, target: &str) -> Result<(), Rejec
 }
 
 /// ClaimPrekeys: one bundle per active device of the target user.
-pub async fn claim_prekeys(ctx: &ShardCtx, caller: &Caller, user: String) -> Result<Body, Reject> {
+pub async fn claim_prekeys(
+    ctx: &ShardCtx,
+    caller: &Caller,
+    user: String,
+) -> Result<Outcome, Reject> {
     rate_limit(ctx, caller, &user)?;
     let devices = ctx.store.devices(&user).await.map_err(Reject::store)?;
     if devices.is_empty() {
@@ -210,16 +215,19 @@ pub async fn claim_prekeys(ctx: &ShardCtx, caller: &Caller, user: String) -> Res
         ));
     }
     let mut bundles = Vec::with_capacity(devices.len());
+    let mut effects = Vec::new();
     for device in devices {
-        if let Some(bundle) = claim_bundle(ctx, &user, &device).await? {
+        if let Some(bundle) = claim_bundle(ctx, &user, &device, &mut effects).await? {
             bundles.push(bundle);
         }
     }
-    ctx.store.persist().await.map_err(Reject::store)?;
-    Ok(Body::PrekeyBundle(prekeys::PrekeyBundle {
+    let bundle = Body::PrekeyBundle(prekeys::PrekeyBundle {
         user,
         devices: bundles,
-    }))
+    });
+    let mut outcome = Outcome::durable(Ok(bundle));
+    outcome.effects = effects;
+    Ok(outcome)
 }
 
 /// One device's bundle, consuming one of its one-time prekeys; `None` if it
@@ -228,6 +236,7 @@ async fn claim_bundle(
     ctx: &ShardCtx,
     user: &str,
     device: &DeviceRecord,
+    effects: &mut Vec<Effect>,
 ) -> Result<Option<DeviceBundleData>, Reject> {
     let store = &ctx.store;
     let id = device.device;
@@ -243,7 +252,7 @@ async fn claim_bundle(
         None => (None, None),
     };
     if claimed.map_or(0, |c| c.remaining) < ctx.config.low_keys_threshold {
-        notify_low(ctx, user, id).await;
+        effects.push(keys_low(ctx, user, id).await);
     }
     Ok(Some(DeviceBundleData {
         device: id,
@@ -257,8 +266,8 @@ async fn claim_bundle(
     }))
 }
 
-/// Pushes KeysLow with the device's current pool sizes.
-async fn notify_low(ctx: &ShardCtx, user: &str, device: u32) {
+/// A KeysLow push to the device, with its current pool sizes.
+async fn keys_low(ctx: &ShardCtx, user: &str, device: u32) -> Effect {
     let store = &ctx.store;
     let count = |pool| store.key_count(user, device, pool);
     let one_time_prekeys = count(KeyPool::OneTimePrekey).await.unwrap_or(0);
@@ -272,9 +281,7 @@ async fn notify_low(ctx: &ShardCtx, user: &str, device: u32) {
     )
     .encode();
     let recipients: Arc<[(String, u32)]> = vec![(user.to_owned(), device)].into();
-    ctx.mesh
-        .fan_out(Fanout::shared(recipients, None, frame))
-        .await;
+    Effect::Deliver(Fanout::shared(recipients, None, frame))
 }
 
 /// UploadKeyPackages: adds MLS KeyPackages (opaque) to the device's pool.
@@ -283,7 +290,7 @@ pub async fn upload_key_packages(
     caller: &Caller,
     packages: Vec<Bytes>,
     last_resort: Option<Bytes>,
-) -> Result<Body, Reject> {
+) -> Result<Outcome, Reject> {
     if packages.len() > MAX_UPLOAD {
         return Err(invalid(format!(
             "at most {MAX_UPLOAD} KeyPackages per upload"
@@ -319,16 +326,16 @@ pub async fn upload_key_packages(
         .await
         .map_err(Reject::store)?;
     let one_time_prekeys = key_count(store, user, device, KeyPool::OneTimePrekey).await?;
-    store.persist().await.map_err(Reject::store)?;
+    let mut outcome = Outcome::durable(Ok(Body::KeyCounts(prekeys::KeyCounts {
+        one_time_prekeys,
+        key_packages,
+    })));
     if before == 0 && key_packages > 0 {
         // The device just became addable to MLS groups (a freshly linked
         // device publishes its first KeyPackages): tell its peers again.
-        super::devices::devices_changed(ctx, &caller.user).await;
+        outcome.effects = super::devices::devices_changed(ctx, &caller.user).await;
     }
-    Ok(Body::KeyCounts(prekeys::KeyCounts {
-        one_time_prekeys,
-        key_packages,
-    }))
+    Ok(outcome)
 }
 
 /// ClaimKeyPackages: one KeyPackage per active device of each named user.
@@ -336,7 +343,7 @@ pub async fn claim_key_packages(
     ctx: &ShardCtx,
     caller: &Caller,
     users: Vec<String>,
-) -> Result<Body, Reject> {
+) -> Result<Outcome, Reject> {
     if users.len() > super::MAX_MEMBERS_PER_REQUEST {
         return Err(invalid("too many users in one claim; split it"));
     }
@@ -344,6 +351,7 @@ pub async fn claim_key_packages(
         rate_limit(ctx, caller, user)?;
     }
     let mut entries = Vec::new();
+    let mut effects = Vec::new();
     for user in users {
         let devices = ctx.store.devices(&user).await.map_err(Reject::store)?;
         if devices.is_empty() {
@@ -362,7 +370,7 @@ pub async fn claim_key_packages(
                 continue;
             };
             if claimed.remaining < ctx.config.low_keys_threshold {
-                notify_low(ctx, &user, device.device).await;
+                effects.push(keys_low(ctx, &user, device.device).await);
             }
             entries.push(ClaimedKeyPackageData {
                 user: user.clone(),
@@ -372,6 +380,7 @@ pub async fn claim_key_packages(
             });
         }
     }
-    ctx.store.persist().await.map_err(Reject::store)?;
-    Ok(mls::KeyPackages { entries }.into())
+    let mut outcome = Outcome::durable(Ok(mls::KeyPackages { entries }.into()));
+    outcome.effects = effects;
+    Ok(outcome)
 }

@@ -4,8 +4,9 @@
 
 use super::create::info;
 use super::require_users;
+use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
-use crate::owner::{Outcome, Owner};
+use crate::owner::Owner;
 use tern_proto::fb::ErrorCode;
 use tern_store::{ConversationId, ConversationKind};
 

@@ -2,8 +2,9 @@
 //! the account with device 1 after checking the proof of key possession
 //! bound to this connection.
 
+use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
-use crate::shard::{now_ms, ShardCtx};
+use crate::shard::ShardCtx;
 use tern_proto::auth::{register_transcript, verify, EXPORTER_LEN};
 use tern_proto::body::auth;
 use tern_proto::fb::ErrorCode;
@@ -66,13 +67,13 @@ pub async fn apply(
     ctx: &ShardCtx,
     exporter: &[u8; EXPORTER_LEN],
     op: NewDevice,
-) -> Result<(Caller, Body), Reject> {
+) -> Result<(Caller, Outcome), Reject> {
     op.check(&register_transcript(exporter, &op.user, &op.device_key))?;
     let device = DeviceRecord {
         device: 1,
         name: op.device_name,
         public_key: op.device_key,
-        created_ms: now_ms(),
+        created_ms: ctx.clock.now_ms(),
     };
     match ctx.store.create_account(&op.user, device).await {
         Ok(()) => {}
@@ -84,16 +85,13 @@ pub async fn apply(
         }
         Err(CreateAccountError::Backend(e)) => return Err(Reject::store(e)),
     }
-    ctx.store.persist().await.map_err(Reject::store)?;
     let caller = Caller {
         user: op.user.clone(),
         device: 1,
     };
-    Ok((
-        caller,
-        Body::Registered(auth::Registered {
-            user: op.user,
-            device: 1,
-        }),
-    ))
+    let registered = Body::Registered(auth::Registered {
+        user: op.user,
+        device: 1,
+    });
+    Ok((caller, Outcome::durable(Ok(registered))))
 }

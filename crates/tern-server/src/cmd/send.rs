@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::mesh::{Caller, Fanout, Frames, Reject};
-use crate::owner::{Outcome, Owner};
+use crate::delivery::{Fanout, Frames};
+use crate::effects::{Durability, Effect, Outcome};
+use crate::mesh::{Caller, Reject};
+use crate::owner::Owner;
 use crate::payloads;
-use crate::shard::{now_ms, ServerStats};
+use crate::shard::ServerStats;
 use tern_proto::body::messaging::{self, DevicePayload};
 use tern_proto::fb::ErrorCode;
 use tern_proto::{flags, Body, Conflict, ErrorBody, Frame, Message};
@@ -206,8 +208,8 @@ async fn store_and_fan_out(
     };
     Ok(Outcome {
         reply: Ok(ack(&msg, false)),
-        durable: true,
-        fanouts: vec![fanout],
+        durability: Durability::Durable,
+        effects: vec![Effect::Deliver(fanout)],
     })
 }
 
@@ -220,9 +222,9 @@ pub async fn append(
     let ttl_ms = expiry_ms(owner, op.expires_in_secs);
     let store = owner.ctx.store.clone();
     let stats = owner.ctx.stats.clone();
+    let now = owner.ctx.clock.now_ms();
     let state = owner.conversation(op.id).await?;
     state.require_member(caller)?;
-    let now = now_ms();
     let msg = StoredMessage {
         conversation_id: op.id,
         seq: state.record.head_seq + 1,

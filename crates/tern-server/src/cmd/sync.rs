@@ -1,14 +1,15 @@
 //! Sync, applied on the connection's shard: which of the device's
 //! conversations have messages past its cursor (or all of them).
 
+use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
 use crate::shard::ShardCtx;
 use tern_proto::body::sync::SyncResult;
-use tern_proto::{Body, ConversationState};
+use tern_proto::ConversationState;
 
 use super::kind_to_wire;
 
-pub async fn apply(ctx: &ShardCtx, caller: &Caller, all: bool) -> Result<Body, Reject> {
+pub async fn apply(ctx: &ShardCtx, caller: &Caller, all: bool) -> Result<Outcome, Reject> {
     let store = ctx.store.as_ref();
     let ids = store
         .user_conversations(&caller.user)
@@ -33,8 +34,8 @@ pub async fn apply(ctx: &ShardCtx, caller: &Caller, all: bool) -> Result<Body, R
             });
         }
     }
-    Ok(SyncResult {
+    let result = SyncResult {
         conversations: states,
-    }
-    .into())
+    };
+    Ok(Outcome::immediate(Ok(result.into())))
 }

@@ -1,0 +1,194 @@
+//! The server's commands: one per request an authenticated device may send,
+//! built once from the wire body (the proto structs, not copies of them),
+//! each with its route: answered on the connection's shard, or by the owner
+//! shard of one conversation. Each command file in `cmd/` applies its
+//! request and returns an [`Outcome`] (reply, durability, effects); the
+//! drivers (the owner's batch loop, the connection for local commands)
+//! persist, answer and perform the effects, one convention for all.
+//!
+//! Adding a request: its struct in its proto family file, its apply in
+//! `cmd/`, and a variant plus two match arms here.
+
+use tern_proto::body::{conversations, devices, messaging, mls, prekeys, sync};
+use tern_proto::fb::ErrorCode;
+use tern_proto::Body;
+use tern_store::ConversationId;
+
+use crate::cmd;
+use crate::effects::Outcome;
+use crate::mesh::{Caller, Reject};
+use crate::owner::Owner;
+use crate::shard::ShardCtx;
+
+/// Where a command is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// On the shard that holds the connection.
+    Local,
+    /// On the owner shard of this conversation (`hash(id) % shards`).
+    Owner(ConversationId),
+}
+
+/// A request from an authenticated device.
+#[derive(Debug)]
+pub enum Command {
+    Local(LocalCommand),
+    Owner(OwnerCommand),
+}
+
+/// Requests answered on the connection's shard: the key directory, devices,
+/// and the device's sync state.
+#[derive(Debug)]
+pub enum LocalCommand {
+    Sync(sync::Sync),
+    UploadPrekeys(Box<prekeys::UploadPrekeys>),
+    ClaimPrekeys(prekeys::ClaimPrekeys),
+    UploadKeyPackages(mls::UploadKeyPackages),
+    ClaimKeyPackages(mls::ClaimKeyPackages),
+    ListDevices(devices::ListDevices),
+    RevokeDevice(devices::RevokeDevice),
+    ApproveLink(devices::ApproveLink),
+}
+
+/// Requests answered by the owner of one conversation, which sequences,
+/// authorises and persists everything about it.
+#[derive(Debug)]
+pub enum OwnerCommand {
+    /// A new conversation, with the id the connection's shard drew for it.
+    Create(ConversationId, conversations::CreateConversation),
+    AddMembers(conversations::AddMembers),
+    RemoveMembers(conversations::RemoveMembers),
+    Send(messaging::Send),
+    SendGroup(messaging::SendGroup),
+    SendToDevices(messaging::SendToDevices),
+    Ack(messaging::Ack),
+    History(messaging::History),
+    Commit(Box<mls::Commit>),
+    GetGroupInfo(mls::GetGroupInfo),
+}
+
+impl Command {
+    /// The command a request body asks for. Handshake bodies (Register,
+    /// Authenticate, RequestLink) are refused as `AlreadyAuthenticated`;
+    /// bodies only servers send, as `UnsupportedBody`.
+    pub fn from_body(body: Body) -> Result<Command, Reject> {
+        use LocalCommand as L;
+        use OwnerCommand as O;
+        Ok(match body {
+            Body::Sync(b) => Command::Local(L::Sync(b)),
+            Body::UploadPrekeys(b) => Command::Local(L::UploadPrekeys(b)),
+            Body::ClaimPrekeys(b) => Command::Local(L::ClaimPrekeys(b)),
+            Body::UploadKeyPackages(b) => Command::Local(L::UploadKeyPackages(b)),
+            Body::ClaimKeyPackages(b) => Command::Local(L::ClaimKeyPackages(b)),
+            Body::ListDevices(b) => Command::Local(L::ListDevices(b)),
+            Body::RevokeDevice(b) => Command::Local(L::RevokeDevice(b)),
+            Body::ApproveLink(b) => Command::Local(L::ApproveLink(b)),
+            Body::CreateConversation(b) => Command::Owner(O::Create(fresh_conversation_id(), b)),
+            Body::AddMembers(b) => Command::Owner(O::AddMembers(b)),
+            Body::RemoveMembers(b) => Command::Owner(O::RemoveMembers(b)),
+            Body::Send(b) => Command::Owner(O::Send(b)),
+            Body::SendGroup(b) => Command::Owner(O::SendGroup(b)),
+            Body::SendToDevices(b) => Command::Owner(O::SendToDevices(b)),
+            Body::Ack(b) => Command::Owner(O::Ack(b)),
+            Body::History(b) => Command::Owner(O::History(b)),
+            Body::Commit(b) => Command::Owner(O::Commit(b)),
+            Body::GetGroupInfo(b) => Command::Owner(O::GetGroupInfo(b)),
+            Body::Register(_) | Body::Authenticate(_) | Body::RequestLink(_) => {
+                return Err(Reject::new(
+                    ErrorCode::AlreadyAuthenticated,
+                    "this connection is already authenticated",
+                ))
+            }
+            _ => {
+                return Err(Reject::new(
+                    ErrorCode::UnsupportedBody,
+                    "this body is sent by servers only",
+                ))
+            }
+        })
+    }
+
+    pub fn route(&self) -> Route {
+        match self {
+            Command::Local(_) => Route::Local,
+            Command::Owner(command) => Route::Owner(command.conversation()),
+        }
+    }
+}
+
+impl LocalCommand {
+    pub async fn apply(self, ctx: &ShardCtx, caller: &Caller) -> Outcome {
+        use LocalCommand as L;
+        let result = match self {
+            L::Sync(b) => cmd::sync::apply(ctx, caller, b.all).await,
+            L::UploadPrekeys(b) => cmd::keys::upload_prekeys(ctx, caller, *b).await,
+            L::ClaimPrekeys(b) => cmd::keys::claim_prekeys(ctx, caller, b.user).await,
+            L::UploadKeyPackages(b) => {
+                cmd::keys::upload_key_packages(ctx, caller, b.key_packages, b.last_resort).await
+            }
+            L::ClaimKeyPackages(b) => cmd::keys::claim_key_packages(ctx, caller, b.users).await,
+            L::ListDevices(b) => cmd::devices::list(ctx, b.user).await,
+            L::RevokeDevice(b) => cmd::devices::revoke(ctx, caller, b.device).await,
+            L::ApproveLink(b) => cmd::devices::approve(ctx, caller, b.link_id, b.approve).await,
+        };
+        Outcome::or_refused(result)
+    }
+}
+
+impl OwnerCommand {
+    /// The conversation whose owner applies the command.
+    pub fn conversation(&self) -> ConversationId {
+        use OwnerCommand as O;
+        match self {
+            O::Create(id, _) => *id,
+            O::AddMembers(b) => b.conversation_id,
+            O::RemoveMembers(b) => b.conversation_id,
+            O::Send(b) => b.conversation_id,
+            O::SendGroup(b) => b.conversation_id,
+            O::SendToDevices(b) => b.conversation_id,
+            O::Ack(b) => b.conversation_id,
+            O::History(b) => b.conversation_id,
+            O::Commit(b) => b.conversation_id,
+            O::GetGroupInfo(b) => b.conversation_id,
+        }
+    }
+
+    pub async fn apply(self, owner: &mut Owner, caller: &Caller) -> Outcome {
+        use OwnerCommand as O;
+        match self {
+            O::Create(id, b) => cmd::create::apply(owner, caller, id, b.kind, b.members).await,
+            O::AddMembers(b) => {
+                cmd::members::add(owner, caller, b.conversation_id, b.members).await
+            }
+            O::RemoveMembers(b) => {
+                cmd::members::remove(owner, caller, b.conversation_id, b.members).await
+            }
+            O::Send(b) => cmd::send::apply(owner, caller, b.into()).await,
+            O::SendGroup(b) => {
+                let epoch = b.epoch;
+                cmd::commit::send_in_epoch(owner, caller, b.into(), epoch).await
+            }
+            O::SendToDevices(b) => {
+                let (send, payloads) = cmd::send::SendOp::per_device(b);
+                cmd::send::apply_per_device(owner, caller, send, payloads).await
+            }
+            O::Ack(b) => cmd::ack::apply(owner, caller, b.conversation_id, b.seq).await,
+            O::History(b) => {
+                let (id, from, limit) = (b.conversation_id, b.from_seq, b.limit);
+                cmd::history::apply(owner, caller, id, from, limit).await
+            }
+            O::Commit(b) => cmd::commit::apply(owner, caller, *b).await,
+            O::GetGroupInfo(b) => cmd::commit::group_info(owner, caller, b.conversation_id).await,
+        }
+    }
+}
+
+/// A random non-zero conversation id.
+fn fresh_conversation_id() -> ConversationId {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The `Delivery` seam: how a command's effects reach devices. Today it is
+//! the local shard mesh (`impl Delivery for Mesh`), which hands each push to
+//! the shards that hold a connection of a recipient ([`Locations`]); in a
+//! cluster it will also carry pushes between nodes.
+//!
+//! Pushes are pre-encoded frames (`Bytes`), shared by every recipient: a
+//! group message is encoded once and never copied.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::locations::Locations;
+use crate::mesh::{Caller, Control, Mesh};
+use tern_store::{DeviceId, UserId};
+
+/// The encoded push of a fan-out: one frame for all, or one per recipient.
+#[derive(Debug, Clone)]
+pub enum Frames {
+    Shared(Bytes),
+    /// Aligned with `Fanout::recipients`: entry `i` goes to recipient `i`.
+    PerDevice(Arc<[Bytes]>),
+}
+
+/// One push for the listed devices, skipping `except` (the sender's device).
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    pub recipients: Arc<[(UserId, DeviceId)]>,
+    pub except: Option<Caller>,
+    pub frames: Frames,
+}
+
+impl Fanout {
+    /// The same frame to every listed device.
+    pub fn shared(
+        recipients: Arc<[(UserId, DeviceId)]>,
+        except: Option<Caller>,
+        frame: Bytes,
+    ) -> Self {
+        Fanout {
+            recipients,
+            except,
+            frames: Frames::Shared(frame),
+        }
+    }
+
+    /// The frame for recipient `index`.
+    pub fn frame(&self, index: usize) -> Option<&Bytes> {
+        match &self.frames {
+            Frames::Shared(frame) => Some(frame),
+            Frames::PerDevice(frames) => frames.get(index),
+        }
+    }
+
+    /// The distinct users among the recipients (recipients are grouped by
+    /// user, so consecutive repeats are skipped).
+    fn users(&self) -> impl Iterator<Item = &str> {
+        let mut last: Option<&str> = None;
+        self.recipients.iter().filter_map(move |(user, _)| {
+            let new = last != Some(user.as_str());
+            last = Some(user.as_str());
+            new.then_some(user.as_str())
+        })
+    }
+}
+
+/// What a shard's push inbox carries.
+#[derive(Debug)]
+pub enum Push {
+    /// A frame for listed devices.
+    Devices(Fanout),
+    /// A frame for every connected device of each user (a notice).
+    Users { users: Arc<[UserId]>, frame: Bytes },
+}
+
+/// How effects reach devices and the other owners.
+#[async_trait]
+pub trait Delivery: Send + Sync {
+    /// Pushes a frame to the listed devices that are connected.
+    async fn deliver(&self, fanout: Fanout);
+
+    /// Pushes a frame to every connected device of each of `users`.
+    async fn notify(&self, users: Arc<[UserId]>, frame: Bytes);
+
+    /// Closes every connection of a (revoked) device.
+    async fn close_device(&self, user: UserId, device: DeviceId);
+
+    /// Tells every conversation owner that `user`'s devices changed, so
+    /// cached recipient sets that include them are dropped.
+    async fn forget_user(&self, user: UserId);
+
+    /// Hands a link decision to the shard holding the waiting device.
+    async fn link_decision(&self, shard: usize, link_id: u64, approver: UserId, approve: bool);
+}
+
+impl Mesh {
+    fn locations(&self) -> &Locations {
+        &self.locations
+    }
+}
+
+#[async_trait]
+impl Delivery for Mesh {
+    async fn deliver(&self, fanout: Fanout) {
+        let shards = self
+            .locations()
+            .shards_of(fanout.users(), self.all_shards());
+        for shard in shards.iter() {
+            self.push(shard, Push::Devices(fanout.clone())).await;
+        }
+    }
+
+    async fn notify(&self, users: Arc<[UserId]>, frame: Bytes) {
+        let names = users.iter().map(String::as_str);
+        let shards = self.locations().shards_of(names, self.all_shards());
+        for shard in shards.iter() {
+            let push = Push::Users {
+                users: Arc::clone(&users),
+                frame: frame.clone(),
+            };
+            self.push(shard, push).await;
+        }
+    }
+
+    async fn close_device(&self, user: UserId, device: DeviceId) {
+        let shards = self
+            .locations()
+            .shards_of([user.as_str()], self.all_shards());
+        for shard in shards.iter() {
+            let close = Control::CloseDevice {
+                user: user.clone(),
+                device,
+            };
+            self.control(shard, close).await;
+        }
+    }
+
+    async fn forget_user(&self, user: UserId) {
+        self.invalidate_user(&user).await;
+    }
+
+    async fn link_decision(&self, shard: usize, link_id: u64, approver: UserId, approve: bool) {
+        let decision = Control::LinkDecision {
+            link_id,
+            approver,
+            approve,
+        };
+        self.control(shard, decision).await;
+    }
+}
