@@ -16,6 +16,7 @@ use common::{ServerProcess, TestServer, WAIT};
 use tern_client::{Client, ClientOptions, SendOptions};
 use tern_proto::{ConversationKind, Message};
 use tern_server::shard::ServerStats;
+use tern_server::Clock;
 use tokio::time::timeout;
 
 const SHARDS: usize = 2;
@@ -367,9 +368,17 @@ async fn sigterm_exits_cleanly_and_keeps_data() {
 
 // ---------- expiry ----------
 
+/// Expiry on the server's clock, which the test moves (no sleeping): a
+/// message is delivered while it lives, is gone from history the moment its
+/// time passes, never reaches a device that was offline, and is swept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiring_message_is_delivered_then_gone_and_swept() {
-    let server = TestServer::start_with(SHARDS, |c| c.sweep_interval_secs = 1);
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let clock = Clock::manual(start_ms);
+    let server = TestServer::start_with_clock(SHARDS, clock.clone(), |c| c.sweep_interval_secs = 1);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let mut carol = server.register("carol").await;
@@ -381,7 +390,6 @@ async fn expiring_message_is_delivered_then_gone_and_swept() {
     carol.go_offline().await;
 
     let swept_before = ServerStats::get(&server.handle().stats.expired_swept);
-    let sent_at = Instant::now();
     let options = SendOptions {
         expires_in_secs: 1,
         ..SendOptions::default()
@@ -395,9 +403,10 @@ async fn expiring_message_is_delivered_then_gone_and_swept() {
     let m = bob.expect_message().await;
     assert_eq!((m.seq, m.payload.as_ref()), (1, b"self-destructs".as_ref()));
     assert_eq!(m.expires_at_ms, m.server_time_ms + 1_000);
+    let page = alice.history(group, 1, 0).await.unwrap();
+    assert_eq!(page.messages.len(), 1, "alive until its time passes");
 
-    // Time passing is the point here: wait until well past the expiry.
-    tokio::time::sleep(Duration::from_millis(1_500).saturating_sub(sent_at.elapsed())).await;
+    clock.advance(1_000);
     let page = alice.history(group, 1, 0).await.unwrap();
     assert!(
         page.messages.is_empty(),
@@ -417,22 +426,27 @@ async fn expiring_message_is_delivered_then_gone_and_swept() {
         (2, b"stays".as_ref()),
         "carol must not get the expired message"
     );
-    // ...and the expired one never does.
-    carol.expect_no_message(Duration::from_millis(300)).await;
+    // ...and the expired one never does: the next thing she gets is a sentinel.
+    alice.send(group, "sentinel").await.unwrap();
+    let next = carol.expect_message().await;
+    assert_eq!((next.seq, next.payload.as_ref()), (3, b"sentinel".as_ref()));
     let page = carol.history(group, 1, 0).await.unwrap();
     assert_eq!(
         payloads(&page.messages),
-        vec![(2, Bytes::from_static(b"stays"))]
+        vec![
+            (2, Bytes::from_static(b"stays")),
+            (3, Bytes::from_static(b"sentinel"))
+        ]
     );
 
-    // The sweeper (every second) deleted it from the store.
+    // The sweeper (every second) deletes it from the store.
     let deadline = Instant::now() + WAIT;
     while ServerStats::get(&server.handle().stats.expired_swept) <= swept_before {
         assert!(
             Instant::now() < deadline,
             "the sweeper did not delete the expired message in time"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
         ServerStats::get(&server.handle().stats.expired_swept),

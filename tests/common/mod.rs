@@ -24,6 +24,7 @@ use tern_proto::Message;
 
 use tern_server::{start, start_with, Clock, ServerConfig, ServerHandle, Services};
 use tern_store::Store;
+use tern_store_fjall::FjallStore;
 
 /// Longest a test waits for something that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -67,6 +68,24 @@ impl TestServer {
         let services = Services {
             store,
             clock: Clock::system(),
+        };
+        let handle = start_with(config.clone(), services).expect("server starts");
+        Self::running(handle, config, data)
+    }
+
+    /// A server on the embedded store whose clock the test moves.
+    pub fn start_with_clock(
+        shards: usize,
+        clock: Clock,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(data.path(), shards);
+        adjust(&mut config);
+        let store = FjallStore::open(&data.path().join("store")).expect("store opens");
+        let services = Services {
+            store: Arc::new(store),
+            clock,
         };
         let handle = start_with(config.clone(), services).expect("server starts");
         Self::running(handle, config, data)

@@ -149,3 +149,37 @@ impl Delivery for Mesh {
         self.control(shard, decision).await;
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn bob_fanout() -> Fanout {
+        let recipients: Arc<[(UserId, DeviceId)]> =
+            vec![("bob".to_owned(), 1), ("bob".to_owned(), 2)].into();
+        Fanout::shared(recipients, None, Bytes::from_static(b"frame"))
+    }
+
+    /// A push reaches only the shards holding a recipient, once each.
+    #[tokio::test]
+    async fn pushes_go_only_to_shards_holding_a_recipient() {
+        let (mesh, mut inboxes) = Mesh::new(4);
+        mesh.locations.arrive("bob", 2);
+        mesh.deliver(bob_fanout()).await;
+        let users: Arc<[UserId]> = vec!["bob".to_owned(), "carol".to_owned()].into();
+        mesh.notify(users, Bytes::from_static(b"notice")).await;
+        let waiting: Vec<usize> = inboxes.iter().map(|i| i.push.len()).collect();
+        assert_eq!(waiting, vec![0, 0, 2, 0]);
+        let got = inboxes[2].push.try_recv().unwrap();
+        assert!(matches!(got, Push::Devices(f) if f.recipients.len() == 2));
+
+        mesh.locations.leave("bob", 2);
+        mesh.deliver(bob_fanout()).await;
+        assert!(
+            inboxes.iter().all(|i| i.push.len() <= 1),
+            "nobody holds bob now"
+        );
+        assert_eq!(inboxes[2].push.len(), 1, "only the earlier notice is left");
+    }
+}
