@@ -153,6 +153,16 @@ impl OwnerCommand {
         }
     }
 
+    /// True for commands whose only write is a staged append (the sends):
+    /// the driver writes staged appends before applying any other command,
+    /// so that a command's own writes never overtake them.
+    pub fn only_stages(&self) -> bool {
+        matches!(
+            self,
+            OwnerCommand::Send(_) | OwnerCommand::SendGroup(_) | OwnerCommand::SendToDevices(_)
+        )
+    }
+
     pub async fn apply(self, owner: &mut Owner, caller: &Caller) -> Outcome {
         use OwnerCommand as O;
         match self {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::delivery::{Delivery, Fanout};
 use crate::mesh::{Reject, Reply};
-use tern_store::{DeviceId, Store, UserId};
+use tern_store::{DeviceId, Store, StoredMessage, UserId};
 
 /// Whether a reply (and its effects) must wait for the store to be durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +49,9 @@ pub struct Outcome {
     pub reply: Reply,
     pub durability: Durability,
     pub effects: Vec<Effect>,
+    /// A message the owner's driver appends for the command, together with
+    /// the rest of its batch in one store write, before it persists.
+    pub append: Option<StoredMessage>,
 }
 
 impl Outcome {
@@ -58,6 +61,7 @@ impl Outcome {
             reply,
             durability: Durability::Volatile,
             effects: Vec::new(),
+            append: None,
         }
     }
 
@@ -67,6 +71,7 @@ impl Outcome {
             reply,
             durability: Durability::Durable,
             effects: Vec::new(),
+            append: None,
         }
     }
 

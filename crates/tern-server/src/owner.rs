@@ -14,22 +14,58 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cmd;
 use crate::effects::{self, Effect, Outcome};
 use crate::mesh::{encode_reply, Caller, OwnerRequest, Reject};
 use crate::shard::{ServerStats, ShardCtx};
 use tern_proto::fb::ErrorCode;
-use tern_store::{ConversationId, ConversationRecord, DeviceId, MembersError, UserId};
+use tern_store::{
+    ConversationId, ConversationRecord, DeviceId, MembersError, StoredMessage, UserId,
+};
 
 /// Most requests taken into one batch.
 const MAX_BATCH: usize = 512;
 /// Conversations cached per owner before the cache is reset.
 const MAX_CACHED: usize = 200_000;
 
+/// Client message ids remembered per conversation for the idempotency check.
+const RECENT_IDS: usize = 256;
+
 /// What the owner knows about one conversation.
 pub struct ConvState {
     pub record: ConversationRecord,
     /// Every device of every member, shared by all fan-outs of this conversation.
     pub recipients: Arc<[(UserId, DeviceId)]>,
+    /// The last [`RECENT_IDS`] messages sequenced here since the conversation
+    /// was cached: a retried send is answered from this index without
+    /// taking a seq (the store still checks every append).
+    pub recent: RecentIds,
+}
+
+/// `(sender user, sender device, client message id)` → the stored message's
+/// `(seq, server_time_ms)`, oldest evicted first.
+#[derive(Default)]
+pub struct RecentIds {
+    by_key: HashMap<(UserId, DeviceId, u64), (u64, u64)>,
+    order: std::collections::VecDeque<(UserId, DeviceId, u64)>,
+}
+
+impl RecentIds {
+    pub fn get(&self, user: &str, device: DeviceId, cmid: u64) -> Option<(u64, u64)> {
+        self.by_key.get(&(user.to_owned(), device, cmid)).copied()
+    }
+
+    pub fn insert(&mut self, user: &str, device: DeviceId, cmid: u64, seq: u64, time_ms: u64) {
+        let key = (user.to_owned(), device, cmid);
+        if self.by_key.insert(key.clone(), (seq, time_ms)).is_none() {
+            self.order.push_back(key);
+        }
+        if self.order.len() > RECENT_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_key.remove(&old);
+            }
+        }
+    }
 }
 
 impl ConvState {
@@ -117,8 +153,18 @@ impl Owner {
         if self.convs.len() >= MAX_CACHED {
             self.convs.clear();
         }
-        self.convs
-            .insert(record.id, ConvState { record, recipients });
+        // A changed record (members, head) keeps the ids seen so far.
+        let recent = self
+            .convs
+            .remove(&record.id)
+            .map(|old| old.recent)
+            .unwrap_or_default();
+        let state = ConvState {
+            record,
+            recipients,
+            recent,
+        };
+        self.convs.insert(state.record.id, state);
         Ok(())
     }
 
@@ -170,10 +216,10 @@ struct Pending {
     outcome: Outcome,
 }
 
-/// Applies a batch, persists it once, then answers and performs effects in
-/// order (see [`crate::effects`]).
+/// Applies a batch, writes its staged appends in one store write, persists
+/// once, then answers and performs effects in order (see [`crate::effects`]).
 async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRequest>) {
-    let mut pending = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     for request in requests {
         match request {
             OwnerRequest::Command {
@@ -182,6 +228,9 @@ async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRe
                 command,
                 reply,
             } => {
+                if !command.only_stages() {
+                    write_staged(owner, &mut pending).await;
+                }
                 let outcome = command.apply(owner, &caller).await;
                 pending.push(Pending {
                     request_id,
@@ -192,6 +241,7 @@ async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRe
             OwnerRequest::ForgetUser(user) => owner.forget_user(&user),
         }
     }
+    write_staged(owner, &mut pending).await;
     let store = owner.ctx.store.clone();
     if !effects::settle(store.as_ref(), pending.iter_mut().map(|p| &mut p.outcome)).await {
         owner.forget_all();
@@ -205,5 +255,59 @@ async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRe
             .filter(|e| matches!(e, Effect::Deliver(_)));
         ServerStats::add(&owner.ctx.stats.messages_stored, stored.count() as u64);
         effects::perform(owner.ctx.delivery.as_ref(), p.outcome.effects).await;
+    }
+}
+
+/// Appends every staged message of `pending` in one store write and
+/// settles each staged outcome with its result.
+async fn write_staged(owner: &mut Owner, pending: &mut [Pending]) {
+    let mut staged: Vec<(&mut Outcome, StoredMessage)> = pending
+        .iter_mut()
+        .filter_map(|p| {
+            let msg = p.outcome.append.take()?;
+            Some((&mut p.outcome, msg))
+        })
+        .collect();
+    if staged.is_empty() {
+        return;
+    }
+    let msgs: Vec<StoredMessage> = staged.iter().map(|(_, m)| m.clone()).collect();
+    let store = owner.ctx.store.clone();
+    match store.append_messages(&msgs).await {
+        Ok(results) => {
+            let stats = owner.ctx.stats.clone();
+            for ((outcome, msg), result) in staged.iter_mut().zip(results) {
+                if cmd::send::resolve_append(outcome, result, &stats) {
+                    owner.forget(msg.conversation_id);
+                }
+            }
+        }
+        Err(error) => {
+            for (outcome, _) in staged.iter_mut() {
+                outcome.reply = Err(Reject::store(error.clone()));
+                outcome.effects.clear();
+            }
+            owner.forget_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_answer_retries_and_forget_the_oldest() {
+        let mut recent = RecentIds::default();
+        recent.insert("alice", 1, 7, 1, 100);
+        assert_eq!(recent.get("alice", 1, 7), Some((1, 100)));
+        assert_eq!(recent.get("alice", 2, 7), None, "keyed by device too");
+        for cmid in 1000..1000 + RECENT_IDS as u64 {
+            recent.insert("bob", 1, cmid, cmid, 0);
+        }
+        assert_eq!(recent.get("alice", 1, 7), None, "the oldest is evicted");
+        assert!(recent.get("bob", 1, 1000).is_some());
+        assert_eq!(recent.order.len(), RECENT_IDS);
+        assert_eq!(recent.by_key.len(), RECENT_IDS);
     }
 }

@@ -74,6 +74,7 @@ async fn accept(
         reply: Ok(reply),
         durability: Durability::Durable,
         effects: fanouts.into_iter().map(Effect::Deliver).collect(),
+        append: None,
     })
 }
 

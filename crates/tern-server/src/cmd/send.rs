@@ -175,10 +175,10 @@ async fn store_and_fan_out(
     op: SendOp,
     route: Route,
 ) -> Result<Outcome, Reject> {
-    let (msg, duplicate) = append(owner, caller, op).await?;
-    if duplicate {
-        return Ok(Outcome::durable(Ok(ack(&msg, true))));
-    }
+    let msg = match append(owner, caller, op).await? {
+        Staged::New(msg) => msg,
+        Staged::Duplicate(answer) => return Ok(Outcome::durable(Ok(answer))),
+    };
     let fanout = match route {
         Route::Shared => {
             let state = owner.conversation(msg.conversation_id).await?;
@@ -210,21 +210,32 @@ async fn store_and_fan_out(
         reply: Ok(ack(&msg, false)),
         durability: Durability::Durable,
         effects: vec![Effect::Deliver(fanout)],
+        append: Some(msg),
     })
 }
 
-/// Appends the next seq; returns the stored message and whether it was a duplicate.
-pub async fn append(
-    owner: &mut Owner,
-    caller: &Caller,
-    op: SendOp,
-) -> Result<(StoredMessage, bool), Reject> {
+/// What [`append`] made of a send.
+pub enum Staged {
+    /// The next message, for the driver to append with its batch.
+    New(StoredMessage),
+    /// A retry of a message sequenced here recently: its ack.
+    Duplicate(Body),
+}
+
+/// Assigns the next seq and stages the message (the owner's driver appends
+/// the whole batch in one store write); a retry of a message sequenced here
+/// recently is answered from the conversation's index of recent ids.
+pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<Staged, Reject> {
     let ttl_ms = expiry_ms(owner, op.expires_in_secs);
-    let store = owner.ctx.store.clone();
     let stats = owner.ctx.stats.clone();
     let now = owner.ctx.clock.now_ms();
     let state = owner.conversation(op.id).await?;
     state.require_member(caller)?;
+    let (user, device, cmid) = (&caller.user, caller.device, op.client_message_id);
+    if let Some((seq, time)) = state.recent.get(user, device, cmid) {
+        ServerStats::add(&stats.duplicates, 1);
+        return Ok(Staged::Duplicate(ack_of(op.id, seq, time, true)));
+    }
     let msg = StoredMessage {
         conversation_id: op.id,
         seq: state.record.head_seq + 1,
@@ -236,22 +247,31 @@ pub async fn append(
         flags: op.flags,
         payload: op.payload,
     };
-    match store.append_message(&msg).await {
-        Ok(AppendOutcome::Appended) => {
-            state.record.head_seq = msg.seq;
-            Ok((msg, false))
-        }
+    state.record.head_seq = msg.seq;
+    state.recent.insert(user, device, cmid, msg.seq, now);
+    Ok(Staged::New(msg))
+}
+
+/// Settles a staged send with what the store made of it. Returns true if
+/// the owner's cached state of the conversation is now wrong (the message
+/// was not written at the seq it took) and must be reloaded.
+pub fn resolve_append(
+    outcome: &mut Outcome,
+    result: Result<AppendOutcome, AppendError>,
+    stats: &ServerStats,
+) -> bool {
+    let reply = match result {
+        Ok(AppendOutcome::Appended) => return false,
         Ok(AppendOutcome::Duplicate(stored)) => {
+            // A retry older than the index: answered from the store.
             ServerStats::add(&stats.duplicates, 1);
-            Ok((stored, true))
+            Ok(ack(&stored, true))
         }
-        Err(e) => {
-            if let AppendError::SeqConflict { head, .. } = e {
-                state.record.head_seq = head;
-            }
-            Err(append_reject(e))
-        }
-    }
+        Err(e) => Err(append_reject(e)),
+    };
+    outcome.reply = reply;
+    outcome.effects.clear();
+    true
 }
 
 /// The refusal a failed append (or accepted Commit) answers with.
@@ -280,10 +300,14 @@ pub fn expiry_ms(owner: &Owner, expires_in_secs: u32) -> u64 {
 }
 
 fn ack(msg: &StoredMessage, duplicate: bool) -> Body {
+    ack_of(msg.conversation_id, msg.seq, msg.server_time_ms, duplicate)
+}
+
+fn ack_of(conversation_id: ConversationId, seq: u64, server_time_ms: u64, duplicate: bool) -> Body {
     Body::SendAck(messaging::SendAck {
-        conversation_id: msg.conversation_id,
-        seq: msg.seq,
-        server_time_ms: msg.server_time_ms,
+        conversation_id,
+        seq,
+        server_time_ms,
         duplicate,
     })
 }
