@@ -80,7 +80,7 @@ fn two_terminal_chat_walkthrough() {
     let history = ok(tern(&["history", "--state", &bob, &conv]));
     assert_eq!(history.lines().count(), 2);
     let listing = ok(tern(&["conversations", "--state", &bob]));
-    assert!(listing.contains("head 2\tread up to 2"), "{listing}");
+    assert!(listing.contains("head 2\tdelivered up to 2"), "{listing}");
     let bad = tern(&["send", "--state", &bob, "12345", "to nowhere"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not one of yours"));

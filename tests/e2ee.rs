@@ -280,10 +280,21 @@ async fn racing_commits_one_wins_and_the_other_recovers() {
         next_text(&carol.client).await,
         ("bob".into(), "without dave".into())
     );
-    if let Ok(Some(SecureEvent::Message(m))) =
-        tokio::time::timeout(Duration::from_millis(300), dave.client.next_event()).await
-    {
-        panic!("dave still receives {m:?}");
+    // dave gets nothing more from the group: once alice and carol have the
+    // message, a sentinel alice sends him directly is the next thing he hears
+    // (a group message, even one he could not decrypt, would come first).
+    let direct = alice.client.direct("dave").await.unwrap();
+    alice
+        .client
+        .send_text(direct, "sentinel for dave")
+        .await
+        .unwrap();
+    match next(&dave.client).await {
+        SecureEvent::Message(m) => assert_eq!(
+            (m.conversation_id, m.sender_user.as_str(), m.content),
+            (direct, "alice", Content::text("sentinel for dave"))
+        ),
+        other => panic!("dave still hears from the group: {other:?}"),
     }
 }
 

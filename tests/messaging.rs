@@ -5,12 +5,26 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{TestServer, WAIT};
+use common::{next_push, TestServer, WAIT};
 use tern_client::SendOptions;
 use tern_proto::fb::ErrorCode;
-use tern_proto::ConversationKind;
+use tern_proto::{Body, ConversationKind, Message};
+
+/// Asserts a push is the `Deliver` of `seq` from `sender` with `payload`.
+#[track_caller]
+fn assert_deliver(body: Body, seq: u64, sender: &str, payload: &[u8]) -> Message {
+    match body {
+        Body::Deliver(m) => {
+            assert_eq!(
+                (m.seq, m.sender_user.as_str(), &m.payload[..]),
+                (seq, sender, payload),
+                "{m:?}"
+            );
+            m
+        }
+        other => panic!("expected the Deliver of seq {seq} from {sender}, got {other:?}"),
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_one_message_is_delivered_in_real_time() {
@@ -23,6 +37,10 @@ async fn one_to_one_message_is_delivered_in_real_time() {
         .unwrap();
     assert!(conv.created);
     assert_eq!(conv.members, vec!["alice".to_owned(), "bob".to_owned()]);
+    // A second, raw connection of alice's device sees every frame the server
+    // pushes to that device (the SDK drops its own messages before a test
+    // could see them).
+    let mut alice_raw = server.raw_connection_of(&alice).await;
 
     let receipt = alice.send(conv.id, &b"ciphertext-1"[..]).await.unwrap();
     assert_eq!((receipt.seq, receipt.duplicate), (1, false));
@@ -37,8 +55,25 @@ async fn one_to_one_message_is_delivered_in_real_time() {
     let reply = bob.send(conv.id, &b"ciphertext-2"[..]).await.unwrap();
     assert_eq!(reply.seq, 2);
     assert_eq!(alice.expect_message().await.seq, 2);
-    // The sender's own device does not get its message pushed back.
-    alice.expect_no_message(Duration::from_millis(200)).await;
+    // The sender's own device does not get its message pushed back: the
+    // first push to alice's device is bob's reply, which the server
+    // sequenced after her seq 1 in the same conversation (pushes keep seq
+    // order), so an echo of seq 1 would have come before it.
+    assert_deliver(
+        next_push(&mut alice_raw).await.body,
+        2,
+        "bob",
+        b"ciphertext-2",
+    );
+    // Once more with a sentinel sent after alice's next message.
+    assert_eq!(
+        alice.send(conv.id, &b"ciphertext-3"[..]).await.unwrap().seq,
+        3
+    );
+    let sentinel = bob.send_sentinel(conv.id).await;
+    assert_deliver(next_push(&mut alice_raw).await.body, 4, "bob", &sentinel);
+    // The SDK fills the gap at seq 3 from history and skips it as her own.
+    assert_eq!(alice.expect_next_is(conv.id, &sentinel).await.seq, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,13 +157,19 @@ async fn group_fans_out_to_every_member_and_follows_membership() {
     // The new member sees the new message (history fills seq 1 first).
     assert_eq!(late.expect_message().await.seq, 1);
     assert_eq!(late.expect_message().await.seq, 2);
-    // Removed members got nothing more, and cannot send or read any more.
-    clients[4]
-        .expect_no_message(Duration::from_millis(200))
-        .await;
-    clients[3]
-        .expect_no_message(Duration::from_millis(50))
-        .await;
+    // Removed members got nothing more: seq 2 reached the members above, and
+    // only then a sentinel goes to each removed member in a direct
+    // conversation; it must be the next thing they receive.
+    for removed in [3, 4] {
+        let name = names[removed];
+        let direct = clients[0]
+            .create_conversation(ConversationKind::Direct, &[name])
+            .await
+            .unwrap();
+        let sentinel = clients[0].send_sentinel(direct.id).await;
+        clients[removed].expect_next_is(direct.id, &sentinel).await;
+    }
+    // And they cannot send or read any more.
     let refused = clients[4]
         .send(group.id, &b"still here?"[..])
         .await
@@ -212,7 +253,8 @@ async fn offline_recipient_syncs_everything_in_order_once() {
     // A live message after the catch-up arrives once, not duplicated by sync.
     alice.send(conv.id, &b"m31"[..]).await.unwrap();
     assert_eq!(bob.expect_message().await.seq, 31);
-    bob.expect_no_message(Duration::from_millis(200)).await;
+    let sentinel = alice.send_sentinel(conv.id).await;
+    assert_eq!(bob.expect_next_is(conv.id, &sentinel).await.seq, 32);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

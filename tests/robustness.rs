@@ -12,8 +12,8 @@ use bytes::Bytes;
 use common::{TestClient, TestServer, WAIT};
 use ed25519_dalek::SigningKey;
 use flatbuffers::FlatBufferBuilder;
+use tern_client::connection::RawConnection;
 use tern_client::identity::Identity;
-use tern_client::link::Link;
 use tern_proto::body::{auth, conversations, messaging, sync};
 use tern_proto::fb::{self, ErrorCode};
 use tern_proto::{close, Body, ConversationKind, Frame};
@@ -29,19 +29,19 @@ fn fresh_key() -> SigningKey {
     SigningKey::generate(&mut rand::rngs::OsRng)
 }
 
-/// The next frame on a raw link, failing the test after [`WAIT`].
-async fn next_frame(link: &mut Link) -> Frame {
-    timeout(WAIT, link.receiver.next())
+/// The next frame on a raw connection, failing the test after [`WAIT`].
+async fn next_frame(conn: &mut RawConnection) -> Frame {
+    timeout(WAIT, conn.receiver.next())
         .await
         .expect("a frame arrives in time")
         .expect("reading the frame succeeds")
         .expect("the stream is still open")
 }
 
-/// Sends a request and returns the answer (no pushes are expected on raw links).
-async fn call(link: &mut Link, frame: &Frame) -> Frame {
-    link.sender.frame(frame).await.expect("write");
-    next_frame(link).await
+/// Sends a request and returns the answer (no pushes are expected on raw connections).
+async fn call(conn: &mut RawConnection, frame: &Frame) -> Frame {
+    conn.sender.frame(frame).await.expect("write");
+    next_frame(conn).await
 }
 
 #[track_caller]
@@ -59,8 +59,8 @@ fn assert_error(frame: &Frame, request_id: u64, code: ErrorCode) {
 }
 
 /// Waits for the server to close the connection and checks the application close code.
-async fn expect_close(link: &Link, code: u32) {
-    let err = timeout(WAIT, link.connection.closed())
+async fn expect_close(conn: &RawConnection, code: u32) {
+    let err = timeout(WAIT, conn.connection.closed())
         .await
         .expect("the connection is closed in time");
     match err {
@@ -81,18 +81,18 @@ async fn expect_close(link: &Link, code: u32) {
 
 /// Reads frames until the server's last error frame (request id 0) with
 /// `code`, then expects the close with `close_code`.
-async fn expect_error_then_close(link: &mut Link, code: ErrorCode, close_code: u32) {
-    let last = next_frame(link).await;
+async fn expect_error_then_close(conn: &mut RawConnection, code: ErrorCode, close_code: u32) {
+    let last = next_frame(conn).await;
     assert_error(&last, 0, code);
-    expect_close(link, close_code).await;
+    expect_close(conn, close_code).await;
 }
 
-/// A raw link registered as a new account, with its key.
-async fn registered_link(server: &TestServer, user: &str) -> (Link, SigningKey) {
-    let mut link = server.raw_link().await;
+/// A raw connection registered as a new account, with its key.
+async fn registered_connection(server: &TestServer, user: &str) -> (RawConnection, SigningKey) {
+    let mut conn = server.raw_connection().await;
     let key = fresh_key();
-    let frame = link.register_frame(1, user, "raw", &key).unwrap();
-    let reply = call(&mut link, &frame).await;
+    let frame = conn.register_frame(1, user, "raw", &key).unwrap();
+    let reply = call(&mut conn, &frame).await;
     assert!(
         matches!(
             reply.body,
@@ -100,7 +100,7 @@ async fn registered_link(server: &TestServer, user: &str) -> (Link, SigningKey) 
         ),
         "register {user}: {reply:?}"
     );
-    (link, key)
+    (conn, key)
 }
 
 /// A request that any authenticated connection answers with a SyncResult.
@@ -165,8 +165,8 @@ impl Bystanders {
 async fn requests_before_auth_are_not_authenticated() {
     let server = TestServer::start(SHARDS);
     let alice = server.register("alice").await;
-    let mut link = server.raw_link().await;
-    let reply = call(&mut link, &sync_request(11)).await;
+    let mut conn = server.raw_connection().await;
+    let reply = call(&mut conn, &sync_request(11)).await;
     assert_error(&reply, 11, ErrorCode::NotAuthenticated);
     let send = Frame::new(
         12,
@@ -178,14 +178,14 @@ async fn requests_before_auth_are_not_authenticated() {
             payload: Bytes::from_static(b"x"),
         }),
     );
-    let reply = call(&mut link, &send).await;
+    let reply = call(&mut conn, &send).await;
     assert_error(&reply, 12, ErrorCode::NotAuthenticated);
     // Two refusals do not close the connection: it can still authenticate.
     let identity = Identity::load(alice.state.path()).unwrap();
-    let auth = link
+    let auth = conn
         .authenticate_frame(13, "alice", identity.device, &identity.key)
         .unwrap();
-    let reply = call(&mut link, &auth).await;
+    let reply = call(&mut conn, &auth).await;
     assert!(matches!(reply.body, Body::Authenticated(_)), "{reply:?}");
     assert_eq!(reply.request_id, 13);
 }
@@ -193,21 +193,21 @@ async fn requests_before_auth_are_not_authenticated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_proof_replayed_on_another_connection_fails() {
     let server = TestServer::start(SHARDS);
-    let link_a = server.raw_link().await;
-    let mut link_b = server.raw_link().await;
+    let conn_a = server.raw_connection().await;
+    let mut conn_b = server.raw_connection().await;
     assert_ne!(
-        link_a.exporter().unwrap(),
-        link_b.exporter().unwrap(),
+        conn_a.exporter().unwrap(),
+        conn_b.exporter().unwrap(),
         "exporters differ per connection"
     );
     let key = fresh_key();
-    // A valid proof, but bound to link A's exporter, sent on link B.
-    let stolen = link_a.register_frame(5, "mallory", "phone", &key).unwrap();
-    let reply = call(&mut link_b, &stolen).await;
+    // A valid proof, but bound to connection A's exporter, sent on connection B.
+    let stolen = conn_a.register_frame(5, "mallory", "phone", &key).unwrap();
+    let reply = call(&mut conn_b, &stolen).await;
     assert_error(&reply, 5, ErrorCode::AuthFailed);
     // The handle was not taken by the refused attempt: a proper proof on B works.
-    let proper = link_b.register_frame(6, "mallory", "phone", &key).unwrap();
-    let reply = call(&mut link_b, &proper).await;
+    let proper = conn_b.register_frame(6, "mallory", "phone", &key).unwrap();
+    let reply = call(&mut conn_b, &proper).await;
     assert!(
         matches!(
             reply.body,
@@ -224,44 +224,44 @@ async fn authenticate_with_wrong_key_or_unknown_user_or_device_fails() {
     let identity = Identity::load(alice.state.path()).unwrap();
     assert_eq!(identity.device, 1);
 
-    let mut link = server.raw_link().await;
-    let wrong_key = link
+    let mut conn = server.raw_connection().await;
+    let wrong_key = conn
         .authenticate_frame(1, "alice", 1, &fresh_key())
         .unwrap();
-    assert_error(&call(&mut link, &wrong_key).await, 1, ErrorCode::AuthFailed);
-    let unknown_user = link
+    assert_error(&call(&mut conn, &wrong_key).await, 1, ErrorCode::AuthFailed);
+    let unknown_user = conn
         .authenticate_frame(2, "nobody", 1, &identity.key)
         .unwrap();
     assert_error(
-        &call(&mut link, &unknown_user).await,
+        &call(&mut conn, &unknown_user).await,
         2,
         ErrorCode::AuthFailed,
     );
     // Two failures are tolerated: the right proof still authenticates.
-    let good = link
+    let good = conn
         .authenticate_frame(3, "alice", 1, &identity.key)
         .unwrap();
-    let reply = call(&mut link, &good).await;
+    let reply = call(&mut conn, &good).await;
     assert!(
         matches!(&reply.body, Body::Authenticated(auth::Authenticated { user, device: 1, .. }) if user == "alice"),
         "{reply:?}"
     );
     assert_eq!(reply.request_id, 3);
 
-    let mut link2 = server.raw_link().await;
-    let unknown_device = link2
+    let mut conn2 = server.raw_connection().await;
+    let unknown_device = conn2
         .authenticate_frame(4, "alice", 2, &identity.key)
         .unwrap();
     assert_error(
-        &call(&mut link2, &unknown_device).await,
+        &call(&mut conn2, &unknown_device).await,
         4,
         ErrorCode::AuthFailed,
     );
-    let device_zero = link2
+    let device_zero = conn2
         .authenticate_frame(5, "alice", 0, &identity.key)
         .unwrap();
     assert_error(
-        &call(&mut link2, &device_zero).await,
+        &call(&mut conn2, &device_zero).await,
         5,
         ErrorCode::AuthFailed,
     );
@@ -271,32 +271,32 @@ async fn authenticate_with_wrong_key_or_unknown_user_or_device_fails() {
 async fn register_taken_or_invalid_handle_is_refused() {
     let server = TestServer::start(SHARDS);
     let _alice = server.register("alice").await;
-    let mut link = server.raw_link().await;
-    let taken = link
+    let mut conn = server.raw_connection().await;
+    let taken = conn
         .register_frame(1, "alice", "phone", &fresh_key())
         .unwrap();
-    assert_error(&call(&mut link, &taken).await, 1, ErrorCode::UserExists);
-    let invalid = link
+    assert_error(&call(&mut conn, &taken).await, 1, ErrorCode::UserExists);
+    let invalid = conn
         .register_frame(2, "Bad Name", "phone", &fresh_key())
         .unwrap();
     assert_error(
-        &call(&mut link, &invalid).await,
+        &call(&mut conn, &invalid).await,
         2,
         ErrorCode::InvalidArgument,
     );
-    let too_long = link
+    let too_long = conn
         .register_frame(3, &"a".repeat(33), "phone", &fresh_key())
         .unwrap();
     assert_error(
-        &call(&mut link, &too_long).await,
+        &call(&mut conn, &too_long).await,
         3,
         ErrorCode::InvalidArgument,
     );
-    // The same link may still register a free handle.
-    let ok = link
+    // The same connection may still register a free handle.
+    let ok = conn
         .register_frame(4, "bob", "phone", &fresh_key())
         .unwrap();
-    let reply = call(&mut link, &ok).await;
+    let reply = call(&mut conn, &ok).await;
     assert!(
         matches!(&reply.body, Body::Registered(auth::Registered { user, .. }) if user == "bob"),
         "{reply:?}"
@@ -306,23 +306,23 @@ async fn register_taken_or_invalid_handle_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_authentication_is_already_authenticated() {
     let server = TestServer::start(SHARDS);
-    let (mut link, key) = registered_link(&server, "alice").await;
-    let again = link.authenticate_frame(2, "alice", 1, &key).unwrap();
+    let (mut conn, key) = registered_connection(&server, "alice").await;
+    let again = conn.authenticate_frame(2, "alice", 1, &key).unwrap();
     assert_error(
-        &call(&mut link, &again).await,
+        &call(&mut conn, &again).await,
         2,
         ErrorCode::AlreadyAuthenticated,
     );
-    let register = link
+    let register = conn
         .register_frame(3, "alice2", "phone", &fresh_key())
         .unwrap();
     assert_error(
-        &call(&mut link, &register).await,
+        &call(&mut conn, &register).await,
         3,
         ErrorCode::AlreadyAuthenticated,
     );
     // The connection is still authenticated as before.
-    let reply = call(&mut link, &sync_request(4)).await;
+    let reply = call(&mut conn, &sync_request(4)).await;
     assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
 }
 
@@ -330,14 +330,14 @@ async fn second_authentication_is_already_authenticated() {
 async fn three_failed_authentications_close_the_connection() {
     let server = TestServer::start(SHARDS);
     let mut pair = Bystanders::new(&server).await;
-    let mut link = server.raw_link().await;
+    let mut conn = server.raw_connection().await;
     for id in 1..=3 {
-        let attempt = link
+        let attempt = conn
             .authenticate_frame(id, "bystander-a", 1, &fresh_key())
             .unwrap();
-        assert_error(&call(&mut link, &attempt).await, id, ErrorCode::AuthFailed);
+        assert_error(&call(&mut conn, &attempt).await, id, ErrorCode::AuthFailed);
     }
-    expect_error_then_close(&mut link, ErrorCode::AuthFailed, close::AUTH_FAILED).await;
+    expect_error_then_close(&mut conn, ErrorCode::AuthFailed, close::AUTH_FAILED).await;
     pair.check().await;
 }
 
@@ -346,10 +346,10 @@ async fn unauthenticated_connections_time_out() {
     let server = TestServer::start_with(SHARDS, |c| c.auth_timeout_secs = 1);
     let mut pair = Bystanders::new(&server).await;
     let start = Instant::now();
-    // One link never sends a byte (no control stream reaches the server),
+    // One connection never sends a byte (no control stream reaches the server),
     // the other opens the stream with a refused request and then stays silent.
-    let silent = server.raw_link().await;
-    let mut talked = server.raw_link().await;
+    let silent = server.raw_connection().await;
+    let mut talked = server.raw_connection().await;
     assert_error(
         &call(&mut talked, &sync_request(1)).await,
         1,
@@ -375,30 +375,30 @@ async fn oversized_frame_is_refused_and_closed() {
     let server = TestServer::start(SHARDS);
     let mut pair = Bystanders::new(&server).await;
     // Before authentication...
-    let mut link = server.raw_link().await;
-    link.sender
+    let mut conn = server.raw_connection().await;
+    conn.sender
         .raw(&(MAX_FRAME + 1).to_le_bytes())
         .await
         .unwrap();
-    expect_error_then_close(&mut link, ErrorCode::FrameTooLarge, close::FRAME_TOO_LARGE).await;
+    expect_error_then_close(&mut conn, ErrorCode::FrameTooLarge, close::FRAME_TOO_LARGE).await;
     pair.check().await;
     // ...and after it; the length alone is enough, no body is sent.
-    let (mut link, _) = registered_link(&server, "mallory").await;
-    link.sender.raw(&u32::MAX.to_le_bytes()).await.unwrap();
-    expect_error_then_close(&mut link, ErrorCode::FrameTooLarge, close::FRAME_TOO_LARGE).await;
+    let (mut conn, _) = registered_connection(&server, "mallory").await;
+    conn.sender.raw(&u32::MAX.to_le_bytes()).await.unwrap();
+    expect_error_then_close(&mut conn, ErrorCode::FrameTooLarge, close::FRAME_TOO_LARGE).await;
     pair.check().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frame_of_exactly_the_cap_is_not_too_large() {
     let server = TestServer::start(SHARDS);
-    let (mut link, _) = registered_link(&server, "mallory").await;
+    let (mut conn, _) = registered_connection(&server, "mallory").await;
     // A frame of exactly 256 KiB passes the length check (its content is garbage).
     let mut wire = MAX_FRAME.to_le_bytes().to_vec();
     wire.resize(4 + MAX_FRAME as usize, 0xAB);
-    link.sender.raw(&wire).await.unwrap();
-    assert_error(&next_frame(&mut link).await, 0, ErrorCode::Malformed);
-    let reply = call(&mut link, &sync_request(2)).await;
+    conn.sender.raw(&wire).await.unwrap();
+    assert_error(&next_frame(&mut conn).await, 0, ErrorCode::Malformed);
+    let reply = call(&mut conn, &sync_request(2)).await;
     assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
 }
 
@@ -406,9 +406,9 @@ async fn frame_of_exactly_the_cap_is_not_too_large() {
 async fn zero_length_frame_is_a_protocol_violation() {
     let server = TestServer::start(SHARDS);
     let mut pair = Bystanders::new(&server).await;
-    let (mut link, _) = registered_link(&server, "mallory").await;
-    link.sender.raw(&[0, 0, 0, 0]).await.unwrap();
-    expect_error_then_close(&mut link, ErrorCode::Malformed, close::PROTOCOL_VIOLATION).await;
+    let (mut conn, _) = registered_connection(&server, "mallory").await;
+    conn.sender.raw(&[0, 0, 0, 0]).await.unwrap();
+    expect_error_then_close(&mut conn, ErrorCode::Malformed, close::PROTOCOL_VIOLATION).await;
     pair.check().await;
 }
 
@@ -417,29 +417,29 @@ async fn garbage_frame_is_malformed_and_the_connection_stays_usable() {
     let server = TestServer::start(SHARDS);
     let mut pair = Bystanders::new(&server).await;
     // Before authentication: garbage does not count as a failed attempt.
-    let mut link = server.raw_link().await;
+    let mut conn = server.raw_connection().await;
     for _ in 0..3 {
-        link.sender.raw(&prefixed(&[0xAB; 32])).await.unwrap();
-        assert_error(&next_frame(&mut link).await, 0, ErrorCode::Malformed);
+        conn.sender.raw(&prefixed(&[0xAB; 32])).await.unwrap();
+        assert_error(&next_frame(&mut conn).await, 0, ErrorCode::Malformed);
     }
     let key = fresh_key();
-    let register = link.register_frame(1, "mallory", "raw", &key).unwrap();
-    let reply = call(&mut link, &register).await;
+    let register = conn.register_frame(1, "mallory", "raw", &key).unwrap();
+    let reply = call(&mut conn, &register).await;
     assert!(matches!(reply.body, Body::Registered(_)), "{reply:?}");
     pair.check().await;
     // After authentication: garbage, then a valid request gets its normal answer.
     let garbage: Vec<u8> = (0u8..=99).map(|i| i.wrapping_mul(37) ^ 0x5A).collect();
-    link.sender.raw(&prefixed(&garbage)).await.unwrap();
-    assert_error(&next_frame(&mut link).await, 0, ErrorCode::Malformed);
-    let reply = call(&mut link, &sync_request(2)).await;
+    conn.sender.raw(&prefixed(&garbage)).await.unwrap();
+    assert_error(&next_frame(&mut conn).await, 0, ErrorCode::Malformed);
+    let reply = call(&mut conn, &sync_request(2)).await;
     assert_eq!(reply.request_id, 2);
     assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
     // A garbage frame and a valid one in the same write: both answered, in order.
     let mut wire = prefixed(&[0xFF; 8]);
     wire.extend_from_slice(&sync_request(3).encode());
-    link.sender.raw(&wire).await.unwrap();
-    assert_error(&next_frame(&mut link).await, 0, ErrorCode::Malformed);
-    let reply = next_frame(&mut link).await;
+    conn.sender.raw(&wire).await.unwrap();
+    assert_error(&next_frame(&mut conn).await, 0, ErrorCode::Malformed);
+    let reply = next_frame(&mut conn).await;
     assert_eq!(reply.request_id, 3);
     assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
     pair.check().await;
@@ -466,22 +466,22 @@ async fn unknown_union_tag_is_unsupported_body() {
     let server = TestServer::start(SHARDS);
     let mut pair = Bystanders::new(&server).await;
     // Before authentication too: the request id is echoed.
-    let mut fresh = server.raw_link().await;
+    let mut fresh = server.raw_connection().await;
     fresh.sender.raw(&frame_with_tag(41, 200)).await.unwrap();
     assert_error(
         &next_frame(&mut fresh).await,
         41,
         ErrorCode::UnsupportedBody,
     );
-    let (mut link, _) = registered_link(&server, "mallory").await;
-    link.sender.raw(&frame_with_tag(42, 200)).await.unwrap();
-    assert_error(&next_frame(&mut link).await, 42, ErrorCode::UnsupportedBody);
-    link.sender
+    let (mut conn, _) = registered_connection(&server, "mallory").await;
+    conn.sender.raw(&frame_with_tag(42, 200)).await.unwrap();
+    assert_error(&next_frame(&mut conn).await, 42, ErrorCode::UnsupportedBody);
+    conn.sender
         .raw(&frame_with_tag(43, fb::Body::ENUM_MAX + 1))
         .await
         .unwrap();
-    assert_error(&next_frame(&mut link).await, 43, ErrorCode::UnsupportedBody);
-    let reply = call(&mut link, &sync_request(44)).await;
+    assert_error(&next_frame(&mut conn).await, 43, ErrorCode::UnsupportedBody);
+    let reply = call(&mut conn, &sync_request(44)).await;
     assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
     pair.check().await;
 }
@@ -490,7 +490,7 @@ async fn unknown_union_tag_is_unsupported_body() {
 async fn server_only_bodies_from_a_client_are_unsupported() {
     let server = TestServer::start(SHARDS);
     let mut pair = Bystanders::new(&server).await;
-    let (mut link, _) = registered_link(&server, "mallory").await;
+    let (mut conn, _) = registered_connection(&server, "mallory").await;
     let server_bodies = [
         Body::SendAck(messaging::SendAck {
             conversation_id: pair.conversation,
@@ -523,12 +523,12 @@ async fn server_only_bodies_from_a_client_are_unsupported() {
     for (i, body) in server_bodies.into_iter().enumerate() {
         let id = 100 + i as u64;
         assert_error(
-            &call(&mut link, &Frame::new(id, body)).await,
+            &call(&mut conn, &Frame::new(id, body)).await,
             id,
             ErrorCode::UnsupportedBody,
         );
     }
-    let reply = call(&mut link, &sync_request(200)).await;
+    let reply = call(&mut conn, &sync_request(200)).await;
     assert!(matches!(reply.body, Body::SyncResult(_)), "{reply:?}");
     pair.check().await;
 }
@@ -537,12 +537,12 @@ async fn server_only_bodies_from_a_client_are_unsupported() {
 async fn truncated_frame_is_a_protocol_violation() {
     let server = TestServer::start(SHARDS);
     let mut pair = Bystanders::new(&server).await;
-    let (mut link, _) = registered_link(&server, "mallory").await;
+    let (mut conn, _) = registered_connection(&server, "mallory").await;
     let mut wire = 100u32.to_le_bytes().to_vec();
     wire.extend_from_slice(&[7u8; 10]);
-    link.sender.raw(&wire).await.unwrap();
-    link.sender.finish();
-    expect_error_then_close(&mut link, ErrorCode::Malformed, close::PROTOCOL_VIOLATION).await;
+    conn.sender.raw(&wire).await.unwrap();
+    conn.sender.finish();
+    expect_error_then_close(&mut conn, ErrorCode::Malformed, close::PROTOCOL_VIOLATION).await;
     pair.check().await;
 }
 
@@ -550,12 +550,12 @@ async fn truncated_frame_is_a_protocol_violation() {
 async fn incomplete_frame_times_out() {
     let server = TestServer::start_with(SHARDS, |c| c.frame_read_timeout_secs = 1);
     let mut pair = Bystanders::new(&server).await;
-    let (mut link, _) = registered_link(&server, "mallory").await;
+    let (mut conn, _) = registered_connection(&server, "mallory").await;
     let mut wire = 100u32.to_le_bytes().to_vec();
     wire.extend_from_slice(&[7u8; 10]);
     let start = Instant::now();
-    link.sender.raw(&wire).await.unwrap();
-    expect_error_then_close(&mut link, ErrorCode::Timeout, close::TIMEOUT).await;
+    conn.sender.raw(&wire).await.unwrap();
+    expect_error_then_close(&mut conn, ErrorCode::Timeout, close::TIMEOUT).await;
     let elapsed = start.elapsed();
     assert!(
         elapsed >= Duration::from_millis(900),
@@ -605,12 +605,12 @@ async fn zero_client_message_id_and_ack_past_head_are_invalid() {
     let mut pair = Bystanders::new(&server).await;
     // The SDK never sends client_message_id 0, so speak raw as bystander-a's second connection.
     let identity = Identity::load(pair.a.state.path()).unwrap();
-    let mut link = server.raw_link().await;
-    let auth = link
+    let mut conn = server.raw_connection().await;
+    let auth = conn
         .authenticate_frame(1, &identity.user, identity.device, &identity.key)
         .unwrap();
     assert!(matches!(
-        call(&mut link, &auth).await.body,
+        call(&mut conn, &auth).await.body,
         Body::Authenticated(_)
     ));
     let send = Frame::new(
@@ -623,7 +623,7 @@ async fn zero_client_message_id_and_ack_past_head_are_invalid() {
             payload: Bytes::from_static(b"no id"),
         }),
     );
-    assert_error(&call(&mut link, &send).await, 2, ErrorCode::InvalidArgument);
+    assert_error(&call(&mut conn, &send).await, 2, ErrorCode::InvalidArgument);
 
     let head = u64::from(pair.sent);
     let err = pair

@@ -1,6 +1,6 @@
 //! Client plumbing shared by the scenarios: a handful of QUIC client
 //! endpoints (each one UDP socket multiplexing many connections), opening
-//! links with a timeout and a clear error when the server is unreachable,
+//! connections with a timeout and a clear error when the server is unreachable,
 //! registering and authenticating devices, and request/response helpers.
 
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use quinn::{EndpointConfig, TokioRuntime};
 use socket2::{Domain, Protocol, Socket, Type};
-use tern_client::link::{Link, DEFAULT_SERVER_NAME};
+use tern_client::connection::{RawConnection, DEFAULT_SERVER_NAME};
 use tern_client::tls::client_config;
 use tern_client::TrustAnchor;
 use tern_proto::body::auth;
@@ -41,7 +41,7 @@ impl Endpoints {
         timeout: Duration,
     ) -> Result<Arc<Endpoints>> {
         let config = client_config(&TrustAnchor::Fingerprint(fingerprint))
-            .map_err(tern_client::link::LinkError::from)?;
+            .map_err(tern_client::connection::ConnectionError::from)?;
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"
         } else {
@@ -62,15 +62,15 @@ impl Endpoints {
         }))
     }
 
-    /// A new link (QUIC handshake done, control stream open) on endpoint `i % count`.
-    pub async fn link(&self, i: usize) -> Result<Link> {
+    /// A new raw connection (QUIC handshake done, control stream open) on endpoint `i % count`.
+    pub async fn connect(&self, i: usize) -> Result<RawConnection> {
         let Some(endpoint) = self.list.get(i % self.list.len().max(1)) else {
             return Err(LoadError::Usage("no client endpoint".into()));
         };
-        let connect = Link::connect(endpoint, self.addr, DEFAULT_SERVER_NAME);
+        let connect = RawConnection::connect(endpoint, self.addr, DEFAULT_SERVER_NAME);
         match tokio::time::timeout(self.timeout, connect).await {
-            Ok(Ok(link)) => Ok(link),
-            Ok(Err(e)) => Err(LoadError::Link(e)),
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(LoadError::Connection(e)),
             Err(_) => Err(LoadError::Timeout {
                 what: format!("the QUIC handshake with {}", self.addr),
                 secs: self.timeout.as_secs(),
@@ -78,15 +78,15 @@ impl Endpoints {
         }
     }
 
-    /// Opens one link and registers on it, turning any failure into a clear
+    /// Opens one connection and registers on it, turning any failure into a clear
     /// "unreachable" or "refused" error: run before a scenario starts.
-    pub async fn probe(&self, user: &str) -> Result<(Device, Link)> {
-        let mut link = self.link(0).await.map_err(|e| LoadError::Unreachable {
+    pub async fn probe(&self, user: &str) -> Result<(Device, RawConnection)> {
+        let mut conn = self.connect(0).await.map_err(|e| LoadError::Unreachable {
             addr: self.addr,
             detail: e.to_string(),
         })?;
-        let device = register(&mut link, user, self.timeout).await?;
-        Ok((device, link))
+        let device = register(&mut conn, user, self.timeout).await?;
+        Ok((device, conn))
     }
 
     /// Closes every connection and waits (briefly) for the endpoints to go idle.
@@ -134,11 +134,11 @@ pub fn user_name(run: &str, tag: &str, i: usize) -> String {
     format!("lg{run}-{tag}{i}")
 }
 
-/// Registers `user` with a fresh Ed25519 key as the link's first frame.
-pub async fn register(link: &mut Link, user: &str, timeout: Duration) -> Result<Device> {
+/// Registers `user` with a fresh Ed25519 key as the connection's first frame.
+pub async fn register(conn: &mut RawConnection, user: &str, timeout: Duration) -> Result<Device> {
     let key = SigningKey::generate(&mut rand::thread_rng());
-    let frame = link.register_frame(1, user, "tern-load", &key)?;
-    let body = request(link, &frame, "registration", timeout).await?;
+    let frame = conn.register_frame(1, user, "tern-load", &key)?;
+    let body = request(conn, &frame, "registration", timeout).await?;
     let registered = expect::<auth::Register>("registration", body)?;
     Ok(Device {
         user: user.to_owned(),
@@ -147,10 +147,14 @@ pub async fn register(link: &mut Link, user: &str, timeout: Duration) -> Result<
     })
 }
 
-/// Authenticates an existing device as the link's first frame.
-pub async fn authenticate(link: &mut Link, device: &Device, timeout: Duration) -> Result<()> {
-    let frame = link.authenticate_frame(1, &device.user, device.device, &device.key)?;
-    let body = request(link, &frame, "authentication", timeout).await?;
+/// Authenticates an existing device as the connection's first frame.
+pub async fn authenticate(
+    conn: &mut RawConnection,
+    device: &Device,
+    timeout: Duration,
+) -> Result<()> {
+    let frame = conn.authenticate_frame(1, &device.user, device.device, &device.key)?;
+    let body = request(conn, &frame, "authentication", timeout).await?;
     expect::<auth::Authenticate>("authentication", body)?;
     Ok(())
 }
@@ -158,15 +162,15 @@ pub async fn authenticate(link: &mut Link, device: &Device, timeout: Duration) -
 /// Sends one request and waits for its response (skipping server pushes);
 /// an `Error` answer becomes [`LoadError::Refused`].
 pub async fn request(
-    link: &mut Link,
+    conn: &mut RawConnection,
     frame: &Frame,
     what: &str,
     timeout: Duration,
 ) -> Result<Body> {
     let exchange = async {
-        link.sender.frame(frame).await?;
+        conn.sender.frame(frame).await?;
         loop {
-            let Some(reply) = link.receiver.next().await? else {
+            let Some(reply) = conn.receiver.next().await? else {
                 return Err(LoadError::Closed(what.to_owned()));
             };
             if reply.request_id == frame.request_id {
@@ -199,13 +203,13 @@ pub fn refused(what: &str, body: Body) -> Result<Body> {
 /// `Error` is [`LoadError::Refused`], any other body than `R::Response`
 /// [`LoadError::Unexpected`].
 pub async fn call<R: Request>(
-    link: &mut Link,
+    conn: &mut RawConnection,
     request_id: u64,
     req: R,
     what: &str,
     timeout: Duration,
 ) -> Result<R::Response> {
-    let body = request(link, &Frame::new(request_id, req), what, timeout).await?;
+    let body = request(conn, &Frame::new(request_id, req), what, timeout).await?;
     expect::<R>(what, body)
 }
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tern_client::link::LinkError;
+use tern_client::connection::ConnectionError;
 use tern_proto::fingerprint::FingerprintError;
 
 /// Why a load run (or one of its steps) failed.
@@ -40,7 +40,7 @@ pub enum LoadError {
     #[error("the server closed the connection during {0}")]
     Closed(String),
     #[error(transparent)]
-    Link(#[from] LinkError),
+    Connection(#[from] ConnectionError),
     #[error(transparent)]
     Fingerprint(#[from] FingerprintError),
     #[error("cannot open a client UDP socket: {0}; raise the file-descriptor limit (ulimit -n) or use fewer --endpoints")]

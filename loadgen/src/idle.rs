@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tern_client::link::Link;
+use tern_client::connection::RawConnection;
 use tokio::task::JoinSet;
 
 use crate::conn::Endpoints;
@@ -40,7 +40,7 @@ pub struct IdleArgs {
 
 /// Connections that came up, and how the ramp went.
 pub struct Opened {
-    pub links: Vec<Link>,
+    pub conns: Vec<RawConnection>,
     pub failures: u64,
     pub first_error: Option<String>,
     /// Seconds from the first intended connect to the last successful one.
@@ -50,21 +50,21 @@ pub struct Opened {
 /// Shared by the ramp's tasks.
 struct Ramp {
     stats: Arc<Stats>,
-    links: Mutex<Vec<Link>>,
+    conns: Mutex<Vec<RawConnection>>,
     failures: AtomicU64,
     last_ok_ns: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
 impl Ramp {
-    fn done(&self, intended_ns: u64, result: Result<Link>) {
+    fn done(&self, intended_ns: u64, result: Result<RawConnection>) {
         let now = self.stats.clock.now_ns();
         match result {
-            Ok(link) => {
+            Ok(conn) => {
                 self.stats.record("connect", intended_ns, now);
                 self.last_ok_ns.fetch_max(now, Ordering::Relaxed);
-                if let Ok(mut links) = self.links.lock() {
-                    links.push(link);
+                if let Ok(mut conns) = self.conns.lock() {
+                    conns.push(conn);
                 }
             }
             Err(e) => {
@@ -87,11 +87,11 @@ pub async fn open<F, Fut>(
 ) -> Opened
 where
     F: Fn(Arc<Endpoints>, usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Link>> + Send + 'static,
+    Fut: Future<Output = Result<RawConnection>> + Send + 'static,
 {
     let ramp = Arc::new(Ramp {
         stats: stats.clone(),
-        links: Mutex::new(Vec::with_capacity(args.connections)),
+        conns: Mutex::new(Vec::with_capacity(args.connections)),
         failures: AtomicU64::new(0),
         last_ok_ns: AtomicU64::new(0),
         first_error: Mutex::new(None),
@@ -112,15 +112,15 @@ where
     }
     while tasks.join_next().await.is_some() {}
     ticker.stop();
-    let links = ramp
-        .links
+    let conns = ramp
+        .conns
         .lock()
         .map(|mut l| std::mem::take(&mut *l))
         .unwrap_or_default();
     let last_ok = ramp.last_ok_ns.load(Ordering::Relaxed);
     let first_error = ramp.first_error.lock().ok().and_then(|e| e.clone());
     Opened {
-        links,
+        conns,
         failures: ramp.failures.load(Ordering::Relaxed),
         first_error,
         all_connected_s: last_ok.saturating_sub(start_ns) as f64 / 1e9,
@@ -132,7 +132,7 @@ fn ramp_ticker(ramp: &Arc<Ramp>, total: usize, quiet: bool) -> crate::progress::
     let ramp = ramp.clone();
     let started = std::time::Instant::now();
     progress.ticker(move || {
-        let ok = ramp.links.lock().map(|l| l.len()).unwrap_or(0) as u64;
+        let ok = ramp.conns.lock().map(|l| l.len()).unwrap_or(0) as u64;
         let rate = ok as f64 / started.elapsed().as_secs_f64().max(1e-3);
         let failed = ramp.failures.load(Ordering::Relaxed);
         (
@@ -169,10 +169,10 @@ pub async fn ramp_and_hold<F, Fut>(
     quiet: bool,
     report: &mut Report,
     handshake: F,
-) -> Vec<Link>
+) -> Vec<RawConnection>
 where
     F: Fn(Arc<Endpoints>, usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Link>> + Send + 'static,
+    Fut: Future<Output = Result<RawConnection>> + Send + 'static,
 {
     let readings = Readings::take(pid);
     let phase = Phase::start(pid);
@@ -195,8 +195,8 @@ where
         );
     }
     cost.thread_figures(report, "connect");
-    hold(args, pid, quiet, report, &opened.links).await;
-    opened.links
+    hold(args, pid, quiet, report, &opened.conns).await;
+    opened.conns
 }
 
 fn connect_figures(
@@ -207,7 +207,7 @@ fn connect_figures(
     after: Option<&ProcSample>,
     client_after: Option<&ProcSample>,
 ) {
-    let ok = opened.links.len() as f64;
+    let ok = opened.conns.len() as f64;
     report.figure("connections_requested", args.connections as f64);
     report.figure("connections_ok", ok);
     report.figure("connect_failures", opened.failures as f64);
@@ -235,24 +235,30 @@ fn connect_figures(
     }
 }
 
-async fn hold(args: &IdleArgs, pid: Option<u32>, quiet: bool, report: &mut Report, links: &[Link]) {
+async fn hold(
+    args: &IdleArgs,
+    pid: Option<u32>,
+    quiet: bool,
+    report: &mut Report,
+    conns: &[RawConnection],
+) {
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let start = pid.and_then(|p| sample(p).ok());
     let phase = Phase::start(pid);
     let progress = Progress::new("hold", Some(args.hold), quiet);
     for s in 0..args.hold {
-        progress.set(s, format!("{} connections held", links.len()));
+        progress.set(s, format!("{} connections held", conns.len()));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     progress.finish();
     let end = pid.and_then(|p| sample(p).ok());
-    let alive = links
+    let alive = conns
         .iter()
         .filter(|l| l.connection.close_reason().is_none())
         .count();
     report.figure("hold_s", args.hold as f64);
     report.figure("alive_after_hold", alive as f64);
-    report.figure("dropped_during_hold", (links.len() - alive) as f64);
+    report.figure("dropped_during_hold", (conns.len() - alive) as f64);
     if let (Some(start), Some(end)) = (start, end) {
         let d = end.since(&start);
         report.figure("server_idle_cpu_pct", d.cpu_pct_of_core());

@@ -1,4 +1,4 @@
-//! A device under load: its link split into a writer task (draining a
+//! A device under load: its connection split into a writer task (draining a
 //! bounded queue of jobs, writing them in batches) and a reader task (handing
 //! acks, deliveries, echoes and errors to the scenario's [`Sink`], and
 //! acknowledging deliveries every `ack_interval` like a real client).
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tern_client::link::{FrameReceiver, FrameSender, Link};
+use tern_client::connection::{FrameReceiver, FrameSender, RawConnection};
 use tern_proto::body::messaging;
 use tern_proto::{Body, ErrorBody, Frame, Message};
 use tokio::sync::mpsc;
@@ -116,16 +116,16 @@ pub struct LiveDevice {
 }
 
 impl LiveDevice {
-    /// Starts the writer and reader of device `index` over `link`.
+    /// Starts the writer and reader of device `index` over `conn`.
     pub fn start(
         index: usize,
-        link: Link,
+        conn: RawConnection,
         sink: Arc<dyn Sink>,
         clock: Clock,
         ack_interval: Option<Duration>,
         queue: usize,
     ) -> LiveDevice {
-        let (connection, sender, receiver) = link.split();
+        let (connection, sender, receiver) = conn.split();
         let (jobs, rx) = mpsc::channel(queue.max(1));
         let writer = tokio::spawn(write_loop(sender, rx, index, sink.clone()));
         let reader_state = Reader {

@@ -1,12 +1,12 @@
 //! Setting up a scenario: registering many users concurrently (each with a
 //! fresh Ed25519 key, named `lg{run}-{tag}{i}`), and pipelining requests on
-//! one link (conversation creation, backlog sends).
+//! one connection (conversation creation, backlog sends).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern_client::link::Link;
+use tern_client::connection::RawConnection;
 use tern_proto::body::conversations;
 use tern_proto::{Body, ConversationKind, Frame};
 use tokio::sync::Semaphore;
@@ -25,7 +25,7 @@ pub async fn register_many(
     count: usize,
     concurrency: usize,
     quiet: bool,
-) -> Result<Vec<(Device, Link)>> {
+) -> Result<Vec<(Device, RawConnection)>> {
     let progress = Progress::new("register", Some(count as u64), quiet);
     let done = Arc::new(AtomicU64::new(0));
     let counter = done.clone();
@@ -37,10 +37,10 @@ pub async fn register_many(
         let user = user_name(run, tag, i);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let mut link = endpoints.link(i).await?;
-            let device = register(&mut link, &user, endpoints.timeout).await?;
+            let mut conn = endpoints.connect(i).await?;
+            let device = register(&mut conn, &user, endpoints.timeout).await?;
             done.fetch_add(1, Ordering::Relaxed);
-            Ok::<_, LoadError>((i, device, link))
+            Ok::<_, LoadError>((i, device, conn))
         });
     }
     let result = collect(&mut tasks, count).await;
@@ -49,24 +49,24 @@ pub async fn register_many(
 }
 
 async fn collect(
-    tasks: &mut JoinSet<Result<(usize, Device, Link)>>,
+    tasks: &mut JoinSet<Result<(usize, Device, RawConnection)>>,
     count: usize,
-) -> Result<Vec<(Device, Link)>> {
-    let mut slots: Vec<Option<(Device, Link)>> = (0..count).map(|_| None).collect();
+) -> Result<Vec<(Device, RawConnection)>> {
+    let mut slots: Vec<Option<(Device, RawConnection)>> = (0..count).map(|_| None).collect();
     while let Some(joined) = tasks.join_next().await {
-        let (i, device, link) = joined.map_err(|e| LoadError::Task(e.to_string()))??;
+        let (i, device, conn) = joined.map_err(|e| LoadError::Task(e.to_string()))??;
         if let Some(slot) = slots.get_mut(i) {
-            *slot = Some((device, link));
+            *slot = Some((device, conn));
         }
     }
     Ok(slots.into_iter().flatten().collect())
 }
 
-/// Sends `frames` on `link` keeping at most `window` unanswered, handing
+/// Sends `frames` on `conn` keeping at most `window` unanswered, handing
 /// each answer to `on_answer(request_id, body)`. Pushes (request id 0) are
 /// skipped; an `Error` answer fails the whole batch.
 pub async fn pipeline(
-    link: &mut Link,
+    conn: &mut RawConnection,
     frames: impl IntoIterator<Item = Frame>,
     window: usize,
     what: &str,
@@ -78,10 +78,10 @@ pub async fn pipeline(
     while in_flight > 0 || queue.peek().is_some() {
         while in_flight < window.max(1) {
             let Some(frame) = queue.next() else { break };
-            link.sender.frame(&frame).await?;
+            conn.sender.frame(&frame).await?;
             in_flight += 1;
         }
-        let next = tokio::time::timeout(timeout, link.receiver.next())
+        let next = tokio::time::timeout(timeout, conn.receiver.next())
             .await
             .map_err(|_| LoadError::Timeout {
                 what: what.to_owned(),
@@ -110,11 +110,11 @@ pub struct CreateJob {
     pub members: Vec<String>,
 }
 
-/// Creates the conversations concurrently (each creator's link is lent to
+/// Creates the conversations concurrently (each creator's connection is lent to
 /// one task and given back) and returns their ids in job order. Groups larger
 /// than one request allows get the rest of their members with AddMembers.
 pub async fn create_conversations(
-    devices: &mut [Option<(Device, Link)>],
+    devices: &mut [Option<(Device, RawConnection)>],
     jobs: Vec<CreateJob>,
     concurrency: usize,
     timeout: Duration,
@@ -123,7 +123,7 @@ pub async fn create_conversations(
     let mut tasks = JoinSet::new();
     let count = jobs.len();
     for (j, job) in jobs.into_iter().enumerate() {
-        let Some((device, mut link)) = devices.get_mut(job.creator).and_then(Option::take) else {
+        let Some((device, mut conn)) = devices.get_mut(job.creator).and_then(Option::take) else {
             return Err(LoadError::Usage(format!(
                 "device {} creates two conversations at once",
                 job.creator
@@ -132,15 +132,15 @@ pub async fn create_conversations(
         let limit = limit.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let id = create_one(&mut link, job.kind, job.members, timeout).await;
-            (j, job.creator, device, link, id)
+            let id = create_one(&mut conn, job.kind, job.members, timeout).await;
+            (j, job.creator, device, conn, id)
         });
     }
     let mut ids = vec![0u64; count];
     while let Some(joined) = tasks.join_next().await {
-        let (j, creator, device, link, id) = joined.map_err(|e| LoadError::Task(e.to_string()))?;
+        let (j, creator, device, conn, id) = joined.map_err(|e| LoadError::Task(e.to_string()))?;
         if let Some(slot) = devices.get_mut(creator) {
-            *slot = Some((device, link));
+            *slot = Some((device, conn));
         }
         if let Some(slot) = ids.get_mut(j) {
             *slot = id?;
@@ -150,7 +150,7 @@ pub async fn create_conversations(
 }
 
 async fn create_one(
-    link: &mut Link,
+    conn: &mut RawConnection,
     kind: ConversationKind,
     members: Vec<String>,
     timeout: Duration,
@@ -161,7 +161,7 @@ async fn create_one(
         kind,
         members: first,
     };
-    let id = call(link, 2, create, "conversation creation", timeout)
+    let id = call(conn, 2, create, "conversation creation", timeout)
         .await?
         .conversation_id;
     for (n, chunk) in chunks.enumerate() {
@@ -169,7 +169,7 @@ async fn create_one(
             conversation_id: id,
             members: chunk.to_vec(),
         };
-        call(link, 3 + n as u64, add, "adding group members", timeout).await?;
+        call(conn, 3 + n as u64, add, "adding group members", timeout).await?;
     }
     Ok(id)
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tern_client::content::Content;
 use tern_client::secure::{Decrypted, SecureClient, SecureEvent};
+use tern_client::state_dir::StateDir;
 use tern_client::{ClientOptions, TrustAnchor};
 use tern_proto::body::devices;
 use tern_proto::fingerprint::parse_fingerprint;
@@ -171,7 +172,7 @@ async fn dispatch(command: Command) -> Result<(), String> {
 }
 
 fn options(conn: &Connection) -> Result<ClientOptions, String> {
-    let saved = load_server_file(&conn.state);
+    let saved = load_server_file(&conn.state)?;
     let server = conn
         .server
         .clone()
@@ -208,11 +209,18 @@ fn resolve(server: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("server {server:?} resolves to no address"))
 }
 
-fn load_server_file(state: &Path) -> ServerFile {
-    std::fs::read_to_string(state.join(SERVER_FILE))
-        .ok()
-        .and_then(|t| toml::from_str(&t).ok())
-        .unwrap_or_default()
+/// The saved server settings (none saved yet: all empty).
+fn load_server_file(state: &Path) -> Result<ServerFile, String> {
+    let dir = StateDir::new(state);
+    let Some(text) = dir.read_text(SERVER_FILE).map_err(|e| e.to_string())? else {
+        return Ok(ServerFile::default());
+    };
+    toml::from_str(&text).map_err(|e| {
+        format!(
+            "the saved server settings in {} are invalid ({e}); fix or delete the file",
+            state.join(SERVER_FILE).display()
+        )
+    })
 }
 
 fn save_server_file(conn: &Connection) -> Result<(), String> {
@@ -223,7 +231,8 @@ fn save_server_file(conn: &Connection) -> Result<(), String> {
         server_name: Some(conn.server_name.clone()),
     };
     let text = toml::to_string(&file).map_err(|e| e.to_string())?;
-    std::fs::write(conn.state.join(SERVER_FILE), text)
+    StateDir::new(&conn.state)
+        .write(SERVER_FILE, text.as_bytes())
         .map_err(|e| format!("cannot save server settings: {e}"))
 }
 
@@ -460,7 +469,7 @@ async fn conversations(args: ClientArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?
     {
         println!(
-            "{}\t{:?}\thead {}\tread up to {}",
+            "{}\t{:?}\thead {}\tdelivered up to {}",
             c.conversation_id, c.kind, c.head_seq, c.cursor
         );
     }

@@ -34,7 +34,7 @@ pub enum Command {
     Listen(chat::ListenArgs),
     /// Print a conversation's messages.
     History(chat::HistoryArgs),
-    /// List this account's conversations with their heads and this device's cursors.
+    /// List this account's conversations with their heads and this device's delivery cursors.
     Conversations(chat::ClientArgs),
     /// Link this new device to an existing account (approve it from a linked device).
     Link(chat::LinkArgs),

@@ -15,12 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use bytes::Bytes;
 use std::sync::Arc;
 use tempfile::TempDir;
-use tern_client::link::{client_endpoint, Link};
+use tern_client::connection::{client_endpoint, RawConnection};
+use tern_client::identity::Identity;
 use tern_client::{Client, ClientOptions, TrustAnchor};
 use tern_proto::fingerprint::parse_fingerprint;
-use tern_proto::Message;
+use tern_proto::{Body, Frame, Message};
 
 use tern_server::{start, start_with, Clock, ServerConfig, ServerHandle, Services};
 use tern_store::Store;
@@ -131,17 +133,34 @@ impl TestServer {
     }
 
     /// A raw connection with its control stream open, nothing sent.
-    pub async fn raw_link(&self) -> Link {
+    pub async fn raw_connection(&self) -> RawConnection {
         let endpoint = client_endpoint(
             "127.0.0.1:0".parse().unwrap(),
             &TrustAnchor::Fingerprint(self.fingerprint),
         )
         .unwrap();
-        let link = Link::connect(&endpoint, self.addr, "localhost")
+        let conn = RawConnection::connect(&endpoint, self.addr, "localhost")
             .await
             .expect("connects");
         std::mem::forget(endpoint);
-        link
+        conn
+    }
+
+    /// A second, raw connection of `client`'s own device, authenticated:
+    /// the server pushes it every frame it pushes to that device, so it sees
+    /// what the SDK would filter out before a test could.
+    pub async fn raw_connection_of(&self, client: &TestClient) -> RawConnection {
+        let identity = Identity::load(client.state.path()).expect("identity");
+        let mut conn = self.raw_connection().await;
+        let frame = conn
+            .authenticate_frame(1, &identity.user, identity.device, &identity.key)
+            .unwrap();
+        let reply = tokio::time::timeout(WAIT, conn.call(&frame))
+            .await
+            .expect("authenticated in time")
+            .expect("answer");
+        assert!(matches!(reply.body, Body::Authenticated(_)), "{reply:?}");
+        conn
     }
 
     /// Graceful shutdown (drains and persists), then a fresh start on the same
@@ -206,13 +225,43 @@ impl TestClient {
             .expect("client open")
     }
 
-    /// Asserts nothing arrives within `quiet` (used after a positive check
-    /// has already proved deliveries flow).
-    pub async fn expect_no_message(&self, quiet: Duration) {
-        if let Ok(Some(m)) = tokio::time::timeout(quiet, self.next_message()).await {
-            panic!("unexpected message {m:?}");
-        }
+    /// Sends a uniquely marked sentinel message into `conversation` and
+    /// returns its payload, for [`TestClient::expect_next_is`].
+    pub async fn send_sentinel(&self, conversation: u64) -> Bytes {
+        let payload = Bytes::from(format!("sentinel {:016x}", rand::random::<u64>()));
+        self.send(conversation, payload.clone())
+            .await
+            .expect("sentinel sent");
+        payload
     }
+
+    /// The negative check, without sleeping: asserts that the next message
+    /// this client receives is exactly `payload` in `conversation` (a
+    /// sentinel sent after the event under test), so nothing arrived before
+    /// it. Within one conversation pushes keep their order; across
+    /// conversations, send the sentinel only after the event under test
+    /// was observed elsewhere.
+    pub async fn expect_next_is(&self, conversation: u64, payload: &[u8]) -> Message {
+        let m = self.expect_message().await;
+        assert_eq!(
+            (m.conversation_id, &m.payload[..]),
+            (conversation, payload),
+            "expected the sentinel next, got {m:?}"
+        );
+        m
+    }
+}
+
+/// The next frame the server pushes on a raw connection (request id 0),
+/// failing the test after [`WAIT`].
+pub async fn next_push(conn: &mut RawConnection) -> Frame {
+    let frame = tokio::time::timeout(WAIT, conn.receiver.next())
+        .await
+        .expect("a push arrives in time")
+        .expect("reading the push succeeds")
+        .expect("the stream is still open");
+    assert_eq!(frame.request_id, 0, "not a push: {frame:?}");
+    frame
 }
 
 /// A server running as a child process of the real `tern` binary.

@@ -1,12 +1,13 @@
 //! The device identity a client keeps in its state directory: who it is
 //! (user, device number) and its Ed25519 signing key, in `identity.toml`
-//! written atomically with mode 0600.
+//! written atomically with mode 0600 (through [`StateDir`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
+
+use super::state_dir::{StateDir, StateDirError};
 
 /// File name of the identity inside the state directory.
 pub const IDENTITY_FILE: &str = "identity.toml";
@@ -16,11 +17,8 @@ pub const IDENTITY_FILE: &str = "identity.toml";
 pub enum IdentityError {
     #[error("no identity in {0}; register first (tern register --state DIR USER)")]
     Missing(PathBuf),
-    #[error("cannot access {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    State(#[from] StateDirError),
     #[error("identity file {path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("{0} already holds an identity; use another state directory for another account")]
@@ -63,13 +61,10 @@ impl Identity {
 
     /// Loads the identity from `state_dir`.
     pub fn load(state_dir: &Path) -> Result<Identity, IdentityError> {
-        let path = state_dir.join(IDENTITY_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(IdentityError::Missing(state_dir.into()))
-            }
-            Err(source) => return Err(IdentityError::Io { path, source }),
+        let dir = StateDir::new(state_dir);
+        let path = dir.file(IDENTITY_FILE)?;
+        let Some(text) = dir.read_text(IDENTITY_FILE)? else {
+            return Err(IdentityError::Missing(state_dir.into()));
         };
         let corrupt = |message: String| IdentityError::Corrupt {
             path: path.clone(),
@@ -88,36 +83,22 @@ impl Identity {
 
     /// Whether `state_dir` already holds an identity.
     pub fn exists(state_dir: &Path) -> bool {
-        state_dir.join(IDENTITY_FILE).exists()
+        StateDir::new(state_dir).exists(IDENTITY_FILE)
     }
 
-    /// Saves atomically (temp file with mode 0600, fsync, rename).
+    /// Saves atomically and durably, mode 0600 (see [`StateDir::write`]).
     pub fn save(&self, state_dir: &Path) -> Result<(), IdentityError> {
-        let path = state_dir.join(IDENTITY_FILE);
-        let io = |source| IdentityError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
+        let dir = StateDir::new(state_dir);
         let file = IdentityFile {
             user: self.user.clone(),
             device: self.device,
             signing_key: hex::encode(self.key.to_bytes()),
         };
         let text = toml::to_string(&file).map_err(|e| IdentityError::Corrupt {
-            path: path.clone(),
+            path: state_dir.join(IDENTITY_FILE),
             message: e.to_string(),
         })?;
-        let tmp = path.with_extension("toml.tmp");
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut out = options.open(&tmp).map_err(io)?;
-        out.write_all(text.as_bytes())
-            .and_then(|()| out.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        Ok(dir.write(IDENTITY_FILE, text.as_bytes())?)
     }
 }
 
@@ -128,7 +109,8 @@ mod tests {
 
     #[test]
     fn save_and_load_roundtrip() {
-        let dir = std::env::temp_dir().join(format!("tern-identity-{}", std::process::id()));
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = root.path().join("state");
         let mut id = Identity::generate("alice");
         id.device = 3;
         id.save(&dir).expect("saves");
@@ -136,10 +118,28 @@ mod tests {
         assert_eq!(back.user, "alice");
         assert_eq!(back.device, 3);
         assert_eq!(back.key.to_bytes(), id.key.to_bytes());
-        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::remove_dir_all(&dir).expect("removed");
         assert!(matches!(
             Identity::load(&dir),
             Err(IdentityError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn a_crash_while_saving_keeps_the_saved_identity() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut id = Identity::generate("alice");
+        id.device = 1;
+        id.save(root.path()).expect("saves");
+        // A save of another identity died before its rename: a partial temp file.
+        std::fs::write(
+            root.path().join(format!("{IDENTITY_FILE}.tmp")),
+            "user = \"mallo",
+        )
+        .expect("stray temp");
+        assert!(Identity::exists(root.path()));
+        let back = Identity::load(root.path()).expect("loads the saved one");
+        assert_eq!((back.user.as_str(), back.device), ("alice", 1));
+        assert_eq!(back.key.to_bytes(), id.key.to_bytes());
     }
 }

@@ -1,13 +1,15 @@
 //! The tern client SDK over QUIC, with end-to-end encryption (Olm, MLS).
 //! Depends on `tern-proto` only: no store backend, no server code.
 
+pub mod connection;
 pub mod content;
 pub mod identity;
-pub mod link;
 pub mod mls;
 pub mod olm;
+pub mod ordering;
 pub mod sdk;
 pub mod secure;
+pub mod state_dir;
 pub mod tls;
 
 pub use sdk::{

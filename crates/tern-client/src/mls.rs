@@ -40,8 +40,9 @@
 //!
 //! State lives in `STATE_DIR/mls/`: `signer.json` (identity and signature key,
 //! written once) and `storage.bin` (a dump of openmls's key/value storage: key
-//! packages, group trees and secrets). Both are written atomically (temp file
-//! with mode 0600, fsync, rename, fsync of the directory). Changes live in
+//! packages, group trees and secrets). Both are written atomically through
+//! [`StateDir`] (temp file with mode 0600, fsync, rename, fsync of the
+//! directory). Changes live in
 //! memory until [`MlsClient::save`]; the rules are:
 //!
 //! * `key_packages` / `last_resort_key_package` save before returning, so a
@@ -59,7 +60,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use openmls::prelude::tls_codec::Deserialize as _;
@@ -75,6 +75,8 @@ use openmls_rust_crypto::{MemoryStorageError, OpenMlsRustCrypto};
 use openmls_traits::OpenMlsProvider as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::state_dir::{StateDir, StateDirError};
 
 /// The one ciphersuite tern speaks.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -98,11 +100,8 @@ const MAX_ENTRY_LEN: usize = 1 << 30;
 /// Why an MLS operation failed. Each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum MlsError {
-    #[error("cannot access {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    State(#[from] StateDirError),
     #[error("MLS state {path} is corrupt ({message}); restore it from a backup, or delete the mls/ directory to start over (every group must then re-add this device)")]
     CorruptState { path: PathBuf, message: String },
     #[error("the MLS state in this directory belongs to {found}, not {expected}; use the state directory of {expected}")]
@@ -218,7 +217,7 @@ struct SignerFile {
 
 /// One device's MLS state: its signer, key packages and groups.
 pub struct MlsClient {
-    dir: PathBuf,
+    dir: StateDir,
     identity: String,
     provider: OpenMlsRustCrypto,
     signer: SignatureKeyPair,
@@ -230,7 +229,7 @@ impl std::fmt::Debug for MlsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MlsClient")
             .field("identity", &self.identity)
-            .field("dir", &self.dir)
+            .field("dir", &self.dir.path())
             .field("groups_loaded", &self.groups.len())
             .finish_non_exhaustive()
     }
@@ -333,42 +332,6 @@ fn member_identities(group: &MlsGroup) -> Vec<(LeafNodeIndex, Option<String>)> {
         .collect()
 }
 
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MlsError> {
-    let path = dir.join(name);
-    let io = |source| MlsError::Io {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut out = options.open(&tmp).map_err(io)?;
-    out.write_all(bytes)
-        .and_then(|()| out.sync_all())
-        .map_err(io)?;
-    drop(out);
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    #[cfg(unix)]
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)?;
-    Ok(())
-}
-
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, MlsError> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(MlsError::Io {
-            path: path.into(),
-            source,
-        }),
-    }
-}
-
 /// `MAGIC | count u64 | (key_len u32, value_len u32, key, value)* | sha256`.
 fn encode_storage(provider: &OpenMlsRustCrypto) -> Result<Vec<u8>, MlsError> {
     let values = provider
@@ -438,12 +401,12 @@ impl MlsClient {
     /// `state_dir/mls/`, or creates it (new Ed25519 signature key) if there
     /// is none yet.
     pub fn load_or_create(state_dir: &Path, identity: &str) -> Result<MlsClient, MlsError> {
-        let dir = state_dir.join(MLS_DIR);
-        let signer_path = dir.join(SIGNER_FILE);
-        let storage_path = dir.join(STORAGE_FILE);
+        let dir = StateDir::new(state_dir).subdir(MLS_DIR)?;
+        let signer_path = dir.file(SIGNER_FILE)?;
+        let storage_path = dir.file(STORAGE_FILE)?;
         let provider = OpenMlsRustCrypto::default();
         let signer =
-            match read_optional(&signer_path)? {
+            match dir.read(SIGNER_FILE)? {
                 Some(bytes) => {
                     let file: SignerFile =
                         serde_json::from_slice(&bytes).map_err(|e| MlsError::CorruptState {
@@ -456,7 +419,7 @@ impl MlsClient {
                             found: file.identity,
                         });
                     }
-                    if let Some(bytes) = read_optional(&storage_path)? {
+                    if let Some(bytes) = dir.read(STORAGE_FILE)? {
                         let values =
                             decode_storage(&bytes).map_err(|message| MlsError::CorruptState {
                                 path: storage_path.clone(),
@@ -469,7 +432,7 @@ impl MlsClient {
                     file.signer
                 }
                 None => {
-                    if storage_path.exists() {
+                    if dir.exists(STORAGE_FILE) {
                         return Err(MlsError::CorruptState {
                             path: signer_path,
                             message: "missing, but storage exists".into(),
@@ -485,7 +448,7 @@ impl MlsClient {
                     };
                     let json =
                         serde_json::to_vec(&file).map_err(|e| MlsError::Internal(e.to_string()))?;
-                    write_atomic(&dir, SIGNER_FILE, &json)?;
+                    dir.write(SIGNER_FILE, &json)?;
                     file.signer
                 }
             };
@@ -506,7 +469,7 @@ impl MlsClient {
     /// Writes the whole MLS state to `mls/storage.bin` atomically.
     pub fn save(&self) -> Result<(), MlsError> {
         let bytes = encode_storage(&self.provider)?;
-        write_atomic(&self.dir, STORAGE_FILE, &bytes)
+        Ok(self.dir.write(STORAGE_FILE, &bytes)?)
     }
 
     /// This device's identity, "user/device".

@@ -59,7 +59,8 @@
 //! encryption under a 32-byte key, plus plaintext bookkeeping: peer user
 //! names and device numbers, our key ids and *public* keys, seen session ids)
 //! and `olm.key` (that 32-byte pickle key, raw). Both are written atomically
-//! (temp file with mode 0600, fsync, rename, directory fsync) with mode 0600.
+//! through [`StateDir`] (temp file with mode 0600, fsync, rename, directory
+//! fsync).
 //! Because the pickle key sits next to the pickles, **the at-rest protection
 //! is the operating system's file permissions** (and whatever disk encryption
 //! the host has), nothing more; the pickle encryption only keeps the secrets
@@ -76,7 +77,6 @@
 //! `save`. Only one process may use a state directory at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
@@ -86,6 +86,8 @@ use vodozemac::olm::{
     SessionConfig, SessionCreationError, SessionPickle,
 };
 use vodozemac::{Curve25519PublicKey, KeyId};
+
+use super::state_dir::{StateDir, StateDirError};
 
 /// File holding the pickled account and sessions, inside the state directory.
 pub const OLM_STATE_FILE: &str = "olm.json";
@@ -118,11 +120,8 @@ fn session_config() -> SessionConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CryptoError {
-    #[error("cannot access {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    State(#[from] StateDirError),
     #[error(
         "encryption state {path} is unreadable ({message}); restore olm.json and olm.key together from a backup, \
          or move both away to start this device's encryption afresh (peers must then fetch its new keys)"
@@ -259,7 +258,7 @@ struct StateFile {
 /// This device's Olm account and its sessions with peer devices, persisted in
 /// the state directory. See the module docs for the save discipline.
 pub struct OlmDevice {
-    state_dir: PathBuf,
+    dir: StateDir,
     pickle_key: [u8; 32],
     account: Account,
     next_key_id: u32,
@@ -272,7 +271,7 @@ pub struct OlmDevice {
 impl std::fmt::Debug for OlmDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OlmDevice")
-            .field("state_dir", &self.state_dir)
+            .field("state_dir", &self.dir.path())
             .field("identity_key", &hex::encode(self.identity_key()))
             .field("one_time_keys", &self.one_time_keys.len())
             .field(
@@ -287,38 +286,33 @@ impl OlmDevice {
     /// Loads this device's Olm state from `state_dir`, or creates a new
     /// account (and saves it) when there is none.
     pub fn load_or_create(state_dir: &Path) -> Result<OlmDevice, CryptoError> {
-        let state_path = state_dir.join(OLM_STATE_FILE);
-        let key_path = state_dir.join(OLM_KEY_FILE);
-        match std::fs::read(&state_path) {
-            Ok(bytes) => {
-                let pickle_key = match read_pickle_key(&key_path)? {
+        let dir = StateDir::new(state_dir);
+        match dir.read(OLM_STATE_FILE)? {
+            Some(bytes) => {
+                let pickle_key = match read_pickle_key(&dir)? {
                     Some(key) => key,
                     None => {
                         return Err(CryptoError::MissingPickleKey {
-                            state: state_path,
-                            key: key_path,
+                            state: dir.file(OLM_STATE_FILE)?,
+                            key: dir.file(OLM_KEY_FILE)?,
                         })
                     }
                 };
-                Self::from_state(state_dir, pickle_key, &bytes)
+                Self::from_state(dir, pickle_key, &bytes)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(state_dir).map_err(|source| CryptoError::Io {
-                    path: state_dir.into(),
-                    source,
-                })?;
+            None => {
                 // A key without state is left over from a crash during creation: reuse it.
-                let pickle_key = match read_pickle_key(&key_path)? {
+                let pickle_key = match read_pickle_key(&dir)? {
                     Some(key) => key,
                     None => {
                         let mut key = [0u8; 32];
                         rand::rngs::OsRng.fill_bytes(&mut key);
-                        write_atomic(&key_path, &key)?;
+                        dir.write(OLM_KEY_FILE, &key)?;
                         key
                     }
                 };
                 let device = OlmDevice {
-                    state_dir: state_dir.into(),
+                    dir,
                     pickle_key,
                     account: Account::new(),
                     next_key_id: 1,
@@ -330,19 +324,15 @@ impl OlmDevice {
                 device.save()?;
                 Ok(device)
             }
-            Err(source) => Err(CryptoError::Io {
-                path: state_path,
-                source,
-            }),
         }
     }
 
     fn from_state(
-        state_dir: &Path,
+        dir: StateDir,
         pickle_key: [u8; 32],
         bytes: &[u8],
     ) -> Result<OlmDevice, CryptoError> {
-        let path = state_dir.join(OLM_STATE_FILE);
+        let path = dir.file(OLM_STATE_FILE)?;
         let corrupt = |message: String| CryptoError::Corrupt {
             path: path.clone(),
             message,
@@ -379,7 +369,7 @@ impl OlmDevice {
             }
         }
         Ok(OlmDevice {
-            state_dir: state_dir.into(),
+            dir,
             pickle_key,
             account: Account::from_pickle(account),
             next_key_id: file.next_key_id.max(1),
@@ -418,12 +408,12 @@ impl OlmDevice {
         };
         let bytes = serde_json::to_vec(&file)
             .map_err(|e| CryptoError::Internal(format!("serialising olm state: {e}")))?;
-        write_atomic(&self.state_dir.join(OLM_STATE_FILE), &bytes)
+        Ok(self.dir.write(OLM_STATE_FILE, &bytes)?)
     }
 
     /// The state directory this device persists to.
     pub fn state_dir(&self) -> &Path {
-        &self.state_dir
+        self.dir.path()
     }
 
     /// This device's long-term Curve25519 identity key.
@@ -795,61 +785,16 @@ fn parse_envelope(ciphertext: &[u8]) -> Result<(u8, [u8; 32], &[u8]), CryptoErro
 }
 
 /// Reads `olm.key`: `None` when absent, an error when not exactly 32 bytes.
-fn read_pickle_key(path: &Path) -> Result<Option<[u8; 32]>, CryptoError> {
-    match std::fs::read(path) {
-        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
-            .map(Some)
-            .map_err(|_| CryptoError::Corrupt {
-                path: path.into(),
-                message: format!("the key file holds {} bytes, not 32", bytes.len()),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(CryptoError::Io {
-            path: path.into(),
-            source,
-        }),
-    }
-}
-
-/// Writes `bytes` to `path` atomically: a temp file with mode 0600, fsync,
-/// rename over `path`, then fsync of the directory (best effort).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CryptoError> {
-    let io = |source| CryptoError::Io {
-        path: path.into(),
-        source,
+fn read_pickle_key(dir: &StateDir) -> Result<Option<[u8; 32]>, CryptoError> {
+    let Some(bytes) = dir.read(OLM_KEY_FILE)? else {
+        return Ok(None);
     };
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut out = options.open(&tmp).map_err(io)?;
-    // A temp file left by an older run may have been created with another mode.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        out.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-    }
-    out.write_all(bytes)
-        .and_then(|()| out.sync_all())
-        .map_err(io)?;
-    drop(out);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    #[cfg(unix)]
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(handle) = std::fs::File::open(dir) {
-            let _ = handle.sync_all();
-        }
-    }
-    Ok(())
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map(Some)
+        .map_err(|_| CryptoError::Corrupt {
+            path: dir.path().join(OLM_KEY_FILE),
+            message: format!("the key file holds {} bytes, not 32", bytes.len()),
+        })
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //! registers or authenticates, sends (exactly once, retried across
 //! reconnects), and yields incoming messages in order, each once, per
 //! conversation. It reconnects on its own with backoff and, after every
-//! (re)connect, syncs the conversations that moved past its cursors.
+//! (re)connect, syncs its position in every conversation and catches up on
+//! what moved past its delivery cursors. The ordering rules themselves live
+//! in [`super::ordering`], a state machine without I/O that this module
+//! drives.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,10 +17,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::identity::{Identity, IdentityError};
-use super::link::{
-    client_endpoint, FrameReceiver, FrameSender, Link, LinkError, DEFAULT_SERVER_NAME,
+use super::connection::{
+    client_endpoint, ConnectionError, FrameReceiver, FrameSender, RawConnection,
+    DEFAULT_SERVER_NAME,
 };
+use super::identity::{Identity, IdentityError};
+use super::ordering::{Action, OrderedDelivery};
 use super::tls::TrustAnchor;
 use tern_proto::body::{auth, conversations, devices, messaging, sync};
 use tern_proto::fb::ErrorCode;
@@ -67,7 +72,7 @@ pub enum ClientError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
-    Link(#[from] LinkError),
+    Connection(#[from] ConnectionError),
     #[error("server refused ({code:?}): {message}")]
     Server {
         code: ErrorCode,
@@ -180,7 +185,7 @@ impl From<messaging::HistoryPage> for HistoryPage {
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
 
 /// The live connection requests go through.
-struct LiveLink {
+struct LiveConnection {
     connection: quinn::Connection,
     out: mpsc::Sender<Bytes>,
     pending: Pending,
@@ -198,7 +203,7 @@ struct Shared {
     options: ClientOptions,
     identity: Identity,
     endpoint: quinn::Endpoint,
-    link: watch::Sender<Option<Arc<LiveLink>>>,
+    live: watch::Sender<Option<Arc<LiveConnection>>>,
     next_request: AtomicU64,
     closed: AtomicBool,
     reconnects: AtomicU64,
@@ -226,22 +231,22 @@ impl Client {
     pub async fn connect(options: ClientOptions) -> Result<Client, ClientError> {
         let identity = Identity::load(&options.state_dir)?;
         let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
-        let link = authenticate(&endpoint, &options, &identity).await?;
-        Ok(Client::start(options, identity, endpoint, link))
+        let conn = authenticate(&endpoint, &options, &identity).await?;
+        Ok(Client::start(options, identity, endpoint, conn))
     }
 
     fn start(
         options: ClientOptions,
         identity: Identity,
         endpoint: quinn::Endpoint,
-        link: Link,
+        conn: RawConnection,
     ) -> Client {
-        let (link_tx, _) = watch::channel(None);
+        let (live_tx, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             options,
             identity,
             endpoint,
-            link: link_tx,
+            live: live_tx,
             next_request: AtomicU64::new(2),
             closed: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
@@ -249,7 +254,7 @@ impl Client {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (messages_tx, messages_rx) = mpsc::channel(4096);
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
-        tokio::spawn(supervise(shared.clone(), link, events_tx));
+        tokio::spawn(supervise(shared.clone(), conn, events_tx));
         tokio::spawn(order_deliveries(
             shared.clone(),
             events_rx,
@@ -299,21 +304,22 @@ impl Client {
             return Err(IdentityError::Exists(options.state_dir.clone()).into());
         }
         let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
-        let mut link = Link::connect(&endpoint, options.server, &options.server_name).await?;
+        let mut conn =
+            RawConnection::connect(&endpoint, options.server, &options.server_name).await?;
         let mut identity = Identity::generate(user);
         let registered = match how {
             Enrollment::NewAccount => {
-                let frame = link.register_frame(1, user, device_name, &identity.key)?;
-                answer::<auth::Register>(link.call(&frame).await?.body)?
+                let frame = conn.register_frame(1, user, device_name, &identity.key)?;
+                answer::<auth::Register>(conn.call(&frame).await?.body)?
             }
             Enrollment::LinkDevice => {
-                let frame = link.link_frame(1, user, device_name, &identity.key)?;
-                answer::<auth::RequestLink>(link.call(&frame).await?.body)?
+                let frame = conn.link_frame(1, user, device_name, &identity.key)?;
+                answer::<auth::RequestLink>(conn.call(&frame).await?.body)?
             }
         };
         identity.device = registered.device;
         identity.save(&options.state_dir)?;
-        Ok(Client::start(options, identity, endpoint, link))
+        Ok(Client::start(options, identity, endpoint, conn))
     }
 
     /// Answers a LinkRequest pushed to this device.
@@ -459,8 +465,8 @@ impl Client {
     /// Closes the connection and stops reconnecting.
     pub async fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
-        if let Some(link) = self.shared.link.send_replace(None) {
-            link.connection
+        if let Some(live) = self.shared.live.send_replace(None) {
+            live.connection
                 .close(close::NORMAL.into(), b"client closed");
         }
         let _ =
@@ -471,8 +477,8 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
-        if let Some(link) = self.shared.link.send_replace(None) {
-            link.connection
+        if let Some(live) = self.shared.live.send_replace(None) {
+            live.connection
                 .close(close::NORMAL.into(), b"client dropped");
         }
     }
@@ -524,22 +530,22 @@ async fn authenticate(
     endpoint: &quinn::Endpoint,
     options: &ClientOptions,
     identity: &Identity,
-) -> Result<Link, ClientError> {
-    let mut link = Link::connect(endpoint, options.server, &options.server_name).await?;
-    let frame = link.authenticate_frame(1, &identity.user, identity.device, &identity.key)?;
-    answer::<auth::Authenticate>(link.call(&frame).await?.body)?;
-    Ok(link)
+) -> Result<RawConnection, ClientError> {
+    let mut conn = RawConnection::connect(endpoint, options.server, &options.server_name).await?;
+    let frame = conn.authenticate_frame(1, &identity.user, identity.device, &identity.key)?;
+    answer::<auth::Authenticate>(conn.call(&frame).await?.body)?;
+    Ok(conn)
 }
 
-/// Sends a request over the live link and returns its typed answer.
+/// Sends a request over the live connection and returns its typed answer.
 async fn request_on<R: Request>(shared: &Shared, request: R) -> Result<R::Response, ClientError> {
     answer::<R>(call(shared, request.into()).await?)
 }
 
-/// Sends one request over the live link and waits for its answer body.
+/// Sends one request over the live connection and waits for its answer body.
 async fn call(shared: &Shared, body: Body) -> Result<Body, ClientError> {
     let timeout = shared.options.request_timeout;
-    let link = tokio::time::timeout(timeout, wait_link(shared))
+    let live = tokio::time::timeout(timeout, wait_live(shared))
         .await
         .map_err(|_| ClientError::Timeout)??;
     let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
@@ -552,16 +558,16 @@ async fn call(shared: &Shared, body: Body) -> Result<Body, ClientError> {
         return Err(ClientError::TooLarge { len, max });
     }
     let (tx, rx) = oneshot::channel();
-    lock(&link.pending).insert(id, tx);
-    if link.out.send(frame).await.is_err() {
-        lock(&link.pending).remove(&id);
+    lock(&live.pending).insert(id, tx);
+    if live.out.send(frame).await.is_err() {
+        lock(&live.pending).remove(&id);
         return Err(ClientError::Disconnected);
     }
     match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(frame)) => Ok(frame.body),
         Ok(Err(_)) => Err(ClientError::Disconnected),
         Err(_) => {
-            lock(&link.pending).remove(&id);
+            lock(&live.pending).remove(&id);
             Err(ClientError::Timeout)
         }
     }
@@ -571,14 +577,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn wait_link(shared: &Shared) -> Result<Arc<LiveLink>, ClientError> {
-    let mut rx = shared.link.subscribe();
+async fn wait_live(shared: &Shared) -> Result<Arc<LiveConnection>, ClientError> {
+    let mut rx = shared.live.subscribe();
     loop {
         if shared.closed.load(Ordering::SeqCst) {
             return Err(ClientError::Closed);
         }
-        if let Some(link) = rx.borrow_and_update().clone() {
-            return Ok(link);
+        if let Some(live) = rx.borrow_and_update().clone() {
+            return Ok(live);
         }
         if rx.changed().await.is_err() {
             return Err(ClientError::Closed);
@@ -604,18 +610,22 @@ async fn history(
     Ok(request_on(shared, history).await?.into())
 }
 
-/// Keeps a live link: serves it until it breaks, then reconnects with backoff.
-async fn supervise(shared: Arc<Shared>, first: Link, events: mpsc::UnboundedSender<Event>) {
+/// Keeps a live connection: serves it until it breaks, then reconnects with backoff.
+async fn supervise(
+    shared: Arc<Shared>,
+    first: RawConnection,
+    events: mpsc::UnboundedSender<Event>,
+) {
     let mut next = Some(first);
     let mut delay = shared.options.reconnect_min;
     while !shared.closed.load(Ordering::SeqCst) {
-        let link = match next.take() {
-            Some(link) => link,
+        let conn = match next.take() {
+            Some(conn) => conn,
             None => match authenticate(&shared.endpoint, &shared.options, &shared.identity).await {
-                Ok(link) => {
+                Ok(conn) => {
                     shared.reconnects.fetch_add(1, Ordering::Relaxed);
                     delay = shared.options.reconnect_min;
-                    link
+                    conn
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, ?delay, "reconnect failed");
@@ -625,7 +635,7 @@ async fn supervise(shared: Arc<Shared>, first: Link, events: mpsc::UnboundedSend
                 }
             },
         };
-        serve_link(&shared, link, &events).await;
+        serve(&shared, conn, &events).await;
     }
 }
 
@@ -634,20 +644,20 @@ fn jitter(delay: Duration) -> Duration {
     delay + Duration::from_millis(rand::random::<u64>() % spread)
 }
 
-async fn serve_link(shared: &Arc<Shared>, link: Link, events: &mpsc::UnboundedSender<Event>) {
-    let (connection, sender, receiver) = link.split();
+async fn serve(shared: &Arc<Shared>, conn: RawConnection, events: &mpsc::UnboundedSender<Event>) {
+    let (connection, sender, receiver) = conn.split();
     let (out, out_rx) = mpsc::channel(1024);
     let pending: Pending = Arc::default();
-    let live = Arc::new(LiveLink {
+    let live = Arc::new(LiveConnection {
         connection: connection.clone(),
         out,
         pending: pending.clone(),
     });
     let writer = tokio::spawn(write_loop(sender, out_rx));
-    shared.link.send_replace(Some(live));
+    shared.live.send_replace(Some(live));
     let _ = events.send(Event::Connected);
     read_loop(receiver, &pending, events).await;
-    shared.link.send_replace(None);
+    shared.live.send_replace(None);
     lock(&pending).clear();
     writer.abort();
     connection.close(close::NORMAL.into(), b"reconnecting");
@@ -689,106 +699,63 @@ async fn read_loop(
     }
 }
 
-/// Turns pushes and post-connect syncs into one in-order, once-only stream.
+/// Drives the [`OrderedDelivery`] state machine: feeds it connects, pushes, Sync
+/// answers and History pages, and carries out what it asks for (hand a
+/// message to the app, send Sync, send History). One request at a time;
+/// pushes wait in the event channel meanwhile.
 async fn order_deliveries(
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<Event>,
     out: mpsc::Sender<Message>,
     notices: mpsc::UnboundedSender<Body>,
 ) {
-    let mut delivered: HashMap<u64, u64> = HashMap::new();
-    while let Some(event) = events.recv().await {
-        let result = match event {
-            Event::Connected => catch_up(&shared, &mut delivered, &out).await,
-            Event::Deliver(message) => deliver(&shared, &mut delivered, &out, message).await,
-            Event::Notice(body) => {
-                let _ = notices.send(body);
-                Ok(())
-            }
-        };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "delivery ordering interrupted; resuming after reconnect");
-        }
-    }
-}
-
-async fn catch_up(
-    shared: &Shared,
-    delivered: &mut HashMap<u64, u64>,
-    out: &mpsc::Sender<Message>,
-) -> Result<(), ClientError> {
-    for state in sync(shared, false).await? {
-        let seen = delivered.entry(state.conversation_id).or_insert(0);
-        *seen = (*seen).max(state.cursor);
-        fill(
-            shared,
-            delivered,
-            out,
-            state.conversation_id,
-            state.head_seq,
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-async fn deliver(
-    shared: &Shared,
-    delivered: &mut HashMap<u64, u64>,
-    out: &mpsc::Sender<Message>,
-    message: Message,
-) -> Result<(), ClientError> {
-    let id = message.conversation_id;
-    let seen = delivered.get(&id).copied().unwrap_or(0);
-    if message.seq <= seen {
-        return Ok(());
-    }
-    if message.seq > seen + 1 {
-        fill(shared, delivered, out, id, message.seq - 1).await?;
-    }
-    if message.seq == delivered.get(&id).copied().unwrap_or(0) + 1 {
-        delivered.insert(id, message.seq);
-        emit(shared, out, message).await;
-    }
-    Ok(())
-}
-
-/// Hands a message to the application, except this device's own sends.
-async fn emit(shared: &Shared, out: &mpsc::Sender<Message>, message: Message) {
-    let own = message.sender_device == shared.identity.device
-        && message.sender_user == shared.identity.user;
-    if !own {
-        let _ = out.send(message).await;
-    }
-}
-
-/// Emits every message after the last delivered one up to `through`, from history.
-async fn fill(
-    shared: &Shared,
-    delivered: &mut HashMap<u64, u64>,
-    out: &mpsc::Sender<Message>,
-    id: u64,
-    through: u64,
-) -> Result<(), ClientError> {
+    let mut ordering = OrderedDelivery::new(shared.identity.user.clone(), shared.identity.device);
+    let mut retry = shared.options.reconnect_min;
     loop {
-        let from = delivered.get(&id).copied().unwrap_or(0) + 1;
-        if from > through {
-            return Ok(());
+        while let Some(action) = ordering.poll_action() {
+            match action {
+                Action::Emit(message) => {
+                    if out.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                Action::Sync => match sync(&shared, true).await {
+                    Ok(states) => {
+                        retry = shared.options.reconnect_min;
+                        ordering.on_sync(&states);
+                    }
+                    Err(ClientError::Closed) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, ?retry, "sync after connect failed; retrying");
+                        ordering.on_sync_failed();
+                        tokio::time::sleep(jitter(retry)).await;
+                        retry = (retry * 2).min(shared.options.reconnect_max);
+                    }
+                },
+                Action::Fetch(fetch) => {
+                    let request = messaging::History {
+                        conversation_id: fetch.conversation,
+                        from_seq: fetch.from_seq,
+                        limit: fetch.limit(),
+                    };
+                    match request_on(&shared, request).await {
+                        Ok(page) => ordering.on_page(page),
+                        Err(ClientError::Closed) => return,
+                        Err(e) => {
+                            tracing::debug!(error = %e, ?fetch, "history for a gap failed; retried on the next push or reconnect");
+                            ordering.on_fetch_failed(fetch.conversation);
+                        }
+                    }
+                }
+            }
         }
-        let page = history(shared, id, from, 0).await?;
-        for message in page
-            .messages
-            .into_iter()
-            .filter(|m| m.seq >= from && m.seq <= through)
-        {
-            delivered.insert(id, message.seq);
-            emit(shared, out, message).await;
+        match events.recv().await {
+            None => return,
+            Some(Event::Connected) => ordering.on_connected(),
+            Some(Event::Deliver(message)) => ordering.on_deliver(message),
+            Some(Event::Notice(body)) => {
+                let _ = notices.send(body);
+            }
         }
-        if page.next_seq <= from {
-            return Ok(());
-        }
-        let last = page.next_seq.saturating_sub(1).min(through);
-        let seen = delivered.entry(id).or_insert(0);
-        *seen = (*seen).max(last);
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
-use tern_client::link::Link;
+use tern_client::connection::RawConnection;
 use tern_proto::body::messaging;
 use tern_proto::{Body, Frame};
 
@@ -66,16 +66,16 @@ async fn echo_handshake(
     stats: Arc<Stats>,
     user: String,
     i: usize,
-) -> Result<Link> {
+) -> Result<RawConnection> {
     let t0 = stats.clock.now_ns();
-    let mut link = endpoints.link(i).await?;
+    let mut conn = endpoints.connect(i).await?;
     let t1 = stats.clock.now_ns();
     stats.record("step_handshake", t0, t1);
     let key = SigningKey::generate(&mut rand::thread_rng());
-    let frame = link.register_frame(1, &user, "tern-load", &key)?;
+    let frame = conn.register_frame(1, &user, "tern-load", &key)?;
     let exchange = async {
-        link.sender.frame(&frame).await?;
-        match link.receiver.next().await? {
+        conn.sender.frame(&frame).await?;
+        match conn.receiver.next().await? {
             Some(back) if back == frame => Ok(()),
             Some(other) => Err(crate::conn::unexpected("the echoed frame", &other.body)),
             None => Err(LoadError::Closed("the echo handshake".into())),
@@ -88,7 +88,7 @@ async fn echo_handshake(
             secs: endpoints.timeout.as_secs(),
         })??;
     stats.record("step_first_echo", t1, stats.clock.now_ns());
-    Ok(link)
+    Ok(conn)
 }
 
 pub async fn run(args: Args) -> Result<Report> {
@@ -110,7 +110,7 @@ pub async fn run(args: Args) -> Result<Report> {
         echo_handshake(endpoints, stats.clone(), user_name(&run, "c", i), i)
     };
     let pid = ctx.target.pid;
-    let links = ramp_and_hold(
+    let conns = ramp_and_hold(
         &ctx.endpoints,
         &args.idle,
         &ctx.stats,
@@ -122,7 +122,7 @@ pub async fn run(args: Args) -> Result<Report> {
     .await;
     ctx.report.note("baseline: bare quinn echo server with tern's transport (SO_REUSEPORT shards, CID routing, TLS, ServerTransportTuning); connect = handshake + one echoed Register-sized frame");
     if args.rate > 0.0 {
-        echo_phase(&args, &mut ctx, links).await;
+        echo_phase(&args, &mut ctx, conns).await;
     }
     drop(probe);
     Ok(ctx.close().await)
@@ -146,16 +146,16 @@ impl Sink for EchoSink {
     }
 }
 
-async fn echo_phase(args: &Args, ctx: &mut Ctx, links: Vec<Link>) {
+async fn echo_phase(args: &Args, ctx: &mut Ctx, conns: Vec<RawConnection>) {
     let sink: Arc<dyn Sink> = Arc::new(EchoSink {
         stats: ctx.stats.clone(),
     });
-    let devices: Vec<LiveDevice> = links
+    let devices: Vec<LiveDevice> = conns
         .into_iter()
         .take(args.echo_connections.max(1))
         .enumerate()
-        .map(|(i, link)| {
-            LiveDevice::start(i, link, sink.clone(), ctx.stats.clock, None, args.queue)
+        .map(|(i, conn)| {
+            LiveDevice::start(i, conn, sink.clone(), ctx.stats.clock, None, args.queue)
         })
         .collect();
     let senders: Vec<_> = devices.iter().map(|d| d.jobs.clone()).collect();

@@ -37,16 +37,16 @@ pub async fn run(args: Args) -> Result<Report> {
         let (user, stats) = (user_name(&run, "c", i), stats.clone());
         async move {
             let t0 = stats.clock.now_ns();
-            let mut link = endpoints.link(i).await?;
+            let mut conn = endpoints.connect(i).await?;
             let t1 = stats.clock.now_ns();
             stats.record("step_handshake", t0, t1);
-            register(&mut link, &user, endpoints.timeout).await?;
+            register(&mut conn, &user, endpoints.timeout).await?;
             stats.record("step_register", t1, stats.clock.now_ns());
-            Ok(link)
+            Ok(conn)
         }
     };
     let pid = ctx.target.pid;
-    let links = ramp_and_hold(
+    let conns = ramp_and_hold(
         &ctx.endpoints,
         &args.idle,
         &ctx.stats,
@@ -58,6 +58,6 @@ pub async fn run(args: Args) -> Result<Report> {
     .await;
     ctx.report.note("connect latency: QUIC handshake + Register round trip (fsynced by the server), from each connection's intended start on the ramp; step_handshake / step_register: the two steps alone, from their actual start");
     drop(probe);
-    drop(links);
+    drop(conns);
     Ok(ctx.close().await)
 }

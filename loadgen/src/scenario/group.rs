@@ -184,8 +184,8 @@ pub async fn run(args: Args) -> Result<Report> {
         .into_iter()
         .flatten()
         .enumerate()
-        .map(|(i, (_, link))| {
-            LiveDevice::start(i, link, sink.clone(), ctx.stats.clock, ack, args.queue)
+        .map(|(i, (_, conn))| {
+            LiveDevice::start(i, conn, sink.clone(), ctx.stats.clock, ack, args.queue)
         })
         .collect();
     send_phase(&args, &mut ctx, &sink, &live, &convs).await;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tern_client::link::Link;
+use tern_client::connection::RawConnection;
 use tern_proto::body::{conversations, messaging, sync};
 use tern_proto::{Body, ConversationKind, ConversationState, Frame};
 use tokio::sync::Semaphore;
@@ -79,8 +79,8 @@ pub async fn run(args: Args) -> Result<Report> {
     .await?;
     let receivers: Vec<Device> = receivers
         .into_iter()
-        .map(|(device, link)| {
-            link.connection.close(0u32.into(), b"going offline");
+        .map(|(device, conn)| {
+            conn.connection.close(0u32.into(), b"going offline");
             device
         })
         .collect();
@@ -99,7 +99,7 @@ pub async fn run(args: Args) -> Result<Report> {
 }
 
 async fn create_direct(
-    sender: &mut Link,
+    sender: &mut RawConnection,
     run: &str,
     devices: usize,
     window: usize,
@@ -135,7 +135,12 @@ async fn create_direct(
     bad.map_or(Ok(convs), Err)
 }
 
-async fn build_backlog(args: &Args, ctx: &mut Ctx, sender: &mut Link, convs: &[u64]) -> Result<()> {
+async fn build_backlog(
+    args: &Args,
+    ctx: &mut Ctx,
+    sender: &mut RawConnection,
+    convs: &[u64],
+) -> Result<()> {
     let total = (args.devices * args.backlog) as u64;
     let clock = ctx.stats.clock;
     let frames = (0..total).map(|k| {
@@ -258,29 +263,29 @@ async fn catch_up(
     page: u32,
 ) -> Result<u64> {
     let start = stats.clock.now_ns();
-    let mut link = endpoints.link(i).await?;
-    authenticate(&mut link, device, endpoints.timeout).await?;
+    let mut conn = endpoints.connect(i).await?;
+    authenticate(&mut conn, device, endpoints.timeout).await?;
     stats.record("reconnect", start, stats.clock.now_ns());
     let ask = sync::Sync { all: false };
-    let states = call(&mut link, 2, ask, "sync", endpoints.timeout)
+    let states = call(&mut conn, 2, ask, "sync", endpoints.timeout)
         .await?
         .conversations;
     let mut total = 0;
     for state in states {
-        total += fetch(&mut link, stats, &state, page, endpoints.timeout).await?;
+        total += fetch(&mut conn, stats, &state, page, endpoints.timeout).await?;
         let ack = messaging::Ack {
             conversation_id: state.conversation_id,
             seq: state.head_seq,
         };
-        call(&mut link, 3, ack, "ack", endpoints.timeout).await?;
+        call(&mut conn, 3, ack, "ack", endpoints.timeout).await?;
     }
     stats.record("drain", start, stats.clock.now_ns());
-    link.connection.close(0u32.into(), b"drained");
+    conn.connection.close(0u32.into(), b"drained");
     Ok(total)
 }
 
 async fn fetch(
-    link: &mut Link,
+    conn: &mut RawConnection,
     stats: &Stats,
     state: &ConversationState,
     page: u32,
@@ -294,7 +299,7 @@ async fn fetch(
             from_seq: from,
             limit: page,
         };
-        let page = call(link, id, history, "history", timeout).await?;
+        let page = call(conn, id, history, "history", timeout).await?;
         let (messages, next) = (page.messages.len() as u64, page.next_seq);
         stats.record("history_page", asked, stats.clock.now_ns());
         total += messages;

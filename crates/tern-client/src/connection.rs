@@ -1,7 +1,11 @@
-//! One raw connection to a tern server: QUIC handshake with the pinned
-//! certificate, the control stream, and frame-level reads and writes. The
-//! SDK's [`super::Client`] is built on it; tests and the load generator use
-//! it directly to speak (or deliberately break) the protocol.
+//! One raw connection to a tern server ([`RawConnection`]): QUIC handshake
+//! with the pinned certificate, the control stream, and frame-level reads
+//! and writes, with no ordering, retries or reconnects. The SDK's
+//! [`super::Client`] is built on it; tests and the load generator use it
+//! directly to speak (or deliberately break) the protocol.
+//!
+//! (Linking a new device to an account is something else: see
+//! [`super::Client::link`] and [`RawConnection::link_frame`].)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,9 +28,9 @@ use tern_proto::{Frame, FrameError, Limits};
 /// self-signed certificate carries it.
 pub const DEFAULT_SERVER_NAME: &str = "localhost";
 
-/// Why a link operation failed.
+/// Why an operation on a raw connection failed.
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
+pub enum ConnectionError {
     #[error(transparent)]
     Tls(#[from] ClientTlsError),
     #[error("cannot open a local UDP socket: {0}")]
@@ -54,8 +58,8 @@ pub enum LinkError {
 pub fn client_endpoint(
     bind: SocketAddr,
     trust: &TrustAnchor,
-) -> Result<quinn::Endpoint, LinkError> {
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(LinkError::Socket)?;
+) -> Result<quinn::Endpoint, ConnectionError> {
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(ConnectionError::Socket)?;
     endpoint.set_default_client_config(client_config(trust)?);
     Ok(endpoint)
 }
@@ -78,11 +82,11 @@ impl FrameReceiver {
     }
 
     /// The next frame, or `Ok(None)` when the server finished the stream.
-    pub async fn next(&mut self) -> Result<Option<Frame>, LinkError> {
+    pub async fn next(&mut self) -> Result<Option<Frame>, ConnectionError> {
         match self.frames.next().await {
             Some(Ok(bytes)) => Ok(Some(Frame::decode(&bytes, &self.limits)?)),
-            Some(Err(CodecError::Frame(e))) => Err(LinkError::Frame(e)),
-            Some(Err(CodecError::Io(e))) => Err(LinkError::Read(e)),
+            Some(Err(CodecError::Frame(e))) => Err(ConnectionError::Frame(e)),
+            Some(Err(CodecError::Io(e))) => Err(ConnectionError::Read(e)),
             // A stream finished inside a frame ends like a finished one.
             Some(Err(CodecError::Truncated)) | None => Ok(None),
         }
@@ -101,20 +105,20 @@ impl FrameSender {
         }
     }
 
-    pub async fn frame(&mut self, frame: &Frame) -> Result<(), LinkError> {
+    pub async fn frame(&mut self, frame: &Frame) -> Result<(), ConnectionError> {
         self.chunks(&mut [frame.encode()]).await
     }
 
     /// Writes bytes as they are (tests use this to send broken frames).
-    pub async fn raw(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+    pub async fn raw(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
         self.chunks(&mut [Bytes::copy_from_slice(bytes)]).await
     }
 
     /// Writes several encoded frames in one go (taking them out of `frames`).
-    pub async fn chunks(&mut self, frames: &mut [Bytes]) -> Result<(), LinkError> {
+    pub async fn chunks(&mut self, frames: &mut [Bytes]) -> Result<(), ConnectionError> {
         framing::write_batch(&mut self.frames, frames)
             .await
-            .map_err(LinkError::Write)
+            .map_err(ConnectionError::Write)
     }
 
     /// Finishes the stream (the server then ends the connection cleanly).
@@ -124,25 +128,25 @@ impl FrameSender {
 }
 
 /// An open connection with its control stream.
-pub struct Link {
+pub struct RawConnection {
     pub connection: quinn::Connection,
     pub sender: FrameSender,
     pub receiver: FrameReceiver,
 }
 
-impl Link {
+impl RawConnection {
     /// Connects and opens the control stream (nothing is sent yet).
     pub async fn connect(
         endpoint: &quinn::Endpoint,
         addr: SocketAddr,
         server_name: &str,
-    ) -> Result<Link, LinkError> {
+    ) -> Result<RawConnection, ConnectionError> {
         let connecting = endpoint
             .connect(addr, server_name)
-            .map_err(|source| LinkError::Connect { addr, source })?;
+            .map_err(|source| ConnectionError::Connect { addr, source })?;
         let connection = connecting.await?;
         let (send, recv) = connection.open_bi().await?;
-        Ok(Link {
+        Ok(RawConnection {
             connection,
             sender: FrameSender::new(send),
             receiver: FrameReceiver::new(recv, Limits::client_inbound()),
@@ -150,14 +154,14 @@ impl Link {
     }
 
     /// This connection's channel-binding value.
-    pub fn exporter(&self) -> Result<[u8; EXPORTER_LEN], LinkError> {
+    pub fn exporter(&self) -> Result<[u8; EXPORTER_LEN], ConnectionError> {
         exporter(&self.connection)
     }
 
     /// Sends one request and waits for the next frame (no pushes expected yet).
-    pub async fn call(&mut self, frame: &Frame) -> Result<Frame, LinkError> {
+    pub async fn call(&mut self, frame: &Frame) -> Result<Frame, ConnectionError> {
         self.sender.frame(frame).await?;
-        self.receiver.next().await?.ok_or(LinkError::Closed)
+        self.receiver.next().await?.ok_or(ConnectionError::Closed)
     }
 
     /// The Register frame for a new account, signed for this connection.
@@ -167,7 +171,7 @@ impl Link {
         user: &str,
         device_name: &str,
         key: &SigningKey,
-    ) -> Result<Frame, LinkError> {
+    ) -> Result<Frame, ConnectionError> {
         let device_key = key.verifying_key().to_bytes();
         let signature = sign(
             key,
@@ -189,7 +193,7 @@ impl Link {
         user: &str,
         device: u32,
         key: &SigningKey,
-    ) -> Result<Frame, LinkError> {
+    ) -> Result<Frame, ConnectionError> {
         let signature = sign(
             key,
             &authenticate_transcript(&self.exporter()?, user, device),
@@ -209,7 +213,7 @@ impl Link {
         user: &str,
         device_name: &str,
         key: &SigningKey,
-    ) -> Result<Frame, LinkError> {
+    ) -> Result<Frame, ConnectionError> {
         let device_key = key.verifying_key().to_bytes();
         let signature = sign(key, &link_transcript(&self.exporter()?, user, &device_key));
         let body = auth::RequestLink {
@@ -228,13 +232,13 @@ impl Link {
 }
 
 /// The channel-binding exporter value of a connection.
-pub fn exporter(connection: &quinn::Connection) -> Result<[u8; EXPORTER_LEN], LinkError> {
+pub fn exporter(connection: &quinn::Connection) -> Result<[u8; EXPORTER_LEN], ConnectionError> {
     let mut out = [0u8; EXPORTER_LEN];
     connection
         .export_keying_material(&mut out, EXPORTER_LABEL, b"")
-        .map_err(|_| LinkError::Exporter)?;
+        .map_err(|_| ConnectionError::Exporter)?;
     Ok(out)
 }
 
-/// Shares one endpoint between many links (the load generator multiplexes).
+/// Shares one endpoint between many connections (the load generator multiplexes).
 pub type SharedEndpoint = Arc<quinn::Endpoint>;
