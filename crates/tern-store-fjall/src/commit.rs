@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use fjall::{Database, PersistMode};
 use tern_store::{BackendError, Poison};
@@ -92,24 +93,35 @@ fn committer_gone() -> BackendError {
 struct JournalSync {
     dir: PathBuf,
     files: BTreeMap<PathBuf, std::fs::File>,
+    /// The directory's mtime when the journal files were last listed, and
+    /// when that listing was made.
+    listed: Option<(SystemTime, SystemTime)>,
 }
+
+/// A directory mtime this close to the listing that saw it may hide a
+/// change made in the same coarse clock tick (file times use the kernel's
+/// coarse clock, 1–10 ms): list again rather than trust it.
+const RACY_MTIME: Duration = Duration::from_millis(50);
 
 impl JournalSync {
     fn new(dir: PathBuf) -> Self {
         JournalSync {
             dir,
             files: BTreeMap::new(),
+            listed: None,
         }
     }
 
     fn sync(&mut self, db: &Database) -> Result<(), String> {
         db.persist(PersistMode::Buffer).map_err(|e| e.to_string())?;
-        let names = self.journal_names().map_err(|e| e.to_string())?;
-        if names.is_empty() {
-            return db.persist(COMMIT_MODE).map_err(|e| e.to_string());
-        }
-        if names.iter().ne(self.files.keys()) {
-            self.reopen(&names).map_err(|e| e.to_string())?;
+        if self.files.is_empty() || self.journals_may_have_changed() {
+            let names = self.journal_names().map_err(|e| e.to_string())?;
+            if names.is_empty() {
+                return db.persist(COMMIT_MODE).map_err(|e| e.to_string());
+            }
+            if names.iter().ne(self.files.keys()) {
+                self.reopen(&names).map_err(|e| e.to_string())?;
+            }
         }
         for file in self.files.values() {
             file.sync_data().map_err(|e| e.to_string())?;
@@ -117,12 +129,32 @@ impl JournalSync {
         Ok(())
     }
 
-    fn journal_names(&self) -> std::io::Result<Vec<PathBuf>> {
+    /// Whether fjall may have created or removed a journal since the last
+    /// listing: one `stat` of the directory instead of listing it on every
+    /// sync. Every write a sync must cover returned before the sync was
+    /// asked for, so any journal holding it existed before this check.
+    fn journals_may_have_changed(&self) -> bool {
+        let Some((seen, listed_at)) = self.listed else {
+            return true;
+        };
+        let mtime = std::fs::metadata(&self.dir).and_then(|m| m.modified());
+        match mtime {
+            Ok(mtime) if mtime == seen => {
+                listed_at.duration_since(mtime).unwrap_or(Duration::ZERO) < RACY_MTIME
+            }
+            _ => true,
+        }
+    }
+
+    fn journal_names(&mut self) -> std::io::Result<Vec<PathBuf>> {
+        let listed_at = SystemTime::now();
+        let mtime = std::fs::metadata(&self.dir)?.modified()?;
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "jnl"))
             .collect();
         names.sort();
+        self.listed = Some((mtime, listed_at));
         Ok(names)
     }
 
@@ -182,4 +214,34 @@ fn sync_once(
         shared.poison.set(why.clone());
         BackendError::io(why)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal created after a listing is noticed by the next sync (the
+    /// directory's mtime moved), and an unchanged directory is not listed.
+    #[test]
+    fn a_new_journal_is_noticed_without_listing_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("0.jnl"), b"").unwrap();
+        let ten_seconds_ago = SystemTime::now() - Duration::from_secs(10);
+        std::fs::File::open(dir.path())
+            .unwrap()
+            .set_modified(ten_seconds_ago)
+            .unwrap();
+        let mut journals = JournalSync::new(dir.path().to_path_buf());
+        assert!(journals.journals_may_have_changed(), "never listed yet");
+        let names = journals.journal_names().unwrap();
+        assert_eq!(names.len(), 1);
+        assert!(!journals.journals_may_have_changed(), "nothing changed");
+        std::fs::write(dir.path().join("1.jnl"), b"").unwrap();
+        assert!(journals.journals_may_have_changed(), "a journal appeared");
+        assert_eq!(journals.journal_names().unwrap().len(), 2);
+        assert!(
+            journals.journals_may_have_changed(),
+            "an mtime as recent as the listing is not trusted"
+        );
+    }
 }
