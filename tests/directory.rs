@@ -391,7 +391,7 @@ async fn linked_device_joins_then_stale_device_sets_are_refused() {
     let laptop_state = tempfile::tempdir().unwrap();
     let options = server.options(laptop_state.path());
     let linking = tokio::spawn(async move { Client::link(options, "bob", "laptop").await });
-    let Body::LinkRequest(devices::LinkRequest {
+    let Body::LinkPrompt(devices::LinkPrompt {
         link_id,
         device_name,
         ..
@@ -494,7 +494,7 @@ async fn denied_link_is_refused() {
     let state = tempfile::tempdir().unwrap();
     let options = server.options(state.path());
     let linking = tokio::spawn(async move { Client::link(options, "bob", "intruder").await });
-    let Body::LinkRequest(devices::LinkRequest { link_id, .. }) =
+    let Body::LinkPrompt(devices::LinkPrompt { link_id, .. }) =
         tokio::time::timeout(WAIT, bob.next_notice())
             .await
             .unwrap()

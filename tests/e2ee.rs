@@ -37,7 +37,7 @@ async fn link(server: &TestServer, existing: &Device, name: &str) -> Device {
     let name = name.to_owned();
     let pending = tokio::spawn(async move { SecureClient::link(options, &user, &name).await });
     match next(&existing.client).await {
-        SecureEvent::LinkRequest { link_id, .. } => {
+        SecureEvent::LinkPrompt { link_id, .. } => {
             existing.client.approve_link(link_id, true).await.unwrap()
         }
         other => panic!("expected a link request, got {other:?}"),

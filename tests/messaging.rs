@@ -419,7 +419,7 @@ async fn connection_survives_rebinding_onto_another_shard() {
         .create_conversation(ConversationKind::Direct, &["bob"])
         .await
         .unwrap();
-    let forwarded = || server.handle().datagram_stats.forwarded_in_total();
+    let forwarded = || server.handle().forwarding_stats.forwarded_in_total();
     let mut rebinds = 0;
     // Each rebind picks a new source port; the kernel's SO_REUSEPORT hash puts
     // it on either shard, so within 32 rebinds one lands on the other shard

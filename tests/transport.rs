@@ -17,7 +17,7 @@ use tern_client::tls::{client_config, PinnedCertVerifier, TrustAnchor};
 use tern_proto::fingerprint::parse_fingerprint;
 use tern_server::cid::shard_endpoint_config;
 use tern_server::socket::{
-    bind_shard_sockets, shard_socket, DatagramMesh, MeshStats, ShardSocketParts,
+    bind_shard_sockets, shard_socket, ForwardingChannels, ForwardingStats, ShardSocketParts,
     DEFAULT_INBOX_CAPACITY,
 };
 use tern_server::tls::{load_or_create_identity, server_config, ServerTransportTuning};
@@ -34,7 +34,7 @@ const MIN_REBINDS: usize = 4;
 struct Server {
     addr: SocketAddr,
     fingerprint: String,
-    stats: Arc<MeshStats>,
+    stats: Arc<ForwardingStats>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -45,7 +45,7 @@ impl Server {
         let dir = tempfile::tempdir()?;
         let identity = load_or_create_identity(dir.path())?;
         let config = server_config(&identity, &ServerTransportTuning::default())?;
-        let mesh = DatagramMesh::new(shards, DEFAULT_INBOX_CAPACITY)?;
+        let mesh = ForwardingChannels::new(shards, DEFAULT_INBOX_CAPACITY)?;
         let stats = mesh.stats();
         let sockets = bind_shard_sockets("127.0.0.1:0".parse()?, shards)?;
         let addr = sockets.first().ok_or("no socket")?.local_addr()?;

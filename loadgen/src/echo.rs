@@ -19,7 +19,7 @@ use serde::Serialize;
 use tern_proto::codec::{FrameDecoder, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX};
 use tern_server::cid::shard_endpoint_config;
 use tern_server::socket::{
-    bind_shard_sockets, shard_socket, DatagramMesh, ShardSocketParts, DEFAULT_INBOX_CAPACITY,
+    bind_shard_sockets, shard_socket, ForwardingChannels, ShardSocketParts, DEFAULT_INBOX_CAPACITY,
 };
 use tern_server::tls::{load_or_create_identity, server_config, ServerTransportTuning};
 
@@ -53,7 +53,7 @@ pub fn run(args: Args) -> Result<()> {
         .first()
         .and_then(|s| s.local_addr().ok())
         .unwrap_or(args.listen);
-    let mesh = DatagramMesh::new(shards, DEFAULT_INBOX_CAPACITY)
+    let mesh = ForwardingChannels::new(shards, DEFAULT_INBOX_CAPACITY)
         .map_err(|e| LoadError::Echo(e.to_string()))?;
     for (parts, socket) in mesh.into_parts().into_iter().zip(sockets) {
         let quic = quic.clone();

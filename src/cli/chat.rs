@@ -409,7 +409,7 @@ fn show_event(event: &SecureEvent) -> Option<(u64, u64)> {
             eprintln!("[{conversation_id} #{seq}] could not decrypt: {reason}");
             Some((*conversation_id, *seq))
         }
-        SecureEvent::LinkRequest {
+        SecureEvent::LinkPrompt {
             link_id,
             device_name,
         } => {

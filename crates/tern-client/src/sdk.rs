@@ -195,7 +195,7 @@ struct LiveConnection {
 enum Event {
     Connected,
     Deliver(Message),
-    /// A server push other than Deliver (KeysLow, LinkRequest, DeviceListChanged).
+    /// A server push other than Deliver (KeysLow, LinkPrompt, DeviceListChanged).
     Notice(Body),
 }
 
@@ -322,7 +322,7 @@ impl Client {
         Ok(Client::start(options, identity, endpoint, conn))
     }
 
-    /// Answers a LinkRequest pushed to this device.
+    /// Answers a LinkPrompt pushed to this device.
     pub async fn approve_link(&self, link_id: u64, approve: bool) -> Result<(), ClientError> {
         self.request(devices::ApproveLink { link_id, approve })
             .await?;
@@ -336,7 +336,7 @@ impl Client {
         request_on(&self.shared, request).await
     }
 
-    /// The next server notice: KeysLow, LinkRequest, DeviceListChanged.
+    /// The next server notice: KeysLow, LinkPrompt, DeviceListChanged.
     pub async fn next_notice(&self) -> Option<Body> {
         self.notices.lock().await.recv().await
     }

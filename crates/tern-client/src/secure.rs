@@ -90,7 +90,7 @@ pub enum SecureEvent {
         conversation_id: u64,
     },
     /// A new device asks to join this account; answer with [`SecureClient::approve_link`].
-    LinkRequest {
+    LinkPrompt {
         link_id: u64,
         device_name: String,
     },
@@ -899,13 +899,13 @@ async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
                     }
                 }
             }
-            Body::LinkRequest(devices::LinkRequest {
+            Body::LinkPrompt(devices::LinkPrompt {
                 link_id,
                 device_name,
                 ..
             }) => {
                 let _ = events
-                    .send(SecureEvent::LinkRequest {
+                    .send(SecureEvent::LinkPrompt {
                         link_id,
                         device_name,
                     })

@@ -27,7 +27,7 @@ use super::mesh::{Control, Mesh, ShardInbox};
 use super::owner;
 use super::shard::{ServerStats, Services, ShardCtx};
 use super::socket::{
-    bind_shard_sockets, shard_socket, DatagramMesh, MeshStats, ShardSocketParts,
+    bind_shard_sockets, shard_socket, ForwardingChannels, ForwardingStats, ShardSocketParts,
     DEFAULT_INBOX_CAPACITY,
 };
 use super::tls::{load_or_create_identity, server_config, ServerTransportTuning, TlsError};
@@ -65,7 +65,7 @@ pub struct ServerHandle {
     pub fingerprint: String,
     pub shards: usize,
     pub stats: Arc<ServerStats>,
-    pub datagram_stats: Arc<MeshStats>,
+    pub forwarding_stats: Arc<ForwardingStats>,
     store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
@@ -149,11 +149,11 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         .and_then(|s| s.local_addr().ok())
         .unwrap_or(config.listen);
     let datagrams =
-        DatagramMesh::new(shards, DEFAULT_INBOX_CAPACITY).map_err(|e| StartError::Shard {
+        ForwardingChannels::new(shards, DEFAULT_INBOX_CAPACITY).map_err(|e| StartError::Shard {
             shard: 0,
             message: e.to_string(),
         })?;
-    let datagram_stats = datagrams.stats();
+    let forwarding_stats = datagrams.stats();
     let (mesh, inboxes) = Mesh::new(shards);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stats = Arc::new(ServerStats::default());
@@ -185,7 +185,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         fingerprint: identity.fingerprint,
         shards,
         stats,
-        datagram_stats,
+        forwarding_stats,
         store,
         shutdown: shutdown_tx,
         threads,

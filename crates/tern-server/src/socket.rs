@@ -12,7 +12,7 @@
 //! server address.
 //!
 //! ```text
-//! let mesh = DatagramMesh::new(n, DEFAULT_INBOX_CAPACITY)?;      // once
+//! let channels = ForwardingChannels::new(n, DEFAULT_INBOX_CAPACITY)?; // once
 //! let sockets = bind_shard_sockets(addr, n)?;                  // once
 //! // in shard i's thread, inside its tokio runtime:
 //! let socket = shard_socket(parts_i, std_socket_i)?;            // -> Endpoint
@@ -80,9 +80,9 @@ pub fn bind_shard_sockets(addr: SocketAddr, shards: usize) -> io::Result<Vec<std
     Ok(sockets)
 }
 
-/// A shard mesh that cannot be built.
+/// Forwarding channels that cannot be built.
 #[derive(Debug, Error)]
-pub enum MeshError {
+pub enum ForwardingError {
     /// Shard ids are one byte (they go into byte 0 of each connection ID).
     #[error("shard count must be between 1 and 256, got {0}: lower the configured shard count")]
     ShardCount(usize),
@@ -106,11 +106,11 @@ pub struct ForwardCounters {
 /// Forwarding counters of all shards, shared by the shards and readable by
 /// stats and tests.
 #[derive(Debug)]
-pub struct MeshStats {
+pub struct ForwardingStats {
     shards: Box<[ForwardCounters]>,
 }
 
-impl MeshStats {
+impl ForwardingStats {
     /// Counters of shard `shard_id`, if it exists.
     pub fn shard(&self, shard_id: u8) -> Option<&ForwardCounters> {
         self.shards.get(usize::from(shard_id))
@@ -151,21 +151,21 @@ struct Forwarded {
 
 /// The inbox channels of `N` shards. Build it once, then move each
 /// [`ShardSocketParts`] into its shard's thread.
-pub struct DatagramMesh {
+pub struct ForwardingChannels {
     parts: Vec<ShardSocketParts>,
-    stats: Arc<MeshStats>,
+    stats: Arc<ForwardingStats>,
 }
 
-impl DatagramMesh {
+impl ForwardingChannels {
     /// Creates inboxes of `inbox_capacity` datagrams for `shards` shards.
-    pub fn new(shards: usize, inbox_capacity: usize) -> Result<Self, MeshError> {
+    pub fn new(shards: usize, inbox_capacity: usize) -> Result<Self, ForwardingError> {
         if shards == 0 || shards > 256 {
-            return Err(MeshError::ShardCount(shards));
+            return Err(ForwardingError::ShardCount(shards));
         }
         if inbox_capacity == 0 {
-            return Err(MeshError::InboxCapacity);
+            return Err(ForwardingError::InboxCapacity);
         }
-        let stats = Arc::new(MeshStats {
+        let stats = Arc::new(ForwardingStats {
             shards: (0..shards).map(|_| ForwardCounters::default()).collect(),
         });
         let (senders, inboxes): (Vec<_>, Vec<_>) =
@@ -183,8 +183,8 @@ impl DatagramMesh {
         Ok(Self { parts, stats })
     }
 
-    /// The counters shared by all shards of this mesh.
-    pub fn stats(&self) -> Arc<MeshStats> {
+    /// The counters shared by all shards.
+    pub fn stats(&self) -> Arc<ForwardingStats> {
         self.stats.clone()
     }
 
@@ -201,7 +201,7 @@ pub struct ShardSocketParts {
     shard_id: u8,
     inbox: mpsc::Receiver<Forwarded>,
     peers: Arc<[mpsc::Sender<Forwarded>]>,
-    stats: Arc<MeshStats>,
+    stats: Arc<ForwardingStats>,
 }
 
 impl ShardSocketParts {
@@ -227,7 +227,7 @@ struct ShardSocket {
     shard_id: u8,
     inbox: Mutex<mpsc::Receiver<Forwarded>>,
     peers: Arc<[mpsc::Sender<Forwarded>]>,
-    stats: Arc<MeshStats>,
+    stats: Arc<ForwardingStats>,
     /// Alternates which source `poll_recv` tries first, for fairness.
     inbox_first: AtomicBool,
 }
@@ -383,7 +383,7 @@ impl ShardSocket {
     }
 
     /// The other shard owning `datagram`, if any. Datagrams naming no shard
-    /// of this mesh stay here (quinn drops them after `validate`).
+    /// of these channels stay here (quinn drops them after `validate`).
     fn owner(&self, datagram: &[u8]) -> Option<u8> {
         shard_of_datagram(datagram)
             .filter(|&s| s != self.shard_id && usize::from(s) < self.peers.len())
@@ -511,7 +511,7 @@ mod tests {
 
     /// Shard sockets 0..3 of one mesh (needs a tokio runtime context).
     fn sockets() -> Result<Vec<ShardSocket>, Box<dyn std::error::Error>> {
-        let mesh = DatagramMesh::new(3, 4)?;
+        let mesh = ForwardingChannels::new(3, 4)?;
         let std_sockets = bind_shard_sockets("127.0.0.1:0".parse()?, 3)?;
         let made = mesh
             .into_parts()
@@ -601,18 +601,18 @@ mod tests {
     #[test]
     fn mesh_rejects_bad_sizes() {
         assert!(matches!(
-            DatagramMesh::new(0, 8),
-            Err(MeshError::ShardCount(0))
+            ForwardingChannels::new(0, 8),
+            Err(ForwardingError::ShardCount(0))
         ));
         assert!(matches!(
-            DatagramMesh::new(257, 8),
-            Err(MeshError::ShardCount(257))
+            ForwardingChannels::new(257, 8),
+            Err(ForwardingError::ShardCount(257))
         ));
         assert!(matches!(
-            DatagramMesh::new(2, 0),
-            Err(MeshError::InboxCapacity)
+            ForwardingChannels::new(2, 0),
+            Err(ForwardingError::InboxCapacity)
         ));
-        let mesh = DatagramMesh::new(3, 8);
+        let mesh = ForwardingChannels::new(3, 8);
         let ids: Vec<u8> = mesh
             .map(|m| m.into_parts().iter().map(|p| p.shard_id()).collect())
             .unwrap_or_default();

@@ -1,4 +1,4 @@
-//! An account's devices: the [`LinkRequest`] pushed to linked devices when
+//! An account's devices: the [`LinkPrompt`] pushed to linked devices when
 //! a new one asks to join and their [`ApproveLink`] decision, listing and
 //! revoking devices, and the [`DeviceListChanged`] push. (The new device's
 //! own `RequestLink` opens its connection, so it lives in
@@ -12,29 +12,29 @@ use crate::request::Request;
 
 /// Server push to the account's devices: a new device asks to be linked.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LinkRequest {
+pub struct LinkPrompt {
     pub link_id: u64,
     pub user: String,
     pub device_name: String,
     pub device_key: [u8; 32],
 }
 
-impl WireBody for LinkRequest {
-    const TAG: fb::Body = fb::Body::LinkRequest;
-    type Table<'a> = fb::LinkRequest<'a>;
+impl WireBody for LinkPrompt {
+    const TAG: fb::Body = fb::Body::LinkPrompt;
+    type Table<'a> = fb::LinkPrompt<'a>;
 
     fn encode(&self, b: &mut Builder<'_>) -> Union {
-        let args = fb::LinkRequestArgs {
+        let args = fb::LinkPromptArgs {
             link_id: self.link_id,
             user: Some(b.create_string(&self.user)),
             device_name: Some(b.create_string(&self.device_name)),
             device_key: Some(b.create_vector(&self.device_key[..])),
         };
-        fb::LinkRequest::create(b, &args).as_union_value()
+        fb::LinkPrompt::create(b, &args).as_union_value()
     }
 
-    fn decode(r: fb::LinkRequest<'_>) -> Result<Self, FrameError> {
-        Ok(LinkRequest {
+    fn decode(r: fb::LinkPrompt<'_>) -> Result<Self, FrameError> {
+        Ok(LinkPrompt {
             link_id: r.link_id(),
             user: r.user().to_owned(),
             device_name: r.device_name().unwrap_or_default().to_owned(),
@@ -43,7 +43,7 @@ impl WireBody for LinkRequest {
     }
 }
 
-/// A linked device's decision on a [`LinkRequest`]; answered by [`Done`].
+/// A linked device's decision on a [`LinkPrompt`]; answered by [`Done`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApproveLink {
     pub link_id: u64,
@@ -228,7 +228,7 @@ pub(crate) mod tests {
     /// One of each body of this family.
     pub(crate) fn samples() -> Vec<Body> {
         vec![
-            LinkRequest {
+            LinkPrompt {
                 link_id: 9,
                 user: "a".into(),
                 device_name: "laptop".into(),

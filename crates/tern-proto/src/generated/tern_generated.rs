@@ -273,7 +273,7 @@ pub const ENUM_VALUES_BODY: [Body; 38] = [
   Body::HistoryPage,
   Body::Error,
   Body::RequestLink,
-  Body::LinkRequest,
+  Body::LinkPrompt,
   Body::ApproveLink,
   Body::ListDevices,
   Body::DeviceList,
@@ -318,7 +318,7 @@ impl Body {
   pub const HistoryPage: Self = Self(17);
   pub const Error: Self = Self(18);
   pub const RequestLink: Self = Self(19);
-  pub const LinkRequest: Self = Self(20);
+  pub const LinkPrompt: Self = Self(20);
   pub const ApproveLink: Self = Self(21);
   pub const ListDevices: Self = Self(22);
   pub const DeviceList: Self = Self(23);
@@ -360,7 +360,7 @@ impl Body {
     Self::HistoryPage,
     Self::Error,
     Self::RequestLink,
-    Self::LinkRequest,
+    Self::LinkPrompt,
     Self::ApproveLink,
     Self::ListDevices,
     Self::DeviceList,
@@ -402,7 +402,7 @@ impl Body {
       Self::HistoryPage => Some("HistoryPage"),
       Self::Error => Some("Error"),
       Self::RequestLink => Some("RequestLink"),
-      Self::LinkRequest => Some("LinkRequest"),
+      Self::LinkPrompt => Some("LinkPrompt"),
       Self::ApproveLink => Some("ApproveLink"),
       Self::ListDevices => Some("ListDevices"),
       Self::DeviceList => Some("DeviceList"),
@@ -3553,22 +3553,22 @@ impl ::core::fmt::Debug for RequestLink<'_> {
       ds.finish()
   }
 }
-pub enum LinkRequestOffset {}
+pub enum LinkPromptOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-pub struct LinkRequest<'a> {
+pub struct LinkPrompt<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
 
-impl<'a> ::flatbuffers::Follow<'a> for LinkRequest<'a> {
-  type Inner = LinkRequest<'a>;
+impl<'a> ::flatbuffers::Follow<'a> for LinkPrompt<'a> {
+  type Inner = LinkPrompt<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
 
-impl<'a> LinkRequest<'a> {
+impl<'a> LinkPrompt<'a> {
   pub const VT_LINK_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_USER: ::flatbuffers::VOffsetT = 6;
   pub const VT_DEVICE_NAME: ::flatbuffers::VOffsetT = 8;
@@ -3576,14 +3576,14 @@ impl<'a> LinkRequest<'a> {
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    LinkRequest { _tab: table }
+    LinkPrompt { _tab: table }
   }
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args LinkRequestArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<LinkRequest<'bldr>> {
-    let mut builder = LinkRequestBuilder::new(_fbb);
+    args: &'args LinkPromptArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LinkPrompt<'bldr>> {
+    let mut builder = LinkPromptBuilder::new(_fbb);
     builder.add_link_id(args.link_id);
     if let Some(x) = args.device_key { builder.add_device_key(x); }
     if let Some(x) = args.device_name { builder.add_device_name(x); }
@@ -3597,32 +3597,32 @@ impl<'a> LinkRequest<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(LinkRequest::VT_LINK_ID, Some(0)).unwrap()}
+    unsafe { self._tab.get::<u64>(LinkPrompt::VT_LINK_ID, Some(0)).unwrap()}
   }
   #[inline]
   pub fn user(&self) -> &'a str {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkRequest::VT_USER, None).unwrap()}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkPrompt::VT_USER, None).unwrap()}
   }
   #[inline]
   pub fn device_name(&self) -> Option<&'a str> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkRequest::VT_DEVICE_NAME, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkPrompt::VT_DEVICE_NAME, None)}
   }
   #[inline]
   pub fn device_key(&self) -> ::flatbuffers::Vector<'a, u8> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(LinkRequest::VT_DEVICE_KEY, None).unwrap()}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(LinkPrompt::VT_DEVICE_KEY, None).unwrap()}
   }
 }
 
-impl ::flatbuffers::Verifiable for LinkRequest<'_> {
+impl ::flatbuffers::Verifiable for LinkPrompt<'_> {
   #[inline]
   fn run_verifier(
     v: &mut ::flatbuffers::Verifier, pos: usize
@@ -3636,16 +3636,16 @@ impl ::flatbuffers::Verifiable for LinkRequest<'_> {
     Ok(())
   }
 }
-pub struct LinkRequestArgs<'a> {
+pub struct LinkPromptArgs<'a> {
     pub link_id: u64,
     pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub device_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub device_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
-impl<'a> Default for LinkRequestArgs<'a> {
+impl<'a> Default for LinkPromptArgs<'a> {
   #[inline]
   fn default() -> Self {
-    LinkRequestArgs {
+    LinkPromptArgs {
       link_id: 0,
       user: None, // required field
       device_name: None,
@@ -3654,47 +3654,47 @@ impl<'a> Default for LinkRequestArgs<'a> {
   }
 }
 
-pub struct LinkRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+pub struct LinkPromptBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
   fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
   start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
 }
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkRequestBuilder<'a, 'b, A> {
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkPromptBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_link_id(&mut self, link_id: u64) {
-    self.fbb_.push_slot::<u64>(LinkRequest::VT_LINK_ID, link_id, 0);
+    self.fbb_.push_slot::<u64>(LinkPrompt::VT_LINK_ID, link_id, 0);
   }
   #[inline]
   pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkRequest::VT_USER, user);
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPrompt::VT_USER, user);
   }
   #[inline]
   pub fn add_device_name(&mut self, device_name: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkRequest::VT_DEVICE_NAME, device_name);
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPrompt::VT_DEVICE_NAME, device_name);
   }
   #[inline]
   pub fn add_device_key(&mut self, device_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkRequest::VT_DEVICE_KEY, device_key);
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkPrompt::VT_DEVICE_KEY, device_key);
   }
   #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkRequestBuilder<'a, 'b, A> {
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkPromptBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
-    LinkRequestBuilder {
+    LinkPromptBuilder {
       fbb_: _fbb,
       start_: start,
     }
   }
   #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkRequest<'a>> {
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkPrompt<'a>> {
     let o = self.fbb_.end_table(self.start_);
-    self.fbb_.required(o, LinkRequest::VT_USER,"user");
-    self.fbb_.required(o, LinkRequest::VT_DEVICE_KEY,"device_key");
+    self.fbb_.required(o, LinkPrompt::VT_USER,"user");
+    self.fbb_.required(o, LinkPrompt::VT_DEVICE_KEY,"device_key");
     ::flatbuffers::WIPOffset::new(o.value())
   }
 }
 
-impl ::core::fmt::Debug for LinkRequest<'_> {
+impl ::core::fmt::Debug for LinkPrompt<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("LinkRequest");
+    let mut ds = f.debug_struct("LinkPrompt");
       ds.field("link_id", &self.link_id());
       ds.field("user", &self.user());
       ds.field("device_name", &self.device_name());
@@ -6921,13 +6921,13 @@ impl<'a> Frame<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
-  pub fn body_as_link_request(&self) -> Option<LinkRequest<'a>> {
-    if self.body_type() == Body::LinkRequest {
+  pub fn body_as_link_prompt(&self) -> Option<LinkPrompt<'a>> {
+    if self.body_type() == Body::LinkPrompt {
       self.body().map(|t| {
        // Safety:
        // Created from a valid Table for this object
        // Which contains a valid union in this slot
-       unsafe { LinkRequest::init_from_table(t) }
+       unsafe { LinkPrompt::init_from_table(t) }
      })
     } else {
       None
@@ -7219,7 +7219,7 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::HistoryPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HistoryPage>>("Body::HistoryPage", pos),
           Body::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("Body::Error", pos),
           Body::RequestLink => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RequestLink>>("Body::RequestLink", pos),
-          Body::LinkRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkRequest>>("Body::LinkRequest", pos),
+          Body::LinkPrompt => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPrompt>>("Body::LinkPrompt", pos),
           Body::ApproveLink => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ApproveLink>>("Body::ApproveLink", pos),
           Body::ListDevices => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListDevices>>("Body::ListDevices", pos),
           Body::DeviceList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceList>>("Body::DeviceList", pos),
@@ -7431,8 +7431,8 @@ impl ::core::fmt::Debug for Frame<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
-        Body::LinkRequest => {
-          if let Some(x) = self.body_as_link_request() {
+        Body::LinkPrompt => {
+          if let Some(x) = self.body_as_link_prompt() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

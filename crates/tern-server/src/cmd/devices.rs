@@ -64,7 +64,7 @@ pub async fn request_link(
             decision: decision_tx,
         },
     );
-    let ask = Body::LinkRequest(devices::LinkRequest {
+    let ask = Body::LinkPrompt(devices::LinkPrompt {
         link_id,
         user: op.user.clone(),
         device_name: op.device_name.clone(),
