@@ -663,3 +663,26 @@ async fn zero_client_message_id_and_ack_past_head_are_invalid() {
         head + 1
     );
 }
+
+/// A second server on an address another one serves is refused at start,
+/// instead of silently sharing the port (`SO_REUSEPORT`) and splitting the
+/// first one's clients between two servers with different certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_address_is_refused() {
+    let first = TestServer::start(2);
+    let data = tempfile::tempdir().unwrap();
+    let config = tern_server::ServerConfig {
+        listen: first.addr,
+        ..common::test_config(data.path(), 2)
+    };
+    let refused = tern_server::start(config)
+        .err()
+        .expect("second server refused");
+    assert!(
+        matches!(refused, tern_server::StartError::Bind { .. }),
+        "{refused}"
+    );
+    // The first server still serves.
+    let alice = first.register("alice").await;
+    assert!(alice.sync(true).await.unwrap().is_empty());
+}

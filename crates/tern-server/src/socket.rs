@@ -71,6 +71,7 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 /// Binds `shards` sockets to `addr` with [`bind_reuseport`]. With port 0 the
 /// first socket picks the port and the others bind that same port.
 pub fn bind_shard_sockets(addr: SocketAddr, shards: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    refuse_if_served(addr)?;
     let first = bind_reuseport(addr)?;
     let shared = first.local_addr()?;
     let mut sockets = vec![first];
@@ -78,6 +79,19 @@ pub fn bind_shard_sockets(addr: SocketAddr, shards: usize) -> io::Result<Vec<std
         sockets.push(bind_reuseport(shared)?);
     }
     Ok(sockets)
+}
+
+/// Fails with `AddrInUse` if another process already has `addr` (port 0
+/// always picks a free port). `SO_REUSEPORT` would otherwise let a second
+/// server join the first one's port silently and split its clients between
+/// them: a probe bound *without* the option is refused while any socket,
+/// with or without it, holds the address.
+fn refuse_if_served(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    drop(std::net::UdpSocket::bind(addr)?);
+    Ok(())
 }
 
 /// Forwarding channels that cannot be built.
