@@ -106,6 +106,36 @@ fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
     })
 }
 
+/// `tern remove` naming yourself leaves the group (MLS forbids a Commit that
+/// removes its own sender, so the CLI leaves on the server instead).
+#[test]
+fn removing_yourself_leaves_the_group() {
+    let (_tmp, data) = data_dir();
+    let server = ServerProcess::spawn(&data, 2);
+    let clients = tempfile::tempdir().unwrap();
+    let state = |u: &str| clients.path().join(u).to_string_lossy().into_owned();
+    let (alice, bob) = (state("alice"), state("bob"));
+    let (addr, fp) = (server.addr.to_string(), hex::encode(server.fingerprint));
+    for (dir, user) in [(&alice, "alice"), (&bob, "bob")] {
+        let register = ["register", "--state", dir, "--server", &addr];
+        ok(tern(
+            &[&register[..], &["--fingerprint", &fp, user]].concat(),
+        ));
+    }
+    let group = ok(tern(&["create", "--state", &alice, "group", "bob"]))
+        .trim()
+        .to_owned();
+    let before = ok(tern(&["conversations", "--state", &bob]));
+    assert!(before.contains(&group), "{before}");
+    let left = ok(tern(&["remove", "--state", &bob, &group, "bob"]));
+    assert!(left.contains(&format!("left group {group}")), "{left}");
+    let after = ok(tern(&["conversations", "--state", &bob]));
+    assert!(!after.contains(&group), "{after}");
+    let refused = tern(&["send", "--state", &bob, &group, "still here?"]);
+    assert!(!refused.status.success());
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
 #[test]
 fn help_explains_every_command() {
     let top = ok(tern(&["--help"]));

@@ -278,14 +278,32 @@ async fn create(args: CreateArgs) -> Result<(), String> {
 
 async fn members(args: MembersArgs, add: bool) -> Result<(), String> {
     let client = connect(&args.conn).await?;
-    let members: Vec<&str> = args.members.iter().map(String::as_str).collect();
-    let epoch = if add {
-        client.add_members(args.conversation, &members).await
-    } else {
-        client.remove_members(args.conversation, &members).await
+    let me = client.user().to_owned();
+    let leaving = !add && args.members.contains(&me);
+    let members: Vec<&str> = args
+        .members
+        .iter()
+        .map(String::as_str)
+        .filter(|m| add || *m != me)
+        .collect();
+    if !members.is_empty() {
+        let epoch = if add {
+            client.add_members(args.conversation, &members).await
+        } else {
+            client.remove_members(args.conversation, &members).await
+        }
+        .map_err(|e| e.to_string())?;
+        println!("group {} is now at MLS epoch {epoch}", args.conversation);
     }
-    .map_err(|e| e.to_string())?;
-    println!("group {} is now at MLS epoch {epoch}", args.conversation);
+    if leaving {
+        // MLS forbids a Commit that removes its own sender: leave on the
+        // server, and a remaining member's client commits the removal.
+        client
+            .leave(args.conversation)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("left group {}", args.conversation);
+    }
     client.close().await;
     Ok(())
 }
