@@ -881,22 +881,32 @@ fn decrypted(m: &Message, content: Content) -> SecureEvent {
     })
 }
 
+/// Logs a failed background reaction to a notice, except when it failed
+/// because the app closed the client meanwhile (a short-lived CLI command).
+fn warn_unless_closed<T>(result: Result<T, SecureError>, what: &str) {
+    match result {
+        Ok(_) | Err(SecureError::Client(ClientError::Closed)) => {}
+        Err(error) => tracing::warn!(%error, "{what}"),
+    }
+}
+
 /// Handles server notices: replenish keys, forget changed device sets,
 /// surface link requests.
 async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
     while let Some(notice) = inner.client.next_notice().await {
         match notice {
             Body::KeysLow(_) => {
-                if let Err(e) = inner.publish_keys().await {
-                    tracing::warn!(error = %e, "could not replenish keys");
-                }
+                let result = inner.publish_keys().await;
+                warn_unless_closed(result, "could not replenish keys");
             }
             Body::DeviceListChanged(devices::DeviceListChanged { user, .. }) => {
                 lock(&inner.targets).clear();
                 if user == inner.identity.user {
-                    if let Err(e) = inner.add_own_devices_to_groups().await {
-                        tracing::warn!(error = %e, "could not add this account's new device to its groups");
-                    }
+                    let result = inner.add_own_devices_to_groups().await;
+                    warn_unless_closed(
+                        result,
+                        "could not add this account's new device to its groups",
+                    );
                 }
             }
             Body::LinkPrompt(devices::LinkPrompt {
