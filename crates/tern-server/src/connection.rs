@@ -17,7 +17,7 @@ use tokio::time::{timeout, timeout_at, Instant, Sleep};
 use tokio_util::codec::FramedRead;
 
 use super::cmd;
-use super::command::{Command, OwnerCommand};
+use super::command::{Command, LocalCommand, OwnerCommand};
 use super::effects::{self, Outcome};
 use super::mesh::{encode_reply, Caller, OwnerRequest, Reject, Reply};
 use super::sessions::{Closer, Session};
@@ -273,8 +273,7 @@ impl Conn {
             None => self.handle_unauthenticated(frame).await,
             Some(caller) => {
                 let caller = caller.clone();
-                self.handle_request(caller, frame).await;
-                Ok(())
+                self.handle_request(caller, frame).await
             }
         }
     }
@@ -352,24 +351,60 @@ impl Conn {
         self.caller = Some(caller);
     }
 
-    async fn handle_request(&mut self, caller: Caller, frame: Frame) {
+    async fn handle_request(&mut self, caller: Caller, frame: Frame) -> Result<(), End> {
         let id = frame.request_id;
         match Command::from_body(frame.body) {
             Err(reject) => self.reply(id, Err(reject)).await,
             Ok(Command::Local(command)) => {
+                let revokes_self =
+                    matches!(&command, LocalCommand::RevokeDevice(r) if r.device == caller.device);
                 let outcome = command.apply(&self.ctx, &caller).await;
-                self.conclude(id, outcome).await;
+                if self
+                    .conclude(id, outcome, revokes_self.then_some(&caller))
+                    .await
+                {
+                    // Nothing this connection sent after its own revocation
+                    // is applied; its Done is flushed before the close.
+                    return Err(End::Close(close::AUTH_FAILED, "device revoked"));
+                }
             }
             Ok(Command::Owner(command)) => self.forward(id, caller, command).await,
         }
+        Ok(())
     }
 
     /// The local driver: persists if the outcome needs it, answers, then
     /// performs the effects (the owner's batch loop does the same per batch).
-    async fn conclude(&self, request_id: u64, mut outcome: Outcome) {
+    /// With `detach`, a successful request also takes this connection out of
+    /// the shard's sessions before the effects run (it revoked its own
+    /// device), and the answer is true.
+    async fn conclude(
+        &self,
+        request_id: u64,
+        mut outcome: Outcome,
+        detach: Option<&Caller>,
+    ) -> bool {
         effects::settle(self.ctx.store.as_ref(), [&mut outcome]).await;
+        let detached = detach.filter(|_| outcome.reply.is_ok());
         self.reply(request_id, outcome.reply).await;
+        if let Some(caller) = detached {
+            self.leave_sessions(caller);
+        }
         effects::perform(self.ctx.delivery.as_ref(), outcome.effects).await;
+        detached.is_some()
+    }
+
+    /// Takes this connection out of the shard's sessions (and the shard out
+    /// of the user's locations if it was the user's last connection here).
+    fn leave_sessions(&self, caller: &Caller) {
+        let last = self
+            .ctx
+            .sessions
+            .borrow_mut()
+            .remove(&caller.user, self.conn_id);
+        if last {
+            self.ctx.mesh.locations.leave(&caller.user, self.ctx.id);
+        }
     }
 
     /// Sends a conversation request to its owner; the reply is written when it comes.
@@ -407,14 +442,7 @@ impl Conn {
     /// Ends the connection: drain in-flight requests, flush, close with a reason.
     async fn finish(self, end: End, writer: tokio::task::JoinHandle<()>) {
         if let Some(caller) = &self.caller {
-            let last = self
-                .ctx
-                .sessions
-                .borrow_mut()
-                .remove(&caller.user, self.conn_id);
-            if last {
-                self.ctx.mesh.locations.leave(&caller.user, self.ctx.id);
-            }
+            self.leave_sessions(caller);
         }
         if let End::Close(code, why) = &end {
             self.reply(0, Err(Reject::new(close_error_code(*code), *why)))

@@ -74,17 +74,30 @@ impl ConvState {
     }
 
     /// Refuses callers who are not members.
+    /// Refuses callers who are not members, and devices that are no longer
+    /// active (requests a revoked device pipelined behind its revocation:
+    /// the revocation makes every owner reload its recipients first).
     pub fn require_member(&self, caller: &Caller) -> Result<(), Reject> {
-        if self.is_member(&caller.user) {
-            return Ok(());
+        if !self.is_member(&caller.user) {
+            return Err(Reject::new(
+                ErrorCode::NotMember,
+                format!(
+                    "{} is not a member of conversation {}",
+                    caller.user, self.record.id
+                ),
+            ));
         }
-        Err(Reject::new(
-            ErrorCode::NotMember,
-            format!(
-                "{} is not a member of conversation {}",
-                caller.user, self.record.id
-            ),
-        ))
+        let active = self
+            .recipients
+            .iter()
+            .any(|(user, device)| *device == caller.device && *user == caller.user);
+        match active {
+            true => Ok(()),
+            false => Err(Reject::new(
+                ErrorCode::AuthFailed,
+                format!("{}/{} was revoked", caller.user, caller.device),
+            )),
+        }
     }
 }
 
@@ -190,6 +203,17 @@ impl Owner {
         self.convs.retain(|_, state| !state.is_member(user));
     }
 
+    /// Indexes a message the store has written, so that its retries are
+    /// answered without the store.
+    pub fn remember(&mut self, msg: &StoredMessage) {
+        if let Some(state) = self.convs.get_mut(&msg.conversation_id) {
+            let (user, device, cmid) = (&msg.sender_user, msg.sender_device, msg.client_message_id);
+            state
+                .recent
+                .insert(user, device, cmid, msg.seq, msg.server_time_ms);
+        }
+    }
+
     /// Forgets one conversation's cached state (its head may be stale).
     pub fn forget(&mut self, id: ConversationId) {
         self.convs.remove(&id);
@@ -279,6 +303,8 @@ async fn write_staged(owner: &mut Owner, pending: &mut [Pending]) {
             for ((outcome, msg), result) in staged.iter_mut().zip(results) {
                 if cmd::send::resolve_append(outcome, result, &stats) {
                     owner.forget(msg.conversation_id);
+                } else {
+                    owner.remember(msg);
                 }
             }
         }

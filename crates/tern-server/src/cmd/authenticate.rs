@@ -7,6 +7,7 @@ use crate::shard::ShardCtx;
 use tern_proto::auth::{authenticate_transcript, verify, EXPORTER_LEN};
 use tern_proto::body::auth;
 use tern_proto::fb::ErrorCode;
+use tern_proto::handle::validate_handle;
 use tern_proto::Body;
 
 /// Authenticates the connection as `(user, device)` or says why not. Unknown
@@ -18,17 +19,20 @@ pub async fn apply(
     device: u32,
     signature: [u8; 64],
 ) -> Result<(Caller, Outcome), Reject> {
-    let record = ctx
-        .store
-        .device(&user, device)
-        .await
-        .map_err(Reject::store)?;
     let refused = || {
         Reject::new(
             ErrorCode::AuthFailed,
             format!("authentication failed for {user}/{device}: unknown device or bad signature"),
         )
     };
+    if validate_handle(&user).is_err() {
+        return Err(refused());
+    }
+    let record = ctx
+        .store
+        .device(&user, device)
+        .await
+        .map_err(Reject::store)?;
     let Some(record) = record else {
         return Err(refused());
     };

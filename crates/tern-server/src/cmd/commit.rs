@@ -150,13 +150,18 @@ fn deliver(msg: &StoredMessage, recipients: Arc<[(String, u32)]>, caller: &Calle
 /// so a member that missed a Commit is told to catch up instead of sending
 /// ciphertext the others can no longer read.
 pub async fn send_in_epoch(owner: &mut Owner, caller: &Caller, op: SendOp, epoch: u64) -> Outcome {
-    let store = owner.ctx.store.clone();
-    let current = match store.group_epoch(op.id).await {
-        Ok(current) => current,
-        Err(e) => return Outcome::immediate(Err(Reject::store(e))),
+    // Existence and membership first: the epoch is only for members.
+    let checked = async {
+        owner.conversation(op.id).await?.require_member(caller)?;
+        let store = owner.ctx.store.clone();
+        let current = store.group_epoch(op.id).await.map_err(Reject::store)?;
+        match current == epoch {
+            true => Ok(()),
+            false => Err(stale_epoch(current)),
+        }
     };
-    if current != epoch {
-        return Outcome::immediate(Err(stale_epoch(current)));
+    if let Err(reject) = checked.await {
+        return Outcome::immediate(Err(reject));
     }
     super::send::apply(owner, caller, op).await
 }

@@ -14,13 +14,18 @@ use tern_proto::auth::{link_transcript, EXPORTER_LEN};
 use tern_proto::body::devices::{self, DeviceInfoData};
 use tern_proto::body::{auth, messaging::Done};
 use tern_proto::fb::ErrorCode;
+use tern_proto::handle::validate_handle;
 use tern_proto::{Body, Frame};
 
 use super::register::NewDevice;
 
 /// ListDevices: the active devices of any user (senders need them to encrypt).
 pub async fn list(ctx: &ShardCtx, user: String) -> Result<Outcome, Reject> {
-    let devices = ctx.store.devices(&user).await.map_err(Reject::store)?;
+    let unknown = validate_handle(&user).is_err();
+    let devices = match unknown {
+        true => Vec::new(),
+        false => ctx.store.devices(&user).await.map_err(Reject::store)?,
+    };
     if devices.is_empty() {
         return Err(Reject::new(
             ErrorCode::NotFound,

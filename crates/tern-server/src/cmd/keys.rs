@@ -20,6 +20,7 @@ use tern_proto::body::prekeys::{
     self, DeviceBundleData, OneTimePrekeyData, SignedPrekeyData, UploadPrekeys,
 };
 use tern_proto::fb::ErrorCode;
+use tern_proto::handle::validate_handle;
 use tern_proto::{Body, Frame};
 use tern_store::{DeviceKeysUpdate, DeviceRecord, KeyPool, PoolKey, SignedPrekey, Store};
 
@@ -207,13 +208,7 @@ pub async fn claim_prekeys(
     user: String,
 ) -> Result<Outcome, Reject> {
     rate_limit(ctx, caller, &user)?;
-    let devices = ctx.store.devices(&user).await.map_err(Reject::store)?;
-    if devices.is_empty() {
-        return Err(Reject::new(
-            ErrorCode::NotFound,
-            format!("user {user:?} does not exist"),
-        ));
-    }
+    let devices = existing_devices(ctx, &user).await?;
     let mut bundles = Vec::with_capacity(devices.len());
     let mut effects = Vec::new();
     for device in devices {
@@ -228,6 +223,20 @@ pub async fn claim_prekeys(
     let mut outcome = Outcome::durable(Ok(bundle));
     outcome.effects = effects;
     Ok(outcome)
+}
+
+/// The active devices of an existing user; `NotFound` for an unknown user or
+/// a string that cannot be a handle (never a store lookup with it).
+async fn existing_devices(ctx: &ShardCtx, user: &str) -> Result<Vec<DeviceRecord>, Reject> {
+    let not_found = || Reject::new(ErrorCode::NotFound, format!("user {user:?} does not exist"));
+    if validate_handle(user).is_err() {
+        return Err(not_found());
+    }
+    let devices = ctx.store.devices(user).await.map_err(Reject::store)?;
+    match devices.is_empty() {
+        true => Err(not_found()),
+        false => Ok(devices),
+    }
 }
 
 /// One device's bundle, consuming one of its one-time prekeys; `None` if it
@@ -350,16 +359,15 @@ pub async fn claim_key_packages(
     for user in &users {
         rate_limit(ctx, caller, user)?;
     }
+    // Every user must exist before any single-use key is spent.
+    let mut targets = Vec::with_capacity(users.len());
+    for user in users {
+        let devices = existing_devices(ctx, &user).await?;
+        targets.push((user, devices));
+    }
     let mut entries = Vec::new();
     let mut effects = Vec::new();
-    for user in users {
-        let devices = ctx.store.devices(&user).await.map_err(Reject::store)?;
-        if devices.is_empty() {
-            return Err(Reject::new(
-                ErrorCode::NotFound,
-                format!("user {user:?} does not exist"),
-            ));
-        }
+    for (user, devices) in targets {
         for device in devices {
             let Some(claimed) = ctx
                 .store

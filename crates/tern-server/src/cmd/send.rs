@@ -223,8 +223,11 @@ pub enum Staged {
 }
 
 /// Assigns the next seq and stages the message (the owner's driver appends
-/// the whole batch in one store write); a retry of a message sequenced here
-/// recently is answered from the conversation's index of recent ids.
+/// the whole batch in one store write); a retry of a message stored here
+/// recently is answered from the conversation's index of recent ids. Only
+/// written messages are indexed (`Owner::remember`), so a retry of a message
+/// still staged in this batch goes to the store, which answers it with the
+/// stored message.
 pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<Staged, Reject> {
     let ttl_ms = expiry_ms(owner, op.expires_in_secs);
     let stats = owner.ctx.stats.clone();
@@ -248,7 +251,6 @@ pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<St
         payload: op.payload,
     };
     state.record.head_seq = msg.seq;
-    state.recent.insert(user, device, cmid, msg.seq, now);
     Ok(Staged::New(msg))
 }
 
