@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{TestClient, TestServer, WAIT};
+use common::{Bystanders, TestServer, WAIT};
 use ed25519_dalek::SigningKey;
 use flatbuffers::FlatBufferBuilder;
 use tern_client::connection::RawConnection;
@@ -113,50 +113,6 @@ fn prefixed(data: &[u8]) -> Vec<u8> {
     let mut out = u32::try_from(data.len()).unwrap().to_le_bytes().to_vec();
     out.extend_from_slice(data);
     out
-}
-
-/// Two authenticated clients with a direct conversation that must keep
-/// working whatever another connection does.
-struct Bystanders {
-    a: TestClient,
-    b: TestClient,
-    conversation: u64,
-    sent: u32,
-}
-
-impl Bystanders {
-    async fn new(server: &TestServer) -> Bystanders {
-        let a = server.register("bystander-a").await;
-        let b = server.register("bystander-b").await;
-        let info = a
-            .create_conversation(ConversationKind::Direct, &["bystander-b"])
-            .await
-            .expect("create");
-        let mut pair = Bystanders {
-            a,
-            b,
-            conversation: info.id,
-            sent: 0,
-        };
-        pair.check().await;
-        pair
-    }
-
-    /// One send from a, acked durable, and its delivery to b.
-    async fn check(&mut self) {
-        self.sent += 1;
-        let payload = Bytes::from(format!("bystander message {}", self.sent));
-        let receipt = timeout(WAIT, self.a.send(self.conversation, payload.clone()))
-            .await
-            .expect("bystander send answered in time")
-            .expect("bystander send succeeds");
-        assert_eq!(receipt.seq, u64::from(self.sent));
-        let m = self.b.expect_message().await;
-        assert_eq!(
-            (m.conversation_id, m.seq, &m.payload),
-            (self.conversation, receipt.seq, &payload)
-        );
-    }
 }
 
 // ---------- authentication ----------

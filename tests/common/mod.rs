@@ -22,7 +22,8 @@ use tern_client::connection::{client_endpoint, RawConnection};
 use tern_client::identity::Identity;
 use tern_client::{Client, ClientOptions, TrustAnchor};
 use tern_proto::fingerprint::parse_fingerprint;
-use tern_proto::{Body, Frame, Message};
+use tern_proto::{Body, ConversationKind, Frame, Message};
+use tokio::time::timeout;
 
 use tern_server::{start, start_with, Clock, ServerConfig, ServerHandle, Services};
 use tern_store::Store;
@@ -343,4 +344,48 @@ pub fn data_dir() -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("data");
     (dir, path)
+}
+
+/// Two authenticated clients with a direct conversation that must keep
+/// working whatever another connection does.
+pub struct Bystanders {
+    pub a: TestClient,
+    pub b: TestClient,
+    pub conversation: u64,
+    pub sent: u32,
+}
+
+impl Bystanders {
+    pub async fn new(server: &TestServer) -> Bystanders {
+        let a = server.register("bystander-a").await;
+        let b = server.register("bystander-b").await;
+        let info = a
+            .create_conversation(ConversationKind::Direct, &["bystander-b"])
+            .await
+            .expect("create");
+        let mut pair = Bystanders {
+            a,
+            b,
+            conversation: info.id,
+            sent: 0,
+        };
+        pair.check().await;
+        pair
+    }
+
+    /// One send from a, acked durable, and its delivery to b.
+    pub async fn check(&mut self) {
+        self.sent += 1;
+        let payload = Bytes::from(format!("bystander message {}", self.sent));
+        let receipt = timeout(WAIT, self.a.send(self.conversation, payload.clone()))
+            .await
+            .expect("bystander send answered in time")
+            .expect("bystander send succeeds");
+        assert_eq!(receipt.seq, u64::from(self.sent));
+        let m = self.b.expect_message().await;
+        assert_eq!(
+            (m.conversation_id, m.seq, &m.payload),
+            (self.conversation, receipt.seq, &payload)
+        );
+    }
 }
