@@ -1504,7 +1504,6 @@ async fn approve_link_with_ids_of_missing_shards_is_not_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: ApproveLink of a link id that names a real shard but no pending link answers Done, not NotFound"]
 async fn approve_link_of_an_unknown_link_is_not_found() {
     let server = TestServer::start(SHARDS);
     let mut m = Raw::register(&server, "mallory").await;

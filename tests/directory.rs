@@ -502,9 +502,10 @@ async fn denied_link_is_refused() {
     else {
         panic!()
     };
-    // Another account cannot approve bob's link.
+    // Another account cannot approve bob's link: to it, no such link exists.
     let mallory = server.register("mallory").await;
-    mallory.approve_link(link_id, true).await.unwrap();
+    let refused = mallory.approve_link(link_id, true).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::NotFound), "{refused}");
     bob.approve_link(link_id, false).await.unwrap();
     let refused = linking.await.unwrap();
     assert!(

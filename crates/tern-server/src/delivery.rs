@@ -90,8 +90,15 @@ pub trait Delivery: Send + Sync {
     /// cached recipient sets that include them are dropped.
     async fn forget_user(&self, user: UserId);
 
-    /// Hands a link decision to the shard holding the waiting device.
-    async fn link_decision(&self, shard: usize, link_id: u64, approver: UserId, approve: bool);
+    /// Hands a link decision to the shard holding the waiting device;
+    /// false if no link of the approver's account waits under that id.
+    async fn link_decision(
+        &self,
+        shard: usize,
+        link_id: u64,
+        approver: UserId,
+        approve: bool,
+    ) -> bool;
 }
 
 impl Mesh {
@@ -140,13 +147,22 @@ impl Delivery for Mesh {
         self.invalidate_user(&user).await;
     }
 
-    async fn link_decision(&self, shard: usize, link_id: u64, approver: UserId, approve: bool) {
+    async fn link_decision(
+        &self,
+        shard: usize,
+        link_id: u64,
+        approver: UserId,
+        approve: bool,
+    ) -> bool {
+        let (found, answer) = tokio::sync::oneshot::channel();
         let decision = Control::LinkDecision {
             link_id,
             approver,
             approve,
+            found,
         };
         self.control(shard, decision).await;
+        answer.await.unwrap_or(false)
     }
 }
 

@@ -34,13 +34,6 @@ pub enum Effect {
     CloseDevice { user: UserId, device: DeviceId },
     /// A user's device set changed: owners drop cached recipients.
     ForgetUser(UserId),
-    /// A linked device decided on a pending link held by `shard`.
-    LinkDecision {
-        shard: usize,
-        link_id: u64,
-        approver: UserId,
-        approve: bool,
-    },
 }
 
 /// The result of applying one command.
@@ -122,16 +115,6 @@ pub async fn perform(delivery: &dyn Delivery, effects: Vec<Effect>) {
             Effect::Notify { users, frame } => delivery.notify(users, frame).await,
             Effect::CloseDevice { user, device } => delivery.close_device(user, device).await,
             Effect::ForgetUser(user) => delivery.forget_user(user).await,
-            Effect::LinkDecision {
-                shard,
-                link_id,
-                approver,
-                approve,
-            } => {
-                delivery
-                    .link_decision(shard, link_id, approver, approve)
-                    .await
-            }
         }
     }
 }

@@ -341,7 +341,10 @@ async fn control_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<
                 link_id,
                 approver,
                 approve,
-            } => cmd::devices::decide(&ctx, link_id, &approver, approve),
+                found,
+            } => {
+                let _ = found.send(cmd::devices::decide(&ctx, link_id, &approver, approve));
+            }
             Control::CloseDevice { user, device } => {
                 ctx.sessions.borrow().close_device(&user, device)
             }

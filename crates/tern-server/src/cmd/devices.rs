@@ -121,7 +121,8 @@ async fn add_linked_device(ctx: &ShardCtx, op: NewDevice) -> Result<(Caller, Out
     Ok((caller, outcome))
 }
 
-/// ApproveLink: hands the decision to the shard holding the waiting device.
+/// ApproveLink: hands the decision to the shard holding the waiting device
+/// and answers NotFound if no link of the caller's account waits there.
 pub async fn approve(
     ctx: &ShardCtx,
     caller: &Caller,
@@ -132,23 +133,27 @@ pub async fn approve(
     if shard >= ctx.mesh.shards() {
         return Err(Reject::new(ErrorCode::NotFound, "no such link request"));
     }
-    let decision = Effect::LinkDecision {
-        shard,
-        link_id,
-        approver: caller.user.clone(),
-        approve,
-    };
-    Ok(Outcome::immediate(Ok(Done.into())).with(decision))
+    let approver = caller.user.clone();
+    let found = ctx
+        .delivery
+        .link_decision(shard, link_id, approver, approve)
+        .await;
+    match found {
+        true => Ok(Outcome::immediate(Ok(Done.into()))),
+        false => Err(Reject::new(ErrorCode::NotFound, "no such link request")),
+    }
 }
 
 /// Applies a decision on this shard: only the user's own devices decide.
-pub fn decide(ctx: &ShardCtx, link_id: u64, approver: &str, approve: bool) {
+/// Returns whether a link of the approver's account waited under `link_id`.
+pub fn decide(ctx: &ShardCtx, link_id: u64, approver: &str, approve: bool) -> bool {
     let mut pending = ctx.pending_links.borrow_mut();
-    if pending.get(&link_id).is_some_and(|p| p.user == approver) {
-        if let Some(link) = pending.remove(&link_id) {
-            let _ = link.decision.send(approve);
-        }
+    if pending.get(&link_id).is_none_or(|p| p.user != approver) {
+        return false;
     }
+    pending
+        .remove(&link_id)
+        .is_some_and(|link| link.decision.send(approve).is_ok())
 }
 
 /// RevokeDevice: removes one of the caller's own devices (possibly itself).
