@@ -901,7 +901,7 @@ async fn concurrent_commits_for_one_epoch_accept_exactly_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commits_outside_groups_are_forbidden() {
+async fn mls_requests_outside_groups_are_forbidden() {
     let server = TestServer::start(SHARDS);
     let mut alice = Raw::register(&server, "alice").await;
     let _bob = Raw::register(&server, "bob").await;
@@ -910,6 +910,17 @@ async fn commits_outside_groups_are_forbidden() {
     for id in [direct, note] {
         alice
             .refused(commit(id, 0, &[]), ErrorCode::Forbidden)
+            .await;
+        alice
+            .refused(send_group(id, 7, 0), ErrorCode::Forbidden)
+            .await;
+        alice
+            .refused(
+                mls::GetGroupInfo {
+                    conversation_id: id,
+                },
+                ErrorCode::Forbidden,
+            )
             .await;
         alice
             .refused(

@@ -35,12 +35,7 @@ async fn accept(
     let store = owner.ctx.store.clone();
     let state = owner.conversation(id).await?;
     state.require_member(caller)?;
-    if state.record.kind != ConversationKind::Group {
-        return Err(Reject::new(
-            ErrorCode::Forbidden,
-            "MLS commits apply to group conversations only",
-        ));
-    }
+    require_group(&state.record.kind)?;
     check_changes(&state.record.members, &commit)?;
     let before: BTreeSet<(String, u32)> = state.recipients.iter().cloned().collect();
     let head = state.record.head_seq;
@@ -110,6 +105,17 @@ fn commit_record(owner: &Owner, caller: &Caller, head: Seq, commit: mls::Commit)
     }
 }
 
+/// MLS requests (Commit, SendGroup, GetGroupInfo) are for groups only.
+fn require_group(kind: &ConversationKind) -> Result<(), Reject> {
+    match kind {
+        ConversationKind::Group => Ok(()),
+        _ => Err(Reject::new(
+            ErrorCode::Forbidden,
+            "MLS commits, group messages and GroupInfo apply to group conversations only",
+        )),
+    }
+}
+
 /// Added users must not be members yet. Removed ones may already be gone:
 /// a member that left (RemoveMembers on itself) is still in the MLS tree
 /// until someone commits its removal.
@@ -152,7 +158,9 @@ fn deliver(msg: &StoredMessage, recipients: Arc<[(String, u32)]>, caller: &Calle
 pub async fn send_in_epoch(owner: &mut Owner, caller: &Caller, op: SendOp, epoch: u64) -> Outcome {
     // Existence and membership first: the epoch is only for members.
     let checked = async {
-        owner.conversation(op.id).await?.require_member(caller)?;
+        let state = owner.conversation(op.id).await?;
+        state.require_member(caller)?;
+        require_group(&state.record.kind)?;
         let store = owner.ctx.store.clone();
         let current = store.group_epoch(op.id).await.map_err(Reject::store)?;
         match current == epoch {
@@ -170,7 +178,9 @@ pub async fn send_in_epoch(owner: &mut Owner, caller: &Caller, op: SendOp, epoch
 pub async fn group_info(owner: &mut Owner, caller: &Caller, id: ConversationId) -> Outcome {
     let result = async {
         let store = owner.ctx.store.clone();
-        owner.conversation(id).await?.require_member(caller)?;
+        let state = owner.conversation(id).await?;
+        state.require_member(caller)?;
+        require_group(&state.record.kind)?;
         let epoch = store.group_epoch(id).await.map_err(Reject::store)?;
         let info = store
             .group_info(id)
