@@ -1,7 +1,8 @@
 //! What applying a command produces, as data: the reply, whether it may only
 //! be sent once the store is durable, and the effects to perform after it
-//! (deliveries, notices, closing a revoked device's connections, telling
-//! owners a device set changed). One convention for every command: the
+//! (deliveries of stored messages, ephemeral signals, notices, closing a
+//! revoked device's connections, telling owners a device set changed). One
+//! convention for every command: the
 //! driver (the owner's batch loop, or the connection for shard-local
 //! commands) persists once if any outcome needs it, then answers, then
 //! performs the effects through the [`Delivery`] seam, in order.
@@ -26,8 +27,12 @@ pub enum Durability {
 /// A side effect of a command, performed after its reply.
 #[derive(Debug)]
 pub enum Effect {
-    /// A stored message (or a push) for listed devices.
+    /// A stored message for listed devices (a device that misses it gets it
+    /// again from the log when it syncs).
     Deliver(Fanout),
+    /// An ephemeral signal for listed devices: delivered to those connected,
+    /// never stored (a key-pool notice today; typing and presence later).
+    Signal(Fanout),
     /// A notice for every connected device of each user.
     Notify { users: Arc<[UserId]>, frame: Bytes },
     /// Close every connection of a revoked device.
@@ -111,7 +116,7 @@ pub async fn settle<'a>(
 pub async fn perform(delivery: &dyn Delivery, effects: Vec<Effect>) {
     for effect in effects {
         match effect {
-            Effect::Deliver(fanout) => delivery.deliver(fanout).await,
+            Effect::Deliver(fanout) | Effect::Signal(fanout) => delivery.deliver(fanout).await,
             Effect::Notify { users, frame } => delivery.notify(users, frame).await,
             Effect::CloseDevice { user, device } => delivery.close_device(user, device).await,
             Effect::ForgetUser(user) => delivery.forget_user(user).await,

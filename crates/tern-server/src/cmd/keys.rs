@@ -290,7 +290,7 @@ async fn keys_low(ctx: &ShardCtx, user: &str, device: u32) -> Effect {
     )
     .encode();
     let recipients: Arc<[(String, u32)]> = vec![(user.to_owned(), device)].into();
-    Effect::Deliver(Fanout::shared(recipients, None, frame))
+    Effect::Signal(Fanout::shared(recipients, None, frame))
 }
 
 /// UploadKeyPackages: adds MLS KeyPackages (opaque) to the device's pool.
