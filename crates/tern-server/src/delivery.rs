@@ -11,7 +11,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::locations::Locations;
 use crate::mesh::{Caller, Control, Mesh};
 use tern_store::{DeviceId, UserId};
 
@@ -101,18 +100,10 @@ pub trait Delivery: Send + Sync {
     ) -> bool;
 }
 
-impl Mesh {
-    fn locations(&self) -> &Locations {
-        &self.locations
-    }
-}
-
 #[async_trait]
 impl Delivery for Mesh {
     async fn deliver(&self, fanout: Fanout) {
-        let shards = self
-            .locations()
-            .shards_of(fanout.users(), self.all_shards());
+        let shards = self.locations.shards_of(fanout.users(), self.all_shards());
         for shard in shards.iter() {
             self.push(shard, Push::Devices(fanout.clone())).await;
         }
@@ -120,7 +111,7 @@ impl Delivery for Mesh {
 
     async fn notify(&self, users: Arc<[UserId]>, frame: Bytes) {
         let names = users.iter().map(String::as_str);
-        let shards = self.locations().shards_of(names, self.all_shards());
+        let shards = self.locations.shards_of(names, self.all_shards());
         for shard in shards.iter() {
             let push = Push::Users {
                 users: Arc::clone(&users),
@@ -131,9 +122,7 @@ impl Delivery for Mesh {
     }
 
     async fn close_device(&self, user: UserId, device: DeviceId) {
-        let shards = self
-            .locations()
-            .shards_of([user.as_str()], self.all_shards());
+        let shards = self.locations.shards_of([user.as_str()], self.all_shards());
         for shard in shards.iter() {
             let close = Control::CloseDevice {
                 user: user.clone(),

@@ -285,22 +285,21 @@ async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRe
 /// Appends every staged message of `pending` in one store write and
 /// settles each staged outcome with its result.
 async fn write_staged(owner: &mut Owner, pending: &mut [Pending]) {
-    let mut staged: Vec<(&mut Outcome, StoredMessage)> = pending
+    let (mut outcomes, msgs): (Vec<&mut Outcome>, Vec<StoredMessage>) = pending
         .iter_mut()
         .filter_map(|p| {
             let msg = p.outcome.append.take()?;
             Some((&mut p.outcome, msg))
         })
-        .collect();
-    if staged.is_empty() {
+        .unzip();
+    if msgs.is_empty() {
         return;
     }
-    let msgs: Vec<StoredMessage> = staged.iter().map(|(_, m)| m.clone()).collect();
     let store = owner.ctx.store.clone();
     match store.append_messages(&msgs).await {
         Ok(results) => {
             let stats = owner.ctx.stats.clone();
-            for ((outcome, msg), result) in staged.iter_mut().zip(results) {
+            for ((outcome, msg), result) in outcomes.iter_mut().zip(&msgs).zip(results) {
                 if cmd::send::resolve_append(outcome, result, &stats) {
                     owner.forget(msg.conversation_id);
                 } else {
@@ -309,7 +308,7 @@ async fn write_staged(owner: &mut Owner, pending: &mut [Pending]) {
             }
         }
         Err(error) => {
-            for (outcome, _) in staged.iter_mut() {
+            for outcome in outcomes.iter_mut() {
                 outcome.reply = Err(Reject::store(error.clone()));
                 outcome.effects.clear();
             }
