@@ -194,6 +194,7 @@ fn options(conn: &Connection) -> Result<ClientOptions, String> {
         }
     };
     let mut options = ClientOptions::new(addr, trust, &conn.state);
+    options.connect_timeout = conn.connect_timeout;
     options.server_name = saved
         .server_name
         .unwrap_or_else(|| conn.server_name.clone());

@@ -5,6 +5,7 @@ mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -62,6 +63,20 @@ pub struct Connection {
     /// TLS server name to verify against a CA certificate.
     #[arg(long, env = "TERN_SERVER_NAME", default_value = "localhost")]
     pub server_name: String,
+    /// Seconds to wait for the server to answer when connecting (decimals allowed, e.g. 0.5).
+    #[arg(long, env = "TERN_CONNECT_TIMEOUT", default_value = "10", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub connect_timeout: Duration,
+}
+
+/// A positive number of seconds, decimals allowed ("10", "0.3").
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err(format!("{text:?} must be more than 0 seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} seconds is too long"))
 }
 
 pub fn main() -> ExitCode {

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
@@ -28,6 +29,11 @@ use tern_proto::{Frame, FrameError, Limits};
 /// self-signed certificate carries it.
 pub const DEFAULT_SERVER_NAME: &str = "localhost";
 
+/// How long connecting waits for a server to complete the QUIC handshake
+/// when no other limit is given. Without it, a client pointed at an address
+/// where nothing listens would wait for the whole idle timeout (60 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why an operation on a raw connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -40,6 +46,11 @@ pub enum ConnectionError {
         addr: SocketAddr,
         source: quinn::ConnectError,
     },
+    #[error(
+        "no tern server answered at {addr} within {}: check the address and that the server runs",
+        seconds(.after)
+    )]
+    NoAnswer { addr: SocketAddr, after: Duration },
     #[error("connection to the server failed: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("writing to the server failed: {0}")]
@@ -135,16 +146,34 @@ pub struct RawConnection {
 }
 
 impl RawConnection {
-    /// Connects and opens the control stream (nothing is sent yet).
+    /// Connects and opens the control stream (nothing is sent yet), giving
+    /// up after [`DEFAULT_CONNECT_TIMEOUT`].
     pub async fn connect(
         endpoint: &quinn::Endpoint,
         addr: SocketAddr,
         server_name: &str,
     ) -> Result<RawConnection, ConnectionError> {
+        Self::connect_within(endpoint, addr, server_name, DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// Connects and opens the control stream (nothing is sent yet). Fails
+    /// with [`ConnectionError::NoAnswer`] when no server completes the
+    /// handshake within `timeout`.
+    pub async fn connect_within(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        server_name: &str,
+        timeout: Duration,
+    ) -> Result<RawConnection, ConnectionError> {
         let connecting = endpoint
             .connect(addr, server_name)
             .map_err(|source| ConnectionError::Connect { addr, source })?;
-        let connection = connecting.await?;
+        let connection = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| ConnectionError::NoAnswer {
+                addr,
+                after: timeout,
+            })??;
         let (send, recv) = connection.open_bi().await?;
         Ok(RawConnection {
             connection,
@@ -238,6 +267,11 @@ pub fn exporter(connection: &quinn::Connection) -> Result<[u8; EXPORTER_LEN], Co
         .export_keying_material(&mut out, EXPORTER_LABEL, b"")
         .map_err(|_| ConnectionError::Exporter)?;
     Ok(out)
+}
+
+/// A duration as seconds for messages: `10 s`, `0.3 s`.
+fn seconds(d: &Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }
 
 /// Shares one endpoint between many connections (the load generator multiplexes).

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::connection::{
     client_endpoint, ConnectionError, FrameReceiver, FrameSender, RawConnection,
-    DEFAULT_SERVER_NAME,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_SERVER_NAME,
 };
 use super::identity::{Identity, IdentityError};
 use super::ordering::{Action, OrderedDelivery};
@@ -41,6 +41,10 @@ pub struct ClientOptions {
     pub state_dir: PathBuf,
     /// How long one request waits for its answer. Default 30 s.
     pub request_timeout: Duration,
+    /// How long connecting waits for the server to complete the QUIC
+    /// handshake before failing with [`ConnectionError::NoAnswer`] ("no
+    /// tern server answered at ADDR"). Default 10 s.
+    pub connect_timeout: Duration,
     /// First reconnect delay, doubled per failure up to `reconnect_max`. Default 100 ms.
     pub reconnect_min: Duration,
     /// Longest reconnect delay. Default 5 s.
@@ -59,6 +63,7 @@ impl ClientOptions {
             trust,
             state_dir: state_dir.into(),
             request_timeout: Duration::from_secs(30),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             max_frame_len: tern_proto::codec::DEFAULT_MAX_FRAME_LEN,
@@ -304,8 +309,7 @@ impl Client {
             return Err(IdentityError::Exists(options.state_dir.clone()).into());
         }
         let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
-        let mut conn =
-            RawConnection::connect(&endpoint, options.server, &options.server_name).await?;
+        let mut conn = open(&endpoint, &options).await?;
         let mut identity = Identity::generate(user);
         let registered = match how {
             Enrollment::NewAccount => {
@@ -531,10 +535,24 @@ async fn authenticate(
     options: &ClientOptions,
     identity: &Identity,
 ) -> Result<RawConnection, ClientError> {
-    let mut conn = RawConnection::connect(endpoint, options.server, &options.server_name).await?;
+    let mut conn = open(endpoint, options).await?;
     let frame = conn.authenticate_frame(1, &identity.user, identity.device, &identity.key)?;
     answer::<auth::Authenticate>(conn.call(&frame).await?.body)?;
     Ok(conn)
+}
+
+/// Opens a connection to the configured server within its connect timeout.
+async fn open(
+    endpoint: &quinn::Endpoint,
+    options: &ClientOptions,
+) -> Result<RawConnection, ConnectionError> {
+    RawConnection::connect_within(
+        endpoint,
+        options.server,
+        &options.server_name,
+        options.connect_timeout,
+    )
+    .await
 }
 
 /// Sends a request over the live connection and returns its typed answer.
