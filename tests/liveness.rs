@@ -76,3 +76,33 @@ fn cli_connect_timeout_flag_reports_the_silent_address() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("more than 0 seconds"));
 }
+
+/// A server idle timeout shorter than the clients' keep-alive (25 s) must
+/// not drop idle clients: the server then pings every idle/3 itself. Two
+/// clients stay idle for three idle periods; afterwards neither has
+/// reconnected, and a sentinel sent over the same connections arrives.
+#[tokio::test]
+async fn idle_clients_outlive_a_short_server_idle_timeout() {
+    let server = common::TestServer::start_with(1, |c| c.idle_timeout_secs = 5);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let conversation = alice
+        .create_conversation(tern_proto::ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    // The event under test is time passing with no traffic.
+    tokio::time::sleep(Duration::from_secs(3 * 5 + 1)).await;
+    assert_eq!((alice.reconnects(), bob.reconnects()), (0, 0));
+    let sentinel = alice.send_sentinel(conversation).await;
+    bob.expect_next_is(conversation, &sentinel).await;
+    assert_eq!((alice.reconnects(), bob.reconnects()), (0, 0));
+}
+
+#[test]
+fn server_and_client_agree_on_the_client_keep_alive() {
+    assert_eq!(
+        tern_server::tls::CLIENT_KEEP_ALIVE,
+        tern_client::tls::CLIENT_KEEP_ALIVE
+    );
+}

@@ -134,13 +134,29 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     fs::rename(&tmp, path).map_err(io_err)
 }
 
+/// The keep-alive interval tern clients use (`tern_client::tls::CLIENT_KEEP_ALIVE`;
+/// a test checks the two agree). The server cannot see it on the wire.
+pub const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(25);
+
+/// The ping interval the server uses for an idle timeout of `idle`: none
+/// while the clients' own keep-alive reaches the server at least twice per
+/// idle period (`idle >= 2 * CLIENT_KEEP_ALIVE`, so one lost ping is
+/// survived), else `idle / 3`. quinn does not tell a client the negotiated
+/// idle timeout, so the side that sets a short one keeps its connections
+/// alive: the client answers each ping, and both idle timers restart.
+pub fn server_keep_alive(idle: Duration) -> Option<Duration> {
+    (idle < 2 * CLIENT_KEEP_ALIVE).then(|| idle / 3)
+}
+
 /// Transport settings of server connections, tuned for many mostly idle
 /// devices. `Default` gives the documented values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTransportTuning {
     /// Close a connection after this long without any packet. Default 60 s.
     pub max_idle_timeout: Duration,
-    /// Ping interval sent by the server; default `None` (clients keep alive).
+    /// Ping interval of the server. Default `None`: derived from
+    /// `max_idle_timeout` by [`server_keep_alive`] (no pings of its own
+    /// while the clients' keep-alive suffices).
     pub keep_alive_interval: Option<Duration>,
     /// Bidirectional streams a client may have open at once. Default 1 (the
     /// control stream).
@@ -182,7 +198,10 @@ impl ServerTransportTuning {
             .map_err(|_| TlsError::IdleTimeout(self.max_idle_timeout))?;
         let mut t = TransportConfig::default();
         t.max_idle_timeout(Some(idle))
-            .keep_alive_interval(self.keep_alive_interval)
+            .keep_alive_interval(
+                self.keep_alive_interval
+                    .or_else(|| server_keep_alive(self.max_idle_timeout)),
+            )
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
             .max_concurrent_uni_streams(VarInt::from_u32(self.max_concurrent_uni_streams))
             .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
@@ -236,6 +255,15 @@ mod tests {
         }
         server_config(&again, &ServerTransportTuning::default())?;
         Ok(())
+    }
+
+    #[test]
+    fn the_server_pings_only_when_client_keep_alives_are_too_rare() {
+        let secs = Duration::from_secs;
+        assert_eq!(server_keep_alive(secs(60)), None);
+        assert_eq!(server_keep_alive(secs(50)), None);
+        assert_eq!(server_keep_alive(secs(30)), Some(secs(10)));
+        assert_eq!(server_keep_alive(secs(6)), Some(secs(2)));
     }
 
     #[test]
