@@ -17,7 +17,11 @@ use crate::{codec, layout as keys, Ctx, Inner};
 impl Inner {
     /// The stripe serialising the key-directory calls of one device. Shares
     /// the conversation stripes: a collision only costs contention.
-    pub(crate) fn device_stripe(&self, user: &str, device: DeviceId) -> MutexGuard<'_, ()> {
+    pub(crate) fn device_stripe(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> MutexGuard<'_, crate::Stripe> {
         // FNV-1a over the user and the device; `stripe` mixes it further.
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in user.bytes().chain(device.to_be_bytes()) {

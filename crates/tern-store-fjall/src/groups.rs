@@ -25,10 +25,11 @@ impl Inner {
         commit: &CommitRecord,
     ) -> Result<CommitOutcome, AppendError> {
         let id = commit.conversation_id;
-        let _guard = self.stripe(id);
-        let record = self
+        let mut stripe = self.stripe(id);
+        let mut record = self
             .conversation(id)?
             .ok_or(AppendError::NoSuchConversation(id))?;
+        record.head_seq = self.append_head(&mut stripe, id)?;
         let current = self.group_epoch(id)?;
         if current != commit.epoch {
             return Ok(CommitOutcome::Stale { current });
@@ -51,6 +52,7 @@ impl Inner {
             record.head_seq = msg.seq;
         }
         self.write(batch, "accepting a commit")?;
+        stripe.set_head(id, record.head_seq);
         Ok(CommitOutcome::Accepted(record))
     }
 

@@ -75,7 +75,7 @@ mod groups;
 mod layout;
 mod log;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -99,6 +99,38 @@ const EMPTY: [u8; 0] = [];
 
 /// Number of striped locks serialising read-modify-write calls per conversation.
 const STRIPES: usize = 64;
+
+/// Heads cached per stripe before that stripe's cache is reset (64 × 16,384
+/// conversations, about 1 M heads, a few tens of MiB at most).
+const HEADS_PER_STRIPE: usize = 16_384;
+
+/// What a stripe's lock guards besides serialisation: the heads of its
+/// conversations that appends may trust without reading the `heads` table.
+/// A head enters the cache when it is read from disk and nothing is stored
+/// past it (the overwrite guard, checked once per load instead of once per
+/// append), and moves forward only after a batch carrying the new head was
+/// committed. This process is the only writer of the data directory (the
+/// directory lock) and every head change happens under the stripe, so the
+/// cache cannot go stale; a failed commit poisons the store, and reopening
+/// starts with an empty cache.
+#[derive(Default)]
+pub(crate) struct Stripe {
+    heads: HashMap<ConversationId, Seq>,
+}
+
+impl Stripe {
+    pub(crate) fn head(&self, id: ConversationId) -> Option<Seq> {
+        self.heads.get(&id).copied()
+    }
+
+    /// Records the head of `id` after a committed write (or a checked read).
+    pub(crate) fn set_head(&mut self, id: ConversationId, head: Seq) {
+        if self.heads.len() >= HEADS_PER_STRIPE && !self.heads.contains_key(&id) {
+            self.heads.clear();
+        }
+        self.heads.insert(id, head);
+    }
+}
 
 /// Why [`FjallStore::open`] failed. Each message says what the operator can do.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +168,7 @@ pub(crate) struct Inner {
     pub(crate) create_lock: Mutex<()>,
     /// Serialise read-modify-write calls that touch one conversation, or one
     /// device's key material (keyed by a hash of user and device).
-    pub(crate) stripes: Vec<Mutex<()>>,
+    pub(crate) stripes: Box<[Mutex<Stripe>; STRIPES]>,
     /// Declared last so that it drops (joins the thread) after the handles.
     pub(crate) committer: Committer,
 }
@@ -194,7 +226,7 @@ impl FjallStore {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
+        let stripes = Box::new(std::array::from_fn(|_| Mutex::default()));
         let inner = Inner {
             db,
             ks,
@@ -291,33 +323,36 @@ fn backend_error(e: fjall::Error, what: &str) -> BackendError {
     }
 }
 
-pub(crate) fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
-    // The mutexes guard no data, so a poisoned one is still usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic under a stripe leaves at worst a stale-free head cache (heads
+    // move only after a committed write), so a poisoned lock is still usable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Inner {
-    fn stripe_index(id: ConversationId) -> usize {
+    pub(crate) fn stripe_index(id: ConversationId) -> usize {
         (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % STRIPES
     }
 
-    pub(crate) fn stripe(&self, id: ConversationId) -> MutexGuard<'_, ()> {
-        let index = Self::stripe_index(id);
-        // `index < STRIPES == stripes.len()`, so the fallback is never taken.
-        lock(self.stripes.get(index).unwrap_or(&self.create_lock))
+    pub(crate) fn stripe(&self, id: ConversationId) -> MutexGuard<'_, Stripe> {
+        self.stripe_at(Self::stripe_index(id))
+    }
+
+    #[allow(clippy::indexing_slicing)] // `index % STRIPES` is in bounds of the array
+    fn stripe_at(&self, index: usize) -> MutexGuard<'_, Stripe> {
+        lock(&self.stripes[index % STRIPES])
     }
 
     /// The stripes of several conversations, taken in ascending order so
-    /// that two callers never wait on each other in a cycle.
+    /// that two callers never wait on each other in a cycle, by stripe index.
     pub(crate) fn stripes(
         &self,
         ids: impl Iterator<Item = ConversationId>,
-    ) -> Vec<MutexGuard<'_, ()>> {
+    ) -> BTreeMap<usize, MutexGuard<'_, Stripe>> {
         let indexes: std::collections::BTreeSet<usize> = ids.map(Self::stripe_index).collect();
         indexes
             .into_iter()
-            .filter_map(|i| self.stripes.get(i))
-            .map(lock)
+            .map(|i| (i, self.stripe_at(i)))
             .collect()
     }
 

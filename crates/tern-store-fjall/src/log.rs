@@ -7,9 +7,11 @@ use tern_store::{
     AppendError, AppendOutcome, BackendError, ConversationId, DeviceId, Seq, StoredMessage,
 };
 
+use std::sync::MutexGuard;
+
 use fjall::OwnedWriteBatch;
 
-use crate::{codec, layout as keys, Ctx, Inner, EMPTY};
+use crate::{codec, layout as keys, Ctx, Inner, Stripe, EMPTY};
 
 /// What one `append_messages` batch has written so far.
 #[derive(Default)]
@@ -43,7 +45,7 @@ impl Inner {
 
     pub(crate) fn append_message(&self, msg: &StoredMessage) -> Result<AppendOutcome, AppendError> {
         let id = msg.conversation_id;
-        let _guard = self.stripe(id);
+        let mut stripe = self.stripe(id);
         let idem_key = keys::idem(
             id,
             &msg.sender_user,
@@ -53,11 +55,31 @@ impl Inner {
         if let Some(stored) = self.duplicate_of(msg, &idem_key)? {
             return Ok(AppendOutcome::Duplicate(stored));
         }
-        let head = self.head(id)?.ok_or(AppendError::NoSuchConversation(id))?;
+        let head = self.append_head(&mut stripe, id)?;
         let mut batch = self.db.batch();
         self.append_to(&mut batch, head, msg)?;
         self.write(batch, "writing message")?;
+        stripe.set_head(id, msg.seq);
         Ok(AppendOutcome::Appended)
+    }
+
+    /// The head an append of `id` follows: the stripe's cached head, or the
+    /// `heads` table's, checked once against a message stored past it.
+    /// Defence in depth: such a message means the head was rolled back (a
+    /// damaged journal can do that, see the crate docs), and appending would
+    /// silently replace an acknowledged message. Call under `stripe`.
+    pub(crate) fn append_head(
+        &self,
+        stripe: &mut Stripe,
+        id: ConversationId,
+    ) -> Result<Seq, AppendError> {
+        if let Some(head) = stripe.head(id) {
+            return Ok(head);
+        }
+        let head = self.head(id)?.ok_or(AppendError::NoSuchConversation(id))?;
+        self.refuse_overwrite(id, head.saturating_add(1), head)?;
+        stripe.set_head(id, head);
+        Ok(head)
     }
 
     /// Every message in one batch and one journal write; see
@@ -66,17 +88,22 @@ impl Inner {
         &self,
         msgs: &[StoredMessage],
     ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError> {
-        let _guards = self.stripes(msgs.iter().map(|m| m.conversation_id));
+        let mut stripes = self.stripes(msgs.iter().map(|m| m.conversation_id));
         let mut batch = self.db.batch();
         let mut state = BatchState::default();
         let mut out = Vec::with_capacity(msgs.len());
         for msg in msgs {
-            match self.append_in_batch(&mut batch, &mut state, msg) {
+            match self.append_in_batch(&mut batch, &mut stripes, &mut state, msg) {
                 Err(AppendError::Backend(e)) => return Err(e),
                 other => out.push(other),
             }
         }
         self.write(batch, "writing messages")?;
+        for (id, head) in state.heads {
+            if let Some(stripe) = stripes.get_mut(&Self::stripe_index(id)) {
+                stripe.set_head(id, head);
+            }
+        }
         Ok(out)
     }
 
@@ -85,6 +112,7 @@ impl Inner {
     fn append_in_batch(
         &self,
         batch: &mut OwnedWriteBatch,
+        stripes: &mut BTreeMap<usize, MutexGuard<'_, Stripe>>,
         state: &mut BatchState,
         msg: &StoredMessage,
     ) -> Result<AppendOutcome, AppendError> {
@@ -101,9 +129,13 @@ impl Inner {
         if let Some(stored) = self.duplicate_of(msg, &idem_key)? {
             return Ok(AppendOutcome::Duplicate(stored));
         }
-        let head = match state.heads.get(&id) {
-            Some(head) => *head,
-            None => self.head(id)?.ok_or(AppendError::NoSuchConversation(id))?,
+        let head = match (
+            state.heads.get(&id),
+            stripes.get_mut(&Self::stripe_index(id)),
+        ) {
+            (Some(head), _) => *head,
+            (None, Some(stripe)) => self.append_head(stripe, id)?,
+            (None, None) => return Err(BackendError::corrupt("append outside its stripe").into()),
         };
         self.append_to(batch, head, msg)?;
         state.heads.insert(id, msg.seq);
@@ -113,7 +145,8 @@ impl Inner {
 
     /// Adds to `batch` the append of `msg` after `head`: the message, its
     /// idempotency key, its expiry entry and the new head. Refuses a seq
-    /// that does not follow `head`. Call under the conversation's stripe.
+    /// that does not follow `head`. Call under the conversation's stripe,
+    /// with a head from [`Inner::append_head`] (or one this batch wrote).
     pub(crate) fn append_to(
         &self,
         batch: &mut OwnedWriteBatch,
@@ -128,7 +161,6 @@ impl Inner {
                 got: msg.seq,
             });
         }
-        self.refuse_overwrite(id, msg.seq, head)?;
         let idem_key = keys::idem(
             id,
             &msg.sender_user,
@@ -146,10 +178,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Defence in depth: a message stored past the head means the head was
-    /// rolled back (a damaged journal can do that, see the module docs);
-    /// appending would silently replace an acknowledged message.
-    pub(crate) fn refuse_overwrite(
+    /// Refuses when a message is stored at `seq`, past `head`.
+    fn refuse_overwrite(
         &self,
         id: ConversationId,
         seq: Seq,
