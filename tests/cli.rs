@@ -176,3 +176,100 @@ fn invalid_config_is_refused_before_binding() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shards"));
 }
+
+/// A running server and registered accounts, each in its own state directory.
+struct Accounts {
+    server: ServerProcess,
+    _data: tempfile::TempDir,
+    dirs: tempfile::TempDir,
+}
+
+impl Accounts {
+    fn register(users: &[&str]) -> Accounts {
+        let (data_tmp, data) = data_dir();
+        let server = ServerProcess::spawn(&data, 1);
+        let accounts = Accounts {
+            server,
+            _data: data_tmp,
+            dirs: tempfile::tempdir().unwrap(),
+        };
+        let (addr, fp) = (
+            accounts.server.addr.to_string(),
+            hex::encode(accounts.server.fingerprint),
+        );
+        for user in users {
+            let state = accounts.state(user);
+            let register = ["register", "--state", &state, "--server", &addr];
+            ok(tern(
+                &[&register[..], &["--fingerprint", &fp, user]].concat(),
+            ));
+        }
+        accounts
+    }
+
+    fn state(&self, user: &str) -> String {
+        self.dirs.path().join(user).to_string_lossy().into_owned()
+    }
+}
+
+/// A failed command: non-zero exit, and its stderr (which must say `says`).
+fn refused(output: Output, says: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "succeeded: {stderr}");
+    assert!(stderr.contains(says), "{stderr}");
+    stderr
+}
+
+#[test]
+fn approving_or_denying_an_unknown_link_request_fails() {
+    let accounts = Accounts::register(&["alice"]);
+    let alice = accounts.state("alice");
+    refused(
+        tern(&["approve", "--state", &alice, "42"]),
+        "no such link request",
+    );
+    refused(
+        tern(&["approve", "--state", &alice, "42", "--deny"]),
+        "no such link request",
+    );
+}
+
+#[test]
+fn adding_a_member_twice_or_removing_a_stranger_fails_without_a_new_epoch() {
+    let accounts = Accounts::register(&["alice", "bob", "carol", "dave"]);
+    let alice = accounts.state("alice");
+    let group = ok(tern(&["create", "--state", &alice, "group", "bob"]))
+        .trim()
+        .to_owned();
+    refused(
+        tern(&["add", "--state", &alice, &group, "bob"]),
+        "already a member",
+    );
+    refused(
+        tern(&["add", "--state", &alice, &group, "carol", "alice"]),
+        "already a member",
+    );
+    refused(
+        tern(&["remove", "--state", &alice, &group, "dave"]),
+        "not a member",
+    );
+    // Epoch 1 was the create's Commit; the refusals made none.
+    let added = ok(tern(&["add", "--state", &alice, &group, "carol"]));
+    assert!(added.contains("now at MLS epoch 2"), "{added}");
+    let removed = ok(tern(&["remove", "--state", &alice, &group, "carol"]));
+    assert!(removed.contains("now at MLS epoch 3"), "{removed}");
+}
+
+#[test]
+fn creating_a_group_with_an_unknown_user_creates_nothing() {
+    let accounts = Accounts::register(&["alice", "bob"]);
+    let alice = accounts.state("alice");
+    refused(
+        tern(&["create", "--state", &alice, "group", "bob", "zed"]),
+        "zed",
+    );
+    let listing = ok(tern(&["conversations", "--state", &alice]));
+    assert_eq!(listing, "", "a group was left behind");
+    let listing = ok(tern(&["conversations", "--state", &accounts.state("bob")]));
+    assert_eq!(listing, "", "a group was left behind");
+}

@@ -57,6 +57,12 @@ pub enum SecureError {
     Mls(#[from] MlsError),
     #[error("the server's key bundle for {0} is not signed by that device's key; refusing to encrypt to it")]
     BadBundle(String),
+    #[error("already a member of group {group}: {}", .users.join(", "))]
+    AlreadyMembers { group: u64, users: Vec<String> },
+    #[error("not a member of group {group}: {}", .users.join(", "))]
+    NotMembers { group: u64, users: Vec<String> },
+    #[error("no KeyPackage published for {}: their client must connect once before they can join a group", .users.join(", "))]
+    NoKeyPackages { users: Vec<String> },
     #[error("{0}")]
     Protocol(String),
 }
@@ -126,6 +132,16 @@ struct Inner {
 pub struct SecureClient {
     inner: Arc<Inner>,
     notices: Mutex<mpsc::Receiver<SecureEvent>>,
+}
+
+/// `users` without repeats and without `me`, in their first order.
+fn distinct(users: &[&str], me: &str) -> Vec<String> {
+    let mut seen = HashSet::new();
+    users
+        .iter()
+        .filter(|u| **u != me && seen.insert(**u))
+        .map(|u| (*u).to_owned())
+        .collect()
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -243,35 +259,65 @@ impl SecureClient {
     }
 
     /// Creates an MLS group with `members` (every device of each is added).
+    /// Every member's KeyPackages are claimed first, so an unknown user
+    /// ([`ClientError::Server`] `NotFound`) or one without KeyPackages
+    /// ([`SecureError::NoKeyPackages`]) fails the call before any group
+    /// exists.
     pub async fn create_group(&self, members: &[&str]) -> Result<u64, SecureError> {
+        let users = distinct(members, self.user());
+        let claimed = match users.is_empty() {
+            true => None,
+            false => Some(self.inner.claim_key_packages(&users).await?),
+        };
         let info = self
             .inner
             .client
             .create_conversation(ConversationKind::Group, &[])
             .await?;
         lock(&self.inner.kinds).insert(info.id, ConversationKind::Group);
-        {
-            let mut crypto = self.inner.crypto.lock().await;
-            crypto.mls.create_group(info.id)?;
-            crypto.mls.save()?;
-        }
-        if !members.is_empty() {
-            self.add_members(info.id, members).await?;
+        if let Err(e) = self.set_up_group(info.id, users, claimed).await {
+            self.inner.abandon_group(info.id).await;
+            return Err(e);
         }
         Ok(info.id)
     }
 
-    /// Adds users (all their devices) to a group with an MLS Commit.
+    /// The local MLS group for a new conversation, and its first Commit.
+    async fn set_up_group(
+        &self,
+        group: u64,
+        users: Vec<String>,
+        claimed: Option<Vec<mls_body::ClaimedKeyPackageData>>,
+    ) -> Result<(), SecureError> {
+        {
+            let mut crypto = self.inner.crypto.lock().await;
+            crypto.mls.create_group(group)?;
+            crypto.mls.save()?;
+        }
+        if let Some(claimed) = claimed {
+            let change = Change::Add(users);
+            self.inner.commit(group, &change, Some(claimed)).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds users (all their devices) to a group with an MLS Commit. Naming
+    /// a user already in the group fails with [`SecureError::AlreadyMembers`]
+    /// and commits nothing.
     pub async fn add_members(&self, group: u64, users: &[&str]) -> Result<u64, SecureError> {
-        let users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
+        let users = distinct(users, "");
+        self.inner.require_membership(group, &users, false).await?;
         self.inner
             .commit_with_retry(group, Change::Add(users))
             .await
     }
 
     /// Removes users (all their devices) from a group with an MLS Commit.
+    /// Naming a user not in the group fails with [`SecureError::NotMembers`]
+    /// and commits nothing.
     pub async fn remove_members(&self, group: u64, users: &[&str]) -> Result<u64, SecureError> {
-        let users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
+        let users = distinct(users, "");
+        self.inner.require_membership(group, &users, true).await?;
         self.inner
             .commit_with_retry(group, Change::Remove(users))
             .await
@@ -634,9 +680,21 @@ impl Inner {
     /// Stages, offers and applies a Commit; on losing the epoch, waits until
     /// the winner is processed and tries again.
     async fn commit_with_retry(&self, group: u64, change: Change) -> Result<u64, SecureError> {
+        self.commit(group, &change, None).await
+    }
+
+    /// Commits `change`, processing the winner and retrying when another
+    /// Commit took the epoch. `claimed`, if given, are the KeyPackages of
+    /// the first attempt (later attempts claim afresh).
+    async fn commit(
+        &self,
+        group: u64,
+        change: &Change,
+        mut claimed: Option<Vec<mls_body::ClaimedKeyPackageData>>,
+    ) -> Result<u64, SecureError> {
         for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let Some((bundle, users_added, users_removed)) = self.stage(group, &change).await?
-            else {
+            let staged = self.stage(group, change, claimed.take()).await?;
+            let Some((bundle, users_added, users_removed)) = staged else {
                 return Ok(self.crypto.lock().await.mls.epoch(group)?);
             };
             let commit = mls_body::Commit {
@@ -680,13 +738,14 @@ impl Inner {
         &self,
         group: u64,
         change: &Change,
+        claimed: Option<Vec<mls_body::ClaimedKeyPackageData>>,
     ) -> Result<Option<(super::mls::CommitBundle, Vec<String>, Vec<String>)>, SecureError> {
         match change {
             Change::Add(users) => {
-                let claim = mls_body::ClaimKeyPackages {
-                    users: users.clone(),
+                let entries = match claimed {
+                    Some(entries) => entries,
+                    None => self.claim_key_packages(users).await?,
                 };
-                let entries = self.client.request(claim).await?.entries;
                 let mut crypto = self.crypto.lock().await;
                 let present: HashSet<String> = crypto.mls.members(group)?.into_iter().collect();
                 // Devices already in the group are skipped; users already in
@@ -730,6 +789,79 @@ impl Inner {
                 Ok(Some((bundle, Vec::new(), users.clone())))
             }
         }
+    }
+
+    /// One KeyPackage per device of each user; every user must have at
+    /// least one ([`SecureError::NoKeyPackages`] names those without).
+    async fn claim_key_packages(
+        &self,
+        users: &[String],
+    ) -> Result<Vec<mls_body::ClaimedKeyPackageData>, SecureError> {
+        let claim = mls_body::ClaimKeyPackages {
+            users: users.to_vec(),
+        };
+        let entries = self.client.request(claim).await?.entries;
+        let missing: Vec<String> = users
+            .iter()
+            .filter(|u| !entries.iter().any(|e| &e.user == *u))
+            .cloned()
+            .collect();
+        match missing.is_empty() {
+            true => Ok(entries),
+            false => Err(SecureError::NoKeyPackages { users: missing }),
+        }
+    }
+
+    /// Checks that each of `users` is (`members`) or is not (`!members`) in
+    /// the group. A view that disagrees may be behind: it first catches up
+    /// to the server's epoch and looks again.
+    async fn require_membership(
+        &self,
+        group: u64,
+        users: &[String],
+        members: bool,
+    ) -> Result<(), SecureError> {
+        if self.misplaced(group, users, members).await?.is_empty() {
+            return Ok(());
+        }
+        let info = mls_body::GetGroupInfo {
+            conversation_id: group,
+        };
+        let epoch = self.client.request(info).await?.epoch;
+        self.wait_for_epoch(group, epoch).await?;
+        let users = self.misplaced(group, users, members).await?;
+        match (users.is_empty(), members) {
+            (true, _) => Ok(()),
+            (false, true) => Err(SecureError::NotMembers { group, users }),
+            (false, false) => Err(SecureError::AlreadyMembers { group, users }),
+        }
+    }
+
+    /// Those of `users` whose membership in the local MLS group is not `members`.
+    async fn misplaced(
+        &self,
+        group: u64,
+        users: &[String],
+        members: bool,
+    ) -> Result<Vec<String>, SecureError> {
+        let present = self.crypto.lock().await.mls.members(group)?;
+        let is_in = |u: &String| present.iter().any(|id| id.split('/').next() == Some(u));
+        Ok(users
+            .iter()
+            .filter(|u| is_in(u) != members)
+            .cloned()
+            .collect())
+    }
+
+    /// Best effort after a group's setup failed (its first Commit, after
+    /// the checks, was refused or lost): leave it on the server so it is in
+    /// nobody's conversation list.
+    async fn abandon_group(&self, group: u64) {
+        let me = self.identity.user.clone();
+        if let Err(e) = self.client.remove_members(group, &[me.as_str()]).await {
+            tracing::debug!(group, error = %e, "leaving a group whose setup failed");
+        }
+        lock(&self.kinds).remove(&group);
     }
 
     /// Processes incoming messages (keeping their events for the app) until

@@ -1,6 +1,7 @@
 //! AddMembers and RemoveMembers, applied on the conversation's owner. Only
 //! groups change membership; any member may add, the creator may remove
-//! anyone, and every member may remove themselves (leave).
+//! anyone, and every member may remove themselves (leave). Adding a member
+//! or removing a non-member is refused, and nothing changes.
 
 use super::create::info;
 use super::require_users;
@@ -56,6 +57,13 @@ async fn change(
         ));
     }
     let is_creator = state.record.creator == caller.user;
+    // Adding a member twice, or removing someone not in the group, is a
+    // mistake to report, not a change to acknowledge.
+    let misplaced: Vec<String> = members
+        .iter()
+        .filter(|m| state.record.members.contains(*m) == (change == Change::Add))
+        .cloned()
+        .collect();
     let (add, remove) = match change {
         Change::Add => {
             require_users(owner.ctx.store.as_ref(), &members).await?;
@@ -66,8 +74,24 @@ async fn change(
             (Vec::new(), members)
         }
     };
+    refuse_misplaced(&misplaced, change)?;
     let record = owner.update_members(id, &add, &remove).await?;
     Ok(Outcome::durable(Ok(info(&record, false))))
+}
+
+/// Refuses the whole change, naming the users it is wrong about.
+fn refuse_misplaced(misplaced: &[String], change: Change) -> Result<(), Reject> {
+    if misplaced.is_empty() {
+        return Ok(());
+    }
+    let what = match change {
+        Change::Add => "already a member",
+        Change::Remove => "not a member",
+    };
+    Err(Reject::new(
+        ErrorCode::InvalidArgument,
+        format!("{what} of this group: {}", misplaced.join(", ")),
+    ))
 }
 
 fn check_removal(is_creator: bool, caller: &Caller, members: &[String]) -> Result<(), Reject> {
