@@ -6,7 +6,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Bystanders, TestServer, WAIT};
@@ -17,6 +18,7 @@ use tern_client::identity::Identity;
 use tern_proto::body::{auth, conversations, messaging, sync};
 use tern_proto::fb::{self, ErrorCode};
 use tern_proto::{close, Body, ConversationKind, Frame};
+use tern_server::Clock;
 use tokio::time::timeout;
 
 const SHARDS: usize = 2;
@@ -85,6 +87,26 @@ async fn expect_error_then_close(conn: &mut RawConnection, code: ErrorCode, clos
     let last = next_frame(conn).await;
     assert_error(&last, 0, code);
     expect_close(conn, close_code).await;
+}
+
+/// Moves the server's manual clock forward `step_ms` at a time until `event`
+/// completes, giving the server 50 ms of real time before each step (the
+/// event is polled throughout, never restarted). Returns how far the clock
+/// moved, and the event's output; fails after 24 steps.
+async fn advance_until<T>(clock: &Clock, step_ms: u64, event: impl Future<Output = T>) -> (u64, T) {
+    tokio::pin!(event);
+    let mut moved = 0;
+    loop {
+        if let Ok(out) = timeout(Duration::from_millis(50), &mut event).await {
+            return (moved, out);
+        }
+        assert!(
+            moved < 24 * step_ms,
+            "nothing happened in {moved} ms of server time"
+        );
+        clock.advance(step_ms);
+        moved += step_ms;
+    }
 }
 
 /// A raw connection registered as a new account, with its key.
@@ -299,9 +321,9 @@ async fn three_failed_authentications_close_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_connections_time_out() {
-    let server = TestServer::start_with(SHARDS, |c| c.auth_timeout_secs = 1);
+    let clock = Clock::manual(Clock::system().now_ms());
+    let server = TestServer::start_with_clock(SHARDS, clock.clone(), |c| c.auth_timeout_secs = 10);
     let mut pair = Bystanders::new(&server).await;
-    let start = Instant::now();
     // One connection never sends a byte (no control stream reaches the server),
     // the other opens the stream with a refused request and then stays silent.
     let silent = server.raw_connection().await;
@@ -311,17 +333,38 @@ async fn unauthenticated_connections_time_out() {
         1,
         ErrorCode::NotAuthenticated,
     );
-    expect_close(&silent, close::TIMEOUT).await;
-    expect_error_then_close(&mut talked, ErrorCode::Timeout, close::TIMEOUT).await;
-    let elapsed = start.elapsed();
+    let (moved, ()) = advance_until(&clock, 2_500, expect_close(&silent, close::TIMEOUT)).await;
     assert!(
-        elapsed >= Duration::from_millis(900),
-        "closed after {elapsed:?}, before the 1 s auth timeout"
+        (10_000..=12_500).contains(&moved),
+        "closed after {moved} ms of server time; the auth timeout is 10 s"
     );
+    expect_error_then_close(&mut talked, ErrorCode::Timeout, close::TIMEOUT).await;
     // The bystanders authenticated long ago (more than the auth timeout): they stay.
     pair.check().await;
     assert_eq!(pair.a.reconnects(), 0);
     assert_eq!(pair.b.reconnects(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_link_request_times_out_on_the_server_clock() {
+    let clock = Clock::manual(Clock::system().now_ms());
+    let server = TestServer::start_with_clock(SHARDS, clock.clone(), |c| {
+        c.link_timeout_secs = 120;
+    });
+    let (mut owner, _) = registered_connection(&server, "owner").await;
+    let mut newcomer = server.raw_connection().await;
+    let frame = newcomer
+        .link_frame(1, "owner", "laptop", &fresh_key())
+        .unwrap();
+    newcomer.sender.frame(&frame).await.unwrap();
+    let prompt = next_frame(&mut owner).await;
+    assert!(matches!(prompt.body, Body::LinkPrompt(_)), "{prompt:?}");
+    let (moved, answer) = advance_until(&clock, 30_000, next_frame(&mut newcomer)).await;
+    assert!(
+        (120_000..=150_000).contains(&moved),
+        "answered after {moved} ms of server time; the link timeout is 120 s"
+    );
+    assert_error(&answer, 1, ErrorCode::Timeout);
 }
 
 // ---------- frame abuse ----------
@@ -504,19 +547,22 @@ async fn truncated_frame_is_a_protocol_violation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incomplete_frame_times_out() {
-    let server = TestServer::start_with(SHARDS, |c| c.frame_read_timeout_secs = 1);
+    let clock = Clock::manual(Clock::system().now_ms());
+    let server = TestServer::start_with_clock(SHARDS, clock.clone(), |c| {
+        c.frame_read_timeout_secs = 5;
+    });
     let mut pair = Bystanders::new(&server).await;
     let (mut conn, _) = registered_connection(&server, "mallory").await;
     let mut wire = 100u32.to_le_bytes().to_vec();
     wire.extend_from_slice(&[7u8; 10]);
-    let start = Instant::now();
     conn.sender.raw(&wire).await.unwrap();
-    expect_error_then_close(&mut conn, ErrorCode::Timeout, close::TIMEOUT).await;
-    let elapsed = start.elapsed();
+    let (moved, last) = advance_until(&clock, 1_000, next_frame(&mut conn)).await;
     assert!(
-        elapsed >= Duration::from_millis(900),
-        "closed after {elapsed:?}, before the 1 s frame timeout"
+        (5_000..=6_000).contains(&moved),
+        "answered after {moved} ms of server time; the frame timeout is 5 s"
     );
+    assert_error(&last, 0, ErrorCode::Timeout);
+    expect_close(&conn, close::TIMEOUT).await;
     pair.check().await;
 }
 

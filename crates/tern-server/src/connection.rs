@@ -3,8 +3,7 @@
 //! owner shard, the rest handled here). A writer task drains the connection's
 //! bounded outbound queue, which both replies and deliveries feed.
 
-use std::future::{poll_fn, Future};
-use std::pin::Pin;
+use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,9 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
-use tokio::time::{timeout, timeout_at, Instant, Sleep};
+use tokio::time::timeout;
 use tokio_util::codec::FramedRead;
 
+use super::clock::{self, Clock};
 use super::cmd;
 use super::command::{Command, LocalCommand, OwnerCommand};
 use super::effects::{self, Outcome};
@@ -65,7 +65,11 @@ async fn drive(
     shutdown: watch::Receiver<bool>,
 ) {
     let auth_timeout = Duration::from_secs(ctx.config.auth_timeout_secs);
-    let (send, recv) = match timeout(auth_timeout, connection.accept_bi()).await {
+    let (send, recv) = match ctx
+        .clock
+        .timeout(auth_timeout, connection.accept_bi())
+        .await
+    {
         Ok(Ok(streams)) => streams,
         Ok(Err(_)) => return,
         Err(_) => {
@@ -121,16 +125,23 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) 
 struct FrameReader {
     frames: FramedRead<quinn::RecvStream, FrameCodec>,
     read_timeout: Duration,
+    clock: Clock,
     /// Armed while a frame is incomplete; dropped when it completes.
-    frame_deadline: Option<Pin<Box<Sleep>>>,
+    frame_deadline: Option<clock::Sleep>,
 }
 
 impl FrameReader {
-    fn new(recv: quinn::RecvStream, max_frame_len: usize, read_timeout: Duration) -> Self {
+    fn new(
+        recv: quinn::RecvStream,
+        max_frame_len: usize,
+        read_timeout: Duration,
+        clock: Clock,
+    ) -> Self {
         FrameReader {
             // No initial buffer: the codec makes room as bytes arrive.
             frames: FramedRead::with_capacity(recv, FrameCodec::new(max_frame_len), 0),
             read_timeout,
+            clock,
             frame_deadline: None,
         }
     }
@@ -162,10 +173,10 @@ impl FrameReader {
         if self.frames.read_buffer().is_empty() {
             return Poll::Pending;
         }
-        let read_timeout = self.read_timeout;
+        let (clock, read_timeout) = (&self.clock, self.read_timeout);
         let deadline = self
             .frame_deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(read_timeout)));
+            .get_or_insert_with(|| clock.sleep(read_timeout));
         match deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(End::Close(
                 close::TIMEOUT,
@@ -203,6 +214,7 @@ impl Conn {
             recv,
             config.max_frame_len,
             Duration::from_secs(config.frame_read_timeout_secs),
+            ctx.clock.clone(),
         );
         let limits = Limits {
             max_frame_len: config.max_frame_len,
@@ -228,10 +240,15 @@ impl Conn {
         if *shutdown.borrow() {
             return End::Shutdown;
         }
-        let auth_deadline = Instant::now() + Duration::from_secs(self.ctx.config.auth_timeout_secs);
+        let auth_secs = self.ctx.config.auth_timeout_secs;
+        let auth_deadline_ms = self
+            .ctx
+            .clock
+            .now_ms()
+            .saturating_add(auth_secs.saturating_mul(1000));
         loop {
             let next = tokio::select! {
-                next = self.next_frame(auth_deadline) => next,
+                next = self.next_frame(auth_deadline_ms) => next,
                 _ = shutdown.changed() => return End::Shutdown,
             };
             let bytes = match next {
@@ -245,11 +262,16 @@ impl Conn {
         }
     }
 
-    async fn next_frame(&mut self, auth_deadline: Instant) -> Result<Option<Bytes>, End> {
+    /// The next frame; before authentication, only until the server clock
+    /// reaches `auth_deadline_ms`.
+    async fn next_frame(&mut self, auth_deadline_ms: u64) -> Result<Option<Bytes>, End> {
         if self.caller.is_some() {
             return self.reader.next().await;
         }
-        timeout_at(auth_deadline, self.reader.next())
+        let clock = self.ctx.clock.clone();
+        let left = Duration::from_millis(auth_deadline_ms.saturating_sub(clock.now_ms()));
+        clock
+            .timeout(left, self.reader.next())
             .await
             .unwrap_or(Err(End::Close(close::TIMEOUT, "not authenticated in time")))
     }

@@ -81,8 +81,10 @@ pub async fn request_link(
     ctx.delivery
         .notify(users, Frame::new(0, ask).encode())
         .await;
-    let waited =
-        tokio::time::timeout(Duration::from_secs(ctx.config.link_timeout_secs), decision).await;
+    let waited = ctx
+        .clock
+        .timeout(Duration::from_secs(ctx.config.link_timeout_secs), decision)
+        .await;
     ctx.pending_links.borrow_mut().remove(&link_id);
     match waited {
         Ok(Ok(true)) => add_linked_device(ctx, op).await,
