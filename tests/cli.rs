@@ -273,3 +273,125 @@ fn creating_a_group_with_an_unknown_user_creates_nothing() {
     let listing = ok(tern(&["conversations", "--state", &accounts.state("bob")]));
     assert_eq!(listing, "", "a group was left behind");
 }
+
+/// `tern` with the user's default logging (no `RUST_LOG`).
+fn tern_plain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("runs")
+}
+
+/// An error as a user should read it: one `error: ` line, a sentence, no
+/// Rust debug output.
+fn assert_sentence(stderr: &str) {
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for debug in [
+        "Other(",
+        "OtherError",
+        "Error {",
+        "(NotFound)",
+        "Some(",
+        "\\\"",
+    ] {
+        assert!(
+            !stderr.contains(debug),
+            "debug output {debug:?} in: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn errors_read_as_sentences_and_registering_logs_nothing() {
+    let accounts = Accounts::register(&[]);
+    let (addr, fp) = (
+        accounts.server.addr.to_string(),
+        hex::encode(accounts.server.fingerprint),
+    );
+    let alice = accounts.state("alice");
+    let registered = tern_plain(&[
+        "register",
+        "--state",
+        &alice,
+        "--server",
+        &addr,
+        "--fingerprint",
+        &fp,
+        "alice",
+    ]);
+    let stderr = String::from_utf8_lossy(&registered.stderr);
+    assert!(registered.status.success(), "{stderr}");
+    assert_eq!(stderr, "", "a successful register logs nothing");
+
+    let wrong_pin = "42".repeat(32);
+    let mallory = accounts.state("mallory");
+    let register = ["register", "--state", &mallory, "--server", &addr];
+    let stderr = refused(
+        tern_plain(&[&register[..], &["--fingerprint", &wrong_pin, "mallory"]].concat()),
+        &format!("presented certificate fingerprint {fp}, which does not match the pinned"),
+    );
+    assert_sentence(&stderr);
+    let stderr = refused(
+        tern_plain(&["approve", "--state", &alice, "42"]),
+        "the server refused: no such link request",
+    );
+    assert_sentence(&stderr);
+}
+
+/// The `tern approve` line that `tern listen` prints is a complete command:
+/// run exactly as printed, it links the waiting device.
+#[test]
+fn the_approve_hint_is_a_command_that_works_when_copied() {
+    use std::io::{BufRead, BufReader};
+    let accounts = Accounts::register(&["bob"]);
+    let (addr, fp) = (
+        accounts.server.addr.to_string(),
+        hex::encode(accounts.server.fingerprint),
+    );
+    let bob = accounts.state("bob");
+    let mut listener = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["listen", "--state", &bob, "--server", &addr])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = listener.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = || lines.recv_timeout(common::WAIT).expect("listen prints");
+    assert!(next_line().starts_with("listening as bob/1"));
+    let laptop = accounts.state("bob-laptop");
+    let link = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["link", "--state", &laptop, "--server", &addr])
+        .args(["--fingerprint", &fp, "bob"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prompt = next_line();
+    listener.kill().unwrap();
+    listener.wait().unwrap();
+    let command = prompt
+        .split_once("then run: ")
+        .and_then(|(_, rest)| rest.split("   (").next())
+        .unwrap_or_else(|| panic!("no command in {prompt:?}"));
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words[..2], ["tern", "approve"], "{command}");
+    assert!(
+        command.contains(&format!("--state {bob} --server {addr}")),
+        "{command}"
+    );
+    let approved = ok(tern(&words[1..]));
+    assert!(approved.starts_with("approved link request"), "{approved}");
+    let linked = ok(link.wait_with_output().unwrap());
+    assert!(linked.contains("linked bob/2"), "{linked}");
+}

@@ -146,7 +146,7 @@ struct ServerFile {
 const SERVER_FILE: &str = "server.toml";
 
 pub fn run(command: Command) -> Result<(), String> {
-    super::init_logging("warn");
+    super::init_client_logging();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -272,7 +272,12 @@ async fn create(args: CreateArgs) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     println!("{id}");
-    eprintln!("conversation {id} ({:?}), end-to-end encrypted", args.kind);
+    let kind = match args.kind {
+        KindArg::Direct => "direct conversation",
+        KindArg::Group => "group",
+        KindArg::Note => "note-to-self conversation",
+    };
+    eprintln!("{kind} {id}, end-to-end encrypted");
     client.close().await;
     Ok(())
 }
@@ -325,7 +330,10 @@ async fn send(args: SendArgs) -> Result<(), String> {
 }
 
 async fn link(args: LinkArgs) -> Result<(), String> {
-    eprintln!("asking {}'s devices to approve this one; run `tern listen` on one of them, then `tern approve`", args.user);
+    eprintln!(
+        "asking {}'s devices to approve this one: `tern listen` on a linked device shows the request and the command that approves it",
+        args.user
+    );
     let client = SecureClient::link(options(&args.conn)?, &args.user, &args.device_name)
         .await
         .map_err(|e| e.to_string())?;
@@ -400,7 +408,7 @@ async fn listen(args: ListenArgs) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => None,
         };
         let Some(event) = event else { break };
-        if let Some((conversation, seq)) = show_event(&event) {
+        if let Some((conversation, seq)) = show_event(&event, &args.conn) {
             client
                 .transport()
                 .ack(conversation, seq)
@@ -414,7 +422,8 @@ async fn listen(args: ListenArgs) -> Result<(), String> {
 }
 
 /// Prints an event; returns the (conversation, seq) to acknowledge, if any.
-fn show_event(event: &SecureEvent) -> Option<(u64, u64)> {
+/// Commands it suggests repeat the connection flags of `conn`.
+fn show_event(event: &SecureEvent, conn: &Connection) -> Option<(u64, u64)> {
     match event {
         SecureEvent::Message(m) => {
             print_decrypted(m);
@@ -432,7 +441,11 @@ fn show_event(event: &SecureEvent) -> Option<(u64, u64)> {
             link_id,
             device_name,
         } => {
-            eprintln!("a new device {device_name:?} asks to join this account: `tern approve {link_id}` (or --deny)");
+            let approve = format!("tern approve {} {link_id}", connection_flags(conn));
+            eprintln!(
+                "a new device {device_name:?} asks to join this account. To answer, stop this \
+                 listener (one process per state directory), then run: {approve}   (add --deny to refuse)"
+            );
             None
         }
         SecureEvent::Joined { conversation_id } => {
@@ -451,6 +464,38 @@ fn show_event(event: &SecureEvent) -> Option<(u64, u64)> {
             None
         }
     }
+}
+
+/// The flags that reach the same account and server as `conn`, ready to
+/// paste into a shell.
+fn connection_flags(conn: &Connection) -> String {
+    let mut flags = vec![
+        "--state".to_owned(),
+        shell_word(&conn.state.to_string_lossy()),
+    ];
+    let given = [
+        ("--server", conn.server.clone()),
+        ("--fingerprint", conn.fingerprint.clone()),
+        (
+            "--ca",
+            conn.ca.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        ),
+    ];
+    for (flag, value) in given {
+        if let Some(value) = value {
+            flags.extend([flag.to_owned(), shell_word(&value)]);
+        }
+    }
+    flags.join(" ")
+}
+
+/// `word` quoted for a POSIX shell when it holds anything but safe characters.
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-:=@,+%".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 fn print_decrypted(m: &Decrypted) {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::EnvFilter;
 
 /// tern: end-to-end-encrypted messaging server and terminal client.
 #[derive(Parser, Debug)]
@@ -98,8 +99,82 @@ pub fn main() -> ExitCode {
 pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    install(filter);
+}
+
+/// Logging for the client commands: warnings and errors of tern itself
+/// (`RUST_LOG` wins), never openmls's own log lines unless `RUST_LOG` names
+/// openmls (it logs conditions the SDK handles, such as a message from an
+/// epoch this device has left, as errors).
+pub fn init_client_logging() {
+    install(client_filter(std::env::var("RUST_LOG").ok().as_deref()));
+}
+
+fn client_filter(rust_log: Option<&str>) -> EnvFilter {
+    let filter = rust_log
+        .and_then(|text| EnvFilter::try_new(text).ok())
+        .unwrap_or_else(|| EnvFilter::new("warn"));
+    if rust_log.is_some_and(|text| text.contains("openmls")) {
+        return filter;
+    }
+    match "openmls=off".parse() {
+        Ok(quiet) => filter.add_directive(quiet),
+        Err(_) => filter,
+    }
+}
+
+fn install(filter: EnvFilter) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::client_filter;
+
+    /// What a client's log shows for one error event of `target`, under `rust_log`.
+    fn shown(rust_log: Option<&str>, target_is_openmls: bool) -> String {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(client_filter(rust_log))
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || match target_is_openmls {
+            true => tracing::error!(target: "openmls::framing", "Sender data decryption error"),
+            false => tracing::error!(target: "tern_client::sdk", "a real error"),
+        });
+        let bytes = out.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn openmls_errors_never_reach_the_terminal_unless_asked_for() {
+        for rust_log in [None, Some("warn"), Some("debug"), Some("info,quinn=warn")] {
+            assert_eq!(shown(rust_log, true), "", "{rust_log:?}");
+            assert!(
+                shown(rust_log, false).contains("a real error"),
+                "{rust_log:?}"
+            );
+        }
+        assert!(shown(Some("openmls=debug"), true).contains("decryption error"));
+    }
 }

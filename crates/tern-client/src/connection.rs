@@ -16,7 +16,7 @@ use ed25519_dalek::SigningKey;
 use futures_util::StreamExt;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::tls::{client_config, ClientTlsError, TrustAnchor};
+use super::tls::{client_config, ClientTlsError, PinMismatch, TrustAnchor};
 use tern_framing::{self as framing, CodecError, FrameCodec};
 use tern_proto::auth::{
     authenticate_transcript, link_transcript, register_transcript, sign, EXPORTER_LABEL,
@@ -51,6 +51,12 @@ pub enum ConnectionError {
         seconds(.after)
     )]
     NoAnswer { addr: SocketAddr, after: Duration },
+    #[error(
+        "the server at {addr} presented certificate fingerprint {presented}, which does not \
+         match the pinned fingerprint: \
+         check the server address, or pin the fingerprint the server prints on start"
+    )]
+    PinMismatch { addr: SocketAddr, presented: String },
     #[error("connection to the server failed: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("writing to the server failed: {0}")]
@@ -173,7 +179,8 @@ impl RawConnection {
             .map_err(|_| ConnectionError::NoAnswer {
                 addr,
                 after: timeout,
-            })??;
+            })?
+            .map_err(|e| handshake_error(addr, e))?;
         let (send, recv) = connection.open_bi().await?;
         Ok(RawConnection {
             connection,
@@ -267,6 +274,20 @@ pub fn exporter(connection: &quinn::Connection) -> Result<[u8; EXPORTER_LEN], Co
         .export_keying_material(&mut out, EXPORTER_LABEL, b"")
         .map_err(|_| ConnectionError::Exporter)?;
     Ok(out)
+}
+
+/// A failed handshake as a typed error: a pin mismatch (which quinn hands
+/// over only as text) becomes [`ConnectionError::PinMismatch`].
+fn handshake_error(addr: SocketAddr, error: quinn::ConnectionError) -> ConnectionError {
+    if let quinn::ConnectionError::TransportError(e) = &error {
+        if let Some(mismatch) = PinMismatch::find_in(&e.reason) {
+            return ConnectionError::PinMismatch {
+                addr,
+                presented: mismatch.presented,
+            };
+        }
+    }
+    ConnectionError::Connection(error)
 }
 
 /// A duration as seconds for messages: `10 s`, `0.3 s`.

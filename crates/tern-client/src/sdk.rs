@@ -78,13 +78,13 @@ pub enum ClientError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Connection(#[from] ConnectionError),
-    #[error("server refused ({code:?}): {message}")]
+    #[error("the server refused: {message}")]
     Server {
         code: ErrorCode,
         message: String,
         retry_after_ms: u32,
     },
-    #[error("server refused ({:?}): {}", .0.error.code, .0.error.message)]
+    #[error("the server refused: {}", .0.error.message)]
     Conflict(Box<Conflict>),
     #[error("connection lost before the answer came; the request may be retried")]
     Disconnected,
@@ -279,6 +279,11 @@ impl Client {
 
     pub fn device(&self) -> u32 {
         self.shared.identity.device
+    }
+
+    /// Whether [`Client::close`] was called (or the client dropped).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
     }
 
     /// How many times the client has reconnected.

@@ -1014,10 +1014,13 @@ fn decrypted(m: &Message, content: Content) -> SecureEvent {
 }
 
 /// Logs a failed background reaction to a notice, except when it failed
-/// because the app closed the client meanwhile (a short-lived CLI command).
-fn warn_unless_closed<T>(result: Result<T, SecureError>, what: &str) {
+/// because the app closed the client meanwhile (a short-lived CLI command
+/// closes while a key upload is under way; whatever the error, it is no
+/// news to the user then).
+fn warn_unless_closed<T>(client: &Client, result: Result<T, SecureError>, what: &str) {
     match result {
         Ok(_) | Err(SecureError::Client(ClientError::Closed)) => {}
+        Err(error) if client.is_closed() => tracing::debug!(%error, "{what} (client closed)"),
         Err(error) => tracing::warn!(%error, "{what}"),
     }
 }
@@ -1029,13 +1032,14 @@ async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
         match notice {
             Body::KeysLow(_) => {
                 let result = inner.publish_keys().await;
-                warn_unless_closed(result, "could not replenish keys");
+                warn_unless_closed(&inner.client, result, "could not replenish keys");
             }
             Body::DeviceListChanged(devices::DeviceListChanged { user, .. }) => {
                 lock(&inner.targets).clear();
                 if user == inner.identity.user {
                     let result = inner.add_own_devices_to_groups().await;
                     warn_unless_closed(
+                        &inner.client,
                         result,
                         "could not add this account's new device to its groups",
                     );

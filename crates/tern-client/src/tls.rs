@@ -86,6 +86,26 @@ impl fmt::Display for PinMismatch {
 
 impl std::error::Error for PinMismatch {}
 
+impl PinMismatch {
+    /// The words that open the message, before the presented fingerprint.
+    const PREFIX: &'static str = "server certificate fingerprint ";
+
+    /// Finds a pin mismatch in the text of a failed handshake. rustls shows
+    /// this error only inside `Other(OtherError(…))`, and quinn keeps only
+    /// that text, so this is how the typed error is recovered from it.
+    pub fn find_in(reason: &str) -> Option<PinMismatch> {
+        let start = reason.find(Self::PREFIX)? + Self::PREFIX.len();
+        let presented = reason.get(start..start + 2 * FINGERPRINT_LEN)?;
+        let rest = reason.get(start + 2 * FINGERPRINT_LEN..)?;
+        let is_hex = presented.bytes().all(|b| b.is_ascii_hexdigit());
+        (is_hex && rest.starts_with(" does not match the pinned fingerprint")).then(|| {
+            PinMismatch {
+                presented: presented.to_owned(),
+            }
+        })
+    }
+}
+
 /// A quinn client configuration trusting `trust`, with ALPN `tern/1`,
 /// TLS 1.3 only, keep-alive [`CLIENT_KEEP_ALIVE`] and idle timeout
 /// [`CLIENT_IDLE_TIMEOUT`].
@@ -233,6 +253,21 @@ mod tests {
         assert!(constant_time_eq(&a, &b));
         b[FINGERPRINT_LEN - 1] ^= 1;
         assert!(!constant_time_eq(&a, &b));
+    }
+
+    #[test]
+    fn a_pin_mismatch_is_found_in_a_handshake_failure_text() {
+        let mismatch = PinMismatch {
+            presented: "ab".repeat(FINGERPRINT_LEN),
+        };
+        let wrapped = format!("error 42: invalid peer certificate: Other(OtherError({mismatch}))");
+        let found = PinMismatch::find_in(&wrapped).expect("found");
+        assert_eq!(found.presented, mismatch.presented);
+        assert!(
+            PinMismatch::find_in("error 42: invalid peer certificate: UnknownIssuer").is_none()
+        );
+        let short = "server certificate fingerprint abcd does not match the pinned fingerprint";
+        assert!(PinMismatch::find_in(short).is_none());
     }
 
     #[test]
