@@ -10,8 +10,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tern_proto::{Body, Frame, Message};
 use tern_server::delivery::Fanout;
 use tern_server::mesh::Caller;
+use tern_server::outbound::Outbound;
 use tern_server::sessions::{Closer, Session, Sessions};
-use tokio::sync::mpsc;
 
 const RECIPIENTS: usize = 1_500;
 
@@ -34,7 +34,7 @@ fn fanout(c: &mut Criterion) {
     let mut sessions = Sessions::default();
     let mut receivers = Vec::with_capacity(RECIPIENTS);
     for i in 0..RECIPIENTS {
-        let (outbound, rx) = mpsc::channel(64);
+        let (outbound, rx) = Outbound::channel(64, 8 << 20);
         sessions.insert(
             &format!("u{i}"),
             Session {

@@ -23,6 +23,7 @@ use tern_client::connection::RawConnection;
 use tern_proto::body::{auth, conversations, devices, messaging, mls, prekeys, sync};
 use tern_proto::fb::{self, ErrorCode};
 use tern_proto::{close, flags, Body, Conflict, ConversationKind, ErrorBody, Frame};
+use tern_server::Clock;
 use tokio::time::timeout;
 
 const SHARDS: usize = 2;
@@ -2016,10 +2017,21 @@ async fn pipelined_requests_without_reading_do_not_stall_others() {
     assert_eq!(m.head(note).await, N);
 }
 
+/// A client that sends small History requests and never reads: the server
+/// reserves a whole page (about 2.1 MB) of the connection's 8 MiB outbound
+/// budget before it builds each one, so it builds a handful of 1 MB pages,
+/// then stops reading the connection (the send queued behind the pages is
+/// never applied) and closes it as too slow after `slow_reader_timeout_secs`.
+/// Stated bound: the process (server and clients) grows by less than 32 MB;
+/// before the byte budget it built all 64 pages (64 MB, and up to 8 GB with
+/// 2 MB pages and a full frame queue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: the outbound queue is bounded in frames, not bytes: a client that never reads makes the server buffer hundreds of MB of History pages"]
 async fn unread_history_pages_are_not_buffered_without_bound() {
-    let server = TestServer::start(SHARDS);
+    let clock = Clock::manual(Clock::system().now_ms());
+    let server = TestServer::start_with_clock(SHARDS, clock.clone(), |c| {
+        c.slow_reader_timeout_secs = 10;
+    });
+    let mut pair = Bystanders::new(&server).await;
     let mut m = Raw::register(&server, "mallory").await;
     let note = m.create(ConversationKind::NoteToSelf, &[]).await;
     // Five messages of 200 kB: every History page is about 1 MB.
@@ -2044,26 +2056,64 @@ async fn unread_history_pages_are_not_buffered_without_bound() {
         .collect();
     bodies.push(send(note, 999, Bytes::from_static(b"after the pages")).into());
     m.pipeline(bodies).await;
-    // The owner takes a conversation's requests in order: once the send is
-    // in (head 6), every page before it was built while the client read
-    // nothing. A server that bounds what it holds for one connection stops
-    // reading it long before, and the head never moves.
-    let start = Instant::now();
-    let mut head = 5;
-    while head == 5 && start.elapsed() < Duration::from_secs(5) {
-        head = watcher.head(note).await;
+    for _ in 0..20 {
+        assert_eq!(
+            watcher.head(note).await,
+            5,
+            "the send behind the pages was applied"
+        );
     }
-    let grown = rss_bytes().saturating_sub(before);
-    // The client's receive window holds about 1.25 MB of them at most.
-    assert_eq!(
-        head,
-        5,
-        "the server built all {N} pages ({} MB) for a connection that reads nothing \
-         (process memory grew by {} MB); the per-connection queue holds up to 4096 frames \
-         plus 256 in flight, about 8.5 GB of 2 MB pages",
-        (N * PAGE) >> 20,
-        grown >> 20
+    let during = rss_bytes().saturating_sub(before);
+    let (moved, ()) = advance_until(
+        &clock,
+        2_500,
+        expect_close(&m.conn.connection, close::TOO_SLOW),
+    )
+    .await;
+    assert!(
+        (10_000..=12_500).contains(&moved),
+        "closed after {moved} ms of server time; the slow-reader timeout is 10 s"
     );
+    // Closed while still stuck: the send queued behind the pages never ran.
+    assert_eq!(watcher.head(note).await, 5);
+    let after = rss_bytes().saturating_sub(before);
+    eprintln!(
+        "RSS growth with {N} unread pages of {} kB: {} MB while stuck, {} MB after the close",
+        PAGE / 1000,
+        during >> 20,
+        after >> 20
+    );
+    assert!(
+        during < 32 << 20 && after < 32 << 20,
+        "the server held {} MB / {} MB for a connection that reads nothing",
+        during >> 20,
+        after >> 20
+    );
+    pair.check().await;
+}
+
+/// Moves the server's manual clock forward `step_ms` at a time until `event`
+/// completes, giving the server 50 ms of real time before each step (the
+/// event is polled throughout). Returns how far the clock moved and the
+/// event's output; fails after 24 steps.
+async fn advance_until<T>(
+    clock: &Clock,
+    step_ms: u64,
+    event: impl std::future::Future<Output = T>,
+) -> (u64, T) {
+    tokio::pin!(event);
+    let mut moved = 0;
+    loop {
+        if let Ok(out) = timeout(Duration::from_millis(50), &mut event).await {
+            return (moved, out);
+        }
+        assert!(
+            moved < 24 * step_ms,
+            "nothing happened in {moved} ms of server time"
+        );
+        clock.advance(step_ms);
+        moved += step_ms;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2122,7 +2172,9 @@ async fn a_user_added_to_thousands_of_groups_can_still_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_as_too_slow() {
-    let server = TestServer::start_with(SHARDS, |c| c.outbound_queue_frames = 16);
+    // Bounded in bytes: 1 MiB here, so about ten 100 kB messages beyond what
+    // QUIC's windows hold (the frame bound, 4096, is never reached).
+    let server = TestServer::start_with(SHARDS, |c| c.outbound_queue_bytes = 1 << 20);
     let mut pair = Bystanders::new(&server).await;
     let mut alice = Raw::register(&server, "alice").await;
     let bob = Raw::register(&server, "bob").await;
@@ -2131,7 +2183,10 @@ async fn a_client_that_never_reads_is_closed_as_too_slow() {
     let mut sent = 0;
     while bob.conn.connection.close_reason().is_none() {
         sent += 1;
-        assert!(sent <= 500, "bob's connection was never closed");
+        assert!(
+            sent <= 60,
+            "bob's connection was not closed after {sent} messages"
+        );
         let ack = alice
             .send(direct, sent, Bytes::from(vec![7; 100_000]))
             .await;

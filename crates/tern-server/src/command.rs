@@ -67,7 +67,21 @@ pub enum OwnerCommand {
     GetGroupInfo(mls::GetGroupInfo),
 }
 
+/// Outbound bytes an ordinary answer reserves before its request runs
+/// (acks, `Done`, short errors; a larger one is counted in full when built).
+const SMALL_ANSWER: usize = 1024;
+
 impl Command {
+    /// Bytes of the connection's outbound budget this request reserves for
+    /// its answer before it runs: a History page's worst case, and a small
+    /// nominal size for everything else (see `outbound`).
+    pub fn answer_reservation(&self, config: &crate::config::ServerConfig) -> usize {
+        match self {
+            Command::Owner(OwnerCommand::History(_)) => crate::cmd::history::max_page_frame(config),
+            _ => SMALL_ANSWER,
+        }
+    }
+
     /// The command a request body asks for. Handshake bodies (Register,
     /// Authenticate, RequestLink) are refused as `AlreadyAuthenticated`;
     /// bodies only servers send, as `UnsupportedBody`.

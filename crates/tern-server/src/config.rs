@@ -36,6 +36,14 @@ pub struct ServerConfig {
     pub max_inflight_per_connection: usize,
     /// Frames queued for one connection before it is closed as too slow. Default 4096.
     pub outbound_queue_frames: usize,
+    /// Bytes queued for one connection, answers and pushes alike, before a
+    /// push closes it as too slow and its requests wait for it to read.
+    /// Default 8388608 (8 MiB). A frame is always taken into an empty queue.
+    pub outbound_queue_bytes: usize,
+    /// Seconds a request waits for room in its connection's outbound queue
+    /// (the client does not read) before the connection is closed as too
+    /// slow. Default 10.
+    pub slow_reader_timeout_secs: u64,
     /// Most messages a History page returns. Default 500.
     pub max_history_page: u32,
     /// Seconds shutdown waits for connections to drain. Default 5.
@@ -64,6 +72,8 @@ impl Default for ServerConfig {
             sweep_interval_secs: 60,
             max_inflight_per_connection: 256,
             outbound_queue_frames: 4096,
+            outbound_queue_bytes: 8 * 1024 * 1024,
+            slow_reader_timeout_secs: 10,
             max_history_page: 500,
             drain_timeout_secs: 5,
             claim_burst: 30,
@@ -189,6 +199,16 @@ impl ServerConfig {
             self.outbound_queue_frames >= 16,
             "outbound_queue_frames",
             "must be at least 16",
+        )?;
+        check(
+            self.outbound_queue_bytes >= 64 * 1024,
+            "outbound_queue_bytes",
+            "must be at least 65536 bytes",
+        )?;
+        check(
+            self.slow_reader_timeout_secs > 0,
+            "slow_reader_timeout_secs",
+            "must be positive",
         )?;
         check(
             self.max_history_page > 0,

@@ -20,6 +20,7 @@ use super::cmd;
 use super::command::{Command, LocalCommand, OwnerCommand};
 use super::effects::{self, Outcome};
 use super::mesh::{encode_reply, Caller, OwnerRequest, Reject, Reply};
+use super::outbound::{Outbound, Queued, Reservation};
 use super::sessions::{Closer, Session};
 use super::shard::{ServerStats, ShardCtx};
 use tern_framing::{CodecError, FrameCodec};
@@ -84,7 +85,10 @@ async fn drive(
         );
         return;
     };
-    let (out, out_rx) = mpsc::channel(ctx.config.outbound_queue_frames);
+    let (out, out_rx) = Outbound::channel(
+        ctx.config.outbound_queue_frames,
+        ctx.config.outbound_queue_bytes,
+    );
     let writer = tokio::task::spawn_local(write_loop(send, out_rx));
     let mut shutdown = shutdown;
     let mut conn = Conn::new(ctx.clone(), connection.clone(), out, exporter, recv);
@@ -102,16 +106,20 @@ fn exporter(connection: &quinn::Connection) -> Option<[u8; EXPORTER_LEN]> {
 
 /// Writes the outbound queue: frames already encoded (a fan-out's frame is
 /// one `Bytes` shared by every recipient), handed to quinn without a copy.
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) {
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 64).await > 0 {
-        if send.write_all_chunks(&mut batch).await.is_err() {
+/// A frame's bytes leave the connection's budget once quinn has taken it.
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Queued>) {
+    let mut queued = Vec::new();
+    let mut chunks = Vec::new();
+    while rx.recv_many(&mut queued, 64).await > 0 {
+        chunks.extend(queued.iter().map(|q| q.frame.clone()));
+        if send.write_all_chunks(&mut chunks).await.is_err() {
             return;
         }
-        batch.clear();
-        if batch.capacity() > 8 {
+        chunks.clear();
+        queued.clear();
+        if queued.capacity() > 8 {
             // Give bursts' memory back; an idle connection keeps almost nothing.
-            batch = Vec::new();
+            (queued, chunks) = (Vec::new(), Vec::new());
         }
     }
     let _ = send.finish();
@@ -191,7 +199,7 @@ impl FrameReader {
 struct Conn {
     ctx: Rc<ShardCtx>,
     connection: quinn::Connection,
-    out: mpsc::Sender<Bytes>,
+    out: Outbound,
     exporter: [u8; EXPORTER_LEN],
     reader: FrameReader,
     caller: Option<Caller>,
@@ -205,7 +213,7 @@ impl Conn {
     fn new(
         ctx: Rc<ShardCtx>,
         connection: quinn::Connection,
-        out: mpsc::Sender<Bytes>,
+        out: Outbound,
         exporter: [u8; EXPORTER_LEN],
         recv: quinn::RecvStream,
     ) -> Self {
@@ -300,8 +308,35 @@ impl Conn {
         }
     }
 
+    /// Answers a request that reserved no room (handshakes, refusals
+    /// before a request runs, the last error before a close).
     async fn reply(&self, request_id: u64, reply: Reply) {
-        let _ = self.out.send(encode_reply(request_id, reply)).await;
+        let _ = self
+            .out
+            .send_unreserved(encode_reply(request_id, reply))
+            .await;
+    }
+
+    /// Answers under the room the request reserved.
+    async fn reply_reserved(&self, request_id: u64, reply: Reply, held: Reservation) {
+        let _ = self
+            .out
+            .send_reserved(encode_reply(request_id, reply), held)
+            .await;
+    }
+
+    /// Reserves room for a request's answer, waiting while the client does
+    /// not read; closes the connection as too slow after the patience.
+    async fn reserve(&self, bytes: usize) -> Result<Reservation, End> {
+        let patience = Duration::from_secs(self.ctx.config.slow_reader_timeout_secs);
+        eprintln!("DBG reserve {bytes} used {} now {}", self.out.queued_bytes(), self.ctx.clock.now_ms());
+        self.out
+            .reserve(bytes, &self.ctx.clock, patience)
+            .await
+            .map_err(|_| {
+                ServerStats::add(&self.ctx.stats.closed_slow, 1);
+                End::Close(close::TOO_SLOW, "outbound queue full; read your answers")
+            })
     }
 
     async fn handle_unauthenticated(&mut self, frame: Frame) -> Result<(), End> {
@@ -375,14 +410,23 @@ impl Conn {
 
     async fn handle_request(&mut self, caller: Caller, frame: Frame) -> Result<(), End> {
         let id = frame.request_id;
-        match Command::from_body(frame.body) {
-            Err(reject) => self.reply(id, Err(reject)).await,
-            Ok(Command::Local(command)) => {
+        let command = match Command::from_body(frame.body) {
+            Ok(command) => command,
+            Err(reject) => {
+                self.reply(id, Err(reject)).await;
+                return Ok(());
+            }
+        };
+        let held = self
+            .reserve(command.answer_reservation(&self.ctx.config))
+            .await?;
+        match command {
+            Command::Local(command) => {
                 let revokes_self =
                     matches!(&command, LocalCommand::RevokeDevice(r) if r.device == caller.device);
                 let outcome = command.apply(&self.ctx, &caller).await;
                 if self
-                    .conclude(id, outcome, revokes_self.then_some(&caller))
+                    .conclude(id, outcome, held, revokes_self.then_some(&caller))
                     .await
                 {
                     // Nothing this connection sent after its own revocation
@@ -390,7 +434,7 @@ impl Conn {
                     return Err(End::Close(close::AUTH_FAILED, "device revoked"));
                 }
             }
-            Ok(Command::Owner(command)) => self.forward(id, caller, command).await,
+            Command::Owner(command) => self.forward(id, caller, command, held).await,
         }
         Ok(())
     }
@@ -404,11 +448,12 @@ impl Conn {
         &self,
         request_id: u64,
         mut outcome: Outcome,
+        held: Reservation,
         detach: Option<&Caller>,
     ) -> bool {
         effects::settle(self.ctx.store.as_ref(), [&mut outcome]).await;
         let detached = detach.filter(|_| outcome.reply.is_ok());
-        self.reply(request_id, outcome.reply).await;
+        self.reply_reserved(request_id, outcome.reply, held).await;
         if let Some(caller) = detached {
             self.leave_sessions(caller);
         }
@@ -430,7 +475,13 @@ impl Conn {
     }
 
     /// Sends a conversation request to its owner; the reply is written when it comes.
-    async fn forward(&self, request_id: u64, caller: Caller, command: OwnerCommand) {
+    async fn forward(
+        &self,
+        request_id: u64,
+        caller: Caller,
+        command: OwnerCommand,
+        held: Reservation,
+    ) {
         let Ok(permit) = self.inflight.clone().acquire_owned().await else {
             return;
         };
@@ -443,7 +494,7 @@ impl Conn {
             reply,
         };
         if let Err(reject) = self.ctx.mesh.to_owner(conversation, request).await {
-            return self.reply(request_id, Err(reject)).await;
+            return self.reply_reserved(request_id, Err(reject), held).await;
         }
         let out = self.out.clone();
         tokio::task::spawn_local(async move {
@@ -456,15 +507,22 @@ impl Conn {
                     )),
                 )
             });
-            let _ = out.send(frame).await;
+            let _ = out.send_reserved(frame, held).await;
             drop(permit);
         });
     }
 
-    /// Ends the connection: drain in-flight requests, flush, close with a reason.
+    /// Ends the connection: drain in-flight requests, flush, close with a
+    /// reason. A client closed as too slow does not read: it is closed at
+    /// once, without a last frame it would not read either.
     async fn finish(self, end: End, writer: tokio::task::JoinHandle<()>) {
         if let Some(caller) = &self.caller {
             self.leave_sessions(caller);
+        }
+        if let End::Close(close::TOO_SLOW, why) = end {
+            writer.abort();
+            self.connection.close(close::TOO_SLOW.into(), why.as_bytes());
+            return;
         }
         if let End::Close(code, why) = &end {
             self.reply(0, Err(Reject::new(close_error_code(*code), *why)))

@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod effects;
 pub mod locations;
 pub mod mesh;
+pub mod outbound;
 pub mod owner;
 pub mod payloads;
 pub mod ratelimit;

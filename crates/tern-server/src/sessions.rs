@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::delivery::Fanout;
 use super::mesh::Caller;
+use super::outbound::{Outbound, QueueError};
 use tern_proto::close;
 use tern_store::{DeviceId, UserId};
 
@@ -17,7 +17,7 @@ use tern_store::{DeviceId, UserId};
 pub struct Session {
     pub conn_id: u64,
     pub device: DeviceId,
-    pub outbound: mpsc::Sender<Bytes>,
+    pub outbound: Outbound,
     pub closer: Closer,
 }
 
@@ -143,13 +143,13 @@ fn is_excluded(except: &Option<Caller>, user: &str, device: DeviceId) -> bool {
 }
 
 fn push(session: &Session, frame: &Bytes, result: &mut FanoutResult) {
-    match session.outbound.try_send(frame.clone()) {
+    match session.outbound.try_push(frame.clone()) {
         Ok(()) => result.delivered += 1,
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(QueueError::Full) => {
             session.closer.close_slow();
             result.closed_slow += 1;
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(QueueError::Closed) => {}
     }
 }
 
@@ -164,8 +164,11 @@ mod tests {
         conn_id: u64,
         device: DeviceId,
         capacity: usize,
-    ) -> (Session, mpsc::Receiver<Bytes>) {
-        let (outbound, rx) = mpsc::channel(capacity);
+    ) -> (
+        Session,
+        tokio::sync::mpsc::Receiver<crate::outbound::Queued>,
+    ) {
+        let (outbound, rx) = Outbound::channel(capacity, 1 << 20);
         (
             Session {
                 conn_id,
@@ -204,8 +207,8 @@ mod tests {
             }
         );
         assert!(a1_rx.try_recv().is_err());
-        assert_eq!(a2_rx.try_recv().unwrap(), Bytes::from_static(b"f"));
-        assert_eq!(b1_rx.try_recv().unwrap(), Bytes::from_static(b"f"));
+        assert_eq!(a2_rx.try_recv().unwrap().frame, Bytes::from_static(b"f"));
+        assert_eq!(b1_rx.try_recv().unwrap().frame, Bytes::from_static(b"f"));
         sessions.remove("bob", 3);
         assert_eq!(sessions.len(), 2);
     }
