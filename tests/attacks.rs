@@ -13,7 +13,7 @@
 mod common;
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Bystanders, TestServer, WAIT};
