@@ -640,6 +640,35 @@ async fn non_member_cannot_touch_a_conversation() {
 
 // ---------- history and ack with extreme arguments ----------
 
+/// Pages stop at 2 MB of payload (read from the store a few messages at a
+/// time, never all 500 at once) and page through everything in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_are_bounded_in_bytes_and_page_through_everything() {
+    let server = TestServer::start(SHARDS);
+    let mut alice = Raw::register(&server, "alice").await;
+    let note = alice.create(ConversationKind::NoteToSelf, &[]).await;
+    const N: u64 = 40;
+    for cmid in 1..=N {
+        alice
+            .send(note, cmid, Bytes::from(vec![cmid as u8; 200_000]))
+            .await;
+    }
+    let mut from = 1;
+    let mut seen = Vec::new();
+    while from <= N {
+        let p = alice.history(note, from, 0).await;
+        let bytes: usize = p.messages.iter().map(|m| m.payload.len()).sum();
+        assert!(bytes <= 2 * 1024 * 1024, "a page of {bytes} bytes");
+        assert!(!p.messages.is_empty(), "an empty page from {from}");
+        assert_eq!(p.next_seq, p.messages.last().unwrap().seq + 1);
+        seen.extend(p.messages.iter().map(|m| m.seq));
+        from = p.next_seq;
+    }
+    assert_eq!(seen, (1..=N).collect::<Vec<_>>());
+    let p = alice.history(note, from, 0).await;
+    assert_eq!((p.messages.len(), p.next_seq, p.head_seq), (0, N + 1, N));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_limits_and_extreme_seqs_are_clamped() {
     let server = TestServer::start_with(SHARDS, |c| c.max_history_page = 5);

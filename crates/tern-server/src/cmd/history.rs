@@ -48,10 +48,7 @@ async fn history(
     state.require_member(caller)?;
     let head = state.record.head_seq;
     let from = from_seq.max(1);
-    let stored = store
-        .messages(id, from, limit as usize, now)
-        .await
-        .map_err(Reject::store)?;
+    let stored = read_page(store.as_ref(), id, from, limit as usize, now).await?;
     let mut bytes = 0usize;
     let mut messages = Vec::with_capacity(stored.len());
     for msg in &stored {
@@ -68,6 +65,42 @@ async fn history(
         head_seq: head,
         next_seq,
     }))
+}
+
+/// Messages read from the store per call while a page is filled: a page of
+/// 500 large messages is read a few at a time and stops at
+/// [`MAX_PAGE_BYTES`], instead of loading all 500 (up to 128 MB) first.
+const READ_CHUNK: usize = 16;
+
+/// Up to `limit` live messages from `from`, read in chunks until the page's
+/// payload bytes pass [`MAX_PAGE_BYTES`] (the message that passes it is
+/// included, so the caller sees that more exist).
+async fn read_page(
+    store: &dyn tern_store::Store,
+    id: ConversationId,
+    from: Seq,
+    limit: usize,
+    now: u64,
+) -> Result<Vec<tern_store::StoredMessage>, Reject> {
+    let mut page: Vec<tern_store::StoredMessage> = Vec::new();
+    let mut bytes = 0usize;
+    let mut next = from;
+    while page.len() < limit && bytes <= MAX_PAGE_BYTES {
+        let want = READ_CHUNK.min(limit - page.len());
+        let chunk = store
+            .messages(id, next, want, now)
+            .await
+            .map_err(Reject::store)?;
+        let Some(last) = chunk.last() else { break };
+        next = last.seq.saturating_add(1);
+        let short = chunk.len() < want;
+        bytes += chunk.iter().map(|m| m.payload.len()).sum::<usize>();
+        page.extend(chunk);
+        if short {
+            break;
+        }
+    }
+    Ok(page)
 }
 
 /// Where the next page starts: after the last message returned, or past the
