@@ -329,7 +329,6 @@ impl Conn {
     /// not read; closes the connection as too slow after the patience.
     async fn reserve(&self, bytes: usize) -> Result<Reservation, End> {
         let patience = Duration::from_secs(self.ctx.config.slow_reader_timeout_secs);
-        eprintln!("DBG reserve {bytes} used {} now {}", self.out.queued_bytes(), self.ctx.clock.now_ms());
         self.out
             .reserve(bytes, &self.ctx.clock, patience)
             .await
@@ -521,7 +520,8 @@ impl Conn {
         }
         if let End::Close(close::TOO_SLOW, why) = end {
             writer.abort();
-            self.connection.close(close::TOO_SLOW.into(), why.as_bytes());
+            self.connection
+                .close(close::TOO_SLOW.into(), why.as_bytes());
             return;
         }
         if let End::Close(code, why) = &end {

@@ -51,13 +51,15 @@ pub struct Queued {
 struct Budget {
     limit: usize,
     used: AtomicUsize,
+    /// Requests waiting for room; `freed` is signalled only while some are.
+    waiting: AtomicUsize,
     freed: Notify,
 }
 
 impl Budget {
     /// Takes `bytes` if they fit (or the queue is empty).
     fn try_take(&self, bytes: usize) -> bool {
-        let mut used = self.used.load(Ordering::Acquire);
+        let mut used = self.used.load(Ordering::SeqCst);
         loop {
             if used != 0 && used.saturating_add(bytes) > self.limit {
                 return false;
@@ -65,7 +67,7 @@ impl Budget {
             let next = used.saturating_add(bytes);
             match self
                 .used
-                .compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange_weak(used, next, Ordering::SeqCst, Ordering::SeqCst)
             {
                 Ok(_) => return true,
                 Err(now) => used = now,
@@ -80,8 +82,12 @@ impl Budget {
 
     fn give_back(&self, bytes: usize) {
         if bytes > 0 {
-            self.used.fetch_sub(bytes, Ordering::AcqRel);
-            self.freed.notify_waiters();
+            // SeqCst with the waiter's increment and retry: either it sees
+            // these bytes free, or this sees it waiting.
+            self.used.fetch_sub(bytes, Ordering::SeqCst);
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                self.freed.notify_waiters();
+            }
         }
     }
 }
@@ -127,6 +133,7 @@ impl Outbound {
         let budget = Arc::new(Budget {
             limit: bytes,
             used: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             freed: Notify::new(),
         });
         (Outbound { tx, budget }, rx)
@@ -166,21 +173,24 @@ impl Outbound {
         clock: &Clock,
         patience: Duration,
     ) -> Result<Reservation, QueueError> {
-        let wait = async {
-            loop {
-                let freed = self.budget.freed.notified();
-                tokio::pin!(freed);
-                freed.as_mut().enable();
-                if self.budget.try_take(bytes) {
-                    return;
+        if !self.budget.try_take(bytes) {
+            // Only a full queue pays for a timer.
+            let wait = async {
+                loop {
+                    let freed = self.budget.freed.notified();
+                    tokio::pin!(freed);
+                    freed.as_mut().enable();
+                    if self.budget.try_take(bytes) {
+                        return;
+                    }
+                    freed.await;
                 }
-                freed.await;
-            }
-        };
-        clock
-            .timeout(patience, wait)
-            .await
-            .map_err(|_| QueueError::Full)?;
+            };
+            self.budget.waiting.fetch_add(1, Ordering::SeqCst);
+            let waited = clock.timeout(patience, wait).await;
+            self.budget.waiting.fetch_sub(1, Ordering::AcqRel);
+            waited.map_err(|_| QueueError::Full)?;
+        }
         Ok(Reservation {
             budget: Arc::clone(&self.budget),
             bytes,
