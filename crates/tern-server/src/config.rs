@@ -44,6 +44,11 @@ pub struct ServerConfig {
     /// (the client does not read) before the connection is closed as too
     /// slow. Default 10.
     pub slow_reader_timeout_secs: u64,
+    /// Least time between the starts of two journal syncs, microseconds:
+    /// under load each sync then covers more sends (group commit with a
+    /// delay); a send after a quiet period is synced at once. Default 500;
+    /// 0 syncs back to back; at most 100000. See docs/PERFORMANCE.md.
+    pub journal_sync_interval_us: u64,
     /// Most messages a History page returns. Default 500.
     pub max_history_page: u32,
     /// Seconds shutdown waits for connections to drain. Default 5.
@@ -74,6 +79,7 @@ impl Default for ServerConfig {
             outbound_queue_frames: 4096,
             outbound_queue_bytes: 8 * 1024 * 1024,
             slow_reader_timeout_secs: 10,
+            journal_sync_interval_us: 500,
             max_history_page: 500,
             drain_timeout_secs: 5,
             claim_burst: 30,
@@ -209,6 +215,11 @@ impl ServerConfig {
             self.slow_reader_timeout_secs > 0,
             "slow_reader_timeout_secs",
             "must be positive",
+        )?;
+        check(
+            self.journal_sync_interval_us <= 100_000,
+            "journal_sync_interval_us",
+            "must be at most 100000 (100 ms): every durable answer may wait this long",
         )?;
         check(
             self.max_history_page > 0,

@@ -33,7 +33,7 @@ use super::socket::{
 use super::tls::{load_or_create_identity, server_config, ServerTransportTuning, TlsError};
 use tern_proto::close;
 use tern_store::Store;
-use tern_store_fjall::{FjallStore, OpenError};
+use tern_store_fjall::{FjallOptions, FjallStore, OpenError};
 
 /// Why the server could not start. Nothing is left bound after an error.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +120,13 @@ struct ShardSetup {
 pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     config.validate()?;
     create_data_dir(&config)?;
-    let store = Arc::new(FjallStore::open(&config.data_dir.join("store"))?);
+    let options = FjallOptions {
+        sync_interval: Duration::from_micros(config.journal_sync_interval_us),
+    };
+    let store = Arc::new(FjallStore::open_with(
+        &config.data_dir.join("store"),
+        options,
+    )?);
     let clock = Clock::system();
     start_with(config, Services { store, clock })
 }

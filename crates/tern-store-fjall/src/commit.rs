@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fjall::{Database, PersistMode};
 use tern_store::{BackendError, Poison};
@@ -41,13 +41,18 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn spawn(db: Database, dir: PathBuf) -> std::io::Result<Self> {
+    /// Starts the thread; `interval` is the least time between the starts
+    /// of two syncs (see [`space_out`]).
+    pub fn spawn(db: Database, dir: PathBuf, interval: Duration) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let shared = Arc::new(CommitShared::default());
         let thread_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("tern-commit".to_string())
-            .spawn(move || commit_loop(&db, &mut JournalSync::new(dir), &rx, &thread_shared))?;
+            .spawn(move || {
+                let mut journals = JournalSync::new(dir);
+                commit_loop(&db, &mut journals, &rx, &thread_shared, interval);
+            })?;
         Ok(Self {
             tx: Some(tx),
             handle: Some(handle),
@@ -169,15 +174,34 @@ impl JournalSync {
     }
 }
 
+/// Waits until `interval` has passed since the last sync started: a request
+/// after a quiet period is synced at once, while under load the syncs are
+/// spaced so that each covers the writes of more requests (group commit with
+/// a delay, like PostgreSQL's `commit_delay` or MySQL's
+/// `binlog_group_commit_sync_delay`, but only when syncs follow each other).
+fn space_out(last_start: Option<Instant>, interval: Duration) {
+    let Some(due) = last_start.and_then(|last| last.checked_add(interval)) else {
+        return;
+    };
+    let now = Instant::now();
+    if now < due {
+        std::thread::sleep(due - now);
+    }
+}
+
 fn commit_loop(
     db: &Database,
     journals: &mut JournalSync,
     rx: &mpsc::Receiver<Waiter>,
     shared: &CommitShared,
+    interval: Duration,
 ) {
+    let mut last_start: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
+        space_out(last_start, interval);
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());
+        last_start = Some(Instant::now());
         let result = sync_once(db, journals, shared);
         shared.fsyncs.fetch_add(1, Ordering::SeqCst);
         shared

@@ -13,7 +13,7 @@ use tern_store::{
     AppendOutcome, CommitOutcome, CommitRecord, ConversationKind, ConversationRecord,
     CreateOutcome, DeviceKeysUpdate, KeyPool, PoolKey, SignedPrekey, Store, StoredMessage,
 };
-use tern_store_fjall::{FjallStore, OpenError};
+use tern_store_fjall::{FjallOptions, FjallStore, OpenError};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -71,6 +71,45 @@ async fn group_commit_batches_concurrent_persists() -> TestResult {
     assert!(
         fsyncs >= 1 && fsyncs < served,
         "no batching: {fsyncs} fsyncs for {served} requests"
+    );
+    Ok(())
+}
+
+/// Under load the commit thread spaces its syncs by the configured
+/// interval: persists issued while it waits (here: within 300 ms of the
+/// last sync) all share the next sync, where back-to-back syncing could
+/// need up to one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_are_spaced_by_the_interval_under_load() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let options = FjallOptions {
+        sync_interval: std::time::Duration::from_millis(300),
+    };
+    let store = Arc::new(FjallStore::open_with(dir.path(), options)?);
+    for id in 1..=10 {
+        create_group(store.as_ref(), id).await?;
+    }
+    store.persist().await?;
+    let (first, _) = store.commit_stats();
+    let mut persists = Vec::new();
+    for id in 1..=10 {
+        let store = Arc::clone(&store);
+        persists.push(tokio::spawn(async move {
+            store.append_message(&message(id, 1, id)).await?;
+            store.persist().await?;
+            Ok::<_, tern_store::AppendError>(())
+        }));
+    }
+    for persist in persists {
+        persist.await??;
+    }
+    let (fsyncs, served) = store.commit_stats();
+    assert_eq!(served, 11);
+    assert_eq!(
+        fsyncs - first,
+        1,
+        "ten persists inside the interval took {} syncs",
+        fsyncs - first
     );
     Ok(())
 }
