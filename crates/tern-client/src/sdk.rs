@@ -212,6 +212,8 @@ struct Shared {
     next_request: AtomicU64,
     closed: AtomicBool,
     reconnects: AtomicU64,
+    /// Requests in a row that got no answer on the live connection.
+    timeouts: AtomicU64,
 }
 
 /// A connected device. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -255,6 +257,7 @@ impl Client {
             next_request: AtomicU64::new(2),
             closed: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (messages_tx, messages_rx) = mpsc::channel(4096);
@@ -587,12 +590,31 @@ async fn call(shared: &Shared, body: Body) -> Result<Body, ClientError> {
         return Err(ClientError::Disconnected);
     }
     match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(frame)) => Ok(frame.body),
+        Ok(Ok(frame)) => {
+            shared.timeouts.store(0, Ordering::Relaxed);
+            Ok(frame.body)
+        }
         Ok(Err(_)) => Err(ClientError::Disconnected),
         Err(_) => {
             lock(&live.pending).remove(&id);
+            give_up_if_unresponsive(shared, &live);
             Err(ClientError::Timeout)
         }
+    }
+}
+
+/// Requests in a row without an answer after which the connection is
+/// taken for dead (a server that crashed and came back without the
+/// connection never answers it) and replaced by a fresh one.
+const TIMEOUTS_BEFORE_RECONNECT: u64 = 2;
+
+fn give_up_if_unresponsive(shared: &Shared, live: &LiveConnection) {
+    let in_a_row = shared.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+    if in_a_row >= TIMEOUTS_BEFORE_RECONNECT {
+        shared.timeouts.store(0, Ordering::Relaxed);
+        tracing::debug!(in_a_row, "no answers; reconnecting");
+        live.connection
+            .close(close::NORMAL.into(), b"no answers; reconnecting");
     }
 }
 

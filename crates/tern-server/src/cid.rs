@@ -84,6 +84,17 @@ pub fn shard_endpoint_config(shard_id: u8) -> EndpointConfig {
     config
 }
 
+/// Like [`shard_endpoint_config`], signing stateless resets with
+/// `reset_key` (the server's persisted one, so they survive a restart).
+pub fn shard_endpoint_config_with_reset(
+    shard_id: u8,
+    reset_key: std::sync::Arc<dyn quinn_proto::crypto::HmacKey>,
+) -> EndpointConfig {
+    let mut config = EndpointConfig::new(reset_key);
+    config.cid_generator(move || Box::new(ShardCidGenerator::new(shard_id)));
+    config
+}
+
 /// The shard named by the destination connection ID of a short-header
 /// datagram, or `None` for a long-header packet (handshake traffic, always
 /// handled where it lands) or a datagram too short to hold our ID.

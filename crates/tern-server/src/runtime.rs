@@ -17,7 +17,7 @@ use quinn::{Endpoint, TokioRuntime};
 use tokio::sync::{watch, Barrier};
 use tokio::task::{spawn_local, JoinSet, LocalSet};
 
-use super::cid::shard_endpoint_config;
+use super::cid::shard_endpoint_config_with_reset;
 use super::clock::Clock;
 use super::cmd;
 use super::config::{ConfigError, ServerConfig};
@@ -30,7 +30,10 @@ use super::socket::{
     bind_shard_sockets, shard_socket, ForwardingChannels, ForwardingStats, ShardSocketParts,
     DEFAULT_INBOX_CAPACITY,
 };
-use super::tls::{load_or_create_identity, server_config, ServerTransportTuning, TlsError};
+use super::tls::{
+    load_or_create_identity, load_or_create_reset_key, server_config, ServerTransportTuning,
+    TlsError,
+};
 use tern_proto::close;
 use tern_store::Store;
 use tern_store_fjall::{FjallOptions, FjallStore, OpenError};
@@ -107,6 +110,7 @@ struct ShardSetup {
     socket: std::net::UdpSocket,
     inbox: ShardInbox,
     quic: quinn::ServerConfig,
+    reset_key: Arc<dyn quinn::crypto::HmacKey>,
     mesh: Arc<Mesh>,
     services: Services,
     config: Arc<ServerConfig>,
@@ -140,6 +144,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
     create_data_dir(&config)?;
     let data_dir = config.data_dir.clone();
     let identity = load_or_create_identity(&data_dir)?;
+    let reset_key = load_or_create_reset_key(&data_dir)?;
     let tuning = ServerTransportTuning {
         max_idle_timeout: Duration::from_secs(config.idle_timeout_secs),
         ..ServerTransportTuning::default()
@@ -177,6 +182,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
             socket,
             inbox,
             quic: quic.clone(),
+            reset_key: reset_key.clone(),
             mesh: mesh.clone(),
             services: services.clone(),
             config: config.clone(),
@@ -251,7 +257,13 @@ fn run_shard(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), String
 }
 
 async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
-    let endpoint = match shard_endpoint(setup.id, setup.parts, setup.socket, setup.quic) {
+    let endpoint = match shard_endpoint(
+        setup.id,
+        setup.parts,
+        setup.socket,
+        setup.quic,
+        setup.reset_key,
+    ) {
         Ok(endpoint) => endpoint,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -288,11 +300,12 @@ fn shard_endpoint(
     parts: ShardSocketParts,
     socket: std::net::UdpSocket,
     quic: quinn::ServerConfig,
+    reset_key: Arc<dyn quinn::crypto::HmacKey>,
 ) -> Result<Endpoint, String> {
     let shard_id = u8::try_from(id).map_err(|_| format!("shard id {id} exceeds 255"))?;
     let socket = shard_socket(parts, socket).map_err(|e| e.to_string())?;
     Endpoint::new_with_abstract_socket(
-        shard_endpoint_config(shard_id),
+        shard_endpoint_config_with_reset(shard_id, reset_key),
         Some(quic),
         socket,
         Arc::new(TokioRuntime),

@@ -24,6 +24,12 @@ use tern_proto::ALPN;
 pub const CERT_FILE: &str = "cert.der";
 /// File name of the server's PKCS#8 private key (DER) inside the data directory.
 pub const KEY_FILE: &str = "key.der";
+/// File name of the secret (32 random bytes, mode 0600) inside the data
+/// directory from which the stateless-reset key is derived.
+pub const RESET_SECRET_FILE: &str = "reset.key";
+/// Length of the stateless-reset secret.
+const RESET_SECRET_LEN: usize = 32;
+
 /// Subject alternative names of the self-signed certificate.
 pub const SELF_SIGNED_SANS: [&str; 4] = ["localhost", "tern.local", "127.0.0.1", "::1"];
 
@@ -55,6 +61,14 @@ pub enum TlsError {
     /// The crypto provider lacks the cipher suite QUIC needs for Initial packets.
     #[error("QUIC TLS setup failed: {0}")]
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// The stateless-reset secret file is not 32 bytes long.
+    #[error("{path} holds {len} bytes, not {RESET_SECRET_LEN}: delete it and a new secret is made (clients connected before then wait out their idle timeout once)")]
+    ResetSecret {
+        /// The secret file.
+        path: PathBuf,
+        /// Its length.
+        len: usize,
+    },
     /// The configured idle timeout does not fit QUIC's varint range.
     #[error("idle timeout {0:?} is too large: use at most a few hours")]
     IdleTimeout(Duration),
@@ -113,6 +127,36 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The key quinn signs stateless-reset tokens with: HMAC-SHA256 under the
+/// secret in `data_dir` ([`RESET_SECRET_FILE`], made on first start). The
+/// same key across restarts means a restarted server (even after kill -9)
+/// answers the old connections' packets with resets their clients accept,
+/// so they reconnect at once instead of waiting out the idle timeout.
+pub fn load_or_create_reset_key(
+    data_dir: &Path,
+) -> Result<Arc<dyn quinn::crypto::HmacKey>, TlsError> {
+    let path = data_dir.join(RESET_SECRET_FILE);
+    let secret = match path.exists() {
+        true => read(&path)?,
+        false => {
+            let mut fresh = vec![0u8; RESET_SECRET_LEN];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+            write_private(&path, &fresh)?;
+            fresh
+        }
+    };
+    if secret.len() != RESET_SECRET_LEN {
+        return Err(TlsError::ResetSecret {
+            path,
+            len: secret.len(),
+        });
+    }
+    Ok(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &secret,
+    )))
 }
 
 /// Writes `bytes` to `path` through a temporary file created with mode 0600
@@ -264,6 +308,32 @@ mod tests {
         assert_eq!(server_keep_alive(secs(50)), None);
         assert_eq!(server_keep_alive(secs(30)), Some(secs(10)));
         assert_eq!(server_keep_alive(secs(6)), Some(secs(2)));
+    }
+
+    #[test]
+    fn the_reset_key_is_made_once_then_kept() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let first = load_or_create_reset_key(dir.path())?;
+        let again = load_or_create_reset_key(dir.path())?;
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        first.sign(b"connection id", &mut a);
+        again.sign(b"connection id", &mut b);
+        assert_eq!(a, b);
+        let other = load_or_create_reset_key(tempfile::tempdir()?.path())?;
+        other.sign(b"connection id", &mut b);
+        assert_ne!(a, b);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.path().join(RESET_SECRET_FILE);
+            assert_eq!(fs::metadata(path)?.permissions().mode() & 0o777, 0o600);
+        }
+        fs::write(dir.path().join(RESET_SECRET_FILE), b"short")?;
+        assert!(matches!(
+            load_or_create_reset_key(dir.path()),
+            Err(TlsError::ResetSecret { len: 5, .. })
+        ));
+        Ok(())
     }
 
     #[test]
