@@ -1350,6 +1350,53 @@ async fn list_devices_of_unknown_or_invalid_users_is_not_found() {
     assert_eq!(m.devices_of("mallory").await, vec![1]);
 }
 
+/// Device names reach other people's terminals (`tern devices`, link
+/// prompts): NUL, newlines, terminal escape sequences, text-direction
+/// overrides, blank and over-long names are refused at Register and at
+/// RequestLink with InvalidArgument, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_names_with_control_characters_are_refused() {
+    let server = TestServer::start(SHARDS);
+    let mut owner = Raw::register(&server, "owner").await;
+    let bad = [
+        "nul\0byte".to_string(),
+        "two\nlines".into(),
+        "\u{1b}[2J\u{1b}[Hclear".into(),
+        "del\u{7f}".into(),
+        "csi\u{9b}31m".into(),
+        "rtl\u{202E}gpj.exe".into(),
+        String::new(),
+        "   ".into(),
+        "x".repeat(65),
+    ];
+    for (i, name) in bad.iter().enumerate() {
+        let mut conn = server.raw_connection().await;
+        let user = format!("victim{i}");
+        let frame = conn.register_frame(1, &user, name, &fresh_key()).unwrap();
+        conn.sender.frame(&frame).await.unwrap();
+        assert_code(&next_frame(&mut conn).await, 1, ErrorCode::InvalidArgument);
+        let frame = conn.link_frame(2, "owner", name, &fresh_key()).unwrap();
+        conn.sender.frame(&frame).await.unwrap();
+        assert_code(&next_frame(&mut conn).await, 2, ErrorCode::InvalidArgument);
+        owner
+            .refused(devices::ListDevices { user }, ErrorCode::NotFound)
+            .await;
+    }
+    // No link prompt reached the owner: everything that arrived before its
+    // sentinel's answer was a reply.
+    owner.sentinel().await;
+    assert!(owner.pushes.is_empty(), "{:?}", owner.pushes);
+    assert_eq!(owner.devices_of("owner").await, vec![1]);
+    // A name at the limit, in any script, is fine.
+    let mut ok = server.raw_connection().await;
+    let name = format!("téléphone ☎ {}", "x".repeat(64 - "téléphone ☎ ".len()));
+    assert_eq!(name.len(), 64);
+    let frame = ok.register_frame(1, "fine", &name, &fresh_key()).unwrap();
+    ok.sender.frame(&frame).await.unwrap();
+    let reply = next_frame(&mut ok).await;
+    assert!(matches!(reply.body, Body::Registered(_)), "{reply:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlong_user_names_are_refused_as_bad_arguments_not_internal_errors() {
     let server = TestServer::start(SHARDS);

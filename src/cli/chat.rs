@@ -12,6 +12,7 @@ use tern_client::state_dir::StateDir;
 use tern_client::{ClientOptions, TrustAnchor};
 use tern_proto::body::devices;
 use tern_proto::fingerprint::parse_fingerprint;
+use tern_proto::handle::is_printable;
 use tern_proto::Message;
 
 use super::{Command, Connection};
@@ -383,9 +384,10 @@ async fn devices(args: DevicesArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         for d in list.devices {
             println!(
-                "{user}/{}\t{}\tkey {}",
+                "{}/{}\t{}\tkey {}",
+                shown(&user),
                 d.device,
-                d.name,
+                shown(&d.name),
                 hex::encode(&d.device_key[..8])
             );
         }
@@ -442,8 +444,9 @@ fn show_event(event: &SecureEvent, conn: &Connection) -> Option<(u64, u64)> {
             device_name,
         } => {
             let approve = format!("tern approve {} {link_id}", connection_flags(conn));
+            let device_name = shown(device_name);
             eprintln!(
-                "a new device {device_name:?} asks to join this account. To answer, stop this \
+                "a new device \"{device_name}\" asks to join this account. To answer, stop this \
                  listener (one process per state directory), then run: {approve}   (add --deny to refuse)"
             );
             None
@@ -505,8 +508,28 @@ fn print_decrypted(m: &Decrypted) {
     };
     println!(
         "[{} #{}] {}/{}: {}",
-        m.conversation_id, m.seq, m.sender_user, m.sender_device, text
+        m.conversation_id,
+        m.seq,
+        shown(&m.sender_user),
+        m.sender_device,
+        shown(&text)
     );
+}
+
+/// `text` as it may reach a terminal: every control character (newlines,
+/// escape sequences, NUL) and text-direction override written as a
+/// `\u{..}` escape, so nothing the server or a peer sends can clear the
+/// screen or fake a line. Everything else is printed as is.
+fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_printable(c) {
+            out.push(c);
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    out
 }
 
 async fn history(args: HistoryArgs) -> Result<(), String> {
@@ -548,8 +571,23 @@ fn print_message(m: &Message) {
         "[{} #{}] {}/{}: <{} bytes of ciphertext>",
         m.conversation_id,
         m.seq,
-        m.sender_user,
+        shown(&m.sender_user),
         m.sender_device,
         m.payload.len()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn nothing_from_the_server_reaches_the_terminal_as_a_control_character() {
+        assert_eq!(shown("phone ☎ été"), "phone ☎ été");
+        assert_eq!(shown("a\nb"), "a\\u{a}b");
+        assert_eq!(shown("\u{1b}[2J"), "\\u{1b}[2J");
+        assert_eq!(shown("nul\0"), "nul\\u{0}");
+        assert_eq!(shown("x\u{202e}y"), "x\\u{202e}y");
+        assert!(shown("\u{9b}\u{7f}\r\t").chars().all(|c| !c.is_control()));
+    }
 }

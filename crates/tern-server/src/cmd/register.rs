@@ -8,12 +8,9 @@ use crate::shard::ShardCtx;
 use tern_proto::auth::{register_transcript, verify, EXPORTER_LEN};
 use tern_proto::body::auth;
 use tern_proto::fb::ErrorCode;
-use tern_proto::handle::validate_handle;
+use tern_proto::handle::{validate_device_name, validate_handle};
 use tern_proto::Body;
 use tern_store::{CreateAccountError, DeviceRecord};
-
-/// Longest accepted device name, in bytes.
-pub const MAX_DEVICE_NAME: usize = 64;
 
 /// A device key presented on a fresh connection (Register or RequestLink).
 pub struct NewDevice {
@@ -46,17 +43,13 @@ impl From<auth::RequestLink> for NewDevice {
 }
 
 impl NewDevice {
-    /// Checks the handle, the device name, and the proof of key possession
+    /// Checks the handle, the device name (printable, 1–64 bytes), and the proof of key possession
     /// over `transcript` (bound to this connection).
     pub fn check(&self, transcript: &[u8]) -> Result<(), Reject> {
         validate_handle(&self.user)
             .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
-        if self.device_name.len() > MAX_DEVICE_NAME {
-            return Err(Reject::new(
-                ErrorCode::InvalidArgument,
-                format!("device name must be at most {MAX_DEVICE_NAME} bytes"),
-            ));
-        }
+        validate_device_name(&self.device_name)
+            .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
         verify(&self.device_key, transcript, &self.signature)
             .map_err(|e| Reject::new(ErrorCode::AuthFailed, e.to_string()))
     }
