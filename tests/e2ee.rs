@@ -14,7 +14,9 @@ use tempfile::TempDir;
 use tern_client::content::Content;
 use tern_client::mls::MlsClient;
 use tern_client::secure::{SecureClient, SecureEvent};
+use tern_client::AnswerLoss;
 use tern_proto::body::{mls, prekeys};
+use tern_proto::Body;
 
 struct Device {
     client: SecureClient,
@@ -431,4 +433,75 @@ async fn a_newly_linked_device_is_added_to_existing_groups() {
         next_text(&bob.client).await,
         ("alice".into(), "hello both bobs".into())
     );
+}
+
+fn is_send_ack(body: &Body) -> bool {
+    matches!(body, Body::SendAck(_))
+}
+
+/// How many messages of `conversation` `reader` can see from `sender`.
+async fn stored_from(reader: &SecureClient, conversation: u64, sender: &str) -> usize {
+    let page = reader
+        .transport()
+        .history(conversation, 1, 100)
+        .await
+        .unwrap();
+    assert_eq!(page.next_seq, page.head_seq + 1, "one page holds it all");
+    page.messages
+        .iter()
+        .filter(|m| m.sender_user == sender)
+        .count()
+}
+
+/// Issue 8 item 3: an encrypted send whose SendAck is lost (the connection
+/// breaks as it arrives, or it never arrives) is sent again by the SDK with
+/// the same client message id and ciphertext: the server answers the
+/// original seq as a duplicate, stores one copy, and the recipient decrypts
+/// it once (the next thing it hears is a sentinel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_send_whose_answer_is_lost_is_stored_once() {
+    let server = TestServer::start(2);
+    let state = tempfile::tempdir().unwrap();
+    let mut options = server.options(state.path());
+    // A silently lost answer is noticed after this long.
+    options.request_timeout = Duration::from_secs(2);
+    let alice = SecureClient::register(options, "alice", "phone")
+        .await
+        .unwrap();
+    let bob = register(&server, "bob").await;
+    let direct = alice.direct("bob").await.unwrap();
+    let group = alice.create_group(&["bob"]).await.unwrap();
+    assert_eq!(
+        next(&bob.client).await,
+        SecureEvent::Joined {
+            conversation_id: group
+        }
+    );
+    for conversation in [direct, group] {
+        let before = stored_from(&bob.client, conversation, "alice").await;
+        for (loss, text) in [
+            (AnswerLoss::ConnectionLost, "after a lost connection"),
+            (AnswerLoss::Silent, "after a timeout"),
+        ] {
+            let reconnects = alice.transport().reconnects();
+            alice.transport().lose_next_answer(is_send_ack, loss);
+            let receipt = alice.send_text(conversation, text).await.unwrap();
+            assert!(receipt.duplicate, "{loss:?}: the answer is the retry's");
+            if loss == AnswerLoss::ConnectionLost {
+                assert!(alice.transport().reconnects() > reconnects);
+            }
+            assert_eq!(next_text(&bob.client).await, ("alice".into(), text.into()));
+        }
+        alice.send_text(conversation, "sentinel").await.unwrap();
+        assert_eq!(
+            next_text(&bob.client).await,
+            ("alice".into(), "sentinel".into()),
+            "no second copy reached bob"
+        );
+        assert_eq!(
+            stored_from(&bob.client, conversation, "alice").await,
+            before + 3,
+            "each message stored once"
+        );
+    }
 }

@@ -13,6 +13,7 @@ pub mod state_dir;
 pub mod tls;
 
 pub use sdk::{
-    Client, ClientError, ClientOptions, ConversationInfo, HistoryPage, SendOptions, SendReceipt,
+    AnswerLoss, Client, ClientError, ClientOptions, ConversationInfo, HistoryPage, SendOptions,
+    SendReceipt,
 };
 pub use tls::TrustAnchor;

@@ -196,6 +196,22 @@ struct LiveConnection {
     pending: Pending,
 }
 
+/// How an answer dropped by [`Client::lose_next_answer`] is lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerLoss {
+    /// The answer never arrives: the request runs into its timeout
+    /// ([`ClientError::Timeout`]) on a connection that stays up.
+    Silent,
+    /// The connection breaks just as the answer arrives: every request in
+    /// flight fails with [`ClientError::Disconnected`] and the client
+    /// reconnects.
+    ConnectionLost,
+}
+
+/// Answers to lose on arrival: which ones (a predicate over the answer
+/// body) and how. Empty unless a test arms [`Client::lose_next_answer`].
+type Losses = Mutex<Vec<(fn(&Body) -> bool, AnswerLoss)>>;
+
 /// What the reader tells the ordering task.
 enum Event {
     Connected,
@@ -214,6 +230,8 @@ struct Shared {
     reconnects: AtomicU64,
     /// Requests in a row that got no answer on the live connection.
     timeouts: AtomicU64,
+    /// Answers to lose on arrival (fault injection for tests).
+    losses: Losses,
 }
 
 /// A connected device. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -258,6 +276,7 @@ impl Client {
             closed: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            losses: Mutex::default(),
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (messages_tx, messages_rx) = mpsc::channel(4096);
@@ -348,6 +367,45 @@ impl Client {
         request_on(&self.shared, request).await
     }
 
+    /// Sends a request that is safe to repeat (the server answers a repeat
+    /// with the original outcome, as it does for a send with the same
+    /// client message id) and repeats it, unchanged, when its answer is
+    /// lost: the connection broke ([`ClientError::Disconnected`]; the retry
+    /// goes out once the client has reconnected) or no answer came within
+    /// the request timeout ([`ClientError::Timeout`]). At most
+    /// [`LOST_ANSWER_ATTEMPTS`] attempts, the n-th retry after a pause of
+    /// `reconnect_min * 2^(n-1)` (at most `reconnect_max`); the last
+    /// attempt's error is returned. Refusals are never retried.
+    pub async fn request_retrying<R: Request + Clone>(
+        &self,
+        request: R,
+    ) -> Result<R::Response, ClientError> {
+        let mut delay = self.shared.options.reconnect_min;
+        let mut attempt = 1;
+        loop {
+            match self.request(request.clone()).await {
+                Err(ClientError::Disconnected | ClientError::Timeout)
+                    if attempt < LOST_ANSWER_ATTEMPTS =>
+                {
+                    tracing::debug!(attempt, "answer lost; sending the request again");
+                    tokio::time::sleep(jitter(delay)).await;
+                    delay = (delay * 2).min(self.shared.options.reconnect_max);
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Fault injection for tests: the next answer (a reply to a request,
+    /// not a push) whose body satisfies `which` is dropped on arrival as if
+    /// lost on the way, in the manner `how` says. The server has then
+    /// applied the request; only its answer is gone. Each call arms one
+    /// loss; armed losses are matched in the order they were armed.
+    pub fn lose_next_answer(&self, which: fn(&Body) -> bool, how: AnswerLoss) {
+        lock(&self.shared.losses).push((which, how));
+    }
+
     /// The next server notice: KeysLow, LinkPrompt, DeviceListChanged.
     pub async fn next_notice(&self) -> Option<Body> {
         self.notices.lock().await.recv().await
@@ -405,8 +463,9 @@ impl Client {
             .await
     }
 
-    /// Sends with options. A send cut off by a lost connection is retried
-    /// after reconnecting with the same id, so it is stored exactly once.
+    /// Sends with options. A send whose answer is lost (connection lost, or
+    /// no answer in time) is retried with the same id (see
+    /// [`Client::request_retrying`]), so it is stored exactly once.
     pub async fn send_with(
         &self,
         conversation_id: u64,
@@ -425,16 +484,7 @@ impl Client {
             flags: options.flags,
             payload: payload.into(),
         };
-        let mut attempts = 0;
-        loop {
-            match self.request(send.clone()).await {
-                Err(ClientError::Disconnected | ClientError::Timeout) if attempts < 5 => {
-                    attempts += 1
-                }
-                Err(e) => return Err(e),
-                Ok(ack) => return Ok(ack.into()),
-            }
-        }
+        Ok(self.request_retrying(send).await?.into())
     }
 
     /// Acknowledges everything up to `seq` in a conversation (raises the cursor).
@@ -603,6 +653,9 @@ async fn call(shared: &Shared, body: Body) -> Result<Body, ClientError> {
     }
 }
 
+/// Most attempts [`Client::request_retrying`] makes at one request.
+pub const LOST_ANSWER_ATTEMPTS: u32 = 5;
+
 /// Requests in a row without an answer after which the connection is
 /// taken for dead (a server that crashed and came back without the
 /// connection never answers it) and replaced by a fresh one.
@@ -701,7 +754,7 @@ async fn serve(shared: &Arc<Shared>, conn: RawConnection, events: &mpsc::Unbound
     let writer = tokio::spawn(write_loop(sender, out_rx));
     shared.live.send_replace(Some(live));
     let _ = events.send(Event::Connected);
-    read_loop(receiver, &pending, events).await;
+    read_loop(shared, receiver, &pending, events).await;
     shared.live.send_replace(None);
     lock(&pending).clear();
     writer.abort();
@@ -719,12 +772,18 @@ async fn write_loop(mut sender: FrameSender, mut rx: mpsc::Receiver<Bytes>) {
 }
 
 async fn read_loop(
+    shared: &Shared,
     mut receiver: FrameReceiver,
     pending: &Pending,
     events: &mpsc::UnboundedSender<Event>,
 ) {
     while let Ok(Some(frame)) = receiver.next().await {
         if frame.request_id != 0 {
+            match take_loss(shared, &frame.body) {
+                Some(AnswerLoss::Silent) => continue,
+                Some(AnswerLoss::ConnectionLost) => return,
+                None => {}
+            }
             if let Some(tx) = lock(pending).remove(&frame.request_id) {
                 let _ = tx.send(frame);
             }
@@ -742,6 +801,13 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// The loss armed for this answer, if any (removed: each loss is used once).
+fn take_loss(shared: &Shared, body: &Body) -> Option<AnswerLoss> {
+    let mut losses = lock(&shared.losses);
+    let at = losses.iter().position(|(which, _)| which(body))?;
+    Some(losses.remove(at).1)
 }
 
 /// Drives the [`OrderedDelivery`] state machine: feeds it connects, pushes, Sync

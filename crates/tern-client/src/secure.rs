@@ -7,6 +7,9 @@
 //!   devices (sent transcripts). Sessions start from the key directory's
 //!   prekey bundles; a send refused for a stale device set is re-encrypted
 //!   for the devices the server names and retried with the same message id.
+//! * Every send keeps one client message id across all its attempts, and
+//!   one whose answer is lost (connection lost, timeout) is sent again
+//!   unchanged after reconnecting, so it is stored exactly once.
 //! * Groups: MLS. Membership changes are Commits the server accepts once per
 //!   epoch; a client whose Commit lost processes the winner and retries.
 //! * Key upkeep: prekeys and KeyPackages are published on start and topped
@@ -507,7 +510,10 @@ impl Inner {
     }
 
     /// Encrypts in the current epoch; if the server says a Commit was
-    /// missed, processes it and encrypts again.
+    /// missed, processes it and encrypts again. One client message id for
+    /// every attempt, and a request whose answer is lost is repeated
+    /// unchanged ([`Client::request_retrying`]), so the message is stored
+    /// once and the answer is the original seq.
     async fn send_group(
         &self,
         group: u64,
@@ -530,7 +536,7 @@ impl Inner {
                 epoch,
                 payload: Bytes::from(ciphertext),
             };
-            match self.client.request(send).await {
+            match self.client.request_retrying(send).await {
                 Ok(ack) => return Ok(ack.into()),
                 Err(ClientError::Conflict(conflict))
                     if conflict.error.code == ErrorCode::StaleEpoch =>
@@ -546,7 +552,10 @@ impl Inner {
     }
 
     /// Encrypts once per recipient device; re-encrypts for the server's
-    /// device set when it says ours is stale.
+    /// device set when it says ours is stale. One client message id for
+    /// every attempt, and a request whose answer is lost is repeated
+    /// unchanged ([`Client::request_retrying`]), so the message is stored
+    /// once and the answer is the original seq.
     async fn send_pairwise(
         &self,
         conversation: u64,
@@ -564,7 +573,7 @@ impl Inner {
                 flags: flags::CLIENT_OLM,
                 device_payloads,
             };
-            match self.client.request(send).await {
+            match self.client.request_retrying(send).await {
                 Ok(ack) => {
                     lock(&self.targets).insert(conversation, targets);
                     return Ok(ack.into());
