@@ -827,6 +827,84 @@ async fn retries_after_index_eviction_are_acked_with_the_stored_seq() {
 
 // ---------- MLS commits ----------
 
+/// The Commit path enforces the same membership authority as
+/// RemoveMembers: a non-creator cannot remove the creator (or anyone else
+/// still in the group) by naming them in a Commit with arbitrary bytes, no
+/// one commits their own removal, names are handles named once, and a
+/// departed member's removal is open to anyone. Nothing refused moves the
+/// epoch or the membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_removals_follow_the_remove_members_rules() {
+    let server = TestServer::start(SHARDS);
+    let mut alice = Raw::register(&server, "alice").await;
+    let mut bob = Raw::register(&server, "bob").await;
+    let _carol = Raw::register(&server, "carol").await;
+    let mut dave = Raw::register(&server, "dave").await;
+    let group = alice
+        .create(ConversationKind::Group, &["bob", "carol", "dave"])
+        .await;
+    let removing = |epoch: u64, added: &[&str], removed: &[&str]| mls::Commit {
+        removed: removed.iter().map(|u| (*u).to_owned()).collect(),
+        ..commit(group, epoch, added)
+    };
+    bob.refused(removing(0, &[], &["alice"]), ErrorCode::Forbidden)
+        .await;
+    bob.refused(removing(0, &[], &["carol"]), ErrorCode::Forbidden)
+        .await;
+    bob.refused(removing(0, &[], &["bob"]), ErrorCode::InvalidArgument)
+        .await;
+    bob.refused(removing(0, &[], &["ghost"]), ErrorCode::NotFound)
+        .await;
+    bob.refused(
+        removing(0, &[], &["Not A Handle"]),
+        ErrorCode::InvalidArgument,
+    )
+    .await;
+    alice
+        .refused(
+            removing(0, &[], &["bob", "bob"]),
+            ErrorCode::InvalidArgument,
+        )
+        .await;
+    let many = names("u", MAX_MEMBERS);
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    alice
+        .refused(removing(0, &many, &["bob"]), ErrorCode::InvalidArgument)
+        .await;
+    let head_of = |f: &Frame| match &f.body {
+        Body::SyncResult(r) => r
+            .conversations
+            .iter()
+            .find(|c| c.conversation_id == group)
+            .map(|c| c.head_seq),
+        other => panic!("{other:?}"),
+    };
+    let (_, f) = alice.call(sync::Sync { all: true }).await;
+    assert_eq!(head_of(&f), Some(0), "a refused Commit moved the head");
+    // Dave leaves; any member may then commit his removal from the tree.
+    let (_, f) = dave
+        .call(conversations::RemoveMembers {
+            conversation_id: group,
+            members: vec!["dave".into()],
+        })
+        .await;
+    assert!(matches!(f.body, Body::ConversationInfo(_)), "{f:?}");
+    let (_, f) = bob.call(removing(0, &[], &["dave"])).await;
+    assert!(matches!(f.body, Body::CommitAccepted(_)), "{f:?}");
+    // The creator removes a member by Commit.
+    let (_, f) = alice.call(removing(1, &[], &["carol"])).await;
+    assert!(matches!(f.body, Body::CommitAccepted(_)), "{f:?}");
+    let (_, f) = alice
+        .call(mls::GetGroupInfo {
+            conversation_id: group,
+        })
+        .await;
+    assert!(
+        matches!(&f.body, Body::GroupInfo(g) if g.epoch == 2),
+        "{f:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_with_bad_epochs_or_changes_is_refused_without_effect() {
     let server = TestServer::start(SHARDS);

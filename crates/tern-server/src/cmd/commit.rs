@@ -9,17 +9,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::require_users;
 use super::send::{append_reject, expiry_ms, to_wire, SendOp};
+use super::{require_users, MAX_MEMBERS_PER_REQUEST};
 use crate::delivery::Fanout;
 use crate::effects::{Durability, Effect, Outcome};
 use crate::mesh::{Caller, Reject};
 use crate::owner::Owner;
 use tern_proto::body::mls;
 use tern_proto::fb::ErrorCode;
+use tern_proto::handle::validate_handle;
 use tern_proto::{flags, Body, Conflict, ErrorBody, Frame};
 use tern_store::{
-    CommitOutcome, CommitRecord, ConversationId, ConversationKind, Seq, StoredMessage,
+    CommitOutcome, CommitRecord, ConversationId, ConversationKind, ConversationRecord, Seq,
+    StoredMessage,
 };
 
 pub async fn apply(owner: &mut Owner, caller: &Caller, commit: mls::Commit) -> Outcome {
@@ -36,10 +38,17 @@ async fn accept(
     let state = owner.conversation(id).await?;
     state.require_member(caller)?;
     require_group(&state.record.kind)?;
-    check_changes(&state.record.members, &commit)?;
+    check_changes(&state.record, caller, &commit)?;
     let before: BTreeSet<(String, u32)> = state.recipients.iter().cloned().collect();
     let head = state.record.head_seq;
+    let departed: Vec<String> = commit
+        .removed
+        .iter()
+        .filter(|u| !state.record.members.contains(*u))
+        .cloned()
+        .collect();
     require_users(store.as_ref(), &commit.added).await?;
+    require_users(store.as_ref(), &departed).await?;
     let record = commit_record(owner, caller, head, commit);
     let updated = match store.accept_commit(&record).await {
         Ok(CommitOutcome::Accepted(updated)) => updated,
@@ -116,15 +125,65 @@ fn require_group(kind: &ConversationKind) -> Result<(), Reject> {
     }
 }
 
-/// Added users must not be members yet. Removed ones may already be gone:
-/// a member that left (RemoveMembers on itself) is still in the MLS tree
-/// until someone commits its removal.
-fn check_changes(members: &BTreeSet<String>, commit: &mls::Commit) -> Result<(), Reject> {
+/// The membership rules of AddMembers and RemoveMembers hold for a
+/// Commit's lists too, whatever its (opaque) MLS bytes say: at most
+/// [`MAX_MEMBERS_PER_REQUEST`] names in all, each a handle named once;
+/// added users are not members yet (that they exist is checked apart);
+/// only the creator removes another current member, and nobody commits
+/// their own removal (RFC 9420 §12.4: a Commit cannot remove its sender;
+/// leave with RemoveMembers). A removed name that is no longer a member is
+/// allowed to anyone: a member that left is still in the MLS tree until
+/// someone commits its removal.
+fn check_changes(
+    record: &ConversationRecord,
+    caller: &Caller,
+    commit: &mls::Commit,
+) -> Result<(), Reject> {
+    check_names(commit)?;
+    let members = &record.members;
     if let Some(user) = commit.added.iter().find(|u| members.contains(*u)) {
         return Err(Reject::new(
             ErrorCode::InvalidArgument,
             format!("{user} is already a member"),
         ));
+    }
+    if commit.removed.contains(&caller.user) {
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            "a Commit cannot remove its sender; leave with RemoveMembers naming yourself",
+        ));
+    }
+    let removes_members = commit.removed.iter().any(|u| members.contains(u));
+    if removes_members && record.creator != caller.user {
+        return Err(Reject::new(
+            ErrorCode::Forbidden,
+            "only the group's creator can remove other members; anyone may remove themselves",
+        ));
+    }
+    Ok(())
+}
+
+/// Bounded lists of valid handles, no name twice (in one list or both).
+fn check_names(commit: &mls::Commit) -> Result<(), Reject> {
+    let names = commit.added.len().saturating_add(commit.removed.len());
+    if names > MAX_MEMBERS_PER_REQUEST {
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "at most {MAX_MEMBERS_PER_REQUEST} added and removed members per Commit; split it"
+            ),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for user in commit.added.iter().chain(&commit.removed) {
+        validate_handle(user)
+            .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
+        if !seen.insert(user) {
+            return Err(Reject::new(
+                ErrorCode::InvalidArgument,
+                format!("{user} is named twice in this Commit"),
+            ));
+        }
     }
     Ok(())
 }
