@@ -505,3 +505,70 @@ async fn an_encrypted_send_whose_answer_is_lost_is_stored_once() {
         );
     }
 }
+
+/// The next event of `client`, which must be that it joined `group`,
+/// possibly after events of having been taken out of it.
+async fn expect_joined(client: &SecureClient, group: u64) {
+    loop {
+        match next(client).await {
+            SecureEvent::Joined { conversation_id } if conversation_id == group => return,
+            SecureEvent::GroupChanged { .. } | SecureEvent::Removed { .. } => {}
+            other => panic!("expected to join group {group}, got {other:?}"),
+        }
+    }
+}
+
+/// Issue 8 item 5: a member who was removed, or who left, and is added
+/// again joins from the new Welcome (it replaces the stale group state)
+/// and decrypts the group's messages again; its old state does not swallow
+/// the Welcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_or_gone_and_added_again_reads_the_group() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let group = alice.client.create_group(&["bob"]).await.unwrap();
+    expect_joined(&bob.client, group).await;
+
+    // Removed by alice, then added back.
+    alice.client.remove_members(group, &["bob"]).await.unwrap();
+    assert_eq!(
+        next(&bob.client).await,
+        SecureEvent::Removed {
+            conversation_id: group
+        }
+    );
+    alice.client.add_members(group, &["bob"]).await.unwrap();
+    expect_joined(&bob.client, group).await;
+    alice.client.send_text(group, "welcome back").await.unwrap();
+    assert_eq!(
+        next_text(&bob.client).await,
+        ("alice".into(), "welcome back".into())
+    );
+    bob.client
+        .send_text(group, "glad to be back")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&alice.client).await,
+        ("bob".into(), "glad to be back".into())
+    );
+
+    // bob leaves by himself (his MLS state stays as it was); alice commits
+    // his removal from the tree, then adds him back.
+    bob.client.leave(group).await.unwrap();
+    alice.client.remove_members(group, &["bob"]).await.unwrap();
+    alice
+        .client
+        .send_text(group, "while bob is away")
+        .await
+        .unwrap();
+    alice.client.add_members(group, &["bob"]).await.unwrap();
+    expect_joined(&bob.client, group).await;
+    alice.client.send_text(group, "back again").await.unwrap();
+    assert_eq!(
+        next_text(&bob.client).await,
+        ("alice".into(), "back again".into()),
+        "the first thing bob reads is from after his return"
+    );
+}

@@ -309,6 +309,26 @@ fn group_entry<'a>(
     }
 }
 
+/// The local state of `group_id` that a Welcome into `epoch` replaces
+/// (taken out of the cache), or `None` when there is none;
+/// [`MlsError::GroupExists`] when the local group is active and already at
+/// `epoch` or later (the Welcome is a repeat).
+fn stale_group(
+    groups: &mut HashMap<u64, MlsGroup>,
+    provider: &OpenMlsRustCrypto,
+    group_id: u64,
+    epoch: u64,
+) -> Result<Option<MlsGroup>, MlsError> {
+    match group_entry(groups, provider, group_id) {
+        Ok(old) if old.is_active() && old.epoch().as_u64() >= epoch => {
+            Err(MlsError::GroupExists(group_id))
+        }
+        Ok(_) => Ok(groups.remove(&group_id)),
+        Err(MlsError::UnknownGroup(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A group that can commit or send: active and without a pending commit.
 fn operational<'a>(
     groups: &'a mut HashMap<u64, MlsGroup>,
@@ -698,40 +718,43 @@ impl MlsClient {
     }
 
     /// Joins a group from a Welcome (`MLSMessage` bytes; the ratchet tree
-    /// travels inside it). Returns the group id. A Welcome back into a group
-    /// this device was removed from replaces the old state. Then `save`.
+    /// travels inside it). Returns the group id. Then `save`.
+    ///
+    /// A Welcome back into a group this device has state for replaces that
+    /// state when the state is stale: the device was removed (inactive), or
+    /// the Welcome is for a later epoch (it left the group, or was removed
+    /// by commits it never received, and was added again). A Welcome for an
+    /// epoch the active local group has already reached is a repeat
+    /// ([`MlsError::GroupExists`]) and changes nothing.
     pub fn join(&mut self, welcome: &[u8]) -> Result<u64, MlsError> {
         let MlsMessageBodyIn::Welcome(welcome) = parse(welcome)? else {
             return Err(MlsError::Malformed("the message is not a Welcome".into()));
         };
         let builder = StagedWelcome::build_from_welcome(&self.provider, &join_config(), welcome)
             .map_err(welcome_error)?;
-        let raw_id = builder
-            .processed_welcome()
-            .unverified_group_info()
-            .group_id()
-            .clone();
+        let info = builder.processed_welcome().unverified_group_info();
+        let (raw_id, epoch) = (info.group_id().clone(), info.epoch().as_u64());
         let group_id = group_id_u64(&raw_id).ok_or_else(|| {
             MlsError::InvalidWelcome(format!(
                 "group id has {} bytes, tern uses 8",
                 raw_id.as_slice().len()
             ))
         })?;
+        let stale = stale_group(&mut self.groups, &self.provider, group_id, epoch)?;
         // Leaf lifetimes are checked for the joiner's own KeyPackage and on
         // every add; leaves already in the tree keep their (by now possibly
         // expired) KeyPackage lifetime until their owner commits, which would
         // lock new members out of quiet groups, so the tree's are not checked.
-        let mut builder = builder.skip_lifetime_validation();
-        match group_entry(&mut self.groups, &self.provider, group_id) {
-            Ok(old) if old.is_active() => return Err(MlsError::GroupExists(group_id)),
-            Ok(_) => builder = builder.replace_old_group(),
-            Err(MlsError::UnknownGroup(_)) => {}
-            Err(e) => return Err(e),
-        }
-        let group = builder
+        let staged = builder
+            .skip_lifetime_validation()
+            .replace_old_group()
             .build()
-            .and_then(|staged| staged.into_group(&self.provider))
             .map_err(welcome_error)?;
+        if let Some(mut old) = stale {
+            old.delete(self.provider.storage())
+                .map_err(|e| MlsError::Internal(format!("deleting stale group {group_id}: {e}")))?;
+        }
+        let group = staged.into_group(&self.provider).map_err(welcome_error)?;
         self.groups.insert(group_id, group);
         Ok(group_id)
     }

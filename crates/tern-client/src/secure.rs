@@ -952,9 +952,8 @@ impl Inner {
         let group = m.conversation_id;
         let mut crypto = self.crypto.lock().await;
         if m.flags & flags::MLS_WELCOME != 0 {
-            if crypto.mls.has_group(group)? {
-                return Ok(None);
-            }
+            // A Welcome back into a group this device left or was removed
+            // from replaces the stale state (MlsClient::join).
             return match crypto.mls.join(&m.payload) {
                 Ok(_) => {
                     crypto.joined_at.insert(group, m.seq);
@@ -968,8 +967,9 @@ impl Inner {
                         conversation_id: group,
                     }))
                 }
-                // A Welcome for other added members only.
-                Err(MlsError::NoMatchingKeyPackage) => Ok(None),
+                // A Welcome for other added members only, or a repeat of
+                // the one this device joined from.
+                Err(MlsError::NoMatchingKeyPackage | MlsError::GroupExists(_)) => Ok(None),
                 Err(e) => Err(e.into()),
             };
         }
@@ -978,7 +978,12 @@ impl Inner {
         {
             return Ok(None);
         }
-        let processed = crypto.mls.process(group, &m.payload);
+        let processed = match crypto.mls.process(group, &m.payload) {
+            // This device was removed (the app heard Removed): the group's
+            // messages are not for it until a Welcome brings it back.
+            Err(MlsError::Removed(_)) => return Ok(None),
+            processed => processed,
+        };
         crypto.mls.save()?;
         match processed? {
             Processed::Application { sender, plaintext } => {
