@@ -1428,6 +1428,111 @@ async fn list_devices_of_unknown_or_invalid_users_is_not_found() {
     assert_eq!(m.devices_of("mallory").await, vec![1]);
 }
 
+// ---------- server-wide rate limits ----------
+
+/// The RateLimited answer's retry-after, after checking the code.
+#[track_caller]
+fn retry_after(frame: &Frame) -> u32 {
+    match &frame.body {
+        Body::Error(e) if e.code == ErrorCode::RateLimited => e.retry_after_ms,
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+}
+
+/// Registrations are limited per source address (loopback is exempt by
+/// default; this server limits it), and the limit holds whichever shard a
+/// connection lands on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_limited_per_source_address() {
+    let server = TestServer::start_with(SHARDS, |c| {
+        c.rate_limit_exempt = Vec::new();
+        c.registrations_per_address_burst = 4;
+        c.registrations_per_address_per_hour = 1;
+    });
+    for i in 0..4 {
+        Raw::register(&server, &format!("user{i}")).await;
+    }
+    for i in 4..8 {
+        let mut conn = server.raw_connection().await;
+        let frame = conn
+            .register_frame(1, &format!("user{i}"), "raw", &fresh_key())
+            .unwrap();
+        conn.sender.frame(&frame).await.unwrap();
+        let wait = retry_after(&next_frame(&mut conn).await);
+        assert!(wait > 3_000_000, "one an hour: retry in {wait} ms");
+    }
+}
+
+/// Fresh accounts cannot drain one user's keys: claims of one target are
+/// limited whoever claims, while another target is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_accounts_cannot_drain_one_users_keys() {
+    let server = TestServer::start_with(SHARDS, |c| {
+        c.claims_per_target_burst = 5;
+        c.claims_per_target_per_minute = 1;
+    });
+    let _bob = Raw::register(&server, "bob").await;
+    let _carol = Raw::register(&server, "carol").await;
+    let mut claims = Vec::new();
+    for i in 0..6 {
+        let mut fresh = Raw::register(&server, &format!("fresh{i}")).await;
+        let (_, f) = fresh
+            .call(prekeys::ClaimPrekeys { user: "bob".into() })
+            .await;
+        claims.push((fresh, f));
+    }
+    for (_, f) in &claims[..5] {
+        assert!(matches!(f.body, Body::PrekeyBundle(_)), "{f:?}");
+    }
+    assert!(retry_after(&claims[5].1) > 0);
+    let (mut last, _) = claims.pop().unwrap();
+    let (_, f) = last
+        .call(prekeys::ClaimPrekeys {
+            user: "carol".into(),
+        })
+        .await;
+    assert!(matches!(f.body, Body::PrekeyBundle(_)), "{f:?}");
+}
+
+/// Link requests are limited per named user (from any address, loopback
+/// included) and per source address: past them no prompt is pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_requests_are_limited_per_user_and_per_address() {
+    let server = TestServer::start_with(SHARDS, |c| {
+        c.link_requests_per_user_burst = 2;
+        c.link_requests_per_address_burst = 3;
+        c.rate_limit_exempt = Vec::new();
+    });
+    let mut owner = Raw::register(&server, "owner").await;
+    let mut other = Raw::register(&server, "other").await;
+    let mut waiting = Vec::new();
+    for id in 0..2 {
+        let mut conn = server.raw_connection().await;
+        let frame = conn.link_frame(1, "owner", "laptop", &fresh_key()).unwrap();
+        conn.sender.frame(&frame).await.unwrap();
+        assert!(
+            matches!(owner.push().await.body, Body::LinkPrompt(_)),
+            "prompt {id}"
+        );
+        waiting.push(conn);
+    }
+    // Third for the same user: refused, no prompt.
+    let mut conn = server.raw_connection().await;
+    let frame = conn.link_frame(1, "owner", "laptop", &fresh_key()).unwrap();
+    conn.sender.frame(&frame).await.unwrap();
+    assert!(retry_after(&next_frame(&mut conn).await) > 0);
+    owner.sentinel().await;
+    assert!(owner.pushes.is_empty(), "{:?}", owner.pushes);
+    // That was the address's third request; a fourth, for another user, is
+    // refused by the address limit.
+    let mut conn = server.raw_connection().await;
+    let frame = conn.link_frame(1, "other", "laptop", &fresh_key()).unwrap();
+    conn.sender.frame(&frame).await.unwrap();
+    assert!(retry_after(&next_frame(&mut conn).await) > 0);
+    other.sentinel().await;
+    assert!(other.pushes.is_empty(), "{:?}", other.pushes);
+}
+
 /// Device names reach other people's terminals (`tern devices`, link
 /// prompts): NUL, newlines, terminal escape sequences, text-direction
 /// overrides, blank and over-long names are refused at Register and at

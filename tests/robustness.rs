@@ -688,3 +688,20 @@ async fn a_second_server_on_the_same_address_is_refused() {
     let alice = first.register("alice").await;
     assert!(alice.sync(true).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let first = TestServer::start(2);
+    let config = common::test_config(first.data_dir(), 2);
+    let refused = tern_server::start(config)
+        .err()
+        .expect("second server refused");
+    let why = refused.to_string();
+    assert!(
+        matches!(refused, tern_server::StartError::Store(_)) && why.contains("in use"),
+        "{why}"
+    );
+    // Nothing of it stayed bound, and the first server still serves.
+    let alice = first.register("alice").await;
+    assert!(alice.sync(true).await.unwrap().is_empty());
+}

@@ -57,6 +57,27 @@ pub struct ServerConfig {
     pub claim_burst: u32,
     /// Claims per minute refilled per (claimer, target). Default 30.
     pub claim_refill_per_minute: u32,
+    /// Key claims of one user's keys, by anyone, in a burst (so fresh
+    /// accounts cannot drain them). Default 100.
+    pub claims_per_target_burst: u32,
+    /// Claims per minute refilled per target user. Default 60.
+    pub claims_per_target_per_minute: u32,
+    /// Registrations from one source address (IPv6: one /64) in a burst. Default 20.
+    pub registrations_per_address_burst: u32,
+    /// Registrations per hour refilled per source address. Default 20.
+    pub registrations_per_address_per_hour: u32,
+    /// Device-link requests from one source address in a burst. Default 5.
+    pub link_requests_per_address_burst: u32,
+    /// Link requests per hour refilled per source address. Default 20.
+    pub link_requests_per_address_per_hour: u32,
+    /// Link requests naming one user, from anywhere, in a burst. Default 3.
+    pub link_requests_per_user_burst: u32,
+    /// Link requests per hour refilled per named user. Default 10.
+    pub link_requests_per_user_per_hour: u32,
+    /// Source networks that skip the per-address limits (registrations,
+    /// link requests), e.g. `["127.0.0.0/8", "::1/128"]` (the default) for
+    /// load tests on the same host. Empty: every address is limited.
+    pub rate_limit_exempt: Vec<ipnet::IpNet>,
     /// A device's key pool size under which it is told to upload more. Default 10.
     pub low_keys_threshold: u32,
     /// Seconds a new device waits for a linked device to approve it. Default 120.
@@ -84,6 +105,15 @@ impl Default for ServerConfig {
             drain_timeout_secs: 5,
             claim_burst: 30,
             claim_refill_per_minute: 30,
+            claims_per_target_burst: 100,
+            claims_per_target_per_minute: 60,
+            registrations_per_address_burst: 20,
+            registrations_per_address_per_hour: 20,
+            link_requests_per_address_burst: 5,
+            link_requests_per_address_per_hour: 20,
+            link_requests_per_user_burst: 3,
+            link_requests_per_user_per_hour: 10,
+            rate_limit_exempt: loopback(),
             low_keys_threshold: 10,
             link_timeout_secs: 120,
         }
@@ -227,6 +257,23 @@ impl ServerConfig {
             "must be positive",
         )?;
         check(self.claim_burst > 0, "claim_burst", "must be positive")?;
+        for (value, field) in [
+            (self.claims_per_target_burst, "claims_per_target_burst"),
+            (
+                self.registrations_per_address_burst,
+                "registrations_per_address_burst",
+            ),
+            (
+                self.link_requests_per_address_burst,
+                "link_requests_per_address_burst",
+            ),
+            (
+                self.link_requests_per_user_burst,
+                "link_requests_per_user_burst",
+            ),
+        ] {
+            check(value > 0, field, "must be positive")?;
+        }
         check(
             self.link_timeout_secs > 0,
             "link_timeout_secs",
@@ -253,6 +300,13 @@ impl ServerConfig {
     pub fn message_ttl(&self) -> Duration {
         Duration::from_secs(self.message_ttl_secs)
     }
+}
+
+/// The default `rate_limit_exempt`: the loopback networks.
+fn loopback() -> Vec<ipnet::IpNet> {
+    let v4 = ipnet::Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 8).map(ipnet::IpNet::V4);
+    let v6 = ipnet::Ipv6Net::new(std::net::Ipv6Addr::LOCALHOST, 128).map(ipnet::IpNet::V6);
+    [v4, v6].into_iter().filter_map(Result::ok).collect()
 }
 
 fn check(ok: bool, field: &'static str, message: &str) -> Result<(), ConfigError> {

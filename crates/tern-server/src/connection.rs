@@ -340,9 +340,10 @@ impl Conn {
 
     async fn handle_unauthenticated(&mut self, frame: Frame) -> Result<(), End> {
         let id = frame.request_id;
+        let source = self.connection.remote_address().ip();
         let handshake = match frame.body {
             Body::Register(register) => {
-                cmd::register::apply(&self.ctx, &self.exporter, register.into()).await
+                cmd::register::apply(&self.ctx, &self.exporter, source, register.into()).await
             }
             Body::Authenticate(auth::Authenticate {
                 user,
@@ -352,7 +353,7 @@ impl Conn {
                 cmd::authenticate::apply(&self.ctx, &self.exporter, user, device, signature).await
             }
             Body::RequestLink(link) => {
-                cmd::devices::request_link(&self.ctx, &self.exporter, link.into()).await
+                cmd::devices::request_link(&self.ctx, &self.exporter, source, link.into()).await
             }
             _ => Err(Reject::new(
                 ErrorCode::NotAuthenticated,

@@ -25,6 +25,7 @@ use super::connection;
 use super::delivery::Push;
 use super::mesh::{Control, Mesh, ShardInbox};
 use super::owner;
+use super::ratelimit::ServerLimits;
 use super::shard::{ServerStats, Services, ShardCtx};
 use super::socket::{
     bind_shard_sockets, shard_socket, ForwardingChannels, ForwardingStats, ShardSocketParts,
@@ -106,6 +107,7 @@ fn persist_blocking(store: &dyn Store) {
 /// Everything one shard thread needs, moved into it.
 struct ShardSetup {
     id: usize,
+    limits: Arc<ServerLimits>,
     parts: ShardSocketParts,
     socket: std::net::UdpSocket,
     inbox: ShardInbox,
@@ -168,6 +170,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
     let (mesh, inboxes) = Mesh::new(shards);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stats = Arc::new(ServerStats::default());
+    let limits = Arc::new(ServerLimits::new(&config));
     let config = Arc::new(config);
     let barrier = Arc::new(Barrier::new(shards));
     let setups = datagrams
@@ -187,6 +190,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
             services: services.clone(),
             config: config.clone(),
             stats: stats.clone(),
+            limits: limits.clone(),
             shutdown: shutdown_rx.clone(),
             barrier: barrier.clone(),
         });
@@ -277,6 +281,7 @@ async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(),
         setup.services,
         setup.config,
         setup.stats,
+        setup.limits,
     ));
     spawn_local(owner::run(ctx.clone(), setup.inbox.owner));
     spawn_local(push_loop(ctx.clone(), setup.inbox.push));

@@ -10,7 +10,7 @@ use super::clock::Clock;
 use super::config::ServerConfig;
 use super::delivery::Delivery;
 use super::mesh::Mesh;
-use super::ratelimit::RateLimiter;
+use super::ratelimit::ServerLimits;
 use super::sessions::Sessions;
 use tern_store::Store;
 
@@ -49,8 +49,8 @@ pub struct ShardCtx {
     pub config: Arc<ServerConfig>,
     pub stats: Arc<ServerStats>,
     pub sessions: RefCell<Sessions>,
-    /// Claim rate limits of the users connected to this shard.
-    pub claims: RefCell<RateLimiter>,
+    /// The server-wide rate limits (shared by every shard).
+    pub limits: Arc<ServerLimits>,
     /// New devices on this shard waiting for a linked device's approval.
     pub pending_links: RefCell<HashMap<u64, PendingLink>>,
     next_conn_id: Cell<u64>,
@@ -69,11 +69,8 @@ impl ShardCtx {
         services: Services,
         config: Arc<ServerConfig>,
         stats: Arc<ServerStats>,
+        limits: Arc<ServerLimits>,
     ) -> Self {
-        let claims = RefCell::new(RateLimiter::new(
-            config.claim_burst,
-            config.claim_refill_per_minute,
-        ));
         ShardCtx {
             id,
             delivery: mesh.clone(),
@@ -83,7 +80,7 @@ impl ShardCtx {
             config,
             stats,
             sessions: RefCell::default(),
-            claims,
+            limits,
             pending_links: RefCell::default(),
             next_conn_id: Cell::new(1),
         }

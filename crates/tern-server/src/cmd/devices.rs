@@ -4,6 +4,7 @@
 //! recipient sets they cached, so senders encrypt for the right devices.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,9 +48,12 @@ pub async fn list(ctx: &ShardCtx, user: String) -> Result<Outcome, Reject> {
 
 /// RequestLink: asks the user's devices to approve this new device and waits
 /// for the answer. On approval the connection is authenticated as the new device.
+/// Limited per source address and per named user (`ratelimit`), checked
+/// once the request is well formed and names an existing user.
 pub async fn request_link(
     ctx: &ShardCtx,
     exporter: &[u8; EXPORTER_LEN],
+    source: IpAddr,
     op: NewDevice,
 ) -> Result<(Caller, Outcome), Reject> {
     op.check(&link_transcript(exporter, &op.user, &op.device_key))?;
@@ -60,6 +64,8 @@ pub async fn request_link(
             format!("user {:?} does not exist", op.user),
         ));
     }
+    ctx.limits
+        .request_link(source, &op.user, ctx.clock.now_ms())?;
     let link_id = ((ctx.id as u64) << 56) | (rand::random::<u64>() & 0x00ff_ffff_ffff_ffff);
     let (decision_tx, decision) = tokio::sync::oneshot::channel();
     ctx.pending_links.borrow_mut().insert(

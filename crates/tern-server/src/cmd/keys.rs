@@ -5,7 +5,6 @@
 //! tells a device to replenish.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -182,23 +181,10 @@ fn to_wire_signed(k: SignedPrekey) -> SignedPrekeyData {
     }
 }
 
-/// Refuses a claim over the (claimer, target) rate limit with a retry-after.
+/// Refuses a claim over the server-wide (claimer, target) or per-target
+/// rate limit, with a retry-after.
 fn rate_limit(ctx: &ShardCtx, caller: &Caller, target: &str) -> Result<(), Reject> {
-    let wait = match ctx
-        .claims
-        .borrow_mut()
-        .check(&caller.user, target, Instant::now())
-    {
-        Ok(()) => return Ok(()),
-        Err(wait) => wait,
-    };
-    let retry_after_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
-    let mut reject = Reject::new(
-        ErrorCode::RateLimited,
-        format!("too many key claims for {target}; retry in {retry_after_ms} ms"),
-    );
-    reject.retry_after_ms = retry_after_ms;
-    Err(reject)
+    ctx.limits.claim(&caller.user, target, ctx.clock.now_ms())
 }
 
 /// ClaimPrekeys: one bundle per active device of the target user.

@@ -2,6 +2,8 @@
 //! the account with device 1 after checking the proof of key possession
 //! bound to this connection.
 
+use std::net::IpAddr;
+
 use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
 use crate::shard::ShardCtx;
@@ -55,12 +57,16 @@ impl NewDevice {
     }
 }
 
-/// Creates the account; on success the connection is authenticated as the returned caller.
+/// Creates the account; on success the connection is authenticated as the
+/// returned caller. Limited per source address (`ratelimit`): every attempt
+/// counts.
 pub async fn apply(
     ctx: &ShardCtx,
     exporter: &[u8; EXPORTER_LEN],
+    source: IpAddr,
     op: NewDevice,
 ) -> Result<(Caller, Outcome), Reject> {
+    ctx.limits.register(source, ctx.clock.now_ms())?;
     op.check(&register_transcript(exporter, &op.user, &op.device_key))?;
     let device = DeviceRecord {
         device: 1,
