@@ -14,7 +14,7 @@ use tempfile::TempDir;
 use tern_client::content::Content;
 use tern_client::mls::MlsClient;
 use tern_client::secure::{SecureClient, SecureEvent};
-use tern_client::AnswerLoss;
+use tern_client::{AnswerLoss, Client};
 use tern_proto::body::{mls, prekeys};
 use tern_proto::Body;
 
@@ -485,7 +485,7 @@ async fn an_encrypted_send_whose_answer_is_lost_is_stored_once() {
         ] {
             let reconnects = alice.transport().reconnects();
             alice.transport().lose_next_answer(is_send_ack, loss);
-            let receipt = alice.send_text(conversation, text).await.unwrap();
+            let receipt = alice.send_text(conversation, text).await.unwrap().receipt;
             assert!(receipt.duplicate, "{loss:?}: the answer is the retry's");
             if loss == AnswerLoss::ConnectionLost {
                 assert!(alice.transport().reconnects() > reconnects);
@@ -571,4 +571,58 @@ async fn a_member_removed_or_gone_and_added_again_reads_the_group() {
         ("alice".into(), "back again".into()),
         "the first thing bob reads is from after his return"
     );
+}
+
+/// Issue 8 item 8: bob has a phone with keys and a linked tablet that never
+/// published any. alice's 1:1 sends reach the phone and report the tablet
+/// as skipped, for a new conversation and for one with sessions already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_without_keys_is_skipped_and_does_not_block_the_others() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    alice.client.send_text(conv, "one device").await.unwrap();
+    assert_eq!(
+        next_text(&bob.client).await,
+        ("alice".into(), "one device".into())
+    );
+
+    // A transport-only client links the tablet and never uploads keys.
+    let tablet_state = tempfile::tempdir().unwrap();
+    let options = server.options(tablet_state.path());
+    let pending = tokio::spawn(async move { Client::link(options, "bob", "tablet").await });
+    match next(&bob.client).await {
+        SecureEvent::LinkPrompt { link_id, .. } => {
+            bob.client.approve_link(link_id, true).await.unwrap()
+        }
+        other => panic!("expected a link request, got {other:?}"),
+    }
+    let tablet = pending.await.unwrap().unwrap();
+    let tablet_id = ("bob".to_owned(), tablet.device());
+
+    // alice has a session with the phone already.
+    let sent = alice.client.send_text(conv, "phone only").await.unwrap();
+    assert_eq!(sent.skipped, vec![tablet_id.clone()]);
+    assert_eq!(
+        next_text(&bob.client).await,
+        ("alice".into(), "phone only".into())
+    );
+    // carol has no session at all: the phone is reached from its bundle.
+    let carol = register(&server, "carol").await;
+    let direct = carol.client.direct("bob").await.unwrap();
+    let sent = carol.client.send_text(direct, "from carol").await.unwrap();
+    assert_eq!(sent.skipped, vec![tablet_id]);
+    assert_eq!(
+        next_text(&bob.client).await,
+        ("carol".into(), "from carol".into())
+    );
+    // The tablet's copy is empty: nothing was encrypted for it.
+    let page = tablet.history(conv, 1, 100).await.unwrap();
+    let last = page.messages.last().unwrap();
+    assert!(
+        last.payload.is_empty(),
+        "no ciphertext for a keyless device"
+    );
+    tablet.close().await;
 }

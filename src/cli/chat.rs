@@ -318,14 +318,20 @@ async fn members(args: MembersArgs, add: bool) -> Result<(), String> {
 async fn send(args: SendArgs) -> Result<(), String> {
     let client = connect(&args.conn).await?;
     let content = Content::text(&args.text);
-    let receipt = client
+    let sent = client
         .send_expiring(args.conversation, &content, args.expires_in.unwrap_or(0))
         .await
         .map_err(|e| e.to_string())?;
     println!(
         "sent: conversation {} seq {}",
-        receipt.conversation_id, receipt.seq
+        sent.receipt.conversation_id, sent.receipt.seq
     );
+    for (user, device) in &sent.skipped {
+        eprintln!(
+            "not sent to {}/{device}: that device has published no keys yet (it gets them when it next connects; later messages reach it)",
+            shown(user)
+        );
+    }
     client.close().await;
     Ok(())
 }

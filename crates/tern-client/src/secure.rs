@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Mutex};
@@ -48,6 +48,9 @@ const KEY_PACKAGE_TARGET: u32 = 20;
 const MAX_SEND_ATTEMPTS: usize = 4;
 /// Attempts at a Commit that keeps losing its epoch.
 const MAX_COMMIT_ATTEMPTS: usize = 5;
+/// How long a device found without keys is skipped before its keys are
+/// claimed again (claims are rate limited per claimer and target).
+const KEYLESS_RECHECK: Duration = Duration::from_secs(10);
 
 /// Why a secure operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,19 @@ pub enum SecureError {
     NoKeyPackages { users: Vec<String> },
     #[error("{0}")]
     Protocol(String),
+}
+
+/// What an encrypted send did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// Where the server stored the message (after a lost answer, the seq
+    /// of the original, with `duplicate` set).
+    pub receipt: SendReceipt,
+    /// Recipient devices, as `(user, device)`, that got no copy because
+    /// they have published no keys to start a session with (a linked
+    /// device that has not connected since, say); they never block the
+    /// others. Always empty for groups (MLS adds devices by KeyPackage).
+    pub skipped: Vec<(String, u32)>,
 }
 
 /// A decrypted message.
@@ -124,6 +140,9 @@ struct Inner {
     crypto: Mutex<Crypto>,
     /// Recipient devices per pairwise conversation, as the server last said.
     targets: std::sync::Mutex<HashMap<u64, Vec<(String, u32)>>>,
+    /// Devices found without keys, and when: skipped without a claim for
+    /// [`KEYLESS_RECHECK`].
+    keyless: std::sync::Mutex<HashMap<(String, u32), Instant>>,
     kinds: std::sync::Mutex<HashMap<u64, ConversationKind>>,
     /// Latest MLS epoch processed per group, for commit recovery.
     epochs: watch::Sender<HashMap<u64, u64>>,
@@ -195,6 +214,7 @@ impl SecureClient {
                 joined_at: HashMap::new(),
             }),
             targets: std::sync::Mutex::default(),
+            keyless: std::sync::Mutex::default(),
             kinds: std::sync::Mutex::default(),
             epochs: watch::channel(HashMap::new()).0,
             buffered: std::sync::Mutex::default(),
@@ -347,20 +367,14 @@ impl SecureClient {
     }
 
     /// Encrypts and sends text; returns once the server stored it durably.
-    pub async fn send_text(
-        &self,
-        conversation: u64,
-        text: &str,
-    ) -> Result<SendReceipt, SecureError> {
+    /// A 1:1 send skips recipient devices without keys and names them in
+    /// [`Sent::skipped`].
+    pub async fn send_text(&self, conversation: u64, text: &str) -> Result<Sent, SecureError> {
         self.send(conversation, &Content::text(text)).await
     }
 
     /// Encrypts and sends typed content.
-    pub async fn send(
-        &self,
-        conversation: u64,
-        content: &Content,
-    ) -> Result<SendReceipt, SecureError> {
+    pub async fn send(&self, conversation: u64, content: &Content) -> Result<Sent, SecureError> {
         self.send_expiring(conversation, content, 0).await
     }
 
@@ -371,7 +385,7 @@ impl SecureClient {
         conversation: u64,
         content: &Content,
         expires_in_secs: u32,
-    ) -> Result<SendReceipt, SecureError> {
+    ) -> Result<Sent, SecureError> {
         let plaintext = content.encode();
         match self.inner.kind(conversation).await? {
             ConversationKind::Group => {
@@ -519,7 +533,7 @@ impl Inner {
         group: u64,
         plaintext: &[u8],
         expires_in_secs: u32,
-    ) -> Result<SendReceipt, SecureError> {
+    ) -> Result<Sent, SecureError> {
         let client_message_id = rand::random::<u64>() | 1;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let (epoch, ciphertext) = {
@@ -537,7 +551,12 @@ impl Inner {
                 payload: Bytes::from(ciphertext),
             };
             match self.client.request_retrying(send).await {
-                Ok(ack) => return Ok(ack.into()),
+                Ok(ack) => {
+                    return Ok(Sent {
+                        receipt: ack.into(),
+                        skipped: Vec::new(),
+                    })
+                }
                 Err(ClientError::Conflict(conflict))
                     if conflict.error.code == ErrorCode::StaleEpoch =>
                 {
@@ -561,11 +580,11 @@ impl Inner {
         conversation: u64,
         plaintext: &[u8],
         expires_in_secs: u32,
-    ) -> Result<SendReceipt, SecureError> {
+    ) -> Result<Sent, SecureError> {
         let client_message_id = rand::random::<u64>() | 1;
         let mut targets = self.known_targets(conversation);
         for _ in 0..MAX_SEND_ATTEMPTS {
-            let device_payloads = self.encrypt_for(&targets, plaintext).await?;
+            let (device_payloads, skipped) = self.encrypt_for(&targets, plaintext).await?;
             let send = messaging::SendToDevices {
                 conversation_id: conversation,
                 client_message_id,
@@ -576,7 +595,8 @@ impl Inner {
             match self.client.request_retrying(send).await {
                 Ok(ack) => {
                     lock(&self.targets).insert(conversation, targets);
-                    return Ok(ack.into());
+                    let receipt = ack.into();
+                    return Ok(Sent { receipt, skipped });
                 }
                 Err(ClientError::Conflict(conflict))
                     if conflict.error.code == ErrorCode::StaleDevices =>
@@ -601,31 +621,24 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    /// One Olm ciphertext per target, starting sessions from claimed bundles.
+    /// One Olm ciphertext per target, starting sessions from claimed
+    /// bundles, and the targets skipped: a device with no session and no
+    /// key to start one gets an empty payload (the wire's "no ciphertext
+    /// for this device") instead of failing the whole send.
     async fn encrypt_for(
         &self,
         targets: &[(String, u32)],
         plaintext: &[u8],
-    ) -> Result<Vec<DevicePayload>, SecureError> {
+    ) -> Result<(Vec<DevicePayload>, Vec<(String, u32)>), SecureError> {
         let mut bundles: HashMap<(String, u32), PeerDevice> = HashMap::new();
-        let missing: Vec<String> = {
-            let crypto = self.crypto.lock().await;
-            let mut users: Vec<String> = targets
-                .iter()
-                .filter(|(u, d)| !crypto.olm.has_session(u, *d))
-                .map(|(u, _)| u.clone())
-                .collect();
-            users.sort();
-            users.dedup();
-            users
-        };
-        for user in missing {
+        for user in self.users_to_claim(targets).await {
             for peer in self.claim_bundles(&user).await? {
                 bundles.insert((peer.user.clone(), peer.device), peer);
             }
         }
         let mut crypto = self.crypto.lock().await;
         let mut out = Vec::with_capacity(targets.len());
+        let mut skipped = Vec::new();
         for (user, device) in targets {
             let known = crypto
                 .olm
@@ -640,15 +653,61 @@ impl Inner {
                     one_time_key: None,
                     fallback_key: None,
                 });
-            let payload = crypto.olm.encrypt(&peer, plaintext)?;
+            let payload = match crypto.olm.encrypt(&peer, plaintext) {
+                Ok(payload) => Bytes::from(payload),
+                Err(CryptoError::NoPrekey { .. }) => {
+                    skipped.push((user.clone(), *device));
+                    Bytes::new()
+                }
+                Err(e) => return Err(e.into()),
+            };
             out.push(DevicePayload {
                 user: user.clone(),
                 device: *device,
-                payload: Bytes::from(payload),
+                payload,
             });
         }
         crypto.olm.save()?;
-        Ok(out)
+        self.note_keyless(targets, &skipped);
+        Ok((out, skipped))
+    }
+
+    /// The users with a target device that has no session yet, except
+    /// devices found without keys less than [`KEYLESS_RECHECK`] ago.
+    async fn users_to_claim(&self, targets: &[(String, u32)]) -> Vec<String> {
+        let crypto = self.crypto.lock().await;
+        let keyless = lock(&self.keyless);
+        let recent = |target: &(String, u32)| {
+            keyless
+                .get(target)
+                .is_some_and(|at| at.elapsed() < KEYLESS_RECHECK)
+        };
+        let mut users: Vec<String> = targets
+            .iter()
+            .filter(|t| !crypto.olm.has_session(&t.0, t.1) && !recent(t))
+            .map(|(u, _)| u.clone())
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+
+    /// Remembers when `skipped` devices were last checked for keys (a
+    /// recent check stands; an expired one was just redone); forgets the
+    /// other targets (they have a session now).
+    fn note_keyless(&self, targets: &[(String, u32)], skipped: &[(String, u32)]) {
+        let mut keyless = lock(&self.keyless);
+        let now = Instant::now();
+        for target in targets {
+            if !skipped.contains(target) {
+                keyless.remove(target);
+                continue;
+            }
+            let checked = keyless.entry(target.clone()).or_insert(now);
+            if checked.elapsed() >= KEYLESS_RECHECK {
+                *checked = now;
+            }
+        }
     }
 
     /// Claims and checks one bundle per device of `user`.

@@ -105,7 +105,10 @@ impl Request for SendGroup {
     type Response = SendAck;
 }
 
-/// One recipient device's ciphertext.
+/// One recipient device's ciphertext. An empty `payload` means "no
+/// ciphertext for this device": the sender could not encrypt to it (it has
+/// published no keys), and the device receives the message with an empty
+/// payload, as it does for messages sent before it existed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DevicePayload {
     pub user: String,
