@@ -47,6 +47,8 @@ pub fn test_config(data: &Path, shards: usize) -> ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: data.to_path_buf(),
         shards,
+        // A store failure in an in-process server must not end the test run.
+        exit_on_store_failure: false,
         ..ServerConfig::default()
     }
 }
@@ -313,6 +315,32 @@ impl ServerProcess {
             ClientOptions::new(self.addr, TrustAnchor::Fingerprint(self.fingerprint), state);
         o.request_timeout = WAIT;
         o
+    }
+
+    /// A raw connection to this server (nothing sent yet).
+    pub async fn raw_connection(&self) -> RawConnection {
+        let endpoint = client_endpoint(
+            "127.0.0.1:0".parse().unwrap(),
+            &TrustAnchor::Fingerprint(self.fingerprint),
+        )
+        .unwrap();
+        let conn = RawConnection::connect(&endpoint, self.addr, "localhost")
+            .await
+            .expect("connects");
+        std::mem::forget(endpoint);
+        conn
+    }
+
+    /// Waits (polling) for the process to exit by itself, at most `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -49,6 +49,13 @@ pub struct ServerConfig {
     /// delay); a send after a quiet period is synced at once. Default 500;
     /// 0 syncs back to back; at most 100000. See docs/PERFORMANCE.md.
     pub journal_sync_interval_us: u64,
+    /// Exit (code 75) when the store fails a write or a journal sync, so
+    /// that a supervisor restarts the server on the recovered journal
+    /// instead of it refusing every write while looking healthy; nothing
+    /// acknowledged is lost, and what failed never becomes durable. Default
+    /// true. False keeps the process up with the store refusing writes (for
+    /// embedding and tests).
+    pub exit_on_store_failure: bool,
     /// Most messages a History page returns. Default 500.
     pub max_history_page: u32,
     /// Seconds shutdown waits for connections to drain. Default 5.
@@ -101,6 +108,7 @@ impl Default for ServerConfig {
             outbound_queue_bytes: 8 * 1024 * 1024,
             slow_reader_timeout_secs: 10,
             journal_sync_interval_us: 500,
+            exit_on_store_failure: true,
             max_history_page: 500,
             drain_timeout_secs: 5,
             claim_burst: 30,

@@ -39,6 +39,26 @@ use tern_proto::close;
 use tern_store::Store;
 use tern_store_fjall::{FjallOptions, FjallStore, OpenError};
 
+/// The exit code of a server whose store failed (`EX_TEMPFAIL`).
+pub const EXIT_STORE_FAILED: i32 = 75;
+
+/// The store's poison hook of `tern serve`: log, then exit at once, without
+/// running destructors, so no buffered journal write is flushed after the
+/// failure (a write answered with an error must not become durable later).
+/// On restart, fjall's recovery drops a torn last batch.
+fn exit_on_poison() -> tern_store::PoisonHook {
+    Arc::new(|reason: &str| {
+        tracing::error!(
+            reason,
+            "the store failed a write or a journal sync; exiting with code {EXIT_STORE_FAILED} \
+             so that a supervisor restarts tern (nothing acknowledged is lost): free disk space \
+             or fix the disk first"
+        );
+        eprintln!("tern: store failure ({reason}); exiting with code {EXIT_STORE_FAILED}");
+        std::process::exit(EXIT_STORE_FAILED);
+    })
+}
+
 /// Why the server could not start. Nothing is left bound after an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -128,6 +148,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     create_data_dir(&config)?;
     let options = FjallOptions {
         sync_interval: Duration::from_micros(config.journal_sync_interval_us),
+        on_poison: config.exit_on_store_failure.then(exit_on_poison),
     };
     let store = Arc::new(FjallStore::open_with(
         &config.data_dir.join("store"),

@@ -22,7 +22,6 @@ const COMMIT_MODE: PersistMode = PersistMode::SyncData;
 type Waiter = oneshot::Sender<Result<(), BackendError>>;
 
 /// What the commit thread shares with the store.
-#[derive(Default)]
 pub struct CommitShared {
     pub fsyncs: AtomicU64,
     pub served: AtomicU64,
@@ -43,9 +42,20 @@ pub struct Committer {
 impl Committer {
     /// Starts the thread; `interval` is the least time between the starts
     /// of two syncs (see [`space_out`]).
-    pub fn spawn(db: Database, dir: PathBuf, interval: Duration) -> std::io::Result<Self> {
+    pub fn spawn(
+        db: Database,
+        dir: PathBuf,
+        interval: Duration,
+        poison: Poison,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
-        let shared = Arc::new(CommitShared::default());
+        let shared = Arc::new(CommitShared {
+            fsyncs: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            poison,
+            #[cfg(test)]
+            fail_next_sync: std::sync::atomic::AtomicBool::new(false),
+        });
         let thread_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("tern-commit".to_string())
@@ -212,6 +222,11 @@ fn commit_loop(
             // A caller that gave up waiting is not an error.
             let _ = waiter.send(reply);
         }
+    }
+    // A poisoned store syncs nothing more: what failed was answered with an
+    // error and must not become durable now.
+    if shared.poison.is_set() {
+        return;
     }
     if let Err(e) = db.persist(COMMIT_MODE) {
         tracing::error!("final journal sync at shutdown failed: {e}");

@@ -91,8 +91,8 @@ use tern_store::{
     AccountStore, AppendError, AppendOutcome, BackendError, ClaimedKey, CommitOutcome,
     CommitRecord, ConversationId, ConversationRecord, ConversationStore, CreateAccountError,
     CreateConversationError, CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord,
-    GroupStore, KeyDirectory, KeyPool, MembersError, MessageLog, PoolKey, Seq, Store,
-    StoredMessage, UserId,
+    GroupStore, KeyDirectory, KeyPool, MembersError, MessageLog, Poison, PoisonHook, PoolKey, Seq,
+    Store, StoredMessage, UserId,
 };
 
 /// Value of set-like tables.
@@ -217,7 +217,7 @@ impl Spaces {
 }
 
 /// How [`FjallStore::open_with`] runs the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct FjallOptions {
     /// Least time between the starts of two journal syncs. A persist after
     /// a quiet period is synced at once; under load, syncs are spaced by
@@ -225,13 +225,27 @@ pub struct FjallOptions {
     /// larger write batches, at up to this much added latency). Default
     /// 500 µs; zero syncs back to back.
     pub sync_interval: Duration,
+    /// Called once when the store poisons itself after a failed write or
+    /// sync (see [`Poison`]); `tern serve` exits there so that a supervisor
+    /// restarts it on the recovered journal. Default: none.
+    pub on_poison: Option<PoisonHook>,
 }
 
 impl Default for FjallOptions {
     fn default() -> Self {
         FjallOptions {
             sync_interval: Duration::from_micros(500),
+            on_poison: None,
         }
+    }
+}
+
+impl std::fmt::Debug for FjallOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallOptions")
+            .field("sync_interval", &self.sync_interval)
+            .field("on_poison", &self.on_poison.is_some())
+            .finish()
     }
 }
 
@@ -247,11 +261,17 @@ impl FjallStore {
     /// damage fjall cannot repair is reported as [`OpenError::Corrupt`].
     pub fn open_with(path: &Path, options: FjallOptions) -> Result<FjallStore, OpenError> {
         let (db, ks) = guarded_open(path)?;
-        let committer = Committer::spawn(db.clone(), path.to_path_buf(), options.sync_interval)
-            .map_err(|source| OpenError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let poison = Poison::with_hook(options.on_poison);
+        let committer = Committer::spawn(
+            db.clone(),
+            path.to_path_buf(),
+            options.sync_interval,
+            poison,
+        )
+        .map_err(|source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let stripes = Box::new(std::array::from_fn(|_| Mutex::default()));
         let inner = Inner {
             db,

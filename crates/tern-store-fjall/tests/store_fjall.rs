@@ -84,6 +84,7 @@ async fn syncs_are_spaced_by_the_interval_under_load() -> TestResult {
     let dir = tempfile::tempdir()?;
     let options = FjallOptions {
         sync_interval: std::time::Duration::from_millis(300),
+        ..FjallOptions::default()
     };
     let store = Arc::new(FjallStore::open_with(dir.path(), options)?);
     for id in 1..=10 {

@@ -112,15 +112,42 @@ impl BackendError {
 /// a backend sets it and refuses every later write with
 /// [`BackendErrorKind::Poisoned`] until it is reopened, instead of carrying
 /// on over state whose durable copy is unknown.
-#[derive(Debug, Default)]
+/// Called once, with the reason, when a store poisons itself (a server
+/// may exit so that a supervisor restarts it on the recovered journal).
+pub type PoisonHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+#[derive(Default)]
 pub struct Poison {
     reason: std::sync::OnceLock<String>,
+    hook: Option<PoisonHook>,
+}
+
+impl std::fmt::Debug for Poison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poison")
+            .field("reason", &self.reason.get())
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
 }
 
 impl Poison {
-    /// Poisons the store (the first reason is kept).
+    /// A poison flag that calls `hook` when it is first set.
+    pub fn with_hook(hook: Option<PoisonHook>) -> Self {
+        Poison {
+            reason: std::sync::OnceLock::new(),
+            hook,
+        }
+    }
+
+    /// Poisons the store (the first reason is kept, and only the first
+    /// call runs the hook).
     pub fn set(&self, reason: impl Into<String>) {
-        let _ = self.reason.set(reason.into());
+        if self.reason.set(reason.into()).is_ok() {
+            if let (Some(hook), Some(reason)) = (&self.hook, self.reason.get()) {
+                hook(reason);
+            }
+        }
     }
 
     pub fn is_set(&self) -> bool {

@@ -51,7 +51,7 @@ use async_trait::async_trait;
 
 pub use accounts::{AccountStore, CreateAccountError};
 pub use conversations::{ConversationStore, CreateConversationError, CreateOutcome, MembersError};
-pub use error::{BackendError, BackendErrorKind, Poison};
+pub use error::{BackendError, BackendErrorKind, Poison, PoisonHook};
 pub use groups::{CommitOutcome, CommitRecord, GroupStore};
 pub use keys::{
     ClaimedKey, DeviceKeys, DeviceKeysUpdate, KeyDirectory, KeyPool, PoolKey, SignedPrekey,
