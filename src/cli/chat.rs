@@ -328,7 +328,7 @@ async fn send(args: SendArgs) -> Result<(), String> {
     );
     for (user, device) in &sent.skipped {
         eprintln!(
-            "not sent to {}/{device}: that device has published no keys yet (it gets them when it next connects; later messages reach it)",
+            "not sent to {}/{device}: that device has published no keys yet (its client publishes them when it next runs; messages sent after that reach it)",
             shown(user)
         );
     }
