@@ -626,3 +626,50 @@ async fn a_device_without_keys_is_skipped_and_does_not_block_the_others() {
     );
     tablet.close().await;
 }
+
+fn is_commit_accepted(body: &Body) -> bool {
+    matches!(body, Body::CommitAccepted(_))
+}
+
+/// Issue 8 item 4: the server accepts alice's Commit but its answer is lost
+/// (the connection breaks, or it never arrives). alice keeps the pending
+/// commit, learns from the server that her Commit took the epoch, merges
+/// it, and the group works on: the added member joins and everyone
+/// decrypts alice's next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_merged_not_wedged() {
+    let server = TestServer::start(2);
+    let state = tempfile::tempdir().unwrap();
+    let mut options = server.options(state.path());
+    options.request_timeout = Duration::from_secs(2);
+    let alice = SecureClient::register(options, "alice", "phone")
+        .await
+        .unwrap();
+    let bob = register(&server, "bob").await;
+    let carol = register(&server, "carol").await;
+    let dave = register(&server, "dave").await;
+    let group = alice.create_group(&["bob"]).await.unwrap();
+    expect_joined(&bob.client, group).await;
+    let added = [
+        (AnswerLoss::ConnectionLost, &carol, "carol", 2),
+        (AnswerLoss::Silent, &dave, "dave", 3),
+    ];
+    for (loss, joiner, name, epoch) in added {
+        alice.transport().lose_next_answer(is_commit_accepted, loss);
+        assert_eq!(
+            alice.add_members(group, &[name]).await.unwrap(),
+            epoch,
+            "{loss:?}"
+        );
+        expect_joined(&joiner.client, group).await;
+    }
+    alice.send_text(group, "all of us").await.unwrap();
+    for member in [&bob, &carol, &dave] {
+        assert_eq!(
+            next_text(&member.client).await,
+            ("alice".into(), "all of us".into())
+        );
+    }
+    dave.client.send_text(group, "dave here").await.unwrap();
+    assert_eq!(next_text(&alice).await, ("dave".into(), "dave here".into()));
+}

@@ -867,6 +867,17 @@ impl MlsClient {
         }
     }
 
+    /// The epoch an encoded group message (application, proposal or
+    /// commit) was made in, read from its unencrypted header.
+    pub fn message_epoch(message: &[u8]) -> Result<u64, MlsError> {
+        let message: ProtocolMessage = match parse(message)? {
+            MlsMessageBodyIn::PrivateMessage(m) => m.into(),
+            MlsMessageBodyIn::PublicMessage(m) => m.into(),
+            _ => return Err(MlsError::Malformed("not a group message".into())),
+        };
+        Ok(message.epoch().as_u64())
+    }
+
     /// The group's current epoch (0 right after creation).
     pub fn epoch(&mut self, group_id: u64) -> Result<u64, MlsError> {
         Ok(group_entry(&mut self.groups, &self.provider, group_id)?

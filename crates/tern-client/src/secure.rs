@@ -48,6 +48,8 @@ const KEY_PACKAGE_TARGET: u32 = 20;
 const MAX_SEND_ATTEMPTS: usize = 4;
 /// Attempts at a Commit that keeps losing its epoch.
 const MAX_COMMIT_ATTEMPTS: usize = 5;
+/// Messages fetched per History request when looking for a Commit.
+const COMMIT_SCAN_WINDOW: u64 = 64;
 /// How long a device found without keys is skipped before its keys are
 /// claimed again (claims are rate limited per claimer and target).
 const KEYLESS_RECHECK: Duration = Duration::from_secs(10);
@@ -411,6 +413,16 @@ impl SecureClient {
     }
 }
 
+/// What became of a Commit whose answer was lost.
+enum CommitFate {
+    /// The server accepted it.
+    Ours,
+    /// Another Commit took its epoch; the group is now at this epoch.
+    Theirs(u64),
+    /// Nothing took its epoch yet: the server never accepted it.
+    NotTaken,
+}
+
 enum Change {
     Add(Vec<String>),
     Remove(Vec<String>),
@@ -765,10 +777,11 @@ impl Inner {
             let Some((bundle, users_added, users_removed)) = staged else {
                 return Ok(self.crypto.lock().await.mls.epoch(group)?);
             };
+            let (epoch, ours) = (bundle.epoch, Bytes::from(bundle.commit));
             let commit = mls_body::Commit {
                 conversation_id: group,
-                epoch: bundle.epoch,
-                commit: Bytes::from(bundle.commit),
+                epoch,
+                commit: ours.clone(),
                 welcome: bundle.welcome.map(Bytes::from),
                 group_info: Bytes::from(bundle.group_info),
                 added: users_added,
@@ -790,6 +803,11 @@ impl Inner {
                     self.crypto.lock().await.mls.discard_commit(group)?;
                     self.wait_for_epoch(group, conflict.current_epoch).await?;
                 }
+                Err(ClientError::Disconnected | ClientError::Timeout) => {
+                    if let Some(epoch) = self.settle_lost_commit(group, epoch, &ours).await? {
+                        return Ok(epoch);
+                    }
+                }
                 Err(e) => {
                     let _ = self.crypto.lock().await.mls.discard_commit(group);
                     return Err(e.into());
@@ -799,6 +817,121 @@ impl Inner {
         Err(SecureError::Protocol(
             "other members kept committing first; try again".into(),
         ))
+    }
+
+    /// The answer to our pending Commit for `epoch` (bytes `ours`) was
+    /// lost, so the server may or may not have accepted it. Learns which
+    /// from the server (the group's epoch, and the Commit in the log that
+    /// took `epoch`), then merges the pending commit (ours won: returns the
+    /// new epoch) or discards it (`None`: not taken, or another Commit won
+    /// and has been processed; the caller stages the change again). If the
+    /// outcome cannot be learnt the commit is discarded and the error
+    /// returned.
+    async fn settle_lost_commit(
+        &self,
+        group: u64,
+        epoch: u64,
+        ours: &Bytes,
+    ) -> Result<Option<u64>, SecureError> {
+        let fate = self.commit_fate(group, epoch, ours).await;
+        let mut crypto = self.crypto.lock().await;
+        match fate {
+            Ok(CommitFate::Ours) => {
+                crypto.mls.confirm_commit(group)?;
+                crypto.mls.save()?;
+                self.epochs.send_modify(|e| {
+                    e.insert(group, epoch + 1);
+                });
+                Ok(Some(epoch + 1))
+            }
+            Ok(CommitFate::NotTaken) => {
+                crypto.mls.discard_commit(group)?;
+                Ok(None)
+            }
+            Ok(CommitFate::Theirs(current)) => {
+                crypto.mls.discard_commit(group)?;
+                drop(crypto);
+                self.wait_for_epoch(group, current).await?;
+                Ok(None)
+            }
+            Err(e) => {
+                let _ = crypto.mls.discard_commit(group);
+                Err(e)
+            }
+        }
+    }
+
+    /// What became of our Commit for `epoch` of `group` (bytes `ours`):
+    /// not taken while the server's epoch is still `epoch`, else ours if
+    /// the Commit in the log made in `epoch` is byte for byte ours.
+    async fn commit_fate(
+        &self,
+        group: u64,
+        epoch: u64,
+        ours: &Bytes,
+    ) -> Result<CommitFate, SecureError> {
+        let info = mls_body::GetGroupInfo {
+            conversation_id: group,
+        };
+        let current = self.client.request_retrying(info).await?.epoch;
+        if current <= epoch {
+            return Ok(CommitFate::NotTaken);
+        }
+        match self.commit_of_epoch(group, epoch).await? {
+            Some(taker) if taker == *ours => Ok(CommitFate::Ours),
+            _ => Ok(CommitFate::Theirs(current)),
+        }
+    }
+
+    /// The Commit in `group`'s log made in `epoch` (exactly one is accepted
+    /// per epoch), searched from the head back, a window at a time.
+    async fn commit_of_epoch(&self, group: u64, epoch: u64) -> Result<Option<Bytes>, SecureError> {
+        let head = self
+            .client
+            .sync(true)
+            .await?
+            .into_iter()
+            .find(|s| s.conversation_id == group)
+            .map_or(0, |s| s.head_seq);
+        let mut upto = head;
+        while upto > 0 {
+            let from = upto.saturating_sub(COMMIT_SCAN_WINDOW - 1).max(1);
+            let window = self.messages_between(group, from, upto).await?;
+            let commits = window
+                .iter()
+                .rev()
+                .filter(|m| m.flags & flags::MLS_COMMIT != 0);
+            for m in commits {
+                match MlsClient::message_epoch(&m.payload) {
+                    Ok(e) if e == epoch => return Ok(Some(m.payload.clone())),
+                    Ok(e) if e < epoch => return Ok(None),
+                    _ => {}
+                }
+            }
+            upto = from - 1;
+        }
+        Ok(None)
+    }
+
+    /// The messages of `conversation` with seqs `from..=upto`, in order.
+    async fn messages_between(
+        &self,
+        conversation: u64,
+        from: u64,
+        upto: u64,
+    ) -> Result<Vec<Message>, SecureError> {
+        let mut out = Vec::new();
+        let mut next = from;
+        while next <= upto {
+            let limit = u32::try_from(upto - next + 1).unwrap_or(u32::MAX);
+            let page = self.client.history(conversation, next, limit).await?;
+            out.extend(page.messages.into_iter().filter(|m| m.seq <= upto));
+            if page.next_seq <= next {
+                break;
+            }
+            next = page.next_seq;
+        }
+        Ok(out)
     }
 
     /// Stages the change as a pending MLS commit; `None` when there is nothing to change.
