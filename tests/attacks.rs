@@ -640,6 +640,54 @@ async fn non_member_cannot_touch_a_conversation() {
 
 // ---------- history and ack with extreme arguments ----------
 
+/// A member removed and added again is served only what was sent since
+/// they came back: History from any seq starts at the new membership, and
+/// Sync reports the device's cursor as just before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_added_member_is_not_handed_what_was_sent_while_out() {
+    let server = TestServer::start(SHARDS);
+    let mut alice = Raw::register(&server, "alice").await;
+    let mut bob = Raw::register(&server, "bob").await;
+    let _carol = Raw::register(&server, "carol").await;
+    let group = alice
+        .create(ConversationKind::Group, &["bob", "carol"])
+        .await;
+    alice.send(group, 1, Bytes::from_static(b"before")).await;
+    let members = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+    let (_, f) = alice
+        .call(conversations::RemoveMembers {
+            conversation_id: group,
+            members: members(&["bob"]),
+        })
+        .await;
+    assert!(matches!(f.body, Body::ConversationInfo(_)), "{f:?}");
+    alice
+        .send(group, 2, Bytes::from_static(b"while out 1"))
+        .await;
+    alice
+        .send(group, 3, Bytes::from_static(b"while out 2"))
+        .await;
+    let (_, f) = alice
+        .call(conversations::AddMembers {
+            conversation_id: group,
+            members: members(&["bob"]),
+        })
+        .await;
+    assert!(matches!(f.body, Body::ConversationInfo(_)), "{f:?}");
+    alice.send(group, 4, Bytes::from_static(b"after")).await;
+    for from in [0, 1, 2, 3, 4] {
+        let page = bob.history(group, from, 0).await;
+        let seen: Vec<&[u8]> = page.messages.iter().map(|m| &m.payload[..]).collect();
+        assert_eq!(seen, vec![&b"after"[..]], "History from {from}");
+        assert_eq!((page.head_seq, page.next_seq), (4, 5));
+    }
+    let state = bob.sync_state().await;
+    let entry = state.iter().find(|s| s.conversation_id == group).unwrap();
+    assert_eq!((entry.head_seq, entry.cursor), (4, 3));
+    // Alice, a member throughout, still reads everything.
+    assert_eq!(alice.history(group, 1, 0).await.messages.len(), 4);
+}
+
 /// Pages stop at 2 MB of payload (read from the store a few messages at a
 /// time, never all 500 at once) and page through everything in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use tern_store::{
 
 use fjall::OwnedWriteBatch;
 
-use crate::{codec, layout as keys, lock, Ctx, Inner, EMPTY};
+use crate::{codec, layout as keys, lock, Ctx, Inner};
 
 impl Inner {
     pub(crate) fn create_conversation(
@@ -49,7 +49,8 @@ impl Inner {
             batch.insert(&self.ks.uniq, keys::unique(unique), keys::conv(id));
         }
         for member in &record.members {
-            batch.insert(&self.ks.user_convs, keys::user_conv(member, id)?, EMPTY);
+            let since = 1u64.to_be_bytes();
+            batch.insert(&self.ks.user_convs, keys::user_conv(member, id)?, since);
         }
         self.write(batch, "writing conversation")?;
         Ok(CreateOutcome::Created)
@@ -89,20 +90,23 @@ impl Inner {
             .conversation(id)?
             .ok_or(MembersError::NoSuchConversation(id))?;
         let mut batch = self.db.batch();
-        let record = self.change_members(&mut batch, record, add, remove)?;
+        let since = record.head_seq.saturating_add(1);
+        let record = self.change_members(&mut batch, record, add, remove, since)?;
         self.write(batch, "writing members")?;
         Ok(record)
     }
 
     /// Adds to `batch` the membership change of `record` (the record and
-    /// both users' indexes); returns the changed record. Call under the
-    /// conversation's stripe.
+    /// both users' indexes, added users' membership starting at seq
+    /// `since`); returns the changed record. Call under the conversation's
+    /// stripe.
     pub(crate) fn change_members(
         &self,
         batch: &mut OwnedWriteBatch,
         mut record: ConversationRecord,
         add: &[UserId],
         remove: &[UserId],
+        since: Seq,
     ) -> Result<ConversationRecord, BackendError> {
         let id = record.id;
         let old: BTreeSet<UserId> = record.members.clone();
@@ -111,13 +115,35 @@ impl Inner {
             record.members.remove(user);
         }
         batch.insert(&self.ks.convs, keys::conv(id), codec::conversation(&record));
+        let since = since.to_be_bytes();
         for user in record.members.difference(&old) {
-            batch.insert(&self.ks.user_convs, keys::user_conv(user, id)?, EMPTY);
+            batch.insert(&self.ks.user_convs, keys::user_conv(user, id)?, since);
         }
         for user in old.difference(&record.members) {
             batch.remove(&self.ks.user_convs, keys::user_conv(user, id)?);
         }
         Ok(record)
+    }
+
+    /// The value of a `user_convs` entry is the first seq of the current
+    /// membership; entries written before it was kept are empty and read
+    /// as 1 (the whole log).
+    pub(crate) fn member_since(
+        &self,
+        id: ConversationId,
+        user: &str,
+    ) -> Result<Option<Seq>, BackendError> {
+        let value = self
+            .ks
+            .user_convs
+            .get(keys::user_conv(user, id)?)
+            .ctx("reading membership")?;
+        value
+            .map(|v| match v.is_empty() {
+                true => Ok(1),
+                false => keys::u64_at(&v, 0, "membership"),
+            })
+            .transpose()
     }
 
     pub(crate) fn user_conversations(

@@ -46,7 +46,11 @@ impl Inner {
             keys::conv(id),
             commit.group_info.as_ref(),
         );
-        let mut record = self.change_members(&mut batch, record, &commit.add, &commit.remove)?;
+        // Added members start at the Welcome (the seq after the Commit):
+        // a joiner never processes the Commit that added it (RFC 9420 §12.4.3).
+        let since = commit.commit.seq.saturating_add(1);
+        let mut record =
+            self.change_members(&mut batch, record, &commit.add, &commit.remove, since)?;
         for msg in std::iter::once(&commit.commit).chain(&commit.welcome) {
             self.append_to(&mut batch, record.head_seq, msg)?;
             record.head_seq = msg.seq;

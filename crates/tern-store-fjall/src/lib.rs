@@ -11,7 +11,7 @@
 //! | `conversations`      | conversation u64                             | conversation record|
 //! | `heads`              | conversation u64                             | head seq u64       |
 //! | `unique_keys`        | 0x01 · unique key                            | conversation u64   |
-//! | `user_conversations` | user¹ · conversation u64                     | empty              |
+//! | `user_conversations` | user¹ · conversation u64                     | first seq of the membership u64 (empty: 1) |
 //! | `messages`           | conversation u64 · seq u64                   | message record     |
 //! | `idempotency`        | conversation u64 · user¹ · device u32 · cmid u64 | seq u64        |
 //! | `expiry`             | expires_at_ms u64 · conversation u64 · seq u64 | empty            |
@@ -484,6 +484,14 @@ impl ConversationStore for FjallStore {
 
     async fn user_conversations(&self, user: &str) -> Result<Vec<ConversationId>, BackendError> {
         self.inner.user_conversations(user)
+    }
+
+    async fn member_since(
+        &self,
+        id: ConversationId,
+        user: &str,
+    ) -> Result<Option<Seq>, BackendError> {
+        self.inner.member_since(id, user)
     }
 }
 

@@ -70,6 +70,7 @@ macro_rules! conformance_tests {
             conversations,
             create_conversation_race,
             update_members,
+            member_since,
             // message log, cursors, expiry, durability
             append_seq_rules,
             duplicates,

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use crate::{BackendError, ConversationId, ConversationRecord, UserId};
+use crate::{BackendError, ConversationId, ConversationRecord, Seq, UserId};
 
 /// Result of [`ConversationStore::create_conversation`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,4 +62,17 @@ pub trait ConversationStore: Send + Sync + 'static {
 
     /// Ids of all conversations `user` is currently a member of, ascending.
     async fn user_conversations(&self, user: &str) -> Result<Vec<ConversationId>, BackendError>;
+
+    /// The first seq of `user`'s current membership of conversation `id`:
+    /// 1 for the members it was created with, `head + 1` at the time a
+    /// member was added by `update_members`, the seq after the Commit (its
+    /// Welcome's) for one added by `accept_commit`; a member removed and
+    /// added again starts afresh. `None` if `user` is not a member. History serves a member
+    /// nothing before it (issue #9: a re-added member is not handed what
+    /// was said while they were out).
+    async fn member_since(
+        &self,
+        id: ConversationId,
+        user: &str,
+    ) -> Result<Option<Seq>, BackendError>;
 }

@@ -51,6 +51,7 @@ pub enum Op {
     Conversation,
     UpdateMembers,
     UserConversations,
+    MemberSince,
     AppendMessage,
     Messages,
     AdvanceCursor,
@@ -69,7 +70,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 23] = [
+    pub const ALL: [Op; 24] = [
         Op::CreateAccount,
         Op::Device,
         Op::Devices,
@@ -79,6 +80,7 @@ impl Op {
         Op::Conversation,
         Op::UpdateMembers,
         Op::UserConversations,
+        Op::MemberSince,
         Op::AppendMessage,
         Op::Messages,
         Op::AdvanceCursor,
@@ -322,6 +324,15 @@ impl<S: Store> ConversationStore for FaultyStore<S> {
         let call = self.inner.user_conversations(user);
         self.run(Op::UserConversations, call).await
     }
+
+    async fn member_since(
+        &self,
+        id: ConversationId,
+        user: &str,
+    ) -> Result<Option<Seq>, BackendError> {
+        let call = self.inner.member_since(id, user);
+        self.run(Op::MemberSince, call).await
+    }
 }
 
 #[async_trait]
@@ -558,6 +569,7 @@ mod tests {
             Op::Conversation => kind(s.conversation(1).await),
             Op::UpdateMembers => kind(s.update_members(1, &[], &[]).await),
             Op::UserConversations => kind(s.user_conversations("alice").await),
+            Op::MemberSince => kind(s.member_since(1, "alice").await),
             Op::AppendMessage => kind(s.append_message(&message(1, 1, 1)).await),
             Op::Messages => kind(s.messages(1, 0, 10, 0).await),
             Op::AdvanceCursor => kind(s.advance_cursor("alice", 1, 1, 1).await),

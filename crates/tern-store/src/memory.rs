@@ -42,7 +42,8 @@ struct State {
     accounts: BTreeMap<UserId, Account>,
     conversations: BTreeMap<ConversationId, Conversation>,
     unique_keys: BTreeMap<Vec<u8>, ConversationId>,
-    memberships: BTreeMap<UserId, BTreeSet<ConversationId>>,
+    /// user → conversation → first seq of the current membership.
+    memberships: BTreeMap<UserId, BTreeMap<ConversationId, Seq>>,
     idempotency: BTreeMap<IdempotencyKey, Seq>,
     /// `(expires_at_ms, conversation, seq)`, oldest expiry first.
     expiry: BTreeSet<(u64, ConversationId, Seq)>,
@@ -211,17 +212,23 @@ impl State {
         }
     }
 
-    /// Adds then removes members of `id`, with their indexes.
+    /// Adds then removes members of `id`, with their indexes; added users'
+    /// membership starts at seq `since`.
     fn update_members(
         &mut self,
         id: ConversationId,
         add: &[UserId],
         remove: &[UserId],
+        since: Seq,
     ) -> Option<ConversationRecord> {
         let conversation = self.conversations.get_mut(&id)?;
         for user in add {
-            conversation.record.members.insert(user.clone());
-            self.memberships.entry(user.clone()).or_default().insert(id);
+            if conversation.record.members.insert(user.clone()) {
+                self.memberships
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(id, since);
+            }
         }
         for user in remove {
             conversation.record.members.remove(user);
@@ -270,8 +277,9 @@ impl State {
         if let Some(welcome) = &commit.welcome {
             self.write_message(id, welcome);
         }
+        let since = commit.commit.seq.saturating_add(1);
         let record = self
-            .update_members(id, &commit.add, &commit.remove)
+            .update_members(id, &commit.add, &commit.remove, since)
             .ok_or(AppendError::NoSuchConversation(id))?;
         Ok(CommitOutcome::Accepted(record))
     }
@@ -388,7 +396,7 @@ impl ConversationStore for MemStore {
         }
         for user in &record.members {
             let ids = state.memberships.entry(user.clone()).or_default();
-            ids.insert(record.id);
+            ids.insert(record.id, 1);
         }
         Ok(CreateOutcome::Created)
     }
@@ -408,15 +416,30 @@ impl ConversationStore for MemStore {
         remove: &[UserId],
     ) -> Result<ConversationRecord, MembersError> {
         let mut state = self.state();
+        let head = state.conversations.get(&id).map(|c| c.record.head_seq);
+        let since = head.unwrap_or(0).saturating_add(1);
         state
-            .update_members(id, add, remove)
+            .update_members(id, add, remove, since)
             .ok_or(MembersError::NoSuchConversation(id))
     }
 
     async fn user_conversations(&self, user: &str) -> Result<Vec<ConversationId>, BackendError> {
         let state = self.state();
         let ids = state.memberships.get(user).into_iter().flatten();
-        Ok(ids.copied().collect())
+        Ok(ids.map(|(id, _)| *id).collect())
+    }
+
+    async fn member_since(
+        &self,
+        id: ConversationId,
+        user: &str,
+    ) -> Result<Option<Seq>, BackendError> {
+        let state = self.state();
+        Ok(state
+            .memberships
+            .get(user)
+            .and_then(|ids| ids.get(&id))
+            .copied())
     }
 }
 

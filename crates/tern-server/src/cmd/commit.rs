@@ -61,10 +61,16 @@ async fn accept(
     };
     owner.cache(updated).await?;
     let after = owner.conversation(id).await?.recipients.clone();
-    // Old and new members: removed ones learn of their removal too.
+    // Members before and after, removed ones included (they learn of their
+    // removal); the users it adds join from the Welcome instead (RFC 9420
+    // §12.4.3: a joiner never processes the Commit that added it, and its
+    // membership starts at the Welcome).
     let mut everyone = before;
     everyone.extend(after.iter().cloned());
-    let everyone: Arc<[(String, u32)]> = everyone.into_iter().collect();
+    let everyone: Arc<[(String, u32)]> = everyone
+        .into_iter()
+        .filter(|(user, _)| !record.add.contains(user))
+        .collect();
     let mut fanouts = vec![deliver(&record.commit, everyone, caller)];
     if let Some(welcome) = &record.welcome {
         fanouts.push(deliver(welcome, after, caller));

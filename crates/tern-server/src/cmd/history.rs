@@ -1,5 +1,7 @@
 //! History, applied on the conversation's owner: one page of live (not
-//! expired) messages from a seq, bounded by count and by bytes.
+//! expired) messages from a seq, bounded by count and by bytes, and never
+//! from before the caller's current membership (a member removed and added
+//! again is not handed what was said while they were out).
 
 use super::send::to_wire_for;
 use crate::effects::Outcome;
@@ -47,7 +49,12 @@ async fn history(
     let state = owner.conversation(id).await?;
     state.require_member(caller)?;
     let head = state.record.head_seq;
-    let from = from_seq.max(1);
+    let since = store
+        .member_since(id, &caller.user)
+        .await
+        .map_err(Reject::store)?
+        .unwrap_or(1);
+    let from = from_seq.max(since);
     let stored = read_page(store.as_ref(), id, from, limit as usize, now).await?;
     let mut bytes = 0usize;
     let mut messages = Vec::with_capacity(stored.len());

@@ -1,5 +1,7 @@
 //! Sync, applied on the connection's shard: which of the device's
-//! conversations have messages past its cursor (or all of them).
+//! conversations have messages past its cursor (or all of them). A cursor
+//! from before the user's current membership reads as just before it: the
+//! device is not told of messages from while the user was out.
 
 use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
@@ -24,7 +26,16 @@ pub async fn apply(ctx: &ShardCtx, caller: &Caller, all: bool) -> Result<Outcome
         let Some(record) = store.conversation(id).await.map_err(Reject::store)? else {
             continue;
         };
-        let cursor = cursors.get(&id).copied().unwrap_or(0);
+        let since = store
+            .member_since(id, &caller.user)
+            .await
+            .map_err(Reject::store)?
+            .unwrap_or(1);
+        let cursor = cursors
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+            .max(since.saturating_sub(1));
         if all || record.head_seq > cursor {
             states.push(ConversationState {
                 conversation_id: id,

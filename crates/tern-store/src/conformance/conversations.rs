@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Barrier;
 
-use super::{append_ok, conversation, message, new_conversation, ok};
+use super::{append_ok, commit, conversation, message, new_conversation, ok, welcome};
 use crate::{
     ConversationId, ConversationKind, CreateConversationError, CreateOutcome, MembersError, Store,
 };
@@ -190,5 +190,45 @@ pub async fn update_members(s: Arc<dyn Store>) {
         ok(s.user_conversations("carol").await, "user_conversations"),
         vec![40],
         "failure writes nothing"
+    );
+}
+
+/// member_since: 1 for the members a conversation was created with,
+/// `head + 1` for a member added later, `None` once removed, afresh after
+/// being added again; adding a member again keeps their start.
+pub async fn member_since(s: Arc<dyn Store>) {
+    let s = &*s;
+    let since =
+        |user: &'static str| async move { ok(s.member_since(50, user).await, "member_since") };
+    new_conversation(s, 50, &["alice", "bob"]).await;
+    assert_eq!(since("alice").await, Some(1));
+    assert_eq!(since("zed").await, None);
+    assert_eq!(ok(s.member_since(51, "alice").await, "member_since"), None);
+    append_ok(s, &message(50, 1, 1)).await;
+    append_ok(s, &message(50, 2, 2)).await;
+    let carol = vec!["carol".to_string()];
+    ok(s.update_members(50, &carol, &[]).await, "update_members");
+    assert_eq!(since("carol").await, Some(3), "added at head 2");
+    let bob = vec!["bob".to_string()];
+    ok(s.update_members(50, &[], &bob).await, "update_members");
+    assert_eq!(since("bob").await, None, "removed");
+    append_ok(s, &message(50, 3, 3)).await;
+    ok(s.update_members(50, &bob, &[]).await, "update_members");
+    assert_eq!(since("bob").await, Some(4), "added again: a new period");
+    ok(s.update_members(50, &carol, &[]).await, "update_members");
+    assert_eq!(
+        since("carol").await,
+        Some(3),
+        "adding a member keeps their start"
+    );
+    // Added by a Commit (at seq 4): from its Welcome on, seq 5.
+    let mut added = commit(50, 0, 4);
+    added.add = vec!["erin".to_string()];
+    added.welcome = Some(welcome(50, 0, 5));
+    ok(s.accept_commit(&added).await, "accept_commit");
+    assert_eq!(
+        since("erin").await,
+        Some(5),
+        "a joiner starts at its Welcome"
     );
 }
