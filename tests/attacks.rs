@@ -13,10 +13,9 @@
 mod common;
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Bystanders, TestServer, WAIT};
+use common::{advance_until, Bystanders, TestServer, WAIT};
 use ed25519_dalek::SigningKey;
 use flatbuffers::FlatBufferBuilder;
 use tern_client::connection::RawConnection;
@@ -2397,30 +2396,6 @@ async fn unread_history_pages_are_not_buffered_without_bound() {
         after >> 20
     );
     pair.check().await;
-}
-
-/// Moves the server's manual clock forward `step_ms` at a time until `event`
-/// completes, giving the server 50 ms of real time before each step (the
-/// event is polled throughout). Returns how far the clock moved and the
-/// event's output; fails after 24 steps.
-async fn advance_until<T>(
-    clock: &Clock,
-    step_ms: u64,
-    event: impl std::future::Future<Output = T>,
-) -> (u64, T) {
-    tokio::pin!(event);
-    let mut moved = 0;
-    loop {
-        if let Ok(out) = timeout(Duration::from_millis(50), &mut event).await {
-            return (moved, out);
-        }
-        assert!(
-            moved < 24 * step_ms,
-            "nothing happened in {moved} ms of server time"
-        );
-        clock.advance(step_ms);
-        moved += step_ms;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

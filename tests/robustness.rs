@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::future::Future;
-use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Bystanders, TestServer, WAIT};
+use common::{advance_until, Bystanders, TestServer, WAIT};
 use ed25519_dalek::SigningKey;
 use flatbuffers::FlatBufferBuilder;
 use tern_client::connection::RawConnection;
@@ -87,26 +85,6 @@ async fn expect_error_then_close(conn: &mut RawConnection, code: ErrorCode, clos
     let last = next_frame(conn).await;
     assert_error(&last, 0, code);
     expect_close(conn, close_code).await;
-}
-
-/// Moves the server's manual clock forward `step_ms` at a time until `event`
-/// completes, giving the server 50 ms of real time before each step (the
-/// event is polled throughout, never restarted). Returns how far the clock
-/// moved, and the event's output; fails after 24 steps.
-async fn advance_until<T>(clock: &Clock, step_ms: u64, event: impl Future<Output = T>) -> (u64, T) {
-    tokio::pin!(event);
-    let mut moved = 0;
-    loop {
-        if let Ok(out) = timeout(Duration::from_millis(50), &mut event).await {
-            return (moved, out);
-        }
-        assert!(
-            moved < 24 * step_ms,
-            "nothing happened in {moved} ms of server time"
-        );
-        clock.advance(step_ms);
-        moved += step_ms;
-    }
 }
 
 /// A raw connection registered as a new account, with its key.

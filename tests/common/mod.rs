@@ -32,6 +32,45 @@ use tern_store_fjall::FjallStore;
 /// Longest a test waits for something that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A raw connection (nothing sent yet) to the server at `addr` with this
+/// certificate fingerprint. Its endpoint lives as long as the test.
+pub async fn raw_connection_to(addr: SocketAddr, fingerprint: [u8; 32]) -> RawConnection {
+    let endpoint = client_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        &TrustAnchor::Fingerprint(fingerprint),
+    )
+    .unwrap();
+    let conn = RawConnection::connect(&endpoint, addr, "localhost")
+        .await
+        .expect("connects");
+    std::mem::forget(endpoint);
+    conn
+}
+
+/// Moves a server's manual clock forward `step_ms` at a time until `event`
+/// completes, giving the server 50 ms of real time before each step (the
+/// event is polled throughout, never restarted). Returns how far the clock
+/// moved, and the event's output; fails after 24 steps.
+pub async fn advance_until<T>(
+    clock: &Clock,
+    step_ms: u64,
+    event: impl std::future::Future<Output = T>,
+) -> (u64, T) {
+    tokio::pin!(event);
+    let mut moved = 0;
+    loop {
+        if let Ok(out) = timeout(Duration::from_millis(50), &mut event).await {
+            return (moved, out);
+        }
+        assert!(
+            moved < 24 * step_ms,
+            "nothing happened in {moved} ms of server time"
+        );
+        clock.advance(step_ms);
+        moved += step_ms;
+    }
+}
+
 /// A server running in this process.
 pub struct TestServer {
     handle: Option<ServerHandle>,
@@ -137,16 +176,7 @@ impl TestServer {
 
     /// A raw connection with its control stream open, nothing sent.
     pub async fn raw_connection(&self) -> RawConnection {
-        let endpoint = client_endpoint(
-            "127.0.0.1:0".parse().unwrap(),
-            &TrustAnchor::Fingerprint(self.fingerprint),
-        )
-        .unwrap();
-        let conn = RawConnection::connect(&endpoint, self.addr, "localhost")
-            .await
-            .expect("connects");
-        std::mem::forget(endpoint);
-        conn
+        raw_connection_to(self.addr, self.fingerprint).await
     }
 
     /// A second, raw connection of `client`'s own device, authenticated:
@@ -319,16 +349,7 @@ impl ServerProcess {
 
     /// A raw connection to this server (nothing sent yet).
     pub async fn raw_connection(&self) -> RawConnection {
-        let endpoint = client_endpoint(
-            "127.0.0.1:0".parse().unwrap(),
-            &TrustAnchor::Fingerprint(self.fingerprint),
-        )
-        .unwrap();
-        let conn = RawConnection::connect(&endpoint, self.addr, "localhost")
-            .await
-            .expect("connects");
-        std::mem::forget(endpoint);
-        conn
+        raw_connection_to(self.addr, self.fingerprint).await
     }
 
     /// Waits (polling) for the process to exit by itself, at most `limit`.
