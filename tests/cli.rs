@@ -378,10 +378,8 @@ fn the_approve_hint_is_a_command_that_works_when_copied() {
         .spawn()
         .unwrap();
     let prompt = next_line();
-    listener.kill().unwrap();
-    listener.wait().unwrap();
     let command = prompt
-        .split_once("then run: ")
+        .split_once("another terminal: ")
         .and_then(|(_, rest)| rest.split("   (").next())
         .unwrap_or_else(|| panic!("no command in {prompt:?}"));
     let words: Vec<&str> = command.split_whitespace().collect();
@@ -390,8 +388,214 @@ fn the_approve_hint_is_a_command_that_works_when_copied() {
         command.contains(&format!("--state {bob} --server {addr}")),
         "{command}"
     );
+    // Run while the listener still holds bob's state: it performs it.
     let approved = ok(tern(&words[1..]));
     assert!(approved.starts_with("approved link request"), "{approved}");
     let linked = ok(link.wait_with_output().unwrap());
     assert!(linked.contains("linked bob/2"), "{linked}");
+    listener.kill().unwrap();
+    listener.wait().unwrap();
+}
+
+/// A `tern listen` child process whose stdout and stderr lines arrive on
+/// channels; killed on drop.
+struct Listener {
+    child: std::process::Child,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Listener {
+    /// Starts `tern listen --state STATE` and waits for its "listening as"
+    /// line (by then it serves other commands on STATE).
+    fn start(state: &str) -> Listener {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["listen", "--state", state])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let listener = Listener {
+            child,
+            stdout,
+            stderr,
+        };
+        let first = listener.err_line();
+        assert!(first.starts_with("listening as"), "{first}");
+        listener
+    }
+
+    fn out_line(&self) -> String {
+        self.stdout
+            .recv_timeout(common::WAIT)
+            .expect("listen prints")
+    }
+
+    fn err_line(&self) -> String {
+        self.stderr
+            .recv_timeout(common::WAIT)
+            .expect("listen prints")
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next message `tern listen --state STATE --count 1` prints.
+fn read_one(state: &str) -> String {
+    ok(tern(&["listen", "--state", state, "--count", "1"]))
+}
+
+/// Issue 8 item 1: bob listens in one terminal and replies from another
+/// with `tern send --state bob` (performed by the listener); alice reads
+/// the replies, and bob's listener still decrypts what alice sends after
+/// them, in a direct conversation and in a group. Other commands on bob's
+/// state are performed by the listener too; a second listener is refused.
+#[test]
+fn reply_while_listening() {
+    let accounts = Accounts::register(&["alice", "bob"]);
+    let (alice, bob) = (accounts.state("alice"), accounts.state("bob"));
+    let direct = ok(tern(&["create", "--state", &alice, "direct", "bob"]))
+        .trim()
+        .to_owned();
+    let listener = Listener::start(&bob);
+    ok(tern(&["send", "--state", &alice, &direct, "hello bob"]));
+    assert!(listener.out_line().ends_with("alice/1: hello bob"));
+    for round in 1..=2 {
+        let sent = ok(tern(&[
+            "send",
+            "--state",
+            &bob,
+            &direct,
+            &format!("reply {round}"),
+        ]));
+        assert!(
+            sent.starts_with(&format!("sent: conversation {direct} seq")),
+            "{sent}"
+        );
+        assert!(read_one(&alice).ends_with(&format!("bob/1: reply {round}\n")));
+        ok(tern(&[
+            "send",
+            "--state",
+            &alice,
+            &direct,
+            &format!("again {round}"),
+        ]));
+        let heard = listener.out_line();
+        assert!(
+            heard.ends_with(&format!("alice/1: again {round}")),
+            "{heard}"
+        );
+    }
+
+    // A group: bob's listener joins it from the Welcome.
+    let group = ok(tern(&["create", "--state", &alice, "group", "bob"]))
+        .trim()
+        .to_owned();
+    let joined = format!("joined group {group}");
+    while listener.err_line() != joined {}
+    ok(tern(&["send", "--state", &alice, &group, "hello group"]));
+    let heard = listener.out_line();
+    assert!(heard.ends_with("alice/1: hello group"), "{heard}");
+    for round in 1..=2 {
+        ok(tern(&[
+            "send",
+            "--state",
+            &bob,
+            &group,
+            &format!("group reply {round}"),
+        ]));
+        let read = read_one(&alice);
+        assert!(
+            read.ends_with(&format!("bob/1: group reply {round}\n")),
+            "{read}"
+        );
+        ok(tern(&[
+            "send",
+            "--state",
+            &alice,
+            &group,
+            &format!("group again {round}"),
+        ]));
+        let heard = listener.out_line();
+        assert!(
+            heard.ends_with(&format!("alice/1: group again {round}")),
+            "{heard}"
+        );
+    }
+
+    // Other commands reach the listener with their own output and exit code.
+    let note = ok(tern(&["create", "--state", &bob, "note"]));
+    note.trim().parse::<u64>().expect("create prints the id");
+    let history = ok(tern(&["history", "--state", &bob, &direct]));
+    assert_eq!(history.lines().count(), 5, "{history}");
+    let listing = ok(tern(&["conversations", "--state", &bob]));
+    assert!(
+        listing.contains(&direct) && listing.contains(&group),
+        "{listing}"
+    );
+    refused(
+        tern(&["send", "--state", &bob, "12345", "to nowhere"]),
+        "not one of yours",
+    );
+    refused(
+        tern(&["add", "--state", &bob, &group, "alice"]),
+        "already a member",
+    );
+    let pid = listener.child.id();
+    let second = refused(
+        tern(&["listen", "--state", &bob]),
+        &format!("is in use by another tern process (pid {pid})"),
+    );
+    assert_eq!(second.lines().count(), 1, "{second}");
+}
+
+/// A socket file left by a listener that is gone (nothing holds the state
+/// directory) blocks nothing: commands run on their own, and a new
+/// listener replaces it and serves.
+#[test]
+fn a_stale_listener_socket_blocks_nothing() {
+    let accounts = Accounts::register(&["alice", "bob"]);
+    let (alice, bob) = (accounts.state("alice"), accounts.state("bob"));
+    let socket = std::path::Path::new(&bob).join("tern.sock");
+    let stale = || drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    stale();
+    assert!(socket.exists());
+    let direct = ok(tern(&["create", "--state", &bob, "direct", "alice"]))
+        .trim()
+        .to_owned();
+    assert!(!socket.exists(), "the stale socket was left");
+    stale();
+    let listener = Listener::start(&bob);
+    ok(tern(&[
+        "send",
+        "--state",
+        &bob,
+        &direct,
+        "through the new listener",
+    ]));
+    assert!(read_one(&alice).ends_with("bob/1: through the new listener\n"));
+    ok(tern(&["send", "--state", &alice, &direct, "and back"]));
+    assert!(listener.out_line().ends_with("alice/1: and back"));
+    drop(listener);
 }

@@ -13,7 +13,8 @@ use common::{TestServer, WAIT};
 use tempfile::TempDir;
 use tern_client::content::Content;
 use tern_client::mls::MlsClient;
-use tern_client::secure::{SecureClient, SecureEvent};
+use tern_client::secure::{SecureClient, SecureError, SecureEvent};
+use tern_client::state_lock::StateLockError;
 use tern_client::{AnswerLoss, Client};
 use tern_proto::body::{mls, prekeys};
 use tern_proto::Body;
@@ -554,7 +555,7 @@ async fn a_member_removed_or_gone_and_added_again_reads_the_group() {
         ("bob".into(), "glad to be back".into())
     );
 
-    // bob leaves by himself (his MLS state stays as it was); alice commits
+    // bob leaves by himself (his MLS state is marked inactive); alice commits
     // his removal from the tree, then adds him back.
     bob.client.leave(group).await.unwrap();
     alice.client.remove_members(group, &["bob"]).await.unwrap();
@@ -672,4 +673,89 @@ async fn a_commit_whose_answer_is_lost_is_merged_not_wedged() {
     }
     dave.client.send_text(group, "dave here").await.unwrap();
     assert_eq!(next_text(&alice).await, ("dave".into(), "dave here".into()));
+}
+
+/// Issue 8 item 1: a state directory is open in one client at a time. A
+/// second client on it, in the same process here (another process gets the
+/// same), is refused with the typed in-use error naming the holder's pid,
+/// and may open it once the first one is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_client_on_a_state_directory_is_refused_until_the_first_closes() {
+    let server = TestServer::start(1);
+    let bob = register(&server, "bob").await;
+    let refused = SecureClient::connect(server.options(bob.state.path())).await;
+    match refused {
+        Err(SecureError::Lock(StateLockError::InUse { dir, pid })) => {
+            assert_eq!(dir, bob.state.path());
+            assert_eq!(pid, Some(std::process::id()));
+        }
+        Err(other) => panic!("expected the in-use error, got {other}"),
+        Ok(_) => panic!("a second client opened a state directory in use"),
+    }
+    let text = SecureClient::connect(server.options(bob.state.path()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains(&format!(
+            "is in use by another tern process (pid {})",
+            std::process::id()
+        )),
+        "{text}"
+    );
+    let register_again = SecureClient::register(server.options(bob.state.path()), "bob2", "x");
+    assert!(matches!(
+        register_again.await,
+        Err(SecureError::Lock(StateLockError::InUse { .. }))
+    ));
+    bob.client.close().await;
+    let reopened = SecureClient::connect(server.options(bob.state.path()))
+        .await
+        .unwrap();
+    assert_eq!(reopened.user(), "bob");
+    reopened.close().await;
+}
+
+/// Issue 9 item 3: a device removed from a group while it was offline
+/// learns it when it comes back: the server no longer lists the group for
+/// it (and does not deliver the Commit to a non-member), so the SDK emits
+/// `Removed` once and marks its MLS state inactive. Removed from a second
+/// group during a second absence, the first removal is not told again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_while_offline_hears_removed_once_on_return() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let mut bob = register(&server, "bob").await;
+    let first = alice.client.create_group(&["bob"]).await.unwrap();
+    expect_joined(&bob.client, first).await;
+    let second = alice.client.create_group(&["bob"]).await.unwrap();
+    expect_joined(&bob.client, second).await;
+    // Removed from the lower id first: a repeat of that removal would come
+    // before the second one (groups are checked in ascending order).
+    let (low, high) = (first.min(second), first.max(second));
+    for group in [low, high] {
+        bob.client.close().await;
+        alice.client.remove_members(group, &["bob"]).await.unwrap();
+        bob.client = SecureClient::connect(server.options(bob.state.path()))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&bob.client).await,
+            SecureEvent::Removed {
+                conversation_id: group
+            }
+        );
+    }
+    let direct = alice.client.direct("bob").await.unwrap();
+    alice.client.send_text(direct, "sentinel").await.unwrap();
+    assert_eq!(
+        next_text(&bob.client).await,
+        ("alice".into(), "sentinel".into())
+    );
+    let bob_state = bob.state.path().to_owned();
+    bob.client.close().await;
+    let mut mls = MlsClient::load_or_create(&bob_state, "bob/1").unwrap();
+    assert_eq!(mls.active_groups().unwrap(), Vec::<u64>::new());
+    assert!(mls.has_group(first).unwrap() && mls.has_group(second).unwrap());
 }

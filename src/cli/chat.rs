@@ -1,20 +1,27 @@
-//! The terminal chat client: `register`, `create`, `add`, `remove`, `send`,
-//! `listen`, `history`, `conversations`. Server address and trust are given
+//! The terminal chat client: `register`, `link` and `listen` here, the
+//! other commands in [`super::ops`]. Server address and trust are given
 //! once at `register` and remembered in the state directory's `server.toml`.
+//!
+//! One process at a time opens a state directory (the SDK locks it). While
+//! `tern listen` has it, the other commands on it are performed by that
+//! listener ([`super::forward`]); `register`, `link` and a second `listen`
+//! are refused with the SDK's "in use" error.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tern_client::content::Content;
-use tern_client::secure::{Decrypted, SecureClient, SecureEvent};
+use tern_client::secure::{Decrypted, SecureClient, SecureError, SecureEvent};
 use tern_client::state_dir::StateDir;
+use tern_client::state_lock::StateLockError;
 use tern_client::{ClientOptions, TrustAnchor};
-use tern_proto::body::devices;
 use tern_proto::fingerprint::parse_fingerprint;
 use tern_proto::handle::is_printable;
-use tern_proto::Message;
 
+use super::forward;
+use super::ops::{perform, Op, Printed};
 use super::{Command, Connection};
 
 #[derive(clap::Args, Debug)]
@@ -28,7 +35,7 @@ pub struct RegisterArgs {
     device_name: String,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KindArg {
     /// One other user (the same pair always gets the same conversation).
     Direct,
@@ -159,17 +166,78 @@ async fn dispatch(command: Command) -> Result<(), String> {
     match command {
         Command::Serve(_) => Err("serve is not a client command".into()),
         Command::Register(a) => register(a).await,
-        Command::Create(a) => create(a).await,
-        Command::Add(a) => members(a, true).await,
-        Command::Remove(a) => members(a, false).await,
-        Command::Send(a) => send(a).await,
         Command::Listen(a) => listen(a).await,
-        Command::History(a) => history(a).await,
-        Command::Conversations(a) => conversations(a).await,
         Command::Link(a) => link(a).await,
-        Command::Approve(a) => approve(a).await,
-        Command::Devices(a) => devices(a).await,
+        Command::Create(a) => {
+            let (kind, members) = (a.kind, a.members);
+            run_op(&a.conn, Op::Create { kind, members }).await
+        }
+        Command::Add(a) => run_op(&a.conn, members_op(a.conversation, a.members, true)).await,
+        Command::Remove(a) => run_op(&a.conn, members_op(a.conversation, a.members, false)).await,
+        Command::Send(a) => {
+            let (conversation, text, expires_in) = (a.conversation, a.text, a.expires_in);
+            let op = Op::Send {
+                conversation,
+                text,
+                expires_in,
+            };
+            run_op(&a.conn, op).await
+        }
+        Command::History(a) => {
+            let (conversation, from, limit) = (a.conversation, a.from, a.limit);
+            let op = Op::History {
+                conversation,
+                from,
+                limit,
+            };
+            run_op(&a.conn, op).await
+        }
+        Command::Conversations(a) => run_op(&a.conn, Op::Conversations).await,
+        Command::Approve(a) => {
+            let (link_id, deny) = (a.link_id, a.deny);
+            run_op(&a.conn, Op::Approve { link_id, deny }).await
+        }
+        Command::Devices(a) => {
+            let (user, revoke) = (a.user, a.revoke);
+            run_op(&a.conn, Op::Devices { user, revoke }).await
+        }
     }
+}
+
+fn members_op(conversation: u64, members: Vec<String>, add: bool) -> Op {
+    Op::Members {
+        conversation,
+        members,
+        add,
+    }
+}
+
+/// Runs `op` on the state directory of `conn`: with a client of its own,
+/// or, while a `tern listen` holds the directory, by that listener. Prints
+/// what the command prints; the error is the command's.
+async fn run_op(conn: &Connection, op: Op) -> Result<(), String> {
+    let client = match SecureClient::connect(options(conn)?).await {
+        Ok(client) => client,
+        Err(e @ SecureError::Lock(StateLockError::InUse { .. })) => {
+            return match forward::forward(&conn.state, &op).await? {
+                Some(reply) => {
+                    reply.printed.emit();
+                    reply.error.map_or(Ok(()), Err)
+                }
+                None => Err(e.to_string()),
+            };
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    // Holding the lock, no listener is serving: a socket left is stale.
+    if let Err(e) = forward::remove_stale(&conn.state) {
+        tracing::debug!(error = %e, "removing a stale listener socket");
+    }
+    let mut printed = Printed::default();
+    let result = perform(&client, op, &mut printed).await;
+    printed.emit();
+    client.close().await;
+    result
 }
 
 fn options(conn: &Connection) -> Result<ClientOptions, String> {
@@ -259,83 +327,6 @@ async fn register(args: RegisterArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn create(args: CreateArgs) -> Result<(), String> {
-    let client = connect(&args.conn).await?;
-    let members: Vec<&str> = args.members.iter().map(String::as_str).collect();
-    let id = match (args.kind, members.as_slice()) {
-        (KindArg::Direct, [peer]) => client.direct(peer).await,
-        (KindArg::Direct, _) => {
-            return Err("a direct conversation takes exactly one other user".into())
-        }
-        (KindArg::Note, []) => client.note_to_self().await,
-        (KindArg::Note, _) => return Err("a note-to-self conversation takes no members".into()),
-        (KindArg::Group, members) => client.create_group(members).await,
-    }
-    .map_err(|e| e.to_string())?;
-    println!("{id}");
-    let kind = match args.kind {
-        KindArg::Direct => "direct conversation",
-        KindArg::Group => "group",
-        KindArg::Note => "note-to-self conversation",
-    };
-    eprintln!("{kind} {id}, end-to-end encrypted");
-    client.close().await;
-    Ok(())
-}
-
-async fn members(args: MembersArgs, add: bool) -> Result<(), String> {
-    let client = connect(&args.conn).await?;
-    let me = client.user().to_owned();
-    let leaving = !add && args.members.contains(&me);
-    let members: Vec<&str> = args
-        .members
-        .iter()
-        .map(String::as_str)
-        .filter(|m| add || *m != me)
-        .collect();
-    if !members.is_empty() {
-        let epoch = if add {
-            client.add_members(args.conversation, &members).await
-        } else {
-            client.remove_members(args.conversation, &members).await
-        }
-        .map_err(|e| e.to_string())?;
-        println!("group {} is now at MLS epoch {epoch}", args.conversation);
-    }
-    if leaving {
-        // MLS forbids a Commit that removes its own sender: leave on the
-        // server, and a remaining member's client commits the removal.
-        client
-            .leave(args.conversation)
-            .await
-            .map_err(|e| e.to_string())?;
-        println!("left group {}", args.conversation);
-    }
-    client.close().await;
-    Ok(())
-}
-
-async fn send(args: SendArgs) -> Result<(), String> {
-    let client = connect(&args.conn).await?;
-    let content = Content::text(&args.text);
-    let sent = client
-        .send_expiring(args.conversation, &content, args.expires_in.unwrap_or(0))
-        .await
-        .map_err(|e| e.to_string())?;
-    println!(
-        "sent: conversation {} seq {}",
-        sent.receipt.conversation_id, sent.receipt.seq
-    );
-    for (user, device) in &sent.skipped {
-        eprintln!(
-            "not sent to {}/{device}: that device has published no keys yet (its client publishes them when it next runs; messages sent after that reach it)",
-            shown(user)
-        );
-    }
-    client.close().await;
-    Ok(())
-}
-
 async fn link(args: LinkArgs) -> Result<(), String> {
     eprintln!(
         "asking {}'s devices to approve this one: `tern listen` on a linked device shows the request and the command that approves it",
@@ -355,60 +346,33 @@ async fn link(args: LinkArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn approve(args: ApproveArgs) -> Result<(), String> {
-    let client = connect(&args.conn).await?;
-    client
-        .approve_link(args.link_id, !args.deny)
-        .await
-        .map_err(|e| e.to_string())?;
-    println!(
-        "{} link request {}",
-        if args.deny { "denied" } else { "approved" },
-        args.link_id
-    );
-    client.close().await;
-    Ok(())
-}
-
-async fn devices(args: DevicesArgs) -> Result<(), String> {
-    let client = connect(&args.conn).await?;
-    let transport = client.transport();
-    if let Some(device) = args.revoke {
-        transport
-            .request(devices::RevokeDevice { device })
-            .await
-            .map_err(|e| e.to_string())?;
-        println!("revoked {}/{device}", client.user());
-    } else {
-        let user = args
-            .user
-            .clone()
-            .unwrap_or_else(|| client.user().to_owned());
-        let list = transport
-            .request(devices::ListDevices { user: user.clone() })
-            .await
-            .map_err(|e| e.to_string())?;
-        for d in list.devices {
-            println!(
-                "{}/{}\t{}\tkey {}",
-                shown(&user),
-                d.device,
-                shown(&d.name),
-                hex::encode(&d.device_key[..8])
-            );
-        }
-    }
-    client.close().await;
-    Ok(())
-}
-
 async fn listen(args: ListenArgs) -> Result<(), String> {
-    let client = connect(&args.conn).await?;
+    let client = Arc::new(connect(&args.conn).await?);
+    // Other tern commands on this state directory are passed to us.
+    let serving = match forward::serve(&args.conn.state, client.clone()) {
+        Ok(serving) => Some(serving),
+        Err(e) => {
+            eprintln!(
+                "cannot serve other tern commands on {} ({e}); while this listener runs they are refused",
+                args.conn.state.display()
+            );
+            None
+        }
+    };
     eprintln!(
         "listening as {}/{}; Ctrl-C to stop",
         client.user(),
         client.device()
     );
+    let result = show_events(&client, &args).await;
+    drop(serving);
+    client.close().await;
+    result
+}
+
+/// Prints events and acknowledges messages until `--count` messages were
+/// shown, Ctrl-C, or the client closes.
+async fn show_events(client: &SecureClient, args: &ListenArgs) -> Result<(), String> {
     let mut seen = 0usize;
     while args.count.is_none_or(|n| seen < n) {
         let event = tokio::select! {
@@ -425,7 +389,6 @@ async fn listen(args: ListenArgs) -> Result<(), String> {
             seen += usize::from(matches!(event, SecureEvent::Message(_)));
         }
     }
-    client.close().await;
     Ok(())
 }
 
@@ -452,8 +415,8 @@ fn show_event(event: &SecureEvent, conn: &Connection) -> Option<(u64, u64)> {
             let approve = format!("tern approve {} {link_id}", connection_flags(conn));
             let device_name = shown(device_name);
             eprintln!(
-                "a new device \"{device_name}\" asks to join this account. To answer, stop this \
-                 listener (one process per state directory), then run: {approve}   (add --deny to refuse)"
+                "a new device \"{device_name}\" asks to join this account. To answer, run in \
+                 another terminal: {approve}   (add --deny to refuse; this listener performs it)"
             );
             None
         }
@@ -526,7 +489,7 @@ fn print_decrypted(m: &Decrypted) {
 /// escape sequences, NUL) and text-direction override written as a
 /// `\u{..}` escape, so nothing the server or a peer sends can clear the
 /// screen or fake a line. Everything else is printed as is.
-fn shown(text: &str) -> String {
+pub fn shown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if is_printable(c) {
@@ -536,51 +499,6 @@ fn shown(text: &str) -> String {
         }
     }
     out
-}
-
-async fn history(args: HistoryArgs) -> Result<(), String> {
-    let client = connect(&args.conn).await?;
-    let page = client
-        .transport()
-        .history(args.conversation, args.from, args.limit)
-        .await
-        .map_err(|e| e.to_string())?;
-    for message in &page.messages {
-        print_message(message);
-    }
-    eprintln!("head {}; next page from {}", page.head_seq, page.next_seq);
-    client.close().await;
-    Ok(())
-}
-
-async fn conversations(args: ClientArgs) -> Result<(), String> {
-    let client = connect(&args.conn).await?;
-    for c in client
-        .transport()
-        .sync(true)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        println!(
-            "{}\t{:?}\thead {}\tdelivered up to {}",
-            c.conversation_id, c.kind, c.head_seq, c.cursor
-        );
-    }
-    client.close().await;
-    Ok(())
-}
-
-/// History shows what the server holds: ciphertext (messages decrypt once,
-/// as they arrive, with forward secrecy).
-fn print_message(m: &Message) {
-    println!(
-        "[{} #{}] {}/{}: <{} bytes of ciphertext>",
-        m.conversation_id,
-        m.seq,
-        shown(&m.sender_user),
-        m.sender_device,
-        m.payload.len()
-    );
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Command-line parsing and dispatch for the `tern` binary.
 
 mod chat;
+mod forward;
+mod ops;
 mod serve;
 
 use std::path::PathBuf;

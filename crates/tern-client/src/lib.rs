@@ -10,6 +10,7 @@ pub mod ordering;
 pub mod sdk;
 pub mod secure;
 pub mod state_dir;
+pub mod state_lock;
 pub mod tls;
 
 pub use sdk::{

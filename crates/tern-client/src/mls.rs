@@ -66,12 +66,13 @@ use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{
     BasicCredential, Capabilities, Ciphersuite, Credential, CredentialType, CredentialWithKey,
     ExtensionType, GroupId, KeyPackage, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig,
-    MlsGroupJoinConfig, MlsGroupStateError, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
-    ProcessMessageError, ProcessedMessageContent, ProtocolMessage, ProtocolVersion, StagedWelcome,
-    ValidationError, WelcomeError,
+    MlsGroupJoinConfig, MlsGroupState, MlsGroupStateError, MlsMessageBodyIn, MlsMessageIn,
+    MlsMessageOut, ProcessMessageError, ProcessedMessageContent, ProtocolMessage, ProtocolVersion,
+    StagedWelcome, ValidationError, WelcomeError,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::{MemoryStorageError, OpenMlsRustCrypto};
+use openmls_traits::storage::StorageProvider as _;
 use openmls_traits::OpenMlsProvider as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -94,6 +95,9 @@ pub const MAX_PAST_EPOCHS: usize = 3;
 pub const PADDING: usize = 32;
 
 const STORAGE_MAGIC: &[u8; 8] = b"TERNMLS1";
+/// How openmls's memory storage labels a group's state: its keys are this
+/// label, the JSON of the group id, and a two-byte storage version.
+const GROUP_STATE_LABEL: &[u8] = b"GroupState";
 /// Sanity cap on one storage entry when loading (a 1,500-member tree is a few MB).
 const MAX_ENTRY_LEN: usize = 1 << 30;
 
@@ -564,6 +568,55 @@ impl MlsClient {
         }
     }
 
+    /// The groups this device has active state for (not removed), in
+    /// ascending order.
+    pub fn active_groups(&mut self) -> Result<Vec<u64>, MlsError> {
+        let mut ids = self.stored_groups()?;
+        ids.sort_unstable();
+        let mut active = Vec::with_capacity(ids.len());
+        for id in ids {
+            if group_entry(&mut self.groups, &self.provider, id)?.is_active() {
+                active.push(id);
+            }
+        }
+        Ok(active)
+    }
+
+    /// The ids of every group in storage, read from the keys of the groups'
+    /// states.
+    fn stored_groups(&self) -> Result<Vec<u64>, MlsError> {
+        let values = self
+            .provider
+            .storage()
+            .values
+            .read()
+            .map_err(|_| MlsError::Internal("MLS storage lock poisoned".into()))?;
+        let ids = values.keys().filter_map(|key| {
+            let rest = key.strip_prefix(GROUP_STATE_LABEL)?;
+            let json = rest.get(..rest.len().checked_sub(2)?)?;
+            let id: GroupId = serde_json::from_slice(json).ok()?;
+            group_id_u64(&id)
+        });
+        Ok(ids.collect())
+    }
+
+    /// Marks the group inactive, as if this device had processed the Commit
+    /// that removed it (used when it learns of the removal from the server
+    /// instead: it was offline then). Afterwards the group encrypts and
+    /// processes nothing ([`MlsError::Removed`]) and a Welcome replaces it.
+    /// Returns whether it was active. Then `save`.
+    pub fn deactivate(&mut self, group_id: u64) -> Result<bool, MlsError> {
+        if !group_entry(&mut self.groups, &self.provider, group_id)?.is_active() {
+            return Ok(false);
+        }
+        self.groups.remove(&group_id);
+        self.provider
+            .storage()
+            .write_group_state(&group_id_bytes(group_id), &MlsGroupState::Inactive)
+            .map_err(|e| MlsError::Internal(format!("deactivating group {group_id}: {e}")))?;
+        Ok(true)
+    }
+
     /// Stages a commit adding the devices of `key_packages` (`MLSMessage`
     /// bytes as uploaded by them). Not applied until [`Self::confirm_commit`].
     pub fn add_members(
@@ -958,6 +1011,30 @@ mod tests {
             sender: format!("{sender}/1"),
             plaintext: text.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn a_deactivated_group_is_removed_for_good_until_a_welcome() {
+        let (_a, mut alice) = client("alice");
+        let (bob_dir, mut bob) = client("bob");
+        alice.create_group(9).unwrap();
+        bob.create_group(4).unwrap();
+        add(9, &mut alice, &mut [&mut bob], &mut []);
+        assert_eq!(bob.active_groups().unwrap(), vec![4, 9]);
+        assert!(bob.deactivate(9).unwrap());
+        assert!(!bob.deactivate(9).unwrap(), "deactivated once");
+        assert!(matches!(bob.encrypt(9, b"x"), Err(MlsError::Removed(9))));
+        let m = alice.encrypt(9, b"still there?").unwrap();
+        assert!(matches!(bob.process(9, &m), Err(MlsError::Removed(9))));
+        bob.save().unwrap();
+        let mut bob = MlsClient::load_or_create(bob_dir.path(), "bob/1").unwrap();
+        assert_eq!(bob.active_groups().unwrap(), vec![4], "saved inactive");
+        assert!(bob.has_group(9).unwrap());
+        // Added again, the Welcome replaces the inactive state.
+        alice.remove_members(9, &["bob/1".to_owned()]).unwrap();
+        alice.confirm_commit(9).unwrap();
+        add(9, &mut alice, &mut [&mut bob], &mut []);
+        assert_eq!(bob.active_groups().unwrap(), vec![4, 9]);
     }
 
     #[test]

@@ -232,6 +232,8 @@ struct Shared {
     timeouts: AtomicU64,
     /// Answers to lose on arrival (fault injection for tests).
     losses: Losses,
+    /// Connections established so far (the first one included).
+    connections: watch::Sender<u64>,
 }
 
 /// A connected device. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -277,6 +279,7 @@ impl Client {
             reconnects: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             losses: Mutex::default(),
+            connections: watch::channel(0).0,
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (messages_tx, messages_rx) = mpsc::channel(4096);
@@ -306,6 +309,13 @@ impl Client {
     /// Whether [`Client::close`] was called (or the client dropped).
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    /// A counter of the connections established so far, which changes at
+    /// each (re)connect: after one, [`Client::sync`] tells what moved while
+    /// the device was away.
+    pub fn connections(&self) -> watch::Receiver<u64> {
+        self.shared.connections.subscribe()
     }
 
     /// How many times the client has reconnected.
@@ -753,6 +763,7 @@ async fn serve(shared: &Arc<Shared>, conn: RawConnection, events: &mpsc::Unbound
     });
     let writer = tokio::spawn(write_loop(sender, out_rx));
     shared.live.send_replace(Some(live));
+    shared.connections.send_modify(|n| *n += 1);
     let _ = events.send(Event::Connected);
     read_loop(shared, receiver, &pending, events).await;
     shared.live.send_replace(None);

@@ -33,6 +33,7 @@ use super::identity::Identity;
 use super::mls::{MlsClient, MlsError, Processed};
 use super::olm::{CryptoError, OlmDevice, PeerDevice};
 use super::sdk::{Client, ClientError, ClientOptions, SendReceipt};
+use super::state_lock::{StateLock, StateLockError};
 use tern_proto::auth::{identity_key_transcript, prekey_transcript, sign, verify};
 use tern_proto::body::messaging::{self, DevicePayload};
 use tern_proto::body::prekeys::{self, OneTimePrekeyData, SignedPrekeyData, UploadPrekeys};
@@ -57,6 +58,10 @@ const KEYLESS_RECHECK: Duration = Duration::from_secs(10);
 /// Why a secure operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SecureError {
+    /// The state directory is held by another client or process
+    /// ([`StateLockError::InUse`] names its pid); nothing in it was read.
+    #[error(transparent)]
+    Lock(#[from] StateLockError),
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("1:1 encryption: {0}")]
@@ -134,6 +139,31 @@ struct Crypto {
     mls: MlsClient,
     /// Groups joined from a Welcome at this seq: earlier messages predate us.
     joined_at: HashMap<u64, u64>,
+    /// The hold on the state directory; `None` once the client is closed,
+    /// after which nothing is saved.
+    state_lock: Option<StateLock>,
+}
+
+impl Crypto {
+    /// Saves the Olm state, unless the client was closed (then another
+    /// process may own the directory already).
+    fn save_olm(&self) -> Result<(), SecureError> {
+        self.holding()?;
+        Ok(self.olm.save()?)
+    }
+
+    /// Saves the MLS state, unless the client was closed.
+    fn save_mls(&self) -> Result<(), SecureError> {
+        self.holding()?;
+        Ok(self.mls.save()?)
+    }
+
+    fn holding(&self) -> Result<(), SecureError> {
+        match self.state_lock {
+            Some(_) => Ok(()),
+            None => Err(ClientError::Closed.into()),
+        }
+    }
 }
 
 struct Inner {
@@ -179,16 +209,22 @@ impl SecureClient {
         user: &str,
         device_name: &str,
     ) -> Result<Self, SecureError> {
-        let state = options.state_dir.clone();
+        let held = StateLock::acquire(&options.state_dir)?;
         let client = Client::register(options, user, device_name).await?;
-        Self::start(client, &state).await
+        Self::start(client, held).await
     }
 
     /// Connects an existing device from its state directory.
+    ///
+    /// Every constructor first locks the state directory for as long as
+    /// the client is open (until [`SecureClient::close`]); if another
+    /// client, in this process or another, has it, the call fails with
+    /// [`SecureError::Lock`] ([`StateLockError::InUse`], naming its pid)
+    /// without reading or writing anything there.
     pub async fn connect(options: ClientOptions) -> Result<Self, SecureError> {
-        let state = options.state_dir.clone();
+        let held = StateLock::acquire(&options.state_dir)?;
         let client = Client::connect(options).await?;
-        Self::start(client, &state).await
+        Self::start(client, held).await
     }
 
     /// Links this new device to an existing account (approved by a linked device).
@@ -197,12 +233,14 @@ impl SecureClient {
         user: &str,
         device_name: &str,
     ) -> Result<Self, SecureError> {
-        let state = options.state_dir.clone();
+        let held = StateLock::acquire(&options.state_dir)?;
         let client = Client::link(options, user, device_name).await?;
-        Self::start(client, &state).await
+        Self::start(client, held).await
     }
 
-    async fn start(client: Client, state: &std::path::Path) -> Result<Self, SecureError> {
+    async fn start(client: Client, held: StateLock) -> Result<Self, SecureError> {
+        let state = held.dir().to_owned();
+        let state = state.as_path();
         let identity = Identity::load(state).map_err(ClientError::from)?;
         let olm = OlmDevice::load_or_create(state)?;
         let mls =
@@ -214,6 +252,7 @@ impl SecureClient {
                 olm,
                 mls,
                 joined_at: HashMap::new(),
+                state_lock: Some(held),
             }),
             targets: std::sync::Mutex::default(),
             keyless: std::sync::Mutex::default(),
@@ -223,6 +262,7 @@ impl SecureClient {
         });
         inner.publish_keys().await?;
         let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(removal_watch(Arc::downgrade(&inner), tx.clone()));
         tokio::spawn(notice_loop(inner.clone(), tx));
         Ok(SecureClient {
             inner,
@@ -252,7 +292,15 @@ impl SecureClient {
             let mut notices = self.notices.lock().await;
             // Only the receive is raced (cancel-safe); decrypting is not.
             let message = tokio::select! {
-                notice = notices.recv() => return notice,
+                notice = notices.recv() => match notice {
+                    Some(SecureEvent::Removed { conversation_id }) => {
+                        match self.inner.announce_removal(conversation_id).await {
+                            true => return notice,
+                            false => continue,
+                        }
+                    }
+                    notice => return notice,
+                },
                 message = self.inner.client.next_message() => message?,
             };
             if let Some(event) = self.inner.open(message).await {
@@ -317,7 +365,7 @@ impl SecureClient {
         {
             let mut crypto = self.inner.crypto.lock().await;
             crypto.mls.create_group(group)?;
-            crypto.mls.save()?;
+            crypto.save_mls()?;
         }
         if let Some(claimed) = claimed {
             let change = Change::Add(users);
@@ -365,6 +413,7 @@ impl SecureClient {
             .client
             .remove_members(group, &[user.as_str()])
             .await?;
+        self.inner.deactivate(group).await?;
         Ok(())
     }
 
@@ -408,8 +457,11 @@ impl SecureClient {
         Ok(self.inner.client.approve_link(link_id, approve).await?)
     }
 
+    /// Closes the connection, then releases the state directory once no
+    /// crypto operation is under way; nothing is saved after this.
     pub async fn close(&self) {
         self.inner.client.close().await;
+        self.inner.crypto.lock().await.state_lock = None;
     }
 }
 
@@ -489,7 +541,7 @@ impl Inner {
             let fresh = crypto
                 .olm
                 .generate_one_time_keys((PREKEY_TARGET - have_prekeys) as usize);
-            crypto.olm.save()?;
+            crypto.save_olm()?;
             let one_time = fresh
                 .into_iter()
                 .map(|(id, public_key)| OneTimePrekeyData { id, public_key })
@@ -551,7 +603,7 @@ impl Inner {
             let (epoch, ciphertext) = {
                 let mut crypto = self.crypto.lock().await;
                 let ciphertext = crypto.mls.encrypt(group, plaintext)?;
-                crypto.mls.save()?;
+                crypto.save_mls()?;
                 (crypto.mls.epoch(group)?, ciphertext)
             };
             let send = messaging::SendGroup {
@@ -679,7 +731,7 @@ impl Inner {
                 payload,
             });
         }
-        crypto.olm.save()?;
+        crypto.save_olm()?;
         self.note_keyless(targets, &skipped);
         Ok((out, skipped))
     }
@@ -791,7 +843,7 @@ impl Inner {
                 Ok(mls_body::CommitAccepted { epoch, .. }) => {
                     let mut crypto = self.crypto.lock().await;
                     crypto.mls.confirm_commit(group)?;
-                    crypto.mls.save()?;
+                    crypto.save_mls()?;
                     self.epochs.send_modify(|e| {
                         e.insert(group, epoch);
                     });
@@ -838,7 +890,7 @@ impl Inner {
         match fate {
             Ok(CommitFate::Ours) => {
                 crypto.mls.confirm_commit(group)?;
-                crypto.mls.save()?;
+                crypto.save_mls()?;
                 self.epochs.send_modify(|e| {
                     e.insert(group, epoch + 1);
                 });
@@ -1062,7 +1114,58 @@ impl Inner {
         if let Err(e) = self.client.remove_members(group, &[me.as_str()]).await {
             tracing::debug!(group, error = %e, "leaving a group whose setup failed");
         }
+        if let Err(e) = self.deactivate(group).await {
+            tracing::debug!(group, error = %e, "deactivating a group whose setup failed");
+        }
         lock(&self.kinds).remove(&group);
+    }
+
+    /// Marks the local MLS state of a group this device is no longer in
+    /// inactive (saved), so it is not taken for a removal later; returns
+    /// whether it was active. A group without local state is left alone.
+    async fn deactivate(&self, group: u64) -> Result<bool, SecureError> {
+        let mut crypto = self.crypto.lock().await;
+        if !crypto.mls.has_group(group)? || !crypto.mls.deactivate(group)? {
+            return Ok(false);
+        }
+        crypto.save_mls()?;
+        Ok(true)
+    }
+
+    /// Whether a removal found by [`Inner::find_removals`] is news to the
+    /// app: the group is marked inactive now, as the app hears of it (so a
+    /// process that never reads events, such as a one-off send, leaves the
+    /// news for the next one); a repeat, or a group already inactive, is
+    /// not news.
+    async fn announce_removal(&self, group: u64) -> bool {
+        match self.deactivate(group).await {
+            Ok(was_active) => was_active,
+            Err(error) => {
+                tracing::warn!(group, %error, "could not mark a group left while offline inactive");
+                true
+            }
+        }
+    }
+
+    /// The groups this device was removed from while it was not listening:
+    /// it has active MLS state for them but the server no longer lists them
+    /// for it (the Commit that removed it is not delivered to a non-member).
+    /// They stay active until the app hears of it
+    /// ([`Inner::announce_removal`]). Groups joined after the server's
+    /// list was taken are not judged by it.
+    async fn find_removals(&self) -> Result<Vec<u64>, SecureError> {
+        let before = self.crypto.lock().await.mls.active_groups()?;
+        if before.is_empty() {
+            return Ok(Vec::new());
+        }
+        let listed: HashSet<u64> = self
+            .client
+            .sync(true)
+            .await?
+            .into_iter()
+            .map(|state| state.conversation_id)
+            .collect();
+        Ok(before.into_iter().filter(|g| !listed.contains(g)).collect())
     }
 
     /// Processes incoming messages (keeping their events for the app) until
@@ -1132,7 +1235,7 @@ impl Inner {
             let plaintext = crypto
                 .olm
                 .decrypt(&m.sender_user, m.sender_device, &m.payload)?;
-            crypto.olm.save()?;
+            crypto.save_olm()?;
             plaintext
         };
         let content =
@@ -1149,7 +1252,7 @@ impl Inner {
             return match crypto.mls.join(&m.payload) {
                 Ok(_) => {
                     crypto.joined_at.insert(group, m.seq);
-                    crypto.mls.save()?;
+                    crypto.save_mls()?;
                     let epoch = crypto.mls.epoch(group)?;
                     self.epochs.send_modify(|e| {
                         e.insert(group, epoch);
@@ -1176,7 +1279,7 @@ impl Inner {
             Err(MlsError::Removed(_)) => return Ok(None),
             processed => processed,
         };
-        crypto.mls.save()?;
+        crypto.save_mls()?;
         match processed? {
             Processed::Application { sender, plaintext } => {
                 let claimed = format!("{}/{}", m.sender_user, m.sender_device);
@@ -1228,6 +1331,39 @@ fn warn_unless_closed<T>(client: &Client, result: Result<T, SecureError>, what: 
         Ok(_) | Err(SecureError::Client(ClientError::Closed)) => {}
         Err(error) if client.is_closed() => tracing::debug!(%error, "{what} (client closed)"),
         Err(error) => tracing::warn!(%error, "{what}"),
+    }
+}
+
+/// At start and after every reconnect, tells the app of the groups this
+/// device was removed from meanwhile ([`Inner::find_removals`]): a
+/// [`SecureEvent::Removed`] each, which [`SecureClient::next_event`] hands
+/// on once. Holds the client weakly, so it ends with it.
+async fn removal_watch(inner: std::sync::Weak<Inner>, events: mpsc::Sender<SecureEvent>) {
+    let Some(mut connections) = inner.upgrade().map(|i| i.client.connections()) else {
+        return;
+    };
+    loop {
+        connections.borrow_and_update();
+        let Some(client) = inner.upgrade() else {
+            return;
+        };
+        if client.client.is_closed() {
+            return;
+        }
+        match client.find_removals().await {
+            Ok(groups) => {
+                for conversation_id in groups {
+                    let _ = events.send(SecureEvent::Removed { conversation_id }).await;
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "checking for groups left while offline; checked again at the next reconnect")
+            }
+        }
+        drop(client);
+        if connections.changed().await.is_err() {
+            return;
+        }
     }
 }
 

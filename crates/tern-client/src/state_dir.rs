@@ -9,7 +9,8 @@
 //! file that the next write of that file replaces). Directories this module
 //! creates get mode 0700.
 //!
-//! Only one process may use a state directory at a time.
+//! Only one process may use a state directory at a time: the SDK holds
+//! [`super::state_lock::StateLock`] on it while a client is open.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -133,6 +134,12 @@ impl StateDir {
             temp,
             target,
         })
+    }
+
+    /// Creates the directory (and missing parents, mode 0700) if it does
+    /// not exist, and makes the new entries durable.
+    pub fn create_dir(&self) -> Result<(), StateDirError> {
+        self.create()
     }
 
     /// Creates the directory (and missing parents, mode 0700) and makes the

@@ -1,0 +1,290 @@
+//! The client commands that work on an open [`SecureClient`]: `create`,
+//! `add`, `remove`, `send`, `history`, `conversations`, `approve`,
+//! `devices`. Each is an [`Op`] (serializable, so a running `tern listen`
+//! can perform it for another invocation, see [`super::forward`]) and
+//! writes what it prints into [`Printed`] instead of the terminal, so the
+//! same text reaches the user whichever process ran it.
+
+use serde::{Deserialize, Serialize};
+use tern_client::content::Content;
+use tern_client::secure::SecureClient;
+use tern_proto::body::devices;
+use tern_proto::Message;
+
+use super::chat::{shown, KindArg};
+
+/// One client command's own arguments (the connection flags aside).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// `tern create KIND MEMBERS...`
+    Create { kind: KindArg, members: Vec<String> },
+    /// `tern add` (`add: true`) or `tern remove` (`add: false`).
+    Members {
+        conversation: u64,
+        members: Vec<String>,
+        add: bool,
+    },
+    /// `tern send CONVERSATION TEXT [--expires-in SECS]`
+    Send {
+        conversation: u64,
+        text: String,
+        expires_in: Option<u32>,
+    },
+    /// `tern history CONVERSATION [--from SEQ] [--limit N]`
+    History {
+        conversation: u64,
+        from: u64,
+        limit: u32,
+    },
+    /// `tern conversations`
+    Conversations,
+    /// `tern approve LINK_ID [--deny]`
+    Approve { link_id: u64, deny: bool },
+    /// `tern devices [USER] [--revoke DEVICE]`
+    Devices {
+        user: Option<String>,
+        revoke: Option<u32>,
+    },
+}
+
+/// What a command prints, stdout and stderr apart, each in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Printed {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Printed {
+    /// A line for stdout.
+    fn out(&mut self, line: impl AsRef<str>) {
+        self.stdout.push_str(line.as_ref());
+        self.stdout.push('\n');
+    }
+
+    /// A line for stderr.
+    fn err(&mut self, line: impl AsRef<str>) {
+        self.stderr.push_str(line.as_ref());
+        self.stderr.push('\n');
+    }
+
+    /// Writes both to this process's stdout and stderr.
+    pub fn emit(&self) {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(self.stdout.as_bytes());
+        let _ = stdout.flush();
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(self.stderr.as_bytes());
+    }
+}
+
+/// Performs `op` with `client`, writing what it prints into `out` (also
+/// when it fails part-way); the error is the sentence `tern` prints after
+/// `error: `.
+pub async fn perform(client: &SecureClient, op: Op, out: &mut Printed) -> Result<(), String> {
+    match op {
+        Op::Create { kind, members } => create(client, kind, &members, out).await,
+        Op::Members {
+            conversation,
+            members,
+            add,
+        } => change_members(client, conversation, &members, add, out).await,
+        Op::Send {
+            conversation,
+            text,
+            expires_in,
+        } => send(client, conversation, &text, expires_in, out).await,
+        Op::History {
+            conversation,
+            from,
+            limit,
+        } => history(client, conversation, from, limit, out).await,
+        Op::Conversations => conversations(client, out).await,
+        Op::Approve { link_id, deny } => approve(client, link_id, deny, out).await,
+        Op::Devices { user, revoke } => devices(client, user, revoke, out).await,
+    }
+}
+
+async fn create(
+    client: &SecureClient,
+    kind: KindArg,
+    members: &[String],
+    out: &mut Printed,
+) -> Result<(), String> {
+    let members: Vec<&str> = members.iter().map(String::as_str).collect();
+    let id = match (kind, members.as_slice()) {
+        (KindArg::Direct, [peer]) => client.direct(peer).await,
+        (KindArg::Direct, _) => {
+            return Err("a direct conversation takes exactly one other user".into())
+        }
+        (KindArg::Note, []) => client.note_to_self().await,
+        (KindArg::Note, _) => return Err("a note-to-self conversation takes no members".into()),
+        (KindArg::Group, members) => client.create_group(members).await,
+    }
+    .map_err(|e| e.to_string())?;
+    out.out(id.to_string());
+    let kind = match kind {
+        KindArg::Direct => "direct conversation",
+        KindArg::Group => "group",
+        KindArg::Note => "note-to-self conversation",
+    };
+    out.err(format!("{kind} {id}, end-to-end encrypted"));
+    Ok(())
+}
+
+async fn change_members(
+    client: &SecureClient,
+    conversation: u64,
+    members: &[String],
+    add: bool,
+    out: &mut Printed,
+) -> Result<(), String> {
+    let me = client.user().to_owned();
+    let leaving = !add && members.contains(&me);
+    let others: Vec<&str> = members
+        .iter()
+        .map(String::as_str)
+        .filter(|m| add || *m != me)
+        .collect();
+    if !others.is_empty() {
+        let epoch = if add {
+            client.add_members(conversation, &others).await
+        } else {
+            client.remove_members(conversation, &others).await
+        }
+        .map_err(|e| e.to_string())?;
+        out.out(format!("group {conversation} is now at MLS epoch {epoch}"));
+    }
+    if leaving {
+        // MLS forbids a Commit that removes its own sender: leave on the
+        // server, and a remaining member's client commits the removal.
+        client
+            .leave(conversation)
+            .await
+            .map_err(|e| e.to_string())?;
+        out.out(format!("left group {conversation}"));
+    }
+    Ok(())
+}
+
+async fn send(
+    client: &SecureClient,
+    conversation: u64,
+    text: &str,
+    expires_in: Option<u32>,
+    out: &mut Printed,
+) -> Result<(), String> {
+    let content = Content::text(text);
+    let sent = client
+        .send_expiring(conversation, &content, expires_in.unwrap_or(0))
+        .await
+        .map_err(|e| e.to_string())?;
+    out.out(format!(
+        "sent: conversation {} seq {}",
+        sent.receipt.conversation_id, sent.receipt.seq
+    ));
+    for (user, device) in &sent.skipped {
+        out.err(format!(
+            "not sent to {}/{device}: that device has published no keys yet (its client publishes them when it next runs; messages sent after that reach it)",
+            shown(user)
+        ));
+    }
+    Ok(())
+}
+
+async fn approve(
+    client: &SecureClient,
+    link_id: u64,
+    deny: bool,
+    out: &mut Printed,
+) -> Result<(), String> {
+    client
+        .approve_link(link_id, !deny)
+        .await
+        .map_err(|e| e.to_string())?;
+    let verb = if deny { "denied" } else { "approved" };
+    out.out(format!("{verb} link request {link_id}"));
+    Ok(())
+}
+
+async fn devices(
+    client: &SecureClient,
+    user: Option<String>,
+    revoke: Option<u32>,
+    out: &mut Printed,
+) -> Result<(), String> {
+    let transport = client.transport();
+    if let Some(device) = revoke {
+        transport
+            .request(devices::RevokeDevice { device })
+            .await
+            .map_err(|e| e.to_string())?;
+        out.out(format!("revoked {}/{device}", client.user()));
+        return Ok(());
+    }
+    let user = user.unwrap_or_else(|| client.user().to_owned());
+    let list = transport
+        .request(devices::ListDevices { user: user.clone() })
+        .await
+        .map_err(|e| e.to_string())?;
+    for d in list.devices {
+        out.out(format!(
+            "{}/{}\t{}\tkey {}",
+            shown(&user),
+            d.device,
+            shown(&d.name),
+            hex::encode(d.device_key.get(..8).unwrap_or_default())
+        ));
+    }
+    Ok(())
+}
+
+async fn history(
+    client: &SecureClient,
+    conversation: u64,
+    from: u64,
+    limit: u32,
+    out: &mut Printed,
+) -> Result<(), String> {
+    let page = client
+        .transport()
+        .history(conversation, from, limit)
+        .await
+        .map_err(|e| e.to_string())?;
+    for message in &page.messages {
+        out.out(ciphertext_line(message));
+    }
+    out.err(format!(
+        "head {}; next page from {}",
+        page.head_seq, page.next_seq
+    ));
+    Ok(())
+}
+
+async fn conversations(client: &SecureClient, out: &mut Printed) -> Result<(), String> {
+    let states = client
+        .transport()
+        .sync(true)
+        .await
+        .map_err(|e| e.to_string())?;
+    for c in states {
+        out.out(format!(
+            "{}\t{:?}\thead {}\tdelivered up to {}",
+            c.conversation_id, c.kind, c.head_seq, c.cursor
+        ));
+    }
+    Ok(())
+}
+
+/// History shows what the server holds: ciphertext (messages decrypt once,
+/// as they arrive, with forward secrecy).
+fn ciphertext_line(m: &Message) -> String {
+    format!(
+        "[{} #{}] {}/{}: <{} bytes of ciphertext>",
+        m.conversation_id,
+        m.seq,
+        shown(&m.sender_user),
+        m.sender_device,
+        m.payload.len()
+    )
+}
