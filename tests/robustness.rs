@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use bytes::Bytes;
 use common::{advance_until, Bystanders, TestServer, WAIT};
 use ed25519_dalek::SigningKey;
