@@ -12,6 +12,7 @@ mod echo;
 mod error;
 mod idle;
 mod live;
+mod minutes;
 mod plot;
 mod procfs;
 mod progress;
@@ -19,6 +20,7 @@ mod report;
 mod scenario;
 mod sched;
 mod setup;
+mod soak;
 mod stats;
 mod target;
 

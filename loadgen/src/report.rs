@@ -1,5 +1,6 @@
 //! What a run produces: a [`Report`] with the configuration, scalar figures,
-//! latency percentiles and per-second timelines. It prints as a summary
+//! latency percentiles, per-second timelines and (for `chat`) the soak
+//! report of stalled windows and per-minute server cost. It prints as a summary
 //! table, saves as JSON (`--json`), and two reports compare key by key
 //! (`tern-load compare A.json B.json` prints B/A).
 
@@ -10,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LoadError, Result};
+use crate::soak::SoakReport;
 
 /// Percentiles of one latency series, in microseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -23,7 +25,9 @@ pub struct LatencySummary {
     pub mean_us: f64,
 }
 
-/// Percentiles of one timeline window, ending at `t_s` seconds into the run.
+/// Percentiles of one timeline window, ending at `t_s` seconds after the
+/// window origin (the start of sending in `chat`, the start of the run
+/// otherwise).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowPoint {
     pub t_s: f64,
@@ -57,6 +61,9 @@ pub struct Report {
     pub figures: BTreeMap<String, f64>,
     pub latency: BTreeMap<String, LatencySummary>,
     pub timeline: BTreeMap<String, Vec<WindowPoint>>,
+    /// Stalled one-second windows and server cost per minute (`chat` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakReport>,
     /// Human remarks (what a figure means, what was skipped).
     pub notes: Vec<String>,
 }
@@ -116,6 +123,7 @@ impl Report {
                 out.insert(format!("{name}.{field}"), v);
             }
         }
+        out.extend(self.soak.iter().flat_map(SoakReport::flat));
         out
     }
 
@@ -152,6 +160,9 @@ impl Report {
                 ms(l.p999_us),
                 ms(l.max_us)
             );
+        }
+        if let Some(soak) = &self.soak {
+            s.push_str(&soak.summary());
         }
         for note in &self.notes {
             let _ = writeln!(s, "  note: {note}");

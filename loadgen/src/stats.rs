@@ -1,10 +1,11 @@
 //! Latency recording: one HdrHistogram per named series for the whole run,
-//! plus one small histogram per time window for the progress bar and the
-//! plot. Latencies are measured from the *intended* send time of an
-//! open-loop schedule, which is the coordinated-omission correction: a stall
-//! on the server delays every send queued behind it, and each of those waits
-//! is counted. (Closed-loop saturation runs measure from the actual send
-//! and say so in their report.)
+//! plus one small histogram per time window for the progress bar, the plot
+//! and the soak report (windows count from [`Stats::start_windows`]).
+//! Latencies are measured from the *intended* send time of an open-loop
+//! schedule, which is the coordinated-omission correction: a stall on the
+//! server delays every send queued behind it, and each of those waits is
+//! counted. (Closed-loop saturation runs measure from the actual send and
+//! say so in their report.)
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,11 +109,24 @@ impl Counters {
     }
 }
 
+/// The p99 of one timeline window: `second` counts windows from the window
+/// origin (window `s` holds what completed in `[s, s+1)` seconds after it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowP99 {
+    pub second: u64,
+    /// Samples in the window.
+    pub count: u64,
+    /// The window's p99, in microseconds.
+    pub p99_us: u64,
+}
+
 /// All latency series and counters of one run.
 pub struct Stats {
     pub clock: Clock,
     pub counters: Counters,
     series: Mutex<BTreeMap<&'static str, Series>>,
+    /// Clock nanoseconds where window 0 starts (0 until [`Stats::start_windows`]).
+    origin_ns: AtomicU64,
 }
 
 impl Stats {
@@ -121,7 +135,20 @@ impl Stats {
             clock,
             counters: Counters::default(),
             series: Mutex::new(BTreeMap::new()),
+            origin_ns: AtomicU64::new(0),
         }
+    }
+
+    /// Counts timeline windows from `at_ns` (clock nanoseconds) on, so that
+    /// window 0 starts with a measured phase; samples completing earlier
+    /// fall into window 0. Call it before the phase records anything.
+    pub fn start_windows(&self, at_ns: u64) {
+        self.origin_ns.store(at_ns, Ordering::Relaxed);
+    }
+
+    /// Clock nanoseconds where window 0 starts.
+    pub fn window_origin_ns(&self) -> u64 {
+        self.origin_ns.load(Ordering::Relaxed)
     }
 
     /// Records the latency from `intended_ns` to `done_ns` (both on the clock).
@@ -132,7 +159,7 @@ impl Stats {
 
     /// Records a latency in microseconds that completed at `done_ns`.
     pub fn record_us(&self, name: &'static str, us: u64, done_ns: u64, count: u64) {
-        let window = window_of(done_ns);
+        let window = window_of(done_ns.saturating_sub(self.window_origin_ns()));
         let Ok(mut all) = self.series.lock() else {
             return;
         };
@@ -163,6 +190,25 @@ impl Stats {
             .collect()
     }
 
+    /// The p99 of every non-empty window of series `name`, in window order.
+    pub fn window_p99s(&self, name: &str) -> Vec<WindowP99> {
+        let Ok(all) = self.series.lock() else {
+            return Vec::new();
+        };
+        let Some(series) = all.get(name) else {
+            return Vec::new();
+        };
+        series
+            .windows
+            .iter()
+            .map(|(w, h)| WindowP99 {
+                second: *w,
+                count: h.len(),
+                p99_us: h.value_at_quantile(0.99),
+            })
+            .collect()
+    }
+
     /// Per-window percentiles of every series.
     pub fn timelines(&self) -> BTreeMap<String, Vec<WindowPoint>> {
         let Ok(all) = self.series.lock() else {
@@ -174,11 +220,12 @@ impl Stats {
     }
 }
 
-fn window_of(done_ns: u64) -> u64 {
+/// The window of a sample completing `since_origin_ns` after the origin.
+fn window_of(since_origin_ns: u64) -> u64 {
     let width = u64::try_from(WINDOW.as_nanos())
         .unwrap_or(1_000_000_000)
         .max(1);
-    done_ns / width
+    since_origin_ns / width
 }
 
 /// Percentiles of a histogram.
@@ -254,5 +301,19 @@ mod tests {
         assert_eq!(t[0].t_s, 1.0);
         assert_eq!(t[2].count, 1);
         assert!(stats.current_p99_us("x").unwrap() >= 1_690_000);
+    }
+
+    #[test]
+    fn windows_count_from_the_origin() {
+        let stats = Stats::new(Clock::new());
+        stats.start_windows(2_600_000_000);
+        stats.record("x", 2_600_000_000, 2_700_000_000);
+        stats.record("x", 2_600_000_000, 4_650_000_000);
+        let w = stats.window_p99s("x");
+        assert_eq!(w.iter().map(|w| w.second).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(w[1].count, 1);
+        assert!(w[1].p99_us >= 2_050_000, "{w:?}");
+        assert_eq!(stats.timelines()["x"][1].t_s, 3.0);
+        assert!(stats.window_p99s("none").is_empty());
     }
 }

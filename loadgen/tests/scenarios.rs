@@ -67,6 +67,44 @@ fn latency_count(report: &Value, series: &str) -> u64 {
     report["latency"][series]["count"].as_u64().unwrap_or(0)
 }
 
+/// The soak report of a `seconds`-long chat run: one window per second of
+/// sending (plus at most the seconds the last deliveries took), counts that
+/// add up, and per-minute buckets that account for every delivery.
+fn soak_is_sane(report: &Value, seconds: u64, delivered: f64) {
+    let soak = &report["soak"];
+    let int = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("{v} in {soak:#}"));
+    let windows = int(&soak["windows"]);
+    let timeline = report["timeline"]["send_deliver"].as_array().unwrap();
+    assert_eq!(soak["series"], "send_deliver");
+    assert!(windows >= seconds, "{soak:#}");
+    assert_eq!(windows, timeline.len() as u64 + int(&soak["empty_windows"]));
+    let median = int(&soak["median_window_p99_us"]);
+    assert!(
+        median > 0
+            && median
+                <= report["latency"]["send_deliver"]["max_us"]
+                    .as_u64()
+                    .unwrap()
+    );
+    assert_eq!(int(&soak["outlier_threshold_us"]), 5 * median);
+    assert_eq!(int(&soak["absolute_threshold_us"]), 50_000);
+    let over = int(&soak["windows_over_outlier"]).max(int(&soak["windows_over_absolute"]));
+    assert!(over <= soak["flagged"].as_array().unwrap().len() as u64);
+    let worst = &soak["worst_window"];
+    assert!(
+        int(&worst["second"]) < windows && int(&worst["p99_us"]) >= median,
+        "{soak:#}"
+    );
+    let minutes = soak["minutes"].as_array().unwrap();
+    assert!(!minutes.is_empty(), "{soak:#}");
+    let counted: u64 = minutes.iter().map(|m| int(&m["delivered"])).sum();
+    assert_eq!(counted as f64, delivered, "{soak:#}");
+    for m in minutes {
+        assert!(int(&m["rss_end_bytes"]) > 0, "{m}");
+        assert!(m["server_cpu_per_msg_us"].as_f64().unwrap() > 0.0, "{m}");
+    }
+}
+
 #[test]
 fn every_scenario_runs_tiny_against_the_real_server() {
     let tern = tern_binary();
@@ -93,6 +131,7 @@ fn every_scenario_runs_tiny_against_the_real_server() {
     assert!(figure(&connect, "server_rss_per_conn_bytes").is_finite());
     assert_eq!(latency_count(&connect, "connect"), 50);
 
+    let svg = d.join("chat.svg");
     let chat = run(
         d,
         "chat",
@@ -103,18 +142,23 @@ fn every_scenario_runs_tiny_against_the_real_server() {
             "--rate",
             "200",
             "--duration",
-            "1",
+            "3",
             "--ack-interval-ms",
             "100",
+            "--plot",
+            svg.to_str().unwrap(),
         ],
         &tern,
     );
     assert_eq!(figure(&chat, "errors"), 0.0);
     assert_eq!(figure(&chat, "dropped_sends"), 0.0);
     assert_eq!(figure(&chat, "lost_deliveries"), 0.0);
-    assert!(figure(&chat, "messages_delivered") >= 190.0);
-    assert!(latency_count(&chat, "send_deliver") >= 190);
-    assert!(latency_count(&chat, "send_ack") >= 190);
+    assert!(figure(&chat, "messages_delivered") >= 590.0);
+    assert!(latency_count(&chat, "send_deliver") >= 590);
+    assert!(latency_count(&chat, "send_ack") >= 590);
+    soak_is_sane(&chat, 3, figure(&chat, "messages_delivered"));
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.contains("CPU per message (µs) per minute"));
 
     let group = run(
         d,

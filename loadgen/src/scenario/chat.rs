@@ -5,7 +5,10 @@
 //! (SendAck at the sender) and send→deliver (Deliver at the partner; the
 //! intended send time rides in the payload), throughput, drops, errors, and
 //! the server's CPU per delivered message. Receivers acknowledge their
-//! cursor every `--ack-interval-ms`, like a real client.
+//! cursor every `--ack-interval-ms`, like a real client. Every run carries a
+//! soak report ([`crate::soak`]): send→deliver windows counted from the
+//! start of sending, stalled windows, server RSS and CPU per message per
+//! minute.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -20,10 +23,12 @@ use crate::conn::{user_name, CONTROL_ID_BASE};
 use crate::drive::{open_loop, wait_until, with_progress, Phase};
 use crate::error::{LoadError, Result};
 use crate::live::{parse_payload, payload, Job, LiveDevice, Pending, Sink};
+use crate::minutes::Sampler;
 use crate::report::Report;
 use crate::scenario::Ctx;
 use crate::sched::OpenLoop;
 use crate::setup::{create_conversations, register_many, CreateJob};
+use crate::soak::SoakReport;
 use crate::stats::{Counters, Stats};
 use crate::target::{Target, TargetArgs};
 
@@ -228,6 +233,9 @@ async fn send_phase(args: &Args, ctx: &mut Ctx, sink: &Arc<ChatSink>, live: &[Li
     let senders: Vec<_> = live.iter().map(|d| d.jobs.clone()).collect();
     let stats = ctx.stats.clone();
     let phase = Phase::start(ctx.target.pid);
+    let start_ns = stats.clock.now_ns();
+    stats.start_windows(start_ns);
+    let sampler = Sampler::start(stats.clone(), ctx.target.pid);
     let dispatched = if let Some(sat) = &sink.saturation {
         saturate(args, sink, sat, senders).await;
         None
@@ -235,7 +243,7 @@ async fn send_phase(args: &Args, ctx: &mut Ctx, sink: &Arc<ChatSink>, live: &[Li
         let n = senders.len().max(1) as u64;
         let sched = OpenLoop::new(
             args.rate,
-            stats.clock.now_ns(),
+            start_ns,
             args.messages,
             Some(Duration::from_secs(args.duration)),
         );
@@ -260,6 +268,8 @@ async fn send_phase(args: &Args, ctx: &mut Ctx, sink: &Arc<ChatSink>, live: &[Li
     })
     .await;
     let cost = phase.end();
+    let minutes = sampler.stop();
+    ctx.report.soak = Some(SoakReport::from_stats(&stats, "send_deliver", minutes));
     figures(
         &mut ctx.report,
         &stats,
