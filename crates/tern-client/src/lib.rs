@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod content;
 pub mod identity;
+pub mod message_store;
 pub mod mls;
 pub mod olm;
 pub mod ordering;
