@@ -77,8 +77,26 @@ fn two_terminal_chat_walkthrough() {
     );
     assert!(lines[1].ends_with("alice/1: hello bob"), "{heard}");
 
+    // History is read from each device's own message store: text,
+    // sender and time of what it received and what it sent.
     let history = ok(tern(&["history", "--state", &bob, &conv]));
-    assert_eq!(history.lines().count(), 2);
+    let shown: Vec<&str> = history.lines().collect();
+    assert_eq!(shown.len(), 2, "{history}");
+    assert!(
+        shown[0].starts_with(&format!("[{conv} #1] 20")),
+        "{history}"
+    );
+    assert!(
+        shown[0].contains(" UTC alice/1: sent while bob was away"),
+        "{history}"
+    );
+    assert!(shown[1].starts_with(&format!("[{conv} #2] ")), "{history}");
+    assert!(shown[1].ends_with(" UTC alice/1: hello bob"), "{history}");
+    assert_eq!(ok(tern(&["history", "--state", &alice, &conv])), history);
+    let last = ok(tern(&["history", "--state", &bob, &conv, "--limit", "1"]));
+    assert_eq!(last, format!("{}\n", shown[1]));
+    let found = ok(tern(&["search", "--state", &bob, "AWAY"]));
+    assert_eq!(found, format!("{}\n", shown[0]));
     let listing = ok(tern(&["conversations", "--state", &bob]));
     assert!(listing.contains("head 2\tdelivered up to 2"), "{listing}");
     let bad = tern(&["send", "--state", &bob, "12345", "to nowhere"]);
@@ -86,7 +104,6 @@ fn two_terminal_chat_walkthrough() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not one of yours"));
 
     // The walkthrough was end-to-end encrypted: the server holds no plaintext.
-    assert!(history.contains("bytes of ciphertext"), "{history}");
     assert_eq!(server.terminate().code(), Some(0));
     for text in ["sent while bob was away", "hello bob"] {
         assert!(
@@ -148,6 +165,7 @@ fn help_explains_every_command() {
         "send",
         "listen",
         "history",
+        "search",
         "conversations",
         "link",
         "approve",
@@ -548,7 +566,21 @@ fn reply_while_listening() {
     let note = ok(tern(&["create", "--state", &bob, "note"]));
     note.trim().parse::<u64>().expect("create prints the id");
     let history = ok(tern(&["history", "--state", &bob, &direct]));
-    assert_eq!(history.lines().count(), 5, "{history}");
+    let said: Vec<String> = history
+        .lines()
+        .map(|l| l.split_once(" UTC ").unwrap().1.to_owned())
+        .collect();
+    let expected = [
+        "alice/1: hello bob",
+        "bob/1: reply 1",
+        "alice/1: again 1",
+        "bob/1: reply 2",
+        "alice/1: again 2",
+    ];
+    assert_eq!(said, expected, "{history}");
+    let found = ok(tern(&["search", "--state", &bob, "reply"]));
+    assert_eq!(found.lines().count(), 4, "{found}");
+    assert!(found.contains("bob/1: group reply 2"), "{found}");
     let listing = ok(tern(&["conversations", "--state", &bob]));
     assert!(
         listing.contains(&direct) && listing.contains(&group),
@@ -598,4 +630,61 @@ fn a_stale_listener_socket_blocks_nothing() {
     ok(tern(&["send", "--state", &alice, &direct, "and back"]));
     assert!(listener.out_line().ends_with("alice/1: and back"));
     drop(listener);
+}
+
+/// Issue 8 item 2: what a one-device account writes to itself, and what
+/// it sends to others, can be read back and searched on that device.
+#[test]
+fn notes_to_self_and_sent_messages_are_read_back_and_searched() {
+    let accounts = Accounts::register(&["alice", "bob"]);
+    let alice = accounts.state("alice");
+    let note = ok(tern(&["create", "--state", &alice, "note"]))
+        .trim()
+        .to_owned();
+    ok(tern(&["send", "--state", &alice, &note, "buy oat milk"]));
+    ok(tern(&[
+        "send",
+        "--state",
+        &alice,
+        &note,
+        "call the plumber",
+    ]));
+    let direct = ok(tern(&["create", "--state", &alice, "direct", "bob"]))
+        .trim()
+        .to_owned();
+    ok(tern(&[
+        "send",
+        "--state",
+        &alice,
+        &direct,
+        "the plumber comes at 9",
+    ]));
+
+    let history = ok(tern(&["history", "--state", &alice, &note]));
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 2, "{history}");
+    assert!(lines[0].starts_with(&format!("[{note} #1] ")), "{history}");
+    assert!(
+        lines[0].ends_with(" UTC alice/1: buy oat milk"),
+        "{history}"
+    );
+    assert!(
+        lines[1].ends_with(" UTC alice/1: call the plumber"),
+        "{history}"
+    );
+
+    let found = ok(tern(&["search", "--state", &alice, "plumber"]));
+    let lines: Vec<&str> = found.lines().collect();
+    assert_eq!(lines.len(), 2, "{found}");
+    assert!(lines[0].starts_with(&format!("[{note} #2] ")), "{found}");
+    assert!(lines[1].starts_with(&format!("[{direct} #1] ")), "{found}");
+    assert!(
+        lines[1].ends_with("alice/1: the plumber comes at 9"),
+        "{found}"
+    );
+    let none = tern(&["search", "--state", &alice, "electrician"]);
+    assert_eq!(ok(none), "");
+    refused(tern(&["search", "--state", &alice, " "]), "has no words");
+    let empty = tern(&["history", "--state", &accounts.state("bob"), &note]);
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no messages of conversation"));
 }

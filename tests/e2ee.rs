@@ -759,3 +759,107 @@ async fn a_member_removed_while_offline_hears_removed_once_on_return() {
     assert_eq!(mls.active_groups().unwrap(), Vec::<u64>::new());
     assert!(mls.has_group(first).unwrap() && mls.has_group(second).unwrap());
 }
+
+/// Issue 8 items 2 and 6: bob's client decrypts a message and the process
+/// "dies" before acknowledging it (closed, no ack sent). The next client
+/// on the same state gets it again from the server: it is recognised from
+/// the local message store (the Olm ratchet that decrypted it has moved
+/// on), acknowledged, and neither reported undecryptable nor shown again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decrypted_but_unacknowledged_message_is_kept_once_across_a_restart() {
+    let server = TestServer::start(1);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let direct = alice.client.direct("bob").await.unwrap();
+    alice
+        .client
+        .send_text(direct, "before the crash")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&bob.client).await,
+        ("alice".into(), "before the crash".into())
+    );
+    bob.client.close().await;
+
+    let again = SecureClient::connect(server.options(bob.state.path()))
+        .await
+        .unwrap();
+    alice
+        .client
+        .send_text(direct, "after the restart")
+        .await
+        .unwrap();
+    match next(&again).await {
+        SecureEvent::Message(m) => {
+            assert_eq!((m.seq, m.content), (2, Content::text("after the restart")))
+        }
+        other => panic!("expected the message after the restart, got {other:?}"),
+    }
+    let stored: Vec<(u64, Option<String>)> = again
+        .messages()
+        .history(direct, 10)
+        .unwrap()
+        .iter()
+        .map(|m| (m.seq, m.text().map(str::to_owned)))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            (1, Some("before the crash".into())),
+            (2, Some("after the restart".into()))
+        ]
+    );
+    let cursors = again.transport().sync(true).await.unwrap();
+    let cursor = cursors
+        .iter()
+        .find(|c| c.conversation_id == direct)
+        .unwrap();
+    assert_eq!(cursor.cursor, 1, "the redelivery was acknowledged");
+    again.close().await;
+}
+
+/// Issue 8 item 6: a send-only process whose group send had to catch up
+/// first decrypts the messages before the Commit it missed; it exits
+/// without showing them. They are in the store, so the next client hands
+/// them to the app from there (the MLS secrets that decrypted them are
+/// gone, which used to read as "undecryptable").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_decrypted_while_a_send_caught_up_reach_the_next_client() {
+    let server = TestServer::start(1);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let _carol = register(&server, "carol").await;
+    let group = alice.client.create_group(&["bob"]).await.unwrap();
+    expect_joined(&bob.client, group).await;
+    alice.client.send_text(group, "before carol").await.unwrap();
+    alice.client.add_members(group, &["carol"]).await.unwrap();
+    let sent = bob.client.send_text(group, "from bob").await.unwrap();
+    bob.client.close().await;
+
+    let again = SecureClient::connect(server.options(bob.state.path()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&again).await,
+        ("alice".into(), "before carol".into())
+    );
+    alice.client.send_text(group, "after").await.unwrap();
+    assert_eq!(next_text(&again).await, ("alice".into(), "after".into()));
+    let stored: Vec<(u64, String, bool)> = again
+        .messages()
+        .history(group, 10)
+        .unwrap()
+        .iter()
+        .map(|m| (m.seq, m.text().unwrap().to_owned(), m.own))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            (3, "before carol".into(), false),
+            (sent.receipt.seq, "from bob".into(), true),
+            (sent.receipt.seq + 1, "after".into(), false),
+        ]
+    );
+    again.close().await;
+}

@@ -95,11 +95,19 @@ pub struct HistoryArgs {
     conn: Connection,
     /// Conversation id.
     conversation: u64,
-    /// First seq to show.
-    #[arg(long, default_value_t = 1)]
-    from: u64,
-    /// Most messages to show.
-    #[arg(long, default_value_t = 50)]
+    /// Most messages to show (the latest ones).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    limit: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Words to look for (every one must occur, any case).
+    text: String,
+    /// Most messages to show (the latest matches).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     limit: u32,
 }
 
@@ -184,13 +192,19 @@ async fn dispatch(command: Command) -> Result<(), String> {
             run_op(&a.conn, op).await
         }
         Command::History(a) => {
-            let (conversation, from, limit) = (a.conversation, a.from, a.limit);
-            let op = Op::History {
-                conversation,
-                from,
-                limit,
-            };
-            run_op(&a.conn, op).await
+            let (conversation, limit) = (a.conversation, a.limit);
+            run_op(
+                &a.conn,
+                Op::History {
+                    conversation,
+                    limit,
+                },
+            )
+            .await
+        }
+        Command::Search(a) => {
+            let (text, limit) = (a.text, a.limit);
+            run_op(&a.conn, Op::Search { text, limit }).await
         }
         Command::Conversations(a) => run_op(&a.conn, Op::Conversations).await,
         Command::Approve(a) => {
@@ -380,6 +394,9 @@ async fn show_events(client: &SecureClient, args: &ListenArgs) -> Result<(), Str
             _ = tokio::signal::ctrl_c() => None,
         };
         let Some(event) = event else { break };
+        if let SecureEvent::NotStored { reason, .. } = &event {
+            return Err(format!("stopped listening: {reason}"));
+        }
         if let Some((conversation, seq)) = show_event(&event, &args.conn) {
             client
                 .transport()
@@ -435,6 +452,7 @@ fn show_event(event: &SecureEvent, conn: &Connection) -> Option<(u64, u64)> {
             eprintln!("removed from group {conversation_id}");
             None
         }
+        SecureEvent::NotStored { .. } => None,
     }
 }
 

@@ -36,8 +36,10 @@ pub enum Command {
     Send(chat::SendArgs),
     /// Print incoming messages as they arrive (catching up first), acknowledging each.
     Listen(chat::ListenArgs),
-    /// Print a conversation's messages.
+    /// Print a conversation's messages (text, sender, time) from this device's message store.
     History(chat::HistoryArgs),
+    /// Search this device's messages for words and print the matches.
+    Search(chat::SearchArgs),
     /// List this account's conversations with their heads and this device's delivery cursors.
     Conversations(chat::ClientArgs),
     /// Link this new device to an existing account (approve it from a linked device).
@@ -51,7 +53,7 @@ pub enum Command {
 /// Client connection options shared by every client subcommand.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Connection {
-    /// Directory keeping this device's identity and server settings.
+    /// Directory keeping this device's identity, keys, messages and server settings.
     #[arg(long, env = "TERN_STATE", default_value = "tern-client")]
     pub state: PathBuf,
     /// Server address; remembered in --state after `register`.

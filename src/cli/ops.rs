@@ -1,15 +1,15 @@
 //! The client commands that work on an open [`SecureClient`]: `create`,
-//! `add`, `remove`, `send`, `history`, `conversations`, `approve`,
-//! `devices`. Each is an [`Op`] (serializable, so a running `tern listen`
+//! `add`, `remove`, `send`, `history`, `search`, `conversations`,
+//! `approve`, `devices`. Each is an [`Op`] (serializable, so a running `tern listen`
 //! can perform it for another invocation, see [`super::forward`]) and
 //! writes what it prints into [`Printed`] instead of the terminal, so the
 //! same text reaches the user whichever process ran it.
 
 use serde::{Deserialize, Serialize};
 use tern_client::content::Content;
+use tern_client::message_store::StoredMessage;
 use tern_client::secure::SecureClient;
 use tern_proto::body::devices;
-use tern_proto::Message;
 
 use super::chat::{shown, KindArg};
 
@@ -30,12 +30,10 @@ pub enum Op {
         text: String,
         expires_in: Option<u32>,
     },
-    /// `tern history CONVERSATION [--from SEQ] [--limit N]`
-    History {
-        conversation: u64,
-        from: u64,
-        limit: u32,
-    },
+    /// `tern history CONVERSATION [--limit N]`
+    History { conversation: u64, limit: u32 },
+    /// `tern search TEXT [--limit N]`
+    Search { text: String, limit: u32 },
     /// `tern conversations`
     Conversations,
     /// `tern approve LINK_ID [--deny]`
@@ -96,9 +94,9 @@ pub async fn perform(client: &SecureClient, op: Op, out: &mut Printed) -> Result
         } => send(client, conversation, &text, expires_in, out).await,
         Op::History {
             conversation,
-            from,
             limit,
-        } => history(client, conversation, from, limit, out).await,
+        } => history(client, conversation, limit, out),
+        Op::Search { text, limit } => search(client, &text, limit, out),
         Op::Conversations => conversations(client, out).await,
         Op::Approve { link_id, deny } => approve(client, link_id, deny, out).await,
         Op::Devices { user, revoke } => devices(client, user, revoke, out).await,
@@ -239,26 +237,46 @@ async fn devices(
     Ok(())
 }
 
-async fn history(
+/// The last `limit` messages of a conversation from this device's store.
+fn history(
     client: &SecureClient,
     conversation: u64,
-    from: u64,
     limit: u32,
     out: &mut Printed,
 ) -> Result<(), String> {
-    let page = client
-        .transport()
-        .history(conversation, from, limit)
-        .await
+    let messages = client
+        .messages()
+        .history(conversation, limit)
         .map_err(|e| e.to_string())?;
-    for message in &page.messages {
-        out.out(ciphertext_line(message));
+    for m in &messages {
+        out.out(stored_line(m));
     }
-    out.err(format!(
-        "head {}; next page from {}",
-        page.head_seq, page.next_seq
-    ));
+    if messages.is_empty() {
+        out.err(format!(
+            "no messages of conversation {conversation} on this device (it keeps what it sent or received since it was set up)"
+        ));
+    }
     Ok(())
+}
+
+/// The latest `limit` stored messages containing every word of `text`.
+fn search(client: &SecureClient, text: &str, limit: u32, out: &mut Printed) -> Result<(), String> {
+    let messages = client
+        .messages()
+        .search(text, limit)
+        .map_err(|e| e.to_string())?;
+    for m in &messages {
+        out.out(stored_line(m));
+    }
+    out.err(format!("{} found", plural(messages.len(), "message")));
+    Ok(())
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
 }
 
 async fn conversations(client: &SecureClient, out: &mut Printed) -> Result<(), String> {
@@ -276,15 +294,59 @@ async fn conversations(client: &SecureClient, out: &mut Printed) -> Result<(), S
     Ok(())
 }
 
-/// History shows what the server holds: ciphertext (messages decrypt once,
-/// as they arrive, with forward secrecy).
-fn ciphertext_line(m: &Message) -> String {
+/// `[CONVERSATION #SEQ] TIME SENDER/DEVICE: TEXT`, as a terminal may show it.
+pub fn stored_line(m: &StoredMessage) -> String {
+    let text = match &m.content {
+        Content::Text { body } => shown(body),
+        other => format!("<{other:?}>"),
+    };
     format!(
-        "[{} #{}] {}/{}: <{} bytes of ciphertext>",
+        "[{} #{}] {} {}/{}: {text}",
         m.conversation_id,
         m.seq,
+        utc_time(m.server_time_ms),
         shown(&m.sender_user),
         m.sender_device,
-        m.payload.len()
     )
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of a time in ms since the Unix epoch.
+pub fn utc_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_date(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_time;
+
+    #[test]
+    fn times_print_as_utc_dates() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_time(1_709_251_199_999), "2024-02-29 23:59:59 UTC");
+        assert_eq!(utc_time(4_102_444_800_000), "2100-01-01 00:00:00 UTC");
+    }
 }

@@ -16,10 +16,18 @@
 //!   up whenever the server says they run low.
 //!
 //! Incoming messages are decrypted when the app asks for the next
-//! [`SecureEvent`] (pull, in order): a process that only sends never
-//! advances a ratchet for messages it does not show, so nothing is lost for
-//! the process that does. A background task only handles server notices
-//! (key replenishment, device-list changes, link requests).
+//! [`SecureEvent`] (pull, in order). A background task only handles server
+//! notices (key replenishment, device-list changes, link requests).
+//!
+//! Every message decrypted, and every message sent, is kept in plaintext
+//! in the device's [`MessageStore`] (`STATE/messages.sqlite3`): an incoming
+//! one is written there before the ratchet state that decrypted it is saved
+//! and before the app gets it, so before the app can acknowledge it. A
+//! message the server delivers again (not acknowledged before a restart,
+//! or decrypted while a send-only process caught up on a group) is read
+//! from the store, never decrypted twice: it reaches the app once, from
+//! whichever process first hands it out, and a redelivery of one the app
+//! already had is acknowledged by the SDK and not shown again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,6 +38,7 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use super::content::Content;
 use super::identity::Identity;
+use super::message_store::{MessageStore, MessageStoreError, StoredMessage, MESSAGE_STORE_FILE};
 use super::mls::{MlsClient, MlsError, Processed};
 use super::olm::{CryptoError, OlmDevice, PeerDevice};
 use super::sdk::{Client, ClientError, ClientOptions, SendReceipt};
@@ -76,6 +85,8 @@ pub enum SecureError {
     NotMembers { group: u64, users: Vec<String> },
     #[error("no KeyPackage published for {}: their client must connect once before they can join a group", .users.join(", "))]
     NoKeyPackages { users: Vec<String> },
+    #[error(transparent)]
+    MessageStore(#[from] MessageStoreError),
     #[error("{0}")]
     Protocol(String),
 }
@@ -104,6 +115,19 @@ pub struct Decrypted {
     pub content: Content,
 }
 
+impl From<StoredMessage> for Decrypted {
+    fn from(m: StoredMessage) -> Decrypted {
+        Decrypted {
+            conversation_id: m.conversation_id,
+            seq: m.seq,
+            sender_user: m.sender_user,
+            sender_device: m.sender_device,
+            server_time_ms: m.server_time_ms,
+            content: m.content,
+        }
+    }
+}
+
 /// What the app hears from a [`SecureClient`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecureEvent {
@@ -128,6 +152,16 @@ pub enum SecureEvent {
     },
     /// A message this device could not decrypt (with why).
     Undecryptable {
+        conversation_id: u64,
+        seq: u64,
+        reason: String,
+    },
+    /// A message was decrypted but could not be written to the local
+    /// [`MessageStore`] (a full disk, say), so it must not be acknowledged.
+    /// The client has closed without saving the ratchet state that
+    /// decrypted it: once the store can be written, a new client gets the
+    /// message again from the server.
+    NotStored {
         conversation_id: u64,
         seq: u64,
         reason: String,
@@ -180,6 +214,8 @@ struct Inner {
     epochs: watch::Sender<HashMap<u64, u64>>,
     /// Events decrypted while waiting for something else (commit recovery).
     buffered: std::sync::Mutex<std::collections::VecDeque<SecureEvent>>,
+    /// Every message decrypted or sent, in plaintext.
+    messages: MessageStore,
 }
 
 /// An end-to-end-encrypting device. See the module docs.
@@ -245,6 +281,7 @@ impl SecureClient {
         let olm = OlmDevice::load_or_create(state)?;
         let mls =
             MlsClient::load_or_create(state, &format!("{}/{}", identity.user, identity.device))?;
+        let messages = MessageStore::open(state.join(MESSAGE_STORE_FILE))?;
         let inner = Arc::new(Inner {
             client,
             identity,
@@ -259,6 +296,7 @@ impl SecureClient {
             kinds: std::sync::Mutex::default(),
             epochs: watch::channel(HashMap::new()).0,
             buffered: std::sync::Mutex::default(),
+            messages,
         });
         inner.publish_keys().await?;
         let (tx, rx) = mpsc::channel(256);
@@ -275,18 +313,28 @@ impl SecureClient {
         &self.inner.client
     }
 
+    /// This account's handle.
     pub fn user(&self) -> &str {
         &self.inner.identity.user
     }
 
+    /// This device's number in its account.
     pub fn device(&self) -> u32 {
         self.inner.identity.device
+    }
+
+    /// The device's local message store: every message it decrypted or
+    /// sent, for history and search.
+    pub fn messages(&self) -> &MessageStore {
+        &self.inner.messages
     }
 
     /// The next decrypted message or event (decrypting happens here, in order).
     pub async fn next_event(&self) -> Option<SecureEvent> {
         loop {
-            if let Some(event) = lock(&self.inner.buffered).pop_front() {
+            let buffered = lock(&self.inner.buffered).pop_front();
+            if let Some(event) = buffered {
+                self.inner.hand_out(&event);
                 return Some(event);
             }
             let mut notices = self.notices.lock().await;
@@ -303,7 +351,7 @@ impl SecureClient {
                 },
                 message = self.inner.client.next_message() => message?,
             };
-            if let Some(event) = self.inner.open(message).await {
+            if let Some(event) = self.inner.open(message, true).await {
                 return Some(event);
             }
         }
@@ -438,7 +486,7 @@ impl SecureClient {
         expires_in_secs: u32,
     ) -> Result<Sent, SecureError> {
         let plaintext = content.encode();
-        match self.inner.kind(conversation).await? {
+        let sent = match self.inner.kind(conversation).await? {
             ConversationKind::Group => {
                 self.inner
                     .send_group(conversation, &plaintext, expires_in_secs)
@@ -449,7 +497,9 @@ impl SecureClient {
                     .send_pairwise(conversation, &plaintext, expires_in_secs)
                     .await
             }
-        }
+        }?;
+        self.inner.keep_sent(&sent.receipt, content);
+        Ok(sent)
     }
 
     /// Answers a link request from a new device of this account.
@@ -1188,7 +1238,7 @@ impl Inner {
                     message = self.client.next_message() => message,
                 };
                 let Some(message) = message else { return false };
-                if let Some(event) = self.open(message).await {
+                if let Some(event) = self.open(message, false).await {
                     lock(&self.buffered).push_back(event);
                 }
             }
@@ -1204,19 +1254,22 @@ impl Inner {
 }
 
 impl Inner {
-    async fn open(&self, m: Message) -> Option<SecureEvent> {
+    /// The event of an incoming message, if any. A message already in the
+    /// store is taken from there ([`Inner::redelivered`]); a new one is
+    /// decrypted and stored first. `handed_out`: the app gets the event now
+    /// (not buffered).
+    async fn open(&self, m: Message, handed_out: bool) -> Option<SecureEvent> {
         let (conversation_id, seq) = (m.conversation_id, m.seq);
-        let result = if m.flags & flags::PER_DEVICE != 0 {
-            self.open_pairwise(m).await
-        } else if m.flags & (flags::MLS_COMMIT | flags::MLS_WELCOME) != 0
-            || m.flags & flags::CLIENT_MLS != 0
-        {
-            self.open_group(m).await
-        } else {
-            Ok(None)
+        let result = match self.redelivered(conversation_id, seq, handed_out).await {
+            Ok(Some(event)) => return event,
+            Ok(None) => self.decrypt(m, handed_out).await,
+            Err(e) => Err(e.into()),
         };
         match result {
             Ok(event) => event,
+            Err(SecureError::MessageStore(e)) => {
+                Some(self.not_stored(conversation_id, seq, e).await)
+            }
             Err(e) => Some(SecureEvent::Undecryptable {
                 conversation_id,
                 seq,
@@ -1225,25 +1278,132 @@ impl Inner {
         }
     }
 
-    async fn open_pairwise(&self, m: Message) -> Result<Option<SecureEvent>, SecureError> {
+    async fn decrypt(
+        &self,
+        m: Message,
+        handed_out: bool,
+    ) -> Result<Option<SecureEvent>, SecureError> {
+        if m.flags & flags::PER_DEVICE != 0 {
+            self.open_pairwise(m, handed_out).await
+        } else if m.flags & (flags::MLS_COMMIT | flags::MLS_WELCOME) != 0
+            || m.flags & flags::CLIENT_MLS != 0
+        {
+            self.open_group(m, handed_out).await
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A message the store already has: `Some(event)` for the app, where
+    /// `Some(None)` is nothing to show (the app had it; its delivery is
+    /// acknowledged here, since it is durable); `None` when not stored.
+    async fn redelivered(
+        &self,
+        conversation_id: u64,
+        seq: u64,
+        handed_out: bool,
+    ) -> Result<Option<Option<SecureEvent>>, MessageStoreError> {
+        let Some(found) = self.messages.get(conversation_id, seq)? else {
+            return Ok(None);
+        };
+        if found.handed_out {
+            if let Err(error) = self.client.ack(conversation_id, seq).await {
+                tracing::debug!(%error, "acknowledging a stored message delivered again; it comes again later");
+            }
+            return Ok(Some(None));
+        }
+        if handed_out {
+            self.messages.mark_handed_out(conversation_id, seq)?;
+        }
+        Ok(Some(Some(SecureEvent::Message(found.message.into()))))
+    }
+
+    /// Closes the client after a message could not be stored (its ratchet
+    /// state is not saved, so the next client decrypts it again).
+    async fn not_stored(
+        &self,
+        conversation_id: u64,
+        seq: u64,
+        e: MessageStoreError,
+    ) -> SecureEvent {
+        tracing::error!(error = %e, conversation_id, seq, "a decrypted message could not be stored; closing the client");
+        self.client.close().await;
+        self.crypto.lock().await.state_lock = None;
+        SecureEvent::NotStored {
+            conversation_id,
+            seq,
+            reason: e.to_string(),
+        }
+    }
+
+    /// Records that a buffered event reached the app.
+    fn hand_out(&self, event: &SecureEvent) {
+        if let SecureEvent::Message(m) = event {
+            if let Err(error) = self.messages.mark_handed_out(m.conversation_id, m.seq) {
+                tracing::warn!(%error, "could not record that a stored message was shown; it may be shown again");
+            }
+        }
+    }
+
+    /// Stores a decrypted message (before its ratchet state is saved).
+    fn keep(&self, d: &Decrypted, handed_out: bool) -> Result<(), MessageStoreError> {
+        let message = StoredMessage {
+            conversation_id: d.conversation_id,
+            seq: d.seq,
+            sender_user: d.sender_user.clone(),
+            sender_device: d.sender_device,
+            server_time_ms: d.server_time_ms,
+            content: d.content.clone(),
+            own: false,
+        };
+        self.messages.insert(&message, handed_out).map(|_| ())
+    }
+
+    /// Stores a message this device sent. It was sent, so a failure is
+    /// only logged (with what to do); the send still succeeded.
+    fn keep_sent(&self, receipt: &SendReceipt, content: &Content) {
+        let message = StoredMessage {
+            conversation_id: receipt.conversation_id,
+            seq: receipt.seq,
+            sender_user: self.identity.user.clone(),
+            sender_device: self.identity.device,
+            server_time_ms: receipt.server_time_ms,
+            content: content.clone(),
+            own: true,
+        };
+        if let Err(error) = self.messages.insert(&message, true) {
+            tracing::warn!(%error, "the message was sent but is missing from this device's history");
+        }
+    }
+
+    async fn open_pairwise(
+        &self,
+        m: Message,
+        handed_out: bool,
+    ) -> Result<Option<SecureEvent>, SecureError> {
         if m.payload.is_empty() {
             // Sent before this device existed: there is no ciphertext for it.
             return Ok(None);
         }
-        let plaintext = {
-            let mut crypto = self.crypto.lock().await;
-            let plaintext = crypto
-                .olm
-                .decrypt(&m.sender_user, m.sender_device, &m.payload)?;
-            crypto.save_olm()?;
-            plaintext
-        };
-        let content =
-            Content::decode(&plaintext).map_err(|e| SecureError::Protocol(e.to_string()))?;
-        Ok(Some(decrypted(&m, content)))
+        let mut crypto = self.crypto.lock().await;
+        let plaintext = crypto
+            .olm
+            .decrypt(&m.sender_user, m.sender_device, &m.payload)?;
+        let opened = Content::decode(&plaintext)
+            .map(|content| to_decrypted(&m, content))
+            .map_err(|e| SecureError::Protocol(e.to_string()));
+        if let Ok(d) = &opened {
+            self.keep(d, handed_out)?;
+        }
+        crypto.save_olm()?;
+        Ok(Some(SecureEvent::Message(opened?)))
     }
 
-    async fn open_group(&self, m: Message) -> Result<Option<SecureEvent>, SecureError> {
+    async fn open_group(
+        &self,
+        m: Message,
+        handed_out: bool,
+    ) -> Result<Option<SecureEvent>, SecureError> {
         let group = m.conversation_id;
         let mut crypto = self.crypto.lock().await;
         if m.flags & flags::MLS_WELCOME != 0 {
@@ -1277,21 +1437,25 @@ impl Inner {
             // This device was removed (the app heard Removed): the group's
             // messages are not for it until a Welcome brings it back.
             Err(MlsError::Removed(_)) => return Ok(None),
+            // A Commit of an epoch this device has left behind was applied
+            // already (the server accepts one per epoch): delivered again
+            // after a restart, say.
+            Err(MlsError::StaleEpoch { .. }) if m.flags & flags::MLS_COMMIT != 0 => {
+                return Ok(None)
+            }
             processed => processed,
         };
+        if let Ok(Processed::Application { sender, plaintext }) = processed {
+            let opened = application(&m, &sender, &plaintext);
+            if let Ok(d) = &opened {
+                self.keep(d, handed_out)?;
+            }
+            crypto.save_mls()?;
+            return Ok(Some(SecureEvent::Message(opened?)));
+        }
         crypto.save_mls()?;
         match processed? {
-            Processed::Application { sender, plaintext } => {
-                let claimed = format!("{}/{}", m.sender_user, m.sender_device);
-                if sender != claimed {
-                    return Err(SecureError::Protocol(format!(
-                        "MLS sender {sender} does not match the server's sender {claimed}; dropped"
-                    )));
-                }
-                let content = Content::decode(&plaintext)
-                    .map_err(|e| SecureError::Protocol(e.to_string()))?;
-                Ok(Some(decrypted(&m, content)))
-            }
+            Processed::Application { .. } => Ok(None),
             Processed::Commit { epoch, removed_me } => {
                 self.epochs.send_modify(|e| {
                     e.insert(group, epoch);
@@ -1311,15 +1475,27 @@ impl Inner {
     }
 }
 
-fn decrypted(m: &Message, content: Content) -> SecureEvent {
-    SecureEvent::Message(Decrypted {
+/// A group application message, checked against the server's sender.
+fn application(m: &Message, sender: &str, plaintext: &[u8]) -> Result<Decrypted, SecureError> {
+    let claimed = format!("{}/{}", m.sender_user, m.sender_device);
+    if sender != claimed {
+        return Err(SecureError::Protocol(format!(
+            "MLS sender {sender} does not match the server's sender {claimed}; dropped"
+        )));
+    }
+    let content = Content::decode(plaintext).map_err(|e| SecureError::Protocol(e.to_string()))?;
+    Ok(to_decrypted(m, content))
+}
+
+fn to_decrypted(m: &Message, content: Content) -> Decrypted {
+    Decrypted {
         conversation_id: m.conversation_id,
         seq: m.seq,
         sender_user: m.sender_user.clone(),
         sender_device: m.sender_device,
         server_time_ms: m.server_time_ms,
         content,
-    })
+    }
 }
 
 /// Logs a failed background reaction to a notice, except when it failed
