@@ -458,3 +458,76 @@ async fn expiring_message_is_delivered_then_gone_and_swept() {
         swept_before + 1
     );
 }
+
+/// MLS handshake messages outlive application messages: past the message
+/// TTL and a sweep, the group's messages are gone but its Commit and
+/// Welcome are still in History (`mls_handshake_ttl_secs`), so a member
+/// offline that long can still catch up; past the handshake TTL they go too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mls_commits_outlive_the_message_ttl() {
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let clock = Clock::manual(start_ms);
+    let server = TestServer::start_with_clock(SHARDS, clock.clone(), |c| {
+        c.sweep_interval_secs = 1;
+        c.message_ttl_secs = 60;
+        c.mls_handshake_ttl_secs = 600;
+    });
+    let alice = server.register("alice").await;
+    let _bob = server.register("bob").await;
+    let _carol = server.register("carol").await;
+    let group = alice
+        .create_conversation(ConversationKind::Group, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    alice.send(group, "before").await.unwrap();
+    let commit = tern_proto::body::mls::Commit {
+        conversation_id: group,
+        epoch: 0,
+        commit: Bytes::from_static(b"commit adding carol"),
+        welcome: Some(Bytes::from_static(b"welcome for carol")),
+        group_info: Bytes::from_static(b"group info"),
+        added: vec!["carol".to_owned()],
+        removed: Vec::new(),
+    };
+    timeout(WAIT, alice.request(commit))
+        .await
+        .expect("commit in time")
+        .expect("commit accepted");
+    alice.send(group, "after").await.unwrap();
+    let handshake = [
+        (2, Bytes::from_static(b"commit adding carol")),
+        (3, Bytes::from_static(b"welcome for carol")),
+    ];
+    let (all, _) = full_history(&alice, group).await;
+    assert_eq!(all.len(), 4, "{:?}", payloads(&all));
+
+    // Past the message TTL and a sweep: only the Commit and Welcome are left.
+    let swept_before = ServerStats::get(&server.handle().stats.expired_swept);
+    clock.advance(61_000);
+    wait_swept(&server, swept_before + 2).await;
+    let (left, head) = full_history(&alice, group).await;
+    assert_eq!(payloads(&left), handshake.to_vec());
+    assert_eq!(head, 4);
+    let first = left.first().unwrap();
+    assert_eq!(first.flags, tern_proto::flags::MLS_COMMIT);
+    assert_eq!(first.expires_at_ms, first.server_time_ms + 600_000);
+
+    // Past the handshake TTL they are swept as well.
+    clock.advance(540_000);
+    wait_swept(&server, swept_before + 4).await;
+    let (left, _) = full_history(&alice, group).await;
+    assert!(left.is_empty(), "{:?}", payloads(&left));
+}
+
+/// Waits (real time, bounded) until the sweeper has deleted `count` messages in all.
+async fn wait_swept(server: &TestServer, count: u64) {
+    let deadline = Instant::now() + WAIT;
+    while ServerStats::get(&server.handle().stats.expired_swept) < count {
+        assert!(Instant::now() < deadline, "the sweeper did not run in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

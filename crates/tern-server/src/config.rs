@@ -30,6 +30,11 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// Default and maximum lifetime of undelivered ciphertext, seconds. Default 30 days.
     pub message_ttl_secs: u64,
+    /// Lifetime of MLS handshake messages (Commits and Welcomes), seconds.
+    /// Longer than `message_ttl_secs` so that a device offline past the
+    /// message retention still finds the Commits it missed; one offline
+    /// even longer rejoins by an external commit. Default 365 days.
+    pub mls_handshake_ttl_secs: u64,
     /// Seconds between expiry sweeps. Default 60.
     pub sweep_interval_secs: u64,
     /// Requests one connection may have in flight. Default 256.
@@ -102,6 +107,7 @@ impl Default for ServerConfig {
             auth_timeout_secs: 10,
             idle_timeout_secs: 60,
             message_ttl_secs: 30 * 24 * 3600,
+            mls_handshake_ttl_secs: 365 * 24 * 3600,
             sweep_interval_secs: 60,
             max_inflight_per_connection: 256,
             outbound_queue_frames: 4096,
@@ -186,6 +192,11 @@ impl ServerConfig {
         env_parse(&get, "TERN_MESSAGE_TTL_SECS", &mut self.message_ttl_secs)?;
         env_parse(
             &get,
+            "TERN_MLS_HANDSHAKE_TTL_SECS",
+            &mut self.mls_handshake_ttl_secs,
+        )?;
+        env_parse(
+            &get,
             "TERN_SWEEP_INTERVAL_SECS",
             &mut self.sweep_interval_secs,
         )?;
@@ -227,6 +238,11 @@ impl ServerConfig {
         check(
             self.message_ttl_secs > 0,
             "message_ttl_secs",
+            "must be positive",
+        )?;
+        check(
+            self.mls_handshake_ttl_secs > 0,
+            "mls_handshake_ttl_secs",
             "must be positive",
         )?;
         check(
@@ -391,5 +407,21 @@ mod tests {
             ..ServerConfig::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn handshake_ttl_is_positive_and_outlives_messages_by_default() {
+        let d = ServerConfig::default();
+        assert!(d.mls_handshake_ttl_secs > d.message_ttl_secs);
+        let c = ServerConfig {
+            mls_handshake_ttl_secs: 0,
+            ..ServerConfig::default()
+        };
+        let err = c.validate().expect_err("zero refused");
+        assert!(err.to_string().contains("mls_handshake_ttl_secs"));
+        let mut c = ServerConfig::default();
+        c.apply_env(|n| (n == "TERN_MLS_HANDSHAKE_TTL_SECS").then(|| "7".to_owned()))
+            .expect("valid");
+        assert_eq!(c.mls_handshake_ttl_secs, 7);
     }
 }

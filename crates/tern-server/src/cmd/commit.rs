@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::send::{append_reject, expiry_ms, to_wire, SendOp};
+use super::send::{append_reject, to_wire, SendOp};
 use super::{require_users, MAX_MEMBERS_PER_REQUEST};
 use crate::delivery::Fanout;
 use crate::effects::{Durability, Effect, Outcome};
@@ -89,10 +89,13 @@ async fn accept(
 }
 
 /// The Commit as one store operation: the Commit sequenced after `head`,
-/// then its Welcome.
+/// then its Welcome. Both are kept for `mls_handshake_ttl_secs`, not the
+/// message TTL: a member offline past the message retention still finds
+/// the Commits it missed in History.
 fn commit_record(owner: &Owner, caller: &Caller, head: Seq, commit: mls::Commit) -> CommitRecord {
     let now = owner.ctx.clock.now_ms();
-    let expires_at_ms = now.saturating_add(expiry_ms(owner, 0));
+    let ttl_ms = owner.ctx.config.mls_handshake_ttl_secs.saturating_mul(1000);
+    let expires_at_ms = now.saturating_add(ttl_ms);
     let message = |seq: Seq, flags: u32, payload: Bytes| StoredMessage {
         conversation_id: commit.conversation_id,
         seq,
