@@ -18,6 +18,8 @@ use tern_client::state_lock::StateLockError;
 use tern_client::{AnswerLoss, Client};
 use tern_proto::body::{mls, prekeys};
 use tern_proto::Body;
+use tern_server::shard::ServerStats;
+use tern_server::Clock;
 
 struct Device {
     client: SecureClient,
@@ -862,4 +864,77 @@ async fn messages_decrypted_while_a_send_caught_up_reach_the_next_client() {
         ]
     );
     again.close().await;
+}
+
+/// Issue 8 item 7: bob's device is away longer than even the Commits are
+/// kept (a short `mls_handshake_ttl_secs` here). alice adds carol, then
+/// dave, and writes; the server's clock passes both retentions and the
+/// sweeper deletes it all. Back, bob's SDK finds its epoch behind the
+/// server's with the Commit it needs gone, rejoins by an external commit
+/// from the stored GroupInfo and says so (`Rejoined`); then alice and bob
+/// read each other again, and so do carol and dave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_away_past_the_retention_rejoins_by_external_commit() {
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let clock = Clock::manual(start_ms);
+    let server = TestServer::start_with_clock(2, clock.clone(), |c| {
+        c.sweep_interval_secs = 1;
+        c.message_ttl_secs = 60;
+        c.mls_handshake_ttl_secs = 120;
+    });
+    let alice = register(&server, "alice").await;
+    let mut bob = register(&server, "bob").await;
+    let carol = register(&server, "carol").await;
+    let dave = register(&server, "dave").await;
+    let group = alice.client.create_group(&["bob"]).await.unwrap();
+    expect_joined(&bob.client, group).await;
+    bob.client.close().await;
+
+    alice.client.add_members(group, &["carol"]).await.unwrap();
+    assert_eq!(alice.client.add_members(group, &["dave"]).await.unwrap(), 3);
+    alice
+        .client
+        .send_text(group, "while you were away")
+        .await
+        .unwrap();
+    let swept_before = ServerStats::get(&server.handle().stats.expired_swept);
+    clock.advance(121_000);
+    let deadline = std::time::Instant::now() + WAIT;
+    // Two Commits, two Welcomes and the message at least.
+    while ServerStats::get(&server.handle().stats.expired_swept) < swept_before + 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing swept in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let page = alice.client.transport().history(group, 1, 0).await.unwrap();
+    assert!(page.messages.is_empty(), "{:?}", page.messages);
+
+    bob.client = SecureClient::connect(server.options(bob.state.path()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&bob.client).await,
+        SecureEvent::Rejoined {
+            conversation_id: group,
+            epoch: 4
+        }
+    );
+    alice.client.send_text(group, "welcome back").await.unwrap();
+    assert_eq!(
+        next_text(&bob.client).await,
+        ("alice".into(), "welcome back".into())
+    );
+    bob.client.send_text(group, "thanks").await.unwrap();
+    for reader in [&alice, &carol, &dave] {
+        let mut texts = Vec::new();
+        while texts.last().map(|(_, t): &(String, String)| t.as_str()) != Some("thanks") {
+            texts.push(next_text(&reader.client).await);
+        }
+        assert_eq!(texts.pop(), Some(("bob".into(), "thanks".into())));
+    }
 }

@@ -452,6 +452,16 @@ fn show_event(event: &SecureEvent, conn: &Connection) -> Option<(u64, u64)> {
             eprintln!("removed from group {conversation_id}");
             None
         }
+        SecureEvent::Rejoined {
+            conversation_id,
+            epoch,
+        } => {
+            eprintln!(
+                "rejoined group {conversation_id} (epoch {epoch}): this device missed changes \
+                 no longer on the server; messages from before cannot be read here"
+            );
+            None
+        }
         SecureEvent::NotStored { .. } => None,
     }
 }

@@ -65,10 +65,10 @@ use std::path::{Path, PathBuf};
 use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::{
     BasicCredential, Capabilities, Ciphersuite, Credential, CredentialType, CredentialWithKey,
-    ExtensionType, GroupId, KeyPackage, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig,
-    MlsGroupJoinConfig, MlsGroupState, MlsGroupStateError, MlsMessageBodyIn, MlsMessageIn,
-    MlsMessageOut, ProcessMessageError, ProcessedMessageContent, ProtocolMessage, ProtocolVersion,
-    StagedWelcome, ValidationError, WelcomeError,
+    ExtensionType, GroupId, KeyPackage, LeafNodeIndex, LeafNodeParameters, MlsGroup,
+    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsGroupState, MlsGroupStateError, MlsMessageBodyIn,
+    MlsMessageIn, MlsMessageOut, ProcessMessageError, ProcessedMessageContent, ProtocolMessage,
+    ProtocolVersion, StagedWelcome, ValidationError, WelcomeError,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::{MemoryStorageError, OpenMlsRustCrypto};
@@ -197,6 +197,19 @@ pub struct CommitBundle {
     pub added: Vec<String>,
     /// Identities removed by this commit.
     pub removed: Vec<String>,
+}
+
+/// This device's external commit into a group (RFC 9420 §12.4.3.2),
+/// already applied locally: send it to the server at `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalJoin {
+    /// The epoch the commit is for (the GroupInfo's epoch).
+    pub epoch: u64,
+    /// The Commit (`MLSMessage`, a `PublicMessage`), for every current member.
+    pub commit: Vec<u8>,
+    /// GroupInfo (`MLSMessage`) of the new epoch, with the ratchet tree and
+    /// the external public key, for the server to keep.
+    pub group_info: Vec<u8>,
 }
 
 /// What an incoming group message turned out to be.
@@ -568,6 +581,15 @@ impl MlsClient {
         }
     }
 
+    /// Whether this device has active state for `group_id` (not removed).
+    pub fn is_active(&mut self, group_id: u64) -> Result<bool, MlsError> {
+        match group_entry(&mut self.groups, &self.provider, group_id) {
+            Ok(group) => Ok(group.is_active()),
+            Err(MlsError::UnknownGroup(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The groups this device has active state for (not removed), in
     /// ascending order.
     pub fn active_groups(&mut self) -> Result<Vec<u64>, MlsError> {
@@ -812,6 +834,81 @@ impl MlsClient {
         Ok(group_id)
     }
 
+    /// Rejoins group `group_id` from its latest GroupInfo (`MLSMessage`
+    /// bytes as stored by the server, with the ratchet tree and external
+    /// public key) by an external commit, for a device that missed commits
+    /// no longer available. The commit also removes this device's old leaf
+    /// (same signature key). Any local state of the group is replaced, and
+    /// the new group is already at the next epoch: send
+    /// [`ExternalJoin::commit`] at [`ExternalJoin::epoch`], then `save` if
+    /// the server accepts it; if it refuses, rejoin from the newer
+    /// GroupInfo (the state is replaced again).
+    pub fn external_join(
+        &mut self,
+        group_id: u64,
+        group_info: &[u8],
+    ) -> Result<ExternalJoin, MlsError> {
+        let MlsMessageBodyIn::GroupInfo(info) = parse(group_info)? else {
+            return Err(MlsError::Malformed("the message is not a GroupInfo".into()));
+        };
+        if info.group_id().as_slice() != group_id.to_be_bytes() {
+            return Err(MlsError::WrongGroup {
+                expected: group_id,
+                found: hex::encode(info.group_id().as_slice()),
+            });
+        }
+        let epoch = info.epoch().as_u64();
+        self.forget_group(group_id)?;
+        let failed = |reason: String| MlsError::Operation {
+            group_id,
+            op: "external join",
+            reason,
+        };
+        let leaf = LeafNodeParameters::builder()
+            .with_capabilities(capabilities())
+            .build();
+        let (group, bundle) = MlsGroup::external_commit_builder()
+            .with_config(join_config())
+            .skip_lifetime_validation()
+            .build_group(&self.provider, info, self.credential.clone())
+            .map_err(|e| failed(e.to_string()))?
+            .leaf_node_parameters(leaf)
+            .load_psks(self.provider.storage())
+            .map_err(|e| failed(e.to_string()))?
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.signer,
+                |_| true,
+            )
+            .map_err(|e| failed(e.to_string()))?
+            .finalize(&self.provider)
+            .map_err(|e| failed(e.to_string()))?;
+        let (commit, _, new_info) = bundle.into_contents();
+        let new_info =
+            new_info.ok_or_else(|| MlsError::Internal("openmls made no GroupInfo".into()))?;
+        self.groups.insert(group_id, group);
+        Ok(ExternalJoin {
+            epoch,
+            commit: to_bytes(&commit)?,
+            group_info: to_bytes(&MlsMessageOut::from(new_info))?,
+        })
+    }
+
+    /// Deletes the local state of `group_id`, if any.
+    fn forget_group(&mut self, group_id: u64) -> Result<(), MlsError> {
+        match group_entry(&mut self.groups, &self.provider, group_id) {
+            Ok(_) => {}
+            Err(MlsError::UnknownGroup(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        if let Some(mut old) = self.groups.remove(&group_id) {
+            old.delete(self.provider.storage())
+                .map_err(|e| MlsError::Internal(format!("deleting stale group {group_id}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Encrypts an application message for the group's current epoch.
     pub fn encrypt(&mut self, group_id: u64, plaintext: &[u8]) -> Result<Vec<u8>, MlsError> {
         let group = operational(&mut self.groups, &self.provider, group_id)?;
@@ -1035,6 +1132,62 @@ mod tests {
         alice.confirm_commit(9).unwrap();
         add(9, &mut alice, &mut [&mut bob], &mut []);
         assert_eq!(bob.active_groups().unwrap(), vec![4, 9]);
+    }
+
+    /// A member that missed commits rejoins from the GroupInfo of the last
+    /// one by an external commit (its old leaf is removed), the others
+    /// process it, and everyone reads everyone again; a later Welcome-based
+    /// add still works.
+    #[test]
+    fn a_member_behind_rejoins_by_external_commit() {
+        let (_a, mut alice) = client("alice");
+        let (_b, mut bob) = client("bob");
+        let (_c, mut carol) = client("carol");
+        let (_d, mut dave) = client("dave");
+        alice.create_group(5).unwrap();
+        add(5, &mut alice, &mut [&mut bob], &mut []);
+        // Bob misses the next commit.
+        let missed = alice.add_members(5, &[kp(&mut carol)]).unwrap();
+        alice.confirm_commit(5).unwrap();
+        carol.join(&missed.welcome.unwrap()).unwrap();
+        let ahead = alice.encrypt(5, b"bob cannot read this").unwrap();
+        assert!(matches!(
+            bob.process(5, &ahead),
+            Err(MlsError::FutureEpoch { .. })
+        ));
+        assert!(matches!(
+            bob.external_join(6, &missed.group_info),
+            Err(MlsError::WrongGroup { expected: 6, .. })
+        ));
+        let join = bob.external_join(5, &missed.group_info).unwrap();
+        assert_eq!(join.epoch, 2);
+        assert_eq!(bob.epoch(5).unwrap(), 3);
+        for c in [&mut alice, &mut carol] {
+            assert_eq!(
+                c.process(5, &join.commit).unwrap(),
+                Processed::Commit {
+                    epoch: 3,
+                    removed_me: false
+                }
+            );
+            assert_eq!(c.members(5).unwrap().len(), 3, "the old leaf is gone");
+        }
+        let m = alice.encrypt(5, b"welcome back").unwrap();
+        assert_eq!(bob.process(5, &m).unwrap(), app("alice", "welcome back"));
+        let m = bob.encrypt(5, b"thanks").unwrap();
+        assert_eq!(alice.process(5, &m).unwrap(), app("bob", "thanks"));
+        assert_eq!(carol.process(5, &m).unwrap(), app("bob", "thanks"));
+        // The GroupInfo of the external commit lets the next one rejoin too,
+        // and Welcomes keep working.
+        let again = carol.external_join(5, &join.group_info).unwrap();
+        assert_eq!(again.epoch, 3);
+        alice.process(5, &again.commit).unwrap();
+        bob.process(5, &again.commit).unwrap();
+        add(5, &mut alice, &mut [&mut dave], &mut [&mut bob, &mut carol]);
+        let m = dave.encrypt(5, b"hi").unwrap();
+        for c in [&mut alice, &mut bob, &mut carol] {
+            assert_eq!(c.process(5, &m).unwrap(), app("dave", "hi"));
+        }
     }
 
     #[test]

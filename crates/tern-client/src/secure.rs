@@ -141,6 +141,14 @@ pub enum SecureEvent {
         conversation_id: u64,
         epoch: u64,
     },
+    /// This device had missed Commits of a group that the server no
+    /// longer keeps, so it rejoined the group by an external commit (RFC
+    /// 9420 §12.4.3.2) from the GroupInfo the server stores, and is at
+    /// `epoch` now. Messages of the epochs it missed cannot be read here.
+    Rejoined {
+        conversation_id: u64,
+        epoch: u64,
+    },
     /// This device was removed from a group.
     Removed {
         conversation_id: u64,
@@ -216,6 +224,9 @@ struct Inner {
     buffered: std::sync::Mutex<std::collections::VecDeque<SecureEvent>>,
     /// Every message decrypted or sent, in plaintext.
     messages: MessageStore,
+    /// Held while a group is checked for, and rejoined after, missed
+    /// Commits that are gone ([`Inner::rejoin_if_stranded`]).
+    rejoining: Mutex<()>,
 }
 
 /// An end-to-end-encrypting device. See the module docs.
@@ -297,10 +308,11 @@ impl SecureClient {
             epochs: watch::channel(HashMap::new()).0,
             buffered: std::sync::Mutex::default(),
             messages,
+            rejoining: Mutex::new(()),
         });
         inner.publish_keys().await?;
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(removal_watch(Arc::downgrade(&inner), tx.clone()));
+        tokio::spawn(reconnect_watch(Arc::downgrade(&inner), tx.clone()));
         tokio::spawn(notice_loop(inner.clone(), tx));
         Ok(SecureClient {
             inner,
@@ -1218,6 +1230,119 @@ impl Inner {
         Ok(before.into_iter().filter(|g| !listed.contains(g)).collect())
     }
 
+    /// The active groups this device is stranded in (behind the server, with
+    /// the Commit it needs next gone from the log), each rejoined by an
+    /// external commit: their ids and new epochs. A group that cannot be
+    /// checked or rejoined now (one this device was removed from, say) is
+    /// logged and tried again at the next reconnect.
+    async fn rejoin_stranded(&self) -> Result<Vec<(u64, u64)>, SecureError> {
+        let groups = self.crypto.lock().await.mls.active_groups()?;
+        let mut rejoined = Vec::new();
+        for group in groups {
+            match self.rejoin_if_stranded(group).await {
+                Ok(Some(epoch)) => rejoined.push((group, epoch)),
+                Ok(None) => {}
+                Err(error) if self.client.is_closed() => return Err(error),
+                Err(error) => {
+                    tracing::debug!(group, %error, "could not check a group for missed Commits")
+                }
+            }
+        }
+        Ok(rejoined)
+    }
+
+    /// Rejoins `group` by an external commit if this device is stranded in
+    /// it: its epoch is behind the server's and the Commit made in its
+    /// epoch is no longer in the log (expired while the device was away),
+    /// so it can never catch up by processing Commits. Returns the new
+    /// epoch when it rejoined. A refused external commit (another Commit
+    /// took the epoch) is made again from the newer GroupInfo.
+    async fn rejoin_if_stranded(&self, group: u64) -> Result<Option<u64>, SecureError> {
+        let _one_at_a_time = self.rejoining.lock().await;
+        let mut stranded = false;
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let ours = {
+                let mut crypto = self.crypto.lock().await;
+                if !crypto.mls.is_active(group)? {
+                    return Ok(None);
+                }
+                crypto.mls.epoch(group)?
+            };
+            let info = mls_body::GetGroupInfo {
+                conversation_id: group,
+            };
+            let info = self.client.request_retrying(info).await?;
+            if !stranded
+                && (info.epoch <= ours || self.commit_of_epoch(group, ours).await?.is_some())
+            {
+                return Ok(None);
+            }
+            stranded = true;
+            tracing::info!(
+                group,
+                ours,
+                current = info.epoch,
+                "missed Commits are gone; rejoining by an external commit"
+            );
+            let join = self
+                .crypto
+                .lock()
+                .await
+                .mls
+                .external_join(group, &info.group_info)?;
+            if let Some(epoch) = self.offer_external_join(group, join).await? {
+                return Ok(Some(epoch));
+            }
+        }
+        Err(SecureError::Protocol(format!(
+            "other members kept committing while this device rejoined group {group}; it tries again at the next reconnect"
+        )))
+    }
+
+    /// Sends an external commit (no users added or removed: this device's
+    /// user is still a member) and keeps the rejoined state if the server
+    /// takes it: the new epoch, or `None` when another Commit took the
+    /// epoch (the caller rejoins from the newer GroupInfo).
+    async fn offer_external_join(
+        &self,
+        group: u64,
+        join: super::mls::ExternalJoin,
+    ) -> Result<Option<u64>, SecureError> {
+        let (epoch, ours) = (join.epoch, Bytes::from(join.commit));
+        let commit = mls_body::Commit {
+            conversation_id: group,
+            epoch,
+            commit: ours.clone(),
+            welcome: None,
+            group_info: Bytes::from(join.group_info),
+            added: Vec::new(),
+            removed: Vec::new(),
+        };
+        let taken = match self.client.request(commit).await {
+            Ok(accepted) => Some(accepted.epoch),
+            Err(ClientError::Conflict(conflict))
+                if conflict.error.code == ErrorCode::StaleEpoch =>
+            {
+                None
+            }
+            Err(ClientError::Disconnected | ClientError::Timeout) => {
+                match self.commit_fate(group, epoch, &ours).await? {
+                    CommitFate::Ours => Some(epoch + 1),
+                    CommitFate::NotTaken | CommitFate::Theirs(_) => None,
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(new_epoch) = taken {
+            self.crypto.lock().await.save_mls()?;
+            self.epochs.send_modify(|e| {
+                e.insert(group, new_epoch);
+            });
+            lock(&self.kinds).insert(group, ConversationKind::Group);
+        }
+        Ok(taken)
+    }
+
     /// Processes incoming messages (keeping their events for the app) until
     /// the group reaches `epoch`.
     async fn wait_for_epoch(&self, group: u64, epoch: u64) -> Result<(), SecureError> {
@@ -1269,6 +1394,14 @@ impl Inner {
             Ok(event) => event,
             Err(SecureError::MessageStore(e)) => {
                 Some(self.not_stored(conversation_id, seq, e).await)
+            }
+            Err(e @ SecureError::Mls(MlsError::FutureEpoch { .. })) => {
+                self.after_future_epoch(conversation_id).await;
+                Some(SecureEvent::Undecryptable {
+                    conversation_id,
+                    seq,
+                    reason: e.to_string(),
+                })
             }
             Err(e) => Some(SecureEvent::Undecryptable {
                 conversation_id,
@@ -1333,6 +1466,23 @@ impl Inner {
             conversation_id,
             seq,
             reason: e.to_string(),
+        }
+    }
+
+    /// A message of `group` came from an epoch ahead of this device's, so
+    /// the Commits in between never reached it: if they are gone for good,
+    /// it rejoins now, and the app hears [`SecureEvent::Rejoined`] right
+    /// after the unreadable message.
+    async fn after_future_epoch(&self, group: u64) {
+        match self.rejoin_if_stranded(group).await {
+            Ok(Some(epoch)) => lock(&self.buffered).push_back(SecureEvent::Rejoined {
+                conversation_id: group,
+                epoch,
+            }),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(group, %error, "could not rejoin a group whose missed Commits are gone")
+            }
         }
     }
 
@@ -1513,8 +1663,10 @@ fn warn_unless_closed<T>(client: &Client, result: Result<T, SecureError>, what: 
 /// At start and after every reconnect, tells the app of the groups this
 /// device was removed from meanwhile ([`Inner::find_removals`]): a
 /// [`SecureEvent::Removed`] each, which [`SecureClient::next_event`] hands
-/// on once. Holds the client weakly, so it ends with it.
-async fn removal_watch(inner: std::sync::Weak<Inner>, events: mpsc::Sender<SecureEvent>) {
+/// on once; then rejoins the groups whose missed Commits are gone
+/// ([`Inner::rejoin_stranded`]): a [`SecureEvent::Rejoined`] each. Holds
+/// the client weakly, so it ends with it.
+async fn reconnect_watch(inner: std::sync::Weak<Inner>, events: mpsc::Sender<SecureEvent>) {
     let Some(mut connections) = inner.upgrade().map(|i| i.client.connections()) else {
         return;
     };
@@ -1526,20 +1678,44 @@ async fn removal_watch(inner: std::sync::Weak<Inner>, events: mpsc::Sender<Secur
         if client.client.is_closed() {
             return;
         }
-        match client.find_removals().await {
-            Ok(groups) => {
-                for conversation_id in groups {
-                    let _ = events.send(SecureEvent::Removed { conversation_id }).await;
-                }
-            }
-            Err(error) => {
-                tracing::debug!(%error, "checking for groups left while offline; checked again at the next reconnect")
-            }
-        }
+        announce_removals(&client, &events).await;
+        announce_rejoins(&client, &events).await;
         drop(client);
         if connections.changed().await.is_err() {
             return;
         }
+    }
+}
+
+async fn announce_removals(client: &Inner, events: &mpsc::Sender<SecureEvent>) {
+    match client.find_removals().await {
+        Ok(groups) => {
+            for conversation_id in groups {
+                let _ = events.send(SecureEvent::Removed { conversation_id }).await;
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, "checking for groups left while offline; checked again at the next reconnect")
+        }
+    }
+}
+
+async fn announce_rejoins(client: &Inner, events: &mpsc::Sender<SecureEvent>) {
+    match client.rejoin_stranded().await {
+        Ok(groups) => {
+            for (conversation_id, epoch) in groups {
+                let event = SecureEvent::Rejoined {
+                    conversation_id,
+                    epoch,
+                };
+                let _ = events.send(event).await;
+            }
+        }
+        Err(error) => warn_unless_closed(
+            &client.client,
+            Err::<(), _>(error),
+            "could not rejoin a group whose missed Commits are gone; tried again at the next reconnect",
+        ),
     }
 }
 
