@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{TestServer, WAIT};
 use tempfile::TempDir;
 use tern_client::content::Content;
-use tern_client::mls::MlsClient;
+use tern_client::mls::{MlsClient, PendingCommit};
 use tern_client::secure::{SecureClient, SecureError, SecureEvent};
 use tern_client::state_lock::StateLockError;
 use tern_client::{AnswerLoss, Client};
@@ -937,4 +937,139 @@ async fn a_device_away_past_the_retention_rejoins_by_external_commit() {
         }
         assert_eq!(texts.pop(), Some(("bob".into(), "thanks".into())));
     }
+}
+
+/// The pending commit of `group` in the MLS state saved in `state` (read
+/// from disk, as the next client on it would find it).
+fn saved_pending_commit(state: &Path, identity: &str, group: u64) -> Option<PendingCommit> {
+    let mut mls = MlsClient::load_or_create(state, identity).unwrap();
+    mls.pending_commit(group).unwrap()
+}
+
+/// Each of `members` sends one text to `group` and every other member
+/// reads it.
+async fn all_read_each_other(members: &[&SecureClient], group: u64) {
+    for sender in members {
+        let text = format!("from {}", sender.user());
+        sender.send_text(group, &text).await.unwrap();
+        for reader in members.iter().filter(|m| m.user() != sender.user()) {
+            assert_eq!(
+                next_text(reader).await,
+                (sender.user().to_owned(), text.clone()),
+                "{} reading",
+                reader.user()
+            );
+        }
+    }
+}
+
+/// Issue 8 item 4, across a restart: the server takes alice's Commit
+/// adding carol but its answer is lost, and alice's client is closed while
+/// the call still waits for it, so the add fails. The pending commit was
+/// saved before the Commit went out; the next client on alice's state
+/// directory asks the server at open, finds its own Commit took the epoch,
+/// merges it (GroupChanged), and alice, bob and carol all read each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committer_closed_before_the_outcome_merges_its_commit_when_it_opens_again() {
+    let server = TestServer::start(2);
+    let state = tempfile::tempdir().unwrap();
+    let mut options = server.options(state.path());
+    // The lost answer is never waited out: the client is closed first.
+    options.request_timeout = WAIT * 6;
+    let alice = Arc::new(
+        SecureClient::register(options, "alice", "phone")
+            .await
+            .unwrap(),
+    );
+    let identity = format!("alice/{}", alice.device());
+    let bob = register(&server, "bob").await;
+    let carol = register(&server, "carol").await;
+    let group = alice.create_group(&["bob"]).await.unwrap();
+    expect_joined(&bob.client, group).await;
+
+    alice
+        .transport()
+        .lose_next_answer(is_commit_accepted, AnswerLoss::Silent);
+    let adding = tokio::spawn({
+        let alice = alice.clone();
+        async move { alice.add_members(group, &["carol"]).await }
+    });
+    // carol's Welcome proves the server took the Commit.
+    expect_joined(&carol.client, group).await;
+    alice.close().await;
+    let outcome = adding.await.unwrap();
+    assert!(outcome.is_err(), "{outcome:?}");
+    drop(alice);
+    assert_eq!(
+        saved_pending_commit(state.path(), &identity, group).map(|p| p.epoch),
+        Some(1),
+        "the pending commit was saved before the Commit was sent"
+    );
+
+    let alice = SecureClient::connect(server.options(state.path()))
+        .await
+        .unwrap();
+    assert!(
+        saved_pending_commit(state.path(), &identity, group).is_none(),
+        "settled at open"
+    );
+    assert_eq!(
+        next(&alice).await,
+        SecureEvent::GroupChanged {
+            conversation_id: group,
+            epoch: 2
+        }
+    );
+    all_read_each_other(&[&alice, &bob.client, &carol.client], group).await;
+}
+
+/// Issue 8 item 4, the other outcome: alice's client died after saving a
+/// staged Commit (adding zed) but before the server got it. The next
+/// client on her state directory learns at open that nothing took the
+/// epoch and discards the pending commit; zed is not in the group, a new
+/// add of carol succeeds, and alice, bob and carol read each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_the_server_never_got_is_discarded_when_the_committer_opens_again() {
+    let server = TestServer::start(2);
+    let mut alice = register(&server, "alice").await;
+    let identity = format!("alice/{}", alice.client.device());
+    let bob = register(&server, "bob").await;
+    let carol = register(&server, "carol").await;
+    let group = alice.client.create_group(&["bob"]).await.unwrap();
+    expect_joined(&bob.client, group).await;
+    alice.client.close().await;
+
+    // What a device that died between saving and sending leaves behind.
+    let zed_state = tempfile::tempdir().unwrap();
+    let mut zed = MlsClient::load_or_create(zed_state.path(), "zed/1").unwrap();
+    let package = zed.key_packages(1).unwrap();
+    let mut mls = MlsClient::load_or_create(alice.state.path(), &identity).unwrap();
+    let staged = mls.add_members(group, &package).unwrap();
+    mls.save().unwrap();
+    drop(mls);
+    assert_eq!(staged.epoch, 1);
+
+    alice.client = SecureClient::connect(server.options(alice.state.path()))
+        .await
+        .unwrap();
+    assert!(
+        saved_pending_commit(alice.state.path(), &identity, group).is_none(),
+        "discarded at open"
+    );
+    assert_eq!(
+        alice.client.add_members(group, &["carol"]).await.unwrap(),
+        2
+    );
+    expect_joined(&carol.client, group).await;
+    all_read_each_other(&[&alice.client, &bob.client, &carol.client], group).await;
+    let mut members = MlsClient::load_or_create(alice.state.path(), &identity)
+        .unwrap()
+        .members(group)
+        .unwrap();
+    members.sort();
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        !members.iter().any(|m| m.starts_with("zed/")),
+        "{members:?}"
+    );
 }

@@ -52,7 +52,12 @@
 //!   before `save` rolls the state back to the last save, and the server
 //!   redelivers everything after the acknowledged cursor, which replays
 //!   consistently. Do not acknowledge past an unsaved state: the ratchet keys
-//!   consumed by those messages would be gone.
+//!   consumed by those messages would be gone;
+//! * call `save` after `add_members` / `remove_members` and **before**
+//!   sending the Commit: the pending commit and its encoded Commit
+//!   ([`MlsClient::pending_commit`]) are then on disk, so a device that dies
+//!   before it learns the outcome can still merge or discard it when it
+//!   starts again.
 //!
 //! Own messages echoed back by the server must be skipped by the caller (the
 //! server tells the sending device); fed to `process` they yield
@@ -98,6 +103,10 @@ const STORAGE_MAGIC: &[u8; 8] = b"TERNMLS1";
 /// How openmls's memory storage labels a group's state: its keys are this
 /// label, the JSON of the group id, and a two-byte storage version.
 const GROUP_STATE_LABEL: &[u8] = b"GroupState";
+/// tern's own storage entry (not openmls's): the encoded Commit of a
+/// group's pending commit, keyed by this label and the group id (8 bytes,
+/// big-endian), so it is saved with the pending commit itself.
+const PENDING_COMMIT_LABEL: &[u8] = b"tern.PendingCommit";
 /// Sanity cap on one storage entry when loading (a 1,500-member tree is a few MB).
 const MAX_ENTRY_LEN: usize = 1 << 30;
 
@@ -198,6 +207,19 @@ pub struct CommitBundle {
     /// Identities removed by this commit.
     pub removed: Vec<String>,
 }
+
+/// A group's pending own commit, as [`MlsClient::pending_commit`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingCommit {
+    /// The epoch it is for: the group's current epoch.
+    pub epoch: u64,
+    /// Its encoded Commit (`MLSMessage`) as staged; `None` for one staged
+    /// before tern kept it, which can then only be discarded.
+    pub commit: Option<Vec<u8>>,
+}
+
+/// openmls's key/value storage (memory provider).
+type StorageValues = HashMap<Vec<u8>, Vec<u8>>;
 
 /// This device's external commit into a group (RFC 9420 §12.4.3.2),
 /// already applied locally: send it to the server at `epoch`.
@@ -300,6 +322,11 @@ fn to_bytes(message: &MlsMessageOut) -> Result<Vec<u8>, MlsError> {
     message
         .to_bytes()
         .map_err(|e| MlsError::Internal(format!("serializing an MLS message: {e}")))
+}
+
+/// The storage key of a group's pending Commit ([`PENDING_COMMIT_LABEL`]).
+fn pending_key(group_id: u64) -> Vec<u8> {
+    [PENDING_COMMIT_LABEL, &group_id.to_be_bytes()].concat()
 }
 
 fn parse(bytes: &[u8]) -> Result<MlsMessageBodyIn, MlsError> {
@@ -697,9 +724,11 @@ impl MlsClient {
             })?;
         let group_info =
             group_info.ok_or_else(|| MlsError::Internal("openmls made no GroupInfo".into()))?;
+        let commit = to_bytes(&commit)?;
+        self.keep_pending_commit(group_id, &commit)?;
         Ok(CommitBundle {
             epoch,
-            commit: to_bytes(&commit)?,
+            commit,
             welcome: Some(to_bytes(&welcome)?),
             group_info: to_bytes(&MlsMessageOut::from(group_info))?,
             added,
@@ -750,9 +779,11 @@ impl MlsClient {
             })?;
         let group_info =
             group_info.ok_or_else(|| MlsError::Internal("openmls made no GroupInfo".into()))?;
+        let commit = to_bytes(&commit)?;
+        self.keep_pending_commit(group_id, &commit)?;
         Ok(CommitBundle {
             epoch,
-            commit: to_bytes(&commit)?,
+            commit,
             welcome: welcome.as_ref().map(to_bytes).transpose()?,
             group_info: to_bytes(&MlsMessageOut::from(group_info))?,
             added: Vec::new(),
@@ -773,7 +804,8 @@ impl MlsClient {
                 group_id,
                 op: "merge commit",
                 reason: e.to_string(),
-            })
+            })?;
+        self.drop_pending_commit(group_id)
     }
 
     /// The server rejected the pending commit: forget it; the group stays at
@@ -789,7 +821,66 @@ impl MlsClient {
                 group_id,
                 op: "discard commit",
                 reason: e.to_string(),
-            })
+            })?;
+        self.drop_pending_commit(group_id)
+    }
+
+    /// The group's pending own commit, as staged by `add_members` /
+    /// `remove_members`, if it has one.
+    pub fn pending_commit(&mut self, group_id: u64) -> Result<Option<PendingCommit>, MlsError> {
+        let group = group_entry(&mut self.groups, &self.provider, group_id)?;
+        if group.pending_commit().is_none() {
+            return Ok(None);
+        }
+        let epoch = group.epoch().as_u64();
+        let values = self.storage_values()?;
+        let commit = values.get(&pending_key(group_id)).cloned();
+        Ok(Some(PendingCommit { epoch, commit }))
+    }
+
+    /// The active groups with a pending own commit, in ascending order.
+    pub fn groups_with_pending_commits(&mut self) -> Result<Vec<u64>, MlsError> {
+        let mut pending = Vec::new();
+        for group_id in self.active_groups()? {
+            if self.pending_commit(group_id)?.is_some() {
+                pending.push(group_id);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Keeps `commit` as the encoded Commit of the group's pending commit.
+    fn keep_pending_commit(&mut self, group_id: u64, commit: &[u8]) -> Result<(), MlsError> {
+        let mut values = self.storage_values_mut()?;
+        values.insert(pending_key(group_id), commit.to_vec());
+        Ok(())
+    }
+
+    /// Forgets the encoded Commit of the group's (merged or discarded)
+    /// pending commit.
+    fn drop_pending_commit(&mut self, group_id: u64) -> Result<(), MlsError> {
+        self.storage_values_mut()?.remove(&pending_key(group_id));
+        Ok(())
+    }
+
+    /// openmls's key/value storage, for reading.
+    fn storage_values(&self) -> Result<std::sync::RwLockReadGuard<'_, StorageValues>, MlsError> {
+        self.provider
+            .storage()
+            .values
+            .read()
+            .map_err(|_| MlsError::Internal("MLS storage lock poisoned".into()))
+    }
+
+    /// openmls's key/value storage, for writing.
+    fn storage_values_mut(
+        &self,
+    ) -> Result<std::sync::RwLockWriteGuard<'_, StorageValues>, MlsError> {
+        self.provider
+            .storage()
+            .values
+            .write()
+            .map_err(|_| MlsError::Internal("MLS storage lock poisoned".into()))
     }
 
     /// Joins a group from a Welcome (`MLSMessage` bytes; the ratchet tree
@@ -1462,7 +1553,15 @@ mod tests {
             alice.encrypt(11, b"x"),
             Err(MlsError::PendingCommit(11))
         ));
+        let kept = Some(PendingCommit {
+            epoch: bundle.epoch,
+            commit: Some(bundle.commit.clone()),
+        });
+        assert_eq!(alice.pending_commit(11).unwrap(), kept);
+        assert_eq!(alice.groups_with_pending_commits().unwrap(), vec![11]);
         alice.confirm_commit(11).unwrap();
+        assert_eq!(alice.pending_commit(11).unwrap(), None);
+        assert!(alice.groups_with_pending_commits().unwrap().is_empty());
         bob.process(11, &bundle.commit).unwrap();
         carol.join(bundle.welcome.as_ref().unwrap()).unwrap();
         let m = carol.encrypt(11, b"hello").unwrap();

@@ -87,6 +87,13 @@ pub enum SecureError {
     NoKeyPackages { users: Vec<String> },
     #[error(transparent)]
     MessageStore(#[from] MessageStoreError),
+    /// The answer to a Commit of group `group` was lost and the server
+    /// could not be asked whether it took it: the change may or may not
+    /// have happened. The pending commit is kept (on disk too) and settled
+    /// when the client reconnects or next opens, or before the group's
+    /// next send or change; then check the members and retry if needed.
+    #[error("the outcome of the change to group {group} is unknown ({reason}); it is settled when the client reconnects, so check the members then and retry if needed")]
+    CommitOutcomeUnknown { group: u64, reason: String },
     #[error("{0}")]
     Protocol(String),
 }
@@ -227,6 +234,10 @@ struct Inner {
     /// Held while a group is checked for, and rejoined after, missed
     /// Commits that are gone ([`Inner::rejoin_if_stranded`]).
     rejoining: Mutex<()>,
+    /// Held while a Commit of this device is staged and offered, and while
+    /// a pending commit is settled ([`Inner::settle_pending`]), so only one
+    /// task owns a pending commit at a time.
+    committing: Mutex<()>,
 }
 
 /// An end-to-end-encrypting device. See the module docs.
@@ -309,8 +320,15 @@ impl SecureClient {
             buffered: std::sync::Mutex::default(),
             messages,
             rejoining: Mutex::new(()),
+            committing: Mutex::new(()),
         });
         inner.publish_keys().await?;
+        let settled = inner.settle_all_pending().await;
+        warn_unless_closed(
+            &inner.client,
+            settled,
+            "could not settle a Commit left pending; tried again at the next reconnect",
+        );
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(reconnect_watch(Arc::downgrade(&inner), tx.clone()));
         tokio::spawn(notice_loop(inner.clone(), tx));
@@ -527,6 +545,15 @@ impl SecureClient {
     }
 }
 
+/// The error for a pending commit of `group` whose fate could not be
+/// learnt because of `cause`.
+fn unknown_outcome(group: u64, cause: &SecureError) -> SecureError {
+    SecureError::CommitOutcomeUnknown {
+        group,
+        reason: cause.to_string(),
+    }
+}
+
 /// What became of a Commit whose answer was lost.
 enum CommitFate {
     /// The server accepted it.
@@ -661,6 +688,10 @@ impl Inner {
         expires_in_secs: u32,
     ) -> Result<Sent, SecureError> {
         let client_message_id = rand::random::<u64>() | 1;
+        if let Ok(_settling) = self.committing.try_lock() {
+            // A commit left pending by an earlier call would block encrypting.
+            self.settle_pending(group).await?;
+        }
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let (epoch, ciphertext) = {
                 let mut crypto = self.crypto.lock().await;
@@ -886,11 +917,14 @@ impl Inner {
         change: &Change,
         mut claimed: Option<Vec<mls_body::ClaimedKeyPackageData>>,
     ) -> Result<u64, SecureError> {
+        let _ours = self.committing.lock().await;
+        self.settle_pending(group).await?;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let staged = self.stage(group, change, claimed.take()).await?;
             let Some((bundle, users_added, users_removed)) = staged else {
                 return Ok(self.crypto.lock().await.mls.epoch(group)?);
             };
+            self.persist_staged(group).await?;
             let (epoch, ours) = (bundle.epoch, Bytes::from(bundle.commit));
             let commit = mls_body::Commit {
                 conversation_id: group,
@@ -914,7 +948,7 @@ impl Inner {
                 Err(ClientError::Conflict(conflict))
                     if conflict.error.code == ErrorCode::StaleEpoch =>
                 {
-                    self.crypto.lock().await.mls.discard_commit(group)?;
+                    self.discard_pending(group).await?;
                     self.wait_for_epoch(group, conflict.current_epoch).await?;
                 }
                 Err(ClientError::Disconnected | ClientError::Timeout) => {
@@ -922,8 +956,11 @@ impl Inner {
                         return Ok(epoch);
                     }
                 }
+                // Closed while the Commit may be on its way: it stays pending
+                // (on disk) and the next client on this directory settles it.
+                Err(ClientError::Closed) => return Err(ClientError::Closed.into()),
                 Err(e) => {
-                    let _ = self.crypto.lock().await.mls.discard_commit(group);
+                    let _ = self.discard_pending(group).await;
                     return Err(e.into());
                 }
             }
@@ -933,14 +970,103 @@ impl Inner {
         ))
     }
 
+    /// Saves the MLS state with the commit just staged for `group` before
+    /// it is offered, so a device that dies before it learns the outcome
+    /// settles it when it opens again ([`Inner::settle_pending`]). A
+    /// commit that cannot be saved is discarded (in memory) and not sent.
+    async fn persist_staged(&self, group: u64) -> Result<(), SecureError> {
+        let mut crypto = self.crypto.lock().await;
+        if let Err(e) = crypto.save_mls() {
+            let _ = crypto.mls.discard_commit(group);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Discards the pending commit of `group` and saves that.
+    async fn discard_pending(&self, group: u64) -> Result<(), SecureError> {
+        let mut crypto = self.crypto.lock().await;
+        crypto.mls.discard_commit(group)?;
+        crypto.save_mls()
+    }
+
+    /// Settles every group's pending commit left by an earlier run or an
+    /// earlier call whose outcome was unknown ([`Inner::settle_pending`]),
+    /// unless a Commit is under way in this client (that call settles its
+    /// own). Every group is tried; the first error is returned.
+    async fn settle_all_pending(&self) -> Result<(), SecureError> {
+        let Ok(_ours) = self.committing.try_lock() else {
+            return Ok(());
+        };
+        let groups = self.crypto.lock().await.mls.groups_with_pending_commits()?;
+        let mut first_error = None;
+        for group in groups {
+            if let Err(e) = self.settle_pending(group).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Learns from the server what became of `group`'s pending commit, if
+    /// it has one, and merges it (the server took it: the app hears
+    /// [`SecureEvent::GroupChanged`]) or discards it (not taken, or another
+    /// Commit won, which arrives as an ordinary message), saving either.
+    /// The caller holds `committing`. If the server cannot be asked, the
+    /// commit stays pending ([`SecureError::CommitOutcomeUnknown`]).
+    async fn settle_pending(&self, group: u64) -> Result<(), SecureError> {
+        let Some(pending) = self.crypto.lock().await.mls.pending_commit(group)? else {
+            return Ok(());
+        };
+        // A commit staged before tern kept its bytes never matches: it is
+        // discarded, and a winner is processed as usual.
+        let (epoch, ours) = (
+            pending.epoch,
+            Bytes::from(pending.commit.unwrap_or_default()),
+        );
+        let fate = self.commit_fate(group, epoch, &ours).await;
+        let fate = fate.map_err(|e| unknown_outcome(group, &e))?;
+        tracing::info!(
+            group,
+            epoch,
+            taken = matches!(fate, CommitFate::Ours),
+            "settled a Commit left pending"
+        );
+        match fate {
+            CommitFate::Ours => {
+                let epoch = self.merge_pending(group, epoch).await?;
+                let event = SecureEvent::GroupChanged {
+                    conversation_id: group,
+                    epoch,
+                };
+                lock(&self.buffered).push_back(event);
+                Ok(())
+            }
+            CommitFate::Theirs(_) | CommitFate::NotTaken => self.discard_pending(group).await,
+        }
+    }
+
+    /// The server took our pending commit for `epoch` of `group`: merges
+    /// and saves it; returns the new epoch.
+    async fn merge_pending(&self, group: u64, epoch: u64) -> Result<u64, SecureError> {
+        let mut crypto = self.crypto.lock().await;
+        crypto.mls.confirm_commit(group)?;
+        crypto.save_mls()?;
+        self.epochs.send_modify(|e| {
+            e.insert(group, epoch + 1);
+        });
+        Ok(epoch + 1)
+    }
+
     /// The answer to our pending Commit for `epoch` (bytes `ours`) was
     /// lost, so the server may or may not have accepted it. Learns which
     /// from the server (the group's epoch, and the Commit in the log that
     /// took `epoch`), then merges the pending commit (ours won: returns the
     /// new epoch) or discards it (`None`: not taken, or another Commit won
     /// and has been processed; the caller stages the change again). If the
-    /// outcome cannot be learnt the commit is discarded and the error
-    /// returned.
+    /// outcome cannot be learnt the commit stays pending, saved, and
+    /// [`SecureError::CommitOutcomeUnknown`] is returned: it is settled
+    /// later ([`Inner::settle_pending`]).
     async fn settle_lost_commit(
         &self,
         group: u64,
@@ -948,29 +1074,16 @@ impl Inner {
         ours: &Bytes,
     ) -> Result<Option<u64>, SecureError> {
         let fate = self.commit_fate(group, epoch, ours).await;
-        let mut crypto = self.crypto.lock().await;
-        match fate {
-            Ok(CommitFate::Ours) => {
-                crypto.mls.confirm_commit(group)?;
-                crypto.save_mls()?;
-                self.epochs.send_modify(|e| {
-                    e.insert(group, epoch + 1);
-                });
-                Ok(Some(epoch + 1))
-            }
-            Ok(CommitFate::NotTaken) => {
-                crypto.mls.discard_commit(group)?;
+        match fate.map_err(|e| unknown_outcome(group, &e))? {
+            CommitFate::Ours => Ok(Some(self.merge_pending(group, epoch).await?)),
+            CommitFate::NotTaken => {
+                self.discard_pending(group).await?;
                 Ok(None)
             }
-            Ok(CommitFate::Theirs(current)) => {
-                crypto.mls.discard_commit(group)?;
-                drop(crypto);
+            CommitFate::Theirs(current) => {
+                self.discard_pending(group).await?;
                 self.wait_for_epoch(group, current).await?;
                 Ok(None)
-            }
-            Err(e) => {
-                let _ = crypto.mls.discard_commit(group);
-                Err(e)
             }
         }
     }
@@ -1660,7 +1773,8 @@ fn warn_unless_closed<T>(client: &Client, result: Result<T, SecureError>, what: 
     }
 }
 
-/// At start and after every reconnect, tells the app of the groups this
+/// At start and after every reconnect, settles the Commits left pending
+/// ([`Inner::settle_all_pending`]), tells the app of the groups this
 /// device was removed from meanwhile ([`Inner::find_removals`]): a
 /// [`SecureEvent::Removed`] each, which [`SecureClient::next_event`] hands
 /// on once; then rejoins the groups whose missed Commits are gone
@@ -1678,6 +1792,12 @@ async fn reconnect_watch(inner: std::sync::Weak<Inner>, events: mpsc::Sender<Sec
         if client.client.is_closed() {
             return;
         }
+        let settled = client.settle_all_pending().await;
+        warn_unless_closed(
+            &client.client,
+            settled,
+            "could not settle a Commit left pending; tried again at the next reconnect",
+        );
         announce_removals(&client, &events).await;
         announce_rejoins(&client, &events).await;
         drop(client);
