@@ -1073,3 +1073,46 @@ async fn a_commit_the_server_never_got_is_discarded_when_the_committer_opens_aga
         "{members:?}"
     );
 }
+
+/// Issue 8 item 4, a third outcome: alice's saved Commit (adding zed)
+/// never reached the server, and meanwhile bob added carol at that epoch.
+/// alice's next client finds at open that another Commit took the epoch,
+/// discards her own, processes bob's from the log, and the three read
+/// each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_commit_beaten_by_another_is_discarded_and_the_winner_processed_at_open() {
+    let server = TestServer::start(2);
+    let mut alice = register(&server, "alice").await;
+    let identity = format!("alice/{}", alice.client.device());
+    let bob = register(&server, "bob").await;
+    let carol = register(&server, "carol").await;
+    let group = alice.client.create_group(&["bob"]).await.unwrap();
+    expect_joined(&bob.client, group).await;
+    alice.client.close().await;
+
+    let zed_state = tempfile::tempdir().unwrap();
+    let mut zed = MlsClient::load_or_create(zed_state.path(), "zed/1").unwrap();
+    let package = zed.key_packages(1).unwrap();
+    let mut mls = MlsClient::load_or_create(alice.state.path(), &identity).unwrap();
+    assert_eq!(mls.add_members(group, &package).unwrap().epoch, 1);
+    mls.save().unwrap();
+    drop(mls);
+    assert_eq!(bob.client.add_members(group, &["carol"]).await.unwrap(), 2);
+    expect_joined(&carol.client, group).await;
+
+    alice.client = SecureClient::connect(server.options(alice.state.path()))
+        .await
+        .unwrap();
+    assert!(
+        saved_pending_commit(alice.state.path(), &identity, group).is_none(),
+        "discarded at open"
+    );
+    assert_eq!(
+        next(&alice.client).await,
+        SecureEvent::GroupChanged {
+            conversation_id: group,
+            epoch: 2
+        }
+    );
+    all_read_each_other(&[&alice.client, &bob.client, &carol.client], group).await;
+}
