@@ -687,4 +687,14 @@ fn notes_to_self_and_sent_messages_are_read_back_and_searched() {
     refused(tern(&["search", "--state", &alice, " "]), "has no words");
     let empty = tern(&["history", "--state", &accounts.state("bob"), &note]);
     assert!(String::from_utf8_lossy(&empty.stderr).contains("no messages of conversation"));
+    // Both read only the device's own store: they work with the server gone.
+    let Accounts {
+        server,
+        _data,
+        dirs,
+    } = accounts;
+    server.kill9();
+    assert_eq!(ok(tern(&["history", "--state", &alice, &note])), history);
+    assert_eq!(ok(tern(&["search", "--state", &alice, "plumber"])), found);
+    drop(dirs);
 }

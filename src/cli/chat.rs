@@ -13,15 +13,17 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tern_client::content::Content;
+use tern_client::identity::Identity;
+use tern_client::message_store::{MessageStore, MESSAGE_STORE_FILE};
 use tern_client::secure::{Decrypted, SecureClient, SecureError, SecureEvent};
 use tern_client::state_dir::StateDir;
-use tern_client::state_lock::StateLockError;
+use tern_client::state_lock::{StateLock, StateLockError};
 use tern_client::{ClientOptions, TrustAnchor};
 use tern_proto::fingerprint::parse_fingerprint;
 use tern_proto::handle::is_printable;
 
 use super::forward;
-use super::ops::{perform, Op, Printed};
+use super::ops::{perform, perform_local, Op, Printed};
 use super::{Command, Connection};
 
 #[derive(clap::Args, Debug)]
@@ -230,6 +232,9 @@ fn members_op(conversation: u64, members: Vec<String>, add: bool) -> Op {
 /// or, while a `tern listen` holds the directory, by that listener. Prints
 /// what the command prints; the error is the command's.
 async fn run_op(conn: &Connection, op: Op) -> Result<(), String> {
+    if let Some(result) = run_local(conn, &op) {
+        return result;
+    }
     let client = match SecureClient::connect(options(conn)?).await {
         Ok(client) => client,
         Err(e @ SecureError::Lock(StateLockError::InUse { .. })) => {
@@ -252,6 +257,32 @@ async fn run_op(conn: &Connection, op: Op) -> Result<(), String> {
     printed.emit();
     client.close().await;
     result
+}
+
+/// History and search only read this device's message store: with the
+/// state directory free they run without a server (`None` otherwise: held
+/// by a listener, they are forwarded like every other command; not an
+/// operation of that kind, or no identity there, the normal path runs and
+/// reports it).
+fn run_local(conn: &Connection, op: &Op) -> Option<Result<(), String>> {
+    if !matches!(op, Op::History { .. } | Op::Search { .. }) || !Identity::exists(&conn.state) {
+        return None;
+    }
+    let lock = match StateLock::acquire(&conn.state) {
+        Ok(lock) => lock,
+        Err(StateLockError::InUse { .. }) => return None,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let result = MessageStore::open(conn.state.join(MESSAGE_STORE_FILE))
+        .map_err(|e| e.to_string())
+        .and_then(|store| {
+            let mut printed = Printed::default();
+            let result = perform_local(&store, op.clone(), &mut printed).map(drop);
+            printed.emit();
+            result
+        });
+    drop(lock);
+    Some(result)
 }
 
 fn options(conn: &Connection) -> Result<ClientOptions, String> {

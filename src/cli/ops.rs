@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use tern_client::content::Content;
-use tern_client::message_store::StoredMessage;
+use tern_client::message_store::{MessageStore, StoredMessage};
 use tern_client::secure::SecureClient;
 use tern_proto::body::devices;
 
@@ -92,11 +92,9 @@ pub async fn perform(client: &SecureClient, op: Op, out: &mut Printed) -> Result
             text,
             expires_in,
         } => send(client, conversation, &text, expires_in, out).await,
-        Op::History {
-            conversation,
-            limit,
-        } => history(client, conversation, limit, out),
-        Op::Search { text, limit } => search(client, &text, limit, out),
+        Op::History { .. } | Op::Search { .. } => {
+            perform_local(client.messages(), op, out).map(drop)
+        }
         Op::Conversations => conversations(client, out).await,
         Op::Approve { link_id, deny } => approve(client, link_id, deny, out).await,
         Op::Devices { user, revoke } => devices(client, user, revoke, out).await,
@@ -237,15 +235,27 @@ async fn devices(
     Ok(())
 }
 
+/// Runs an operation that only reads this device's message store (history,
+/// search): it needs no server. `Ok(false)` for any other operation.
+pub fn perform_local(store: &MessageStore, op: Op, out: &mut Printed) -> Result<bool, String> {
+    match op {
+        Op::History {
+            conversation,
+            limit,
+        } => history(store, conversation, limit, out).map(|()| true),
+        Op::Search { text, limit } => search(store, &text, limit, out).map(|()| true),
+        _ => Ok(false),
+    }
+}
+
 /// The last `limit` messages of a conversation from this device's store.
 fn history(
-    client: &SecureClient,
+    store: &MessageStore,
     conversation: u64,
     limit: u32,
     out: &mut Printed,
 ) -> Result<(), String> {
-    let messages = client
-        .messages()
+    let messages = store
         .history(conversation, limit)
         .map_err(|e| e.to_string())?;
     for m in &messages {
@@ -260,11 +270,8 @@ fn history(
 }
 
 /// The latest `limit` stored messages containing every word of `text`.
-fn search(client: &SecureClient, text: &str, limit: u32, out: &mut Printed) -> Result<(), String> {
-    let messages = client
-        .messages()
-        .search(text, limit)
-        .map_err(|e| e.to_string())?;
+fn search(store: &MessageStore, text: &str, limit: u32, out: &mut Printed) -> Result<(), String> {
+    let messages = store.search(text, limit).map_err(|e| e.to_string())?;
     for m in &messages {
         out.out(stored_line(m));
     }

@@ -67,6 +67,12 @@ pub enum MessageStoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// The file could not be created with owner-only permissions.
+    #[error("cannot create the message store {path}: {source}; check that the state directory is writable")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The file was written by a newer tern.
     #[error("the message store {path} has schema version {found}, newer than this build's {SCHEMA_VERSION}; upgrade tern to read it")]
     TooNew { path: PathBuf, found: i64 },
@@ -148,6 +154,10 @@ impl MessageStore {
             path: path.clone(),
             source,
         };
+        create_private(&path).map_err(|source| MessageStoreError::Create {
+            path: path.clone(),
+            source,
+        })?;
         let mut conn = Connection::open(&path).map_err(open_error)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_error)?;
@@ -381,10 +391,42 @@ fn fts_query(text: &str) -> Option<String> {
     (!words.is_empty()).then(|| words.join(" "))
 }
 
+/// Creates the database file readable by its owner only (0600) if it does
+/// not exist yet: it holds plaintext. SQLite gives its `-wal` and `-shm`
+/// files the database file's permissions.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_and_its_journal_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = MessageStore::open(dir.path().join("messages.sqlite3")).unwrap();
+        store.insert(&text(1, 1, "secret"), false).unwrap();
+        for name in [
+            "messages.sqlite3",
+            "messages.sqlite3-wal",
+            "messages.sqlite3-shm",
+        ] {
+            let meta = std::fs::metadata(dir.path().join(name)).unwrap();
+            let mode = meta.permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{name} is readable by others: {mode:o}");
+        }
+    }
 
     fn text(conversation_id: u64, seq: u64, body: &str) -> StoredMessage {
         StoredMessage {
