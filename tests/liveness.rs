@@ -200,3 +200,46 @@ async fn after_a_crash_and_restart_the_first_send_succeeds_within_five_seconds()
     );
     assert!(alice.reconnects() >= 1 && bob.reconnects() >= 1);
 }
+
+/// Issue 8 item 9, second half: a connection on which requests go
+/// unanswered is given up after two in a row and replaced, while one lost
+/// answer alone keeps the connection. Answers are dropped deterministically
+/// by the SDK's `lose_next_answer` hook (the server did answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_answers_is_replaced_after_two_timeouts() {
+    use tern_client::sdk::AnswerLoss;
+    use tern_proto::Body;
+    let server = common::TestServer::start(1);
+    let state = tempfile::tempdir().unwrap();
+    let mut options = server.options(state.path());
+    options.request_timeout = Duration::from_millis(300);
+    let client = Client::register(options, "alice", "test").await.unwrap();
+    let sync_result = |b: &Body| matches!(b, Body::SyncResult(_));
+    // The SDK's own sync at connect is answered before this one (one
+    // control stream, answered in order): no loss below can hit it.
+    client.sync(true).await.unwrap();
+
+    client.lose_next_answer(sync_result, AnswerLoss::Silent);
+    assert!(matches!(client.sync(true).await, Err(ClientError::Timeout)));
+    client
+        .sync(true)
+        .await
+        .expect("one lost answer keeps the connection");
+    assert_eq!(client.reconnects(), 0);
+
+    client.lose_next_answer(sync_result, AnswerLoss::Silent);
+    client.lose_next_answer(sync_result, AnswerLoss::Silent);
+    assert!(matches!(client.sync(true).await, Err(ClientError::Timeout)));
+    assert!(matches!(client.sync(true).await, Err(ClientError::Timeout)));
+    // The connection was given up: the next request runs on a new one.
+    // (Disconnected until the new connection is up: poll, bounded.)
+    let deadline = Instant::now() + common::WAIT;
+    let mut outcome = client.sync(true).await;
+    while matches!(outcome, Err(ClientError::Disconnected)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        outcome = client.sync(true).await;
+    }
+    outcome.expect("answered on a fresh connection");
+    assert_eq!(client.reconnects(), 1);
+    client.close().await;
+}
