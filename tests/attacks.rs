@@ -1510,6 +1510,35 @@ async fn registrations_are_limited_per_source_address() {
     }
 }
 
+/// One account creates conversations only so fast: past the burst a create
+/// is refused with a retry-after and creates nothing; other accounts are
+/// unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_creations_are_limited_per_account() {
+    let server = TestServer::start_with(SHARDS, |c| {
+        c.conversations_per_account_burst = 3;
+        c.conversations_per_account_per_day = 1;
+    });
+    let mut mallory = Raw::register(&server, "mallory").await;
+    let mut bob = Raw::register(&server, "bob").await;
+    for _ in 0..3 {
+        mallory.create(ConversationKind::Group, &["bob"]).await;
+    }
+    let (_, f) = mallory
+        .call(conversations::CreateConversation {
+            kind: ConversationKind::Group,
+            members: vec!["bob".into()],
+        })
+        .await;
+    assert!(retry_after(&f) > 3_000_000, "one a day: {f:?}");
+    assert_eq!(
+        bob.sync_state().await.len(),
+        3,
+        "the refused create made nothing"
+    );
+    bob.create(ConversationKind::Group, &["mallory"]).await;
+}
+
 /// Fresh accounts cannot drain one user's keys: claims of one target are
 /// limited whoever claims, while another target is unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,6 +86,11 @@ pub struct ServerConfig {
     pub link_requests_per_user_burst: u32,
     /// Link requests per hour refilled per named user. Default 10.
     pub link_requests_per_user_per_hour: u32,
+    /// Conversations one account may create in a burst (every create
+    /// request that names existing users counts). Default 200.
+    pub conversations_per_account_burst: u32,
+    /// Creations per day refilled per account. Default 500.
+    pub conversations_per_account_per_day: u32,
     /// Source networks that skip the per-address limits (registrations,
     /// link requests), e.g. `["127.0.0.0/8", "::1/128"]` (the default) for
     /// load tests on the same host. Empty: every address is limited.
@@ -127,6 +132,8 @@ impl Default for ServerConfig {
             link_requests_per_address_per_hour: 20,
             link_requests_per_user_burst: 3,
             link_requests_per_user_per_hour: 10,
+            conversations_per_account_burst: 200,
+            conversations_per_account_per_day: 500,
             rate_limit_exempt: loopback(),
             low_keys_threshold: 10,
             link_timeout_secs: 120,
@@ -294,6 +301,10 @@ impl ServerConfig {
             (
                 self.link_requests_per_user_burst,
                 "link_requests_per_user_burst",
+            ),
+            (
+                self.conversations_per_account_burst,
+                "conversations_per_account_burst",
             ),
         ] {
             check(value > 0, field, "must be positive")?;

@@ -9,6 +9,7 @@
 //! | registrations | source address (IPv6: its /64) | mass account creation |
 //! | link requests | source address | link-prompt spam from one host |
 //! | link requests | target user | link-prompt spam at one user from many hosts |
+//! | conversation creations | account | one account pulling others into endless conversations |
 //!
 //! Addresses in `rate_limit_exempt` (default: loopback) skip the address
 //! limits, so a load generator or tests on the same host are not throttled.
@@ -96,6 +97,7 @@ pub struct ServerLimits {
     registrations: Mutex<RateLimiter>,
     links_by_address: Mutex<RateLimiter>,
     links_by_user: Mutex<RateLimiter>,
+    creations: Mutex<RateLimiter>,
     exempt: Vec<IpNet>,
 }
 
@@ -122,6 +124,10 @@ impl ServerLimits {
             links_by_user: limiter(
                 config.link_requests_per_user_burst,
                 config.link_requests_per_user_per_hour,
+            ),
+            creations: limiter(
+                config.conversations_per_account_burst,
+                config.conversations_per_account_per_day.div_ceil(24),
             ),
             exempt: config.rate_limit_exempt.clone(),
         }
@@ -162,6 +168,15 @@ impl ServerLimits {
         }
         take(&self.links_by_user, user, now_ms)
             .map_err(|wait| limited(wait, &format!("too many link requests for {user}")))
+    }
+
+    /// One conversation created by `user`.
+    ///
+    /// # Errors
+    /// `RateLimited` with a retry-after.
+    pub fn create_conversation(&self, user: &str, now_ms: u64) -> Result<(), Reject> {
+        take(&self.creations, user, now_ms)
+            .map_err(|wait| limited(wait, "too many conversations created by this account"))
     }
 
     fn is_exempt(&self, address: IpAddr) -> bool {

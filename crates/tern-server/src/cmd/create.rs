@@ -34,6 +34,10 @@ async fn create(
     check_shape(kind, others.len())?;
     let others_list: Vec<String> = others.iter().cloned().collect();
     require_users(owner.ctx.store.as_ref(), &others_list).await?;
+    owner
+        .ctx
+        .limits
+        .create_conversation(&caller.user, owner.ctx.clock.now_ms())?;
     let mut all = others;
     all.insert(caller.user.clone());
     let record = ConversationRecord {
