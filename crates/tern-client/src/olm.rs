@@ -311,20 +311,51 @@ impl OlmDevice {
                         key
                     }
                 };
-                let device = OlmDevice {
-                    dir,
-                    pickle_key,
-                    account: Account::new(),
-                    next_key_id: 1,
-                    one_time_keys: BTreeMap::new(),
-                    fallback: None,
-                    peers: BTreeMap::new(),
-                    seen_inbound_sessions: BTreeSet::new(),
-                };
-                device.save()?;
-                Ok(device)
+                Self::create(dir, pickle_key, Account::new())
             }
         }
+    }
+
+    /// Creates this device's Olm state in `state_dir` around an existing
+    /// vodozemac account instead of a fresh one, and saves it: for test
+    /// vectors made from fixed keys (docs/vectors/e2ee.json), or an account
+    /// imported from elsewhere. Its one-time and fallback keys are not
+    /// given tern key ids. Refuses a directory that already holds Olm state.
+    pub fn create_with_account(
+        state_dir: &Path,
+        account: Account,
+    ) -> Result<OlmDevice, CryptoError> {
+        let dir = StateDir::new(state_dir);
+        if dir.exists(OLM_STATE_FILE) {
+            return Err(CryptoError::Internal(format!(
+                "{} already holds Olm state; import an account only into an empty state directory",
+                state_dir.display()
+            )));
+        }
+        let mut pickle_key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut pickle_key);
+        dir.write(OLM_KEY_FILE, &pickle_key)?;
+        Self::create(dir, pickle_key, account)
+    }
+
+    /// New state around `account`, saved.
+    fn create(
+        dir: StateDir,
+        pickle_key: [u8; 32],
+        account: Account,
+    ) -> Result<OlmDevice, CryptoError> {
+        let device = OlmDevice {
+            dir,
+            pickle_key,
+            account,
+            next_key_id: 1,
+            one_time_keys: BTreeMap::new(),
+            fallback: None,
+            peers: BTreeMap::new(),
+            seen_inbound_sessions: BTreeSet::new(),
+        };
+        device.save()?;
+        Ok(device)
     }
 
     fn from_state(
@@ -752,16 +783,26 @@ fn envelope(sender_key: &[u8; 32], message: &OlmMessage) -> Vec<u8> {
         OlmMessage::PreKey(m) => (MESSAGE_TYPE_PRE_KEY, m.to_bytes()),
         OlmMessage::Normal(m) => (MESSAGE_TYPE_NORMAL, m.to_bytes()),
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + bytes.len());
+    encode_envelope(message_type, sender_key, &bytes)
+}
+
+/// Builds the ciphertext wire format (see the module docs) around an
+/// encoded vodozemac message: version, `message_type`, the sender's
+/// identity key, `body`. Used by [`OlmDevice::encrypt`]; public so test
+/// vectors (docs/vectors/e2ee.json) check the exact layout.
+pub fn encode_envelope(message_type: u8, sender_key: &[u8; 32], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN.saturating_add(body.len()));
     out.push(WIRE_VERSION);
     out.push(message_type);
     out.extend_from_slice(sender_key);
-    out.extend_from_slice(&bytes);
+    out.extend_from_slice(body);
     out
 }
 
-/// Splits a ciphertext into (type, sender identity key, vodozemac bytes).
-fn parse_envelope(ciphertext: &[u8]) -> Result<(u8, [u8; 32], &[u8]), CryptoError> {
+/// Splits a ciphertext into (type, sender identity key, vodozemac bytes),
+/// checking the version and type bytes and the length (the inverse of
+/// [`encode_envelope`]; the vodozemac bytes are not parsed here).
+pub fn parse_envelope(ciphertext: &[u8]) -> Result<(u8, [u8; 32], &[u8]), CryptoError> {
     let (header, body) = ciphertext.split_at_checked(HEADER_LEN).ok_or_else(|| {
         CryptoError::Malformed(format!(
             "{} bytes is shorter than the header",

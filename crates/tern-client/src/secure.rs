@@ -45,7 +45,9 @@ use super::sdk::{Client, ClientError, ClientOptions, SendReceipt};
 use super::state_lock::{StateLock, StateLockError};
 use tern_proto::auth::{identity_key_transcript, prekey_transcript, sign, verify};
 use tern_proto::body::messaging::{self, DevicePayload};
-use tern_proto::body::prekeys::{self, OneTimePrekeyData, SignedPrekeyData, UploadPrekeys};
+use tern_proto::body::prekeys::{
+    self, DeviceBundleData, OneTimePrekeyData, SignedPrekeyData, UploadPrekeys,
+};
 use tern_proto::body::{devices, mls as mls_body};
 use tern_proto::fb::ErrorCode;
 use tern_proto::{flags, Body, ConversationKind, Message};
@@ -545,6 +547,66 @@ impl SecureClient {
     }
 }
 
+/// The [`UploadPrekeys`] that publishes a device's Olm keys (docs/E2EE.md,
+/// "Key upload"): the Curve25519 identity key signed over its identity
+/// transcript, and the fallback key as **both** the signed and the
+/// last-resort prekey (one signature over the prekey transcript), both by
+/// the device's Ed25519 key. No one-time keys (those go in a second upload).
+pub fn olm_key_upload(
+    identity: &Identity,
+    identity_key: &[u8; 32],
+    fallback_id: u32,
+    fallback: &[u8; 32],
+) -> UploadPrekeys {
+    let (user, device, key) = (&identity.user, identity.device, &identity.key);
+    let signed = SignedPrekeyData {
+        id: fallback_id,
+        public_key: *fallback,
+        signature: sign(key, &prekey_transcript(user, device, fallback_id, fallback)),
+    };
+    UploadPrekeys {
+        identity: Some((
+            *identity_key,
+            sign(key, &identity_key_transcript(user, device, identity_key)),
+        )),
+        signed_prekey: Some(signed.clone()),
+        one_time: Vec::new(),
+        last_resort: Some(signed),
+        kem_prekey: None,
+    }
+}
+
+/// Checks one device bundle of `user` from a `ClaimPrekeys` answer
+/// (docs/E2EE.md, "Claiming and verifying"): the identity key's signature
+/// and the signature of the prekey used as fallback (the signed prekey, or
+/// else the last-resort one) under the bundle's device key. The one-time
+/// prekey carries no signature. Returns the device to encrypt to.
+pub fn verify_bundle(user: &str, b: &DeviceBundleData) -> Result<PeerDevice, SecureError> {
+    let who = || SecureError::BadBundle(format!("{user}/{}", b.device));
+    verify(
+        &b.device_key,
+        &identity_key_transcript(user, b.device, &b.identity_key),
+        &b.identity_signature,
+    )
+    .map_err(|_| who())?;
+    let fallback = b.signed_prekey.as_ref().or(b.last_resort.as_ref());
+    if let Some(k) = fallback {
+        verify(
+            &b.device_key,
+            &prekey_transcript(user, b.device, k.id, &k.public_key),
+            &k.signature,
+        )
+        .map_err(|_| who())?;
+    }
+    Ok(PeerDevice {
+        user: user.to_owned(),
+        device: b.device,
+        identity_key: b.identity_key,
+        one_time_key: b.one_time_prekey.as_ref().map(|k| k.public_key),
+        fallback_key: fallback.map(|k| k.public_key),
+    })
+}
+
 /// The error for a pending commit of `group` whose fate could not be
 /// learnt because of `cause`.
 fn unknown_outcome(group: u64, cause: &SecureError) -> SecureError {
@@ -596,32 +658,10 @@ impl Inner {
     /// Publishes identity, signed and last-resort prekeys, and tops up the
     /// one-time prekeys and KeyPackages to their targets.
     async fn publish_keys(&self) -> Result<(), SecureError> {
-        let (user, device, key) = (
-            &self.identity.user,
-            self.identity.device,
-            &self.identity.key,
-        );
         let mut crypto = self.crypto.lock().await;
         let identity_key = crypto.olm.identity_key();
         let (fallback_id, fallback) = crypto.olm.fallback_key()?;
-        let signed = SignedPrekeyData {
-            id: fallback_id,
-            public_key: fallback,
-            signature: sign(
-                key,
-                &prekey_transcript(user, device, fallback_id, &fallback),
-            ),
-        };
-        let base = UploadPrekeys {
-            identity: Some((
-                identity_key,
-                sign(key, &identity_key_transcript(user, device, &identity_key)),
-            )),
-            signed_prekey: Some(signed.clone()),
-            one_time: Vec::new(),
-            last_resort: Some(signed),
-            kem_prekey: None,
-        };
+        let base = olm_key_upload(&self.identity, &identity_key, fallback_id, &fallback);
         let prekeys::KeyCounts {
             one_time_prekeys: have_prekeys,
             key_packages: have_packages,
@@ -873,33 +913,7 @@ impl Inner {
             user: user.to_owned(),
         };
         let devices = self.client.request(claim).await?.devices;
-        let mut peers = Vec::with_capacity(devices.len());
-        for b in devices {
-            let who = format!("{user}/{}", b.device);
-            verify(
-                &b.device_key,
-                &identity_key_transcript(user, b.device, &b.identity_key),
-                &b.identity_signature,
-            )
-            .map_err(|_| SecureError::BadBundle(who.clone()))?;
-            let fallback = b.signed_prekey.as_ref().or(b.last_resort.as_ref());
-            if let Some(k) = fallback {
-                verify(
-                    &b.device_key,
-                    &prekey_transcript(user, b.device, k.id, &k.public_key),
-                    &k.signature,
-                )
-                .map_err(|_| SecureError::BadBundle(who.clone()))?;
-            }
-            peers.push(PeerDevice {
-                user: user.to_owned(),
-                device: b.device,
-                identity_key: b.identity_key,
-                one_time_key: b.one_time_prekey.map(|k| k.public_key),
-                fallback_key: fallback.map(|k| k.public_key),
-            });
-        }
-        Ok(peers)
+        devices.iter().map(|b| verify_bundle(user, b)).collect()
     }
 
     /// Stages, offers and applies a Commit; on losing the epoch, waits until
