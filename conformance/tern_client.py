@@ -7,7 +7,8 @@ Python code flatc generates from schema/tern.fbs (package ``tern.fb``, found on
 
 What it implements, by section of PROTOCOL.md:
 
-- §1   QUIC v1, ALPN ``tern/1``, SNI ``localhost``; the negotiated ALPN is checked.
+- §1   QUIC v1, ALPN ``tern/1``, SNI ``localhost``; the negotiated ALPN is checked;
+       a PING every 25 s keeps an idle connection alive.
 - §1.1 certificate pinning: aioquic runs with ``verify_mode = CERT_NONE``
        and the client compares the SHA-256 of the leaf certificate's DER
        bytes with the pinned fingerprint before anything is sent.
@@ -24,6 +25,7 @@ What it implements, by section of PROTOCOL.md:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ssl
@@ -359,14 +361,31 @@ class _Opened:
             der = cert.public_bytes(serialization.Encoding.DER)
             if not hmac.compare_digest(hashlib.sha256(der).hexdigest(), self.pin):
                 raise PinMismatch("server certificate does not match the pinned fingerprint")
-            return Connection(protocol)
+            conn = Connection(protocol)
         except BaseException:
             protocol.close()
             await self._cm.__aexit__(None, None, None)
             raise
+        # §1: the server pings only when its idle timeout is under 50 s, so the
+        # client keeps the connection alive itself.
+        self._keep_alive = asyncio.ensure_future(_keep_alive(protocol))
+        return conn
 
     async def __aexit__(self, *exc) -> None:
+        self._keep_alive.cancel()
         await self._cm.__aexit__(*exc)
+
+
+KEEP_ALIVE_SECS = 25.0
+
+
+async def _keep_alive(protocol: TernProtocol) -> None:
+    with contextlib.suppress(Exception):
+        while not protocol.closed.done():
+            await asyncio.sleep(KEEP_ALIVE_SECS)
+            if protocol.closed.done():
+                return
+            await asyncio.wait_for(protocol.ping(), KEEP_ALIVE_SECS)
 
 
 def normalize_fingerprint(fp: str) -> str:

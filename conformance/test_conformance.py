@@ -354,6 +354,22 @@ class ConformanceTest(unittest.IsolatedAsyncioTestCase):
             with self.subTest(what), self.known_deviation("send-payload-shape"):
                 await self.assert_error(a, Body.Send, bad, ErrorCode.InvalidArgument)
 
+    async def test_expiry(self):
+        """§4.2: expires_in_secs sets the lifetime; 0 and anything above it mean message_ttl_secs."""
+        _, a = await self.register("exp")
+        conv = (await a.request(Body.CreateConversation,
+                                CreateConversationT(kind=ConversationKind.NoteToSelf),
+                                Body.ConversationInfo)).conversationId
+        for secs in (100, 0, 0xFFFFFFFF):
+            await a.request(Body.Send, SendT(conversationId=conv, clientMessageId=cmid(),
+                                             expiresInSecs=secs, payload=[1]), Body.SendAck)
+        page = await a.request(Body.History, HistoryT(conversationId=conv, fromSeq=1),
+                               Body.HistoryPage)
+        life = [m.expiresAtMs - m.serverTimeMs for m in page.messages]
+        self.assertEqual(life[0], 100_000)
+        self.assertEqual(life[1], 30 * 86_400_000, "0 = message_ttl_secs (default 30 days)")
+        self.assertEqual(life[2], life[1], "capped at message_ttl_secs")
+
     async def test_note_to_self(self):
         _, a = await self.register("self")
         one = await a.request(Body.CreateConversation,
