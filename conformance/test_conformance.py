@@ -26,6 +26,13 @@ from tern.fb import Frame as FrameMod
 from tern.fb import Done as DoneMod
 from tern.fb import Send as SendMod
 from tern.fb.Ack import AckT
+from tern.fb.ApproveLink import ApproveLinkT
+from tern.fb.ClaimPrekeys import ClaimPrekeysT
+from tern.fb.ListDevices import ListDevicesT
+from tern.fb.OneTimePrekey import OneTimePrekeyT
+from tern.fb.SignedPrekey import SignedPrekeyT
+from tern.fb.UploadPrekeys import UploadPrekeysT
+from tern.fb.RequestLink import RequestLinkT
 from tern.fb.Authenticate import AuthenticateT
 from tern.fb.ConversationKind import ConversationKind
 from tern.fb.CreateConversation import CreateConversationT
@@ -421,6 +428,126 @@ class ConformanceTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(push.body.message.seq, ack.seq)
         self.assertEqual(b(push.body.message.payload), b"\x09\x09")
         self.assertTrue(push.body.message.flags & 0x40000, "the server marks per-device messages")
+
+    async def test_link_and_fanout(self):
+        """§3.3 RequestLink / LinkPrompt / ApproveLink; §4.2 the sender's other devices get
+        Deliver; StaleDevices lists every device but the sending one."""
+        alice, a1 = await self.register("lka")
+        bob, _ = await self.register("lkb")
+        bconn = await self.login(bob)
+        key2 = tc.DeviceKey()
+        a2 = await self.connect()
+        rid = a2.take_id()
+        linked = a2.expect(rid)
+        a2.send_frame(rid, Body.RequestLink, RequestLinkT(
+            user=alice.user, deviceName="second", deviceKey=list(key2.public),
+            signature=list(key2.sign(tc.transcript("tern/1 link", a2.exporter, alice.user,
+                                                   key2.public)))))
+        prompt = await a1.next_push()
+        self.assertEqual((prompt.requestId, prompt.bodyType), (0, Body.LinkPrompt))
+        self.assertEqual((s(prompt.body.user), s(prompt.body.deviceName), b(prompt.body.deviceKey)),
+                         (alice.user, "second", key2.public))
+        await a1.request(Body.ApproveLink, ApproveLinkT(linkId=prompt.body.linkId, approve=True),
+                         Body.Done)
+        reg = await asyncio.wait_for(linked, 5)
+        self.assertEqual((reg.bodyType, s(reg.body.user), reg.body.device),
+                         (Body.Registered, alice.user, 2))
+        # the new device is authenticated at once (§3.3)
+        devices = await a2.request(Body.ListDevices, ListDevicesT(user=alice.user),
+                                   Body.DeviceList)
+        self.assertEqual(sorted(d.device for d in devices.devices), [1, 2])
+
+        conv = (await self.direct(a1, bob.user)).conversationId
+        for conn in (a1, a2, bconn):
+            conn.drain_pushes()  # DeviceListChanged and the like
+        ack = await self.send(a1, conv, b"to everyone")
+        for conn in (a2, bconn):
+            push = await conn.next_push()
+            while push.bodyType != Body.Deliver:
+                push = await conn.next_push()
+            self.assertEqual((push.body.message.seq, b(push.body.message.payload)),
+                             (ack.seq, b"to everyone"))
+        self.assertNotIn(Body.Deliver, [f.bodyType for f in a1.drain_pushes()])
+        err = await self.assert_error(a1, Body.Send, SendT(
+            conversationId=conv, clientMessageId=cmid(),
+            devicePayloads=[DevicePayloadT(user=bob.user, device=1, payload=[1])]),
+            ErrorCode.StaleDevices)
+        self.assertEqual(sorted((s(d.user), d.device) for d in err.devices),
+                         sorted([(bob.user, 1), (alice.user, 2)]))
+
+    async def test_pipelined_sends_keep_order(self):
+        """§2.1: requests on one conversation are applied in the order received."""
+        _, a = await self.register("pipe")
+        bob, _ = await self.register("pipeb")
+        conv = (await self.direct(a, bob.user)).conversationId
+        futs = []
+        for i in range(20):
+            rid = a.take_id()
+            futs.append(a.expect(rid))
+            a.send_frame(rid, Body.Send, SendT(conversationId=conv, clientMessageId=cmid(),
+                                               payload=[i]))
+        acks = await asyncio.wait_for(asyncio.gather(*futs), 10)
+        self.assertEqual([f.body.seq for f in acks], list(range(1, 21)))
+
+    async def test_prekeys(self):
+        """§3.2 key-upload transcripts (exporter = 32 zero bytes), §4.3 UploadPrekeys and
+        ClaimPrekeys."""
+        from cryptography.hazmat.primitives import serialization as ser
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        def x25519() -> bytes:
+            return X25519PrivateKey.generate().public_key().public_bytes(ser.Encoding.Raw,
+                                                                          ser.PublicFormat.Raw)
+
+        alice, a = await self.register("pka")
+        _, bconn = await self.register("pkb")
+        zero = bytes(32)
+        dev = struct.pack(">I", alice.device)
+        ident = x25519()
+
+        def signed(pid: int, pub: bytes, key=alice.key) -> SignedPrekeyT:
+            sig = key.sign(tc.transcript("tern/1 signed-prekey", zero, alice.user,
+                                         dev + struct.pack(">I", pid) + pub))
+            return SignedPrekeyT(id=pid, publicKey=list(pub), signature=list(sig))
+
+        def upload(key=alice.key, n=3, spk_key=alice.key) -> UploadPrekeysT:
+            sig = key.sign(tc.transcript("tern/1 identity-key", zero, alice.user, dev + ident))
+            return UploadPrekeysT(identityKey=list(ident), identitySignature=list(sig),
+                                  signedPrekey=signed(1, x25519(), spk_key),
+                                  oneTimePrekeys=[OneTimePrekeyT(id=10 + i, publicKey=list(x25519()))
+                                                  for i in range(n)],
+                                  lastResort=signed(2, x25519(), spk_key))
+
+        counts = await a.request(Body.UploadPrekeys, upload(), Body.KeyCounts)
+        self.assertEqual(counts.oneTimePrekeys, 3)
+        other = tc.DeviceKey()
+        with self.subTest("identity signature by another key"):
+            await self.assert_error(a, Body.UploadPrekeys, upload(key=other),
+                                    ErrorCode.InvalidArgument)
+        with self.subTest("signed prekey signature by another key"):
+            await self.assert_error(a, Body.UploadPrekeys, upload(spk_key=other),
+                                    ErrorCode.InvalidArgument)
+        with self.subTest("101 one-time prekeys"):
+            await self.assert_error(a, Body.UploadPrekeys, upload(n=101), ErrorCode.InvalidArgument)
+
+        bundle = await bconn.request(Body.ClaimPrekeys, ClaimPrekeysT(user=alice.user),
+                                     Body.PrekeyBundle)
+        self.assertEqual(s(bundle.user), alice.user)
+        self.assertEqual(len(bundle.devices), 1)
+        d = bundle.devices[0]
+        self.assertEqual((d.device, b(d.deviceKey), b(d.identityKey)),
+                         (alice.device, alice.key.public, ident))
+        # a claimer verifies the signatures with the device key (§3.2)
+        pub = Ed25519PublicKey.from_public_bytes(b(d.deviceKey))
+        pub.verify(b(d.identitySignature),
+                   tc.transcript("tern/1 identity-key", zero, alice.user, dev + ident))
+        spk = d.signedPrekey
+        pub.verify(b(spk.signature), tc.transcript("tern/1 signed-prekey", zero, alice.user,
+                                                   dev + struct.pack(">I", spk.id) + b(spk.publicKey)))
+        self.assertIsNotNone(d.oneTimePrekey, "one one-time prekey per device is handed out")
+        counts = await a.request(Body.UploadPrekeys, UploadPrekeysT(), Body.KeyCounts)
+        self.assertEqual(counts.oneTimePrekeys, 2, "the claimed one-time prekey is consumed")
 
     async def test_history_paging(self):
         _, a = await self.register("hpa")
