@@ -19,9 +19,9 @@ use common::{advance_until, Bystanders, TestServer, WAIT};
 use ed25519_dalek::SigningKey;
 use flatbuffers::FlatBufferBuilder;
 use tern_client::connection::RawConnection;
-use tern_proto::body::{auth, conversations, devices, messaging, mls, prekeys, sync};
+use tern_proto::body::{auth, conversations, devices, messaging, mls, prekeys, privacy, sync};
 use tern_proto::fb::{self, ErrorCode};
-use tern_proto::{close, flags, Body, Conflict, ConversationKind, ErrorBody, Frame};
+use tern_proto::{close, flags, Body, Conflict, ConversationKind, ErrorBody, Frame, GroupAdds};
 use tern_server::Clock;
 use tokio::time::timeout;
 
@@ -113,8 +113,20 @@ struct Raw {
 }
 
 impl Raw {
-    /// Registers `user` on a fresh raw connection.
+    /// Registers `user` on a fresh raw connection; anyone may add it to
+    /// groups (most attacks here are not about consent).
     async fn register(server: &TestServer, user: &str) -> Raw {
+        let mut raw = Raw::register_private(server, user).await;
+        let everyone = privacy::SetPrivacy {
+            group_adds: GroupAdds::Everyone,
+        };
+        let (_, frame) = raw.call(everyone).await;
+        assert!(matches!(frame.body, Body::Done(_)), "{frame:?}");
+        raw
+    }
+
+    /// Registers `user` with the default privacy: only contacts add it to groups.
+    async fn register_private(server: &TestServer, user: &str) -> Raw {
         let mut conn = server.raw_connection().await;
         let key = fresh_key();
         let frame = conn.register_frame(1, user, "raw", &key).unwrap();
@@ -248,7 +260,12 @@ impl Raw {
 
     /// A request every authenticated connection answers: proves it is usable.
     async fn sentinel(&mut self) {
-        let (_, frame) = self.call(sync::Sync { all: true }).await;
+        let (_, frame) = self
+            .call(sync::Sync {
+                all: true,
+                ..Default::default()
+            })
+            .await;
         assert!(
             matches!(frame.body, Body::SyncResult(_)),
             "connection no longer usable: {frame:?}"
@@ -304,7 +321,12 @@ impl Raw {
     }
 
     async fn sync_state(&mut self) -> Vec<tern_proto::ConversationState> {
-        let (_, frame) = self.call(sync::Sync { all: true }).await;
+        let (_, frame) = self
+            .call(sync::Sync {
+                all: true,
+                ..Default::default()
+            })
+            .await;
         match frame.body {
             Body::SyncResult(r) => r.conversations,
             other => panic!("sync: {other:?}"),
@@ -926,7 +948,12 @@ async fn commit_removals_follow_the_remove_members_rules() {
             .map(|c| c.head_seq),
         other => panic!("{other:?}"),
     };
-    let (_, f) = alice.call(sync::Sync { all: true }).await;
+    let (_, f) = alice
+        .call(sync::Sync {
+            all: true,
+            ..Default::default()
+        })
+        .await;
     assert_eq!(head_of(&f), Some(0), "a refused Commit moved the head");
     // Dave leaves; any member may then commit his removal from the tree.
     let (_, f) = dave
@@ -1958,7 +1985,14 @@ async fn pipelined_handshake_and_requests_are_all_answered() {
         register.encode(),
         again.encode(),
         Frame::new(3, note).encode(),
-        Frame::new(4, sync::Sync { all: true }).encode(),
+        Frame::new(
+            4,
+            sync::Sync {
+                all: true,
+                ..Default::default()
+            },
+        )
+        .encode(),
     ];
     conn.sender.chunks(&mut wire).await.unwrap();
     // The handshake is answered in order, before anything after it.
@@ -2427,24 +2461,19 @@ async fn unread_history_pages_are_not_buffered_without_bound() {
     pair.check().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: anyone can add a user to any number of groups, and a SyncResult over the client's 8192-table limit can never be read: the victim's Sync breaks for good"]
-async fn a_user_added_to_thousands_of_groups_can_still_sync() {
-    let server = TestServer::start(SHARDS);
-    let mut victim = Raw::register(&server, "victim").await;
-    let mallory = Raw::register(&server, "mallory").await;
-    // Mallory puts the victim into 8,300 groups (no consent needed), writing
-    // and reading at once so that neither side's window stalls.
-    const GROUPS: usize = 8_300;
-    let (_conn, mut sender, mut receiver) = mallory.conn.split();
+/// Registers `adder` (on its own connection) and has it create `n` groups
+/// with `member`, pipelined so that neither side's window stalls.
+async fn create_groups_with(server: &TestServer, adder: &str, n: usize, member: &str) {
+    let raw = Raw::register(server, adder).await;
+    let (_conn, mut sender, mut receiver) = raw.conn.split();
     let writer = async {
-        for chunk in (0..GROUPS).collect::<Vec<_>>().chunks(500) {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
             let mut frames: Vec<Bytes> = chunk
                 .iter()
                 .map(|i| {
                     let create = conversations::CreateConversation {
                         kind: ConversationKind::Group,
-                        members: vec!["victim".into()],
+                        members: vec![member.into()],
                     };
                     Frame::new(*i as u64 + 10, create).encode()
                 })
@@ -2453,7 +2482,7 @@ async fn a_user_added_to_thousands_of_groups_can_still_sync() {
         }
     };
     let reader = async {
-        for _ in 0..GROUPS {
+        for _ in 0..n {
             let f = timeout(WAIT, receiver.next())
                 .await
                 .unwrap()
@@ -2463,22 +2492,76 @@ async fn a_user_added_to_thousands_of_groups_can_still_sync() {
         }
     };
     tokio::join!(writer, reader);
-    // The victim's device now syncs (as the SDK does on every connect).
-    let id = victim.request(sync::Sync { all: true }).await;
-    let answer = timeout(WAIT, victim.conn.receiver.next())
+}
+
+/// Issue #9 item 2: nobody is added to a group without consent, a user's
+/// groups are capped, and Sync is paged, so a user in more conversations
+/// than a page still syncs (and hears from friends). Small cap: 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_added_to_thousands_of_groups_can_still_sync() {
+    const CAP: u32 = 502;
+    let page = tern_proto::MAX_SYNC_PAGE as usize;
+    let server = TestServer::start_with(SHARDS, |c| {
+        c.groups_per_user = CAP;
+        c.conversations_per_account_burst = 1_000;
+    });
+    let mut victim = server.register_private("victim").await;
+    let mut mallory = Raw::register(&server, "mallory").await;
+    let friend = server.register("friend").await;
+    // A stranger cannot add the victim at all, and nothing is stored.
+    let group = conversations::CreateConversation {
+        kind: ConversationKind::Group,
+        members: vec!["victim".into()],
+    };
+    let f = mallory
+        .refused(group.clone(), ErrorCode::ConsentRequired)
+        .await;
+    let said = format!("{f:?}");
+    assert!(
+        said.contains("victim") && said.contains("invitation"),
+        "{said}"
+    );
+    assert!(victim.sync(true).await.unwrap().is_empty(), "stored anyway");
+    // With `Everyone`, anyone may: a friend's group, then exactly one page.
+    victim.set_privacy(GroupAdds::Everyone).await.unwrap();
+    let friends = friend
+        .create_conversation(ConversationKind::Group, &["victim"])
         .await
-        .expect("an answer in time");
-    match answer {
-        Ok(Some(f)) => {
-            assert_eq!(f.request_id, id);
-            assert!(
-                matches!(&f.body, Body::SyncResult(r) if r.conversations.len() == GROUPS),
-                "{:.200?}",
-                f.body
-            );
-        }
-        other => panic!("the victim cannot read its own Sync answer: {other:?}"),
-    }
+        .unwrap()
+        .id;
+    create_groups_with(&server, "mallory1", page - 1, "victim").await;
+    let first = victim.sync_page(true, 0, 0).await.unwrap();
+    assert_eq!((first.conversations.len(), first.more), (page, false));
+    // One over the page: a second page of one.
+    create_groups_with(&server, "mallory2", 1, "victim").await;
+    let first = victim.sync_page(true, 0, 0).await.unwrap();
+    assert_eq!((first.conversations.len(), first.more), (page, true));
+    let last = first.conversations.last().unwrap().conversation_id;
+    let second = victim.sync_page(true, last, 0).await.unwrap();
+    assert_eq!((second.conversations.len(), second.more), (1, false));
+    let asked_more = victim.sync_page(true, 0, page as u32 + 1).await.unwrap();
+    assert_eq!(asked_more.conversations.len(), page, "capped at the page");
+    let all = victim.sync(true).await.unwrap();
+    let ids: std::collections::BTreeSet<u64> = all.iter().map(|c| c.conversation_id).collect();
+    assert_eq!((all.len(), ids.len()), (page + 1, page + 1));
+    assert!(ids.contains(&friends));
+    // The cap: at it, one more add is refused with its limit named.
+    create_groups_with(&server, "mallory3", CAP as usize - page - 1, "victim").await;
+    let f = mallory.refused(group, ErrorCode::LimitExceeded).await;
+    let said = format!("{f:?}");
+    assert!(
+        said.contains("victim") && said.contains("groups_per_user = 502"),
+        "{said}"
+    );
+    // The victim, offline meanwhile, still catches up on a friend's message.
+    victim.go_offline().await;
+    friend.send(friends, &b"still friends"[..]).await.unwrap();
+    victim.come_online(&server).await;
+    let m = victim.expect_message().await;
+    assert_eq!(
+        (m.conversation_id, &m.payload[..]),
+        (friends, &b"still friends"[..])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2515,5 +2598,164 @@ async fn a_client_that_never_reads_is_closed_as_too_slow() {
             .find(|s| s.conversation_id == direct)
             .map(|s| s.head_seq),
         Some(sent)
+    );
+}
+
+/// The code of a refused SDK request.
+fn sdk_code<T: std::fmt::Debug>(result: Result<T, tern_client::ClientError>) -> ErrorCode {
+    result.expect_err("refused").code().expect("a server error")
+}
+
+async fn next_notice(client: &common::TestClient) -> Body {
+    timeout(WAIT, client.next_notice())
+        .await
+        .expect("a notice in time")
+        .expect("client open")
+}
+
+/// Contacts are the users someone chose: creating a conversation with A,
+/// or answering A's direct conversation, lets A add you to groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_may_add_without_an_invitation() {
+    let server = TestServer::start(SHARDS);
+    let [alice, bob, carol, dave] =
+        ["alice", "bob", "carol", "dave"].map(|u| server.register_private(u));
+    let (alice, bob, carol, dave) = (alice.await, bob.await, carol.await, dave.await);
+    let group = ConversationKind::Group;
+    // Bob starts a direct conversation with alice: alice may add bob.
+    assert_eq!(
+        sdk_code(alice.create_conversation(group, &["bob"]).await),
+        ErrorCode::ConsentRequired
+    );
+    bob.create_conversation(ConversationKind::Direct, &["alice"])
+        .await
+        .unwrap();
+    // ...but bob may not add alice: she never chose him.
+    assert_eq!(
+        sdk_code(bob.create_conversation(group, &["alice"]).await),
+        ErrorCode::ConsentRequired
+    );
+    alice.create_conversation(group, &["bob"]).await.unwrap();
+    // Carol starts a direct conversation with dave; once dave answers in
+    // it, carol may add dave (to a new group, or an existing one).
+    let direct = carol
+        .create_conversation(ConversationKind::Direct, &["dave"])
+        .await
+        .unwrap()
+        .id;
+    let carols = carol.create_conversation(group, &[]).await.unwrap().id;
+    assert_eq!(
+        sdk_code(carol.add_members(carols, &["dave"]).await),
+        ErrorCode::ConsentRequired
+    );
+    dave.send(direct, &b"hi carol"[..]).await.unwrap();
+    carol.add_members(carols, &["dave"]).await.unwrap();
+    // Everyone lets anybody in.
+    assert_eq!(
+        sdk_code(dave.create_conversation(group, &["alice"]).await),
+        ErrorCode::ConsentRequired
+    );
+    alice.set_privacy(GroupAdds::Everyone).await.unwrap();
+    dave.create_conversation(group, &["alice"]).await.unwrap();
+}
+
+/// Invitations: declined ones are gone, they expire after 7 days, at most
+/// 100 are kept per user (the oldest dropped), and bad requests get typed
+/// errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_are_declined_expire_and_are_bounded() {
+    use tern_proto::body::privacy::{INVITATION_TTL_MS, MAX_PENDING_INVITATIONS};
+    let clock = Clock::manual(Clock::system().now_ms());
+    let server = TestServer::start_with_clock(SHARDS, clock.clone(), |c| {
+        c.invitations_per_account_burst = 200;
+        c.conversations_per_account_burst = 200;
+    });
+    let alice = server.register_private("alice").await;
+    let bob = server.register_private("bob").await;
+    let _carol = server.register_private("carol").await;
+    let g = alice
+        .create_conversation(ConversationKind::Group, &[])
+        .await
+        .unwrap()
+        .id;
+    // Decline: the inviter hears it, the invitation is gone, no add.
+    alice.invite(g, "bob").await.unwrap();
+    let invited = next_notice(&bob).await;
+    assert!(
+        matches!(&invited, Body::Invited(i) if i.conversation_id == g && i.inviter == "alice"),
+        "{invited:?}"
+    );
+    assert_eq!(bob.invitations().await.unwrap().len(), 1);
+    bob.answer_invitation(g, false).await.unwrap();
+    let answered = next_notice(&alice).await;
+    assert!(
+        matches!(&answered, Body::InvitationAnswered(a) if a.user == "bob" && !a.accepted),
+        "{answered:?}"
+    );
+    assert!(bob.invitations().await.unwrap().is_empty());
+    assert_eq!(
+        sdk_code(alice.add_members(g, &["bob"]).await),
+        ErrorCode::ConsentRequired
+    );
+    assert_eq!(
+        sdk_code(bob.answer_invitation(g, true).await),
+        ErrorCode::NotFound
+    );
+    // Expiry: 7 days on the server's clock.
+    alice.invite(g, "bob").await.unwrap();
+    clock.advance(INVITATION_TTL_MS);
+    assert!(bob.invitations().await.unwrap().is_empty(), "expired");
+    assert_eq!(
+        sdk_code(bob.answer_invitation(g, true).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        sdk_code(alice.add_members(g, &["bob"]).await),
+        ErrorCode::ConsentRequired
+    );
+    // Bad requests.
+    let direct = alice
+        .create_conversation(ConversationKind::Direct, &["carol"])
+        .await
+        .unwrap()
+        .id;
+    for (conversation, user, code) in [
+        (g ^ 1, "bob", ErrorCode::NotFound),
+        (direct, "bob", ErrorCode::Forbidden),
+        (g, "alice", ErrorCode::InvalidArgument),
+        (g, "nobody", ErrorCode::NotFound),
+        (g, "Not A Handle", ErrorCode::InvalidArgument),
+    ] {
+        assert_eq!(
+            sdk_code(alice.invite(conversation, user).await),
+            code,
+            "{user}"
+        );
+    }
+    assert_eq!(sdk_code(bob.invite(g, "carol").await), ErrorCode::NotMember);
+    // The bound: 101 invitations keep the newest 100.
+    let mut groups = Vec::new();
+    for _ in 0..=MAX_PENDING_INVITATIONS {
+        let id = alice
+            .create_conversation(ConversationKind::Group, &[])
+            .await
+            .unwrap()
+            .id;
+        alice.invite(id, "bob").await.unwrap();
+        clock.advance(1);
+        groups.push(id);
+    }
+    let held: Vec<u64> = bob
+        .invitations()
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.conversation_id)
+        .collect();
+    assert_eq!(held.len(), MAX_PENDING_INVITATIONS);
+    assert_eq!(
+        held[..],
+        groups[1..],
+        "the oldest is dropped, the rest oldest first"
     );
 }

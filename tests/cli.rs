@@ -138,6 +138,14 @@ fn removing_yourself_leaves_the_group() {
         ok(tern(
             &[&register[..], &["--fingerprint", &fp, user]].concat(),
         ));
+        // Not a consent test: anyone may add these users to groups.
+        ok(tern(&[
+            "privacy",
+            "--state",
+            dir,
+            "--group-adds",
+            "everyone",
+        ]));
     }
     let group = ok(tern(&["create", "--state", &alice, "group", "bob"]))
         .trim()
@@ -221,6 +229,14 @@ impl Accounts {
             ok(tern(
                 &[&register[..], &["--fingerprint", &fp, user]].concat(),
             ));
+            // Not a consent test: anyone may add these users to groups.
+            ok(tern(&[
+                "privacy",
+                "--state",
+                &state,
+                "--group-adds",
+                "everyone",
+            ]));
         }
         accounts
     }

@@ -177,11 +177,15 @@ fn options(server: &ServerProcess, state: &Path) -> ClientOptions {
     o
 }
 
+/// A new account anyone may add to groups (not a consent test).
 async fn register(server: &ServerProcess, state: &Path, user: &str) -> Client {
-    timeout(WAIT, Client::register(options(server, state), user, "test"))
+    let client = timeout(WAIT, Client::register(options(server, state), user, "test"))
         .await
         .expect("register in time")
-        .expect("register")
+        .expect("register");
+    let everyone = tern_proto::GroupAdds::Everyone;
+    client.set_privacy(everyone).await.expect("set privacy");
+    client
 }
 
 async fn connect(server: &ServerProcess, state: &Path) -> Client {

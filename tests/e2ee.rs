@@ -26,7 +26,22 @@ struct Device {
     state: TempDir,
 }
 
+/// A new account anyone may add to groups (these tests are not about
+/// consent; `register_private` keeps the default).
 async fn register(server: &TestServer, user: &str) -> Device {
+    let device = register_private(server, user).await;
+    let everyone = tern_proto::GroupAdds::Everyone;
+    device
+        .client
+        .transport()
+        .set_privacy(everyone)
+        .await
+        .unwrap();
+    device
+}
+
+/// A new account with the default privacy: only contacts add it to groups.
+async fn register_private(server: &TestServer, user: &str) -> Device {
     let state = tempfile::tempdir().unwrap();
     let client = SecureClient::register(server.options(state.path()), user, "phone")
         .await
@@ -1115,4 +1130,73 @@ async fn a_pending_commit_beaten_by_another_is_discarded_and_the_winner_processe
         }
     );
     all_read_each_other(&[&alice.client, &bob.client, &carol.client], group).await;
+}
+
+/// Consent before membership: a stranger's add is refused and stores
+/// nothing; after an invitation is accepted the add goes through (MLS
+/// Commit and Welcome) and the two exchange encrypted messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_adds_only_after_an_accepted_invitation() {
+    let server = TestServer::start(2);
+    let alice = register_private(&server, "alice").await;
+    let bob = register_private(&server, "bob").await;
+    let group = alice.client.create_group(&[]).await.unwrap();
+    let refused = alice.client.add_members(group, &["bob"]).await.unwrap_err();
+    let consent = matches!(&refused, SecureError::Client(c) if c.code() == Some(tern_proto::fb::ErrorCode::ConsentRequired));
+    assert!(consent && refused.to_string().contains("bob"), "{refused}");
+    let bobs = bob.client.transport().sync(true).await.unwrap();
+    assert!(bobs.is_empty(), "nothing stored: {bobs:?}");
+    // Invite, accept, add.
+    alice.client.transport().invite(group, "bob").await.unwrap();
+    match next(&bob.client).await {
+        SecureEvent::Invited {
+            conversation_id,
+            inviter,
+        } => {
+            assert_eq!((conversation_id, inviter.as_str()), (group, "alice"))
+        }
+        other => panic!("expected an invitation, got {other:?}"),
+    }
+    let pending = bob.client.transport().invitations().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    bob.client
+        .transport()
+        .answer_invitation(group, true)
+        .await
+        .unwrap();
+    match next(&alice.client).await {
+        SecureEvent::InvitationAnswered {
+            conversation_id,
+            user,
+            accepted,
+        } => {
+            assert_eq!(
+                (conversation_id, user.as_str(), accepted),
+                (group, "bob", true)
+            )
+        }
+        other => panic!("expected the answer, got {other:?}"),
+    }
+    alice.client.add_members(group, &["bob"]).await.unwrap();
+    match next(&bob.client).await {
+        SecureEvent::Joined { conversation_id } => assert_eq!(conversation_id, group),
+        other => panic!("expected to join, got {other:?}"),
+    }
+    alice.client.send_text(group, "welcome").await.unwrap();
+    assert_eq!(
+        next_text(&bob.client).await,
+        ("alice".into(), "welcome".into())
+    );
+    bob.client.send_text(group, "thanks").await.unwrap();
+    assert_eq!(
+        next_text(&alice.client).await,
+        ("bob".into(), "thanks".into())
+    );
+    assert!(bob
+        .client
+        .transport()
+        .invitations()
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -104,7 +104,13 @@ async fn registered_connection(server: &TestServer, user: &str) -> (RawConnectio
 
 /// A request that any authenticated connection answers with a SyncResult.
 fn sync_request(request_id: u64) -> Frame {
-    Frame::new(request_id, Body::Sync(sync::Sync { all: true }))
+    Frame::new(
+        request_id,
+        Body::Sync(sync::Sync {
+            all: true,
+            ..Default::default()
+        }),
+    )
 }
 
 /// Encodes a FlatBuffer with the length prefix.

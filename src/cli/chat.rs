@@ -135,6 +135,43 @@ pub struct ApproveArgs {
     deny: bool,
 }
 
+/// `tern privacy --group-adds everyone|contacts`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupAddsArg {
+    /// Anyone may add you to groups.
+    Everyone,
+    /// Only your contacts (people you started a conversation with, added,
+    /// or answered); anyone else sends an invitation.
+    Contacts,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PrivacyArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Who may add you to groups without an invitation.
+    #[arg(long, value_enum)]
+    group_adds: GroupAddsArg,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InviteArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Group id (printed by `create`).
+    conversation: u64,
+    /// Who to invite.
+    user: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AnswerArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Group id (shown by `tern invitations` and `tern listen`).
+    conversation: u64,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct DevicesArgs {
     #[command(flatten)]
@@ -217,6 +254,24 @@ async fn dispatch(command: Command) -> Result<(), String> {
             let (user, revoke) = (a.user, a.revoke);
             run_op(&a.conn, Op::Devices { user, revoke }).await
         }
+        Command::Privacy(a) => {
+            let group_adds = a.group_adds;
+            run_op(&a.conn, Op::Privacy { group_adds }).await
+        }
+        Command::Invite(a) => {
+            let (conversation, user) = (a.conversation, a.user);
+            run_op(&a.conn, Op::Invite { conversation, user }).await
+        }
+        Command::Invitations(a) => run_op(&a.conn, Op::Invitations).await,
+        Command::Accept(a) => run_op(&a.conn, answer_op(a.conversation, true)).await,
+        Command::Decline(a) => run_op(&a.conn, answer_op(a.conversation, false)).await,
+    }
+}
+
+fn answer_op(conversation: u64, accept: bool) -> Op {
+    Op::Answer {
+        conversation,
+        accept,
     }
 }
 
@@ -491,6 +546,34 @@ fn show_event(event: &SecureEvent, conn: &Connection) -> Option<(u64, u64)> {
                 "rejoined group {conversation_id} (epoch {epoch}): this device missed changes \
                  no longer on the server; messages from before cannot be read here"
             );
+            None
+        }
+        SecureEvent::Invited {
+            conversation_id,
+            inviter,
+        } => {
+            let flags = connection_flags(conn);
+            eprintln!(
+                "{} invites you to group {conversation_id}: tern accept {flags} {conversation_id}   \
+                 (or tern decline {flags} {conversation_id})",
+                shown(inviter)
+            );
+            None
+        }
+        SecureEvent::InvitationAnswered {
+            conversation_id,
+            user,
+            accepted,
+        } => {
+            let user = shown(user);
+            match accepted {
+                true => eprintln!(
+                    "{user} accepted your invitation to group {conversation_id}: \
+                     tern add {} {conversation_id} {user}",
+                    connection_flags(conn)
+                ),
+                false => eprintln!("{user} declined your invitation to group {conversation_id}"),
+            }
             None
         }
         SecureEvent::NotStored { .. } => None,

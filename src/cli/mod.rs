@@ -48,6 +48,16 @@ pub enum Command {
     Approve(chat::ApproveArgs),
     /// List a user's devices, or --revoke one of yours.
     Devices(chat::DevicesArgs),
+    /// Set who may add you to groups without an invitation (default: contacts).
+    Privacy(chat::PrivacyArgs),
+    /// Invite a user to a group you are in (they accept with `tern accept GROUP`).
+    Invite(chat::InviteArgs),
+    /// List the invitations to groups waiting for your answer.
+    Invitations(chat::ClientArgs),
+    /// Accept an invitation to a group: its members may then add you.
+    Accept(chat::AnswerArgs),
+    /// Decline an invitation to a group.
+    Decline(chat::AnswerArgs),
 }
 
 /// Client connection options shared by every client subcommand.

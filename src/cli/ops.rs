@@ -1,6 +1,7 @@
 //! The client commands that work on an open [`SecureClient`]: `create`,
 //! `add`, `remove`, `send`, `history`, `search`, `conversations`,
-//! `approve`, `devices`. Each is an [`Op`] (serializable, so a running `tern listen`
+//! `approve`, `devices`, `privacy`, `invite`, `invitations`, `accept`,
+//! `decline`. Each is an [`Op`] (serializable, so a running `tern listen`
 //! can perform it for another invocation, see [`super::forward`]) and
 //! writes what it prints into [`Printed`] instead of the terminal, so the
 //! same text reaches the user whichever process ran it.
@@ -8,10 +9,12 @@
 use serde::{Deserialize, Serialize};
 use tern_client::content::Content;
 use tern_client::message_store::{MessageStore, StoredMessage};
-use tern_client::secure::SecureClient;
+use tern_client::secure::{SecureClient, SecureError};
 use tern_proto::body::devices;
 
-use super::chat::{shown, KindArg};
+use super::chat::{shown, GroupAddsArg, KindArg};
+use tern_proto::fb::ErrorCode;
+use tern_proto::GroupAdds;
 
 /// One client command's own arguments (the connection flags aside).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +46,14 @@ pub enum Op {
         user: Option<String>,
         revoke: Option<u32>,
     },
+    /// `tern privacy --group-adds everyone|contacts`
+    Privacy { group_adds: GroupAddsArg },
+    /// `tern invite GROUP USER`
+    Invite { conversation: u64, user: String },
+    /// `tern invitations`
+    Invitations,
+    /// `tern accept GROUP` (`accept: true`) or `tern decline GROUP`.
+    Answer { conversation: u64, accept: bool },
 }
 
 /// What a command prints, stdout and stderr apart, each in order.
@@ -98,7 +109,108 @@ pub async fn perform(client: &SecureClient, op: Op, out: &mut Printed) -> Result
         Op::Conversations => conversations(client, out).await,
         Op::Approve { link_id, deny } => approve(client, link_id, deny, out).await,
         Op::Devices { user, revoke } => devices(client, user, revoke, out).await,
+        Op::Privacy { group_adds } => privacy(client, group_adds, out).await,
+        Op::Invite { conversation, user } => invite(client, conversation, &user, out).await,
+        Op::Invitations => invitations(client, out).await,
+        Op::Answer {
+            conversation,
+            accept,
+        } => answer(client, conversation, accept, out).await,
     }
+}
+
+/// A refusal's sentence; for a user who must consent first, with the
+/// command that asks them (`group`: where to invite them, when it exists).
+fn explain(e: &SecureError, group: Option<u64>) -> String {
+    let consent =
+        matches!(e, SecureError::Client(c) if c.code() == Some(ErrorCode::ConsentRequired));
+    if !consent {
+        return e.to_string();
+    }
+    let how = match group {
+        Some(group) => format!("tern invite {group} USER"),
+        None => "tern create group (without them), then tern invite GROUP USER".to_owned(),
+    };
+    format!("{e}. To ask them: {how}; once they run tern accept, add them again")
+}
+
+async fn privacy(
+    client: &SecureClient,
+    arg: GroupAddsArg,
+    out: &mut Printed,
+) -> Result<(), String> {
+    let (group_adds, who) = match arg {
+        GroupAddsArg::Everyone => (GroupAdds::Everyone, "anyone"),
+        GroupAddsArg::Contacts => (
+            GroupAdds::Contacts,
+            "only your contacts (others send an invitation)",
+        ),
+    };
+    let transport = client.transport();
+    transport
+        .set_privacy(group_adds)
+        .await
+        .map_err(|e| e.to_string())?;
+    out.out(format!("from now on {who} may add you to groups"));
+    Ok(())
+}
+
+async fn invite(
+    client: &SecureClient,
+    group: u64,
+    user: &str,
+    out: &mut Printed,
+) -> Result<(), String> {
+    let transport = client.transport();
+    transport
+        .invite(group, user)
+        .await
+        .map_err(|e| e.to_string())?;
+    out.out(format!(
+        "invited {} to group {group}; add them once they accept",
+        shown(user)
+    ));
+    Ok(())
+}
+
+async fn invitations(client: &SecureClient, out: &mut Printed) -> Result<(), String> {
+    let pending = client
+        .transport()
+        .invitations()
+        .await
+        .map_err(|e| e.to_string())?;
+    if pending.is_empty() {
+        out.err("no invitations waiting");
+    }
+    for i in pending {
+        out.out(format!(
+            "{}\tfrom {}\t{}",
+            i.conversation_id,
+            shown(&i.inviter),
+            utc_time(i.created_ms)
+        ));
+    }
+    Ok(())
+}
+
+async fn answer(
+    client: &SecureClient,
+    group: u64,
+    accept: bool,
+    out: &mut Printed,
+) -> Result<(), String> {
+    let transport = client.transport();
+    transport
+        .answer_invitation(group, accept)
+        .await
+        .map_err(|e| e.to_string())?;
+    match accept {
+        true => out.out(format!(
+            "accepted the invitation to group {group}; its members may add you now"
+        )),
+        false => out.out(format!("declined the invitation to group {group}")),
+    }
+    Ok(())
 }
 
 async fn create(
@@ -117,7 +229,7 @@ async fn create(
         (KindArg::Note, _) => return Err("a note-to-self conversation takes no members".into()),
         (KindArg::Group, members) => client.create_group(members).await,
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| explain(&e, None))?;
     out.out(id.to_string());
     let kind = match kind {
         KindArg::Direct => "direct conversation",
@@ -148,7 +260,7 @@ async fn change_members(
         } else {
             client.remove_members(conversation, &others).await
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| explain(&e, Some(conversation)))?;
         out.out(format!("group {conversation} is now at MLS epoch {epoch}"));
     }
     if leaving {

@@ -162,8 +162,20 @@ impl TestServer {
         o
     }
 
-    /// Registers a new account and returns its connected client.
+    /// Registers a new account that anyone may add to groups (for tests
+    /// that are not about consent) and returns its connected client.
     pub async fn register(&self, user: &str) -> TestClient {
+        let client = self.register_private(user).await;
+        client
+            .set_privacy(tern_proto::GroupAdds::Everyone)
+            .await
+            .expect("set privacy");
+        client
+    }
+
+    /// Registers a new account with the default privacy (only contacts
+    /// may add it to groups) and returns its connected client.
+    pub async fn register_private(&self, user: &str) -> TestClient {
         let state = tempfile::tempdir().expect("temp dir");
         let client = Client::register(self.options(state.path()), user, "test")
             .await

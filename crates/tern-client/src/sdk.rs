@@ -24,10 +24,11 @@ use super::connection::{
 use super::identity::{Identity, IdentityError};
 use super::ordering::{Action, OrderedDelivery};
 use super::tls::TrustAnchor;
-use tern_proto::body::{auth, conversations, devices, messaging, sync};
+use tern_proto::body::{auth, conversations, devices, messaging, privacy, sync};
 use tern_proto::fb::ErrorCode;
 use tern_proto::{
-    close, Body, Conflict, ConversationKind, ConversationState, Frame, Message, Request,
+    close, Body, Conflict, ConversationKind, ConversationState, Frame, GroupAdds, Message, Request,
+    MAX_SYNC_PAGE,
 };
 
 /// How a client reaches and trusts its server, and where it keeps its state.
@@ -416,7 +417,8 @@ impl Client {
         lock(&self.shared.losses).push((which, how));
     }
 
-    /// The next server notice: KeysLow, LinkPrompt, DeviceListChanged.
+    /// The next server notice: KeysLow, LinkPrompt, DeviceListChanged,
+    /// Invited, InvitationAnswered.
     pub async fn next_notice(&self) -> Option<Body> {
         self.notices.lock().await.recv().await
     }
@@ -510,6 +512,64 @@ impl Client {
     /// Conversations whose head is past this device's cursor (or all of them).
     pub async fn sync(&self, all: bool) -> Result<Vec<ConversationState>, ClientError> {
         sync(&self.shared, all).await
+    }
+
+    /// One page of Sync as the server answers it: conversations with id >
+    /// `after`, at most `limit` (0: the server's default, [`MAX_SYNC_PAGE`]).
+    pub async fn sync_page(
+        &self,
+        all: bool,
+        after: u64,
+        limit: u32,
+    ) -> Result<sync::SyncResult, ClientError> {
+        request_on(&self.shared, sync::Sync { all, after, limit }).await
+    }
+
+    /// Sets who may add this account to groups without an invitation
+    /// ([`GroupAdds::Contacts`] by default).
+    pub async fn set_privacy(&self, group_adds: GroupAdds) -> Result<(), ClientError> {
+        self.request(privacy::SetPrivacy { group_adds }).await?;
+        Ok(())
+    }
+
+    /// Invites `user` to group `conversation_id` (the caller must be a
+    /// member); the user's devices get an `Invited` notice.
+    ///
+    /// # Errors
+    /// `NotFound` (no such group or user), `NotMember`, `Forbidden` (not a
+    /// group), `InvalidArgument` (already a member), `RateLimited`.
+    pub async fn invite(&self, conversation_id: u64, user: &str) -> Result<(), ClientError> {
+        let user = user.to_owned();
+        self.request(privacy::Invite {
+            conversation_id,
+            user,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// This account's pending invitations, oldest first (at most 100).
+    pub async fn invitations(&self) -> Result<Vec<privacy::Invitation>, ClientError> {
+        Ok(self.request(privacy::ListInvitations).await?.invitations)
+    }
+
+    /// Accepts (any member may then add this account to the group) or
+    /// declines a pending invitation; the inviter gets an
+    /// `InvitationAnswered` notice.
+    ///
+    /// # Errors
+    /// `NotFound` when no unexpired invitation to that group is pending.
+    pub async fn answer_invitation(
+        &self,
+        conversation_id: u64,
+        accept: bool,
+    ) -> Result<(), ClientError> {
+        let answer = privacy::AnswerInvitation {
+            conversation_id,
+            accept,
+        };
+        self.request(answer).await?;
+        Ok(())
     }
 
     /// One page of a conversation starting at `from_seq`.
@@ -700,8 +760,24 @@ async fn wait_live(shared: &Shared) -> Result<Arc<LiveConnection>, ClientError> 
     }
 }
 
+/// Every page of a Sync: asks for [`MAX_SYNC_PAGE`] conversations at a
+/// time, after the last one listed, while the server says there are more.
 async fn sync(shared: &Shared, all: bool) -> Result<Vec<ConversationState>, ClientError> {
-    Ok(request_on(shared, sync::Sync { all }).await?.conversations)
+    let mut out: Vec<ConversationState> = Vec::new();
+    let mut after = 0;
+    loop {
+        let ask = sync::Sync {
+            all,
+            after,
+            limit: MAX_SYNC_PAGE,
+        };
+        let page = request_on(shared, ask).await?;
+        out.extend(page.conversations);
+        match (page.more, out.last()) {
+            (true, Some(last)) if last.conversation_id > after => after = last.conversation_id,
+            _ => return Ok(out),
+        }
+    }
 }
 
 async fn history(

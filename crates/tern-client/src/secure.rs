@@ -162,6 +162,19 @@ pub enum SecureEvent {
     Removed {
         conversation_id: u64,
     },
+    /// `inviter` invites this account to group `conversation_id`; answer
+    /// with [`Client::answer_invitation`] (through [`SecureClient::transport`]).
+    Invited {
+        conversation_id: u64,
+        inviter: String,
+    },
+    /// `user` answered this account's invitation to group `conversation_id`;
+    /// once accepted, any member may add them.
+    InvitationAnswered {
+        conversation_id: u64,
+        user: String,
+        accepted: bool,
+    },
     /// A new device asks to join this account; answer with [`SecureClient::approve_link`].
     LinkPrompt {
         link_id: u64,
@@ -1872,6 +1885,21 @@ async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
                         "could not add this account's new device to its groups",
                     );
                 }
+            }
+            Body::Invited(i) => {
+                let event = SecureEvent::Invited {
+                    conversation_id: i.conversation_id,
+                    inviter: i.inviter,
+                };
+                let _ = events.send(event).await;
+            }
+            Body::InvitationAnswered(a) => {
+                let event = SecureEvent::InvitationAnswered {
+                    conversation_id: a.conversation_id,
+                    user: a.user,
+                    accepted: a.accepted,
+                };
+                let _ = events.send(event).await;
             }
             Body::LinkPrompt(devices::LinkPrompt {
                 link_id,

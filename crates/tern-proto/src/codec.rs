@@ -205,7 +205,14 @@ mod tests {
 
     #[test]
     fn splits_frames_across_arbitrary_chunks() {
-        let a = Frame::new(1, sync::Sync { all: true }).encode();
+        let a = Frame::new(
+            1,
+            sync::Sync {
+                all: true,
+                ..Default::default()
+            },
+        )
+        .encode();
         let b = Frame::new(2, messaging::Done).encode();
         let wire: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
         for chunk in 1..wire.len() {
@@ -238,7 +245,14 @@ mod tests {
 
     #[test]
     fn split_over_a_callers_buffer_matches_next_frame() {
-        let a = Frame::new(1, sync::Sync { all: true }).encode();
+        let a = Frame::new(
+            1,
+            sync::Sync {
+                all: true,
+                ..Default::default()
+            },
+        )
+        .encode();
         let b = Frame::new(2, messaging::Done).encode();
         let d = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
         let mut buf = BytesMut::new();

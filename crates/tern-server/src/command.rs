@@ -9,7 +9,7 @@
 //! Adding a request: its struct in its proto family file, its apply in
 //! `cmd/`, and a variant plus two match arms here.
 
-use tern_proto::body::{conversations, devices, messaging, mls, prekeys, sync};
+use tern_proto::body::{conversations, devices, messaging, mls, prekeys, privacy, sync};
 use tern_proto::fb::ErrorCode;
 use tern_proto::Body;
 use tern_store::ConversationId;
@@ -48,6 +48,9 @@ pub enum LocalCommand {
     ListDevices(devices::ListDevices),
     RevokeDevice(devices::RevokeDevice),
     ApproveLink(devices::ApproveLink),
+    SetPrivacy(privacy::SetPrivacy),
+    ListInvitations(privacy::ListInvitations),
+    AnswerInvitation(privacy::AnswerInvitation),
 }
 
 /// Requests answered by the owner of one conversation, which sequences,
@@ -65,6 +68,7 @@ pub enum OwnerCommand {
     History(messaging::History),
     Commit(Box<mls::Commit>),
     GetGroupInfo(mls::GetGroupInfo),
+    Invite(privacy::Invite),
 }
 
 /// Outbound bytes an ordinary answer reserves before its request runs
@@ -97,6 +101,10 @@ impl Command {
             Body::ListDevices(b) => Command::Local(L::ListDevices(b)),
             Body::RevokeDevice(b) => Command::Local(L::RevokeDevice(b)),
             Body::ApproveLink(b) => Command::Local(L::ApproveLink(b)),
+            Body::SetPrivacy(b) => Command::Local(L::SetPrivacy(b)),
+            Body::ListInvitations(b) => Command::Local(L::ListInvitations(b)),
+            Body::AnswerInvitation(b) => Command::Local(L::AnswerInvitation(b)),
+            Body::Invite(b) => Command::Owner(O::Invite(b)),
             Body::CreateConversation(b) => Command::Owner(O::Create(fresh_conversation_id(), b)),
             Body::AddMembers(b) => Command::Owner(O::AddMembers(b)),
             Body::RemoveMembers(b) => Command::Owner(O::RemoveMembers(b)),
@@ -134,7 +142,7 @@ impl LocalCommand {
     pub async fn apply(self, ctx: &ShardCtx, caller: &Caller) -> Outcome {
         use LocalCommand as L;
         let result = match self {
-            L::Sync(b) => cmd::sync::apply(ctx, caller, b.all).await,
+            L::Sync(b) => cmd::sync::apply(ctx, caller, b).await,
             L::UploadPrekeys(b) => cmd::keys::upload_prekeys(ctx, caller, *b).await,
             L::ClaimPrekeys(b) => cmd::keys::claim_prekeys(ctx, caller, b.user).await,
             L::UploadKeyPackages(b) => {
@@ -144,6 +152,11 @@ impl LocalCommand {
             L::ListDevices(b) => cmd::devices::list(ctx, b.user).await,
             L::RevokeDevice(b) => cmd::devices::revoke(ctx, caller, b.device).await,
             L::ApproveLink(b) => cmd::devices::approve(ctx, caller, b.link_id, b.approve).await,
+            L::SetPrivacy(b) => cmd::consent::set_privacy(ctx, caller, b.group_adds).await,
+            L::ListInvitations(_) => cmd::consent::list(ctx, caller).await,
+            L::AnswerInvitation(b) => {
+                cmd::consent::answer(ctx, caller, b.conversation_id, b.accept).await
+            }
         };
         Outcome::or_refused(result)
     }
@@ -164,6 +177,7 @@ impl OwnerCommand {
             O::History(b) => b.conversation_id,
             O::Commit(b) => b.conversation_id,
             O::GetGroupInfo(b) => b.conversation_id,
+            O::Invite(b) => b.conversation_id,
         }
     }
 
@@ -203,6 +217,7 @@ impl OwnerCommand {
             }
             O::Commit(b) => cmd::commit::apply(owner, caller, *b).await,
             O::GetGroupInfo(b) => cmd::commit::group_info(owner, caller, b.conversation_id).await,
+            O::Invite(b) => cmd::consent::invite(owner, caller, b).await,
         }
     }
 }

@@ -91,6 +91,14 @@ pub struct ServerConfig {
     pub conversations_per_account_burst: u32,
     /// Creations per day refilled per account. Default 500.
     pub conversations_per_account_per_day: u32,
+    /// Most group conversations one user may be in: adding a user who is
+    /// in this many already (by CreateConversation, AddMembers or a
+    /// Commit) is refused with `LimitExceeded`. Default 1000, at least 1.
+    pub groups_per_user: u32,
+    /// Invitations (Invite) one account may send in a burst. Default 50.
+    pub invitations_per_account_burst: u32,
+    /// Invitations per day refilled per account. Default 200.
+    pub invitations_per_account_per_day: u32,
     /// Source networks that skip the per-address limits (registrations,
     /// link requests), e.g. `["127.0.0.0/8", "::1/128"]` (the default) for
     /// load tests on the same host. Empty: every address is limited.
@@ -134,6 +142,9 @@ impl Default for ServerConfig {
             link_requests_per_user_per_hour: 10,
             conversations_per_account_burst: 200,
             conversations_per_account_per_day: 500,
+            groups_per_user: 1000,
+            invitations_per_account_burst: 50,
+            invitations_per_account_per_day: 200,
             rate_limit_exempt: loopback(),
             low_keys_threshold: 10,
             link_timeout_secs: 120,
@@ -306,6 +317,11 @@ impl ServerConfig {
                 self.conversations_per_account_burst,
                 "conversations_per_account_burst",
             ),
+            (self.groups_per_user, "groups_per_user"),
+            (
+                self.invitations_per_account_burst,
+                "invitations_per_account_burst",
+            ),
         ] {
             check(value > 0, field, "must be positive")?;
         }
@@ -418,6 +434,19 @@ mod tests {
             ..ServerConfig::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn groups_per_user_is_positive() {
+        assert_eq!(ServerConfig::default().groups_per_user, 1000);
+        let c = ServerConfig {
+            groups_per_user: 0,
+            ..ServerConfig::default()
+        };
+        let err = c.validate().expect_err("zero refused");
+        assert!(err.to_string().contains("groups_per_user"), "{err}");
+        let parsed: ServerConfig = toml::from_str("groups_per_user = 3").expect("parses");
+        assert_eq!(parsed.groups_per_user, 3);
     }
 
     #[test]

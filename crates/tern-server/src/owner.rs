@@ -40,6 +40,10 @@ pub struct ConvState {
     /// was cached: a retried send is answered from this index without
     /// taking a seq (the store still checks every append).
     pub recent: RecentIds,
+    /// Direct conversations: whether the member who did not create it has
+    /// been recorded, by this process, as having the creator for a contact
+    /// (done on its first send; see `cmd::consent::note_reply`).
+    pub contact_noted: bool,
 }
 
 /// `(sender user, sender device, client message id)` → the stored message's
@@ -167,15 +171,16 @@ impl Owner {
             self.convs.clear();
         }
         // A changed record (members, head) keeps the ids seen so far.
-        let recent = self
+        let (recent, contact_noted) = self
             .convs
             .remove(&record.id)
-            .map(|old| old.recent)
+            .map(|old| (old.recent, old.contact_noted))
             .unwrap_or_default();
         let state = ConvState {
             record,
             recipients,
             recent,
+            contact_noted,
         };
         self.convs.insert(state.record.id, state);
         Ok(())

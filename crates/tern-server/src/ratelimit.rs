@@ -10,6 +10,7 @@
 //! | link requests | source address | link-prompt spam from one host |
 //! | link requests | target user | link-prompt spam at one user from many hosts |
 //! | conversation creations | account | one account pulling others into endless conversations |
+//! | invitations | inviting account | invitation spam (each one is stored and pushed to the invitee) |
 //!
 //! Addresses in `rate_limit_exempt` (default: loopback) skip the address
 //! limits, so a load generator or tests on the same host are not throttled.
@@ -98,6 +99,7 @@ pub struct ServerLimits {
     links_by_address: Mutex<RateLimiter>,
     links_by_user: Mutex<RateLimiter>,
     creations: Mutex<RateLimiter>,
+    invitations: Mutex<RateLimiter>,
     exempt: Vec<IpNet>,
 }
 
@@ -128,6 +130,10 @@ impl ServerLimits {
             creations: limiter(
                 config.conversations_per_account_burst,
                 config.conversations_per_account_per_day.div_ceil(24),
+            ),
+            invitations: limiter(
+                config.invitations_per_account_burst,
+                config.invitations_per_account_per_day.div_ceil(24),
             ),
             exempt: config.rate_limit_exempt.clone(),
         }
@@ -177,6 +183,15 @@ impl ServerLimits {
     pub fn create_conversation(&self, user: &str, now_ms: u64) -> Result<(), Reject> {
         take(&self.creations, user, now_ms)
             .map_err(|wait| limited(wait, "too many conversations created by this account"))
+    }
+
+    /// One invitation sent by `user`.
+    ///
+    /// # Errors
+    /// `RateLimited` with a retry-after.
+    pub fn invite(&self, user: &str, now_ms: u64) -> Result<(), Reject> {
+        take(&self.invitations, user, now_ms)
+            .map_err(|wait| limited(wait, "too many invitations sent by this account"))
     }
 
     fn is_exempt(&self, address: IpAddr) -> bool {

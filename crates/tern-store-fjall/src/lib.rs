@@ -22,6 +22,9 @@
 //! | `key_pool_meta`      | user¹ · device u32 · pool u8                 | pool record³       |
 //! | `group_epochs`       | conversation u64                             | epoch u64          |
 //! | `group_infos`        | conversation u64                             | GroupInfo bytes    |
+//! | `privacy`            | user¹                                        | group_adds u8 (0 contacts, 1 everyone) |
+//! | `contacts`           | user¹ · contact¹                             | empty              |
+//! | `invitations`        | user¹ · conversation u64                     | created_ms u64 · accepted u8 · inviter¹ |
 //!
 //! ¹ a user is written as one length byte followed by its bytes, so a user's
 //! keys form one prefix that no other user's keys share.
@@ -69,6 +72,7 @@
 mod accounts;
 mod codec;
 mod commit;
+mod consent;
 mod conversations;
 mod directory;
 mod groups;
@@ -89,10 +93,10 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch};
 use commit::Committer;
 use tern_store::{
     AccountStore, AppendError, AppendOutcome, BackendError, ClaimedKey, CommitOutcome,
-    CommitRecord, ConversationId, ConversationRecord, ConversationStore, CreateAccountError,
-    CreateConversationError, CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord,
-    GroupStore, KeyDirectory, KeyPool, MembersError, MessageLog, Poison, PoisonHook, PoolKey, Seq,
-    Store, StoredMessage, UserId,
+    CommitRecord, ConsentStore, ConversationId, ConversationRecord, ConversationStore,
+    CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceKeys,
+    DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore, InvitationRecord, KeyDirectory, KeyPool,
+    MembersError, MessageLog, Poison, PoisonHook, PoolKey, Seq, Store, StoredMessage, UserId,
 };
 
 /// Value of set-like tables.
@@ -167,6 +171,8 @@ pub(crate) struct Inner {
     /// every change to a user's set of devices. Taken before a stripe, never
     /// while holding one.
     pub(crate) create_lock: Mutex<()>,
+    /// Serialises the read-modify-write of a user's invitations (the cap).
+    pub(crate) consent_lock: Mutex<()>,
     /// Serialise read-modify-write calls that touch one conversation, or one
     /// device's key material (keyed by a hash of user and device).
     pub(crate) stripes: Box<[Mutex<Stripe>; STRIPES]>,
@@ -191,6 +197,9 @@ pub(crate) struct Spaces {
     pub(crate) pool_meta: Keyspace,
     pub(crate) epochs: Keyspace,
     pub(crate) group_infos: Keyspace,
+    pub(crate) privacy: Keyspace,
+    pub(crate) contacts: Keyspace,
+    pub(crate) invitations: Keyspace,
 }
 
 impl Spaces {
@@ -212,6 +221,9 @@ impl Spaces {
             pool_meta: ks("key_pool_meta")?,
             epochs: ks("group_epochs")?,
             group_infos: ks("group_infos")?,
+            privacy: ks("privacy")?,
+            contacts: ks("contacts")?,
+            invitations: ks("invitations")?,
         })
     }
 }
@@ -277,6 +289,7 @@ impl FjallStore {
             db,
             ks,
             create_lock: Mutex::new(()),
+            consent_lock: Mutex::new(()),
             stripes,
             committer,
         };
@@ -486,12 +499,73 @@ impl ConversationStore for FjallStore {
         self.inner.user_conversations(user)
     }
 
+    async fn user_conversations_after(
+        &self,
+        user: &str,
+        after: ConversationId,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, BackendError> {
+        self.inner.user_conversations_after(user, after, limit)
+    }
+
+    async fn group_count(&self, user: &str) -> Result<usize, BackendError> {
+        self.inner.group_count(user)
+    }
+
     async fn member_since(
         &self,
         id: ConversationId,
         user: &str,
     ) -> Result<Option<Seq>, BackendError> {
         self.inner.member_since(id, user)
+    }
+}
+
+#[async_trait]
+impl ConsentStore for FjallStore {
+    async fn set_group_adds(&self, user: &str, setting: GroupAdds) -> Result<(), BackendError> {
+        self.inner.set_group_adds(user, setting)
+    }
+
+    async fn group_adds(&self, user: &str) -> Result<GroupAdds, BackendError> {
+        self.inner.group_adds(user)
+    }
+
+    async fn add_contacts(&self, user: &str, contacts: &[UserId]) -> Result<(), BackendError> {
+        self.inner.add_contacts(user, contacts)
+    }
+
+    async fn is_contact(&self, user: &str, other: &str) -> Result<bool, BackendError> {
+        self.inner.is_contact(user, other)
+    }
+
+    async fn put_invitation(
+        &self,
+        user: &str,
+        invitation: &InvitationRecord,
+        keep: usize,
+    ) -> Result<(), BackendError> {
+        self.inner.put_invitation(user, invitation, keep)
+    }
+
+    async fn invitations(&self, user: &str) -> Result<Vec<InvitationRecord>, BackendError> {
+        self.inner.invitations(user)
+    }
+
+    async fn invitation(
+        &self,
+        user: &str,
+        conversation: ConversationId,
+    ) -> Result<Option<InvitationRecord>, BackendError> {
+        self.inner.invitation(user, conversation)
+    }
+
+    async fn remove_invitation(
+        &self,
+        user: &str,
+        conversation: ConversationId,
+    ) -> Result<bool, BackendError> {
+        self.inner.remove_invitation(user, conversation)
     }
 }
 

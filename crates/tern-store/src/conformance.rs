@@ -19,6 +19,7 @@
 //! `commit`, ...) are public so that backends' own tests can share them.
 
 mod accounts;
+mod consent;
 mod conversations;
 mod groups;
 mod keys;
@@ -29,6 +30,7 @@ use std::fmt::Debug;
 use bytes::Bytes;
 
 pub use self::accounts::*;
+pub use self::consent::*;
 pub use self::conversations::*;
 pub use self::groups::*;
 pub use self::keys::*;
@@ -95,6 +97,11 @@ macro_rules! conformance_tests {
             accept_commit_no_such_conversation,
             accept_commit_log_entries,
             accept_commit_race,
+            // privacy, contacts, invitations; the paged index
+            group_adds_setting,
+            contacts,
+            invitations,
+            conversation_index_pages,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {

@@ -63,6 +63,19 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Ids of all conversations `user` is currently a member of, ascending.
     async fn user_conversations(&self, user: &str) -> Result<Vec<ConversationId>, BackendError>;
 
+    /// One page of [`ConversationStore::user_conversations`]: the ids
+    /// greater than `after`, ascending, at most `limit` of them.
+    async fn user_conversations_after(
+        &self,
+        user: &str,
+        after: ConversationId,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, BackendError>;
+
+    /// How many group conversations `user` is currently a member of
+    /// (direct and note-to-self conversations are not counted).
+    async fn group_count(&self, user: &str) -> Result<usize, BackendError>;
+
     /// The first seq of `user`'s current membership of conversation `id`:
     /// 1 for the members it was created with, `head + 1` at the time a
     /// member was added by `update_members`, the seq after the Commit (its

@@ -33,10 +33,11 @@ use bytes::Bytes;
 
 use crate::{
     AccountStore, AppendError, AppendOutcome, BackendError, BackendErrorKind, ClaimedKey,
-    CommitOutcome, CommitRecord, ConversationId, ConversationRecord, ConversationStore,
-    CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceKeys,
-    DeviceKeysUpdate, DeviceRecord, GroupStore, KeyDirectory, KeyPool, MembersError, MessageLog,
-    Poison, PoolKey, Seq, Store, StoredMessage, UserId,
+    CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
+    ConversationStore, CreateAccountError, CreateConversationError, CreateOutcome, DeviceId,
+    DeviceKeys, DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore, InvitationRecord,
+    KeyDirectory, KeyPool, MembersError, MessageLog, Poison, PoolKey, Seq, Store, StoredMessage,
+    UserId,
 };
 
 /// One operation of [`Store`]: a method of one of its traits, or `persist`.
@@ -65,12 +66,22 @@ pub enum Op {
     GroupEpoch,
     AcceptCommit,
     GroupInfo,
+    UserConversationsAfter,
+    GroupCount,
+    SetGroupAdds,
+    GroupAdds,
+    AddContacts,
+    IsContact,
+    PutInvitation,
+    Invitations,
+    Invitation,
+    RemoveInvitation,
     Persist,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 24] = [
+    pub const ALL: [Op; 34] = [
         Op::CreateAccount,
         Op::Device,
         Op::Devices,
@@ -94,6 +105,16 @@ impl Op {
         Op::GroupEpoch,
         Op::AcceptCommit,
         Op::GroupInfo,
+        Op::UserConversationsAfter,
+        Op::GroupCount,
+        Op::SetGroupAdds,
+        Op::GroupAdds,
+        Op::AddContacts,
+        Op::IsContact,
+        Op::PutInvitation,
+        Op::Invitations,
+        Op::Invitation,
+        Op::RemoveInvitation,
         Op::Persist,
     ];
 
@@ -114,6 +135,10 @@ impl Op {
                 | Op::PutKeys
                 | Op::ClaimKey
                 | Op::AcceptCommit
+                | Op::SetGroupAdds
+                | Op::AddContacts
+                | Op::PutInvitation
+                | Op::RemoveInvitation
         )
     }
 
@@ -325,6 +350,20 @@ impl<S: Store> ConversationStore for FaultyStore<S> {
         self.run(Op::UserConversations, call).await
     }
 
+    async fn user_conversations_after(
+        &self,
+        user: &str,
+        after: ConversationId,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, BackendError> {
+        let call = self.inner.user_conversations_after(user, after, limit);
+        self.run(Op::UserConversationsAfter, call).await
+    }
+
+    async fn group_count(&self, user: &str) -> Result<usize, BackendError> {
+        self.run(Op::GroupCount, self.inner.group_count(user)).await
+    }
+
     async fn member_since(
         &self,
         id: ConversationId,
@@ -446,6 +485,61 @@ impl<S: Store> GroupStore for FaultyStore<S> {
 
     async fn group_info(&self, id: ConversationId) -> Result<Option<Bytes>, BackendError> {
         self.run(Op::GroupInfo, self.inner.group_info(id)).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> ConsentStore for FaultyStore<S> {
+    async fn set_group_adds(&self, user: &str, setting: GroupAdds) -> Result<(), BackendError> {
+        let call = self.inner.set_group_adds(user, setting);
+        self.run(Op::SetGroupAdds, call).await
+    }
+
+    async fn group_adds(&self, user: &str) -> Result<GroupAdds, BackendError> {
+        self.run(Op::GroupAdds, self.inner.group_adds(user)).await
+    }
+
+    async fn add_contacts(&self, user: &str, contacts: &[UserId]) -> Result<(), BackendError> {
+        let call = self.inner.add_contacts(user, contacts);
+        self.run(Op::AddContacts, call).await
+    }
+
+    async fn is_contact(&self, user: &str, other: &str) -> Result<bool, BackendError> {
+        let call = self.inner.is_contact(user, other);
+        self.run(Op::IsContact, call).await
+    }
+
+    async fn put_invitation(
+        &self,
+        user: &str,
+        invitation: &InvitationRecord,
+        keep: usize,
+    ) -> Result<(), BackendError> {
+        let call = self.inner.put_invitation(user, invitation, keep);
+        self.run(Op::PutInvitation, call).await
+    }
+
+    async fn invitations(&self, user: &str) -> Result<Vec<InvitationRecord>, BackendError> {
+        self.run(Op::Invitations, self.inner.invitations(user))
+            .await
+    }
+
+    async fn invitation(
+        &self,
+        user: &str,
+        conversation: ConversationId,
+    ) -> Result<Option<InvitationRecord>, BackendError> {
+        let call = self.inner.invitation(user, conversation);
+        self.run(Op::Invitation, call).await
+    }
+
+    async fn remove_invitation(
+        &self,
+        user: &str,
+        conversation: ConversationId,
+    ) -> Result<bool, BackendError> {
+        let call = self.inner.remove_invitation(user, conversation);
+        self.run(Op::RemoveInvitation, call).await
     }
 }
 
@@ -586,6 +680,24 @@ mod tests {
             Op::GroupEpoch => kind(s.group_epoch(1).await),
             Op::AcceptCommit => kind(s.accept_commit(&commit(1, 1)).await),
             Op::GroupInfo => kind(s.group_info(1).await),
+            Op::UserConversationsAfter => kind(s.user_conversations_after("alice", 0, 9).await),
+            Op::GroupCount => kind(s.group_count("alice").await),
+            Op::SetGroupAdds => kind(s.set_group_adds("alice", GroupAdds::Everyone).await),
+            Op::GroupAdds => kind(s.group_adds("alice").await),
+            Op::AddContacts => kind(s.add_contacts("alice", &["bob".into()]).await),
+            Op::IsContact => kind(s.is_contact("alice", "bob").await),
+            Op::PutInvitation => {
+                let invitation = InvitationRecord {
+                    conversation_id: 1,
+                    inviter: "bob".into(),
+                    created_ms: 1,
+                    accepted: false,
+                };
+                kind(s.put_invitation("alice", &invitation, 9).await)
+            }
+            Op::Invitations => kind(s.invitations("alice").await),
+            Op::Invitation => kind(s.invitation("alice", 1).await),
+            Op::RemoveInvitation => kind(s.remove_invitation("alice", 1).await),
             Op::Persist => kind(s.persist().await),
         }
     }

@@ -3,8 +3,9 @@
 //! devices), [`ConversationStore`] (conversations and membership),
 //! [`MessageLog`] (ciphertext log, idempotency, expiry, delivery cursors),
 //! [`KeyDirectory`] (long-term device keys and one generic single-use key
-//! pool for prekeys and KeyPackages) and [`GroupStore`] (MLS epochs, GroupInfo,
-//! accepting a Commit atomically). [`Store`] is all of them plus the
+//! pool for prekeys and KeyPackages), [`GroupStore`] (MLS epochs, GroupInfo,
+//! accepting a Commit atomically) and [`ConsentStore`] (privacy settings,
+//! contacts, invitations to groups). [`Store`] is all of them plus the
 //! durability barrier, and is what the server holds.
 //!
 //! Backends: [`memory::MemStore`] (tests), `tern_store_fjall::FjallStore`
@@ -38,6 +39,7 @@
 mod accounts;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod consent;
 mod conversations;
 mod error;
 pub mod faulty;
@@ -50,6 +52,7 @@ mod types;
 use async_trait::async_trait;
 
 pub use accounts::{AccountStore, CreateAccountError};
+pub use consent::{oldest_first, ConsentStore, GroupAdds, InvitationRecord};
 pub use conversations::{ConversationStore, CreateConversationError, CreateOutcome, MembersError};
 pub use error::{BackendError, BackendErrorKind, Poison, PoisonHook};
 pub use groups::{CommitOutcome, CommitRecord, GroupStore};
@@ -67,14 +70,18 @@ pub use types::{
 /// (`use tern_store::prelude::*;`); through `dyn Store` they are in reach
 /// already.
 pub mod prelude {
-    pub use crate::{AccountStore, ConversationStore, GroupStore, KeyDirectory, MessageLog, Store};
+    pub use crate::{
+        AccountStore, ConsentStore, ConversationStore, GroupStore, KeyDirectory, MessageLog, Store,
+    };
 }
 
 /// The delivery service's durable state: every concern plus the durability
 /// barrier. See the crate docs for the concurrency, durability and failure
 /// contracts every implementation keeps.
 #[async_trait]
-pub trait Store: AccountStore + ConversationStore + MessageLog + KeyDirectory + GroupStore {
+pub trait Store:
+    AccountStore + ConversationStore + MessageLog + KeyDirectory + GroupStore + ConsentStore
+{
     /// Durability barrier: when this returns `Ok`, every write that returned
     /// before the call started survives a crash (process kill or power loss).
     /// Concurrent callers are batched (group commit): one sync serves many.

@@ -22,10 +22,11 @@ use bytes::Bytes;
 
 use crate::{
     AccountStore, AppendError, AppendOutcome, BackendError, ClaimedKey, CommitOutcome,
-    CommitRecord, ConversationId, ConversationRecord, ConversationStore, CreateAccountError,
-    CreateConversationError, CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord,
-    GroupStore, KeyDirectory, KeyPool, MembersError, MessageLog, PoolKey, Seq, SignedPrekey, Store,
-    StoredMessage, UserId, KEY_POOL_CAP,
+    CommitRecord, ConsentStore, ConversationId, ConversationRecord, ConversationStore,
+    CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceKeys,
+    DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore, InvitationRecord, KeyDirectory, KeyPool,
+    MembersError, MessageLog, PoolKey, Seq, SignedPrekey, Store, StoredMessage, UserId,
+    KEY_POOL_CAP,
 };
 
 /// The in-memory backend. See the module docs.
@@ -48,6 +49,11 @@ struct State {
     /// `(expires_at_ms, conversation, seq)`, oldest expiry first.
     expiry: BTreeSet<(u64, ConversationId, Seq)>,
     cursors: BTreeMap<UserId, BTreeMap<DeviceId, BTreeMap<ConversationId, Seq>>>,
+    group_adds: BTreeMap<UserId, GroupAdds>,
+    /// user → the users it chose (its contacts).
+    contacts: BTreeMap<UserId, BTreeSet<UserId>>,
+    /// user → conversation → the user's invitation to it.
+    invitations: BTreeMap<UserId, BTreeMap<ConversationId, InvitationRecord>>,
 }
 
 #[derive(Debug)]
@@ -429,6 +435,28 @@ impl ConversationStore for MemStore {
         Ok(ids.map(|(id, _)| *id).collect())
     }
 
+    async fn user_conversations_after(
+        &self,
+        user: &str,
+        after: ConversationId,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, BackendError> {
+        let state = self.state();
+        let ids = state.memberships.get(user).into_iter().flatten();
+        let later = ids.map(|(id, _)| *id).filter(|id| *id > after);
+        Ok(later.take(limit).collect())
+    }
+
+    async fn group_count(&self, user: &str) -> Result<usize, BackendError> {
+        let state = self.state();
+        let ids = state.memberships.get(user).into_iter().flatten();
+        let groups = ids.filter(|(id, _)| {
+            let kind = state.conversations.get(id).map(|c| c.record.kind);
+            kind == Some(crate::ConversationKind::Group)
+        });
+        Ok(groups.count())
+    }
+
     async fn member_since(
         &self,
         id: ConversationId,
@@ -605,6 +633,89 @@ impl GroupStore for MemStore {
             .conversations
             .get(&id)
             .and_then(|c| c.group_info.clone()))
+    }
+}
+
+#[async_trait]
+impl ConsentStore for MemStore {
+    async fn set_group_adds(&self, user: &str, setting: GroupAdds) -> Result<(), BackendError> {
+        self.state().group_adds.insert(user.to_owned(), setting);
+        Ok(())
+    }
+
+    async fn group_adds(&self, user: &str) -> Result<GroupAdds, BackendError> {
+        Ok(self
+            .state()
+            .group_adds
+            .get(user)
+            .copied()
+            .unwrap_or_default())
+    }
+
+    async fn add_contacts(&self, user: &str, contacts: &[UserId]) -> Result<(), BackendError> {
+        let mut state = self.state();
+        let set = state.contacts.entry(user.to_owned()).or_default();
+        set.extend(contacts.iter().filter(|c| *c != user).cloned());
+        Ok(())
+    }
+
+    async fn is_contact(&self, user: &str, other: &str) -> Result<bool, BackendError> {
+        let state = self.state();
+        Ok(state.contacts.get(user).is_some_and(|c| c.contains(other)))
+    }
+
+    async fn put_invitation(
+        &self,
+        user: &str,
+        invitation: &InvitationRecord,
+        keep: usize,
+    ) -> Result<(), BackendError> {
+        let mut state = self.state();
+        let held = state.invitations.entry(user.to_owned()).or_default();
+        held.insert(invitation.conversation_id, invitation.clone());
+        while held.len() > keep {
+            let oldest = held
+                .values()
+                .min_by_key(|i| (i.created_ms, i.conversation_id))
+                .map(|i| i.conversation_id);
+            match oldest {
+                Some(id) => held.remove(&id),
+                None => break,
+            };
+        }
+        Ok(())
+    }
+
+    async fn invitations(&self, user: &str) -> Result<Vec<InvitationRecord>, BackendError> {
+        let state = self.state();
+        let mut all: Vec<_> = state
+            .invitations
+            .get(user)
+            .into_iter()
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        crate::oldest_first(&mut all);
+        Ok(all)
+    }
+
+    async fn invitation(
+        &self,
+        user: &str,
+        conversation: ConversationId,
+    ) -> Result<Option<InvitationRecord>, BackendError> {
+        let state = self.state();
+        let held = state.invitations.get(user);
+        Ok(held.and_then(|m| m.get(&conversation)).cloned())
+    }
+
+    async fn remove_invitation(
+        &self,
+        user: &str,
+        conversation: ConversationId,
+    ) -> Result<bool, BackendError> {
+        let mut state = self.state();
+        let held = state.invitations.get_mut(user);
+        Ok(held.and_then(|m| m.remove(&conversation)).is_some())
     }
 }
 

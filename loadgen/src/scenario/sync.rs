@@ -266,7 +266,10 @@ async fn catch_up(
     let mut conn = endpoints.connect(i).await?;
     authenticate(&mut conn, device, endpoints.timeout).await?;
     stats.record("reconnect", start, stats.clock.now_ns());
-    let ask = sync::Sync { all: false };
+    let ask = sync::Sync {
+        all: false,
+        ..Default::default()
+    };
     let states = call(&mut conn, 2, ask, "sync", endpoints.timeout)
         .await?
         .conversations;

@@ -22,6 +22,7 @@ pub mod errors;
 pub mod messaging;
 pub mod mls;
 pub mod prekeys;
+pub mod privacy;
 pub mod sync;
 
 pub(crate) type Builder<'a> = FlatBufferBuilder<'a>;

@@ -10,11 +10,22 @@ use crate::codec::FrameError;
 use crate::fb;
 use crate::request::Request;
 
+/// Most conversations one [`SyncResult`] lists, and the page size when a
+/// [`Sync`] asks for 0: the server caps `limit` at it and the client asks
+/// for it. A full page encodes to about 40 bytes and one table per
+/// conversation (500 tables, ~20 KiB), far under the client's verifier
+/// limits ([`crate::Limits::client_inbound`]: 8,192 tables, 4 MiB).
+pub const MAX_SYNC_PAGE: u32 = 500;
+
 /// Which conversations have messages past this device's cursor? With
-/// `all`, every conversation of the user is listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `all`, every conversation of the user is listed. Paginated: the answer
+/// lists conversations with id > `after` (0 = from the start) in ascending
+/// id order, at most `limit` (0 = [`MAX_SYNC_PAGE`]; capped at it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sync {
     pub all: bool,
+    pub after: u64,
+    pub limit: u32,
 }
 
 impl WireBody for Sync {
@@ -22,11 +33,20 @@ impl WireBody for Sync {
     type Table<'a> = fb::Sync<'a>;
 
     fn encode(&self, b: &mut Builder<'_>) -> Union {
-        fb::Sync::create(b, &fb::SyncArgs { all: self.all }).as_union_value()
+        let args = fb::SyncArgs {
+            all: self.all,
+            after: self.after,
+            limit: self.limit,
+        };
+        fb::Sync::create(b, &args).as_union_value()
     }
 
     fn decode(s: fb::Sync<'_>) -> Result<Self, FrameError> {
-        Ok(Sync { all: s.all() })
+        Ok(Sync {
+            all: s.all(),
+            after: s.after(),
+            limit: s.limit(),
+        })
     }
 }
 
@@ -44,10 +64,13 @@ pub struct ConversationState {
     pub cursor: u64,
 }
 
-/// The answer to [`Sync`].
+/// The answer to [`Sync`]: one page, in ascending id order. `more` is set
+/// when conversations past the last listed one exist: ask again with
+/// `after` = that id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncResult {
     pub conversations: Vec<ConversationState>,
+    pub more: bool,
 }
 
 impl WireBody for SyncResult {
@@ -69,7 +92,11 @@ impl WireBody for SyncResult {
             })
             .collect();
         let conversations = Some(b.create_vector(&items));
-        fb::SyncResult::create(b, &fb::SyncResultArgs { conversations }).as_union_value()
+        let args = fb::SyncResultArgs {
+            conversations,
+            more: self.more,
+        };
+        fb::SyncResult::create(b, &args).as_union_value()
     }
 
     fn decode(r: fb::SyncResult<'_>) -> Result<Self, FrameError> {
@@ -85,11 +112,15 @@ impl WireBody for SyncResult {
                 })
             })
             .collect::<Result<_, FrameError>>()?;
-        Ok(SyncResult { conversations })
+        Ok(SyncResult {
+            conversations,
+            more: r.more(),
+        })
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::indexing_slicing)]
 pub(crate) mod tests {
     // No glob import: `Sync` would shadow the std marker trait.
     use super::{ConversationState, SyncResult};
@@ -99,7 +130,12 @@ pub(crate) mod tests {
     /// One of each body of this family.
     pub(crate) fn samples() -> Vec<Body> {
         vec![
-            super::Sync { all: true }.into(),
+            super::Sync {
+                all: true,
+                after: 0,
+                limit: 0,
+            }
+            .into(),
             SyncResult {
                 conversations: vec![ConversationState {
                     conversation_id: 1,
@@ -107,9 +143,48 @@ pub(crate) mod tests {
                     head_seq: 2,
                     cursor: 1,
                 }],
+                more: false,
             }
             .into(),
         ]
+    }
+
+    /// The fields appended for pagination round-trip (kept out of
+    /// `samples`, whose wire bytes are pinned).
+    #[test]
+    fn pagination_fields_roundtrip() {
+        crate::body::tests::roundtrip_all(vec![
+            super::Sync {
+                all: false,
+                after: 42,
+                limit: 7,
+            }
+            .into(),
+            SyncResult {
+                conversations: vec![],
+                more: true,
+            }
+            .into(),
+        ]);
+    }
+
+    /// A full page stays far under the client's verifier limits.
+    #[test]
+    fn a_full_page_fits_the_client_limits() {
+        let state = ConversationState {
+            conversation_id: u64::MAX,
+            kind: ConversationKind::Group,
+            head_seq: u64::MAX,
+            cursor: u64::MAX,
+        };
+        let page = SyncResult {
+            conversations: vec![state; super::MAX_SYNC_PAGE as usize],
+            more: true,
+        };
+        let wire = crate::Frame::new(1, page).encode();
+        assert!(wire.len() < 64 * 1024, "{} bytes", wire.len());
+        let limits = crate::Limits::client_inbound();
+        crate::Frame::decode(&wire[crate::codec::LEN_PREFIX..], &limits).expect("verifies");
     }
 
     #[test]

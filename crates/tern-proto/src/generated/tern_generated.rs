@@ -101,10 +101,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ConversationKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 17;
+pub const ENUM_MAX_ERROR_CODE: u16 = 20;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 21] = [
   ErrorCode::Unknown,
   ErrorCode::Malformed,
   ErrorCode::FrameTooLarge,
@@ -123,6 +123,9 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
   ErrorCode::Timeout,
   ErrorCode::StaleEpoch,
   ErrorCode::StaleDevices,
+  ErrorCode::LimitExceeded,
+  ErrorCode::ConsentRequired,
+  ErrorCode::LinkPending,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -148,9 +151,12 @@ impl ErrorCode {
   pub const Timeout: Self = Self(15);
   pub const StaleEpoch: Self = Self(16);
   pub const StaleDevices: Self = Self(17);
+  pub const LimitExceeded: Self = Self(18);
+  pub const ConsentRequired: Self = Self(19);
+  pub const LinkPending: Self = Self(20);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 17;
+  pub const ENUM_MAX: u16 = 20;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::Malformed,
@@ -170,6 +176,9 @@ impl ErrorCode {
     Self::Timeout,
     Self::StaleEpoch,
     Self::StaleDevices,
+    Self::LimitExceeded,
+    Self::ConsentRequired,
+    Self::LinkPending,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -192,6 +201,9 @@ impl ErrorCode {
       Self::Timeout => Some("Timeout"),
       Self::StaleEpoch => Some("StaleEpoch"),
       Self::StaleDevices => Some("StaleDevices"),
+      Self::LimitExceeded => Some("LimitExceeded"),
+      Self::ConsentRequired => Some("ConsentRequired"),
+      Self::LinkPending => Some("LinkPending"),
       _ => None,
     }
   }
@@ -247,12 +259,96 @@ impl<'a> ::flatbuffers::Verifiable for ErrorCode {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_BODY: u8 = 0;
+pub const ENUM_MIN_GROUP_ADDS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 37;
+pub const ENUM_MAX_GROUP_ADDS: u8 = 1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 38] = [
+pub const ENUM_VALUES_GROUP_ADDS: [GroupAdds; 2] = [
+  GroupAdds::Contacts,
+  GroupAdds::Everyone,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct GroupAdds(pub u8);
+#[allow(non_upper_case_globals)]
+impl GroupAdds {
+  pub const Contacts: Self = Self(0);
+  pub const Everyone: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Contacts,
+    Self::Everyone,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Contacts => Some("Contacts"),
+      Self::Everyone => Some("Everyone"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for GroupAdds {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for GroupAdds {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for GroupAdds {
+    type Output = GroupAdds;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for GroupAdds {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for GroupAdds {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for GroupAdds {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BODY: u8 = 44;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BODY: [Body; 45] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -291,6 +387,13 @@ pub const ENUM_VALUES_BODY: [Body; 38] = [
   Body::CommitAccepted,
   Body::GetGroupInfo,
   Body::GroupInfo,
+  Body::SetPrivacy,
+  Body::Invite,
+  Body::Invited,
+  Body::ListInvitations,
+  Body::Invitations,
+  Body::AnswerInvitation,
+  Body::InvitationAnswered,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -336,9 +439,16 @@ impl Body {
   pub const CommitAccepted: Self = Self(35);
   pub const GetGroupInfo: Self = Self(36);
   pub const GroupInfo: Self = Self(37);
+  pub const SetPrivacy: Self = Self(38);
+  pub const Invite: Self = Self(39);
+  pub const Invited: Self = Self(40);
+  pub const ListInvitations: Self = Self(41);
+  pub const Invitations: Self = Self(42);
+  pub const AnswerInvitation: Self = Self(43);
+  pub const InvitationAnswered: Self = Self(44);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 37;
+  pub const ENUM_MAX: u8 = 44;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -378,6 +488,13 @@ impl Body {
     Self::CommitAccepted,
     Self::GetGroupInfo,
     Self::GroupInfo,
+    Self::SetPrivacy,
+    Self::Invite,
+    Self::Invited,
+    Self::ListInvitations,
+    Self::Invitations,
+    Self::AnswerInvitation,
+    Self::InvitationAnswered,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -420,6 +537,13 @@ impl Body {
       Self::CommitAccepted => Some("CommitAccepted"),
       Self::GetGroupInfo => Some("GetGroupInfo"),
       Self::GroupInfo => Some("GroupInfo"),
+      Self::SetPrivacy => Some("SetPrivacy"),
+      Self::Invite => Some("Invite"),
+      Self::Invited => Some("Invited"),
+      Self::ListInvitations => Some("ListInvitations"),
+      Self::Invitations => Some("Invitations"),
+      Self::AnswerInvitation => Some("AnswerInvitation"),
+      Self::InvitationAnswered => Some("InvitationAnswered"),
       _ => None,
     }
   }
@@ -2638,6 +2762,8 @@ impl<'a> ::flatbuffers::Follow<'a> for Sync<'a> {
 
 impl<'a> Sync<'a> {
   pub const VT_ALL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2649,6 +2775,8 @@ impl<'a> Sync<'a> {
     args: &'args SyncArgs
   ) -> ::flatbuffers::WIPOffset<Sync<'bldr>> {
     let mut builder = SyncBuilder::new(_fbb);
+    builder.add_after(args.after);
+    builder.add_limit(args.limit);
     builder.add_all(args.all);
     builder.finish()
   }
@@ -2661,6 +2789,20 @@ impl<'a> Sync<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(Sync::VT_ALL, Some(false)).unwrap()}
   }
+  #[inline]
+  pub fn after(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Sync::VT_AFTER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Sync::VT_LIMIT, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Sync<'_> {
@@ -2670,18 +2812,24 @@ impl ::flatbuffers::Verifiable for Sync<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<bool>("all", Self::VT_ALL, false)?
+     .visit_field::<u64>("after", Self::VT_AFTER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
      .finish();
     Ok(())
   }
 }
 pub struct SyncArgs {
     pub all: bool,
+    pub after: u64,
+    pub limit: u32,
 }
 impl<'a> Default for SyncArgs {
   #[inline]
   fn default() -> Self {
     SyncArgs {
       all: false,
+      after: 0,
+      limit: 0,
     }
   }
 }
@@ -2694,6 +2842,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SyncBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_all(&mut self, all: bool) {
     self.fbb_.push_slot::<bool>(Sync::VT_ALL, all, false);
+  }
+  #[inline]
+  pub fn add_after(&mut self, after: u64) {
+    self.fbb_.push_slot::<u64>(Sync::VT_AFTER, after, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(Sync::VT_LIMIT, limit, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SyncBuilder<'a, 'b, A> {
@@ -2714,6 +2870,8 @@ impl ::core::fmt::Debug for Sync<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Sync");
       ds.field("all", &self.all());
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
       ds.finish()
   }
 }
@@ -2881,6 +3039,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SyncResult<'a> {
 
 impl<'a> SyncResult<'a> {
   pub const VT_CONVERSATIONS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MORE: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2893,6 +3052,7 @@ impl<'a> SyncResult<'a> {
   ) -> ::flatbuffers::WIPOffset<SyncResult<'bldr>> {
     let mut builder = SyncResultBuilder::new(_fbb);
     if let Some(x) = args.conversations { builder.add_conversations(x); }
+    builder.add_more(args.more);
     builder.finish()
   }
 
@@ -2904,6 +3064,13 @@ impl<'a> SyncResult<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConversationState>>>>(SyncResult::VT_CONVERSATIONS, None).unwrap()}
   }
+  #[inline]
+  pub fn more(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SyncResult::VT_MORE, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for SyncResult<'_> {
@@ -2913,18 +3080,21 @@ impl ::flatbuffers::Verifiable for SyncResult<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConversationState>>>>("conversations", Self::VT_CONVERSATIONS, true)?
+     .visit_field::<bool>("more", Self::VT_MORE, false)?
      .finish();
     Ok(())
   }
 }
 pub struct SyncResultArgs<'a> {
     pub conversations: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConversationState<'a>>>>>,
+    pub more: bool,
 }
 impl<'a> Default for SyncResultArgs<'a> {
   #[inline]
   fn default() -> Self {
     SyncResultArgs {
       conversations: None, // required field
+      more: false,
     }
   }
 }
@@ -2937,6 +3107,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SyncResultBuilder<'a, 'b, A> 
   #[inline]
   pub fn add_conversations(&mut self, conversations: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ConversationState<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SyncResult::VT_CONVERSATIONS, conversations);
+  }
+  #[inline]
+  pub fn add_more(&mut self, more: bool) {
+    self.fbb_.push_slot::<bool>(SyncResult::VT_MORE, more, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SyncResultBuilder<'a, 'b, A> {
@@ -2958,6 +3132,7 @@ impl ::core::fmt::Debug for SyncResult<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("SyncResult");
       ds.field("conversations", &self.conversations());
+      ds.field("more", &self.more());
       ds.finish()
   }
 }
@@ -6576,6 +6751,880 @@ impl ::core::fmt::Debug for GroupInfo<'_> {
       ds.finish()
   }
 }
+pub enum SetPrivacyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SetPrivacy<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetPrivacy<'a> {
+  type Inner = SetPrivacy<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetPrivacy<'a> {
+  pub const VT_GROUP_ADDS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetPrivacy { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetPrivacyArgs
+  ) -> ::flatbuffers::WIPOffset<SetPrivacy<'bldr>> {
+    let mut builder = SetPrivacyBuilder::new(_fbb);
+    builder.add_group_adds(args.group_adds);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group_adds(&self) -> GroupAdds {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<GroupAdds>(SetPrivacy::VT_GROUP_ADDS, Some(GroupAdds::Contacts)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetPrivacy<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<GroupAdds>("group_adds", Self::VT_GROUP_ADDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetPrivacyArgs {
+    pub group_adds: GroupAdds,
+}
+impl<'a> Default for SetPrivacyArgs {
+  #[inline]
+  fn default() -> Self {
+    SetPrivacyArgs {
+      group_adds: GroupAdds::Contacts,
+    }
+  }
+}
+
+pub struct SetPrivacyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetPrivacyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group_adds(&mut self, group_adds: GroupAdds) {
+    self.fbb_.push_slot::<GroupAdds>(SetPrivacy::VT_GROUP_ADDS, group_adds, GroupAdds::Contacts);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetPrivacyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetPrivacyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetPrivacy<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetPrivacy<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetPrivacy");
+      ds.field("group_adds", &self.group_adds());
+      ds.finish()
+  }
+}
+pub enum InviteOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Invite<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Invite<'a> {
+  type Inner = Invite<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Invite<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Invite { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InviteArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Invite<'bldr>> {
+    let mut builder = InviteBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Invite::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Invite::VT_USER, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Invite<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InviteArgs<'a> {
+    pub conversation_id: u64,
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for InviteArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InviteArgs {
+      conversation_id: 0,
+      user: None, // required field
+    }
+  }
+}
+
+pub struct InviteBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InviteBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(Invite::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Invite::VT_USER, user);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InviteBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InviteBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Invite<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Invite::VT_USER,"user");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Invite<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Invite");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum InvitedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Invited<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Invited<'a> {
+  type Inner = Invited<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Invited<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_INVITER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Invited { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InvitedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Invited<'bldr>> {
+    let mut builder = InvitedBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.inviter { builder.add_inviter(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Invited::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn inviter(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Invited::VT_INVITER, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Invited<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("inviter", Self::VT_INVITER, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InvitedArgs<'a> {
+    pub conversation_id: u64,
+    pub inviter: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for InvitedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InvitedArgs {
+      conversation_id: 0,
+      inviter: None, // required field
+    }
+  }
+}
+
+pub struct InvitedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InvitedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(Invited::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_inviter(&mut self, inviter: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Invited::VT_INVITER, inviter);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InvitedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InvitedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Invited<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Invited::VT_INVITER,"inviter");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Invited<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Invited");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("inviter", &self.inviter());
+      ds.finish()
+  }
+}
+pub enum ListInvitationsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListInvitations<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListInvitations<'a> {
+  type Inner = ListInvitations<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListInvitations<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListInvitations { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args ListInvitationsArgs
+  ) -> ::flatbuffers::WIPOffset<ListInvitations<'bldr>> {
+    let mut builder = ListInvitationsBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ListInvitations<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListInvitationsArgs {
+}
+impl<'a> Default for ListInvitationsArgs {
+  #[inline]
+  fn default() -> Self {
+    ListInvitationsArgs {
+    }
+  }
+}
+
+pub struct ListInvitationsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListInvitationsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListInvitationsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListInvitationsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListInvitations<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListInvitations<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListInvitations");
+      ds.finish()
+  }
+}
+pub enum InvitationOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Invitation<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Invitation<'a> {
+  type Inner = Invitation<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Invitation<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_INVITER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CREATED_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Invitation { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InvitationArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Invitation<'bldr>> {
+    let mut builder = InvitationBuilder::new(_fbb);
+    builder.add_created_ms(args.created_ms);
+    builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.inviter { builder.add_inviter(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Invitation::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn inviter(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Invitation::VT_INVITER, None).unwrap()}
+  }
+  #[inline]
+  pub fn created_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Invitation::VT_CREATED_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Invitation<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("inviter", Self::VT_INVITER, true)?
+     .visit_field::<u64>("created_ms", Self::VT_CREATED_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InvitationArgs<'a> {
+    pub conversation_id: u64,
+    pub inviter: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub created_ms: u64,
+}
+impl<'a> Default for InvitationArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InvitationArgs {
+      conversation_id: 0,
+      inviter: None, // required field
+      created_ms: 0,
+    }
+  }
+}
+
+pub struct InvitationBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InvitationBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(Invitation::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_inviter(&mut self, inviter: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Invitation::VT_INVITER, inviter);
+  }
+  #[inline]
+  pub fn add_created_ms(&mut self, created_ms: u64) {
+    self.fbb_.push_slot::<u64>(Invitation::VT_CREATED_MS, created_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InvitationBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InvitationBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Invitation<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Invitation::VT_INVITER,"inviter");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Invitation<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Invitation");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("inviter", &self.inviter());
+      ds.field("created_ms", &self.created_ms());
+      ds.finish()
+  }
+}
+pub enum InvitationsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Invitations<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Invitations<'a> {
+  type Inner = Invitations<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Invitations<'a> {
+  pub const VT_INVITATIONS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Invitations { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InvitationsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Invitations<'bldr>> {
+    let mut builder = InvitationsBuilder::new(_fbb);
+    if let Some(x) = args.invitations { builder.add_invitations(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn invitations(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Invitation<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Invitation>>>>(Invitations::VT_INVITATIONS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Invitations<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Invitation>>>>("invitations", Self::VT_INVITATIONS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InvitationsArgs<'a> {
+    pub invitations: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Invitation<'a>>>>>,
+}
+impl<'a> Default for InvitationsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InvitationsArgs {
+      invitations: None, // required field
+    }
+  }
+}
+
+pub struct InvitationsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InvitationsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_invitations(&mut self, invitations: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Invitation<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Invitations::VT_INVITATIONS, invitations);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InvitationsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InvitationsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Invitations<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Invitations::VT_INVITATIONS,"invitations");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Invitations<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Invitations");
+      ds.field("invitations", &self.invitations());
+      ds.finish()
+  }
+}
+pub enum AnswerInvitationOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AnswerInvitation<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AnswerInvitation<'a> {
+  type Inner = AnswerInvitation<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AnswerInvitation<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ACCEPT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AnswerInvitation { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AnswerInvitationArgs
+  ) -> ::flatbuffers::WIPOffset<AnswerInvitation<'bldr>> {
+    let mut builder = AnswerInvitationBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    builder.add_accept(args.accept);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(AnswerInvitation::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn accept(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(AnswerInvitation::VT_ACCEPT, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AnswerInvitation<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<bool>("accept", Self::VT_ACCEPT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AnswerInvitationArgs {
+    pub conversation_id: u64,
+    pub accept: bool,
+}
+impl<'a> Default for AnswerInvitationArgs {
+  #[inline]
+  fn default() -> Self {
+    AnswerInvitationArgs {
+      conversation_id: 0,
+      accept: false,
+    }
+  }
+}
+
+pub struct AnswerInvitationBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AnswerInvitationBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(AnswerInvitation::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_accept(&mut self, accept: bool) {
+    self.fbb_.push_slot::<bool>(AnswerInvitation::VT_ACCEPT, accept, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AnswerInvitationBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AnswerInvitationBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AnswerInvitation<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AnswerInvitation<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AnswerInvitation");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("accept", &self.accept());
+      ds.finish()
+  }
+}
+pub enum InvitationAnsweredOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct InvitationAnswered<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for InvitationAnswered<'a> {
+  type Inner = InvitationAnswered<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> InvitationAnswered<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ACCEPTED: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    InvitationAnswered { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InvitationAnsweredArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<InvitationAnswered<'bldr>> {
+    let mut builder = InvitationAnsweredBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_accepted(args.accepted);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(InvitationAnswered::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(InvitationAnswered::VT_USER, None).unwrap()}
+  }
+  #[inline]
+  pub fn accepted(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(InvitationAnswered::VT_ACCEPTED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for InvitationAnswered<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .visit_field::<bool>("accepted", Self::VT_ACCEPTED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InvitationAnsweredArgs<'a> {
+    pub conversation_id: u64,
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub accepted: bool,
+}
+impl<'a> Default for InvitationAnsweredArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InvitationAnsweredArgs {
+      conversation_id: 0,
+      user: None, // required field
+      accepted: false,
+    }
+  }
+}
+
+pub struct InvitationAnsweredBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InvitationAnsweredBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(InvitationAnswered::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InvitationAnswered::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_accepted(&mut self, accepted: bool) {
+    self.fbb_.push_slot::<bool>(InvitationAnswered::VT_ACCEPTED, accepted, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InvitationAnsweredBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InvitationAnsweredBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<InvitationAnswered<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, InvitationAnswered::VT_USER,"user");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for InvitationAnswered<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("InvitationAnswered");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("user", &self.user());
+      ds.field("accepted", &self.accepted());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7189,6 +8238,111 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_privacy(&self) -> Option<SetPrivacy<'a>> {
+    if self.body_type() == Body::SetPrivacy {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetPrivacy::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_invite(&self) -> Option<Invite<'a>> {
+    if self.body_type() == Body::Invite {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Invite::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_invited(&self) -> Option<Invited<'a>> {
+    if self.body_type() == Body::Invited {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Invited::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_invitations(&self) -> Option<ListInvitations<'a>> {
+    if self.body_type() == Body::ListInvitations {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListInvitations::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_invitations(&self) -> Option<Invitations<'a>> {
+    if self.body_type() == Body::Invitations {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Invitations::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_answer_invitation(&self) -> Option<AnswerInvitation<'a>> {
+    if self.body_type() == Body::AnswerInvitation {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AnswerInvitation::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_invitation_answered(&self) -> Option<InvitationAnswered<'a>> {
+    if self.body_type() == Body::InvitationAnswered {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { InvitationAnswered::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -7237,6 +8391,13 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::CommitAccepted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommitAccepted>>("Body::CommitAccepted", pos),
           Body::GetGroupInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetGroupInfo>>("Body::GetGroupInfo", pos),
           Body::GroupInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GroupInfo>>("Body::GroupInfo", pos),
+          Body::SetPrivacy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPrivacy>>("Body::SetPrivacy", pos),
+          Body::Invite => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Invite>>("Body::Invite", pos),
+          Body::Invited => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Invited>>("Body::Invited", pos),
+          Body::ListInvitations => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListInvitations>>("Body::ListInvitations", pos),
+          Body::Invitations => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Invitations>>("Body::Invitations", pos),
+          Body::AnswerInvitation => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AnswerInvitation>>("Body::AnswerInvitation", pos),
+          Body::InvitationAnswered => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InvitationAnswered>>("Body::InvitationAnswered", pos),
           _ => Ok(()),
         }
      })?
@@ -7552,6 +8713,55 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::GroupInfo => {
           if let Some(x) = self.body_as_group_info() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetPrivacy => {
+          if let Some(x) = self.body_as_set_privacy() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Invite => {
+          if let Some(x) = self.body_as_invite() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Invited => {
+          if let Some(x) = self.body_as_invited() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListInvitations => {
+          if let Some(x) = self.body_as_list_invitations() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Invitations => {
+          if let Some(x) = self.body_as_invitations() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::AnswerInvitation => {
+          if let Some(x) = self.body_as_answer_invitation() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::InvitationAnswered => {
+          if let Some(x) = self.body_as_invitation_answered() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::send::{append_reject, to_wire, SendOp};
-use super::{require_users, MAX_MEMBERS_PER_REQUEST};
+use super::{consent, require_users, MAX_MEMBERS_PER_REQUEST};
 use crate::delivery::Fanout;
 use crate::effects::{Durability, Effect, Outcome};
 use crate::mesh::{Caller, Reject};
@@ -49,6 +49,8 @@ async fn accept(
         .collect();
     require_users(store.as_ref(), &commit.added).await?;
     require_users(store.as_ref(), &departed).await?;
+    let ctx = owner.ctx.clone();
+    consent::check_additions(&ctx, &caller.user, Some(id), &commit.added).await?;
     let record = commit_record(owner, caller, head, commit);
     let updated = match store.accept_commit(&record).await {
         Ok(CommitOutcome::Accepted(updated)) => updated,
@@ -60,6 +62,7 @@ async fn accept(
         }
     };
     owner.cache(updated).await?;
+    consent::after_additions(&ctx, &caller.user, Some(id), &record.add).await?;
     let after = owner.conversation(id).await?.recipients.clone();
     // Members before and after, removed ones included (they learn of their
     // removal); the users it adds join from the Welcome instead (RFC 9420

@@ -1,10 +1,12 @@
 //! CreateConversation, applied on the owner of the new conversation's id.
 //! Direct and note-to-self conversations are unique per pair / per user: a
-//! second create returns the existing one (`created = false`).
+//! second create returns the existing one (`created = false`). A group's
+//! members must consent to be added by the caller (see [`consent`]), and
+//! every member of a new conversation becomes the caller's contact.
 
 use std::collections::BTreeSet;
 
-use super::{kind_to_store, kind_to_wire, require_users};
+use super::{consent, kind_to_store, kind_to_wire, require_users};
 use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
 use crate::owner::Owner;
@@ -38,6 +40,12 @@ async fn create(
         .ctx
         .limits
         .create_conversation(&caller.user, owner.ctx.clock.now_ms())?;
+    if kind == ConversationKind::Group {
+        let mut joining = others_list.clone();
+        joining.push(caller.user.clone());
+        consent::check_additions(&owner.ctx, &caller.user, None, &joining).await?;
+    }
+    consent::after_additions(&owner.ctx, &caller.user, None, &others_list).await?;
     let mut all = others;
     all.insert(caller.user.clone());
     let record = ConversationRecord {

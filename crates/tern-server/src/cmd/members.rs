@@ -1,10 +1,11 @@
 //! AddMembers and RemoveMembers, applied on the conversation's owner. Only
 //! groups change membership; any member may add, the creator may remove
 //! anyone, and every member may remove themselves (leave). Adding a member
-//! or removing a non-member is refused, and nothing changes.
+//! or removing a non-member is refused, and nothing changes. Added users
+//! must consent (see [`consent`]).
 
 use super::create::info;
-use super::require_users;
+use super::{consent, require_users};
 use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
 use crate::owner::Owner;
@@ -75,7 +76,11 @@ async fn change(
         }
     };
     refuse_misplaced(&misplaced, change)?;
+    if change == Change::Add {
+        consent::check_additions(&owner.ctx, &caller.user, Some(id), &add).await?;
+    }
     let record = owner.update_members(id, &add, &remove).await?;
+    consent::after_additions(&owner.ctx, &caller.user, Some(id), &add).await?;
     Ok(Outcome::durable(Ok(info(&record, false))))
 }
 

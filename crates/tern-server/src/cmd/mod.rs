@@ -4,6 +4,7 @@
 pub mod ack;
 pub mod authenticate;
 pub mod commit;
+pub mod consent;
 pub mod create;
 pub mod devices;
 pub mod history;

@@ -179,6 +179,7 @@ async fn store_and_fan_out(
         Staged::New(msg) => msg,
         Staged::Duplicate(answer) => return Ok(Outcome::durable(Ok(answer))),
     };
+    super::consent::note_reply(owner, caller, msg.conversation_id).await;
     let fanout = match route {
         Route::Shared => {
             let state = owner.conversation(msg.conversation_id).await?;

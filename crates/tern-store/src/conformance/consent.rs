@@ -1,0 +1,112 @@
+//! Checks of [`crate::ConsentStore`] (privacy settings, contacts,
+//! invitations) and of the paged and counted reads of each user's
+//! conversation index that consent and sync rely on.
+
+use std::sync::Arc;
+
+use super::{conversation, new_conversation, ok};
+use crate::{ConversationKind, GroupAdds, InvitationRecord, Store};
+
+fn invitation(id: u64, inviter: &str, created_ms: u64) -> InvitationRecord {
+    InvitationRecord {
+        conversation_id: id,
+        inviter: inviter.into(),
+        created_ms,
+        accepted: false,
+    }
+}
+
+/// group_adds defaults to Contacts, is set per user and read back.
+pub async fn group_adds_setting(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert_eq!(
+        ok(s.group_adds("bob").await, "group_adds"),
+        GroupAdds::Contacts
+    );
+    ok(s.set_group_adds("bob", GroupAdds::Everyone).await, "set");
+    assert_eq!(
+        ok(s.group_adds("bob").await, "group_adds"),
+        GroupAdds::Everyone
+    );
+    assert_eq!(
+        ok(s.group_adds("bo").await, "group_adds"),
+        GroupAdds::Contacts
+    );
+    ok(s.set_group_adds("bob", GroupAdds::Contacts).await, "set");
+    assert_eq!(
+        ok(s.group_adds("bob").await, "group_adds"),
+        GroupAdds::Contacts
+    );
+}
+
+/// Contacts are one-directional, idempotent, never the user itself.
+pub async fn contacts(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert!(!ok(s.is_contact("bob", "alice").await, "is_contact"));
+    let chosen = ["alice".to_owned(), "bob".to_owned(), "alice".to_owned()];
+    ok(s.add_contacts("bob", &chosen).await, "add_contacts");
+    ok(
+        s.add_contacts("bob", &chosen[..1]).await,
+        "add_contacts again",
+    );
+    assert!(ok(s.is_contact("bob", "alice").await, "is_contact"));
+    assert!(!ok(s.is_contact("alice", "bob").await, "reverse"));
+    assert!(!ok(s.is_contact("bob", "bob").await, "self"));
+    assert!(!ok(s.is_contact("bo", "alice").await, "prefix user"));
+    assert!(!ok(s.is_contact("bob", "alic").await, "prefix contact"));
+}
+
+/// put replaces per conversation, keeps the newest `keep`, lists oldest
+/// first; invitation and remove_invitation.
+pub async fn invitations(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert!(ok(s.invitations("bob").await, "invitations").is_empty());
+    for (id, at) in [(7, 30), (5, 10), (6, 20)] {
+        ok(
+            s.put_invitation("bob", &invitation(id, "alice", at), 3)
+                .await,
+            "put",
+        );
+    }
+    let ids = |v: Vec<InvitationRecord>| v.iter().map(|i| i.conversation_id).collect::<Vec<_>>();
+    assert_eq!(ids(ok(s.invitations("bob").await, "list")), [5, 6, 7]);
+    // Replacing one does not count twice; accepting rewrites it.
+    let mut accepted = invitation(5, "carol", 40);
+    accepted.accepted = true;
+    ok(s.put_invitation("bob", &accepted, 3).await, "replace");
+    assert_eq!(ids(ok(s.invitations("bob").await, "list")), [6, 7, 5]);
+    assert_eq!(ok(s.invitation("bob", 5).await, "one"), Some(accepted));
+    // A fourth drops the oldest (6, at 20).
+    ok(
+        s.put_invitation("bob", &invitation(8, "alice", 50), 3)
+            .await,
+        "put",
+    );
+    assert_eq!(ids(ok(s.invitations("bob").await, "list")), [7, 5, 8]);
+    assert_eq!(ok(s.invitation("bob", 6).await, "dropped"), None);
+    assert!(ok(s.invitations("bo").await, "other user").is_empty());
+    assert!(ok(s.remove_invitation("bob", 7).await, "remove"));
+    assert!(!ok(s.remove_invitation("bob", 7).await, "remove twice"));
+    assert_eq!(ids(ok(s.invitations("bob").await, "list")), [5, 8]);
+}
+
+/// user_conversations_after pages the index; group_count counts groups only.
+pub async fn conversation_index_pages(s: Arc<dyn Store>) {
+    let s = &*s;
+    for id in [10, 20, 30, 40] {
+        new_conversation(s, id, &["alice", "bob"]).await;
+    }
+    let direct = conversation(15, ConversationKind::Direct, "bob", &["alice", "bob"]);
+    ok(s.create_conversation(&direct, Some(b"d")).await, "direct");
+    let page = |after, limit| s.user_conversations_after("bob", after, limit);
+    assert_eq!(ok(page(0, 2).await, "page"), [10, 15]);
+    assert_eq!(ok(page(15, 2).await, "page"), [20, 30]);
+    assert_eq!(ok(page(30, 10).await, "page"), [40]);
+    assert!(ok(page(40, 10).await, "page").is_empty());
+    assert!(ok(page(0, 0).await, "page").is_empty());
+    assert_eq!(ok(s.group_count("bob").await, "count"), 4);
+    ok(s.update_members(20, &[], &["bob".into()]).await, "leave");
+    assert_eq!(ok(s.group_count("bob").await, "count"), 3);
+    assert_eq!(ok(s.group_count("carol").await, "count"), 0);
+    assert_eq!(ok(page(10, 10).await, "page"), [15, 30, 40]);
+}
