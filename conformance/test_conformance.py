@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import struct
 import time
 import unittest
@@ -65,15 +66,7 @@ def cmid() -> int:
 # Where the server is known to disagree with docs/PROTOCOL.md (reported, not
 # yet fixed). A check listed here that fails is printed, not failed, unless
 # TERN_CONFORMANCE_STRICT=1; one that passes is printed as fixed (remove it).
-KNOWN_DEVIATIONS = {
-    "send-payload-shape": "a Send with neither payload nor device_payloads is stored with an "
-                          "empty payload, one with both uses device_payloads and ignores payload; "
-                          "PROTOCOL.md §4.2 says InvalidArgument",
-    "frame-at-limit": "frames within a few bytes of max_frame_len fail the server's FlatBuffers "
-                      "verifier (max_apparent_size = max_frame_len: 'Apparent size too large') "
-                      "and are answered Malformed; PROTOCOL.md §6 says a frame at the limit is "
-                      "accepted",
-}
+KNOWN_DEVIATIONS: dict[str, str] = {}
 STRICT = os.environ.get("TERN_CONFORMANCE_STRICT") == "1"
 DEVIATION_LOG: list[str] = []
 
@@ -83,7 +76,7 @@ class Account:
         self.user, self.device, self.key = user, device, key
 
 
-class ConformanceTest(unittest.IsolatedAsyncioTestCase):
+class Base(unittest.IsolatedAsyncioTestCase):
     async def asyncSetUp(self) -> None:
         self.stack = contextlib.AsyncExitStack()
         self.conns: list[tc.Connection] = []
@@ -175,6 +168,8 @@ class ConformanceTest(unittest.IsolatedAsyncioTestCase):
             frame = await conn.next_push(wait)
             self.fail(f"unexpected push {tc.BODY_NAMES.get(frame.bodyType)}")
 
+
+class ConformanceTest(Base):
     # ------------------------------------------------------------ §1 transport
     async def test_pinning(self):
         wrong = "00" * 32
@@ -350,16 +345,23 @@ class ConformanceTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual([m.seq for m in page.messages], [1, 2], "refused sends stored nothing")
 
     async def test_send_payload_shape(self):
-        """§4.2: both or neither of payload / device_payloads is InvalidArgument."""
+        """§4.2: both or neither of payload / device_payloads, or device_payloads with an MLS
+        epoch, is Malformed; an empty payload is a payload."""
         _, a = await self.register("shape")
         bob, _ = await self.register("shapeb")
         conv = (await self.direct(a, bob.user)).conversationId
+        to_bob = [DevicePayloadT(user=bob.user, device=1, payload=[1])]
         for what, bad in [("neither", SendT(conversationId=conv, clientMessageId=cmid())),
                           ("both", SendT(conversationId=conv, clientMessageId=cmid(), payload=[1],
-                                         devicePayloads=[DevicePayloadT(user=bob.user, device=1,
-                                                                        payload=[1])]))]:
-            with self.subTest(what), self.known_deviation("send-payload-shape"):
-                await self.assert_error(a, Body.Send, bad, ErrorCode.InvalidArgument)
+                                         devicePayloads=to_bob)),
+                          ("device_payloads with an epoch",
+                           SendT(conversationId=conv, clientMessageId=cmid(),
+                                 devicePayloads=to_bob, hasMlsEpoch=True, mlsEpoch=1))]:
+            with self.subTest(what):
+                err = await self.assert_error(a, Body.Send, bad, ErrorCode.Malformed)
+                self.assertTrue(s(err.message), "the message says what to fix")
+        ack = await self.send(a, conv, b"")
+        self.assertEqual(ack.seq, 1, "an empty payload is stored; the refused sends are not")
 
     async def test_expiry(self):
         """§4.2: expires_in_secs sets the lifetime; 0 and anything above it mean message_ttl_secs."""
@@ -721,11 +723,10 @@ class ConformanceTest(unittest.IsolatedAsyncioTestCase):
             n += MAX_FRAME - len(data)
         self.assertEqual(len(data), MAX_FRAME)
         frame = await a.call_raw(struct.pack("<I", len(data)) + data, 5, timeout=15)
-        with self.known_deviation("frame-at-limit"):
-            self.assertEqual(frame.bodyType, Body.SendAck,
-                             f"a frame of exactly {MAX_FRAME} bytes is accepted (§6), got "
-                             f"{tc.ERROR_NAMES.get(getattr(frame.body, 'code', None))}: "
-                             f"{s(getattr(frame.body, 'message', None))}")
+        self.assertEqual(frame.bodyType, Body.SendAck,
+                         f"a frame of exactly {MAX_FRAME} bytes is accepted (§6), got "
+                         f"{tc.ERROR_NAMES.get(getattr(frame.body, 'code', None))}: "
+                         f"{s(getattr(frame.body, 'message', None))}")
 
     async def test_frame_too_large_closes(self):
         _, a = await self.register("big")
@@ -768,6 +769,23 @@ class ConformanceTest(unittest.IsolatedAsyncioTestCase):
             self.assert_close(unauth, Close.TIMEOUT, ErrorCode.Timeout, AUTH_TIMEOUT + 5),
             self.assert_close(partial, Close.TIMEOUT, ErrorCode.Timeout,
                               (FRAME_READ_TIMEOUT or 10) + 5),
+        )
+
+
+class ZzShutdownTest(Base):
+    """Runs last (unittest orders classes by name): stops the server."""
+
+    @unittest.skipUnless(os.environ.get("TERN_SERVER_PID"),
+                         "needs TERN_SERVER_PID: the test stops the server (run.sh sets it)")
+    async def test_shutdown_closes_with_error(self):
+        """§1.3: Error{ShuttingDown} with request id 0, then close SHUTTING_DOWN."""
+        _, a = await self.register("bye")
+        unauth = await self.connect()  # a control stream, not authenticated
+        await self.assert_error(unauth, Body.Sync, SyncT(), ErrorCode.NotAuthenticated)
+        os.kill(int(os.environ["TERN_SERVER_PID"]), signal.SIGTERM)
+        await asyncio.gather(
+            self.assert_close(a, Close.SHUTTING_DOWN, ErrorCode.ShuttingDown, 1.5),
+            self.assert_close(unauth, Close.SHUTTING_DOWN, ErrorCode.ShuttingDown, 1.5),
         )
 
 
