@@ -27,6 +27,12 @@ from tern.fb import Frame as FrameMod
 from tern.fb import Done as DoneMod
 from tern.fb import Send as SendMod
 from tern.fb.Ack import AckT
+from tern.fb.AddMembers import AddMembersT
+from tern.fb.AnswerInvitation import AnswerInvitationT
+from tern.fb.GroupAdds import GroupAdds
+from tern.fb.Invite import InviteT
+from tern.fb.ListInvitations import ListInvitationsT
+from tern.fb.SetPrivacy import SetPrivacyT
 from tern.fb.ApproveLink import ApproveLinkT
 from tern.fb.ClaimPrekeys import ClaimPrekeysT
 from tern.fb.ListDevices import ListDevicesT
@@ -550,6 +556,69 @@ class ConformanceTest(Base):
         self.assertIsNotNone(d.oneTimePrekey, "one one-time prekey per device is handed out")
         counts = await a.request(Body.UploadPrekeys, UploadPrekeysT(), Body.KeyCounts)
         self.assertEqual(counts.oneTimePrekeys, 2, "the claimed one-time prekey is consumed")
+
+    async def test_group_consent_and_invitations(self):
+        """§4.1: adding a non-contact needs consent; Invite, Invited, ListInvitations,
+        AnswerInvitation, InvitationAnswered; SetPrivacy{Everyone}."""
+        alice, a = await self.register("gca")
+        carol, c = await self.register("gcc")
+        dave, d = await self.register("gcd")
+        err = await self.assert_error(a, Body.CreateConversation,
+                                      CreateConversationT(kind=ConversationKind.Group,
+                                                          members=[carol.user]),
+                                      ErrorCode.ConsentRequired)
+        self.assertIn(carol.user, s(err.message), "the message names the user")
+        group = await a.request(Body.CreateConversation,
+                                CreateConversationT(kind=ConversationKind.Group, members=[]),
+                                Body.ConversationInfo)
+        gid = group.conversationId
+        self.assertEqual([s(m) for m in group.members], [alice.user])
+        await self.assert_error(a, Body.AddMembers,
+                                AddMembersT(conversationId=gid, members=[carol.user]),
+                                ErrorCode.ConsentRequired)
+        await a.request(Body.Invite, InviteT(conversationId=gid, user=carol.user), Body.Done)
+        push = await c.next_push()
+        self.assertEqual((push.requestId, push.bodyType), (0, Body.Invited))
+        self.assertEqual((push.body.conversationId, s(push.body.inviter)), (gid, alice.user))
+        inv = await c.request(Body.ListInvitations, ListInvitationsT(), Body.Invitations)
+        self.assertEqual([(i.conversationId, s(i.inviter)) for i in inv.invitations],
+                         [(gid, alice.user)])
+        await c.request(Body.AnswerInvitation, AnswerInvitationT(conversationId=gid, accept=True),
+                        Body.Done)
+        push = await a.next_push()
+        self.assertEqual((push.bodyType, push.body.conversationId, s(push.body.user),
+                          push.body.accepted), (Body.InvitationAnswered, gid, carol.user, True))
+        # accepting again is an idempotent retry: Done, and no second InvitationAnswered
+        await c.request(Body.AnswerInvitation, AnswerInvitationT(conversationId=gid, accept=True),
+                        Body.Done)
+        inv = await c.request(Body.ListInvitations, ListInvitationsT(), Body.Invitations)
+        self.assertEqual(len(inv.invitations), 0, "ListInvitations: unanswered ones only")
+        # a declined invitation is gone
+        await a.request(Body.Invite, InviteT(conversationId=gid, user=dave.user), Body.Done)
+        await d.request(Body.AnswerInvitation, AnswerInvitationT(conversationId=gid, accept=False),
+                        Body.Done)
+        push = await a.next_push()
+        self.assertEqual((push.bodyType, s(push.body.user), push.body.accepted),
+                         (Body.InvitationAnswered, dave.user, False))
+        await self.assert_error(d, Body.AnswerInvitation,
+                                AnswerInvitationT(conversationId=gid, accept=True),
+                                ErrorCode.NotFound)
+        await self.assert_error(a, Body.AddMembers,
+                                AddMembersT(conversationId=gid, members=[dave.user]),
+                                ErrorCode.ConsentRequired)
+        self.assertEqual(a.drain_pushes(), [])
+        info = await a.request(Body.AddMembers, AddMembersT(conversationId=gid,
+                                                            members=[carol.user]),
+                               Body.ConversationInfo)
+        self.assertEqual(sorted(s(m) for m in info.members), sorted([alice.user, carol.user]))
+        await self.assert_error(a, Body.Invite, InviteT(conversationId=gid, user=carol.user),
+                                ErrorCode.InvalidArgument)  # already a member
+        # dave lets everyone add him
+        await d.request(Body.SetPrivacy, SetPrivacyT(groupAdds=GroupAdds.Everyone), Body.Done)
+        info = await c.request(Body.AddMembers, AddMembersT(conversationId=gid,
+                                                            members=[dave.user]),
+                               Body.ConversationInfo)
+        self.assertIn(dave.user, [s(m) for m in info.members])
 
     async def test_history_paging(self):
         _, a = await self.register("hpa")
