@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tern_client::connection::RawConnection;
-use tern_proto::body::conversations;
-use tern_proto::{Body, ConversationKind, Frame};
+use tern_proto::body::{conversations, privacy};
+use tern_proto::{Body, ConversationKind, Frame, GroupAdds};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -39,6 +39,11 @@ pub async fn register_many(
             let _permit = limit.acquire_owned().await;
             let mut conn = endpoints.connect(i).await?;
             let device = register(&mut conn, &user, endpoints.timeout).await?;
+            // Load accounts join each other's groups without invitations.
+            let everyone = privacy::SetPrivacy {
+                group_adds: GroupAdds::Everyone,
+            };
+            call(&mut conn, 2, everyone, "privacy", endpoints.timeout).await?;
             done.fetch_add(1, Ordering::Relaxed);
             Ok::<_, LoadError>((i, device, conn))
         });
