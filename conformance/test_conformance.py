@@ -186,6 +186,25 @@ class ConformanceTest(Base):
         conn = await self.connect(spaced)
         self.assertEqual(len(conn.exporter), 32)
 
+    async def test_only_one_stream(self):
+        """§1.2: one bidirectional stream, no unidirectional one; more is STREAM_LIMIT_ERROR.
+        (aioquic honours the server's limits, so the test raises its own view of them.)"""
+        _, a = await self.register("streams")
+        uni = await self.connect()
+        for conn, bidi in ((a, True), (uni, False)):
+            quic = conn.p._quic
+            if bidi:
+                quic._remote_max_streams_bidi = 8
+            else:
+                quic._remote_max_streams_uni = 8
+            stream = quic.get_next_available_stream_id(is_unidirectional=not bidi)
+            quic.send_stream_data(stream, b"\x04\x00\x00\x00abcd")
+            conn.p.transmit()
+        for conn in (a, uni):
+            closed = await conn.wait_closed()
+            self.assertEqual((closed.application, closed.error_code), (False, 0x4),
+                             f"STREAM_LIMIT_ERROR expected: {closed}")
+
     async def test_exporter_differs_per_connection(self):
         a = await self.connect()
         c = await self.connect()
