@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -514,5 +515,51 @@ async fn denied_link_is_refused() {
         ),
         "{:?}",
         refused.err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_approved_after_the_first_connection_gave_up_still_completes() {
+    // The new device's first connection is told LinkPending at its 1 s
+    // authentication deadline; the SDK reconnects and asks again until the
+    // approval (given here after that deadline) is collected.
+    let server = TestServer::start_with(2, |c| c.auth_timeout_secs = 1);
+    let bob = server.register("bob").await;
+    let laptop_state = tempfile::tempdir().unwrap();
+    let options = server.options(laptop_state.path());
+    let linking = tokio::spawn(async move { Client::link(options, "bob", "laptop").await });
+    let Body::LinkPrompt(devices::LinkPrompt { link_id, .. }) =
+        tokio::time::timeout(WAIT, bob.next_notice())
+            .await
+            .unwrap()
+            .unwrap()
+    else {
+        panic!("no link request")
+    };
+    // Wait until the SDK has reconnected to ask again (its first connection
+    // was told LinkPending at the deadline), so the approval below reaches
+    // a record, not a waiting connection.
+    let stats = server.handle().stats.clone();
+    let before = stats.connections_accepted.load(Ordering::Relaxed);
+    tokio::time::timeout(WAIT, async {
+        while stats.connections_accepted.load(Ordering::Relaxed) == before {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the SDK asks again on a new connection");
+    assert!(!linking.is_finished(), "the SDK keeps asking");
+    bob.approve_link(link_id, true).await.unwrap();
+    let laptop = tokio::time::timeout(WAIT, linking)
+        .await
+        .expect("linked after the approval")
+        .unwrap()
+        .unwrap();
+    assert_eq!(laptop.device(), 2);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), bob.next_notice())
+            .await
+            .map_or(true, |notice| !matches!(notice, Some(Body::LinkPrompt(_)))),
+        "asking again does not prompt the account again"
     );
 }

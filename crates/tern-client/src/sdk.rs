@@ -355,8 +355,8 @@ impl Client {
                 answer::<auth::Register>(conn.call(&frame).await?.body)?
             }
             Enrollment::LinkDevice => {
-                let frame = conn.link_frame(1, user, device_name, &identity.key)?;
-                answer::<auth::RequestLink>(conn.call(&frame).await?.body)?
+                link_until_decided(&endpoint, &options, &mut conn, user, device_name, &identity)
+                    .await?
             }
         };
         identity.device = registered.device;
@@ -681,6 +681,41 @@ async fn open(
         options.connect_timeout,
     )
     .await
+}
+
+/// How long a new device keeps asking to be linked: a little more than the
+/// server's default `link_timeout_secs` (120 s), after which the server
+/// answers `Timeout` itself.
+pub const LINK_PATIENCE: Duration = Duration::from_secs(130);
+
+/// RequestLink until one of the account's devices decides. The server holds
+/// the request as a record, not as this connection: it answers `LinkPending`
+/// at the connection's authentication deadline, and the device reconnects
+/// after `retry_after_ms` and asks again with the same key (a fresh proof
+/// for the new connection), for up to [`LINK_PATIENCE`].
+async fn link_until_decided(
+    endpoint: &quinn::Endpoint,
+    options: &ClientOptions,
+    conn: &mut RawConnection,
+    user: &str,
+    device_name: &str,
+    identity: &Identity,
+) -> Result<auth::Registered, ClientError> {
+    let started = std::time::Instant::now();
+    loop {
+        let frame = conn.link_frame(1, user, device_name, &identity.key)?;
+        match answer::<auth::RequestLink>(conn.call(&frame).await?.body) {
+            Err(ClientError::Server {
+                code: ErrorCode::LinkPending,
+                retry_after_ms,
+                ..
+            }) if started.elapsed() < LINK_PATIENCE => {
+                tokio::time::sleep(Duration::from_millis(retry_after_ms.into())).await;
+                *conn = open(endpoint, options).await?;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Sends a request over the live connection and returns its typed answer.

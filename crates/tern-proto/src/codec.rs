@@ -84,7 +84,11 @@ impl Limits {
         let opts = VerifierOptions {
             max_depth: self.max_depth,
             max_tables: self.max_tables,
-            max_apparent_size: self.max_frame_len,
+            // The verifier's running total of the ranges it checked, which
+            // counts some bytes twice (vtables shared, union and vector
+            // headers): twice the frame bounds the work without refusing a
+            // frame at the cap.
+            max_apparent_size: self.max_frame_len.saturating_mul(2),
             ignore_missing_null_terminator: false,
         };
         fb::root_as_frame_with_opts(&opts, buf).map_err(|e| FrameError::Malformed(e.to_string()))
@@ -191,6 +195,40 @@ fn split_frame(buf: &mut BytesMut, max_frame_len: usize) -> Result<Option<Bytes>
     Ok(Some(frame))
 }
 
+/// The `request_id` of a frame that may fail verification, read with
+/// bounds checks only: the root offset, the root table's vtable and its
+/// first field (`Frame.request_id`, vtable slot 4). `None` when any of
+/// these is out of bounds; `Some(0)` when the field is absent (its default).
+/// A server answers a refused frame with this id, so the client learns
+/// which request failed (docs/PROTOCOL.md §2.1).
+pub fn peek_request_id(buf: &[u8]) -> Option<u64> {
+    let table = read_u32(buf, 0)? as usize;
+    let soffset = i64::from(read_u32(buf, table)? as i32);
+    let vtable = usize::try_from(i64::try_from(table).ok()?.checked_sub(soffset)?).ok()?;
+    let vtable_len = usize::from(read_u16(buf, vtable)?);
+    let slot = usize::from(fb::Frame::VT_REQUEST_ID);
+    if vtable_len < slot + 2 {
+        return Some(0);
+    }
+    let field = usize::from(read_u16(buf, vtable.checked_add(slot)?)?);
+    if field == 0 {
+        return Some(0);
+    }
+    let at = table.checked_add(field)?;
+    let bytes: [u8; 8] = buf.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
+    let bytes: [u8; 4] = buf.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_le_bytes(bytes))
+}
+
+fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
+    let bytes: [u8; 2] = buf.get(at..at.checked_add(2)?)?.try_into().ok()?;
+    Some(u16::from_le_bytes(bytes))
+}
+
 fn peek_len(buf: &BytesMut) -> Option<usize> {
     let prefix: [u8; LEN_PREFIX] = buf.get(..LEN_PREFIX)?.try_into().ok()?;
     Some(u32::from_le_bytes(prefix) as usize)
@@ -200,6 +238,35 @@ fn peek_len(buf: &BytesMut) -> Option<usize> {
 #[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_id_is_read_from_frames_that_fail_verification() {
+        use crate::body::messaging::Ack;
+        let encoded = crate::Frame::new(
+            0x0102_0304_0506_0708,
+            Ack {
+                conversation_id: 9,
+                seq: 1,
+            },
+        )
+        .encode();
+        let frame = &encoded[LEN_PREFIX..];
+        assert_eq!(peek_request_id(frame), Some(0x0102_0304_0506_0708));
+        // Break the body (its union value offset points past the end):
+        // verification fails, the id is still readable.
+        let mut broken = frame.to_vec();
+        let len = broken.len();
+        broken.truncate(len - 4);
+        assert!(Limits::server_inbound().verify(&broken).is_err());
+        assert_eq!(peek_request_id(&broken), Some(0x0102_0304_0506_0708));
+        // Garbage and short buffers give None, never a panic.
+        assert_eq!(peek_request_id(&[]), None);
+        assert_eq!(peek_request_id(&[0xff; 3]), None);
+        assert_eq!(peek_request_id(&[0xff; 64]), None);
+        for cut in 0..frame.len() {
+            let _ = peek_request_id(&frame[..cut]);
+        }
+    }
     use crate::body::{messaging, sync};
     use crate::frame::Frame;
 

@@ -26,6 +26,7 @@ use super::shard::{ServerStats, ShardCtx};
 use tern_framing::{CodecError, FrameCodec};
 use tern_proto::auth::{EXPORTER_LABEL, EXPORTER_LEN};
 use tern_proto::body::auth;
+use tern_proto::codec::peek_request_id;
 use tern_proto::fb::ErrorCode;
 use tern_proto::{close, Body, Frame, FrameError, Limits};
 
@@ -205,6 +206,8 @@ struct Conn {
     caller: Option<Caller>,
     conn_id: u64,
     auth_failures: u32,
+    /// When an unauthenticated connection is closed (server clock, ms).
+    auth_deadline_ms: u64,
     inflight: Arc<Semaphore>,
     limits: Limits,
 }
@@ -239,6 +242,7 @@ impl Conn {
             caller: None,
             conn_id,
             auth_failures: 0,
+            auth_deadline_ms: u64::MAX,
             inflight,
             limits,
         }
@@ -254,6 +258,7 @@ impl Conn {
             .clock
             .now_ms()
             .saturating_add(auth_secs.saturating_mul(1000));
+        self.auth_deadline_ms = auth_deadline_ms;
         loop {
             let next = tokio::select! {
                 next = self.next_frame(auth_deadline_ms) => next,
@@ -289,16 +294,18 @@ impl Conn {
             Ok(frame) => frame,
             Err(e) => {
                 ServerStats::add(&self.ctx.stats.frame_errors, 1);
-                let request_id = self
-                    .limits
-                    .verify(bytes)
-                    .map(|f| f.request_id())
-                    .unwrap_or(0);
+                let request_id = peek_request_id(bytes).unwrap_or(0);
                 self.reply(request_id, Err(Reject::new(e.code(), e.to_string())))
                     .await;
                 return Ok(());
             }
         };
+        if frame.request_id == 0 {
+            let why = "request id 0 is reserved for server pushes; number requests from 1";
+            self.reply(0, Err(Reject::new(ErrorCode::InvalidArgument, why)))
+                .await;
+            return Ok(());
+        }
         match &self.caller {
             None => self.handle_unauthenticated(frame).await,
             Some(caller) => {
@@ -353,7 +360,9 @@ impl Conn {
                 cmd::authenticate::apply(&self.ctx, &self.exporter, user, device, signature).await
             }
             Body::RequestLink(link) => {
-                cmd::devices::request_link(&self.ctx, &self.exporter, source, link.into()).await
+                let deadline = self.auth_deadline_ms;
+                cmd::devices::request_link(&self.ctx, &self.exporter, source, link.into(), deadline)
+                    .await
             }
             _ => Err(Reject::new(
                 ErrorCode::NotAuthenticated,
@@ -525,9 +534,18 @@ impl Conn {
                 .close(close::TOO_SLOW.into(), why.as_bytes());
             return;
         }
-        if let End::Close(code, why) = &end {
-            self.reply(0, Err(Reject::new(close_error_code(*code), *why)))
-                .await;
+        // One Error before every close the client can still read
+        // (docs/PROTOCOL.md §1.3).
+        let last = match &end {
+            End::Close(code, why) => Some(Reject::new(close_error_code(*code), *why)),
+            End::Shutdown => Some(Reject::new(
+                ErrorCode::ShuttingDown,
+                "server shutting down; reconnect later",
+            )),
+            End::PeerClosed => None,
+        };
+        if let Some(reject) = last {
+            self.reply(0, Err(reject)).await;
         }
         let drain = Duration::from_secs(self.ctx.config.drain_timeout_secs);
         let all = u32::try_from(self.ctx.config.max_inflight_per_connection).unwrap_or(u32::MAX);

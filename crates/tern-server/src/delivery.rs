@@ -88,16 +88,6 @@ pub trait Delivery: Send + Sync {
     /// Tells every conversation owner that `user`'s devices changed, so
     /// cached recipient sets that include them are dropped.
     async fn forget_user(&self, user: UserId);
-
-    /// Hands a link decision to the shard holding the waiting device;
-    /// false if no link of the approver's account waits under that id.
-    async fn link_decision(
-        &self,
-        shard: usize,
-        link_id: u64,
-        approver: UserId,
-        approve: bool,
-    ) -> bool;
 }
 
 #[async_trait]
@@ -134,24 +124,6 @@ impl Delivery for Mesh {
 
     async fn forget_user(&self, user: UserId) {
         self.invalidate_user(&user).await;
-    }
-
-    async fn link_decision(
-        &self,
-        shard: usize,
-        link_id: u64,
-        approver: UserId,
-        approve: bool,
-    ) -> bool {
-        let (found, answer) = tokio::sync::oneshot::channel();
-        let decision = Control::LinkDecision {
-            link_id,
-            approver,
-            approve,
-            found,
-        };
-        self.control(shard, decision).await;
-        answer.await.unwrap_or(false)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod connection;
 pub mod delivery;
 pub mod effects;
+pub mod links;
 pub mod locations;
 pub mod mesh;
 pub mod outbound;

@@ -125,14 +125,6 @@ pub enum OwnerRequest {
 /// Cross-shard control messages (rare, not on the message path).
 #[derive(Debug)]
 pub enum Control {
-    /// A linked device decided on a pending link held by this shard;
-    /// `found` answers whether such a link of the approver's account waits.
-    LinkDecision {
-        link_id: u64,
-        approver: UserId,
-        approve: bool,
-        found: oneshot::Sender<bool>,
-    },
     /// Close every connection of a revoked device.
     CloseDevice { user: UserId, device: DeviceId },
 }

@@ -19,10 +19,10 @@ use tokio::task::{spawn_local, JoinSet, LocalSet};
 
 use super::cid::shard_endpoint_config_with_reset;
 use super::clock::Clock;
-use super::cmd;
 use super::config::{ConfigError, ServerConfig};
 use super::connection;
 use super::delivery::Push;
+use super::links::LinkRequests;
 use super::mesh::{Control, Mesh, ShardInbox};
 use super::owner;
 use super::ratelimit::ServerLimits;
@@ -128,6 +128,7 @@ fn persist_blocking(store: &dyn Store) {
 struct ShardSetup {
     id: usize,
     limits: Arc<ServerLimits>,
+    links: Arc<LinkRequests>,
     parts: ShardSocketParts,
     socket: std::net::UdpSocket,
     inbox: ShardInbox,
@@ -192,6 +193,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stats = Arc::new(ServerStats::default());
     let limits = Arc::new(ServerLimits::new(&config));
+    let links = Arc::new(LinkRequests::default());
     let config = Arc::new(config);
     let barrier = Arc::new(Barrier::new(shards));
     let setups = datagrams
@@ -212,6 +214,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
             config: config.clone(),
             stats: stats.clone(),
             limits: limits.clone(),
+            links: links.clone(),
             shutdown: shutdown_rx.clone(),
             barrier: barrier.clone(),
         });
@@ -303,6 +306,7 @@ async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(),
         setup.config,
         setup.stats,
         setup.limits,
+        setup.links,
     ));
     spawn_local(owner::run(ctx.clone(), setup.inbox.owner));
     spawn_local(push_loop(ctx.clone(), setup.inbox.push));
@@ -382,14 +386,6 @@ async fn push_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<Pus
 async fn control_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<Control>) {
     while let Some(msg) = inbox.recv().await {
         match msg {
-            Control::LinkDecision {
-                link_id,
-                approver,
-                approve,
-                found,
-            } => {
-                let _ = found.send(cmd::devices::decide(&ctx, link_id, &approver, approve));
-            }
             Control::CloseDevice { user, device } => {
                 ctx.sessions.borrow().close_device(&user, device)
             }

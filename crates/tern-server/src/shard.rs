@@ -2,13 +2,13 @@
 //! sessions, stats) shared by the tasks of its current-thread runtime.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::clock::Clock;
 use super::config::ServerConfig;
 use super::delivery::Delivery;
+use super::links::LinkRequests;
 use super::mesh::Mesh;
 use super::ratelimit::ServerLimits;
 use super::sessions::Sessions;
@@ -51,15 +51,9 @@ pub struct ShardCtx {
     pub sessions: RefCell<Sessions>,
     /// The server-wide rate limits (shared by every shard).
     pub limits: Arc<ServerLimits>,
-    /// New devices on this shard waiting for a linked device's approval.
-    pub pending_links: RefCell<HashMap<u64, PendingLink>>,
+    /// Pending device-link requests (shared by every shard).
+    pub links: Arc<LinkRequests>,
     next_conn_id: Cell<u64>,
-}
-
-/// A new device waiting to be linked to `user`.
-pub struct PendingLink {
-    pub user: String,
-    pub decision: tokio::sync::oneshot::Sender<bool>,
 }
 
 impl ShardCtx {
@@ -70,6 +64,7 @@ impl ShardCtx {
         config: Arc<ServerConfig>,
         stats: Arc<ServerStats>,
         limits: Arc<ServerLimits>,
+        links: Arc<LinkRequests>,
     ) -> Self {
         ShardCtx {
             id,
@@ -81,7 +76,7 @@ impl ShardCtx {
             stats,
             sessions: RefCell::default(),
             limits,
-            pending_links: RefCell::default(),
+            links,
             next_conn_id: Cell::new(1),
         }
     }

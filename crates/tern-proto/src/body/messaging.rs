@@ -51,7 +51,7 @@ impl WireBody for Send {
             client_message_id: s.client_message_id(),
             expires_in_secs: s.expires_in_secs(),
             flags: s.flags(),
-            payload: Bytes::copy_from_slice(s.payload().map(|p| p.bytes()).unwrap_or_default()),
+            payload: one_payload(&s)?,
         })
     }
 }
@@ -96,8 +96,24 @@ impl WireBody for SendGroup {
             expires_in_secs: s.expires_in_secs(),
             flags: s.flags(),
             epoch: s.mls_epoch(),
-            payload: Bytes::copy_from_slice(s.payload().map(|p| p.bytes()).unwrap_or_default()),
+            payload: one_payload(&s)?,
         })
+    }
+}
+
+/// The one ciphertext of a `Send` for every device: `payload` present (it
+/// may be empty) and no `device_payloads`. Anything else is `Malformed`
+/// (docs/PROTOCOL.md §4.2).
+fn one_payload(s: &fb::Send<'_>) -> Result<Bytes, FrameError> {
+    match (s.payload(), s.device_payloads()) {
+        (Some(payload), None) => Ok(Bytes::copy_from_slice(payload.bytes())),
+        (Some(_), Some(_)) => Err(FrameError::Malformed(
+            "a Send carries payload or device_payloads, not both".to_owned(),
+        )),
+        (None, _) => Err(FrameError::Malformed(
+            "a Send carries payload (one ciphertext) or device_payloads (one per device)"
+                .to_owned(),
+        )),
     }
 }
 
@@ -167,6 +183,11 @@ impl WireBody for SendToDevices {
     }
 
     fn decode(s: fb::Send<'_>) -> Result<Self, FrameError> {
+        if s.payload().is_some() || s.has_mls_epoch() {
+            return Err(FrameError::Malformed(
+                "a Send with device_payloads carries no payload and no MLS epoch".to_owned(),
+            ));
+        }
         let device_payloads = s
             .device_payloads()
             .map(|list| list.iter().map(DevicePayload::decode).collect())
@@ -503,12 +524,24 @@ pub(crate) mod tests {
         crate::body::tests::roundtrip_all(samples());
     }
 
-    #[test]
-    fn a_send_without_payload_reads_as_empty() {
+    fn send_frame(payload: bool, device_payloads: bool) -> Vec<u8> {
         let mut b = Builder::new();
+        let bytes = b.create_vector(&[1u8, 2, 3]);
+        let user = b.create_string("bob");
+        let one = fb::DevicePayload::create(
+            &mut b,
+            &fb::DevicePayloadArgs {
+                user: Some(user),
+                device: 1,
+                payload: Some(bytes),
+            },
+        );
+        let list = b.create_vector(&[one]);
         let args = fb::SendArgs {
             conversation_id: 1,
             client_message_id: 2,
+            payload: payload.then_some(bytes),
+            device_payloads: device_payloads.then_some(list),
             ..Default::default()
         };
         let union = fb::Send::create(&mut b, &args).as_union_value();
@@ -521,12 +554,37 @@ pub(crate) mod tests {
             },
         );
         b.finish(f, None);
-        let frame =
-            crate::frame::Frame::decode(b.finished_data(), &crate::codec::Limits::server_inbound())
-                .expect("decodes");
-        let Body::Send(send) = frame.body else {
-            panic!("not a Send: {:?}", frame.body);
+        b.finished_data().to_vec()
+    }
+
+    #[test]
+    fn a_send_needs_exactly_one_of_payload_and_device_payloads() {
+        let limits = crate::codec::Limits::server_inbound();
+        for (payload, per_device, ok) in [
+            (false, false, false),
+            (true, true, false),
+            (true, false, true),
+            (false, true, true),
+        ] {
+            let decoded = crate::frame::Frame::decode(&send_frame(payload, per_device), &limits);
+            match ok {
+                true => assert!(decoded.is_ok(), "{payload} {per_device}: {decoded:?}"),
+                false => assert!(
+                    matches!(decoded, Err(crate::codec::FrameError::Malformed(_))),
+                    "{payload} {per_device}: {decoded:?}"
+                ),
+            }
+        }
+        let empty = super::Send {
+            conversation_id: 1,
+            client_message_id: 2,
+            expires_in_secs: 0,
+            flags: 0,
+            payload: Bytes::new(),
         };
-        assert!(send.payload.is_empty());
+        let encoded = crate::frame::Frame::new(1, empty.clone()).encode();
+        let decoded = crate::frame::Frame::decode(&encoded[crate::codec::LEN_PREFIX..], &limits)
+            .expect("an empty payload is a payload");
+        assert_eq!(decoded.body, Body::Send(empty));
     }
 }

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::effects::{Effect, Outcome};
+use crate::links::{LinkFull, LinkState, LinkTicket, MAX_PENDING_PER_USER};
 use crate::mesh::{Caller, Reject};
-use crate::shard::{PendingLink, ShardCtx};
+use crate::shard::ShardCtx;
 use tern_proto::auth::{link_transcript, EXPORTER_LEN};
 use tern_proto::body::devices::{self, DeviceInfoData};
 use tern_proto::body::{auth, messaging::Done};
@@ -46,15 +47,20 @@ pub async fn list(ctx: &ShardCtx, user: String) -> Result<Outcome, Reject> {
     Ok(Outcome::immediate(Ok(list)))
 }
 
-/// RequestLink: asks the user's devices to approve this new device and waits
-/// for the answer. On approval the connection is authenticated as the new device.
-/// Limited per source address and per named user (`ratelimit`), checked
-/// once the request is well formed and names an existing user.
+/// RequestLink: asks the user's devices to approve this new device. The
+/// request leaves a small record in the server-wide registry (`links`), not
+/// a waiting connection: this connection waits for the decision only until
+/// its authentication deadline (`deadline_ms`, server clock), then is told
+/// `LinkPending` and reconnects to repeat the request, which finds the
+/// record (no new prompt, no rate-limit token). On approval the connection
+/// is authenticated as the new device. Limited per source address and per
+/// named user (`ratelimit`) when a record is made, and bounded in number.
 pub async fn request_link(
     ctx: &ShardCtx,
     exporter: &[u8; EXPORTER_LEN],
     source: IpAddr,
     op: NewDevice,
+    deadline_ms: u64,
 ) -> Result<(Caller, Outcome), Reject> {
     op.check(&link_transcript(exporter, &op.user, &op.device_key))?;
     let devices = ctx.store.devices(&op.user).await.map_err(Reject::store)?;
@@ -64,17 +70,40 @@ pub async fn request_link(
             format!("user {:?} does not exist", op.user),
         ));
     }
-    ctx.limits
-        .request_link(source, &op.user, ctx.clock.now_ms())?;
-    let link_id = ((ctx.id as u64) << 56) | (rand::random::<u64>() & 0x00ff_ffff_ffff_ffff);
-    let (decision_tx, decision) = tokio::sync::oneshot::channel();
-    ctx.pending_links.borrow_mut().insert(
-        link_id,
-        PendingLink {
-            user: op.user.clone(),
-            decision: decision_tx,
-        },
-    );
+    let now = ctx.clock.now_ms();
+    let ttl_ms = ctx.config.link_timeout_secs.saturating_mul(1000);
+    let ticket = ctx
+        .links
+        .find_or_create(&op.user, &op.device_key, now, ttl_ms, || {
+            ctx.limits.request_link(source, &op.user, now)
+        })?
+        .map_err(|full| too_many_links(&op.user, full))?;
+    if ticket.fresh {
+        prompt(ctx, &op, ticket.link_id).await;
+    }
+    match decision(ctx, &ticket, deadline_ms).await {
+        Some(LinkState::Approved) => {
+            ctx.links.take(ticket.link_id);
+            add_linked_device(ctx, op).await
+        }
+        Some(LinkState::Denied) => {
+            ctx.links.take(ticket.link_id);
+            Err(Reject::new(
+                ErrorCode::AuthFailed,
+                "a linked device denied this link request",
+            ))
+        }
+        Some(LinkState::Waiting) => Err(pending(ctx)),
+        None => Err(Reject::new(
+            ErrorCode::Timeout,
+            "no linked device approved the request in time; try again",
+        )),
+    }
+}
+
+/// Pushes the LinkPrompt to the account's devices, through the delivery
+/// seam at once (the request does not wait for an outcome).
+async fn prompt(ctx: &ShardCtx, op: &NewDevice, link_id: u64) {
     let ask = Body::LinkPrompt(devices::LinkPrompt {
         link_id,
         user: op.user.clone(),
@@ -82,27 +111,55 @@ pub async fn request_link(
         device_key: op.device_key,
     });
     let users: Arc<[String]> = vec![op.user.clone()].into();
-    // The request waits for the decision, so its push cannot wait for an
-    // outcome: it goes out through the delivery seam at once.
     ctx.delivery
         .notify(users, Frame::new(0, ask).encode())
         .await;
-    let waited = ctx
-        .clock
-        .timeout(Duration::from_secs(ctx.config.link_timeout_secs), decision)
-        .await;
-    ctx.pending_links.borrow_mut().remove(&link_id);
-    match waited {
-        Ok(Ok(true)) => add_linked_device(ctx, op).await,
-        Ok(Ok(false)) => Err(Reject::new(
-            ErrorCode::AuthFailed,
-            "a linked device denied this link request",
-        )),
-        Ok(Err(_)) | Err(_) => Err(Reject::new(
-            ErrorCode::Timeout,
-            "no linked device approved the request in time; try again",
-        )),
+}
+
+/// Waits for the decision until `deadline_ms` on the server clock; the
+/// state then (`None`: the record expired).
+async fn decision(ctx: &ShardCtx, ticket: &LinkTicket, deadline_ms: u64) -> Option<LinkState> {
+    let decided = ticket.decided.notified();
+    tokio::pin!(decided);
+    decided.as_mut().enable();
+    let state = ctx.links.state(ticket.link_id, ctx.clock.now_ms());
+    if state != Some(LinkState::Waiting) {
+        return state;
     }
+    let left = Duration::from_millis(deadline_ms.saturating_sub(ctx.clock.now_ms()));
+    let _ = ctx.clock.timeout(left, decided).await;
+    ctx.links.state(ticket.link_id, ctx.clock.now_ms())
+}
+
+/// The answer while no device has decided: reconnect and ask again.
+fn pending(ctx: &ShardCtx) -> Reject {
+    let mut reject = Reject::new(
+        ErrorCode::LinkPending,
+        format!(
+            "waiting for one of the account's devices to approve; reconnect and send \
+             RequestLink again with the same device key (the request stays open for {} s \
+             from the first one)",
+            ctx.config.link_timeout_secs
+        ),
+    );
+    reject.retry_after_ms = LINK_RETRY_MS;
+    reject
+}
+
+/// How long a new device waits before asking again (milliseconds).
+const LINK_RETRY_MS: u32 = 1_000;
+
+fn too_many_links(user: &str, full: LinkFull) -> Reject {
+    let why = match full {
+        LinkFull::User => format!(
+            "user {user:?} already has {MAX_PENDING_PER_USER} pending link requests; \
+             approve or deny them first"
+        ),
+        LinkFull::Server => "too many pending link requests on this server".to_owned(),
+    };
+    let mut reject = Reject::new(ErrorCode::RateLimited, format!("{why}; retry later"));
+    reject.retry_after_ms = LINK_RETRY_MS.saturating_mul(10);
+    reject
 }
 
 async fn add_linked_device(ctx: &ShardCtx, op: NewDevice) -> Result<(Caller, Outcome), Reject> {
@@ -129,39 +186,20 @@ async fn add_linked_device(ctx: &ShardCtx, op: NewDevice) -> Result<(Caller, Out
     Ok((caller, outcome))
 }
 
-/// ApproveLink: hands the decision to the shard holding the waiting device
-/// and answers NotFound if no link of the caller's account waits there.
+/// ApproveLink: records the decision on one of the caller's account's
+/// pending link requests (server-wide registry); NotFound if none waits
+/// under `link_id`.
 pub async fn approve(
     ctx: &ShardCtx,
     caller: &Caller,
     link_id: u64,
     approve: bool,
 ) -> Result<Outcome, Reject> {
-    let shard = (link_id >> 56) as usize;
-    if shard >= ctx.mesh.shards() {
-        return Err(Reject::new(ErrorCode::NotFound, "no such link request"));
-    }
-    let approver = caller.user.clone();
-    let found = ctx
-        .delivery
-        .link_decision(shard, link_id, approver, approve)
-        .await;
-    match found {
+    let now = ctx.clock.now_ms();
+    match ctx.links.decide(link_id, &caller.user, approve, now) {
         true => Ok(Outcome::immediate(Ok(Done.into()))),
         false => Err(Reject::new(ErrorCode::NotFound, "no such link request")),
     }
-}
-
-/// Applies a decision on this shard: only the user's own devices decide.
-/// Returns whether a link of the approver's account waited under `link_id`.
-pub fn decide(ctx: &ShardCtx, link_id: u64, approver: &str, approve: bool) -> bool {
-    let mut pending = ctx.pending_links.borrow_mut();
-    if pending.get(&link_id).is_none_or(|p| p.user != approver) {
-        return false;
-    }
-    pending
-        .remove(&link_id)
-        .is_some_and(|link| link.decision.send(approve).is_ok())
 }
 
 /// RevokeDevice: removes one of the caller's own devices (possibly itself).
