@@ -859,6 +859,38 @@ class ConformanceTest(Base):
                               (FRAME_READ_TIMEOUT or 10) + 5),
         )
 
+    @unittest.skipUnless(AUTH_TIMEOUT and AUTH_TIMEOUT <= 5,
+                         "needs a server with a short auth_timeout_secs (run.sh sets 2)")
+    async def test_link_pending_then_repeat(self):
+        """§3.4: undecided at the auth deadline -> Error{LinkPending} (its own id), then
+        Error{Timeout} and a TIMEOUT close; the repeat with the same key gets the decision
+        without a second prompt."""
+        alice, a1 = await self.register("lp")
+        key2 = tc.DeviceKey()
+
+        def request_link(conn: tc.Connection) -> RequestLinkT:
+            return RequestLinkT(user=alice.user, deviceName="later", deviceKey=list(key2.public),
+                                signature=list(key2.sign(tc.transcript(
+                                    "tern/1 link", conn.exporter, alice.user, key2.public))))
+
+        n1 = await self.connect()
+        rid = n1.take_id()
+        pending = n1.expect(rid)
+        n1.send_frame(rid, Body.RequestLink, request_link(n1))
+        prompt = await a1.next_push()
+        self.assertEqual(prompt.bodyType, Body.LinkPrompt)
+        answer = await asyncio.wait_for(pending, AUTH_TIMEOUT + 5)
+        self.assertEqual((answer.bodyType, answer.body.code), (Body.Error, ErrorCode.LinkPending))
+        self.assertGreater(answer.body.retryAfterMs, 0)
+        await self.assert_close(n1, Close.TIMEOUT, ErrorCode.Timeout)
+        await a1.request(Body.ApproveLink, ApproveLinkT(linkId=prompt.body.linkId, approve=True),
+                         Body.Done)
+        n2 = await self.connect()
+        reg = await n2.request(Body.RequestLink, request_link(n2), Body.Registered)
+        self.assertEqual((s(reg.user), reg.device), (alice.user, 2))
+        self.assertNotIn(Body.LinkPrompt, [f.bodyType for f in a1.drain_pushes()],
+                         "no second prompt")
+
 
 class ZzShutdownTest(Base):
     """Runs last (unittest orders classes by name): stops the server."""
