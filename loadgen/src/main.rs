@@ -1,5 +1,5 @@
 //! `tern-load`: the load generator of tern. Each scenario is a subcommand
-//! (`connect`, `chat`, `group`, `sync`, `baseline`), `echo-server` is the
+//! (`connect`, `chat`, `group`, `sync`, `waves`, `baseline`), `echo-server` is the
 //! raw-QUIC baseline server the `baseline` scenario spawns, and `compare`
 //! prints the ratios of two JSON reports. By default every scenario spawns a
 //! fresh server on 127.0.0.1 port 0 over a temporary data dir; `--server`
@@ -51,6 +51,8 @@ enum Command {
     Group(Box<scenario::group::Args>),
     /// Devices go offline, a backlog builds, they reconnect and drain it.
     Sync(Box<scenario::sync::Args>),
+    /// Waves of connections that never authenticate: server RSS before, at each peak, after.
+    Waves(Box<scenario::waves::Args>),
     /// The same client work against a bare quinn echo server (raw-QUIC baseline).
     Baseline(Box<scenario::baseline::Args>),
     /// Run the raw-QUIC echo server (the baseline scenario spawns it).
@@ -90,6 +92,9 @@ fn dispatch(command: Command) -> Result<()> {
         }
         Command::Sync(a) => {
             scenario_run(a.client.threads, a.output.clone(), scenario::sync::run(*a))
+        }
+        Command::Waves(a) => {
+            scenario_run(a.client.threads, a.output.clone(), scenario::waves::run(*a))
         }
         Command::Baseline(a) => scenario_run(
             a.client.threads,

@@ -115,9 +115,21 @@ pub fn parse_system_busy(stat: &str) -> Option<u64> {
 
 /// `VmRSS:   1234 kB` → bytes.
 pub fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    parse_status_kb(status, "VmRSS:")
+}
+
+/// A `Name:   1234 kB` line of `/proc/PID/status` → bytes.
+pub fn parse_status_kb(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Anonymous resident memory of `pid` (`RssAnon`: the heap and stacks,
+/// without the binary's code pages, which VmRSS also counts), bytes.
+pub fn rss_anon(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kb(&status, "RssAnon:")
 }
 
 /// utime + stime (fields 14 and 15) of a stat line; the command name in
@@ -140,6 +152,10 @@ mod tests {
         assert_eq!(
             parse_vm_rss("Name:\ttern\nVmRSS:\t   2048 kB\n"),
             Some(2048 * 1024)
+        );
+        assert_eq!(
+            parse_status_kb("VmRSS:\t 3 kB\nRssAnon:\t   7 kB\n", "RssAnon:"),
+            Some(7 * 1024)
         );
         let stat = "42 (tern shard 0) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0";
         assert_eq!(parse_cpu_ticks(stat), Some(325));

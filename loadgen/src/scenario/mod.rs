@@ -6,6 +6,7 @@ pub mod chat;
 pub mod connect;
 pub mod group;
 pub mod sync;
+pub mod waves;
 
 use std::sync::Arc;
 
