@@ -2,6 +2,7 @@
 //! other subcommands are a small client for chatting from a terminal.
 
 mod cli;
+mod trim;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -38,7 +38,12 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }
     let server = start(config).map_err(|e| e.to_string())?;
     announce(&server.local_addr, &server.fingerprint, server.shards);
-    wait_for_signal()?;
+    let stats = server.stats.clone();
+    wait_for_signal(crate::trim::watch(move || {
+        stats
+            .connections_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }))?;
     eprintln!("shutting down: draining connections and flushing the store");
     server.shutdown();
     Ok(())
@@ -52,7 +57,8 @@ fn announce(addr: &SocketAddr, fingerprint: &str, shards: usize) {
     let _ = out.flush();
 }
 
-fn wait_for_signal() -> Result<(), String> {
+/// Waits for SIGINT or SIGTERM, running `meanwhile` (the allocator trimmer).
+fn wait_for_signal(meanwhile: impl std::future::Future<Output = ()>) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -63,6 +69,7 @@ fn wait_for_signal() -> Result<(), String> {
         tokio::select! {
             r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
             _ = term.recv() => Ok(()),
+            () = meanwhile => Ok(()),
         }
     })
 }
