@@ -2759,3 +2759,135 @@ async fn invitations_are_declined_expire_and_are_bounded() {
         "the oldest is dropped, the rest oldest first"
     );
 }
+
+/// VmRSS and RssAnon of process `pid`, bytes: all its resident memory, and
+/// the anonymous part of it (heap and stacks, without the binary's code
+/// pages, which stay resident once run).
+fn rss_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (kb("VmRSS:"), kb("RssAnon:"))
+}
+
+/// One wave of `n` connections that complete the QUIC handshake, send one
+/// request (answered `NotAuthenticated`) and never authenticate. Returns
+/// the server's memory ([`rss_of`]) with all of them open, once each was
+/// closed by the server with TIMEOUT.
+async fn unauthenticated_wave(
+    endpoints: &[quinn::Endpoint],
+    server: &common::ServerProcess,
+    n: usize,
+) -> (u64, u64) {
+    let opens = (0..n).map(|i| {
+        let (endpoint, addr) = (endpoints[i % endpoints.len()].clone(), server.addr);
+        async move {
+            let mut conn = RawConnection::connect(&endpoint, addr, "localhost")
+                .await
+                .expect("handshake");
+            let frame = Frame::new(
+                1,
+                devices::ListDevices {
+                    user: "anyone".into(),
+                },
+            );
+            conn.sender.frame(&frame).await.unwrap();
+            assert_code(&next_frame(&mut conn).await, 1, ErrorCode::NotAuthenticated);
+            conn
+        }
+    });
+    let conns = futures_join_all(opens).await;
+    let during = rss_of(server.pid());
+    for conn in &conns {
+        expect_close(&conn.connection, close::TIMEOUT).await;
+    }
+    during
+}
+
+/// Issue 9 item 11: waves of connections that never authenticate, against
+/// the real `tern` binary (its allocator, and its trimmer: see src/trim.rs),
+/// with a 1 s authentication timeout. Server memory is read before, with
+/// each wave open, and after each wave (polled until back within the bound).
+///
+/// Stated bounds, on the server's anonymous memory (RssAnon: heap and
+/// stacks; VmRSS is printed too): with a wave of 300 open it holds about
+/// 12 MiB more than at the start (about 40 kB per connection); after every
+/// wave it is back within 8 MiB of the start (measured: 3.5 MiB once all
+/// trims are done, this debug build's fragmentation); and each wave's peak
+/// is within 4 MiB of the first one's, so a leak of 7 kB per connection
+/// fails. Before the trimmer it stayed at the first wave's peak (glibc
+/// keeps what the shard threads freed: docs/PERFORMANCE.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connection_waves_leave_no_memory_behind() {
+    const WAVES: usize = 3;
+    const PER_WAVE: usize = 300;
+    const BOUND: u64 = 8 << 20;
+    const DRIFT: u64 = 4 << 20;
+    let (_dir, data) = common::data_dir();
+    let server = common::ServerProcess::spawn_with_config(&data, SHARDS, "auth_timeout_secs = 1\n");
+    // Several client sockets: the server closes a whole wave at once, and
+    // one socket's default receive buffer could drop some of the closes.
+    let endpoints: Vec<quinn::Endpoint> = (0..8)
+        .map(|_| {
+            tern_client::connection::client_endpoint(
+                "127.0.0.1:0".parse().unwrap(),
+                &tern_client::TrustAnchor::Fingerprint(server.fingerprint),
+            )
+            .unwrap()
+        })
+        .collect();
+    // One connection through the whole cycle first: one-time setup (TLS,
+    // runtime, store) is not counted.
+    unauthenticated_wave(&endpoints, &server, 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (rss_before, before) = rss_of(server.pid());
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mut first_peak = None;
+    for wave in 1..=WAVES {
+        let (rss_during, during) = unauthenticated_wave(&endpoints, &server, PER_WAVE).await;
+        // The trimmer reads the open connections once a second and trims on
+        // the second low reading.
+        let started = std::time::Instant::now();
+        let (mut rss_after, mut after) = rss_of(server.pid());
+        while after > before + BOUND && started.elapsed() < WAIT {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            (rss_after, after) = rss_of(server.pid());
+        }
+        eprintln!(
+            "wave {wave} of {PER_WAVE} unauthenticated connections, server memory \
+             (anonymous / VmRSS): before {:.1} / {:.1} MiB, during {:.1} / {:.1} MiB \
+             ({:.0} kB per connection), after {:.1} / {:.1} MiB ({:.1} s after the last close)",
+            mib(before),
+            mib(rss_before),
+            mib(during),
+            mib(rss_during),
+            during.saturating_sub(before) as f64 / 1000.0 / PER_WAVE as f64,
+            mib(after),
+            mib(rss_after),
+            started.elapsed().as_secs_f64()
+        );
+        assert!(
+            after <= before + BOUND,
+            "wave {wave}: the server kept {:.1} MiB after its unauthenticated connections \
+             closed (bound {:.0} MiB)",
+            mib(after.saturating_sub(before)),
+            mib(BOUND)
+        );
+        let first = *first_peak.get_or_insert(during);
+        assert!(
+            during <= first + DRIFT,
+            "wave {wave} peaked {:.1} MiB above the first: state left per connection?",
+            mib(during - first)
+        );
+    }
+    for endpoint in endpoints {
+        endpoint.close(0u32.into(), b"done");
+    }
+}

@@ -318,7 +318,15 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn spawn(data: &Path, shards: usize) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        Self::spawn_with_config(data, shards, "")
+    }
+
+    /// Like [`ServerProcess::spawn`], with `toml` as its configuration file
+    /// (written next to `data`), e.g. `"auth_timeout_secs = 1"`; none if
+    /// `toml` is empty.
+    pub fn spawn_with_config(data: &Path, shards: usize, toml: &str) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+        command
             .args([
                 "serve",
                 "--listen",
@@ -327,8 +335,18 @@ impl ServerProcess {
                 &shards.to_string(),
                 "--data",
             ])
-            .arg(data)
-            .env("RUST_LOG", "warn")
+            .arg(data);
+        if !toml.is_empty() {
+            let config = data.with_extension("toml");
+            std::fs::write(&config, toml).expect("config written");
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
+            // TERN_TEST_SERVER_LOG (e.g. `warn,tern::trim=debug`) shows more.
+            .env(
+                "RUST_LOG",
+                std::env::var("TERN_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -362,6 +380,11 @@ impl ServerProcess {
     /// A raw connection to this server (nothing sent yet).
     pub async fn raw_connection(&self) -> RawConnection {
         raw_connection_to(self.addr, self.fingerprint).await
+    }
+
+    /// The server's process id (for its RSS in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits (polling) for the process to exit by itself, at most `limit`.
