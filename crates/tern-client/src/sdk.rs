@@ -97,6 +97,16 @@ pub enum ClientError {
     Closed,
     #[error("request of {len} bytes exceeds the server's {max}-byte frame limit; send less at once (or raise max_frame_len on both sides)")]
     TooLarge { len: usize, max: usize },
+    /// Refused before sending: past a protocol limit the server would refuse
+    /// too (`tern_proto::limits`, the same numbers).
+    #[error("not sent: {0}")]
+    OverLimit(#[from] tern_proto::limits::OverLimit),
+    /// Refused before connecting: the server checks handles the same way.
+    #[error("not sent: {0}")]
+    Handle(#[from] tern_proto::handle::HandleError),
+    /// Refused before connecting: the server checks device names the same way.
+    #[error("not sent: {0}")]
+    DeviceName(#[from] tern_proto::handle::DeviceNameError),
 }
 
 impl ClientError {
@@ -346,6 +356,8 @@ impl Client {
         if Identity::exists(&options.state_dir) {
             return Err(IdentityError::Exists(options.state_dir.clone()).into());
         }
+        tern_proto::handle::validate_handle(user)?;
+        tern_proto::handle::validate_device_name(device_name)?;
         let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
         let mut conn = open(&endpoint, &options).await?;
         let mut identity = Identity::generate(user);
@@ -729,6 +741,7 @@ async fn call(shared: &Shared, body: Body) -> Result<Body, ClientError> {
     let live = tokio::time::timeout(timeout, wait_live(shared))
         .await
         .map_err(|_| ClientError::Timeout)??;
+    tern_proto::limits::check(&body)?;
     let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
     let frame = Frame::new(id, body).encode();
     let (len, max) = (

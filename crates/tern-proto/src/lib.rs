@@ -13,6 +13,7 @@ pub mod fingerprint;
 pub mod flags;
 pub mod frame;
 pub mod handle;
+pub mod limits;
 pub mod request;
 
 #[allow(

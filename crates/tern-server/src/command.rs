@@ -86,12 +86,16 @@ impl Command {
         }
     }
 
-    /// The command a request body asks for. Handshake bodies (Register,
-    /// Authenticate, RequestLink) are refused as `AlreadyAuthenticated`;
-    /// bodies only servers send, as `UnsupportedBody`.
+    /// The command a request body asks for. A body past a protocol limit
+    /// (`tern_proto::limits`, the SDK checks the same) is refused as
+    /// `InvalidArgument`; handshake bodies (Register, Authenticate,
+    /// RequestLink) as `AlreadyAuthenticated`; bodies only servers send, as
+    /// `UnsupportedBody`.
     pub fn from_body(body: Body) -> Result<Command, Reject> {
         use LocalCommand as L;
         use OwnerCommand as O;
+        tern_proto::limits::check(&body)
+            .map_err(|over| Reject::new(ErrorCode::InvalidArgument, over.to_string()))?;
         Ok(match body {
             Body::Sync(b) => Command::Local(L::Sync(b)),
             Body::UploadPrekeys(b) => Command::Local(L::UploadPrekeys(b)),

@@ -128,7 +128,7 @@ impl Default for ServerConfig {
             slow_reader_timeout_secs: 10,
             journal_sync_interval_us: 500,
             exit_on_store_failure: true,
-            max_history_page: 500,
+            max_history_page: tern_proto::limits::MAX_HISTORY_PAGE,
             drain_timeout_secs: 5,
             claim_burst: 30,
             claim_refill_per_minute: 30,

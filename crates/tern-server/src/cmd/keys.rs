@@ -24,9 +24,9 @@ use tern_proto::{Body, Frame};
 use tern_store::{DeviceKeysUpdate, DeviceRecord, KeyPool, PoolKey, SignedPrekey, Store};
 
 /// Most one-time prekeys or KeyPackages accepted in one upload.
-pub const MAX_UPLOAD: usize = 100;
+pub const MAX_UPLOAD: usize = tern_proto::limits::MAX_KEYS_PER_UPLOAD;
 /// Largest KeyPackage accepted, bytes.
-pub const MAX_KEY_PACKAGE: usize = 16 * 1024;
+pub const MAX_KEY_PACKAGE: usize = tern_proto::limits::MAX_KEY_PACKAGE_LEN;
 
 fn invalid(message: impl Into<String>) -> Reject {
     Reject::new(ErrorCode::InvalidArgument, message)

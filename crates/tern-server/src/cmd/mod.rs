@@ -22,7 +22,7 @@ use super::mesh::Reject;
 use tern_proto::ConversationKind;
 
 /// Most members one request may name.
-pub const MAX_MEMBERS_PER_REQUEST: usize = 2_000;
+pub const MAX_MEMBERS_PER_REQUEST: usize = tern_proto::limits::MAX_NAMES_PER_REQUEST;
 
 /// Checks handles and that each names an existing user.
 pub async fn require_users(store: &dyn Store, users: &[String]) -> Result<(), Reject> {
