@@ -851,6 +851,7 @@ class ConformanceTest(Base):
         async def check_silent():
             closed = await silent.wait_closed(AUTH_TIMEOUT + 5)
             self.assertEqual((closed.application, closed.error_code), (True, Close.TIMEOUT), closed)
+            self.assertEqual(silent.drain_pushes(), [], "no control stream, so no Error (§1.3)")
 
         await asyncio.gather(
             check_silent(),
