@@ -10,9 +10,9 @@
 //! allocator holds under 1 MiB of them in use, yet RSS stays at 38 MiB
 //! (docs/PERFORMANCE.md, "Unauthenticated connection waves"). glibc's
 //! `malloc_trim(0)` returns every wholly free page of every arena: RSS goes
-//! back to 17 MiB (pages that still hold a live allocation stay; the rest
-//! of the gap is code pages the handshakes ran). mimalloc as the global
-//! allocator was measured too, and kept more (same section).
+//! back to 17 MiB (pages that still hold a live allocation next to freed
+//! ones stay). mimalloc as the global allocator was measured too, and kept
+//! more (same section).
 //!
 //! So `tern serve` watches the number of open connections once a second.
 //! When it has fallen by at least [`MIN_DROP`] and to at most half of its
