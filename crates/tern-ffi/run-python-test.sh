@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runs tests/test_ffi.py, the SDK through its generated UniFFI Python
+# bindings, against a real tern server and a user of the Rust CLI:
+#   1. builds the tern binary and the tern-ffi library (debug) and generates
+#      the Python bindings into target/ffi/python (generate.sh),
+#   2. starts target/debug/tern serve on a free port,
+#   3. registers the CLI user with `tern register`,
+#   4. runs the tests (the Python device registers itself through the
+#      bindings); the server is always stopped.
+# Extra arguments go to unittest (e.g. test_ffi.FfiTest.test_1_direct_exchange_with_the_cli).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT="$PWD"
+
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# ---- build: the CLI and server, the library and its Python bindings
+cargo build --quiet --bin tern
+crates/tern-ffi/generate.sh python
+
+# ---- the server (as conformance/run.sh starts it)
+target/debug/tern serve --data "$work/data" --listen 127.0.0.1:0 \
+  >"$work/server.out" 2>"$work/server.log" &
+server_pid=$!
+addr="" fingerprint=""
+for _ in $(seq 1 300); do
+  addr="$(sed -n 's/^tern listening on \([^ ]*\).*/\1/p' "$work/server.out")"
+  fingerprint="$(sed -n 's/^certificate fingerprint: \([0-9a-f]*\).*/\1/p' "$work/server.out")"
+  [[ -n "$addr" && -n "$fingerprint" ]] && break
+  if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+if [[ -z "$addr" || -z "$fingerprint" ]]; then
+  echo "ffi: the server did not start" >&2
+  cat "$work/server.out" "$work/server.log" >&2
+  exit 1
+fi
+echo "ffi: server $addr, fingerprint $fingerprint" >&2
+
+# ---- the CLI user
+cli_user=alice
+target/debug/tern register --state "$work/cli" --server "$addr" --fingerprint "$fingerprint" \
+  --device-name terminal "$cli_user" >&2
+
+# ---- the tests
+status=0
+(
+  cd crates/tern-ffi/tests
+  TERN_ADDR="$addr" TERN_FINGERPRINT="$fingerprint" TERN_BIN="$ROOT/target/debug/tern" \
+  TERN_CLI_STATE="$work/cli" TERN_CLI_USER="$cli_user" TERN_WORK="$work" \
+  PYTHONPATH="$ROOT/target/ffi/python${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1 \
+    timeout 300 python3 -m unittest -v "${@:-test_ffi}"
+) || status=$?
+if [[ $status -ne 0 ]]; then
+  echo "ffi: FAILED; the server's log:" >&2
+  tail -n 50 "$work/server.log" >&2
+fi
+exit $status
