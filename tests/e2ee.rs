@@ -1200,3 +1200,58 @@ async fn a_stranger_adds_only_after_an_accepted_invitation() {
         .unwrap()
         .is_empty());
 }
+
+/// Issue 15: a message the SDK cannot decode (here: a payload in no format
+/// it reads, sent around the encryption layer) is surfaced as an event,
+/// recorded in the local store, and acknowledged — never dropped in
+/// silence, never redelivered forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_sdk_cannot_decode_is_an_event_stored_and_acknowledged() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    let raw = tern_proto::body::messaging::Send {
+        conversation_id: conv,
+        client_message_id: 77,
+        expires_in_secs: 0,
+        flags: 0,
+        payload: bytes::Bytes::from_static(b"not a tern payload"),
+    };
+    let sent = alice.client.transport().request(raw).await.unwrap();
+    match next(&bob.client).await {
+        SecureEvent::Undecryptable {
+            conversation_id,
+            seq,
+            reason,
+        } => {
+            assert_eq!((conversation_id, seq), (conv, sent.seq));
+            assert!(reason.contains("not in a format"), "{reason}");
+        }
+        other => panic!("expected Undecryptable, got {other:?}"),
+    }
+    let history = bob.client.messages().history(conv, 10).unwrap();
+    let recorded = history
+        .iter()
+        .find(|m| m.seq == sent.seq)
+        .expect("recorded");
+    assert!(recorded.content.unreadable_reason().is_some());
+    // The app did not acknowledge it before going away: on return the SDK
+    // finds it recorded and shown, acknowledges it itself and moves on.
+    bob.client.close().await;
+    alice.client.send_text(conv, "after").await.unwrap();
+    let bob = SecureClient::connect(server.options(bob.state.path()))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&bob).await.1, "after");
+    let states = bob.transport().sync(true).await.unwrap();
+    let state = states
+        .iter()
+        .find(|s| s.conversation_id == conv)
+        .expect("listed");
+    assert_eq!(
+        state.cursor, sent.seq,
+        "the SDK acknowledged the recorded unreadable message"
+    );
+    bob.close().await;
+}

@@ -613,18 +613,24 @@ fn shell_word(word: &str) -> String {
 }
 
 fn print_decrypted(m: &Decrypted) {
-    let text = match &m.content {
-        Content::Text { body } => body.clone(),
-        other => format!("<{other:?}>"),
-    };
     println!(
         "[{} #{}] {}/{}: {}",
         m.conversation_id,
         m.seq,
         shown(&m.sender_user),
         m.sender_device,
-        shown(&text)
+        content_shown(&m.content)
     );
+}
+
+/// A message's content as a terminal shows it: text escaped ([`shown`]),
+/// a message this device could not read with why, any other kind by name.
+pub fn content_shown(content: &Content) -> String {
+    match (content, content.unreadable_reason()) {
+        (Content::Text { body }, _) => shown(body),
+        (_, Some(reason)) => format!("<could not decrypt: {}>", shown(&reason)),
+        (other, None) => shown(&format!("<{other:?}>")),
+    }
 }
 
 /// `text` as it may reach a terminal: every control character (newlines,

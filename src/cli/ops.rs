@@ -12,7 +12,7 @@ use tern_client::message_store::{MessageStore, StoredMessage};
 use tern_client::secure::{SecureClient, SecureError};
 use tern_proto::body::devices;
 
-use super::chat::{shown, GroupAddsArg, KindArg};
+use super::chat::{content_shown, shown, GroupAddsArg, KindArg};
 use tern_proto::fb::ErrorCode;
 use tern_proto::GroupAdds;
 
@@ -415,10 +415,7 @@ async fn conversations(client: &SecureClient, out: &mut Printed) -> Result<(), S
 
 /// `[CONVERSATION #SEQ] TIME SENDER/DEVICE: TEXT`, as a terminal may show it.
 pub fn stored_line(m: &StoredMessage) -> String {
-    let text = match &m.content {
-        Content::Text { body } => shown(body),
-        other => format!("<{other:?}>"),
-    };
+    let text = content_shown(&m.content);
     format!(
         "[{} #{}] {} {}/{}: {text}",
         m.conversation_id,

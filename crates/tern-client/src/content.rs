@@ -39,6 +39,10 @@ const HEADER_LEN: usize = 1 + 1 + 8;
 
 /// Kind tags on the wire.
 pub mod kind {
+    /// Never sent by tern: in a device's local message store, the mark of a
+    /// message it could not decrypt or decode; the payload is the reason
+    /// (UTF-8). See [`super::Content::unreadable`].
+    pub const UNREADABLE: u8 = 0;
     /// [`super::Content::Text`].
     pub const TEXT: u8 = 1;
     /// Reserved: reactions.
@@ -78,6 +82,27 @@ impl Content {
     /// A text message.
     pub fn text(body: impl Into<String>) -> Content {
         Content::Text { body: body.into() }
+    }
+
+    /// The local store's record of a message this device could not decrypt
+    /// or decode, with why: kept so the app's history shows it and a
+    /// redelivery is acknowledged, not decrypted again.
+    pub fn unreadable(reason: impl Into<String>) -> Content {
+        Content::Unknown {
+            kind: kind::UNREADABLE,
+            payload: reason.into().into_bytes(),
+        }
+    }
+
+    /// Why the message is unreadable, if this is [`Content::unreadable`].
+    pub fn unreadable_reason(&self) -> Option<String> {
+        match self {
+            Content::Unknown {
+                kind: kind::UNREADABLE,
+                payload,
+            } => Some(String::from_utf8_lossy(payload).into_owned()),
+            _ => None,
+        }
     }
 
     /// The kind tag this content is encoded with.

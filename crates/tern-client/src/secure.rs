@@ -1525,6 +1525,7 @@ impl Inner {
     /// (not buffered).
     async fn open(&self, m: Message, handed_out: bool) -> Option<SecureEvent> {
         let (conversation_id, seq) = (m.conversation_id, m.seq);
+        let unreadable = Unreadable::of(&m);
         let result = match self.redelivered(conversation_id, seq, handed_out).await {
             Ok(Some(event)) => return event,
             Ok(None) => self.decrypt(m, handed_out).await,
@@ -1537,17 +1538,33 @@ impl Inner {
             }
             Err(e @ SecureError::Mls(MlsError::FutureEpoch { .. })) => {
                 self.after_future_epoch(conversation_id).await;
-                Some(SecureEvent::Undecryptable {
-                    conversation_id,
-                    seq,
-                    reason: e.to_string(),
-                })
+                Some(self.unreadable(unreadable, e.to_string(), handed_out))
             }
-            Err(e) => Some(SecureEvent::Undecryptable {
-                conversation_id,
-                seq,
-                reason: e.to_string(),
-            }),
+            Err(e) => Some(self.unreadable(unreadable, e.to_string(), handed_out)),
+        }
+    }
+
+    /// The event of a message this device cannot read, recorded first in
+    /// the local store (history shows it; a redelivery is acknowledged, not
+    /// decrypted again), so it is never dropped in silence: the app shows
+    /// the event and acknowledges it like any message.
+    fn unreadable(&self, m: Unreadable, reason: String, handed_out: bool) -> SecureEvent {
+        let record = StoredMessage {
+            conversation_id: m.conversation_id,
+            seq: m.seq,
+            sender_user: m.sender_user,
+            sender_device: m.sender_device,
+            server_time_ms: m.server_time_ms,
+            content: Content::unreadable(reason.clone()),
+            own: false,
+        };
+        if let Err(error) = self.messages.insert(&record, handed_out) {
+            tracing::warn!(%error, "could not record an unreadable message; it is shown again when redelivered");
+        }
+        SecureEvent::Undecryptable {
+            conversation_id: m.conversation_id,
+            seq: m.seq,
+            reason,
         }
     }
 
@@ -1563,7 +1580,13 @@ impl Inner {
         {
             self.open_group(m, handed_out).await
         } else {
-            Ok(None)
+            Err(SecureError::Protocol(format!(
+                "message flags {:#x} name neither Olm ({:#x}) nor MLS ({:#x}): not in a format \
+                 this SDK reads",
+                m.flags,
+                flags::CLIENT_OLM,
+                flags::CLIENT_MLS
+            )))
         }
     }
 
@@ -1587,6 +1610,13 @@ impl Inner {
         }
         if handed_out {
             self.messages.mark_handed_out(conversation_id, seq)?;
+        }
+        if let Some(reason) = found.message.content.unreadable_reason() {
+            return Ok(Some(Some(SecureEvent::Undecryptable {
+                conversation_id,
+                seq,
+                reason,
+            })));
         }
         Ok(Some(Some(SecureEvent::Message(found.message.into()))))
     }
@@ -1775,6 +1805,28 @@ fn application(m: &Message, sender: &str, plaintext: &[u8]) -> Result<Decrypted,
     }
     let content = Content::decode(plaintext).map_err(|e| SecureError::Protocol(e.to_string()))?;
     Ok(to_decrypted(m, content))
+}
+
+/// Who sent a message and where it sits, kept before it is decrypted so an
+/// unreadable one can still be recorded.
+struct Unreadable {
+    conversation_id: u64,
+    seq: u64,
+    sender_user: String,
+    sender_device: u32,
+    server_time_ms: u64,
+}
+
+impl Unreadable {
+    fn of(m: &Message) -> Unreadable {
+        Unreadable {
+            conversation_id: m.conversation_id,
+            seq: m.seq,
+            sender_user: m.sender_user.clone(),
+            sender_device: m.sender_device,
+            server_time_ms: m.server_time_ms,
+        }
+    }
 }
 
 fn to_decrypted(m: &Message, content: Content) -> Decrypted {
