@@ -270,9 +270,17 @@ fn spawn_shards(setups: Vec<ShardSetup>) -> Result<Vec<JoinHandle<()>>, StartErr
     Ok(threads)
 }
 
+/// Threads of one shard's blocking pool, where the embedded store's calls
+/// run (`FjallStore::off`): enough for the owner's batched appends, the
+/// acks and the reads of one shard waiting on the store at once, bounded
+/// so a store that stalls cannot make a shard spawn hundreds of threads.
+const STORE_THREADS_PER_SHARD: usize = 8;
+
 fn run_shard(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(STORE_THREADS_PER_SHARD)
+        .thread_name(format!("tern-store-{}", setup.id))
         .build()
     {
         Ok(rt) => rt,

@@ -262,6 +262,34 @@ impl std::fmt::Debug for FjallOptions {
 }
 
 impl FjallStore {
+    /// Runs one store call on the tokio runtime's blocking pool and waits
+    /// for it there, so the caller's thread (a shard thread, which also
+    /// drives its QUIC endpoint and every other connection on it) never
+    /// runs fjall code. fjall can block a call for a long time: a batch
+    /// commit waits for the journal lock while a flush fsyncs the journal
+    /// under it, sleeps 100 ms at a time while four sealed memtables wait
+    /// for flushing, and reads wait on a keyspace's version lock while a
+    /// flush or compaction persists the new version (fsync) under it
+    /// (fjall 3.1 `worker_pool.rs`, `keyspace/mod.rs`; lsm-tree 3.1
+    /// `version/super_version.rs`). Such a wait now holds only the
+    /// requests that need the store, not the shard (docs/PERFORMANCE.md,
+    /// "Stalls under sustained load"). Outside a tokio runtime the call
+    /// runs inline. A call that panics fails with `Unavailable`.
+    async fn off<T, F>(&self, call: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(&Inner) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Ok(call(&inner));
+        };
+        runtime
+            .spawn_blocking(move || call(&inner))
+            .await
+            .map_err(|e| BackendError::unavailable(format!("a store call failed: {e}")))
+    }
+
     /// Opens (creating if needed) the store in directory `path` with the
     /// default [`FjallOptions`]; see [`FjallStore::open_with`].
     pub fn open(path: &Path) -> Result<FjallStore, OpenError> {
@@ -429,7 +457,8 @@ impl Inner {
 }
 
 // ---------------------------------------------------------------------------
-// The traits: each call runs inline (memtable work and one buffered write).
+// The traits: each call runs on the runtime's blocking pool (`off`), never
+// on the caller's thread.
 // ---------------------------------------------------------------------------
 
 #[async_trait]
@@ -439,7 +468,8 @@ impl AccountStore for FjallStore {
         user: &str,
         first: DeviceRecord,
     ) -> Result<(), CreateAccountError> {
-        self.inner.create_account(user, &first)
+        let user = user.to_owned();
+        self.off(move |s| s.create_account(&user, &first)).await?
     }
 
     async fn device(
@@ -447,11 +477,13 @@ impl AccountStore for FjallStore {
         user: &str,
         device: DeviceId,
     ) -> Result<Option<DeviceRecord>, BackendError> {
-        self.inner.device(user, device)
+        let user = user.to_owned();
+        self.off(move |s| s.device(&user, device)).await?
     }
 
     async fn devices(&self, user: &str) -> Result<Vec<DeviceRecord>, BackendError> {
-        self.inner.devices(user)
+        let user = user.to_owned();
+        self.off(move |s| s.devices(&user)).await?
     }
 
     async fn add_device(
@@ -461,11 +493,14 @@ impl AccountStore for FjallStore {
         public_key: [u8; 32],
         created_ms: u64,
     ) -> Result<Option<DeviceId>, BackendError> {
-        self.inner.add_device(user, name, public_key, created_ms)
+        let (user, name) = (user.to_owned(), name.to_owned());
+        self.off(move |s| s.add_device(&user, &name, public_key, created_ms))
+            .await?
     }
 
     async fn revoke_device(&self, user: &str, device: DeviceId) -> Result<bool, BackendError> {
-        self.inner.revoke_device(user, device)
+        let user = user.to_owned();
+        self.off(move |s| s.revoke_device(&user, device)).await?
     }
 }
 
@@ -476,14 +511,16 @@ impl ConversationStore for FjallStore {
         record: &ConversationRecord,
         unique_key: Option<&[u8]>,
     ) -> Result<CreateOutcome, CreateConversationError> {
-        self.inner.create_conversation(record, unique_key)
+        let (record, unique_key) = (record.clone(), unique_key.map(<[u8]>::to_vec));
+        self.off(move |s| s.create_conversation(&record, unique_key.as_deref()))
+            .await?
     }
 
     async fn conversation(
         &self,
         id: ConversationId,
     ) -> Result<Option<ConversationRecord>, BackendError> {
-        self.inner.conversation(id)
+        self.off(move |s| s.conversation(id)).await?
     }
 
     async fn update_members(
@@ -492,11 +529,14 @@ impl ConversationStore for FjallStore {
         add: &[UserId],
         remove: &[UserId],
     ) -> Result<ConversationRecord, MembersError> {
-        self.inner.update_members(id, add, remove)
+        let (add, remove) = (add.to_vec(), remove.to_vec());
+        self.off(move |s| s.update_members(id, &add, &remove))
+            .await?
     }
 
     async fn user_conversations(&self, user: &str) -> Result<Vec<ConversationId>, BackendError> {
-        self.inner.user_conversations(user)
+        let user = user.to_owned();
+        self.off(move |s| s.user_conversations(&user)).await?
     }
 
     async fn user_conversations_after(
@@ -505,11 +545,14 @@ impl ConversationStore for FjallStore {
         after: ConversationId,
         limit: usize,
     ) -> Result<Vec<ConversationId>, BackendError> {
-        self.inner.user_conversations_after(user, after, limit)
+        let user = user.to_owned();
+        self.off(move |s| s.user_conversations_after(&user, after, limit))
+            .await?
     }
 
     async fn group_count(&self, user: &str) -> Result<usize, BackendError> {
-        self.inner.group_count(user)
+        let user = user.to_owned();
+        self.off(move |s| s.group_count(&user)).await?
     }
 
     async fn member_since(
@@ -517,26 +560,31 @@ impl ConversationStore for FjallStore {
         id: ConversationId,
         user: &str,
     ) -> Result<Option<Seq>, BackendError> {
-        self.inner.member_since(id, user)
+        let user = user.to_owned();
+        self.off(move |s| s.member_since(id, &user)).await?
     }
 }
 
 #[async_trait]
 impl ConsentStore for FjallStore {
     async fn set_group_adds(&self, user: &str, setting: GroupAdds) -> Result<(), BackendError> {
-        self.inner.set_group_adds(user, setting)
+        let user = user.to_owned();
+        self.off(move |s| s.set_group_adds(&user, setting)).await?
     }
 
     async fn group_adds(&self, user: &str) -> Result<GroupAdds, BackendError> {
-        self.inner.group_adds(user)
+        let user = user.to_owned();
+        self.off(move |s| s.group_adds(&user)).await?
     }
 
     async fn add_contacts(&self, user: &str, contacts: &[UserId]) -> Result<(), BackendError> {
-        self.inner.add_contacts(user, contacts)
+        let (user, contacts) = (user.to_owned(), contacts.to_vec());
+        self.off(move |s| s.add_contacts(&user, &contacts)).await?
     }
 
     async fn is_contact(&self, user: &str, other: &str) -> Result<bool, BackendError> {
-        self.inner.is_contact(user, other)
+        let (user, other) = (user.to_owned(), other.to_owned());
+        self.off(move |s| s.is_contact(&user, &other)).await?
     }
 
     async fn put_invitation(
@@ -545,11 +593,14 @@ impl ConsentStore for FjallStore {
         invitation: &InvitationRecord,
         keep: usize,
     ) -> Result<(), BackendError> {
-        self.inner.put_invitation(user, invitation, keep)
+        let (user, invitation) = (user.to_owned(), invitation.clone());
+        self.off(move |s| s.put_invitation(&user, &invitation, keep))
+            .await?
     }
 
     async fn invitations(&self, user: &str) -> Result<Vec<InvitationRecord>, BackendError> {
-        self.inner.invitations(user)
+        let user = user.to_owned();
+        self.off(move |s| s.invitations(&user)).await?
     }
 
     async fn invitation(
@@ -557,7 +608,8 @@ impl ConsentStore for FjallStore {
         user: &str,
         conversation: ConversationId,
     ) -> Result<Option<InvitationRecord>, BackendError> {
-        self.inner.invitation(user, conversation)
+        let user = user.to_owned();
+        self.off(move |s| s.invitation(&user, conversation)).await?
     }
 
     async fn remove_invitation(
@@ -565,21 +617,25 @@ impl ConsentStore for FjallStore {
         user: &str,
         conversation: ConversationId,
     ) -> Result<bool, BackendError> {
-        self.inner.remove_invitation(user, conversation)
+        let user = user.to_owned();
+        self.off(move |s| s.remove_invitation(&user, conversation))
+            .await?
     }
 }
 
 #[async_trait]
 impl MessageLog for FjallStore {
     async fn append_message(&self, msg: &StoredMessage) -> Result<AppendOutcome, AppendError> {
-        self.inner.append_message(msg)
+        let msg = msg.clone();
+        self.off(move |s| s.append_message(&msg)).await?
     }
 
     async fn append_messages(
         &self,
         msgs: &[StoredMessage],
     ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError> {
-        self.inner.append_messages(msgs)
+        let msgs = msgs.to_vec();
+        self.off(move |s| s.append_messages(&msgs)).await?
     }
 
     async fn messages(
@@ -589,7 +645,8 @@ impl MessageLog for FjallStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<Vec<StoredMessage>, BackendError> {
-        self.inner.messages(id, from_seq, limit, now_ms)
+        self.off(move |s| s.messages(id, from_seq, limit, now_ms))
+            .await?
     }
 
     async fn advance_cursor(
@@ -599,7 +656,9 @@ impl MessageLog for FjallStore {
         id: ConversationId,
         seq: Seq,
     ) -> Result<Seq, BackendError> {
-        self.inner.advance_cursor(user, device, id, seq)
+        let user = user.to_owned();
+        self.off(move |s| s.advance_cursor(&user, device, id, seq))
+            .await?
     }
 
     async fn cursors(
@@ -607,11 +666,12 @@ impl MessageLog for FjallStore {
         user: &str,
         device: DeviceId,
     ) -> Result<BTreeMap<ConversationId, Seq>, BackendError> {
-        self.inner.cursors(user, device)
+        let user = user.to_owned();
+        self.off(move |s| s.cursors(&user, device)).await?
     }
 
     async fn sweep_expired(&self, now_ms: u64, limit: usize) -> Result<usize, BackendError> {
-        self.inner.sweep_expired(now_ms, limit)
+        self.off(move |s| s.sweep_expired(now_ms, limit)).await?
     }
 }
 
@@ -623,7 +683,9 @@ impl KeyDirectory for FjallStore {
         device: DeviceId,
         update: &DeviceKeysUpdate,
     ) -> Result<bool, BackendError> {
-        self.inner.put_device_keys(user, device, update)
+        let (user, update) = (user.to_owned(), update.clone());
+        self.off(move |s| s.put_device_keys(&user, device, &update))
+            .await?
     }
 
     async fn device_keys(
@@ -631,7 +693,8 @@ impl KeyDirectory for FjallStore {
         user: &str,
         device: DeviceId,
     ) -> Result<Option<DeviceKeys>, BackendError> {
-        self.inner.device_keys(user, device)
+        let user = user.to_owned();
+        self.off(move |s| s.device_keys(&user, device)).await?
     }
 
     async fn put_keys(
@@ -642,7 +705,9 @@ impl KeyDirectory for FjallStore {
         keys: &[PoolKey],
         last_resort: Option<&PoolKey>,
     ) -> Result<u32, BackendError> {
-        self.inner.put_keys(user, device, pool, keys, last_resort)
+        let (user, keys, last_resort) = (user.to_owned(), keys.to_vec(), last_resort.cloned());
+        self.off(move |s| s.put_keys(&user, device, pool, &keys, last_resort.as_ref()))
+            .await?
     }
 
     async fn claim_key(
@@ -651,7 +716,8 @@ impl KeyDirectory for FjallStore {
         device: DeviceId,
         pool: KeyPool,
     ) -> Result<Option<ClaimedKey>, BackendError> {
-        self.inner.claim_key(user, device, pool)
+        let user = user.to_owned();
+        self.off(move |s| s.claim_key(&user, device, pool)).await?
     }
 
     async fn key_count(
@@ -660,22 +726,24 @@ impl KeyDirectory for FjallStore {
         device: DeviceId,
         pool: KeyPool,
     ) -> Result<u32, BackendError> {
-        self.inner.key_count(user, device, pool)
+        let user = user.to_owned();
+        self.off(move |s| s.key_count(&user, device, pool)).await?
     }
 }
 
 #[async_trait]
 impl GroupStore for FjallStore {
     async fn group_epoch(&self, id: ConversationId) -> Result<u64, BackendError> {
-        self.inner.group_epoch(id)
+        self.off(move |s| s.group_epoch(id)).await?
     }
 
     async fn accept_commit(&self, commit: &CommitRecord) -> Result<CommitOutcome, AppendError> {
-        self.inner.accept_commit(commit)
+        let commit = commit.clone();
+        self.off(move |s| s.accept_commit(&commit)).await?
     }
 
     async fn group_info(&self, id: ConversationId) -> Result<Option<Bytes>, BackendError> {
-        self.inner.group_info(id)
+        self.off(move |s| s.group_info(id)).await?
     }
 }
 
@@ -701,6 +769,50 @@ mod tests {
             public_key: [7; 32],
             created_ms: 1,
         }
+    }
+
+    /// A store call that blocks (here: on a stripe lock another thread
+    /// holds, as fjall blocks on its journal or version locks during a
+    /// flush) must not block the thread that awaits it: a single-threaded
+    /// runtime, like a shard's, keeps running its other tasks meanwhile.
+    /// Run inline, the call would hold the runtime until the safety
+    /// release, and the ticks would come after it.
+    #[test]
+    fn a_blocked_store_call_does_not_block_the_callers_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path()).unwrap();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<&str>();
+        let inner = Arc::clone(&store.inner);
+        let holder = std::thread::spawn(move || {
+            let _held = inner.stripe(7);
+            locked_tx.send(()).unwrap();
+            // Released by the runtime's ticks, or by this safety timeout.
+            release_rx
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or("timeout")
+        });
+        locked_rx.recv().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ack = store.advance_cursor("alice", 1, 7, 3);
+            let ticks = async {
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let _ = release_tx.send("ticks");
+            };
+            let (acked, ()) = tokio::join!(ack, ticks);
+            assert_eq!(acked.unwrap(), 3);
+        });
+        assert_eq!(
+            holder.join().unwrap(),
+            "ticks",
+            "the runtime's other tasks ran while the store call was blocked"
+        );
     }
 
     /// A failed journal sync poisons the store: `persist` and every later
