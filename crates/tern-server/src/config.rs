@@ -54,6 +54,14 @@ pub struct ServerConfig {
     /// delay); a send after a quiet period is synced at once. Default 500;
     /// 0 syncs back to back; at most 100000. See docs/PERFORMANCE.md.
     pub journal_sync_interval_us: u64,
+    /// Largest memtable of one store keyspace, MiB, before it is flushed.
+    /// Default 64 (1–1024).
+    pub store_memtable_mib: u64,
+    /// Largest store journal on disk, MiB: past it the keyspaces holding
+    /// its oldest file are flushed. Default 512; at least 128.
+    pub store_journal_mib: u64,
+    /// The store's block cache, MiB. Default 32.
+    pub store_cache_mib: u64,
     /// Exit (code 75) when the store fails a write or a journal sync, so
     /// that a supervisor restarts the server on the recovered journal
     /// instead of it refusing every write while looking healthy; nothing
@@ -127,6 +135,9 @@ impl Default for ServerConfig {
             outbound_queue_bytes: 8 * 1024 * 1024,
             slow_reader_timeout_secs: 10,
             journal_sync_interval_us: 500,
+            store_memtable_mib: 64,
+            store_journal_mib: 512,
+            store_cache_mib: 32,
             exit_on_store_failure: true,
             max_history_page: tern_proto::limits::MAX_HISTORY_PAGE,
             drain_timeout_secs: 5,
@@ -196,6 +207,35 @@ impl ServerConfig {
             path: path.into(),
             message: e.to_string(),
         })
+    }
+
+    /// The store's memory and journal bounds (see `store_*_mib`).
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        check(
+            (1..=1024).contains(&self.store_memtable_mib),
+            "store_memtable_mib",
+            "must be 1 to 1024",
+        )?;
+        check(
+            self.store_journal_mib >= 128,
+            "store_journal_mib",
+            "must be at least 128 (the store rotates journal files at 64 MB)",
+        )?;
+        check(
+            self.store_cache_mib > 0,
+            "store_cache_mib",
+            "must be positive",
+        )
+    }
+
+    /// The store tuning these settings describe, in bytes.
+    pub fn store_tuning(&self) -> tern_store_fjall::Tuning {
+        const MIB: u64 = 1024 * 1024;
+        tern_store_fjall::Tuning {
+            memtable: self.store_memtable_mib.saturating_mul(MIB),
+            journal: self.store_journal_mib.saturating_mul(MIB),
+            cache: self.store_cache_mib.saturating_mul(MIB),
+        }
     }
 
     /// Applies environment overrides read through `get` (injectable for tests).
@@ -298,6 +338,7 @@ impl ServerConfig {
             "max_history_page",
             "must be positive",
         )?;
+        self.validate_store()?;
         check(self.claim_burst > 0, "claim_burst", "must be positive")?;
         for (value, field) in [
             (self.claims_per_target_burst, "claims_per_target_burst"),
@@ -447,6 +488,24 @@ mod tests {
         assert!(err.to_string().contains("groups_per_user"), "{err}");
         let parsed: ServerConfig = toml::from_str("groups_per_user = 3").expect("parses");
         assert_eq!(parsed.groups_per_user, 3);
+    }
+
+    #[test]
+    fn store_tuning_is_validated_and_given_in_bytes() {
+        let tuning = ServerConfig::default().store_tuning();
+        assert_eq!(tuning, tern_store_fjall::Tuning::default());
+        for (toml, field) in [
+            ("store_memtable_mib = 0", "store_memtable_mib"),
+            ("store_memtable_mib = 1025", "store_memtable_mib"),
+            ("store_journal_mib = 64", "store_journal_mib"),
+            ("store_cache_mib = 0", "store_cache_mib"),
+        ] {
+            let c: ServerConfig = toml::from_str(toml).expect("parses");
+            let err = c.validate().expect_err(toml);
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        let c: ServerConfig = toml::from_str("store_memtable_mib = 16").expect("parses");
+        assert_eq!(c.store_tuning().memtable, 16 << 20);
     }
 
     #[test]

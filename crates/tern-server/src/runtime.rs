@@ -150,6 +150,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     let options = FjallOptions {
         sync_interval: Duration::from_micros(config.journal_sync_interval_us),
         on_poison: config.exit_on_store_failure.then(exit_on_poison),
+        tuning: config.store_tuning(),
     };
     let store = Arc::new(FjallStore::open_with(
         &config.data_dir.join("store"),

@@ -203,8 +203,9 @@ pub(crate) struct Spaces {
 }
 
 impl Spaces {
-    fn open(db: &Database) -> fjall::Result<Self> {
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+    fn open(db: &Database, memtable: u64) -> fjall::Result<Self> {
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(memtable);
+        let ks = |name: &str| db.keyspace(name, options);
         Ok(Self {
             devices: ks("devices")?,
             convs: ks("conversations")?,
@@ -241,6 +242,36 @@ pub struct FjallOptions {
     /// sync (see [`Poison`]); `tern serve` exits there so that a supervisor
     /// restarts it on the recovered journal. Default: none.
     pub on_poison: Option<PoisonHook>,
+    /// How the engine holds and moves data (memtables, journal, cache).
+    pub tuning: Tuning,
+}
+
+/// The engine's memory and journal bounds, in bytes; the defaults are
+/// fjall's. fjall 3.1 has no bound on the sum of memtables (its
+/// `max_write_buffer_size` is deprecated and unused), so the store's memory
+/// is about `memtable` times the keyspaces written heavily, plus `cache`.
+/// See docs/PERFORMANCE.md, "Stalls under sustained load".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Largest memtable of one keyspace before it is sealed and flushed.
+    /// Default 64 MiB.
+    pub memtable: u64,
+    /// Largest journal on disk: past it the keyspaces holding its oldest
+    /// file are flushed so the file can go. Default 512 MiB.
+    pub journal: u64,
+    /// Block cache shared by every keyspace. Default 32 MiB.
+    pub cache: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        const MIB: u64 = 1024 * 1024;
+        Tuning {
+            memtable: 64 * MIB,
+            journal: 512 * MIB,
+            cache: 32 * MIB,
+        }
+    }
 }
 
 impl Default for FjallOptions {
@@ -248,6 +279,7 @@ impl Default for FjallOptions {
         FjallOptions {
             sync_interval: Duration::from_micros(500),
             on_poison: None,
+            tuning: Tuning::default(),
         }
     }
 }
@@ -257,6 +289,7 @@ impl std::fmt::Debug for FjallOptions {
         f.debug_struct("FjallOptions")
             .field("sync_interval", &self.sync_interval)
             .field("on_poison", &self.on_poison.is_some())
+            .field("tuning", &self.tuning)
             .finish()
     }
 }
@@ -300,7 +333,7 @@ impl FjallStore {
     /// its commit thread. Recovers the journal: a torn last batch is dropped;
     /// damage fjall cannot repair is reported as [`OpenError::Corrupt`].
     pub fn open_with(path: &Path, options: FjallOptions) -> Result<FjallStore, OpenError> {
-        let (db, ks) = guarded_open(path)?;
+        let (db, ks) = guarded_open(path, options.tuning)?;
         let poison = Poison::with_hook(options.on_poison);
         let committer = Committer::spawn(
             db.clone(),
@@ -338,10 +371,13 @@ impl FjallStore {
 }
 
 /// Opens the database and keyspaces, turning engine panics into errors.
-fn guarded_open(path: &Path) -> Result<(Database, Spaces), OpenError> {
+fn guarded_open(path: &Path, tuning: Tuning) -> Result<(Database, Spaces), OpenError> {
     let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let db = Database::builder(path).open()?;
-        let ks = Spaces::open(&db)?;
+        let db = Database::builder(path)
+            .max_journaling_size(tuning.journal)
+            .cache_size(tuning.cache)
+            .open()?;
+        let ks = Spaces::open(&db, tuning.memtable)?;
         Ok::<_, fjall::Error>((db, ks))
     }));
     match attempt {
