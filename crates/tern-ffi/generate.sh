@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generates the UniFFI bindings of tern-ffi into target/ffi/ (not committed):
-#   target/ffi/python/tern_ffi.py    + libtern_ffi.so (or .dylib) beside it
+#   target/ffi/python/tern_ffi.py    + a link to libtern_ffi.so (or .dylib) beside it
 #   target/ffi/swift/                tern_ffi.swift, tern_ffiFFI.h, tern_ffiFFI.modulemap
 #   target/ffi/kotlin/               uniffi/tern_ffi/tern_ffi.kt
 # from the debug build of the library (--release: the release build), with
@@ -42,8 +42,9 @@ for language in "${languages[@]}"; do
 done
 
 if [[ " ${languages[*]} " == *" python "* ]]; then
-  # The Python module loads the library from its own directory.
-  cp "$lib" "$out/python/"
+  # The Python module loads the library from its own directory (a link:
+  # the debug library is over 100 MiB).
+  ln -sf "$lib" "$out/python/"
 fi
 
 [[ $compile -eq 1 ]] || exit 0
@@ -51,7 +52,7 @@ for language in "${languages[@]}"; do
   case "$language" in
     swift)
       if command -v swiftc >/dev/null; then
-        (cd "$out/swift" && swiftc -emit-library -module-name tern_ffi \
+        (cd "$out/swift" && swiftc -emit-library -module-name tern_ffi -I "$out/swift" \
           -Xcc -fmodule-map-file="$out/swift/tern_ffiFFI.modulemap" \
           -L "$ROOT/target/$profile" -ltern_ffi tern_ffi.swift -o libtern_ffi_swift.so)
         echo "generate.sh: Swift bindings compiled" >&2
@@ -63,11 +64,11 @@ for language in "${languages[@]}"; do
       if command -v kotlinc >/dev/null; then
         jna="${JNA_JAR:-}"
         if [[ -z "$jna" ]]; then
-          echo "generate.sh: set JNA_JAR to a jna.jar to compile the Kotlin bindings" >&2
-          exit 1
+          echo "generate.sh: JNA_JAR (a jna.jar) not set; Kotlin bindings generated, not compiled" >&2
+        else
+          kotlinc -classpath "$jna" "$out/kotlin/uniffi/tern_ffi/tern_ffi.kt" -d "$out/kotlin/tern_ffi.jar"
+          echo "generate.sh: Kotlin bindings compiled" >&2
         fi
-        kotlinc -classpath "$jna" "$out/kotlin/uniffi/tern_ffi/tern_ffi.kt" -d "$out/kotlin/tern_ffi.jar"
-        echo "generate.sh: Kotlin bindings compiled" >&2
       else
         echo "generate.sh: kotlinc not found; Kotlin bindings generated, not compiled" >&2
       fi

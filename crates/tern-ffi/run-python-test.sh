@@ -2,7 +2,8 @@
 # Runs tests/test_ffi.py, the SDK through its generated UniFFI Python
 # bindings, against a real tern server and a user of the Rust CLI:
 #   1. builds the tern binary and the tern-ffi library (debug) and generates
-#      the Python bindings into target/ffi/python (generate.sh),
+#      the bindings into target/ffi (generate.sh: Python, and Swift and Kotlin
+#      too, compiled only where swiftc / kotlinc are installed),
 #   2. starts target/debug/tern serve on a free port,
 #   3. registers the CLI user with `tern register`,
 #   4. runs the tests (the Python device registers itself through the
@@ -25,7 +26,7 @@ trap cleanup EXIT
 
 # ---- build: the CLI and server, the library and its Python bindings
 cargo build --quiet --bin tern
-crates/tern-ffi/generate.sh python
+crates/tern-ffi/generate.sh --compile python swift kotlin
 
 # ---- the server (as conformance/run.sh starts it)
 target/debug/tern serve --data "$work/data" --listen 127.0.0.1:0 \

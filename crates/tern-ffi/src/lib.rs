@@ -74,11 +74,16 @@ pub struct Message {
     pub sender_device: u32,
     /// When the server stored it, in milliseconds since the Unix epoch.
     pub server_time_ms: u64,
-    /// The text of a text message; `None` for a content kind this build
-    /// does not understand (sent by a newer client).
+    /// The text of a text message; `None` for other kinds (one this build
+    /// does not understand, sent by a newer client, or an unreadable one).
     pub text: Option<String>,
-    /// The content kind tag (1 = text; docs/E2EE.md lists them).
+    /// The content kind tag (1 = text, 0 = unreadable; docs/E2EE.md lists
+    /// them).
     pub content_kind: u8,
+    /// For a message this device could not decrypt or decode (kept in the
+    /// local store so history shows it; [`Event::Undecryptable`] announced
+    /// it), why.
+    pub unreadable_reason: Option<String>,
     /// Sent by this device.
     pub own: bool,
 }
@@ -508,6 +513,7 @@ fn message(
     own: bool,
 ) -> Message {
     let content_kind = content.kind();
+    let unreadable_reason = content.unreadable_reason();
     let text = match content {
         Content::Text { body } => Some(body),
         _ => None,
@@ -520,6 +526,7 @@ fn message(
         server_time_ms,
         text,
         content_kind,
+        unreadable_reason,
         own,
     }
 }
@@ -639,5 +646,9 @@ mod tests {
         };
         let m = message(7, 4, "bob".into(), 1, 5, unknown, true);
         assert_eq!((m.text, m.content_kind, m.own), (None, 9, true));
+        assert_eq!(m.unreadable_reason, None);
+        let m = message(7, 5, "bob".into(), 1, 5, Content::unreadable("bad"), false);
+        assert_eq!(m.text, None);
+        assert_eq!(m.unreadable_reason.as_deref(), Some("bad"));
     }
 }
