@@ -86,23 +86,9 @@ auth_timeout_secs = 2
 frame_read_timeout_secs = 2
 drain_timeout_secs = 1
 EOF
-target/debug/tern serve --data "$work/data" --listen 127.0.0.1:0 --config "$work/tern.toml" \
-  >"$work/server.out" 2>"$work/server.log" &
-server_pid=$!
-addr="" fingerprint=""
-for _ in $(seq 1 300); do
-  addr="$(sed -n 's/^tern listening on \([^ ]*\).*/\1/p' "$work/server.out")"
-  fingerprint="$(sed -n 's/^certificate fingerprint: \([0-9a-f]*\).*/\1/p' "$work/server.out")"
-  [[ -n "$addr" && -n "$fingerprint" ]] && break
-  if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
-  sleep 0.1
-done
-if [[ -z "$addr" || -z "$fingerprint" ]]; then
-  echo "conformance: the server did not start" >&2
-  cat "$work/server.out" "$work/server.log" >&2
-  exit 1
-fi
-echo "conformance: server $addr, fingerprint $fingerprint" >&2
+# shellcheck source=../scripts/test-server.sh
+source scripts/test-server.sh
+start_test_server "$work" conformance --config "$work/tern.toml"
 
 # ---- the tests
 status=0

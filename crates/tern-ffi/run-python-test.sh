@@ -28,24 +28,10 @@ trap cleanup EXIT
 cargo build --quiet --bin tern
 crates/tern-ffi/generate.sh --compile python swift kotlin
 
-# ---- the server (as conformance/run.sh starts it)
-target/debug/tern serve --data "$work/data" --listen 127.0.0.1:0 \
-  >"$work/server.out" 2>"$work/server.log" &
-server_pid=$!
-addr="" fingerprint=""
-for _ in $(seq 1 300); do
-  addr="$(sed -n 's/^tern listening on \([^ ]*\).*/\1/p' "$work/server.out")"
-  fingerprint="$(sed -n 's/^certificate fingerprint: \([0-9a-f]*\).*/\1/p' "$work/server.out")"
-  [[ -n "$addr" && -n "$fingerprint" ]] && break
-  if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
-  sleep 0.1
-done
-if [[ -z "$addr" || -z "$fingerprint" ]]; then
-  echo "ffi: the server did not start" >&2
-  cat "$work/server.out" "$work/server.log" >&2
-  exit 1
-fi
-echo "ffi: server $addr, fingerprint $fingerprint" >&2
+# ---- the server (scripts/test-server.sh, as conformance/run.sh starts it)
+# shellcheck source=../../scripts/test-server.sh
+source scripts/test-server.sh
+start_test_server "$work" ffi
 
 # ---- the CLI user
 cli_user=alice
