@@ -208,36 +208,44 @@ async fn after_a_crash_and_restart_the_first_send_succeeds_within_five_seconds()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_without_answers_is_replaced_after_two_timeouts() {
     use tern_client::sdk::AnswerLoss;
+    use tern_proto::body::devices;
     use tern_proto::Body;
     let server = common::TestServer::start(1);
     let state = tempfile::tempdir().unwrap();
     let mut options = server.options(state.path());
     options.request_timeout = Duration::from_millis(300);
     let client = Client::register(options, "alice", "test").await.unwrap();
-    let sync_result = |b: &Body| matches!(b, Body::SyncResult(_));
-    // The SDK's own sync at connect is answered before this one (one
-    // control stream, answered in order): no loss below can hit it.
-    client.sync(true).await.unwrap();
+    // ListDevices: a request the SDK itself never sends (its ordering
+    // driver syncs on every connect, concurrently with the test, so a lost
+    // SyncResult could be the driver's), so each armed loss hits ours.
+    let device_list = |b: &Body| matches!(b, Body::DeviceList(_));
+    let list = || devices::ListDevices {
+        user: "alice".into(),
+    };
+    client.request(list()).await.unwrap();
 
-    client.lose_next_answer(sync_result, AnswerLoss::Silent);
-    assert!(matches!(client.sync(true).await, Err(ClientError::Timeout)));
+    client.lose_next_answer(device_list, AnswerLoss::Silent);
+    let got = client.request(list()).await;
+    assert!(matches!(got, Err(ClientError::Timeout)), "{got:?}");
     client
-        .sync(true)
+        .request(list())
         .await
         .expect("one lost answer keeps the connection");
     assert_eq!(client.reconnects(), 0);
 
-    client.lose_next_answer(sync_result, AnswerLoss::Silent);
-    client.lose_next_answer(sync_result, AnswerLoss::Silent);
-    assert!(matches!(client.sync(true).await, Err(ClientError::Timeout)));
-    assert!(matches!(client.sync(true).await, Err(ClientError::Timeout)));
+    client.lose_next_answer(device_list, AnswerLoss::Silent);
+    client.lose_next_answer(device_list, AnswerLoss::Silent);
+    for _ in 0..2 {
+        let got = client.request(list()).await;
+        assert!(matches!(got, Err(ClientError::Timeout)), "{got:?}");
+    }
     // The connection was given up: the next request runs on a new one.
     // (Disconnected until the new connection is up: poll, bounded.)
     let deadline = Instant::now() + common::WAIT;
-    let mut outcome = client.sync(true).await;
+    let mut outcome = client.request(list()).await;
     while matches!(outcome, Err(ClientError::Disconnected)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        outcome = client.sync(true).await;
+        outcome = client.request(list()).await;
     }
     outcome.expect("answered on a fresh connection");
     assert_eq!(client.reconnects(), 1);
