@@ -55,8 +55,9 @@ pub struct ServerConfig {
     /// 0 syncs back to back; at most 100000. See docs/PERFORMANCE.md.
     pub journal_sync_interval_us: u64,
     /// Largest memtable of one store keyspace, MiB, before it is flushed:
-    /// smaller ones make each flush's write stall shorter and bound the
-    /// store's memory (docs/PERFORMANCE.md). Default 16 (1–1024).
+    /// smaller ones make each flush's write stall shorter and use less
+    /// memory, but make compaction fall behind sooner (docs/PERFORMANCE.md).
+    /// Default 64 (1–1024).
     pub store_memtable_mib: u64,
     /// Largest store journal on disk, MiB: past it the keyspaces holding
     /// its oldest file are flushed. Default 512; at least 128.
@@ -136,7 +137,7 @@ impl Default for ServerConfig {
             outbound_queue_bytes: 8 * 1024 * 1024,
             slow_reader_timeout_secs: 10,
             journal_sync_interval_us: 500,
-            store_memtable_mib: 16,
+            store_memtable_mib: 64,
             store_journal_mib: 512,
             store_cache_mib: 32,
             exit_on_store_failure: true,

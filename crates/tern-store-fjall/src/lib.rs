@@ -247,18 +247,17 @@ pub struct FjallOptions {
 }
 
 /// The engine's memory and journal bounds, in bytes; the defaults are
-/// fjall's except `memtable` (fjall: 64 MiB): smaller memtables make each
-/// flush, and the write stall it causes, shorter (measured in
-/// docs/PERFORMANCE.md, "Stalls under sustained load": max send→deliver
-/// 185 ms instead of 0.9–1.1 s, RSS 280 MB instead of 730 MB after five
-/// minutes at 5,000 msg/s). fjall 3.1 has no bound on the sum of memtables (its
+/// fjall's. Smaller memtables make each flush, and the write stall it
+/// causes, shorter, but at 16 MiB compaction fell behind after nine minutes
+/// at 5,000 msg/s and writes collapsed (docs/PERFORMANCE.md, "Stalls under
+/// sustained load"), so the default stays 64 MiB. fjall 3.1 has no bound on the sum of memtables (its
 /// `max_write_buffer_size` is deprecated and unused), so the store's memory
 /// is about `memtable` times the keyspaces written heavily, plus `cache`.
 /// See docs/PERFORMANCE.md, "Stalls under sustained load".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuning {
     /// Largest memtable of one keyspace before it is sealed and flushed.
-    /// Default 16 MiB.
+    /// Default 64 MiB.
     pub memtable: u64,
     /// Largest journal on disk: past it the keyspaces holding its oldest
     /// file are flushed so the file can go. Default 512 MiB.
@@ -271,7 +270,7 @@ impl Default for Tuning {
     fn default() -> Self {
         const MIB: u64 = 1024 * 1024;
         Tuning {
-            memtable: 16 * MIB,
+            memtable: 64 * MIB,
             journal: 512 * MIB,
             cache: 32 * MIB,
         }
