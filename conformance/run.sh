@@ -16,16 +16,9 @@ FLATC_VERSION="25.12.19"
 VENV="$ROOT/target/conformance-venv"
 REQ="$ROOT/conformance/requirements.txt"
 
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=../scripts/test-server.sh
+source scripts/test-server.sh
+scratch_with_cleanup
 
 # ---- Python environment: a venv; where python3 -m venv does not work (Debian
 # without python3-venv) and apt cannot add it, pip --target into target/.
@@ -86,8 +79,6 @@ auth_timeout_secs = 2
 frame_read_timeout_secs = 2
 drain_timeout_secs = 1
 EOF
-# shellcheck source=../scripts/test-server.sh
-source scripts/test-server.sh
 start_test_server "$work" conformance --config "$work/tern.toml"
 
 # ---- the tests

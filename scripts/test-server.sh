@@ -27,3 +27,13 @@ start_test_server() {
   fi
   echo "$name: server $addr, fingerprint $fingerprint" >&2
 }
+
+# A scratch directory for the run and an EXIT trap that stops the server
+# (when one was started) and removes the directory. Sets `work`.
+scratch_with_cleanup() {
+  work="$(mktemp -d)"
+  server_pid=""
+  trap 'if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+          kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true
+        fi; rm -rf "$work"' EXIT
+}

@@ -13,24 +13,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
 
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=../../scripts/test-server.sh
+source scripts/test-server.sh
+scratch_with_cleanup
 
 # ---- build: the CLI and server, the library and its Python bindings
 cargo build --quiet --bin tern
 crates/tern-ffi/generate.sh --compile python swift kotlin
 
 # ---- the server (scripts/test-server.sh, as conformance/run.sh starts it)
-# shellcheck source=../../scripts/test-server.sh
-source scripts/test-server.sh
 start_test_server "$work" ffi
 
 # ---- the CLI user

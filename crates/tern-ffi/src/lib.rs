@@ -170,13 +170,15 @@ impl TernClient {
         user: String,
         device_name: String,
     ) -> Result<Arc<TernClient>, TernError> {
-        let settings = new_settings(server, fingerprint);
-        let options = options(&settings, Path::new(&state_dir))?;
-        let runtime = runtime()?;
-        let client = runtime.block_on(SecureClient::register(options, &user, &device_name))?;
-        let client = TernClient::new(client, runtime);
-        client.save_settings(&settings, &state_dir)?;
-        Ok(Arc::new(client))
+        let enrollment = Enrollment::NewAccount;
+        TernClient::enroll(
+            enrollment,
+            server,
+            fingerprint,
+            state_dir,
+            user,
+            device_name,
+        )
     }
 
     /// Links this new device to the existing account `user`; blocks until
@@ -191,13 +193,15 @@ impl TernClient {
         user: String,
         device_name: String,
     ) -> Result<Arc<TernClient>, TernError> {
-        let settings = new_settings(server, fingerprint);
-        let options = options(&settings, Path::new(&state_dir))?;
-        let runtime = runtime()?;
-        let client = runtime.block_on(SecureClient::link(options, &user, &device_name))?;
-        let client = TernClient::new(client, runtime);
-        client.save_settings(&settings, &state_dir)?;
-        Ok(Arc::new(client))
+        let enrollment = Enrollment::LinkDevice;
+        TernClient::enroll(
+            enrollment,
+            server,
+            fingerprint,
+            state_dir,
+            user,
+            device_name,
+        )
     }
 
     /// Connects the device kept in `state_dir` (registered or linked before,
@@ -360,7 +364,39 @@ impl TernClient {
     }
 }
 
+/// How [`TernClient::enroll`] has the server accept the new device key.
+enum Enrollment {
+    NewAccount,
+    LinkDevice,
+}
+
 impl TernClient {
+    /// Registers or links a device (the two constructors' shared work),
+    /// then remembers the server in `state_dir` as the CLI does.
+    fn enroll(
+        how: Enrollment,
+        server: String,
+        fingerprint: String,
+        state_dir: String,
+        user: String,
+        device_name: String,
+    ) -> Result<Arc<TernClient>, TernError> {
+        let settings = new_settings(server, fingerprint);
+        let options = options(&settings, Path::new(&state_dir))?;
+        let runtime = runtime()?;
+        let client = runtime.block_on(async {
+            match how {
+                Enrollment::NewAccount => {
+                    SecureClient::register(options, &user, &device_name).await
+                }
+                Enrollment::LinkDevice => SecureClient::link(options, &user, &device_name).await,
+            }
+        })?;
+        let client = TernClient::new(client, runtime);
+        client.save_settings(&settings, &state_dir)?;
+        Ok(Arc::new(client))
+    }
+
     fn new(client: SecureClient, runtime: Runtime) -> TernClient {
         TernClient {
             client,
