@@ -10,15 +10,34 @@
 //! message is keyed by `(conversation_id, seq)`, so a redelivery of a
 //! message already here is recognised and never decrypted again.
 //!
-//! # Schema (version 1, the `user_version` pragma)
+//! # Schema (version 2, the `user_version` pragma)
 //!
 //! * `messages`: one row per message: conversation, seq (unique together),
 //!   sender user and device, server time (ms), the encoded
-//!   [`Content`] (`content`), its text for text messages (`text`), `own`
-//!   (sent by this device) and `handed_out` (already returned to the app
-//!   by `next_event`).
-//! * `message_text`: an FTS5 index of `text` (external content, filled by
-//!   an insert trigger), for [`MessageStore::search`].
+//!   [`Content`] (`content`, the *latest* text after edits), its text for
+//!   text messages and replies (`text`), `own` (sent by this device) and
+//!   `handed_out` (already returned to the app by `next_event`). Version 2
+//!   adds `hidden` (a reaction, edit, receipt or delete: kept so a
+//!   redelivery is recognised, never shown as a message), `deleted` (a
+//!   tombstone: content and text erased, the row stays so the history shows
+//!   "message deleted"), `edited_at_ms` and `edit_seq` (the server time and
+//!   seq of the edit applied last) and `reply_to` (the seq a reply quotes).
+//! * `message_text`: an FTS5 index of `text` (external content, kept up to
+//!   date by insert and update triggers), for [`MessageStore::search`].
+//! * `reactions` (v2): one emoji per (conversation, seq, user), with the
+//!   seq of the reaction message that set it (a later one replaces it).
+//! * `message_recipients` (v2): the users each of this account's visible
+//!   messages was sent to (recorded at send), for per-recipient state.
+//! * `receipts` (v2): per (conversation, user), the highest seq that user
+//!   confirmed delivered and read. The row of this account's own user is
+//!   its **read position** in the conversation, synced across its devices
+//!   by its own read receipts.
+//! * `settings` (v2): `read_receipts` (1 on, 0 off; absent: on).
+//!
+//! The effects of a reaction, edit, delete or receipt are applied in the
+//! same transaction that stores it ([`MessageStore::insert`]), by the rules
+//! of [`edit_refusal`] and [`delete_refusal`]; a content that breaks them
+//! is stored (hidden) and has no effect.
 //!
 //! The schema is created, or migrated from an older version, when the file
 //! is opened; a file from a newer tern is refused
@@ -29,13 +48,16 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::content::Content;
+use super::content::{Content, ReceiptKind};
 
 /// The store's file name in the state directory.
 pub const MESSAGE_STORE_FILE: &str = "messages.sqlite3";
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// How long after the original's server time its sender may edit it (ms).
+pub const EDIT_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Version 0 → 1: the messages table and its full-text index.
 const SCHEMA_V1: &str = "
@@ -57,6 +79,156 @@ CREATE TRIGGER messages_text_index AFTER INSERT ON messages WHEN new.text IS NOT
     INSERT INTO message_text (rowid, text) VALUES (new.id, new.text);
 END;
 ";
+
+/// Version 1 → 2: reactions, edits, tombstones, replies, receipts, read
+/// positions and settings. Existing rows are visible messages.
+const SCHEMA_V2: &str = "
+ALTER TABLE messages ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN edited_at_ms INTEGER;
+ALTER TABLE messages ADD COLUMN edit_seq INTEGER;
+ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+CREATE TRIGGER messages_text_reindex AFTER UPDATE OF text ON messages BEGIN
+    INSERT INTO message_text (message_text, rowid, text)
+        SELECT 'delete', old.id, old.text WHERE old.text IS NOT NULL;
+    INSERT INTO message_text (rowid, text) SELECT new.id, new.text WHERE new.text IS NOT NULL;
+END;
+CREATE TABLE reactions (
+    conversation_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    emoji TEXT NOT NULL,
+    reaction_seq INTEGER NOT NULL,
+    PRIMARY KEY (conversation_id, seq, user)
+) WITHOUT ROWID;
+CREATE TABLE message_recipients (
+    conversation_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, seq, user)
+) WITHOUT ROWID;
+CREATE TABLE receipts (
+    conversation_id INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    delivered_up_to INTEGER NOT NULL DEFAULT 0,
+    read_up_to INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (conversation_id, user)
+) WITHOUT ROWID;
+CREATE TABLE settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// Why an edit is refused (locally by the SDK) or ignored (by receivers).
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EditRefusal {
+    #[error("there is no such message on this device")]
+    NotFound,
+    #[error("only the message's sender may edit it")]
+    NotSender,
+    #[error("the message is more than 24 hours old and can no longer be edited")]
+    TooLate,
+    #[error("only text messages and replies can be edited")]
+    NotText,
+    #[error("the message was deleted")]
+    Deleted,
+}
+
+/// Why a delete for everyone is refused (locally) or ignored (by receivers).
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeleteRefusal {
+    #[error("there is no such message on this device")]
+    NotFound,
+    #[error("only the message's sender may delete it for everyone")]
+    NotSender,
+    #[error("only messages can be deleted, not reactions, edits or receipts")]
+    NotAMessage,
+}
+
+/// Whether `editor` may replace the text of `original` with an edit the
+/// server stored at `at_ms`: the same user as the sender, within
+/// [`EDIT_WINDOW_MS`] of the original's server time, a text or reply not
+/// deleted. The SDK checks it before sending (with its clock) and every
+/// receiver again (with the edit's server time).
+pub fn edit_refusal(original: Option<&Target>, editor: &str, at_ms: u64) -> Option<EditRefusal> {
+    let Some(t) = original else {
+        return Some(EditRefusal::NotFound);
+    };
+    if t.deleted {
+        return Some(EditRefusal::Deleted);
+    }
+    if t.message.sender_user != editor {
+        return Some(EditRefusal::NotSender);
+    }
+    if t.message.content.body().is_none() {
+        return Some(EditRefusal::NotText);
+    }
+    if at_ms.saturating_sub(t.message.server_time_ms) > EDIT_WINDOW_MS {
+        return Some(EditRefusal::TooLate);
+    }
+    None
+}
+
+/// Whether `deleter` may delete `original` for everyone: its sender only.
+/// In groups, administrators may too once the server knows them.
+// TODO(admins): let a group administrator delete others' messages, once
+// the server's administrator list reaches the SDK (issue 10, server part).
+pub fn delete_refusal(original: Option<&Target>, deleter: &str) -> Option<DeleteRefusal> {
+    let Some(t) = original else {
+        return Some(DeleteRefusal::NotFound);
+    };
+    if !t.message.content.is_visible() {
+        return Some(DeleteRefusal::NotAMessage);
+    }
+    if t.message.sender_user != deleter {
+        return Some(DeleteRefusal::NotSender);
+    }
+    None
+}
+
+/// A stored message that a reaction, edit, reply or delete refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The message (for a tombstone: with an empty text).
+    pub message: StoredMessage,
+    /// Deleted (a tombstone).
+    pub deleted: bool,
+}
+
+/// Where one of this account's messages is, for one recipient user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Delivery {
+    /// The server stored it (acknowledged the send).
+    Sent,
+    /// One of the recipient's devices stored it.
+    Delivered,
+    /// The recipient read it (never shown while this account's own read
+    /// receipts are off).
+    Read,
+}
+
+/// A visible message as a history shows it: the message with the latest
+/// text, its deletion, edit, reactions and, for this account's own
+/// messages, where it got to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageView {
+    /// The message (latest text; empty once deleted).
+    pub message: StoredMessage,
+    /// Deleted (for this device or for everyone): show "message deleted".
+    pub deleted: bool,
+    /// The server time (ms) of the edit shown, if it was edited.
+    pub edited_at_ms: Option<u64>,
+    /// `(user, emoji)` reactions, by user.
+    pub reactions: Vec<(String, String)>,
+    /// For messages of this account: `(recipient user, state)`, by user.
+    pub receipts: Vec<(String, Delivery)>,
+}
+
+impl MessageView {
+    /// The state of an own message over all its recipients (the least
+    /// advanced one); `None` for others' messages or without recipients.
+    pub fn overall(&self) -> Option<Delivery> {
+        self.receipts.iter().map(|(_, d)| *d).min()
+    }
+}
 
 /// Why the message store failed.
 #[derive(Debug, thiserror::Error)]
@@ -177,15 +349,22 @@ impl MessageStore {
 
     /// Stores `message` unless one with its conversation and seq is
     /// stored already; returns whether it was new. `handed_out` records
-    /// whether the app is being given it now.
+    /// whether the app is being given it now. A new reaction, edit, delete
+    /// or receipt is stored hidden and its effect applied in the same
+    /// transaction (see the module docs; one that breaks the rules has
+    /// none).
     pub fn insert(
         &self,
         message: &StoredMessage,
         handed_out: bool,
     ) -> Result<bool, MessageStoreError> {
         self.write(|tx| {
+            let reply_to = match &message.content {
+                Content::Reply { target_seq, .. } => Some(*target_seq as i64),
+                _ => None,
+            };
             let added = tx.execute(
-                "INSERT OR IGNORE INTO messages (conversation_id, seq, sender_user, sender_device, server_time_ms, content, text, own, handed_out) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR IGNORE INTO messages (conversation_id, seq, sender_user, sender_device, server_time_ms, content, text, own, handed_out, hidden, reply_to) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     message.conversation_id as i64,
                     message.seq as i64,
@@ -193,13 +372,145 @@ impl MessageStore {
                     message.sender_device,
                     message.server_time_ms as i64,
                     message.content.encode(),
-                    message.text(),
+                    message.content.body(),
                     message.own,
                     handed_out,
+                    !message.content.is_visible(),
+                    reply_to,
                 ],
             )?;
+            if added == 1 {
+                apply_effect(tx, message)?;
+            }
             Ok(added == 1)
         })
+    }
+
+    /// The message at `(conversation_id, seq)` that another one may refer
+    /// to, with whether it was deleted; `None` if not stored.
+    pub fn target(
+        &self,
+        conversation_id: u64,
+        seq: u64,
+    ) -> Result<Option<Target>, MessageStoreError> {
+        let conn = self.lock();
+        target_in(&conn, conversation_id, seq)
+            .map_err(|e| self.failed(e))?
+            .transpose()
+    }
+
+    /// Deletes a visible message on this device only (delete for me, or
+    /// the local effect of a delete for everyone): its content and text are
+    /// erased and its reactions dropped, and a tombstone row stays so the
+    /// history shows "message deleted". Returns whether there was such a
+    /// message (not already deleted).
+    pub fn delete_for_me(&self, conversation_id: u64, seq: u64) -> Result<bool, MessageStoreError> {
+        self.write(|tx| tombstone(tx, conversation_id, seq))
+    }
+
+    /// Records the users an own visible message was sent to (this
+    /// account's own user excluded by the caller).
+    pub fn record_recipients(
+        &self,
+        conversation_id: u64,
+        seq: u64,
+        users: &[String],
+    ) -> Result<(), MessageStoreError> {
+        self.write(|tx| {
+            for user in users {
+                tx.execute(
+                    "INSERT OR IGNORE INTO message_recipients (conversation_id, seq, user) VALUES (?1, ?2, ?3)",
+                    params![conversation_id as i64, seq as i64, user],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Raises `user`'s confirmed position in a conversation (a read also
+    /// raises delivered); returns whether it moved. With `user` this
+    /// account's own, a read sets its read position.
+    pub fn record_receipt(
+        &self,
+        conversation_id: u64,
+        user: &str,
+        receipt: ReceiptKind,
+        up_to_seq: u64,
+    ) -> Result<bool, MessageStoreError> {
+        self.write(|tx| raise_receipt(tx, conversation_id, user, receipt, up_to_seq))
+    }
+
+    /// `user`'s confirmed `(delivered, read)` positions in a conversation
+    /// (0 when none). For this account's own user, `read` is its read
+    /// position.
+    pub fn receipt_positions(
+        &self,
+        conversation_id: u64,
+        user: &str,
+    ) -> Result<(u64, u64), MessageStoreError> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT delivered_up_to, read_up_to FROM receipts WHERE conversation_id = ?1 AND user = ?2",
+            params![conversation_id as i64, user],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
+        .optional()
+        .map(Option::unwrap_or_default)
+        .map_err(|e| self.failed(e))
+    }
+
+    /// Whether this account sends read receipts and sees others' (default: on).
+    pub fn read_receipts(&self) -> Result<bool, MessageStoreError> {
+        let conn = self.lock();
+        read_receipts_in(&conn).map_err(|e| self.failed(e))
+    }
+
+    /// Turns read receipts on or off (persisted).
+    pub fn set_read_receipts(&self, on: bool) -> Result<(), MessageStoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO settings (name, value) VALUES ('read_receipts', ?1) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![on],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The highest seq of a visible message stored for a conversation.
+    pub fn latest_seq(&self, conversation_id: u64) -> Result<Option<u64>, MessageStoreError> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT MAX(seq) FROM messages WHERE conversation_id = ?1 AND hidden = 0",
+            params![conversation_id as i64],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .map(|seq| seq.map(|s| s as u64))
+        .map_err(|e| self.failed(e))
+    }
+
+    /// Every row of a conversation, hidden ones (reactions, edits,
+    /// receipts, deletes) included, in seq order: what reached this device.
+    pub fn log(&self, conversation_id: u64) -> Result<Vec<StoredMessage>, MessageStoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY seq");
+        self.select(&sql, params![conversation_id as i64])
+    }
+
+    /// The last `limit` visible messages of a conversation, oldest first,
+    /// as a history shows them ([`MessageView`]); `me` is this account's
+    /// user, whose messages carry their recipients' states.
+    pub fn view(
+        &self,
+        conversation_id: u64,
+        limit: u32,
+        me: &str,
+    ) -> Result<Vec<MessageView>, MessageStoreError> {
+        let messages = self.history(conversation_id, limit)?;
+        let conn = self.lock();
+        let see_reads = read_receipts_in(&conn).map_err(|e| self.failed(e))?;
+        messages
+            .into_iter()
+            .map(|message| view_of(&conn, message, me, see_reads).map_err(|e| self.failed(e)))
+            .collect()
     }
 
     /// Records that the app was given this message.
@@ -230,7 +541,9 @@ impl MessageStore {
         .transpose()
     }
 
-    /// The last `limit` messages of a conversation, oldest first.
+    /// The last `limit` visible messages of a conversation (not reactions,
+    /// edits, receipts or deletes; tombstones included, with an empty
+    /// text), oldest first.
     pub fn history(
         &self,
         conversation_id: u64,
@@ -240,7 +553,7 @@ impl MessageStore {
             return Err(MessageStoreError::ZeroLimit);
         }
         let sql = format!(
-            "SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY seq DESC LIMIT ?2"
+            "SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1 AND hidden = 0 ORDER BY seq DESC LIMIT ?2"
         );
         let mut found = self.select(&sql, params![conversation_id as i64, limit])?;
         found.reverse();
@@ -330,9 +643,232 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MessageStoreError> 
     if found < 1 {
         tx.execute_batch(SCHEMA_V1).map_err(open_error)?;
     }
+    if found < 2 {
+        tx.execute_batch(SCHEMA_V2).map_err(open_error)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(open_error)?;
     tx.commit().map_err(open_error)
+}
+
+/// Applies the effect of a newly stored reaction, edit, delete or receipt
+/// (none for other kinds, or when the rules refuse it).
+fn apply_effect(tx: &rusqlite::Transaction<'_>, m: &StoredMessage) -> rusqlite::Result<()> {
+    let conversation = m.conversation_id;
+    match &m.content {
+        Content::Reaction { target_seq, emoji } => {
+            let target = target_in(tx, conversation, *target_seq)?;
+            let reactable = target
+                .and_then(Result::ok)
+                .is_some_and(|t| !t.deleted && t.message.content.is_visible());
+            if reactable {
+                react(tx, m, *target_seq, emoji)?;
+            }
+        }
+        Content::Edit { target_seq, body } => {
+            let target = target_in(tx, conversation, *target_seq)?.and_then(Result::ok);
+            if edit_refusal(target.as_ref(), &m.sender_user, m.server_time_ms).is_none() {
+                if let Some(t) = target {
+                    edit(tx, &t.message, m, body)?;
+                }
+            }
+        }
+        Content::Delete { target_seq } => {
+            let target = target_in(tx, conversation, *target_seq)?.and_then(Result::ok);
+            if delete_refusal(target.as_ref(), &m.sender_user).is_none() {
+                tombstone(tx, conversation, *target_seq)?;
+            }
+        }
+        Content::Receipt { receipt, up_to_seq } => {
+            raise_receipt(tx, conversation, &m.sender_user, *receipt, *up_to_seq)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Sets (a later reaction message wins) or, for an empty emoji, removes
+/// the reaction of `m`'s sender to `target_seq`.
+fn react(
+    tx: &rusqlite::Transaction<'_>,
+    m: &StoredMessage,
+    target_seq: u64,
+    emoji: &str,
+) -> rusqlite::Result<()> {
+    let keys = params![
+        m.conversation_id as i64,
+        target_seq as i64,
+        m.sender_user,
+        m.seq as i64,
+        emoji
+    ];
+    let sql = match emoji.is_empty() {
+        true => "DELETE FROM reactions WHERE conversation_id = ?1 AND seq = ?2 AND user = ?3 AND reaction_seq < ?4 AND ?5 = ''",
+        false => "INSERT INTO reactions (conversation_id, seq, user, reaction_seq, emoji) VALUES (?1, ?2, ?3, ?4, ?5) \
+                  ON CONFLICT (conversation_id, seq, user) DO UPDATE SET emoji = excluded.emoji, reaction_seq = excluded.reaction_seq \
+                  WHERE excluded.reaction_seq > reactions.reaction_seq",
+    };
+    tx.execute(sql, keys).map(drop)
+}
+
+/// Replaces the text of `original` by the edit `m` (a later edit wins).
+fn edit(
+    tx: &rusqlite::Transaction<'_>,
+    original: &StoredMessage,
+    m: &StoredMessage,
+    body: &str,
+) -> rusqlite::Result<()> {
+    let content = match &original.content {
+        Content::Reply {
+            target_seq, quote, ..
+        } => Content::Reply {
+            target_seq: *target_seq,
+            quote: quote.clone(),
+            body: body.to_owned(),
+        },
+        _ => Content::text(body),
+    };
+    tx.execute(
+        "UPDATE messages SET content = ?1, text = ?2, edited_at_ms = ?3, edit_seq = ?4 \
+         WHERE conversation_id = ?5 AND seq = ?6 AND (edit_seq IS NULL OR edit_seq < ?4)",
+        params![
+            content.encode(),
+            body,
+            m.server_time_ms as i64,
+            m.seq as i64,
+            original.conversation_id as i64,
+            original.seq as i64
+        ],
+    )
+    .map(drop)
+}
+
+/// Turns a visible message into a tombstone; whether there was one.
+fn tombstone(
+    tx: &rusqlite::Transaction<'_>,
+    conversation_id: u64,
+    seq: u64,
+) -> rusqlite::Result<bool> {
+    let erased = tx.execute(
+        "UPDATE messages SET deleted = 1, content = ?1, text = NULL, reply_to = NULL \
+         WHERE conversation_id = ?2 AND seq = ?3 AND hidden = 0 AND deleted = 0",
+        params![
+            Content::text("").encode(),
+            conversation_id as i64,
+            seq as i64
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM reactions WHERE conversation_id = ?1 AND seq = ?2",
+        params![conversation_id as i64, seq as i64],
+    )?;
+    Ok(erased == 1)
+}
+
+/// Raises `user`'s receipt positions; whether one moved.
+fn raise_receipt(
+    tx: &rusqlite::Transaction<'_>,
+    conversation_id: u64,
+    user: &str,
+    receipt: ReceiptKind,
+    up_to_seq: u64,
+) -> rusqlite::Result<bool> {
+    let read = match receipt {
+        ReceiptKind::Read => up_to_seq as i64,
+        ReceiptKind::Delivered => 0,
+    };
+    let changed = tx.execute(
+        "INSERT INTO receipts (conversation_id, user, delivered_up_to, read_up_to) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (conversation_id, user) DO UPDATE SET \
+           delivered_up_to = MAX(delivered_up_to, excluded.delivered_up_to), \
+           read_up_to = MAX(read_up_to, excluded.read_up_to) \
+         WHERE excluded.delivered_up_to > delivered_up_to OR excluded.read_up_to > read_up_to",
+        params![conversation_id as i64, user, up_to_seq as i64, read],
+    )?;
+    Ok(changed == 1)
+}
+
+fn read_receipts_in(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT value FROM settings WHERE name = 'read_receipts'",
+        [],
+        |r| r.get::<_, bool>(0),
+    )
+    .optional()
+    .map(|on| on.unwrap_or(true))
+}
+
+/// The stored message at `(conversation_id, seq)` with whether it is a
+/// tombstone; the inner error when its content no longer decodes.
+fn target_in(
+    conn: &Connection,
+    conversation_id: u64,
+    seq: u64,
+) -> rusqlite::Result<Option<Result<Target, MessageStoreError>>> {
+    let sql =
+        format!("SELECT {COLUMNS}, deleted FROM messages WHERE conversation_id = ?1 AND seq = ?2");
+    let row = conn
+        .query_row(&sql, params![conversation_id as i64, seq as i64], |r| {
+            Ok((raw(r)?, r.get::<_, bool>(8)?))
+        })
+        .optional()?;
+    Ok(row.map(|(raw, deleted)| raw.decode().map(|(message, _)| Target { message, deleted })))
+}
+
+/// A history row with its deletion, edit, reactions and receipt states.
+fn view_of(
+    conn: &Connection,
+    message: StoredMessage,
+    me: &str,
+    see_reads: bool,
+) -> rusqlite::Result<MessageView> {
+    let key = params![message.conversation_id as i64, message.seq as i64];
+    let (deleted, edited_at_ms) = conn.query_row(
+        "SELECT deleted, edited_at_ms FROM messages WHERE conversation_id = ?1 AND seq = ?2",
+        key,
+        |r| Ok((r.get::<_, bool>(0)?, r.get::<_, Option<i64>>(1)?)),
+    )?;
+    let reactions = conn
+        .prepare("SELECT user, emoji FROM reactions WHERE conversation_id = ?1 AND seq = ?2 ORDER BY user")?
+        .query_map(key, |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(String, String)>>>()?;
+    let receipts = match message.sender_user == me && !deleted {
+        true => receipt_states(conn, &message, see_reads)?,
+        false => Vec::new(),
+    };
+    Ok(MessageView {
+        message,
+        deleted,
+        edited_at_ms: edited_at_ms.map(|t| t as u64),
+        reactions,
+        receipts,
+    })
+}
+
+/// Each recipient's state of an own message (read shown as delivered
+/// when `see_reads` is off).
+fn receipt_states(
+    conn: &Connection,
+    m: &StoredMessage,
+    see_reads: bool,
+) -> rusqlite::Result<Vec<(String, Delivery)>> {
+    let seq = m.seq as i64;
+    conn.prepare(
+        "SELECT r.user, COALESCE(c.delivered_up_to, 0), COALESCE(c.read_up_to, 0) \
+         FROM message_recipients r LEFT JOIN receipts c \
+           ON c.conversation_id = r.conversation_id AND c.user = r.user \
+         WHERE r.conversation_id = ?1 AND r.seq = ?2 ORDER BY r.user",
+    )?
+    .query_map(params![m.conversation_id as i64, seq], |r| {
+        let (delivered, read): (i64, i64) = (r.get(1)?, r.get(2)?);
+        let state = match (read >= seq && see_reads, delivered >= seq || read >= seq) {
+            (true, _) => Delivery::Read,
+            (false, true) => Delivery::Delivered,
+            (false, false) => Delivery::Sent,
+        };
+        Ok((r.get(0)?, state))
+    })?
+    .collect()
 }
 
 /// A row as read, before its content is decoded.
@@ -576,5 +1112,228 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    fn from(user: &str, conversation_id: u64, seq: u64, content: Content) -> StoredMessage {
+        StoredMessage {
+            sender_user: user.into(),
+            content,
+            ..text(conversation_id, seq, "")
+        }
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_and_keeps_its_messages_and_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MESSAGE_STORE_FILE);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO messages (conversation_id, seq, sender_user, sender_device, server_time_ms, content, text, own, handed_out) VALUES (7, 1, 'alice', 1, 1001, ?1, 'old lunch', 0, 1)",
+                params![Content::text("old lunch").encode()],
+            )
+            .unwrap();
+        }
+        let store = MessageStore::open(&path).unwrap();
+        let version: i64 = store
+            .lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(store.history(7, 10).unwrap(), vec![text(7, 1, "old lunch")]);
+        assert_eq!(seqs(&store.search("lunch", 10).unwrap()), [1]);
+        // The new tables work on the migrated file: an edit reindexes the text.
+        assert!(store
+            .insert(
+                &from(
+                    "alice",
+                    7,
+                    2,
+                    Content::Edit {
+                        target_seq: 1,
+                        body: "new dinner".into()
+                    }
+                ),
+                true
+            )
+            .unwrap());
+        assert!(store.search("lunch", 10).unwrap().is_empty());
+        assert_eq!(seqs(&store.search("dinner", 10).unwrap()), [1]);
+        assert!(store.read_receipts().unwrap());
+        drop(store);
+        // Reopening a version-2 file changes nothing.
+        let store = MessageStore::open(&path).unwrap();
+        assert_eq!(store.history(7, 10).unwrap()[0].text(), Some("new dinner"));
+    }
+
+    #[test]
+    fn reactions_are_one_per_user_replaced_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.insert(&text(7, 1, "hi"), true).unwrap();
+        let react = |seq, user: &str, emoji: &str| {
+            let c = Content::Reaction {
+                target_seq: 1,
+                emoji: emoji.into(),
+            };
+            store.insert(&from(user, 7, seq, c), true).unwrap();
+        };
+        let reactions = || store.view(7, 10, "me").unwrap()[0].reactions.clone();
+        react(2, "bob", "👍");
+        react(3, "carol", "🎉");
+        assert_eq!(
+            reactions(),
+            [("bob".into(), "👍".into()), ("carol".into(), "🎉".into())]
+        );
+        react(4, "bob", "❤");
+        assert_eq!(reactions()[0], ("bob".into(), "❤".into()));
+        react(5, "bob", "");
+        assert_eq!(reactions(), [("carol".into(), "🎉".into())]);
+        // Hidden rows are in the log, not in the history.
+        assert_eq!(store.history(7, 10).unwrap().len(), 1);
+        assert_eq!(store.log(7).unwrap().len(), 5);
+        // A reaction to nothing has no effect.
+        let c = Content::Reaction {
+            target_seq: 99,
+            emoji: "x".into(),
+        };
+        store.insert(&from("bob", 7, 6, c), true).unwrap();
+        assert_eq!(reactions().len(), 1);
+    }
+
+    #[test]
+    fn edits_follow_the_sender_and_window_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.insert(&text(7, 1, "helo"), true).unwrap();
+        let edit = |seq, user: &str, at: u64, body: &str| {
+            let c = Content::Edit {
+                target_seq: 1,
+                body: body.into(),
+            };
+            let m = StoredMessage {
+                server_time_ms: at,
+                ..from(user, 7, seq, c)
+            };
+            store.insert(&m, true).unwrap();
+            let v = store.view(7, 10, "me").unwrap().remove(0);
+            (v.message.text().map(str::to_owned), v.edited_at_ms)
+        };
+        assert_eq!(
+            edit(2, "mallory", 2_000, "forged"),
+            (Some("helo".into()), None)
+        );
+        let late = 1_001 + EDIT_WINDOW_MS + 1;
+        assert_eq!(
+            edit(3, "alice", late, "too late"),
+            (Some("helo".into()), None)
+        );
+        assert_eq!(
+            edit(4, "alice", 5_000, "hello"),
+            (Some("hello".into()), Some(5_000))
+        );
+        let t = store.target(7, 1).unwrap().unwrap();
+        assert_eq!(
+            edit_refusal(Some(&t), "bob", 5_000),
+            Some(EditRefusal::NotSender)
+        );
+        assert_eq!(
+            edit_refusal(None, "alice", 5_000),
+            Some(EditRefusal::NotFound)
+        );
+        assert_eq!(edit_refusal(Some(&t), "alice", 5_000), None);
+    }
+
+    #[test]
+    fn deletes_leave_a_tombstone_and_only_the_sender_deletes_for_everyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.insert(&text(7, 1, "secret words"), true).unwrap();
+        store.insert(&text(7, 2, "more"), true).unwrap();
+        let c = Content::Reaction {
+            target_seq: 1,
+            emoji: "👍".into(),
+        };
+        store.insert(&from("bob", 7, 3, c), true).unwrap();
+        store
+            .insert(&from("bob", 7, 4, Content::Delete { target_seq: 1 }), true)
+            .unwrap();
+        assert!(
+            !store.view(7, 10, "me").unwrap()[0].deleted,
+            "bob is not the sender"
+        );
+        store
+            .insert(
+                &from("alice", 7, 5, Content::Delete { target_seq: 1 }),
+                true,
+            )
+            .unwrap();
+        let views = store.view(7, 10, "me").unwrap();
+        assert!(views[0].deleted);
+        assert_eq!(views[0].message.text(), Some(""));
+        assert!(views[0].reactions.is_empty());
+        assert!(store.search("secret", 10).unwrap().is_empty());
+        assert!(store.delete_for_me(7, 2).unwrap());
+        assert!(!store.delete_for_me(7, 2).unwrap());
+        assert!(!store.delete_for_me(7, 9).unwrap());
+        assert_eq!(store.history(7, 10).unwrap().len(), 2, "tombstones stay");
+    }
+
+    #[test]
+    fn receipts_give_per_recipient_and_overall_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mine = |seq| StoredMessage {
+            own: true,
+            ..from("me", 7, seq, Content::text("x"))
+        };
+        store.insert(&mine(1), true).unwrap();
+        store.insert(&mine(2), true).unwrap();
+        for seq in [1, 2] {
+            store
+                .record_recipients(7, seq, &["bob".into(), "carol".into()])
+                .unwrap();
+        }
+        let states = |seq: usize| {
+            let v = store.view(7, 10, "me").unwrap().remove(seq);
+            (v.receipts.clone(), v.overall())
+        };
+        use Delivery::*;
+        assert_eq!(
+            states(0),
+            (
+                vec![("bob".into(), Sent), ("carol".into(), Sent)],
+                Some(Sent)
+            )
+        );
+        let receipt = |seq, user: &str, receipt, up_to_seq| {
+            let c = Content::Receipt { receipt, up_to_seq };
+            store.insert(&from(user, 7, seq, c), true).unwrap();
+        };
+        receipt(3, "bob", ReceiptKind::Read, 2);
+        receipt(4, "carol", ReceiptKind::Delivered, 1);
+        assert_eq!(
+            states(0),
+            (
+                vec![("bob".into(), Read), ("carol".into(), Delivered)],
+                Some(Delivered)
+            )
+        );
+        assert_eq!(states(1).1, Some(Sent));
+        // Read receipts off: nobody's read state is shown.
+        store.set_read_receipts(false).unwrap();
+        assert_eq!(states(0).0[0], ("bob".into(), Delivered));
+        store.set_read_receipts(true).unwrap();
+        // A position never goes back.
+        assert!(!store
+            .record_receipt(7, "bob", ReceiptKind::Read, 1)
+            .unwrap());
+        assert_eq!(store.receipt_positions(7, "bob").unwrap(), (2, 2));
+        assert!(store.record_receipt(7, "me", ReceiptKind::Read, 2).unwrap());
+        assert_eq!(store.receipt_positions(7, "me").unwrap().1, 2);
+        assert_eq!(store.latest_seq(7).unwrap(), Some(2));
+        assert_eq!(store.latest_seq(8).unwrap(), None);
     }
 }
