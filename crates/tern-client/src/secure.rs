@@ -28,6 +28,18 @@
 //! from the store, never decrypted twice: it reaches the app once, from
 //! whichever process first hands it out, and a redelivery of one the app
 //! already had is acknowledged by the SDK and not shown again.
+//!
+//! Reactions, replies, edits, deletes and receipts are content kinds too
+//! (docs/E2EE.md §3), sent and received like text; their API is in
+//! [`content_ops`] and [`receipts`]. Their effects on the local store are
+//! applied as they are stored ([`MessageStore::insert`]). Receipts are
+//! the SDK's own business: they never reach the app as events (the SDK
+//! acknowledges them), and the SDK sends a *delivered* receipt, coalesced
+//! per conversation, for every visible message it stores from someone
+//! else.
+
+pub mod content_ops;
+pub mod receipts;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -253,6 +265,8 @@ struct Inner {
     /// a pending commit is settled ([`Inner::settle_pending`]), so only one
     /// task owns a pending commit at a time.
     committing: Mutex<()>,
+    /// Delivered receipts waiting to be sent, coalesced per conversation.
+    receipts: Arc<receipts::Pending>,
 }
 
 /// An end-to-end-encrypting device. See the module docs.
@@ -336,6 +350,7 @@ impl SecureClient {
             messages,
             rejoining: Mutex::new(()),
             committing: Mutex::new(()),
+            receipts: Arc::default(),
         });
         inner.publish_keys().await?;
         let settled = inner.settle_all_pending().await;
@@ -347,6 +362,10 @@ impl SecureClient {
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(reconnect_watch(Arc::downgrade(&inner), tx.clone()));
         tokio::spawn(notice_loop(inner.clone(), tx));
+        tokio::spawn(receipts::send_loop(
+            Arc::downgrade(&inner),
+            inner.receipts.clone(),
+        ));
         Ok(SecureClient {
             inner,
             notices: Mutex::new(rx),
@@ -530,21 +549,9 @@ impl SecureClient {
         content: &Content,
         expires_in_secs: u32,
     ) -> Result<Sent, SecureError> {
-        let plaintext = content.encode();
-        let sent = match self.inner.kind(conversation).await? {
-            ConversationKind::Group => {
-                self.inner
-                    .send_group(conversation, &plaintext, expires_in_secs)
-                    .await
-            }
-            _ => {
-                self.inner
-                    .send_pairwise(conversation, &plaintext, expires_in_secs)
-                    .await
-            }
-        }?;
-        self.inner.keep_sent(&sent.receipt, content);
-        Ok(sent)
+        self.inner
+            .send_content(conversation, content, expires_in_secs)
+            .await
     }
 
     /// Answers a link request from a new device of this account.
@@ -552,9 +559,11 @@ impl SecureClient {
         Ok(self.inner.client.approve_link(link_id, approve).await?)
     }
 
-    /// Closes the connection, then releases the state directory once no
-    /// crypto operation is under way; nothing is saved after this.
+    /// Sends the delivered receipts still waiting (for at most a few
+    /// seconds), closes the connection, then releases the state directory
+    /// once no crypto operation is under way; nothing is saved after this.
     pub async fn close(&self) {
+        self.inner.flush_receipts_before_close().await;
         self.inner.client.close().await;
         self.inner.crypto.lock().await.state_lock = None;
     }
@@ -645,6 +654,29 @@ enum Change {
 }
 
 impl Inner {
+    /// Encrypts and sends `content`, then keeps it in the local store.
+    async fn send_content(
+        &self,
+        conversation: u64,
+        content: &Content,
+        expires_in_secs: u32,
+    ) -> Result<Sent, SecureError> {
+        let plaintext = content.encode();
+        let kind = self.kind(conversation).await?;
+        let sent = match kind {
+            ConversationKind::Group => {
+                self.send_group(conversation, &plaintext, expires_in_secs)
+                    .await
+            }
+            _ => {
+                self.send_pairwise(conversation, &plaintext, expires_in_secs)
+                    .await
+            }
+        }?;
+        self.keep_sent(&sent.receipt, content, kind).await;
+        Ok(sent)
+    }
+
     async fn add_own_devices_to_groups(&self) -> Result<usize, SecureError> {
         let user = self.identity.user.clone();
         let mut changed = 0;
@@ -1527,12 +1559,12 @@ impl Inner {
         let (conversation_id, seq) = (m.conversation_id, m.seq);
         let unreadable = Unreadable::of(&m);
         let result = match self.redelivered(conversation_id, seq, handed_out).await {
-            Ok(Some(event)) => return event,
+            Ok(Some(event)) => return self.unless_receipt(event).await,
             Ok(None) => self.decrypt(m, handed_out).await,
             Err(e) => Err(e.into()),
         };
         match result {
-            Ok(event) => event,
+            Ok(event) => self.unless_receipt(event).await,
             Err(SecureError::MessageStore(e)) => {
                 Some(self.not_stored(conversation_id, seq, e).await)
             }
@@ -1665,7 +1697,27 @@ impl Inner {
         }
     }
 
-    /// Stores a decrypted message (before its ratchet state is saved).
+    /// `event`, unless it is a receipt: receipts are applied to the store
+    /// when stored and never shown, so the SDK records it as handed out
+    /// and acknowledges it itself.
+    async fn unless_receipt(&self, event: Option<SecureEvent>) -> Option<SecureEvent> {
+        let Some(SecureEvent::Message(m)) = &event else {
+            return event;
+        };
+        if !matches!(m.content, Content::Receipt { .. }) {
+            return event;
+        }
+        if let Err(error) = self.messages.mark_handed_out(m.conversation_id, m.seq) {
+            tracing::debug!(%error, "recording a receipt as handled; it is applied once anyway");
+        }
+        if let Err(error) = self.client.ack(m.conversation_id, m.seq).await {
+            tracing::debug!(%error, "acknowledging a receipt; it comes again later and is recognised");
+        }
+        None
+    }
+
+    /// Stores a decrypted message (before its ratchet state is saved); a
+    /// new visible message from another user queues a delivered receipt.
     fn keep(&self, d: &Decrypted, handed_out: bool) -> Result<(), MessageStoreError> {
         let message = StoredMessage {
             conversation_id: d.conversation_id,
@@ -1676,12 +1728,17 @@ impl Inner {
             content: d.content.clone(),
             own: false,
         };
-        self.messages.insert(&message, handed_out).map(|_| ())
+        let added = self.messages.insert(&message, handed_out)?;
+        if added && d.content.is_visible() && d.sender_user != self.identity.user {
+            self.receipts.delivered(d.conversation_id, d.seq);
+        }
+        Ok(())
     }
 
-    /// Stores a message this device sent. It was sent, so a failure is
-    /// only logged (with what to do); the send still succeeded.
-    fn keep_sent(&self, receipt: &SendReceipt, content: &Content) {
+    /// Stores a message this device sent, and for a visible one the users
+    /// it went to (for receipt states). It was sent, so a failure is only
+    /// logged (with what to do); the send still succeeded.
+    async fn keep_sent(&self, receipt: &SendReceipt, content: &Content, kind: ConversationKind) {
         let message = StoredMessage {
             conversation_id: receipt.conversation_id,
             seq: receipt.seq,
@@ -1694,6 +1751,41 @@ impl Inner {
         if let Err(error) = self.messages.insert(&message, true) {
             tracing::warn!(%error, "the message was sent but is missing from this device's history");
         }
+        if !content.is_visible() || kind == ConversationKind::NoteToSelf {
+            return;
+        }
+        let users = self.recipients(receipt.conversation_id, kind).await;
+        let recorded =
+            self.messages
+                .record_recipients(receipt.conversation_id, receipt.seq, &users);
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "the message was sent but its receipts cannot be followed");
+        }
+    }
+
+    /// The other users a message of `conversation` goes to now: the MLS
+    /// group's members, or the users of the devices a 1:1 send went to.
+    async fn recipients(&self, conversation: u64, kind: ConversationKind) -> Vec<String> {
+        let identities: Vec<String> = match kind {
+            ConversationKind::Group => {
+                let mut crypto = self.crypto.lock().await;
+                crypto.mls.members(conversation).unwrap_or_default()
+            }
+            _ => self
+                .known_targets(conversation)
+                .into_iter()
+                .map(|(user, _)| user)
+                .collect(),
+        };
+        let mut users: Vec<String> = identities
+            .iter()
+            .filter_map(|id| id.split('/').next())
+            .filter(|user| *user != self.identity.user)
+            .map(str::to_owned)
+            .collect();
+        users.sort();
+        users.dedup();
+        users
     }
 
     async fn open_pairwise(

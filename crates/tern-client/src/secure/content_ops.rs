@@ -1,0 +1,195 @@
+//! Reactions, replies, edits and deletes (docs/E2EE.md §3, kinds 2, 3, 5
+//! and 6): the app's calls on [`SecureClient`]. Each refers to a message
+//! by its seq in the same conversation, is checked against this device's
+//! local store first (a typed error, nothing sent, when a rule forbids it),
+//! then sent end-to-end encrypted like a text; receivers apply it by the
+//! same rules as they store it ([`crate::message_store`]), so a forged or
+//! late one changes nothing there.
+
+use super::{SecureClient, SecureError, Sent};
+use crate::content::{Content, MAX_EMOJI_BYTES};
+use crate::message_store::{
+    delete_refusal, edit_refusal, DeleteRefusal, EditRefusal, MessageStoreError, Target,
+};
+
+/// Why [`SecureClient::react`] or [`SecureClient::remove_reaction`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReactError {
+    #[error("a reaction needs an emoji; to take one back, remove the reaction")]
+    NoEmoji,
+    #[error("the reaction is {0} bytes long, more than {MAX_EMOJI_BYTES}; react with one emoji")]
+    EmojiTooLong(usize),
+    #[error("there is no message {seq} in conversation {conversation} on this device; react to a message shown in its history")]
+    NoSuchMessage { conversation: u64, seq: u64 },
+    #[error("message {seq} was deleted; there is nothing to react to")]
+    Deleted { seq: u64 },
+    #[error(transparent)]
+    Store(#[from] MessageStoreError),
+    #[error(transparent)]
+    Send(#[from] SecureError),
+}
+
+/// Why [`SecureClient::reply`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    #[error("there is no message {seq} in conversation {conversation} on this device; reply to a message shown in its history")]
+    NoSuchMessage { conversation: u64, seq: u64 },
+    #[error("message {seq} was deleted; send a plain message instead")]
+    Deleted { seq: u64 },
+    #[error(transparent)]
+    Store(#[from] MessageStoreError),
+    #[error(transparent)]
+    Send(#[from] SecureError),
+}
+
+/// Why [`SecureClient::edit`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// A rule forbids the edit (nothing was sent).
+    #[error("cannot edit message {seq}: {refusal}")]
+    Refused { seq: u64, refusal: EditRefusal },
+    #[error(transparent)]
+    Store(#[from] MessageStoreError),
+    #[error(transparent)]
+    Send(#[from] SecureError),
+}
+
+/// Why [`SecureClient::delete_for_me`] or
+/// [`SecureClient::delete_for_everyone`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// A rule forbids the delete (nothing was sent or erased).
+    #[error("cannot delete message {seq}: {refusal}")]
+    Refused { seq: u64, refusal: DeleteRefusal },
+    #[error("message {seq} is already deleted on this device")]
+    AlreadyDeleted { seq: u64 },
+    #[error(transparent)]
+    Store(#[from] MessageStoreError),
+    /// The delete for everyone was not sent; this device's copy is kept.
+    #[error(transparent)]
+    Send(#[from] SecureError),
+}
+
+impl SecureClient {
+    /// Sets this account's reaction to message `seq` of `conversation`
+    /// (replacing its earlier one): one emoji, at most
+    /// [`MAX_EMOJI_BYTES`] bytes, to a message stored here and not deleted.
+    pub async fn react(
+        &self,
+        conversation: u64,
+        seq: u64,
+        emoji: &str,
+    ) -> Result<Sent, ReactError> {
+        if emoji.is_empty() {
+            return Err(ReactError::NoEmoji);
+        }
+        if emoji.len() > MAX_EMOJI_BYTES {
+            return Err(ReactError::EmojiTooLong(emoji.len()));
+        }
+        self.send_reaction(conversation, seq, emoji).await
+    }
+
+    /// Takes back this account's reaction to message `seq`.
+    pub async fn remove_reaction(&self, conversation: u64, seq: u64) -> Result<Sent, ReactError> {
+        self.send_reaction(conversation, seq, "").await
+    }
+
+    async fn send_reaction(
+        &self,
+        conversation: u64,
+        seq: u64,
+        emoji: &str,
+    ) -> Result<Sent, ReactError> {
+        match self.inner.messages.target(conversation, seq)? {
+            None => return Err(ReactError::NoSuchMessage { conversation, seq }),
+            Some(t) if !t.message.content.is_visible() => {
+                return Err(ReactError::NoSuchMessage { conversation, seq })
+            }
+            Some(t) if t.deleted => return Err(ReactError::Deleted { seq }),
+            Some(_) => {}
+        }
+        let content = Content::Reaction {
+            target_seq: seq,
+            emoji: emoji.to_owned(),
+        };
+        Ok(self.send(conversation, &content).await?)
+    }
+
+    /// Sends `text` as a reply to message `seq`, quoting the start of its
+    /// text (at most [`crate::content::MAX_QUOTE_BYTES`]).
+    pub async fn reply(&self, conversation: u64, seq: u64, text: &str) -> Result<Sent, ReplyError> {
+        let target = self.inner.messages.target(conversation, seq)?;
+        let quoted = match &target {
+            Some(Target { deleted: true, .. }) => return Err(ReplyError::Deleted { seq }),
+            Some(t) if t.message.content.is_visible() => t.message.content.body().unwrap_or(""),
+            _ => return Err(ReplyError::NoSuchMessage { conversation, seq }),
+        };
+        let content = Content::reply(seq, quoted, text);
+        Ok(self.send(conversation, &content).await?)
+    }
+
+    /// Replaces the text of this account's message `seq` with `text`.
+    /// Only the sender may, within 24 hours of the message's server time
+    /// (by this device's clock; receivers check the edit's server time),
+    /// and only texts and replies not deleted ([`EditError::Refused`]).
+    pub async fn edit(&self, conversation: u64, seq: u64, text: &str) -> Result<Sent, EditError> {
+        let target = self.inner.messages.target(conversation, seq)?;
+        if let Some(refusal) = edit_refusal(target.as_ref(), self.user(), now_ms()) {
+            return Err(EditError::Refused { seq, refusal });
+        }
+        let content = Content::Edit {
+            target_seq: seq,
+            body: text.to_owned(),
+        };
+        Ok(self.send(conversation, &content).await?)
+    }
+
+    /// Deletes message `seq` on this device only: its text is erased and
+    /// a tombstone stays in the history ("message deleted").
+    pub fn delete_for_me(&self, conversation: u64, seq: u64) -> Result<(), DeleteError> {
+        match self.inner.messages.target(conversation, seq)? {
+            Some(t) if t.deleted => Err(DeleteError::AlreadyDeleted { seq }),
+            Some(t) if t.message.content.is_visible() => {
+                self.inner.messages.delete_for_me(conversation, seq)?;
+                Ok(())
+            }
+            Some(_) => Err(DeleteError::Refused {
+                seq,
+                refusal: DeleteRefusal::NotAMessage,
+            }),
+            None => Err(DeleteError::Refused {
+                seq,
+                refusal: DeleteRefusal::NotFound,
+            }),
+        }
+    }
+
+    /// Deletes this account's message `seq` for everyone: sends a delete
+    /// (kind 6) that every member's device applies (leaving a tombstone),
+    /// and applies it here. Only the sender may ([`DeleteError::Refused`]).
+    pub async fn delete_for_everyone(
+        &self,
+        conversation: u64,
+        seq: u64,
+    ) -> Result<Sent, DeleteError> {
+        let target = self.inner.messages.target(conversation, seq)?;
+        if target.as_ref().is_some_and(|t| t.deleted) {
+            return Err(DeleteError::AlreadyDeleted { seq });
+        }
+        if let Some(refusal) = delete_refusal(target.as_ref(), self.user()) {
+            return Err(DeleteError::Refused { seq, refusal });
+        }
+        let sent = self
+            .send(conversation, &Content::Delete { target_seq: seq })
+            .await?;
+        // wire: self.inner.client.purge_message(conversation, seq) — the server-side purge (issue 10, server part)
+        Ok(sent)
+    }
+}
+
+/// This device's clock, in ms since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

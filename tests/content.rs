@@ -1,0 +1,595 @@
+//! Message content features against a real server with real crypto:
+//! reactions, replies, edits (sender only, 24 h), deletes (for me, for
+//! everyone), delivered and read receipts (per user in a group, off, synced
+//! across the reader's devices, never a receipt of a receipt), and the
+//! server-blind proof for every new content kind.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{TestServer, WAIT};
+use tempfile::TempDir;
+use tern_client::content::{Content, ReceiptKind};
+use tern_client::message_store::{
+    DeleteRefusal, Delivery, EditRefusal, MessageView, StoredMessage, EDIT_WINDOW_MS,
+};
+use tern_client::secure::content_ops::{DeleteError, EditError, ReactError};
+use tern_client::secure::{Decrypted, SecureClient, SecureEvent};
+use tern_server::Clock;
+use tokio::sync::{mpsc, Mutex};
+
+/// A device whose events are read by a task of its own (as an app's event
+/// loop does: receipts are handled inside `next_event`), acknowledging
+/// every message, and forwarded to the test.
+struct Device {
+    client: Arc<SecureClient>,
+    events: Mutex<mpsc::UnboundedReceiver<SecureEvent>>,
+    _state: TempDir,
+}
+
+impl Device {
+    fn start(client: SecureClient, state: TempDir) -> Device {
+        let client = Arc::new(client);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reader = client.clone();
+        tokio::spawn(async move {
+            while let Some(event) = reader.next_event().await {
+                if let SecureEvent::Message(m) = &event {
+                    let _ = reader.transport().ack(m.conversation_id, m.seq).await;
+                }
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Device {
+            client,
+            events: Mutex::new(rx),
+            _state: state,
+        }
+    }
+
+    fn user(&self) -> &str {
+        self.client.user()
+    }
+
+    async fn next(&self) -> SecureEvent {
+        tokio::time::timeout(WAIT, self.events.lock().await.recv())
+            .await
+            .expect("an event in time")
+            .expect("client open")
+    }
+
+    /// The next message (membership events skipped).
+    async fn message(&self) -> Decrypted {
+        loop {
+            match self.next().await {
+                SecureEvent::Message(m) => return m,
+                SecureEvent::Joined { .. } | SecureEvent::GroupChanged { .. } => {}
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+    }
+
+    /// The history view of one message on this device.
+    fn view(&self, conversation: u64, seq: u64) -> MessageView {
+        self.client
+            .messages()
+            .view(conversation, 1000, self.user())
+            .unwrap()
+            .into_iter()
+            .find(|v| v.message.seq == seq)
+            .unwrap_or_else(|| panic!("message {seq} in {}'s history", self.user()))
+    }
+
+    /// Waits until `check` holds on this device's store.
+    async fn until(&self, what: &str, check: impl Fn(&Device) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !check(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: {what} did not happen in time",
+                self.user()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The receipts in this device's log of `conversation` sent by `user`.
+    fn receipts_from(&self, conversation: u64, user: &str) -> Vec<(ReceiptKind, u64)> {
+        self.client
+            .messages()
+            .log(conversation)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.sender_user == user)
+            .filter_map(|m| match m.content {
+                Content::Receipt { receipt, up_to_seq } => Some((receipt, up_to_seq)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+async fn register(server: &TestServer, user: &str) -> Device {
+    let state = tempfile::tempdir().unwrap();
+    let client = SecureClient::register(server.options(state.path()), user, "phone")
+        .await
+        .unwrap();
+    client
+        .transport()
+        .set_privacy(tern_proto::GroupAdds::Everyone)
+        .await
+        .unwrap();
+    Device::start(client, state)
+}
+
+/// Links a second device to `existing`'s account, approving from `existing`.
+async fn link(server: &TestServer, existing: &Device, name: &str) -> Device {
+    let state = tempfile::tempdir().unwrap();
+    let options = server.options(state.path());
+    let user = existing.user().to_owned();
+    let name = name.to_owned();
+    let pending = tokio::spawn(async move { SecureClient::link(options, &user, &name).await });
+    match existing.next().await {
+        SecureEvent::LinkPrompt { link_id, .. } => {
+            existing.client.approve_link(link_id, true).await.unwrap()
+        }
+        other => panic!("expected a link request, got {other:?}"),
+    }
+    Device::start(pending.await.unwrap().unwrap(), state)
+}
+
+/// alice sends `text` in `conversation`; each of `readers` receives it.
+async fn say(from: &Device, conversation: u64, text: &str, readers: &[&Device]) -> u64 {
+    let seq = from
+        .client
+        .send_text(conversation, text)
+        .await
+        .unwrap()
+        .receipt
+        .seq;
+    for reader in readers {
+        let m = reader.message().await;
+        assert_eq!((m.seq, m.content), (seq, Content::text(text)));
+    }
+    seq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_are_set_replaced_and_removed_on_the_other_side() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    let seq = say(&alice, conv, "lunch?", &[&bob]).await;
+
+    for emoji in ["👍", "❤️"] {
+        bob.client.react(conv, seq, emoji).await.unwrap();
+        let m = alice.message().await;
+        assert_eq!(
+            m.content,
+            Content::Reaction {
+                target_seq: seq,
+                emoji: emoji.into()
+            }
+        );
+        assert_eq!(
+            alice.view(conv, seq).reactions,
+            [("bob".to_owned(), emoji.to_owned())]
+        );
+        // The reactor's own device shows it too.
+        assert_eq!(bob.view(conv, seq).reactions.len(), 1);
+    }
+    bob.client.remove_reaction(conv, seq).await.unwrap();
+    alice.message().await;
+    assert!(alice.view(conv, seq).reactions.is_empty());
+
+    // Typed refusals, nothing sent.
+    assert!(matches!(
+        bob.client.react(conv, seq, "").await,
+        Err(ReactError::NoEmoji)
+    ));
+    assert!(matches!(
+        bob.client.react(conv, seq, &"x".repeat(65)).await,
+        Err(ReactError::EmojiTooLong(65))
+    ));
+    assert!(matches!(
+        bob.client.react(conv, 999, "👍").await,
+        Err(ReactError::NoSuchMessage { seq: 999, .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_carries_the_quote_and_edits_follow_the_sender_rule() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    let seq = say(&alice, conv, "meet at noon", &[&bob]).await;
+
+    let reply = bob.client.reply(conv, seq, "see you").await.unwrap();
+    let m = alice.message().await;
+    assert_eq!(m.seq, reply.receipt.seq);
+    assert_eq!(m.content, Content::reply(seq, "meet at noon", "see you"));
+    assert_eq!(
+        alice.view(conv, m.seq).message.content.body(),
+        Some("see you")
+    );
+
+    // The sender edits: readers see the latest text and that it was edited.
+    alice.client.edit(conv, seq, "meet at one").await.unwrap();
+    let m = bob.message().await;
+    assert!(matches!(m.content, Content::Edit { target_seq, .. } if target_seq == seq));
+    let view = bob.view(conv, seq);
+    assert_eq!(view.message.text(), Some("meet at one"));
+    assert!(view.edited_at_ms.is_some());
+    assert_eq!(bob.client.messages().search("one", 10).unwrap()[0].seq, seq);
+
+    // bob may not: refused locally, and a forged edit is ignored by alice.
+    assert!(matches!(
+        bob.client.edit(conv, seq, "forged").await,
+        Err(EditError::Refused {
+            refusal: EditRefusal::NotSender,
+            ..
+        })
+    ));
+    let forged = Content::Edit {
+        target_seq: seq,
+        body: "forged by bob".into(),
+    };
+    bob.client.send(conv, &forged).await.unwrap();
+    assert_eq!(alice.message().await.content, forged);
+    assert_eq!(alice.view(conv, seq).message.text(), Some("meet at one"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_later_than_24_hours_is_refused_and_ignored() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // The server's clock starts two days ago, so the message is old by this
+    // device's clock (the local refusal), then moves to now (receivers).
+    let clock = Clock::manual(now - 2 * EDIT_WINDOW_MS);
+    let server = TestServer::start_with_clock(2, clock.clone(), |_| {});
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    let seq = say(&alice, conv, "old news", &[&bob]).await;
+
+    assert!(matches!(
+        alice.client.edit(conv, seq, "too late").await,
+        Err(EditError::Refused {
+            refusal: EditRefusal::TooLate,
+            ..
+        })
+    ));
+    // A client that skips the check: its edit is stored 25 hours after
+    // the original by the server's clock, and bob ignores it.
+    clock.advance(EDIT_WINDOW_MS + 60 * 60 * 1000);
+    let forged = Content::Edit {
+        target_seq: seq,
+        body: "rewritten history".into(),
+    };
+    alice.client.send(conv, &forged).await.unwrap();
+    let m = bob.message().await;
+    assert!(m.server_time_ms > bob.view(conv, seq).message.server_time_ms + EDIT_WINDOW_MS);
+    let view = bob.view(conv, seq);
+    assert_eq!(view.message.text(), Some("old news"));
+    assert_eq!(view.edited_at_ms, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_for_me_and_for_everyone_leave_tombstones() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    let first = say(&alice, conv, "typo message", &[&bob]).await;
+    let second = say(&alice, conv, "keep this", &[&bob]).await;
+
+    // For me: only bob's copy of the second goes.
+    bob.client.delete_for_me(conv, second).unwrap();
+    assert!(bob.view(conv, second).deleted);
+    assert!(!alice.view(conv, second).deleted);
+    assert!(matches!(
+        bob.client.delete_for_me(conv, second),
+        Err(DeleteError::AlreadyDeleted { .. })
+    ));
+
+    // For everyone: only the sender.
+    assert!(matches!(
+        bob.client.delete_for_everyone(conv, first).await,
+        Err(DeleteError::Refused {
+            refusal: DeleteRefusal::NotSender,
+            ..
+        })
+    ));
+    let forged = Content::Delete { target_seq: first };
+    bob.client.send(conv, &forged).await.unwrap();
+    assert_eq!(alice.message().await.content, forged);
+    assert!(
+        !alice.view(conv, first).deleted,
+        "a forged delete is ignored"
+    );
+
+    alice.client.delete_for_everyone(conv, first).await.unwrap();
+    assert_eq!(
+        bob.message().await.content,
+        Content::Delete { target_seq: first }
+    );
+    for device in [&alice, &bob] {
+        let view = device.view(conv, first);
+        assert!(view.deleted, "{}", device.user());
+        assert_eq!(view.message.text(), Some(""));
+        assert!(device
+            .client
+            .messages()
+            .search("typo", 5)
+            .unwrap()
+            .is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_then_read_reach_the_sender_per_user_in_a_group() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let carol = register(&server, "carol").await;
+    let group = alice.client.create_group(&["bob", "carol"]).await.unwrap();
+    let seq = say(&alice, group, "hello group", &[&bob, &carol]).await;
+
+    let states = |d: &Device| {
+        let v = d.view(group, seq);
+        (v.receipts.clone(), v.overall())
+    };
+    alice
+        .until("both delivered", |d| {
+            states(d).0
+                == [
+                    ("bob".to_owned(), Delivery::Delivered),
+                    ("carol".to_owned(), Delivery::Delivered),
+                ]
+        })
+        .await;
+    bob.client.mark_read(group, seq).await.unwrap();
+    alice
+        .until("bob read", |d| states(d).0[0].1 == Delivery::Read)
+        .await;
+    assert_eq!(
+        states(&alice),
+        (
+            vec![
+                ("bob".to_owned(), Delivery::Read),
+                ("carol".to_owned(), Delivery::Delivered)
+            ],
+            Some(Delivery::Delivered)
+        )
+    );
+    carol.client.mark_read(group, seq).await.unwrap();
+    alice
+        .until("everyone read", |d| states(d).1 == Some(Delivery::Read))
+        .await;
+    // Marking read again, or below the position, sends nothing.
+    assert!(!bob.client.mark_read(group, seq).await.unwrap());
+    assert!(!bob.client.mark_read(group, seq - 1).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_read_receipts_off_none_are_sent_and_none_shown() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    bob.client.set_read_receipts(false).unwrap();
+    assert!(!bob.client.read_receipts().unwrap());
+    let seq = say(&alice, conv, "did you read this?", &[&bob]).await;
+    alice
+        .until("delivered", |d| {
+            d.view(conv, seq).overall() == Some(Delivery::Delivered)
+        })
+        .await;
+    assert!(bob.client.mark_read(conv, seq).await.unwrap());
+    assert_eq!(bob.client.read_position(conv).unwrap(), seq);
+
+    // bob's next message proves everything he sent before has arrived.
+    let reply = say(&bob, conv, "maybe", &[&alice]).await;
+    assert!(bob
+        .receipts_from(conv, "bob")
+        .iter()
+        .all(|(kind, _)| *kind == ReceiptKind::Delivered));
+    assert_eq!(
+        alice.view(conv, seq).overall(),
+        Some(Delivery::Delivered),
+        "no read receipt from bob"
+    );
+
+    // alice reads bob's reply; bob, with read receipts off, sees no read state.
+    alice.client.mark_read(conv, reply).await.unwrap();
+    bob.until("alice's read receipt arrived", |d| {
+        d.receipts_from(conv, "alice")
+            .contains(&(ReceiptKind::Read, reply))
+    })
+    .await;
+    assert_eq!(bob.view(conv, reply).overall(), Some(Delivery::Delivered));
+    bob.client.set_read_receipts(true).unwrap();
+    assert_eq!(bob.view(conv, reply).overall(), Some(Delivery::Read));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_position_syncs_to_the_readers_other_device() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let laptop = link(&server, &bob, "laptop").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    let seq = say(&alice, conv, "read me once", &[&bob, &laptop]).await;
+    assert_eq!(laptop.client.read_position(conv).unwrap(), 0);
+    bob.client.mark_read(conv, seq).await.unwrap();
+    laptop
+        .until("the phone's read position", |d| {
+            d.client.read_position(conv).unwrap() == seq
+        })
+        .await;
+    alice
+        .until("read", |d| {
+            d.view(conv, seq).overall() == Some(Delivery::Read)
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_gets_few_receipts_and_no_receipt_answers_a_receipt() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    let mut last = 0;
+    for i in 0..100 {
+        let sent = alice
+            .client
+            .send_text(conv, &format!("burst {i}"))
+            .await
+            .unwrap();
+        last = sent.receipt.seq;
+    }
+    for _ in 0..100 {
+        bob.message().await;
+    }
+    alice
+        .until("all delivered", |d| {
+            d.view(conv, last).overall() == Some(Delivery::Delivered)
+        })
+        .await;
+    let done = say(&bob, conv, "done", &[&alice]).await;
+    bob.client.mark_read(conv, last).await.unwrap();
+    // alice closes: her queued receipts go first, then she sends nothing.
+    alice.client.close().await;
+    bob.until("alice's receipt of done", |d| {
+        d.receipts_from(conv, "alice")
+            .contains(&(ReceiptKind::Delivered, done))
+    })
+    .await;
+
+    let delivered: Vec<_> = bob
+        .receipts_from(conv, "bob")
+        .into_iter()
+        .filter(|(kind, _)| *kind == ReceiptKind::Delivered)
+        .collect();
+    assert!(
+        !delivered.is_empty() && delivered.len() <= 10,
+        "100 messages were acknowledged with {} receipts: {delivered:?}",
+        delivered.len()
+    );
+    // Every receipt, either way, covers a visible message of the other
+    // user: never a receipt (nor a reaction, edit or delete).
+    let log: Vec<StoredMessage> = bob.client.messages().log(conv).unwrap();
+    for m in &log {
+        let Content::Receipt { up_to_seq, .. } = m.content else {
+            continue;
+        };
+        let target = log
+            .iter()
+            .find(|t| t.seq == up_to_seq)
+            .expect("the covered seq");
+        assert!(
+            target.content.is_visible() && target.sender_user != m.sender_user,
+            "receipt #{} from {} covers {:?}",
+            m.seq,
+            m.sender_user,
+            target
+        );
+    }
+    assert_eq!(
+        bob.receipts_from(conv, "alice"),
+        [(ReceiptKind::Delivered, done)],
+        "alice acknowledged only bob's one message"
+    );
+}
+
+fn files_containing(dir: &Path, needle: &[u8], found: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_containing(&path, needle, found);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+}
+
+/// The server-blind proof (like `e2ee.rs` `server_stores_only_ciphertext`)
+/// after every new content kind crossed it: replies (quote and body),
+/// reactions, edits, deletes and receipts, 1:1 and in a group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_stores_only_ciphertext_of_every_content_kind() {
+    let mut server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let carol = register(&server, "carol").await;
+    let direct = alice.client.direct("bob").await.unwrap();
+    let group = alice.client.create_group(&["bob", "carol"]).await.unwrap();
+    let marker = |what: &str, conv: u64| format!("PLAINTEXT-{what}-{conv}-7d21c");
+    let mut markers = Vec::new();
+    for (conv, readers) in [(direct, vec![&bob]), (group, vec![&bob, &carol])] {
+        let original = marker("ORIGINAL", conv);
+        let seq = say(&alice, conv, &original, &readers).await;
+        let reply = marker("REPLY", conv);
+        bob.client.reply(conv, seq, &reply).await.unwrap();
+        let reaction = marker("EMOJI", conv);
+        bob.client.react(conv, seq, &reaction).await.unwrap();
+        let edit = marker("EDIT", conv);
+        alice.client.edit(conv, seq, &edit).await.unwrap();
+        bob.client.mark_read(conv, seq).await.unwrap();
+        alice.client.delete_for_everyone(conv, seq).await.unwrap();
+        // Each reader saw each kind arrive (bob: alice's edit and delete;
+        // carol: bob's reply and reaction too).
+        for reader in &readers {
+            let expected: &[u8] = match reader.user() {
+                "bob" => &[3, 6],
+                _ => &[5, 2, 3, 6],
+            };
+            let mut kinds = Vec::new();
+            while kinds.len() < expected.len() {
+                kinds.push(reader.message().await.content.kind());
+            }
+            assert_eq!(kinds, expected, "{}", reader.user());
+        }
+        alice
+            .until("bob's read receipt", |d| {
+                d.receipts_from(conv, "bob")
+                    .iter()
+                    .any(|(kind, _)| *kind == ReceiptKind::Read)
+            })
+            .await;
+        markers.extend([original, reply, reaction, edit]);
+    }
+    let control = b"UNENCRYPTED-CONTROL-MARKER-51ae";
+    alice
+        .client
+        .transport()
+        .send(direct, &control[..])
+        .await
+        .unwrap();
+    server.stop().await;
+
+    let mut control_hits = Vec::new();
+    files_containing(server.data_dir(), control, &mut control_hits);
+    assert!(
+        !control_hits.is_empty(),
+        "the scan cannot see stored payloads"
+    );
+    for marker in &markers {
+        let mut hits = Vec::new();
+        files_containing(server.data_dir(), marker.as_bytes(), &mut hits);
+        assert!(hits.is_empty(), "plaintext {marker} found in {hits:?}");
+    }
+}
