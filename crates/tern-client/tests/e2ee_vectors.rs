@@ -35,7 +35,7 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tern_client::content::Content;
+use tern_client::content::{Content, ReceiptKind};
 use tern_client::identity::Identity;
 use tern_client::mls::{MlsClient, CIPHERSUITE, MAX_PAST_EPOCHS, PADDING};
 use tern_client::olm::{encode_envelope, parse_envelope, OlmDevice, PeerDevice};
@@ -142,6 +142,25 @@ fn recipient(dir: &tempfile::TempDir, keys: &Value) -> OlmDevice {
 fn content_json(content: &Content) -> Value {
     match content {
         Content::Text { body } => json!({ "kind": 1, "body": body }),
+        Content::Reaction { target_seq, emoji } => {
+            json!({ "kind": 2, "target_seq": target_seq, "emoji": emoji })
+        }
+        Content::Edit { target_seq, body } => {
+            json!({ "kind": 3, "target_seq": target_seq, "body": body })
+        }
+        Content::Receipt { receipt, up_to_seq } => {
+            let receipt = match receipt {
+                ReceiptKind::Delivered => "delivered",
+                ReceiptKind::Read => "read",
+            };
+            json!({ "kind": 4, "receipt": receipt, "up_to_seq": up_to_seq })
+        }
+        Content::Reply {
+            target_seq,
+            quote,
+            body,
+        } => json!({ "kind": 5, "target_seq": target_seq, "quote": quote, "body": body }),
+        Content::Delete { target_seq } => json!({ "kind": 6, "target_seq": target_seq }),
         Content::Unknown { kind, payload } => {
             json!({ "kind": kind, "payload": hex::encode(payload) })
         }
@@ -150,8 +169,33 @@ fn content_json(content: &Content) -> Value {
 }
 
 fn content_of(v: &Value) -> Content {
+    let target_seq = || num(&v["target_seq"]);
     match (num(&v["kind"]), v.get("body")) {
         (1, Some(body)) => Content::text(text(body)),
+        (2, _) => Content::Reaction {
+            target_seq: target_seq(),
+            emoji: text(&v["emoji"]).to_owned(),
+        },
+        (3, Some(body)) => Content::Edit {
+            target_seq: target_seq(),
+            body: text(body).to_owned(),
+        },
+        (4, _) => Content::Receipt {
+            receipt: match text(&v["receipt"]) {
+                "delivered" => ReceiptKind::Delivered,
+                "read" => ReceiptKind::Read,
+                other => panic!("receipt type {other}"),
+            },
+            up_to_seq: num(&v["up_to_seq"]),
+        },
+        (5, Some(body)) => Content::Reply {
+            target_seq: target_seq(),
+            quote: text(&v["quote"]).to_owned(),
+            body: text(body).to_owned(),
+        },
+        (6, _) => Content::Delete {
+            target_seq: target_seq(),
+        },
         (kind, _) => Content::Unknown {
             kind: u8::try_from(kind).unwrap(),
             payload: hex_of(&v["payload"]),
@@ -166,6 +210,12 @@ fn content_encoding_matches_the_vectors() {
     let all = load();
     let cases = all["content"]["cases"].as_array().unwrap();
     assert!(cases.len() >= 5);
+    for kind in 1..=6 {
+        assert!(
+            cases.iter().any(|c| num(&c["content"]["kind"]) == kind),
+            "no vector of content kind {kind}"
+        );
+    }
     for case in cases {
         let content = content_of(&case["content"]);
         let encoded = hex_of(&case["encoded"]);
@@ -510,6 +560,52 @@ fn envelope_json(name: &str, sender: (&str, u32), bytes: &[u8], plaintext: Optio
     out
 }
 
+/// One or two vectors of each content kind 2-6 (docs/E2EE.md §3.1-3.5).
+fn new_kind_cases() -> Vec<(&'static str, Content)> {
+    vec![
+        (
+            "reaction 👍 to #7",
+            Content::Reaction {
+                target_seq: 7,
+                emoji: "👍".into(),
+            },
+        ),
+        (
+            "reaction removed from #7 (empty emoji)",
+            Content::Reaction {
+                target_seq: 7,
+                emoji: String::new(),
+            },
+        ),
+        (
+            "edit of #3",
+            Content::Edit {
+                target_seq: 3,
+                body: "hello bob, edited".into(),
+            },
+        ),
+        (
+            "delivered receipt up to #100",
+            Content::Receipt {
+                receipt: ReceiptKind::Delivered,
+                up_to_seq: 100,
+            },
+        ),
+        (
+            "read receipt up to #42",
+            Content::Receipt {
+                receipt: ReceiptKind::Read,
+                up_to_seq: 42,
+            },
+        ),
+        (
+            "reply to #5 quoting it",
+            Content::reply(5, "hello bob", "hi alice"),
+        ),
+        ("delete #9 for everyone", Content::Delete { target_seq: 9 }),
+    ]
+}
+
 /// Rewrites docs/vectors/e2ee.json (see the module docs).
 #[test]
 #[ignore = "rewrites docs/vectors/e2ee.json; run by hand after a deliberate change"]
@@ -535,9 +631,9 @@ fn regenerate_vectors() {
             },
         ),
     ];
+    let contents = contents.into_iter().chain(new_kind_cases());
     let cases: Vec<Value> = contents
-        .iter()
-        .map(|(name, c)| json!({ "name": name, "content": content_json(c), "encoded": hex::encode(c.encode()) }))
+        .map(|(name, c)| json!({ "name": name, "content": content_json(&c), "encoded": hex::encode(c.encode()) }))
         .collect();
 
     // Olm keys.
