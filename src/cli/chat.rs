@@ -212,6 +212,10 @@ pub fn run(command: Command) -> Result<(), String> {
 async fn dispatch(command: Command) -> Result<(), String> {
     match command {
         Command::Serve(_) => Err("serve is not a client command".into()),
+        // Run by `safety` on a plain transport connection.
+        Command::Block(_) | Command::Unblock(_) | Command::Blocked(_) => {
+            Err("the safety commands are run by the safety module".into())
+        }
         Command::Register(a) => register(a).await,
         Command::Listen(a) => listen(a).await,
         Command::Link(a) => link(a).await,
@@ -340,7 +344,7 @@ fn run_local(conn: &Connection, op: &Op) -> Option<Result<(), String>> {
     Some(result)
 }
 
-fn options(conn: &Connection) -> Result<ClientOptions, String> {
+pub(super) fn options(conn: &Connection) -> Result<ClientOptions, String> {
     let saved = load_server_file(&conn.state)?;
     let server = conn
         .server

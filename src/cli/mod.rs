@@ -3,6 +3,7 @@
 mod chat;
 mod forward;
 mod ops;
+mod safety;
 mod serve;
 
 use std::path::PathBuf;
@@ -58,6 +59,12 @@ pub enum Command {
     Accept(chat::AnswerArgs),
     /// Decline an invitation to a group.
     Decline(chat::AnswerArgs),
+    /// Block a user: their messages to you are dropped and they cannot add you to groups.
+    Block(safety::UserArgs),
+    /// Unblock a user.
+    Unblock(safety::UserArgs),
+    /// List the users you block.
+    Blocked(safety::ListArgs),
 }
 
 /// Client connection options shared by every client subcommand.
@@ -98,6 +105,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Block(args) => safety::block(args),
+        Command::Unblock(args) => safety::unblock(args),
+        Command::Blocked(args) => safety::blocked(args),
         client => chat::run(client),
     };
     match result {

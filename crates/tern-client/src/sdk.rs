@@ -24,7 +24,7 @@ use super::connection::{
 use super::identity::{Identity, IdentityError};
 use super::ordering::{Action, OrderedDelivery};
 use super::tls::TrustAnchor;
-use tern_proto::body::{auth, conversations, devices, messaging, privacy, sync};
+use tern_proto::body::{auth, conversations, devices, messaging, privacy, safety, sync};
 use tern_proto::fb::ErrorCode;
 use tern_proto::{
     close, Body, Conflict, ConversationKind, ConversationState, Frame, GroupAdds, Message, Request,
@@ -582,6 +582,36 @@ impl Client {
         };
         self.request(answer).await?;
         Ok(())
+    }
+
+    /// Blocks `user` for this account (every device): their sends to the
+    /// direct conversation with this account are dropped by the server
+    /// (they are not told), and they cannot add this account to groups or
+    /// invite it. Blocking a blocked user again is a no-op.
+    ///
+    /// # Errors
+    /// `InvalidArgument` (a bad handle, this account), `NotFound` (no such
+    /// user), `LimitExceeded` (10,000 users blocked already).
+    pub async fn block(&self, user: &str) -> Result<(), ClientError> {
+        let user = user.to_owned();
+        self.request(safety::Block { user }).await?;
+        Ok(())
+    }
+
+    /// Unblocks `user`; their later sends are delivered again (what they
+    /// sent while blocked is gone). A no-op for a user not blocked.
+    ///
+    /// # Errors
+    /// `InvalidArgument` (a bad handle).
+    pub async fn unblock(&self, user: &str) -> Result<(), ClientError> {
+        let user = user.to_owned();
+        self.request(safety::Unblock { user }).await?;
+        Ok(())
+    }
+
+    /// The users this account blocked, by handle.
+    pub async fn blocked(&self) -> Result<Vec<String>, ClientError> {
+        Ok(self.request(safety::ListBlocked).await?.users)
     }
 
     /// One page of a conversation starting at `from_seq`.

@@ -38,7 +38,7 @@ use tern_proto::auth::{
     register_transcript, sign, verify, EXPORTER_LEN,
 };
 use tern_proto::body::{
-    auth, conversations, devices, errors, messaging, mls, prekeys, privacy, sync,
+    auth, conversations, devices, errors, messaging, mls, prekeys, privacy, safety, sync,
 };
 use tern_proto::codec::{peek_request_id, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX};
 use tern_proto::{fb, Body, Frame, FrameDecoder, FrameError, Limits};
@@ -159,7 +159,7 @@ bodies! {
     ClaimPrekeys, PrekeyBundle, KeysLow, UploadKeyPackages, ClaimKeyPackages,
     KeyPackages, Commit, CommitAccepted, GetGroupInfo, GroupInfo, SetPrivacy,
     Invite, Invited, ListInvitations, Invitations, AnswerInvitation,
-    InvitationAnswered,
+    InvitationAnswered, Block, Unblock, ListBlocked, Blocked,
 }
 
 // Numbers with a distinct byte in every position (so a wrong width or byte
@@ -660,6 +660,16 @@ fn samples() -> Vec<(u64, Body)> {
             }
             .into(),
         ),
+        (27, safety::Block { user: "bob".into() }.into()),
+        (28, safety::Unblock { user: "bob".into() }.into()),
+        (29, safety::ListBlocked.into()),
+        (
+            29,
+            safety::Blocked {
+                users: vec!["bob".into(), "carol".into()],
+            }
+            .into(),
+        ),
     ]
 }
 
@@ -1051,6 +1061,22 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
                 "user": a.user(),
                 "accepted": a.accepted(),
             })
+        }
+        T::Block => {
+            let b = f.body_as_block().expect("the body table");
+            json!({ "user": b.user() })
+        }
+        T::Unblock => {
+            let u = f.body_as_unblock().expect("the body table");
+            json!({ "user": u.user() })
+        }
+        T::ListBlocked => {
+            f.body_as_list_blocked().expect("the body table");
+            json!({})
+        }
+        T::Blocked => {
+            let b = f.body_as_blocked().expect("the body table");
+            json!({ "users": strs(b.users()) })
         }
         other => panic!(
             "no field rendering for body tag {other:?}: add it to wire_fields (and a sample)"

@@ -9,7 +9,7 @@
 //! Adding a request: its struct in its proto family file, its apply in
 //! `cmd/`, and a variant plus two match arms here.
 
-use tern_proto::body::{conversations, devices, messaging, mls, prekeys, privacy, sync};
+use tern_proto::body::{conversations, devices, messaging, mls, prekeys, privacy, safety, sync};
 use tern_proto::fb::ErrorCode;
 use tern_proto::Body;
 use tern_store::ConversationId;
@@ -51,6 +51,9 @@ pub enum LocalCommand {
     SetPrivacy(privacy::SetPrivacy),
     ListInvitations(privacy::ListInvitations),
     AnswerInvitation(privacy::AnswerInvitation),
+    Block(safety::Block),
+    Unblock(safety::Unblock),
+    ListBlocked(safety::ListBlocked),
 }
 
 /// Requests answered by the owner of one conversation, which sequences,
@@ -108,6 +111,9 @@ impl Command {
             Body::SetPrivacy(b) => Command::Local(L::SetPrivacy(b)),
             Body::ListInvitations(b) => Command::Local(L::ListInvitations(b)),
             Body::AnswerInvitation(b) => Command::Local(L::AnswerInvitation(b)),
+            Body::Block(b) => Command::Local(L::Block(b)),
+            Body::Unblock(b) => Command::Local(L::Unblock(b)),
+            Body::ListBlocked(b) => Command::Local(L::ListBlocked(b)),
             Body::Invite(b) => Command::Owner(O::Invite(b)),
             Body::CreateConversation(b) => Command::Owner(O::Create(fresh_conversation_id(), b)),
             Body::AddMembers(b) => Command::Owner(O::AddMembers(b)),
@@ -161,6 +167,9 @@ impl LocalCommand {
             L::AnswerInvitation(b) => {
                 cmd::consent::answer(ctx, caller, b.conversation_id, b.accept).await
             }
+            L::Block(b) => cmd::block::block(ctx, caller, b.user).await,
+            L::Unblock(b) => cmd::block::unblock(ctx, caller, b.user).await,
+            L::ListBlocked(_) => cmd::block::list(ctx, caller).await,
         };
         Outcome::or_refused(result)
     }

@@ -44,6 +44,9 @@ pub struct ConvState {
     /// been recorded, by this process, as having the creator for a contact
     /// (done on its first send; see `cmd::consent::note_reply`).
     pub contact_noted: bool,
+    /// Direct conversations: per sender, whether the other member blocked
+    /// it, with the block-list generation it was read at (see `cmd::block`).
+    pub blocked_senders: HashMap<UserId, (u64, bool)>,
 }
 
 /// `(sender user, sender device, client message id)` → the stored message's
@@ -181,6 +184,7 @@ impl Owner {
             recipients,
             recent,
             contact_noted,
+            blocked_senders: HashMap::new(),
         };
         self.convs.insert(state.record.id, state);
         Ok(())

@@ -1,11 +1,12 @@
-//! Privacy settings, contacts and invitations ([`tern_store::ConsentStore`]),
-//! and the paged and counted reads of each user's conversation index.
-//! Invitation writes (replace, then evict the oldest past the cap) run under
-//! `consent_lock`, so concurrent invitations of one user keep the cap.
+//! Privacy settings, contacts, invitations and blocks
+//! ([`tern_store::ConsentStore`]), and the paged and counted reads of each
+//! user's conversation index. Invitation writes (replace, then evict the
+//! oldest past the cap) and blocks (count, then insert below the bound) run
+//! under `consent_lock`, so concurrent calls for one user keep the bounds.
 
 use tern_store::{
-    oldest_first, BackendError, ConversationId, ConversationKind, GroupAdds, InvitationRecord,
-    UserId,
+    oldest_first, BackendError, BlockOutcome, ConversationId, ConversationKind, GroupAdds,
+    InvitationRecord, UserId,
 };
 
 use crate::{layout as keys, lock, Ctx, Inner};
@@ -147,7 +148,64 @@ impl Inner {
     }
 }
 
-/// `user¹ · contact¹`.
+impl Inner {
+    pub(crate) fn block(
+        &self,
+        user: &str,
+        other: &str,
+        max: usize,
+    ) -> Result<BlockOutcome, BackendError> {
+        let _guard = lock(&self.consent_lock);
+        let key = contact_key(user, other)?;
+        if self.ks.blocks.contains_key(&key).ctx("reading blocks")? {
+            return Ok(BlockOutcome::AlreadyBlocked);
+        }
+        let held = self.ks.blocks.prefix(keys::user(user)?).take(max).count();
+        if held >= max {
+            return Ok(BlockOutcome::Full);
+        }
+        let mut batch = self.db.batch();
+        batch.insert(&self.ks.blocks, key, []);
+        self.write(batch, "writing a block")?;
+        Ok(BlockOutcome::Blocked)
+    }
+
+    pub(crate) fn unblock(&self, user: &str, other: &str) -> Result<bool, BackendError> {
+        let _guard = lock(&self.consent_lock);
+        let key = contact_key(user, other)?;
+        if !self.ks.blocks.contains_key(&key).ctx("reading blocks")? {
+            return Ok(false);
+        }
+        let mut batch = self.db.batch();
+        batch.remove(&self.ks.blocks, key);
+        self.write(batch, "removing a block")?;
+        Ok(true)
+    }
+
+    pub(crate) fn is_blocked(&self, user: &str, other: &str) -> Result<bool, BackendError> {
+        self.ks
+            .blocks
+            .contains_key(contact_key(user, other)?)
+            .ctx("reading blocks")
+    }
+
+    pub(crate) fn blocked_users(&self, user: &str) -> Result<Vec<UserId>, BackendError> {
+        let prefix = keys::user(user)?;
+        let mut out = Vec::new();
+        for guard in self.ks.blocks.prefix(&prefix) {
+            let key = guard.key().ctx("reading blocks")?;
+            let name = key.get(prefix.len() + 1..).unwrap_or_default();
+            let corrupt = || BackendError::corrupt(format!("corrupt block of user {user}"));
+            out.push(String::from_utf8(name.to_vec()).map_err(|_| corrupt())?);
+        }
+        // Keys order by handle length first (the length byte); the trait
+        // lists by handle.
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// `user¹ · contact¹` (also `user¹ · blocked user¹`).
 fn contact_key(user: &str, contact: &str) -> Result<Vec<u8>, BackendError> {
     let mut key = keys::user(user)?;
     key.extend_from_slice(&keys::user(contact)?);

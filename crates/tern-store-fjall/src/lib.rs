@@ -25,6 +25,7 @@
 //! | `privacy`            | user¹                                        | group_adds u8 (0 contacts, 1 everyone) |
 //! | `contacts`           | user¹ · contact¹                             | empty              |
 //! | `invitations`        | user¹ · conversation u64                     | created_ms u64 · accepted u8 · inviter¹ |
+//! | `blocks`             | user¹ · blocked user¹                        | empty              |
 //!
 //! ¹ a user is written as one length byte followed by its bytes, so a user's
 //! keys form one prefix that no other user's keys share.
@@ -93,7 +94,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch};
 use commit::Committer;
 use tern_store::{
     AccountStore, AppendError, AppendOutcome, BackendError, ClaimedKey, CommitOutcome,
-    CommitRecord, ConsentStore, ConversationId, ConversationRecord, ConversationStore,
+    BlockOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord, ConversationStore,
     CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceKeys,
     DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore, InvitationRecord, KeyDirectory, KeyPool,
     MembersError, MessageLog, Poison, PoisonHook, PoolKey, Seq, Store, StoredMessage, UserId,
@@ -171,7 +172,8 @@ pub(crate) struct Inner {
     /// every change to a user's set of devices. Taken before a stripe, never
     /// while holding one.
     pub(crate) create_lock: Mutex<()>,
-    /// Serialises the read-modify-write of a user's invitations (the cap).
+    /// Serialises the read-modify-write of a user's invitations (the cap)
+    /// and of a user's block list (its bound).
     pub(crate) consent_lock: Mutex<()>,
     /// Serialise read-modify-write calls that touch one conversation, or one
     /// device's key material (keyed by a hash of user and device).
@@ -200,6 +202,7 @@ pub(crate) struct Spaces {
     pub(crate) privacy: Keyspace,
     pub(crate) contacts: Keyspace,
     pub(crate) invitations: Keyspace,
+    pub(crate) blocks: Keyspace,
 }
 
 impl Spaces {
@@ -225,6 +228,7 @@ impl Spaces {
             privacy: ks("privacy")?,
             contacts: ks("contacts")?,
             invitations: ks("invitations")?,
+            blocks: ks("blocks")?,
         })
     }
 }
@@ -659,6 +663,31 @@ impl ConsentStore for FjallStore {
         let user = user.to_owned();
         self.off(move |s| s.remove_invitation(&user, conversation))
             .await?
+    }
+
+    async fn block(
+        &self,
+        user: &str,
+        other: &str,
+        max: usize,
+    ) -> Result<BlockOutcome, BackendError> {
+        let (user, other) = (user.to_owned(), other.to_owned());
+        self.off(move |s| s.block(&user, &other, max)).await?
+    }
+
+    async fn unblock(&self, user: &str, other: &str) -> Result<bool, BackendError> {
+        let (user, other) = (user.to_owned(), other.to_owned());
+        self.off(move |s| s.unblock(&user, &other)).await?
+    }
+
+    async fn is_blocked(&self, user: &str, other: &str) -> Result<bool, BackendError> {
+        let (user, other) = (user.to_owned(), other.to_owned());
+        self.off(move |s| s.is_blocked(&user, &other)).await?
+    }
+
+    async fn blocked_users(&self, user: &str) -> Result<Vec<UserId>, BackendError> {
+        let user = user.to_owned();
+        self.off(move |s| s.blocked_users(&user)).await?
     }
 }
 

@@ -102,6 +102,8 @@ macro_rules! conformance_tests {
             contacts,
             invitations,
             conversation_index_pages,
+            blocks,
+            blocks_bound_race,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {

@@ -1,7 +1,8 @@
 //! Privacy settings and consent to join groups: each account's
 //! [`GroupAdds`] setting, its contacts (users it chose to talk to), and the
-//! invitations it was sent ([`InvitationRecord`]), pending or accepted.
-//! The server decides who may add whom; this stores the facts it decides on.
+//! invitations it was sent ([`InvitationRecord`]), pending or accepted, and
+//! the users it blocked. The server decides who may add whom and whose
+//! messages are dropped; this stores the facts it decides on.
 
 use async_trait::async_trait;
 
@@ -29,7 +30,18 @@ pub struct InvitationRecord {
     pub accepted: bool,
 }
 
-/// Privacy settings, contacts and invitations. Every call is atomic on its
+/// What [`ConsentStore::block`] made of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// The user is now blocked.
+    Blocked,
+    /// The user was blocked already; nothing changed.
+    AlreadyBlocked,
+    /// The block list holds `max` users already; nothing changed.
+    Full,
+}
+
+/// Privacy settings, contacts, invitations and blocks. Every call is atomic on its
 /// own; calls about one user may come from several shards at once.
 #[async_trait]
 pub trait ConsentStore: Send + Sync + 'static {
@@ -74,6 +86,25 @@ pub trait ConsentStore: Send + Sync + 'static {
         user: &str,
         conversation: ConversationId,
     ) -> Result<bool, BackendError>;
+
+    /// Adds `other` to `user`'s block list unless it is there already or
+    /// the list holds `max` users (checked and written atomically, so
+    /// concurrent blocks by one user keep the bound).
+    async fn block(
+        &self,
+        user: &str,
+        other: &str,
+        max: usize,
+    ) -> Result<BlockOutcome, BackendError>;
+
+    /// Removes `other` from `user`'s block list; false if it was not there.
+    async fn unblock(&self, user: &str, other: &str) -> Result<bool, BackendError>;
+
+    /// Whether `user` blocked `other`.
+    async fn is_blocked(&self, user: &str, other: &str) -> Result<bool, BackendError>;
+
+    /// The users `user` blocked, in ascending byte order of their handles.
+    async fn blocked_users(&self, user: &str) -> Result<Vec<UserId>, BackendError>;
 }
 
 /// Sorts invitations oldest first (ties: conversation id), the order

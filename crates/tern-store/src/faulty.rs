@@ -32,8 +32,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    AccountStore, AppendError, AppendOutcome, BackendError, BackendErrorKind, ClaimedKey,
-    CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
+    AccountStore, AppendError, AppendOutcome, BackendError, BackendErrorKind, BlockOutcome,
+    ClaimedKey, CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
     ConversationStore, CreateAccountError, CreateConversationError, CreateOutcome, DeviceId,
     DeviceKeys, DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore, InvitationRecord,
     KeyDirectory, KeyPool, MembersError, MessageLog, Poison, PoolKey, Seq, Store, StoredMessage,
@@ -76,12 +76,16 @@ pub enum Op {
     Invitations,
     Invitation,
     RemoveInvitation,
+    Block,
+    Unblock,
+    IsBlocked,
+    BlockedUsers,
     Persist,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 34] = [
+    pub const ALL: [Op; 38] = [
         Op::CreateAccount,
         Op::Device,
         Op::Devices,
@@ -115,6 +119,10 @@ impl Op {
         Op::Invitations,
         Op::Invitation,
         Op::RemoveInvitation,
+        Op::Block,
+        Op::Unblock,
+        Op::IsBlocked,
+        Op::BlockedUsers,
         Op::Persist,
     ];
 
@@ -139,6 +147,8 @@ impl Op {
                 | Op::AddContacts
                 | Op::PutInvitation
                 | Op::RemoveInvitation
+                | Op::Block
+                | Op::Unblock
         )
     }
 
@@ -541,6 +551,30 @@ impl<S: Store> ConsentStore for FaultyStore<S> {
         let call = self.inner.remove_invitation(user, conversation);
         self.run(Op::RemoveInvitation, call).await
     }
+
+    async fn block(
+        &self,
+        user: &str,
+        other: &str,
+        max: usize,
+    ) -> Result<BlockOutcome, BackendError> {
+        let call = self.inner.block(user, other, max);
+        self.run(Op::Block, call).await
+    }
+
+    async fn unblock(&self, user: &str, other: &str) -> Result<bool, BackendError> {
+        self.run(Op::Unblock, self.inner.unblock(user, other)).await
+    }
+
+    async fn is_blocked(&self, user: &str, other: &str) -> Result<bool, BackendError> {
+        self.run(Op::IsBlocked, self.inner.is_blocked(user, other))
+            .await
+    }
+
+    async fn blocked_users(&self, user: &str) -> Result<Vec<UserId>, BackendError> {
+        self.run(Op::BlockedUsers, self.inner.blocked_users(user))
+            .await
+    }
 }
 
 #[async_trait]
@@ -698,6 +732,10 @@ mod tests {
             Op::Invitations => kind(s.invitations("alice").await),
             Op::Invitation => kind(s.invitation("alice", 1).await),
             Op::RemoveInvitation => kind(s.remove_invitation("alice", 1).await),
+            Op::Block => kind(s.block("alice", "bob", 9).await),
+            Op::Unblock => kind(s.unblock("alice", "bob").await),
+            Op::IsBlocked => kind(s.is_blocked("alice", "bob").await),
+            Op::BlockedUsers => kind(s.blocked_users("alice").await),
             Op::Persist => kind(s.persist().await),
         }
     }

@@ -5,7 +5,7 @@
 //! [`KeyDirectory`] (long-term device keys and one generic single-use key
 //! pool for prekeys and KeyPackages), [`GroupStore`] (MLS epochs, GroupInfo,
 //! accepting a Commit atomically) and [`ConsentStore`] (privacy settings,
-//! contacts, invitations to groups). [`Store`] is all of them plus the
+//! contacts, invitations to groups, blocks). [`Store`] is all of them plus the
 //! durability barrier, and is what the server holds.
 //!
 //! Backends: [`memory::MemStore`] (tests), `tern_store_fjall::FjallStore`
@@ -52,7 +52,7 @@ mod types;
 use async_trait::async_trait;
 
 pub use accounts::{AccountStore, CreateAccountError};
-pub use consent::{oldest_first, ConsentStore, GroupAdds, InvitationRecord};
+pub use consent::{oldest_first, BlockOutcome, ConsentStore, GroupAdds, InvitationRecord};
 pub use conversations::{ConversationStore, CreateConversationError, CreateOutcome, MembersError};
 pub use error::{BackendError, BackendErrorKind, Poison, PoisonHook};
 pub use groups::{CommitOutcome, CommitRecord, GroupStore};

@@ -21,12 +21,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    AccountStore, AppendError, AppendOutcome, BackendError, ClaimedKey, CommitOutcome,
-    CommitRecord, ConsentStore, ConversationId, ConversationRecord, ConversationStore,
-    CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceKeys,
-    DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore, InvitationRecord, KeyDirectory, KeyPool,
-    MembersError, MessageLog, PoolKey, Seq, SignedPrekey, Store, StoredMessage, UserId,
-    KEY_POOL_CAP,
+    AccountStore, AppendError, AppendOutcome, BackendError, BlockOutcome, ClaimedKey,
+    CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
+    ConversationStore, CreateAccountError, CreateConversationError, CreateOutcome, DeviceId,
+    DeviceKeys, DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore, InvitationRecord,
+    KeyDirectory, KeyPool, MembersError, MessageLog, PoolKey, Seq, SignedPrekey, Store,
+    StoredMessage, UserId, KEY_POOL_CAP,
 };
 
 /// The in-memory backend. See the module docs.
@@ -54,6 +54,8 @@ struct State {
     contacts: BTreeMap<UserId, BTreeSet<UserId>>,
     /// user → conversation → the user's invitation to it.
     invitations: BTreeMap<UserId, BTreeMap<ConversationId, InvitationRecord>>,
+    /// user → the users it blocked.
+    blocks: BTreeMap<UserId, BTreeSet<UserId>>,
 }
 
 #[derive(Debug)]
@@ -716,6 +718,45 @@ impl ConsentStore for MemStore {
         let mut state = self.state();
         let held = state.invitations.get_mut(user);
         Ok(held.and_then(|m| m.remove(&conversation)).is_some())
+    }
+
+    async fn block(
+        &self,
+        user: &str,
+        other: &str,
+        max: usize,
+    ) -> Result<BlockOutcome, BackendError> {
+        let mut state = self.state();
+        let set = state.blocks.entry(user.to_owned()).or_default();
+        Ok(if set.contains(other) {
+            BlockOutcome::AlreadyBlocked
+        } else if set.len() >= max {
+            BlockOutcome::Full
+        } else {
+            set.insert(other.to_owned());
+            BlockOutcome::Blocked
+        })
+    }
+
+    async fn unblock(&self, user: &str, other: &str) -> Result<bool, BackendError> {
+        let mut state = self.state();
+        Ok(state.blocks.get_mut(user).is_some_and(|s| s.remove(other)))
+    }
+
+    async fn is_blocked(&self, user: &str, other: &str) -> Result<bool, BackendError> {
+        let state = self.state();
+        Ok(state.blocks.get(user).is_some_and(|s| s.contains(other)))
+    }
+
+    async fn blocked_users(&self, user: &str) -> Result<Vec<UserId>, BackendError> {
+        let state = self.state();
+        Ok(state
+            .blocks
+            .get(user)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect())
     }
 }
 

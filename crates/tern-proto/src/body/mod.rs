@@ -23,6 +23,7 @@ pub mod messaging;
 pub mod mls;
 pub mod prekeys;
 pub mod privacy;
+pub mod safety;
 pub mod sync;
 
 pub(crate) type Builder<'a> = FlatBufferBuilder<'a>;

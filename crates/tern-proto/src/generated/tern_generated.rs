@@ -345,10 +345,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupAdds {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 44;
+pub const ENUM_MAX_BODY: u8 = 48;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 45] = [
+pub const ENUM_VALUES_BODY: [Body; 49] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -394,6 +394,10 @@ pub const ENUM_VALUES_BODY: [Body; 45] = [
   Body::Invitations,
   Body::AnswerInvitation,
   Body::InvitationAnswered,
+  Body::Block,
+  Body::Unblock,
+  Body::ListBlocked,
+  Body::Blocked,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -446,9 +450,13 @@ impl Body {
   pub const Invitations: Self = Self(42);
   pub const AnswerInvitation: Self = Self(43);
   pub const InvitationAnswered: Self = Self(44);
+  pub const Block: Self = Self(45);
+  pub const Unblock: Self = Self(46);
+  pub const ListBlocked: Self = Self(47);
+  pub const Blocked: Self = Self(48);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 44;
+  pub const ENUM_MAX: u8 = 48;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -495,6 +503,10 @@ impl Body {
     Self::Invitations,
     Self::AnswerInvitation,
     Self::InvitationAnswered,
+    Self::Block,
+    Self::Unblock,
+    Self::ListBlocked,
+    Self::Blocked,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -544,6 +556,10 @@ impl Body {
       Self::Invitations => Some("Invitations"),
       Self::AnswerInvitation => Some("AnswerInvitation"),
       Self::InvitationAnswered => Some("InvitationAnswered"),
+      Self::Block => Some("Block"),
+      Self::Unblock => Some("Unblock"),
+      Self::ListBlocked => Some("ListBlocked"),
+      Self::Blocked => Some("Blocked"),
       _ => None,
     }
   }
@@ -7625,6 +7641,375 @@ impl ::core::fmt::Debug for InvitationAnswered<'_> {
       ds.finish()
   }
 }
+pub enum BlockOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Block<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Block<'a> {
+  type Inner = Block<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Block<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Block { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BlockArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Block<'bldr>> {
+    let mut builder = BlockBuilder::new(_fbb);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Block::VT_USER, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Block<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BlockArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for BlockArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BlockArgs {
+      user: None, // required field
+    }
+  }
+}
+
+pub struct BlockBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BlockBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Block::VT_USER, user);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BlockBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BlockBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Block<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Block::VT_USER,"user");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Block<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Block");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum UnblockOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Unblock<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Unblock<'a> {
+  type Inner = Unblock<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Unblock<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Unblock { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UnblockArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Unblock<'bldr>> {
+    let mut builder = UnblockBuilder::new(_fbb);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Unblock::VT_USER, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Unblock<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UnblockArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for UnblockArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UnblockArgs {
+      user: None, // required field
+    }
+  }
+}
+
+pub struct UnblockBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UnblockBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Unblock::VT_USER, user);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UnblockBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UnblockBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Unblock<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Unblock::VT_USER,"user");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Unblock<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Unblock");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum ListBlockedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListBlocked<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListBlocked<'a> {
+  type Inner = ListBlocked<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListBlocked<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListBlocked { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args ListBlockedArgs
+  ) -> ::flatbuffers::WIPOffset<ListBlocked<'bldr>> {
+    let mut builder = ListBlockedBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ListBlocked<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListBlockedArgs {
+}
+impl<'a> Default for ListBlockedArgs {
+  #[inline]
+  fn default() -> Self {
+    ListBlockedArgs {
+    }
+  }
+}
+
+pub struct ListBlockedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListBlockedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListBlockedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListBlockedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListBlocked<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListBlocked<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListBlocked");
+      ds.finish()
+  }
+}
+pub enum BlockedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Blocked<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Blocked<'a> {
+  type Inner = Blocked<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Blocked<'a> {
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Blocked { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BlockedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Blocked<'bldr>> {
+    let mut builder = BlockedBuilder::new(_fbb);
+    if let Some(x) = args.users { builder.add_users(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn users(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Blocked::VT_USERS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Blocked<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("users", Self::VT_USERS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BlockedArgs<'a> {
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for BlockedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    BlockedArgs {
+      users: None, // required field
+    }
+  }
+}
+
+pub struct BlockedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BlockedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Blocked::VT_USERS, users);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BlockedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BlockedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Blocked<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Blocked::VT_USERS,"users");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Blocked<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Blocked");
+      ds.field("users", &self.users());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -8343,6 +8728,66 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_block(&self) -> Option<Block<'a>> {
+    if self.body_type() == Body::Block {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Block::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_unblock(&self) -> Option<Unblock<'a>> {
+    if self.body_type() == Body::Unblock {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Unblock::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_blocked(&self) -> Option<ListBlocked<'a>> {
+    if self.body_type() == Body::ListBlocked {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListBlocked::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_blocked(&self) -> Option<Blocked<'a>> {
+    if self.body_type() == Body::Blocked {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Blocked::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -8398,6 +8843,10 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::Invitations => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Invitations>>("Body::Invitations", pos),
           Body::AnswerInvitation => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AnswerInvitation>>("Body::AnswerInvitation", pos),
           Body::InvitationAnswered => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InvitationAnswered>>("Body::InvitationAnswered", pos),
+          Body::Block => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Block>>("Body::Block", pos),
+          Body::Unblock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Unblock>>("Body::Unblock", pos),
+          Body::ListBlocked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListBlocked>>("Body::ListBlocked", pos),
+          Body::Blocked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Blocked>>("Body::Blocked", pos),
           _ => Ok(()),
         }
      })?
@@ -8762,6 +9211,34 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::InvitationAnswered => {
           if let Some(x) = self.body_as_invitation_answered() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Block => {
+          if let Some(x) = self.body_as_block() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Unblock => {
+          if let Some(x) = self.body_as_unblock() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListBlocked => {
+          if let Some(x) = self.body_as_list_blocked() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Blocked => {
+          if let Some(x) = self.body_as_blocked() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

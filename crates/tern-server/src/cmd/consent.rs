@@ -9,6 +9,9 @@
 //! fewer than `groups_per_user` groups, else `LimitExceeded`. B's contacts
 //! are the users B chose: the other members of conversations B created,
 //! users B added to groups, the creator of a direct conversation B sent in.
+//! A user B blocked never has B's consent, and is answered as above
+//! (`ConsentRequired`), so the refusal does not tell a block from a missing
+//! consent; an invitation from them is answered `Done` and dropped.
 
 use std::sync::Arc;
 
@@ -58,6 +61,9 @@ async fn consents(
     user: &str,
     now_ms: u64,
 ) -> Result<bool, Reject> {
+    if super::block::refuses(store, user, adder).await? {
+        return Ok(false);
+    }
     if store.group_adds(user).await.map_err(Reject::store)? == tern_store::GroupAdds::Everyone {
         return Ok(true);
     }
@@ -284,6 +290,10 @@ async fn invite_checked(
     require_users(ctx.store.as_ref(), std::slice::from_ref(&user)).await?;
     let now = ctx.clock.now_ms();
     ctx.limits.invite(&caller.user, now)?;
+    if super::block::refuses(ctx.store.as_ref(), &user, &caller.user).await? {
+        // Answered as a stored invitation would be: a block is not told.
+        return Ok(Outcome::durable(Ok(Done.into())));
+    }
     store_invitation(ctx.store.as_ref(), &user, id, &caller.user, now).await?;
     let push = Body::Invited(Invited {
         conversation_id: id,

@@ -3,6 +3,7 @@
 
 pub mod ack;
 pub mod authenticate;
+pub mod block;
 pub mod commit;
 pub mod consent;
 pub mod create;

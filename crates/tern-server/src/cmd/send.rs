@@ -219,7 +219,9 @@ async fn store_and_fan_out(
 pub enum Staged {
     /// The next message, for the driver to append with its batch.
     New(StoredMessage),
-    /// A retry of a message sequenced here recently: its ack.
+    /// A retry of a message sequenced here recently: its ack; or a send
+    /// dropped because the recipient blocked the sender: its answer
+    /// (`cmd::block`). Nothing is stored or delivered.
     Duplicate(Body),
 }
 
@@ -240,6 +242,10 @@ pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<St
         ServerStats::add(&stats.duplicates, 1);
         return Ok(Staged::Duplicate(ack_of(op.id, seq, time, true)));
     }
+    if let Some(answer) = super::block::drops_send(owner, caller, op.id).await? {
+        return Ok(Staged::Duplicate(answer));
+    }
+    let state = owner.conversation(op.id).await?;
     let msg = StoredMessage {
         conversation_id: op.id,
         seq: state.record.head_seq + 1,

@@ -110,3 +110,58 @@ pub async fn conversation_index_pages(s: Arc<dyn Store>) {
     assert_eq!(ok(s.group_count("carol").await, "count"), 0);
     assert_eq!(ok(page(10, 10).await, "page"), [15, 30, 40]);
 }
+
+/// Blocks are per user, one-directional, idempotent, bounded by `max`
+/// (the bound is checked atomically with the write), listed in handle
+/// order, and undone by unblock.
+pub async fn blocks(s: Arc<dyn Store>) {
+    use crate::BlockOutcome::{AlreadyBlocked, Blocked, Full};
+    let s = &*s;
+    assert!(!ok(s.is_blocked("bob", "alice").await, "is_blocked"));
+    assert_eq!(ok(s.block("bob", "carol", 2).await, "block"), Blocked);
+    assert_eq!(ok(s.block("bob", "alice", 2).await, "block"), Blocked);
+    assert_eq!(
+        ok(s.block("bob", "alice", 2).await, "again"),
+        AlreadyBlocked
+    );
+    assert_eq!(ok(s.block("bob", "dave", 2).await, "past max"), Full);
+    assert!(ok(s.is_blocked("bob", "alice").await, "is_blocked"));
+    assert!(!ok(s.is_blocked("alice", "bob").await, "reverse"));
+    assert!(!ok(s.is_blocked("bob", "dave").await, "refused one"));
+    assert!(!ok(s.is_blocked("bo", "alice").await, "prefix user"));
+    assert!(!ok(s.is_blocked("bob", "alic").await, "prefix other"));
+    assert_eq!(
+        ok(s.blocked_users("bob").await, "list"),
+        ["alice".to_owned(), "carol".to_owned()]
+    );
+    assert!(ok(s.blocked_users("alice").await, "empty").is_empty());
+    assert!(ok(s.unblock("bob", "alice").await, "unblock"));
+    assert!(!ok(s.unblock("bob", "alice").await, "unblock again"));
+    assert!(!ok(s.is_blocked("bob", "alice").await, "after unblock"));
+    assert_eq!(ok(s.block("bob", "dave", 2).await, "room again"), Blocked);
+    assert_eq!(
+        ok(s.blocked_users("bob").await, "list"),
+        ["carol".to_owned(), "dave".to_owned()]
+    );
+}
+
+/// Concurrent blocks by one user never pass the bound.
+pub async fn blocks_bound_race(s: Arc<dyn Store>) {
+    for round in 0..super::RACE_ROUNDS {
+        let user = format!("racer{round}");
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, user) = (Arc::clone(&s), user.clone());
+                tokio::spawn(async move { s.block(&user, &format!("u{i}"), 3).await })
+            })
+            .collect();
+        let mut blocked = 0;
+        for task in tasks {
+            let outcome = ok(ok(task.await, "join"), "block");
+            blocked += usize::from(outcome == crate::BlockOutcome::Blocked);
+        }
+        assert_eq!(blocked, 3, "round {round}");
+        let listed = ok(s.blocked_users(&user).await, "list");
+        assert_eq!(listed.len(), 3, "round {round}");
+    }
+}

@@ -1,0 +1,87 @@
+//! The safety subcommands: `tern block USER`, `tern unblock USER` and
+//! `tern blocked`. Each opens its own connection with the plain transport
+//! client (no end-to-end state is needed), so it works while `tern listen`
+//! holds the state directory.
+
+use tern_client::Client;
+
+use super::chat::{options, shown};
+use super::Connection;
+
+#[derive(clap::Args, Debug)]
+pub struct UserArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// The user's handle.
+    user: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    conn: Connection,
+}
+
+/// What a safety subcommand asks for.
+enum Op {
+    Block(String),
+    Unblock(String),
+    List,
+}
+
+/// Runs `tern block`.
+pub fn block(args: UserArgs) -> Result<(), String> {
+    run(&args.conn, Op::Block(args.user))
+}
+
+/// Runs `tern unblock`.
+pub fn unblock(args: UserArgs) -> Result<(), String> {
+    run(&args.conn, Op::Unblock(args.user))
+}
+
+/// Runs `tern blocked`.
+pub fn blocked(args: ListArgs) -> Result<(), String> {
+    run(&args.conn, Op::List)
+}
+
+fn run(conn: &Connection, op: Op) -> Result<(), String> {
+    super::init_client_logging();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client = Client::connect(options(conn)?)
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = perform(&client, op).await;
+        client.close().await;
+        result
+    })
+}
+
+async fn perform(client: &Client, op: Op) -> Result<(), String> {
+    match op {
+        Op::Block(user) => {
+            client.block(&user).await.map_err(|e| e.to_string())?;
+            println!(
+                "blocked {}: their messages to you are dropped (they are not told) and they cannot add you to groups",
+                shown(&user)
+            );
+        }
+        Op::Unblock(user) => {
+            client.unblock(&user).await.map_err(|e| e.to_string())?;
+            println!("unblocked {}", shown(&user));
+        }
+        Op::List => {
+            let users = client.blocked().await.map_err(|e| e.to_string())?;
+            if users.is_empty() {
+                eprintln!("you block nobody");
+            }
+            for user in users {
+                println!("{}", shown(&user));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Server-enforced messaging authority (issue 10): blocking. Each test runs a
+//! real server on port 0 and real clients.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{TestClient, TestServer, WAIT};
+use tern_client::{Client, ClientError};
+use tern_proto::body::devices;
+use tern_proto::body::safety::MAX_BLOCKED_USERS;
+use tern_proto::fb::ErrorCode;
+use tern_proto::{Body, ConversationKind};
+use tern_store::memory::MemStore;
+use tern_store::{ConsentStore, Store};
+use tokio::time::timeout;
+
+const SHARDS: usize = 2;
+
+/// The code of a refused SDK request.
+fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
+    result.expect_err("refused").code().expect("a server error")
+}
+
+/// Paths of the files under `dir` that contain `needle` (the scan of the
+/// server-blind test in tests/e2ee.rs).
+fn files_containing(dir: &Path, needle: &[u8], found: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_containing(&path, needle, found);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+}
+
+/// Links a second device to `user`'s account, approved from `first`.
+async fn link_device(server: &TestServer, first: &TestClient, user: &str) -> Client {
+    let state = tempfile::tempdir().unwrap();
+    let options = server.options(state.path());
+    std::mem::forget(state);
+    let user = user.to_owned();
+    let linking = tokio::spawn(async move { Client::link(options, &user, "laptop").await });
+    loop {
+        let notice = timeout(WAIT, first.next_notice()).await.unwrap().unwrap();
+        if let Body::LinkPrompt(devices::LinkPrompt { link_id, .. }) = notice {
+            first.approve_link(link_id, true).await.unwrap();
+            break;
+        }
+    }
+    linking.await.unwrap().unwrap()
+}
+
+/// A direct conversation between `a` and `b`, created by `a`.
+async fn direct(a: &TestClient, b: &str) -> u64 {
+    a.create_conversation(ConversationKind::Direct, &[b])
+        .await
+        .unwrap()
+        .id
+}
+
+/// Bob's sends to the direct conversation with alice, who blocked him, are
+/// answered like accepted ones (seq 0, not a duplicate) and stored nowhere:
+/// alice's Sync, History and pushes show nothing, no seq is used up (the
+/// next real message takes the next seq, never 0), the bytes are not in the
+/// data directory, and unblocking restores delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_sends_are_answered_but_neither_stored_nor_delivered() {
+    let mut server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let conv = direct(&bob, "alice").await;
+    let first = bob.send(conv, &b"before the block"[..]).await.unwrap();
+    assert_eq!(first.seq, 1);
+    alice.expect_next_is(conv, b"before the block").await;
+
+    alice.block("bob").await.unwrap();
+    let marker = b"BLOCKED-PAYLOAD-MARKER-7d41c9";
+    let dropped = bob.send(conv, &marker[..]).await.unwrap();
+    assert_eq!((dropped.seq, dropped.duplicate), (0, false));
+    assert!(dropped.server_time_ms >= first.server_time_ms);
+    let again = bob.send(conv, &marker[..]).await.unwrap();
+    assert_eq!((again.seq, again.duplicate), (0, false));
+
+    // Nothing moved for alice.
+    let page = alice.history(conv, 1, 0).await.unwrap();
+    assert_eq!(page.head_seq, 1);
+    assert_eq!(page.messages.len(), 1);
+    let states = alice.sync(true).await.unwrap();
+    let state = states.iter().find(|s| s.conversation_id == conv).unwrap();
+    assert_eq!(state.head_seq, 1);
+    // Bob's history has no trace either (his other devices get nothing).
+    assert_eq!(bob.history(conv, 1, 0).await.unwrap().head_seq, 1);
+
+    // A real message takes seq 2: the dropped sends used up nothing.
+    let real = alice.send(conv, &b"alice writes"[..]).await.unwrap();
+    assert_eq!(real.seq, 2);
+    bob.expect_next_is(conv, b"alice writes").await;
+
+    // Unblocked, bob is delivered again, at the next seq; alice receives
+    // it next, so nothing of the blocked sends was queued for her.
+    alice.unblock("bob").await.unwrap();
+    let control = b"UNBLOCKED-CONTROL-MARKER-52e0aa";
+    let after = bob.send(conv, &control[..]).await.unwrap();
+    assert_eq!(after.seq, 3);
+    let delivered = alice.expect_next_is(conv, control).await;
+    assert_eq!(delivered.seq, 3);
+
+    server.stop().await;
+    let mut hits = Vec::new();
+    files_containing(server.data_dir(), control, &mut hits);
+    assert!(!hits.is_empty(), "the scan cannot see stored payloads");
+    let mut hits = Vec::new();
+    files_containing(server.data_dir(), marker, &mut hits);
+    assert!(hits.is_empty(), "a dropped payload was stored: {hits:?}");
+}
+
+/// A block is per account: sends from every device of the blocked user are
+/// dropped, and the blocker's every device receives nothing; only the
+/// direct conversation is affected (a shared group still delivers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_covers_every_device_and_only_direct_conversations() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let conv = direct(&alice, "bob").await;
+    let group = alice
+        .create_conversation(ConversationKind::Group, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    alice.block("bob").await.unwrap();
+    // Bob links a second device after the block: it is blocked too.
+    let laptop = link_device(&server, &bob, "bob").await;
+    assert_eq!(laptop.send(conv, &b"x"[..]).await.unwrap().seq, 0);
+    assert_eq!(bob.send(conv, &b"y"[..]).await.unwrap().seq, 0);
+    // The group delivers as before.
+    let in_group = bob.send(group, &b"group message"[..]).await.unwrap();
+    assert_eq!(in_group.seq, 1);
+    alice.expect_next_is(group, b"group message").await;
+    // Alice's own sends to bob are delivered (she may still write).
+    assert_eq!(alice.send(conv, &b"hi"[..]).await.unwrap().seq, 1);
+    bob.expect_next_is(conv, b"hi").await;
+}
+
+/// A blocked user cannot add the blocker to a group (refused exactly like
+/// a missing consent, even where the blocker lets everyone add her) and
+/// cannot invite her (answered Done, nothing reaches her).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_user_cannot_add_or_invite_the_blocker() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await; // group_adds = Everyone
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let group = ConversationKind::Group;
+    // Alice made bob a contact before she blocked him.
+    direct(&alice, "bob").await;
+    alice.block("bob").await.unwrap();
+    assert_eq!(
+        code(bob.create_conversation(group, &["alice"]).await),
+        ErrorCode::ConsentRequired
+    );
+    let bobs = bob.create_conversation(group, &[]).await.unwrap().id;
+    assert_eq!(
+        code(bob.add_members(bobs, &["alice"]).await),
+        ErrorCode::ConsentRequired
+    );
+    bob.invite(bobs, "alice").await.unwrap();
+    assert!(alice.invitations().await.unwrap().is_empty());
+    // Only bob's additions are refused: carol's group takes alice.
+    let carols = carol.create_conversation(group, &["alice"]).await.unwrap();
+    assert!(carols.members.contains(&"alice".to_owned()));
+    // Unblocked, bob may add her again.
+    alice.unblock("bob").await.unwrap();
+    bob.add_members(bobs, &["alice"]).await.unwrap();
+}
+
+/// ListBlocked shows the set by handle; Block and Unblock are idempotent;
+/// bad arguments are typed errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_block_list_is_listed_and_checked() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    for user in ["zed", "bob", "carol"] {
+        server.register(user).await;
+        alice.block(user).await.unwrap();
+    }
+    alice.block("bob").await.unwrap();
+    assert_eq!(alice.blocked().await.unwrap(), ["bob", "carol", "zed"]);
+    alice.unblock("carol").await.unwrap();
+    alice.unblock("carol").await.unwrap();
+    assert_eq!(alice.blocked().await.unwrap(), ["bob", "zed"]);
+    assert_eq!(code(alice.block("alice").await), ErrorCode::InvalidArgument);
+    assert_eq!(
+        code(alice.block("Not A Handle").await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(code(alice.block("nobody").await), ErrorCode::NotFound);
+    assert_eq!(code(alice.unblock("").await), ErrorCode::InvalidArgument);
+}
+
+/// At most MAX_BLOCKED_USERS per account: one more is LimitExceeded, and
+/// unblocking one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_block_list_is_bounded() {
+    let store = Arc::new(MemStore::new());
+    let server = TestServer::start_on_store(SHARDS, store.clone());
+    let alice = server.register("alice").await;
+    server.register("bob").await;
+    for i in 0..MAX_BLOCKED_USERS {
+        let user = format!("u{i}");
+        store
+            .block("alice", &user, MAX_BLOCKED_USERS)
+            .await
+            .unwrap();
+    }
+    assert_eq!(code(alice.block("bob").await), ErrorCode::LimitExceeded);
+    assert_eq!(alice.blocked().await.unwrap().len(), MAX_BLOCKED_USERS);
+    alice.unblock("u0").await.unwrap();
+    alice.block("bob").await.unwrap();
+    let listed = alice.blocked().await.unwrap();
+    assert_eq!(listed.len(), MAX_BLOCKED_USERS);
+    assert!(listed.contains(&"bob".to_owned()));
+    store.persist().await.unwrap();
+}
+
+/// Runs the `tern` binary; its stdout, failing the test on a failure.
+fn tern(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "tern {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `tern block`, `tern blocked` and `tern unblock` against a real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_blocks_lists_and_unblocks() {
+    let server = TestServer::start(SHARDS);
+    server.register("bob").await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("alice").to_string_lossy().into_owned();
+    let (addr, fp) = (server.addr.to_string(), hex::encode(server.fingerprint));
+    tokio::task::spawn_blocking(move || {
+        let s = state.as_str();
+        tern(&[
+            "register",
+            "--state",
+            s,
+            "--server",
+            &addr,
+            "--fingerprint",
+            &fp,
+            "alice",
+        ]);
+        assert!(tern(&["block", "--state", s, "bob"]).starts_with("blocked bob"));
+        assert_eq!(tern(&["blocked", "--state", s]), "bob\n");
+        tern(&["unblock", "--state", s, "bob"]);
+        assert_eq!(tern(&["blocked", "--state", s]), "");
+    })
+    .await
+    .unwrap();
+}
