@@ -92,13 +92,17 @@ fn two_terminal_chat_walkthrough() {
     );
     assert!(shown[1].starts_with(&format!("[{conv} #2] ")), "{history}");
     assert!(shown[1].ends_with(" UTC alice/1: hello bob"), "{history}");
-    assert_eq!(ok(tern(&["history", "--state", &alice, &conv])), history);
+    // alice's own messages also show where they got to (she has not
+    // listened since, so bob's delivered receipt has not reached her).
+    let sent: String = history.lines().map(|l| format!("{l}  (sent)\n")).collect();
+    assert_eq!(ok(tern(&["history", "--state", &alice, &conv])), sent);
     let last = ok(tern(&["history", "--state", &bob, &conv, "--limit", "1"]));
     assert_eq!(last, format!("{}\n", shown[1]));
     let found = ok(tern(&["search", "--state", &bob, "AWAY"]));
     assert_eq!(found, format!("{}\n", shown[0]));
     let listing = ok(tern(&["conversations", "--state", &bob]));
-    assert!(listing.contains("head 2\tdelivered up to 2"), "{listing}");
+    // Seq 3 is bob's delivered receipt, sent as his listener closed.
+    assert!(listing.contains("head 3\tdelivered up to 2"), "{listing}");
     let bad = tern(&["send", "--state", &bob, "12345", "to nowhere"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not one of yours"));
@@ -584,7 +588,9 @@ fn reply_while_listening() {
     let history = ok(tern(&["history", "--state", &bob, &direct]));
     let said: Vec<String> = history
         .lines()
-        .map(|l| l.split_once(" UTC ").unwrap().1.to_owned())
+        .map(|l| l.split_once(" UTC ").unwrap().1)
+        // bob's own messages end with their receipt state: "  (delivered)".
+        .map(|l| l.split("  (").next().unwrap().to_owned())
         .collect();
     let expected = [
         "alice/1: hello bob",

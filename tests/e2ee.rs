@@ -802,14 +802,20 @@ async fn a_decrypted_but_unacknowledged_message_is_kept_once_across_a_restart() 
     let again = SecureClient::connect(server.options(bob.state.path()))
         .await
         .unwrap();
-    alice
+    // bob's SDK sent a delivered receipt for #1 as it closed: seq 2.
+    let after = alice
         .client
         .send_text(direct, "after the restart")
         .await
-        .unwrap();
+        .unwrap()
+        .receipt
+        .seq;
     match next(&again).await {
         SecureEvent::Message(m) => {
-            assert_eq!((m.seq, m.content), (2, Content::text("after the restart")))
+            assert_eq!(
+                (m.seq, m.content),
+                (after, Content::text("after the restart"))
+            )
         }
         other => panic!("expected the message after the restart, got {other:?}"),
     }
@@ -824,7 +830,7 @@ async fn a_decrypted_but_unacknowledged_message_is_kept_once_across_a_restart() 
         stored,
         [
             (1, Some("before the crash".into())),
-            (2, Some("after the restart".into()))
+            (after, Some("after the restart".into()))
         ]
     );
     let cursors = again.transport().sync(true).await.unwrap();
@@ -861,7 +867,8 @@ async fn messages_decrypted_while_a_send_caught_up_reach_the_next_client() {
         next_text(&again).await,
         ("alice".into(), "before carol".into())
     );
-    alice.client.send_text(group, "after").await.unwrap();
+    // Between "from bob" and "after": bob's delivered receipt (not shown).
+    let after = alice.client.send_text(group, "after").await.unwrap();
     assert_eq!(next_text(&again).await, ("alice".into(), "after".into()));
     let stored: Vec<(u64, String, bool)> = again
         .messages()
@@ -875,7 +882,7 @@ async fn messages_decrypted_while_a_send_caught_up_reach_the_next_client() {
         [
             (3, "before carol".into(), false),
             (sent.receipt.seq, "from bob".into(), true),
-            (sent.receipt.seq + 1, "after".into(), false),
+            (after.receipt.seq, "after".into(), false),
         ]
     );
     again.close().await;
