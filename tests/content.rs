@@ -593,3 +593,137 @@ async fn the_server_stores_only_ciphertext_of_every_content_kind() {
         assert!(hits.is_empty(), "plaintext {marker} found in {hits:?}");
     }
 }
+
+mod cli {
+    //! The content commands of the `tern` binary against a server process:
+    //! the README walkthrough's reaction, reply, edit and delete, `read`
+    //! and `receipts`, and how `history` shows them.
+
+    use std::process::{Command, Output};
+
+    use super::common::{data_dir, ServerProcess};
+
+    fn tern(args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("runs")
+    }
+
+    fn ok(output: Output) -> String {
+        assert!(
+            output.status.success(),
+            "failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn line(history: &str, seq: u32) -> &str {
+        history
+            .lines()
+            .find(|l| l.contains(&format!(" #{seq}] ")))
+            .unwrap_or_else(|| panic!("#{seq} in {history}"))
+    }
+
+    #[test]
+    fn react_reply_edit_delete_read_and_receipts_from_the_command_line() {
+        let (_tmp, data) = data_dir();
+        let server = ServerProcess::spawn(&data, 2);
+        let clients = tempfile::tempdir().unwrap();
+        let state = |u: &str| clients.path().join(u).to_string_lossy().into_owned();
+        let (alice, bob) = (state("alice"), state("bob"));
+        let (addr, fp) = (server.addr.to_string(), hex::encode(server.fingerprint));
+        for (dir, user) in [(&alice, "alice"), (&bob, "bob")] {
+            let flags = ["--server", &addr, "--fingerprint", &fp];
+            ok(tern(
+                &[&["register", "--state", dir][..], &flags, &[user]].concat(),
+            ));
+        }
+        let conv = ok(tern(&["create", "--state", &alice, "direct", "bob"]));
+        let conv = conv.trim();
+        ok(tern(&["send", "--state", &alice, conv, "lunch at noon"]));
+        ok(tern(&["send", "--state", &alice, conv, "typo"]));
+        ok(tern(&["listen", "--state", &bob, "--count", "2"]));
+        // #3 is bob's delivered receipt (sent as his listener closed).
+
+        let reacted = ok(tern(&["react", "--state", &bob, conv, "1", "👍"]));
+        assert!(reacted.starts_with("reacted 👍 to #1"), "{reacted}");
+        let replied = ok(tern(&["reply", "--state", &bob, conv, "1", "yes"]));
+        assert!(replied.contains("(reply to #1)"), "{replied}");
+        let refused = tern(&["edit", "--state", &bob, conv, "1", "forged"]);
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("only the message's sender"),
+            "{refused:?}"
+        );
+        ok(tern(&[
+            "edit",
+            "--state",
+            &alice,
+            conv,
+            "1",
+            "lunch at one",
+        ]));
+        let deleted = ok(tern(&[
+            "delete",
+            "--state",
+            &alice,
+            conv,
+            "2",
+            "--everyone",
+        ]));
+        assert_eq!(deleted, "deleted #2 for everyone\n");
+
+        let heard = ok(tern(&["listen", "--state", &alice, "--count", "2"]));
+        assert!(heard.contains("bob/1: <reacted 👍 to #1>"), "{heard}");
+        assert!(
+            heard.contains("bob/1: (reply to #1 \"lunch at noon\") yes"),
+            "{heard}"
+        );
+        let heard = ok(tern(&["listen", "--state", &bob, "--count", "2"]));
+        assert!(heard.contains("<edited #1: lunch at one>"), "{heard}");
+        assert!(heard.contains("<deleted #2 for everyone>"), "{heard}");
+
+        let history = ok(tern(&["history", "--state", &bob, conv]));
+        assert!(
+            line(&history, 1).ends_with("alice/1: lunch at one (edited)  [👍 bob]"),
+            "{history}"
+        );
+        assert!(
+            line(&history, 2).ends_with("alice/1: <message deleted>"),
+            "{history}"
+        );
+        let reply = line(&history, 5);
+        assert!(
+            reply.contains("bob/1: (reply to #1 \"lunch at noon\") yes  ("),
+            "{history}"
+        );
+        let history = ok(tern(&["history", "--state", &alice, conv]));
+        // alice's listener got bob's receipt: her #1 is delivered.
+        assert!(
+            line(&history, 1).ends_with("lunch at one (edited)  [👍 bob]  (delivered)"),
+            "{history}"
+        );
+
+        assert_eq!(
+            ok(tern(&["read", "--state", &bob, conv])),
+            "read up to #5\n"
+        );
+        assert_eq!(
+            ok(tern(&["read", "--state", &bob, conv, "4"])),
+            "already read up to #4 or later\n"
+        );
+        let off = ok(tern(&["receipts", "--state", &bob, "off"]));
+        assert!(off.starts_with("read receipts off"), "{off}");
+        ok(tern(&["delete", "--state", &bob, conv, "1"]));
+        let history = ok(tern(&["history", "--state", &bob, conv]));
+        assert!(
+            line(&history, 1).ends_with("<message deleted>"),
+            "{history}"
+        );
+        assert!(!line(&ok(tern(&["history", "--state", &alice, conv])), 1).contains("deleted"));
+        assert_eq!(server.terminate().code(), Some(0));
+    }
+}

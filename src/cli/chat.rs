@@ -212,6 +212,12 @@ pub fn run(command: Command) -> Result<(), String> {
 async fn dispatch(command: Command) -> Result<(), String> {
     match command {
         Command::Serve(_) => Err("serve is not a client command".into()),
+        c @ (Command::React(_)
+        | Command::Reply(_)
+        | Command::Edit(_)
+        | Command::Delete(_)
+        | Command::Read(_)
+        | Command::Receipts(_)) => super::content::dispatch(c).await,
         // Run by `safety` on a plain transport connection.
         Command::Block(_) | Command::Unblock(_) | Command::Blocked(_) => {
             Err("the safety commands are run by the safety module".into())
@@ -290,7 +296,7 @@ fn members_op(conversation: u64, members: Vec<String>, add: bool) -> Op {
 /// Runs `op` on the state directory of `conn`: with a client of its own,
 /// or, while a `tern listen` holds the directory, by that listener. Prints
 /// what the command prints; the error is the command's.
-async fn run_op(conn: &Connection, op: Op) -> Result<(), String> {
+pub(super) async fn run_op(conn: &Connection, op: Op) -> Result<(), String> {
     if let Some(result) = run_local(conn, &op) {
         return result;
     }
@@ -332,11 +338,15 @@ fn run_local(conn: &Connection, op: &Op) -> Option<Result<(), String>> {
         Err(StateLockError::InUse { .. }) => return None,
         Err(e) => return Some(Err(e.to_string())),
     };
+    let me = match Identity::load(&conn.state) {
+        Ok(identity) => identity.user,
+        Err(e) => return Some(Err(e.to_string())),
+    };
     let result = MessageStore::open(conn.state.join(MESSAGE_STORE_FILE))
         .map_err(|e| e.to_string())
         .and_then(|store| {
             let mut printed = Printed::default();
-            let result = perform_local(&store, op.clone(), &mut printed).map(drop);
+            let result = perform_local(&store, &me, op.clone(), &mut printed).map(drop);
             printed.emit();
             result
         });
@@ -628,10 +638,37 @@ fn print_decrypted(m: &Decrypted) {
 }
 
 /// A message's content as a terminal shows it: text escaped ([`shown`]),
-/// a message this device could not read with why, any other kind by name.
+/// a reply with its quote, a reaction, edit, delete or receipt as what it
+/// does, a message this device could not read with why, any other kind by
+/// name.
 pub fn content_shown(content: &Content) -> String {
     match (content, content.unreadable_reason()) {
         (Content::Text { body }, _) => shown(body),
+        (
+            Content::Reply {
+                target_seq,
+                quote,
+                body,
+            },
+            _,
+        ) => format!(
+            "(reply to #{target_seq} \"{}\") {}",
+            shown(quote),
+            shown(body)
+        ),
+        (Content::Reaction { target_seq, emoji }, _) if emoji.is_empty() => {
+            format!("<removed a reaction to #{target_seq}>")
+        }
+        (Content::Reaction { target_seq, emoji }, _) => {
+            format!("<reacted {} to #{target_seq}>", shown(emoji))
+        }
+        (Content::Edit { target_seq, body }, _) => {
+            format!("<edited #{target_seq}: {}>", shown(body))
+        }
+        (Content::Delete { target_seq }, _) => format!("<deleted #{target_seq} for everyone>"),
+        (Content::Receipt { receipt, up_to_seq }, _) => {
+            format!("<{receipt:?} up to #{up_to_seq}>").to_lowercase()
+        }
         (_, Some(reason)) => format!("<could not decrypt: {}>", shown(&reason)),
         (other, None) => shown(&format!("<{other:?}>")),
     }

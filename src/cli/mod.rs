@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch for the `tern` binary.
 
 mod chat;
+mod content;
 mod forward;
 mod ops;
 mod safety;
@@ -59,6 +60,18 @@ pub enum Command {
     Accept(chat::AnswerArgs),
     /// Decline an invitation to a group.
     Decline(chat::AnswerArgs),
+    /// React to a message with an emoji (replacing your earlier reaction), or --remove it.
+    React(content::ReactArgs),
+    /// Reply to a message, quoting it.
+    Reply(content::TextArgs),
+    /// Replace the text of your message (within 24 hours of sending it).
+    Edit(content::TextArgs),
+    /// Delete a message on this device, or your own message for --everyone.
+    Delete(content::DeleteArgs),
+    /// Mark a conversation read up to SEQ (default: the latest message on this device).
+    Read(content::ReadArgs),
+    /// Turn read receipts on or off (off: you send none and see no one's).
+    Receipts(content::ReceiptsArgs),
     /// Block a user: their messages to you are dropped and they cannot add you to groups.
     Block(safety::UserArgs),
     /// Unblock a user.

@@ -54,6 +54,8 @@ pub enum Op {
     Invitations,
     /// `tern accept GROUP` (`accept: true`) or `tern decline GROUP`.
     Answer { conversation: u64, accept: bool },
+    /// `tern react`, `reply`, `edit`, `delete`, `read`, `receipts`.
+    Content(super::content::ContentOp),
 }
 
 /// What a command prints, stdout and stderr apart, each in order.
@@ -65,13 +67,13 @@ pub struct Printed {
 
 impl Printed {
     /// A line for stdout.
-    fn out(&mut self, line: impl AsRef<str>) {
+    pub(super) fn out(&mut self, line: impl AsRef<str>) {
         self.stdout.push_str(line.as_ref());
         self.stdout.push('\n');
     }
 
     /// A line for stderr.
-    fn err(&mut self, line: impl AsRef<str>) {
+    pub(super) fn err(&mut self, line: impl AsRef<str>) {
         self.stderr.push_str(line.as_ref());
         self.stderr.push('\n');
     }
@@ -104,8 +106,9 @@ pub async fn perform(client: &SecureClient, op: Op, out: &mut Printed) -> Result
             expires_in,
         } => send(client, conversation, &text, expires_in, out).await,
         Op::History { .. } | Op::Search { .. } => {
-            perform_local(client.messages(), op, out).map(drop)
+            perform_local(client.messages(), client.user(), op, out).map(drop)
         }
+        Op::Content(op) => super::content::perform(client, op, out).await,
         Op::Conversations => conversations(client, out).await,
         Op::Approve { link_id, deny } => approve(client, link_id, deny, out).await,
         Op::Devices { user, revoke } => devices(client, user, revoke, out).await,
@@ -348,37 +351,22 @@ async fn devices(
 }
 
 /// Runs an operation that only reads this device's message store (history,
-/// search): it needs no server. `Ok(false)` for any other operation.
-pub fn perform_local(store: &MessageStore, op: Op, out: &mut Printed) -> Result<bool, String> {
+/// search) of account `me`: it needs no server. `Ok(false)` for any other
+/// operation.
+pub fn perform_local(
+    store: &MessageStore,
+    me: &str,
+    op: Op,
+    out: &mut Printed,
+) -> Result<bool, String> {
     match op {
         Op::History {
             conversation,
             limit,
-        } => history(store, conversation, limit, out).map(|()| true),
+        } => super::content::history(store, me, conversation, limit, out).map(|()| true),
         Op::Search { text, limit } => search(store, &text, limit, out).map(|()| true),
         _ => Ok(false),
     }
-}
-
-/// The last `limit` messages of a conversation from this device's store.
-fn history(
-    store: &MessageStore,
-    conversation: u64,
-    limit: u32,
-    out: &mut Printed,
-) -> Result<(), String> {
-    let messages = store
-        .history(conversation, limit)
-        .map_err(|e| e.to_string())?;
-    for m in &messages {
-        out.out(stored_line(m));
-    }
-    if messages.is_empty() {
-        out.err(format!(
-            "no messages of conversation {conversation} on this device (it keeps what it sent or received since it was set up)"
-        ));
-    }
-    Ok(())
 }
 
 /// The latest `limit` stored messages containing every word of `text`.

@@ -1,0 +1,373 @@
+//! The message-content commands: `react`, `reply`, `edit`, `delete`,
+//! `read` and `receipts`, and how `history` shows what they did
+//! (reactions, edits, replies, deletions and, for this account's messages,
+//! sent/delivered/read). Each command is a [`ContentOp`] inside
+//! [`Op::Content`], so a running `tern listen` performs it for another
+//! invocation like every other command ([`super::forward`]).
+
+use serde::{Deserialize, Serialize};
+use tern_client::message_store::{Delivery, MessageStore, MessageView};
+use tern_client::secure::SecureClient;
+
+use super::chat::{content_shown, shown};
+use super::ops::{utc_time, Op, Printed};
+use super::{Command, Connection};
+
+#[derive(clap::Args, Debug)]
+pub struct ReactArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Conversation id.
+    conversation: u64,
+    /// The message's seq (shown by `tern history`).
+    seq: u64,
+    /// One emoji; replaces your earlier reaction to the message.
+    #[arg(required_unless_present = "remove")]
+    emoji: Option<String>,
+    /// Take back your reaction instead.
+    #[arg(long, conflicts_with = "emoji")]
+    remove: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TextArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Conversation id.
+    conversation: u64,
+    /// The message's seq (shown by `tern history`).
+    seq: u64,
+    /// The text.
+    text: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Conversation id.
+    conversation: u64,
+    /// The message's seq (shown by `tern history`).
+    seq: u64,
+    /// Delete your message on every member's devices, not only on this one.
+    #[arg(long)]
+    everyone: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Conversation id.
+    conversation: u64,
+    /// Mark read up to this seq [default: the latest message on this device].
+    seq: Option<u64>,
+}
+
+/// `tern receipts on|off`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReceiptsArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Send read receipts and see others' (on, the default), or neither (off).
+    #[arg(value_enum)]
+    setting: Switch,
+}
+
+/// One content command's own arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContentOp {
+    /// `tern react CONV SEQ EMOJI` (`emoji: None`: `--remove`).
+    React {
+        conversation: u64,
+        seq: u64,
+        emoji: Option<String>,
+    },
+    /// `tern reply CONV SEQ TEXT`
+    Reply {
+        conversation: u64,
+        seq: u64,
+        text: String,
+    },
+    /// `tern edit CONV SEQ TEXT`
+    Edit {
+        conversation: u64,
+        seq: u64,
+        text: String,
+    },
+    /// `tern delete CONV SEQ [--everyone]`
+    Delete {
+        conversation: u64,
+        seq: u64,
+        everyone: bool,
+    },
+    /// `tern read CONV [SEQ]`
+    Read { conversation: u64, seq: Option<u64> },
+    /// `tern receipts on|off`
+    Receipts { on: bool },
+}
+
+/// The connection and operation of a content command; `None` for others.
+pub fn op_of(command: Command) -> Option<(Connection, ContentOp)> {
+    let parsed = match command {
+        Command::React(a) => (
+            a.conn,
+            ContentOp::React {
+                conversation: a.conversation,
+                seq: a.seq,
+                emoji: a.emoji.filter(|_| !a.remove),
+            },
+        ),
+        Command::Reply(a) => (
+            a.conn,
+            ContentOp::Reply {
+                conversation: a.conversation,
+                seq: a.seq,
+                text: a.text,
+            },
+        ),
+        Command::Edit(a) => (
+            a.conn,
+            ContentOp::Edit {
+                conversation: a.conversation,
+                seq: a.seq,
+                text: a.text,
+            },
+        ),
+        Command::Delete(a) => (
+            a.conn,
+            ContentOp::Delete {
+                conversation: a.conversation,
+                seq: a.seq,
+                everyone: a.everyone,
+            },
+        ),
+        Command::Read(a) => (
+            a.conn,
+            ContentOp::Read {
+                conversation: a.conversation,
+                seq: a.seq,
+            },
+        ),
+        Command::Receipts(a) => (
+            a.conn,
+            ContentOp::Receipts {
+                on: a.setting == Switch::On,
+            },
+        ),
+        _ => return None,
+    };
+    Some(parsed)
+}
+
+/// Runs a content command as [`Op::Content`] (own client, or the listener).
+pub async fn dispatch(command: Command) -> Result<(), String> {
+    let (conn, op) = op_of(command).ok_or("not a content command")?;
+    super::chat::run_op(&conn, Op::Content(op)).await
+}
+
+/// Performs `op` with `client`, writing what it prints into `out`.
+pub async fn perform(
+    client: &SecureClient,
+    op: ContentOp,
+    out: &mut Printed,
+) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    match op {
+        ContentOp::React {
+            conversation,
+            seq,
+            emoji: Some(emoji),
+        } => {
+            let sent = client
+                .react(conversation, seq, &emoji)
+                .await
+                .map_err(|x| e(&x))?;
+            out.out(format!(
+                "reacted {} to #{seq} (seq {})",
+                shown(&emoji),
+                sent.receipt.seq
+            ));
+        }
+        ContentOp::React {
+            conversation,
+            seq,
+            emoji: None,
+        } => {
+            client
+                .remove_reaction(conversation, seq)
+                .await
+                .map_err(|x| e(&x))?;
+            out.out(format!("removed your reaction to #{seq}"));
+        }
+        ContentOp::Reply {
+            conversation,
+            seq,
+            text,
+        } => {
+            let sent = client
+                .reply(conversation, seq, &text)
+                .await
+                .map_err(|x| e(&x))?;
+            out.out(format!(
+                "sent: conversation {conversation} seq {} (reply to #{seq})",
+                sent.receipt.seq
+            ));
+        }
+        ContentOp::Edit {
+            conversation,
+            seq,
+            text,
+        } => {
+            client
+                .edit(conversation, seq, &text)
+                .await
+                .map_err(|x| e(&x))?;
+            out.out(format!("edited #{seq}"));
+        }
+        ContentOp::Delete {
+            conversation,
+            seq,
+            everyone,
+        } => delete(client, conversation, seq, everyone, out).await?,
+        ContentOp::Read { conversation, seq } => read(client, conversation, seq, out).await?,
+        ContentOp::Receipts { on } => {
+            client.set_read_receipts(on).map_err(|x| e(&x))?;
+            out.out(match on {
+                true => "read receipts on: you send them and see others'",
+                false => "read receipts off: you send none and see no one's",
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn delete(
+    client: &SecureClient,
+    conversation: u64,
+    seq: u64,
+    everyone: bool,
+    out: &mut Printed,
+) -> Result<(), String> {
+    if everyone {
+        client
+            .delete_for_everyone(conversation, seq)
+            .await
+            .map_err(|e| e.to_string())?;
+        out.out(format!("deleted #{seq} for everyone"));
+    } else {
+        client
+            .delete_for_me(conversation, seq)
+            .map_err(|e| e.to_string())?;
+        out.out(format!("deleted #{seq} on this device"));
+    }
+    Ok(())
+}
+
+async fn read(
+    client: &SecureClient,
+    conversation: u64,
+    seq: Option<u64>,
+    out: &mut Printed,
+) -> Result<(), String> {
+    let latest = client
+        .messages()
+        .latest_seq(conversation)
+        .map_err(|e| e.to_string())?;
+    let Some(seq) = seq.or(latest) else {
+        return Err(format!(
+            "no messages of conversation {conversation} on this device to mark read"
+        ));
+    };
+    let moved = client
+        .mark_read(conversation, seq)
+        .await
+        .map_err(|e| e.to_string())?;
+    out.out(match moved {
+        true => format!("read up to #{seq}"),
+        false => format!("already read up to #{seq} or later"),
+    });
+    Ok(())
+}
+
+/// `tern history`: the last `limit` messages of a conversation as `me`
+/// sees them: `[CONV #SEQ] TIME SENDER/DEVICE: TEXT`, then what happened
+/// to it (a reply's quote first, "(edited)", reactions, and for `me`'s
+/// messages sent/delivered/read: overall, and per user when there are
+/// several recipients).
+pub fn history(
+    store: &MessageStore,
+    me: &str,
+    conversation: u64,
+    limit: u32,
+    out: &mut Printed,
+) -> Result<(), String> {
+    let views = store
+        .view(conversation, limit, me)
+        .map_err(|e| e.to_string())?;
+    for v in &views {
+        out.out(history_line(v));
+    }
+    if views.is_empty() {
+        out.err(format!(
+            "no messages of conversation {conversation} on this device (it keeps what it sent or received since it was set up)"
+        ));
+    }
+    Ok(())
+}
+
+/// One message of [`history`].
+pub fn history_line(v: &MessageView) -> String {
+    let m = &v.message;
+    let mut line = format!(
+        "[{} #{}] {} {}/{}: ",
+        m.conversation_id,
+        m.seq,
+        utc_time(m.server_time_ms),
+        shown(&m.sender_user),
+        m.sender_device,
+    );
+    if v.deleted {
+        line.push_str("<message deleted>");
+        return line;
+    }
+    line.push_str(&content_shown(&m.content));
+    if v.edited_at_ms.is_some() {
+        line.push_str(" (edited)");
+    }
+    if !v.reactions.is_empty() {
+        let reactions: Vec<String> = v
+            .reactions
+            .iter()
+            .map(|(user, emoji)| format!("{} {}", shown(emoji), shown(user)))
+            .collect();
+        line.push_str(&format!("  [{}]", reactions.join(", ")));
+    }
+    if let Some(overall) = v.overall() {
+        line.push_str(&format!("  ({}", state_name(overall)));
+        if v.receipts.len() > 1 {
+            let each: Vec<String> = v
+                .receipts
+                .iter()
+                .map(|(user, d)| format!("{} {}", shown(user), state_name(*d)))
+                .collect();
+            line.push_str(&format!(": {}", each.join(", ")));
+        }
+        line.push(')');
+    }
+    line
+}
+
+fn state_name(d: Delivery) -> &'static str {
+    match d {
+        Delivery::Sent => "sent",
+        Delivery::Delivered => "delivered",
+        Delivery::Read => "read",
+    }
+}
