@@ -513,6 +513,48 @@ async fn a_burst_gets_few_receipts_and_no_receipt_answers_a_receipt() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_after_being_offline_is_acknowledged_with_one_receipt_or_two() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    say(&alice, conv, "before", &[&bob]).await;
+    let Device {
+        client,
+        _state: state,
+        ..
+    } = bob;
+    client.close().await;
+    let mut last = 0;
+    for i in 0..50 {
+        let sent = alice
+            .client
+            .send_text(conv, &format!("while away {i}"))
+            .await;
+        last = sent.unwrap().receipt.seq;
+    }
+    let client = SecureClient::connect(server.options(state.path()))
+        .await
+        .unwrap();
+    let bob = Device::start(client, state);
+    for _ in 0..50 {
+        bob.message().await;
+    }
+    alice
+        .until("all delivered", |d| {
+            d.view(conv, last).overall() == Some(Delivery::Delivered)
+        })
+        .await;
+    let receipts = alice.receipts_from(conv, "bob");
+    // One for "before", then one or two for the 50 caught up.
+    assert!(
+        (2..=3).contains(&receipts.len()),
+        "{} receipts: {receipts:?}",
+        receipts.len()
+    );
+}
+
 fn files_containing(dir: &Path, needle: &[u8], found: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

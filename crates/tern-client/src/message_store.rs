@@ -459,6 +459,29 @@ impl MessageStore {
         .map_err(|e| self.failed(e))
     }
 
+    /// The conversations with a visible message from a user other than
+    /// `me` (an unreadable one aside) past `me`'s delivered position, with
+    /// the highest such seq: the delivered receipts still owed, e.g. after
+    /// a process ended before sending them.
+    pub fn undelivered(&self, me: &str) -> Result<Vec<(u64, u64)>, MessageStoreError> {
+        let conn = self.lock();
+        conn.prepare(
+            "SELECT m.conversation_id, MAX(m.seq) FROM messages m \
+             LEFT JOIN receipts r ON r.conversation_id = m.conversation_id AND r.user = ?1 \
+             WHERE m.hidden = 0 AND m.sender_user != ?1 AND substr(m.content, 2, 1) != x'00' \
+               AND m.seq > COALESCE(r.delivered_up_to, 0) \
+             GROUP BY m.conversation_id",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![me], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect()
+        })
+        .map_err(|e| self.failed(e))
+    }
+
     /// Whether this account sends read receipts and sees others' (default: on).
     pub fn read_receipts(&self) -> Result<bool, MessageStoreError> {
         let conn = self.lock();
@@ -1334,6 +1357,22 @@ mod tests {
         assert!(store.record_receipt(7, "me", ReceiptKind::Read, 2).unwrap());
         assert_eq!(store.receipt_positions(7, "me").unwrap().1, 2);
         assert_eq!(store.latest_seq(7).unwrap(), Some(2));
+        // Owed delivered receipts: others' visible messages past my position.
+        store.insert(&text(9, 4, "from alice"), true).unwrap();
+        store.insert(&text(9, 5, "again"), true).unwrap();
+        store
+            .insert(&from("me", 9, 6, Content::text("mine")), true)
+            .unwrap();
+        store
+            .insert(&from("alice", 9, 7, Content::unreadable("bad")), true)
+            .unwrap();
+        assert_eq!(store.undelivered("me").unwrap(), [(9, 5)]);
+        let sent = Content::Receipt {
+            receipt: ReceiptKind::Delivered,
+            up_to_seq: 5,
+        };
+        store.insert(&from("me", 9, 8, sent), true).unwrap();
+        assert!(store.undelivered("me").unwrap().is_empty());
         assert_eq!(store.latest_seq(8).unwrap(), None);
     }
 }

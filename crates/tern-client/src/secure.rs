@@ -362,6 +362,7 @@ impl SecureClient {
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(reconnect_watch(Arc::downgrade(&inner), tx.clone()));
         tokio::spawn(notice_loop(inner.clone(), tx));
+        inner.queue_owed_receipts();
         tokio::spawn(receipts::send_loop(
             Arc::downgrade(&inner),
             inner.receipts.clone(),

@@ -9,7 +9,10 @@
 //!   message was stored for [`RECEIPT_DELAY`], or [`RECEIPT_MAX_DELAY`]
 //!   after the first one queued, so a burst of messages (a catch-up after
 //!   being offline, a busy group) is answered by one receipt or a few, not
-//!   one each. [`SecureClient::close`] sends what is still queued first.
+//!   one each. [`SecureClient::close`] sends what is still queued first,
+//!   and a client that starts sends those a process left unsent (its own
+//!   delivered position, raised by the receipts it sends, is below the
+//!   newest stored message of someone else).
 //! * **Read**: [`SecureClient::mark_read`] raises this account's read
 //!   position in the conversation and, with read receipts on, sends one
 //!   receipt covering every seq up to it. The sender's other devices get it
@@ -31,6 +34,7 @@ use tokio::sync::Notify;
 use super::{lock, Inner, SecureClient, SecureError};
 use crate::content::{Content, ReceiptKind};
 use crate::message_store::MessageStoreError;
+use crate::sdk::ClientError;
 use tern_proto::ConversationKind;
 
 /// The quiet time (no message stored) after which the SDK sends the
@@ -149,10 +153,34 @@ impl Inner {
                 receipt: ReceiptKind::Delivered,
                 up_to_seq: seq,
             };
-            if let Err(error) = self.send_content(conversation, &receipt, 0).await {
-                tracing::debug!(conversation, %error, "a delivered receipt was not sent; tried again later");
-                self.receipts.put_back(conversation, seq);
+            match self.send_content(conversation, &receipt, 0).await {
+                Ok(_) => {}
+                Err(SecureError::Client(ClientError::Disconnected | ClientError::Timeout)) => {
+                    tracing::debug!(
+                        conversation,
+                        "a delivered receipt was not sent; tried again later"
+                    );
+                    self.receipts.put_back(conversation, seq);
+                }
+                // Not a member any more, say: the receipt is dropped (the
+                // next client on this device owes it again if it still can).
+                Err(error) => {
+                    tracing::debug!(conversation, %error, "a delivered receipt was refused; dropped");
+                }
             }
+        }
+    }
+
+    /// Queues the delivered receipts this device still owes (its messages
+    /// stored by a process that ended before sending them), at start.
+    pub(super) fn queue_owed_receipts(&self) {
+        match self.messages.undelivered(&self.identity.user) {
+            Ok(owed) => {
+                for (conversation, seq) in owed {
+                    self.receipts.delivered(conversation, seq);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot find the delivered receipts still owed"),
         }
     }
 
