@@ -614,6 +614,26 @@ impl Client {
         Ok(self.request(safety::ListBlocked).await?.users)
     }
 
+    /// Deletes this account's message `seq` of `conversation_id` for
+    /// everyone on the server: its ciphertext is replaced by a tombstone
+    /// (flag `TOMBSTONE`, empty payload) at the same seq. Telling the
+    /// members (the delete content message) is the caller's. Purging a
+    /// purged message again succeeds.
+    ///
+    /// # Errors
+    /// `NotFound` (no such message, or expired), `NotMember`, `NotSender`
+    /// (another user sent it), `PurgeWindowClosed` (older than the server's
+    /// `purge_window_secs`, default 48 h), `Forbidden` (an MLS Commit or
+    /// Welcome).
+    pub async fn purge_message(&self, conversation_id: u64, seq: u64) -> Result<(), ClientError> {
+        let purge = safety::PurgeMessage {
+            conversation_id,
+            seq,
+        };
+        self.request(purge).await?;
+        Ok(())
+    }
+
     /// One page of a conversation starting at `from_seq`.
     pub async fn history(
         &self,

@@ -10,6 +10,9 @@ pub const MLS_COMMIT: u32 = 1 << 16;
 pub const MLS_WELCOME: u32 = 1 << 17;
 /// The message was sent with one ciphertext per device; each device sees its own.
 pub const PER_DEVICE: u32 = 1 << 18;
+/// The message was deleted for everyone (`PurgeMessage`): a tombstone with
+/// an empty payload in its place.
+pub const TOMBSTONE: u32 = 1 << 19;
 
 /// Client flag (convention of the tern SDK): payload is an Olm (1:1) ciphertext.
 pub const CLIENT_OLM: u32 = 1 << 0;

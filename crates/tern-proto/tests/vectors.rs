@@ -159,7 +159,7 @@ bodies! {
     ClaimPrekeys, PrekeyBundle, KeysLow, UploadKeyPackages, ClaimKeyPackages,
     KeyPackages, Commit, CommitAccepted, GetGroupInfo, GroupInfo, SetPrivacy,
     Invite, Invited, ListInvitations, Invitations, AnswerInvitation,
-    InvitationAnswered, Block, Unblock, ListBlocked, Blocked,
+    InvitationAnswered, Block, Unblock, ListBlocked, Blocked, PurgeMessage,
 }
 
 // Numbers with a distinct byte in every position (so a wrong width or byte
@@ -670,6 +670,14 @@ fn samples() -> Vec<(u64, Body)> {
             }
             .into(),
         ),
+        (
+            30,
+            safety::PurgeMessage {
+                conversation_id: CONV,
+                seq: SEQ,
+            }
+            .into(),
+        ),
     ]
 }
 
@@ -1077,6 +1085,10 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
         T::Blocked => {
             let b = f.body_as_blocked().expect("the body table");
             json!({ "users": strs(b.users()) })
+        }
+        T::PurgeMessage => {
+            let p = f.body_as_purge_message().expect("the body table");
+            json!({ "conversation_id": p.conversation_id(), "seq": p.seq() })
         }
         other => panic!(
             "no field rendering for body tag {other:?}: add it to wire_fields (and a sample)"

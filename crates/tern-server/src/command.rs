@@ -72,6 +72,7 @@ pub enum OwnerCommand {
     Commit(Box<mls::Commit>),
     GetGroupInfo(mls::GetGroupInfo),
     Invite(privacy::Invite),
+    Purge(safety::PurgeMessage),
 }
 
 /// Outbound bytes an ordinary answer reserves before its request runs
@@ -115,6 +116,7 @@ impl Command {
             Body::Unblock(b) => Command::Local(L::Unblock(b)),
             Body::ListBlocked(b) => Command::Local(L::ListBlocked(b)),
             Body::Invite(b) => Command::Owner(O::Invite(b)),
+            Body::PurgeMessage(b) => Command::Owner(O::Purge(b)),
             Body::CreateConversation(b) => Command::Owner(O::Create(fresh_conversation_id(), b)),
             Body::AddMembers(b) => Command::Owner(O::AddMembers(b)),
             Body::RemoveMembers(b) => Command::Owner(O::RemoveMembers(b)),
@@ -191,6 +193,7 @@ impl OwnerCommand {
             O::Commit(b) => b.conversation_id,
             O::GetGroupInfo(b) => b.conversation_id,
             O::Invite(b) => b.conversation_id,
+            O::Purge(b) => b.conversation_id,
         }
     }
 
@@ -231,6 +234,7 @@ impl OwnerCommand {
             O::Commit(b) => cmd::commit::apply(owner, caller, *b).await,
             O::GetGroupInfo(b) => cmd::commit::group_info(owner, caller, b.conversation_id).await,
             O::Invite(b) => cmd::consent::invite(owner, caller, b).await,
+            O::Purge(b) => cmd::purge::apply(owner, caller, b).await,
         }
     }
 }

@@ -37,6 +37,11 @@ pub struct ServerConfig {
     pub mls_handshake_ttl_secs: u64,
     /// Seconds between expiry sweeps. Default 60.
     pub sweep_interval_secs: u64,
+    /// How long after sending a message its sender may still purge it
+    /// (`PurgeMessage`, delete for everyone), seconds of server time; later
+    /// is refused with `PurgeWindowClosed`. Default 48 hours, 1 s to the
+    /// message lifetime (`message_ttl_secs`).
+    pub purge_window_secs: u64,
     /// Requests one connection may have in flight. Default 256.
     pub max_inflight_per_connection: usize,
     /// Frames queued for one connection before it is closed as too slow. Default 4096.
@@ -132,6 +137,7 @@ impl Default for ServerConfig {
             message_ttl_secs: 30 * 24 * 3600,
             mls_handshake_ttl_secs: 365 * 24 * 3600,
             sweep_interval_secs: 60,
+            purge_window_secs: 48 * 3600,
             max_inflight_per_connection: 256,
             outbound_queue_frames: 4096,
             outbound_queue_bytes: 8 * 1024 * 1024,
@@ -309,6 +315,11 @@ impl ServerConfig {
             self.sweep_interval_secs > 0,
             "sweep_interval_secs",
             "must be positive",
+        )?;
+        check(
+            self.purge_window_secs > 0 && self.purge_window_secs <= self.message_ttl_secs,
+            "purge_window_secs",
+            "must be positive and at most message_ttl_secs",
         )?;
         check(
             self.max_inflight_per_connection > 0,
@@ -508,6 +519,18 @@ mod tests {
         }
         let c: ServerConfig = toml::from_str("store_memtable_mib = 16").expect("parses");
         assert_eq!(c.store_tuning().memtable, 16 << 20);
+    }
+
+    #[test]
+    fn purge_window_is_validated() {
+        assert_eq!(ServerConfig::default().purge_window_secs, 172_800);
+        for toml in ["purge_window_secs = 0", "purge_window_secs = 2592001"] {
+            let c: ServerConfig = toml::from_str(toml).expect("parses");
+            let err = c.validate().expect_err(toml);
+            assert!(err.to_string().contains("purge_window_secs"), "{err}");
+        }
+        let c: ServerConfig = toml::from_str("purge_window_secs = 60").expect("parses");
+        c.validate().expect("a short window is valid");
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! | `contacts`           | user¹ · contact¹                             | empty              |
 //! | `invitations`        | user¹ · conversation u64                     | created_ms u64 · accepted u8 · inviter¹ |
 //! | `blocks`             | user¹ · blocked user¹                        | empty              |
+//! | `erasures`           | `last`                                       | erasures run u64 (see `purge`) |
 //!
 //! ¹ a user is written as one length byte followed by its bytes, so a user's
 //! keys form one prefix that no other user's keys share.
@@ -79,6 +80,7 @@ mod directory;
 mod groups;
 mod layout;
 mod log;
+mod purge;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -179,6 +181,8 @@ pub(crate) struct Inner {
     /// device's key material (keyed by a hash of user and device).
     pub(crate) stripes: Box<[Mutex<Stripe>; STRIPES]>,
     /// Declared last so that it drops (joins the thread) after the handles.
+    /// Erases purged payloads from the `messages` tables (see `purge`).
+    pub(crate) eraser: purge::Eraser,
     pub(crate) committer: Committer,
 }
 
@@ -203,6 +207,7 @@ pub(crate) struct Spaces {
     pub(crate) contacts: Keyspace,
     pub(crate) invitations: Keyspace,
     pub(crate) blocks: Keyspace,
+    pub(crate) erasures: Keyspace,
 }
 
 impl Spaces {
@@ -229,6 +234,7 @@ impl Spaces {
             contacts: ks("contacts")?,
             invitations: ks("invitations")?,
             blocks: ks("blocks")?,
+            erasures: ks("erasures")?,
         })
     }
 }
@@ -358,6 +364,7 @@ impl FjallStore {
             ks,
             create_lock: Mutex::new(()),
             consent_lock: Mutex::new(()),
+            eraser: purge::Eraser::default(),
             stripes,
             committer,
         };
@@ -740,6 +747,20 @@ impl MessageLog for FjallStore {
 
     async fn sweep_expired(&self, now_ms: u64, limit: usize) -> Result<usize, BackendError> {
         self.off(move |s| s.sweep_expired(now_ms, limit)).await?
+    }
+
+    async fn purge_message(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+        flags: u32,
+    ) -> Result<Option<StoredMessage>, BackendError> {
+        self.off(move |s| s.purge_message(id, seq, flags)).await?
+    }
+
+    /// See the `purge` module for what is erased from which file, and when.
+    async fn erase_purged(&self) -> Result<(), BackendError> {
+        self.off(|s| s.erase_purged()).await?
     }
 }
 

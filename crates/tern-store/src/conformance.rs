@@ -104,6 +104,7 @@ macro_rules! conformance_tests {
             conversation_index_pages,
             blocks,
             blocks_bound_race,
+            purge_message,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {

@@ -76,6 +76,7 @@ pub enum Op {
     Invitations,
     Invitation,
     RemoveInvitation,
+    PurgeMessage,
     Block,
     Unblock,
     IsBlocked,
@@ -85,7 +86,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 38] = [
+    pub const ALL: [Op; 39] = [
         Op::CreateAccount,
         Op::Device,
         Op::Devices,
@@ -119,6 +120,7 @@ impl Op {
         Op::Invitations,
         Op::Invitation,
         Op::RemoveInvitation,
+        Op::PurgeMessage,
         Op::Block,
         Op::Unblock,
         Op::IsBlocked,
@@ -147,6 +149,7 @@ impl Op {
                 | Op::AddContacts
                 | Op::PutInvitation
                 | Op::RemoveInvitation
+                | Op::PurgeMessage
                 | Op::Block
                 | Op::Unblock
         )
@@ -425,6 +428,20 @@ impl<S: Store> MessageLog for FaultyStore<S> {
     async fn sweep_expired(&self, now_ms: u64, limit: usize) -> Result<usize, BackendError> {
         let call = self.inner.sweep_expired(now_ms, limit);
         self.run(Op::SweepExpired, call).await
+    }
+
+    async fn purge_message(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+        flags: u32,
+    ) -> Result<Option<StoredMessage>, BackendError> {
+        let call = self.inner.purge_message(id, seq, flags);
+        self.run(Op::PurgeMessage, call).await
+    }
+
+    async fn erase_purged(&self) -> Result<(), BackendError> {
+        self.inner.erase_purged().await
     }
 }
 
@@ -732,6 +749,7 @@ mod tests {
             Op::Invitations => kind(s.invitations("alice").await),
             Op::Invitation => kind(s.invitation("alice", 1).await),
             Op::RemoveInvitation => kind(s.remove_invitation("alice", 1).await),
+            Op::PurgeMessage => kind(s.purge_message(1, 1, 0).await),
             Op::Block => kind(s.block("alice", "bob", 9).await),
             Op::Unblock => kind(s.unblock("alice", "bob").await),
             Op::IsBlocked => kind(s.is_blocked("alice", "bob").await),

@@ -103,4 +103,25 @@ pub trait MessageLog: Send + Sync + 'static {
     /// `expires_at_ms <= now_ms`. Returns how many were deleted. Heads never
     /// move backwards: seqs are not reused after expiry.
     async fn sweep_expired(&self, now_ms: u64, limit: usize) -> Result<usize, BackendError>;
+
+    /// Replaces message `seq` of conversation `id` by its tombstone: the
+    /// same record (sender, client message id, server time, expiry) with an
+    /// empty payload and `flags` for flags; reads return the tombstone from
+    /// then on. Returns it, or `None` when no such message is stored (never
+    /// written, or swept). Purging a tombstone again rewrites it. The old
+    /// payload may stay in the backend's files until [`Self::erase_purged`].
+    async fn purge_message(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+        flags: u32,
+    ) -> Result<Option<StoredMessage>, BackendError>;
+
+    /// Erases the payloads replaced by every `purge_message` that returned
+    /// before this call from the backend's files, as far as the backend can
+    /// (each documents how; it may be slow: the server calls it in the
+    /// background). The default has nothing to erase.
+    async fn erase_purged(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }

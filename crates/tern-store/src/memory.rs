@@ -551,6 +551,25 @@ impl MessageLog for MemStore {
         }
         Ok(due.len())
     }
+
+    /// Replaces the record in place; nothing else holds the payload.
+    async fn purge_message(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+        flags: u32,
+    ) -> Result<Option<StoredMessage>, BackendError> {
+        let mut state = self.state();
+        let stored = state
+            .conversations
+            .get_mut(&id)
+            .and_then(|c| c.log.get_mut(&seq));
+        Ok(stored.map(|msg| {
+            msg.payload = Bytes::new();
+            msg.flags = flags;
+            msg.clone()
+        }))
+    }
 }
 
 #[async_trait]

@@ -1,6 +1,8 @@
-//! Safety controls an account holds over others: blocking ([`Block`],
-//! [`Unblock`], [`ListBlocked`] answered by [`Blocked`]). What a block does
-//! to the blocked user's requests is the server's (docs/PROTOCOL.md §4.5).
+//! Safety controls an account holds over others and over its own messages:
+//! blocking ([`Block`], [`Unblock`], [`ListBlocked`] answered by
+//! [`Blocked`]) and deleting a sent message for everyone
+//! ([`PurgeMessage`]). What they do is the server's (docs/PROTOCOL.md §4.4,
+//! §4.5).
 
 use crate::body::messaging::Done;
 use crate::body::{owned_strings, strings, Builder, Union, WireBody};
@@ -116,6 +118,40 @@ impl WireBody for Blocked {
     }
 }
 
+/// The sender of message `seq` of `conversation_id` asks the server to
+/// erase its ciphertext, leaving a tombstone (flag
+/// [`crate::flags::TOMBSTONE`], empty payload) at the same seq; answered by
+/// [`Done`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurgeMessage {
+    pub conversation_id: u64,
+    pub seq: u64,
+}
+
+impl WireBody for PurgeMessage {
+    const TAG: fb::Body = fb::Body::PurgeMessage;
+    type Table<'a> = fb::PurgeMessage<'a>;
+
+    fn encode(&self, b: &mut Builder<'_>) -> Union {
+        let args = fb::PurgeMessageArgs {
+            conversation_id: self.conversation_id,
+            seq: self.seq,
+        };
+        fb::PurgeMessage::create(b, &args).as_union_value()
+    }
+
+    fn decode(t: fb::PurgeMessage<'_>) -> Result<Self, FrameError> {
+        Ok(PurgeMessage {
+            conversation_id: t.conversation_id(),
+            seq: t.seq(),
+        })
+    }
+}
+
+impl Request for PurgeMessage {
+    type Response = Done;
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -129,6 +165,11 @@ pub(crate) mod tests {
             ListBlocked.into(),
             Blocked {
                 users: vec!["b".into(), "c".into()],
+            }
+            .into(),
+            PurgeMessage {
+                conversation_id: 3,
+                seq: 4,
             }
             .into(),
         ]

@@ -101,10 +101,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ConversationKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 20;
+pub const ENUM_MAX_ERROR_CODE: u16 = 22;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 21] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 23] = [
   ErrorCode::Unknown,
   ErrorCode::Malformed,
   ErrorCode::FrameTooLarge,
@@ -126,6 +126,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 21] = [
   ErrorCode::LimitExceeded,
   ErrorCode::ConsentRequired,
   ErrorCode::LinkPending,
+  ErrorCode::NotSender,
+  ErrorCode::PurgeWindowClosed,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -154,9 +156,11 @@ impl ErrorCode {
   pub const LimitExceeded: Self = Self(18);
   pub const ConsentRequired: Self = Self(19);
   pub const LinkPending: Self = Self(20);
+  pub const NotSender: Self = Self(21);
+  pub const PurgeWindowClosed: Self = Self(22);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 20;
+  pub const ENUM_MAX: u16 = 22;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::Malformed,
@@ -179,6 +183,8 @@ impl ErrorCode {
     Self::LimitExceeded,
     Self::ConsentRequired,
     Self::LinkPending,
+    Self::NotSender,
+    Self::PurgeWindowClosed,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -204,6 +210,8 @@ impl ErrorCode {
       Self::LimitExceeded => Some("LimitExceeded"),
       Self::ConsentRequired => Some("ConsentRequired"),
       Self::LinkPending => Some("LinkPending"),
+      Self::NotSender => Some("NotSender"),
+      Self::PurgeWindowClosed => Some("PurgeWindowClosed"),
       _ => None,
     }
   }
@@ -345,10 +353,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupAdds {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 48;
+pub const ENUM_MAX_BODY: u8 = 49;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 49] = [
+pub const ENUM_VALUES_BODY: [Body; 50] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -398,6 +406,7 @@ pub const ENUM_VALUES_BODY: [Body; 49] = [
   Body::Unblock,
   Body::ListBlocked,
   Body::Blocked,
+  Body::PurgeMessage,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -454,9 +463,10 @@ impl Body {
   pub const Unblock: Self = Self(46);
   pub const ListBlocked: Self = Self(47);
   pub const Blocked: Self = Self(48);
+  pub const PurgeMessage: Self = Self(49);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 48;
+  pub const ENUM_MAX: u8 = 49;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -507,6 +517,7 @@ impl Body {
     Self::Unblock,
     Self::ListBlocked,
     Self::Blocked,
+    Self::PurgeMessage,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -560,6 +571,7 @@ impl Body {
       Self::Unblock => Some("Unblock"),
       Self::ListBlocked => Some("ListBlocked"),
       Self::Blocked => Some("Blocked"),
+      Self::PurgeMessage => Some("PurgeMessage"),
       _ => None,
     }
   }
@@ -8010,6 +8022,119 @@ impl ::core::fmt::Debug for Blocked<'_> {
       ds.finish()
   }
 }
+pub enum PurgeMessageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PurgeMessage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PurgeMessage<'a> {
+  type Inner = PurgeMessage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PurgeMessage<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PurgeMessage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PurgeMessageArgs
+  ) -> ::flatbuffers::WIPOffset<PurgeMessage<'bldr>> {
+    let mut builder = PurgeMessageBuilder::new(_fbb);
+    builder.add_seq(args.seq);
+    builder.add_conversation_id(args.conversation_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PurgeMessage::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PurgeMessage::VT_SEQ, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PurgeMessage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PurgeMessageArgs {
+    pub conversation_id: u64,
+    pub seq: u64,
+}
+impl<'a> Default for PurgeMessageArgs {
+  #[inline]
+  fn default() -> Self {
+    PurgeMessageArgs {
+      conversation_id: 0,
+      seq: 0,
+    }
+  }
+}
+
+pub struct PurgeMessageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PurgeMessageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(PurgeMessage::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(PurgeMessage::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PurgeMessageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PurgeMessageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PurgeMessage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PurgeMessage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PurgeMessage");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("seq", &self.seq());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -8788,6 +8913,21 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_purge_message(&self) -> Option<PurgeMessage<'a>> {
+    if self.body_type() == Body::PurgeMessage {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PurgeMessage::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -8847,6 +8987,7 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::Unblock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Unblock>>("Body::Unblock", pos),
           Body::ListBlocked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListBlocked>>("Body::ListBlocked", pos),
           Body::Blocked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Blocked>>("Body::Blocked", pos),
+          Body::PurgeMessage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PurgeMessage>>("Body::PurgeMessage", pos),
           _ => Ok(()),
         }
      })?
@@ -9239,6 +9380,13 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::Blocked => {
           if let Some(x) = self.body_as_blocked() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PurgeMessage => {
+          if let Some(x) = self.body_as_purge_message() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

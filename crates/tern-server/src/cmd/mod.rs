@@ -11,6 +11,7 @@ pub mod devices;
 pub mod history;
 pub mod keys;
 pub mod members;
+pub mod purge;
 pub mod register;
 pub mod send;
 pub mod sync;

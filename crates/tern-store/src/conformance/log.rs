@@ -390,3 +390,41 @@ pub async fn persist(s: Arc<dyn Store>) {
     }
     assert_eq!(seqs(s.as_ref(), 70, 1, 10, 0).await, vec![1]);
 }
+
+/// purge_message: the record keeps its place, sender, id, time and expiry,
+/// loses its payload and takes the given flags; reads return the
+/// tombstone; a retry of the purged send is answered with the tombstone
+/// (never stored again); a missing seq is `None`; the head does not move.
+pub async fn purge_message(s: Arc<dyn Store>) {
+    let s = &*s;
+    new_conversation(s, 1, &["alice"]).await;
+    for seq in 1..=3 {
+        append_ok(s, &message(1, seq, seq)).await;
+    }
+    const TOMBSTONE: u32 = 1 << 19;
+    let tombstone = ok(s.purge_message(1, 2, TOMBSTONE).await, "purge_message");
+    let expected = crate::StoredMessage {
+        payload: Bytes::new(),
+        flags: TOMBSTONE,
+        ..message(1, 2, 2)
+    };
+    assert_eq!(tombstone.as_ref(), Some(&expected));
+    assert_eq!(seqs(s, 1, 1, 10, 0).await, [1, 2, 3]);
+    let read = ok(s.messages(1, 1, 10, 0).await, "messages");
+    assert_eq!(read.get(1), Some(&expected));
+    assert_eq!(read.get(2), Some(&message(1, 3, 3)), "others untouched");
+    let retry = ok(s.append_message(&message(1, 4, 2)).await, "retry");
+    assert_eq!(retry, AppendOutcome::Duplicate(expected.clone()));
+    assert_eq!(head(s, 1).await, 3);
+    assert_eq!(
+        ok(s.purge_message(1, 2, TOMBSTONE).await, "again"),
+        Some(expected)
+    );
+    assert_eq!(ok(s.purge_message(1, 9, TOMBSTONE).await, "missing"), None);
+    assert_eq!(ok(s.purge_message(7, 1, TOMBSTONE).await, "no such"), None);
+    ok(s.erase_purged().await, "erase_purged");
+    assert_eq!(
+        read.get(1),
+        ok(s.messages(1, 2, 1, 0).await, "after").first()
+    );
+}
