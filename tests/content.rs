@@ -334,6 +334,39 @@ async fn deletes_for_me_and_for_everyone_leave_tombstones() {
             .unwrap()
             .is_empty());
     }
+    // The server keeps only a tombstone in its place.
+    let page = alice
+        .client
+        .transport()
+        .history(conv, first, 1)
+        .await
+        .unwrap();
+    let stored = &page.messages[0];
+    assert_eq!(stored.seq, first);
+    assert!(stored.flags & tern_proto::flags::TOMBSTONE != 0);
+    assert!(stored.payload.is_empty());
+
+    // A device away meanwhile gets the tombstone, then the delete: its
+    // history shows the message deleted, never its text.
+    let Device {
+        client,
+        _state: state,
+        ..
+    } = bob;
+    client.close().await;
+    let gone = alice.client.send_text(conv, "oops").await.unwrap();
+    let gone = gone.receipt.seq;
+    alice.client.delete_for_everyone(conv, gone).await.unwrap();
+    let client = SecureClient::connect(server.options(state.path()))
+        .await
+        .unwrap();
+    let bob = Device::start(client, state);
+    assert_eq!(
+        bob.message().await.content,
+        Content::Delete { target_seq: gone }
+    );
+    assert!(bob.view(conv, gone).deleted);
+    assert!(bob.client.messages().search("oops", 5).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -408,6 +408,34 @@ impl MessageStore {
         self.write(|tx| tombstone(tx, conversation_id, seq))
     }
 
+    /// Stores the server's tombstone of a message this device never had
+    /// (deleted for everyone before it arrived): a deleted row, so the
+    /// history shows "message deleted" at its seq. Returns whether it was
+    /// new (a message already stored is left as it is).
+    pub fn insert_tombstone(
+        &self,
+        conversation_id: u64,
+        seq: u64,
+        sender_user: &str,
+        sender_device: u32,
+        server_time_ms: u64,
+    ) -> Result<bool, MessageStoreError> {
+        self.write(|tx| {
+            let added = tx.execute(
+                "INSERT OR IGNORE INTO messages (conversation_id, seq, sender_user, sender_device, server_time_ms, content, own, handed_out, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 1, 1)",
+                params![
+                    conversation_id as i64,
+                    seq as i64,
+                    sender_user,
+                    sender_device,
+                    server_time_ms as i64,
+                    Content::text("").encode(),
+                ],
+            )?;
+            Ok(added == 1)
+        })
+    }
+
     /// Records the users an own visible message was sent to (this
     /// account's own user excluded by the caller).
     pub fn record_recipients(

@@ -1560,12 +1560,12 @@ impl Inner {
         let (conversation_id, seq) = (m.conversation_id, m.seq);
         let unreadable = Unreadable::of(&m);
         let result = match self.redelivered(conversation_id, seq, handed_out).await {
-            Ok(Some(event)) => return self.unless_receipt(event).await,
+            Ok(Some(event)) => return self.unless_receipt(event, handed_out).await,
             Ok(None) => self.decrypt(m, handed_out).await,
             Err(e) => Err(e.into()),
         };
         match result {
-            Ok(event) => self.unless_receipt(event).await,
+            Ok(event) => self.unless_receipt(event, handed_out).await,
             Err(SecureError::MessageStore(e)) => {
                 Some(self.not_stored(conversation_id, seq, e).await)
             }
@@ -1606,6 +1606,18 @@ impl Inner {
         m: Message,
         handed_out: bool,
     ) -> Result<Option<SecureEvent>, SecureError> {
+        if m.flags & flags::TOMBSTONE != 0 {
+            // Deleted for everyone before it reached this device: nothing to
+            // decrypt; the history shows it deleted. No event.
+            self.messages.insert_tombstone(
+                m.conversation_id,
+                m.seq,
+                &m.sender_user,
+                m.sender_device,
+                m.server_time_ms,
+            )?;
+            return Ok(None);
+        }
         if m.flags & flags::PER_DEVICE != 0 {
             self.open_pairwise(m, handed_out).await
         } else if m.flags & (flags::MLS_COMMIT | flags::MLS_WELCOME) != 0
@@ -1700,8 +1712,15 @@ impl Inner {
 
     /// `event`, unless it is a receipt: receipts are applied to the store
     /// when stored and never shown, so the SDK records it as handed out
-    /// and acknowledges it itself.
-    async fn unless_receipt(&self, event: Option<SecureEvent>) -> Option<SecureEvent> {
+    /// and, when the app is reading events (`reading`: every earlier
+    /// message was handed to it), acknowledges it itself; read while a send
+    /// caught up, it is acknowledged by the app's next acknowledgement or
+    /// when delivered again.
+    async fn unless_receipt(
+        &self,
+        event: Option<SecureEvent>,
+        reading: bool,
+    ) -> Option<SecureEvent> {
         let Some(SecureEvent::Message(m)) = &event else {
             return event;
         };
@@ -1710,6 +1729,10 @@ impl Inner {
         }
         if let Err(error) = self.messages.mark_handed_out(m.conversation_id, m.seq) {
             tracing::debug!(%error, "recording a receipt as handled; it is applied once anyway");
+        }
+        let behind = !reading || !lock(&self.buffered).is_empty();
+        if behind {
+            return None;
         }
         if let Err(error) = self.client.ack(m.conversation_id, m.seq).await {
             tracing::debug!(%error, "acknowledging a receipt; it comes again later and is recognised");

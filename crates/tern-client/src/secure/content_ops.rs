@@ -11,6 +11,7 @@ use crate::content::{Content, MAX_EMOJI_BYTES};
 use crate::message_store::{
     delete_refusal, edit_refusal, DeleteRefusal, EditRefusal, MessageStoreError, Target,
 };
+use crate::sdk::ClientError;
 
 /// Why [`SecureClient::react`] or [`SecureClient::remove_reaction`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,11 @@ pub enum DeleteError {
     /// The delete for everyone was not sent; this device's copy is kept.
     #[error(transparent)]
     Send(#[from] SecureError),
+    /// The delete reached the members (their devices erase the message),
+    /// but the server refused to erase its encrypted copy (older than its
+    /// purge window, say); that copy expires as usual.
+    #[error("message {seq} is deleted on every member's device, but the server kept its encrypted copy until it expires: {source}")]
+    NotPurged { seq: u64, source: ClientError },
 }
 
 impl SecureClient {
@@ -166,7 +172,10 @@ impl SecureClient {
 
     /// Deletes this account's message `seq` for everyone: sends a delete
     /// (kind 6) that every member's device applies (leaving a tombstone),
-    /// and applies it here. Only the sender may ([`DeleteError::Refused`]).
+    /// applies it here, then has the server replace its ciphertext with a
+    /// tombstone ([`crate::Client::purge_message`]; refused:
+    /// [`DeleteError::NotPurged`]). Only the sender may
+    /// ([`DeleteError::Refused`]).
     pub async fn delete_for_everyone(
         &self,
         conversation: u64,
@@ -182,7 +191,11 @@ impl SecureClient {
         let sent = self
             .send(conversation, &Content::Delete { target_seq: seq })
             .await?;
-        // wire: self.inner.client.purge_message(conversation, seq) — the server-side purge (issue 10, server part)
+        self.inner
+            .client
+            .purge_message(conversation, seq)
+            .await
+            .map_err(|source| DeleteError::NotPurged { seq, source })?;
         Ok(sent)
     }
 }
