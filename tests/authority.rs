@@ -1,5 +1,5 @@
-//! Server-enforced messaging authority (issue 10): blocking, and deleting a
-//! message for everyone (PurgeMessage). Each test runs a real server on port
+//! Server-enforced messaging authority (issue 10): blocking, deleting a
+//! message for everyone (PurgeMessage), disappearing-message timers. Each test runs a real server on port
 //! 0 and real clients.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -14,6 +14,7 @@ use tern_proto::body::devices;
 use tern_proto::body::safety::MAX_BLOCKED_USERS;
 use tern_proto::fb::ErrorCode;
 use tern_proto::{flags, Body, ConversationKind};
+use tern_server::shard::ServerStats;
 use tern_server::Clock;
 use tern_store::memory::MemStore;
 use tern_store::{ConsentStore, Store};
@@ -246,9 +247,10 @@ fn tern(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// `tern block`, `tern blocked` and `tern unblock` against a real server.
+/// `tern block`, `tern blocked`, `tern unblock` and `tern timer` against a
+/// real server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_blocks_lists_and_unblocks() {
+async fn the_cli_blocks_unblocks_and_sets_timers() {
     let server = TestServer::start(SHARDS);
     server.register("bob").await;
     let dir = tempfile::tempdir().unwrap();
@@ -270,6 +272,10 @@ async fn the_cli_blocks_lists_and_unblocks() {
         assert_eq!(tern(&["blocked", "--state", s]), "bob\n");
         tern(&["unblock", "--state", s, "bob"]);
         assert_eq!(tern(&["blocked", "--state", s]), "");
+        let conv = tern(&["create", "--state", s, "direct", "bob"]);
+        let conv = conv.trim();
+        let set = tern(&["timer", "--state", s, conv, "60"]);
+        assert!(set.contains("disappear 60 s"), "{set}");
     })
     .await
     .unwrap();
@@ -440,4 +446,109 @@ async fn purged_ciphertext_is_erased_from_the_store_tables() {
         !table_hits(&data, &control).is_empty(),
         "the scan cannot see stored payloads"
     );
+}
+
+// ----- disappearing messages (SetTimer) -----
+
+/// A member sets the timer: every member's devices are told, Sync lists
+/// it, and later sends are capped at it (no expiry asked: the timer's; a
+/// longer one: capped; a shorter one: kept); 0 turns it off; a timer past
+/// the server's message lifetime and a non-member are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timer_caps_every_later_send() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let conv = direct(&alice, "bob").await;
+    let before = alice.send(conv, &b"before"[..]).await.unwrap();
+    bob.set_timer(conv, 3600).await.unwrap();
+    for client in [&alice, &bob] {
+        let notice = loop {
+            match timeout(WAIT, client.next_notice()).await.unwrap().unwrap() {
+                Body::TimerChanged(t) => break t,
+                _ => continue,
+            }
+        };
+        assert_eq!(
+            (notice.conversation_id, notice.secs, &notice.user[..]),
+            (conv, 3600, "bob")
+        );
+    }
+    let synced = alice.sync(true).await.unwrap();
+    let state = synced.iter().find(|s| s.conversation_id == conv).unwrap();
+    assert_eq!(state.timer_secs, 3600);
+
+    let lifetime = |ask: u32| {
+        let alice = &alice;
+        async move {
+            let options = tern_client::SendOptions {
+                expires_in_secs: ask,
+                ..Default::default()
+            };
+            let sent = alice.send_with(conv, &b"x"[..], options).await.unwrap();
+            let page = alice.history(conv, sent.seq, 1).await.unwrap();
+            let m = &page.messages[0];
+            (m.expires_at_ms - m.server_time_ms) / 1000
+        }
+    };
+    assert_eq!(lifetime(0).await, 3600, "no expiry asked: the timer's");
+    assert_eq!(lifetime(7200).await, 3600, "a longer one is capped");
+    assert_eq!(lifetime(60).await, 60, "a shorter one is kept");
+    let old = alice.history(conv, before.seq, 1).await.unwrap().messages[0].clone();
+    assert_eq!(
+        (old.expires_at_ms - old.server_time_ms) / 1000,
+        server.config.message_ttl_secs,
+        "earlier messages keep their expiry"
+    );
+    alice.set_timer(conv, 0).await.unwrap();
+    assert_eq!(
+        lifetime(0).await,
+        server.config.message_ttl_secs,
+        "off again"
+    );
+    let too_long = u32::try_from(server.config.message_ttl_secs + 1).unwrap();
+    assert_eq!(
+        code(alice.set_timer(conv, too_long).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(code(carol.set_timer(conv, 60).await), ErrorCode::NotMember);
+}
+
+/// A message sent under the timer expires on the server's clock (moved by
+/// the test): still there a second before the timer passes, gone from
+/// History the moment it does, then swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_under_the_timer_expires_on_the_server() {
+    let clock = Clock::manual(1_700_000_000_000);
+    let server = TestServer::start_with_clock(SHARDS, clock.clone(), |c| {
+        c.sweep_interval_secs = 1;
+    });
+    let alice = server.register("alice").await;
+    server.register("bob").await;
+    let group = alice
+        .create_conversation(ConversationKind::Group, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    alice.set_timer(group, 60).await.unwrap();
+    let swept_before = ServerStats::get(&server.handle().stats.expired_swept);
+    let sent = alice.send(group, &b"disappears"[..]).await.unwrap();
+    clock.advance(59_000);
+    assert_eq!(
+        alice
+            .history(group, sent.seq, 1)
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        1
+    );
+    clock.advance(1_000);
+    let page = alice.history(group, sent.seq, 1).await.unwrap();
+    assert!(page.messages.is_empty(), "expired: {:?}", page.messages);
+    eventually("the sweeper deletes it", || {
+        ServerStats::get(&server.handle().stats.expired_swept) > swept_before
+    })
+    .await;
 }

@@ -78,6 +78,8 @@ pub enum Command {
     Unblock(safety::UserArgs),
     /// List the users you block.
     Blocked(safety::ListArgs),
+    /// Set a conversation's disappearing-message timer in seconds (0: off).
+    Timer(safety::TimerArgs),
 }
 
 /// Client connection options shared by every client subcommand.
@@ -121,6 +123,7 @@ pub fn main() -> ExitCode {
         Command::Block(args) => safety::block(args),
         Command::Unblock(args) => safety::unblock(args),
         Command::Blocked(args) => safety::blocked(args),
+        Command::Timer(args) => safety::timer(args),
         client => chat::run(client),
     };
     match result {

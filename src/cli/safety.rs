@@ -1,5 +1,5 @@
-//! The safety subcommands: `tern block USER`, `tern unblock USER` and
-//! `tern blocked`. Each opens its own connection with the plain transport
+//! The safety and settings subcommands: `tern block USER`, `tern unblock
+//! USER`, `tern blocked` and `tern timer CONV SECS`. Each opens its own connection with the plain transport
 //! client (no end-to-end state is needed), so it works while `tern listen`
 //! holds the state directory.
 
@@ -17,6 +17,16 @@ pub struct UserArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct TimerArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Conversation id.
+    conversation: u64,
+    /// Seconds after which each later message disappears from the server (0: off).
+    secs: u32,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct ListArgs {
     #[command(flatten)]
     conn: Connection,
@@ -27,6 +37,7 @@ enum Op {
     Block(String),
     Unblock(String),
     List,
+    Timer(u64, u32),
 }
 
 /// Runs `tern block`.
@@ -37,6 +48,11 @@ pub fn block(args: UserArgs) -> Result<(), String> {
 /// Runs `tern unblock`.
 pub fn unblock(args: UserArgs) -> Result<(), String> {
     run(&args.conn, Op::Unblock(args.user))
+}
+
+/// Runs `tern timer`.
+pub fn timer(args: TimerArgs) -> Result<(), String> {
+    run(&args.conn, Op::Timer(args.conversation, args.secs))
 }
 
 /// Runs `tern blocked`.
@@ -80,6 +96,18 @@ async fn perform(client: &Client, op: Op) -> Result<(), String> {
             }
             for user in users {
                 println!("{}", shown(&user));
+            }
+        }
+        Op::Timer(conversation, secs) => {
+            client
+                .set_timer(conversation, secs)
+                .await
+                .map_err(|e| e.to_string())?;
+            match secs {
+                0 => println!("messages in {conversation} no longer disappear"),
+                s => {
+                    println!("later messages in {conversation} disappear {s} s after they are sent")
+                }
             }
         }
     }

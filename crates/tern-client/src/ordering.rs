@@ -361,6 +361,7 @@ mod tests {
             kind: ConversationKind::Direct,
             head_seq: head,
             cursor,
+            timer_secs: 0,
         }
     }
 

@@ -24,7 +24,7 @@ use super::connection::{
 use super::identity::{Identity, IdentityError};
 use super::ordering::{Action, OrderedDelivery};
 use super::tls::TrustAnchor;
-use tern_proto::body::{auth, conversations, devices, messaging, privacy, safety, sync};
+use tern_proto::body::{auth, conversations, devices, messaging, privacy, safety, settings, sync};
 use tern_proto::fb::ErrorCode;
 use tern_proto::{
     close, Body, Conflict, ConversationKind, ConversationState, Frame, GroupAdds, Message, Request,
@@ -631,6 +631,23 @@ impl Client {
             seq,
         };
         self.request(purge).await?;
+        Ok(())
+    }
+
+    /// Sets the disappearing-message timer of `conversation_id` to `secs`
+    /// seconds (0 = off): every later message expires at most that long
+    /// after it is sent, whatever its sender asks. Members' devices get a
+    /// `TimerChanged` notice; `sync` lists each conversation's timer.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotMember`, `InvalidArgument` (longer than the server
+    /// keeps messages).
+    pub async fn set_timer(&self, conversation_id: u64, secs: u32) -> Result<(), ClientError> {
+        let set = settings::SetTimer {
+            conversation_id,
+            secs,
+        };
+        self.request(set).await?;
         Ok(())
     }
 

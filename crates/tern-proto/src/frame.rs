@@ -6,8 +6,8 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 
 use crate::body::{
-    auth, conversations, devices, errors, messaging, missing, mls, prekeys, privacy, safety, sync,
-    Builder, Union, WireBody,
+    auth, conversations, devices, errors, messaging, missing, mls, prekeys, privacy, safety,
+    settings, sync, Builder, Union, WireBody,
 };
 use crate::codec::{FrameError, Limits, LEN_PREFIX};
 use crate::fb;
@@ -74,6 +74,9 @@ pub enum Body {
     Blocked(safety::Blocked),
     // ----- deleting for everyone -----
     PurgeMessage(safety::PurgeMessage),
+    // ----- conversation settings -----
+    SetTimer(settings::SetTimer),
+    TimerChanged(settings::TimerChanged),
 }
 
 /// `From<Struct> for Body` and `TryFrom<Body> for Struct` (which hands any
@@ -168,6 +171,8 @@ body_conversions! {
     ListBlocked(safety::ListBlocked),
     Blocked(safety::Blocked),
     PurgeMessage(safety::PurgeMessage),
+    SetTimer(settings::SetTimer),
+    TimerChanged(settings::TimerChanged),
 }
 
 body_conversions! {
@@ -318,6 +323,8 @@ impl Body {
             Body::ListBlocked(x) => put(b, x),
             Body::Blocked(x) => put(b, x),
             Body::PurgeMessage(x) => put(b, x),
+            Body::SetTimer(x) => put(b, x),
+            Body::TimerChanged(x) => put(b, x),
         }
     }
 
@@ -412,6 +419,8 @@ impl Body {
             Tag::ListBlocked => get::<safety::ListBlocked>(f.body_as_list_blocked(), tag),
             Tag::Blocked => get::<safety::Blocked>(f.body_as_blocked(), tag),
             Tag::PurgeMessage => get::<safety::PurgeMessage>(f.body_as_purge_message(), tag),
+            Tag::SetTimer => get::<settings::SetTimer>(f.body_as_set_timer(), tag),
+            Tag::TimerChanged => get::<settings::TimerChanged>(f.body_as_timer_changed(), tag),
             other => Err(FrameError::UnsupportedBody(other.0)),
         }
     }
@@ -426,7 +435,8 @@ mod tests {
 
     use super::*;
     use crate::body::{
-        auth, conversations, devices, errors, messaging, mls, prekeys, privacy, safety, sync,
+        auth, conversations, devices, errors, messaging, mls, prekeys, privacy, safety, settings,
+        sync,
     };
 
     /// Every family's samples: at least one of every body.
@@ -442,6 +452,7 @@ mod tests {
             mls::tests::samples(),
             privacy::tests::samples(),
             safety::tests::samples(),
+            settings::tests::samples(),
         ]
         .concat()
     }
@@ -449,8 +460,8 @@ mod tests {
     #[test]
     fn every_body_has_a_sample() {
         let variants: HashSet<_> = samples().iter().map(std::mem::discriminant).collect();
-        // 52 bodies: raise this when adding one (and give it a sample).
-        assert_eq!(variants.len(), 52, "a body lacks a round-trip sample");
+        // 54 bodies: raise this when adding one (and give it a sample).
+        assert_eq!(variants.len(), 54, "a body lacks a round-trip sample");
     }
 
     /// The bytes of every sample frame of the protocol-v1 bodies, as encoded

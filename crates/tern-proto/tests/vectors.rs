@@ -38,7 +38,7 @@ use tern_proto::auth::{
     register_transcript, sign, verify, EXPORTER_LEN,
 };
 use tern_proto::body::{
-    auth, conversations, devices, errors, messaging, mls, prekeys, privacy, safety, sync,
+    auth, conversations, devices, errors, messaging, mls, prekeys, privacy, safety, settings, sync,
 };
 use tern_proto::codec::{peek_request_id, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX};
 use tern_proto::{fb, Body, Frame, FrameDecoder, FrameError, Limits};
@@ -159,7 +159,8 @@ bodies! {
     ClaimPrekeys, PrekeyBundle, KeysLow, UploadKeyPackages, ClaimKeyPackages,
     KeyPackages, Commit, CommitAccepted, GetGroupInfo, GroupInfo, SetPrivacy,
     Invite, Invited, ListInvitations, Invitations, AnswerInvitation,
-    InvitationAnswered, Block, Unblock, ListBlocked, Blocked, PurgeMessage,
+    InvitationAnswered, Block, Unblock, ListBlocked, Blocked, PurgeMessage, SetTimer,
+    TimerChanged,
 }
 
 // Numbers with a distinct byte in every position (so a wrong width or byte
@@ -325,12 +326,14 @@ fn samples() -> Vec<(u64, Body)> {
                         kind: conversations::ConversationKind::Direct,
                         head_seq: SEQ2,
                         cursor: SEQ,
+                        timer_secs: 0,
                     },
                     sync::ConversationState {
                         conversation_id: CONV + 1,
                         kind: conversations::ConversationKind::Group,
                         head_seq: 9,
                         cursor: 4,
+                        timer_secs: 86_400,
                     },
                 ],
                 more: true,
@@ -678,6 +681,23 @@ fn samples() -> Vec<(u64, Body)> {
             }
             .into(),
         ),
+        (
+            31,
+            settings::SetTimer {
+                conversation_id: CONV,
+                secs: 86_400,
+            }
+            .into(),
+        ),
+        (
+            0,
+            settings::TimerChanged {
+                conversation_id: CONV,
+                secs: 86_400,
+                user: USER.into(),
+            }
+            .into(),
+        ),
     ]
 }
 
@@ -852,6 +872,7 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
                     "kind": kind(c.kind()),
                     "head_seq": c.head_seq(),
                     "cursor": c.cursor(),
+                    "timer_secs": c.timer_secs(),
                 })),
                 "more": r.more(),
             })
@@ -1085,6 +1106,18 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
         T::Blocked => {
             let b = f.body_as_blocked().expect("the body table");
             json!({ "users": strs(b.users()) })
+        }
+        T::SetTimer => {
+            let t = f.body_as_set_timer().expect("the body table");
+            json!({ "conversation_id": t.conversation_id(), "secs": t.secs() })
+        }
+        T::TimerChanged => {
+            let t = f.body_as_timer_changed().expect("the body table");
+            json!({
+                "conversation_id": t.conversation_id(),
+                "secs": t.secs(),
+                "user": t.user(),
+            })
         }
         T::PurgeMessage => {
             let p = f.body_as_purge_message().expect("the body table");

@@ -9,7 +9,9 @@
 //! Adding a request: its struct in its proto family file, its apply in
 //! `cmd/`, and a variant plus two match arms here.
 
-use tern_proto::body::{conversations, devices, messaging, mls, prekeys, privacy, safety, sync};
+use tern_proto::body::{
+    conversations, devices, messaging, mls, prekeys, privacy, safety, settings, sync,
+};
 use tern_proto::fb::ErrorCode;
 use tern_proto::Body;
 use tern_store::ConversationId;
@@ -73,6 +75,7 @@ pub enum OwnerCommand {
     GetGroupInfo(mls::GetGroupInfo),
     Invite(privacy::Invite),
     Purge(safety::PurgeMessage),
+    SetTimer(settings::SetTimer),
 }
 
 /// Outbound bytes an ordinary answer reserves before its request runs
@@ -117,6 +120,7 @@ impl Command {
             Body::ListBlocked(b) => Command::Local(L::ListBlocked(b)),
             Body::Invite(b) => Command::Owner(O::Invite(b)),
             Body::PurgeMessage(b) => Command::Owner(O::Purge(b)),
+            Body::SetTimer(b) => Command::Owner(O::SetTimer(b)),
             Body::CreateConversation(b) => Command::Owner(O::Create(fresh_conversation_id(), b)),
             Body::AddMembers(b) => Command::Owner(O::AddMembers(b)),
             Body::RemoveMembers(b) => Command::Owner(O::RemoveMembers(b)),
@@ -194,6 +198,7 @@ impl OwnerCommand {
             O::GetGroupInfo(b) => b.conversation_id,
             O::Invite(b) => b.conversation_id,
             O::Purge(b) => b.conversation_id,
+            O::SetTimer(b) => b.conversation_id,
         }
     }
 
@@ -235,6 +240,7 @@ impl OwnerCommand {
             O::GetGroupInfo(b) => cmd::commit::group_info(owner, caller, b.conversation_id).await,
             O::Invite(b) => cmd::consent::invite(owner, caller, b).await,
             O::Purge(b) => cmd::purge::apply(owner, caller, b).await,
+            O::SetTimer(b) => cmd::timer::apply(owner, caller, b).await,
         }
     }
 }

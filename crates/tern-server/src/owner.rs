@@ -20,7 +20,8 @@ use crate::mesh::{encode_reply, Caller, OwnerRequest, Reject};
 use crate::shard::{ServerStats, ShardCtx};
 use tern_proto::fb::ErrorCode;
 use tern_store::{
-    ConversationId, ConversationRecord, DeviceId, MembersError, StoredMessage, UserId,
+    ConversationId, ConversationRecord, ConversationSettings, DeviceId, MembersError,
+    StoredMessage, UserId,
 };
 
 /// Most requests taken into one batch.
@@ -47,6 +48,8 @@ pub struct ConvState {
     /// Direct conversations: per sender, whether the other member blocked
     /// it, with the block-list generation it was read at (see `cmd::block`).
     pub blocked_senders: HashMap<UserId, (u64, bool)>,
+    /// The conversation's settings (timer), as stored.
+    pub settings: ConversationSettings,
 }
 
 /// `(sender user, sender device, client message id)` → the stored message's
@@ -173,18 +176,23 @@ impl Owner {
         if self.convs.len() >= MAX_CACHED {
             self.convs.clear();
         }
-        // A changed record (members, head) keeps the ids seen so far.
-        let (recent, contact_noted) = self
-            .convs
-            .remove(&record.id)
-            .map(|old| (old.recent, old.contact_noted))
-            .unwrap_or_default();
+        // A changed record (members, head) keeps the ids seen so far and
+        // the settings; a newly cached one reads its settings.
+        let (recent, contact_noted, settings) = match self.convs.remove(&record.id) {
+            Some(old) => (old.recent, old.contact_noted, old.settings),
+            None => {
+                let settings = self.ctx.store.settings(record.id).await;
+                let settings = settings.map_err(Reject::store)?;
+                (RecentIds::default(), false, settings)
+            }
+        };
         let state = ConvState {
             record,
             recipients,
             recent,
             contact_noted,
             blocked_senders: HashMap::new(),
+            settings,
         };
         self.convs.insert(state.record.id, state);
         Ok(())

@@ -27,6 +27,7 @@
 //! | `invitations`        | user¹ · conversation u64                     | created_ms u64 · accepted u8 · inviter¹ |
 //! | `blocks`             | user¹ · blocked user¹                        | empty              |
 //! | `erasures`           | `last`                                       | erasures run u64 (see `purge`) |
+//! | `settings`           | conversation u64                             | version u8 · timer_secs u32 (see `settings`) |
 //!
 //! ¹ a user is written as one length byte followed by its bytes, so a user's
 //! keys form one prefix that no other user's keys share.
@@ -81,6 +82,7 @@ mod groups;
 mod layout;
 mod log;
 mod purge;
+mod settings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -96,7 +98,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch};
 use commit::Committer;
 use tern_store::{
     AccountStore, AppendError, AppendOutcome, BackendError, ClaimedKey, CommitOutcome,
-    BlockOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord, ConversationStore,
+    BlockOutcome, CommitRecord, ConsentStore, ConversationId, ConversationSettings, ConversationRecord, ConversationStore,
     CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceKeys,
     DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore, InvitationRecord, KeyDirectory, KeyPool,
     MembersError, MessageLog, Poison, PoisonHook, PoolKey, Seq, Store, StoredMessage, UserId,
@@ -208,6 +210,7 @@ pub(crate) struct Spaces {
     pub(crate) invitations: Keyspace,
     pub(crate) blocks: Keyspace,
     pub(crate) erasures: Keyspace,
+    pub(crate) settings: Keyspace,
 }
 
 impl Spaces {
@@ -235,6 +238,7 @@ impl Spaces {
             invitations: ks("invitations")?,
             blocks: ks("blocks")?,
             erasures: ks("erasures")?,
+            settings: ks("settings")?,
         })
     }
 }
@@ -612,6 +616,19 @@ impl ConversationStore for FjallStore {
     ) -> Result<Option<Seq>, BackendError> {
         let user = user.to_owned();
         self.off(move |s| s.member_since(id, &user)).await?
+    }
+
+    async fn settings(&self, id: ConversationId) -> Result<ConversationSettings, BackendError> {
+        self.off(move |s| s.settings(id)).await?
+    }
+
+    async fn put_settings(
+        &self,
+        id: ConversationId,
+        settings: &ConversationSettings,
+    ) -> Result<(), BackendError> {
+        let settings = settings.clone();
+        self.off(move |s| s.put_settings(id, &settings)).await?
     }
 }
 

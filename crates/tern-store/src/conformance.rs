@@ -105,6 +105,7 @@ macro_rules! conformance_tests {
             blocks,
             blocks_bound_race,
             purge_message,
+            conversation_settings,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {

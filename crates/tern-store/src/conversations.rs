@@ -88,4 +88,23 @@ pub trait ConversationStore: Send + Sync + 'static {
         id: ConversationId,
         user: &str,
     ) -> Result<Option<Seq>, BackendError>;
+
+    /// The settings of conversation `id`; the default (no timer) when none
+    /// were ever stored, also for an unknown conversation.
+    async fn settings(&self, id: ConversationId) -> Result<ConversationSettings, BackendError>;
+
+    /// Stores the settings of conversation `id`, replacing any.
+    async fn put_settings(
+        &self,
+        id: ConversationId,
+        settings: &ConversationSettings,
+    ) -> Result<(), BackendError>;
+}
+
+/// Per-conversation settings the server enforces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConversationSettings {
+    /// Disappearing-message timer, seconds; 0 = off. Every later message of
+    /// the conversation expires at most this long after it is sent.
+    pub timer_secs: u32,
 }

@@ -34,10 +34,10 @@ use bytes::Bytes;
 use crate::{
     AccountStore, AppendError, AppendOutcome, BackendError, BackendErrorKind, BlockOutcome,
     ClaimedKey, CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
-    ConversationStore, CreateAccountError, CreateConversationError, CreateOutcome, DeviceId,
-    DeviceKeys, DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore, InvitationRecord,
-    KeyDirectory, KeyPool, MembersError, MessageLog, Poison, PoolKey, Seq, Store, StoredMessage,
-    UserId,
+    ConversationSettings, ConversationStore, CreateAccountError, CreateConversationError,
+    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore,
+    InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, Poison, PoolKey, Seq, Store,
+    StoredMessage, UserId,
 };
 
 /// One operation of [`Store`]: a method of one of its traits, or `persist`.
@@ -77,6 +77,8 @@ pub enum Op {
     Invitation,
     RemoveInvitation,
     PurgeMessage,
+    Settings,
+    PutSettings,
     Block,
     Unblock,
     IsBlocked,
@@ -86,7 +88,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 39] = [
+    pub const ALL: [Op; 41] = [
         Op::CreateAccount,
         Op::Device,
         Op::Devices,
@@ -121,6 +123,8 @@ impl Op {
         Op::Invitation,
         Op::RemoveInvitation,
         Op::PurgeMessage,
+        Op::Settings,
+        Op::PutSettings,
         Op::Block,
         Op::Unblock,
         Op::IsBlocked,
@@ -150,6 +154,7 @@ impl Op {
                 | Op::PutInvitation
                 | Op::RemoveInvitation
                 | Op::PurgeMessage
+                | Op::PutSettings
                 | Op::Block
                 | Op::Unblock
         )
@@ -384,6 +389,19 @@ impl<S: Store> ConversationStore for FaultyStore<S> {
     ) -> Result<Option<Seq>, BackendError> {
         let call = self.inner.member_since(id, user);
         self.run(Op::MemberSince, call).await
+    }
+
+    async fn settings(&self, id: ConversationId) -> Result<ConversationSettings, BackendError> {
+        self.run(Op::Settings, self.inner.settings(id)).await
+    }
+
+    async fn put_settings(
+        &self,
+        id: ConversationId,
+        settings: &ConversationSettings,
+    ) -> Result<(), BackendError> {
+        let call = self.inner.put_settings(id, settings);
+        self.run(Op::PutSettings, call).await
     }
 }
 
@@ -750,6 +768,8 @@ mod tests {
             Op::Invitation => kind(s.invitation("alice", 1).await),
             Op::RemoveInvitation => kind(s.remove_invitation("alice", 1).await),
             Op::PurgeMessage => kind(s.purge_message(1, 1, 0).await),
+            Op::Settings => kind(s.settings(1).await),
+            Op::PutSettings => kind(s.put_settings(1, &ConversationSettings::default()).await),
             Op::Block => kind(s.block("alice", "bob", 9).await),
             Op::Unblock => kind(s.unblock("alice", "bob").await),
             Op::IsBlocked => kind(s.is_blocked("alice", "bob").await),

@@ -53,7 +53,9 @@ use async_trait::async_trait;
 
 pub use accounts::{AccountStore, CreateAccountError};
 pub use consent::{oldest_first, BlockOutcome, ConsentStore, GroupAdds, InvitationRecord};
-pub use conversations::{ConversationStore, CreateConversationError, CreateOutcome, MembersError};
+pub use conversations::{
+    ConversationSettings, ConversationStore, CreateConversationError, CreateOutcome, MembersError,
+};
 pub use error::{BackendError, BackendErrorKind, Poison, PoisonHook};
 pub use groups::{CommitOutcome, CommitRecord, GroupStore};
 pub use keys::{

@@ -23,10 +23,10 @@ use bytes::Bytes;
 use crate::{
     AccountStore, AppendError, AppendOutcome, BackendError, BlockOutcome, ClaimedKey,
     CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
-    ConversationStore, CreateAccountError, CreateConversationError, CreateOutcome, DeviceId,
-    DeviceKeys, DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore, InvitationRecord,
-    KeyDirectory, KeyPool, MembersError, MessageLog, PoolKey, Seq, SignedPrekey, Store,
-    StoredMessage, UserId, KEY_POOL_CAP,
+    ConversationSettings, ConversationStore, CreateAccountError, CreateConversationError,
+    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore,
+    InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, PoolKey, Seq, SignedPrekey,
+    Store, StoredMessage, UserId, KEY_POOL_CAP,
 };
 
 /// The in-memory backend. See the module docs.
@@ -56,6 +56,7 @@ struct State {
     invitations: BTreeMap<UserId, BTreeMap<ConversationId, InvitationRecord>>,
     /// user → the users it blocked.
     blocks: BTreeMap<UserId, BTreeSet<UserId>>,
+    settings: BTreeMap<ConversationId, ConversationSettings>,
 }
 
 #[derive(Debug)]
@@ -470,6 +471,19 @@ impl ConversationStore for MemStore {
             .get(user)
             .and_then(|ids| ids.get(&id))
             .copied())
+    }
+
+    async fn settings(&self, id: ConversationId) -> Result<ConversationSettings, BackendError> {
+        Ok(self.state().settings.get(&id).cloned().unwrap_or_default())
+    }
+
+    async fn put_settings(
+        &self,
+        id: ConversationId,
+        settings: &ConversationSettings,
+    ) -> Result<(), BackendError> {
+        self.state().settings.insert(id, settings.clone());
+        Ok(())
     }
 }
 

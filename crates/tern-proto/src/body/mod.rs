@@ -24,6 +24,7 @@ pub mod mls;
 pub mod prekeys;
 pub mod privacy;
 pub mod safety;
+pub mod settings;
 pub mod sync;
 
 pub(crate) type Builder<'a> = FlatBufferBuilder<'a>;

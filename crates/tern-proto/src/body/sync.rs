@@ -62,6 +62,8 @@ pub struct ConversationState {
     pub head_seq: u64,
     /// This device's acknowledged seq.
     pub cursor: u64,
+    /// The conversation's disappearing-message timer, seconds; 0 = off.
+    pub timer_secs: u32,
 }
 
 /// The answer to [`Sync`]: one page, in ascending id order. `more` is set
@@ -87,6 +89,7 @@ impl WireBody for SyncResult {
                     kind: s.kind.to_fb(),
                     head_seq: s.head_seq,
                     cursor: s.cursor,
+                    timer_secs: s.timer_secs,
                 };
                 fb::ConversationState::create(b, &args)
             })
@@ -109,6 +112,7 @@ impl WireBody for SyncResult {
                     kind: ConversationKind::from_fb(s.kind())?,
                     head_seq: s.head_seq(),
                     cursor: s.cursor(),
+                    timer_secs: s.timer_secs(),
                 })
             })
             .collect::<Result<_, FrameError>>()?;
@@ -142,6 +146,7 @@ pub(crate) mod tests {
                     kind: ConversationKind::Group,
                     head_seq: 2,
                     cursor: 1,
+                    timer_secs: 0,
                 }],
                 more: false,
             }
@@ -165,6 +170,17 @@ pub(crate) mod tests {
                 more: true,
             }
             .into(),
+            SyncResult {
+                conversations: vec![ConversationState {
+                    conversation_id: 1,
+                    kind: ConversationKind::Direct,
+                    head_seq: 2,
+                    cursor: 1,
+                    timer_secs: 86_400,
+                }],
+                more: false,
+            }
+            .into(),
         ]);
     }
 
@@ -176,6 +192,7 @@ pub(crate) mod tests {
             kind: ConversationKind::Group,
             head_seq: u64::MAX,
             cursor: u64::MAX,
+            timer_secs: u32::MAX,
         };
         let page = SyncResult {
             conversations: vec![state; super::MAX_SYNC_PAGE as usize],

@@ -353,10 +353,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupAdds {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 49;
+pub const ENUM_MAX_BODY: u8 = 51;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 50] = [
+pub const ENUM_VALUES_BODY: [Body; 52] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -407,6 +407,8 @@ pub const ENUM_VALUES_BODY: [Body; 50] = [
   Body::ListBlocked,
   Body::Blocked,
   Body::PurgeMessage,
+  Body::SetTimer,
+  Body::TimerChanged,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -464,9 +466,11 @@ impl Body {
   pub const ListBlocked: Self = Self(47);
   pub const Blocked: Self = Self(48);
   pub const PurgeMessage: Self = Self(49);
+  pub const SetTimer: Self = Self(50);
+  pub const TimerChanged: Self = Self(51);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 49;
+  pub const ENUM_MAX: u8 = 51;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -518,6 +522,8 @@ impl Body {
     Self::ListBlocked,
     Self::Blocked,
     Self::PurgeMessage,
+    Self::SetTimer,
+    Self::TimerChanged,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -572,6 +578,8 @@ impl Body {
       Self::ListBlocked => Some("ListBlocked"),
       Self::Blocked => Some("Blocked"),
       Self::PurgeMessage => Some("PurgeMessage"),
+      Self::SetTimer => Some("SetTimer"),
+      Self::TimerChanged => Some("TimerChanged"),
       _ => None,
     }
   }
@@ -2923,6 +2931,7 @@ impl<'a> ConversationState<'a> {
   pub const VT_KIND: ::flatbuffers::VOffsetT = 6;
   pub const VT_HEAD_SEQ: ::flatbuffers::VOffsetT = 8;
   pub const VT_CURSOR: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TIMER_SECS: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2937,6 +2946,7 @@ impl<'a> ConversationState<'a> {
     builder.add_cursor(args.cursor);
     builder.add_head_seq(args.head_seq);
     builder.add_conversation_id(args.conversation_id);
+    builder.add_timer_secs(args.timer_secs);
     builder.add_kind(args.kind);
     builder.finish()
   }
@@ -2970,6 +2980,13 @@ impl<'a> ConversationState<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(ConversationState::VT_CURSOR, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn timer_secs(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ConversationState::VT_TIMER_SECS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ConversationState<'_> {
@@ -2982,6 +2999,7 @@ impl ::flatbuffers::Verifiable for ConversationState<'_> {
      .visit_field::<ConversationKind>("kind", Self::VT_KIND, false)?
      .visit_field::<u64>("head_seq", Self::VT_HEAD_SEQ, false)?
      .visit_field::<u64>("cursor", Self::VT_CURSOR, false)?
+     .visit_field::<u32>("timer_secs", Self::VT_TIMER_SECS, false)?
      .finish();
     Ok(())
   }
@@ -2991,6 +3009,7 @@ pub struct ConversationStateArgs {
     pub kind: ConversationKind,
     pub head_seq: u64,
     pub cursor: u64,
+    pub timer_secs: u32,
 }
 impl<'a> Default for ConversationStateArgs {
   #[inline]
@@ -3000,6 +3019,7 @@ impl<'a> Default for ConversationStateArgs {
       kind: ConversationKind::Direct,
       head_seq: 0,
       cursor: 0,
+      timer_secs: 0,
     }
   }
 }
@@ -3026,6 +3046,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConversationStateBuilder<'a, 
     self.fbb_.push_slot::<u64>(ConversationState::VT_CURSOR, cursor, 0);
   }
   #[inline]
+  pub fn add_timer_secs(&mut self, timer_secs: u32) {
+    self.fbb_.push_slot::<u32>(ConversationState::VT_TIMER_SECS, timer_secs, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConversationStateBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ConversationStateBuilder {
@@ -3047,6 +3071,7 @@ impl ::core::fmt::Debug for ConversationState<'_> {
       ds.field("kind", &self.kind());
       ds.field("head_seq", &self.head_seq());
       ds.field("cursor", &self.cursor());
+      ds.field("timer_secs", &self.timer_secs());
       ds.finish()
   }
 }
@@ -8135,6 +8160,250 @@ impl ::core::fmt::Debug for PurgeMessage<'_> {
       ds.finish()
   }
 }
+pub enum SetTimerOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SetTimer<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetTimer<'a> {
+  type Inner = SetTimer<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetTimer<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SECS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetTimer { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetTimerArgs
+  ) -> ::flatbuffers::WIPOffset<SetTimer<'bldr>> {
+    let mut builder = SetTimerBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    builder.add_secs(args.secs);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetTimer::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn secs(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(SetTimer::VT_SECS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetTimer<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<u32>("secs", Self::VT_SECS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetTimerArgs {
+    pub conversation_id: u64,
+    pub secs: u32,
+}
+impl<'a> Default for SetTimerArgs {
+  #[inline]
+  fn default() -> Self {
+    SetTimerArgs {
+      conversation_id: 0,
+      secs: 0,
+    }
+  }
+}
+
+pub struct SetTimerBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetTimerBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(SetTimer::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_secs(&mut self, secs: u32) {
+    self.fbb_.push_slot::<u32>(SetTimer::VT_SECS, secs, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetTimerBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetTimerBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetTimer<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetTimer<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetTimer");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("secs", &self.secs());
+      ds.finish()
+  }
+}
+pub enum TimerChangedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct TimerChanged<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TimerChanged<'a> {
+  type Inner = TimerChanged<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TimerChanged<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SECS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TimerChanged { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TimerChangedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TimerChanged<'bldr>> {
+    let mut builder = TimerChangedBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_secs(args.secs);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TimerChanged::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn secs(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TimerChanged::VT_SECS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TimerChanged::VT_USER, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TimerChanged<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<u32>("secs", Self::VT_SECS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TimerChangedArgs<'a> {
+    pub conversation_id: u64,
+    pub secs: u32,
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for TimerChangedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TimerChangedArgs {
+      conversation_id: 0,
+      secs: 0,
+      user: None, // required field
+    }
+  }
+}
+
+pub struct TimerChangedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TimerChangedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(TimerChanged::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_secs(&mut self, secs: u32) {
+    self.fbb_.push_slot::<u32>(TimerChanged::VT_SECS, secs, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TimerChanged::VT_USER, user);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TimerChangedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TimerChangedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TimerChanged<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, TimerChanged::VT_USER,"user");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TimerChanged<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TimerChanged");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("secs", &self.secs());
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -8928,6 +9197,36 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_timer(&self) -> Option<SetTimer<'a>> {
+    if self.body_type() == Body::SetTimer {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetTimer::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_timer_changed(&self) -> Option<TimerChanged<'a>> {
+    if self.body_type() == Body::TimerChanged {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TimerChanged::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -8988,6 +9287,8 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::ListBlocked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListBlocked>>("Body::ListBlocked", pos),
           Body::Blocked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Blocked>>("Body::Blocked", pos),
           Body::PurgeMessage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PurgeMessage>>("Body::PurgeMessage", pos),
+          Body::SetTimer => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetTimer>>("Body::SetTimer", pos),
+          Body::TimerChanged => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TimerChanged>>("Body::TimerChanged", pos),
           _ => Ok(()),
         }
      })?
@@ -9387,6 +9688,20 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::PurgeMessage => {
           if let Some(x) = self.body_as_purge_message() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetTimer => {
+          if let Some(x) = self.body_as_set_timer() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::TimerChanged => {
+          if let Some(x) = self.body_as_timer_changed() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -15,6 +15,7 @@ pub mod purge;
 pub mod register;
 pub mod send;
 pub mod sync;
+pub mod timer;
 
 use tern_proto::fb::ErrorCode;
 use tern_proto::handle::validate_handle;

@@ -232,7 +232,7 @@ pub enum Staged {
 /// still staged in this batch goes to the store, which answers it with the
 /// stored message.
 pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<Staged, Reject> {
-    let ttl_ms = expiry_ms(owner, op.expires_in_secs);
+    let max_secs = owner.ctx.config.message_ttl_secs;
     let stats = owner.ctx.stats.clone();
     let now = owner.ctx.clock.now_ms();
     let state = owner.conversation(op.id).await?;
@@ -246,6 +246,8 @@ pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<St
         return Ok(Staged::Duplicate(answer));
     }
     let state = owner.conversation(op.id).await?;
+    let ttl_ms =
+        lifetime_secs(max_secs, state.settings.timer_secs, op.expires_in_secs).saturating_mul(1000);
     let msg = StoredMessage {
         conversation_id: op.id,
         seq: state.record.head_seq + 1,
@@ -297,15 +299,18 @@ pub fn append_reject(e: AppendError) -> Reject {
     }
 }
 
-/// The message lifetime: the server's TTL, or shorter if the sender asks.
-pub fn expiry_ms(owner: &Owner, expires_in_secs: u32) -> u64 {
-    let max = owner.ctx.config.message_ttl_secs;
-    let secs = if expires_in_secs == 0 {
-        max
-    } else {
-        u64::from(expires_in_secs).min(max)
+/// A message's lifetime, seconds: what the sender asks (0 = as long as
+/// allowed), capped by the server's `max_secs` (`message_ttl_secs`) and by
+/// the conversation's disappearing-message timer (`timer_secs`, 0 = off).
+pub fn lifetime_secs(max_secs: u64, timer_secs: u32, expires_in_secs: u32) -> u64 {
+    let cap = match timer_secs {
+        0 => max_secs,
+        timer => u64::from(timer).min(max_secs),
     };
-    secs.saturating_mul(1000)
+    match expires_in_secs {
+        0 => cap,
+        asked => u64::from(asked).min(cap),
+    }
 }
 
 fn ack(msg: &StoredMessage, duplicate: bool) -> Body {
@@ -343,5 +348,22 @@ pub fn to_wire(msg: &StoredMessage) -> Message {
         expires_at_ms: msg.expires_at_ms,
         flags: msg.flags,
         payload: msg.payload.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lifetime_secs;
+
+    #[test]
+    fn lifetimes_are_capped_by_the_server_and_the_timer() {
+        let max = 30 * 86_400;
+        assert_eq!(lifetime_secs(max, 0, 0), max, "no timer, no ask");
+        assert_eq!(lifetime_secs(max, 0, 60), 60);
+        assert_eq!(lifetime_secs(max, 0, u32::MAX), max);
+        assert_eq!(lifetime_secs(max, 3600, 0), 3600, "the timer's");
+        assert_eq!(lifetime_secs(max, 3600, 7200), 3600, "capped");
+        assert_eq!(lifetime_secs(max, 3600, 60), 60, "shorter asks stay");
+        assert_eq!(lifetime_secs(60, 3600, 0), 60, "the server caps the timer");
     }
 }

@@ -78,10 +78,12 @@ async fn state_of(
         .await
         .map_err(Reject::store)?
         .unwrap_or(1);
+    let settings = store.settings(id).await.map_err(Reject::store)?;
     Ok(Some(ConversationState {
         conversation_id: id,
         kind: kind_to_wire(record.kind),
         head_seq: record.head_seq,
         cursor: cursor.max(since.saturating_sub(1)),
+        timer_secs: settings.timer_secs,
     }))
 }

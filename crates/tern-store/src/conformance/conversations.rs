@@ -232,3 +232,17 @@ pub async fn member_since(s: Arc<dyn Store>) {
         "a joiner starts at its Welcome"
     );
 }
+
+/// Settings default to no timer, are stored per conversation and replaced
+/// whole.
+pub async fn conversation_settings(s: Arc<dyn Store>) {
+    let s = &*s;
+    let none = crate::ConversationSettings::default();
+    assert_eq!(ok(s.settings(1).await, "settings"), none);
+    let timer = crate::ConversationSettings { timer_secs: 3600 };
+    ok(s.put_settings(1, &timer).await, "put_settings");
+    assert_eq!(ok(s.settings(1).await, "settings"), timer);
+    assert_eq!(ok(s.settings(2).await, "other"), none);
+    ok(s.put_settings(1, &none).await, "off again");
+    assert_eq!(ok(s.settings(1).await, "settings"), none);
+}

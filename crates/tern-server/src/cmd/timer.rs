@@ -1,0 +1,53 @@
+//! SetTimer, applied on the conversation's owner: a member sets the
+//! conversation's disappearing-message timer (stored with its settings,
+//! cached by the owner), every member's devices get `TimerChanged`, and
+//! every later send is capped at it (`send::lifetime_secs`). Messages sent
+//! before keep their expiry.
+
+use std::sync::Arc;
+
+use tern_proto::body::messaging::Done;
+use tern_proto::body::settings::{SetTimer, TimerChanged};
+use tern_proto::fb::ErrorCode;
+use tern_proto::{Body, Frame};
+
+use crate::effects::{Effect, Outcome};
+use crate::mesh::{Caller, Reject};
+use crate::owner::Owner;
+
+pub async fn apply(owner: &mut Owner, caller: &Caller, b: SetTimer) -> Outcome {
+    Outcome::or_refused(set(owner, caller, b).await)
+}
+
+async fn set(owner: &mut Owner, caller: &Caller, b: SetTimer) -> Result<Outcome, Reject> {
+    let (id, secs) = (b.conversation_id, b.secs);
+    let ctx = owner.ctx.clone();
+    let state = owner.conversation(id).await?;
+    state.require_member(caller)?;
+    let max = ctx.config.message_ttl_secs;
+    if u64::from(secs) > max {
+        return Err(Reject::new(
+            ErrorCode::InvalidArgument,
+            format!("a timer of {secs} s is longer than messages live on this server ({max} s, message_ttl_secs); use at most that, or 0 to turn it off"),
+        ));
+    }
+    let mut settings = state.settings.clone();
+    settings.timer_secs = secs;
+    ctx.store
+        .put_settings(id, &settings)
+        .await
+        .map_err(Reject::store)?;
+    let state = owner.conversation(id).await?;
+    state.settings = settings;
+    let members: Vec<String> = state.record.members.iter().cloned().collect();
+    let push = Body::TimerChanged(TimerChanged {
+        conversation_id: id,
+        secs,
+        user: caller.user.clone(),
+    });
+    let notify = Effect::Notify {
+        users: Arc::from(members),
+        frame: Frame::new(0, push).encode(),
+    };
+    Ok(Outcome::durable(Ok(Done.into())).with(notify))
+}
