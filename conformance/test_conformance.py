@@ -632,9 +632,9 @@ class ConformanceTest(Base):
         self.assertEqual(sorted(s(m) for m in info.members), sorted([alice.user, carol.user]))
         await self.assert_error(a, Body.Invite, InviteT(conversationId=gid, user=carol.user),
                                 ErrorCode.InvalidArgument)  # already a member
-        # dave lets everyone add him
+        # dave lets everyone add him (alice adds: only administrators add members, §4.7)
         await d.request(Body.SetPrivacy, SetPrivacyT(groupAdds=GroupAdds.Everyone), Body.Done)
-        info = await c.request(Body.AddMembers, AddMembersT(conversationId=gid,
+        info = await a.request(Body.AddMembers, AddMembersT(conversationId=gid,
                                                             members=[dave.user]),
                                Body.ConversationInfo)
         self.assertIn(dave.user, [s(m) for m in info.members])

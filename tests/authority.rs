@@ -1,5 +1,6 @@
 //! Server-enforced messaging authority (issue 10): blocking, deleting a
-//! message for everyone (PurgeMessage), disappearing-message timers. Each test runs a real server on port
+//! message for everyone (PurgeMessage), disappearing-message timers, group
+//! administrators. Each test runs a real server on port
 //! 0 and real clients.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -8,10 +9,11 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use common::{TestClient, TestServer, WAIT};
 use tern_client::{Client, ClientError};
-use tern_proto::body::devices;
 use tern_proto::body::safety::MAX_BLOCKED_USERS;
+use tern_proto::body::{devices, mls};
 use tern_proto::fb::ErrorCode;
 use tern_proto::{flags, Body, ConversationKind};
 use tern_server::shard::ServerStats;
@@ -247,27 +249,22 @@ fn tern(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// `tern block`, `tern blocked`, `tern unblock` and `tern timer` against a
-/// real server.
+/// `tern block`, `tern blocked`, `tern unblock`, `tern timer` and `tern
+/// admin` against a real server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_blocks_unblocks_and_sets_timers() {
+async fn the_cli_blocks_sets_timers_and_administrators() {
     let server = TestServer::start(SHARDS);
-    server.register("bob").await;
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("alice").to_string_lossy().into_owned();
+    let state = |u: &str| dir.path().join(u).to_string_lossy().into_owned();
+    let (state, bob_state) = (state("alice"), state("bob"));
     let (addr, fp) = (server.addr.to_string(), hex::encode(server.fingerprint));
     tokio::task::spawn_blocking(move || {
         let s = state.as_str();
-        tern(&[
-            "register",
-            "--state",
-            s,
-            "--server",
-            &addr,
-            "--fingerprint",
-            &fp,
-            "alice",
-        ]);
+        for (dir, user) in [(s, "alice"), (bob_state.as_str(), "bob")] {
+            let args = ["--state", dir, "--server", &addr, "--fingerprint", &fp];
+            tern(&[&["register"][..], &args[..], &[user]].concat());
+        }
+        tern(&["privacy", "--state", &bob_state, "--group-adds", "everyone"]);
         assert!(tern(&["block", "--state", s, "bob"]).starts_with("blocked bob"));
         assert_eq!(tern(&["blocked", "--state", s]), "bob\n");
         tern(&["unblock", "--state", s, "bob"]);
@@ -276,6 +273,12 @@ async fn the_cli_blocks_unblocks_and_sets_timers() {
         let conv = conv.trim();
         let set = tern(&["timer", "--state", s, conv, "60"]);
         assert!(set.contains("disappear 60 s"), "{set}");
+        let group = tern(&["create", "--state", s, "group", "bob"]);
+        let group = group.trim();
+        let admins = tern(&["admin", "--state", s, group, "bob"]);
+        assert!(admins.ends_with(": alice, bob\n"), "{admins}");
+        let admins = tern(&["admin", "--state", s, group, "bob", "--revoke"]);
+        assert!(admins.ends_with(": alice\n"), "{admins}");
     })
     .await
     .unwrap();
@@ -551,4 +554,156 @@ async fn a_message_under_the_timer_expires_on_the_server() {
         ServerStats::get(&server.handle().stats.expired_swept) > swept_before
     })
     .await;
+}
+
+// ----- group administrators -----
+
+/// The next `Admins` push `client` receives, skipping other notices.
+async fn next_admins(client: &TestClient) -> Vec<String> {
+    loop {
+        match timeout(WAIT, client.next_notice()).await.unwrap().unwrap() {
+            Body::Admins(a) => return a.admins,
+            _ => continue,
+        }
+    }
+}
+
+/// A group of `creator` with `members`.
+async fn group_of(creator: &TestClient, members: &[&str]) -> u64 {
+    creator
+        .create_conversation(ConversationKind::Group, members)
+        .await
+        .unwrap()
+        .id
+}
+
+/// On the plain path: the creator is the first administrator; only
+/// administrators add members, remove others and set the timer; anyone
+/// leaves; SetAdmin is for administrators, about members, and keeps one
+/// administrator; every change is pushed to the members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_administrators_change_membership_and_settings() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let dave = server.register("dave").await;
+    let group = group_of(&alice, &["bob", "carol"]).await;
+    assert_eq!(bob.admins(group).await.unwrap(), ["alice"]);
+    assert_eq!(code(dave.admins(group).await), ErrorCode::NotMember);
+
+    assert_eq!(
+        code(bob.add_members(group, &["dave"]).await),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        code(bob.remove_members(group, &["carol"]).await),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(code(bob.set_timer(group, 60).await), ErrorCode::Forbidden);
+    assert_eq!(
+        code(bob.set_admin(group, "bob", true).await),
+        ErrorCode::Forbidden
+    );
+    carol.remove_members(group, &["carol"]).await.unwrap(); // leaving is free
+    alice.set_timer(group, 60).await.unwrap();
+
+    assert_eq!(
+        code(alice.set_admin(group, "carol", true).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(alice.set_admin(group, "alice", false).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        alice.set_admin(group, "bob", true).await.unwrap(),
+        ["alice", "bob"]
+    );
+    assert_eq!(next_admins(&bob).await, ["alice", "bob"]);
+    bob.add_members(group, &["dave"]).await.unwrap();
+    bob.remove_members(group, &["alice"]).await.unwrap(); // an admin removes an admin
+    assert_eq!(next_admins(&dave).await, ["bob"]);
+    assert_eq!(dave.admins(group).await.unwrap(), ["bob"]);
+    assert_eq!(
+        bob.set_admin(group, "dave", true).await.unwrap(),
+        ["bob", "dave"]
+    );
+    assert_eq!(dave.set_admin(group, "bob", false).await.unwrap(), ["dave"]);
+    assert_eq!(
+        code(bob.add_members(group, &["alice"]).await),
+        ErrorCode::Forbidden
+    );
+    let direct = direct(&alice, "bob").await;
+    assert_eq!(code(alice.admins(direct).await), ErrorCode::Forbidden);
+    bob.set_timer(direct, 60).await.unwrap(); // any member of a direct conversation
+}
+
+/// When the last administrator leaves, the longest-standing member is
+/// promoted: the lowest first seq of membership, not the lowest handle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_administrator_leaving_promotes_the_longest_standing_member() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    server.register("zed").await;
+    let group = group_of(&alice, &["zed"]).await;
+    alice.send(group, &b"before bob"[..]).await.unwrap();
+    alice.add_members(group, &["bob"]).await.unwrap();
+    alice.remove_members(group, &["alice"]).await.unwrap();
+    assert_eq!(next_admins(&bob).await, ["zed"]);
+    assert_eq!(bob.admins(group).await.unwrap(), ["zed"]);
+    assert_eq!(
+        code(bob.add_members(group, &["alice"]).await),
+        ErrorCode::Forbidden
+    );
+}
+
+/// The same rules hold for the additions and removals a Commit carries;
+/// removing an administrator by Commit updates and announces the set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_follow_the_administrator_rules() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    server.register("carol").await;
+    let dave = server.register("dave").await;
+    let group = group_of(&alice, &["bob", "carol"]).await;
+    let commit = |epoch: u64, added: &[&str], removed: &[&str]| mls::Commit {
+        conversation_id: group,
+        epoch,
+        commit: Bytes::from(format!("commit for epoch {epoch}")),
+        welcome: None,
+        group_info: Bytes::from(format!("group info after epoch {epoch}")),
+        added: added.iter().map(|u| (*u).to_owned()).collect(),
+        removed: removed.iter().map(|u| (*u).to_owned()).collect(),
+    };
+    assert_eq!(
+        code(bob.request(commit(0, &["dave"], &[])).await),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        code(bob.request(commit(0, &[], &["carol"])).await),
+        ErrorCode::Forbidden
+    );
+    // A commit with no membership change is anyone's (key updates).
+    bob.request(commit(0, &[], &[])).await.unwrap();
+    alice
+        .request(commit(1, &["dave"], &["carol"]))
+        .await
+        .unwrap();
+    alice.set_admin(group, "bob", true).await.unwrap();
+    assert_eq!(next_admins(&dave).await, ["alice", "bob"]);
+    bob.request(commit(2, &[], &["alice"])).await.unwrap();
+    assert_eq!(bob.admins(group).await.unwrap(), ["bob"]);
+    assert_eq!(
+        next_admins(&dave).await,
+        ["bob"],
+        "the removal is announced"
+    );
+    // A Commit cannot remove its sender, so the last administrator leaves on
+    // the plain path; dave, the only member left, is promoted.
+    bob.remove_members(group, &["bob"]).await.unwrap();
+    assert_eq!(next_admins(&dave).await, ["dave"]);
+    assert_eq!(code(alice.admins(group).await), ErrorCode::NotMember);
 }

@@ -301,6 +301,8 @@ async fn exactly_one_commit_per_epoch_and_welcome_after_commit() {
     let carol = server.register("carol").await;
     let dave = server.register("dave").await;
     let group = group_of(&server, &alice, &["bob"]).await;
+    // Both may add members (only administrators may, issue 10).
+    alice.set_admin(group, "bob", true).await.unwrap();
 
     let (a, b) = (alice.clone(), bob.clone());
     let race_a =

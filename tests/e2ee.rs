@@ -180,6 +180,9 @@ async fn fifty_member_mls_group_adds_removes_and_locks_out_removed_members() {
     }
 
     let late = register(&server, "late").await;
+    // Only administrators add members (issue 10).
+    let admin = owner.client.transport().set_admin(group, &names[0], true);
+    admin.await.unwrap();
     devices[0]
         .client
         .add_members(group, &["late"])
@@ -255,6 +258,9 @@ async fn racing_commits_one_wins_and_the_other_recovers() {
         }
     );
 
+    // Only administrators add members (issue 10).
+    let admin = alice.client.transport().set_admin(group, "bob", true);
+    admin.await.unwrap();
     let (a, b) = (alice.clone(), bob.clone());
     let add_carol = tokio::spawn(async move { a.client.add_members(group, &["carol"]).await });
     let add_dave = tokio::spawn(async move { b.client.add_members(group, &["dave"]).await });
@@ -1110,6 +1116,9 @@ async fn a_pending_commit_beaten_by_another_is_discarded_and_the_winner_processe
     let carol = register(&server, "carol").await;
     let group = alice.client.create_group(&["bob"]).await.unwrap();
     expect_joined(&bob.client, group).await;
+    // Only administrators add members (issue 10).
+    let admin = alice.client.transport().set_admin(group, "bob", true);
+    admin.await.unwrap();
     alice.client.close().await;
 
     let zed_state = tempfile::tempdir().unwrap();

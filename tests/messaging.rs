@@ -137,8 +137,11 @@ async fn group_fans_out_to_every_member_and_follows_membership() {
         );
     }
 
+    // Only administrators add members (issue 10): g0, the creator, makes g1 one.
+    clients[0].set_admin(group.id, "g1", true).await.unwrap();
     let info = clients[1].add_members(group.id, &["late"]).await.unwrap();
     assert!(info.members.contains(&"late".to_owned()));
+    clients[0].set_admin(group.id, "g1", false).await.unwrap();
     let forbidden = clients[1]
         .remove_members(group.id, &["g3"])
         .await

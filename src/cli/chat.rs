@@ -219,9 +219,11 @@ async fn dispatch(command: Command) -> Result<(), String> {
         | Command::Read(_)
         | Command::Receipts(_)) => super::content::dispatch(c).await,
         // Run by `safety` on a plain transport connection.
-        Command::Block(_) | Command::Unblock(_) | Command::Blocked(_) | Command::Timer(_) => {
-            Err("the safety commands are run by the safety module".into())
-        }
+        Command::Block(_)
+        | Command::Unblock(_)
+        | Command::Blocked(_)
+        | Command::Timer(_)
+        | Command::Admin(_) => Err("the safety commands are run by the safety module".into()),
         Command::Register(a) => register(a).await,
         Command::Listen(a) => listen(a).await,
         Command::Link(a) => link(a).await,

@@ -80,6 +80,8 @@ pub enum Command {
     Blocked(safety::ListArgs),
     /// Set a conversation's disappearing-message timer in seconds (0: off).
     Timer(safety::TimerArgs),
+    /// Make a group member an administrator (or --revoke it); administrators only.
+    Admin(safety::AdminArgs),
 }
 
 /// Client connection options shared by every client subcommand.
@@ -124,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Unblock(args) => safety::unblock(args),
         Command::Blocked(args) => safety::blocked(args),
         Command::Timer(args) => safety::timer(args),
+        Command::Admin(args) => safety::admin(args),
         client => chat::run(client),
     };
     match result {

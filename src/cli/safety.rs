@@ -1,5 +1,6 @@
 //! The safety and settings subcommands: `tern block USER`, `tern unblock
-//! USER`, `tern blocked` and `tern timer CONV SECS`. Each opens its own connection with the plain transport
+//! USER`, `tern blocked`, `tern timer CONV SECS` and `tern admin CONV USER
+//! [--revoke]`. Each opens its own connection with the plain transport
 //! client (no end-to-end state is needed), so it works while `tern listen`
 //! holds the state directory.
 
@@ -27,6 +28,19 @@ pub struct TimerArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Group id.
+    conversation: u64,
+    /// The member to make an administrator.
+    user: String,
+    /// Take the role away instead.
+    #[arg(long)]
+    revoke: bool,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct ListArgs {
     #[command(flatten)]
     conn: Connection,
@@ -38,6 +52,7 @@ enum Op {
     Unblock(String),
     List,
     Timer(u64, u32),
+    Admin(u64, String, bool),
 }
 
 /// Runs `tern block`.
@@ -53,6 +68,12 @@ pub fn unblock(args: UserArgs) -> Result<(), String> {
 /// Runs `tern timer`.
 pub fn timer(args: TimerArgs) -> Result<(), String> {
     run(&args.conn, Op::Timer(args.conversation, args.secs))
+}
+
+/// Runs `tern admin`.
+pub fn admin(args: AdminArgs) -> Result<(), String> {
+    let op = Op::Admin(args.conversation, args.user, !args.revoke);
+    run(&args.conn, op)
 }
 
 /// Runs `tern blocked`.
@@ -97,6 +118,17 @@ async fn perform(client: &Client, op: Op) -> Result<(), String> {
             for user in users {
                 println!("{}", shown(&user));
             }
+        }
+        Op::Admin(conversation, user, admin) => {
+            let admins = client
+                .set_admin(conversation, &user, admin)
+                .await
+                .map_err(|e| e.to_string())?;
+            let shown_admins: Vec<String> = admins.iter().map(|a| shown(a)).collect();
+            println!(
+                "administrators of {conversation}: {}",
+                shown_admins.join(", ")
+            );
         }
         Op::Timer(conversation, secs) => {
             client

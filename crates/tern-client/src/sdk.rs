@@ -651,6 +651,38 @@ impl Client {
         Ok(())
     }
 
+    /// Makes member `user` of group `conversation_id` an administrator
+    /// (`admin`) or not; the caller must be one. Returns the group's
+    /// administrators after the change; members' devices get an `Admins`
+    /// notice.
+    ///
+    /// # Errors
+    /// `Forbidden` (the caller is no administrator, or not a group),
+    /// `InvalidArgument` (`user` is not a member, or the last administrator
+    /// would step down), `NotFound`, `NotMember`.
+    pub async fn set_admin(
+        &self,
+        conversation_id: u64,
+        user: &str,
+        admin: bool,
+    ) -> Result<Vec<String>, ClientError> {
+        let set = settings::SetAdmin {
+            conversation_id,
+            user: user.to_owned(),
+            admin,
+        };
+        Ok(self.request(set).await?.admins)
+    }
+
+    /// The administrators of group `conversation_id`, by handle.
+    ///
+    /// # Errors
+    /// `Forbidden` (not a group), `NotFound`, `NotMember`.
+    pub async fn admins(&self, conversation_id: u64) -> Result<Vec<String>, ClientError> {
+        let list = settings::ListAdmins { conversation_id };
+        Ok(self.request(list).await?.admins)
+    }
+
     /// One page of a conversation starting at `from_seq`.
     pub async fn history(
         &self,

@@ -160,7 +160,7 @@ bodies! {
     KeyPackages, Commit, CommitAccepted, GetGroupInfo, GroupInfo, SetPrivacy,
     Invite, Invited, ListInvitations, Invitations, AnswerInvitation,
     InvitationAnswered, Block, Unblock, ListBlocked, Blocked, PurgeMessage, SetTimer,
-    TimerChanged,
+    TimerChanged, SetAdmin, ListAdmins, Admins,
 }
 
 // Numbers with a distinct byte in every position (so a wrong width or byte
@@ -698,6 +698,30 @@ fn samples() -> Vec<(u64, Body)> {
             }
             .into(),
         ),
+        (
+            32,
+            settings::SetAdmin {
+                conversation_id: CONV,
+                user: "bob".into(),
+                admin: true,
+            }
+            .into(),
+        ),
+        (
+            33,
+            settings::ListAdmins {
+                conversation_id: CONV,
+            }
+            .into(),
+        ),
+        (
+            33,
+            settings::Admins {
+                conversation_id: CONV,
+                admins: vec![USER.into(), "bob".into()],
+            }
+            .into(),
+        ),
     ]
 }
 
@@ -1118,6 +1142,22 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
                 "secs": t.secs(),
                 "user": t.user(),
             })
+        }
+        T::SetAdmin => {
+            let a = f.body_as_set_admin().expect("the body table");
+            json!({
+                "conversation_id": a.conversation_id(),
+                "user": a.user(),
+                "admin": a.admin(),
+            })
+        }
+        T::ListAdmins => {
+            let l = f.body_as_list_admins().expect("the body table");
+            json!({ "conversation_id": l.conversation_id() })
+        }
+        T::Admins => {
+            let a = f.body_as_admins().expect("the body table");
+            json!({ "conversation_id": a.conversation_id(), "admins": strs(a.admins()) })
         }
         T::PurgeMessage => {
             let p = f.body_as_purge_message().expect("the body table");

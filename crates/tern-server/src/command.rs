@@ -76,6 +76,8 @@ pub enum OwnerCommand {
     Invite(privacy::Invite),
     Purge(safety::PurgeMessage),
     SetTimer(settings::SetTimer),
+    SetAdmin(settings::SetAdmin),
+    ListAdmins(settings::ListAdmins),
 }
 
 /// Outbound bytes an ordinary answer reserves before its request runs
@@ -121,6 +123,8 @@ impl Command {
             Body::Invite(b) => Command::Owner(O::Invite(b)),
             Body::PurgeMessage(b) => Command::Owner(O::Purge(b)),
             Body::SetTimer(b) => Command::Owner(O::SetTimer(b)),
+            Body::SetAdmin(b) => Command::Owner(O::SetAdmin(b)),
+            Body::ListAdmins(b) => Command::Owner(O::ListAdmins(b)),
             Body::CreateConversation(b) => Command::Owner(O::Create(fresh_conversation_id(), b)),
             Body::AddMembers(b) => Command::Owner(O::AddMembers(b)),
             Body::RemoveMembers(b) => Command::Owner(O::RemoveMembers(b)),
@@ -199,6 +203,8 @@ impl OwnerCommand {
             O::Invite(b) => b.conversation_id,
             O::Purge(b) => b.conversation_id,
             O::SetTimer(b) => b.conversation_id,
+            O::SetAdmin(b) => b.conversation_id,
+            O::ListAdmins(b) => b.conversation_id,
         }
     }
 
@@ -241,6 +247,8 @@ impl OwnerCommand {
             O::Invite(b) => cmd::consent::invite(owner, caller, b).await,
             O::Purge(b) => cmd::purge::apply(owner, caller, b).await,
             O::SetTimer(b) => cmd::timer::apply(owner, caller, b).await,
+            O::SetAdmin(b) => cmd::admin::set(owner, caller, b).await,
+            O::ListAdmins(b) => cmd::admin::list(owner, caller, b).await,
         }
     }
 }

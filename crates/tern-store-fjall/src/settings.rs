@@ -1,12 +1,13 @@
 //! Conversation settings ([`tern_store::ConversationSettings`]) in keyspace
-//! `settings`: conversation u64 → `version u8 (1) · timer_secs u32`. A
-//! reader ignores bytes past the fields it knows, so later versions append.
+//! `settings`: conversation u64 → `version u8 · timer_secs u32` and, from
+//! version 2, `· admins: count u16 · user¹ …`. A reader ignores bytes past
+//! the fields its version knows, so later versions append.
 
 use tern_store::{BackendError, ConversationId, ConversationSettings};
 
 use crate::{layout as keys, Ctx, Inner};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 impl Inner {
     pub(crate) fn settings(
@@ -28,6 +29,13 @@ impl Inner {
     ) -> Result<(), BackendError> {
         let mut value = vec![VERSION];
         value.extend_from_slice(&settings.timer_secs.to_be_bytes());
+        let count = u16::try_from(settings.admins.len()).map_err(|_| {
+            BackendError::corrupt(format!("too many administrators to store for {id}"))
+        })?;
+        value.extend_from_slice(&count.to_be_bytes());
+        for admin in &settings.admins {
+            value.extend_from_slice(&keys::user(admin)?);
+        }
         let mut batch = self.db.batch();
         batch.insert(&self.ks.settings, keys::conv(id), value);
         self.write(batch, "writing conversation settings")
@@ -35,12 +43,39 @@ impl Inner {
 }
 
 fn decode(id: ConversationId, value: &[u8]) -> Result<ConversationSettings, BackendError> {
-    match value.first() {
-        Some(&v) if v >= VERSION => Ok(ConversationSettings {
-            timer_secs: keys::u32_at(value, 1, "conversation settings")?,
-        }),
-        _ => Err(BackendError::corrupt(format!(
-            "corrupt settings of conversation {id}"
-        ))),
+    let corrupt = || BackendError::corrupt(format!("corrupt settings of conversation {id}"));
+    let version = *value.first().ok_or_else(corrupt)?;
+    let timer_secs = keys::u32_at(value, 1, "conversation settings")?;
+    let mut settings = ConversationSettings {
+        timer_secs,
+        ..ConversationSettings::default()
+    };
+    if version < 2 {
+        return Ok(settings);
+    }
+    let count_bytes = value.get(5..7).ok_or_else(corrupt)?;
+    let count = u16::from_be_bytes(<[u8; 2]>::try_from(count_bytes).map_err(|_| corrupt())?);
+    let mut rest = value.get(7..).ok_or_else(corrupt)?;
+    for _ in 0..count {
+        let (&len, tail) = rest.split_first().ok_or_else(corrupt)?;
+        let name = tail.get(..usize::from(len)).ok_or_else(corrupt)?;
+        let name = String::from_utf8(name.to_vec()).map_err(|_| corrupt())?;
+        settings.admins.insert(name);
+        rest = tail.get(usize::from(len)..).ok_or_else(corrupt)?;
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::decode;
+
+    #[test]
+    fn version_1_values_have_no_administrators() {
+        let settings = decode(7, &[1, 0, 0, 0, 60]).expect("decodes");
+        assert_eq!(settings.timer_secs, 60);
+        assert!(settings.admins.is_empty());
+        assert!(decode(7, &[2, 0, 0, 0, 60, 0, 1, 5, b'a']).is_err(), "truncated");
     }
 }

@@ -4,6 +4,8 @@
 
 use async_trait::async_trait;
 
+use std::collections::BTreeSet;
+
 use crate::{BackendError, ConversationId, ConversationRecord, Seq, UserId};
 
 /// Result of [`ConversationStore::create_conversation`].
@@ -107,4 +109,7 @@ pub struct ConversationSettings {
     /// Disappearing-message timer, seconds; 0 = off. Every later message of
     /// the conversation expires at most this long after it is sent.
     pub timer_secs: u32,
+    /// A group's administrators, as last stored; empty until first stored
+    /// (the server then takes the creator).
+    pub admins: BTreeSet<UserId>,
 }

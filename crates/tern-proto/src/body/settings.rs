@@ -1,9 +1,10 @@
 //! Conversation settings the server enforces: the disappearing-message
-//! timer ([`SetTimer`], pushed to members as [`TimerChanged`]); see
-//! docs/PROTOCOL.md §4.6.
+//! timer ([`SetTimer`], pushed to members as [`TimerChanged`]; see
+//! docs/PROTOCOL.md §4.6) and a group's administrators ([`SetAdmin`],
+//! [`ListAdmins`], answered and pushed as [`Admins`]; §4.7).
 
 use crate::body::messaging::Done;
-use crate::body::{Builder, Union, WireBody};
+use crate::body::{owned_strings, strings, Builder, Union, WireBody};
 use crate::codec::FrameError;
 use crate::fb;
 use crate::request::Request;
@@ -73,6 +74,98 @@ impl WireBody for TimerChanged {
     }
 }
 
+/// An administrator of group `conversation_id` makes member `user` an
+/// administrator (`admin`) or not; answered by [`Admins`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetAdmin {
+    pub conversation_id: u64,
+    pub user: String,
+    pub admin: bool,
+}
+
+impl WireBody for SetAdmin {
+    const TAG: fb::Body = fb::Body::SetAdmin;
+    type Table<'a> = fb::SetAdmin<'a>;
+
+    fn encode(&self, b: &mut Builder<'_>) -> Union {
+        let args = fb::SetAdminArgs {
+            conversation_id: self.conversation_id,
+            user: Some(b.create_string(&self.user)),
+            admin: self.admin,
+        };
+        fb::SetAdmin::create(b, &args).as_union_value()
+    }
+
+    fn decode(t: fb::SetAdmin<'_>) -> Result<Self, FrameError> {
+        Ok(SetAdmin {
+            conversation_id: t.conversation_id(),
+            user: t.user().to_owned(),
+            admin: t.admin(),
+        })
+    }
+}
+
+impl Request for SetAdmin {
+    type Response = Admins;
+}
+
+/// A member asks for group `conversation_id`'s administrators; answered by
+/// [`Admins`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListAdmins {
+    pub conversation_id: u64,
+}
+
+impl WireBody for ListAdmins {
+    const TAG: fb::Body = fb::Body::ListAdmins;
+    type Table<'a> = fb::ListAdmins<'a>;
+
+    fn encode(&self, b: &mut Builder<'_>) -> Union {
+        let args = fb::ListAdminsArgs {
+            conversation_id: self.conversation_id,
+        };
+        fb::ListAdmins::create(b, &args).as_union_value()
+    }
+
+    fn decode(t: fb::ListAdmins<'_>) -> Result<Self, FrameError> {
+        Ok(ListAdmins {
+            conversation_id: t.conversation_id(),
+        })
+    }
+}
+
+impl Request for ListAdmins {
+    type Response = Admins;
+}
+
+/// A group's administrators, ascending by handle: the answer to
+/// [`SetAdmin`] and [`ListAdmins`], and a push when they change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admins {
+    pub conversation_id: u64,
+    pub admins: Vec<String>,
+}
+
+impl WireBody for Admins {
+    const TAG: fb::Body = fb::Body::Admins;
+    type Table<'a> = fb::Admins<'a>;
+
+    fn encode(&self, b: &mut Builder<'_>) -> Union {
+        let args = fb::AdminsArgs {
+            conversation_id: self.conversation_id,
+            admins: Some(strings(b, &self.admins)),
+        };
+        fb::Admins::create(b, &args).as_union_value()
+    }
+
+    fn decode(t: fb::Admins<'_>) -> Result<Self, FrameError> {
+        Ok(Admins {
+            conversation_id: t.conversation_id(),
+            admins: owned_strings(Some(t.admins())),
+        })
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -90,6 +183,18 @@ pub(crate) mod tests {
                 conversation_id: 3,
                 secs: 0,
                 user: "a".into(),
+            }
+            .into(),
+            SetAdmin {
+                conversation_id: 3,
+                user: "b".into(),
+                admin: true,
+            }
+            .into(),
+            ListAdmins { conversation_id: 3 }.into(),
+            Admins {
+                conversation_id: 3,
+                admins: vec!["a".into(), "b".into()],
             }
             .into(),
         ]

@@ -353,10 +353,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupAdds {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 51;
+pub const ENUM_MAX_BODY: u8 = 54;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 52] = [
+pub const ENUM_VALUES_BODY: [Body; 55] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -409,6 +409,9 @@ pub const ENUM_VALUES_BODY: [Body; 52] = [
   Body::PurgeMessage,
   Body::SetTimer,
   Body::TimerChanged,
+  Body::SetAdmin,
+  Body::ListAdmins,
+  Body::Admins,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -468,9 +471,12 @@ impl Body {
   pub const PurgeMessage: Self = Self(49);
   pub const SetTimer: Self = Self(50);
   pub const TimerChanged: Self = Self(51);
+  pub const SetAdmin: Self = Self(52);
+  pub const ListAdmins: Self = Self(53);
+  pub const Admins: Self = Self(54);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 51;
+  pub const ENUM_MAX: u8 = 54;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -524,6 +530,9 @@ impl Body {
     Self::PurgeMessage,
     Self::SetTimer,
     Self::TimerChanged,
+    Self::SetAdmin,
+    Self::ListAdmins,
+    Self::Admins,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -580,6 +589,9 @@ impl Body {
       Self::PurgeMessage => Some("PurgeMessage"),
       Self::SetTimer => Some("SetTimer"),
       Self::TimerChanged => Some("TimerChanged"),
+      Self::SetAdmin => Some("SetAdmin"),
+      Self::ListAdmins => Some("ListAdmins"),
+      Self::Admins => Some("Admins"),
       _ => None,
     }
   }
@@ -8404,6 +8416,347 @@ impl ::core::fmt::Debug for TimerChanged<'_> {
       ds.finish()
   }
 }
+pub enum SetAdminOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SetAdmin<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetAdmin<'a> {
+  type Inner = SetAdmin<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetAdmin<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ADMIN: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetAdmin { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetAdminArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetAdmin<'bldr>> {
+    let mut builder = SetAdminBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_admin(args.admin);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetAdmin::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetAdmin::VT_USER, None).unwrap()}
+  }
+  #[inline]
+  pub fn admin(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SetAdmin::VT_ADMIN, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetAdmin<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .visit_field::<bool>("admin", Self::VT_ADMIN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetAdminArgs<'a> {
+    pub conversation_id: u64,
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub admin: bool,
+}
+impl<'a> Default for SetAdminArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetAdminArgs {
+      conversation_id: 0,
+      user: None, // required field
+      admin: false,
+    }
+  }
+}
+
+pub struct SetAdminBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetAdminBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(SetAdmin::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetAdmin::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_admin(&mut self, admin: bool) {
+    self.fbb_.push_slot::<bool>(SetAdmin::VT_ADMIN, admin, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetAdminBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetAdminBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetAdmin<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SetAdmin::VT_USER,"user");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetAdmin<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetAdmin");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("user", &self.user());
+      ds.field("admin", &self.admin());
+      ds.finish()
+  }
+}
+pub enum ListAdminsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListAdmins<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListAdmins<'a> {
+  type Inner = ListAdmins<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListAdmins<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListAdmins { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListAdminsArgs
+  ) -> ::flatbuffers::WIPOffset<ListAdmins<'bldr>> {
+    let mut builder = ListAdminsBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListAdmins::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListAdmins<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListAdminsArgs {
+    pub conversation_id: u64,
+}
+impl<'a> Default for ListAdminsArgs {
+  #[inline]
+  fn default() -> Self {
+    ListAdminsArgs {
+      conversation_id: 0,
+    }
+  }
+}
+
+pub struct ListAdminsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListAdminsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(ListAdmins::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListAdminsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListAdminsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListAdmins<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListAdmins<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListAdmins");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.finish()
+  }
+}
+pub enum AdminsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Admins<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Admins<'a> {
+  type Inner = Admins<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Admins<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ADMINS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Admins { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AdminsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Admins<'bldr>> {
+    let mut builder = AdminsBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.admins { builder.add_admins(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Admins::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn admins(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Admins::VT_ADMINS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Admins<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("admins", Self::VT_ADMINS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AdminsArgs<'a> {
+    pub conversation_id: u64,
+    pub admins: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for AdminsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AdminsArgs {
+      conversation_id: 0,
+      admins: None, // required field
+    }
+  }
+}
+
+pub struct AdminsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AdminsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(Admins::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_admins(&mut self, admins: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Admins::VT_ADMINS, admins);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AdminsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AdminsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Admins<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Admins::VT_ADMINS,"admins");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Admins<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Admins");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("admins", &self.admins());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9227,6 +9580,51 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_admin(&self) -> Option<SetAdmin<'a>> {
+    if self.body_type() == Body::SetAdmin {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetAdmin::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_admins(&self) -> Option<ListAdmins<'a>> {
+    if self.body_type() == Body::ListAdmins {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListAdmins::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_admins(&self) -> Option<Admins<'a>> {
+    if self.body_type() == Body::Admins {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Admins::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -9289,6 +9687,9 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::PurgeMessage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PurgeMessage>>("Body::PurgeMessage", pos),
           Body::SetTimer => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetTimer>>("Body::SetTimer", pos),
           Body::TimerChanged => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TimerChanged>>("Body::TimerChanged", pos),
+          Body::SetAdmin => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetAdmin>>("Body::SetAdmin", pos),
+          Body::ListAdmins => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListAdmins>>("Body::ListAdmins", pos),
+          Body::Admins => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Admins>>("Body::Admins", pos),
           _ => Ok(()),
         }
      })?
@@ -9702,6 +10103,27 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::TimerChanged => {
           if let Some(x) = self.body_as_timer_changed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetAdmin => {
+          if let Some(x) = self.body_as_set_admin() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListAdmins => {
+          if let Some(x) = self.body_as_list_admins() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Admins => {
+          if let Some(x) = self.body_as_admins() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

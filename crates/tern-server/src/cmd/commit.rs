@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::send::{append_reject, to_wire, SendOp};
-use super::{consent, require_users, MAX_MEMBERS_PER_REQUEST};
+use super::{admin, consent, require_users, MAX_MEMBERS_PER_REQUEST};
 use crate::delivery::Fanout;
 use crate::effects::{Durability, Effect, Outcome};
 use crate::mesh::{Caller, Reject};
@@ -39,6 +39,14 @@ async fn accept(
     state.require_member(caller)?;
     require_group(&state.record.kind)?;
     check_changes(&state.record, caller, &commit)?;
+    let changes_others = !commit.added.is_empty()
+        || commit
+            .removed
+            .iter()
+            .any(|u| state.record.members.contains(u));
+    if changes_others {
+        admin::require_admin(state, caller, "add members and remove other members")?;
+    }
     let before: BTreeSet<(String, u32)> = state.recipients.iter().cloned().collect();
     let head = state.record.head_seq;
     let departed: Vec<String> = commit
@@ -63,6 +71,7 @@ async fn accept(
     };
     owner.cache(updated).await?;
     consent::after_additions(&ctx, &caller.user, Some(id), &record.add).await?;
+    let admins_changed = admin::after_removal(owner, id).await?;
     let after = owner.conversation(id).await?.recipients.clone();
     // Members before and after, removed ones included (they learn of their
     // removal); the users it adds join from the Welcome instead (RFC 9420
@@ -83,10 +92,12 @@ async fn accept(
         epoch: record.epoch + 1,
         seq: record.commit.seq,
     });
+    let mut effects: Vec<Effect> = fanouts.into_iter().map(Effect::Deliver).collect();
+    effects.extend(admins_changed);
     Ok(Outcome {
         reply: Ok(reply),
         durability: Durability::Durable,
-        effects: fanouts.into_iter().map(Effect::Deliver).collect(),
+        effects,
         append: None,
     })
 }
@@ -141,8 +152,8 @@ fn require_group(kind: &ConversationKind) -> Result<(), Reject> {
 /// Commit's lists too, whatever its (opaque) MLS bytes say: at most
 /// [`MAX_MEMBERS_PER_REQUEST`] names in all, each a handle named once;
 /// added users are not members yet (that they exist is checked apart);
-/// only the creator removes another current member, and nobody commits
-/// their own removal (RFC 9420 §12.4: a Commit cannot remove its sender;
+/// only administrators add or remove another current member (checked by
+/// the caller, see `admin`), and nobody commits their own removal (RFC 9420 §12.4: a Commit cannot remove its sender;
 /// leave with RemoveMembers). A removed name that is no longer a member is
 /// allowed to anyone: a member that left is still in the MLS tree until
 /// someone commits its removal.
@@ -163,13 +174,6 @@ fn check_changes(
         return Err(Reject::new(
             ErrorCode::InvalidArgument,
             "a Commit cannot remove its sender; leave with RemoveMembers naming yourself",
-        ));
-    }
-    let removes_members = commit.removed.iter().any(|u| members.contains(u));
-    if removes_members && record.creator != caller.user {
-        return Err(Reject::new(
-            ErrorCode::Forbidden,
-            "only the group's creator can remove other members; anyone may remove themselves",
         ));
     }
     Ok(())

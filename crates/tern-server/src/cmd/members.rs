@@ -1,11 +1,13 @@
 //! AddMembers and RemoveMembers, applied on the conversation's owner. Only
-//! groups change membership; any member may add, the creator may remove
-//! anyone, and every member may remove themselves (leave). Adding a member
-//! or removing a non-member is refused, and nothing changes. Added users
-//! must consent (see [`consent`]).
+//! groups change membership; only administrators add members and remove
+//! other members, and every member may remove themselves (leave; see
+//! [`admin`] for who administers, and the promotion when the last
+//! administrator leaves). Adding a member or removing a non-member is
+//! refused, and nothing changes. Added users must consent (see
+//! [`consent`]).
 
 use super::create::info;
-use super::{consent, require_users};
+use super::{admin, consent, require_users};
 use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
 use crate::owner::Owner;
@@ -57,7 +59,6 @@ async fn change(
             "only group conversations change members",
         ));
     }
-    let is_creator = state.record.creator == caller.user;
     // Adding a member twice, or removing someone not in the group, is a
     // mistake to report, not a change to acknowledge.
     let misplaced: Vec<String> = members
@@ -67,11 +68,14 @@ async fn change(
         .collect();
     let (add, remove) = match change {
         Change::Add => {
+            admin::require_admin(state, caller, "add members")?;
             require_users(owner.ctx.store.as_ref(), &members).await?;
             (members, Vec::new())
         }
         Change::Remove => {
-            check_removal(is_creator, caller, &members)?;
+            if members.iter().any(|m| *m != caller.user) {
+                admin::require_admin(state, caller, "remove other members")?;
+            }
             (Vec::new(), members)
         }
     };
@@ -81,7 +85,11 @@ async fn change(
     }
     let record = owner.update_members(id, &add, &remove).await?;
     consent::after_additions(&owner.ctx, &caller.user, Some(id), &add).await?;
-    Ok(Outcome::durable(Ok(info(&record, false))))
+    let outcome = Outcome::durable(Ok(info(&record, false)));
+    Ok(match admin::after_removal(owner, id).await? {
+        Some(push) => outcome.with(push),
+        None => outcome,
+    })
 }
 
 /// Refuses the whole change, naming the users it is wrong about.
@@ -96,15 +104,5 @@ fn refuse_misplaced(misplaced: &[String], change: Change) -> Result<(), Reject> 
     Err(Reject::new(
         ErrorCode::InvalidArgument,
         format!("{what} of this group: {}", misplaced.join(", ")),
-    ))
-}
-
-fn check_removal(is_creator: bool, caller: &Caller, members: &[String]) -> Result<(), Reject> {
-    if is_creator || members.iter().all(|m| *m == caller.user) {
-        return Ok(());
-    }
-    Err(Reject::new(
-        ErrorCode::Forbidden,
-        "only the group's creator can remove other members; anyone may remove themselves",
     ))
 }

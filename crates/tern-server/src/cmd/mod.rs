@@ -2,6 +2,7 @@
 //! connection's shard or on the conversation's owner) and builds the reply.
 
 pub mod ack;
+pub mod admin;
 pub mod authenticate;
 pub mod block;
 pub mod commit;

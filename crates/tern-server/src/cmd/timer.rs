@@ -1,4 +1,5 @@
-//! SetTimer, applied on the conversation's owner: a member sets the
+//! SetTimer, applied on the conversation's owner: a member (in a group,
+//! an administrator, see `admin`) sets the
 //! conversation's disappearing-message timer (stored with its settings,
 //! cached by the owner), every member's devices get `TimerChanged`, and
 //! every later send is capped at it (`send::lifetime_secs`). Messages sent
@@ -10,6 +11,7 @@ use tern_proto::body::messaging::Done;
 use tern_proto::body::settings::{SetTimer, TimerChanged};
 use tern_proto::fb::ErrorCode;
 use tern_proto::{Body, Frame};
+use tern_store::ConversationKind;
 
 use crate::effects::{Effect, Outcome};
 use crate::mesh::{Caller, Reject};
@@ -24,6 +26,9 @@ async fn set(owner: &mut Owner, caller: &Caller, b: SetTimer) -> Result<Outcome,
     let ctx = owner.ctx.clone();
     let state = owner.conversation(id).await?;
     state.require_member(caller)?;
+    if state.record.kind == ConversationKind::Group {
+        super::admin::require_admin(state, caller, "set the group's timer")?;
+    }
     let max = ctx.config.message_ttl_secs;
     if u64::from(secs) > max {
         return Err(Reject::new(

@@ -239,7 +239,10 @@ pub async fn conversation_settings(s: Arc<dyn Store>) {
     let s = &*s;
     let none = crate::ConversationSettings::default();
     assert_eq!(ok(s.settings(1).await, "settings"), none);
-    let timer = crate::ConversationSettings { timer_secs: 3600 };
+    let timer = crate::ConversationSettings {
+        timer_secs: 3600,
+        admins: ["alice".to_owned(), "bob".to_owned()].into(),
+    };
     ok(s.put_settings(1, &timer).await, "put_settings");
     assert_eq!(ok(s.settings(1).await, "settings"), timer);
     assert_eq!(ok(s.settings(2).await, "other"), none);
