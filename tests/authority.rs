@@ -153,9 +153,10 @@ async fn blocking_covers_every_device_and_only_direct_conversations() {
     bob.expect_next_is(conv, b"hi").await;
 }
 
-/// A blocked user cannot add the blocker to a group (refused exactly like
-/// a missing consent, even where the blocker lets everyone add her) and
-/// cannot invite her (answered Done, nothing reaches her).
+/// A blocked user cannot add the blocker to a group, by create, AddMembers
+/// or a Commit (refused exactly like a missing consent, even where the
+/// blocker lets everyone add her), and cannot invite her (answered Done,
+/// nothing reaches her).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_user_cannot_add_or_invite_the_blocker() {
     let server = TestServer::start(SHARDS);
@@ -177,6 +178,17 @@ async fn a_blocked_user_cannot_add_or_invite_the_blocker() {
     );
     bob.invite(bobs, "alice").await.unwrap();
     assert!(alice.invitations().await.unwrap().is_empty());
+    // Nor by a Commit (bob administers his group).
+    let commit = mls::Commit {
+        conversation_id: bobs,
+        epoch: 0,
+        commit: Bytes::from_static(b"commit"),
+        welcome: None,
+        group_info: Bytes::from_static(b"group info"),
+        added: vec!["alice".to_owned()],
+        removed: vec![],
+    };
+    assert_eq!(code(bob.request(commit).await), ErrorCode::ConsentRequired);
     // Only bob's additions are refused: carol's group takes alice.
     let carols = carol.create_conversation(group, &["alice"]).await.unwrap();
     assert!(carols.members.contains(&"alice".to_owned()));
@@ -706,4 +718,32 @@ async fn commits_follow_the_administrator_rules() {
     bob.remove_members(group, &["bob"]).await.unwrap();
     assert_eq!(next_admins(&dave).await, ["dave"]);
     assert_eq!(code(alice.admins(group).await), ErrorCode::NotMember);
+}
+
+/// In a group an administrator may purge any member's message (moderation);
+/// a member who is not one may purge only their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_administrator_purges_any_message() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let group = group_of(&alice, &["bob", "carol"]).await;
+    let bobs = bob.send(group, &b"from bob"[..]).await.unwrap();
+    let alices = alice.send(group, &b"from alice"[..]).await.unwrap();
+    assert_eq!(
+        code(carol.purge_message(group, bobs.seq).await),
+        ErrorCode::NotSender
+    );
+    assert_eq!(
+        code(bob.purge_message(group, alices.seq).await),
+        ErrorCode::NotSender
+    );
+    alice.purge_message(group, bobs.seq).await.unwrap();
+    let page = carol.history(group, bobs.seq, 1).await.unwrap();
+    assert_eq!(page.messages[0].flags, flags::TOMBSTONE);
+    assert_eq!(
+        page.messages[0].sender_user, "bob",
+        "the tombstone keeps its sender"
+    );
 }

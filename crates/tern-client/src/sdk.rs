@@ -622,7 +622,7 @@ impl Client {
     ///
     /// # Errors
     /// `NotFound` (no such message, or expired), `NotMember`, `NotSender`
-    /// (another user sent it), `PurgeWindowClosed` (older than the server's
+    /// (another user sent it and the caller is no group administrator), `PurgeWindowClosed` (older than the server's
     /// `purge_window_secs`, default 48 h), `Forbidden` (an MLS Commit or
     /// Welcome).
     pub async fn purge_message(&self, conversation_id: u64, seq: u64) -> Result<(), ClientError> {

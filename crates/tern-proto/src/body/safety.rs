@@ -118,8 +118,8 @@ impl WireBody for Blocked {
     }
 }
 
-/// The sender of message `seq` of `conversation_id` asks the server to
-/// erase its ciphertext, leaving a tombstone (flag
+/// The sender of message `seq` of `conversation_id` (or, in a group, an
+/// administrator) asks the server to erase its ciphertext, leaving a tombstone (flag
 /// [`crate::flags::TOMBSTONE`], empty payload) at the same seq; answered by
 /// [`Done`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! PurgeMessage (delete for everyone), applied on the conversation's owner:
-//! the sender of a message, within `purge_window_secs` of its server time,
+//! the sender of a message (or, in a group, an administrator; see
+//! `admin`), within `purge_window_secs` of its server time,
 //! has its ciphertext replaced by a tombstone at the same seq (same sender,
 //! client message id, server time and expiry; flags
 //! [`flags::TOMBSTONE`]; empty payload), so Sync and History keep dense
@@ -17,6 +18,9 @@ use tern_proto::flags;
 use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
 use crate::owner::Owner;
+use tern_store::ConversationKind;
+
+use super::admin;
 
 pub async fn apply(owner: &mut Owner, caller: &Caller, b: PurgeMessage) -> Outcome {
     Outcome::or_refused(purge(owner, caller, b).await)
@@ -26,7 +30,10 @@ async fn purge(owner: &mut Owner, caller: &Caller, b: PurgeMessage) -> Result<Ou
     let (id, seq) = (b.conversation_id, b.seq);
     let ctx = owner.ctx.clone();
     let now = ctx.clock.now_ms();
-    owner.conversation(id).await?.require_member(caller)?;
+    let state = owner.conversation(id).await?;
+    state.require_member(caller)?;
+    let moderates =
+        state.record.kind == ConversationKind::Group && admin::admins(state).contains(&caller.user);
     let found = ctx.store.messages(id, seq, 1, now).await;
     let Some(msg) = found
         .map_err(Reject::store)?
@@ -38,11 +45,11 @@ async fn purge(owner: &mut Owner, caller: &Caller, b: PurgeMessage) -> Result<Ou
             format!("conversation {id} holds no message {seq} (never sent, or expired)"),
         ));
     };
-    if msg.sender_user != caller.user {
+    if msg.sender_user != caller.user && !moderates {
         return Err(Reject::new(
             ErrorCode::NotSender,
             format!(
-                "message {seq} was sent by {}; only its sender may delete it for everyone",
+                "message {seq} was sent by {}; only its sender (or a group administrator) may delete it for everyone",
                 msg.sender_user
             ),
         ));
