@@ -747,3 +747,59 @@ async fn a_group_administrator_purges_any_message() {
         "the tombstone keeps its sender"
     );
 }
+
+/// An administrator may let every member add members (plain path and
+/// Commit); removing others stays with administrators; only administrators
+/// change the setting, and members are told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_may_let_every_member_add() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    server.register("dave").await;
+    server.register("erin").await;
+    let group = group_of(&alice, &["bob", "carol"]).await;
+    assert_eq!(
+        code(bob.set_member_adds(group, true).await),
+        ErrorCode::Forbidden
+    );
+    alice.set_member_adds(group, true).await.unwrap();
+    let pushed = loop {
+        match timeout(WAIT, bob.next_notice()).await.unwrap().unwrap() {
+            Body::Admins(a) => break a,
+            _ => continue,
+        }
+    };
+    assert_eq!(
+        (pushed.admins, pushed.everyone_adds),
+        (vec!["alice".to_owned()], true)
+    );
+    bob.add_members(group, &["dave"]).await.unwrap();
+    let commit = mls::Commit {
+        conversation_id: group,
+        epoch: 0,
+        commit: Bytes::from_static(b"commit"),
+        welcome: None,
+        group_info: Bytes::from_static(b"group info"),
+        added: vec!["erin".to_owned()],
+        removed: vec![],
+    };
+    bob.request(commit.clone()).await.unwrap();
+    assert_eq!(
+        code(bob.remove_members(group, &["carol"]).await),
+        ErrorCode::Forbidden
+    );
+    let removing = mls::Commit {
+        epoch: 1,
+        added: vec![],
+        removed: vec!["carol".to_owned()],
+        ..commit
+    };
+    assert_eq!(code(bob.request(removing).await), ErrorCode::Forbidden);
+    alice.set_member_adds(group, false).await.unwrap();
+    assert_eq!(
+        code(carol.add_members(group, &["alice2"]).await),
+        ErrorCode::Forbidden
+    );
+}

@@ -674,6 +674,26 @@ impl Client {
         Ok(self.request(set).await?.admins)
     }
 
+    /// Lets every member of group `conversation_id` add members
+    /// (`everyone`), or only its administrators (the default); the caller
+    /// must be an administrator. Removing others stays with administrators.
+    ///
+    /// # Errors
+    /// `Forbidden` (the caller is no administrator, or not a group),
+    /// `NotFound`, `NotMember`.
+    pub async fn set_member_adds(
+        &self,
+        conversation_id: u64,
+        everyone: bool,
+    ) -> Result<(), ClientError> {
+        let set = settings::SetMemberAdds {
+            conversation_id,
+            everyone,
+        };
+        self.request(set).await?;
+        Ok(())
+    }
+
     /// The administrators of group `conversation_id`, by handle.
     ///
     /// # Errors

@@ -160,7 +160,7 @@ bodies! {
     KeyPackages, Commit, CommitAccepted, GetGroupInfo, GroupInfo, SetPrivacy,
     Invite, Invited, ListInvitations, Invitations, AnswerInvitation,
     InvitationAnswered, Block, Unblock, ListBlocked, Blocked, PurgeMessage, SetTimer,
-    TimerChanged, SetAdmin, ListAdmins, Admins,
+    TimerChanged, SetAdmin, ListAdmins, Admins, SetMemberAdds,
 }
 
 // Numbers with a distinct byte in every position (so a wrong width or byte
@@ -719,6 +719,15 @@ fn samples() -> Vec<(u64, Body)> {
             settings::Admins {
                 conversation_id: CONV,
                 admins: vec![USER.into(), "bob".into()],
+                everyone_adds: true,
+            }
+            .into(),
+        ),
+        (
+            34,
+            settings::SetMemberAdds {
+                conversation_id: CONV,
+                everyone: true,
             }
             .into(),
         ),
@@ -1157,7 +1166,15 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
         }
         T::Admins => {
             let a = f.body_as_admins().expect("the body table");
-            json!({ "conversation_id": a.conversation_id(), "admins": strs(a.admins()) })
+            json!({
+                "conversation_id": a.conversation_id(),
+                "admins": strs(a.admins()),
+                "everyone_adds": a.everyone_adds(),
+            })
+        }
+        T::SetMemberAdds => {
+            let m = f.body_as_set_member_adds().expect("the body table");
+            json!({ "conversation_id": m.conversation_id(), "everyone": m.everyone() })
         }
         T::PurgeMessage => {
             let p = f.body_as_purge_message().expect("the body table");

@@ -78,6 +78,7 @@ pub enum OwnerCommand {
     SetTimer(settings::SetTimer),
     SetAdmin(settings::SetAdmin),
     ListAdmins(settings::ListAdmins),
+    SetMemberAdds(settings::SetMemberAdds),
 }
 
 /// Outbound bytes an ordinary answer reserves before its request runs
@@ -125,6 +126,7 @@ impl Command {
             Body::SetTimer(b) => Command::Owner(O::SetTimer(b)),
             Body::SetAdmin(b) => Command::Owner(O::SetAdmin(b)),
             Body::ListAdmins(b) => Command::Owner(O::ListAdmins(b)),
+            Body::SetMemberAdds(b) => Command::Owner(O::SetMemberAdds(b)),
             Body::CreateConversation(b) => Command::Owner(O::Create(fresh_conversation_id(), b)),
             Body::AddMembers(b) => Command::Owner(O::AddMembers(b)),
             Body::RemoveMembers(b) => Command::Owner(O::RemoveMembers(b)),
@@ -205,6 +207,7 @@ impl OwnerCommand {
             O::SetTimer(b) => b.conversation_id,
             O::SetAdmin(b) => b.conversation_id,
             O::ListAdmins(b) => b.conversation_id,
+            O::SetMemberAdds(b) => b.conversation_id,
         }
     }
 
@@ -249,6 +252,7 @@ impl OwnerCommand {
             O::SetTimer(b) => cmd::timer::apply(owner, caller, b).await,
             O::SetAdmin(b) => cmd::admin::set(owner, caller, b).await,
             O::ListAdmins(b) => cmd::admin::list(owner, caller, b).await,
+            O::SetMemberAdds(b) => cmd::admin::set_member_adds(owner, caller, b).await,
         }
     }
 }

@@ -1,13 +1,14 @@
 //! Conversation settings ([`tern_store::ConversationSettings`]) in keyspace
-//! `settings`: conversation u64 → `version u8 · timer_secs u32` and, from
-//! version 2, `· admins: count u16 · user¹ …`. A reader ignores bytes past
+//! `settings`: conversation u64 → `version u8 · timer_secs u32`, from
+//! version 2 `· admins: count u16 · user¹ …`, from version 3 `·
+//! everyone_adds u8`. A reader ignores bytes past
 //! the fields its version knows, so later versions append.
 
 use tern_store::{BackendError, ConversationId, ConversationSettings};
 
 use crate::{layout as keys, Ctx, Inner};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 impl Inner {
     pub(crate) fn settings(
@@ -36,6 +37,7 @@ impl Inner {
         for admin in &settings.admins {
             value.extend_from_slice(&keys::user(admin)?);
         }
+        value.push(u8::from(settings.everyone_adds));
         let mut batch = self.db.batch();
         batch.insert(&self.ks.settings, keys::conv(id), value);
         self.write(batch, "writing conversation settings")
@@ -63,6 +65,9 @@ fn decode(id: ConversationId, value: &[u8]) -> Result<ConversationSettings, Back
         settings.admins.insert(name);
         rest = tail.get(usize::from(len)..).ok_or_else(corrupt)?;
     }
+    if version >= 3 {
+        settings.everyone_adds = *rest.first().ok_or_else(corrupt)? != 0;
+    }
     Ok(settings)
 }
 
@@ -76,6 +81,11 @@ mod tests {
         let settings = decode(7, &[1, 0, 0, 0, 60]).expect("decodes");
         assert_eq!(settings.timer_secs, 60);
         assert!(settings.admins.is_empty());
-        assert!(decode(7, &[2, 0, 0, 0, 60, 0, 1, 5, b'a']).is_err(), "truncated");
+        assert!(
+            decode(7, &[2, 0, 0, 0, 60, 0, 1, 5, b'a']).is_err(),
+            "truncated"
+        );
+        let v2 = decode(7, &[2, 0, 0, 0, 60, 0, 1, 1, b'a']).expect("version 2");
+        assert_eq!((v2.admins.len(), v2.everyone_adds), (1, false));
     }
 }

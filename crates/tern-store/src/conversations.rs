@@ -112,4 +112,7 @@ pub struct ConversationSettings {
     /// A group's administrators, as last stored; empty until first stored
     /// (the server then takes the creator).
     pub admins: BTreeSet<UserId>,
+    /// Whether every member of a group may add members (else only its
+    /// administrators).
+    pub everyone_adds: bool,
 }

@@ -1,7 +1,8 @@
 //! Conversation settings the server enforces: the disappearing-message
 //! timer ([`SetTimer`], pushed to members as [`TimerChanged`]; see
-//! docs/PROTOCOL.md §4.6) and a group's administrators ([`SetAdmin`],
-//! [`ListAdmins`], answered and pushed as [`Admins`]; §4.7).
+//! docs/PROTOCOL.md §4.6) and a group's administrators and who may add
+//! members ([`SetAdmin`], [`ListAdmins`], [`SetMemberAdds`], answered and
+//! pushed as [`Admins`]; §4.7).
 
 use crate::body::messaging::Done;
 use crate::body::{owned_strings, strings, Builder, Union, WireBody};
@@ -138,12 +139,15 @@ impl Request for ListAdmins {
     type Response = Admins;
 }
 
-/// A group's administrators, ascending by handle: the answer to
-/// [`SetAdmin`] and [`ListAdmins`], and a push when they change.
+/// A group's administrators, ascending by handle, and whether every member
+/// may add members (`everyone_adds`; else administrators only): the answer
+/// to [`SetAdmin`], [`ListAdmins`] and [`SetMemberAdds`], and a push when
+/// either changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Admins {
     pub conversation_id: u64,
     pub admins: Vec<String>,
+    pub everyone_adds: bool,
 }
 
 impl WireBody for Admins {
@@ -154,6 +158,7 @@ impl WireBody for Admins {
         let args = fb::AdminsArgs {
             conversation_id: self.conversation_id,
             admins: Some(strings(b, &self.admins)),
+            everyone_adds: self.everyone_adds,
         };
         fb::Admins::create(b, &args).as_union_value()
     }
@@ -162,8 +167,42 @@ impl WireBody for Admins {
         Ok(Admins {
             conversation_id: t.conversation_id(),
             admins: owned_strings(Some(t.admins())),
+            everyone_adds: t.everyone_adds(),
         })
     }
+}
+
+/// An administrator of group `conversation_id` lets every member add
+/// members (`everyone`) or only administrators (the default); answered by
+/// [`Admins`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetMemberAdds {
+    pub conversation_id: u64,
+    pub everyone: bool,
+}
+
+impl WireBody for SetMemberAdds {
+    const TAG: fb::Body = fb::Body::SetMemberAdds;
+    type Table<'a> = fb::SetMemberAdds<'a>;
+
+    fn encode(&self, b: &mut Builder<'_>) -> Union {
+        let args = fb::SetMemberAddsArgs {
+            conversation_id: self.conversation_id,
+            everyone: self.everyone,
+        };
+        fb::SetMemberAdds::create(b, &args).as_union_value()
+    }
+
+    fn decode(t: fb::SetMemberAdds<'_>) -> Result<Self, FrameError> {
+        Ok(SetMemberAdds {
+            conversation_id: t.conversation_id(),
+            everyone: t.everyone(),
+        })
+    }
+}
+
+impl Request for SetMemberAdds {
+    type Response = Admins;
 }
 
 #[cfg(test)]
@@ -195,6 +234,12 @@ pub(crate) mod tests {
             Admins {
                 conversation_id: 3,
                 admins: vec!["a".into(), "b".into()],
+                everyone_adds: true,
+            }
+            .into(),
+            SetMemberAdds {
+                conversation_id: 3,
+                everyone: true,
             }
             .into(),
         ]

@@ -353,10 +353,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupAdds {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 54;
+pub const ENUM_MAX_BODY: u8 = 55;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 55] = [
+pub const ENUM_VALUES_BODY: [Body; 56] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -412,6 +412,7 @@ pub const ENUM_VALUES_BODY: [Body; 55] = [
   Body::SetAdmin,
   Body::ListAdmins,
   Body::Admins,
+  Body::SetMemberAdds,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -474,9 +475,10 @@ impl Body {
   pub const SetAdmin: Self = Self(52);
   pub const ListAdmins: Self = Self(53);
   pub const Admins: Self = Self(54);
+  pub const SetMemberAdds: Self = Self(55);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 54;
+  pub const ENUM_MAX: u8 = 55;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -533,6 +535,7 @@ impl Body {
     Self::SetAdmin,
     Self::ListAdmins,
     Self::Admins,
+    Self::SetMemberAdds,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -592,6 +595,7 @@ impl Body {
       Self::SetAdmin => Some("SetAdmin"),
       Self::ListAdmins => Some("ListAdmins"),
       Self::Admins => Some("Admins"),
+      Self::SetMemberAdds => Some("SetMemberAdds"),
       _ => None,
     }
   }
@@ -8661,6 +8665,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Admins<'a> {
 impl<'a> Admins<'a> {
   pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_ADMINS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_EVERYONE_ADDS: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -8674,6 +8679,7 @@ impl<'a> Admins<'a> {
     let mut builder = AdminsBuilder::new(_fbb);
     builder.add_conversation_id(args.conversation_id);
     if let Some(x) = args.admins { builder.add_admins(x); }
+    builder.add_everyone_adds(args.everyone_adds);
     builder.finish()
   }
 
@@ -8692,6 +8698,13 @@ impl<'a> Admins<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Admins::VT_ADMINS, None).unwrap()}
   }
+  #[inline]
+  pub fn everyone_adds(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Admins::VT_EVERYONE_ADDS, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Admins<'_> {
@@ -8702,6 +8715,7 @@ impl ::flatbuffers::Verifiable for Admins<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("admins", Self::VT_ADMINS, true)?
+     .visit_field::<bool>("everyone_adds", Self::VT_EVERYONE_ADDS, false)?
      .finish();
     Ok(())
   }
@@ -8709,6 +8723,7 @@ impl ::flatbuffers::Verifiable for Admins<'_> {
 pub struct AdminsArgs<'a> {
     pub conversation_id: u64,
     pub admins: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub everyone_adds: bool,
 }
 impl<'a> Default for AdminsArgs<'a> {
   #[inline]
@@ -8716,6 +8731,7 @@ impl<'a> Default for AdminsArgs<'a> {
     AdminsArgs {
       conversation_id: 0,
       admins: None, // required field
+      everyone_adds: false,
     }
   }
 }
@@ -8732,6 +8748,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AdminsBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_admins(&mut self, admins: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Admins::VT_ADMINS, admins);
+  }
+  #[inline]
+  pub fn add_everyone_adds(&mut self, everyone_adds: bool) {
+    self.fbb_.push_slot::<bool>(Admins::VT_EVERYONE_ADDS, everyone_adds, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AdminsBuilder<'a, 'b, A> {
@@ -8754,6 +8774,120 @@ impl ::core::fmt::Debug for Admins<'_> {
     let mut ds = f.debug_struct("Admins");
       ds.field("conversation_id", &self.conversation_id());
       ds.field("admins", &self.admins());
+      ds.field("everyone_adds", &self.everyone_adds());
+      ds.finish()
+  }
+}
+pub enum SetMemberAddsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SetMemberAdds<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetMemberAdds<'a> {
+  type Inner = SetMemberAdds<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetMemberAdds<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EVERYONE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetMemberAdds { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetMemberAddsArgs
+  ) -> ::flatbuffers::WIPOffset<SetMemberAdds<'bldr>> {
+    let mut builder = SetMemberAddsBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    builder.add_everyone(args.everyone);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetMemberAdds::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn everyone(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SetMemberAdds::VT_EVERYONE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetMemberAdds<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<bool>("everyone", Self::VT_EVERYONE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetMemberAddsArgs {
+    pub conversation_id: u64,
+    pub everyone: bool,
+}
+impl<'a> Default for SetMemberAddsArgs {
+  #[inline]
+  fn default() -> Self {
+    SetMemberAddsArgs {
+      conversation_id: 0,
+      everyone: false,
+    }
+  }
+}
+
+pub struct SetMemberAddsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetMemberAddsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(SetMemberAdds::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_everyone(&mut self, everyone: bool) {
+    self.fbb_.push_slot::<bool>(SetMemberAdds::VT_EVERYONE, everyone, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetMemberAddsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetMemberAddsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetMemberAdds<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetMemberAdds<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetMemberAdds");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("everyone", &self.everyone());
       ds.finish()
   }
 }
@@ -9625,6 +9759,21 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_member_adds(&self) -> Option<SetMemberAdds<'a>> {
+    if self.body_type() == Body::SetMemberAdds {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetMemberAdds::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -9690,6 +9839,7 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::SetAdmin => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetAdmin>>("Body::SetAdmin", pos),
           Body::ListAdmins => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListAdmins>>("Body::ListAdmins", pos),
           Body::Admins => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Admins>>("Body::Admins", pos),
+          Body::SetMemberAdds => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetMemberAdds>>("Body::SetMemberAdds", pos),
           _ => Ok(()),
         }
      })?
@@ -10124,6 +10274,13 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::Admins => {
           if let Some(x) = self.body_as_admins() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetMemberAdds => {
+          if let Some(x) = self.body_as_set_member_adds() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

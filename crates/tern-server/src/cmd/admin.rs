@@ -2,9 +2,10 @@
 //!
 //! - The creator is the first administrator: a group whose settings never
 //!   stored administrators has the creator (while a member) as its only one.
-//! - Only administrators add members and remove other members, on the plain
-//!   path (AddMembers, RemoveMembers) and in Commits; any member removes
-//!   themself (leaves). Only administrators set a group's timer.
+//! - Only administrators add members (unless `SetMemberAdds` lets every
+//!   member add) and remove other members, on the plain path (AddMembers,
+//!   RemoveMembers) and in Commits; any member removes themself (leaves).
+//!   Only administrators set a group's timer and who may add.
 //! - `SetAdmin` (by an administrator) makes a member one or not; the last
 //!   administrator cannot step down (`InvalidArgument`), but may leave: when
 //!   a change leaves no administrator among the members, the longest-standing
@@ -16,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use tern_proto::body::settings::{Admins, ListAdmins, SetAdmin};
+use tern_proto::body::settings::{Admins, ListAdmins, SetAdmin, SetMemberAdds};
 use tern_proto::fb::ErrorCode;
 use tern_proto::{Body, Frame};
 use tern_store::{ConversationId, ConversationKind, UserId};
@@ -40,6 +41,15 @@ pub fn admins(state: &ConvState) -> BTreeSet<UserId> {
         .filter(|a| record.members.contains(*a))
         .cloned()
         .collect()
+}
+
+/// `Forbidden` unless `caller` may add members: an administrator, or any
+/// member where the group lets everyone add.
+pub fn require_adder(state: &ConvState, caller: &Caller) -> Result<(), Reject> {
+    match state.settings.everyone_adds {
+        true => Ok(()),
+        false => require_admin(state, caller, "add members"),
+    }
 }
 
 /// `Forbidden` unless `caller` administers the group.
@@ -106,17 +116,18 @@ async fn store_admins(
     let state = owner.conversation(id).await?;
     state.settings = settings;
     let members: Vec<UserId> = state.record.members.iter().cloned().collect();
-    let push = answer(id, admins(state));
+    let push = answer(id, state);
     Ok(Effect::Notify {
         users: Arc::from(members),
         frame: Frame::new(0, push).encode(),
     })
 }
 
-fn answer(id: ConversationId, admins: BTreeSet<UserId>) -> Body {
+fn answer(id: ConversationId, state: &ConvState) -> Body {
     Body::Admins(Admins {
         conversation_id: id,
-        admins: admins.into_iter().collect(),
+        admins: admins(state).into_iter().collect(),
+        everyone_adds: state.settings.everyone_adds,
     })
 }
 
@@ -142,7 +153,7 @@ pub async fn list(owner: &mut Owner, caller: &Caller, b: ListAdmins) -> Outcome 
     let id = b.conversation_id;
     let result = group(owner, caller, id)
         .await
-        .map(|state| answer(id, admins(state)));
+        .map(|state| answer(id, state));
     Outcome::immediate(result)
 }
 
@@ -174,6 +185,36 @@ async fn set_checked(owner: &mut Owner, caller: &Caller, b: SetAdmin) -> Result<
     }
     let push = store_admins(owner, id, next).await?;
     let state = owner.conversation(id).await?;
-    let reply = answer(id, admins(state));
+    let reply = answer(id, state);
     Ok(Outcome::durable(Ok(reply)).with(push))
+}
+
+/// SetMemberAdds: an administrator lets every member add members, or only
+/// administrators.
+pub async fn set_member_adds(owner: &mut Owner, caller: &Caller, b: SetMemberAdds) -> Outcome {
+    Outcome::or_refused(set_member_adds_checked(owner, caller, b).await)
+}
+
+async fn set_member_adds_checked(
+    owner: &mut Owner,
+    caller: &Caller,
+    b: SetMemberAdds,
+) -> Result<Outcome, Reject> {
+    let id = b.conversation_id;
+    let state = group(owner, caller, id).await?;
+    require_admin(state, caller, "choose who may add members")?;
+    let current = admins(state);
+    let before = state.settings.everyone_adds;
+    state.settings.everyone_adds = b.everyone;
+    // Stored with the administrators (made explicit if they were implicit).
+    let stored = store_admins(owner, id, current).await;
+    let push = match stored {
+        Ok(push) => push,
+        Err(reject) => {
+            owner.conversation(id).await?.settings.everyone_adds = before;
+            return Err(reject);
+        }
+    };
+    let state = owner.conversation(id).await?;
+    Ok(Outcome::durable(Ok(answer(id, state))).with(push))
 }

@@ -39,13 +39,15 @@ async fn accept(
     state.require_member(caller)?;
     require_group(&state.record.kind)?;
     check_changes(&state.record, caller, &commit)?;
-    let changes_others = !commit.added.is_empty()
-        || commit
-            .removed
-            .iter()
-            .any(|u| state.record.members.contains(u));
-    if changes_others {
-        admin::require_admin(state, caller, "add members and remove other members")?;
+    if !commit.added.is_empty() {
+        admin::require_adder(state, caller)?;
+    }
+    if commit
+        .removed
+        .iter()
+        .any(|u| state.record.members.contains(u))
+    {
+        admin::require_admin(state, caller, "remove other members")?;
     }
     let before: BTreeSet<(String, u32)> = state.recipients.iter().cloned().collect();
     let head = state.record.head_seq;

@@ -68,7 +68,7 @@ async fn change(
         .collect();
     let (add, remove) = match change {
         Change::Add => {
-            admin::require_admin(state, caller, "add members")?;
+            admin::require_adder(state, caller)?;
             require_users(owner.ctx.store.as_ref(), &members).await?;
             (members, Vec::new())
         }

@@ -242,6 +242,7 @@ pub async fn conversation_settings(s: Arc<dyn Store>) {
     let timer = crate::ConversationSettings {
         timer_secs: 3600,
         admins: ["alice".to_owned(), "bob".to_owned()].into(),
+        everyone_adds: true,
     };
     ok(s.put_settings(1, &timer).await, "put_settings");
     assert_eq!(ok(s.settings(1).await, "settings"), timer);
