@@ -565,7 +565,7 @@ impl Client {
         Ok(self.request(privacy::ListInvitations).await?.invitations)
     }
 
-    /// Accepts (any member may then add this account to the group) or
+    /// Accepts (the group's administrators may then add this account) or
     /// declines a pending invitation; the inviter gets an
     /// `InvitationAnswered` notice.
     ///
