@@ -97,11 +97,12 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch};
 
 use commit::Committer;
 use tern_store::{
-    AccountStore, AppendError, AppendOutcome, BackendError, ClaimedKey, CommitOutcome,
-    BlockOutcome, CommitRecord, ConsentStore, ConversationId, ConversationSettings, ConversationRecord, ConversationStore,
-    CreateAccountError, CreateConversationError, CreateOutcome, DeviceId, DeviceKeys,
-    DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore, InvitationRecord, KeyDirectory, KeyPool,
-    MembersError, MessageLog, Poison, PoisonHook, PoolKey, Seq, Store, StoredMessage, UserId,
+    AccountStore, AppendError, AppendOutcome, BackendError, BlockOutcome, ClaimedKey,
+    CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
+    ConversationSettings, ConversationStore, CreateAccountError, CreateConversationError,
+    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore,
+    InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, Poison, PoisonHook, PoolKey,
+    Seq, Store, StoredMessage, UserId,
 };
 
 /// Value of set-like tables.
