@@ -434,7 +434,10 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 /// while an unpurged message's bytes stay found (the scan's control).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purged_ciphertext_is_erased_from_the_store_tables() {
-    let server = TestServer::start_with(SHARDS, |c| c.store_memtable_mib = 1);
+    let server = TestServer::start_with(SHARDS, |c| {
+        c.store_memtable_mib = 1;
+        c.purge_erase_interval_secs = 1;
+    });
     let alice = server.register("alice").await;
     server.register("bob").await;
     let conv = direct(&alice, "bob").await;

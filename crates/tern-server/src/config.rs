@@ -43,6 +43,15 @@ pub struct ServerConfig {
     /// (a window longer than `message_ttl_secs` ends when the message
     /// expires).
     pub purge_window_secs: u64,
+    /// Seconds between two erasures of purged ciphertext from the store's
+    /// files (fjall: a flush and a major compaction of the messages
+    /// keyspace, whose cost grows with the whole log, not with the purges;
+    /// see `tern_store_fjall` `purge.rs`). A purge replaces the message with
+    /// its tombstone at once; the old bytes leave the tables at the next
+    /// erasure, which runs only if something was purged since the last one,
+    /// so a stream of purges costs one compaction per interval, not one each.
+    /// Default 600 (10 minutes), 1 to 86400.
+    pub purge_erase_interval_secs: u64,
     /// Requests one connection may have in flight. Default 256.
     pub max_inflight_per_connection: usize,
     /// Frames queued for one connection before it is closed as too slow. Default 4096.
@@ -139,6 +148,7 @@ impl Default for ServerConfig {
             mls_handshake_ttl_secs: 365 * 24 * 3600,
             sweep_interval_secs: 60,
             purge_window_secs: 48 * 3600,
+            purge_erase_interval_secs: 600,
             max_inflight_per_connection: 256,
             outbound_queue_frames: 4096,
             outbound_queue_bytes: 8 * 1024 * 1024,
@@ -321,6 +331,11 @@ impl ServerConfig {
             self.purge_window_secs > 0,
             "purge_window_secs",
             "must be positive",
+        )?;
+        check(
+            (1..=86_400).contains(&self.purge_erase_interval_secs),
+            "purge_erase_interval_secs",
+            "must be 1 to 86400 (seconds between erasures of purged ciphertext)",
         )?;
         check(
             self.max_inflight_per_connection > 0,
@@ -520,6 +535,24 @@ mod tests {
         }
         let c: ServerConfig = toml::from_str("store_memtable_mib = 16").expect("parses");
         assert_eq!(c.store_tuning().memtable, 16 << 20);
+    }
+
+    #[test]
+    fn purge_erase_interval_is_validated() {
+        assert_eq!(ServerConfig::default().purge_erase_interval_secs, 600);
+        for bad in [
+            "purge_erase_interval_secs = 0",
+            "purge_erase_interval_secs = 86401",
+        ] {
+            let c: ServerConfig = toml::from_str(bad).expect("parses");
+            let err = c.validate().expect_err(bad);
+            assert!(
+                err.to_string().contains("purge_erase_interval_secs"),
+                "{err}"
+            );
+        }
+        let c: ServerConfig = toml::from_str("purge_erase_interval_secs = 1").expect("parses");
+        c.validate().expect("1 s is allowed");
     }
 
     #[test]

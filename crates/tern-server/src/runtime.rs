@@ -322,6 +322,7 @@ async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(),
     spawn_local(control_loop(ctx.clone(), setup.inbox.control));
     if setup.id == 0 {
         spawn_local(sweep_loop(ctx.clone(), setup.shutdown.clone()));
+        spawn_local(erase_loop(ctx.clone(), setup.shutdown.clone()));
     }
     let mut connections = accept_loop(&ctx, &endpoint, setup.shutdown).await;
     let drain = Duration::from_secs(ctx.config.drain_timeout_secs + 1);
@@ -398,6 +399,25 @@ async fn control_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<
             Control::CloseDevice { user, device } => {
                 ctx.sessions.borrow().close_device(&user, device)
             }
+        }
+    }
+}
+
+/// Erases purged ciphertext from the store's files every
+/// `purge_erase_interval_secs` (runs on shard 0). `erase_purged` returns at
+/// once when nothing was purged since the last erasure, so an idle server
+/// never compacts for it; a burst of purges shares one erasure.
+async fn erase_loop(ctx: Rc<ShardCtx>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_secs(ctx.config.purge_erase_interval_secs);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(error) = ctx.store.erase_purged().await {
+            tracing::warn!(%error, "could not erase purged ciphertext from the store's files; the next erasure tries again");
         }
     }
 }

@@ -5,7 +5,8 @@
 //! client message id, server time and expiry; flags
 //! [`flags::TOMBSTONE`]; empty payload), so Sync and History keep dense
 //! seqs. The answer (`Done`) follows the tombstone's persist; the old bytes
-//! are then erased from the store's files in the background
+//! are erased from the store's files by the next erasure, which shard 0
+//! runs every `purge_erase_interval_secs` when something was purged
 //! (`Store::erase_purged`; the fjall backend documents what that reaches).
 //! Nothing is pushed: the sender's client tells the members itself, end to
 //! end encrypted (E2EE.md, delete for everyone).
@@ -75,10 +76,5 @@ async fn purge(owner: &mut Owner, caller: &Caller, b: PurgeMessage) -> Result<Ou
         .purge_message(id, seq, flags::TOMBSTONE)
         .await
         .map_err(Reject::store)?;
-    tokio::task::spawn_local(async move {
-        if let Err(error) = store.erase_purged().await {
-            tracing::warn!(%error, "could not erase purged payloads from the store's files; the next purge tries again");
-        }
-    });
     Ok(Outcome::durable(Ok(Done.into())))
 }
