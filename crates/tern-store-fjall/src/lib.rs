@@ -262,10 +262,12 @@ pub struct FjallOptions {
 }
 
 /// The engine's memory and journal bounds, in bytes; the defaults are
-/// fjall's. Smaller memtables make each flush, and the write stall it
-/// causes, shorter, but at 16 MiB compaction fell behind after nine minutes
-/// at 5,000 msg/s and writes collapsed (docs/PERFORMANCE.md, "Stalls under
-/// sustained load"), so the default stays 64 MiB. fjall 3.1 has no bound on the sum of memtables (its
+/// fjall's. Smaller memtables make each flush, and the slowdown of the
+/// journal's syncs while its table is written, shorter, but at 16 MiB
+/// compaction fell behind after nine minutes at 5,000 msg/s and writes
+/// collapsed (measured before the vendored lsm-tree patches; see
+/// docs/PERFORMANCE.md, "Stalls under sustained load"), so the default
+/// stays 64 MiB. fjall 3.1 has no bound on the sum of memtables (its
 /// `max_write_buffer_size` is deprecated and unused), so the store's memory
 /// is about `memtable` times the keyspaces written heavily, plus `cache`.
 /// See docs/PERFORMANCE.md, "Stalls under sustained load".
