@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{TestClient, TestServer, WAIT};
+use common::{files_containing, TestClient, TestServer, WAIT};
 use tern_client::{Client, ClientError};
 use tern_proto::body::safety::MAX_BLOCKED_USERS;
 use tern_proto::body::{devices, mls};
@@ -27,21 +27,6 @@ const SHARDS: usize = 2;
 /// The code of a refused SDK request.
 fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
     result.expect_err("refused").code().expect("a server error")
-}
-
-/// Paths of the files under `dir` that contain `needle` (the scan of the
-/// server-blind test in tests/e2ee.rs).
-fn files_containing(dir: &Path, needle: &[u8], found: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files_containing(&path, needle, found);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                found.push(path.display().to_string());
-            }
-        }
-    }
 }
 
 /// Links a second device to `user`'s account, approved from `first`.

@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestServer, WAIT};
+use common::{files_containing, TestServer, WAIT};
 use tempfile::TempDir;
 use tern_client::content::{Content, ReceiptKind};
 use tern_client::message_store::{
@@ -586,19 +585,6 @@ async fn a_catch_up_after_being_offline_is_acknowledged_with_one_receipt_or_two(
         "{} receipts: {receipts:?}",
         receipts.len()
     );
-}
-
-fn files_containing(dir: &Path, needle: &[u8], found: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files_containing(&path, needle, found);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                found.push(path.display().to_string());
-            }
-        }
-    }
 }
 
 /// The server-blind proof (like `e2ee.rs` `server_stores_only_ciphertext`)

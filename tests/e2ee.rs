@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestServer, WAIT};
+use common::{files_containing, TestServer, WAIT};
 use tempfile::TempDir;
 use tern_client::content::Content;
 use tern_client::mls::{MlsClient, PendingCommit};
@@ -359,19 +359,6 @@ async fn low_prekeys_are_replenished_by_the_sdk() {
             "prekeys were not replenished"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn files_containing(dir: &Path, needle: &[u8], found: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files_containing(&path, needle, found);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                found.push(path.display().to_string());
-            }
-        }
     }
 }
 

@@ -473,3 +473,19 @@ impl Bystanders {
         );
     }
 }
+
+/// Paths of the files under `dir` (recursively) whose bytes contain
+/// `needle`, appended to `found`: the data-directory scan of the
+/// server-blind and erasure tests (e2ee.rs, content.rs, authority.rs).
+pub fn files_containing(dir: &Path, needle: &[u8], found: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_containing(&path, needle, found);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+}
