@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{files_containing, TestServer, WAIT};
+use common::{assert_server_blind, TestServer, WAIT};
 use tempfile::TempDir;
 use tern_client::content::{Content, ReceiptKind};
 use tern_client::message_store::{
@@ -642,17 +642,7 @@ async fn the_server_stores_only_ciphertext_of_every_content_kind() {
         .unwrap();
     server.stop().await;
 
-    let mut control_hits = Vec::new();
-    files_containing(server.data_dir(), control, &mut control_hits);
-    assert!(
-        !control_hits.is_empty(),
-        "the scan cannot see stored payloads"
-    );
-    for marker in &markers {
-        let mut hits = Vec::new();
-        files_containing(server.data_dir(), marker.as_bytes(), &mut hits);
-        assert!(hits.is_empty(), "plaintext {marker} found in {hits:?}");
-    }
+    assert_server_blind(server.data_dir(), control, &markers);
 }
 
 mod cli {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{files_containing, TestServer, WAIT};
+use common::{assert_server_blind, TestServer, WAIT};
 use tempfile::TempDir;
 use tern_client::content::Content;
 use tern_client::mls::{MlsClient, PendingCommit};
@@ -397,17 +397,7 @@ async fn server_stores_only_ciphertext() {
         .unwrap();
     server.stop().await;
 
-    let mut control_hits = Vec::new();
-    files_containing(server.data_dir(), control, &mut control_hits);
-    assert!(
-        !control_hits.is_empty(),
-        "the scan cannot see stored payloads"
-    );
-    for marker in &markers {
-        let mut hits = Vec::new();
-        files_containing(server.data_dir(), marker.as_bytes(), &mut hits);
-        assert!(hits.is_empty(), "plaintext {marker} found in {hits:?}");
-    }
+    assert_server_blind(server.data_dir(), control, &markers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -489,3 +489,21 @@ pub fn files_containing(dir: &Path, needle: &[u8], found: &mut Vec<String>) {
         }
     }
 }
+
+/// The server-blind check: the data directory under `dir` holds `control`
+/// (a payload sent around the encryption layer, so the scan provably sees
+/// stored payloads) and none of the plaintext `markers`.
+pub fn assert_server_blind(dir: &Path, control: &[u8], markers: &[impl AsRef<str>]) {
+    let mut control_hits = Vec::new();
+    files_containing(dir, control, &mut control_hits);
+    assert!(
+        !control_hits.is_empty(),
+        "the scan cannot see stored payloads"
+    );
+    for marker in markers {
+        let marker = marker.as_ref();
+        let mut hits = Vec::new();
+        files_containing(dir, marker.as_bytes(), &mut hits);
+        assert!(hits.is_empty(), "plaintext {marker} found in {hits:?}");
+    }
+}
