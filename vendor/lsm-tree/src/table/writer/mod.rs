@@ -82,8 +82,9 @@ pub struct Writer {
     /// Stores the previous block position (used for creating back links)
     prev_pos: (BlockOffset, BlockOffset),
 
-    /// tern patch: bytes of the file handed to the kernel's write-back so
-    /// far (see `smooth_writeback`).
+    /// tern patch: the file ranges `[from, upto)` last handed to the
+    /// kernel's write-back, and everything before it (see `smooth_writeback`).
+    writeback_from: u64,
     writeback_upto: u64,
 
     current_key: Option<UserKey>,
@@ -134,6 +135,7 @@ impl Writer {
             chunk: Vec::new(),
 
             prev_pos: (BlockOffset(0), BlockOffset(0)),
+            writeback_from: 0,
             writeback_upto: 0,
 
             chunk_size: 0,
@@ -319,12 +321,13 @@ impl Writer {
         let buffered = self.file_writer.get_mut().inner_mut();
         buffered.flush()?;
         let file = buffered.get_ref();
-        let start = self.writeback_upto;
+        let (previous, start) = (self.writeback_from, self.writeback_upto);
         let end = *self.meta.file_pos;
         writeback::start(file, start, end - start)?;
-        if let Some(previous) = start.checked_sub(WRITEBACK_CHUNK) {
+        if start > previous {
             writeback::wait(file, previous, start - previous)?;
         }
+        self.writeback_from = start;
         self.writeback_upto = end;
         Ok(())
     }
