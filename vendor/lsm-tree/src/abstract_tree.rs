@@ -106,7 +106,15 @@ pub trait AbstractTree {
 
         drop(version_history);
 
-        if let Some((tables, blob_files)) = self.flush_to_tables(stream)? {
+        // tern patch: the table is written on a low-priority thread (the
+        // caller, a fjall worker, holds no lock meanwhile); see `low_priority`.
+        // SAFETY: the tree and the memtable stream are shared by lsm-tree's
+        // own threads already; the drop callback (blob trees) is plain data.
+        #[expect(unsafe_code, reason = "see low_priority::run_unchecked")]
+        let written = unsafe {
+            crate::low_priority::run_unchecked("lsm-tree:flush", || self.flush_to_tables(stream))
+        }?;
+        if let Some((tables, blob_files)) = written {
             self.register_tables(
                 &tables,
                 blob_files.as_deref(),

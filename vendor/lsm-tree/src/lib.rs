@@ -104,6 +104,10 @@ mod ingestion;
 mod iter_guard;
 mod key;
 mod key_range;
+
+/// tern patch: low-priority threads for flush and compaction work.
+#[doc(hidden)]
+pub mod low_priority;
 mod manifest;
 mod memtable;
 mod run_reader;

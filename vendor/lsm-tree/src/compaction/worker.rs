@@ -507,6 +507,14 @@ fn merge_tables(
     drop(compaction_state);
 
     hidden_guard(payload, opts, || {
+        // tern patch: the merge runs on a low-priority thread, holding no
+        // lock; see `low_priority`.
+        // SAFETY: the merge iterator, the compactor and the options are
+        // only lsm-tree's own data and `Send` compaction filters (the
+        // strategy and flavour traits just lack the bound); see
+        // `low_priority::run_unchecked`.
+        #[expect(unsafe_code, reason = "see low_priority::run_unchecked")]
+        unsafe { crate::low_priority::run_unchecked("lsm-tree:compact", || {
         for (idx, item) in merge_iter.enumerate() {
             let item = item?;
 
@@ -519,6 +527,7 @@ fn merge_tables(
         }
 
         Ok(())
+        }) }
     })?;
 
     if let Some(filter) = compaction_filter {

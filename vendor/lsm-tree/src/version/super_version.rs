@@ -408,6 +408,8 @@ mod reaper {
         std::thread::Builder::new()
             .name("lsm-tree:reaper".to_string())
             .spawn(move || {
+                // Freeing is background work too (see `low_priority`).
+                crate::low_priority::lower_priority();
                 while let Ok(garbage) = rx.recv() {
                     drop(garbage);
                 }
