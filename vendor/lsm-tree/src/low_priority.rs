@@ -95,20 +95,48 @@ pub fn observed() -> (u64, i32) {
     (RUNS.load(Ordering::Relaxed), LAST_NICE.load(Ordering::Relaxed))
 }
 
-/// Lowers the calling thread to nice 19 and returns the nice value it then
-/// has (0 where threads have no nice value of their own).
+/// Lowers the calling thread to nice 19 and to the idle I/O class, and
+/// returns the nice value it then has (0 where threads have no nice value
+/// of their own).
+///
+/// The I/O class matters as much as the CPU share: a table's writes and its
+/// final `fsync` share the device queue with the journal's group commit,
+/// which every acknowledged write waits for. Block-layer schedulers that
+/// honour I/O priorities (mq-deadline since Linux 5.14, BFQ) serve the idle
+/// class only when nothing else waits, with aging against starvation
+/// (mq-deadline's `prio_aging_expire`, 10 s); ioprio_set(2). Buffered
+/// writes are tagged when they are submitted, which the table writer does
+/// itself (`sync_file_range` every 1 MiB, then `fsync`), on this thread.
 #[cfg(target_os = "linux")]
-#[expect(unsafe_code, reason = "setpriority(2)/getpriority(2)")]
+#[expect(unsafe_code, reason = "setpriority(2), getpriority(2), ioprio_set(2)")]
 pub(crate) fn lower_priority() -> i32 {
     // SAFETY: plain syscalls on the calling thread's own id; no memory is
-    // passed. On Linux the nice value is per thread (`PRIO_PROCESS` with a
-    // thread id), see setpriority(2), "BUGS".
+    // passed. On Linux the nice value and the I/O priority are per thread
+    // (`PRIO_PROCESS` / `IOPRIO_WHO_PROCESS` with a thread id), see
+    // setpriority(2), "BUGS", and ioprio_set(2). A failure leaves the
+    // thread's priority as it was, which is only slower, never wrong.
     unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, NICE);
-        libc::getpriority(libc::PRIO_PROCESS, tid)
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid,
+            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+        );
+        libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t)
     }
 }
+
+/// `ioprio_set(2)` target kind: one thread (`linux/ioprio.h`).
+#[cfg(target_os = "linux")]
+const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+/// The idle I/O scheduling class (`linux/ioprio.h`).
+#[cfg(target_os = "linux")]
+const IOPRIO_CLASS_IDLE: libc::c_int = 3;
+/// Bit position of the class in an I/O priority value (`linux/ioprio.h`).
+#[cfg(target_os = "linux")]
+const IOPRIO_CLASS_SHIFT: libc::c_int = 13;
 
 /// Lowers the calling thread's priority (nothing to do here) and returns 0.
 #[cfg(not(target_os = "linux"))]
