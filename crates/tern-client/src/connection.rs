@@ -57,6 +57,15 @@ pub enum ConnectionError {
          check the server address, or pin the fingerprint the server prints on start"
     )]
     PinMismatch { addr: SocketAddr, presented: String },
+    /// The server refused the connection before its handshake
+    /// (`CONNECTION_REFUSED`): too many connection attempts from this
+    /// address (the server's `connections_per_address_*`), or the server
+    /// is not accepting connections.
+    #[error(
+        "the server at {addr} refused the connection: too many connection attempts from this \
+         address; wait a few seconds and connect again"
+    )]
+    Refused { addr: SocketAddr },
     #[error("connection to the server failed: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("writing to the server failed: {0}")]
@@ -279,6 +288,11 @@ pub fn exporter(connection: &quinn::Connection) -> Result<[u8; EXPORTER_LEN], Co
 /// A failed handshake as a typed error: a pin mismatch (which quinn hands
 /// over only as text) becomes [`ConnectionError::PinMismatch`].
 fn handshake_error(addr: SocketAddr, error: quinn::ConnectionError) -> ConnectionError {
+    if let quinn::ConnectionError::ConnectionClosed(close) = &error {
+        if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED {
+            return ConnectionError::Refused { addr };
+        }
+    }
     if let quinn::ConnectionError::TransportError(e) = &error {
         if let Some(mismatch) = PinMismatch::find_in(&e.reason) {
             return ConnectionError::PinMismatch {

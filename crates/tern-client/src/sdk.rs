@@ -118,6 +118,20 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// How long to wait before sending the request again when the server
+    /// refused it as `RateLimited` (its `retry_after_ms`, docs/PROTOCOL.md
+    /// §6); None for every other error.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Server {
+                code: ErrorCode::RateLimited,
+                retry_after_ms,
+                ..
+            } => Some(Duration::from_millis((*retry_after_ms).into())),
+            _ => None,
+        }
+    }
 }
 
 /// How a new device key is accepted by the server.

@@ -124,9 +124,36 @@ pub struct ServerConfig {
     pub invitations_per_account_burst: u32,
     /// Invitations per day refilled per account. Default 200.
     pub invitations_per_account_per_day: u32,
+    /// Messages one account, all its devices together, may append in a
+    /// burst (every Send, SendGroup, SendToDevices and Commit counts one,
+    /// whatever the source address); past it `RateLimited` with
+    /// `retry_after_ms`, nothing stored. Default 500, at least 1.
+    pub sends_per_account_burst: u32,
+    /// Sends per minute refilled per account. Default 6000 (100 a second:
+    /// far above a person, or `tern-load chat`'s 5 a second per device;
+    /// a flood is held to it). At least 1.
+    pub sends_per_account_per_minute: u32,
+    /// Messages one conversation, all its senders together, may take in a
+    /// burst (the same requests). Default 1000, at least 1.
+    pub sends_per_conversation_burst: u32,
+    /// Sends per minute refilled per conversation. Default 12000 (200 a
+    /// second). At least 1.
+    pub sends_per_conversation_per_minute: u32,
+    /// New QUIC connection attempts from one source address (IPv6: one
+    /// /64) in a burst, checked before any TLS work. Past it the server
+    /// asks for address validation (QUIC Retry), and a validated address
+    /// gets as many again before its attempts are refused
+    /// (`CONNECTION_REFUSED`), so forged source addresses cannot use up a
+    /// real host's attempts. Default 200, at least 1.
+    pub connections_per_address_burst: u32,
+    /// Connection attempts per minute refilled per source address (each of
+    /// the two buckets). Default 1800 (30 a second). At least 1.
+    pub connections_per_address_per_minute: u32,
     /// Source networks that skip the per-address limits (registrations,
-    /// link requests), e.g. `["127.0.0.0/8", "::1/128"]` (the default) for
-    /// load tests on the same host. Empty: every address is limited.
+    /// link requests, connection attempts), e.g. `["127.0.0.0/8",
+    /// "::1/128"]` (the default) for load tests on the same host. Empty:
+    /// every address is limited. The per-account and per-conversation
+    /// limits apply to every address.
     pub rate_limit_exempt: Vec<ipnet::IpNet>,
     /// A device's key pool size under which it is told to upload more. Default 10.
     pub low_keys_threshold: u32,
@@ -175,6 +202,12 @@ impl Default for ServerConfig {
             groups_per_user: 1000,
             invitations_per_account_burst: 50,
             invitations_per_account_per_day: 200,
+            sends_per_account_burst: 500,
+            sends_per_account_per_minute: 6000,
+            sends_per_conversation_burst: 1000,
+            sends_per_conversation_per_minute: 12_000,
+            connections_per_address_burst: 200,
+            connections_per_address_per_minute: 1800,
             rate_limit_exempt: loopback(),
             low_keys_threshold: 10,
             link_timeout_secs: 120,
@@ -245,6 +278,37 @@ impl ServerConfig {
             "store_cache_mib",
             "must be positive",
         )
+    }
+
+    /// The send and connection-attempt limits: every burst and rate at
+    /// least 1 (a zero rate would refuse forever once the burst is spent).
+    fn validate_traffic_limits(&self) -> Result<(), ConfigError> {
+        for (value, field) in [
+            (self.sends_per_account_burst, "sends_per_account_burst"),
+            (
+                self.sends_per_account_per_minute,
+                "sends_per_account_per_minute",
+            ),
+            (
+                self.sends_per_conversation_burst,
+                "sends_per_conversation_burst",
+            ),
+            (
+                self.sends_per_conversation_per_minute,
+                "sends_per_conversation_per_minute",
+            ),
+            (
+                self.connections_per_address_burst,
+                "connections_per_address_burst",
+            ),
+            (
+                self.connections_per_address_per_minute,
+                "connections_per_address_per_minute",
+            ),
+        ] {
+            check(value > 0, field, "must be at least 1")?;
+        }
+        Ok(())
     }
 
     /// The store tuning these settings describe, in bytes.
@@ -395,6 +459,7 @@ impl ServerConfig {
         ] {
             check(value > 0, field, "must be positive")?;
         }
+        self.validate_traffic_limits()?;
         check(
             self.link_timeout_secs > 0,
             "link_timeout_secs",
@@ -553,6 +618,31 @@ mod tests {
         }
         let c: ServerConfig = toml::from_str("purge_erase_interval_secs = 1").expect("parses");
         c.validate().expect("1 s is allowed");
+    }
+
+    #[test]
+    fn traffic_limits_are_at_least_one() {
+        let d = ServerConfig::default();
+        assert_eq!(
+            (d.sends_per_account_burst, d.sends_per_account_per_minute),
+            (500, 6000)
+        );
+        assert_eq!(d.connections_per_address_burst, 200);
+        for field in [
+            "sends_per_account_burst",
+            "sends_per_account_per_minute",
+            "sends_per_conversation_burst",
+            "sends_per_conversation_per_minute",
+            "connections_per_address_burst",
+            "connections_per_address_per_minute",
+        ] {
+            let toml = format!("{field} = 0");
+            let c: ServerConfig = toml::from_str(&toml).expect("parses");
+            let err = c.validate().expect_err(&toml);
+            assert!(err.to_string().contains(field), "{err}");
+            let c: ServerConfig = toml::from_str(&format!("{field} = 1")).expect("parses");
+            c.validate().expect("1 is allowed");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cmd;
 use crate::effects::{self, Effect, Outcome};
 use crate::mesh::{encode_reply, Caller, OwnerRequest, Reject};
+use crate::ratelimit::ConversationSends;
 use crate::shard::{ServerStats, ShardCtx};
 use tern_proto::fb::ErrorCode;
 use tern_store::{
@@ -115,14 +116,28 @@ impl ConvState {
 pub struct Owner {
     pub ctx: Rc<ShardCtx>,
     convs: HashMap<ConversationId, ConvState>,
+    /// Send buckets of the conversations owned here (kept apart from the
+    /// cache, whose resets must not refill them).
+    sends: ConversationSends,
 }
 
 impl Owner {
     pub fn new(ctx: Rc<ShardCtx>) -> Self {
         Owner {
+            sends: ConversationSends::new(&ctx.config),
             ctx,
             convs: HashMap::new(),
         }
+    }
+
+    /// Charges one appended message to conversation `id` and to `user`'s
+    /// account (`sends_per_conversation_*`, `sends_per_account_*`).
+    ///
+    /// # Errors
+    /// `RateLimited` with `retry_after_ms`; nothing is charged then.
+    pub fn take_send(&mut self, user: &str, id: ConversationId) -> Result<(), Reject> {
+        let now = self.ctx.clock.now_ms();
+        self.sends.take(&self.ctx.limits, user, id, now)
     }
 
     /// The cached state of a conversation, loaded from the store on a miss.

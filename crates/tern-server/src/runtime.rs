@@ -25,7 +25,7 @@ use super::delivery::Push;
 use super::links::LinkRequests;
 use super::mesh::{Control, Mesh, ShardInbox};
 use super::owner;
-use super::ratelimit::ServerLimits;
+use super::ratelimit::{Admission, ServerLimits};
 use super::shard::{ServerStats, Services, ShardCtx};
 use super::socket::{
     bind_shard_sockets, shard_socket, ForwardingChannels, ForwardingStats, ShardSocketParts,
@@ -366,6 +366,7 @@ async fn accept_loop(
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                let Some(incoming) = screen(ctx, incoming) else { continue };
                 ServerStats::add(&ctx.stats.connections_accepted, 1);
                 connections.spawn_local(connection::serve(ctx.clone(), incoming, shutdown.clone()));
             }
@@ -375,6 +376,31 @@ async fn accept_loop(
     }
     endpoint.set_server_config(None);
     connections
+}
+
+/// Applies `connections_per_address_*` to a connection attempt before any
+/// TLS work: the attempt to go on with, or None once it was answered with a
+/// QUIC Retry (address validation) or refused (`CONNECTION_REFUSED`).
+fn screen(ctx: &ShardCtx, incoming: quinn::Incoming) -> Option<quinn::Incoming> {
+    let address = incoming.remote_address().ip();
+    let validated = incoming.remote_address_validated();
+    match ctx
+        .limits
+        .connection_attempt(address, validated, ctx.clock.now_ms())
+    {
+        Admission::Admit => return Some(incoming),
+        Admission::Validate if incoming.may_retry() => {
+            ServerStats::add(&ctx.stats.connections_validated, 1);
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().refuse();
+            }
+            return None;
+        }
+        Admission::Validate | Admission::Refuse => incoming.refuse(),
+    }
+    ServerStats::add(&ctx.stats.connections_refused, 1);
+    tracing::debug!(%address, "connection attempt refused: too many from this address");
+    None
 }
 
 /// Delivers the pushes other shards (or this one) hand to this shard.

@@ -18,6 +18,11 @@ use tern_store::Store;
 #[derive(Debug, Default)]
 pub struct ServerStats {
     pub connections_accepted: AtomicU64,
+    /// Connection attempts refused by `connections_per_address_*`.
+    pub connections_refused: AtomicU64,
+    /// Connection attempts answered with a QUIC Retry (address validation)
+    /// because their address had used up its unvalidated attempts.
+    pub connections_validated: AtomicU64,
     pub connections_open: AtomicU64,
     pub authenticated: AtomicU64,
     pub messages_stored: AtomicU64,

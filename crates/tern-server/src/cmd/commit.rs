@@ -61,6 +61,8 @@ async fn accept(
     require_users(store.as_ref(), &departed).await?;
     let ctx = owner.ctx.clone();
     consent::check_additions(&ctx, &caller.user, Some(id), &commit.added).await?;
+    // A Commit appends to the log like a send (its Welcome rides along).
+    owner.take_send(&caller.user, id)?;
     let record = commit_record(owner, caller, head, commit);
     let updated = match store.accept_commit(&record).await {
         Ok(CommitOutcome::Accepted(updated)) => updated,

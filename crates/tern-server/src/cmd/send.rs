@@ -227,7 +227,9 @@ pub enum Staged {
 
 /// Assigns the next seq and stages the message (the owner's driver appends
 /// the whole batch in one store write); a retry of a message stored here
-/// recently is answered from the conversation's index of recent ids. Only
+/// recently is answered from the conversation's index of recent ids, and
+/// costs no send token; a new message takes one of the conversation's and
+/// one of the sender's account (`RateLimited` otherwise, nothing staged). Only
 /// written messages are indexed (`Owner::remember`), so a retry of a message
 /// still staged in this batch goes to the store, which answers it with the
 /// stored message.
@@ -242,6 +244,9 @@ pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<St
         ServerStats::add(&stats.duplicates, 1);
         return Ok(Staged::Duplicate(ack_of(op.id, seq, time, true)));
     }
+    // Before the block check, so that a blocked sender is limited alike
+    // and cannot tell it is blocked by never being limited.
+    owner.take_send(&caller.user, op.id)?;
     if let Some(answer) = super::block::drops_send(owner, caller, op.id).await? {
         return Ok(Staged::Duplicate(answer));
     }

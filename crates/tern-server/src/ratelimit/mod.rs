@@ -11,14 +11,23 @@
 //! | link requests | target user | link-prompt spam at one user from many hosts |
 //! | conversation creations | account | one account pulling others into endless conversations |
 //! | invitations | inviting account | invitation spam (each one is stored and pushed to the invitee) |
+//! | sends | account (all its devices) | one account flooding the store and its conversations' members |
+//! | sends | conversation (all its senders) | many accounts flooding one conversation's members together |
+//! | connection attempts | source address (IPv6: its /64) | handshake floods (TLS work per attempt) |
 //!
 //! Addresses in `rate_limit_exempt` (default: loopback) skip the address
 //! limits, so a load generator or tests on the same host are not throttled.
+//! Per-conversation send buckets live on the conversation's owner shard
+//! ([`ConversationSends`], no lock); every other bucket is here, shared.
 //! In a cluster each node keeps its own buckets (issue #13 moves them to the
 //! shared store).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+mod bucket;
+mod traffic;
+
+use std::borrow::Borrow;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -28,113 +37,86 @@ use crate::config::ServerConfig;
 use crate::mesh::Reject;
 use tern_proto::fb::ErrorCode;
 
-/// Buckets kept per limiter before full (idle) ones are dropped.
-const MAX_BUCKETS: usize = 100_000;
+pub use bucket::{RateLimiter, MAX_BUCKETS};
+pub use traffic::{Admission, ConversationSends};
 
-struct Bucket {
-    tokens: f64,
-    updated_ms: u64,
-}
+/// Stripes of the per-account send limiter: every send takes one lock, so
+/// shards sending for different accounts rarely meet on the same one.
+const SEND_STRIPES: usize = 16;
 
-/// A set of token buckets with one burst size and refill rate, by key.
-pub struct RateLimiter {
-    burst: f64,
-    per_ms: f64,
-    buckets: HashMap<String, Bucket>,
-}
-
-impl RateLimiter {
-    /// `burst` tokens at most, refilled at `per_hour` an hour.
-    pub fn per_hour(burst: u32, per_hour: u32) -> Self {
-        RateLimiter {
-            burst: f64::from(burst.max(1)),
-            per_ms: f64::from(per_hour) / 3_600_000.0,
-            buckets: HashMap::new(),
-        }
-    }
-
-    /// `burst` tokens at most, refilled at `per_minute` a minute.
-    pub fn per_minute(burst: u32, per_minute: u32) -> Self {
-        Self::per_hour(burst, per_minute.saturating_mul(60))
-    }
-
-    /// Takes one token of `key` at `now_ms`, or says how long to wait.
-    pub fn check(&mut self, key: &str, now_ms: u64) -> Result<(), Duration> {
-        if self.buckets.len() >= MAX_BUCKETS {
-            self.forget_full(now_ms);
-        }
-        let (burst, per_ms) = (self.burst, self.per_ms);
-        let bucket = self.buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            updated_ms: now_ms,
-        });
-        let elapsed = now_ms.saturating_sub(bucket.updated_ms) as f64;
-        bucket.tokens = (bucket.tokens + elapsed * per_ms).min(burst);
-        bucket.updated_ms = bucket.updated_ms.max(now_ms);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            return Ok(());
-        }
-        if per_ms <= 0.0 {
-            return Err(Duration::from_secs(3600));
-        }
-        Err(Duration::from_millis(
-            ((1.0 - bucket.tokens) / per_ms).ceil() as u64,
-        ))
-    }
-
-    /// Drops buckets that have refilled completely (they equal a new one).
-    fn forget_full(&mut self, now_ms: u64) {
-        let (burst, per_ms) = (self.burst, self.per_ms);
-        self.buckets
-            .retain(|_, b| b.tokens + now_ms.saturating_sub(b.updated_ms) as f64 * per_ms < burst);
-    }
-}
+type Locked<K> = Mutex<RateLimiter<K>>;
 
 /// The server-wide limits, shared by every shard.
 pub struct ServerLimits {
-    claims_by_pair: Mutex<RateLimiter>,
-    claims_by_target: Mutex<RateLimiter>,
-    registrations: Mutex<RateLimiter>,
-    links_by_address: Mutex<RateLimiter>,
-    links_by_user: Mutex<RateLimiter>,
-    creations: Mutex<RateLimiter>,
-    invitations: Mutex<RateLimiter>,
+    claims_by_pair: Locked<String>,
+    claims_by_target: Locked<String>,
+    registrations: Locked<IpAddr>,
+    links_by_address: Locked<IpAddr>,
+    links_by_user: Locked<String>,
+    creations: Locked<String>,
+    invitations: Locked<String>,
+    /// Sends per account, striped by a hash of the handle.
+    sends_by_account: Vec<Locked<String>>,
+    /// Connection attempts per address whose source is not validated.
+    connections: Locked<IpAddr>,
+    /// Connection attempts per address that proved it receives (QUIC Retry token).
+    validated_connections: Locked<IpAddr>,
     exempt: Vec<IpNet>,
 }
 
 impl ServerLimits {
     pub fn new(config: &ServerConfig) -> Self {
-        let limiter = |burst, rate| Mutex::new(RateLimiter::per_hour(burst, rate));
+        fn hourly<K: Hash + Eq>(burst: u32, rate: u32) -> Locked<K> {
+            Mutex::new(RateLimiter::per_hour(burst, rate))
+        }
+        fn minutely<K: Hash + Eq>(burst: u32, rate: u32) -> Locked<K> {
+            Mutex::new(RateLimiter::per_minute(burst, rate))
+        }
+        let connections = || {
+            minutely(
+                config.connections_per_address_burst,
+                config.connections_per_address_per_minute,
+            )
+        };
         ServerLimits {
-            claims_by_pair: Mutex::new(RateLimiter::per_minute(
-                config.claim_burst,
-                config.claim_refill_per_minute,
-            )),
-            claims_by_target: Mutex::new(RateLimiter::per_minute(
+            claims_by_pair: minutely(config.claim_burst, config.claim_refill_per_minute),
+            claims_by_target: minutely(
                 config.claims_per_target_burst,
                 config.claims_per_target_per_minute,
-            )),
-            registrations: limiter(
+            ),
+            registrations: hourly(
                 config.registrations_per_address_burst,
                 config.registrations_per_address_per_hour,
             ),
-            links_by_address: limiter(
+            links_by_address: hourly(
                 config.link_requests_per_address_burst,
                 config.link_requests_per_address_per_hour,
             ),
-            links_by_user: limiter(
+            links_by_user: hourly(
                 config.link_requests_per_user_burst,
                 config.link_requests_per_user_per_hour,
             ),
-            creations: limiter(
+            creations: hourly(
                 config.conversations_per_account_burst,
                 config.conversations_per_account_per_day.div_ceil(24),
             ),
-            invitations: limiter(
+            invitations: hourly(
                 config.invitations_per_account_burst,
                 config.invitations_per_account_per_day.div_ceil(24),
             ),
+            sends_by_account: (0..SEND_STRIPES)
+                .map(|_| {
+                    Mutex::new(
+                        RateLimiter::per_minute(
+                            config.sends_per_account_burst,
+                            config.sends_per_account_per_minute,
+                        )
+                        .with_capacity(MAX_BUCKETS / SEND_STRIPES),
+                    )
+                })
+                .collect(),
+            connections: connections(),
+            validated_connections: connections(),
             exempt: config.rate_limit_exempt.clone(),
         }
     }
@@ -145,7 +127,7 @@ impl ServerLimits {
     /// `RateLimited` with a retry-after, naming the target.
     pub fn claim(&self, claimer: &str, target: &str, now_ms: u64) -> Result<(), Reject> {
         let pair = format!("{claimer}\u{0}{target}");
-        take(&self.claims_by_pair, &pair, now_ms)
+        take(&self.claims_by_pair, pair.as_str(), now_ms)
             .and_then(|()| take(&self.claims_by_target, target, now_ms))
             .map_err(|wait| limited(wait, &format!("too many key claims for {target}")))
     }
@@ -194,13 +176,56 @@ impl ServerLimits {
             .map_err(|wait| limited(wait, "too many invitations sent by this account"))
     }
 
+    /// One message appended for `user`'s account, from any of its devices,
+    /// into any conversation (see [`ConversationSends::take`], which calls
+    /// it). Applies whatever the source address: it protects other users.
+    ///
+    /// # Errors
+    /// `RateLimited` with a retry-after.
+    pub fn send(&self, user: &str, now_ms: u64) -> Result<(), Reject> {
+        let stripe = stripe_of(user, self.sends_by_account.len());
+        let Some(limiter) = self.sends_by_account.get(stripe) else {
+            return Ok(());
+        };
+        take(limiter, user, now_ms).map_err(|wait| {
+            limited(
+                wait,
+                "too many messages sent by this account (all its devices together)",
+            )
+        })
+    }
+
+    /// What to do with a new QUIC connection attempt from `address`,
+    /// before any TLS work: see [`Admission`]. Exempt addresses are always
+    /// admitted.
+    pub fn connection_attempt(&self, address: IpAddr, validated: bool, now_ms: u64) -> Admission {
+        if self.is_exempt(address) {
+            return Admission::Admit;
+        }
+        let key = address_key(address);
+        match validated {
+            true => match take(&self.validated_connections, &key, now_ms) {
+                Ok(()) => Admission::Admit,
+                Err(_) => Admission::Refuse,
+            },
+            false => match take(&self.connections, &key, now_ms) {
+                Ok(()) => Admission::Admit,
+                Err(_) => Admission::Validate,
+            },
+        }
+    }
+
     fn is_exempt(&self, address: IpAddr) -> bool {
         let address = canonical(address);
         self.exempt.iter().any(|net| net.contains(&address))
     }
 }
 
-fn take(limiter: &Mutex<RateLimiter>, key: &str, now_ms: u64) -> Result<(), Duration> {
+fn take<K, Q>(limiter: &Locked<K>, key: &Q, now_ms: u64) -> Result<(), Duration>
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+{
     // A panic while holding the lock leaves at worst one bucket half-updated.
     let mut limiter = limiter
         .lock()
@@ -208,6 +233,17 @@ fn take(limiter: &Mutex<RateLimiter>, key: &str, now_ms: u64) -> Result<(), Dura
     limiter.check(key, now_ms)
 }
 
+/// The stripe of `user` among `stripes` (FNV-1a: cheap, and stable enough;
+/// nothing depends on the spread but lock contention).
+fn stripe_of(user: &str, stripes: usize) -> usize {
+    let hash = user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    usize::try_from(hash % stripes.max(1) as u64).unwrap_or(0)
+}
+
+/// `RateLimited` with `retry_after_ms` (at least 1) and a message saying
+/// what was limited and when to retry.
 fn limited(wait: Duration, what: &str) -> Reject {
     let retry_after_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
     let mut reject = Reject::new(
@@ -230,14 +266,14 @@ fn canonical(address: IpAddr) -> IpAddr {
 }
 
 /// The bucket key of an address: IPv4 whole, IPv6 by its /64 (one host
-/// usually holds a whole /64).
-fn address_key(address: IpAddr) -> String {
+/// usually holds a whole /64), as the /64's first address.
+fn address_key(address: IpAddr) -> IpAddr {
     match canonical(address) {
-        IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            let prefix = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(Ipv6Addr::from(prefix))
         }
+        v4 => v4,
     }
 }
 
@@ -245,22 +281,6 @@ fn address_key(address: IpAddr) -> String {
 #[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn burst_then_refill_per_key() {
-        let mut limiter = RateLimiter::per_minute(3, 60);
-        for _ in 0..3 {
-            assert!(limiter.check("a", 0).is_ok());
-        }
-        let wait = limiter.check("a", 0).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(1000));
-        assert!(
-            limiter.check("b", 0).is_ok(),
-            "another key has its own bucket"
-        );
-        assert!(limiter.check("a", 999).is_err());
-        assert!(limiter.check("a", 1000).is_ok());
-    }
 
     fn limits(adjust: impl FnOnce(&mut ServerConfig)) -> ServerLimits {
         let mut config = ServerConfig::default();
