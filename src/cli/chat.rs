@@ -135,7 +135,7 @@ pub struct ApproveArgs {
     deny: bool,
 }
 
-/// `tern privacy --group-adds everyone|contacts`.
+/// `tern privacy --groups everyone|contacts`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupAddsArg {
     /// Anyone may add you to groups.
@@ -143,15 +143,6 @@ pub enum GroupAddsArg {
     /// Only your contacts (people you started a conversation with, added,
     /// or answered); anyone else sends an invitation.
     Contacts,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct PrivacyArgs {
-    #[command(flatten)]
-    conn: Connection,
-    /// Who may add you to groups without an invitation.
-    #[arg(long, value_enum)]
-    group_adds: GroupAddsArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -224,6 +215,7 @@ async fn dispatch(command: Command) -> Result<(), String> {
         | Command::Blocked(_)
         | Command::Timer(_)
         | Command::Admin(_) => Err("the safety commands are run by the safety module".into()),
+        Command::Presence(_) => Err("tern presence is run by the presence module".into()),
         Command::Register(a) => register(a).await,
         Command::Listen(a) => listen(a).await,
         Command::Link(a) => link(a).await,
@@ -266,10 +258,8 @@ async fn dispatch(command: Command) -> Result<(), String> {
             let (user, revoke) = (a.user, a.revoke);
             run_op(&a.conn, Op::Devices { user, revoke }).await
         }
-        Command::Privacy(a) => {
-            let group_adds = a.group_adds;
-            run_op(&a.conn, Op::Privacy { group_adds }).await
-        }
+        Command::Privacy(a) => super::privacy::privacy(a).await,
+        Command::Requests(a) => super::privacy::requests(a).await,
         Command::Invite(a) => {
             let (conversation, user) = (a.conversation, a.user);
             run_op(&a.conn, Op::Invite { conversation, user }).await

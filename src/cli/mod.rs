@@ -4,6 +4,8 @@ mod chat;
 mod content;
 mod forward;
 mod ops;
+mod presence;
+mod privacy;
 mod safety;
 mod serve;
 
@@ -50,8 +52,10 @@ pub enum Command {
     Approve(chat::ApproveArgs),
     /// List a user's devices, or --revoke one of yours.
     Devices(chat::DevicesArgs),
-    /// Set who may add you to groups without an invitation (default: contacts).
-    Privacy(chat::PrivacyArgs),
+    /// Show or set who may start direct conversations with you and add you to groups.
+    Privacy(privacy::PrivacyArgs),
+    /// List message requests (direct conversations from strangers), or accept or delete one.
+    Requests(privacy::RequestsArgs),
     /// Invite a user to a group you are in (they accept with `tern accept GROUP`).
     Invite(chat::InviteArgs),
     /// List the invitations to groups waiting for your answer.
@@ -82,6 +86,8 @@ pub enum Command {
     Timer(safety::TimerArgs),
     /// Make a group member an administrator (or --revoke it); administrators only.
     Admin(safety::AdminArgs),
+    /// Set your presence (--away, --busy, --online, --status, --visibility), or `watch` users'.
+    Presence(presence::PresenceArgs),
 }
 
 /// Client connection options shared by every client subcommand.
@@ -127,6 +133,7 @@ pub fn main() -> ExitCode {
         Command::Blocked(args) => safety::blocked(args),
         Command::Timer(args) => safety::timer(args),
         Command::Admin(args) => safety::admin(args),
+        Command::Presence(args) => presence::run(args),
         client => chat::run(client),
     };
     match result {

@@ -8,6 +8,8 @@ pub mod message_store;
 pub mod mls;
 pub mod olm;
 pub mod ordering;
+pub mod presence;
+pub mod privacy;
 pub mod sdk;
 pub mod secure;
 pub mod state_dir;

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 
 use crate::body::{
-    auth, conversations, devices, errors, messaging, missing, mls, prekeys, privacy, safety,
-    settings, sync, Builder, Union, WireBody,
+    auth, conversations, devices, errors, messaging, missing, mls, prekeys, presence, privacy,
+    reach, safety, settings, sync, Builder, Union, WireBody,
 };
 use crate::codec::{FrameError, Limits, LEN_PREFIX};
 use crate::fb;
@@ -81,6 +81,19 @@ pub enum Body {
     ListAdmins(settings::ListAdmins),
     Admins(settings::Admins),
     SetMemberAdds(settings::SetMemberAdds),
+    // ----- who may reach me -----
+    GetPrivacy(reach::GetPrivacy),
+    Privacy(reach::Privacy),
+    AcceptRequest(reach::AcceptRequest),
+    // ----- presence -----
+    SetPresence(presence::SetPresence),
+    SubscribePresence(presence::SubscribePresence),
+    UnsubscribePresence(presence::UnsubscribePresence),
+    PresenceSnapshot(presence::PresenceSnapshot),
+    PresenceChanged(presence::PresenceChanged),
+    CountOnline(presence::CountOnline),
+    OnlineCount(presence::OnlineCount),
+    SetPresenceVisibility(presence::SetPresenceVisibility),
 }
 
 /// `From<Struct> for Body` and `TryFrom<Body> for Struct` (which hands any
@@ -181,6 +194,17 @@ body_conversions! {
     ListAdmins(settings::ListAdmins),
     Admins(settings::Admins),
     SetMemberAdds(settings::SetMemberAdds),
+    GetPrivacy(reach::GetPrivacy),
+    Privacy(reach::Privacy),
+    AcceptRequest(reach::AcceptRequest),
+    SetPresence(presence::SetPresence),
+    SubscribePresence(presence::SubscribePresence),
+    UnsubscribePresence(presence::UnsubscribePresence),
+    PresenceSnapshot(presence::PresenceSnapshot),
+    PresenceChanged(presence::PresenceChanged),
+    CountOnline(presence::CountOnline),
+    OnlineCount(presence::OnlineCount),
+    SetPresenceVisibility(presence::SetPresenceVisibility),
 }
 
 body_conversions! {
@@ -337,6 +361,17 @@ impl Body {
             Body::ListAdmins(x) => put(b, x),
             Body::Admins(x) => put(b, x),
             Body::SetMemberAdds(x) => put(b, x),
+            Body::GetPrivacy(x) => put(b, x),
+            Body::Privacy(x) => put(b, x),
+            Body::AcceptRequest(x) => put(b, x),
+            Body::SetPresence(x) => put(b, x),
+            Body::SubscribePresence(x) => put(b, x),
+            Body::UnsubscribePresence(x) => put(b, x),
+            Body::PresenceSnapshot(x) => put(b, x),
+            Body::PresenceChanged(x) => put(b, x),
+            Body::CountOnline(x) => put(b, x),
+            Body::OnlineCount(x) => put(b, x),
+            Body::SetPresenceVisibility(x) => put(b, x),
         }
     }
 
@@ -437,6 +472,27 @@ impl Body {
             Tag::ListAdmins => get::<settings::ListAdmins>(f.body_as_list_admins(), tag),
             Tag::Admins => get::<settings::Admins>(f.body_as_admins(), tag),
             Tag::SetMemberAdds => get::<settings::SetMemberAdds>(f.body_as_set_member_adds(), tag),
+            Tag::GetPrivacy => get::<reach::GetPrivacy>(f.body_as_get_privacy(), tag),
+            Tag::Privacy => get::<reach::Privacy>(f.body_as_privacy(), tag),
+            Tag::AcceptRequest => get::<reach::AcceptRequest>(f.body_as_accept_request(), tag),
+            Tag::SetPresence => get::<presence::SetPresence>(f.body_as_set_presence(), tag),
+            Tag::SubscribePresence => {
+                get::<presence::SubscribePresence>(f.body_as_subscribe_presence(), tag)
+            }
+            Tag::UnsubscribePresence => {
+                get::<presence::UnsubscribePresence>(f.body_as_unsubscribe_presence(), tag)
+            }
+            Tag::PresenceSnapshot => {
+                get::<presence::PresenceSnapshot>(f.body_as_presence_snapshot(), tag)
+            }
+            Tag::PresenceChanged => {
+                get::<presence::PresenceChanged>(f.body_as_presence_changed(), tag)
+            }
+            Tag::CountOnline => get::<presence::CountOnline>(f.body_as_count_online(), tag),
+            Tag::OnlineCount => get::<presence::OnlineCount>(f.body_as_online_count(), tag),
+            Tag::SetPresenceVisibility => {
+                get::<presence::SetPresenceVisibility>(f.body_as_set_presence_visibility(), tag)
+            }
             other => Err(FrameError::UnsupportedBody(other.0)),
         }
     }
@@ -451,8 +507,8 @@ mod tests {
 
     use super::*;
     use crate::body::{
-        auth, conversations, devices, errors, messaging, mls, prekeys, privacy, safety, settings,
-        sync,
+        auth, conversations, devices, errors, messaging, mls, prekeys, presence, privacy, reach,
+        safety, settings, sync,
     };
 
     /// Every family's samples: at least one of every body.
@@ -469,6 +525,8 @@ mod tests {
             privacy::tests::samples(),
             safety::tests::samples(),
             settings::tests::samples(),
+            reach::tests::samples(),
+            presence::tests::samples(),
         ]
         .concat()
     }
@@ -476,8 +534,8 @@ mod tests {
     #[test]
     fn every_body_has_a_sample() {
         let variants: HashSet<_> = samples().iter().map(std::mem::discriminant).collect();
-        // 58 bodies: raise this when adding one (and give it a sample).
-        assert_eq!(variants.len(), 58, "a body lacks a round-trip sample");
+        // 69 bodies: raise this when adding one (and give it a sample).
+        assert_eq!(variants.len(), 69, "a body lacks a round-trip sample");
     }
 
     /// The bytes of every sample frame of the protocol-v1 bodies, as encoded

@@ -7,13 +7,14 @@
 //! |---|---|---|
 //! | frame length | [`crate::codec::DEFAULT_MAX_FRAME_LEN`] (256 KiB) | codec (configurable on both sides) |
 //! | names per request | [`MAX_NAMES_PER_REQUEST`] | [`check`] |
+//! | users per presence (un)subscription | [`presence::MAX_PRESENCE_USERS_PER_REQUEST`] | [`check`] |
 //! | keys per upload | [`MAX_KEYS_PER_UPLOAD`] | [`check`] |
 //! | KeyPackage size | [`MAX_KEY_PACKAGE_LEN`] | [`check`] |
 //! | Sync page | [`crate::MAX_SYNC_PAGE`] | capped by the server |
 //! | History page | [`MAX_HISTORY_PAGE`] | capped by the server |
 //! | handle, device name | [`crate::handle::MAX_HANDLE_LEN`], [`crate::handle::MAX_DEVICE_NAME_LEN`] | `handle` |
 
-use crate::body::{conversations, mls, prekeys};
+use crate::body::{conversations, mls, prekeys, presence};
 use crate::Body;
 
 /// Most user names one request may carry: members of CreateConversation,
@@ -57,10 +58,18 @@ pub fn check(body: &Body) -> Result<(), OverLimit> {
             "added and removed members of a Commit",
             b.added.len().saturating_add(b.removed.len()),
         ),
+        Body::SubscribePresence(b) => presence_users("users of SubscribePresence", b.users.len()),
+        Body::UnsubscribePresence(b) => {
+            presence_users("users of UnsubscribePresence", b.users.len())
+        }
         Body::UploadPrekeys(b) => upload_prekeys(b),
         Body::UploadKeyPackages(b) => upload_key_packages(b),
         _ => Ok(()),
     }
+}
+
+fn presence_users(what: &'static str, count: usize) -> Result<(), OverLimit> {
+    at_most(what, count, presence::MAX_PRESENCE_USERS_PER_REQUEST)
 }
 
 fn names(what: &'static str, count: usize) -> Result<(), OverLimit> {

@@ -38,7 +38,8 @@ use tern_proto::auth::{
     register_transcript, sign, verify, EXPORTER_LEN,
 };
 use tern_proto::body::{
-    auth, conversations, devices, errors, messaging, mls, prekeys, privacy, safety, settings, sync,
+    auth, conversations, devices, errors, messaging, mls, prekeys, presence, privacy, reach,
+    safety, settings, sync,
 };
 use tern_proto::codec::{peek_request_id, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX};
 use tern_proto::{fb, Body, Frame, FrameDecoder, FrameError, Limits};
@@ -160,7 +161,9 @@ bodies! {
     KeyPackages, Commit, CommitAccepted, GetGroupInfo, GroupInfo, SetPrivacy,
     Invite, Invited, ListInvitations, Invitations, AnswerInvitation,
     InvitationAnswered, Block, Unblock, ListBlocked, Blocked, PurgeMessage, SetTimer,
-    TimerChanged, SetAdmin, ListAdmins, Admins, SetMemberAdds,
+    TimerChanged, SetAdmin, ListAdmins, Admins, SetMemberAdds, GetPrivacy, Privacy,
+    AcceptRequest, SetPresence, SubscribePresence, UnsubscribePresence, PresenceSnapshot,
+    PresenceChanged, CountOnline, OnlineCount, SetPresenceVisibility,
 }
 
 // Numbers with a distinct byte in every position (so a wrong width or byte
@@ -327,6 +330,7 @@ fn samples() -> Vec<(u64, Body)> {
                         head_seq: SEQ2,
                         cursor: SEQ,
                         timer_secs: 0,
+                        request_from: Some("bob".into()),
                     },
                     sync::ConversationState {
                         conversation_id: CONV + 1,
@@ -334,6 +338,7 @@ fn samples() -> Vec<(u64, Body)> {
                         head_seq: 9,
                         cursor: 4,
                         timer_secs: 86_400,
+                        request_from: None,
                     },
                 ],
                 more: true,
@@ -606,8 +611,25 @@ fn samples() -> Vec<(u64, Body)> {
         ),
         (
             23,
-            privacy::SetPrivacy {
+            privacy::SetPrivacy::change(
+                Some(privacy::GroupAdds::Everyone),
+                Some(reach::DirectStarts::Contacts),
+            )
+            .into(),
+        ),
+        (35, reach::GetPrivacy.into()),
+        (
+            35,
+            reach::Privacy {
                 group_adds: privacy::GroupAdds::Everyone,
+                direct_starts: reach::DirectStarts::Nobody,
+            }
+            .into(),
+        ),
+        (
+            36,
+            reach::AcceptRequest {
+                conversation_id: CONV,
             }
             .into(),
         ),
@@ -728,6 +750,73 @@ fn samples() -> Vec<(u64, Body)> {
             settings::SetMemberAdds {
                 conversation_id: CONV,
                 everyone: true,
+            }
+            .into(),
+        ),
+    ]
+    .into_iter()
+    .chain(presence_samples())
+    .collect()
+}
+
+/// One frame of each presence body (docs/PROTOCOL.md §4.8).
+fn presence_samples() -> Vec<(u64, Body)> {
+    let away = presence::PresenceEntry {
+        user: "bob".into(),
+        state: presence::PresenceState::Away,
+        status_text: Some("at lunch".into()),
+        last_seen_ms: TIME_MS,
+    };
+    vec![
+        (
+            40,
+            presence::SetPresence {
+                state: presence::PresenceState::Busy,
+                status_text: Some("in a meeting".into()),
+            }
+            .into(),
+        ),
+        (
+            41,
+            presence::SubscribePresence {
+                users: vec!["bob".into(), "carol".into()],
+            }
+            .into(),
+        ),
+        (
+            41,
+            presence::PresenceSnapshot {
+                entries: vec![away.clone(), presence::PresenceEntry::unknown("carol")],
+            }
+            .into(),
+        ),
+        (
+            42,
+            presence::UnsubscribePresence {
+                users: vec!["carol".into()],
+            }
+            .into(),
+        ),
+        (0, presence::PresenceChanged { entry: away }.into()),
+        (
+            43,
+            presence::CountOnline {
+                conversation_id: CONV,
+            }
+            .into(),
+        ),
+        (
+            43,
+            presence::OnlineCount {
+                conversation_id: CONV,
+                online: 2,
+            }
+            .into(),
+        ),
+        (
+            44,
+            presence::SetPresenceVisibility {
+                visibility: presence::PresenceVisibility::Nobody,
             }
             .into(),
         ),
@@ -906,6 +995,7 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
                     "head_seq": c.head_seq(),
                     "cursor": c.cursor(),
                     "timer_secs": c.timer_secs(),
+                    "request_from": c.request_from(),
                 })),
                 "more": r.more(),
             })
@@ -1088,7 +1178,27 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
         T::SetPrivacy => {
             let s = f.body_as_set_privacy().expect("the body table");
             let g = s.group_adds();
-            json!({ "group_adds": enum_name(g.variant_name(), g) })
+            json!({
+                "group_adds": enum_name(g.variant_name(), g),
+                "groups": s.groups().map(|g| enum_name(g.variant_name(), g)),
+                "direct_starts": s.direct_starts().map(|d| enum_name(d.variant_name(), d)),
+            })
+        }
+        T::GetPrivacy => {
+            f.body_as_get_privacy().expect("the body table");
+            json!({})
+        }
+        T::Privacy => {
+            let p = f.body_as_privacy().expect("the body table");
+            let (g, d) = (p.group_adds(), p.direct_starts());
+            json!({
+                "group_adds": enum_name(g.variant_name(), g),
+                "direct_starts": enum_name(d.variant_name(), d),
+            })
+        }
+        T::AcceptRequest => {
+            let a = f.body_as_accept_request().expect("the body table");
+            json!({ "conversation_id": a.conversation_id() })
         }
         T::Invite => {
             let i = f.body_as_invite().expect("the body table");
@@ -1176,6 +1286,14 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
             let m = f.body_as_set_member_adds().expect("the body table");
             json!({ "conversation_id": m.conversation_id(), "everyone": m.everyone() })
         }
+        T::SetPresence
+        | T::SubscribePresence
+        | T::UnsubscribePresence
+        | T::PresenceSnapshot
+        | T::PresenceChanged
+        | T::CountOnline
+        | T::OnlineCount
+        | T::SetPresenceVisibility => presence_fields(f),
         T::PurgeMessage => {
             let p = f.body_as_purge_message().expect("the body table");
             json!({ "conversation_id": p.conversation_id(), "seq": p.seq() })
@@ -1183,6 +1301,61 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
         other => panic!(
             "no field rendering for body tag {other:?}: add it to wire_fields (and a sample)"
         ),
+    }
+}
+
+fn presence_entry(e: fb::PresenceEntry<'_>) -> Value {
+    let s = e.state();
+    json!({
+        "user": e.user(),
+        "state": enum_name(s.variant_name(), s),
+        "status_text": e.status_text(),
+        "last_seen_ms": e.last_seen_ms(),
+    })
+}
+
+/// The wire fields of the presence bodies.
+fn presence_fields(f: &fb::Frame<'_>) -> Value {
+    use fb::Body as T;
+    match f.body_type() {
+        T::SetPresence => {
+            let p = f.body_as_set_presence().expect("the body table");
+            let s = p.state();
+            json!({ "state": enum_name(s.variant_name(), s), "status_text": p.status_text() })
+        }
+        T::SubscribePresence => {
+            let s = f.body_as_subscribe_presence().expect("the body table");
+            json!({ "users": strs(s.users()) })
+        }
+        T::UnsubscribePresence => {
+            let u = f.body_as_unsubscribe_presence().expect("the body table");
+            json!({ "users": strs(u.users()) })
+        }
+        T::PresenceSnapshot => {
+            let s = f.body_as_presence_snapshot().expect("the body table");
+            let entries: Vec<Value> = s.entries().iter().map(presence_entry).collect();
+            json!({ "entries": entries })
+        }
+        T::PresenceChanged => {
+            let c = f.body_as_presence_changed().expect("the body table");
+            json!({ "entry": presence_entry(c.entry()) })
+        }
+        T::CountOnline => {
+            let c = f.body_as_count_online().expect("the body table");
+            json!({ "conversation_id": c.conversation_id() })
+        }
+        T::OnlineCount => {
+            let c = f.body_as_online_count().expect("the body table");
+            json!({ "conversation_id": c.conversation_id(), "online": c.online() })
+        }
+        T::SetPresenceVisibility => {
+            let v = f
+                .body_as_set_presence_visibility()
+                .expect("the body table")
+                .visibility();
+            json!({ "visibility": enum_name(v.variant_name(), v) })
+        }
+        other => panic!("{other:?} is not a presence body"),
     }
 }
 

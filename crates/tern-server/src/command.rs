@@ -10,7 +10,8 @@
 //! `cmd/`, and a variant plus two match arms here.
 
 use tern_proto::body::{
-    conversations, devices, messaging, mls, prekeys, privacy, safety, settings, sync,
+    conversations, devices, messaging, mls, prekeys, presence, privacy, reach, safety, settings,
+    sync,
 };
 use tern_proto::fb::ErrorCode;
 use tern_proto::Body;
@@ -56,6 +57,13 @@ pub enum LocalCommand {
     Block(safety::Block),
     Unblock(safety::Unblock),
     ListBlocked(safety::ListBlocked),
+    GetPrivacy(reach::GetPrivacy),
+    AcceptRequest(reach::AcceptRequest),
+    SetPresence(presence::SetPresence),
+    SubscribePresence(presence::SubscribePresence),
+    UnsubscribePresence(presence::UnsubscribePresence),
+    CountOnline(presence::CountOnline),
+    SetPresenceVisibility(presence::SetPresenceVisibility),
 }
 
 /// Requests answered by the owner of one conversation, which sequences,
@@ -121,6 +129,13 @@ impl Command {
             Body::Block(b) => Command::Local(L::Block(b)),
             Body::Unblock(b) => Command::Local(L::Unblock(b)),
             Body::ListBlocked(b) => Command::Local(L::ListBlocked(b)),
+            Body::GetPrivacy(b) => Command::Local(L::GetPrivacy(b)),
+            Body::AcceptRequest(b) => Command::Local(L::AcceptRequest(b)),
+            Body::SetPresence(b) => Command::Local(L::SetPresence(b)),
+            Body::SubscribePresence(b) => Command::Local(L::SubscribePresence(b)),
+            Body::UnsubscribePresence(b) => Command::Local(L::UnsubscribePresence(b)),
+            Body::CountOnline(b) => Command::Local(L::CountOnline(b)),
+            Body::SetPresenceVisibility(b) => Command::Local(L::SetPresenceVisibility(b)),
             Body::Invite(b) => Command::Owner(O::Invite(b)),
             Body::PurgeMessage(b) => Command::Owner(O::Purge(b)),
             Body::SetTimer(b) => Command::Owner(O::SetTimer(b)),
@@ -161,8 +176,15 @@ impl Command {
 }
 
 impl LocalCommand {
-    pub async fn apply(self, ctx: &ShardCtx, caller: &Caller) -> Outcome {
+    /// Applies the request of `caller` on connection `conn_id` (presence
+    /// subscriptions are per connection).
+    pub async fn apply(self, ctx: &ShardCtx, caller: &Caller, conn_id: u64) -> Outcome {
         use LocalCommand as L;
+        let conn = || crate::presence::ConnRef {
+            user: caller.user.clone(),
+            device: caller.device,
+            conn_id,
+        };
         let result = match self {
             L::Sync(b) => cmd::sync::apply(ctx, caller, b).await,
             L::UploadPrekeys(b) => cmd::keys::upload_prekeys(ctx, caller, *b).await,
@@ -174,7 +196,7 @@ impl LocalCommand {
             L::ListDevices(b) => cmd::devices::list(ctx, b.user).await,
             L::RevokeDevice(b) => cmd::devices::revoke(ctx, caller, b.device).await,
             L::ApproveLink(b) => cmd::devices::approve(ctx, caller, b.link_id, b.approve).await,
-            L::SetPrivacy(b) => cmd::consent::set_privacy(ctx, caller, b.group_adds).await,
+            L::SetPrivacy(b) => cmd::reach::set_privacy(ctx, caller, b).await,
             L::ListInvitations(_) => cmd::consent::list(ctx, caller).await,
             L::AnswerInvitation(b) => {
                 cmd::consent::answer(ctx, caller, b.conversation_id, b.accept).await
@@ -182,6 +204,15 @@ impl LocalCommand {
             L::Block(b) => cmd::block::block(ctx, caller, b.user).await,
             L::Unblock(b) => cmd::block::unblock(ctx, caller, b.user).await,
             L::ListBlocked(_) => cmd::block::list(ctx, caller).await,
+            L::GetPrivacy(_) => cmd::reach::get_privacy(ctx, caller).await,
+            L::AcceptRequest(b) => cmd::reach::accept_request(ctx, caller, b.conversation_id).await,
+            L::SetPresence(b) => cmd::presence::set(ctx, &conn(), b).await,
+            L::SubscribePresence(b) => cmd::presence::subscribe(ctx, &conn(), b.users).await,
+            L::UnsubscribePresence(b) => cmd::presence::unsubscribe(ctx, &conn(), b.users).await,
+            L::CountOnline(b) => cmd::presence::count_online(ctx, caller, b.conversation_id).await,
+            L::SetPresenceVisibility(b) => {
+                cmd::presence::set_visibility(ctx, caller, b.visibility).await
+            }
         };
         Outcome::or_refused(result)
     }

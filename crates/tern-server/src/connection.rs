@@ -21,6 +21,7 @@ use super::command::{Command, LocalCommand, OwnerCommand};
 use super::effects::{self, Outcome};
 use super::mesh::{encode_reply, Caller, OwnerRequest, Reject, Reply};
 use super::outbound::{Outbound, Queued, Reservation};
+use super::presence::ConnRef;
 use super::sessions::{Closer, Session};
 use super::shard::{ServerStats, ShardCtx};
 use tern_framing::{CodecError, FrameCodec};
@@ -375,10 +376,14 @@ impl Conn {
         };
         // Durable first: a device is authenticated only once its account is.
         effects::settle(self.ctx.store.as_ref(), [&mut outcome]).await;
-        if outcome.reply.is_ok() {
+        let authenticated = outcome.reply.is_ok();
+        if authenticated {
             self.authenticated(caller);
         }
         self.reply(id, outcome.reply).await;
+        if let Some(conn) = self.presence_ref().filter(|_| authenticated) {
+            self.ctx.presence.connected(&conn).await;
+        }
         effects::perform(self.ctx.delivery.as_ref(), outcome.effects).await;
         Ok(())
     }
@@ -433,7 +438,7 @@ impl Conn {
             Command::Local(command) => {
                 let revokes_self =
                     matches!(&command, LocalCommand::RevokeDevice(r) if r.device == caller.device);
-                let outcome = command.apply(&self.ctx, &caller).await;
+                let outcome = command.apply(&self.ctx, &caller, self.conn_id).await;
                 if self
                     .conclude(id, outcome, held, revokes_self.then_some(&caller))
                     .await
@@ -468,6 +473,15 @@ impl Conn {
         }
         effects::perform(self.ctx.delivery.as_ref(), outcome.effects).await;
         detached.is_some()
+    }
+
+    /// This connection as presence knows it, once authenticated.
+    fn presence_ref(&self) -> Option<ConnRef> {
+        self.caller.as_ref().map(|caller| ConnRef {
+            user: caller.user.clone(),
+            device: caller.device,
+            conn_id: self.conn_id,
+        })
     }
 
     /// Takes this connection out of the shard's sessions (and the shard out
@@ -527,6 +541,9 @@ impl Conn {
     async fn finish(self, end: End, writer: tokio::task::JoinHandle<()>) {
         if let Some(caller) = &self.caller {
             self.leave_sessions(caller);
+        }
+        if let Some(conn) = self.presence_ref() {
+            self.ctx.presence.disconnected(&conn).await;
         }
         if let End::Close(close::TOO_SLOW, why) = end {
             writer.abort();

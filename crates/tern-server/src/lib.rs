@@ -14,6 +14,7 @@ pub mod mesh;
 pub mod outbound;
 pub mod owner;
 pub mod payloads;
+pub mod presence;
 pub mod ratelimit;
 pub mod runtime;
 pub mod sessions;

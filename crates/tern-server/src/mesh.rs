@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::command::OwnerCommand;
 use crate::delivery::Push;
 use crate::locations::{Locations, ShardSet};
+use crate::presence::local::Msg as PresenceMsg;
 use tern_proto::fb::ErrorCode;
 use tern_proto::{Body, Conflict, ErrorBody, Frame};
 use tern_store::{ConversationId, DeviceId, UserId};
@@ -136,6 +137,7 @@ pub struct Mesh {
     owners: Vec<mpsc::Sender<OwnerRequest>>,
     pushes: Vec<mpsc::Sender<Push>>,
     controls: Vec<mpsc::Sender<Control>>,
+    presence: Vec<mpsc::Sender<PresenceMsg>>,
     pub(crate) locations: Locations,
 }
 
@@ -144,6 +146,7 @@ pub struct ShardInbox {
     pub owner: mpsc::Receiver<OwnerRequest>,
     pub push: mpsc::Receiver<Push>,
     pub control: mpsc::Receiver<Control>,
+    pub presence: mpsc::Receiver<PresenceMsg>,
 }
 
 impl Mesh {
@@ -152,11 +155,14 @@ impl Mesh {
         let mut owners = Vec::with_capacity(shards);
         let mut pushes = Vec::with_capacity(shards);
         let mut controls = Vec::with_capacity(shards);
+        let mut presences = Vec::with_capacity(shards);
         let mut inboxes = Vec::with_capacity(shards);
         for _ in 0..shards {
             let (owner_tx, owner) = mpsc::channel(INBOX_CAPACITY);
             let (push_tx, push) = mpsc::channel(INBOX_CAPACITY);
             let (control_tx, control) = mpsc::channel(1024);
+            let (presence_tx, presence) = mpsc::channel(INBOX_CAPACITY);
+            presences.push(presence_tx);
             owners.push(owner_tx);
             pushes.push(push_tx);
             controls.push(control_tx);
@@ -164,6 +170,7 @@ impl Mesh {
                 owner,
                 push,
                 control,
+                presence,
             });
         }
         (
@@ -171,6 +178,7 @@ impl Mesh {
                 owners,
                 pushes,
                 controls,
+                presence: presences,
                 locations: Locations::default(),
             }),
             inboxes,
@@ -222,6 +230,22 @@ impl Mesh {
         if let Some(tx) = self.controls.get(shard) {
             let _ = tx.send(msg).await;
         }
+    }
+
+    /// Hands a presence message to one shard's presence inbox, waiting for
+    /// room (dropped if that shard is shutting down: presence is soft state).
+    pub async fn to_presence(&self, shard: usize, msg: PresenceMsg) {
+        if let Some(tx) = self.presence.get(shard) {
+            let _ = tx.send(msg).await;
+        }
+    }
+
+    /// Like [`Mesh::to_presence`] without waiting: false if the inbox is
+    /// full or closed (the caller sends again later or not at all).
+    pub fn try_presence(&self, shard: usize, msg: PresenceMsg) -> bool {
+        self.presence
+            .get(shard)
+            .is_some_and(|tx| tx.try_send(msg).is_ok())
     }
 
     /// Tells every owner that `user`'s devices changed (fire and forget).

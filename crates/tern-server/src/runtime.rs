@@ -25,6 +25,7 @@ use super::delivery::Push;
 use super::links::LinkRequests;
 use super::mesh::{Control, Mesh, ShardInbox};
 use super::owner;
+use super::presence;
 use super::ratelimit::{Admission, ServerLimits};
 use super::shard::{ServerStats, Services, ShardCtx};
 use super::socket::{
@@ -90,12 +91,20 @@ pub struct ServerHandle {
     pub shards: usize,
     pub stats: Arc<ServerStats>,
     pub forwarding_stats: Arc<ForwardingStats>,
+    mesh: Arc<Mesh>,
     store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl ServerHandle {
+    /// The shards holding an authenticated connection of `user` now
+    /// (tests place a subscriber and its subject on different shards).
+    pub fn shards_of(&self, user: &str) -> Vec<usize> {
+        let all = self.mesh.all_shards();
+        self.mesh.locations.shards_of([user], all).iter().collect()
+    }
+
     /// Stops accepting, drains connections, joins the shards, persists the store.
     pub fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
@@ -227,6 +236,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         shards,
         stats,
         forwarding_stats,
+        mesh,
         store,
         shutdown: shutdown_tx,
         threads,
@@ -316,6 +326,12 @@ async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(),
         setup.stats,
         setup.limits,
         setup.links,
+    ));
+    let presence = ctx.local_presence();
+    spawn_local(presence::local::run(
+        presence,
+        ctx.clone(),
+        setup.inbox.presence,
     ));
     spawn_local(owner::run(ctx.clone(), setup.inbox.owner));
     spawn_local(push_loop(ctx.clone(), setup.inbox.push));

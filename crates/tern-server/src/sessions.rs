@@ -122,6 +122,16 @@ impl Sessions {
         result
     }
 
+    /// Queues `frame` on connection `conn_id` of `user`, if it is here.
+    pub fn deliver_to_conn(&self, user: &str, conn_id: u64, frame: &Bytes) -> FanoutResult {
+        let mut result = FanoutResult::default();
+        let list = self.by_user.get(user).into_iter().flatten();
+        for session in list.filter(|s| s.conn_id == conn_id) {
+            push(session, frame, &mut result);
+        }
+        result
+    }
+
     /// Closes every connection of one device (it was revoked).
     pub fn close_device(&self, user: &str, device: DeviceId) {
         for session in self

@@ -2,6 +2,7 @@
 //! sessions, stats) shared by the tasks of its current-thread runtime.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use super::config::ServerConfig;
 use super::delivery::Delivery;
 use super::links::LinkRequests;
 use super::mesh::Mesh;
+use super::presence::{LocalPresence, Presence};
 use super::ratelimit::ServerLimits;
 use super::sessions::Sessions;
 use tern_store::Store;
@@ -58,6 +60,9 @@ pub struct ShardCtx {
     pub limits: Arc<ServerLimits>,
     /// Pending device-link requests (shared by every shard).
     pub links: Arc<LinkRequests>,
+    /// This shard's part of presence (in-process on one node).
+    pub presence: Rc<dyn Presence>,
+    local_presence: Rc<LocalPresence>,
     next_conn_id: Cell<u64>,
 }
 
@@ -71,6 +76,7 @@ impl ShardCtx {
         limits: Arc<ServerLimits>,
         links: Arc<LinkRequests>,
     ) -> Self {
+        let local_presence = LocalPresence::new(id, mesh.clone(), services.clock.clone());
         ShardCtx {
             id,
             delivery: mesh.clone(),
@@ -82,8 +88,15 @@ impl ShardCtx {
             sessions: RefCell::default(),
             limits,
             links,
+            presence: local_presence.clone(),
+            local_presence,
             next_conn_id: Cell::new(1),
         }
+    }
+
+    /// The in-process presence backend, whose inbox task the runtime starts.
+    pub fn local_presence(&self) -> Rc<LocalPresence> {
+        self.local_presence.clone()
     }
 
     /// A connection id unique within this process.

@@ -1,15 +1,18 @@
-//! Privacy settings, contacts, invitations and blocks
+//! Privacy settings (group adds under `user¹`, direct starts under
+//! `user¹ · d`, so setting one never rewrites the other), contacts,
+//! invitations and blocks
 //! ([`tern_store::ConsentStore`]), and the paged and counted reads of each
 //! user's conversation index. Invitation writes (replace, then evict the
 //! oldest past the cap) and blocks (count, then insert below the bound) run
 //! under `consent_lock`, so concurrent calls for one user keep the bounds.
 
 use tern_store::{
-    oldest_first, BackendError, BlockOutcome, ConversationId, ConversationKind, GroupAdds,
-    InvitationRecord, UserId,
+    oldest_first, BackendError, BlockOutcome, ConversationId, ConversationKind, DirectStarts,
+    GroupAdds, InvitationRecord, UserId,
 };
 
 use crate::{layout as keys, lock, Ctx, Inner};
+use tern_store::PresenceVisibility;
 
 const EVERYONE: u8 = 1;
 const CONTACTS: u8 = 0;
@@ -66,6 +69,65 @@ impl Inner {
         Ok(match value.as_deref() {
             Some([EVERYONE, ..]) => GroupAdds::Everyone,
             _ => GroupAdds::Contacts,
+        })
+    }
+
+    pub(crate) fn set_direct_starts(
+        &self,
+        user: &str,
+        setting: DirectStarts,
+    ) -> Result<(), BackendError> {
+        let value = match setting {
+            DirectStarts::Everyone => 0u8,
+            DirectStarts::Contacts => 1,
+            DirectStarts::Nobody => 2,
+        };
+        let mut batch = self.db.batch();
+        batch.insert(&self.ks.privacy, direct_starts_key(user)?, [value]);
+        self.write(batch, "writing privacy settings")
+    }
+
+    pub(crate) fn direct_starts(&self, user: &str) -> Result<DirectStarts, BackendError> {
+        let value = self
+            .ks
+            .privacy
+            .get(direct_starts_key(user)?)
+            .ctx("reading privacy settings")?;
+        Ok(match value.as_deref() {
+            Some([1, ..]) => DirectStarts::Contacts,
+            Some([2, ..]) => DirectStarts::Nobody,
+            _ => DirectStarts::Everyone,
+        })
+    }
+
+    pub(crate) fn set_presence_visibility(
+        &self,
+        user: &str,
+        setting: PresenceVisibility,
+    ) -> Result<(), BackendError> {
+        let value = match setting {
+            PresenceVisibility::Shared => 0u8,
+            PresenceVisibility::Everyone => 1,
+            PresenceVisibility::Nobody => 2,
+        };
+        let mut batch = self.db.batch();
+        batch.insert(&self.ks.privacy, presence_key(user)?, [value]);
+        self.write(batch, "writing the presence visibility")
+    }
+
+    pub(crate) fn presence_visibility(
+        &self,
+        user: &str,
+    ) -> Result<PresenceVisibility, BackendError> {
+        let value = self
+            .ks
+            .privacy
+            .get(presence_key(user)?)
+            .ctx("reading the presence visibility")?;
+        Ok(match value.as_deref() {
+            Some([1, ..]) => PresenceVisibility::Everyone,
+            Some([2, ..]) => PresenceVisibility::Nobody,
+            _ => PresenceVisibility::Shared,
         })
     }
 
@@ -203,6 +265,21 @@ impl Inner {
         out.sort();
         Ok(out)
     }
+}
+
+/// `user¹ · p`: where `user`'s presence visibility is kept in `privacy`.
+fn presence_key(user: &str) -> Result<Vec<u8>, BackendError> {
+    let mut key = keys::user(user)?;
+    key.push(b'p');
+    Ok(key)
+}
+
+/// `user¹ · d`: where `user`'s direct-starts setting is kept in `privacy`
+/// (its group-adds setting is under `user¹` alone).
+fn direct_starts_key(user: &str) -> Result<Vec<u8>, BackendError> {
+    let mut key = keys::user(user)?;
+    key.push(b'd');
+    Ok(key)
 }
 
 /// `user¹ · contact¹` (also `user¹ · blocked user¹`).

@@ -23,6 +23,8 @@
 //! | `group_epochs`       | conversation u64                             | epoch u64          |
 //! | `group_infos`        | conversation u64                             | GroupInfo bytes    |
 //! | `privacy`            | user¹                                        | group_adds u8 (0 contacts, 1 everyone) |
+//! | `privacy`            | user¹ · `d`                                  | direct_starts u8 (0 everyone, 1 contacts, 2 nobody; absent: everyone) |
+//! | `privacy`            | user¹ · `p`                                  | presence visibility u8 (0 shared, 1 everyone, 2 nobody; absent: shared) |
 //! | `contacts`           | user¹ · contact¹                             | empty              |
 //! | `invitations`        | user¹ · conversation u64                     | created_ms u64 · accepted u8 · inviter¹ |
 //! | `blocks`             | user¹ · blocked user¹                        | empty              |
@@ -100,9 +102,9 @@ use tern_store::{
     AccountStore, AppendError, AppendOutcome, BackendError, BlockOutcome, ClaimedKey,
     CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
     ConversationSettings, ConversationStore, CreateAccountError, CreateConversationError,
-    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore,
-    InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, Poison, PoisonHook, PoolKey,
-    Seq, Store, StoredMessage, UserId,
+    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, DirectStarts, GroupAdds,
+    GroupStore, InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, Poison,
+    PoisonHook, PoolKey, Seq, Store, StoredMessage, UserId,
 };
 
 /// Value of set-like tables.
@@ -573,6 +575,15 @@ impl ConversationStore for FjallStore {
             .await?
     }
 
+    async fn conversation_by_key(
+        &self,
+        unique_key: &[u8],
+    ) -> Result<Option<ConversationId>, BackendError> {
+        let unique_key = unique_key.to_vec();
+        self.off(move |s| s.conversation_by_key(&unique_key))
+            .await?
+    }
+
     async fn conversation(
         &self,
         id: ConversationId,
@@ -645,6 +656,39 @@ impl ConsentStore for FjallStore {
     async fn group_adds(&self, user: &str) -> Result<GroupAdds, BackendError> {
         let user = user.to_owned();
         self.off(move |s| s.group_adds(&user)).await?
+    }
+
+    async fn set_direct_starts(
+        &self,
+        user: &str,
+        setting: DirectStarts,
+    ) -> Result<(), BackendError> {
+        let user = user.to_owned();
+        self.off(move |s| s.set_direct_starts(&user, setting))
+            .await?
+    }
+
+    async fn direct_starts(&self, user: &str) -> Result<DirectStarts, BackendError> {
+        let user = user.to_owned();
+        self.off(move |s| s.direct_starts(&user)).await?
+    }
+
+    async fn set_presence_visibility(
+        &self,
+        user: &str,
+        setting: tern_store::PresenceVisibility,
+    ) -> Result<(), BackendError> {
+        let user = user.to_owned();
+        self.off(move |s| s.set_presence_visibility(&user, setting))
+            .await?
+    }
+
+    async fn presence_visibility(
+        &self,
+        user: &str,
+    ) -> Result<tern_store::PresenceVisibility, BackendError> {
+        let user = user.to_owned();
+        self.off(move |s| s.presence_visibility(&user)).await?
     }
 
     async fn add_contacts(&self, user: &str, contacts: &[UserId]) -> Result<(), BackendError> {

@@ -99,6 +99,9 @@ macro_rules! conformance_tests {
             accept_commit_race,
             // privacy, contacts, invitations; the paged index
             group_adds_setting,
+            direct_starts_setting,
+            presence_visibility_setting,
+            conversation_by_key,
             contacts,
             invitations,
             conversation_index_pages,

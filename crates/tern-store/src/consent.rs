@@ -1,5 +1,5 @@
 //! Privacy settings and consent to join groups: each account's
-//! [`GroupAdds`] setting, its contacts (users it chose to talk to), and the
+//! [`GroupAdds`] and [`DirectStarts`] settings, its contacts (users it chose to talk to), and the
 //! invitations it was sent ([`InvitationRecord`]), pending or accepted, and
 //! the users it blocked. The server decides who may add whom and whose
 //! messages are dropped; this stores the facts it decides on.
@@ -16,6 +16,31 @@ pub enum GroupAdds {
     Contacts,
     /// Anyone.
     Everyone,
+}
+
+/// Who may start a direct conversation with an account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DirectStarts {
+    /// Anyone (the default for an account that never set it, as in Signal
+    /// and WhatsApp); a stranger's conversation is a message request.
+    #[default]
+    Everyone,
+    /// Only the account's contacts.
+    Contacts,
+    /// Nobody new (existing direct conversations stay).
+    Nobody,
+}
+
+/// Who sees an account's presence (state, status text, last seen).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PresenceVisibility {
+    /// Users the account shares a conversation with (the default).
+    #[default]
+    Shared,
+    /// Any user the account does not block.
+    Everyone,
+    /// No one (and, reciprocally, the account sees no one's).
+    Nobody,
 }
 
 /// An invitation of one user to one group. At most one per (user, group).
@@ -50,6 +75,26 @@ pub trait ConsentStore: Send + Sync + 'static {
 
     /// `user`'s group-adds setting; [`GroupAdds::Contacts`] if never set.
     async fn group_adds(&self, user: &str) -> Result<GroupAdds, BackendError>;
+
+    /// Sets `user`'s direct-starts setting (its group-adds setting is kept).
+    async fn set_direct_starts(
+        &self,
+        user: &str,
+        setting: DirectStarts,
+    ) -> Result<(), BackendError>;
+
+    /// `user`'s direct-starts setting; [`DirectStarts::Everyone`] if never set.
+    async fn direct_starts(&self, user: &str) -> Result<DirectStarts, BackendError>;
+
+    /// Sets who sees `user`'s presence (its other settings are kept).
+    async fn set_presence_visibility(
+        &self,
+        user: &str,
+        setting: PresenceVisibility,
+    ) -> Result<(), BackendError>;
+
+    /// Who sees `user`'s presence; [`PresenceVisibility::Shared`] if never set.
+    async fn presence_visibility(&self, user: &str) -> Result<PresenceVisibility, BackendError>;
 
     /// Records `contacts` as contacts of `user` (one direction only: `user`
     /// chose them). Recording one twice is a no-op; `user` itself is ignored.

@@ -35,9 +35,9 @@ use crate::{
     AccountStore, AppendError, AppendOutcome, BackendError, BackendErrorKind, BlockOutcome,
     ClaimedKey, CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
     ConversationSettings, ConversationStore, CreateAccountError, CreateConversationError,
-    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore,
-    InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, Poison, PoolKey, Seq, Store,
-    StoredMessage, UserId,
+    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, DirectStarts, GroupAdds,
+    GroupStore, InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, Poison, PoolKey,
+    Seq, Store, StoredMessage, UserId,
 };
 
 /// One operation of [`Store`]: a method of one of its traits, or `persist`.
@@ -83,12 +83,17 @@ pub enum Op {
     Unblock,
     IsBlocked,
     BlockedUsers,
+    SetDirectStarts,
+    DirectStarts,
+    ConversationByKey,
+    SetPresenceVisibility,
+    PresenceVisibility,
     Persist,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 41] = [
+    pub const ALL: [Op; 46] = [
         Op::CreateAccount,
         Op::Device,
         Op::Devices,
@@ -129,6 +134,11 @@ impl Op {
         Op::Unblock,
         Op::IsBlocked,
         Op::BlockedUsers,
+        Op::SetDirectStarts,
+        Op::DirectStarts,
+        Op::ConversationByKey,
+        Op::SetPresenceVisibility,
+        Op::PresenceVisibility,
         Op::Persist,
     ];
 
@@ -157,6 +167,8 @@ impl Op {
                 | Op::PutSettings
                 | Op::Block
                 | Op::Unblock
+                | Op::SetDirectStarts
+                | Op::SetPresenceVisibility
         )
     }
 
@@ -343,6 +355,14 @@ impl<S: Store> ConversationStore for FaultyStore<S> {
     ) -> Result<CreateOutcome, CreateConversationError> {
         let call = self.inner.create_conversation(record, unique_key);
         self.run(Op::CreateConversation, call).await
+    }
+
+    async fn conversation_by_key(
+        &self,
+        unique_key: &[u8],
+    ) -> Result<Option<ConversationId>, BackendError> {
+        let call = self.inner.conversation_by_key(unique_key);
+        self.run(Op::ConversationByKey, call).await
     }
 
     async fn conversation(
@@ -542,6 +562,37 @@ impl<S: Store> ConsentStore for FaultyStore<S> {
 
     async fn group_adds(&self, user: &str) -> Result<GroupAdds, BackendError> {
         self.run(Op::GroupAdds, self.inner.group_adds(user)).await
+    }
+
+    async fn set_direct_starts(
+        &self,
+        user: &str,
+        setting: DirectStarts,
+    ) -> Result<(), BackendError> {
+        let call = self.inner.set_direct_starts(user, setting);
+        self.run(Op::SetDirectStarts, call).await
+    }
+
+    async fn direct_starts(&self, user: &str) -> Result<DirectStarts, BackendError> {
+        self.run(Op::DirectStarts, self.inner.direct_starts(user))
+            .await
+    }
+
+    async fn set_presence_visibility(
+        &self,
+        user: &str,
+        setting: crate::PresenceVisibility,
+    ) -> Result<(), BackendError> {
+        let call = self.inner.set_presence_visibility(user, setting);
+        self.run(Op::SetPresenceVisibility, call).await
+    }
+
+    async fn presence_visibility(
+        &self,
+        user: &str,
+    ) -> Result<crate::PresenceVisibility, BackendError> {
+        let call = self.inner.presence_visibility(user);
+        self.run(Op::PresenceVisibility, call).await
     }
 
     async fn add_contacts(&self, user: &str, contacts: &[UserId]) -> Result<(), BackendError> {
@@ -753,6 +804,14 @@ mod tests {
             Op::GroupCount => kind(s.group_count("alice").await),
             Op::SetGroupAdds => kind(s.set_group_adds("alice", GroupAdds::Everyone).await),
             Op::GroupAdds => kind(s.group_adds("alice").await),
+            Op::SetDirectStarts => kind(s.set_direct_starts("alice", DirectStarts::Nobody).await),
+            Op::DirectStarts => kind(s.direct_starts("alice").await),
+            Op::ConversationByKey => kind(s.conversation_by_key(b"direct\0a\0").await),
+            Op::SetPresenceVisibility => {
+                let hidden = crate::PresenceVisibility::Nobody;
+                kind(s.set_presence_visibility("alice", hidden).await)
+            }
+            Op::PresenceVisibility => kind(s.presence_visibility("alice").await),
             Op::AddContacts => kind(s.add_contacts("alice", &["bob".into()]).await),
             Op::IsContact => kind(s.is_contact("alice", "bob").await),
             Op::PutInvitation => {

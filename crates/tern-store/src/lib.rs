@@ -52,7 +52,10 @@ mod types;
 use async_trait::async_trait;
 
 pub use accounts::{AccountStore, CreateAccountError};
-pub use consent::{oldest_first, BlockOutcome, ConsentStore, GroupAdds, InvitationRecord};
+pub use consent::PresenceVisibility;
+pub use consent::{
+    oldest_first, BlockOutcome, ConsentStore, DirectStarts, GroupAdds, InvitationRecord,
+};
 pub use conversations::{
     ConversationSettings, ConversationStore, CreateConversationError, CreateOutcome, MembersError,
 };

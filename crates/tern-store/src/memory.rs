@@ -24,9 +24,9 @@ use crate::{
     AccountStore, AppendError, AppendOutcome, BackendError, BlockOutcome, ClaimedKey,
     CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
     ConversationSettings, ConversationStore, CreateAccountError, CreateConversationError,
-    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, GroupAdds, GroupStore,
-    InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, PoolKey, Seq, SignedPrekey,
-    Store, StoredMessage, UserId, KEY_POOL_CAP,
+    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, DirectStarts, GroupAdds,
+    GroupStore, InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, PoolKey, Seq,
+    SignedPrekey, Store, StoredMessage, UserId, KEY_POOL_CAP,
 };
 
 /// The in-memory backend. See the module docs.
@@ -50,6 +50,8 @@ struct State {
     expiry: BTreeSet<(u64, ConversationId, Seq)>,
     cursors: BTreeMap<UserId, BTreeMap<DeviceId, BTreeMap<ConversationId, Seq>>>,
     group_adds: BTreeMap<UserId, GroupAdds>,
+    direct_starts: BTreeMap<UserId, DirectStarts>,
+    presence_visibility: BTreeMap<UserId, crate::PresenceVisibility>,
     /// user → the users it chose (its contacts).
     contacts: BTreeMap<UserId, BTreeSet<UserId>>,
     /// user → conversation → the user's invitation to it.
@@ -410,6 +412,13 @@ impl ConversationStore for MemStore {
         Ok(CreateOutcome::Created)
     }
 
+    async fn conversation_by_key(
+        &self,
+        unique_key: &[u8],
+    ) -> Result<Option<ConversationId>, BackendError> {
+        Ok(self.state().unique_keys.get(unique_key).copied())
+    }
+
     async fn conversation(
         &self,
         id: ConversationId,
@@ -685,6 +694,39 @@ impl ConsentStore for MemStore {
             .get(user)
             .copied()
             .unwrap_or_default())
+    }
+
+    async fn set_direct_starts(
+        &self,
+        user: &str,
+        setting: DirectStarts,
+    ) -> Result<(), BackendError> {
+        self.state().direct_starts.insert(user.to_owned(), setting);
+        Ok(())
+    }
+
+    async fn direct_starts(&self, user: &str) -> Result<DirectStarts, BackendError> {
+        let state = self.state();
+        Ok(state.direct_starts.get(user).copied().unwrap_or_default())
+    }
+
+    async fn set_presence_visibility(
+        &self,
+        user: &str,
+        setting: crate::PresenceVisibility,
+    ) -> Result<(), BackendError> {
+        let mut state = self.state();
+        state.presence_visibility.insert(user.to_owned(), setting);
+        Ok(())
+    }
+
+    async fn presence_visibility(
+        &self,
+        user: &str,
+    ) -> Result<crate::PresenceVisibility, BackendError> {
+        let state = self.state();
+        let setting = state.presence_visibility.get(user).copied();
+        Ok(setting.unwrap_or_default())
     }
 
     async fn add_contacts(&self, user: &str, contacts: &[UserId]) -> Result<(), BackendError> {

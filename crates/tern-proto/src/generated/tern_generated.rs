@@ -351,12 +351,284 @@ impl<'a> ::flatbuffers::Verifiable for GroupAdds {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for GroupAdds {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_BODY: u8 = 0;
+pub const ENUM_MIN_DIRECT_STARTS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 55;
+pub const ENUM_MAX_DIRECT_STARTS: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 56] = [
+pub const ENUM_VALUES_DIRECT_STARTS: [DirectStarts; 3] = [
+  DirectStarts::Everyone,
+  DirectStarts::Contacts,
+  DirectStarts::Nobody,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct DirectStarts(pub u8);
+#[allow(non_upper_case_globals)]
+impl DirectStarts {
+  pub const Everyone: Self = Self(0);
+  pub const Contacts: Self = Self(1);
+  pub const Nobody: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Everyone,
+    Self::Contacts,
+    Self::Nobody,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Everyone => Some("Everyone"),
+      Self::Contacts => Some("Contacts"),
+      Self::Nobody => Some("Nobody"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for DirectStarts {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for DirectStarts {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for DirectStarts {
+    type Output = DirectStarts;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for DirectStarts {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DirectStarts {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DirectStarts {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_PRESENCE_STATE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_PRESENCE_STATE: u8 = 4;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_PRESENCE_STATE: [PresenceState; 5] = [
+  PresenceState::Unknown,
+  PresenceState::Online,
+  PresenceState::Away,
+  PresenceState::Busy,
+  PresenceState::Offline,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct PresenceState(pub u8);
+#[allow(non_upper_case_globals)]
+impl PresenceState {
+  pub const Unknown: Self = Self(0);
+  pub const Online: Self = Self(1);
+  pub const Away: Self = Self(2);
+  pub const Busy: Self = Self(3);
+  pub const Offline: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Unknown,
+    Self::Online,
+    Self::Away,
+    Self::Busy,
+    Self::Offline,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Unknown => Some("Unknown"),
+      Self::Online => Some("Online"),
+      Self::Away => Some("Away"),
+      Self::Busy => Some("Busy"),
+      Self::Offline => Some("Offline"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for PresenceState {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for PresenceState {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for PresenceState {
+    type Output = PresenceState;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for PresenceState {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for PresenceState {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for PresenceState {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_PRESENCE_VISIBILITY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_PRESENCE_VISIBILITY: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_PRESENCE_VISIBILITY: [PresenceVisibility; 3] = [
+  PresenceVisibility::Shared,
+  PresenceVisibility::Everyone,
+  PresenceVisibility::Nobody,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct PresenceVisibility(pub u8);
+#[allow(non_upper_case_globals)]
+impl PresenceVisibility {
+  pub const Shared: Self = Self(0);
+  pub const Everyone: Self = Self(1);
+  pub const Nobody: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Shared,
+    Self::Everyone,
+    Self::Nobody,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Shared => Some("Shared"),
+      Self::Everyone => Some("Everyone"),
+      Self::Nobody => Some("Nobody"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for PresenceVisibility {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for PresenceVisibility {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for PresenceVisibility {
+    type Output = PresenceVisibility;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for PresenceVisibility {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for PresenceVisibility {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for PresenceVisibility {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BODY: u8 = 66;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BODY: [Body; 67] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -413,6 +685,17 @@ pub const ENUM_VALUES_BODY: [Body; 56] = [
   Body::ListAdmins,
   Body::Admins,
   Body::SetMemberAdds,
+  Body::GetPrivacy,
+  Body::Privacy,
+  Body::AcceptRequest,
+  Body::SetPresence,
+  Body::SubscribePresence,
+  Body::UnsubscribePresence,
+  Body::PresenceSnapshot,
+  Body::PresenceChanged,
+  Body::CountOnline,
+  Body::OnlineCount,
+  Body::SetPresenceVisibility,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -476,9 +759,20 @@ impl Body {
   pub const ListAdmins: Self = Self(53);
   pub const Admins: Self = Self(54);
   pub const SetMemberAdds: Self = Self(55);
+  pub const GetPrivacy: Self = Self(56);
+  pub const Privacy: Self = Self(57);
+  pub const AcceptRequest: Self = Self(58);
+  pub const SetPresence: Self = Self(59);
+  pub const SubscribePresence: Self = Self(60);
+  pub const UnsubscribePresence: Self = Self(61);
+  pub const PresenceSnapshot: Self = Self(62);
+  pub const PresenceChanged: Self = Self(63);
+  pub const CountOnline: Self = Self(64);
+  pub const OnlineCount: Self = Self(65);
+  pub const SetPresenceVisibility: Self = Self(66);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 55;
+  pub const ENUM_MAX: u8 = 66;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -536,6 +830,17 @@ impl Body {
     Self::ListAdmins,
     Self::Admins,
     Self::SetMemberAdds,
+    Self::GetPrivacy,
+    Self::Privacy,
+    Self::AcceptRequest,
+    Self::SetPresence,
+    Self::SubscribePresence,
+    Self::UnsubscribePresence,
+    Self::PresenceSnapshot,
+    Self::PresenceChanged,
+    Self::CountOnline,
+    Self::OnlineCount,
+    Self::SetPresenceVisibility,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -596,6 +901,17 @@ impl Body {
       Self::ListAdmins => Some("ListAdmins"),
       Self::Admins => Some("Admins"),
       Self::SetMemberAdds => Some("SetMemberAdds"),
+      Self::GetPrivacy => Some("GetPrivacy"),
+      Self::Privacy => Some("Privacy"),
+      Self::AcceptRequest => Some("AcceptRequest"),
+      Self::SetPresence => Some("SetPresence"),
+      Self::SubscribePresence => Some("SubscribePresence"),
+      Self::UnsubscribePresence => Some("UnsubscribePresence"),
+      Self::PresenceSnapshot => Some("PresenceSnapshot"),
+      Self::PresenceChanged => Some("PresenceChanged"),
+      Self::CountOnline => Some("CountOnline"),
+      Self::OnlineCount => Some("OnlineCount"),
+      Self::SetPresenceVisibility => Some("SetPresenceVisibility"),
       _ => None,
     }
   }
@@ -2948,6 +3264,7 @@ impl<'a> ConversationState<'a> {
   pub const VT_HEAD_SEQ: ::flatbuffers::VOffsetT = 8;
   pub const VT_CURSOR: ::flatbuffers::VOffsetT = 10;
   pub const VT_TIMER_SECS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_REQUEST_FROM: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2956,12 +3273,13 @@ impl<'a> ConversationState<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args ConversationStateArgs
+    args: &'args ConversationStateArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ConversationState<'bldr>> {
     let mut builder = ConversationStateBuilder::new(_fbb);
     builder.add_cursor(args.cursor);
     builder.add_head_seq(args.head_seq);
     builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.request_from { builder.add_request_from(x); }
     builder.add_timer_secs(args.timer_secs);
     builder.add_kind(args.kind);
     builder.finish()
@@ -3003,6 +3321,13 @@ impl<'a> ConversationState<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(ConversationState::VT_TIMER_SECS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn request_from(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConversationState::VT_REQUEST_FROM, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ConversationState<'_> {
@@ -3016,18 +3341,20 @@ impl ::flatbuffers::Verifiable for ConversationState<'_> {
      .visit_field::<u64>("head_seq", Self::VT_HEAD_SEQ, false)?
      .visit_field::<u64>("cursor", Self::VT_CURSOR, false)?
      .visit_field::<u32>("timer_secs", Self::VT_TIMER_SECS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("request_from", Self::VT_REQUEST_FROM, false)?
      .finish();
     Ok(())
   }
 }
-pub struct ConversationStateArgs {
+pub struct ConversationStateArgs<'a> {
     pub conversation_id: u64,
     pub kind: ConversationKind,
     pub head_seq: u64,
     pub cursor: u64,
     pub timer_secs: u32,
+    pub request_from: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
-impl<'a> Default for ConversationStateArgs {
+impl<'a> Default for ConversationStateArgs<'a> {
   #[inline]
   fn default() -> Self {
     ConversationStateArgs {
@@ -3036,6 +3363,7 @@ impl<'a> Default for ConversationStateArgs {
       head_seq: 0,
       cursor: 0,
       timer_secs: 0,
+      request_from: None,
     }
   }
 }
@@ -3066,6 +3394,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConversationStateBuilder<'a, 
     self.fbb_.push_slot::<u32>(ConversationState::VT_TIMER_SECS, timer_secs, 0);
   }
   #[inline]
+  pub fn add_request_from(&mut self, request_from: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConversationState::VT_REQUEST_FROM, request_from);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConversationStateBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ConversationStateBuilder {
@@ -3088,6 +3420,7 @@ impl ::core::fmt::Debug for ConversationState<'_> {
       ds.field("head_seq", &self.head_seq());
       ds.field("cursor", &self.cursor());
       ds.field("timer_secs", &self.timer_secs());
+      ds.field("request_from", &self.request_from());
       ds.finish()
   }
 }
@@ -6837,6 +7170,8 @@ impl<'a> ::flatbuffers::Follow<'a> for SetPrivacy<'a> {
 
 impl<'a> SetPrivacy<'a> {
   pub const VT_GROUP_ADDS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GROUPS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DIRECT_STARTS: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6848,6 +7183,8 @@ impl<'a> SetPrivacy<'a> {
     args: &'args SetPrivacyArgs
   ) -> ::flatbuffers::WIPOffset<SetPrivacy<'bldr>> {
     let mut builder = SetPrivacyBuilder::new(_fbb);
+    if let Some(x) = args.direct_starts { builder.add_direct_starts(x); }
+    if let Some(x) = args.groups { builder.add_groups(x); }
     builder.add_group_adds(args.group_adds);
     builder.finish()
   }
@@ -6860,6 +7197,20 @@ impl<'a> SetPrivacy<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<GroupAdds>(SetPrivacy::VT_GROUP_ADDS, Some(GroupAdds::Contacts)).unwrap()}
   }
+  #[inline]
+  pub fn groups(&self) -> Option<GroupAdds> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<GroupAdds>(SetPrivacy::VT_GROUPS, None)}
+  }
+  #[inline]
+  pub fn direct_starts(&self) -> Option<DirectStarts> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DirectStarts>(SetPrivacy::VT_DIRECT_STARTS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for SetPrivacy<'_> {
@@ -6869,18 +7220,24 @@ impl ::flatbuffers::Verifiable for SetPrivacy<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<GroupAdds>("group_adds", Self::VT_GROUP_ADDS, false)?
+     .visit_field::<GroupAdds>("groups", Self::VT_GROUPS, false)?
+     .visit_field::<DirectStarts>("direct_starts", Self::VT_DIRECT_STARTS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct SetPrivacyArgs {
     pub group_adds: GroupAdds,
+    pub groups: Option<GroupAdds>,
+    pub direct_starts: Option<DirectStarts>,
 }
 impl<'a> Default for SetPrivacyArgs {
   #[inline]
   fn default() -> Self {
     SetPrivacyArgs {
       group_adds: GroupAdds::Contacts,
+      groups: None,
+      direct_starts: None,
     }
   }
 }
@@ -6893,6 +7250,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetPrivacyBuilder<'a, 'b, A> 
   #[inline]
   pub fn add_group_adds(&mut self, group_adds: GroupAdds) {
     self.fbb_.push_slot::<GroupAdds>(SetPrivacy::VT_GROUP_ADDS, group_adds, GroupAdds::Contacts);
+  }
+  #[inline]
+  pub fn add_groups(&mut self, groups: GroupAdds) {
+    self.fbb_.push_slot_always::<GroupAdds>(SetPrivacy::VT_GROUPS, groups);
+  }
+  #[inline]
+  pub fn add_direct_starts(&mut self, direct_starts: DirectStarts) {
+    self.fbb_.push_slot_always::<DirectStarts>(SetPrivacy::VT_DIRECT_STARTS, direct_starts);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetPrivacyBuilder<'a, 'b, A> {
@@ -6913,6 +7278,295 @@ impl ::core::fmt::Debug for SetPrivacy<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("SetPrivacy");
       ds.field("group_adds", &self.group_adds());
+      ds.field("groups", &self.groups());
+      ds.field("direct_starts", &self.direct_starts());
+      ds.finish()
+  }
+}
+pub enum GetPrivacyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetPrivacy<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetPrivacy<'a> {
+  type Inner = GetPrivacy<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetPrivacy<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetPrivacy { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args GetPrivacyArgs
+  ) -> ::flatbuffers::WIPOffset<GetPrivacy<'bldr>> {
+    let mut builder = GetPrivacyBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for GetPrivacy<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetPrivacyArgs {
+}
+impl<'a> Default for GetPrivacyArgs {
+  #[inline]
+  fn default() -> Self {
+    GetPrivacyArgs {
+    }
+  }
+}
+
+pub struct GetPrivacyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetPrivacyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetPrivacyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetPrivacyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetPrivacy<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetPrivacy<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetPrivacy");
+      ds.finish()
+  }
+}
+pub enum PrivacyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Privacy<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Privacy<'a> {
+  type Inner = Privacy<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Privacy<'a> {
+  pub const VT_GROUP_ADDS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DIRECT_STARTS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Privacy { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PrivacyArgs
+  ) -> ::flatbuffers::WIPOffset<Privacy<'bldr>> {
+    let mut builder = PrivacyBuilder::new(_fbb);
+    builder.add_direct_starts(args.direct_starts);
+    builder.add_group_adds(args.group_adds);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group_adds(&self) -> GroupAdds {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<GroupAdds>(Privacy::VT_GROUP_ADDS, Some(GroupAdds::Contacts)).unwrap()}
+  }
+  #[inline]
+  pub fn direct_starts(&self) -> DirectStarts {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DirectStarts>(Privacy::VT_DIRECT_STARTS, Some(DirectStarts::Everyone)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Privacy<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<GroupAdds>("group_adds", Self::VT_GROUP_ADDS, false)?
+     .visit_field::<DirectStarts>("direct_starts", Self::VT_DIRECT_STARTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PrivacyArgs {
+    pub group_adds: GroupAdds,
+    pub direct_starts: DirectStarts,
+}
+impl<'a> Default for PrivacyArgs {
+  #[inline]
+  fn default() -> Self {
+    PrivacyArgs {
+      group_adds: GroupAdds::Contacts,
+      direct_starts: DirectStarts::Everyone,
+    }
+  }
+}
+
+pub struct PrivacyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PrivacyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group_adds(&mut self, group_adds: GroupAdds) {
+    self.fbb_.push_slot::<GroupAdds>(Privacy::VT_GROUP_ADDS, group_adds, GroupAdds::Contacts);
+  }
+  #[inline]
+  pub fn add_direct_starts(&mut self, direct_starts: DirectStarts) {
+    self.fbb_.push_slot::<DirectStarts>(Privacy::VT_DIRECT_STARTS, direct_starts, DirectStarts::Everyone);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PrivacyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PrivacyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Privacy<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Privacy<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Privacy");
+      ds.field("group_adds", &self.group_adds());
+      ds.field("direct_starts", &self.direct_starts());
+      ds.finish()
+  }
+}
+pub enum AcceptRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AcceptRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AcceptRequest<'a> {
+  type Inner = AcceptRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AcceptRequest<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AcceptRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AcceptRequestArgs
+  ) -> ::flatbuffers::WIPOffset<AcceptRequest<'bldr>> {
+    let mut builder = AcceptRequestBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(AcceptRequest::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AcceptRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AcceptRequestArgs {
+    pub conversation_id: u64,
+}
+impl<'a> Default for AcceptRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    AcceptRequestArgs {
+      conversation_id: 0,
+    }
+  }
+}
+
+pub struct AcceptRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AcceptRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(AcceptRequest::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AcceptRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AcceptRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AcceptRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AcceptRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AcceptRequest");
+      ds.field("conversation_id", &self.conversation_id());
       ds.finish()
   }
 }
@@ -8891,6 +9545,960 @@ impl ::core::fmt::Debug for SetMemberAdds<'_> {
       ds.finish()
   }
 }
+pub enum SetPresenceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SetPresence<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetPresence<'a> {
+  type Inner = SetPresence<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetPresence<'a> {
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATUS_TEXT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetPresence { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetPresenceArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetPresence<'bldr>> {
+    let mut builder = SetPresenceBuilder::new(_fbb);
+    if let Some(x) = args.status_text { builder.add_status_text(x); }
+    builder.add_state(args.state);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn state(&self) -> PresenceState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PresenceState>(SetPresence::VT_STATE, Some(PresenceState::Unknown)).unwrap()}
+  }
+  #[inline]
+  pub fn status_text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetPresence::VT_STATUS_TEXT, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetPresence<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<PresenceState>("state", Self::VT_STATE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("status_text", Self::VT_STATUS_TEXT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetPresenceArgs<'a> {
+    pub state: PresenceState,
+    pub status_text: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for SetPresenceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetPresenceArgs {
+      state: PresenceState::Unknown,
+      status_text: None,
+    }
+  }
+}
+
+pub struct SetPresenceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetPresenceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_state(&mut self, state: PresenceState) {
+    self.fbb_.push_slot::<PresenceState>(SetPresence::VT_STATE, state, PresenceState::Unknown);
+  }
+  #[inline]
+  pub fn add_status_text(&mut self, status_text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetPresence::VT_STATUS_TEXT, status_text);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetPresenceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetPresenceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetPresence<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetPresence<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetPresence");
+      ds.field("state", &self.state());
+      ds.field("status_text", &self.status_text());
+      ds.finish()
+  }
+}
+pub enum SubscribePresenceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SubscribePresence<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SubscribePresence<'a> {
+  type Inner = SubscribePresence<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SubscribePresence<'a> {
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SubscribePresence { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SubscribePresenceArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SubscribePresence<'bldr>> {
+    let mut builder = SubscribePresenceBuilder::new(_fbb);
+    if let Some(x) = args.users { builder.add_users(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn users(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(SubscribePresence::VT_USERS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SubscribePresence<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("users", Self::VT_USERS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SubscribePresenceArgs<'a> {
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for SubscribePresenceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SubscribePresenceArgs {
+      users: None, // required field
+    }
+  }
+}
+
+pub struct SubscribePresenceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribePresenceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SubscribePresence::VT_USERS, users);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubscribePresenceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SubscribePresenceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SubscribePresence<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SubscribePresence::VT_USERS,"users");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SubscribePresence<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SubscribePresence");
+      ds.field("users", &self.users());
+      ds.finish()
+  }
+}
+pub enum UnsubscribePresenceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UnsubscribePresence<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UnsubscribePresence<'a> {
+  type Inner = UnsubscribePresence<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UnsubscribePresence<'a> {
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UnsubscribePresence { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UnsubscribePresenceArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UnsubscribePresence<'bldr>> {
+    let mut builder = UnsubscribePresenceBuilder::new(_fbb);
+    if let Some(x) = args.users { builder.add_users(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn users(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(UnsubscribePresence::VT_USERS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UnsubscribePresence<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("users", Self::VT_USERS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UnsubscribePresenceArgs<'a> {
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for UnsubscribePresenceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UnsubscribePresenceArgs {
+      users: None, // required field
+    }
+  }
+}
+
+pub struct UnsubscribePresenceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UnsubscribePresenceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UnsubscribePresence::VT_USERS, users);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UnsubscribePresenceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UnsubscribePresenceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UnsubscribePresence<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, UnsubscribePresence::VT_USERS,"users");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UnsubscribePresence<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UnsubscribePresence");
+      ds.field("users", &self.users());
+      ds.finish()
+  }
+}
+pub enum PresenceEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PresenceEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceEntry<'a> {
+  type Inner = PresenceEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceEntry<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_STATUS_TEXT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LAST_SEEN_MS: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PresenceEntry<'bldr>> {
+    let mut builder = PresenceEntryBuilder::new(_fbb);
+    builder.add_last_seen_ms(args.last_seen_ms);
+    if let Some(x) = args.status_text { builder.add_status_text(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_state(args.state);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PresenceEntry::VT_USER, None).unwrap()}
+  }
+  #[inline]
+  pub fn state(&self) -> PresenceState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PresenceState>(PresenceEntry::VT_STATE, Some(PresenceState::Unknown)).unwrap()}
+  }
+  #[inline]
+  pub fn status_text(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PresenceEntry::VT_STATUS_TEXT, None)}
+  }
+  #[inline]
+  pub fn last_seen_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceEntry::VT_LAST_SEEN_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .visit_field::<PresenceState>("state", Self::VT_STATE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("status_text", Self::VT_STATUS_TEXT, false)?
+     .visit_field::<u64>("last_seen_ms", Self::VT_LAST_SEEN_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceEntryArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub state: PresenceState,
+    pub status_text: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub last_seen_ms: u64,
+}
+impl<'a> Default for PresenceEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresenceEntryArgs {
+      user: None, // required field
+      state: PresenceState::Unknown,
+      status_text: None,
+      last_seen_ms: 0,
+    }
+  }
+}
+
+pub struct PresenceEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceEntry::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: PresenceState) {
+    self.fbb_.push_slot::<PresenceState>(PresenceEntry::VT_STATE, state, PresenceState::Unknown);
+  }
+  #[inline]
+  pub fn add_status_text(&mut self, status_text: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceEntry::VT_STATUS_TEXT, status_text);
+  }
+  #[inline]
+  pub fn add_last_seen_ms(&mut self, last_seen_ms: u64) {
+    self.fbb_.push_slot::<u64>(PresenceEntry::VT_LAST_SEEN_MS, last_seen_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PresenceEntry::VT_USER,"user");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceEntry");
+      ds.field("user", &self.user());
+      ds.field("state", &self.state());
+      ds.field("status_text", &self.status_text());
+      ds.field("last_seen_ms", &self.last_seen_ms());
+      ds.finish()
+  }
+}
+pub enum PresenceSnapshotOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PresenceSnapshot<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceSnapshot<'a> {
+  type Inner = PresenceSnapshot<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceSnapshot<'a> {
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceSnapshot { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceSnapshotArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PresenceSnapshot<'bldr>> {
+    let mut builder = PresenceSnapshotBuilder::new(_fbb);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn entries(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PresenceEntry<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PresenceEntry>>>>(PresenceSnapshot::VT_ENTRIES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceSnapshot<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PresenceEntry>>>>("entries", Self::VT_ENTRIES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceSnapshotArgs<'a> {
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PresenceEntry<'a>>>>>,
+}
+impl<'a> Default for PresenceSnapshotArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresenceSnapshotArgs {
+      entries: None, // required field
+    }
+  }
+}
+
+pub struct PresenceSnapshotBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceSnapshotBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<PresenceEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceSnapshot::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceSnapshotBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceSnapshotBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceSnapshot<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PresenceSnapshot::VT_ENTRIES,"entries");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceSnapshot<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceSnapshot");
+      ds.field("entries", &self.entries());
+      ds.finish()
+  }
+}
+pub enum PresenceChangedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PresenceChanged<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceChanged<'a> {
+  type Inner = PresenceChanged<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceChanged<'a> {
+  pub const VT_ENTRY: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceChanged { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceChangedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PresenceChanged<'bldr>> {
+    let mut builder = PresenceChangedBuilder::new(_fbb);
+    if let Some(x) = args.entry { builder.add_entry(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn entry(&self) -> PresenceEntry<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<PresenceEntry>>(PresenceChanged::VT_ENTRY, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceChanged<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<PresenceEntry>>("entry", Self::VT_ENTRY, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceChangedArgs<'a> {
+    pub entry: Option<::flatbuffers::WIPOffset<PresenceEntry<'a>>>,
+}
+impl<'a> Default for PresenceChangedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresenceChangedArgs {
+      entry: None, // required field
+    }
+  }
+}
+
+pub struct PresenceChangedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceChangedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_entry(&mut self, entry: ::flatbuffers::WIPOffset<PresenceEntry<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<PresenceEntry>>(PresenceChanged::VT_ENTRY, entry);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceChangedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceChangedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceChanged<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PresenceChanged::VT_ENTRY,"entry");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceChanged<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceChanged");
+      ds.field("entry", &self.entry());
+      ds.finish()
+  }
+}
+pub enum CountOnlineOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CountOnline<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CountOnline<'a> {
+  type Inner = CountOnline<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CountOnline<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CountOnline { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CountOnlineArgs
+  ) -> ::flatbuffers::WIPOffset<CountOnline<'bldr>> {
+    let mut builder = CountOnlineBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CountOnline::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CountOnline<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CountOnlineArgs {
+    pub conversation_id: u64,
+}
+impl<'a> Default for CountOnlineArgs {
+  #[inline]
+  fn default() -> Self {
+    CountOnlineArgs {
+      conversation_id: 0,
+    }
+  }
+}
+
+pub struct CountOnlineBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CountOnlineBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(CountOnline::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CountOnlineBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CountOnlineBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CountOnline<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CountOnline<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CountOnline");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.finish()
+  }
+}
+pub enum OnlineCountOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OnlineCount<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OnlineCount<'a> {
+  type Inner = OnlineCount<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OnlineCount<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ONLINE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OnlineCount { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OnlineCountArgs
+  ) -> ::flatbuffers::WIPOffset<OnlineCount<'bldr>> {
+    let mut builder = OnlineCountBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    builder.add_online(args.online);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(OnlineCount::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn online(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(OnlineCount::VT_ONLINE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OnlineCount<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<u32>("online", Self::VT_ONLINE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OnlineCountArgs {
+    pub conversation_id: u64,
+    pub online: u32,
+}
+impl<'a> Default for OnlineCountArgs {
+  #[inline]
+  fn default() -> Self {
+    OnlineCountArgs {
+      conversation_id: 0,
+      online: 0,
+    }
+  }
+}
+
+pub struct OnlineCountBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OnlineCountBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(OnlineCount::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_online(&mut self, online: u32) {
+    self.fbb_.push_slot::<u32>(OnlineCount::VT_ONLINE, online, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OnlineCountBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OnlineCountBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OnlineCount<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OnlineCount<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OnlineCount");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("online", &self.online());
+      ds.finish()
+  }
+}
+pub enum SetPresenceVisibilityOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SetPresenceVisibility<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetPresenceVisibility<'a> {
+  type Inner = SetPresenceVisibility<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetPresenceVisibility<'a> {
+  pub const VT_VISIBILITY: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetPresenceVisibility { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetPresenceVisibilityArgs
+  ) -> ::flatbuffers::WIPOffset<SetPresenceVisibility<'bldr>> {
+    let mut builder = SetPresenceVisibilityBuilder::new(_fbb);
+    builder.add_visibility(args.visibility);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn visibility(&self) -> PresenceVisibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PresenceVisibility>(SetPresenceVisibility::VT_VISIBILITY, Some(PresenceVisibility::Shared)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetPresenceVisibility<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<PresenceVisibility>("visibility", Self::VT_VISIBILITY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetPresenceVisibilityArgs {
+    pub visibility: PresenceVisibility,
+}
+impl<'a> Default for SetPresenceVisibilityArgs {
+  #[inline]
+  fn default() -> Self {
+    SetPresenceVisibilityArgs {
+      visibility: PresenceVisibility::Shared,
+    }
+  }
+}
+
+pub struct SetPresenceVisibilityBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetPresenceVisibilityBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_visibility(&mut self, visibility: PresenceVisibility) {
+    self.fbb_.push_slot::<PresenceVisibility>(SetPresenceVisibility::VT_VISIBILITY, visibility, PresenceVisibility::Shared);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetPresenceVisibilityBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetPresenceVisibilityBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetPresenceVisibility<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetPresenceVisibility<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetPresenceVisibility");
+      ds.field("visibility", &self.visibility());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9774,6 +11382,171 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_privacy(&self) -> Option<GetPrivacy<'a>> {
+    if self.body_type() == Body::GetPrivacy {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetPrivacy::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_privacy(&self) -> Option<Privacy<'a>> {
+    if self.body_type() == Body::Privacy {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Privacy::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_accept_request(&self) -> Option<AcceptRequest<'a>> {
+    if self.body_type() == Body::AcceptRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AcceptRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_presence(&self) -> Option<SetPresence<'a>> {
+    if self.body_type() == Body::SetPresence {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetPresence::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_subscribe_presence(&self) -> Option<SubscribePresence<'a>> {
+    if self.body_type() == Body::SubscribePresence {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SubscribePresence::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_unsubscribe_presence(&self) -> Option<UnsubscribePresence<'a>> {
+    if self.body_type() == Body::UnsubscribePresence {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UnsubscribePresence::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_presence_snapshot(&self) -> Option<PresenceSnapshot<'a>> {
+    if self.body_type() == Body::PresenceSnapshot {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PresenceSnapshot::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_presence_changed(&self) -> Option<PresenceChanged<'a>> {
+    if self.body_type() == Body::PresenceChanged {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PresenceChanged::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_count_online(&self) -> Option<CountOnline<'a>> {
+    if self.body_type() == Body::CountOnline {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CountOnline::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_online_count(&self) -> Option<OnlineCount<'a>> {
+    if self.body_type() == Body::OnlineCount {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { OnlineCount::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_presence_visibility(&self) -> Option<SetPresenceVisibility<'a>> {
+    if self.body_type() == Body::SetPresenceVisibility {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SetPresenceVisibility::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -9840,6 +11613,17 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::ListAdmins => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListAdmins>>("Body::ListAdmins", pos),
           Body::Admins => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Admins>>("Body::Admins", pos),
           Body::SetMemberAdds => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetMemberAdds>>("Body::SetMemberAdds", pos),
+          Body::GetPrivacy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetPrivacy>>("Body::GetPrivacy", pos),
+          Body::Privacy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Privacy>>("Body::Privacy", pos),
+          Body::AcceptRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AcceptRequest>>("Body::AcceptRequest", pos),
+          Body::SetPresence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPresence>>("Body::SetPresence", pos),
+          Body::SubscribePresence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SubscribePresence>>("Body::SubscribePresence", pos),
+          Body::UnsubscribePresence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnsubscribePresence>>("Body::UnsubscribePresence", pos),
+          Body::PresenceSnapshot => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceSnapshot>>("Body::PresenceSnapshot", pos),
+          Body::PresenceChanged => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceChanged>>("Body::PresenceChanged", pos),
+          Body::CountOnline => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CountOnline>>("Body::CountOnline", pos),
+          Body::OnlineCount => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OnlineCount>>("Body::OnlineCount", pos),
+          Body::SetPresenceVisibility => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPresenceVisibility>>("Body::SetPresenceVisibility", pos),
           _ => Ok(()),
         }
      })?
@@ -10281,6 +12065,83 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::SetMemberAdds => {
           if let Some(x) = self.body_as_set_member_adds() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::GetPrivacy => {
+          if let Some(x) = self.body_as_get_privacy() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Privacy => {
+          if let Some(x) = self.body_as_privacy() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::AcceptRequest => {
+          if let Some(x) = self.body_as_accept_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetPresence => {
+          if let Some(x) = self.body_as_set_presence() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SubscribePresence => {
+          if let Some(x) = self.body_as_subscribe_presence() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::UnsubscribePresence => {
+          if let Some(x) = self.body_as_unsubscribe_presence() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PresenceSnapshot => {
+          if let Some(x) = self.body_as_presence_snapshot() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::PresenceChanged => {
+          if let Some(x) = self.body_as_presence_changed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::CountOnline => {
+          if let Some(x) = self.body_as_count_online() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::OnlineCount => {
+          if let Some(x) = self.body_as_online_count() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SetPresenceVisibility => {
+          if let Some(x) = self.body_as_set_presence_visibility() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -58,6 +58,9 @@ pub async fn block(ctx: &ShardCtx, caller: &Caller, user: String) -> Result<Outc
         .await
         .map_err(Reject::store)?;
     changed();
+    if outcome != BlockOutcome::Full {
+        super::presence::blocked(ctx, &caller.user, &user).await;
+    }
     if outcome == BlockOutcome::Full {
         return Err(Reject::new(
             ErrorCode::LimitExceeded,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{conversation, new_conversation, ok};
-use crate::{ConversationKind, GroupAdds, InvitationRecord, Store};
+use crate::{ConversationKind, CreateOutcome, DirectStarts, GroupAdds, InvitationRecord, Store};
 
 fn invitation(id: u64, inviter: &str, created_ms: u64) -> InvitationRecord {
     InvitationRecord {
@@ -37,6 +37,76 @@ pub async fn group_adds_setting(s: Arc<dyn Store>) {
         ok(s.group_adds("bob").await, "group_adds"),
         GroupAdds::Contacts
     );
+}
+
+/// direct_starts defaults to Everyone, is set per user apart from
+/// group_adds (setting one keeps the other) and read back.
+pub async fn direct_starts_setting(s: Arc<dyn Store>) {
+    let s = &*s;
+    let read = |user: &'static str| s.direct_starts(user);
+    assert_eq!(ok(read("bob").await, "default"), DirectStarts::Everyone);
+    ok(s.set_group_adds("bob", GroupAdds::Everyone).await, "group");
+    ok(
+        s.set_direct_starts("bob", DirectStarts::Nobody).await,
+        "set",
+    );
+    assert_eq!(ok(read("bob").await, "read"), DirectStarts::Nobody);
+    assert_eq!(ok(s.group_adds("bob").await, "kept"), GroupAdds::Everyone);
+    ok(s.set_group_adds("bob", GroupAdds::Contacts).await, "group");
+    assert_eq!(ok(read("bob").await, "kept"), DirectStarts::Nobody);
+    assert_eq!(ok(read("bo").await, "prefix"), DirectStarts::Everyone);
+    assert_eq!(ok(read("bobd").await, "suffix"), DirectStarts::Everyone);
+    ok(
+        s.set_direct_starts("bob", DirectStarts::Contacts).await,
+        "set",
+    );
+    assert_eq!(ok(read("bob").await, "read"), DirectStarts::Contacts);
+    ok(
+        s.set_direct_starts("bob", DirectStarts::Everyone).await,
+        "set",
+    );
+    assert_eq!(ok(read("bob").await, "read"), DirectStarts::Everyone);
+}
+
+/// presence_visibility defaults to Shared, is set per user apart from the
+/// other privacy settings and read back.
+pub async fn presence_visibility_setting(s: Arc<dyn Store>) {
+    use crate::PresenceVisibility as V;
+    let s = &*s;
+    let read = |user: &'static str| s.presence_visibility(user);
+    assert_eq!(ok(read("bob").await, "default"), V::Shared);
+    ok(
+        s.set_direct_starts("bob", DirectStarts::Nobody).await,
+        "direct",
+    );
+    ok(s.set_presence_visibility("bob", V::Nobody).await, "set");
+    assert_eq!(ok(read("bob").await, "read"), V::Nobody);
+    assert_eq!(
+        ok(s.direct_starts("bob").await, "kept"),
+        DirectStarts::Nobody
+    );
+    assert_eq!(ok(s.group_adds("bob").await, "kept"), GroupAdds::Contacts);
+    assert_eq!(ok(read("bo").await, "prefix"), V::Shared);
+    assert_eq!(ok(read("bobp").await, "suffix"), V::Shared);
+    ok(s.set_presence_visibility("bob", V::Everyone).await, "set");
+    assert_eq!(ok(read("bob").await, "read"), V::Everyone);
+    ok(s.set_presence_visibility("bob", V::Shared).await, "set");
+    assert_eq!(ok(read("bob").await, "read"), V::Shared);
+}
+
+/// conversation_by_key finds a conversation by its exact unique key only.
+pub async fn conversation_by_key(s: Arc<dyn Store>) {
+    let s = &*s;
+    let key: &[u8] = b"direct\0alice\0bob\0";
+    assert_eq!(ok(s.conversation_by_key(key).await, "absent"), None);
+    let record = conversation(7, ConversationKind::Direct, "alice", &["alice", "bob"]);
+    let created = ok(s.create_conversation(&record, Some(key)).await, "create");
+    assert_eq!(created, CreateOutcome::Created);
+    assert_eq!(ok(s.conversation_by_key(key).await, "found"), Some(7));
+    let prefix = key.get(..key.len() - 1).unwrap_or_default();
+    assert_eq!(ok(s.conversation_by_key(prefix).await, "prefix"), None);
+    new_conversation(s, 8, &["alice", "bob"]).await;
+    assert_eq!(ok(s.conversation_by_key(b"").await, "empty"), None);
 }
 
 /// Contacts are one-directional, idempotent, never the user itself.

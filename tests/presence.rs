@@ -1,0 +1,312 @@
+//! Presence (issue 11) against a real server: online while a device is
+//! connected, offline with last seen when the last one leaves, away / busy /
+//! status text, coalesced pushes, the three visibility settings (and their
+//! reciprocity), blocks, users sharing no conversation, CountOnline,
+//! bounds, and a subscriber on another shard than its subject.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::{TestClient, TestServer, WAIT};
+use tern_client::presence::presence_change;
+use tern_client::{Client, ClientError};
+use tern_proto::body::devices;
+use tern_proto::body::presence::{
+    PresenceEntry, PresenceState as S, PresenceVisibility as V, MAX_PRESENCE_USERS_PER_REQUEST,
+};
+use tern_proto::fb::ErrorCode;
+use tern_proto::{Body, ConversationKind};
+use tokio::time::{timeout, Instant};
+
+/// The code of a refused SDK request.
+fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
+    result.expect_err("refused").code().expect("a server error")
+}
+
+/// The next presence push about `user` for which `done` holds, counting
+/// every push about `user` on the way (fails after WAIT).
+async fn wait_for(
+    client: &Client,
+    user: &str,
+    done: impl Fn(&PresenceEntry) -> bool,
+) -> (PresenceEntry, usize) {
+    let deadline = Instant::now() + WAIT;
+    let mut pushes = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let notice = timeout(left, client.next_notice())
+            .await
+            .unwrap_or_else(|_| panic!("no matching presence push about {user} in time"))
+            .expect("client open");
+        if let Some(entry) = presence_change(&notice).filter(|e| e.user == user) {
+            pushes += 1;
+            if done(entry) {
+                return (entry.clone(), pushes);
+            }
+        }
+    }
+}
+
+/// The one entry of `viewer`'s subscription to `user`.
+async fn subscribe(viewer: &Client, user: &str) -> PresenceEntry {
+    let entries = viewer.subscribe_presence(&[user]).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    entries.into_iter().next().unwrap()
+}
+
+async fn direct(a: &TestClient, b: &str) -> u64 {
+    a.create_conversation(ConversationKind::Direct, &[b])
+        .await
+        .unwrap()
+        .id
+}
+
+/// Links a second device to `user`'s account, approved from `first`.
+async fn link_device(server: &TestServer, first: &TestClient, user: &str) -> Client {
+    let state = tempfile::tempdir().unwrap();
+    let options = server.options(state.path());
+    std::mem::forget(state);
+    let user = user.to_owned();
+    let linking = tokio::spawn(async move { Client::link(options, &user, "laptop").await });
+    loop {
+        let notice = timeout(WAIT, first.next_notice()).await.unwrap().unwrap();
+        if let Body::LinkPrompt(devices::LinkPrompt { link_id, .. }) = notice {
+            first.approve_link(link_id, true).await.unwrap();
+            break;
+        }
+    }
+    linking.await.unwrap().unwrap()
+}
+
+/// Two devices of alice: she stays online while either is connected, and
+/// goes offline with a last seen only when the second one leaves.
+#[tokio::test]
+async fn online_while_any_device_is_connected_then_offline_with_last_seen() {
+    let server = TestServer::start(2);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    direct(&alice, "bob").await;
+    let laptop = link_device(&server, &alice, "alice").await;
+    let before = subscribe(&bob, "alice").await;
+    assert_eq!((before.state, before.last_seen_ms), (S::Online, 0));
+
+    laptop.close().await;
+    // The phone is still connected: a push (if any) still says Online.
+    alice
+        .set_presence(S::Online, Some("still here"))
+        .await
+        .unwrap();
+    let (entry, _) = wait_for(&bob, "alice", |e| e.status_text.is_some()).await;
+    assert_eq!(entry.state, S::Online);
+
+    alice.close().await;
+    let (gone, _) = wait_for(&bob, "alice", |e| e.state == S::Offline).await;
+    assert!(gone.last_seen_ms > 0, "{gone:?}");
+    assert_eq!(gone.status_text.as_deref(), Some("still here"));
+    assert_eq!(subscribe(&bob, "alice").await, gone);
+}
+
+/// Away, Busy and the status text reach a subscriber; CountOnline counts
+/// Online and Busy members, not Away ones; bad states and texts are typed
+/// refusals.
+#[tokio::test]
+async fn away_busy_status_text_and_count_online() {
+    let server = TestServer::start(2);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let _carol = server.register("carol").await;
+    let group = alice
+        .create_conversation(ConversationKind::Group, &["bob", "carol"])
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(bob.count_online(group).await.unwrap(), 3);
+    subscribe(&bob, "alice").await;
+
+    alice.set_presence(S::Away, Some("at lunch")).await.unwrap();
+    let (away, _) = wait_for(&bob, "alice", |e| e.state == S::Away).await;
+    assert_eq!(away.status_text.as_deref(), Some("at lunch"));
+    assert!(away.last_seen_ms > 0, "going away is being last seen");
+    assert_eq!(bob.count_online(group).await.unwrap(), 2);
+
+    alice.set_presence(S::Busy, Some("")).await.unwrap();
+    let (busy, _) = wait_for(&bob, "alice", |e| e.state == S::Busy).await;
+    assert_eq!(busy.status_text, None, "an empty text clears it");
+    assert_eq!(bob.count_online(group).await.unwrap(), 3);
+
+    let long = "x".repeat(141);
+    assert_eq!(
+        code(alice.set_presence(S::Online, Some(&long)).await),
+        ErrorCode::InvalidArgument
+    );
+    let ok = "é".repeat(140);
+    alice.set_presence(S::Busy, Some(&ok)).await.unwrap();
+    for state in [S::Offline, S::Unknown] {
+        assert_eq!(
+            code(alice.set_presence(state, None).await),
+            ErrorCode::InvalidArgument
+        );
+    }
+    let dave = server.register("dave").await;
+    assert_eq!(code(dave.count_online(group).await), ErrorCode::NotMember);
+    assert_eq!(
+        code(dave.count_online(group + 1).await),
+        ErrorCode::NotFound
+    );
+}
+
+/// Many changes within a second reach a subscriber as fewer pushes, the
+/// last of which is the latest state.
+#[tokio::test]
+async fn pushes_are_coalesced_and_the_latest_state_wins() {
+    let server = TestServer::start(2);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    direct(&alice, "bob").await;
+    subscribe(&bob, "alice").await;
+    let changes = 30;
+    for i in 0..changes {
+        let state = if i % 2 == 0 { S::Away } else { S::Online };
+        alice
+            .set_presence(state, Some(&format!("{i}")))
+            .await
+            .unwrap();
+    }
+    alice.set_presence(S::Busy, Some("final")).await.unwrap();
+    let (last, pushes) = wait_for(&bob, "alice", |e| {
+        e.state == S::Busy && e.status_text.as_deref() == Some("final")
+    })
+    .await;
+    assert_eq!(last.state, S::Busy);
+    assert!(pushes < changes, "{pushes} pushes for {changes} changes");
+}
+
+/// Shared (default): only users sharing a conversation see; Everyone:
+/// anyone not blocked; Nobody: nobody, and the hider sees nobody.
+/// Narrowing ends the subscriptions it no longer allows with an Unknown.
+#[tokio::test]
+async fn the_three_visibility_settings_and_reciprocity() {
+    let server = TestServer::start(2);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    direct(&alice, "bob").await;
+
+    assert_eq!(
+        subscribe(&carol, "alice").await,
+        PresenceEntry::unknown("alice")
+    );
+    assert_eq!(subscribe(&carol, "nobody-here").await.state, S::Unknown);
+    assert_eq!(subscribe(&bob, "alice").await.state, S::Online);
+
+    alice.set_presence_visibility(V::Everyone).await.unwrap();
+    assert_eq!(subscribe(&carol, "alice").await.state, S::Online);
+
+    alice.set_presence_visibility(V::Shared).await.unwrap();
+    let (revoked, _) = wait_for(&carol, "alice", |_| true).await;
+    assert_eq!(revoked, PresenceEntry::unknown("alice"));
+    assert_eq!(
+        subscribe(&bob, "alice").await.state,
+        S::Online,
+        "bob shares a conversation"
+    );
+
+    alice.set_presence_visibility(V::Nobody).await.unwrap();
+    let (hidden, _) = wait_for(&bob, "alice", |_| true).await;
+    assert_eq!(hidden.state, S::Unknown);
+    assert_eq!(subscribe(&bob, "alice").await.state, S::Unknown);
+    // Reciprocal: alice now sees nobody either (herself excepted).
+    assert_eq!(subscribe(&alice, "bob").await.state, S::Unknown);
+    assert_eq!(subscribe(&alice, "alice").await.state, S::Online);
+
+    alice.set_presence_visibility(V::Shared).await.unwrap();
+    assert_eq!(subscribe(&alice, "bob").await.state, S::Online);
+    assert_eq!(subscribe(&bob, "alice").await.state, S::Online);
+}
+
+/// A block hides both users from each other: the subscription ends with an
+/// Unknown, a new one is Unknown both ways, and CountOnline leaves them out.
+#[tokio::test]
+async fn blocked_users_see_nothing() {
+    let server = TestServer::start(2);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let conversation = direct(&alice, "bob").await;
+    subscribe(&bob, "alice").await;
+    assert_eq!(bob.count_online(conversation).await.unwrap(), 2);
+
+    alice.block("bob").await.unwrap();
+    let (ended, _) = wait_for(&bob, "alice", |_| true).await;
+    assert_eq!(ended, PresenceEntry::unknown("alice"));
+    assert_eq!(
+        subscribe(&bob, "alice").await,
+        PresenceEntry::unknown("alice")
+    );
+    assert_eq!(subscribe(&alice, "bob").await.state, S::Unknown);
+    assert_eq!(bob.count_online(conversation).await.unwrap(), 1);
+    alice
+        .set_presence(S::Busy, Some("not for bob"))
+        .await
+        .unwrap();
+
+    alice.unblock("bob").await.unwrap();
+    let entry = subscribe(&bob, "alice").await;
+    assert_eq!(
+        (entry.state, entry.status_text.as_deref()),
+        (S::Busy, Some("not for bob"))
+    );
+}
+
+/// Too many users in one request is refused before it is sent (the server
+/// checks the same bound); duplicates are answered once per mention.
+#[tokio::test]
+async fn bounds_are_typed_errors() {
+    let server = TestServer::start(1);
+    let alice = server.register("alice").await;
+    let names: Vec<String> = (0..=MAX_PRESENCE_USERS_PER_REQUEST)
+        .map(|i| format!("u{i}"))
+        .collect();
+    let users: Vec<&str> = names.iter().map(String::as_str).collect();
+    let over = alice.subscribe_presence(&users).await.unwrap_err();
+    assert!(matches!(over, ClientError::OverLimit(_)), "{over:?}");
+    let fine = alice.subscribe_presence(&users[1..]).await.unwrap();
+    assert_eq!(fine.len(), MAX_PRESENCE_USERS_PER_REQUEST);
+    assert!(fine.iter().all(|e| e.state == S::Unknown));
+    let twice = alice.subscribe_presence(&["alice", "alice"]).await.unwrap();
+    assert_eq!(twice.len(), 2);
+    alice.unsubscribe_presence(&["alice"]).await.unwrap();
+}
+
+/// The subscriber's connection and the subject's are on different shards
+/// (and the subject's home may be a third): changes still arrive.
+#[tokio::test]
+async fn subscriber_and_subject_on_different_shards() {
+    let server = TestServer::start(4);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    direct(&alice, "bob").await;
+    let alice_shards = server.handle().shards_of("alice");
+    assert_eq!(alice_shards.len(), 1);
+    // Reconnect bob until his only connection lands on another shard.
+    bob.close().await;
+    let mut viewer = None;
+    for _ in 0..64 {
+        let candidate = Client::connect(server.options(bob.state.path()))
+            .await
+            .unwrap();
+        let placed = server.handle().shards_of("bob");
+        if placed.len() == 1 && !alice_shards.contains(&placed[0]) {
+            viewer = Some(candidate);
+            break;
+        }
+        candidate.close().await;
+    }
+    let viewer = viewer.expect("a connection on another shard within 64 tries");
+    subscribe(&viewer, "alice").await;
+    alice
+        .set_presence(S::Away, Some("elsewhere"))
+        .await
+        .unwrap();
+    let (entry, _) = wait_for(&viewer, "alice", |e| e.state == S::Away).await;
+    assert_eq!(entry.status_text.as_deref(), Some("elsewhere"));
+}
