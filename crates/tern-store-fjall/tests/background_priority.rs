@@ -73,12 +73,12 @@ static ALLOCATOR: Counting = Counting;
 
 /// Fills `ks` with `entries` fresh entries (in the caller's thread, not
 /// counted).
-fn fill(ks: &fjall::Keyspace, round: u64, entries: u64) {
+fn fill(ks: &fjall::Keyspace, round: u64, entries: u64) -> fjall::Result<()> {
     let value = [7u8; 64];
     for i in 0..entries {
-        ks.insert(format!("conversation-{round}-{i:016}"), value.as_slice())
-            .expect("insert");
+        ks.insert(format!("conversation-{round}-{i:016}"), value.as_slice())?;
     }
+    Ok(())
 }
 
 /// Runs `work` with counting on and returns `(low, normal)` large
@@ -101,7 +101,7 @@ fn flushes_and_compactions_build_tables_at_the_lowest_priority() {
         .keyspace("msgs", KeyspaceCreateOptions::default)
         .expect("keyspace");
 
-    fill(&ks, 0, ENTRIES);
+    fill(&ks, 0, ENTRIES).expect("fills");
     let (low, normal) = counted(|| ks.rotate_memtable_and_wait().expect("flush"));
     assert!(
         low > 9 * normal,
@@ -110,7 +110,7 @@ fn flushes_and_compactions_build_tables_at_the_lowest_priority() {
          (vendor/README.md)?"
     );
 
-    fill(&ks, 1, ENTRIES);
+    fill(&ks, 1, ENTRIES).expect("fills");
     ks.rotate_memtable_and_wait().expect("second flush");
     let (low, normal) = counted(|| ks.major_compact().expect("compaction"));
     assert!(
