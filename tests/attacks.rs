@@ -2363,11 +2363,15 @@ async fn every_server_only_body_from_a_client_is_unsupported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_without_reading_do_not_stall_others() {
-    let server = TestServer::start(SHARDS);
+    const N: u64 = 2_000;
+    // This is about pipelining, not the send limits (`rate_limits.rs`).
+    let server = TestServer::start_with(SHARDS, |c| {
+        c.sends_per_account_burst = N as u32;
+        c.sends_per_conversation_burst = N as u32;
+    });
     let mut pair = Bystanders::new(&server).await;
     let mut m = Raw::register(&server, "mallory").await;
     let note = m.create(ConversationKind::NoteToSelf, &[]).await;
-    const N: u64 = 2_000;
     let bodies: Vec<Body> = (1..=N)
         .map(|cmid| send(note, cmid, Bytes::from_static(b"flood")).into())
         .collect();

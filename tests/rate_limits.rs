@@ -163,7 +163,10 @@ async fn a_flood_into_one_conversation_is_refused_for_all_its_senders() {
     }
     let wait = rate_limited(carol.send(group, "one too many").await, "this conversation");
     assert_eq!(wait, Duration::from_millis(50));
-    rate_limited(alice.send(group, "still too many").await, "this conversation");
+    rate_limited(
+        alice.send(group, "still too many").await,
+        "this conversation",
+    );
     assert_eq!(head(&carol, group).await, 4);
     // Carol's refusal took nothing from her account: all four of its
     // tokens are still hers, three spent elsewhere, one after the wait.

@@ -21,6 +21,18 @@ use tern_proto::fingerprint::parse_fingerprint;
 use crate::error::{LoadError, Result};
 use crate::report::TargetInfo;
 
+/// The settings of a spawned tern server: a load run measures what the
+/// server can carry, not its policy, so the send limits, which hold one
+/// account to 100 messages a second by default, are lifted (`sync` builds
+/// its whole backlog from one account; `chat --rate 0` may pass that per
+/// device). A server given with `--server` keeps its own settings.
+const SPAWNED_CONFIG: &str = "\
+sends_per_account_burst = 4294967295
+sends_per_account_per_minute = 4294967295
+sends_per_conversation_burst = 4294967295
+sends_per_conversation_per_minute = 4294967295
+";
+
 /// How long a spawned server may take to print its two lines.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stopping server may take before it is killed.
@@ -132,6 +144,12 @@ impl Target {
         })?;
         if with_data {
             cmd.arg("--data").arg(data.path().join("data"));
+            let config = data.path().join("tern.toml");
+            std::fs::write(&config, SPAWNED_CONFIG).map_err(|source| LoadError::Write {
+                path: config.clone(),
+                source,
+            })?;
+            cmd.arg("--config").arg(config);
         }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
