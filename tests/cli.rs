@@ -100,8 +100,13 @@ fn two_terminal_chat_walkthrough() {
     assert_eq!(last, format!("{}\n", shown[1]));
     let found = ok(tern(&["search", "--state", &bob, "AWAY"]));
     assert_eq!(found, format!("{}\n", shown[0]));
+    // alice is not bob's contact, so her conversation is a message request:
+    // bob's client sends no receipt for it until he accepts it.
+    let requests = ok(tern(&["requests", "--state", &bob]));
+    assert!(requests.starts_with(&format!("{conv}\talice\t")), "{requests}");
+    ok(tern(&["requests", "--state", &bob, "accept", &conv]));
     let listing = ok(tern(&["conversations", "--state", &bob]));
-    // Seq 3 is bob's delivered receipt, sent as his listener closed.
+    // Seq 3 is bob's delivered receipt, sent once he accepted the request.
     assert!(listing.contains("head 3\tdelivered up to 2"), "{listing}");
     let bad = tern(&["send", "--state", &bob, "12345", "to nowhere"]);
     assert!(!bad.status.success());

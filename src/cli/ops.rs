@@ -1,6 +1,6 @@
 //! The client commands that work on an open [`SecureClient`]: `create`,
 //! `add`, `remove`, `send`, `history`, `search`, `conversations`,
-//! `approve`, `devices`, `privacy`, `invite`, `invitations`, `accept`,
+//! `approve`, `devices`, `invite`, `invitations`, `accept`,
 //! `decline`. Each is an [`Op`] (serializable, so a running `tern listen`
 //! can perform it for another invocation, see [`super::forward`]) and
 //! writes what it prints into [`Printed`] instead of the terminal, so the
@@ -12,9 +12,8 @@ use tern_client::message_store::{MessageStore, StoredMessage};
 use tern_client::secure::{SecureClient, SecureError};
 use tern_proto::body::devices;
 
-use super::chat::{content_shown, shown, GroupAddsArg, KindArg};
+use super::chat::{content_shown, shown, KindArg};
 use tern_proto::fb::ErrorCode;
-use tern_proto::GroupAdds;
 
 /// One client command's own arguments (the connection flags aside).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,8 +45,8 @@ pub enum Op {
         user: Option<String>,
         revoke: Option<u32>,
     },
-    /// `tern privacy --group-adds everyone|contacts`
-    Privacy { group_adds: GroupAddsArg },
+    /// `tern privacy`, `tern requests`.
+    Privacy(super::privacy::PrivacyOp),
     /// `tern invite GROUP USER`
     Invite { conversation: u64, user: String },
     /// `tern invitations`
@@ -112,7 +111,7 @@ pub async fn perform(client: &SecureClient, op: Op, out: &mut Printed) -> Result
         Op::Conversations => conversations(client, out).await,
         Op::Approve { link_id, deny } => approve(client, link_id, deny, out).await,
         Op::Devices { user, revoke } => devices(client, user, revoke, out).await,
-        Op::Privacy { group_adds } => privacy(client, group_adds, out).await,
+        Op::Privacy(op) => super::privacy::perform(client, op, out).await,
         Op::Invite { conversation, user } => invite(client, conversation, &user, out).await,
         Op::Invitations => invitations(client, out).await,
         Op::Answer {
@@ -135,27 +134,6 @@ fn explain(e: &SecureError, group: Option<u64>) -> String {
         None => "tern create group (without them), then tern invite GROUP USER".to_owned(),
     };
     format!("{e}. To ask them: {how}; once they run tern accept, add them again")
-}
-
-async fn privacy(
-    client: &SecureClient,
-    arg: GroupAddsArg,
-    out: &mut Printed,
-) -> Result<(), String> {
-    let (group_adds, who) = match arg {
-        GroupAddsArg::Everyone => (GroupAdds::Everyone, "anyone"),
-        GroupAddsArg::Contacts => (
-            GroupAdds::Contacts,
-            "only your contacts (others send an invitation)",
-        ),
-    };
-    let transport = client.transport();
-    transport
-        .set_privacy(group_adds)
-        .await
-        .map_err(|e| e.to_string())?;
-    out.out(format!("from now on {who} may add you to groups"));
-    Ok(())
 }
 
 async fn invite(
@@ -232,7 +210,11 @@ async fn create(
         (KindArg::Note, _) => return Err("a note-to-self conversation takes no members".into()),
         (KindArg::Group, members) => client.create_group(members).await,
     }
-    .map_err(|e| explain(&e, None))?;
+    .map_err(|e| match kind {
+        // Their direct-starts setting: the server's sentence says so.
+        KindArg::Direct => e.to_string(),
+        _ => explain(&e, None),
+    })?;
     out.out(id.to_string());
     let kind = match kind {
         KindArg::Direct => "direct conversation",
@@ -393,8 +375,12 @@ async fn conversations(client: &SecureClient, out: &mut Printed) -> Result<(), S
         .await
         .map_err(|e| e.to_string())?;
     for c in states {
+        // A message request is kept apart: `tern requests` shows it.
+        let request = c.request_from.as_deref().map_or(String::new(), |from| {
+            format!("\tmessage request from {} (tern requests)", shown(from))
+        });
         out.out(format!(
-            "{}\t{:?}\thead {}\tdelivered up to {}",
+            "{}\t{:?}\thead {}\tdelivered up to {}{request}",
             c.conversation_id, c.kind, c.head_seq, c.cursor
         ));
     }

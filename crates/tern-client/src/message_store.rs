@@ -43,6 +43,8 @@
 //! is opened; a file from a newer tern is refused
 //! ([`MessageStoreError::TooNew`]). Every write is one transaction.
 
+mod forget;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 

@@ -362,6 +362,7 @@ mod tests {
             head_seq: head,
             cursor,
             timer_secs: 0,
+            request_from: None,
         }
     }
 

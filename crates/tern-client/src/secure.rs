@@ -40,6 +40,7 @@
 
 pub mod content_ops;
 pub mod receipts;
+pub mod requests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -267,6 +268,8 @@ struct Inner {
     committing: Mutex<()>,
     /// Delivered receipts waiting to be sent, coalesced per conversation.
     receipts: Arc<receipts::Pending>,
+    /// Message requests as Sync marks them, and the receipts held for them.
+    requests: requests::Requests,
 }
 
 /// An end-to-end-encrypting device. See the module docs.
@@ -351,6 +354,7 @@ impl SecureClient {
             rejoining: Mutex::new(()),
             committing: Mutex::new(()),
             receipts: Arc::default(),
+            requests: requests::Requests::default(),
         });
         inner.publish_keys().await?;
         let settled = inner.settle_all_pending().await;

@@ -39,6 +39,7 @@ pub use body::conversations::ConversationKind;
 pub use body::errors::{Conflict, ErrorBody};
 pub use body::messaging::Message;
 pub use body::privacy::GroupAdds;
+pub use body::reach::DirectStarts;
 pub use body::sync::{ConversationState, MAX_SYNC_PAGE};
 pub use codec::{FrameDecoder, FrameError, Limits};
 pub use frame::{Body, Frame};

@@ -56,6 +56,20 @@ impl Inner {
         Ok(CreateOutcome::Created)
     }
 
+    pub(crate) fn conversation_by_key(
+        &self,
+        unique: &[u8],
+    ) -> Result<Option<ConversationId>, BackendError> {
+        let value = self
+            .ks
+            .uniq
+            .get(keys::unique(unique))
+            .ctx("reading unique key")?;
+        value
+            .map(|v| keys::u64_at(&v, 0, "unique key entry"))
+            .transpose()
+    }
+
     pub(crate) fn head(&self, id: ConversationId) -> Result<Option<Seq>, BackendError> {
         let value = self.ks.heads.get(keys::conv(id)).ctx("reading head")?;
         value.map(|v| keys::u64_at(&v, 0, "head")).transpose()

@@ -47,6 +47,14 @@ pub trait ConversationStore: Send + Sync + 'static {
         unique_key: Option<&[u8]>,
     ) -> Result<CreateOutcome, CreateConversationError>;
 
+    /// The conversation created with `unique_key` (see
+    /// [`ConversationStore::create_conversation`]), or `None`: whether a
+    /// direct pair or a note-to-self conversation exists already.
+    async fn conversation_by_key(
+        &self,
+        unique_key: &[u8],
+    ) -> Result<Option<ConversationId>, BackendError>;
+
     /// A conversation with its members and current head, or `None`.
     async fn conversation(
         &self,

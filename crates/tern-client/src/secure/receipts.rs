@@ -94,7 +94,8 @@ impl SecureClient {
     /// server's; 0 or one at or below the current read position changes
     /// nothing). With read receipts on, sends one read receipt covering
     /// every message up to `seq` to the conversation's members and this
-    /// account's other devices (not in a note-to-self conversation).
+    /// account's other devices (not in a note-to-self conversation, nor in
+    /// a pending message request: accepting it sends the receipt then).
     /// Returns whether the read position moved.
     pub async fn mark_read(&self, conversation: u64, seq: u64) -> Result<bool, MarkReadError> {
         let store = &self.inner.messages;
@@ -108,6 +109,12 @@ impl SecureClient {
             .await
             .map_err(MarkReadError::Send)?;
         if kind == ConversationKind::NoteToSelf {
+            return Ok(moved);
+        }
+        // A message request gets no read receipt until it is accepted
+        // (which sends one up to the read position then).
+        let request = self.inner.is_request(conversation).await;
+        if request.map_err(MarkReadError::Send)? {
             return Ok(moved);
         }
         let receipt = Content::Receipt {
@@ -146,9 +153,22 @@ impl SecureClient {
 
 impl Inner {
     /// Sends every queued delivered receipt, one per conversation; one that
-    /// fails is queued again.
+    /// fails is queued again, and one of a message request is held until
+    /// the request is accepted (see [`super::requests`]).
     pub(super) async fn flush_receipts(&self) {
         for (conversation, seq) in self.receipts.take() {
+            match self.is_request(conversation).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.hold_receipt(conversation, seq);
+                    continue;
+                }
+                Err(error) => {
+                    tracing::debug!(conversation, %error, "cannot tell whether a conversation is a message request; its receipt waits");
+                    self.receipts.put_back(conversation, seq);
+                    continue;
+                }
+            }
             let receipt = Content::Receipt {
                 receipt: ReceiptKind::Delivered,
                 up_to_seq: seq,

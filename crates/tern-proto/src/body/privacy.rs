@@ -6,6 +6,7 @@
 //! [`AnswerInvitation`] (pushed to the inviter as [`InvitationAnswered`]).
 
 use crate::body::messaging::Done;
+use crate::body::reach::DirectStarts;
 use crate::body::{Builder, Union, WireBody};
 use crate::codec::FrameError;
 use crate::fb;
@@ -49,9 +50,42 @@ impl GroupAdds {
 }
 
 /// Sets this account's privacy settings; answered by [`Done`].
+///
+/// Absent means unchanged: a request with `groups` or `direct_starts` set
+/// changes only what it sets, and `group_adds` is then ignored. A request
+/// with neither set is an older client's, which always meant `group_adds`
+/// (absent on the wire = [`GroupAdds::Contacts`]): the server applies
+/// `group_adds` and leaves `direct_starts` unchanged. Use
+/// [`SetPrivacy::change`] to build one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SetPrivacy {
+    /// Older clients' field (see above).
     pub group_adds: GroupAdds,
+    /// Who may add this account to groups; `None` = unchanged.
+    pub groups: Option<GroupAdds>,
+    /// Who may start direct conversations with it; `None` = unchanged.
+    pub direct_starts: Option<DirectStarts>,
+}
+
+impl SetPrivacy {
+    /// A request changing the settings given (`None` = unchanged); the
+    /// legacy field carries `groups` too, for servers that predate it.
+    pub fn change(groups: Option<GroupAdds>, direct_starts: Option<DirectStarts>) -> SetPrivacy {
+        SetPrivacy {
+            group_adds: groups.unwrap_or_default(),
+            groups,
+            direct_starts,
+        }
+    }
+
+    /// What the request changes, `(group_adds, direct_starts)`, by the
+    /// absent-means-unchanged rule above.
+    pub fn changes(&self) -> (Option<GroupAdds>, Option<DirectStarts>) {
+        match (self.groups, self.direct_starts) {
+            (None, None) => (Some(self.group_adds), None),
+            named => named,
+        }
+    }
 }
 
 impl WireBody for SetPrivacy {
@@ -61,6 +95,8 @@ impl WireBody for SetPrivacy {
     fn encode(&self, b: &mut Builder<'_>) -> Union {
         let args = fb::SetPrivacyArgs {
             group_adds: self.group_adds.to_fb(),
+            groups: self.groups.map(GroupAdds::to_fb),
+            direct_starts: self.direct_starts.map(DirectStarts::to_fb),
         };
         fb::SetPrivacy::create(b, &args).as_union_value()
     }
@@ -68,6 +104,8 @@ impl WireBody for SetPrivacy {
     fn decode(t: fb::SetPrivacy<'_>) -> Result<Self, FrameError> {
         Ok(SetPrivacy {
             group_adds: GroupAdds::from_fb(t.group_adds())?,
+            groups: t.groups().map(GroupAdds::from_fb).transpose()?,
+            direct_starts: t.direct_starts().map(DirectStarts::from_fb).transpose()?,
         })
     }
 }
@@ -280,8 +318,12 @@ pub(crate) mod tests {
         vec![
             SetPrivacy {
                 group_adds: GroupAdds::Everyone,
+                groups: None,
+                direct_starts: None,
             }
             .into(),
+            SetPrivacy::change(Some(GroupAdds::Everyone), Some(DirectStarts::Contacts)).into(),
+            SetPrivacy::change(None, Some(DirectStarts::Nobody)).into(),
             Invite {
                 conversation_id: 3,
                 user: "b".into(),
@@ -318,5 +360,21 @@ pub(crate) mod tests {
     #[test]
     fn privacy_bodies_roundtrip() {
         crate::body::tests::roundtrip_all(samples());
+    }
+
+    #[test]
+    fn absent_privacy_fields_are_unchanged() {
+        // An older client's request (neither new field) sets group_adds only.
+        let old = SetPrivacy {
+            group_adds: GroupAdds::Contacts,
+            groups: None,
+            direct_starts: None,
+        };
+        assert_eq!(old.changes(), (Some(GroupAdds::Contacts), None));
+        // Naming direct_starts alone leaves group_adds alone.
+        let direct = SetPrivacy::change(None, Some(DirectStarts::Nobody));
+        assert_eq!(direct.changes(), (None, Some(DirectStarts::Nobody)));
+        let groups = SetPrivacy::change(Some(GroupAdds::Everyone), None);
+        assert_eq!(groups.changes(), (Some(GroupAdds::Everyone), None));
     }
 }

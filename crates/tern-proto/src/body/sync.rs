@@ -64,6 +64,10 @@ pub struct ConversationState {
     pub cursor: u64,
     /// The conversation's disappearing-message timer, seconds; 0 = off.
     pub timer_secs: u32,
+    /// A message request: a direct conversation started by this user, who
+    /// is not the caller's contact (`AcceptRequest` ends it); `None` when
+    /// the conversation is not a request.
+    pub request_from: Option<String>,
 }
 
 /// The answer to [`Sync`]: one page, in ascending id order. `more` is set
@@ -84,12 +88,14 @@ impl WireBody for SyncResult {
             .conversations
             .iter()
             .map(|s| {
+                let request_from = s.request_from.as_deref().map(|u| b.create_string(u));
                 let args = fb::ConversationStateArgs {
                     conversation_id: s.conversation_id,
                     kind: s.kind.to_fb(),
                     head_seq: s.head_seq,
                     cursor: s.cursor,
                     timer_secs: s.timer_secs,
+                    request_from,
                 };
                 fb::ConversationState::create(b, &args)
             })
@@ -113,6 +119,7 @@ impl WireBody for SyncResult {
                     head_seq: s.head_seq(),
                     cursor: s.cursor(),
                     timer_secs: s.timer_secs(),
+                    request_from: s.request_from().map(str::to_owned),
                 })
             })
             .collect::<Result<_, FrameError>>()?;
@@ -147,6 +154,7 @@ pub(crate) mod tests {
                     head_seq: 2,
                     cursor: 1,
                     timer_secs: 0,
+                    request_from: None,
                 }],
                 more: false,
             }
@@ -177,6 +185,7 @@ pub(crate) mod tests {
                     head_seq: 2,
                     cursor: 1,
                     timer_secs: 86_400,
+                    request_from: Some("mallory".into()),
                 }],
                 more: false,
             }
@@ -193,6 +202,7 @@ pub(crate) mod tests {
             head_seq: u64::MAX,
             cursor: u64::MAX,
             timer_secs: u32::MAX,
+            request_from: Some("x".repeat(crate::handle::MAX_HANDLE_LEN)),
         };
         let page = SyncResult {
             conversations: vec![state; super::MAX_SYNC_PAGE as usize],

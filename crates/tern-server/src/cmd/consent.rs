@@ -25,7 +25,7 @@ use tern_proto::body::privacy::{
     MAX_PENDING_INVITATIONS,
 };
 use tern_proto::fb::ErrorCode;
-use tern_proto::{Body, Frame, GroupAdds};
+use tern_proto::{Body, Frame};
 use tern_store::{ConversationId, ConversationKind, InvitationRecord, Store};
 
 use super::require_users;
@@ -166,26 +166,6 @@ pub async fn note_reply(owner: &mut Owner, caller: &Caller, id: ConversationId) 
 
 fn expired(invitation: &InvitationRecord, now_ms: u64) -> bool {
     now_ms.saturating_sub(invitation.created_ms) >= INVITATION_TTL_MS
-}
-
-fn to_store(setting: GroupAdds) -> tern_store::GroupAdds {
-    match setting {
-        GroupAdds::Contacts => tern_store::GroupAdds::Contacts,
-        GroupAdds::Everyone => tern_store::GroupAdds::Everyone,
-    }
-}
-
-/// SetPrivacy: stores the caller's setting; answered with Done once durable.
-pub async fn set_privacy(
-    ctx: &ShardCtx,
-    caller: &Caller,
-    group_adds: GroupAdds,
-) -> Result<Outcome, Reject> {
-    ctx.store
-        .set_group_adds(&caller.user, to_store(group_adds))
-        .await
-        .map_err(Reject::store)?;
-    Ok(Outcome::durable(Ok(Done.into())))
 }
 
 /// ListInvitations: the caller's pending, unexpired invitations, oldest first.

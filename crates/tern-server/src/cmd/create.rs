@@ -2,11 +2,13 @@
 //! Direct and note-to-self conversations are unique per pair / per user: a
 //! second create returns the existing one (`created = false`). A group's
 //! members must consent to be added by the caller (see [`consent`]), and
-//! every member of a new conversation becomes the caller's contact.
+//! every member of a new conversation becomes the caller's contact. The
+//! other member of a direct conversation must take direct conversations
+//! from the caller (see [`reach`]); a refusal writes nothing.
 
 use std::collections::BTreeSet;
 
-use super::{consent, kind_to_store, kind_to_wire, require_users};
+use super::{consent, kind_to_store, kind_to_wire, reach, require_users};
 use crate::effects::Outcome;
 use crate::mesh::{Caller, Reject};
 use crate::owner::Owner;
@@ -45,7 +47,6 @@ async fn create(
         joining.push(caller.user.clone());
         consent::check_additions(&owner.ctx, &caller.user, None, &joining).await?;
     }
-    consent::after_additions(&owner.ctx, &caller.user, None, &others_list).await?;
     let mut all = others;
     all.insert(caller.user.clone());
     let record = ConversationRecord {
@@ -57,6 +58,11 @@ async fn create(
         head_seq: 0,
     };
     let key = unique_key(kind, &record);
+    if let (ConversationKind::Direct, Some(key), [other]) = (kind, &key, others_list.as_slice()) {
+        let store = owner.ctx.store.as_ref();
+        reach::check_direct_start(store, &caller.user, other, key).await?;
+    }
+    consent::after_additions(&owner.ctx, &caller.user, None, &others_list).await?;
     let result = owner
         .ctx
         .store

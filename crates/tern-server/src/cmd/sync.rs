@@ -85,5 +85,6 @@ async fn state_of(
         head_seq: record.head_seq,
         cursor: cursor.max(since.saturating_sub(1)),
         timer_secs: settings.timer_secs,
+        request_from: super::reach::request_from(store, &caller.user, &record).await?,
     }))
 }
