@@ -2,12 +2,21 @@
 //! connected, offline with last seen when the last one leaves, away / busy /
 //! status text, coalesced pushes, the three visibility settings (and their
 //! reciprocity), blocks, users sharing no conversation, CountOnline,
-//! bounds, and a subscriber on another shard than its subject.
+//! bounds, and a subscriber on another shard than its subject. Every test
+//! runs against both backends: in-process (`local::*`) and a real
+//! `redis-server` (`redis::*`); the Redis ones add a FLUSHALL and a kill
+//! and restart of Redis mid-run, presence recovering while every message
+//! is still delivered.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::ops::Deref;
 
 use common::{TestClient, TestServer, WAIT};
+use redis_server::RedisServer;
 use tern_client::presence::presence_change;
 use tern_client::{Client, ClientError};
 use tern_proto::body::devices;
@@ -16,7 +25,99 @@ use tern_proto::body::presence::{
 };
 use tern_proto::fb::ErrorCode;
 use tern_proto::{Body, ConversationKind};
+use tern_server::presence::PresenceBackend;
 use tokio::time::{timeout, Instant};
+
+/// Which presence backend a test runs against.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Local,
+    Redis,
+}
+
+/// A test server, and the Redis it keeps presence in (Redis backend).
+struct Harness {
+    server: TestServer,
+    redis: Option<RedisServer>,
+}
+
+impl Deref for Harness {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
+}
+
+impl Harness {
+    /// Registers `user`; with Redis, also waits until the user's home has
+    /// written its view there (writes are asynchronous: Redis is never on
+    /// the path of a request), so that the test reads what it expects.
+    async fn register(&self, user: &str) -> TestClient {
+        let client = self.server.register(user).await;
+        if let Some(redis) = &self.redis {
+            wait_for_key(redis, &format!("tern:presence:{user}")).await;
+        }
+        client
+    }
+}
+
+/// Waits (deadline WAIT) until `key` exists in `redis`.
+async fn wait_for_key(redis: &RedisServer, key: &str) {
+    let deadline = Instant::now() + WAIT;
+    while redis.command(&format!("EXISTS {key}")).as_deref() != Some(":1") {
+        assert!(Instant::now() < deadline, "{key} never written to Redis");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Heartbeat of the Redis tests, ms: short, so that recovery is quick,
+/// and long enough that a loaded machine does not miss three in a row.
+const HEARTBEAT_MS: u64 = 250;
+
+/// A server with `shards` on `backend` (a fresh redis-server for Redis).
+fn start(shards: usize, backend: Backend) -> Harness {
+    let redis = match backend {
+        Backend::Local => None,
+        Backend::Redis => Some(RedisServer::start()),
+    };
+    let server = TestServer::start_with(shards, |config| {
+        if let Some(redis) = &redis {
+            config.presence_backend = PresenceBackend::Redis;
+            config.redis_url = redis.url();
+            config.presence_heartbeat_ms = HEARTBEAT_MS;
+        }
+    });
+    Harness { server, redis }
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `local::NAME` and
+/// `redis::NAME`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Backend::Local).await
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Backend::Redis).await
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    online_while_any_device_is_connected_then_offline_with_last_seen,
+    away_busy_status_text_and_count_online,
+    pushes_are_coalesced_and_the_latest_state_wins,
+    the_three_visibility_settings_and_reciprocity,
+    blocked_users_see_nothing,
+    bounds_are_typed_errors,
+    subscriber_and_subject_on_different_shards,
+);
 
 /// The code of a refused SDK request.
 fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
@@ -80,9 +181,8 @@ async fn link_device(server: &TestServer, first: &TestClient, user: &str) -> Cli
 
 /// Two devices of alice: she stays online while either is connected, and
 /// goes offline with a last seen only when the second one leaves.
-#[tokio::test]
-async fn online_while_any_device_is_connected_then_offline_with_last_seen() {
-    let server = TestServer::start(2);
+async fn online_while_any_device_is_connected_then_offline_with_last_seen(backend: Backend) {
+    let server = start(2, backend);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     direct(&alice, "bob").await;
@@ -109,9 +209,8 @@ async fn online_while_any_device_is_connected_then_offline_with_last_seen() {
 /// Away, Busy and the status text reach a subscriber; CountOnline counts
 /// Online and Busy members, not Away ones; bad states and texts are typed
 /// refusals.
-#[tokio::test]
-async fn away_busy_status_text_and_count_online() {
-    let server = TestServer::start(2);
+async fn away_busy_status_text_and_count_online(backend: Backend) {
+    let server = start(2, backend);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let _carol = server.register("carol").await;
@@ -157,9 +256,8 @@ async fn away_busy_status_text_and_count_online() {
 
 /// Many changes within a second reach a subscriber as fewer pushes, the
 /// last of which is the latest state.
-#[tokio::test]
-async fn pushes_are_coalesced_and_the_latest_state_wins() {
-    let server = TestServer::start(2);
+async fn pushes_are_coalesced_and_the_latest_state_wins(backend: Backend) {
+    let server = start(2, backend);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     direct(&alice, "bob").await;
@@ -184,9 +282,8 @@ async fn pushes_are_coalesced_and_the_latest_state_wins() {
 /// Shared (default): only users sharing a conversation see; Everyone:
 /// anyone not blocked; Nobody: nobody, and the hider sees nobody.
 /// Narrowing ends the subscriptions it no longer allows with an Unknown.
-#[tokio::test]
-async fn the_three_visibility_settings_and_reciprocity() {
-    let server = TestServer::start(2);
+async fn the_three_visibility_settings_and_reciprocity(backend: Backend) {
+    let server = start(2, backend);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let carol = server.register("carol").await;
@@ -226,9 +323,8 @@ async fn the_three_visibility_settings_and_reciprocity() {
 
 /// A block hides both users from each other: the subscription ends with an
 /// Unknown, a new one is Unknown both ways, and CountOnline leaves them out.
-#[tokio::test]
-async fn blocked_users_see_nothing() {
-    let server = TestServer::start(2);
+async fn blocked_users_see_nothing(backend: Backend) {
+    let server = start(2, backend);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let conversation = direct(&alice, "bob").await;
@@ -259,9 +355,8 @@ async fn blocked_users_see_nothing() {
 
 /// Too many users in one request is refused before it is sent (the server
 /// checks the same bound); duplicates are answered once per mention.
-#[tokio::test]
-async fn bounds_are_typed_errors() {
-    let server = TestServer::start(1);
+async fn bounds_are_typed_errors(backend: Backend) {
+    let server = start(1, backend);
     let alice = server.register("alice").await;
     let names: Vec<String> = (0..=MAX_PRESENCE_USERS_PER_REQUEST)
         .map(|i| format!("u{i}"))
@@ -279,9 +374,8 @@ async fn bounds_are_typed_errors() {
 
 /// The subscriber's connection and the subject's are on different shards
 /// (and the subject's home may be a third): changes still arrive.
-#[tokio::test]
-async fn subscriber_and_subject_on_different_shards() {
-    let server = TestServer::start(4);
+async fn subscriber_and_subject_on_different_shards(backend: Backend) {
+    let server = start(4, backend);
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     direct(&alice, "bob").await;
@@ -309,4 +403,77 @@ async fn subscriber_and_subject_on_different_shards() {
         .unwrap();
     let (entry, _) = wait_for(&viewer, "alice", |e| e.state == S::Away).await;
     assert_eq!(entry.status_text.as_deref(), Some("elsewhere"));
+}
+
+/// Sends `count` sentinel messages from `from` into `conversation`.
+async fn send_all(from: &TestClient, conversation: u64, count: usize) -> Vec<bytes::Bytes> {
+    let mut sent = Vec::with_capacity(count);
+    for _ in 0..count {
+        sent.push(from.send_sentinel(conversation).await);
+    }
+    sent
+}
+
+/// `to` receives exactly `sent`, in order.
+async fn receive_all(to: &TestClient, conversation: u64, sent: &[bytes::Bytes]) {
+    for payload in sent {
+        to.expect_next_is(conversation, payload).await;
+    }
+}
+
+/// Redis is emptied (FLUSHALL) mid-run: within a heartbeat the home has
+/// rewritten alice's state and bob hears of it; messages sent meanwhile
+/// are all delivered.
+#[tokio::test]
+async fn redis_flushall_mid_run_presence_recovers_and_every_message_arrives() {
+    let server = start(2, Backend::Redis);
+    let redis = server.redis.as_ref().expect("a redis-server");
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let conversation = direct(&alice, "bob").await;
+    assert_eq!(subscribe(&bob, "alice").await.state, S::Online);
+    assert_eq!(
+        redis.command("EXISTS tern:presence:alice").as_deref(),
+        Some(":1")
+    );
+
+    redis.flushall();
+    let sent = send_all(&alice, conversation, 20).await;
+    // The heartbeat puts back what the flush took.
+    wait_for_key(redis, "tern:presence:alice").await;
+    wait_for_key(redis, "tern:presence:bob").await;
+    assert_eq!(bob.count_online(conversation).await.unwrap(), 2);
+    let entry = subscribe(&bob, "alice").await;
+    assert_eq!((entry.state, entry.last_seen_ms), (S::Online, 0));
+    receive_all(&bob, conversation, &sent).await;
+}
+
+/// redis-server is killed mid-run and started again (empty) on the same
+/// port: while it is gone presence degrades and messages still flow; a
+/// change made meanwhile (alice away) reaches bob once Redis is back.
+#[tokio::test]
+async fn redis_killed_and_restarted_mid_run_presence_recovers_and_every_message_arrives() {
+    let mut server = start(2, Backend::Redis);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let conversation = direct(&alice, "bob").await;
+    assert_eq!(subscribe(&bob, "alice").await.state, S::Online);
+
+    server.redis.as_mut().expect("a redis-server").kill();
+    let before = send_all(&alice, conversation, 10).await;
+    alice
+        .set_presence(S::Away, Some("redis is down"))
+        .await
+        .unwrap();
+    // Degraded, not blocked: lookups answer (everyone offline) in time.
+    let degraded = timeout(WAIT, bob.count_online(conversation)).await;
+    assert!(matches!(degraded, Ok(Ok(_))), "{degraded:?}");
+    receive_all(&bob, conversation, &before).await;
+
+    server.redis.as_mut().expect("a redis-server").restart();
+    let after = send_all(&alice, conversation, 10).await;
+    let (entry, _) = wait_for(&bob, "alice", |e| e.state == S::Away).await;
+    assert_eq!(entry.status_text.as_deref(), Some("redis is down"));
+    assert_eq!(bob.count_online(conversation).await.unwrap(), 1);
+    receive_all(&bob, conversation, &after).await;
 }

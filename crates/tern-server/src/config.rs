@@ -159,6 +159,19 @@ pub struct ServerConfig {
     pub low_keys_threshold: u32,
     /// Seconds a new device waits for a linked device to approve it. Default 120.
     pub link_timeout_secs: u64,
+    /// Where presence lives: `local` (in this process, one node; the
+    /// default) or `redis` (shared by the nodes of a cluster through
+    /// `redis_url`; see `presence::redis`). Either way it is soft state.
+    pub presence_backend: crate::presence::PresenceBackend,
+    /// The Redis server of `presence_backend = "redis"`, as a URL
+    /// (`redis://[user:password@]host:port[/db]`). Default
+    /// `redis://127.0.0.1:6379`; checked before any port is bound.
+    pub redis_url: String,
+    /// Milliseconds between two rewrites of this node's online users into
+    /// Redis: after Redis is flushed or restarted presence is back within
+    /// one of them, and a node silent for three of them counts as gone (its
+    /// users offline). Default 5000, 50 to 600000. Unused with `local`.
+    pub presence_heartbeat_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -211,6 +224,9 @@ impl Default for ServerConfig {
             rate_limit_exempt: loopback(),
             low_keys_threshold: 10,
             link_timeout_secs: 120,
+            presence_backend: crate::presence::PresenceBackend::Local,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            presence_heartbeat_ms: 5000,
         }
     }
 }
@@ -460,6 +476,7 @@ impl ServerConfig {
             check(value > 0, field, "must be positive")?;
         }
         self.validate_traffic_limits()?;
+        crate::presence::redis::validate(self)?;
         check(
             self.link_timeout_secs > 0,
             "link_timeout_secs",
@@ -495,7 +512,7 @@ fn loopback() -> Vec<ipnet::IpNet> {
     [v4, v6].into_iter().filter_map(Result::ok).collect()
 }
 
-fn check(ok: bool, field: &'static str, message: &str) -> Result<(), ConfigError> {
+pub(crate) fn check(ok: bool, field: &'static str, message: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {

@@ -138,6 +138,8 @@ struct ShardSetup {
     id: usize,
     limits: Arc<ServerLimits>,
     links: Arc<LinkRequests>,
+    /// This node in the Redis presence backend (`None`: in-process).
+    presence_node: Option<Arc<presence::redis::RedisNode>>,
     parts: ShardSocketParts,
     socket: std::net::UdpSocket,
     inbox: ShardInbox,
@@ -204,6 +206,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
     let stats = Arc::new(ServerStats::default());
     let limits = Arc::new(ServerLimits::new(&config));
     let links = Arc::new(LinkRequests::default());
+    let presence_node = presence::redis::RedisNode::new(&config);
     let config = Arc::new(config);
     let barrier = Arc::new(Barrier::new(shards));
     let setups = datagrams
@@ -225,6 +228,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
             stats: stats.clone(),
             limits: limits.clone(),
             links: links.clone(),
+            presence_node: presence_node.clone(),
             shutdown: shutdown_rx.clone(),
             barrier: barrier.clone(),
         });
@@ -326,6 +330,7 @@ async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(),
         setup.stats,
         setup.limits,
         setup.links,
+        setup.presence_node,
     ));
     let presence = ctx.local_presence();
     spawn_local(presence::local::run(

@@ -11,6 +11,7 @@ use super::config::ServerConfig;
 use super::delivery::Delivery;
 use super::links::LinkRequests;
 use super::mesh::Mesh;
+use super::presence::redis::{RedisNode, RedisPresence};
 use super::presence::{LocalPresence, Presence};
 use super::ratelimit::ServerLimits;
 use super::sessions::Sessions;
@@ -60,7 +61,7 @@ pub struct ShardCtx {
     pub limits: Arc<ServerLimits>,
     /// Pending device-link requests (shared by every shard).
     pub links: Arc<LinkRequests>,
-    /// This shard's part of presence (in-process on one node).
+    /// This shard's part of presence (in-process, or through Redis).
     pub presence: Rc<dyn Presence>,
     local_presence: Rc<LocalPresence>,
     next_conn_id: Cell<u64>,
@@ -75,8 +76,16 @@ impl ShardCtx {
         stats: Arc<ServerStats>,
         limits: Arc<ServerLimits>,
         links: Arc<LinkRequests>,
+        presence_node: Option<Arc<RedisNode>>,
     ) -> Self {
-        let local_presence = LocalPresence::new(id, mesh.clone(), services.clock.clone());
+        let redis = presence_node.and_then(|node| {
+            RedisPresence::start(node, services.clock.clone())
+                .inspect_err(
+                    |e| tracing::error!(error = %e, "presence: no Redis clients; in-process"),
+                )
+                .ok()
+        });
+        let local_presence = LocalPresence::new(id, mesh.clone(), services.clock.clone(), redis);
         ShardCtx {
             id,
             delivery: mesh.clone(),
@@ -94,7 +103,7 @@ impl ShardCtx {
         }
     }
 
-    /// The in-process presence backend, whose inbox task the runtime starts.
+    /// This shard's presence, whose inbox task the runtime starts.
     pub fn local_presence(&self) -> Rc<LocalPresence> {
         self.local_presence.clone()
     }

@@ -5,6 +5,12 @@
 //! changes to home records, arms one flush timer per dirty user, and pushes
 //! changes to this shard's subscribed connections.
 //!
+//! With `presence_backend = "redis"` the same code runs with a
+//! [`RedisPresence`]: a home then publishes every (coalesced) change to
+//! Redis instead of to watching shards, and a shard reads its subjects'
+//! snapshots from Redis and hears of their changes through it
+//! ([`super::redis`]); records, subscriptions and coalescing stay here.
+//!
 //! Ordering: a shard's messages to one home arrive in the order sent, and a
 //! shard sends `Unwatch` only with `try_send` (it never waits), right when
 //! its last subscription to a user ends, so a later `Watch` from the same
@@ -24,6 +30,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::{Push, Record, Snapshot};
+use super::redis::{self, RedisPresence};
 use super::subs::{Revocation, Subscriptions, Target, TooMany};
 use super::{home_shard, ConnRef, Grant, Presence};
 use crate::clock::Clock;
@@ -77,6 +84,9 @@ pub enum Msg {
         snapshot: Snapshot,
     },
     Revoke(Revocation),
+    /// Redis came back (or change messages were lost): subscribe again to
+    /// every watched user and re-read them.
+    Resync,
 }
 
 /// One shard's part of the in-process presence.
@@ -86,17 +96,40 @@ pub struct LocalPresence {
     clock: Clock,
     homes: RefCell<HashMap<UserId, Record>>,
     subs: RefCell<Subscriptions>,
+    /// Set with the Redis backend: where homes publish and watchers read.
+    redis: Option<Rc<RedisPresence>>,
 }
 
 impl LocalPresence {
-    pub fn new(shard: usize, mesh: Arc<Mesh>, clock: Clock) -> Rc<Self> {
+    /// One shard's presence: in-process, or through `redis` when given.
+    pub fn new(
+        shard: usize,
+        mesh: Arc<Mesh>,
+        clock: Clock,
+        redis: Option<Rc<RedisPresence>>,
+    ) -> Rc<Self> {
         Rc::new(LocalPresence {
             shard,
             mesh,
             clock,
             homes: RefCell::default(),
             subs: RefCell::default(),
+            redis,
         })
+    }
+
+    /// Every user homed here with a device connected (or one that set a
+    /// state), with its snapshot and when it was last pushed (server ms):
+    /// what the Redis heartbeat rewrites.
+    pub fn online_views(&self) -> Vec<(UserId, Snapshot, u64)> {
+        let now = self.clock.now_ms();
+        let homes = self.homes.borrow();
+        let online = homes.iter().filter_map(|(user, record)| {
+            let snapshot = record.snapshot();
+            let changed = record.last_push_ms().unwrap_or(now);
+            (snapshot.state != PresenceState::Offline).then(|| (user.clone(), snapshot, changed))
+        });
+        online.collect()
     }
 
     fn home(&self, user: &str) -> usize {
@@ -131,6 +164,12 @@ impl LocalPresence {
     }
 
     fn unwatch(&self, users: Vec<UserId>) {
+        if let Some(redis) = self.redis.clone() {
+            if !users.is_empty() {
+                tokio::task::spawn_local(async move { redis.unwatch(&users).await });
+            }
+            return;
+        }
         for user in users {
             let home = self.home(&user);
             let shard = self.shard;
@@ -145,7 +184,11 @@ impl LocalPresence {
         let now = self.clock.now_ms();
         let push = {
             let mut homes = self.homes.borrow_mut();
-            let record = homes.entry(user.clone()).or_default();
+            let relayed = self.redis.is_some();
+            let record = homes.entry(user.clone()).or_insert_with(|| match relayed {
+                true => Record::relayed(),
+                false => Record::default(),
+            });
             edit(record, now)
         };
         self.follow(user, push, now);
@@ -173,6 +216,11 @@ impl LocalPresence {
             return;
         };
         let snapshot = record.snapshot();
+        if let Some(redis) = self.redis.clone() {
+            record.pushed(snapshot.clone(), now);
+            tokio::task::spawn_local(async move { redis.publish(&user, &snapshot, now).await });
+            return;
+        }
         let mut all = true;
         for shard in record.watchers.iter() {
             let changed = Msg::Changed {
@@ -291,7 +339,34 @@ impl LocalPresence {
             Msg::Flush { user } => self.flush(user),
             Msg::Changed { subject, snapshot } => self.changed(ctx, subject, &snapshot),
             Msg::Revoke(revocation) => self.revoked(ctx, &revocation),
+            Msg::Resync => self.resync(),
         }
+    }
+}
+
+impl LocalPresence {
+    fn resync(&self) {
+        let Some(redis) = self.redis.clone() else {
+            return;
+        };
+        let subjects = self.subs.borrow().subjects();
+        let (mesh, shard) = (self.mesh.clone(), self.shard);
+        tokio::task::spawn_local(async move { redis.resync(subjects, shard, &mesh).await });
+    }
+
+    /// The current presence of `subjects`: from their homes, or Redis.
+    async fn snapshots(&self, subjects: &[UserId], fresh: &[UserId]) -> Vec<Snapshot> {
+        if let Some(redis) = &self.redis {
+            redis.watch(fresh).await;
+            return redis.read(subjects).await;
+        }
+        let shard = self.shard;
+        self.ask_homes(subjects, |users, reply| Msg::Watch {
+            users,
+            shard,
+            reply,
+        })
+        .await
     }
 }
 
@@ -311,6 +386,14 @@ fn deliver(ctx: &ShardCtx, targets: &[Target], frame: &Bytes) {
 
 /// Drains this shard's presence inbox until the mesh closes it.
 pub async fn run(presence: Rc<LocalPresence>, ctx: Rc<ShardCtx>, mut inbox: mpsc::Receiver<Msg>) {
+    if let Some(redis) = presence.redis.clone() {
+        redis::spawn_tasks(
+            redis,
+            presence.clone(),
+            presence.shard,
+            presence.mesh.clone(),
+        );
+    }
     let mut batch = Vec::with_capacity(64);
     while inbox.recv_many(&mut batch, 64).await > 0 {
         for msg in batch.drain(..) {
@@ -350,6 +433,9 @@ impl Presence for LocalPresence {
     }
 
     async fn lookup(&self, users: &[UserId]) -> Vec<Snapshot> {
+        if let Some(redis) = &self.redis {
+            return redis.read(users).await;
+        }
         self.ask_homes(users, |users, reply| Msg::Lookup { users, reply })
             .await
     }
@@ -359,18 +445,12 @@ impl Presence for LocalPresence {
             .iter()
             .map(|g| (g.subject.clone(), g.shared))
             .collect();
-        self.subs
+        let fresh = self
+            .subs
             .borrow_mut()
             .add(&conn.user, conn.conn_id, &pairs)?;
         let subjects: Vec<UserId> = pairs.into_iter().map(|(u, _)| u).collect();
-        let shard = self.shard;
-        let mut snapshots = self
-            .ask_homes(&subjects, |users, reply| Msg::Watch {
-                users,
-                shard,
-                reply,
-            })
-            .await;
+        let mut snapshots = self.snapshots(&subjects, &fresh).await;
         let held = self.subs.borrow_mut().settle(conn.conn_id, &subjects);
         for (subject, snapshot) in subjects.iter().zip(snapshots.iter_mut()) {
             if let Some(newer) = held.get(subject).filter(|h| h.version > snapshot.version) {

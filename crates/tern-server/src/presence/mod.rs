@@ -17,17 +17,19 @@
 //! subscribed connections (a per-node fan-out). All of it is messages over
 //! the shard mesh ([`crate::mesh::Mesh::to_presence`]), no locks.
 //!
-//! A Redis backend (fred) implements the same trait: `connected` and
-//! `set` write the user's key (per-device fields) with a TTL that a
-//! heartbeat task refreshes from the shard's live connections (so after
-//! Redis is flushed or restarted the keys are back within one heartbeat),
-//! `disconnected` removes the device's field, changes are published on a
-//! per-node channel, and `subscribe` asks for the snapshot with one
-//! pipelined read. Redis then never holds the only copy of anything
-//! durable: the privacy setting lives in the store.
+//! In a cluster (`presence_backend = "redis"`) the same records,
+//! subscriptions and coalescing run on every node, and only the exchange
+//! between homes and watchers goes through Redis (fred): [`redis`] says
+//! how (a hash per user with one view per node, rewritten by a heartbeat;
+//! a change channel per user), [`cluster`] how views merge. Redis never
+//! holds the only copy of anything: the privacy setting lives in the
+//! store, and presence is rebuilt from live connections within one
+//! heartbeat after Redis is flushed or restarted.
 
+pub mod cluster;
 pub mod local;
 pub mod record;
+pub mod redis;
 pub mod subs;
 
 use async_trait::async_trait;
@@ -37,6 +39,17 @@ use tern_store::{DeviceId, UserId};
 pub use local::LocalPresence;
 pub use record::Snapshot;
 pub use subs::{Revocation, TooMany};
+
+/// Where presence lives (`presence_backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceBackend {
+    /// In this process: one node (the default).
+    #[default]
+    Local,
+    /// Shared through Redis (`redis_url`): a cluster of nodes.
+    Redis,
+}
 
 /// One authenticated connection of this shard.
 #[derive(Clone, Debug, PartialEq, Eq)]

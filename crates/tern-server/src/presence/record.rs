@@ -95,9 +95,20 @@ pub struct Record {
     pushed: Option<Snapshot>,
     /// A flush timer is armed.
     flush_due: bool,
+    /// Every change is pushed (coalesced) whether or not a shard watches:
+    /// the Redis backend publishes each user's state for the cluster.
+    pub relayed: bool,
 }
 
 impl Record {
+    /// An empty record of the Redis backend, whose changes are all pushed.
+    pub fn relayed() -> Self {
+        Record {
+            relayed: true,
+            ..Record::default()
+        }
+    }
+
     /// The user's presence now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -189,7 +200,7 @@ impl Record {
 
     /// Whether to push now, later, or not at all.
     fn due(&mut self, now_ms: u64) -> Push {
-        if self.watchers.is_empty() || self.flush_due {
+        if (self.watchers.is_empty() && !self.relayed) || self.flush_due {
             return Push::Nothing;
         }
         match self.last_push_ms {
@@ -210,6 +221,11 @@ impl Record {
             Some(pushed) if pushed.same_as(&now) => None,
             _ => Some(now),
         }
+    }
+
+    /// When the last push went out (server ms), if one did.
+    pub fn last_push_ms(&self) -> Option<u64> {
+        self.last_push_ms
     }
 
     /// Records that `snapshot` was pushed at `now_ms`.
@@ -298,6 +314,12 @@ mod tests {
         r.set(1, PresenceState::Away, Some("back soon"), 2_100);
         r.set(1, PresenceState::Away, Some(""), 2_200);
         assert_eq!(r.flush(), None, "back to what was pushed: nothing to say");
+    }
+
+    #[test]
+    fn a_relayed_record_pushes_with_nobody_watching() {
+        let mut r = Record::relayed();
+        assert_eq!(r.connect(1, 1), Push::Now);
     }
 
     #[test]

@@ -173,6 +173,11 @@ impl Subscriptions {
         targets
     }
 
+    /// Every user some connection here watches.
+    pub fn subjects(&self) -> Vec<UserId> {
+        self.by_subject.keys().cloned().collect()
+    }
+
     /// Whether any connection here watches `subject`.
     pub fn watches(&self, subject: &str) -> bool {
         self.by_subject.contains_key(subject)
