@@ -432,6 +432,11 @@ async fn push_loop(ctx: Rc<ShardCtx>, mut inbox: tokio::sync::mpsc::Receiver<Pus
         for push in batch.drain(..) {
             let result = match &push {
                 Push::Devices(fanout) => sessions.deliver(fanout),
+                Push::Ephemeral(fanout) => {
+                    let (result, datagrams) = sessions.deliver_ephemeral(fanout);
+                    ServerStats::add(&ctx.stats.datagrams_sent, datagrams);
+                    result
+                }
                 Push::Users { users, frame } => sessions.deliver_to_users(users, frame),
             };
             ServerStats::add(&ctx.stats.deliveries, result.delivered);
