@@ -419,6 +419,8 @@ async fn with_read_receipts_off_none_are_sent_and_none_shown() {
     let alice = register(&server, "alice").await;
     let bob = register(&server, "bob").await;
     let conv = alice.client.direct("bob").await.unwrap();
+    // Not about message requests: bob accepts alice's conversation.
+    bob.client.accept_request(conv).await.unwrap();
     bob.client.set_read_receipts(false).unwrap();
     assert!(!bob.client.read_receipts().unwrap());
     let seq = say(&alice, conv, "did you read this?", &[&bob]).await;
@@ -461,6 +463,8 @@ async fn the_read_position_syncs_to_the_readers_other_device() {
     let bob = register(&server, "bob").await;
     let laptop = link(&server, &bob, "laptop").await;
     let conv = alice.client.direct("bob").await.unwrap();
+    // Not about message requests: bob accepts alice's conversation.
+    bob.client.accept_request(conv).await.unwrap();
     let seq = say(&alice, conv, "read me once", &[&bob, &laptop]).await;
     assert_eq!(laptop.client.read_position(conv).unwrap(), 0);
     bob.client.mark_read(conv, seq).await.unwrap();
@@ -482,6 +486,8 @@ async fn a_burst_gets_few_receipts_and_no_receipt_answers_a_receipt() {
     let alice = register(&server, "alice").await;
     let bob = register(&server, "bob").await;
     let conv = alice.client.direct("bob").await.unwrap();
+    // Not about message requests: bob accepts alice's conversation.
+    bob.client.accept_request(conv).await.unwrap();
     let mut last = 0;
     for i in 0..100 {
         let sent = alice
@@ -551,6 +557,8 @@ async fn a_catch_up_after_being_offline_is_acknowledged_with_one_receipt_or_two(
     let alice = register(&server, "alice").await;
     let bob = register(&server, "bob").await;
     let conv = alice.client.direct("bob").await.unwrap();
+    // Not about message requests: bob accepts alice's conversation.
+    bob.client.accept_request(conv).await.unwrap();
     say(&alice, conv, "before", &[&bob]).await;
     let Device {
         client,
