@@ -8,6 +8,7 @@ mod presence;
 mod privacy;
 mod safety;
 mod serve;
+mod typing;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,8 @@ pub enum Command {
     Admin(safety::AdminArgs),
     /// Set your presence (--away, --busy, --online, --status, --visibility), or `watch` users'.
     Presence(presence::PresenceArgs),
+    /// Say you are typing in a conversation (--stop: stopped), or `watch` who types.
+    Typing(typing::TypingArgs),
 }
 
 /// Client connection options shared by every client subcommand.
@@ -134,6 +137,7 @@ pub fn main() -> ExitCode {
         Command::Timer(args) => safety::timer(args),
         Command::Admin(args) => safety::admin(args),
         Command::Presence(args) => presence::run(args),
+        Command::Typing(args) => typing::run(args),
         client => chat::run(client),
     };
     match result {

@@ -15,6 +15,7 @@ pub mod secure;
 pub mod state_dir;
 pub mod state_lock;
 pub mod tls;
+pub mod typing;
 
 pub use sdk::{
     AnswerLoss, Client, ClientError, ClientOptions, ConversationInfo, HistoryPage, SendOptions,

@@ -54,6 +54,10 @@ pub struct ClientOptions {
     /// that would exceed it fails here instead of getting the connection
     /// closed. Default 262144 (256 KiB), the server's default.
     pub max_frame_len: usize,
+    /// Whether this client offers QUIC datagrams (RFC 9221). With them
+    /// (the default) typing signals travel as datagrams both ways; without
+    /// them on the control stream (docs/PROTOCOL.md §1.4).
+    pub datagrams: bool,
 }
 
 impl ClientOptions {
@@ -68,6 +72,7 @@ impl ClientOptions {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             max_frame_len: tern_proto::codec::DEFAULT_MAX_FRAME_LEN,
+            datagrams: true,
         }
     }
 }
@@ -238,10 +243,11 @@ pub enum AnswerLoss {
 type Losses = Mutex<Vec<(fn(&Body) -> bool, AnswerLoss)>>;
 
 /// What the reader tells the ordering task.
-enum Event {
+pub(crate) enum Event {
     Connected,
     Deliver(Message),
-    /// A server push other than Deliver (KeysLow, LinkPrompt, DeviceListChanged).
+    /// A server push other than Deliver (KeysLow, LinkPrompt, DeviceListChanged,
+    /// TypingChanged from the stream or a datagram).
     Notice(Body),
 }
 
@@ -282,7 +288,7 @@ impl Client {
     /// Loads the identity from `options.state_dir` and connects as it.
     pub async fn connect(options: ClientOptions) -> Result<Client, ClientError> {
         let identity = Identity::load(&options.state_dir)?;
-        let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
+        let endpoint = sdk_endpoint(&options)?;
         let conn = authenticate(&endpoint, &options, &identity).await?;
         Ok(Client::start(options, identity, endpoint, conn))
     }
@@ -325,6 +331,14 @@ impl Client {
 
     pub fn user(&self) -> &str {
         &self.shared.identity.user
+    }
+
+    /// The live QUIC connection, if connected, and whether this client
+    /// offers datagrams (`ClientOptions::datagrams`).
+    pub(crate) fn live_connection(&self) -> (Option<quinn::Connection>, bool) {
+        let live = self.shared.live.borrow();
+        let connection = live.as_ref().map(|l| l.connection.clone());
+        (connection, self.shared.options.datagrams)
     }
 
     pub fn device(&self) -> u32 {
@@ -372,7 +386,7 @@ impl Client {
         }
         tern_proto::handle::validate_handle(user)?;
         tern_proto::handle::validate_device_name(device_name)?;
-        let endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
+        let endpoint = sdk_endpoint(&options)?;
         let mut conn = open(&endpoint, &options).await?;
         let mut identity = Identity::generate(user);
         let registered = match how {
@@ -554,7 +568,8 @@ impl Client {
     /// Sets who may add this account to groups without an invitation
     /// ([`GroupAdds::Contacts`] by default).
     pub async fn set_privacy(&self, group_adds: GroupAdds) -> Result<(), ClientError> {
-        self.request(privacy::SetPrivacy { group_adds }).await?;
+        self.request(privacy::SetPrivacy::change(Some(group_adds), None))
+            .await?;
         Ok(())
     }
 
@@ -863,6 +878,17 @@ async fn link_until_decided(
     }
 }
 
+/// The QUIC endpoint of a client with `options` (datagrams offered or not).
+fn sdk_endpoint(options: &ClientOptions) -> Result<quinn::Endpoint, ClientError> {
+    let mut endpoint = client_endpoint(unspecified(&options.server), &options.trust)?;
+    if !options.datagrams {
+        let config =
+            super::tls::client_config_with(&options.trust, false).map_err(ConnectionError::from)?;
+        endpoint.set_default_client_config(config);
+    }
+    Ok(endpoint)
+}
+
 /// Sends a request over the live connection and returns its typed answer.
 async fn request_on<R: Request>(shared: &Shared, request: R) -> Result<R::Response, ClientError> {
     answer::<R>(call(shared, request.into()).await?)
@@ -1019,6 +1045,10 @@ async fn serve(shared: &Arc<Shared>, conn: RawConnection, events: &mpsc::Unbound
         pending: pending.clone(),
     });
     let writer = tokio::spawn(write_loop(sender, out_rx));
+    let datagrams = tokio::spawn(super::typing::read_datagrams(
+        connection.clone(),
+        events.clone(),
+    ));
     shared.live.send_replace(Some(live));
     shared.connections.send_modify(|n| *n += 1);
     let _ = events.send(Event::Connected);
@@ -1026,6 +1056,7 @@ async fn serve(shared: &Arc<Shared>, conn: RawConnection, events: &mpsc::Unbound
     shared.live.send_replace(None);
     lock(&pending).clear();
     writer.abort();
+    datagrams.abort();
     connection.close(close::NORMAL.into(), b"reconnecting");
 }
 

@@ -110,6 +110,17 @@ impl PinMismatch {
 /// TLS 1.3 only, keep-alive [`CLIENT_KEEP_ALIVE`] and idle timeout
 /// [`CLIENT_IDLE_TIMEOUT`].
 pub fn client_config(trust: &TrustAnchor) -> Result<quinn::ClientConfig, ClientTlsError> {
+    client_config_with(trust, true)
+}
+
+/// [`client_config`], offering QUIC datagrams (RFC 9221, the
+/// `max_datagram_frame_size` transport parameter) only if `datagrams`:
+/// without them the server sends this connection's typing signals on the
+/// control stream (docs/PROTOCOL.md §1.4).
+pub fn client_config_with(
+    trust: &TrustAnchor,
+    datagrams: bool,
+) -> Result<quinn::ClientConfig, ClientTlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
@@ -125,7 +136,11 @@ pub fn client_config(trust: &TrustAnchor) -> Result<quinn::ClientConfig, ClientT
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.enable_early_data = false;
     let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
-    config.transport_config(Arc::new(client_transport()));
+    let mut transport = client_transport();
+    if !datagrams {
+        transport.datagram_receive_buffer_size(None);
+    }
+    config.transport_config(Arc::new(transport));
     Ok(config)
 }
 

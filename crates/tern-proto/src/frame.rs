@@ -7,7 +7,7 @@ use flatbuffers::FlatBufferBuilder;
 
 use crate::body::{
     auth, conversations, devices, errors, messaging, missing, mls, prekeys, presence, privacy,
-    reach, safety, settings, sync, Builder, Union, WireBody,
+    reach, safety, settings, sync, typing, Builder, Union, WireBody,
 };
 use crate::codec::{FrameError, Limits, LEN_PREFIX};
 use crate::fb;
@@ -94,6 +94,9 @@ pub enum Body {
     CountOnline(presence::CountOnline),
     OnlineCount(presence::OnlineCount),
     SetPresenceVisibility(presence::SetPresenceVisibility),
+    // ----- typing -----
+    Typing(typing::Typing),
+    TypingChanged(typing::TypingChanged),
 }
 
 /// `From<Struct> for Body` and `TryFrom<Body> for Struct` (which hands any
@@ -205,6 +208,8 @@ body_conversions! {
     CountOnline(presence::CountOnline),
     OnlineCount(presence::OnlineCount),
     SetPresenceVisibility(presence::SetPresenceVisibility),
+    Typing(typing::Typing),
+    TypingChanged(typing::TypingChanged),
 }
 
 body_conversions! {
@@ -372,6 +377,8 @@ impl Body {
             Body::CountOnline(x) => put(b, x),
             Body::OnlineCount(x) => put(b, x),
             Body::SetPresenceVisibility(x) => put(b, x),
+            Body::Typing(x) => put(b, x),
+            Body::TypingChanged(x) => put(b, x),
         }
     }
 
@@ -493,6 +500,8 @@ impl Body {
             Tag::SetPresenceVisibility => {
                 get::<presence::SetPresenceVisibility>(f.body_as_set_presence_visibility(), tag)
             }
+            Tag::Typing => get::<typing::Typing>(f.body_as_typing(), tag),
+            Tag::TypingChanged => get::<typing::TypingChanged>(f.body_as_typing_changed(), tag),
             other => Err(FrameError::UnsupportedBody(other.0)),
         }
     }
@@ -508,7 +517,7 @@ mod tests {
     use super::*;
     use crate::body::{
         auth, conversations, devices, errors, messaging, mls, prekeys, presence, privacy, reach,
-        safety, settings, sync,
+        safety, settings, sync, typing,
     };
 
     /// Every family's samples: at least one of every body.
@@ -527,6 +536,7 @@ mod tests {
             settings::tests::samples(),
             reach::tests::samples(),
             presence::tests::samples(),
+            typing::tests::samples(),
         ]
         .concat()
     }
@@ -534,8 +544,8 @@ mod tests {
     #[test]
     fn every_body_has_a_sample() {
         let variants: HashSet<_> = samples().iter().map(std::mem::discriminant).collect();
-        // 69 bodies: raise this when adding one (and give it a sample).
-        assert_eq!(variants.len(), 69, "a body lacks a round-trip sample");
+        // 71 bodies: raise this when adding one (and give it a sample).
+        assert_eq!(variants.len(), 71, "a body lacks a round-trip sample");
     }
 
     /// The bytes of every sample frame of the protocol-v1 bodies, as encoded

@@ -39,7 +39,7 @@ use tern_proto::auth::{
 };
 use tern_proto::body::{
     auth, conversations, devices, errors, messaging, mls, prekeys, presence, privacy, reach,
-    safety, settings, sync,
+    safety, settings, sync, typing,
 };
 use tern_proto::codec::{peek_request_id, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX};
 use tern_proto::{fb, Body, Frame, FrameDecoder, FrameError, Limits};
@@ -163,7 +163,7 @@ bodies! {
     InvitationAnswered, Block, Unblock, ListBlocked, Blocked, PurgeMessage, SetTimer,
     TimerChanged, SetAdmin, ListAdmins, Admins, SetMemberAdds, GetPrivacy, Privacy,
     AcceptRequest, SetPresence, SubscribePresence, UnsubscribePresence, PresenceSnapshot,
-    PresenceChanged, CountOnline, OnlineCount, SetPresenceVisibility,
+    PresenceChanged, CountOnline, OnlineCount, SetPresenceVisibility, Typing, TypingChanged,
 }
 
 // Numbers with a distinct byte in every position (so a wrong width or byte
@@ -820,6 +820,24 @@ fn presence_samples() -> Vec<(u64, Body)> {
             }
             .into(),
         ),
+        (
+            0,
+            typing::Typing {
+                conversation_id: CONV,
+                typing: true,
+            }
+            .into(),
+        ),
+        (
+            0,
+            typing::TypingChanged {
+                conversation_id: CONV,
+                user: "bob".into(),
+                device: 2,
+                typing: true,
+            }
+            .into(),
+        ),
     ]
 }
 
@@ -1294,6 +1312,19 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
         | T::CountOnline
         | T::OnlineCount
         | T::SetPresenceVisibility => presence_fields(f),
+        T::Typing => {
+            let t = f.body_as_typing().expect("the body table");
+            json!({ "conversation_id": t.conversation_id(), "typing": t.typing() })
+        }
+        T::TypingChanged => {
+            let t = f.body_as_typing_changed().expect("the body table");
+            json!({
+                "conversation_id": t.conversation_id(),
+                "user": t.user(),
+                "device": t.device(),
+                "typing": t.typing(),
+            })
+        }
         T::PurgeMessage => {
             let p = f.body_as_purge_message().expect("the body table");
             json!({ "conversation_id": p.conversation_id(), "seq": p.seq() })

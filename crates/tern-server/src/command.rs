@@ -11,7 +11,7 @@
 
 use tern_proto::body::{
     conversations, devices, messaging, mls, prekeys, presence, privacy, reach, safety, settings,
-    sync,
+    sync, typing,
 };
 use tern_proto::fb::ErrorCode;
 use tern_proto::Body;
@@ -87,6 +87,9 @@ pub enum OwnerCommand {
     SetAdmin(settings::SetAdmin),
     ListAdmins(settings::ListAdmins),
     SetMemberAdds(settings::SetMemberAdds),
+    /// A typing signal (on the stream or from a datagram): fanned out to
+    /// online members, never stored, never refused.
+    Typing(typing::Typing),
 }
 
 /// Outbound bytes an ordinary answer reserves before its request runs
@@ -152,6 +155,7 @@ impl Command {
             Body::History(b) => Command::Owner(O::History(b)),
             Body::Commit(b) => Command::Owner(O::Commit(b)),
             Body::GetGroupInfo(b) => Command::Owner(O::GetGroupInfo(b)),
+            Body::Typing(b) => Command::Owner(O::Typing(b)),
             Body::Register(_) | Body::Authenticate(_) | Body::RequestLink(_) => {
                 return Err(Reject::new(
                     ErrorCode::AlreadyAuthenticated,
@@ -239,6 +243,7 @@ impl OwnerCommand {
             O::SetAdmin(b) => b.conversation_id,
             O::ListAdmins(b) => b.conversation_id,
             O::SetMemberAdds(b) => b.conversation_id,
+            O::Typing(b) => b.conversation_id,
         }
     }
 
@@ -284,6 +289,7 @@ impl OwnerCommand {
             O::SetAdmin(b) => cmd::admin::set(owner, caller, b).await,
             O::ListAdmins(b) => cmd::admin::list(owner, caller, b).await,
             O::SetMemberAdds(b) => cmd::admin::set_member_adds(owner, caller, b).await,
+            O::Typing(b) => crate::realtime::typing::apply(owner, caller, b).await,
         }
     }
 }

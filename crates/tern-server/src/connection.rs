@@ -22,6 +22,7 @@ use super::effects::{self, Outcome};
 use super::mesh::{encode_reply, Caller, OwnerRequest, Reject, Reply};
 use super::outbound::{Outbound, Queued, Reservation};
 use super::presence::ConnRef;
+use super::realtime::{self, DatagramBudget};
 use super::sessions::{Closer, Session};
 use super::shard::{ServerStats, ShardCtx};
 use tern_framing::{CodecError, FrameCodec};
@@ -211,6 +212,8 @@ struct Conn {
     auth_deadline_ms: u64,
     inflight: Arc<Semaphore>,
     limits: Limits,
+    /// Datagrams this connection may still send (see `realtime`).
+    datagrams: DatagramBudget,
 }
 
 impl Conn {
@@ -246,6 +249,7 @@ impl Conn {
             auth_deadline_ms: u64::MAX,
             inflight,
             limits,
+            datagrams: DatagramBudget::default(),
         }
     }
 
@@ -260,9 +264,20 @@ impl Conn {
             .now_ms()
             .saturating_add(auth_secs.saturating_mul(1000));
         self.auth_deadline_ms = auth_deadline_ms;
+        let connection = self.connection.clone();
         loop {
+            // Datagrams (typing) count only once authenticated; before, they
+            // wait in quinn's bounded receive buffer and are then dropped.
+            let authenticated = self.caller.is_some();
             let next = tokio::select! {
                 next = self.next_frame(auth_deadline_ms) => next,
+                datagram = connection.read_datagram(), if authenticated => {
+                    match datagram {
+                        Ok(datagram) => self.datagram(datagram).await,
+                        Err(_) => return End::PeerClosed,
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => return End::Shutdown,
             };
             let bytes = match next {
@@ -273,6 +288,14 @@ impl Conn {
             if let Err(end) = self.handle(&bytes).await {
                 return end;
             }
+        }
+    }
+
+    /// One QUIC datagram of this authenticated connection (`realtime`).
+    async fn datagram(&mut self, datagram: Bytes) {
+        if let Some(caller) = &self.caller {
+            let (ctx, limits) = (&self.ctx, &self.limits);
+            realtime::on_datagram(ctx, caller, &mut self.datagrams, limits, datagram).await;
         }
     }
 

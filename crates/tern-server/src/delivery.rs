@@ -69,6 +69,9 @@ impl Fanout {
 pub enum Push {
     /// A frame for listed devices.
     Devices(Fanout),
+    /// A realtime frame for listed devices: a datagram where the
+    /// connection takes one, else on the stream (`Sessions::deliver_ephemeral`).
+    Ephemeral(Fanout),
     /// A frame for every connected device of each user (a notice).
     Users { users: Arc<[UserId]>, frame: Bytes },
 }
@@ -78,6 +81,10 @@ pub enum Push {
 pub trait Delivery: Send + Sync {
     /// Pushes a frame to the listed devices that are connected.
     async fn deliver(&self, fanout: Fanout);
+
+    /// Pushes a realtime frame (typing) to the listed devices that are
+    /// connected, as a datagram where their connection takes datagrams.
+    async fn deliver_ephemeral(&self, fanout: Fanout);
 
     /// Pushes a frame to every connected device of each of `users`.
     async fn notify(&self, users: Arc<[UserId]>, frame: Bytes);
@@ -96,6 +103,13 @@ impl Delivery for Mesh {
         let shards = self.locations.shards_of(fanout.users(), self.all_shards());
         for shard in shards.iter() {
             self.push(shard, Push::Devices(fanout.clone())).await;
+        }
+    }
+
+    async fn deliver_ephemeral(&self, fanout: Fanout) {
+        let shards = self.locations.shards_of(fanout.users(), self.all_shards());
+        for shard in shards.iter() {
+            self.push(shard, Push::Ephemeral(fanout.clone())).await;
         }
     }
 

@@ -33,6 +33,10 @@ pub enum Effect {
     /// An ephemeral signal for listed devices: delivered to those connected,
     /// never stored (a key-pool notice today; typing and presence later).
     Signal(Fanout),
+    /// A realtime signal (typing): as a QUIC datagram to each listed
+    /// device's connections that take datagrams, on the stream to the
+    /// others; never stored, never retried (see `realtime`).
+    Ephemeral(Fanout),
     /// A notice for every connected device of each user.
     Notify { users: Arc<[UserId]>, frame: Bytes },
     /// Close every connection of a revoked device.
@@ -117,6 +121,7 @@ pub async fn perform(delivery: &dyn Delivery, effects: Vec<Effect>) {
     for effect in effects {
         match effect {
             Effect::Deliver(fanout) | Effect::Signal(fanout) => delivery.deliver(fanout).await,
+            Effect::Ephemeral(fanout) => delivery.deliver_ephemeral(fanout).await,
             Effect::Notify { users, frame } => delivery.notify(users, frame).await,
             Effect::CloseDevice { user, device } => delivery.close_device(user, device).await,
             Effect::ForgetUser(user) => delivery.forget_user(user).await,

@@ -16,6 +16,7 @@ pub mod owner;
 pub mod payloads;
 pub mod presence;
 pub mod ratelimit;
+pub mod realtime;
 pub mod runtime;
 pub mod sessions;
 pub mod shard;

@@ -119,12 +119,15 @@ pub struct Owner {
     /// Send buckets of the conversations owned here (kept apart from the
     /// cache, whose resets must not refill them).
     sends: ConversationSends,
+    /// Typing-signal buckets per (conversation, device) (see `realtime::typing`).
+    pub typing: crate::realtime::typing::TypingLimits,
 }
 
 impl Owner {
     pub fn new(ctx: Rc<ShardCtx>) -> Self {
         Owner {
             sends: ConversationSends::new(&ctx.config),
+            typing: crate::realtime::typing::TypingLimits::default(),
             ctx,
             convs: HashMap::new(),
         }

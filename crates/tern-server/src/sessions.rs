@@ -40,6 +40,21 @@ impl Closer {
         }
     }
 
+    /// Sends a length-prefixed `frame` as one QUIC datagram without its
+    /// prefix (docs/PROTOCOL.md §1.4); false if the connection takes no
+    /// datagrams (`max_datagram_size()` is `None`: the peer did not offer
+    /// the RFC 9221 transport parameter) or none that large (path MTU).
+    fn send_datagram(&self, frame: &Bytes) -> bool {
+        let Some(connection) = &self.0 else {
+            return false;
+        };
+        let body = frame.slice(tern_proto::codec::LEN_PREFIX.min(frame.len())..);
+        let fits = connection
+            .max_datagram_size()
+            .is_some_and(|max| body.len() <= max);
+        fits && connection.send_datagram(body).is_ok()
+    }
+
     fn close_slow(&self) {
         if let Some(connection) = &self.0 {
             connection.close(
@@ -96,6 +111,30 @@ impl Sessions {
     /// Queues the fan-out's frame on every local connection of its recipients.
     pub fn deliver(&self, fanout: &Fanout) -> FanoutResult {
         let mut result = FanoutResult::default();
+        self.each_recipient(fanout, |session, frame| push(session, frame, &mut result));
+        result
+    }
+
+    /// Sends the fan-out's (realtime) frame to every local connection of its
+    /// recipients: as a QUIC datagram (the frame without its length prefix)
+    /// where the connection takes datagrams of that size, else queued on
+    /// the stream like any push. Also returns how many went as datagrams.
+    pub fn deliver_ephemeral(&self, fanout: &Fanout) -> (FanoutResult, u64) {
+        let mut result = FanoutResult::default();
+        let mut datagrams = 0;
+        self.each_recipient(fanout, |session, frame| {
+            match session.closer.send_datagram(frame) {
+                true => datagrams += 1,
+                false => push(session, frame, &mut result),
+            }
+        });
+        result.delivered += datagrams;
+        (result, datagrams)
+    }
+
+    /// Calls `f` with each local session of the fan-out's recipients (the
+    /// excepted device skipped) and the frame for it.
+    fn each_recipient(&self, fanout: &Fanout, mut f: impl FnMut(&Session, &Bytes)) {
         for (index, (user, device)) in fanout.recipients.iter().enumerate() {
             let Some(list) = self.by_user.get(user) else {
                 continue;
@@ -103,14 +142,13 @@ impl Sessions {
             let Some(frame) = fanout.frame(index) else {
                 continue;
             };
+            if is_excluded(&fanout.except, user, *device) {
+                continue;
+            }
             for session in list.iter().filter(|s| s.device == *device) {
-                if is_excluded(&fanout.except, user, *device) {
-                    continue;
-                }
-                push(session, frame, &mut result);
+                f(session, frame);
             }
         }
-        result
     }
 
     /// Queues `frame` on every local connection of each of `users`.

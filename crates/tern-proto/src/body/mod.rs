@@ -28,6 +28,7 @@ pub mod reach;
 pub mod safety;
 pub mod settings;
 pub mod sync;
+pub mod typing;
 
 pub(crate) type Builder<'a> = FlatBufferBuilder<'a>;
 pub(crate) type Union = WIPOffset<flatbuffers::UnionWIPOffset>;

@@ -625,10 +625,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for PresenceVisibility {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 66;
+pub const ENUM_MAX_BODY: u8 = 68;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 67] = [
+pub const ENUM_VALUES_BODY: [Body; 69] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -696,6 +696,8 @@ pub const ENUM_VALUES_BODY: [Body; 67] = [
   Body::CountOnline,
   Body::OnlineCount,
   Body::SetPresenceVisibility,
+  Body::Typing,
+  Body::TypingChanged,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -770,9 +772,11 @@ impl Body {
   pub const CountOnline: Self = Self(64);
   pub const OnlineCount: Self = Self(65);
   pub const SetPresenceVisibility: Self = Self(66);
+  pub const Typing: Self = Self(67);
+  pub const TypingChanged: Self = Self(68);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 66;
+  pub const ENUM_MAX: u8 = 68;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -841,6 +845,8 @@ impl Body {
     Self::CountOnline,
     Self::OnlineCount,
     Self::SetPresenceVisibility,
+    Self::Typing,
+    Self::TypingChanged,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -912,6 +918,8 @@ impl Body {
       Self::CountOnline => Some("CountOnline"),
       Self::OnlineCount => Some("OnlineCount"),
       Self::SetPresenceVisibility => Some("SetPresenceVisibility"),
+      Self::Typing => Some("Typing"),
+      Self::TypingChanged => Some("TypingChanged"),
       _ => None,
     }
   }
@@ -10499,6 +10507,267 @@ impl ::core::fmt::Debug for SetPresenceVisibility<'_> {
       ds.finish()
   }
 }
+pub enum TypingOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Typing<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Typing<'a> {
+  type Inner = Typing<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Typing<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TYPING: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Typing { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TypingArgs
+  ) -> ::flatbuffers::WIPOffset<Typing<'bldr>> {
+    let mut builder = TypingBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    builder.add_typing(args.typing);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Typing::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn typing(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Typing::VT_TYPING, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Typing<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<bool>("typing", Self::VT_TYPING, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TypingArgs {
+    pub conversation_id: u64,
+    pub typing: bool,
+}
+impl<'a> Default for TypingArgs {
+  #[inline]
+  fn default() -> Self {
+    TypingArgs {
+      conversation_id: 0,
+      typing: false,
+    }
+  }
+}
+
+pub struct TypingBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TypingBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(Typing::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_typing(&mut self, typing: bool) {
+    self.fbb_.push_slot::<bool>(Typing::VT_TYPING, typing, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TypingBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TypingBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Typing<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Typing<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Typing");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("typing", &self.typing());
+      ds.finish()
+  }
+}
+pub enum TypingChangedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct TypingChanged<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TypingChanged<'a> {
+  type Inner = TypingChanged<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TypingChanged<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TYPING: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TypingChanged { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TypingChangedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TypingChanged<'bldr>> {
+    let mut builder = TypingChangedBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    builder.add_device(args.device);
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_typing(args.typing);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TypingChanged::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TypingChanged::VT_USER, None).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TypingChanged::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn typing(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(TypingChanged::VT_TYPING, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TypingChanged<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, true)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<bool>("typing", Self::VT_TYPING, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TypingChangedArgs<'a> {
+    pub conversation_id: u64,
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub device: u32,
+    pub typing: bool,
+}
+impl<'a> Default for TypingChangedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TypingChangedArgs {
+      conversation_id: 0,
+      user: None, // required field
+      device: 0,
+      typing: false,
+    }
+  }
+}
+
+pub struct TypingChangedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TypingChangedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(TypingChanged::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TypingChanged::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(TypingChanged::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_typing(&mut self, typing: bool) {
+    self.fbb_.push_slot::<bool>(TypingChanged::VT_TYPING, typing, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TypingChangedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TypingChangedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TypingChanged<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, TypingChanged::VT_USER,"user");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TypingChanged<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TypingChanged");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("typing", &self.typing());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11547,6 +11816,36 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_typing(&self) -> Option<Typing<'a>> {
+    if self.body_type() == Body::Typing {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Typing::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_typing_changed(&self) -> Option<TypingChanged<'a>> {
+    if self.body_type() == Body::TypingChanged {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TypingChanged::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -11624,6 +11923,8 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::CountOnline => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CountOnline>>("Body::CountOnline", pos),
           Body::OnlineCount => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OnlineCount>>("Body::OnlineCount", pos),
           Body::SetPresenceVisibility => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPresenceVisibility>>("Body::SetPresenceVisibility", pos),
+          Body::Typing => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Typing>>("Body::Typing", pos),
+          Body::TypingChanged => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TypingChanged>>("Body::TypingChanged", pos),
           _ => Ok(()),
         }
      })?
@@ -12142,6 +12443,20 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::SetPresenceVisibility => {
           if let Some(x) = self.body_as_set_presence_visibility() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Typing => {
+          if let Some(x) = self.body_as_typing() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::TypingChanged => {
+          if let Some(x) = self.body_as_typing_changed() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
