@@ -162,14 +162,15 @@ impl<K: Hash + Eq> RateLimiter<K> {
         let older = times.iter().filter(|t| **t < oldest_kept).count();
         // Of the buckets used at `oldest_kept` itself, drop as many as needed.
         let mut ties = cut.saturating_sub(older);
-        self.buckets.retain(|_, b| match b.updated_ms.cmp(&oldest_kept) {
-            std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal if ties > 0 => {
-                ties -= 1;
-                false
-            }
-            _ => true,
-        });
+        self.buckets
+            .retain(|_, b| match b.updated_ms.cmp(&oldest_kept) {
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Equal if ties > 0 => {
+                    ties -= 1;
+                    false
+                }
+                _ => true,
+            });
     }
 }
 

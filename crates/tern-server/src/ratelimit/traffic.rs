@@ -151,9 +151,7 @@ mod tests {
         assert_eq!(attempt(true, 999), Admission::Refuse);
         assert_eq!(attempt(true, 1000), Admission::Admit, "refilled");
         assert_eq!(attempt(false, 1000), Admission::Admit);
-        let v6 = |a: &str, validated| {
-            limits.connection_attempt(a.parse().unwrap(), validated, 0)
-        };
+        let v6 = |a: &str, validated| limits.connection_attempt(a.parse().unwrap(), validated, 0);
         assert_eq!(v6("2001:db8::1", false), Admission::Admit);
         assert_eq!(v6("2001:db8::2", false), Admission::Admit);
         assert_eq!(v6("2001:db8::3", false), Admission::Validate, "one /64");
