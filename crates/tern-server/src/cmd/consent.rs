@@ -1,6 +1,7 @@
 //! Consent before membership (issue #9): who may add a user to a group,
-//! the cap on groups per user, the user's privacy setting, contacts, and
-//! invitations.
+//! the cap on groups per user, contacts, and invitations. The privacy
+//! settings themselves (SetPrivacy, GetPrivacy) and who may start a direct
+//! conversation are in [`super::reach`].
 //!
 //! A may add B to group C (CreateConversation of a group, AddMembers, a
 //! Commit's additions) iff B's `group_adds` is `Everyone`, or A is one of
