@@ -103,7 +103,10 @@ fn two_terminal_chat_walkthrough() {
     // alice is not bob's contact, so her conversation is a message request:
     // bob's client sends no receipt for it until he accepts it.
     let requests = ok(tern(&["requests", "--state", &bob]));
-    assert!(requests.starts_with(&format!("{conv}\talice\t")), "{requests}");
+    assert!(
+        requests.starts_with(&format!("{conv}\talice\t")),
+        "{requests}"
+    );
     ok(tern(&["requests", "--state", &bob, "accept", &conv]));
     let listing = ok(tern(&["conversations", "--state", &bob]));
     // Seq 3 is bob's delivered receipt, sent once he accepted the request.
