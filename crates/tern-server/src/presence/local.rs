@@ -191,6 +191,17 @@ impl LocalPresence {
             });
             edit(record, now)
         };
+        if let (Some(redis), true) = (self.redis.clone(), push != Push::Now) {
+            // Redis holds the current state at once; only the
+            // announcements to watchers are coalesced.
+            let snapshot = self.homes.borrow().get(&user).map(Record::snapshot);
+            let (user, changed) = (user.clone(), now);
+            if let Some(snapshot) = snapshot {
+                tokio::task::spawn_local(async move {
+                    redis.store(&user, &snapshot, changed).await;
+                });
+            }
+        }
         self.follow(user, push, now);
     }
 
@@ -345,7 +356,8 @@ impl LocalPresence {
 }
 
 impl LocalPresence {
-    fn resync(&self) {
+    /// Subscribes again to every watched user and re-reads them (Redis).
+    pub fn resync(&self) {
         let Some(redis) = self.redis.clone() else {
             return;
         };
@@ -358,7 +370,11 @@ impl LocalPresence {
     async fn snapshots(&self, subjects: &[UserId], fresh: &[UserId]) -> Vec<Snapshot> {
         if let Some(redis) = &self.redis {
             redis.watch(fresh).await;
-            return redis.read(subjects).await;
+            let snapshots = redis.read(subjects).await;
+            for (subject, snapshot) in subjects.iter().zip(&snapshots) {
+                redis.tell(subject, snapshot);
+            }
+            return snapshots;
         }
         let shard = self.shard;
         self.ask_homes(subjects, |users, reply| Msg::Watch {

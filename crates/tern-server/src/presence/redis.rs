@@ -41,6 +41,7 @@
 //!   over the mesh, and the home writes from a task of its own. One log
 //!   line when Redis is lost and one when it is back.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,6 +147,12 @@ pub struct RedisPresence {
     client: Client,
     subscriber: SubscriberClient,
     clock: Clock,
+    /// Per watched subject, the presence this shard last handed its
+    /// watchers: a re-read that finds the same (a heartbeat putting back
+    /// what a flush took, a resync) pushes nothing.
+    told: RefCell<HashMap<UserId, Snapshot>>,
+    /// A re-read failed (Redis lost): the next heartbeat resyncs.
+    resync_due: Cell<bool>,
 }
 
 impl RedisPresence {
@@ -173,11 +180,16 @@ impl RedisPresence {
         subscriber.log_outages(node.clone());
         let _connection = client.connect();
         let _connection = subscriber.connect();
+        // fred re-subscribes to what it tracks after a reconnection; the
+        // listener's resync covers what was subscribed while disconnected.
+        let _resubscribe = subscriber.manage_subscriptions();
         Ok(Rc::new(RedisPresence {
             node,
             client,
             subscriber,
             clock,
+            told: RefCell::default(),
+            resync_due: Cell::new(false),
         }))
     }
 
@@ -195,6 +207,14 @@ impl RedisPresence {
     pub async fn publish(&self, user: &str, snapshot: &Snapshot, changed_ms: u64) {
         let view = View::of(snapshot, changed_ms, self.clock.now_ms());
         let result = self.write(&[(user.to_owned(), view)], true).await;
+        self.note(result.map(|_| ()));
+    }
+
+    /// Writes this node's view of `user` without telling the watchers (a
+    /// change whose announcement the home coalesces).
+    pub async fn store(&self, user: &str, snapshot: &Snapshot, changed_ms: u64) {
+        let view = View::of(snapshot, changed_ms, self.clock.now_ms());
+        let result = self.write(&[(user.to_owned(), view)], false).await;
         self.note(result.map(|_| ()));
     }
 
@@ -317,6 +337,12 @@ impl RedisPresence {
         if users.is_empty() {
             return;
         }
+        {
+            let mut told = self.told.borrow_mut();
+            for user in users {
+                told.remove(user);
+            }
+        }
         let channels: Vec<String> = users
             .iter()
             .map(|u| format!("{CHANNEL_PREFIX}{u}"))
@@ -338,9 +364,18 @@ impl RedisPresence {
     /// The heartbeat: every `presence_heartbeat_ms`, this shard's online
     /// users are rewritten into Redis.
     async fn heartbeat(self: Rc<Self>, presence: Rc<LocalPresence>) {
+        let mut was_healthy = true;
         loop {
             self.clock.sleep(self.node.heartbeat).await;
             self.refresh(presence.online_views()).await;
+            // Back from an outage (or a re-read failed): subscribe again
+            // and re-read, whatever the clients' own events said.
+            let healthy = self.client.is_connected() && self.subscriber.is_connected();
+            let back = healthy && !was_healthy;
+            was_healthy = healthy;
+            if self.resync_due.replace(false) || back {
+                presence.resync();
+            }
         }
     }
 
@@ -354,11 +389,21 @@ impl RedisPresence {
                 message = messages.recv() => match message {
                     Ok(first) => drain(first, &mut messages),
                     Err(RecvError::Lagged(_)) => None,
-                    Err(RecvError::Closed) => return,
+                    Err(RecvError::Closed) => {
+                        // fred replaces its event channels when it
+                        // reconnects: listen to the new ones, re-read all.
+                        self.clock.sleep(Duration::from_millis(10)).await;
+                        messages = self.subscriber.message_rx();
+                        None
+                    }
                 },
                 reconnect = reconnects.recv() => match reconnect {
                     Ok(_) | Err(RecvError::Lagged(_)) => None,
-                    Err(RecvError::Closed) => return,
+                    Err(RecvError::Closed) => {
+                        self.clock.sleep(Duration::from_millis(10)).await;
+                        reconnects = self.subscriber.reconnect_rx();
+                        None
+                    }
                 },
             };
             match users {
@@ -369,12 +414,33 @@ impl RedisPresence {
     }
 
     /// Reads `users` and hands each to this shard's watchers.
+    /// Nothing when Redis cannot answer (watchers keep what they have).
     pub async fn forward(&self, users: &[UserId], shard: usize, mesh: &Mesh) {
-        let snapshots = self.read(users).await;
+        let snapshots = match self.try_read(users).await {
+            Ok(snapshots) => snapshots,
+            Err(e) => {
+                self.resync_due.set(true);
+                return self.note(Err(e));
+            }
+        };
         for (subject, snapshot) in users.iter().cloned().zip(snapshots) {
-            mesh.to_presence(shard, Msg::Changed { subject, snapshot })
-                .await;
+            if self.tell(&subject, &snapshot) {
+                mesh.to_presence(shard, Msg::Changed { subject, snapshot })
+                    .await;
+            }
         }
+    }
+
+    /// Records that watchers of `subject` learn `snapshot`; false if they
+    /// already know the same presence.
+    pub fn tell(&self, subject: &str, snapshot: &Snapshot) -> bool {
+        let mut told = self.told.borrow_mut();
+        let key = |s: &Snapshot| (s.state, s.status_text.clone(), s.last_seen_ms);
+        if told.get(subject).is_some_and(|t| key(t) == key(snapshot)) {
+            return false;
+        }
+        told.insert(subject.to_owned(), snapshot.clone());
+        true
     }
 
     /// Re-subscribes to every channel of `users` and re-reads them (after
