@@ -34,6 +34,14 @@ pub struct ServerStats {
     pub closed_slow: AtomicU64,
     pub frame_errors: AtomicU64,
     pub expired_swept: AtomicU64,
+    /// QUIC datagrams received and dropped: malformed, not a body carried
+    /// by datagram, or past the connection's datagram budget (never a close).
+    pub datagrams_dropped: AtomicU64,
+    /// Typing signals dropped by the owner: unknown conversation, not a
+    /// member, or past the per-device rate limit.
+    pub typing_dropped: AtomicU64,
+    /// Pushes sent as QUIC datagrams.
+    pub datagrams_sent: AtomicU64,
 }
 
 impl ServerStats {
