@@ -117,9 +117,7 @@ impl Raw {
     /// groups (most attacks here are not about consent).
     async fn register(server: &TestServer, user: &str) -> Raw {
         let mut raw = Raw::register_private(server, user).await;
-        let everyone = privacy::SetPrivacy {
-            group_adds: GroupAdds::Everyone,
-        };
+        let everyone = privacy::SetPrivacy::change(Some(GroupAdds::Everyone), None);
         let (_, frame) = raw.call(everyone).await;
         assert!(matches!(frame.body, Body::Done(_)), "{frame:?}");
         raw

@@ -40,9 +40,7 @@ pub async fn register_many(
             let mut conn = endpoints.connect(i).await?;
             let device = register(&mut conn, &user, endpoints.timeout).await?;
             // Load accounts join each other's groups without invitations.
-            let everyone = privacy::SetPrivacy {
-                group_adds: GroupAdds::Everyone,
-            };
+            let everyone = privacy::SetPrivacy::change(Some(GroupAdds::Everyone), None);
             call(&mut conn, 2, everyone, "privacy", endpoints.timeout).await?;
             done.fetch_add(1, Ordering::Relaxed);
             Ok::<_, LoadError>((i, device, conn))
