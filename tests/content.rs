@@ -786,3 +786,108 @@ mod cli {
         assert_eq!(server.terminate().code(), Some(0));
     }
 }
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Disappearing messages (issue 10): once a conversation has a timer, the
+/// local copies of its later messages, sent and received, carry the same
+/// expiry and are deleted from both devices' stores (rows and file bytes)
+/// when it passes; a message from before the timer stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disappearing_messages_are_deleted_on_both_devices_when_they_expire() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    let kept = say(&alice, conv, "from before the timer", &[&bob]).await;
+    const SECS: u32 = 5;
+    alice
+        .client
+        .transport()
+        .set_timer(conv, SECS)
+        .await
+        .unwrap();
+    bob.until("the timer notice", |d| {
+        d.client.transport().timer_secs(conv) == SECS
+    })
+    .await;
+
+    let mine = say(&alice, conv, "vanishmarker one", &[&bob]).await;
+    let theirs = bob
+        .client
+        .send_text(conv, "vanishmarker two")
+        .await
+        .unwrap()
+        .receipt
+        .seq;
+    assert_eq!(alice.message().await.seq, theirs);
+    for device in [&alice, &bob] {
+        for seq in [mine, theirs] {
+            let m = device
+                .client
+                .messages()
+                .get(conv, seq)
+                .unwrap()
+                .unwrap()
+                .message;
+            assert_eq!(
+                m.expires_at_ms,
+                m.server_time_ms + u64::from(SECS) * 1000,
+                "{}'s copy of {seq} expires with the timer",
+                device.user()
+            );
+        }
+        let before = device.client.messages().get(conv, kept).unwrap().unwrap();
+        assert_eq!(before.message.expires_at_ms, 0, "sent before the timer");
+        // The scan sees the plaintext while it is stored.
+        let mut hits = Vec::new();
+        common::files_containing(device._state.path(), b"vanishmarker", &mut hits);
+        assert!(
+            !hits.is_empty(),
+            "{}: the scan cannot see the store",
+            device.user()
+        );
+    }
+
+    for device in [&alice, &bob] {
+        device
+            .until("the disappearing messages expire", |d| {
+                d.client.messages().purge_expired(now_ms()).unwrap();
+                let seqs: Vec<u64> = d
+                    .client
+                    .messages()
+                    .history(conv, 100)
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.seq)
+                    .collect();
+                seqs == [kept]
+            })
+            .await;
+        assert!(device.client.messages().get(conv, mine).unwrap().is_none());
+        assert!(device
+            .client
+            .messages()
+            .get(conv, theirs)
+            .unwrap()
+            .is_none());
+        assert!(device
+            .client
+            .messages()
+            .search("vanishmarker", 10)
+            .unwrap()
+            .is_empty());
+        let mut hits = Vec::new();
+        common::files_containing(device._state.path(), b"vanishmarker", &mut hits);
+        assert!(
+            hits.is_empty(),
+            "{}: plaintext left in {hits:?}",
+            device.user()
+        );
+    }
+}

@@ -390,8 +390,13 @@ async fn conversations(client: &SecureClient, out: &mut Printed) -> Result<(), S
 /// `[CONVERSATION #SEQ] TIME SENDER/DEVICE: TEXT`, as a terminal may show it.
 pub fn stored_line(m: &StoredMessage) -> String {
     let text = content_shown(&m.content);
+    // A disappearing message says when it goes (its local copy is deleted then).
+    let expiry = match m.expires_at_ms {
+        0 => String::new(),
+        at => format!(" (disappears {})", utc_time(at)),
+    };
     format!(
-        "[{} #{}] {} {}/{}: {text}",
+        "[{} #{}] {} {}/{}: {text}{expiry}",
         m.conversation_id,
         m.seq,
         utc_time(m.server_time_ms),

@@ -10,7 +10,7 @@
 //! message is keyed by `(conversation_id, seq)`, so a redelivery of a
 //! message already here is recognised and never decrypted again.
 //!
-//! # Schema (version 2, the `user_version` pragma)
+//! # Schema (version 3, the `user_version` pragma)
 //!
 //! * `messages`: one row per message: conversation, seq (unique together),
 //!   sender user and device, server time (ms), the encoded
@@ -33,6 +33,11 @@
 //!   its **read position** in the conversation, synced across its devices
 //!   by its own read receipts.
 //! * `settings` (v2): `read_receipts` (1 on, 0 off; absent: on).
+//! * v3 adds `messages.expires_at_ms`: when a disappearing message's local
+//!   copy is deleted (ms since the Unix epoch; 0 = kept). Expired rows are
+//!   deleted, not hidden, with their reactions, recipients and full-text
+//!   entries ([`MessageStore::purge_expired`]): when the file is opened,
+//!   before every history or search read, and whenever the app calls it.
 //!
 //! The effects of a reaction, edit, delete or receipt are applied in the
 //! same transaction that stores it ([`MessageStore::insert`]), by the rules
@@ -43,6 +48,7 @@
 //! is opened; a file from a newer tern is refused
 //! ([`MessageStoreError::TooNew`]). Every write is one transaction.
 
+mod expiry;
 mod forget;
 
 use std::path::{Path, PathBuf};
@@ -56,7 +62,7 @@ use super::content::{Content, ReceiptKind};
 pub const MESSAGE_STORE_FILE: &str = "messages.sqlite3";
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long after the original's server time its sender may edit it (ms).
 pub const EDIT_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
@@ -117,6 +123,12 @@ CREATE TABLE receipts (
     PRIMARY KEY (conversation_id, user)
 ) WITHOUT ROWID;
 CREATE TABLE settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// Version 2 → 3: local expiry of disappearing messages (0 = kept).
+const SCHEMA_V3: &str = "
+ALTER TABLE messages ADD COLUMN expires_at_ms INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_expiry ON messages (expires_at_ms) WHERE expires_at_ms > 0;
 ";
 
 /// Why an edit is refused (locally by the SDK) or ignored (by receivers).
@@ -288,6 +300,10 @@ pub struct StoredMessage {
     pub content: Content,
     /// Sent by this device.
     pub own: bool,
+    /// When this device deletes its copy (ms since the Unix epoch; 0 =
+    /// kept): the expiry the conversation's disappearing-message timer gave
+    /// it (the server deletes its copy at the same time).
+    pub expires_at_ms: u64,
 }
 
 impl StoredMessage {
@@ -317,8 +333,7 @@ pub struct MessageStore {
     conn: Mutex<Connection>,
 }
 
-const COLUMNS: &str =
-    "conversation_id, seq, sender_user, sender_device, server_time_ms, content, own, handed_out";
+const COLUMNS: &str = "conversation_id, seq, sender_user, sender_device, server_time_ms, content, own, handed_out, expires_at_ms";
 
 impl MessageStore {
     /// Opens (creating or migrating) the store at `path`.
@@ -337,11 +352,17 @@ impl MessageStore {
             .map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_error)?;
+        // Deleted rows (expired or forgotten) are overwritten with zeros,
+        // not left readable in free pages.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(open_error)?;
         migrate(&mut conn, &path)?;
-        Ok(MessageStore {
+        let store = MessageStore {
             path,
             conn: Mutex::new(conn),
-        })
+        };
+        store.purge_expired(expiry::now_ms())?;
+        Ok(store)
     }
 
     /// Where the file is.
@@ -366,7 +387,7 @@ impl MessageStore {
                 _ => None,
             };
             let added = tx.execute(
-                "INSERT OR IGNORE INTO messages (conversation_id, seq, sender_user, sender_device, server_time_ms, content, text, own, handed_out, hidden, reply_to) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT OR IGNORE INTO messages (conversation_id, seq, sender_user, sender_device, server_time_ms, content, text, own, handed_out, hidden, reply_to, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     message.conversation_id as i64,
                     message.seq as i64,
@@ -379,6 +400,7 @@ impl MessageStore {
                     handed_out,
                     !message.content.is_visible(),
                     reply_to,
+                    message.expires_at_ms as i64,
                 ],
             )?;
             if added == 1 {
@@ -531,6 +553,7 @@ impl MessageStore {
 
     /// The highest seq of a visible message stored for a conversation.
     pub fn latest_seq(&self, conversation_id: u64) -> Result<Option<u64>, MessageStoreError> {
+        self.purge_expired(expiry::now_ms())?;
         let conn = self.lock();
         conn.query_row(
             "SELECT MAX(seq) FROM messages WHERE conversation_id = ?1 AND hidden = 0",
@@ -605,6 +628,7 @@ impl MessageStore {
         if limit == 0 {
             return Err(MessageStoreError::ZeroLimit);
         }
+        self.purge_expired(expiry::now_ms())?;
         let sql = format!(
             "SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1 AND hidden = 0 ORDER BY seq DESC LIMIT ?2"
         );
@@ -620,6 +644,7 @@ impl MessageStore {
             return Err(MessageStoreError::ZeroLimit);
         }
         let query = fts_query(text).ok_or(MessageStoreError::EmptySearch)?;
+        self.purge_expired(expiry::now_ms())?;
         let columns = COLUMNS.replace(", ", ", m.");
         let sql = format!(
             "SELECT m.{columns} FROM message_text JOIN messages m ON m.id = message_text.rowid \
@@ -698,6 +723,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MessageStoreError> 
     }
     if found < 2 {
         tx.execute_batch(SCHEMA_V2).map_err(open_error)?;
+    }
+    if found < 3 {
+        tx.execute_batch(SCHEMA_V3).map_err(open_error)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(open_error)?;
@@ -934,6 +962,7 @@ struct RawRow {
     content: Vec<u8>,
     own: bool,
     handed_out: bool,
+    expires_at_ms: u64,
 }
 
 /// Reads the [`COLUMNS`] of a row.
@@ -947,6 +976,7 @@ fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         content: row.get(5)?,
         own: row.get(6)?,
         handed_out: row.get(7)?,
+        expires_at_ms: row.get::<_, i64>(8)? as u64,
     })
 }
 
@@ -965,6 +995,7 @@ impl RawRow {
             server_time_ms: self.server_time_ms,
             content,
             own: self.own,
+            expires_at_ms: self.expires_at_ms,
         };
         Ok((message, self.handed_out))
     }
@@ -1026,6 +1057,7 @@ mod tests {
             server_time_ms: 1_000 + seq,
             content: Content::text(body),
             own: false,
+            expires_at_ms: 0,
         }
     }
 
@@ -1194,7 +1226,7 @@ mod tests {
             .lock()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, SCHEMA_VERSION);
         assert_eq!(store.history(7, 10).unwrap(), vec![text(7, 1, "old lunch")]);
         assert_eq!(seqs(&store.search("lunch", 10).unwrap()), [1]);
         // The new tables work on the migrated file: an edit reindexes the text.

@@ -265,6 +265,20 @@ struct Shared {
     losses: Losses,
     /// Connections established so far (the first one included).
     connections: watch::Sender<u64>,
+    /// The disappearing-message timer of each conversation that has one
+    /// (seconds), as the last sync, `TimerChanged` notice or own
+    /// `set_timer` said; one entry per conversation of this account.
+    timers: Mutex<HashMap<u64, u32>>,
+}
+
+impl Shared {
+    fn note_timer(&self, conversation_id: u64, secs: u32) {
+        let mut timers = lock(&self.timers);
+        match secs {
+            0 => timers.remove(&conversation_id),
+            secs => timers.insert(conversation_id, secs),
+        };
+    }
 }
 
 /// A connected device. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -311,6 +325,7 @@ impl Client {
             timeouts: AtomicU64::new(0),
             losses: Mutex::default(),
             connections: watch::channel(0).0,
+            timers: Mutex::default(),
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (messages_tx, messages_rx) = mpsc::channel(4096);
@@ -677,7 +692,19 @@ impl Client {
             secs,
         };
         self.request(set).await?;
+        self.shared.note_timer(conversation_id, secs);
         Ok(())
+    }
+
+    /// The disappearing-message timer of `conversation_id` as this client
+    /// last heard it (seconds; 0 = off or not heard of): from `sync`, a
+    /// `TimerChanged` notice or this client's own `set_timer`. The secure
+    /// layer gives local copies of messages the same expiry.
+    pub fn timer_secs(&self, conversation_id: u64) -> u32 {
+        lock(&self.shared.timers)
+            .get(&conversation_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Makes member `user` of group `conversation_id` an administrator
@@ -979,6 +1006,9 @@ async fn sync(shared: &Shared, all: bool) -> Result<Vec<ConversationState>, Clie
             limit: MAX_SYNC_PAGE,
         };
         let page = request_on(shared, ask).await?;
+        for state in &page.conversations {
+            shared.note_timer(state.conversation_id, state.timer_secs);
+        }
         out.extend(page.conversations);
         match (page.more, out.last()) {
             (true, Some(last)) if last.conversation_id > after => after = last.conversation_id,
@@ -1096,6 +1126,9 @@ async fn read_loop(
                 tracing::warn!(code = ?e.code, message = %e.message, "server reported an error")
             }
             notice => {
+                if let Body::TimerChanged(t) = &notice {
+                    shared.note_timer(t.conversation_id, t.secs);
+                }
                 let _ = events.send(Event::Notice(notice));
             }
         }

@@ -1594,6 +1594,7 @@ impl Inner {
             server_time_ms: m.server_time_ms,
             content: Content::unreadable(reason.clone()),
             own: false,
+            expires_at_ms: self.local_expiry(m.conversation_id, m.server_time_ms),
         };
         if let Err(error) = self.messages.insert(&record, handed_out) {
             tracing::warn!(%error, "could not record an unreadable message; it is shown again when redelivered");
@@ -1744,6 +1745,17 @@ impl Inner {
         None
     }
 
+    /// When this device deletes its copy of a message of `conversation_id`
+    /// the server stored at `server_time_ms`: as long after as the
+    /// conversation's disappearing-message timer (when the server deletes
+    /// its copy too); 0 (kept) without a timer.
+    fn local_expiry(&self, conversation_id: u64, server_time_ms: u64) -> u64 {
+        match self.client.timer_secs(conversation_id) {
+            0 => 0,
+            secs => server_time_ms.saturating_add(u64::from(secs).saturating_mul(1000)),
+        }
+    }
+
     /// Stores a decrypted message (before its ratchet state is saved); a
     /// new visible message from another user queues a delivered receipt.
     fn keep(&self, d: &Decrypted, handed_out: bool) -> Result<(), MessageStoreError> {
@@ -1755,6 +1767,7 @@ impl Inner {
             server_time_ms: d.server_time_ms,
             content: d.content.clone(),
             own: false,
+            expires_at_ms: self.local_expiry(d.conversation_id, d.server_time_ms),
         };
         let added = self.messages.insert(&message, handed_out)?;
         if added && d.content.is_visible() && d.sender_user != self.identity.user {
@@ -1775,6 +1788,7 @@ impl Inner {
             server_time_ms: receipt.server_time_ms,
             content: content.clone(),
             own: true,
+            expires_at_ms: self.local_expiry(receipt.conversation_id, receipt.server_time_ms),
         };
         if let Err(error) = self.messages.insert(&message, true) {
             tracing::warn!(%error, "the message was sent but is missing from this device's history");

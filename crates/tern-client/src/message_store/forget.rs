@@ -89,6 +89,7 @@ mod tests {
             server_time_ms: 1_000 + seq,
             content: Content::text(text),
             own: sender == "bob",
+            expires_at_ms: 0,
         }
     }
 
