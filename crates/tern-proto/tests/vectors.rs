@@ -38,7 +38,7 @@ use tern_proto::auth::{
     register_transcript, sign, verify, EXPORTER_LEN,
 };
 use tern_proto::body::{
-    auth, conversations, devices, errors, messaging, mls, prekeys, presence, privacy, reach,
+    auth, calls, conversations, devices, errors, messaging, mls, prekeys, presence, privacy, reach,
     safety, settings, sync, typing,
 };
 use tern_proto::codec::{peek_request_id, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX};
@@ -164,6 +164,7 @@ bodies! {
     TimerChanged, SetAdmin, ListAdmins, Admins, SetMemberAdds, GetPrivacy, Privacy,
     AcceptRequest, SetPresence, SubscribePresence, UnsubscribePresence, PresenceSnapshot,
     PresenceChanged, CountOnline, OnlineCount, SetPresenceVisibility, Typing, TypingChanged,
+    GetTurnCredentials, TurnCredentials,
 }
 
 // Numbers with a distinct byte in every position (so a wrong width or byte
@@ -838,6 +839,17 @@ fn presence_samples() -> Vec<(u64, Body)> {
             }
             .into(),
         ),
+        (45, calls::GetTurnCredentials.into()),
+        (
+            45,
+            calls::TurnCredentials {
+                urls: vec!["turn:turn.example.org:3478".into()],
+                username: "1700086400:alice".into(),
+                password: "3MBsBDsxvm6pYiRbpYlDaaKp+rk=".into(),
+                ttl_secs: 86_400,
+            }
+            .into(),
+        ),
     ]
 }
 
@@ -1323,6 +1335,16 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
                 "user": t.user(),
                 "device": t.device(),
                 "typing": t.typing(),
+            })
+        }
+        T::GetTurnCredentials => json!({}),
+        T::TurnCredentials => {
+            let t = f.body_as_turn_credentials().expect("the body table");
+            json!({
+                "urls": strs(t.urls()),
+                "username": t.username(),
+                "password": t.password(),
+                "ttl_secs": t.ttl_secs(),
             })
         }
         T::PurgeMessage => {

@@ -10,8 +10,8 @@
 //! `cmd/`, and a variant plus two match arms here.
 
 use tern_proto::body::{
-    conversations, devices, messaging, mls, prekeys, presence, privacy, reach, safety, settings,
-    sync, typing,
+    calls, conversations, devices, messaging, mls, prekeys, presence, privacy, reach, safety,
+    settings, sync, typing,
 };
 use tern_proto::fb::ErrorCode;
 use tern_proto::Body;
@@ -64,6 +64,7 @@ pub enum LocalCommand {
     UnsubscribePresence(presence::UnsubscribePresence),
     CountOnline(presence::CountOnline),
     SetPresenceVisibility(presence::SetPresenceVisibility),
+    GetTurnCredentials(calls::GetTurnCredentials),
 }
 
 /// Requests answered by the owner of one conversation, which sequences,
@@ -139,6 +140,7 @@ impl Command {
             Body::UnsubscribePresence(b) => Command::Local(L::UnsubscribePresence(b)),
             Body::CountOnline(b) => Command::Local(L::CountOnline(b)),
             Body::SetPresenceVisibility(b) => Command::Local(L::SetPresenceVisibility(b)),
+            Body::GetTurnCredentials(b) => Command::Local(L::GetTurnCredentials(b)),
             Body::Invite(b) => Command::Owner(O::Invite(b)),
             Body::PurgeMessage(b) => Command::Owner(O::Purge(b)),
             Body::SetTimer(b) => Command::Owner(O::SetTimer(b)),
@@ -217,6 +219,7 @@ impl LocalCommand {
             L::SetPresenceVisibility(b) => {
                 cmd::presence::set_visibility(ctx, caller, b.visibility).await
             }
+            L::GetTurnCredentials(_) => crate::realtime::turn::get(ctx, caller).await,
         };
         Outcome::or_refused(result)
     }

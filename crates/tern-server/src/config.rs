@@ -172,6 +172,16 @@ pub struct ServerConfig {
     /// one of them, and a node silent for three of them counts as gone (its
     /// users offline). Default 5000, 50 to 600000. Unused with `local`.
     pub presence_heartbeat_ms: u64,
+    /// TURN relay URIs handed out with call credentials (`GetTurnCredentials`),
+    /// e.g. `["turn:turn.example.org:3478", "turns:turn.example.org:5349"]`.
+    /// Default empty: no relay, the request answers `NotConfigured`. Set
+    /// together with `turn_secret`; at most 16 (see `realtime::turn`).
+    pub turn_urls: Vec<String>,
+    /// The secret shared with the relays (coturn `static-auth-secret`), the
+    /// HMAC-SHA1 key of draft-uberti-behave-turn-rest-00. Default unset.
+    pub turn_secret: Option<crate::realtime::turn::TurnSecret>,
+    /// Seconds TURN credentials stay valid. Default 86400, 60 to 604800.
+    pub turn_ttl_secs: u32,
 }
 
 impl Default for ServerConfig {
@@ -227,6 +237,9 @@ impl Default for ServerConfig {
             presence_backend: crate::presence::PresenceBackend::Local,
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             presence_heartbeat_ms: 5000,
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl_secs: 86_400,
         }
     }
 }
@@ -477,6 +490,7 @@ impl ServerConfig {
         }
         self.validate_traffic_limits()?;
         crate::presence::redis::validate(self)?;
+        crate::realtime::turn::validate(self)?;
         check(
             self.link_timeout_secs > 0,
             "link_timeout_secs",

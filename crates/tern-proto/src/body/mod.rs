@@ -16,6 +16,7 @@ use crate::codec::FrameError;
 use crate::fb;
 
 pub mod auth;
+pub mod calls;
 pub mod conversations;
 pub mod devices;
 pub mod errors;

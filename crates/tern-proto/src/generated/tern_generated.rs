@@ -101,10 +101,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ConversationKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 22;
+pub const ENUM_MAX_ERROR_CODE: u16 = 23;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 23] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 24] = [
   ErrorCode::Unknown,
   ErrorCode::Malformed,
   ErrorCode::FrameTooLarge,
@@ -128,6 +128,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 23] = [
   ErrorCode::LinkPending,
   ErrorCode::NotSender,
   ErrorCode::PurgeWindowClosed,
+  ErrorCode::NotConfigured,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -158,9 +159,10 @@ impl ErrorCode {
   pub const LinkPending: Self = Self(20);
   pub const NotSender: Self = Self(21);
   pub const PurgeWindowClosed: Self = Self(22);
+  pub const NotConfigured: Self = Self(23);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 22;
+  pub const ENUM_MAX: u16 = 23;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::Malformed,
@@ -185,6 +187,7 @@ impl ErrorCode {
     Self::LinkPending,
     Self::NotSender,
     Self::PurgeWindowClosed,
+    Self::NotConfigured,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -212,6 +215,7 @@ impl ErrorCode {
       Self::LinkPending => Some("LinkPending"),
       Self::NotSender => Some("NotSender"),
       Self::PurgeWindowClosed => Some("PurgeWindowClosed"),
+      Self::NotConfigured => Some("NotConfigured"),
       _ => None,
     }
   }
@@ -625,10 +629,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for PresenceVisibility {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 68;
+pub const ENUM_MAX_BODY: u8 = 70;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 69] = [
+pub const ENUM_VALUES_BODY: [Body; 71] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -698,6 +702,8 @@ pub const ENUM_VALUES_BODY: [Body; 69] = [
   Body::SetPresenceVisibility,
   Body::Typing,
   Body::TypingChanged,
+  Body::GetTurnCredentials,
+  Body::TurnCredentials,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -774,9 +780,11 @@ impl Body {
   pub const SetPresenceVisibility: Self = Self(66);
   pub const Typing: Self = Self(67);
   pub const TypingChanged: Self = Self(68);
+  pub const GetTurnCredentials: Self = Self(69);
+  pub const TurnCredentials: Self = Self(70);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 68;
+  pub const ENUM_MAX: u8 = 70;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -847,6 +855,8 @@ impl Body {
     Self::SetPresenceVisibility,
     Self::Typing,
     Self::TypingChanged,
+    Self::GetTurnCredentials,
+    Self::TurnCredentials,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -920,6 +930,8 @@ impl Body {
       Self::SetPresenceVisibility => Some("SetPresenceVisibility"),
       Self::Typing => Some("Typing"),
       Self::TypingChanged => Some("TypingChanged"),
+      Self::GetTurnCredentials => Some("GetTurnCredentials"),
+      Self::TurnCredentials => Some("TurnCredentials"),
       _ => None,
     }
   }
@@ -10768,6 +10780,234 @@ impl ::core::fmt::Debug for TypingChanged<'_> {
       ds.finish()
   }
 }
+pub enum GetTurnCredentialsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetTurnCredentials<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetTurnCredentials<'a> {
+  type Inner = GetTurnCredentials<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetTurnCredentials<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetTurnCredentials { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args GetTurnCredentialsArgs
+  ) -> ::flatbuffers::WIPOffset<GetTurnCredentials<'bldr>> {
+    let mut builder = GetTurnCredentialsBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for GetTurnCredentials<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetTurnCredentialsArgs {
+}
+impl<'a> Default for GetTurnCredentialsArgs {
+  #[inline]
+  fn default() -> Self {
+    GetTurnCredentialsArgs {
+    }
+  }
+}
+
+pub struct GetTurnCredentialsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetTurnCredentialsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetTurnCredentialsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetTurnCredentialsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetTurnCredentials<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetTurnCredentials<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetTurnCredentials");
+      ds.finish()
+  }
+}
+pub enum TurnCredentialsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct TurnCredentials<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TurnCredentials<'a> {
+  type Inner = TurnCredentials<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TurnCredentials<'a> {
+  pub const VT_URLS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USERNAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PASSWORD: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TTL_SECS: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TurnCredentials { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TurnCredentialsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TurnCredentials<'bldr>> {
+    let mut builder = TurnCredentialsBuilder::new(_fbb);
+    builder.add_ttl_secs(args.ttl_secs);
+    if let Some(x) = args.password { builder.add_password(x); }
+    if let Some(x) = args.username { builder.add_username(x); }
+    if let Some(x) = args.urls { builder.add_urls(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn urls(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(TurnCredentials::VT_URLS, None).unwrap()}
+  }
+  #[inline]
+  pub fn username(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TurnCredentials::VT_USERNAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn password(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TurnCredentials::VT_PASSWORD, None).unwrap()}
+  }
+  #[inline]
+  pub fn ttl_secs(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TurnCredentials::VT_TTL_SECS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TurnCredentials<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("urls", Self::VT_URLS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("username", Self::VT_USERNAME, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("password", Self::VT_PASSWORD, true)?
+     .visit_field::<u32>("ttl_secs", Self::VT_TTL_SECS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TurnCredentialsArgs<'a> {
+    pub urls: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub username: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub password: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub ttl_secs: u32,
+}
+impl<'a> Default for TurnCredentialsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TurnCredentialsArgs {
+      urls: None, // required field
+      username: None, // required field
+      password: None, // required field
+      ttl_secs: 0,
+    }
+  }
+}
+
+pub struct TurnCredentialsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TurnCredentialsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_urls(&mut self, urls: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TurnCredentials::VT_URLS, urls);
+  }
+  #[inline]
+  pub fn add_username(&mut self, username: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TurnCredentials::VT_USERNAME, username);
+  }
+  #[inline]
+  pub fn add_password(&mut self, password: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TurnCredentials::VT_PASSWORD, password);
+  }
+  #[inline]
+  pub fn add_ttl_secs(&mut self, ttl_secs: u32) {
+    self.fbb_.push_slot::<u32>(TurnCredentials::VT_TTL_SECS, ttl_secs, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TurnCredentialsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TurnCredentialsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TurnCredentials<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, TurnCredentials::VT_URLS,"urls");
+    self.fbb_.required(o, TurnCredentials::VT_USERNAME,"username");
+    self.fbb_.required(o, TurnCredentials::VT_PASSWORD,"password");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TurnCredentials<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TurnCredentials");
+      ds.field("urls", &self.urls());
+      ds.field("username", &self.username());
+      ds.field("password", &self.password());
+      ds.field("ttl_secs", &self.ttl_secs());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11846,6 +12086,36 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_turn_credentials(&self) -> Option<GetTurnCredentials<'a>> {
+    if self.body_type() == Body::GetTurnCredentials {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetTurnCredentials::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_turn_credentials(&self) -> Option<TurnCredentials<'a>> {
+    if self.body_type() == Body::TurnCredentials {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TurnCredentials::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -11925,6 +12195,8 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::SetPresenceVisibility => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPresenceVisibility>>("Body::SetPresenceVisibility", pos),
           Body::Typing => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Typing>>("Body::Typing", pos),
           Body::TypingChanged => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TypingChanged>>("Body::TypingChanged", pos),
+          Body::GetTurnCredentials => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetTurnCredentials>>("Body::GetTurnCredentials", pos),
+          Body::TurnCredentials => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TurnCredentials>>("Body::TurnCredentials", pos),
           _ => Ok(()),
         }
      })?
@@ -12457,6 +12729,20 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::TypingChanged => {
           if let Some(x) = self.body_as_typing_changed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::GetTurnCredentials => {
+          if let Some(x) = self.body_as_get_turn_credentials() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::TurnCredentials => {
+          if let Some(x) = self.body_as_turn_credentials() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -1,7 +1,8 @@
 //! Realtime signals (issue 11): what travels between online devices and is
 //! never stored. This module owns the QUIC datagram receive path of a
 //! connection ([`on_datagram`]: decode, budget, route) and the per-connection
-//! datagram budget; [`typing`] owns typing indicators on the owner shard.
+//! datagram budget; [`typing`] owns typing indicators on the owner shard;
+//! [`turn`] hands out TURN relay credentials for calls.
 //!
 //! A datagram (RFC 9221) carries exactly one frame FlatBuffer, without the
 //! stream's 4-byte length prefix (the datagram has its own length), with
@@ -13,6 +14,7 @@
 //! connection: datagrams are unreliable, so a sender cannot tell a drop from
 //! a loss anyway.
 
+pub mod turn;
 pub mod typing;
 
 use bytes::Bytes;
