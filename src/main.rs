@@ -4,10 +4,6 @@
 mod cli;
 mod trim;
 
-/// mimalloc instead of glibc's malloc: see docs/PERFORMANCE.md (issue 14).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     cli::main()
 }

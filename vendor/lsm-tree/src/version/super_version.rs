@@ -408,8 +408,12 @@ mod reaper {
         std::thread::Builder::new()
             .name("lsm-tree:reaper".to_string())
             .spawn(move || {
-                // Freeing is background work too (see `low_priority`).
-                crate::low_priority::lower_priority();
+                // Not lowered to nice 19 like the table builders: its frees
+                // take the malloc arena locks of the threads that allocated
+                // the memtable (glibc), and a nice-19 thread preempted
+                // holding one stalls those threads' allocations (an
+                // off-CPU profile showed 20-30 ms waits in
+                // `__lll_lock_wait_private`, tern issue 14).
                 while let Ok(garbage) = rx.recv() {
                     drop(garbage);
                 }
