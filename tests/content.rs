@@ -17,6 +17,7 @@ use tern_client::message_store::{
     DeleteRefusal, Delivery, EditRefusal, MessageView, StoredMessage, EDIT_WINDOW_MS,
 };
 use tern_client::secure::content_ops::{DeleteError, EditError, ReactError};
+use tern_client::secure::group_info::SetGroupInfoError;
 use tern_client::secure::{Decrypted, SecureClient, SecureEvent};
 use tern_server::Clock;
 use tokio::sync::{mpsc, Mutex};
@@ -650,6 +651,78 @@ async fn the_server_stores_only_ciphertext_of_every_content_kind() {
         .unwrap();
     server.stop().await;
 
+    assert_server_blind(server.data_dir(), control, &markers);
+}
+
+/// Group info (content kind 7): members see the latest name, topic and
+/// avatar, whoever set it; bounds and non-groups are refused before
+/// sending; the server stores only ciphertext of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_info_reaches_members_latest_wins_and_the_server_cannot_read_it() {
+    let mut server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let carol = register(&server, "carol").await;
+    let group = alice.client.create_group(&["bob", "carol"]).await.unwrap();
+    say(&alice, group, "hello group", &[&bob, &carol]).await;
+    assert!(alice.client.group_info(group).unwrap().is_none());
+
+    let long = "n".repeat(129);
+    assert!(matches!(
+        alice.client.set_group_info(group, &long, "", &[]).await,
+        Err(SetGroupInfoError::Invalid(_))
+    ));
+    let direct = alice.client.direct("bob").await.unwrap();
+    assert!(matches!(
+        alice.client.set_group_info(direct, "x", "", &[]).await,
+        Err(SetGroupInfoError::NotAGroup(_))
+    ));
+
+    let markers = [
+        "GROUPNAME-MARKER-3f9a",
+        "GROUPTOPIC-MARKER-3f9a",
+        "GROUPAVATAR-MARKER-3f9a",
+        "RENAMED-MARKER-3f9a",
+    ];
+    alice
+        .client
+        .set_group_info(group, markers[0], markers[1], markers[2].as_bytes())
+        .await
+        .unwrap();
+    for reader in [&bob, &carol] {
+        let m = reader.message().await;
+        assert!(matches!(&m.content, Content::GroupInfo(i) if i.name == markers[0]));
+    }
+    let seen = bob.client.group_info(group).unwrap().unwrap();
+    assert_eq!(
+        (seen.info.topic.as_str(), seen.info.avatar.as_slice()),
+        (markers[1], markers[2].as_bytes())
+    );
+    bob.client
+        .set_group_info(group, markers[3], markers[1], &[])
+        .await
+        .unwrap();
+    for reader in [&alice, &carol] {
+        reader.message().await;
+    }
+    for device in [&alice, &bob, &carol] {
+        let current = device.client.group_info(group).unwrap().unwrap();
+        assert_eq!(current.info.name, markers[3], "{}", device.user());
+        assert_eq!(current.set_by, "bob");
+        assert!(current.info.avatar.is_empty());
+        // Metadata, not a message of the history.
+        let history = device.client.messages().history(group, 100).unwrap();
+        assert_eq!(history.len(), 1, "{}", device.user());
+    }
+
+    let control = b"UNENCRYPTED-CONTROL-MARKER-77c0";
+    alice
+        .client
+        .transport()
+        .send(group, &control[..])
+        .await
+        .unwrap();
+    server.stop().await;
     assert_server_blind(server.data_dir(), control, &markers);
 }
 

@@ -208,7 +208,8 @@ async fn dispatch(command: Command) -> Result<(), String> {
         | Command::Edit(_)
         | Command::Delete(_)
         | Command::Read(_)
-        | Command::Receipts(_)) => super::content::dispatch(c).await,
+        | Command::Receipts(_)
+        | Command::GroupInfo(_)) => super::content::dispatch(c).await,
         // Run by `safety` on a plain transport connection.
         Command::Block(_)
         | Command::Unblock(_)
@@ -659,6 +660,11 @@ pub fn content_shown(content: &Content) -> String {
             format!("<edited #{target_seq}: {}>", shown(body))
         }
         (Content::Delete { target_seq }, _) => format!("<deleted #{target_seq} for everyone>"),
+        (Content::GroupInfo(info), _) => format!(
+            "<set the group name to \"{}\", topic \"{}\">",
+            shown(&info.name),
+            shown(&info.topic)
+        ),
         (Content::Receipt { receipt, up_to_seq }, _) => {
             format!("<{receipt:?} up to #{up_to_seq}>").to_lowercase()
         }

@@ -1,5 +1,5 @@
 //! The message-content commands: `react`, `reply`, `edit`, `delete`,
-//! `read` and `receipts`, and how `history` shows what they did
+//! `read`, `receipts` and `group-info`, and how `history` shows what they did
 //! (reactions, edits, replies, deletions and, for this account's messages,
 //! sent/delivered/read). Each command is a [`ContentOp`] inside
 //! [`Op::Content`], so a running `tern listen` performs it for another
@@ -80,6 +80,20 @@ pub struct ReceiptsArgs {
     setting: Switch,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct GroupInfoArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Group id.
+    conversation: u64,
+    /// Set the group's name (members see it; the server cannot read it).
+    #[arg(long)]
+    name: Option<String>,
+    /// Set the group's topic.
+    #[arg(long)]
+    topic: Option<String>,
+}
+
 /// One content command's own arguments.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContentOp {
@@ -111,6 +125,12 @@ pub enum ContentOp {
     Read { conversation: u64, seq: Option<u64> },
     /// `tern receipts on|off`
     Receipts { on: bool },
+    /// `tern group-info CONV [--name N] [--topic T]` (neither: show).
+    GroupInfo {
+        conversation: u64,
+        name: Option<String>,
+        topic: Option<String>,
+    },
 }
 
 /// The connection and operation of a content command; `None` for others.
@@ -159,6 +179,14 @@ pub fn op_of(command: Command) -> Option<(Connection, ContentOp)> {
             a.conn,
             ContentOp::Receipts {
                 on: a.setting == Switch::On,
+            },
+        ),
+        Command::GroupInfo(a) => (
+            a.conn,
+            ContentOp::GroupInfo {
+                conversation: a.conversation,
+                name: a.name,
+                topic: a.topic,
             },
         ),
         _ => return None,
@@ -237,6 +265,11 @@ pub async fn perform(
             everyone,
         } => delete(client, conversation, seq, everyone, out).await?,
         ContentOp::Read { conversation, seq } => read(client, conversation, seq, out).await?,
+        ContentOp::GroupInfo {
+            conversation,
+            name,
+            topic,
+        } => group_info(client, conversation, name, topic, out).await?,
         ContentOp::Receipts { on } => {
             client.set_read_receipts(on).map_err(|x| e(&x))?;
             out.out(match on {
@@ -245,6 +278,51 @@ pub async fn perform(
             });
         }
     }
+    Ok(())
+}
+
+/// Shows group `conversation`'s name and topic (neither given), or sets
+/// the given ones, keeping the others as they are.
+async fn group_info(
+    client: &SecureClient,
+    conversation: u64,
+    name: Option<String>,
+    topic: Option<String>,
+    out: &mut Printed,
+) -> Result<(), String> {
+    let current = client.group_info(conversation).map_err(|e| e.to_string())?;
+    if name.is_none() && topic.is_none() {
+        let Some(c) = current else {
+            out.err(format!(
+                "group {conversation} has no name or topic yet (set them with --name, --topic)"
+            ));
+            return Ok(());
+        };
+        out.out(format!("name: {}", shown(&c.info.name)));
+        out.out(format!("topic: {}", shown(&c.info.topic)));
+        if !c.info.avatar.is_empty() {
+            out.out(format!("avatar: {} bytes", c.info.avatar.len()));
+        }
+        out.out(format!(
+            "set by {} at {} (#{})",
+            shown(&c.set_by),
+            utc_time(c.server_time_ms),
+            c.seq
+        ));
+        return Ok(());
+    }
+    let old = current.map(|c| c.info).unwrap_or_default();
+    let name = name.unwrap_or(old.name);
+    let topic = topic.unwrap_or(old.topic);
+    client
+        .set_group_info(conversation, &name, &topic, &old.avatar)
+        .await
+        .map_err(|e| e.to_string())?;
+    out.out(format!(
+        "group {conversation}: name \"{}\", topic \"{}\"",
+        shown(&name),
+        shown(&topic)
+    ));
     Ok(())
 }
 

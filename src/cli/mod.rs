@@ -77,6 +77,8 @@ pub enum Command {
     Read(content::ReadArgs),
     /// Turn read receipts on or off (off: you send none and see no one's).
     Receipts(content::ReceiptsArgs),
+    /// Show a group's name and topic, or set them (--name, --topic); end-to-end encrypted.
+    GroupInfo(content::GroupInfoArgs),
     /// Block a user: their messages to you are dropped and they cannot add you to groups.
     Block(safety::UserArgs),
     /// Unblock a user.

@@ -25,6 +25,7 @@
 //! | `4` | receipt | receipt type (u8: 1 delivered, 2 read), up-to seq (u64 LE) |
 //! | `5` | reply | target seq (u64 LE), quote length (u16 LE), quote (UTF-8, at most [`MAX_QUOTE_BYTES`]), body (UTF-8) |
 //! | `6` | delete for everyone | target seq (u64 LE) |
+//! | `7` | group info | name, topic (each u16 LE length + UTF-8), avatar (rest); [`group_info`] |
 //!
 //! Every target is a seq of the conversation the content is sent in.
 //! Fixed-size payloads (receipt, delete) may carry more bytes after their
@@ -39,6 +40,10 @@
 //! *format version* (the first byte) is an error
 //! ([`ContentError::UnsupportedVersion`]), because the framing itself may have
 //! changed. `Content` is `#[non_exhaustive]`: match it with a `_` arm.
+
+pub mod group_info;
+
+pub use group_info::GroupInfo;
 
 /// Format version written by [`Content::encode`].
 pub const CONTENT_VERSION: u8 = 1;
@@ -67,6 +72,8 @@ pub mod kind {
     pub const REPLY: u8 = 5;
     /// [`super::Content::Delete`] (delete for everyone).
     pub const DELETE: u8 = 6;
+    /// [`super::Content::GroupInfo`].
+    pub const GROUP_INFO: u8 = 7;
 }
 
 /// Longest reaction emoji, in UTF-8 bytes (the longest standard emoji
@@ -127,6 +134,8 @@ pub enum Content {
     },
     /// The sender deletes their own message `target_seq` for everyone.
     Delete { target_seq: u64 },
+    /// The group's name, topic and avatar (the latest one sent wins).
+    GroupInfo(GroupInfo),
     /// A kind this build does not understand (sent by a newer client). The
     /// payload is kept as is so it can be stored and decoded after an upgrade.
     Unknown { kind: u8, payload: Vec<u8> },
@@ -195,6 +204,7 @@ impl Content {
             Content::Receipt { .. } => kind::RECEIPT,
             Content::Reply { .. } => kind::REPLY,
             Content::Delete { .. } => kind::DELETE,
+            Content::GroupInfo(_) => kind::GROUP_INFO,
             Content::Unknown { kind, .. } => *kind,
         }
     }
@@ -210,6 +220,7 @@ impl Content {
                 | Content::Edit { .. }
                 | Content::Receipt { .. }
                 | Content::Delete { .. }
+                | Content::GroupInfo(_)
         )
     }
 
@@ -243,6 +254,7 @@ impl Content {
                 out
             }
             Content::Delete { target_seq } => target_seq.to_le_bytes().to_vec(),
+            Content::GroupInfo(info) => info.payload(),
             Content::Unknown { payload, .. } => payload.clone(),
         }
     }
@@ -319,6 +331,7 @@ fn decode_payload(kind: u8, payload: &[u8]) -> Result<Content, ContentError> {
             let (target_seq, _) = split_seq(payload).ok_or(malformed("no target seq"))?;
             Ok(Content::Delete { target_seq })
         }
+        kind::GROUP_INFO => GroupInfo::decode(payload),
         other => Ok(Content::Unknown {
             kind: other,
             payload: payload.to_vec(),

@@ -50,6 +50,7 @@
 
 mod expiry;
 mod forget;
+mod latest;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -39,6 +39,7 @@
 //! else.
 
 pub mod content_ops;
+pub mod group_info;
 pub mod receipts;
 pub mod requests;
 
@@ -1586,15 +1587,16 @@ impl Inner {
     /// decrypted again), so it is never dropped in silence: the app shows
     /// the event and acknowledges it like any message.
     fn unreadable(&self, m: Unreadable, reason: String, handed_out: bool) -> SecureEvent {
+        let content = Content::unreadable(reason.clone());
         let record = StoredMessage {
             conversation_id: m.conversation_id,
             seq: m.seq,
+            expires_at_ms: self.local_expiry(m.conversation_id, m.server_time_ms, &content),
             sender_user: m.sender_user,
             sender_device: m.sender_device,
             server_time_ms: m.server_time_ms,
-            content: Content::unreadable(reason.clone()),
+            content,
             own: false,
-            expires_at_ms: self.local_expiry(m.conversation_id, m.server_time_ms),
         };
         if let Err(error) = self.messages.insert(&record, handed_out) {
             tracing::warn!(%error, "could not record an unreadable message; it is shown again when redelivered");
@@ -1748,8 +1750,12 @@ impl Inner {
     /// When this device deletes its copy of a message of `conversation_id`
     /// the server stored at `server_time_ms`: as long after as the
     /// conversation's disappearing-message timer (when the server deletes
-    /// its copy too); 0 (kept) without a timer.
-    fn local_expiry(&self, conversation_id: u64, server_time_ms: u64) -> u64 {
+    /// its copy too); 0 (kept) without a timer, and for group info (a
+    /// group's name outlives its disappearing messages, as in Signal).
+    fn local_expiry(&self, conversation_id: u64, server_time_ms: u64, content: &Content) -> u64 {
+        if matches!(content, Content::GroupInfo(_)) {
+            return 0;
+        }
         match self.client.timer_secs(conversation_id) {
             0 => 0,
             secs => server_time_ms.saturating_add(u64::from(secs).saturating_mul(1000)),
@@ -1767,7 +1773,7 @@ impl Inner {
             server_time_ms: d.server_time_ms,
             content: d.content.clone(),
             own: false,
-            expires_at_ms: self.local_expiry(d.conversation_id, d.server_time_ms),
+            expires_at_ms: self.local_expiry(d.conversation_id, d.server_time_ms, &d.content),
         };
         let added = self.messages.insert(&message, handed_out)?;
         if added && d.content.is_visible() && d.sender_user != self.identity.user {
@@ -1788,7 +1794,11 @@ impl Inner {
             server_time_ms: receipt.server_time_ms,
             content: content.clone(),
             own: true,
-            expires_at_ms: self.local_expiry(receipt.conversation_id, receipt.server_time_ms),
+            expires_at_ms: self.local_expiry(
+                receipt.conversation_id,
+                receipt.server_time_ms,
+                content,
+            ),
         };
         if let Err(error) = self.messages.insert(&message, true) {
             tracing::warn!(%error, "the message was sent but is missing from this device's history");

@@ -35,7 +35,7 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tern_client::content::{Content, ReceiptKind};
+use tern_client::content::{Content, GroupInfo, ReceiptKind};
 use tern_client::identity::Identity;
 use tern_client::mls::{MlsClient, CIPHERSUITE, MAX_PAST_EPOCHS, PADDING};
 use tern_client::olm::{encode_envelope, parse_envelope, OlmDevice, PeerDevice};
@@ -161,6 +161,9 @@ fn content_json(content: &Content) -> Value {
             body,
         } => json!({ "kind": 5, "target_seq": target_seq, "quote": quote, "body": body }),
         Content::Delete { target_seq } => json!({ "kind": 6, "target_seq": target_seq }),
+        Content::GroupInfo(info) => json!({
+            "kind": 7, "name": info.name, "topic": info.topic, "avatar": hex::encode(&info.avatar)
+        }),
         Content::Unknown { kind, payload } => {
             json!({ "kind": kind, "payload": hex::encode(payload) })
         }
@@ -196,6 +199,11 @@ fn content_of(v: &Value) -> Content {
         (6, _) => Content::Delete {
             target_seq: target_seq(),
         },
+        (7, _) => Content::GroupInfo(GroupInfo {
+            name: text(&v["name"]).to_owned(),
+            topic: text(&v["topic"]).to_owned(),
+            avatar: hex_of(&v["avatar"]),
+        }),
         (kind, _) => Content::Unknown {
             kind: u8::try_from(kind).unwrap(),
             payload: hex_of(&v["payload"]),
@@ -210,7 +218,7 @@ fn content_encoding_matches_the_vectors() {
     let all = load();
     let cases = all["content"]["cases"].as_array().unwrap();
     assert!(cases.len() >= 5);
-    for kind in 1..=6 {
+    for kind in 1..=7 {
         assert!(
             cases.iter().any(|c| num(&c["content"]["kind"]) == kind),
             "no vector of content kind {kind}"
@@ -603,7 +611,16 @@ fn new_kind_cases() -> Vec<(&'static str, Content)> {
             Content::reply(5, "hello bob", "hi alice"),
         ),
         ("delete #9 for everyone", Content::Delete { target_seq: 9 }),
+        ("group info", group_info_case()),
     ]
+}
+
+fn group_info_case() -> Content {
+    Content::GroupInfo(GroupInfo {
+        name: "Climbing".into(),
+        topic: "Saturdays at 10".into(),
+        avatar: vec![0x89, b'P', b'N', b'G'],
+    })
 }
 
 /// Rewrites docs/vectors/e2ee.json (see the module docs).
