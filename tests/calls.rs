@@ -1,15 +1,31 @@
-//! Calls (issue 11, docs/PROTOCOL.md §4.10) against a real server: TURN
-//! credentials per draft-uberti-behave-turn-rest-00, checked with an HMAC-SHA1
-//! computed here independently of the server's (RFC 2104 by hand over SHA-1),
-//! and the typed NotConfigured answer of a server without a relay.
+//! Calls (issue 11, docs/PROTOCOL.md §4.10, §4.11) against a real server:
+//! TURN credentials per draft-uberti-behave-turn-rest-00, checked with an
+//! HMAC-SHA1 computed here independently of the server's (RFC 2104 by hand
+//! over SHA-1), and the typed NotConfigured answer of a server without a
+//! relay; call signals ring every callee device, reach the callee's other
+//! devices (answered elsewhere), carry busy and hangup back, reach a device
+//! reconnecting within 60 s but never later, and are never stored.
+//!
+//! The payloads here are opaque test bytes: the server relays ciphertext
+//! and cannot tell an offer from a hangup. Negative checks never sleep: a
+//! sentinel signal sent after the event under test must be the next one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 
 use base64::Engine;
-use common::TestServer;
-use tern_client::calls::TurnError;
+use bytes::Bytes;
+use common::{TestClient, TestServer, WAIT};
+use tern_client::calls::{call_signalled, TurnError};
+use tern_client::Client;
+use tern_proto::body::calls::{CallSignalled, CALL_HOLD_MS};
+use tern_proto::body::devices;
+use tern_proto::body::messaging::DevicePayload;
+use tern_proto::fb::ErrorCode;
+use tern_proto::{Body, ConversationKind};
+use tern_server::clock::Clock;
 use tern_server::realtime::turn::TurnSecret;
+use tokio::time::{timeout, Instant};
 
 const SECRET: &str = "a shared coturn static-auth-secret";
 
@@ -101,4 +117,228 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// The next call signal `client` receives (other notices skipped).
+async fn next_signal(client: &Client) -> CallSignalled {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let notice = timeout(left, client.next_notice())
+            .await
+            .expect("a call signal arrives in time")
+            .expect("client open");
+        if let Some(signal) = call_signalled(&notice) {
+            return signal.clone();
+        }
+    }
+}
+
+fn to(client: &Client, payload: &[u8]) -> DevicePayload {
+    DevicePayload {
+        user: client.user().to_owned(),
+        device: client.device(),
+        payload: Bytes::copy_from_slice(payload),
+    }
+}
+
+/// Links a second device to `user`'s account, approved from `first`.
+async fn link_device(server: &TestServer, first: &TestClient, user: &str) -> Client {
+    let state = tempfile::tempdir().unwrap();
+    let options = server.options(state.path());
+    std::mem::forget(state);
+    let user = user.to_owned();
+    let linking = tokio::spawn(async move { Client::link(options, &user, "tablet").await });
+    loop {
+        let notice = timeout(WAIT, first.next_notice()).await.unwrap().unwrap();
+        if let Body::LinkPrompt(devices::LinkPrompt { link_id, .. }) = notice {
+            first.approve_link(link_id, true).await.unwrap();
+            break;
+        }
+    }
+    linking.await.unwrap().unwrap()
+}
+
+async fn direct(caller: &Client, callee: &str) -> u64 {
+    caller
+        .create_conversation(ConversationKind::Direct, &[callee])
+        .await
+        .unwrap()
+        .id
+}
+
+/// Alice calls bob (two devices): both ring; bob answers on his phone,
+/// which tells alice (answer) and his tablet (answered elsewhere), and the
+/// tablet gets nothing else; alice hangs up; nothing is in history or on disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn ring_all_devices_answer_on_one_hangup_nothing_stored() {
+    let server = TestServer::start(2);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let tablet = link_device(&server, &bob, "bob").await;
+    let conv = direct(&alice, "bob").await;
+    bob.accept_request(conv).await.unwrap();
+
+    let offer = b"offer-marker-5d1f";
+    alice
+        .call_signal(conv, vec![to(&bob, offer), to(&tablet, offer)])
+        .await
+        .unwrap();
+    for device in [&*bob, &tablet] {
+        let ring = next_signal(device).await;
+        assert_eq!(
+            (
+                ring.conversation_id,
+                ring.sender.as_str(),
+                ring.sender_device
+            ),
+            (conv, "alice", alice.device())
+        );
+        assert_eq!(&ring.payload[..], offer);
+    }
+
+    bob.call_signal(conv, vec![to(&alice, b"answer"), to(&tablet, b"answered")])
+        .await
+        .unwrap();
+    assert_eq!(&next_signal(&alice).await.payload[..], b"answer");
+    let elsewhere = next_signal(&tablet).await;
+    assert_eq!(
+        (elsewhere.sender.as_str(), elsewhere.sender_device),
+        ("bob", bob.device())
+    );
+    assert_eq!(&elsewhere.payload[..], b"answered");
+
+    alice
+        .call_signal(conv, vec![to(&bob, b"hangup")])
+        .await
+        .unwrap();
+    assert_eq!(&next_signal(&bob).await.payload[..], b"hangup");
+    // The tablet was not named: its next signal is the sentinel.
+    alice
+        .call_signal(conv, vec![to(&tablet, b"sentinel")])
+        .await
+        .unwrap();
+    assert_eq!(&next_signal(&tablet).await.payload[..], b"sentinel");
+
+    let page = bob.history(conv, 1, 100).await.unwrap();
+    assert!(
+        page.messages.is_empty(),
+        "a call signal was stored: {page:?}"
+    );
+    let control = b"stored-control-77e2";
+    alice.send(conv, Bytes::from_static(control)).await.unwrap();
+    bob.expect_message().await;
+    let mut server = server;
+    server.stop().await;
+    common::assert_server_blind(server.data_dir(), control, &["offer-marker-5d1f"]);
+}
+
+/// Carol calls bob while he is in a call: bob's device answers busy.
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_goes_back_to_the_caller() {
+    let server = TestServer::start(1);
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let conv = direct(&carol, "bob").await;
+    bob.accept_request(conv).await.unwrap();
+    carol
+        .call_signal(conv, vec![to(&bob, b"offer")])
+        .await
+        .unwrap();
+    next_signal(&bob).await;
+    bob.call_signal(conv, vec![to(&carol, b"busy")])
+        .await
+        .unwrap();
+    let busy = next_signal(&carol).await;
+    assert_eq!(
+        (busy.sender.as_str(), &busy.payload[..]),
+        ("bob", &b"busy"[..])
+    );
+}
+
+/// A device that reconnects gets a signal sent up to 60 s ago, once, and
+/// never one older.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnecting_device_gets_recent_signals_only() {
+    let clock = Clock::manual(1_700_000_000_000);
+    let server = TestServer::start_with_clock(2, clock.clone(), |_| {});
+    let alice = server.register("alice").await;
+    let mut bob = server.register("bob").await;
+    let conv = direct(&alice, "bob").await;
+    bob.accept_request(conv).await.unwrap();
+    let offline = |payload: &[u8]| DevicePayload {
+        user: "bob".into(),
+        device: 1,
+        payload: Bytes::copy_from_slice(payload),
+    };
+    assert_eq!(bob.device(), 1);
+
+    bob.go_offline().await;
+    alice
+        .call_signal(conv, vec![offline(b"old")])
+        .await
+        .unwrap();
+    clock.advance(CALL_HOLD_MS / 2);
+    alice
+        .call_signal(conv, vec![offline(b"recent")])
+        .await
+        .unwrap();
+    clock.advance(CALL_HOLD_MS / 2 + 1);
+    // "old" is now 60.001 s old, "recent" 30.001 s.
+    bob.come_online(&server).await;
+    let replay = next_signal(&bob).await;
+    assert_eq!(&replay.payload[..], b"recent");
+    assert_eq!(replay.server_time_ms, 1_700_000_000_000 + CALL_HOLD_MS / 2);
+    alice
+        .call_signal(conv, vec![to(&bob, b"sentinel")])
+        .await
+        .unwrap();
+    assert_eq!(&next_signal(&bob).await.payload[..], b"sentinel");
+
+    // Taken once: reconnecting again replays nothing (but the sentinel, held
+    // too, which is under a minute old).
+    bob.go_offline().await;
+    clock.advance(CALL_HOLD_MS + 1);
+    bob.come_online(&server).await;
+    alice
+        .call_signal(conv, vec![to(&bob, b"sentinel 2")])
+        .await
+        .unwrap();
+    assert_eq!(&next_signal(&bob).await.payload[..], b"sentinel 2");
+}
+
+/// Refusals: a device that is no member's, the sending device, a
+/// non-member sender; a blocked callee gets nothing and the caller cannot tell.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_signals_are_refused_and_blocks_filter() {
+    let server = TestServer::start(1);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let conv = direct(&alice, "bob").await;
+    bob.accept_request(conv).await.unwrap();
+    let code = |r: Result<(), tern_client::ClientError>| match r {
+        Err(tern_client::ClientError::Server { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let to_carol = alice.call_signal(conv, vec![to(&carol, b"x")]).await;
+    assert_eq!(code(to_carol), ErrorCode::InvalidArgument);
+    let to_self = alice.call_signal(conv, vec![to(&alice, b"x")]).await;
+    assert_eq!(code(to_self), ErrorCode::InvalidArgument);
+    let none = alice.call_signal(conv, vec![]).await;
+    assert_eq!(code(none), ErrorCode::InvalidArgument);
+    let outsider = carol.call_signal(conv, vec![to(&bob, b"x")]).await;
+    assert_eq!(code(outsider), ErrorCode::NotMember);
+
+    bob.block("alice").await.unwrap();
+    alice
+        .call_signal(conv, vec![to(&bob, b"blocked")])
+        .await
+        .unwrap();
+    bob.unblock("alice").await.unwrap();
+    alice
+        .call_signal(conv, vec![to(&bob, b"sentinel")])
+        .await
+        .unwrap();
+    assert_eq!(&next_signal(&bob).await.payload[..], b"sentinel");
 }

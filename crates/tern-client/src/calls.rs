@@ -3,9 +3,18 @@
 //! draft-uberti-behave-turn-rest-00 §2.2 (coturn's TURN REST API): pass
 //! `urls`, `username` and `password` as one WebRTC `RTCIceServer`, and ask
 //! again before `ttl_secs` run out.
+//!
+//! Call signalling (§4.11): [`Client::call_signal`] sends one payload per
+//! listed device (already end-to-end encrypted by the caller) as an
+//! ephemeral urgent signal; signals for this device arrive as notices
+//! ([`Client::next_notice`]) carrying `CallSignalled`, which
+//! [`call_signalled`] picks out. A device that reconnects within a minute
+//! of a signal gets it again with the same `signal_id`: drop repeats.
 
-use tern_proto::body::calls::{GetTurnCredentials, TurnCredentials};
+use tern_proto::body::calls::{CallSignal, CallSignalled, GetTurnCredentials, TurnCredentials};
+use tern_proto::body::messaging::DevicePayload;
 use tern_proto::fb::ErrorCode;
+use tern_proto::Body;
 
 use crate::sdk::{Client, ClientError};
 
@@ -37,5 +46,34 @@ impl Client {
             }) => Err(TurnError::NotConfigured(message)),
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// Sends call signals for listed devices of `conversation_id`'s members
+    /// (this account's other devices included): pushed at once, held a
+    /// minute for devices that connect later, never stored in history.
+    ///
+    /// # Errors
+    /// `NotMember`, `NotFound`; `InvalidArgument` for a device that is not
+    /// a member's current device, this device, a device named twice, or a
+    /// payload over 16 KiB.
+    pub async fn call_signal(
+        &self,
+        conversation_id: u64,
+        device_payloads: Vec<DevicePayload>,
+    ) -> Result<(), ClientError> {
+        let signal = CallSignal {
+            conversation_id,
+            device_payloads,
+        };
+        self.request(signal).await?;
+        Ok(())
+    }
+}
+
+/// The call signal a notice carries, if it is one.
+pub fn call_signalled(notice: &Body) -> Option<&CallSignalled> {
+    match notice {
+        Body::CallSignalled(signal) => Some(signal),
+        _ => None,
     }
 }

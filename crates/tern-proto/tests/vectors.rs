@@ -164,7 +164,7 @@ bodies! {
     TimerChanged, SetAdmin, ListAdmins, Admins, SetMemberAdds, GetPrivacy, Privacy,
     AcceptRequest, SetPresence, SubscribePresence, UnsubscribePresence, PresenceSnapshot,
     PresenceChanged, CountOnline, OnlineCount, SetPresenceVisibility, Typing, TypingChanged,
-    GetTurnCredentials, TurnCredentials,
+    GetTurnCredentials, TurnCredentials, CallSignal, CallSignalled,
 }
 
 // Numbers with a distinct byte in every position (so a wrong width or byte
@@ -850,6 +850,30 @@ fn presence_samples() -> Vec<(u64, Body)> {
             }
             .into(),
         ),
+        (
+            46,
+            calls::CallSignal {
+                conversation_id: CONV,
+                device_payloads: vec![messaging::DevicePayload {
+                    user: "bob".into(),
+                    device: 2,
+                    payload: Bytes::from_static(b"e2ee-offer"),
+                }],
+            }
+            .into(),
+        ),
+        (
+            0,
+            calls::CallSignalled {
+                signal_id: 0x0102_0304_0506,
+                conversation_id: CONV,
+                sender: "alice".into(),
+                sender_device: 1,
+                server_time_ms: 1_700_000_000_000,
+                payload: Bytes::from_static(b"e2ee-offer"),
+            }
+            .into(),
+        ),
     ]
 }
 
@@ -1345,6 +1369,32 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
                 "username": t.username(),
                 "password": t.password(),
                 "ttl_secs": t.ttl_secs(),
+            })
+        }
+        T::CallSignal => {
+            let c = f.body_as_call_signal().expect("the body table");
+            let payloads: Vec<Value> = c
+                .device_payloads()
+                .iter()
+                .map(|p| {
+                    json!({
+                        "user": p.user(),
+                        "device": p.device(),
+                        "payload": hex::encode(p.payload().bytes()),
+                    })
+                })
+                .collect();
+            json!({ "conversation_id": c.conversation_id(), "device_payloads": payloads })
+        }
+        T::CallSignalled => {
+            let c = f.body_as_call_signalled().expect("the body table");
+            json!({
+                "signal_id": c.signal_id(),
+                "conversation_id": c.conversation_id(),
+                "sender": c.sender(),
+                "sender_device": c.sender_device(),
+                "server_time_ms": c.server_time_ms(),
+                "payload": hex::encode(c.payload().bytes()),
             })
         }
         T::PurgeMessage => {

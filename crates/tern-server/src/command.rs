@@ -91,6 +91,9 @@ pub enum OwnerCommand {
     /// A typing signal (on the stream or from a datagram): fanned out to
     /// online members, never stored, never refused.
     Typing(typing::Typing),
+    /// Call signals for listed devices: pushed at once, held a minute in
+    /// memory, never stored (see `realtime::calls`).
+    CallSignal(calls::CallSignal),
 }
 
 /// Outbound bytes an ordinary answer reserves before its request runs
@@ -158,6 +161,7 @@ impl Command {
             Body::Commit(b) => Command::Owner(O::Commit(b)),
             Body::GetGroupInfo(b) => Command::Owner(O::GetGroupInfo(b)),
             Body::Typing(b) => Command::Owner(O::Typing(b)),
+            Body::CallSignal(b) => Command::Owner(O::CallSignal(b)),
             Body::Register(_) | Body::Authenticate(_) | Body::RequestLink(_) => {
                 return Err(Reject::new(
                     ErrorCode::AlreadyAuthenticated,
@@ -247,6 +251,7 @@ impl OwnerCommand {
             O::ListAdmins(b) => b.conversation_id,
             O::SetMemberAdds(b) => b.conversation_id,
             O::Typing(b) => b.conversation_id,
+            O::CallSignal(b) => b.conversation_id,
         }
     }
 
@@ -293,6 +298,7 @@ impl OwnerCommand {
             O::ListAdmins(b) => cmd::admin::list(owner, caller, b).await,
             O::SetMemberAdds(b) => cmd::admin::set_member_adds(owner, caller, b).await,
             O::Typing(b) => crate::realtime::typing::apply(owner, caller, b).await,
+            O::CallSignal(b) => crate::realtime::calls::apply(owner, caller, b).await,
         }
     }
 }

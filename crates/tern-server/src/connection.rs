@@ -404,6 +404,9 @@ impl Conn {
             self.authenticated(caller);
         }
         self.reply(id, outcome.reply).await;
+        if let Some(caller) = self.caller.as_ref().filter(|_| authenticated) {
+            crate::realtime::calls::replay(&self.ctx, caller);
+        }
         if let Some(conn) = self.presence_ref().filter(|_| authenticated) {
             self.ctx.presence.connected(&conn).await;
         }

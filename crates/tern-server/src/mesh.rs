@@ -139,6 +139,9 @@ pub struct Mesh {
     controls: Vec<mpsc::Sender<Control>>,
     presence: Vec<mpsc::Sender<PresenceMsg>>,
     pub(crate) locations: Locations,
+    /// Call signals held for devices that connect within a minute
+    /// (`realtime::calls`), shared by every shard.
+    pub(crate) calls: crate::realtime::calls::CallHold,
 }
 
 /// The receiving ends one shard keeps.
@@ -180,6 +183,7 @@ impl Mesh {
                 controls,
                 presence: presences,
                 locations: Locations::default(),
+                calls: Default::default(),
             }),
             inboxes,
         )

@@ -133,7 +133,7 @@ pub struct DevicePayload {
 }
 
 impl DevicePayload {
-    fn encode<'a>(&self, b: &mut Builder<'a>) -> WIPOffset<fb::DevicePayload<'a>> {
+    pub(crate) fn encode<'a>(&self, b: &mut Builder<'a>) -> WIPOffset<fb::DevicePayload<'a>> {
         let args = fb::DevicePayloadArgs {
             user: Some(b.create_string(&self.user)),
             device: self.device,
@@ -142,7 +142,7 @@ impl DevicePayload {
         fb::DevicePayload::create(b, &args)
     }
 
-    fn decode(p: fb::DevicePayload<'_>) -> Self {
+    pub(crate) fn decode(p: fb::DevicePayload<'_>) -> Self {
         DevicePayload {
             user: p.user().to_owned(),
             device: p.device(),

@@ -629,10 +629,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for PresenceVisibility {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 70;
+pub const ENUM_MAX_BODY: u8 = 72;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 71] = [
+pub const ENUM_VALUES_BODY: [Body; 73] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -704,6 +704,8 @@ pub const ENUM_VALUES_BODY: [Body; 71] = [
   Body::TypingChanged,
   Body::GetTurnCredentials,
   Body::TurnCredentials,
+  Body::CallSignal,
+  Body::CallSignalled,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -782,9 +784,11 @@ impl Body {
   pub const TypingChanged: Self = Self(68);
   pub const GetTurnCredentials: Self = Self(69);
   pub const TurnCredentials: Self = Self(70);
+  pub const CallSignal: Self = Self(71);
+  pub const CallSignalled: Self = Self(72);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 70;
+  pub const ENUM_MAX: u8 = 72;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -857,6 +861,8 @@ impl Body {
     Self::TypingChanged,
     Self::GetTurnCredentials,
     Self::TurnCredentials,
+    Self::CallSignal,
+    Self::CallSignalled,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -932,6 +938,8 @@ impl Body {
       Self::TypingChanged => Some("TypingChanged"),
       Self::GetTurnCredentials => Some("GetTurnCredentials"),
       Self::TurnCredentials => Some("TurnCredentials"),
+      Self::CallSignal => Some("CallSignal"),
+      Self::CallSignalled => Some("CallSignalled"),
       _ => None,
     }
   }
@@ -11008,6 +11016,303 @@ impl ::core::fmt::Debug for TurnCredentials<'_> {
       ds.finish()
   }
 }
+pub enum CallSignalOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CallSignal<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CallSignal<'a> {
+  type Inner = CallSignal<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CallSignal<'a> {
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE_PAYLOADS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CallSignal { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CallSignalArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CallSignal<'bldr>> {
+    let mut builder = CallSignalBuilder::new(_fbb);
+    builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.device_payloads { builder.add_device_payloads(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CallSignal::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device_payloads(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DevicePayload<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DevicePayload>>>>(CallSignal::VT_DEVICE_PAYLOADS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CallSignal<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DevicePayload>>>>("device_payloads", Self::VT_DEVICE_PAYLOADS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CallSignalArgs<'a> {
+    pub conversation_id: u64,
+    pub device_payloads: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DevicePayload<'a>>>>>,
+}
+impl<'a> Default for CallSignalArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CallSignalArgs {
+      conversation_id: 0,
+      device_payloads: None, // required field
+    }
+  }
+}
+
+pub struct CallSignalBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CallSignalBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(CallSignal::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_device_payloads(&mut self, device_payloads: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DevicePayload<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CallSignal::VT_DEVICE_PAYLOADS, device_payloads);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CallSignalBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CallSignalBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CallSignal<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, CallSignal::VT_DEVICE_PAYLOADS,"device_payloads");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CallSignal<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CallSignal");
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("device_payloads", &self.device_payloads());
+      ds.finish()
+  }
+}
+pub enum CallSignalledOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CallSignalled<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CallSignalled<'a> {
+  type Inner = CallSignalled<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CallSignalled<'a> {
+  pub const VT_SIGNAL_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CONVERSATION_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SENDER: ::flatbuffers::VOffsetT = 8;
+  pub const VT_SENDER_DEVICE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_SERVER_TIME_MS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CallSignalled { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CallSignalledArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CallSignalled<'bldr>> {
+    let mut builder = CallSignalledBuilder::new(_fbb);
+    builder.add_server_time_ms(args.server_time_ms);
+    builder.add_conversation_id(args.conversation_id);
+    builder.add_signal_id(args.signal_id);
+    if let Some(x) = args.payload { builder.add_payload(x); }
+    builder.add_sender_device(args.sender_device);
+    if let Some(x) = args.sender { builder.add_sender(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn signal_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CallSignalled::VT_SIGNAL_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn conversation_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CallSignalled::VT_CONVERSATION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn sender(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(CallSignalled::VT_SENDER, None).unwrap()}
+  }
+  #[inline]
+  pub fn sender_device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(CallSignalled::VT_SENDER_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn server_time_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CallSignalled::VT_SERVER_TIME_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn payload(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(CallSignalled::VT_PAYLOAD, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CallSignalled<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("signal_id", Self::VT_SIGNAL_ID, false)?
+     .visit_field::<u64>("conversation_id", Self::VT_CONVERSATION_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("sender", Self::VT_SENDER, true)?
+     .visit_field::<u32>("sender_device", Self::VT_SENDER_DEVICE, false)?
+     .visit_field::<u64>("server_time_ms", Self::VT_SERVER_TIME_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CallSignalledArgs<'a> {
+    pub signal_id: u64,
+    pub conversation_id: u64,
+    pub sender: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub sender_device: u32,
+    pub server_time_ms: u64,
+    pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for CallSignalledArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CallSignalledArgs {
+      signal_id: 0,
+      conversation_id: 0,
+      sender: None, // required field
+      sender_device: 0,
+      server_time_ms: 0,
+      payload: None, // required field
+    }
+  }
+}
+
+pub struct CallSignalledBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CallSignalledBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_signal_id(&mut self, signal_id: u64) {
+    self.fbb_.push_slot::<u64>(CallSignalled::VT_SIGNAL_ID, signal_id, 0);
+  }
+  #[inline]
+  pub fn add_conversation_id(&mut self, conversation_id: u64) {
+    self.fbb_.push_slot::<u64>(CallSignalled::VT_CONVERSATION_ID, conversation_id, 0);
+  }
+  #[inline]
+  pub fn add_sender(&mut self, sender: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CallSignalled::VT_SENDER, sender);
+  }
+  #[inline]
+  pub fn add_sender_device(&mut self, sender_device: u32) {
+    self.fbb_.push_slot::<u32>(CallSignalled::VT_SENDER_DEVICE, sender_device, 0);
+  }
+  #[inline]
+  pub fn add_server_time_ms(&mut self, server_time_ms: u64) {
+    self.fbb_.push_slot::<u64>(CallSignalled::VT_SERVER_TIME_MS, server_time_ms, 0);
+  }
+  #[inline]
+  pub fn add_payload(&mut self, payload: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CallSignalled::VT_PAYLOAD, payload);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CallSignalledBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CallSignalledBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CallSignalled<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, CallSignalled::VT_SENDER,"sender");
+    self.fbb_.required(o, CallSignalled::VT_PAYLOAD,"payload");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CallSignalled<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CallSignalled");
+      ds.field("signal_id", &self.signal_id());
+      ds.field("conversation_id", &self.conversation_id());
+      ds.field("sender", &self.sender());
+      ds.field("sender_device", &self.sender_device());
+      ds.field("server_time_ms", &self.server_time_ms());
+      ds.field("payload", &self.payload());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -12116,6 +12421,36 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_call_signal(&self) -> Option<CallSignal<'a>> {
+    if self.body_type() == Body::CallSignal {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CallSignal::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_call_signalled(&self) -> Option<CallSignalled<'a>> {
+    if self.body_type() == Body::CallSignalled {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CallSignalled::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -12197,6 +12532,8 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::TypingChanged => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TypingChanged>>("Body::TypingChanged", pos),
           Body::GetTurnCredentials => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetTurnCredentials>>("Body::GetTurnCredentials", pos),
           Body::TurnCredentials => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TurnCredentials>>("Body::TurnCredentials", pos),
+          Body::CallSignal => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CallSignal>>("Body::CallSignal", pos),
+          Body::CallSignalled => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CallSignalled>>("Body::CallSignalled", pos),
           _ => Ok(()),
         }
      })?
@@ -12743,6 +13080,20 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::TurnCredentials => {
           if let Some(x) = self.body_as_turn_credentials() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::CallSignal => {
+          if let Some(x) = self.body_as_call_signal() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::CallSignalled => {
+          if let Some(x) = self.body_as_call_signalled() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -2,7 +2,8 @@
 //! never stored. This module owns the QUIC datagram receive path of a
 //! connection ([`on_datagram`]: decode, budget, route) and the per-connection
 //! datagram budget; [`typing`] owns typing indicators on the owner shard;
-//! [`turn`] hands out TURN relay credentials for calls.
+//! [`calls`] relays and briefly holds call signals; [`turn`] hands out
+//! TURN relay credentials for calls.
 //!
 //! A datagram (RFC 9221) carries exactly one frame FlatBuffer, without the
 //! stream's 4-byte length prefix (the datagram has its own length), with
@@ -14,6 +15,7 @@
 //! connection: datagrams are unreliable, so a sender cannot tell a drop from
 //! a loss anyway.
 
+pub mod calls;
 pub mod turn;
 pub mod typing;
 
