@@ -276,6 +276,32 @@ async fn the_cli_blocks_sets_timers_and_administrators() {
         assert!(admins.ends_with(": alice, bob\n"), "{admins}");
         let admins = tern(&["admin", "--state", s, group, "bob", "--revoke"]);
         assert!(admins.ends_with(": alice\n"), "{admins}");
+        let list = tern(&["admin", "--state", s, group, "--list"]);
+        assert_eq!(
+            list,
+            format!("administrators of {group}: alice\nonly administrators may add members\n")
+        );
+        let set = tern(&["admin", "--state", s, group, "--member-adds", "everyone"]);
+        assert_eq!(set, format!("{group}: every member may add members\n"));
+        let list = tern(&["admin", "--state", s, group, "--list"]);
+        assert!(list.ends_with("\nevery member may add members\n"), "{list}");
+        // bob is no administrator: he may not change it back.
+        let refused = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args([
+                "admin",
+                "--state",
+                &bob_state,
+                group,
+                "--member-adds",
+                "admins",
+            ])
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).starts_with("error: "),
+            "{refused:?}"
+        );
     })
     .await
     .unwrap();

@@ -190,11 +190,15 @@ fn help_explains_every_command() {
         "link",
         "approve",
         "devices",
+        "group-info",
+        "admin",
     ] {
         assert!(top.contains(cmd), "{cmd} missing from --help");
         let help = ok(tern(&[cmd, "--help"]));
         assert!(help.contains("Usage:"), "{cmd} --help");
     }
+    let admin = ok(tern(&["admin", "--help"]));
+    assert!(admin.contains("--list") && admin.contains("--member-adds"));
     let serve = ok(tern(&["serve", "--help"]));
     assert!(serve.contains("--listen") && serve.contains("--data") && serve.contains("--shards"));
 }

@@ -1,6 +1,6 @@
 //! The safety and settings subcommands: `tern block USER`, `tern unblock
 //! USER`, `tern blocked`, `tern timer CONV SECS` and `tern admin CONV USER
-//! [--revoke]`. Each opens its own connection with the plain transport
+//! [--revoke]` (or `--list`, or `--member-adds admins|everyone`). Each opens its own connection with the plain transport
 //! client (no end-to-end state is needed), so it works while `tern listen`
 //! holds the state directory.
 
@@ -34,10 +34,24 @@ pub struct AdminArgs {
     /// Group id.
     conversation: u64,
     /// The member to make an administrator.
-    user: String,
+    #[arg(required_unless_present_any = ["list", "member_adds"])]
+    user: Option<String>,
     /// Take the role away instead.
-    #[arg(long)]
+    #[arg(long, requires = "user")]
     revoke: bool,
+    /// List the group's administrators and who may add members.
+    #[arg(long, conflicts_with_all = ["user", "member_adds"])]
+    list: bool,
+    /// Who may add members: only administrators (the default) or every member.
+    #[arg(long, value_enum, conflicts_with = "user")]
+    member_adds: Option<MemberAdds>,
+}
+
+/// `tern admin CONV --member-adds admins|everyone`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberAdds {
+    Admins,
+    Everyone,
 }
 
 #[derive(clap::Args, Debug)]
@@ -53,6 +67,8 @@ enum Op {
     List,
     Timer(u64, u32),
     Admin(u64, String, bool),
+    ListAdmins(u64),
+    MemberAdds(u64, bool),
 }
 
 /// Runs `tern block`.
@@ -72,7 +88,11 @@ pub fn timer(args: TimerArgs) -> Result<(), String> {
 
 /// Runs `tern admin`.
 pub fn admin(args: AdminArgs) -> Result<(), String> {
-    let op = Op::Admin(args.conversation, args.user, !args.revoke);
+    let op = match (args.user, args.member_adds) {
+        (Some(user), _) => Op::Admin(args.conversation, user, !args.revoke),
+        (None, Some(adds)) => Op::MemberAdds(args.conversation, adds == MemberAdds::Everyone),
+        (None, None) => Op::ListAdmins(args.conversation),
+    };
     run(&args.conn, op)
 }
 
@@ -130,6 +150,25 @@ async fn perform(client: &Client, op: Op) -> Result<(), String> {
                 shown_admins.join(", ")
             );
         }
+        Op::ListAdmins(conversation) => {
+            let settings = client
+                .admin_settings(conversation)
+                .await
+                .map_err(|e| e.to_string())?;
+            let shown_admins: Vec<String> = settings.admins.iter().map(|a| shown(a)).collect();
+            println!(
+                "administrators of {conversation}: {}",
+                shown_admins.join(", ")
+            );
+            println!("{}", who_adds(settings.everyone_adds));
+        }
+        Op::MemberAdds(conversation, everyone) => {
+            client
+                .set_member_adds(conversation, everyone)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{conversation}: {}", who_adds(everyone));
+        }
         Op::Timer(conversation, secs) => {
             client
                 .set_timer(conversation, secs)
@@ -144,4 +183,12 @@ async fn perform(client: &Client, op: Op) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Who may add members, as `tern admin --list` says it.
+fn who_adds(everyone: bool) -> &'static str {
+    match everyone {
+        true => "every member may add members",
+        false => "only administrators may add members",
+    }
 }

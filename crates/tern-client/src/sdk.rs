@@ -755,8 +755,21 @@ impl Client {
     /// # Errors
     /// `Forbidden` (not a group), `NotFound`, `NotMember`.
     pub async fn admins(&self, conversation_id: u64) -> Result<Vec<String>, ClientError> {
+        Ok(self.admin_settings(conversation_id).await?.admins)
+    }
+
+    /// The administrators of group `conversation_id` (by handle) and who
+    /// may add members (`everyone_adds`: every member; else only
+    /// administrators), as `ListAdmins` answers.
+    ///
+    /// # Errors
+    /// `Forbidden` (not a group), `NotFound`, `NotMember`.
+    pub async fn admin_settings(
+        &self,
+        conversation_id: u64,
+    ) -> Result<settings::Admins, ClientError> {
         let list = settings::ListAdmins { conversation_id };
-        Ok(self.request(list).await?.admins)
+        self.request(list).await
     }
 
     /// One page of a conversation starting at `from_seq`.
