@@ -10,6 +10,9 @@
 //! ([`Client::next_notice`]) carrying `CallSignalled`, which
 //! [`call_signalled`] picks out. A device that reconnects within a minute
 //! of a signal gets it again with the same `signal_id`: drop repeats.
+//! [`machine`] is the sans-IO state machine of one device's calls.
+
+pub mod machine;
 
 use tern_proto::body::calls::{CallSignal, CallSignalled, GetTurnCredentials, TurnCredentials};
 use tern_proto::body::messaging::DevicePayload;
