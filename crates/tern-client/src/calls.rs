@@ -10,9 +10,11 @@
 //! ([`Client::next_notice`]) carrying `CallSignalled`, which
 //! [`call_signalled`] picks out. A device that reconnects within a minute
 //! of a signal gets it again with the same `signal_id`: drop repeats.
-//! [`machine`] is the sans-IO state machine of one device's calls.
+//! [`machine`] is the sans-IO state machine of one device's calls;
+//! [`wire`] the plaintext layout of one signal (docs/E2EE.md §8.3).
 
 pub mod machine;
+pub mod wire;
 
 use tern_proto::body::calls::{CallSignal, CallSignalled, GetTurnCredentials, TurnCredentials};
 use tern_proto::body::messaging::DevicePayload;
