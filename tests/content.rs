@@ -858,6 +858,86 @@ mod cli {
         assert!(!line(&ok(tern(&["history", "--state", &alice, conv])), 1).contains("deleted"));
         assert_eq!(server.terminate().code(), Some(0));
     }
+
+    /// `tern group-info` shows nothing, sets the name and topic, and the
+    /// other member's device shows them; `tern history` says when a
+    /// message sent under a timer disappears.
+    #[test]
+    fn group_info_and_disappearing_messages_from_the_command_line() {
+        let (_tmp, data) = data_dir();
+        let server = ServerProcess::spawn(&data, 2);
+        let clients = tempfile::tempdir().unwrap();
+        let state = |u: &str| clients.path().join(u).to_string_lossy().into_owned();
+        let (alice, bob) = (state("alice"), state("bob"));
+        let (addr, fp) = (server.addr.to_string(), hex::encode(server.fingerprint));
+        for (dir, user) in [(&alice, "alice"), (&bob, "bob")] {
+            let flags = ["--server", &addr, "--fingerprint", &fp];
+            ok(tern(
+                &[&["register", "--state", dir][..], &flags, &[user]].concat(),
+            ));
+            ok(tern(&["privacy", "--state", dir, "--groups", "everyone"]));
+        }
+        let group = ok(tern(&["create", "--state", &alice, "group", "bob"]));
+        let group = group.trim();
+
+        let none = tern(&["group-info", "--state", &alice, group]);
+        assert!(none.status.success() && none.stdout.is_empty(), "{none:?}");
+        assert!(String::from_utf8_lossy(&none.stderr).contains("no name or topic yet"));
+        let set = ok(tern(&[
+            "group-info",
+            "--state",
+            &alice,
+            group,
+            "--name",
+            "Climbing",
+            "--topic",
+            "Saturdays",
+        ]));
+        assert_eq!(
+            set,
+            format!("group {group}: name \"Climbing\", topic \"Saturdays\"\n")
+        );
+        let mut heard = String::new();
+        for _ in 0..5 {
+            heard.push_str(&ok(tern(&["listen", "--state", &bob, "--count", "1"])));
+            if heard.contains("<set the group name to \"Climbing\", topic \"Saturdays\">") {
+                break;
+            }
+        }
+        assert!(
+            heard.contains("<set the group name to \"Climbing\""),
+            "{heard}"
+        );
+        let shown = ok(tern(&["group-info", "--state", &bob, group]));
+        assert!(
+            shown.starts_with("name: Climbing\ntopic: Saturdays\nset by alice at "),
+            "{shown}"
+        );
+        // A flag left out keeps its value.
+        ok(tern(&[
+            "group-info",
+            "--state",
+            &bob,
+            group,
+            "--topic",
+            "Sundays",
+        ]));
+        let shown = ok(tern(&["group-info", "--state", &bob, group]));
+        assert!(
+            shown.starts_with("name: Climbing\ntopic: Sundays\nset by bob"),
+            "{shown}"
+        );
+
+        ok(tern(&["timer", "--state", &alice, group, "3600"]));
+        ok(tern(&["send", "--state", &alice, group, "gone in an hour"]));
+        let history = ok(tern(&["history", "--state", &alice, group]));
+        let sent = history
+            .lines()
+            .find(|l| l.contains("gone in an hour"))
+            .unwrap_or_else(|| panic!("{history}"));
+        assert!(sent.contains("  (disappears "), "{history}");
+        assert_eq!(server.terminate().code(), Some(0));
+    }
 }
 
 fn now_ms() -> u64 {

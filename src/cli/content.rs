@@ -439,6 +439,10 @@ pub fn history_line(v: &MessageView) -> String {
         }
         line.push(')');
     }
+    if m.expires_at_ms > 0 {
+        // Its local copy is deleted then (the server's too).
+        line.push_str(&format!("  (disappears {})", utc_time(m.expires_at_ms)));
+    }
     line
 }
 

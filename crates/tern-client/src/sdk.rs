@@ -269,6 +269,8 @@ struct Shared {
     /// (seconds), as the last sync, `TimerChanged` notice or own
     /// `set_timer` said; one entry per conversation of this account.
     timers: Mutex<HashMap<u64, u32>>,
+    /// Whether a full sync has filled `timers` since the client started.
+    timers_synced: AtomicBool,
 }
 
 impl Shared {
@@ -326,6 +328,7 @@ impl Client {
             losses: Mutex::default(),
             connections: watch::channel(0).0,
             timers: Mutex::default(),
+            timers_synced: AtomicBool::new(false),
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (messages_tx, messages_rx) = mpsc::channel(4096);
@@ -696,6 +699,13 @@ impl Client {
         Ok(())
     }
 
+    /// Whether [`Client::timer_secs`] is complete: a full sync has listed
+    /// every conversation's timer since the client started (the one after
+    /// connecting may still be under way).
+    pub fn timers_known(&self) -> bool {
+        self.shared.timers_synced.load(Ordering::Acquire)
+    }
+
     /// The disappearing-message timer of `conversation_id` as this client
     /// last heard it (seconds; 0 = off or not heard of): from `sync`, a
     /// `TimerChanged` notice or this client's own `set_timer`. The secure
@@ -1025,7 +1035,12 @@ async fn sync(shared: &Shared, all: bool) -> Result<Vec<ConversationState>, Clie
         out.extend(page.conversations);
         match (page.more, out.last()) {
             (true, Some(last)) if last.conversation_id > after => after = last.conversation_id,
-            _ => return Ok(out),
+            _ => {
+                if all {
+                    shared.timers_synced.store(true, Ordering::Release);
+                }
+                return Ok(out);
+            }
         }
     }
 }

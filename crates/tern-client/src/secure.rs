@@ -1786,6 +1786,12 @@ impl Inner {
     /// it went to (for receipt states). It was sent, so a failure is only
     /// logged (with what to do); the send still succeeded.
     async fn keep_sent(&self, receipt: &SendReceipt, content: &Content, kind: ConversationKind) {
+        if !self.client.timers_known() {
+            // Just started: learn the timers before giving the copy its expiry.
+            if let Err(error) = self.client.sync(true).await {
+                tracing::debug!(%error, "no sync before storing a sent message; stored without expiry");
+            }
+        }
         let message = StoredMessage {
             conversation_id: receipt.conversation_id,
             seq: receipt.seq,

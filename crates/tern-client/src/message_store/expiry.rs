@@ -33,6 +33,18 @@ impl MessageStore {
     /// cannot be written (nothing is deleted then; call it again later).
     pub fn purge_expired(&self, now_ms: u64) -> Result<usize, MessageStoreError> {
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        // Most reads find nothing expired: a read, not a write transaction.
+        let due: bool = self
+            .lock()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE expires_at_ms > 0 AND expires_at_ms <= ?1)",
+                params![now],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.failed(e))?;
+        if !due {
+            return Ok(0);
+        }
         let deleted = self.write(|tx| {
             // Clearing the text first lets the reindex trigger take the
             // rows out of the full-text index (it has no delete trigger).
