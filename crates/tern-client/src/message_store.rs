@@ -891,7 +891,7 @@ fn target_in(
         format!("SELECT {COLUMNS}, deleted FROM messages WHERE conversation_id = ?1 AND seq = ?2");
     let row = conn
         .query_row(&sql, params![conversation_id as i64, seq as i64], |r| {
-            Ok((raw(r)?, r.get::<_, bool>(8)?))
+            Ok((raw(r)?, r.get::<_, bool>("deleted")?))
         })
         .optional()?;
     Ok(row.map(|(raw, deleted)| raw.decode().map(|(message, _)| Target { message, deleted })))

@@ -154,6 +154,18 @@ mod tests {
     }
 
     #[test]
+    fn an_expiring_tombstone_still_reads_as_deleted() {
+        // The expiry column sits after the row columns: `deleted` is read
+        // by name, not position.
+        let dir = tempfile::tempdir().unwrap();
+        let store = MessageStore::open(dir.path().join(MESSAGE_STORE_FILE)).unwrap();
+        store.insert(&message(1, "x", u64::MAX / 4), true).unwrap();
+        assert!(!store.target(4, 1).unwrap().unwrap().deleted);
+        assert!(store.delete_for_me(4, 1).unwrap());
+        assert!(store.target(4, 1).unwrap().unwrap().deleted);
+    }
+
+    #[test]
     fn opening_deletes_what_expired_while_closed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(MESSAGE_STORE_FILE);
