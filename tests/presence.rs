@@ -117,6 +117,7 @@ on_both_backends!(
     blocked_users_see_nothing,
     bounds_are_typed_errors,
     subscriber_and_subject_on_different_shards,
+    a_pending_message_request_shows_the_requester_nothing,
 );
 
 /// The code of a refused SDK request.
@@ -287,7 +288,10 @@ async fn the_three_visibility_settings_and_reciprocity(backend: Backend) {
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let carol = server.register("carol").await;
-    direct(&alice, "bob").await;
+    let conversation = direct(&alice, "bob").await;
+    // Accepted, so that it counts as shared both ways (a pending message
+    // request shows the requester nothing: the next test).
+    bob.accept_request(conversation).await.unwrap();
 
     assert_eq!(
         subscribe(&carol, "alice").await,
@@ -319,6 +323,24 @@ async fn the_three_visibility_settings_and_reciprocity(backend: Backend) {
     alice.set_presence_visibility(V::Shared).await.unwrap();
     assert_eq!(subscribe(&alice, "bob").await.state, S::Online);
     assert_eq!(subscribe(&bob, "alice").await.state, S::Online);
+}
+
+/// A direct conversation alice started with bob, a stranger, is a message
+/// request until bob accepts it: meanwhile alice (the requester) sees
+/// nothing of bob's presence, while bob sees alice's; accepting makes it
+/// a shared conversation (PROTOCOL.md §4.1.1, issue 10).
+async fn a_pending_message_request_shows_the_requester_nothing(backend: Backend) {
+    let server = start(2, backend);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let conversation = direct(&alice, "bob").await;
+    assert_eq!(
+        subscribe(&alice, "bob").await,
+        PresenceEntry::unknown("bob")
+    );
+    assert_eq!(subscribe(&bob, "alice").await.state, S::Online);
+    bob.accept_request(conversation).await.unwrap();
+    assert_eq!(subscribe(&alice, "bob").await.state, S::Online);
 }
 
 /// A block hides both users from each other: the subscription ends with an

@@ -276,6 +276,30 @@ impl Viewer {
             .await
             .map_err(Reject::store)?;
         let mine = self.conversations.as_ref();
-        Ok(theirs.iter().any(|c| mine.is_some_and(|m| m.contains(c))))
+        for id in theirs
+            .iter()
+            .filter(|c| mine.is_some_and(|m| m.contains(c)))
+        {
+            if !self.pending_request_to(store, subject, *id).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether conversation `id` is a message request the viewer sent to
+    /// `subject` and `subject` has not accepted: until then the requester
+    /// gets no presence from it (PROTOCOL.md §4.1.1), so it is not shared.
+    async fn pending_request_to(
+        &self,
+        store: &dyn Store,
+        subject: &str,
+        id: ConversationId,
+    ) -> Result<bool, Reject> {
+        let Some(record) = store.conversation(id).await.map_err(Reject::store)? else {
+            return Ok(false);
+        };
+        let from = super::reach::request_from(store, subject, &record).await?;
+        Ok(from.is_some_and(|creator| creator == self.user))
     }
 }
