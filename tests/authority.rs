@@ -10,10 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{files_containing, TestClient, TestServer, WAIT};
-use tern_client::{Client, ClientError};
+use common::{files_containing, link_device, TestClient, TestServer, WAIT};
+use tern_client::ClientError;
+use tern_proto::body::mls;
 use tern_proto::body::safety::MAX_BLOCKED_USERS;
-use tern_proto::body::{devices, mls};
 use tern_proto::fb::ErrorCode;
 use tern_proto::{flags, Body, ConversationKind};
 use tern_server::shard::ServerStats;
@@ -27,23 +27,6 @@ const SHARDS: usize = 2;
 /// The code of a refused SDK request.
 fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
     result.expect_err("refused").code().expect("a server error")
-}
-
-/// Links a second device to `user`'s account, approved from `first`.
-async fn link_device(server: &TestServer, first: &TestClient, user: &str) -> Client {
-    let state = tempfile::tempdir().unwrap();
-    let options = server.options(state.path());
-    std::mem::forget(state);
-    let user = user.to_owned();
-    let linking = tokio::spawn(async move { Client::link(options, &user, "laptop").await });
-    loop {
-        let notice = timeout(WAIT, first.next_notice()).await.unwrap().unwrap();
-        if let Body::LinkPrompt(devices::LinkPrompt { link_id, .. }) = notice {
-            first.approve_link(link_id, true).await.unwrap();
-            break;
-        }
-    }
-    linking.await.unwrap().unwrap()
 }
 
 /// A direct conversation between `a` and `b`, created by `a`.

@@ -15,14 +15,13 @@ mod common;
 
 use base64::Engine;
 use bytes::Bytes;
-use common::{TestClient, TestServer, WAIT};
+use common::{link_device, TestServer, WAIT};
 use tern_client::calls::{call_signalled, TurnError};
 use tern_client::Client;
 use tern_proto::body::calls::{CallSignalled, CALL_HOLD_MS};
-use tern_proto::body::devices;
 use tern_proto::body::messaging::DevicePayload;
 use tern_proto::fb::ErrorCode;
-use tern_proto::{Body, ConversationKind};
+use tern_proto::ConversationKind;
 use tern_server::clock::Clock;
 use tern_server::realtime::turn::TurnSecret;
 use tokio::time::{timeout, Instant};
@@ -140,23 +139,6 @@ fn to(client: &Client, payload: &[u8]) -> DevicePayload {
         device: client.device(),
         payload: Bytes::copy_from_slice(payload),
     }
-}
-
-/// Links a second device to `user`'s account, approved from `first`.
-async fn link_device(server: &TestServer, first: &TestClient, user: &str) -> Client {
-    let state = tempfile::tempdir().unwrap();
-    let options = server.options(state.path());
-    std::mem::forget(state);
-    let user = user.to_owned();
-    let linking = tokio::spawn(async move { Client::link(options, &user, "tablet").await });
-    loop {
-        let notice = timeout(WAIT, first.next_notice()).await.unwrap().unwrap();
-        if let Body::LinkPrompt(devices::LinkPrompt { link_id, .. }) = notice {
-            first.approve_link(link_id, true).await.unwrap();
-            break;
-        }
-    }
-    linking.await.unwrap().unwrap()
 }
 
 async fn direct(caller: &Client, callee: &str) -> u64 {

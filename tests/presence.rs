@@ -15,16 +15,15 @@ mod redis_server;
 
 use std::ops::Deref;
 
-use common::{TestClient, TestServer, WAIT};
+use common::{link_device, TestClient, TestServer, WAIT};
 use redis_server::RedisServer;
 use tern_client::presence::presence_change;
 use tern_client::{Client, ClientError};
-use tern_proto::body::devices;
 use tern_proto::body::presence::{
     PresenceEntry, PresenceState as S, PresenceVisibility as V, MAX_PRESENCE_USERS_PER_REQUEST,
 };
 use tern_proto::fb::ErrorCode;
-use tern_proto::{Body, ConversationKind};
+use tern_proto::ConversationKind;
 use tern_server::presence::PresenceBackend;
 use tokio::time::{timeout, Instant};
 
@@ -161,23 +160,6 @@ async fn direct(a: &TestClient, b: &str) -> u64 {
         .await
         .unwrap()
         .id
-}
-
-/// Links a second device to `user`'s account, approved from `first`.
-async fn link_device(server: &TestServer, first: &TestClient, user: &str) -> Client {
-    let state = tempfile::tempdir().unwrap();
-    let options = server.options(state.path());
-    std::mem::forget(state);
-    let user = user.to_owned();
-    let linking = tokio::spawn(async move { Client::link(options, &user, "laptop").await });
-    loop {
-        let notice = timeout(WAIT, first.next_notice()).await.unwrap().unwrap();
-        if let Body::LinkPrompt(devices::LinkPrompt { link_id, .. }) = notice {
-            first.approve_link(link_id, true).await.unwrap();
-            break;
-        }
-    }
-    linking.await.unwrap().unwrap()
 }
 
 /// Two devices of alice: she stays online while either is connected, and

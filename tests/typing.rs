@@ -15,10 +15,9 @@ mod common;
 
 use std::sync::atomic::AtomicU64;
 
-use common::{TestClient, TestServer, WAIT};
+use common::{link_device, TestServer, WAIT};
 use tern_client::typing::typing_change;
 use tern_client::Client;
-use tern_proto::body::devices;
 use tern_proto::body::typing::{Typing, TypingChanged, TYPING_BURST};
 use tern_proto::{Body, ConversationKind, Frame};
 use tern_server::clock::Clock;
@@ -80,23 +79,6 @@ async fn group(creator: &Client, members: &[&str]) -> u64 {
         .await
         .unwrap()
         .id
-}
-
-/// Links a second device to `user`'s account, approved from `first`.
-async fn link_device(server: &TestServer, first: &TestClient, user: &str) -> Client {
-    let state = tempfile::tempdir().unwrap();
-    let options = server.options(state.path());
-    std::mem::forget(state);
-    let user = user.to_owned();
-    let linking = tokio::spawn(async move { Client::link(options, &user, "laptop").await });
-    loop {
-        let notice = timeout(WAIT, first.next_notice()).await.unwrap().unwrap();
-        if let Body::LinkPrompt(devices::LinkPrompt { link_id, .. }) = notice {
-            first.approve_link(link_id, true).await.unwrap();
-            break;
-        }
-    }
-    linking.await.unwrap().unwrap()
 }
 
 /// Alice types: bob and alice's laptop (on whatever shards) get it, as

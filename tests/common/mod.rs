@@ -507,3 +507,20 @@ pub fn assert_server_blind(dir: &Path, control: &[u8], markers: &[impl AsRef<str
         assert!(hits.is_empty(), "plaintext {marker} found in {hits:?}");
     }
 }
+
+/// Links a second device to `user`'s account, approved from `first`.
+pub async fn link_device(server: &TestServer, first: &TestClient, user: &str) -> Client {
+    let state = tempfile::tempdir().unwrap();
+    let options = server.options(state.path());
+    std::mem::forget(state);
+    let user = user.to_owned();
+    let linking = tokio::spawn(async move { Client::link(options, &user, "laptop").await });
+    loop {
+        let notice = timeout(WAIT, first.next_notice()).await.unwrap().unwrap();
+        if let Body::LinkPrompt(tern_proto::body::devices::LinkPrompt { link_id, .. }) = notice {
+            first.approve_link(link_id, true).await.unwrap();
+            break;
+        }
+    }
+    linking.await.unwrap().unwrap()
+}
