@@ -138,8 +138,8 @@ async fn checked(
         let reaches = match &verdict {
             Some((user, reaches)) if *user == payload.user => *reaches,
             _ => {
-                let reaches =
-                    payload.user == caller.user || !blocked(&ctx, caller, &payload.user).await?;
+                let reaches = payload.user == caller.user
+                    || !super::blocked(&ctx, caller, &payload.user).await?;
                 verdict = Some((payload.user.clone(), reaches));
                 reaches
             }
@@ -217,20 +217,6 @@ fn check_payloads(
         }
     }
     Ok(())
-}
-
-/// Whether `user` blocks the caller or the caller blocks `user`.
-async fn blocked(ctx: &ShardCtx, caller: &Caller, user: &str) -> Result<bool, Reject> {
-    let store = ctx.store.as_ref();
-    let either = store
-        .is_blocked(user, &caller.user)
-        .await
-        .map_err(Reject::store)?
-        || store
-            .is_blocked(&caller.user, user)
-            .await
-            .map_err(Reject::store)?;
-    Ok(either)
 }
 
 /// Pushes the signals held for a device that just authenticated on this

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::command::OwnerCommand;
-use crate::mesh::{Caller, OwnerRequest};
+use crate::mesh::{Caller, OwnerRequest, Reject};
 use crate::shard::{ServerStats, ShardCtx};
 use tern_proto::{Body, Frame, Limits};
 
@@ -102,6 +102,21 @@ pub async fn on_datagram(
     };
     // Fails only while shutting down: the signal is lost, as a datagram may be.
     let _ = ctx.mesh.to_owner(conversation, request).await;
+}
+
+/// Whether `user` blocks the caller or the caller blocks `user` (typing and
+/// call signals reach neither side of a block).
+async fn blocked(ctx: &ShardCtx, caller: &Caller, user: &str) -> Result<bool, Reject> {
+    let store = ctx.store.as_ref();
+    let either = store
+        .is_blocked(user, &caller.user)
+        .await
+        .map_err(Reject::store)?
+        || store
+            .is_blocked(&caller.user, user)
+            .await
+            .map_err(Reject::store)?;
+    Ok(either)
 }
 
 #[cfg(test)]

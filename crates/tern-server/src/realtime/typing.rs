@@ -127,7 +127,7 @@ async fn online_unblocked(
                     .shards_of([user.as_str()], all)
                     .is_empty();
                 let reaches =
-                    online && (*user == caller.user || !blocked(ctx, caller, user).await?);
+                    online && (*user == caller.user || !super::blocked(ctx, caller, user).await?);
                 verdict = Some((user, reaches));
                 reaches
             }
@@ -137,18 +137,4 @@ async fn online_unblocked(
         }
     }
     Ok(out)
-}
-
-/// Whether `user` blocks the caller or the caller blocks `user`.
-async fn blocked(ctx: &ShardCtx, caller: &Caller, user: &str) -> Result<bool, Reject> {
-    let store = ctx.store.as_ref();
-    let either = store
-        .is_blocked(user, &caller.user)
-        .await
-        .map_err(Reject::store)?
-        || store
-            .is_blocked(&caller.user, user)
-            .await
-            .map_err(Reject::store)?;
-    Ok(either)
 }
