@@ -527,6 +527,70 @@ async fn the_timer_caps_every_later_send() {
     assert_eq!(code(carol.set_timer(conv, 60).await), ErrorCode::NotMember);
 }
 
+/// The timer of the direct conversation `conv` as `client` syncs it.
+async fn synced_timer(client: &TestClient, conv: u64) -> u32 {
+    let states = client.sync(true).await.unwrap();
+    states
+        .iter()
+        .find(|s| s.conversation_id == conv)
+        .unwrap()
+        .timer_secs
+}
+
+/// The next TimerChanged `client` gets, as (secs, who set it).
+async fn next_timer_notice(client: &TestClient) -> (u32, String) {
+    loop {
+        match timeout(WAIT, client.next_notice()).await.unwrap().unwrap() {
+            Body::TimerChanged(t) => break (t.secs, t.user),
+            _ => continue,
+        }
+    }
+}
+
+/// A blocked member's SetTimer in the direct conversation with the blocker
+/// (an accepted one, and a stranger's pending message request) is answered
+/// Done, changes nothing and announces nothing: the blocker's messages keep
+/// their lifetime, and the next TimerChanged either side gets is the
+/// blocker's own. Refusals every caller gets still come first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_member_cannot_change_the_timer() {
+    let server = TestServer::start(SHARDS);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mallory = server.register("mallory").await;
+    let conv = direct(&alice, "bob").await;
+    let request = direct(&mallory, "alice").await;
+    alice.block("bob").await.unwrap();
+    alice.block("mallory").await.unwrap();
+    for (blocked, id) in [(&bob, conv), (&mallory, request)] {
+        blocked.set_timer(id, 5).await.unwrap();
+        let too_long = u32::try_from(server.config.message_ttl_secs + 1).unwrap();
+        assert_eq!(
+            code(blocked.set_timer(id, too_long).await),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(synced_timer(&alice, id).await, 0);
+        assert_eq!(synced_timer(blocked, id).await, 0);
+        let sent = alice.send(id, &b"mine"[..]).await.unwrap();
+        let page = alice.history(id, sent.seq, 1).await.unwrap();
+        let m = &page.messages[0];
+        assert_eq!(
+            (m.expires_at_ms - m.server_time_ms) / 1000,
+            server.config.message_ttl_secs,
+            "the blocker's message is not capped by the blocked member's timer"
+        );
+    }
+    // Nothing was announced: the first notices are alice's own change.
+    alice.set_timer(conv, 60).await.unwrap();
+    assert_eq!(next_timer_notice(&alice).await, (60, "alice".to_owned()));
+    assert_eq!(next_timer_notice(&bob).await, (60, "alice".to_owned()));
+    // Unblocked, bob's change applies again.
+    alice.unblock("bob").await.unwrap();
+    bob.set_timer(conv, 30).await.unwrap();
+    assert_eq!(synced_timer(&alice, conv).await, 30);
+    assert_eq!(next_timer_notice(&alice).await, (30, "bob".to_owned()));
+}
+
 /// A message sent under the timer expires on the server's clock (moved by
 /// the test): still there a second before the timer passes, gone from
 /// History the moment it does, then swept.

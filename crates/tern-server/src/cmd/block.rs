@@ -8,6 +8,11 @@
 //!   Seq 0 never names a stored message (seqs start at 1), so the answer
 //!   takes no seq: A's head, Sync and History do not move, and no later
 //!   message can share a seq with it in any client's store.
+//! - Every other request by which B would change that conversation for A
+//!   (SetTimer: direct conversations have no administrators, members or
+//!   invitations to change) is answered as accepted and changes and
+//!   announces nothing ([`silenced`]). Purging one's own messages stays
+//!   allowed: it only takes back what B sent before the block.
 //! - B's adds of A to a group (CreateConversation, AddMembers, a Commit) are
 //!   refused exactly as a missing consent is (`ConsentRequired`), and B's
 //!   invitations of A are answered `Done` and dropped ([`refuses`]).
@@ -121,8 +126,8 @@ pub async fn refuses(store: &dyn Store, user: &str, adder: &str) -> Result<bool,
 }
 
 /// For a send by `caller` (a member) in conversation `id`: the answer to
-/// give instead of storing it when it is a direct conversation whose other
-/// member blocked the caller, else `None`.
+/// give instead of storing it when the caller is [`silenced`] there, else
+/// `None`.
 ///
 /// # Errors
 /// `Internal` on a store failure.
@@ -132,31 +137,7 @@ pub async fn drops_send(
     id: ConversationId,
 ) -> Result<Option<Body>, Reject> {
     let now = owner.ctx.clock.now_ms();
-    let store = owner.ctx.store.clone();
-    let state = owner.conversation(id).await?;
-    if state.record.kind != ConversationKind::Direct {
-        return Ok(None);
-    }
-    let current = generation();
-    let cached = state.blocked_senders.get(&caller.user);
-    let blocked = match cached {
-        Some(&(seen, blocked)) if seen == current => blocked,
-        _ => {
-            let mut blocked = false;
-            for member in state.record.members.iter().filter(|m| **m != caller.user) {
-                blocked |= store
-                    .is_blocked(member, &caller.user)
-                    .await
-                    .map_err(Reject::store)?;
-            }
-            let state = owner.conversation(id).await?;
-            state
-                .blocked_senders
-                .insert(caller.user.clone(), (current, blocked));
-            blocked
-        }
-    };
-    Ok(blocked.then(|| {
+    Ok(silenced(owner, caller, id).await?.then(|| {
         Body::SendAck(SendAck {
             conversation_id: id,
             seq: 0,
@@ -164,4 +145,41 @@ pub async fn drops_send(
             duplicate: false,
         })
     }))
+}
+
+/// Whether `caller` (a member) is silenced in conversation `id`: it is a
+/// direct conversation whose other member blocks the caller. Every request
+/// by which a silenced member would change the conversation (a send,
+/// SetTimer) is answered as accepted and changes nothing (PROTOCOL.md §4.4).
+///
+/// # Errors
+/// `Internal` on a store failure.
+pub async fn silenced(
+    owner: &mut Owner,
+    caller: &Caller,
+    id: ConversationId,
+) -> Result<bool, Reject> {
+    let store = owner.ctx.store.clone();
+    let state = owner.conversation(id).await?;
+    if state.record.kind != ConversationKind::Direct {
+        return Ok(false);
+    }
+    let current = generation();
+    if let Some(&(seen, blocked)) = state.blocked_senders.get(&caller.user) {
+        if seen == current {
+            return Ok(blocked);
+        }
+    }
+    let mut blocked = false;
+    for member in state.record.members.iter().filter(|m| **m != caller.user) {
+        blocked |= store
+            .is_blocked(member, &caller.user)
+            .await
+            .map_err(Reject::store)?;
+    }
+    let state = owner.conversation(id).await?;
+    state
+        .blocked_senders
+        .insert(caller.user.clone(), (current, blocked));
+    Ok(blocked)
 }

@@ -3,7 +3,8 @@
 //! conversation's disappearing-message timer (stored with its settings,
 //! cached by the owner), every member's devices get `TimerChanged`, and
 //! every later send is capped at it (`send::lifetime_secs`). Messages sent
-//! before keep their expiry.
+//! before keep their expiry. A member whom the other member of a direct
+//! conversation blocks gets `Done` and changes nothing (`block::silenced`).
 
 use std::sync::Arc;
 
@@ -36,6 +37,12 @@ async fn set(owner: &mut Owner, caller: &Caller, b: SetTimer) -> Result<Outcome,
             format!("a timer of {secs} s is longer than messages live on this server ({max} s, message_ttl_secs); use at most that, or 0 to turn it off"),
         ));
     }
+    if super::block::silenced(owner, caller, id).await? {
+        // Answered as accepted, after the same durability wait; nothing
+        // changes and nothing is announced (PROTOCOL.md §4.4).
+        return Ok(Outcome::durable(Ok(Done.into())));
+    }
+    let state = owner.conversation(id).await?;
     let mut settings = state.settings.clone();
     settings.timer_secs = secs;
     ctx.store
