@@ -16,7 +16,12 @@ mod common;
 use base64::Engine;
 use bytes::Bytes;
 use common::{link_device, TestServer, WAIT};
+use tern_client::calls::machine::{CallError, End, Peer, Phase};
 use tern_client::calls::{call_signalled, TurnError};
+use tern_client::content::Content;
+use tern_client::message_store::calls::{Direction, Outcome};
+use tern_client::secure::calls::{CallEvent, CallOpError};
+use tern_client::secure::{SecureClient, SecureEvent};
 use tern_client::Client;
 use tern_proto::body::calls::{CallSignalled, CALL_HOLD_MS};
 use tern_proto::body::messaging::DevicePayload;
@@ -323,4 +328,289 @@ async fn bad_signals_are_refused_and_blocks_filter() {
         .await
         .unwrap();
     assert_eq!(&next_signal(&bob).await.payload[..], b"sentinel");
+}
+
+/// A device of the end-to-end-encrypting SDK and its state directory.
+struct Secure {
+    client: SecureClient,
+    state: tempfile::TempDir,
+}
+
+async fn secure(server: &TestServer, user: &str) -> Secure {
+    let state = tempfile::tempdir().unwrap();
+    let client = SecureClient::register(server.options(state.path()), user, "phone")
+        .await
+        .unwrap();
+    Secure { client, state }
+}
+
+/// Links a second device to `existing`'s account, approving from `existing`.
+async fn secure_link(server: &TestServer, existing: &Secure, name: &str) -> Secure {
+    let state = tempfile::tempdir().unwrap();
+    let options = server.options(state.path());
+    let user = existing.client.user().to_owned();
+    let name = name.to_owned();
+    let pending = tokio::spawn(async move { SecureClient::link(options, &user, &name).await });
+    loop {
+        let event = timeout(WAIT, existing.client.next_event())
+            .await
+            .expect("a link request in time")
+            .expect("client open");
+        if let SecureEvent::LinkPrompt { link_id, .. } = event {
+            existing.client.approve_link(link_id, true).await.unwrap();
+            break;
+        }
+    }
+    Secure {
+        client: pending.await.unwrap().unwrap(),
+        state,
+    }
+}
+
+async fn next_call(device: &Secure) -> CallEvent {
+    timeout(WAIT, device.client.next_call_event())
+        .await
+        .expect("a call event in time")
+        .expect("client open")
+}
+
+async fn next_text(device: &Secure) -> Content {
+    loop {
+        let event = timeout(WAIT, device.client.next_event())
+            .await
+            .expect("a message in time")
+            .expect("client open");
+        if let SecureEvent::Message(m) = event {
+            return m.content;
+        }
+    }
+}
+
+fn history(device: &Secure) -> Vec<(String, Direction, Outcome)> {
+    device
+        .client
+        .messages()
+        .call_history(10)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.peer, c.direction, c.outcome))
+        .collect()
+}
+
+/// The SDK seals each signal per device with Olm: alice calls bob, both of
+/// bob's devices ring with alice's offer; bob answers on his phone, alice
+/// connects with his answer, the tablet stops (answered elsewhere); an ICE
+/// candidate crosses; bob hangs up. Every device writes its call history.
+/// No SDP or candidate text reaches the server's disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn sealed_calls_ring_every_device_and_end_in_the_history() {
+    let mut server = TestServer::start(2);
+    let alice = secure(&server, "alice").await;
+    let phone = secure(&server, "bob").await;
+    let tablet = secure_link(&server, &phone, "tablet").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    phone.client.accept_request(conv).await.unwrap();
+    alice.client.send_text(conv, "hello").await.unwrap();
+    assert_eq!(next_text(&phone).await, Content::text("hello"));
+
+    let offer = "v=0 o=- offer-marker-a41c";
+    let call_id = alice.client.place_call("bob", offer.into()).await.unwrap();
+    let from = Peer {
+        user: "alice".into(),
+        device: alice.client.device(),
+    };
+    for device in [&phone, &tablet] {
+        assert_eq!(
+            next_call(device).await,
+            CallEvent::Ringing {
+                call_id,
+                conversation_id: conv,
+                from: from.clone(),
+                sdp: offer.into()
+            }
+        );
+    }
+    // A second call while ringing is refused on the caller's side.
+    assert!(matches!(
+        alice.client.place_call("carol", "x".into()).await,
+        Err(CallOpError::State(CallError::Busy))
+    ));
+
+    let answer = "v=0 o=- answer-marker-77d0";
+    phone.client.answer_call(answer.into()).await.unwrap();
+    let connected = next_call(&phone).await;
+    assert!(matches!(connected, CallEvent::Connected { sdp: None, .. }));
+    assert_eq!(
+        next_call(&alice).await,
+        CallEvent::Connected {
+            call_id,
+            device: phone.client.device(),
+            sdp: Some(answer.into())
+        }
+    );
+    assert_eq!(
+        next_call(&tablet).await,
+        CallEvent::StoppedRinging {
+            call_id,
+            why: End::AnsweredElsewhere
+        }
+    );
+
+    let candidate = "candidate:1 1 udp 2122260223 192.0.2.7 54400 typ host ice-marker-0e5b";
+    alice.client.send_candidate(candidate.into()).await.unwrap();
+    assert_eq!(
+        next_call(&phone).await,
+        CallEvent::Candidate {
+            call_id,
+            candidate: candidate.into()
+        }
+    );
+    phone.client.hang_up().await.unwrap();
+    assert_eq!(
+        next_call(&alice).await,
+        CallEvent::Ended {
+            call_id,
+            why: End::RemoteHangup
+        }
+    );
+    assert_eq!(alice.client.call_phase(), Phase::Idle);
+
+    use Direction::{Incoming, Outgoing};
+    assert_eq!(
+        history(&alice),
+        [("bob".to_owned(), Outgoing, Outcome::Answered)]
+    );
+    assert_eq!(
+        history(&phone),
+        [("alice".to_owned(), Incoming, Outcome::Answered)]
+    );
+    assert_eq!(
+        history(&tablet),
+        [("alice".to_owned(), Incoming, Outcome::AnsweredElsewhere)]
+    );
+
+    // A plaintext control the scan must find, so that it can see payloads.
+    let control = b"stored-control-3b9e";
+    let transport = alice.client.transport();
+    transport
+        .send(conv, Bytes::from_static(control))
+        .await
+        .unwrap();
+    server.stop().await;
+    common::assert_server_blind(
+        server.data_dir(),
+        control,
+        &["offer-marker-a41c", "answer-marker-77d0", "ice-marker-0e5b"],
+    );
+}
+
+/// What the server relays and holds for a device is the Olm ciphertext,
+/// never the SDP: bob's device is offline, alice's offer is held; the
+/// bytes the server replays to bob's device carry no trace of the offer.
+/// Bob's SDK, back online, still opens alice's next call (its session
+/// survives the signal it never read).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_relays_and_holds_only_ciphertext() {
+    let server = TestServer::start(1);
+    let alice = secure(&server, "alice").await;
+    let bob = secure(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    bob.client.accept_request(conv).await.unwrap();
+    bob.client.close().await;
+    let Secure { client, state } = bob;
+    drop(client);
+
+    let marker = "relay-marker-c7f2";
+    let offer = format!("v=0 o=- {marker}");
+    alice.client.place_call("bob", offer.clone()).await.unwrap();
+    let raw = Client::connect(server.options(state.path())).await.unwrap();
+    let held = next_signal(&raw).await;
+    assert_eq!(
+        (held.sender.as_str(), held.conversation_id),
+        ("alice", conv)
+    );
+    assert!(held.payload.len() > offer.len(), "{held:?}");
+    assert!(
+        !held
+            .payload
+            .windows(marker.len())
+            .any(|w| w == marker.as_bytes()),
+        "the server relayed the SDP in plaintext"
+    );
+    raw.close().await;
+    alice.client.hang_up().await.unwrap();
+    assert!(matches!(
+        next_call(&alice).await,
+        CallEvent::Ended {
+            why: End::LocalHangup,
+            ..
+        }
+    ));
+
+    let bob = Secure {
+        client: SecureClient::connect(server.options(state.path()))
+            .await
+            .unwrap(),
+        state,
+    };
+    let again = alice.client.place_call("bob", offer.clone()).await.unwrap();
+    match next_call(&bob).await {
+        CallEvent::Ringing { call_id, sdp, .. } => assert_eq!((call_id, sdp), (again, offer)),
+        other => panic!("expected ringing, got {other:?}"),
+    }
+    bob.client.hang_up().await.unwrap();
+    assert_eq!(
+        next_call(&alice).await,
+        CallEvent::Ended {
+            call_id: again,
+            why: End::RemoteHangup
+        }
+    );
+    use Direction::{Incoming, Outgoing};
+    assert_eq!(
+        history(&alice),
+        [
+            ("bob".to_owned(), Outgoing, Outcome::Declined),
+            ("bob".to_owned(), Outgoing, Outcome::Cancelled)
+        ]
+    );
+    assert_eq!(
+        history(&bob),
+        [("alice".to_owned(), Incoming, Outcome::Declined)]
+    );
+}
+
+/// Bob is in a call with alice; carol calls him: his SDK answers busy by
+/// itself, carol's call ends busy, bob's call goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_in_a_call_answers_busy_by_itself() {
+    let server = TestServer::start(2);
+    let alice = secure(&server, "alice").await;
+    let bob = secure(&server, "bob").await;
+    let carol = secure(&server, "carol").await;
+    alice.client.place_call("bob", "o".into()).await.unwrap();
+    assert!(matches!(next_call(&bob).await, CallEvent::Ringing { .. }));
+    bob.client.answer_call("a".into()).await.unwrap();
+    assert!(matches!(
+        next_call(&alice).await,
+        CallEvent::Connected { .. }
+    ));
+
+    let busy = carol.client.place_call("bob", "o2".into()).await.unwrap();
+    assert_eq!(
+        next_call(&carol).await,
+        CallEvent::Ended {
+            call_id: busy,
+            why: End::Busy
+        }
+    );
+    assert!(matches!(bob.client.call_phase(), Phase::Connected { .. }));
+    assert_eq!(
+        history(&carol),
+        [("bob".to_owned(), Direction::Outgoing, Outcome::Busy)]
+    );
+    assert!(matches!(
+        carol.client.place_call("carol", "o".into()).await,
+        Err(CallOpError::SelfCall(_))
+    ));
 }

@@ -5,8 +5,9 @@
 //! again before `ttl_secs` run out.
 //!
 //! Call signalling (§4.11): [`Client::call_signal`] sends one payload per
-//! listed device (already end-to-end encrypted by the caller) as an
-//! ephemeral urgent signal; signals for this device arrive as notices
+//! listed device (already end-to-end encrypted by the caller: the
+//! [`crate::secure::SecureClient`] calls of [`crate::secure::calls`] seal
+//! each with Olm and drive [`machine`]) as an ephemeral urgent signal; signals for this device arrive as notices
 //! ([`Client::next_notice`]) carrying `CallSignalled`, which
 //! [`call_signalled`] picks out. A device that reconnects within a minute
 //! of a signal gets it again with the same `signal_id`: drop repeats.

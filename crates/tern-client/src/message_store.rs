@@ -38,6 +38,7 @@
 //!   deleted, not hidden, with their reactions, recipients and full-text
 //!   entries ([`MessageStore::purge_expired`]): when the file is opened,
 //!   before every history or search read, and whenever the app calls it.
+//! * v5 adds `calls`, the call history ([`calls`]).
 //!
 //! The effects of a reaction, edit, delete or receipt are applied in the
 //! same transaction that stores it ([`MessageStore::insert`]), by the rules
@@ -48,6 +49,7 @@
 //! is opened; a file from a newer tern is refused
 //! ([`MessageStoreError::TooNew`]). Every write is one transaction.
 
+pub mod calls;
 mod expiry;
 mod forget;
 mod latest;
@@ -62,8 +64,9 @@ use super::content::{Content, ReceiptKind};
 /// The store's file name in the state directory.
 pub const MESSAGE_STORE_FILE: &str = "messages.sqlite3";
 
-/// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+/// The schema version this build writes (5: [`calls::CALLS_SINCE`]; 4 is
+/// another change's number).
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// How long after the original's server time its sender may edit it (ms).
 pub const EDIT_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
@@ -727,6 +730,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MessageStoreError> 
     }
     if found < 3 {
         tx.execute_batch(SCHEMA_V3).map_err(open_error)?;
+    }
+    if found < calls::CALLS_SINCE {
+        tx.execute_batch(calls::SCHEMA_CALLS).map_err(open_error)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(open_error)?;

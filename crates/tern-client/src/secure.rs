@@ -38,6 +38,7 @@
 //! per conversation, for every visible message it stores from someone
 //! else.
 
+pub mod calls;
 pub mod content_ops;
 pub mod group_info;
 pub mod receipts;
@@ -271,6 +272,8 @@ struct Inner {
     receipts: Arc<receipts::Pending>,
     /// Message requests as Sync marks them, and the receipts held for them.
     requests: requests::Requests,
+    /// This device's calls ([`calls`]).
+    calls: calls::Calls,
 }
 
 /// An end-to-end-encrypting device. See the module docs.
@@ -337,6 +340,7 @@ impl SecureClient {
         let mls =
             MlsClient::load_or_create(state, &format!("{}/{}", identity.user, identity.device))?;
         let messages = MessageStore::open(state.join(MESSAGE_STORE_FILE))?;
+        let calls = calls::Calls::new(&identity.user);
         let inner = Arc::new(Inner {
             client,
             identity,
@@ -356,6 +360,7 @@ impl SecureClient {
             committing: Mutex::new(()),
             receipts: Arc::default(),
             requests: requests::Requests::default(),
+            calls,
         });
         inner.publish_keys().await?;
         let settled = inner.settle_all_pending().await;
@@ -367,6 +372,7 @@ impl SecureClient {
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(reconnect_watch(Arc::downgrade(&inner), tx.clone()));
         tokio::spawn(notice_loop(inner.clone(), tx));
+        tokio::spawn(calls::tick_loop(Arc::downgrade(&inner)));
         inner.queue_owed_receipts();
         tokio::spawn(receipts::send_loop(
             Arc::downgrade(&inner),
@@ -2073,6 +2079,7 @@ async fn announce_rejoins(client: &Inner, events: &mpsc::Sender<SecureEvent>) {
 async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
     while let Some(notice) = inner.client.next_notice().await {
         match notice {
+            Body::CallSignalled(signal) => inner.on_call_signalled(signal).await,
             Body::KeysLow(_) => {
                 let result = inner.publish_keys().await;
                 warn_unless_closed(&inner.client, result, "could not replenish keys");

@@ -35,6 +35,8 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tern_client::calls::machine::Signal;
+use tern_client::calls::wire;
 use tern_client::content::{Content, GroupInfo, ReceiptKind};
 use tern_client::identity::Identity;
 use tern_client::mls::{MlsClient, CIPHERSUITE, MAX_PAST_EPOCHS, PADDING};
@@ -212,6 +214,65 @@ fn content_of(v: &Value) -> Content {
 }
 
 // ---------------------------------------------------------------- checks
+
+/// The call signal cases (docs/E2EE.md §8.3): one of each type.
+fn call_signal_cases() -> Vec<(&'static str, Signal)> {
+    vec![
+        (
+            "offer",
+            Signal::Offer {
+                call_id: 0x0102_0304_0506_0708,
+                sdp: "v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\n".into(),
+            },
+        ),
+        (
+            "answer",
+            Signal::Answer {
+                call_id: 0x0102_0304_0506_0708,
+                sdp: "v=0\r\n".into(),
+            },
+        ),
+        (
+            "ICE candidate",
+            Signal::Ice {
+                call_id: 0x0102_0304_0506_0708,
+                candidate: "candidate:1 1 udp 2122260223 192.0.2.7 54400 typ host".into(),
+            },
+        ),
+        ("hangup", Signal::Hangup { call_id: 0x0102 }),
+        ("busy", Signal::Busy { call_id: u64::MAX }),
+    ]
+}
+
+fn signal_json(signal: &Signal) -> Value {
+    let (kind, text) = match signal {
+        Signal::Offer { sdp, .. } => ("offer", sdp.as_str()),
+        Signal::Answer { sdp, .. } => ("answer", sdp.as_str()),
+        Signal::Ice { candidate, .. } => ("ice", candidate.as_str()),
+        Signal::Hangup { .. } => ("hangup", ""),
+        Signal::Busy { .. } => ("busy", ""),
+    };
+    json!({ "type": kind, "call_id": signal.call_id(), "text": text })
+}
+
+#[test]
+fn call_signal_encoding_matches_the_vectors() {
+    let all = load();
+    let cases = all["call_signals"]["cases"].as_array().unwrap();
+    let expected = call_signal_cases();
+    assert_eq!(cases.len(), expected.len());
+    for (case, (name, signal)) in cases.iter().zip(expected) {
+        assert_eq!(text(&case["name"]), name);
+        assert_eq!(case["signal"], signal_json(&signal), "{name}");
+        let encoded = hex_of(&case["encoded"]);
+        assert_eq!(
+            hex::encode(wire::encode(&signal).unwrap()),
+            hex::encode(&encoded),
+            "{name}"
+        );
+        assert_eq!(wire::decode(&encoded).unwrap(), signal, "{name}");
+    }
+}
 
 #[test]
 fn content_encoding_matches_the_vectors() {
@@ -792,6 +853,13 @@ fn regenerate_vectors() {
             "cases": cases,
         },
         "key_upload": key_upload,
+        "call_signals": {
+            "format": "0xCA | type u8 (1 offer, 2 answer, 3 ICE, 4 hangup, 5 busy) | call id u64 LE | UTF-8 text",
+            "cases": call_signal_cases()
+                .iter()
+                .map(|(name, s)| json!({ "name": name, "signal": signal_json(s), "encoded": hex::encode(wire::encode(s).unwrap()) }))
+                .collect::<Vec<_>>(),
+        },
         "olm": {
             "session_config": "Olm v1 (libolm compatible: AES-256-CBC, HMAC-SHA-256 truncated to 8 bytes)",
             "sender": sender,

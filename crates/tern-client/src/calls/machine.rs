@@ -63,16 +63,27 @@ pub enum End {
 /// What the app does next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Ring: an incoming call from `from`.
-    Ring { call_id: u64, from: Peer },
+    /// Ring: an incoming call from `from`, whose offer is `sdp` (the
+    /// caller's WebRTC session description, opaque here).
+    Ring {
+        call_id: u64,
+        from: Peer,
+        sdp: String,
+    },
     /// Stop ringing (an incoming call ended before this device answered).
     StopRinging { call_id: u64, why: End },
     /// Send `signal` to the peer's device(s) (all of them before an answer).
     ToPeer(Signal),
     /// Send `signal` to this account's other devices.
     ToOwnDevices(Signal),
-    /// The call is connected with the peer's `device`: start media.
-    Connected { call_id: u64, device: u32 },
+    /// The call is connected with the peer's `device`: start media. On the
+    /// caller, `sdp` is the callee's answer; on the callee it is `None`
+    /// (it made the answer from the offer of [`Action::Ring`]).
+    Connected {
+        call_id: u64,
+        device: u32,
+        sdp: Option<String>,
+    },
     /// Pass an ICE candidate to the media stack.
     Candidate { call_id: u64, candidate: String },
     /// The call ended.
@@ -178,6 +189,7 @@ impl CallMachine {
             Action::Connected {
                 call_id,
                 device: from.device,
+                sdp: None,
             },
         ])
     }
@@ -206,12 +218,29 @@ impl CallMachine {
         Ok(out)
     }
 
+    /// Passes one of this device's ICE candidates (RFC 8839 `candidate:`
+    /// attribute text) to the peer, during a call being placed or connected.
+    ///
+    /// # Errors
+    /// [`CallError::NoCall`] when idle or ringing (answer first).
+    pub fn candidate(&self, candidate: String) -> Result<Vec<Action>, CallError> {
+        match &self.phase {
+            Phase::Outgoing { call_id, .. } | Phase::Connected { call_id, .. } => {
+                Ok(vec![Action::ToPeer(Signal::Ice {
+                    call_id: *call_id,
+                    candidate,
+                })])
+            }
+            Phase::Idle | Phase::Ringing { .. } => Err(CallError::NoCall),
+        }
+    }
+
     /// Handles a decrypted signal from `from` at `now_ms`.
     pub fn on_signal(&mut self, from: &Peer, signal: Signal, now_ms: u64) -> Vec<Action> {
         let own = from.user == self.own_user;
         let id = signal.call_id();
         match (&self.phase, signal) {
-            (Phase::Idle, Signal::Offer { call_id, .. }) if !own => {
+            (Phase::Idle, Signal::Offer { call_id, sdp }) if !own => {
                 self.phase = Phase::Ringing {
                     call_id,
                     from: from.clone(),
@@ -220,6 +249,7 @@ impl CallMachine {
                 vec![Action::Ring {
                     call_id,
                     from: from.clone(),
+                    sdp,
                 }]
             }
             (phase, Signal::Offer { call_id, .. }) if !own && current(phase) != Some(call_id) => {
@@ -236,7 +266,7 @@ impl CallMachine {
                 };
                 self.stop(id, why)
             }
-            (Phase::Outgoing { call_id, peer, .. }, Signal::Answer { .. })
+            (Phase::Outgoing { call_id, peer, .. }, Signal::Answer { sdp, .. })
                 if *call_id == id && *peer == from.user =>
             {
                 self.phase = Phase::Connected {
@@ -247,6 +277,7 @@ impl CallMachine {
                 vec![Action::Connected {
                     call_id: id,
                     device: from.device,
+                    sdp: Some(sdp),
                 }]
             }
             (Phase::Outgoing { call_id, .. }, Signal::Busy { .. }) if *call_id == id && !own => {
@@ -343,14 +374,16 @@ mod tests {
                 m.on_signal(&alice, offer(7), 0),
                 vec![Action::Ring {
                     call_id: 7,
-                    from: alice.clone()
+                    from: alice.clone(),
+                    sdp: "o".into(),
                 }]
             );
         }
         let out = phone.answer("a".into()).unwrap();
         assert!(out.contains(&Action::Connected {
             call_id: 7,
-            device: 1
+            device: 1,
+            sdp: None,
         }));
         let Some(Action::ToOwnDevices(answered)) = out.get(1).cloned() else {
             panic!("{out:?}")
@@ -375,7 +408,8 @@ mod tests {
             caller.on_signal(&dev("bob", 1), answer, 500),
             vec![Action::Connected {
                 call_id: 7,
-                device: 1
+                device: 1,
+                sdp: Some("a".into()),
             }]
         );
     }
@@ -475,6 +509,7 @@ mod tests {
             }]
         );
         assert_eq!(bob.hangup(), Err(CallError::NoCall));
+        assert_eq!(bob.candidate("c".into()), Err(CallError::NoCall));
         assert_eq!(bob.answer("a".into()), Err(CallError::NotRinging));
     }
 
@@ -483,5 +518,10 @@ mod tests {
         let mut alice = CallMachine::new("alice");
         alice.place(1, "bob", "o".into(), 0).unwrap();
         assert_eq!(alice.place(2, "carol", "o".into(), 0), Err(CallError::Busy));
+        let ice = Signal::Ice {
+            call_id: 1,
+            candidate: "c".into(),
+        };
+        assert_eq!(alice.candidate("c".into()), Ok(vec![Action::ToPeer(ice)]));
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! | bytes | field |
 //! |---|---|
+//! | 1 | `CA`: a call signal ([`DOMAIN`]; no message content starts so) |
 //! | 1 | type: 1 offer, 2 answer, 3 ICE candidate, 4 hangup, 5 busy |
 //! | 8 | call id, u64 little-endian (the caller's random id) |
 //! | rest | UTF-8: the SDP (offer, answer), the candidate (ICE), empty otherwise |
@@ -12,6 +13,12 @@
 //! under the server's 16 KiB per device.
 
 use crate::calls::machine::Signal;
+
+/// The first byte of every call signal plaintext. Message contents
+/// (docs/E2EE.md §3) start with their version, `01`, so neither can be
+/// taken for the other: a server that delivers one device's message
+/// ciphertext as a call signal, or the reverse, gets it refused.
+pub const DOMAIN: u8 = 0xCA;
 
 /// Most bytes of SDP or candidate text in one signal.
 pub const MAX_SIGNAL_TEXT: usize = 12 * 1024;
@@ -25,8 +32,10 @@ const BUSY: u8 = 5;
 /// Why bytes are no call signal (a faulty or newer sender: drop it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignalError {
-    #[error("a call signal is at least 9 bytes, got {0}")]
+    #[error("a call signal is at least 10 bytes, got {0}")]
     Short(usize),
+    #[error("not a call signal: it starts with {0:#04x}, not 0xca")]
+    NotASignal(u8),
     #[error("unknown call signal type {0}; a newer client sent it, drop it")]
     UnknownType(u8),
     #[error("call signal text is not UTF-8")]
@@ -52,7 +61,8 @@ pub fn encode(signal: &Signal) -> Result<Vec<u8>, SignalError> {
     if text.len() > MAX_SIGNAL_TEXT {
         return Err(SignalError::TooLong(text.len()));
     }
-    let mut out = Vec::with_capacity(9 + text.len());
+    let mut out = Vec::with_capacity(10 + text.len());
+    out.push(DOMAIN);
     out.push(tag);
     out.extend_from_slice(&signal.call_id().to_le_bytes());
     out.extend_from_slice(text.as_bytes());
@@ -64,8 +74,14 @@ pub fn encode(signal: &Signal) -> Result<Vec<u8>, SignalError> {
 /// # Errors
 /// [`SignalError`] for anything that is not a signal of this layout.
 pub fn decode(bytes: &[u8]) -> Result<Signal, SignalError> {
-    let Some((&tag, rest)) = bytes.split_first() else {
+    let Some((&domain, signal)) = bytes.split_first() else {
         return Err(SignalError::Short(0));
+    };
+    if domain != DOMAIN {
+        return Err(SignalError::NotASignal(domain));
+    }
+    let Some((&tag, rest)) = signal.split_first() else {
+        return Err(SignalError::Short(bytes.len()));
     };
     let (Some(id), Some(text)) = (rest.get(..8), rest.get(8..)) else {
         return Err(SignalError::Short(bytes.len()));
@@ -128,20 +144,24 @@ mod tests {
     #[test]
     fn exact_bytes() {
         let bytes = encode(&Signal::Hangup { call_id: 0x0102 }).unwrap();
-        assert_eq!(bytes, [4, 2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes, [0xCA, 4, 2, 1, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
     fn malformed_is_refused() {
         assert_eq!(decode(&[]), Err(SignalError::Short(0)));
-        assert_eq!(decode(&[1, 0, 0]), Err(SignalError::Short(3)));
-        assert_eq!(decode(&[9; 9]), Err(SignalError::UnknownType(9)));
+        assert_eq!(decode(&[0xCA]), Err(SignalError::Short(1)));
+        assert_eq!(decode(&[0xCA, 1, 0, 0]), Err(SignalError::Short(4)));
+        assert_eq!(decode(&[1; 10]), Err(SignalError::NotASignal(1)));
+        let mut unknown = [9; 10];
+        unknown[0] = 0xCA;
+        assert_eq!(decode(&unknown), Err(SignalError::UnknownType(9)));
         assert_eq!(
-            decode(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0xff]),
+            decode(&[0xCA, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0xff]),
             Err(SignalError::NotUtf8)
         );
         assert_eq!(
-            decode(&[4, 0, 0, 0, 0, 0, 0, 0, 0, b'x']),
+            decode(&[0xCA, 4, 0, 0, 0, 0, 0, 0, 0, 0, b'x']),
             Err(SignalError::UnexpectedText)
         );
         let long = Signal::Offer {
