@@ -10,7 +10,7 @@
 //! message is keyed by `(conversation_id, seq)`, so a redelivery of a
 //! message already here is recognised and never decrypted again.
 //!
-//! # Schema (version 3, the `user_version` pragma)
+//! # Schema (version 5, the `user_version` pragma)
 //!
 //! * `messages`: one row per message: conversation, seq (unique together),
 //!   sender user and device, server time (ms), the encoded
@@ -38,6 +38,10 @@
 //!   deleted, not hidden, with their reactions, recipients and full-text
 //!   entries ([`MessageStore::purge_expired`]): when the file is opened,
 //!   before every history or search read, and whenever the app calls it.
+//! * v4 adds `messages.after_seq` and keeps own sends the server
+//!   acknowledged without a seq (a send to a user who blocks this account)
+//!   under negative local keys ([`unsequenced`]): a history is ordered by
+//!   position, not by the `seq` column.
 //! * v5 adds `calls`, the call history ([`calls`]).
 //!
 //! The effects of a reaction, edit, delete or receipt are applied in the
@@ -53,6 +57,7 @@ pub mod calls;
 mod expiry;
 mod forget;
 mod latest;
+mod unsequenced;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -64,8 +69,8 @@ use super::content::{Content, ReceiptKind};
 /// The store's file name in the state directory.
 pub const MESSAGE_STORE_FILE: &str = "messages.sqlite3";
 
-/// The schema version this build writes (5: [`calls::CALLS_SINCE`]; 4 is
-/// another change's number).
+/// The schema version this build writes (4: [`unsequenced`], 5:
+/// [`calls::CALLS_SINCE`]).
 pub const SCHEMA_VERSION: i64 = 5;
 
 /// How long after the original's server time its sender may edit it (ms).
@@ -285,6 +290,11 @@ pub enum MessageStoreError {
     /// A history or search limit of 0.
     #[error("the limit must be at least 1 message")]
     ZeroLimit,
+    /// A seq that names no message: 0 (messages are numbered from 1; one
+    /// the server did not number is shown without a number and cannot be
+    /// referred to) or one past the largest a server gives.
+    #[error("conversation {conversation_id} has no message #{seq}: messages are numbered from 1, and one shown without a number (the server did not number it) cannot be reacted to, replied to, edited or deleted")]
+    NoSuchSeq { conversation_id: u64, seq: u64 },
 }
 
 /// One message as the store keeps it.
@@ -379,12 +389,45 @@ impl MessageStore {
     /// whether the app is being given it now. A new reaction, edit, delete
     /// or receipt is stored hidden and its effect applied in the same
     /// transaction (see the module docs; one that breaks the rules has
-    /// none).
+    /// none). A message with seq 0 (an own send the server did not number)
+    /// is always new ([`unsequenced`]).
+    ///
+    /// # Errors
+    /// [`MessageStoreError::NoSuchSeq`] for a seq past `i64::MAX`;
+    /// [`MessageStoreError::Sqlite`] when the file cannot be written.
     pub fn insert(
         &self,
         message: &StoredMessage,
         handed_out: bool,
     ) -> Result<bool, MessageStoreError> {
+        self.insert_with(message, handed_out, &[])
+    }
+
+    /// Stores a message this device sent (handed out) with the users it
+    /// went to (for receipt states), in one transaction; as
+    /// [`MessageStore::insert`] otherwise.
+    pub fn insert_sent(
+        &self,
+        message: &StoredMessage,
+        recipients: &[String],
+    ) -> Result<bool, MessageStoreError> {
+        self.insert_with(message, true, recipients)
+    }
+
+    fn insert_with(
+        &self,
+        message: &StoredMessage,
+        handed_out: bool,
+        recipients: &[String],
+    ) -> Result<bool, MessageStoreError> {
+        if message.seq == 0 {
+            return self.write(|tx| {
+                unsequenced::insert(tx, message, handed_out, recipients)?;
+                apply_effect(tx, message)?;
+                Ok(true)
+            });
+        }
+        unsequenced::require_key(message.conversation_id, message.seq)?;
         self.write(|tx| {
             let reply_to = match &message.content {
                 Content::Reply { target_seq, .. } => Some(*target_seq as i64),
@@ -409,6 +452,8 @@ impl MessageStore {
             )?;
             if added == 1 {
                 apply_effect(tx, message)?;
+                let key = message.seq as i64;
+                unsequenced::add_recipients(tx, message.conversation_id, key, recipients)?;
             }
             Ok(added == 1)
         })
@@ -416,11 +461,15 @@ impl MessageStore {
 
     /// The message at `(conversation_id, seq)` that another one may refer
     /// to, with whether it was deleted; `None` if not stored.
+    ///
+    /// # Errors
+    /// [`MessageStoreError::NoSuchSeq`] for seq 0 or one past `i64::MAX`.
     pub fn target(
         &self,
         conversation_id: u64,
         seq: u64,
     ) -> Result<Option<Target>, MessageStoreError> {
+        unsequenced::require_key(conversation_id, seq)?;
         let conn = self.lock();
         target_in(&conn, conversation_id, seq)
             .map_err(|e| self.failed(e))?
@@ -448,6 +497,9 @@ impl MessageStore {
         sender_device: u32,
         server_time_ms: u64,
     ) -> Result<bool, MessageStoreError> {
+        if unsequenced::key_of(seq).is_none() {
+            return Ok(false);
+        }
         self.write(|tx| {
             let added = tx.execute(
                 "INSERT OR IGNORE INTO messages (conversation_id, seq, sender_user, sender_device, server_time_ms, content, own, handed_out, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 1, 1)",
@@ -560,7 +612,7 @@ impl MessageStore {
         self.purge_expired(expiry::now_ms())?;
         let conn = self.lock();
         conn.query_row(
-            "SELECT MAX(seq) FROM messages WHERE conversation_id = ?1 AND hidden = 0",
+            "SELECT MAX(seq) FROM messages WHERE conversation_id = ?1 AND hidden = 0 AND seq > 0",
             params![conversation_id as i64],
             |r| r.get::<_, Option<i64>>(0),
         )
@@ -569,9 +621,13 @@ impl MessageStore {
     }
 
     /// Every row of a conversation, hidden ones (reactions, edits,
-    /// receipts, deletes) included, in seq order: what reached this device.
+    /// receipts, deletes) included, in history order (seq order, with
+    /// unsequenced own sends where they were sent): what reached this
+    /// device.
     pub fn log(&self, conversation_id: u64) -> Result<Vec<StoredMessage>, MessageStoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY seq");
+        let order = unsequenced::POSITION;
+        let sql =
+            format!("SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY {order}");
         self.select(&sql, params![conversation_id as i64])
     }
 
@@ -584,17 +640,22 @@ impl MessageStore {
         limit: u32,
         me: &str,
     ) -> Result<Vec<MessageView>, MessageStoreError> {
-        let messages = self.history(conversation_id, limit)?;
+        let messages = self.history_keyed(conversation_id, limit)?;
         let conn = self.lock();
         let see_reads = read_receipts_in(&conn).map_err(|e| self.failed(e))?;
         messages
             .into_iter()
-            .map(|message| view_of(&conn, message, me, see_reads).map_err(|e| self.failed(e)))
+            .map(|(message, key)| {
+                view_of(&conn, message, key, me, see_reads).map_err(|e| self.failed(e))
+            })
             .collect()
     }
 
     /// Records that the app was given this message.
     pub fn mark_handed_out(&self, conversation_id: u64, seq: u64) -> Result<(), MessageStoreError> {
+        if unsequenced::key_of(seq).is_none() {
+            return Ok(());
+        }
         self.write(|tx| {
             tx.execute(
                 "UPDATE messages SET handed_out = 1 WHERE conversation_id = ?1 AND seq = ?2",
@@ -606,6 +667,9 @@ impl MessageStore {
 
     /// The stored message at `(conversation_id, seq)`, if any.
     pub fn get(&self, conversation_id: u64, seq: u64) -> Result<Option<Found>, MessageStoreError> {
+        if unsequenced::key_of(seq).is_none() {
+            return Ok(None);
+        }
         let sql = format!("SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2");
         let conn = self.lock();
         let row = conn
@@ -623,20 +687,47 @@ impl MessageStore {
 
     /// The last `limit` visible messages of a conversation (not reactions,
     /// edits, receipts or deletes; tombstones included, with an empty
-    /// text), oldest first.
+    /// text), oldest first: by seq, each own send the server did not
+    /// number (seq 0) after the message that was latest when it was sent.
     pub fn history(
         &self,
         conversation_id: u64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, MessageStoreError> {
+        let keyed = self.history_keyed(conversation_id, limit)?;
+        Ok(keyed.into_iter().map(|(message, _)| message).collect())
+    }
+
+    /// [`MessageStore::history`] with each row's key (its seq, or the
+    /// negative local key of an unsequenced row).
+    fn history_keyed(
+        &self,
+        conversation_id: u64,
+        limit: u32,
+    ) -> Result<Vec<(StoredMessage, i64)>, MessageStoreError> {
         if limit == 0 {
             return Err(MessageStoreError::ZeroLimit);
         }
         self.purge_expired(expiry::now_ms())?;
+        let order = unsequenced::POSITION_DESC;
         let sql = format!(
-            "SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1 AND hidden = 0 ORDER BY seq DESC LIMIT ?2"
+            "SELECT {COLUMNS}, seq FROM messages WHERE conversation_id = ?1 AND hidden = 0 ORDER BY {order} LIMIT ?2"
         );
-        let mut found = self.select(&sql, params![conversation_id as i64, limit])?;
+        let conn = self.lock();
+        let rows: Vec<(RawRow, i64)> = conn
+            .prepare(&sql)
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![conversation_id as i64, limit], |r| {
+                        Ok((raw(r)?, r.get::<_, i64>(9)?))
+                    })?
+                    .collect()
+            })
+            .map_err(|e| self.failed(e))?;
+        let mut found = rows
+            .into_iter()
+            .map(|(r, key)| r.decode().map(|(message, _)| (message, key)))
+            .collect::<Result<Vec<_>, _>>()?;
         found.reverse();
         Ok(found)
     }
@@ -730,6 +821,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MessageStoreError> 
     }
     if found < 3 {
         tx.execute_batch(SCHEMA_V3).map_err(open_error)?;
+    }
+    if found < 4 {
+        tx.execute_batch(unsequenced::SCHEMA_V4)
+            .map_err(open_error)?;
     }
     if found < calls::CALLS_SINCE {
         tx.execute_batch(calls::SCHEMA_CALLS).map_err(open_error)?;
@@ -837,6 +932,9 @@ fn tombstone(
     conversation_id: u64,
     seq: u64,
 ) -> rusqlite::Result<bool> {
+    if unsequenced::key_of(seq).is_none() {
+        return Ok(false);
+    }
     let erased = tx.execute(
         "UPDATE messages SET deleted = 1, content = ?1, text = NULL, reply_to = NULL \
          WHERE conversation_id = ?2 AND seq = ?3 AND hidden = 0 AND deleted = 0",
@@ -893,6 +991,9 @@ fn target_in(
     conversation_id: u64,
     seq: u64,
 ) -> rusqlite::Result<Option<Result<Target, MessageStoreError>>> {
+    if unsequenced::key_of(seq).is_none() {
+        return Ok(None);
+    }
     let sql =
         format!("SELECT {COLUMNS}, deleted FROM messages WHERE conversation_id = ?1 AND seq = ?2");
     let row = conn
@@ -903,14 +1004,16 @@ fn target_in(
     Ok(row.map(|(raw, deleted)| raw.decode().map(|(message, _)| Target { message, deleted })))
 }
 
-/// A history row with its deletion, edit, reactions and receipt states.
+/// A history row (`key`: its seq, or an unsequenced row's local key) with
+/// its deletion, edit, reactions and receipt states.
 fn view_of(
     conn: &Connection,
     message: StoredMessage,
+    row: i64,
     me: &str,
     see_reads: bool,
 ) -> rusqlite::Result<MessageView> {
-    let key = params![message.conversation_id as i64, message.seq as i64];
+    let key = params![message.conversation_id as i64, row];
     let (deleted, edited_at_ms) = conn.query_row(
         "SELECT deleted, edited_at_ms FROM messages WHERE conversation_id = ?1 AND seq = ?2",
         key,
@@ -921,7 +1024,7 @@ fn view_of(
         .query_map(key, |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<Vec<(String, String)>>>()?;
     let receipts = match message.sender_user == me && !deleted {
-        true => receipt_states(conn, &message, see_reads)?,
+        true => receipt_states(conn, message.conversation_id, row, see_reads)?,
         false => Vec::new(),
     };
     Ok(MessageView {
@@ -933,23 +1036,28 @@ fn view_of(
     })
 }
 
-/// Each recipient's state of an own message (read shown as delivered
-/// when `see_reads` is off).
+/// Each recipient's state of the own message at row key `seq` (read shown
+/// as delivered when `see_reads` is off; an unsequenced one, `seq` < 0,
+/// always sent: no receipt names it).
 fn receipt_states(
     conn: &Connection,
-    m: &StoredMessage,
+    conversation_id: u64,
+    seq: i64,
     see_reads: bool,
 ) -> rusqlite::Result<Vec<(String, Delivery)>> {
-    let seq = m.seq as i64;
     conn.prepare(
         "SELECT r.user, COALESCE(c.delivered_up_to, 0), COALESCE(c.read_up_to, 0) \
          FROM message_recipients r LEFT JOIN receipts c \
            ON c.conversation_id = r.conversation_id AND c.user = r.user \
          WHERE r.conversation_id = ?1 AND r.seq = ?2 ORDER BY r.user",
     )?
-    .query_map(params![m.conversation_id as i64, seq], |r| {
+    .query_map(params![conversation_id as i64, seq], |r| {
         let (delivered, read): (i64, i64) = (r.get(1)?, r.get(2)?);
-        let state = match (read >= seq && see_reads, delivered >= seq || read >= seq) {
+        let named = seq > 0;
+        let state = match (
+            named && read >= seq && see_reads,
+            named && (delivered >= seq || read >= seq),
+        ) {
             (true, _) => Delivery::Read,
             (false, true) => Delivery::Delivered,
             (false, false) => Delivery::Sent,
@@ -976,7 +1084,8 @@ struct RawRow {
 fn raw(row: &Row<'_>) -> rusqlite::Result<RawRow> {
     Ok(RawRow {
         conversation_id: row.get::<_, i64>(0)? as u64,
-        seq: row.get::<_, i64>(1)? as u64,
+        // An unsequenced row's negative local key reads as seq 0.
+        seq: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
         sender_user: row.get(2)?,
         sender_device: row.get(3)?,
         server_time_ms: row.get::<_, i64>(4)? as u64,

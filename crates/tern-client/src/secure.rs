@@ -1789,7 +1789,8 @@ impl Inner {
     }
 
     /// Stores a message this device sent, and for a visible one the users
-    /// it went to (for receipt states). It was sent, so a failure is only
+    /// it went to (for receipt states), in one transaction; one the server
+    /// acknowledged with seq 0 is kept unsequenced. It was sent, so a failure is only
     /// logged (with what to do); the send still succeeded.
     async fn keep_sent(&self, receipt: &SendReceipt, content: &Content, kind: ConversationKind) {
         if !self.client.timers_known() {
@@ -1812,18 +1813,14 @@ impl Inner {
                 content,
             ),
         };
-        if let Err(error) = self.messages.insert(&message, true) {
+        let users = match !content.is_visible() || kind == ConversationKind::NoteToSelf {
+            true => Vec::new(),
+            false => self.recipients(receipt.conversation_id, kind).await,
+        };
+        // Seq 0 (the server numbered nothing, PROTOCOL.md §4.4) is kept
+        // too, unsequenced (message_store::unsequenced).
+        if let Err(error) = self.messages.insert_sent(&message, &users) {
             tracing::warn!(%error, "the message was sent but is missing from this device's history");
-        }
-        if !content.is_visible() || kind == ConversationKind::NoteToSelf {
-            return;
-        }
-        let users = self.recipients(receipt.conversation_id, kind).await;
-        let recorded =
-            self.messages
-                .record_recipients(receipt.conversation_id, receipt.seq, &users);
-        if let Err(error) = recorded {
-            tracing::warn!(%error, "the message was sent but its receipts cannot be followed");
         }
     }
 
