@@ -185,6 +185,60 @@ async fn a_flood_into_one_conversation_is_refused_for_all_its_senders() {
     assert_eq!(head(&alice, direct).await, 3);
 }
 
+/// A create refused by any check (a missing consent, a send limit spent)
+/// takes no creation token, and a spent send budget does not refuse a
+/// create (PROTOCOL.md §6.1: a refused request is charged to no bucket).
+/// Counts are exact on the manual clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_create_costs_no_creation_token() {
+    let (server, clock) = server(|c| {
+        c.conversations_per_account_burst = 2;
+        c.conversations_per_account_per_day = 24; // one an hour
+        c.sends_per_account_burst = 1;
+        c.sends_per_account_per_minute = 1;
+    });
+    let alice = server.register("alice").await;
+    let private = server.register_private("private").await;
+    for user in ["u1", "u2", "u3"] {
+        server.register(user).await;
+    }
+    // Refused for consent, again and again: no token taken.
+    for _ in 0..5 {
+        let refused = alice
+            .create_conversation(ConversationKind::Group, &["private"])
+            .await
+            .expect_err("private joins groups only from contacts");
+        assert_eq!(refused.code(), Some(ErrorCode::ConsentRequired));
+    }
+    // The account's sends are spent: creates still go, and a send refused
+    // by its limit leaves the creation budget alone.
+    let first = alice
+        .create_conversation(ConversationKind::Direct, &["u1"])
+        .await
+        .unwrap()
+        .id;
+    alice.send(first, "the only send").await.unwrap();
+    rate_limited(alice.send(first, "one too many").await, "this account");
+    alice
+        .create_conversation(ConversationKind::Direct, &["u2"])
+        .await
+        .unwrap();
+    // Exactly the burst of two creates went through.
+    let wait = rate_limited(
+        alice
+            .create_conversation(ConversationKind::Direct, &["u3"])
+            .await,
+        "conversations created",
+    );
+    assert_eq!(wait, Duration::from_secs(3600));
+    clock.advance(3_600_000);
+    alice
+        .create_conversation(ConversationKind::Direct, &["u3"])
+        .await
+        .unwrap();
+    drop(private);
+}
+
 /// Invitations are limited per inviting account (an existing limit, checked
 /// here against the real server).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,15 +38,15 @@ async fn create(
     check_shape(kind, others.len())?;
     let others_list: Vec<String> = others.iter().cloned().collect();
     require_users(owner.ctx.store.as_ref(), &others_list).await?;
-    owner
-        .ctx
-        .limits
-        .create_conversation(&caller.user, owner.ctx.clock.now_ms())?;
+    let limits = owner.ctx.limits.clone();
+    limits.may_create_conversation(&caller.user, owner.ctx.clock.now_ms())?;
     if kind == ConversationKind::Group {
         let mut joining = others_list.clone();
         joining.push(caller.user.clone());
         consent::check_additions(&owner.ctx, &caller.user, None, &joining).await?;
     }
+    // Taken once every check passed: a refused create costs nothing.
+    limits.create_conversation(&caller.user, owner.ctx.clock.now_ms())?;
     let mut all = others;
     all.insert(caller.user.clone());
     let record = ConversationRecord {

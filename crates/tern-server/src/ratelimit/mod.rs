@@ -127,9 +127,10 @@ impl ServerLimits {
     /// `RateLimited` with a retry-after, naming the target.
     pub fn claim(&self, claimer: &str, target: &str, now_ms: u64) -> Result<(), Reject> {
         let pair = format!("{claimer}\u{0}{target}");
-        take(&self.claims_by_pair, pair.as_str(), now_ms)
-            .and_then(|()| take(&self.claims_by_target, target, now_ms))
-            .map_err(|wait| limited(wait, &format!("too many key claims for {target}")))
+        let both = (&self.claims_by_pair, pair.as_str());
+        take_both(both, (&self.claims_by_target, target), now_ms).map_err(|refused| {
+            limited(refused.wait(), &format!("too many key claims for {target}"))
+        })
     }
 
     /// One registration from `address`.
@@ -150,12 +151,37 @@ impl ServerLimits {
     /// # Errors
     /// `RateLimited` with a retry-after.
     pub fn request_link(&self, address: IpAddr, user: &str, now_ms: u64) -> Result<(), Reject> {
-        if !self.is_exempt(address) {
-            take(&self.links_by_address, &address_key(address), now_ms)
-                .map_err(|wait| limited(wait, "too many link requests from this address"))?;
+        let for_user = |wait| limited(wait, &format!("too many link requests for {user}"));
+        if self.is_exempt(address) {
+            return take(&self.links_by_user, user, now_ms).map_err(for_user);
         }
-        take(&self.links_by_user, user, now_ms)
-            .map_err(|wait| limited(wait, &format!("too many link requests for {user}")))
+        let key = address_key(address);
+        take_both(
+            (&self.links_by_address, &key),
+            (&self.links_by_user, user),
+            now_ms,
+        )
+        .map_err(|refused| match refused.second {
+            Some(_) => for_user(refused.wait()),
+            None => limited(refused.wait(), "too many link requests from this address"),
+        })
+    }
+
+    /// Whether `user` may create a conversation now, taking nothing: a
+    /// create checks it before its other checks, and takes the token
+    /// ([`ServerLimits::create_conversation`]) only once they passed, so a
+    /// refused create costs nothing (PROTOCOL.md §6.1).
+    ///
+    /// # Errors
+    /// `RateLimited` with a retry-after.
+    pub fn may_create_conversation(&self, user: &str, now_ms: u64) -> Result<(), Reject> {
+        let limiter = self
+            .creations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        limiter
+            .peek(user, now_ms)
+            .map_err(|wait| limited(wait, "too many conversations created by this account"))
     }
 
     /// One conversation created by `user`.
@@ -231,6 +257,62 @@ where
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     limiter.check(key, now_ms)
+}
+
+/// Which of two buckets refused, and how long each asks to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refused {
+    first: Option<Duration>,
+    second: Option<Duration>,
+}
+
+impl Refused {
+    /// The longer wait: only then do both hold a token.
+    fn wait(self) -> Duration {
+        self.first
+            .max(self.second)
+            .unwrap_or(Duration::from_millis(1))
+    }
+}
+
+/// One token from each of two buckets, or none: both are locked (always
+/// first `a`, then `b`: every caller passes its pair in one fixed order, so
+/// two callers never wait on each other), both are peeked, and only when
+/// both hold a token are both taken (PROTOCOL.md §6.1: a refused request is
+/// charged to no bucket).
+fn take_both<K1, Q1, K2, Q2>(
+    a: (&Locked<K1>, &Q1),
+    b: (&Locked<K2>, &Q2),
+    now_ms: u64,
+) -> Result<(), Refused>
+where
+    K1: Borrow<Q1> + Hash + Eq,
+    Q1: Hash + Eq + ToOwned<Owned = K1> + ?Sized,
+    K2: Borrow<Q2> + Hash + Eq,
+    Q2: Hash + Eq + ToOwned<Owned = K2> + ?Sized,
+{
+    let mut first =
+        a.0.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut second =
+        b.0.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let refused = Refused {
+        first: first.peek(a.1, now_ms).err(),
+        second: second.peek(b.1, now_ms).err(),
+    };
+    if refused.first.is_some() || refused.second.is_some() {
+        return Err(refused);
+    }
+    // Cannot fail: both are locked and peek said yes.
+    first.check(a.1, now_ms).map_err(|w| Refused {
+        first: Some(w),
+        second: None,
+    })?;
+    second.check(b.1, now_ms).map_err(|w| Refused {
+        first: None,
+        second: Some(w),
+    })
 }
 
 /// The stripe of `user` among `stripes` (FNV-1a: cheap, and stable enough;
@@ -339,5 +421,38 @@ mod tests {
                 .is_err(),
             "per user, from any address"
         );
+    }
+
+    fn full<K: Borrow<Q> + Hash + Eq, Q: Hash + Eq + ?Sized>(l: &Locked<K>, key: &Q) -> bool {
+        l.lock().unwrap().peek(key, 0).is_ok()
+    }
+
+    /// PROTOCOL.md §6.1: a request refused by one of its two buckets takes
+    /// no token from the other (bursts of 1, so a token taken would show).
+    #[test]
+    fn a_request_refused_by_one_bucket_is_charged_to_neither() {
+        let l = limits(|c| {
+            c.claim_burst = 1;
+            c.claims_per_target_burst = 1;
+            c.link_requests_per_address_burst = 1;
+            c.link_requests_per_user_burst = 1;
+            c.rate_limit_exempt = Vec::new();
+        });
+        l.claim("alice", "bob", 0).unwrap();
+        assert!(l.claim("carol", "bob", 0).is_err(), "bob's target bucket");
+        assert!(full(&l.claims_by_pair, "carol\u{0}bob"));
+        l.claim("carol", "dave", 0).unwrap();
+        assert!(l.claim("carol", "dave", 0).is_err(), "the pair's bucket");
+        assert!(full(&l.claims_by_target, "erin"));
+
+        let (x, y): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        l.request_link(x, "bob", 0).unwrap();
+        let refused = l.request_link(y, "bob", 0).unwrap_err();
+        assert!(refused.message.contains("for bob"), "{}", refused.message);
+        assert!(full(&l.links_by_address, &address_key(y)));
+        let refused = l.request_link(x, "carol", 0).unwrap_err();
+        assert!(refused.message.contains("address"), "{}", refused.message);
+        assert!(full(&l.links_by_user, "carol"));
+        l.request_link(y, "carol", 0).unwrap();
     }
 }
