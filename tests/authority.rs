@@ -187,6 +187,8 @@ async fn the_block_list_is_listed_and_checked() {
     );
     assert_eq!(code(alice.block("nobody").await), ErrorCode::NotFound);
     assert_eq!(code(alice.unblock("").await), ErrorCode::InvalidArgument);
+    // A user who does not exist is told, not answered as unblocked.
+    assert_eq!(code(alice.unblock("nosuchuser").await), ErrorCode::NotFound);
 }
 
 /// At most MAX_BLOCKED_USERS per account: one more is LimitExceeded, and
@@ -281,9 +283,22 @@ async fn the_cli_blocks_sets_timers_and_administrators() {
             .output()
             .unwrap();
         assert!(!refused.status.success());
+        let why = String::from_utf8_lossy(&refused.stderr);
+        assert!(why.starts_with("error: "), "{refused:?}");
+        // The CLI names its own command, not the protocol request.
         assert!(
-            String::from_utf8_lossy(&refused.stderr).starts_with("error: "),
-            "{refused:?}"
+            why.contains("(tern admin GROUP --list)") && !why.contains("ListAdmins"),
+            "{why}"
+        );
+        let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["unblock", "--state", s, "nosuchuser"])
+            .output()
+            .unwrap();
+        assert!(!unknown.status.success(), "{unknown:?}");
+        let why = String::from_utf8_lossy(&unknown.stderr);
+        assert!(
+            why.contains("does not exist") && why.contains("tern blocked"),
+            "{why}"
         );
     })
     .await

@@ -14,7 +14,8 @@ use common::{assert_server_blind, TestServer, WAIT};
 use tempfile::TempDir;
 use tern_client::content::{Content, ReceiptKind};
 use tern_client::message_store::{
-    DeleteRefusal, Delivery, EditRefusal, MessageView, StoredMessage, EDIT_WINDOW_MS,
+    DeleteRefusal, Delivery, EditRefusal, MessageStoreError, MessageView, StoredMessage,
+    EDIT_WINDOW_MS,
 };
 use tern_client::secure::content_ops::{DeleteError, EditError, ReactError};
 use tern_client::secure::group_info::SetGroupInfoError;
@@ -282,6 +283,83 @@ async fn an_edit_later_than_24_hours_is_refused_and_ignored() {
     let view = bob.view(conv, seq);
     assert_eq!(view.message.text(), Some("old news"));
     assert_eq!(view.edited_at_ms, None);
+}
+
+/// A blocked user's sends are acknowledged without a seq (PROTOCOL.md
+/// §4.4); the sender's device keeps every one, in the order sent, after
+/// the message that was latest then, in state sent (never delivered or
+/// read, though the blocker read everything before), and nothing can
+/// address them by seq 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_senders_messages_are_all_kept_as_sent_in_order() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    let conv = alice.client.direct("bob").await.unwrap();
+    let hello = say(&bob, conv, "hello", &[&alice]).await;
+    alice.client.mark_read(conv, hello).await.unwrap();
+    bob.until("alice's read receipt", |d| {
+        d.view(conv, hello).overall() == Some(Delivery::Read)
+    })
+    .await;
+    alice.client.transport().block("bob").await.unwrap();
+    for text in ["one", "two", "three"] {
+        let sent = bob.client.send_text(conv, text).await.unwrap();
+        assert_eq!(sent.receipt.seq, 0);
+    }
+    let history = bob.client.messages().view(conv, 100, "bob").unwrap();
+    let shown: Vec<(u64, Option<&str>, Option<Delivery>)> = history
+        .iter()
+        .map(|v| (v.message.seq, v.message.text(), v.overall()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (hello, Some("hello"), Some(Delivery::Read)),
+            (0, Some("one"), Some(Delivery::Sent)),
+            (0, Some("two"), Some(Delivery::Sent)),
+            (0, Some("three"), Some(Delivery::Sent)),
+        ]
+    );
+    // Alice's next message is shown after them; she never got them.
+    let after = say(&alice, conv, "alice again", &[&bob]).await;
+    assert!(after > hello);
+    let texts: Vec<String> = bob
+        .client
+        .messages()
+        .history(conv, 100)
+        .unwrap()
+        .iter()
+        .map(|m| m.text().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(texts, ["hello", "one", "two", "three", "alice again"]);
+    let alice_has: Vec<u64> = alice
+        .client
+        .messages()
+        .history(conv, 100)
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(alice_has, [hello, after]);
+    // Seq 0 names nothing: a typed error, nothing sent.
+    let no_seq = |e: &MessageStoreError| matches!(e, MessageStoreError::NoSuchSeq { seq: 0, .. });
+    match bob.client.edit(conv, 0, "changed").await {
+        Err(EditError::Store(e)) => assert!(no_seq(&e), "{e}"),
+        other => panic!("edit of seq 0: {other:?}"),
+    }
+    match bob.client.delete_for_everyone(conv, 0).await {
+        Err(DeleteError::Store(e)) => assert!(no_seq(&e), "{e}"),
+        other => panic!("delete of seq 0: {other:?}"),
+    }
+    match bob.client.react(conv, 0, "👍").await {
+        Err(ReactError::Store(e)) => assert!(no_seq(&e), "{e}"),
+        other => panic!("reaction to seq 0: {other:?}"),
+    }
+    assert!(bob.client.delete_for_me(conv, 0).is_err());
+    let kept = bob.client.messages().view(conv, 100, "bob").unwrap();
+    assert_eq!(kept.len(), 5);
+    assert!(kept.iter().all(|v| !v.deleted && v.edited_at_ms.is_none()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -614,8 +692,14 @@ async fn the_server_stores_only_ciphertext_of_every_content_kind() {
         let seq = say(&alice, conv, &original, &readers).await;
         let reply = marker("REPLY", conv);
         bob.client.reply(conv, seq, &reply).await.unwrap();
+        // A text marker the scan can find: sent as a reaction's content
+        // directly, past the SDK's one-emoji check (receivers keep it).
         let reaction = marker("EMOJI", conv);
-        bob.client.react(conv, seq, &reaction).await.unwrap();
+        let content = Content::Reaction {
+            target_seq: seq,
+            emoji: reaction.clone(),
+        };
+        bob.client.send(conv, &content).await.unwrap();
         let edit = marker("EDIT", conv);
         alice.client.edit(conv, seq, &edit).await.unwrap();
         bob.client.mark_read(conv, seq).await.unwrap();
@@ -847,8 +931,22 @@ mod cli {
             ok(tern(&["read", "--state", &bob, conv, "4"])),
             "already read up to #4 or later\n"
         );
+        // Past the head: clamped to the latest message, and said so.
+        let past = tern(&["read", "--state", &bob, conv, "99999999"]);
+        let said = String::from_utf8_lossy(&past.stderr).into_owned();
+        assert!(said.contains("past the latest message, #5"), "{said}");
+        assert_eq!(ok(past), "already read up to #5 or later\n");
+        let on = ok(tern(&["receipts", "--state", &bob]));
+        assert!(on.starts_with("read receipts on"), "{on}");
         let off = ok(tern(&["receipts", "--state", &bob, "off"]));
         assert!(off.starts_with("read receipts off"), "{off}");
+        let shown = ok(tern(&["receipts", "--state", &bob]));
+        assert!(shown.starts_with("read receipts off"), "{shown}");
+        // A reaction is one emoji, not any text.
+        let words = tern(&["react", "--state", &bob, conv, "1", "lol"]);
+        assert!(!words.status.success());
+        let why = String::from_utf8_lossy(&words.stderr);
+        assert!(why.contains("one emoji"), "{why}");
         ok(tern(&["delete", "--state", &bob, conv, "1"]));
         let history = ok(tern(&["history", "--state", &bob, conv]));
         assert!(

@@ -382,6 +382,42 @@ async fn a_deleted_request_is_forgotten_and_may_block_its_sender() {
     }
 }
 
+/// A request from a user this account blocks is listed neither in
+/// `requests` nor in `conversations` (unblocking shows it again), and a
+/// deleted request leaves `conversations` too.
+#[tokio::test]
+async fn a_request_from_a_blocked_user_or_deleted_is_shown_nowhere() {
+    let server = TestServer::start(2);
+    let dirs = [(); 2].map(|()| tempfile::tempdir().unwrap());
+    let bob = Device::register(&server, &dirs[0], "bob").await;
+    let dave = Device::register(&server, &dirs[1], "dave").await;
+    let conv = dave.client.direct("bob").await.unwrap();
+    dave.client.send_text(conv, "hi").await.unwrap();
+    assert_eq!(bob.message().await.0, conv);
+    let listed = |requests: Vec<tern_client::secure::requests::MessageRequest>| {
+        requests
+            .iter()
+            .map(|r| r.conversation_id)
+            .collect::<Vec<_>>()
+    };
+    let inbox = |states: Vec<tern_proto::ConversationState>| {
+        states.iter().any(|s| s.conversation_id == conv)
+    };
+    assert_eq!(listed(bob.client.requests().await.unwrap()), [conv]);
+    assert!(inbox(bob.client.conversations().await.unwrap()));
+    bob.client.transport().block("dave").await.unwrap();
+    assert!(bob.client.requests().await.unwrap().is_empty());
+    assert!(!inbox(bob.client.conversations().await.unwrap()));
+    bob.client.transport().unblock("dave").await.unwrap();
+    assert_eq!(listed(bob.client.requests().await.unwrap()), [conv]);
+    bob.client.delete_request(conv, false).await.unwrap();
+    assert!(!inbox(bob.client.conversations().await.unwrap()));
+    assert!(bob.client.requests().await.unwrap().is_empty());
+    for device in [bob, dave] {
+        device.close().await;
+    }
+}
+
 fn tern(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(args)
@@ -473,6 +509,19 @@ fn privacy_and_requests_commands() {
     assert_eq!(ok(tern(&["blocked", "--state", &bob])), "carol\n");
     let history = ok(tern(&["history", "--state", &bob, &spam]));
     assert!(!history.contains("buy now"), "{history}");
+    let inbox = ok(tern(&["conversations", "--state", &bob]));
+    assert!(
+        !inbox.lines().any(|l| l.starts_with(&format!("{spam}\t"))),
+        "a deleted request stays out of conversations: {inbox}"
+    );
+    assert!(inbox.contains(&format!("{conv}\t")), "{inbox}");
+    let not_one = tern(&["requests", "--state", &bob, "delete", "999999"]);
+    assert!(!not_one.status.success());
+    let why = String::from_utf8_lossy(&not_one.stderr);
+    assert!(
+        why.contains("`tern requests`") && !why.contains("requests()"),
+        "{why}"
+    );
     let misuse = tern(&["requests", "--state", &bob, "accept"]);
     assert!(!misuse.status.success());
     assert_eq!(server.terminate().code(), Some(0));

@@ -75,9 +75,10 @@ pub enum Switch {
 pub struct ReceiptsArgs {
     #[command(flatten)]
     conn: Connection,
-    /// Send read receipts and see others' (on, the default), or neither (off).
+    /// Send read receipts and see others' (on, the default), or neither
+    /// (off); left out: show the current setting.
     #[arg(value_enum)]
-    setting: Switch,
+    setting: Option<Switch>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,8 +124,8 @@ pub enum ContentOp {
     },
     /// `tern read CONV [SEQ]`
     Read { conversation: u64, seq: Option<u64> },
-    /// `tern receipts on|off`
-    Receipts { on: bool },
+    /// `tern receipts [on|off]` (`on: None`: show the setting)
+    Receipts { on: Option<bool> },
     /// `tern group-info CONV [--name N] [--topic T]` (neither: show).
     GroupInfo {
         conversation: u64,
@@ -178,7 +179,7 @@ pub fn op_of(command: Command) -> Option<(Connection, ContentOp)> {
         Command::Receipts(a) => (
             a.conn,
             ContentOp::Receipts {
-                on: a.setting == Switch::On,
+                on: a.setting.map(|s| s == Switch::On),
             },
         ),
         Command::GroupInfo(a) => (
@@ -218,9 +219,9 @@ pub async fn perform(
                 .await
                 .map_err(|x| e(&x))?;
             out.out(format!(
-                "reacted {} to #{seq} (seq {})",
+                "reacted {} to #{seq} ({})",
                 shown(&emoji),
-                sent.receipt.seq
+                sent_to(conversation, sent.receipt.seq)
             ));
         }
         ContentOp::React {
@@ -244,8 +245,8 @@ pub async fn perform(
                 .await
                 .map_err(|x| e(&x))?;
             out.out(format!(
-                "sent: conversation {conversation} seq {} (reply to #{seq})",
-                sent.receipt.seq
+                "sent: {} (reply to #{seq})",
+                sent_to(conversation, sent.receipt.seq)
             ));
         }
         ContentOp::Edit {
@@ -271,7 +272,13 @@ pub async fn perform(
             topic,
         } => group_info(client, conversation, name, topic, out).await?,
         ContentOp::Receipts { on } => {
-            client.set_read_receipts(on).map_err(|x| e(&x))?;
+            let on = match on {
+                Some(on) => {
+                    client.set_read_receipts(on).map_err(|x| e(&x))?;
+                    on
+                }
+                None => client.read_receipts().map_err(|x| e(&x))?,
+            };
             out.out(match on {
                 true => "read receipts on: you send them and see others'",
                 false => "read receipts off: you send none and see no one's",
@@ -358,11 +365,19 @@ async fn read(
         .messages()
         .latest_seq(conversation)
         .map_err(|e| e.to_string())?;
-    let Some(seq) = seq.or(latest) else {
+    let Some(head) = latest else {
         return Err(format!(
             "no messages of conversation {conversation} on this device to mark read"
         ));
     };
+    // Past the latest message: read up to it (as the SDK does), and say so.
+    let asked = seq.unwrap_or(head);
+    let seq = asked.min(head);
+    if asked > head {
+        out.err(format!(
+            "#{asked} is past the latest message, #{head}; marking up to #{head}"
+        ));
+    }
     let moved = client
         .mark_read(conversation, seq)
         .await
@@ -400,13 +415,26 @@ pub fn history(
     Ok(())
 }
 
-/// One message of [`history`].
+/// Where a sent message went, for "sent: …": `conversation C seq N`, or
+/// `conversation C` alone for seq 0 (the server numbered nothing, as for a
+/// send to someone who blocks this account; PROTOCOL.md §4.4).
+pub fn sent_to(conversation: u64, seq: u64) -> String {
+    match seq {
+        0 => format!("conversation {conversation}"),
+        _ => format!("conversation {conversation} seq {seq}"),
+    }
+}
+
+/// One message of [`history`]: `[C #N]`, or `[C]` for an own send the
+/// server did not number (seq 0).
 pub fn history_line(v: &MessageView) -> String {
     let m = &v.message;
+    let place = match m.seq {
+        0 => format!("[{}]", m.conversation_id),
+        seq => format!("[{} #{seq}]", m.conversation_id),
+    };
     let mut line = format!(
-        "[{} #{}] {} {}/{}: ",
-        m.conversation_id,
-        m.seq,
+        "{place} {} {}/{}: ",
         utc_time(m.server_time_ms),
         shown(&m.sender_user),
         m.sender_device,

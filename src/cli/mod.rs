@@ -145,10 +145,30 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", in_cli_terms(&message));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Protocol requests a server's refusal may name, with the command that
+/// does the same here.
+const REQUEST_COMMANDS: [(&str, &str); 5] = [
+    ("(Invite)", "(tern invite GROUP USER)"),
+    ("`ListBlocked`", "`tern blocked`"),
+    ("(ListAdmins)", "(tern admin GROUP --list)"),
+    ("(ListDevices)", "(tern devices)"),
+    ("(AcceptRequest)", "(tern requests accept CONVERSATION)"),
+];
+
+/// `message` with each protocol request it names replaced by the `tern`
+/// command to run instead.
+pub fn in_cli_terms(message: &str) -> String {
+    REQUEST_COMMANDS
+        .iter()
+        .fold(message.to_owned(), |text, (request, command)| {
+            text.replace(request, command)
+        })
 }
 
 /// Sets up logging: `RUST_LOG` wins, else `default`.

@@ -273,8 +273,8 @@ async fn send(
         .await
         .map_err(|e| e.to_string())?;
     out.out(format!(
-        "sent: conversation {} seq {}",
-        sent.receipt.conversation_id, sent.receipt.seq
+        "sent: {}",
+        super::content::sent_to(sent.receipt.conversation_id, sent.receipt.seq)
     ));
     for (user, device) in &sent.skipped {
         out.err(format!(
@@ -369,11 +369,8 @@ fn plural(n: usize, noun: &str) -> String {
 }
 
 async fn conversations(client: &SecureClient, out: &mut Printed) -> Result<(), String> {
-    let states = client
-        .transport()
-        .sync(true)
-        .await
-        .map_err(|e| e.to_string())?;
+    // Requests deleted here or from blocked users are left out.
+    let states = client.conversations().await.map_err(|e| e.to_string())?;
     for c in states {
         // A message request is kept apart: `tern requests` shows it.
         let request = c.request_from.as_deref().map_or(String::new(), |from| {

@@ -113,7 +113,12 @@ pub async fn perform(
     op: PrivacyOp,
     out: &mut Printed,
 ) -> Result<(), String> {
-    let e = |e: RequestError| e.to_string();
+    let e = |e: RequestError| match e {
+        RequestError::NotARequest(id) => format!(
+            "conversation {id} is not a pending message request; `tern requests` lists them"
+        ),
+        other => other.to_string(),
+    };
     match op {
         PrivacyOp::Privacy { direct, groups } => {
             settings(client.transport(), direct, groups, out).await?

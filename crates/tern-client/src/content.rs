@@ -41,6 +41,7 @@
 //! ([`ContentError::UnsupportedVersion`]), because the framing itself may have
 //! changed. `Content` is `#[non_exhaustive]`: match it with a `_` arm.
 
+pub mod emoji;
 pub mod group_info;
 
 pub use group_info::GroupInfo;

@@ -16,7 +16,8 @@ use crate::sdk::ClientError;
 /// Why [`SecureClient::react`] or [`SecureClient::remove_reaction`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReactError {
-    #[error("a reaction needs an emoji; to take one back, remove the reaction")]
+    /// Empty, or not one emoji ([`crate::content::emoji::is_one_emoji`]).
+    #[error("a reaction is one emoji, such as 👍 (not text, nor several); to take one back, remove the reaction")]
     NoEmoji,
     #[error("the reaction is {0} bytes long, more than {MAX_EMOJI_BYTES}; react with one emoji")]
     EmojiTooLong(usize),
@@ -78,8 +79,10 @@ pub enum DeleteError {
 
 impl SecureClient {
     /// Sets this account's reaction to message `seq` of `conversation`
-    /// (replacing its earlier one): one emoji, at most
-    /// [`MAX_EMOJI_BYTES`] bytes, to a message stored here and not deleted.
+    /// (replacing its earlier one): one emoji
+    /// ([`crate::content::emoji::is_one_emoji`], else
+    /// [`ReactError::NoEmoji`]), at most [`MAX_EMOJI_BYTES`] bytes, to a
+    /// message stored here and not deleted.
     pub async fn react(
         &self,
         conversation: u64,
@@ -91,6 +94,9 @@ impl SecureClient {
         }
         if emoji.len() > MAX_EMOJI_BYTES {
             return Err(ReactError::EmojiTooLong(emoji.len()));
+        }
+        if !crate::content::emoji::is_one_emoji(emoji) {
+            return Err(ReactError::NoEmoji);
         }
         self.send_reaction(conversation, seq, emoji).await
     }

@@ -96,9 +96,13 @@ impl SecureClient {
     /// every message up to `seq` to the conversation's members and this
     /// account's other devices (not in a note-to-self conversation, nor in
     /// a pending message request: accepting it sends the receipt then).
-    /// Returns whether the read position moved.
+    /// A `seq` past the latest message stored here is taken as that
+    /// message's (a read position never runs ahead of what was shown, so a
+    /// later message never arrives as already read). Returns whether the
+    /// read position moved.
     pub async fn mark_read(&self, conversation: u64, seq: u64) -> Result<bool, MarkReadError> {
         let store = &self.inner.messages;
+        let seq = seq.min(store.latest_seq(conversation)?.unwrap_or(0));
         let moved = store.record_receipt(conversation, self.user(), ReceiptKind::Read, seq)?;
         if !moved || !store.read_receipts()? {
             return Ok(moved);

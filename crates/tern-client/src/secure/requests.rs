@@ -6,7 +6,9 @@
 //!
 //! * **Kept apart.** [`SecureClient::requests`] lists them, with the sender
 //!   and the first message this device has from them; an app keeps them
-//!   out of its inbox (`tern conversations` does).
+//!   out of its inbox. Requests from users this account blocks, and those
+//!   deleted here with nothing newer since, are shown nowhere
+//!   ([`SecureClient::conversations`] leaves them out too).
 //! * **No receipts while pending.** The SDK sends no delivered receipt for a
 //!   request: the ones due are held here, per conversation, instead of sent
 //!   ([`Inner::flush_receipts`] asks [`Inner::is_request`]), and
@@ -66,7 +68,9 @@ pub enum RequestError {
     /// The conversation is not a pending message request of this account
     /// (accepted already, or not a direct conversation from a stranger);
     /// `tern requests` lists the pending ones.
-    #[error("conversation {0} is not a message request; `requests()` lists the pending ones")]
+    #[error(
+        "conversation {0} is not a pending message request; SecureClient::requests lists them"
+    )]
     NotARequest(u64),
 }
 
@@ -157,20 +161,55 @@ impl Inner {
 }
 
 impl SecureClient {
-    /// This account's pending message requests, in conversation id order,
-    /// leaving out those deleted here that got nothing newer since.
-    pub async fn requests(&self) -> Result<Vec<MessageRequest>, RequestError> {
+    /// This account's conversations as Sync lists them, leaving out the
+    /// message requests it does not show ([`SecureClient::requests`]'s
+    /// rule: deleted here with nothing newer since, or from a user this
+    /// account blocks). Pending requests it shows keep `request_from`.
+    ///
+    /// # Errors
+    /// [`RequestError::Secure`] when the server cannot be asked;
+    /// [`RequestError::Store`] when the local store cannot be read.
+    pub async fn conversations(&self) -> Result<Vec<ConversationState>, RequestError> {
         let states = self.inner.refresh_requests().await?;
+        let blocked = self.inner.client.blocked().await?;
+        let mut out = Vec::with_capacity(states.len());
+        for state in states {
+            if !self.hides(&state, &blocked)? {
+                out.push(state);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `state` is a message request this device does not show: from
+    /// a user this account blocks (the server drops their later messages;
+    /// unblocking shows it again), or deleted here with nothing newer.
+    fn hides(
+        &self,
+        state: &ConversationState,
+        blocked: &[String],
+    ) -> Result<bool, MessageStoreError> {
+        let Some(from) = &state.request_from else {
+            return Ok(false);
+        };
+        if blocked.contains(from) {
+            return Ok(true);
+        }
+        let forgotten = self.inner.messages.forgotten_up_to(state.conversation_id)?;
+        Ok(forgotten > 0 && state.head_seq <= forgotten)
+    }
+
+    /// This account's pending message requests, in conversation id order,
+    /// leaving out those deleted here that got nothing newer since and
+    /// those from users this account blocks.
+    pub async fn requests(&self) -> Result<Vec<MessageRequest>, RequestError> {
+        let states = self.conversations().await?;
         let store = &self.inner.messages;
         let mut out = Vec::new();
         for state in states {
             let Some(from) = state.request_from else {
                 continue;
             };
-            let forgotten = store.forgotten_up_to(state.conversation_id)?;
-            if forgotten > 0 && state.head_seq <= forgotten {
-                continue;
-            }
             let first = store.first_from_others(state.conversation_id, self.user())?;
             out.push(MessageRequest {
                 conversation_id: state.conversation_id,

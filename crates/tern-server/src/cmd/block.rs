@@ -82,10 +82,23 @@ pub async fn block(ctx: &ShardCtx, caller: &Caller, user: String) -> Result<Outc
 /// was not there), once durable.
 ///
 /// # Errors
-/// `InvalidArgument` (a bad handle).
+/// `InvalidArgument` (a bad handle), `NotFound` (no such user, and not on
+/// the caller's list: a typo is told, not answered as done).
 pub async fn unblock(ctx: &ShardCtx, caller: &Caller, user: String) -> Result<Outcome, Reject> {
     tern_proto::handle::validate_handle(&user)
         .map_err(|e| Reject::new(ErrorCode::InvalidArgument, e.to_string()))?;
+    let exists = !ctx
+        .store
+        .devices(&user)
+        .await
+        .map_err(Reject::store)?
+        .is_empty();
+    if !exists && !refuses(ctx.store.as_ref(), &caller.user, &user).await? {
+        return Err(Reject::new(
+            ErrorCode::NotFound,
+            format!("user {user:?} does not exist; `ListBlocked` lists whom you block"),
+        ));
+    }
     ctx.store
         .unblock(&caller.user, &user)
         .await
