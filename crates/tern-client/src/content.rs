@@ -26,6 +26,7 @@
 //! | `5` | reply | target seq (u64 LE), quote length (u16 LE), quote (UTF-8, at most [`MAX_QUOTE_BYTES`]), body (UTF-8) |
 //! | `6` | delete for everyone | target seq (u64 LE) |
 //! | `7` | group info | name, topic (each u16 LE length + UTF-8), avatar (rest); [`group_info`] |
+//! | `8` | attachment | an [`AttachmentPointer`] ([`crate::attachment::pointer`]) |
 //!
 //! Every target is a seq of the conversation the content is sent in.
 //! Fixed-size payloads (receipt, delete) may carry more bytes after their
@@ -44,6 +45,7 @@
 pub mod emoji;
 pub mod group_info;
 
+pub use crate::attachment::AttachmentPointer;
 pub use group_info::GroupInfo;
 
 /// Format version written by [`Content::encode`].
@@ -75,6 +77,8 @@ pub mod kind {
     pub const DELETE: u8 = 6;
     /// [`super::Content::GroupInfo`].
     pub const GROUP_INFO: u8 = 7;
+    /// [`super::Content::Attachment`].
+    pub const ATTACHMENT: u8 = 8;
 }
 
 /// Longest reaction emoji, in UTF-8 bytes (the longest standard emoji
@@ -137,6 +141,9 @@ pub enum Content {
     Delete { target_seq: u64 },
     /// The group's name, topic and avatar (the latest one sent wins).
     GroupInfo(GroupInfo),
+    /// A file, photo, video or voice message: where its encrypted blob
+    /// lies and its key (boxed: it is much larger than the other kinds).
+    Attachment(Box<AttachmentPointer>),
     /// A kind this build does not understand (sent by a newer client). The
     /// payload is kept as is so it can be stored and decoded after an upgrade.
     Unknown { kind: u8, payload: Vec<u8> },
@@ -206,12 +213,13 @@ impl Content {
             Content::Reply { .. } => kind::REPLY,
             Content::Delete { .. } => kind::DELETE,
             Content::GroupInfo(_) => kind::GROUP_INFO,
+            Content::Attachment(_) => kind::ATTACHMENT,
             Content::Unknown { kind, .. } => *kind,
         }
     }
 
     /// Whether a user sees this as a message of its own in the history:
-    /// text, replies, and kinds this build cannot read (shown as such). A
+    /// text, replies, attachments, and kinds this build cannot read (shown as such). A
     /// reaction, edit, receipt or delete changes other messages instead;
     /// only visible messages are acknowledged with receipts.
     pub fn is_visible(&self) -> bool {
@@ -256,6 +264,7 @@ impl Content {
             }
             Content::Delete { target_seq } => target_seq.to_le_bytes().to_vec(),
             Content::GroupInfo(info) => info.payload(),
+            Content::Attachment(pointer) => pointer.payload(),
             Content::Unknown { payload, .. } => payload.clone(),
         }
     }
@@ -333,6 +342,7 @@ fn decode_payload(kind: u8, payload: &[u8]) -> Result<Content, ContentError> {
             Ok(Content::Delete { target_seq })
         }
         kind::GROUP_INFO => GroupInfo::decode(payload),
+        kind::ATTACHMENT => AttachmentPointer::decode(payload),
         other => Ok(Content::Unknown {
             kind: other,
             payload: payload.to_vec(),

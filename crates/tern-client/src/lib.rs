@@ -1,6 +1,7 @@
 //! The tern client SDK over QUIC, with end-to-end encryption (Olm, MLS).
 //! Depends on `tern-proto` only: no store backend, no server code.
 
+pub mod attachment;
 pub mod calls;
 pub mod connection;
 pub mod content;

@@ -363,6 +363,33 @@ impl Client {
         self.shared.identity.device
     }
 
+    /// The state directory (attachments spool their ciphertext under it).
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.shared.options.state_dir
+    }
+
+    /// A live, open QUIC connection for blob streams (attachments,
+    /// [`crate::attachment::transfer`]), waiting up to `within` while the
+    /// client reconnects; `None` when none came.
+    pub async fn blob_connection(&self, within: Duration) -> Option<quinn::Connection> {
+        let mut rx = self.shared.live.subscribe();
+        let wait = async {
+            loop {
+                let current = rx
+                    .borrow_and_update()
+                    .as_ref()
+                    .map(|l| l.connection.clone());
+                if let Some(c) = current.filter(|c| c.close_reason().is_none()) {
+                    return Some(c);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(within, wait).await.ok().flatten()
+    }
+
     /// Whether [`Client::close`] was called (or the client dropped).
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::SeqCst)

@@ -35,6 +35,7 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tern_client::attachment::{AttachmentKey, AttachmentPointer};
 use tern_client::calls::machine::Signal;
 use tern_client::calls::wire;
 use tern_client::content::{Content, GroupInfo, ReceiptKind};
@@ -166,6 +167,12 @@ fn content_json(content: &Content) -> Value {
         Content::GroupInfo(info) => json!({
             "kind": 7, "name": info.name, "topic": info.topic, "avatar": hex::encode(&info.avatar)
         }),
+        Content::Attachment(p) => json!({
+            "kind": 8, "blob_id": hex::encode(p.blob_id), "key": hex::encode(p.key.0),
+            "digest": hex::encode(p.digest), "size": p.size, "content_type": p.content_type,
+            "file_name": p.file_name, "thumbnail": hex::encode(&p.thumbnail),
+            "width": p.width, "height": p.height, "duration_ms": p.duration_ms
+        }),
         Content::Unknown { kind, payload } => {
             json!({ "kind": kind, "payload": hex::encode(payload) })
         }
@@ -206,6 +213,18 @@ fn content_of(v: &Value) -> Content {
             topic: text(&v["topic"]).to_owned(),
             avatar: hex_of(&v["avatar"]),
         }),
+        (8, _) => Content::Attachment(Box::new(AttachmentPointer {
+            blob_id: hex_of(&v["blob_id"]).try_into().unwrap(),
+            key: AttachmentKey(hex_of(&v["key"]).try_into().unwrap()),
+            digest: hex_of(&v["digest"]).try_into().unwrap(),
+            size: num(&v["size"]),
+            content_type: text(&v["content_type"]).to_owned(),
+            file_name: text(&v["file_name"]).to_owned(),
+            thumbnail: hex_of(&v["thumbnail"]),
+            width: u32::try_from(num(&v["width"])).unwrap(),
+            height: u32::try_from(num(&v["height"])).unwrap(),
+            duration_ms: u32::try_from(num(&v["duration_ms"])).unwrap(),
+        })),
         (kind, _) => Content::Unknown {
             kind: u8::try_from(kind).unwrap(),
             payload: hex_of(&v["payload"]),
@@ -279,7 +298,7 @@ fn content_encoding_matches_the_vectors() {
     let all = load();
     let cases = all["content"]["cases"].as_array().unwrap();
     assert!(cases.len() >= 5);
-    for kind in 1..=7 {
+    for kind in 1..=8 {
         assert!(
             cases.iter().any(|c| num(&c["content"]["kind"]) == kind),
             "no vector of content kind {kind}"
@@ -673,7 +692,24 @@ fn new_kind_cases() -> Vec<(&'static str, Content)> {
         ),
         ("delete #9 for everyone", Content::Delete { target_seq: 9 }),
         ("group info", group_info_case()),
+        ("attachment: a voice message", attachment_case()),
     ]
+}
+
+/// A voice message's pointer (docs/E2EE.md §10.2), fixed bytes throughout.
+fn attachment_case() -> Content {
+    Content::Attachment(Box::new(AttachmentPointer {
+        blob_id: [0x11; 16],
+        key: AttachmentKey([0x22; 32]),
+        digest: [0x33; 32],
+        size: 48_000,
+        content_type: "audio/ogg".into(),
+        file_name: "voice.ogg".into(),
+        thumbnail: Vec::new(),
+        width: 0,
+        height: 0,
+        duration_ms: 5_300,
+    }))
 }
 
 fn group_info_case() -> Content {

@@ -19,6 +19,7 @@
 //! `commit`, ...) are public so that backends' own tests can share them.
 
 mod accounts;
+pub mod blob;
 mod consent;
 mod conversations;
 mod groups;

@@ -6,7 +6,9 @@
 //! pool for prekeys and KeyPackages), [`GroupStore`] (MLS epochs, GroupInfo,
 //! accepting a Commit atomically) and [`ConsentStore`] (privacy settings,
 //! contacts, invitations to groups, blocks). [`Store`] is all of them plus the
-//! durability barrier, and is what the server holds.
+//! durability barrier, and is what the server holds. Encrypted attachment
+//! bytes are not in it: they live behind [`blob::BlobStore`] (files in the
+//! data directory by default), whose calls block.
 //!
 //! Backends: [`memory::MemStore`] (tests), `tern_store_fjall::FjallStore`
 //! (the embedded default), and [`faulty::FaultyStore`], a wrapper that injects
@@ -37,6 +39,7 @@
 //! can help ([`BackendError::is_retryable`]). Every call is safe to retry.
 
 mod accounts;
+pub mod blob;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod consent;

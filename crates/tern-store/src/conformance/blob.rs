@@ -1,0 +1,197 @@
+//! Conformance checks of [`BlobStore`] backends (the module docs of
+//! [`crate::blob`] are the contract): resumable uploads, ranges, owners
+//! kept apart, atomic completion under a race, deletion. A backend runs
+//! them with [`blob_conformance_tests!`](crate::blob_conformance_tests).
+
+// A test suite: a failed unwrap is a failed check, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+
+use crate::blob::{BlobError, BlobId, BlobStatus, BlobStore};
+
+/// Expands to one `#[test]` per blob check, each on a fresh store from
+/// `factory` (returning `(store, guard)`; the guard lives until the check
+/// ends).
+#[macro_export]
+macro_rules! blob_conformance_tests {
+    ($factory:expr $(,)?) => {
+        $crate::blob_conformance_tests!(@checks $factory;
+            blob_upload_resume_read,
+            blob_complete_wrong_total,
+            blob_owners_apart,
+            blob_delete_abandon,
+            blob_complete_race,
+        );
+    };
+    (@checks $factory:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let (store, _guard) = ($factory)();
+                $crate::conformance::blob::$check(::std::sync::Arc::new(store))
+            }
+        )+
+    };
+}
+
+const ID: BlobId = [7; 16];
+
+fn bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 256) as u8).collect()
+}
+
+fn read_all(s: &dyn BlobStore, id: &BlobId, offset: u64, len: usize) -> Vec<u8> {
+    let mut reader = s.reader(id).expect("reader of a complete blob");
+    let mut out = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let n = reader
+            .read_at(offset + got as u64, &mut out[got..])
+            .expect("read_at");
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    out.truncate(got);
+    out
+}
+
+/// An upload dropped half way resumes at exactly the bytes it holds, a
+/// wrong offset is refused with the right one, and the completed blob reads
+/// back by range.
+pub fn blob_upload_resume_read(s: Arc<dyn BlobStore>) {
+    let data = bytes(300_000);
+    assert_eq!(s.status("alice", &ID).unwrap(), BlobStatus::Absent);
+    let mut w = s.writer("alice", &ID, 0).expect("a new upload");
+    w.write(&data[..120_000]).unwrap();
+    assert_eq!(w.len(), 120_000);
+    assert!(
+        matches!(s.writer("alice", &ID, 120_000), Err(BlobError::Busy)),
+        "one writer per upload"
+    );
+    drop(w);
+    assert_eq!(
+        s.status("alice", &ID).unwrap(),
+        BlobStatus::Partial(120_000)
+    );
+    assert!(matches!(s.reader(&ID), Err(BlobError::NotFound)));
+    for asked in [0, 100_000, 130_000] {
+        match s.writer("alice", &ID, asked) {
+            Err(BlobError::OffsetMismatch {
+                have: 120_000,
+                asked: a,
+            }) => assert_eq!(a, asked),
+            other => panic!("resume at {asked}: {:?}", other.err()),
+        }
+    }
+    let mut w = s.writer("alice", &ID, 120_000).expect("resume");
+    w.write(&data[120_000..]).unwrap();
+    w.complete(data.len() as u64).expect("complete");
+    assert_eq!(
+        s.status("alice", &ID).unwrap(),
+        BlobStatus::Complete(300_000)
+    );
+    assert_eq!(s.status("bob", &ID).unwrap(), BlobStatus::Complete(300_000));
+    assert_eq!(s.reader(&ID).unwrap().len(), 300_000);
+    assert_eq!(read_all(s.as_ref(), &ID, 0, data.len()), data);
+    assert_eq!(
+        read_all(s.as_ref(), &ID, 250_000, 10),
+        data[250_000..250_010]
+    );
+    assert_eq!(read_all(s.as_ref(), &ID, 299_990, 100), data[299_990..]);
+    assert!(read_all(s.as_ref(), &ID, 400_000, 10).is_empty());
+    assert!(matches!(
+        s.writer("alice", &ID, 0),
+        Err(BlobError::AlreadyExists)
+    ));
+}
+
+/// Completing with a wrong total is refused and keeps the partial.
+pub fn blob_complete_wrong_total(s: Arc<dyn BlobStore>) {
+    let mut w = s.writer("alice", &ID, 0).unwrap();
+    w.write(&bytes(10)).unwrap();
+    assert!(matches!(
+        w.complete(11),
+        Err(BlobError::Incomplete {
+            have: 10,
+            total: 11
+        })
+    ));
+    assert_eq!(s.status("alice", &ID).unwrap(), BlobStatus::Partial(10));
+    let w = s.writer("alice", &ID, 10).unwrap();
+    w.complete(10).expect("the right total completes");
+    let empty: BlobId = [8; 16];
+    s.writer("alice", &empty, 0)
+        .unwrap()
+        .complete(0)
+        .expect("an empty blob");
+    assert_eq!(s.status("x", &empty).unwrap(), BlobStatus::Complete(0));
+}
+
+/// Each owner has its own partial upload; the first to complete wins.
+pub fn blob_owners_apart(s: Arc<dyn BlobStore>) {
+    let mut a = s.writer("alice", &ID, 0).unwrap();
+    a.write(b"alice's").unwrap();
+    drop(a);
+    assert_eq!(s.status("bob", &ID).unwrap(), BlobStatus::Absent);
+    assert!(matches!(
+        s.writer("bob", &ID, 7),
+        Err(BlobError::OffsetMismatch { have: 0, .. })
+    ));
+    let mut b = s.writer("bob", &ID, 0).unwrap();
+    b.write(b"bob's").unwrap();
+    b.complete(5).expect("bob completes first");
+    let a = s.writer("alice", &ID, 7);
+    assert!(matches!(a, Err(BlobError::AlreadyExists)));
+    assert_eq!(read_all(s.as_ref(), &ID, 0, 100), b"bob's");
+}
+
+/// Deleting and abandoning.
+pub fn blob_delete_abandon(s: Arc<dyn BlobStore>) {
+    s.writer("alice", &ID, 0).unwrap().complete(0).unwrap();
+    s.delete(&ID).expect("delete");
+    assert!(matches!(s.reader(&ID), Err(BlobError::NotFound)));
+    assert!(matches!(s.delete(&ID), Err(BlobError::NotFound)));
+    assert_eq!(s.status("alice", &ID).unwrap(), BlobStatus::Absent);
+    let mut w = s.writer("alice", &ID, 0).unwrap();
+    w.write(b"abc").unwrap();
+    drop(w);
+    s.abandon("alice", &ID).unwrap();
+    s.abandon("alice", &ID).expect("abandoning nothing is fine");
+    assert_eq!(s.status("alice", &ID).unwrap(), BlobStatus::Absent);
+}
+
+/// Many owners complete one id at once: exactly one wins, and the blob is
+/// wholly the winner's bytes.
+pub fn blob_complete_race(s: Arc<dyn BlobStore>) {
+    for round in 0..super::RACE_ROUNDS {
+        let id: BlobId = [round as u8; 16];
+        let writers: Vec<_> = (0..super::RACERS)
+            .map(|i| {
+                let owner = format!("user{i}");
+                let mut w = s.writer(&owner, &id, 0).unwrap();
+                w.write(&vec![i as u8; 4096]).unwrap();
+                w
+            })
+            .collect();
+        let won: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = writers
+                .into_iter()
+                .map(|w| scope.spawn(move || w.complete(4096)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h.join().expect("no panic") {
+                    Ok(()) => true,
+                    Err(BlobError::AlreadyExists) => false,
+                    Err(e) => panic!("complete race: {e}"),
+                })
+                .collect()
+        });
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}");
+        let winner = won.iter().position(|w| *w).unwrap() as u8;
+        assert_eq!(read_all(s.as_ref(), &id, 0, 8192), vec![winner; 4096]);
+    }
+}
