@@ -3,7 +3,12 @@
 //! the SDK reports. Every variant carries the SDK's own sentence, which says
 //! what went wrong and what to do about it.
 
-use tern_client::message_store::MessageStoreError;
+use tern_client::content::group_info::GroupInfoError;
+use tern_client::message_store::{DeleteRefusal, EditRefusal, MessageStoreError};
+use tern_client::secure::content_ops::{DeleteError, EditError, ReactError, ReplyError};
+use tern_client::secure::group_info::SetGroupInfoError;
+use tern_client::secure::receipts::MarkReadError;
+use tern_client::secure::requests::RequestError;
 use tern_client::secure::SecureError;
 use tern_client::ClientError;
 
@@ -59,6 +64,46 @@ pub enum TernError {
     /// The server answered something this SDK does not expect.
     #[error("{message}")]
     Protocol { message: String },
+    /// A reaction, reply, edit or delete names message `seq`, which this
+    /// device does not hold (or which is a reaction, edit or receipt, not a
+    /// message): pick one from [`crate::TernClient::history_view`].
+    /// Nothing was sent.
+    #[error("{message}")]
+    NoSuchMessage { seq: u64, message: String },
+    /// Message `seq` was deleted (or is already deleted here): nothing to
+    /// react to, reply to, edit or delete. Nothing was sent.
+    #[error("{message}")]
+    MessageDeleted { seq: u64, message: String },
+    /// A rule of the SDK forbids the call (`reason` says which); nothing
+    /// was sent.
+    #[error("{message}")]
+    Refused { reason: Refusal, message: String },
+    /// A delete for everyone reached every member's device (they erase
+    /// message `seq`), but the server refused to erase its encrypted copy
+    /// (older than its purge window, say); that copy expires as usual.
+    #[error("{message}")]
+    NotPurged { seq: u64, message: String },
+    /// The conversation is marked read on this device, but the read receipt
+    /// could not be sent; marking it read again retries.
+    #[error("{message}")]
+    ReceiptNotSent { message: String },
+}
+
+/// Which rule refused a call ([`TernError::Refused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum Refusal {
+    /// Only the message's sender may edit it or delete it for everyone.
+    NotSender,
+    /// An edit more than 24 hours after the message (as in WhatsApp's and
+    /// Signal's edit windows, whose lengths differ).
+    TooLate,
+    /// Only texts and replies can be edited.
+    NotText,
+    /// Only groups have a name, topic and avatar.
+    NotAGroup,
+    /// The conversation is no pending message request (accepted already,
+    /// or not a stranger's direct conversation): `requests` lists them.
+    NotARequest,
 }
 
 impl TernError {
@@ -133,6 +178,115 @@ impl From<MessageStoreError> for TernError {
     }
 }
 
+impl From<ReactError> for TernError {
+    fn from(e: ReactError) -> TernError {
+        let message = e.to_string();
+        match e {
+            ReactError::NoEmoji | ReactError::EmojiTooLong(_) => TernError::invalid(message),
+            ReactError::NoSuchMessage { seq, .. } => TernError::NoSuchMessage { seq, message },
+            ReactError::Deleted { seq } => TernError::MessageDeleted { seq, message },
+            ReactError::Store(e) => e.into(),
+            ReactError::Send(e) => e.into(),
+        }
+    }
+}
+
+impl From<ReplyError> for TernError {
+    fn from(e: ReplyError) -> TernError {
+        let message = e.to_string();
+        match e {
+            ReplyError::NoSuchMessage { seq, .. } => TernError::NoSuchMessage { seq, message },
+            ReplyError::Deleted { seq } => TernError::MessageDeleted { seq, message },
+            ReplyError::Store(e) => e.into(),
+            ReplyError::Send(e) => e.into(),
+        }
+    }
+}
+
+impl From<EditError> for TernError {
+    fn from(e: EditError) -> TernError {
+        let message = e.to_string();
+        let (seq, refusal) = match e {
+            EditError::Refused { seq, refusal } => (seq, refusal),
+            EditError::Store(e) => return e.into(),
+            EditError::Send(e) => return e.into(),
+        };
+        let reason = match refusal {
+            EditRefusal::NotFound => return TernError::NoSuchMessage { seq, message },
+            EditRefusal::Deleted => return TernError::MessageDeleted { seq, message },
+            EditRefusal::NotSender => Refusal::NotSender,
+            EditRefusal::TooLate => Refusal::TooLate,
+            EditRefusal::NotText => Refusal::NotText,
+        };
+        TernError::Refused { reason, message }
+    }
+}
+
+impl From<DeleteError> for TernError {
+    fn from(e: DeleteError) -> TernError {
+        let message = e.to_string();
+        match e {
+            DeleteError::Refused { seq, refusal } => match refusal {
+                DeleteRefusal::NotSender => TernError::Refused {
+                    reason: Refusal::NotSender,
+                    message,
+                },
+                DeleteRefusal::NotFound | DeleteRefusal::NotAMessage => {
+                    TernError::NoSuchMessage { seq, message }
+                }
+            },
+            DeleteError::AlreadyDeleted { seq } => TernError::MessageDeleted { seq, message },
+            DeleteError::NotPurged { seq, .. } => TernError::NotPurged { seq, message },
+            DeleteError::Store(e) => e.into(),
+            DeleteError::Send(e) => e.into(),
+        }
+    }
+}
+
+impl From<SetGroupInfoError> for TernError {
+    fn from(e: SetGroupInfoError) -> TernError {
+        let message = e.to_string();
+        match e {
+            SetGroupInfoError::Invalid(e) => e.into(),
+            SetGroupInfoError::NotAGroup(_) => TernError::Refused {
+                reason: Refusal::NotAGroup,
+                message,
+            },
+            SetGroupInfoError::Send(e) => e.into(),
+        }
+    }
+}
+
+impl From<GroupInfoError> for TernError {
+    fn from(e: GroupInfoError) -> TernError {
+        TernError::invalid(e.to_string())
+    }
+}
+
+impl From<MarkReadError> for TernError {
+    fn from(e: MarkReadError) -> TernError {
+        let message = e.to_string();
+        match e {
+            MarkReadError::Store(e) => e.into(),
+            MarkReadError::Send(_) => TernError::ReceiptNotSent { message },
+        }
+    }
+}
+
+impl From<RequestError> for TernError {
+    fn from(e: RequestError) -> TernError {
+        let message = e.to_string();
+        match e {
+            RequestError::Secure(e) => e.into(),
+            RequestError::Store(e) => e.into(),
+            RequestError::NotARequest(_) => TernError::Refused {
+                reason: Refusal::NotARequest,
+                message,
+            },
+        }
+    }
+}
+
 /// The protocol's name of an error code (`NotFound`), or its number.
 fn code_name(code: tern_proto::fb::ErrorCode) -> String {
     code.variant_name()
@@ -164,5 +318,51 @@ mod tests {
         let e = TernError::from(MessageStoreError::EmptySearch);
         assert!(matches!(e, TernError::InvalidArgument { .. }), "{e:?}");
         assert!(e.to_string().contains("no words"));
+    }
+
+    #[test]
+    fn edit_refusals_become_typed_reasons() {
+        let refused = |refusal| TernError::from(EditError::Refused { seq: 4, refusal });
+        match refused(EditRefusal::TooLate) {
+            TernError::Refused { reason, message } => {
+                assert_eq!(reason, Refusal::TooLate);
+                assert!(message.contains("24 hours"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let missing = refused(EditRefusal::NotFound);
+        assert!(
+            matches!(missing, TernError::NoSuchMessage { seq: 4, .. }),
+            "{missing:?}"
+        );
+        let deleted = refused(EditRefusal::Deleted);
+        assert!(
+            matches!(deleted, TernError::MessageDeleted { seq: 4, .. }),
+            "{deleted:?}"
+        );
+    }
+
+    #[test]
+    fn delete_and_request_refusals_are_typed() {
+        let not_mine = TernError::from(DeleteError::Refused {
+            seq: 2,
+            refusal: DeleteRefusal::NotSender,
+        });
+        let expected = Refusal::NotSender;
+        assert!(matches!(not_mine, TernError::Refused { reason, .. } if reason == expected));
+        let again = TernError::from(DeleteError::AlreadyDeleted { seq: 2 });
+        assert!(
+            matches!(again, TernError::MessageDeleted { seq: 2, .. }),
+            "{again:?}"
+        );
+        let request = TernError::from(RequestError::NotARequest(9));
+        let expected = Refusal::NotARequest;
+        assert!(matches!(request, TernError::Refused { reason, .. } if reason == expected));
+        assert!(request.to_string().contains("conversation 9"), "{request}");
+        let emoji = TernError::from(ReactError::NoEmoji);
+        assert!(
+            matches!(emoji, TernError::InvalidArgument { .. }),
+            "{emoji:?}"
+        );
     }
 }

@@ -26,67 +26,42 @@
 //! the server itself, so the app never acknowledges anything. A message that
 //! could not be decrypted is returned (as [`Event::Undecryptable`]) and
 //! acknowledged too: nothing is dropped in silence.
+//!
+//! # Where the calls live
+//!
+//! This file: enrolment, conversations, sending text, events, history and
+//! search. `messaging`: reactions, replies, edits, deletes, read marks,
+//! timers and the history view. `groups`: administrators, invitations,
+//! name/topic/avatar. `safety`: blocking, privacy settings, message
+//! requests. `realtime`: presence and typing. `message`: the message
+//! records; `error`: [`TernError`]; `setup`: server settings.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use tern_client::content::Content;
-use tern_client::message_store::StoredMessage;
-use tern_client::secure::{Decrypted, SecureClient, SecureEvent};
+use tern_client::secure::{SecureClient, SecureEvent};
 use tern_client::state_dir::StateDir;
-use tern_client::{ClientOptions, TrustAnchor};
 use tokio::runtime::Runtime;
 
 mod error;
+mod groups;
+mod message;
+mod messaging;
+mod realtime;
+mod safety;
+mod setup;
 
-pub use error::TernError;
+pub use error::{Refusal, TernError};
+pub use groups::{AdminSettings, GroupInfo};
+use message::stored;
+pub use message::{DeliveryState, Message, MessageContent, MessageView, Reaction, RecipientState};
+pub use realtime::{OwnPresence, PresenceEntry, PresenceState, PresenceVisibility};
+pub use safety::{DirectStarts, GroupAdds, MessageRequest, Privacy};
+use setup::{load_settings, new_settings, options, runtime, ServerFile, SERVER_FILE};
 
 uniffi::setup_scaffolding!();
-
-/// The server settings a state directory remembers (`server.toml`, the
-/// same file and fields the `tern` CLI writes, so a state directory
-/// registered here also works with the CLI and the other way round).
-#[derive(Serialize, Deserialize, Debug, Default)]
-struct ServerFile {
-    server: Option<String>,
-    fingerprint: Option<String>,
-    ca: Option<PathBuf>,
-    server_name: Option<String>,
-}
-
-/// The server settings file in a state directory.
-const SERVER_FILE: &str = "server.toml";
-
-/// A message: one the device decrypted or sent, or one from the local store.
-#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
-pub struct Message {
-    /// The conversation it belongs to.
-    pub conversation_id: u64,
-    /// Its place in the conversation (unique there, increasing).
-    pub seq: u64,
-    /// The sender's handle.
-    pub sender_user: String,
-    /// Which of the sender's devices sent it.
-    pub sender_device: u32,
-    /// When the server stored it, in milliseconds since the Unix epoch.
-    pub server_time_ms: u64,
-    /// The text of a text message; `None` for other kinds (one this build
-    /// does not understand, sent by a newer client, or an unreadable one).
-    pub text: Option<String>,
-    /// The content kind tag (1 = text, 0 = unreadable; docs/E2EE.md lists
-    /// them).
-    pub content_kind: u8,
-    /// For a message this device could not decrypt or decode (kept in the
-    /// local store so history shows it; [`Event::Undecryptable`] announced
-    /// it), why.
-    pub unreadable_reason: Option<String>,
-    /// Sent by this device.
-    pub own: bool,
-}
 
 /// What the app hears from [`TernClient::next_event`].
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
@@ -405,6 +380,17 @@ impl TernClient {
         }
     }
 
+    /// Runs one SDK call on the client's runtime, blocking this thread
+    /// until it is done; `Err(Closed)` without running it once
+    /// [`TernClient::close`] was called.
+    fn run<T, E: Into<TernError>>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, TernError> {
+        self.open_client()?;
+        self.runtime.block_on(call).map_err(Into::into)
+    }
+
     /// `Err(Closed)` once [`TernClient::close`] was called.
     fn open_client(&self) -> Result<(), TernError> {
         match self.closed.load(Ordering::SeqCst) {
@@ -434,7 +420,7 @@ impl TernClient {
     fn event(&self, event: SecureEvent) -> Event {
         match event {
             SecureEvent::Message(m) => Event::Message {
-                message: self.decrypted(m),
+                message: message::decrypted(m, (self.client.user(), self.client.device())),
             },
             SecureEvent::Joined { conversation_id } => Event::Joined { conversation_id },
             SecureEvent::GroupChanged {
@@ -499,19 +485,6 @@ impl TernClient {
             }
         }
     }
-
-    fn decrypted(&self, m: Decrypted) -> Message {
-        let own = m.sender_user == self.client.user() && m.sender_device == self.client.device();
-        message(
-            m.conversation_id,
-            m.seq,
-            m.sender_user,
-            m.sender_device,
-            m.server_time_ms,
-            m.content,
-            own,
-        )
-    }
 }
 
 impl Drop for TernClient {
@@ -525,122 +498,6 @@ fn closed() -> TernError {
         message: "the client was closed; open the state directory again with TernClient.open"
             .into(),
     }
-}
-
-fn stored(m: StoredMessage) -> Message {
-    message(
-        m.conversation_id,
-        m.seq,
-        m.sender_user,
-        m.sender_device,
-        m.server_time_ms,
-        m.content,
-        m.own,
-    )
-}
-
-fn message(
-    conversation_id: u64,
-    seq: u64,
-    sender_user: String,
-    sender_device: u32,
-    server_time_ms: u64,
-    content: Content,
-    own: bool,
-) -> Message {
-    let content_kind = content.kind();
-    let unreadable_reason = content.unreadable_reason();
-    let text = match content {
-        Content::Text { body } => Some(body),
-        _ => None,
-    };
-    Message {
-        conversation_id,
-        seq,
-        sender_user,
-        sender_device,
-        server_time_ms,
-        text,
-        content_kind,
-        unreadable_reason,
-        own,
-    }
-}
-
-/// The runtime a client runs on (see the module docs).
-fn runtime() -> Result<Runtime, TernError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("tern-sdk")
-        .enable_all()
-        .build()
-        .map_err(|e| TernError::Identity {
-            message: format!("cannot start the SDK's threads: {e}"),
-        })
-}
-
-fn new_settings(server: String, fingerprint: String) -> ServerFile {
-    ServerFile {
-        server: Some(server),
-        fingerprint: Some(fingerprint),
-        ca: None,
-        server_name: Some(tern_client::connection::DEFAULT_SERVER_NAME.to_owned()),
-    }
-}
-
-/// The server settings saved in `state` (by [`TernClient::register`] or the
-/// CLI's `tern register`).
-fn load_settings(state: &Path) -> Result<ServerFile, TernError> {
-    let text = StateDir::new(state)
-        .read_text(SERVER_FILE)
-        .map_err(|e| TernError::Identity {
-            message: e.to_string(),
-        })?
-        .ok_or_else(|| TernError::Identity {
-            message: format!(
-                "{} holds no server settings: register or link a device there first",
-                state.display()
-            ),
-        })?;
-    toml::from_str(&text).map_err(|e| TernError::Identity {
-        message: format!(
-            "the saved server settings in {} are invalid ({e}); fix or delete the file",
-            state.join(SERVER_FILE).display()
-        ),
-    })
-}
-
-fn options(settings: &ServerFile, state: &Path) -> Result<ClientOptions, TernError> {
-    let server = settings
-        .server
-        .as_deref()
-        .ok_or_else(|| TernError::invalid("no server address (HOST:PORT) saved or given"))?;
-    let addr = resolve(server)?;
-    let trust = match (&settings.fingerprint, &settings.ca) {
-        (Some(fp), _) => TrustAnchor::Fingerprint(
-            tern_proto::fingerprint::parse_fingerprint(fp)
-                .map_err(|e| TernError::invalid(e.to_string()))?,
-        ),
-        (None, Some(ca)) => TrustAnchor::CaFile(ca.clone()),
-        (None, None) => {
-            return Err(TernError::invalid(
-                "no trust anchor: give the fingerprint `tern serve` printed",
-            ))
-        }
-    };
-    let mut options = ClientOptions::new(addr, trust, state);
-    if let Some(name) = &settings.server_name {
-        options.server_name = name.clone();
-    }
-    Ok(options)
-}
-
-fn resolve(server: &str) -> Result<SocketAddr, TernError> {
-    server
-        .to_socket_addrs()
-        .map_err(|e| TernError::invalid(format!("cannot resolve server {server:?}: {e}")))?
-        .next()
-        .ok_or_else(|| TernError::invalid(format!("server {server:?} resolves to no address")))
 }
 
 #[cfg(test)]
@@ -669,22 +526,5 @@ mod tests {
         )
         .expect_err("bad fingerprint");
         assert!(matches!(e, TernError::InvalidArgument { .. }), "{e:?}");
-    }
-
-    #[test]
-    fn messages_carry_text_and_kind() {
-        let m = message(7, 3, "bob".into(), 1, 5, Content::text("hi"), false);
-        assert_eq!(m.text.as_deref(), Some("hi"));
-        assert_eq!(m.content_kind, tern_client::content::kind::TEXT);
-        let unknown = Content::Unknown {
-            kind: 9,
-            payload: vec![1],
-        };
-        let m = message(7, 4, "bob".into(), 1, 5, unknown, true);
-        assert_eq!((m.text, m.content_kind, m.own), (None, 9, true));
-        assert_eq!(m.unreadable_reason, None);
-        let m = message(7, 5, "bob".into(), 1, 5, Content::unreadable("bad"), false);
-        assert_eq!(m.text, None);
-        assert_eq!(m.unreadable_reason.as_deref(), Some("bad"));
     }
 }
