@@ -487,22 +487,25 @@ impl MessageStore {
 
     /// Stores the server's tombstone of a message this device never had
     /// (deleted for everyone before it arrived): a deleted row, so the
-    /// history shows "message deleted" at its seq. Returns whether it was
-    /// new (a message already stored is left as it is).
+    /// history shows "message deleted" at its seq. `times` is the message's
+    /// `(server_time_ms, expires_at_ms)`: the tombstone expires with it
+    /// (0: kept). Returns whether it was new (a message already stored is
+    /// left as it is).
     pub fn insert_tombstone(
         &self,
         conversation_id: u64,
         seq: u64,
         sender_user: &str,
         sender_device: u32,
-        server_time_ms: u64,
+        times: (u64, u64),
     ) -> Result<bool, MessageStoreError> {
+        let (server_time_ms, expires_at_ms) = times;
         if unsequenced::key_of(seq).is_none() {
             return Ok(false);
         }
         self.write(|tx| {
             let added = tx.execute(
-                "INSERT OR IGNORE INTO messages (conversation_id, seq, sender_user, sender_device, server_time_ms, content, own, handed_out, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 1, 1)",
+                "INSERT OR IGNORE INTO messages (conversation_id, seq, sender_user, sender_device, server_time_ms, content, own, handed_out, deleted, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 1, 1, ?7)",
                 params![
                     conversation_id as i64,
                     seq as i64,
@@ -510,6 +513,7 @@ impl MessageStore {
                     sender_device,
                     server_time_ms as i64,
                     Content::text("").encode(),
+                    expires_at_ms as i64,
                 ],
             )?;
             Ok(added == 1)

@@ -1621,13 +1621,16 @@ impl Inner {
     ) -> Result<Option<SecureEvent>, SecureError> {
         if m.flags & flags::TOMBSTONE != 0 {
             // Deleted for everyone before it reached this device: nothing to
-            // decrypt; the history shows it deleted. No event.
+            // decrypt; the history shows it deleted. No event. It goes when
+            // its message would have (the conversation's timer).
+            let expires =
+                self.local_expiry(m.conversation_id, m.server_time_ms, &Content::text(""));
             self.messages.insert_tombstone(
                 m.conversation_id,
                 m.seq,
                 &m.sender_user,
                 m.sender_device,
-                m.server_time_ms,
+                (m.server_time_ms, expires),
             )?;
             return Ok(None);
         }

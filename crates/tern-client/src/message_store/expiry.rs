@@ -165,6 +165,25 @@ mod tests {
         assert!(store.target(4, 1).unwrap().unwrap().deleted);
     }
 
+    /// A tombstone from the server (deleted before it reached this device)
+    /// expires when its message would have.
+    #[test]
+    fn a_servers_tombstone_expires_with_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MessageStore::open(dir.path().join(MESSAGE_STORE_FILE)).unwrap();
+        assert!(store
+            .insert_tombstone(4, 2, "alice", 1, (1_000, 5_000))
+            .unwrap());
+        assert!(store
+            .insert_tombstone(4, 3, "alice", 1, (1_000, 0))
+            .unwrap());
+        assert_eq!(store.purge_expired(4_999).unwrap(), 0);
+        assert!(store.target(4, 2).unwrap().unwrap().deleted);
+        assert_eq!(store.purge_expired(5_000).unwrap(), 1);
+        assert!(store.get(4, 2).unwrap().is_none());
+        assert!(store.get(4, 3).unwrap().is_some(), "no expiry: kept");
+    }
+
     #[test]
     fn opening_deletes_what_expired_while_closed() {
         let dir = tempfile::tempdir().unwrap();

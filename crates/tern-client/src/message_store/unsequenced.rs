@@ -213,7 +213,7 @@ mod tests {
             ));
             assert!(store.get(7, seq).unwrap().is_none());
             assert!(!store.delete_for_me(7, seq).unwrap());
-            assert!(!store.insert_tombstone(7, seq, "me", 1, 5).unwrap());
+            assert!(!store.insert_tombstone(7, seq, "me", 1, (5, 0)).unwrap());
             assert!(matches!(
                 store.insert(&message(seq, "me", "x"), true),
                 Err(MessageStoreError::NoSuchSeq { .. }) | Ok(true)
