@@ -1049,6 +1049,61 @@ fn now_ms() -> u64 {
 /// local copies of its later messages, sent and received, carry the same
 /// expiry and are deleted from both devices' stores (rows and file bytes)
 /// when it passes; a message from before the timer stays.
+/// A message deleted for everyone before it reached a device that was not
+/// running arrives there as the server's tombstone, which expires when
+/// the message would have (the conversation's timer), not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_received_later_expires_with_its_message() {
+    let server = TestServer::start(2);
+    let alice = register(&server, "alice").await;
+    let bob_state = tempfile::tempdir().unwrap();
+    let bob = SecureClient::register(server.options(bob_state.path()), "bob", "phone")
+        .await
+        .unwrap();
+    bob.close().await;
+    drop(bob);
+    let conv = alice.client.direct("bob").await.unwrap();
+    alice.client.transport().set_timer(conv, 60).await.unwrap();
+    let seq = alice
+        .client
+        .send_text(conv, "gone before bob looked")
+        .await
+        .unwrap()
+        .receipt
+        .seq;
+    alice.client.delete_for_everyone(conv, seq).await.unwrap();
+
+    let client = SecureClient::connect(server.options(bob_state.path()))
+        .await
+        .unwrap();
+    let bob = Device::start(client, bob_state);
+    bob.until("the tombstone", |d| {
+        d.client
+            .messages()
+            .target(conv, seq)
+            .unwrap()
+            .is_some_and(|t| t.deleted)
+    })
+    .await;
+    let tombstone = bob
+        .client
+        .messages()
+        .get(conv, seq)
+        .unwrap()
+        .unwrap()
+        .message;
+    assert_eq!(
+        tombstone.expires_at_ms,
+        tombstone.server_time_ms + 60_000,
+        "the tombstone expires with its message"
+    );
+    bob.client
+        .messages()
+        .purge_expired(tombstone.expires_at_ms)
+        .unwrap();
+    assert!(bob.client.messages().get(conv, seq).unwrap().is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disappearing_messages_are_deleted_on_both_devices_when_they_expire() {
     let server = TestServer::start(2);

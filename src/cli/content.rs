@@ -218,11 +218,12 @@ pub async fn perform(
                 .react(conversation, seq, &emoji)
                 .await
                 .map_err(|x| e(&x))?;
-            out.out(format!(
-                "reacted {} to #{seq} ({})",
-                shown(&emoji),
-                sent_to(conversation, sent.receipt.seq)
-            ));
+            // Its own seq, when the server gave one (not to a blocker).
+            let at = match sent.receipt.seq {
+                0 => String::new(),
+                n => format!(" (seq {n})"),
+            };
+            out.out(format!("reacted {} to #{seq}{at}", shown(&emoji)));
         }
         ContentOp::React {
             conversation,
