@@ -1,6 +1,6 @@
 //! Running a group: its administrators and who may add members (kept by
 //! the server, docs/PROTOCOL.md `SetAdmin`, `SetMemberAdds`, `ListAdmins`),
-//! invitations, and its name, topic and avatar (end-to-end encrypted
+//! invitations (`Invite`, `ListInvitations`), and its name, topic and avatar (end-to-end encrypted
 //! content kind 7, docs/E2EE.md §3.8, which only members read, as Signal
 //! keeps group attributes).
 
@@ -31,6 +31,16 @@ pub struct GroupInfo {
     pub seq: u64,
     /// When the server stored it (ms since the Unix epoch).
     pub server_time_ms: u64,
+}
+
+/// An invitation to a group, waiting for this account's answer.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct Invitation {
+    pub conversation_id: u64,
+    /// The member who invited this account.
+    pub inviter: String,
+    /// When it was made (server time, ms since the Unix epoch).
+    pub created_ms: u64,
 }
 
 #[uniffi::export]
@@ -82,6 +92,18 @@ impl TernClient {
     /// `InvalidArgument` (already a member), `RateLimited`.
     pub fn invite(&self, group: u64, user: String) -> Result<(), TernError> {
         self.run(self.client.transport().invite(group, &user))
+    }
+
+    /// This account's pending invitations, oldest first (at most 100);
+    /// answer each with [`TernClient::answer_invitation`].
+    pub fn invitations(&self) -> Result<Vec<Invitation>, TernError> {
+        let found = self.run(self.client.transport().invitations())?;
+        let invitations = found.into_iter().map(|i| Invitation {
+            conversation_id: i.conversation_id,
+            inviter: i.inviter,
+            created_ms: i.created_ms,
+        });
+        Ok(invitations.collect())
     }
 
     /// Sets a group's name, topic and avatar (each may be empty), sent to

@@ -54,7 +54,7 @@ mod safety;
 mod setup;
 
 pub use error::{Refusal, TernError};
-pub use groups::{AdminSettings, GroupInfo};
+pub use groups::{AdminSettings, GroupInfo, Invitation};
 use message::stored;
 pub use message::{DeliveryState, Message, MessageContent, MessageView, Reaction, RecipientState};
 pub use realtime::{OwnPresence, PresenceEntry, PresenceState, PresenceVisibility};

@@ -384,6 +384,23 @@ class MessengerTest(unittest.TestCase):
         with self.assertRaises(TernError.InvalidArgument):
             ann.client.set_group_info(group, "x" * 129, "", b"")
 
+        # cy (no contact of ann's) is invited, accepts, and is added then.
+        cy = self.cy
+        with self.assertRaises(TernError.Server) as caught:
+            ann.client.add_members(group, [cy.user])
+        self.assertEqual(caught.exception.code, "ConsentRequired")
+        ann.client.invite(group, cy.user)
+        invited = cy.wait(lambda e: isinstance(e, Event.INVITED), "the invitation")
+        self.assertEqual((invited.conversation_id, invited.inviter), (group, ann.user))
+        [invitation] = cy.client.invitations()
+        self.assertEqual((invitation.conversation_id, invitation.inviter), (group, ann.user))
+        cy.client.answer_invitation(group, True)
+        answered = ann.wait(lambda e: isinstance(e, Event.INVITATION_ANSWERED), "the answer")
+        self.assertEqual((answered.user, answered.accepted), (cy.user, True))
+        self.assertEqual(cy.client.invitations(), [])
+        ann.client.add_members(group, [cy.user])
+        cy.wait(lambda e: isinstance(e, Event.JOINED) and e.conversation_id == group, "cy's welcome")
+
     def test_7_presence_and_typing(self):
         ann, ben, conversation = self.ann, self.ben, self.direct
         self.assertEqual(ann.client.count_online(conversation), 2)
