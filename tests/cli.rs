@@ -192,6 +192,10 @@ fn help_explains_every_command() {
         "devices",
         "group-info",
         "admin",
+        "call",
+        "answer",
+        "hangup",
+        "calls",
     ] {
         assert!(top.contains(cmd), "{cmd} missing from --help");
         let help = ok(tern(&[cmd, "--help"]));
@@ -731,4 +735,118 @@ fn notes_to_self_and_sent_messages_are_read_back_and_searched() {
     assert_eq!(ok(tern(&["history", "--state", &alice, &note])), history);
     assert_eq!(ok(tern(&["search", "--state", &alice, "plumber"])), found);
     drop(dirs);
+}
+
+/// A `tern` command running in its own terminal: its output lines, and
+/// its standard input to type into.
+struct Terminal {
+    child: std::process::Child,
+    stdout: std::sync::mpsc::Receiver<String>,
+}
+
+impl Terminal {
+    fn start(args: &[&str]) -> Terminal {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        Terminal { child, stdout }
+    }
+
+    fn line(&self) -> String {
+        self.stdout
+            .recv_timeout(common::WAIT)
+            .expect("the command prints in time")
+    }
+
+    /// Presses Enter.
+    fn enter(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the command to exit; it must succeed.
+    fn finishes(mut self) {
+        let deadline = std::time::Instant::now() + common::WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status}");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("the command did not exit");
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 11: `tern call` and `tern answer` between two terminals. Bob
+/// declines with `tern hangup` (started after the call: the server holds
+/// the offer); then he answers, carol's call meanwhile finds him busy,
+/// alice hangs up with Enter; `tern calls` lists each side's history.
+#[test]
+fn calls_between_two_terminals() {
+    let accounts = Accounts::register(&["alice", "bob", "carol"]);
+    let (alice, bob, carol) = (
+        accounts.state("alice"),
+        accounts.state("bob"),
+        accounts.state("carol"),
+    );
+    let call = Terminal::start(&["call", "--state", &alice, "bob", "--sdp", "v=0 cli-offer"]);
+    assert!(call.line().starts_with("calling bob (call "));
+    let declined = ok(tern(&["hangup", "--state", &bob]));
+    assert_eq!(
+        declined.lines().collect::<Vec<_>>(),
+        [
+            "incoming call from alice (device 1)",
+            "offer: v=0 cli-offer",
+            "declined the call from alice"
+        ]
+    );
+    assert_eq!(call.line(), "bob declined or cancelled the call");
+    call.finishes();
+
+    let mut call = Terminal::start(&["call", "--state", &alice, "bob"]);
+    assert!(call.line().starts_with("calling bob (call "));
+    let answer = Terminal::start(&["answer", "--state", &bob, "--sdp", "v=0 cli-answer"]);
+    assert_eq!(answer.line(), "incoming call from alice (device 1)");
+    assert!(answer.line().starts_with("offer: v=0"));
+    assert_eq!(answer.line(), "connected with alice (device 1)");
+    assert_eq!(call.line(), "answered by bob (device 1)");
+    assert_eq!(call.line(), "answer: v=0 cli-answer");
+    let busy = ok(tern(&["call", "--state", &carol, "bob"]));
+    assert!(busy.ends_with("bob is busy\n"), "{busy}");
+    call.enter();
+    assert_eq!(call.line(), "hung up");
+    assert_eq!(answer.line(), "alice hung up");
+    call.finishes();
+    answer.finishes();
+
+    let history = |state: &str| -> Vec<String> {
+        ok(tern(&["calls", "--state", state]))
+            .lines()
+            .map(|l| l.split(" UTC ").nth(1).unwrap().to_owned())
+            .collect()
+    };
+    let alice_calls = history(&alice);
+    assert_eq!(alice_calls.len(), 2, "{alice_calls:?}");
+    assert!(alice_calls[0].starts_with("outgoing bob answered"));
+    assert_eq!(alice_calls[1], "outgoing bob declined");
+    let bob_calls = history(&bob);
+    assert_eq!(bob_calls.len(), 2, "{bob_calls:?}");
+    assert!(bob_calls[0].starts_with("incoming alice answered"));
+    assert_eq!(bob_calls[1], "incoming alice declined");
+    assert_eq!(history(&carol), ["outgoing bob busy"]);
 }

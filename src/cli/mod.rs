@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch for the `tern` binary.
 
+mod calls;
 mod chat;
 mod content;
 mod forward;
@@ -93,6 +94,14 @@ pub enum Command {
     Presence(presence::PresenceArgs),
     /// Say you are typing in a conversation (--stop: stopped), or `watch` who types.
     Typing(typing::TypingArgs),
+    /// Call a user (every device of theirs rings) and follow the call; Enter hangs up.
+    Call(calls::CallArgs),
+    /// Wait for a call to ring on this device and answer it; Enter hangs up.
+    Answer(calls::AnswerArgs),
+    /// Decline the call ringing on this device (waiting for one to ring).
+    Hangup(calls::HangupArgs),
+    /// List this device's calls: when, incoming or outgoing, who, how it ended, how long.
+    Calls(calls::CallsArgs),
 }
 
 /// Client connection options shared by every client subcommand.
@@ -140,6 +149,10 @@ pub fn main() -> ExitCode {
         Command::Admin(args) => safety::admin(args),
         Command::Presence(args) => presence::run(args),
         Command::Typing(args) => typing::run(args),
+        Command::Call(args) => calls::call(args),
+        Command::Answer(args) => calls::answer(args),
+        Command::Hangup(args) => calls::hangup(args),
+        Command::Calls(args) => calls::calls(args),
         client => chat::run(client),
     };
     match result {

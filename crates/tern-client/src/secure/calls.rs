@@ -25,6 +25,7 @@ use super::{lock, Inner, SecureClient, SecureError};
 use crate::calls::machine::{Action, CallError, CallMachine, End, Peer, Phase, Signal};
 use crate::calls::wire::{self, SignalError};
 use crate::message_store::calls::{CallRecord, Direction, Outcome};
+use crate::olm::CryptoError;
 use tern_proto::body::calls::CallSignalled;
 use tern_proto::body::devices::ListDevices;
 
@@ -273,6 +274,12 @@ impl Inner {
         }
         let signal = match self.open_signal(&pushed).await {
             Ok(signal) => signal,
+            // A signal another process of this device already opened (the
+            // server replays the last minute's signals on every connect).
+            Err(error @ SecureError::Olm(CryptoError::Replay { .. })) => {
+                tracing::debug!(%error, "dropped a call signal opened before");
+                return;
+            }
             Err(error) => {
                 tracing::warn!(%error, sender = %pushed.sender, "dropped a call signal");
                 return;
