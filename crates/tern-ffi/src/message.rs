@@ -299,4 +299,38 @@ mod tests {
         let m = message(7, 6, "bob".into(), 1, 5, delete, true);
         assert_eq!(m.content, MessageContent::Delete { target_seq: 3 });
     }
+
+    #[test]
+    fn views_carry_reactions_recipients_and_the_least_advanced_state() {
+        let message = StoredMessage {
+            conversation_id: 7,
+            seq: 3,
+            sender_user: "ann".into(),
+            sender_device: 1,
+            server_time_ms: 1_000,
+            content: Content::text("hi"),
+            own: true,
+            expires_at_ms: 3_601_000,
+        };
+        let v = view(message_store::MessageView {
+            message,
+            deleted: false,
+            edited_at_ms: Some(2_000),
+            reactions: vec![("ben".into(), "👍".into())],
+            receipts: vec![
+                ("ben".into(), Delivery::Read),
+                ("cy".into(), Delivery::Sent),
+            ],
+        });
+        let reactions = vec![Reaction {
+            user: "ben".into(),
+            emoji: "👍".into(),
+        }];
+        assert_eq!(v.reactions, reactions);
+        let states: Vec<_> = v.recipients.iter().map(|r| r.state).collect();
+        assert_eq!(states, [DeliveryState::Read, DeliveryState::Sent]);
+        assert_eq!(v.overall, Some(DeliveryState::Sent));
+        assert_eq!((v.edited_at_ms, v.expires_at_ms), (Some(2_000), 3_601_000));
+        assert_eq!(v.message.text.as_deref(), Some("hi"));
+    }
 }
