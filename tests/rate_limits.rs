@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{TestServer, WAIT};
 use tern_client::connection::{client_endpoint, ConnectionError, RawConnection};
+use tern_client::secure::{SecureClient, SecureError};
 use tern_client::{ClientError, TrustAnchor};
 use tern_proto::body::messaging::{DevicePayload, SendGroup, SendToDevices};
 use tern_proto::body::mls;
@@ -237,6 +238,61 @@ async fn a_refused_create_costs_no_creation_token() {
         .await
         .unwrap();
     drop(private);
+}
+
+/// A group whose first Commit is refused by the send limit stays created
+/// (its creation was counted), with its creator alone: the SDK says so
+/// (`MembersNotAdded`, with the wait) and adding the members after the
+/// wait needs no second creation, which the creation limit would refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_first_commit_is_refused_stays_created() {
+    let (server, clock) = server(|c| {
+        c.conversations_per_account_burst = 2;
+        c.conversations_per_account_per_day = 1;
+        c.sends_per_account_burst = 1;
+        c.sends_per_account_per_minute = 1;
+    });
+    let dirs = [(); 2].map(|()| tempfile::tempdir().unwrap());
+    let alice = SecureClient::register(server.options(dirs[0].path()), "alice", "phone")
+        .await
+        .unwrap();
+    let bob = SecureClient::register(server.options(dirs[1].path()), "bob", "phone")
+        .await
+        .unwrap();
+    bob.transport()
+        .set_privacy(tern_proto::GroupAdds::Everyone)
+        .await
+        .unwrap();
+    // Spend alice's one send.
+    let note = alice
+        .transport()
+        .create_conversation(ConversationKind::NoteToSelf, &[])
+        .await
+        .unwrap()
+        .id;
+    alice.transport().send(note, "spent").await.unwrap();
+    let refused = alice.create_group(&["bob"]).await.unwrap_err();
+    let group = match &refused {
+        SecureError::MembersNotAdded { group, .. } => *group,
+        other => panic!("expected MembersNotAdded, got {other}"),
+    };
+    assert!(refused.is_rate_limited());
+    let wait = refused.retry_after().expect("the wait");
+    assert_eq!(wait, Duration::from_secs(60));
+    let states = alice.transport().sync(true).await.unwrap();
+    assert!(states.iter().any(|s| s.conversation_id == group), "kept");
+    clock.advance(60_000);
+    alice.add_members(group, &["bob"]).await.unwrap();
+    // Both creations are spent (the note and the group): a third is refused.
+    rate_limited(
+        alice
+            .transport()
+            .create_conversation(ConversationKind::Group, &[])
+            .await,
+        "conversations created",
+    );
+    alice.close().await;
+    bob.close().await;
 }
 
 /// Invitations are limited per inviting account (an existing limit, checked

@@ -111,8 +111,39 @@ pub enum SecureError {
     /// next send or change; then check the members and retry if needed.
     #[error("the outcome of the change to group {group} is unknown ({reason}); it is settled when the client reconnects, so check the members then and retry if needed")]
     CommitOutcomeUnknown { group: u64, reason: String },
+    /// [`SecureClient::create_group`] created group `group` (the server
+    /// counted it against the account's conversation limit), but the
+    /// Commit adding its first members was refused for a rate limit
+    /// (`source`, with its `retry_after`). The group is kept, with this
+    /// account alone, so that no creation is spent for nothing: add the
+    /// members with [`SecureClient::add_members`] after the wait.
+    #[error("group {group} was created, but its members were not added ({source}); add them to group {group} after the wait")]
+    MembersNotAdded {
+        group: u64,
+        source: Box<SecureError>,
+    },
     #[error("{0}")]
     Protocol(String),
+}
+
+impl SecureError {
+    /// Whether the server refused the request with `RateLimited`.
+    pub fn is_rate_limited(&self) -> bool {
+        match self {
+            SecureError::Client(e) => e.code() == Some(ErrorCode::RateLimited),
+            SecureError::MembersNotAdded { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// How long the server asked to wait, for a `RateLimited` refusal.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            SecureError::Client(e) => e.retry_after(),
+            SecureError::MembersNotAdded { source, .. } => source.retry_after(),
+            _ => None,
+        }
+    }
 }
 
 /// What an encrypted send did.
@@ -459,7 +490,9 @@ impl SecureClient {
     /// Every member's KeyPackages are claimed first, so an unknown user
     /// ([`ClientError::Server`] `NotFound`) or one without KeyPackages
     /// ([`SecureError::NoKeyPackages`]) fails the call before any group
-    /// exists.
+    /// exists. A Commit refused for the send rate limit leaves the group
+    /// created, with this account alone ([`SecureError::MembersNotAdded`]);
+    /// any other failure leaves it.
     pub async fn create_group(&self, members: &[&str]) -> Result<u64, SecureError> {
         let users = distinct(members, self.user());
         let claimed = match users.is_empty() {
@@ -472,11 +505,19 @@ impl SecureClient {
             .create_conversation(ConversationKind::Group, &[])
             .await?;
         lock(&self.inner.kinds).insert(info.id, ConversationKind::Group);
-        if let Err(e) = self.set_up_group(info.id, users, claimed).await {
-            self.inner.abandon_group(info.id).await;
-            return Err(e);
+        match self.set_up_group(info.id, users, claimed).await {
+            Ok(()) => Ok(info.id),
+            // The creation is spent: keep the group (its refused Commit was
+            // discarded, so it holds this account alone at epoch 0).
+            Err(e) if e.is_rate_limited() => Err(SecureError::MembersNotAdded {
+                group: info.id,
+                source: Box::new(e),
+            }),
+            Err(e) => {
+                self.inner.abandon_group(info.id).await;
+                Err(e)
+            }
         }
-        Ok(info.id)
     }
 
     /// The local MLS group for a new conversation, and its first Commit.

@@ -161,6 +161,7 @@ impl From<SecureError> for TernError {
             SecureError::CommitOutcomeUnknown { group, .. } => {
                 TernError::CommitOutcomeUnknown { group, message }
             }
+            SecureError::MembersNotAdded { .. } => TernError::Membership { message },
             SecureError::Protocol(_) => TernError::Protocol { message },
         }
     }
