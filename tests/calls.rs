@@ -389,7 +389,6 @@ async fn next_text(device: &Secure) -> Content {
 fn history(device: &Secure) -> Vec<(String, Direction, Outcome)> {
     device
         .client
-        .messages()
         .call_history(10)
         .unwrap()
         .into_iter()
@@ -580,23 +579,40 @@ async fn the_server_relays_and_holds_only_ciphertext() {
     );
 }
 
-/// Bob is in a call with alice; carol calls him: his SDK answers busy by
-/// itself, carol's call ends busy, bob's call goes on.
+/// Bob's phone is in a call with alice; carol calls bob: his tablet rings,
+/// his phone's SDK answers busy by itself, carol's call ends busy and her
+/// SDK cancels it on the tablet (missed there); the phone's call goes on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_in_a_call_answers_busy_by_itself() {
     let server = TestServer::start(2);
     let alice = secure(&server, "alice").await;
-    let bob = secure(&server, "bob").await;
+    let phone = secure(&server, "bob").await;
+    let tablet = secure_link(&server, &phone, "tablet").await;
     let carol = secure(&server, "carol").await;
     alice.client.place_call("bob", "o".into()).await.unwrap();
-    assert!(matches!(next_call(&bob).await, CallEvent::Ringing { .. }));
-    bob.client.answer_call("a".into()).await.unwrap();
+    for device in [&phone, &tablet] {
+        assert!(matches!(next_call(device).await, CallEvent::Ringing { .. }));
+    }
+    phone.client.answer_call("a".into()).await.unwrap();
     assert!(matches!(
         next_call(&alice).await,
         CallEvent::Connected { .. }
     ));
+    assert!(matches!(
+        next_call(&tablet).await,
+        CallEvent::StoppedRinging {
+            why: End::AnsweredElsewhere,
+            ..
+        }
+    ));
 
     let busy = carol.client.place_call("bob", "o2".into()).await.unwrap();
+    match next_call(&tablet).await {
+        CallEvent::Ringing { call_id, from, .. } => {
+            assert_eq!((call_id, from.user.as_str()), (busy, "carol"))
+        }
+        other => panic!("expected ringing, got {other:?}"),
+    }
     assert_eq!(
         next_call(&carol).await,
         CallEvent::Ended {
@@ -604,11 +620,30 @@ async fn a_device_in_a_call_answers_busy_by_itself() {
             why: End::Busy
         }
     );
-    assert!(matches!(bob.client.call_phase(), Phase::Connected { .. }));
+    assert_eq!(
+        next_call(&tablet).await,
+        CallEvent::StoppedRinging {
+            call_id: busy,
+            why: End::RemoteHangup
+        }
+    );
+    assert!(matches!(phone.client.call_phase(), Phase::Connected { .. }));
     assert_eq!(
         history(&carol),
         [("bob".to_owned(), Direction::Outgoing, Outcome::Busy)]
     );
+    assert_eq!(
+        history(&tablet),
+        [
+            ("carol".to_owned(), Direction::Incoming, Outcome::Missed),
+            (
+                "alice".to_owned(),
+                Direction::Incoming,
+                Outcome::AnsweredElsewhere
+            )
+        ]
+    );
+    assert!(history(&phone).is_empty(), "the phone's call goes on");
     assert!(matches!(
         carol.client.place_call("carol", "o".into()).await,
         Err(CallOpError::SelfCall(_))

@@ -7,7 +7,8 @@
 //! Behaviour follows WhatsApp and Signal: every device of the callee rings;
 //! the first to answer (or decline) tells the others, which stop ringing
 //! ("answered elsewhere"); a device already in a call answers a new offer
-//! with busy; an unanswered call ends after [`NO_ANSWER_MS`] on both sides.
+//! with busy, and the caller then cancels the call on the callee's other
+//! devices; an unanswered call ends after [`NO_ANSWER_MS`] on both sides.
 
 /// How long a call rings before it ends unanswered, ms (both sides).
 pub const NO_ANSWER_MS: u64 = 45_000;
@@ -281,7 +282,10 @@ impl CallMachine {
                 }]
             }
             (Phase::Outgoing { call_id, .. }, Signal::Busy { .. }) if *call_id == id && !own => {
-                self.end(id, End::Busy)
+                // The callee is in a call: their other devices stop ringing.
+                let mut out = vec![Action::ToPeer(Signal::Hangup { call_id: id })];
+                out.extend(self.end(id, End::Busy));
+                out
             }
             (Phase::Outgoing { call_id, .. }, Signal::Hangup { .. }) if *call_id == id && !own => {
                 self.end(id, End::RemoteHangup)
@@ -443,10 +447,13 @@ mod tests {
         let ended = carol.on_signal(&dev("bob", 1), Signal::Busy { call_id: 9 }, 20);
         assert_eq!(
             ended,
-            vec![Action::Ended {
-                call_id: 9,
-                why: End::Busy
-            }]
+            vec![
+                Action::ToPeer(Signal::Hangup { call_id: 9 }),
+                Action::Ended {
+                    call_id: 9,
+                    why: End::Busy
+                }
+            ]
         );
         assert_eq!(carol.phase(), &Phase::Idle);
         assert!(matches!(bob.phase(), Phase::Connected { call_id: 7, .. }));

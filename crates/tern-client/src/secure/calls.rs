@@ -7,10 +7,10 @@
 //! [`CallEvent`]s ([`SecureClient::next_call_event`]).
 //!
 //! Routing follows WhatsApp and Signal: an offer (and a cancel before any
-//! answer) goes to every device of the callee; an answer, decline, ICE
-//! candidate or hangup goes to the one device of the peer in the call; an
-//! answer or decline also goes to this account's other devices, which stop
-//! ringing; a busy goes back to the device that offered. Media is the
+//! answer, or after a busy) goes to every device of the callee; an answer,
+//! decline, ICE candidate or hangup goes to the one device of the peer in
+//! the call; an answer or decline also goes to this account's other
+//! devices, which stop ringing; a busy goes back to the device that offered. Media is the
 //! app's business: the SDP and candidate strings are carried opaquely.
 //! Every finished call is written to the call history
 //! ([`crate::message_store::calls`]).
@@ -25,6 +25,7 @@ use super::{lock, Inner, SecureClient, SecureError};
 use crate::calls::machine::{Action, CallError, CallMachine, End, Peer, Phase, Signal};
 use crate::calls::wire::{self, SignalError};
 use crate::message_store::calls::{CallRecord, Direction, Outcome};
+use crate::message_store::MessageStoreError;
 use crate::olm::CryptoError;
 use tern_proto::body::calls::CallSignalled;
 use tern_proto::body::devices::ListDevices;
@@ -223,6 +224,15 @@ impl SecureClient {
         self.operate(|m| m.candidate(candidate)).await
     }
 
+    /// This device's latest `limit` calls, newest first (the local
+    /// history, [`crate::message_store::calls`]).
+    ///
+    /// # Errors
+    /// [`MessageStoreError::ZeroLimit`], or the store cannot be read.
+    pub fn call_history(&self, limit: u32) -> Result<Vec<CallRecord>, MessageStoreError> {
+        self.inner.messages.call_history(limit)
+    }
+
     /// The call state of this device.
     pub fn call_phase(&self) -> Phase {
         lock(&self.inner.calls.state).machine.phase().clone()
@@ -290,9 +300,15 @@ impl Inner {
             device: pushed.sender_device,
         };
         let at = pushed.server_time_ms.min(now_ms());
-        let actions = {
+        let (actions, route) = {
             let mut state = lock(&self.calls.state);
             let was_idle = state.machine.phase() == &Phase::Idle;
+            // A busy goes back to the offering device; anything else to the
+            // peer of the call as it was (the callee's devices, after busy).
+            let route = match &signal {
+                Signal::Offer { .. } => Some(Route::Device(from.clone())),
+                _ => route_of(state.machine.phase()),
+            };
             let actions = state.machine.on_signal(&from, signal, at);
             if was_idle && state.machine.phase() != &Phase::Idle {
                 state.current = Some(Current {
@@ -303,9 +319,11 @@ impl Inner {
                     connected_ms: None,
                 });
             }
-            actions
+            (actions, route)
         };
-        let route = Route::Device(from);
+        let Some(route) = route else {
+            return;
+        };
         if let Err(error) = self.perform(actions, &route, pushed.conversation_id).await {
             tracing::warn!(%error, "could not send a call signal in reply");
         }
