@@ -16,7 +16,7 @@ mod common;
 use base64::Engine;
 use bytes::Bytes;
 use common::{link_device, TestServer, WAIT};
-use tern_client::calls::machine::{CallError, End, Peer, Phase};
+use tern_client::calls::machine::{CallError, End, Peer, Phase, NO_ANSWER_MS};
 use tern_client::calls::{call_signalled, TurnError};
 use tern_client::content::Content;
 use tern_client::message_store::calls::{Direction, Outcome};
@@ -648,4 +648,74 @@ async fn a_device_in_a_call_answers_busy_by_itself() {
         carol.client.place_call("carol", "o".into()).await,
         Err(CallOpError::SelfCall(_))
     ));
+}
+
+/// Nobody answers: 45 s after the offer (by the caller's clock, passed in)
+/// the caller's SDK ends the call and cancels it on bob's devices; a ringing
+/// device whose own clock runs out stops by itself. The history says
+/// no-answer and missed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unanswered_call_ends_after_45_seconds() {
+    let server = TestServer::start(1);
+    let alice = secure(&server, "alice").await;
+    let phone = secure(&server, "bob").await;
+    let tablet = secure_link(&server, &phone, "tablet").await;
+    let placed_at = unix_now() * 1000;
+    let call_id = alice.client.place_call("bob", "o".into()).await.unwrap();
+    for device in [&phone, &tablet] {
+        assert!(matches!(next_call(device).await, CallEvent::Ringing { .. }));
+    }
+    // Not yet: a second short of 45 s after the offer (well, after the
+    // clock was read before placing it, so earlier still).
+    alice
+        .client
+        .expire_calls(placed_at + NO_ANSWER_MS - 1_000)
+        .await;
+    tablet
+        .client
+        .expire_calls(placed_at + NO_ANSWER_MS - 1_000)
+        .await;
+    assert!(matches!(alice.client.call_phase(), Phase::Outgoing { .. }));
+    assert!(matches!(tablet.client.call_phase(), Phase::Ringing { .. }));
+
+    tablet
+        .client
+        .expire_calls(placed_at + 2 * NO_ANSWER_MS)
+        .await;
+    assert_eq!(
+        next_call(&tablet).await,
+        CallEvent::StoppedRinging {
+            call_id,
+            why: End::NoAnswer
+        }
+    );
+    alice
+        .client
+        .expire_calls(placed_at + 2 * NO_ANSWER_MS)
+        .await;
+    assert_eq!(
+        next_call(&alice).await,
+        CallEvent::Ended {
+            call_id,
+            why: End::NoAnswer
+        }
+    );
+    assert_eq!(
+        next_call(&phone).await,
+        CallEvent::StoppedRinging {
+            call_id,
+            why: End::RemoteHangup
+        }
+    );
+    use Direction::{Incoming, Outgoing};
+    assert_eq!(
+        history(&alice),
+        [("bob".to_owned(), Outgoing, Outcome::NoAnswer)]
+    );
+    for device in [&phone, &tablet] {
+        assert_eq!(
+            history(device),
+            [("alice".to_owned(), Incoming, Outcome::Missed)]
+        );
+    }
 }

@@ -224,6 +224,15 @@ impl SecureClient {
         self.operate(|m| m.candidate(candidate)).await
     }
 
+    /// Ends this device's call if it has gone unanswered for 45 s at
+    /// `now_ms` (ms since the Unix epoch): a caller cancels it on the
+    /// callee's devices, a ringing device stops. The SDK does this by
+    /// itself twice a second with the wall clock; an app (or a test) may
+    /// call it with its own clock. Failures to tell the peer are logged.
+    pub async fn expire_calls(&self, now_ms: u64) {
+        self.inner.tick_calls(now_ms).await;
+    }
+
     /// This device's latest `limit` calls, newest first (the local
     /// history, [`crate::message_store::calls`]).
     ///
