@@ -38,4 +38,9 @@ impl SealedMemtables {
     pub fn contains(&self, id: &MemtableId) -> bool {
         self.0.iter().any(|t| t.id() == *id)
     }
+
+    /// tern patch: the memtables, for the reaper to free one by one.
+    pub(crate) fn into_vec(self) -> Vec<Arc<Memtable>> {
+        self.0
+    }
 }

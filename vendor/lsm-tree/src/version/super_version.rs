@@ -382,7 +382,9 @@ mod tests {
 /// still reference) on a background thread, outside every lock.
 mod reaper {
     use super::SuperVersion;
-    use std::sync::{mpsc, Mutex, OnceLock};
+    use crate::memtable::Memtable;
+    use std::sync::{mpsc, Arc, Mutex, OnceLock};
+    use std::time::Duration;
 
     static REAPER: OnceLock<Option<Mutex<mpsc::Sender<Vec<SuperVersion>>>>> = OnceLock::new();
 
@@ -403,6 +405,52 @@ mod reaper {
         drop(unsent);
     }
 
+    /// Entries of a memtable freed between two pauses of the reaper.
+    pub(super) const FREE_BATCH: usize = 256;
+    /// The reaper's pause after each [`FREE_BATCH`].
+    const FREE_PAUSE: Duration = Duration::from_micros(50);
+
+    /// Drops `version`; a memtable only it still references is freed
+    /// entry by entry, pausing after every [`FREE_BATCH`] entries.
+    ///
+    /// Why the pauses: the entries were allocated by the threads that
+    /// wrote them, so with glibc each `free` takes the malloc arena lock of
+    /// one of those threads. Freeing a million entries back to back kept
+    /// those locks busy for a quarter of a second, and when the scheduler
+    /// preempted the reaper holding one (2 busy cores), the writer waited
+    /// a whole time slice: 20-30 ms in `__lll_lock_wait_private` in an
+    /// off-CPU profile (tern issue 14). A reaper that sleeps every few
+    /// dozen microseconds rarely uses up its slice, so it is rarely
+    /// preempted at all, let alone holding a lock.
+    pub(super) fn free_paced(version: SuperVersion) {
+        let SuperVersion {
+            active_memtable,
+            sealed_memtables,
+            version,
+            ..
+        } = version;
+        drop(version);
+        free_memtable(active_memtable);
+        if let Some(sealed) = Arc::into_inner(sealed_memtables) {
+            for memtable in sealed.into_vec() {
+                free_memtable(memtable);
+            }
+        }
+    }
+
+    /// Frees `memtable` entry by entry if this is its last reference.
+    fn free_memtable(memtable: Arc<Memtable>) {
+        let Some(memtable) = Arc::into_inner(memtable) else {
+            return;
+        };
+        for (freed, entry) in memtable.items.into_iter().enumerate() {
+            drop(entry);
+            if freed % FREE_BATCH == FREE_BATCH - 1 {
+                std::thread::sleep(FREE_PAUSE);
+            }
+        }
+    }
+
     fn start() -> Option<Mutex<mpsc::Sender<Vec<SuperVersion>>>> {
         let (tx, rx) = mpsc::channel::<Vec<SuperVersion>>();
         std::thread::Builder::new()
@@ -415,7 +463,9 @@ mod reaper {
                 // off-CPU profile showed 20-30 ms waits in
                 // `__lll_lock_wait_private`, tern issue 14).
                 while let Ok(garbage) = rx.recv() {
-                    drop(garbage);
+                    for version in garbage {
+                        free_paced(version);
+                    }
                 }
             })
             .ok()
