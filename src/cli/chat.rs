@@ -221,6 +221,9 @@ async fn dispatch(command: Command) -> Result<(), String> {
         Command::Call(_) | Command::Answer(_) | Command::Hangup(_) | Command::Calls(_) => {
             Err("the call commands are run by the calls module".into())
         }
+        Command::SendFile(_) | Command::Fetch(_) => {
+            Err("the attachment commands are run by the files module".into())
+        }
         Command::Register(a) => register(a).await,
         Command::Listen(a) => listen(a).await,
         Command::Link(a) => link(a).await,

@@ -3,6 +3,7 @@
 mod calls;
 mod chat;
 mod content;
+mod files;
 mod forward;
 mod ops;
 mod presence;
@@ -40,6 +41,10 @@ pub enum Command {
     Remove(chat::MembersArgs),
     /// Send one message to a conversation.
     Send(chat::SendArgs),
+    /// Send a file (photo, video, voice note, any file) end-to-end encrypted, with a progress bar.
+    SendFile(files::SendFileArgs),
+    /// Download and decrypt the attachment of message SEQ (to -o FILE or the sender's file name).
+    Fetch(files::FetchArgs),
     /// Print incoming messages as they arrive (catching up first), acknowledging each.
     Listen(chat::ListenArgs),
     /// Print a conversation's messages (text, sender, time) from this device's message store.
@@ -153,6 +158,8 @@ pub fn main() -> ExitCode {
         Command::Answer(args) => calls::answer(args),
         Command::Hangup(args) => calls::hangup(args),
         Command::Calls(args) => calls::calls(args),
+        Command::SendFile(args) => files::send_file(args),
+        Command::Fetch(args) => files::fetch(args),
         client => chat::run(client),
     };
     match result {

@@ -6,6 +6,7 @@
 //! all share it.
 
 pub mod auth;
+pub mod blob_stream;
 pub mod body;
 pub mod close;
 pub mod codec;

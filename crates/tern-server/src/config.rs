@@ -182,6 +182,10 @@ pub struct ServerConfig {
     pub turn_secret: Option<crate::realtime::turn::TurnSecret>,
     /// Seconds TURN credentials stay valid. Default 86400, 60 to 604800.
     pub turn_ttl_secs: u32,
+    /// Largest attachment blob accepted on an upload stream, in ciphertext
+    /// bytes (docs/PROTOCOL.md §4.12). Default 100 MiB (104857600), 1 KiB
+    /// to 16 GiB.
+    pub max_attachment_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -240,6 +244,7 @@ impl Default for ServerConfig {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_ttl_secs: 86_400,
+            max_attachment_bytes: 100 * 1024 * 1024,
         }
     }
 }
@@ -358,6 +363,11 @@ impl ServerConfig {
         }
         env_parse(&get, "TERN_SHARDS", &mut self.shards)?;
         env_parse(&get, "TERN_MAX_FRAME_LEN", &mut self.max_frame_len)?;
+        env_parse(
+            &get,
+            "TERN_MAX_ATTACHMENT_BYTES",
+            &mut self.max_attachment_bytes,
+        )?;
         env_parse(&get, "TERN_IDLE_TIMEOUT_SECS", &mut self.idle_timeout_secs)?;
         env_parse(&get, "TERN_MESSAGE_TTL_SECS", &mut self.message_ttl_secs)?;
         env_parse(
@@ -389,6 +399,11 @@ impl ServerConfig {
             self.max_frame_len <= 16 * 1024 * 1024,
             "max_frame_len",
             "must be at most 16 MiB",
+        )?;
+        check(
+            (1024..=16 << 30).contains(&self.max_attachment_bytes),
+            "max_attachment_bytes",
+            "must be between 1024 bytes and 16 GiB",
         )?;
         check(
             self.frame_read_timeout_secs > 0,
@@ -600,6 +615,14 @@ mod tests {
             ..ServerConfig::default()
         };
         assert!(c.validate().is_err());
+        for bytes in [0, 1023, (16 << 30) + 1] {
+            let c = ServerConfig {
+                max_attachment_bytes: bytes,
+                ..ServerConfig::default()
+            };
+            let err = c.validate().expect_err("out of range");
+            assert!(err.to_string().contains("max_attachment_bytes"), "{err}");
+        }
     }
 
     #[test]

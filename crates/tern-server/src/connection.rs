@@ -278,6 +278,15 @@ impl Conn {
                     }
                     continue;
                 }
+                // Streams after the control stream carry blobs (`blobs`);
+                // before authentication they wait unaccepted.
+                stream = connection.accept_bi(), if authenticated => {
+                    match stream {
+                        Ok((send, recv)) => self.blob_stream(send, recv),
+                        Err(_) => return End::PeerClosed,
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => return End::Shutdown,
             };
             let bytes = match next {
@@ -288,6 +297,14 @@ impl Conn {
             if let Err(end) = self.handle(&bytes).await {
                 return end;
             }
+        }
+    }
+
+    /// Serves a blob stream of this authenticated connection on its own task.
+    fn blob_stream(&self, send: quinn::SendStream, recv: quinn::RecvStream) {
+        if let Some(caller) = &self.caller {
+            let owner = caller.user.clone();
+            tokio::task::spawn_local(super::blobs::serve(self.ctx.clone(), owner, send, recv));
         }
     }
 

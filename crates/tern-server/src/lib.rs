@@ -1,5 +1,6 @@
 //! The tern server: shards, QUIC transport, connections and routing.
 
+pub mod blobs;
 pub mod cid;
 pub mod clock;
 pub mod cmd;

@@ -37,6 +37,7 @@ use super::tls::{
     TlsError,
 };
 use tern_proto::close;
+use tern_store::blob::{fs::FsBlobStore, BlobStore};
 use tern_store::Store;
 use tern_store_fjall::{FjallOptions, FjallStore, OpenError};
 
@@ -140,6 +141,7 @@ struct ShardSetup {
     links: Arc<LinkRequests>,
     /// This node in the Redis presence backend (`None`: in-process).
     presence_node: Option<Arc<presence::redis::RedisNode>>,
+    blobs: Arc<dyn BlobStore>,
     parts: ShardSocketParts,
     socket: std::net::UdpSocket,
     inbox: ShardInbox,
@@ -180,6 +182,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
     create_data_dir(&config)?;
     let data_dir = config.data_dir.clone();
     let identity = load_or_create_identity(&data_dir)?;
+    let blobs = open_blobs(&data_dir)?;
     let reset_key = load_or_create_reset_key(&data_dir)?;
     let tuning = ServerTransportTuning {
         max_idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -229,6 +232,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
             limits: limits.clone(),
             links: links.clone(),
             presence_node: presence_node.clone(),
+            blobs: blobs.clone(),
             shutdown: shutdown_rx.clone(),
             barrier: barrier.clone(),
         });
@@ -245,6 +249,18 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         shutdown: shutdown_tx,
         threads,
     })
+}
+
+/// The filesystem blob store in `<data_dir>/blobs`.
+fn open_blobs(data_dir: &std::path::Path) -> Result<Arc<dyn BlobStore>, StartError> {
+    let path = data_dir.join("blobs");
+    match FsBlobStore::open(&path) {
+        Ok(store) => Ok(Arc::new(store)),
+        Err(e) => Err(StartError::DataDir {
+            path,
+            source: std::io::Error::other(e.to_string()),
+        }),
+    }
 }
 
 fn create_data_dir(config: &ServerConfig) -> Result<(), StartError> {
@@ -331,6 +347,7 @@ async fn shard_main(setup: ShardSetup, ready: std::sync::mpsc::Sender<Result<(),
         setup.limits,
         setup.links,
         setup.presence_node,
+        setup.blobs,
     ));
     let presence = ctx.local_presence();
     spawn_local(presence::local::run(

@@ -61,6 +61,8 @@ pub struct ShardCtx {
     /// Where effects go: the local mesh today, other nodes in a cluster.
     pub delivery: Arc<dyn Delivery>,
     pub store: Arc<dyn Store>,
+    /// Encrypted attachments (blob streams, `crate::blobs`).
+    pub blobs: Arc<dyn tern_store::blob::BlobStore>,
     pub clock: Clock,
     pub config: Arc<ServerConfig>,
     pub stats: Arc<ServerStats>,
@@ -87,6 +89,7 @@ impl ShardCtx {
         limits: Arc<ServerLimits>,
         links: Arc<LinkRequests>,
         presence_node: Option<Arc<RedisNode>>,
+        blobs: Arc<dyn tern_store::blob::BlobStore>,
     ) -> Self {
         let redis = presence_node.and_then(|node| {
             RedisPresence::start(node, services.clock.clone())
@@ -101,6 +104,7 @@ impl ShardCtx {
             delivery: mesh.clone(),
             mesh,
             store: services.store,
+            blobs,
             clock: services.clock,
             config,
             stats,

@@ -202,8 +202,9 @@ pub struct ServerTransportTuning {
     /// `max_idle_timeout` by [`server_keep_alive`] (no pings of its own
     /// while the clients' keep-alive suffices).
     pub keep_alive_interval: Option<Duration>,
-    /// Bidirectional streams a client may have open at once. Default 1 (the
-    /// control stream).
+    /// Bidirectional streams a client may have open at once. Default 5:
+    /// the control stream and [`crate::blobs`]' attachment streams (four at
+    /// once; QUIC grants another as each one closes).
     pub max_concurrent_bidi_streams: u32,
     /// Unidirectional streams a client may have open at once. Default 0.
     pub max_concurrent_uni_streams: u32,
@@ -224,7 +225,7 @@ impl Default for ServerTransportTuning {
         Self {
             max_idle_timeout: Duration::from_secs(60),
             keep_alive_interval: None,
-            max_concurrent_bidi_streams: 1,
+            max_concurrent_bidi_streams: 5,
             max_concurrent_uni_streams: 0,
             stream_receive_window: 256 << 10,
             receive_window: 1 << 20,

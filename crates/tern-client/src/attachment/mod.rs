@@ -9,6 +9,10 @@
 
 pub mod cipher;
 pub mod pointer;
+pub mod send;
+pub mod transfer;
 
 pub use cipher::{AttachmentKey, OpenError, Opener, SealError, Sealed};
 pub use pointer::{AttachmentPointer, PointerError, BLOB_ID_LEN};
+pub use send::{AttachmentError, Prepared, SentAttachment, UploadReport};
+pub use transfer::{TransferError, Uploaded};

@@ -1,0 +1,347 @@
+//! Encrypted attachments end to end (issue 12) against a real server: a
+//! file round-trips byte-identical between two users, the server's data
+//! directory holds only ciphertext, an upload cut by a lost connection
+//! resumes without re-sending what the server had, a tampered blob is
+//! refused by chunk, and the size limit answers with a typed error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{assert_server_blind, TestServer, WAIT};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+use tern_client::attachment::{
+    transfer, AttachmentError, AttachmentPointer, OpenError, TransferError,
+};
+use tern_client::content::Content;
+use tern_client::secure::{SecureClient, SecureEvent};
+use tern_proto::blob_stream::Status;
+
+const MARKER: &[u8] = b"ATTACHMENT-PLAINTEXT-MARKER-5e21";
+
+struct Device {
+    client: SecureClient,
+    _state: TempDir,
+}
+
+async fn register(server: &TestServer, user: &str) -> Device {
+    let state = tempfile::tempdir().unwrap();
+    let client = SecureClient::register(server.options(state.path()), user, "phone")
+        .await
+        .unwrap();
+    client
+        .transport()
+        .set_privacy(tern_proto::GroupAdds::Everyone)
+        .await
+        .unwrap();
+    Device {
+        client,
+        _state: state,
+    }
+}
+
+/// A file of `len` bytes: the marker every 64 KiB, pseudo-random bytes between.
+fn write_file(dir: &Path, name: &str, len: usize) -> PathBuf {
+    let mut bytes = Vec::with_capacity(len);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while bytes.len() < len {
+        if bytes.len() % (64 * 1024) == 0 {
+            bytes.extend_from_slice(MARKER);
+        } else {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.push(x as u8);
+        }
+    }
+    bytes.truncate(len);
+    let path = dir.join(name);
+    std::fs::write(&path, &bytes).unwrap();
+    path
+}
+
+fn sha256(path: &Path) -> [u8; 32] {
+    Sha256::digest(std::fs::read(path).unwrap()).into()
+}
+
+/// The next attachment pointer `device` receives.
+async fn next_pointer(device: &Device) -> AttachmentPointer {
+    loop {
+        let event = tokio::time::timeout(WAIT, device.client.next_event())
+            .await
+            .expect("an event in time")
+            .expect("the client runs");
+        if let SecureEvent::Message(m) = event {
+            match m.content {
+                Content::Attachment(pointer) => return *pointer,
+                other => panic!("expected an attachment, got {other:?}"),
+            }
+        }
+    }
+}
+
+async fn pair(server: &TestServer) -> (Device, Device, u64) {
+    let alice = register(server, "alice").await;
+    let bob = register(server, "bob").await;
+    let group = alice.client.create_group(&["bob"]).await.unwrap();
+    (alice, bob, group)
+}
+
+async fn round_trip(len: usize) {
+    let mut server = TestServer::start(2);
+    let (alice, bob, group) = pair(&server).await;
+    let files = tempfile::tempdir().unwrap();
+    let path = write_file(files.path(), "holiday.mp4", len);
+    let mut last = (0, 0);
+    let sent = alice
+        .client
+        .send_attachment(group, &path, &mut |done, total| last = (done, total))
+        .await
+        .unwrap();
+    assert_eq!(last.0, last.1, "progress reached the end");
+    assert_eq!(sent.pointer.size, len as u64);
+    assert_eq!(sent.pointer.content_type, "video/mp4");
+    assert_eq!(sent.upload.interrupted, 0);
+    assert_eq!(sent.upload.last.resumed_from, 0);
+
+    let pointer = next_pointer(&bob).await;
+    assert_eq!(pointer, sent.pointer);
+    assert_eq!(pointer.file_name, "holiday.mp4");
+    let out = files.path().join("received.mp4");
+    let size = bob
+        .client
+        .download_attachment(&pointer, &out)
+        .await
+        .unwrap();
+    assert_eq!(size, len as u64);
+    assert_eq!(sha256(&out), sha256(&path), "byte-identical");
+
+    let control = b"UNENCRYPTED-CONTROL-MARKER-a7c1";
+    alice
+        .client
+        .transport()
+        .send(group, &control[..])
+        .await
+        .unwrap();
+    server.stop().await;
+    let marker = String::from_utf8(MARKER.to_vec()).unwrap();
+    assert_server_blind(server.data_dir(), control, &[marker]);
+}
+
+#[tokio::test]
+async fn a_file_round_trips_between_two_users_and_the_server_holds_only_ciphertext() {
+    round_trip(3 * 1024 * 1024 + 12_345).await;
+}
+
+#[tokio::test]
+#[ignore = "50 MB, the issue's figure; slow in debug builds"]
+async fn a_50_mb_file_round_trips() {
+    round_trip(50 * 1024 * 1024).await;
+}
+
+#[tokio::test]
+async fn an_upload_cut_at_40_percent_resumes_without_resending() {
+    let server = TestServer::start(2);
+    let (alice, bob, group) = pair(&server).await;
+    let files = tempfile::tempdir().unwrap();
+    let path = write_file(files.path(), "big.bin", 8 * 1024 * 1024);
+    let prepared = alice.client.prepare_attachment(&path).unwrap();
+    let total = prepared.ciphertext_len;
+    let connection = alice
+        .client
+        .transport()
+        .blob_connection(WAIT)
+        .await
+        .unwrap();
+    let killed = AtomicBool::new(false);
+    let mut progress = |done: u64, total: u64| {
+        if done * 10 >= total * 4 && !killed.swap(true, Ordering::SeqCst) {
+            connection.close(0u32.into(), b"test: connection lost at 40%");
+        }
+    };
+    let report = alice
+        .client
+        .upload_attachment(&prepared, &mut progress)
+        .await
+        .unwrap();
+    assert!(killed.load(Ordering::SeqCst));
+    assert!(
+        report.interrupted >= 1,
+        "the first attempt was cut: {report:?}"
+    );
+    let last = report.last;
+    assert!(last.resumed_from > 0, "resumed, not restarted: {report:?}");
+    assert!(
+        last.resumed_from < total * 5 / 10,
+        "cut near 40%: {report:?}"
+    );
+    assert_eq!(
+        last.sent,
+        total - last.resumed_from,
+        "only the rest was sent"
+    );
+
+    let content = Content::Attachment(Box::new(prepared.pointer.clone()));
+    alice.client.send(group, &content).await.unwrap();
+    let pointer = next_pointer(&bob).await;
+    let out = files.path().join("out.bin");
+    bob.client
+        .download_attachment(&pointer, &out)
+        .await
+        .unwrap();
+    assert_eq!(sha256(&out), sha256(&path));
+}
+
+#[tokio::test]
+async fn a_tampered_blob_is_refused_by_chunk_and_leaves_no_file() {
+    let mut server = TestServer::start(1);
+    let (alice, bob, group) = pair(&server).await;
+    let files = tempfile::tempdir().unwrap();
+    let path = write_file(files.path(), "doc.pdf", 300_000);
+    let sent = alice
+        .client
+        .send_attachment(group, &path, &mut |_, _| {})
+        .await
+        .unwrap();
+    let pointer = next_pointer(&bob).await;
+    // Flip one byte of the second chunk in the server's stored blob.
+    let blob = server
+        .data_dir()
+        .join("blobs/complete")
+        .join(hex::encode(sent.pointer.blob_id));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[70_000] ^= 0x40;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let out = files.path().join("doc-received.pdf");
+    let err = bob
+        .client
+        .download_attachment(&pointer, &out)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AttachmentError::Open(OpenError::ChunkRefused { index: 1 })
+        ),
+        "{err}"
+    );
+    assert!(!out.exists(), "no output file");
+    assert!(!out.with_extension("part").exists(), "no partial file");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_size_limit_and_unknown_blobs_answer_typed_errors() {
+    let server = TestServer::start_with(1, |c| c.max_attachment_bytes = 100_000);
+    let alice = register(&server, "alice").await;
+    let files = tempfile::tempdir().unwrap();
+    let path = write_file(files.path(), "too-big.bin", 200_000);
+    let prepared = alice.client.prepare_attachment(&path).unwrap();
+    let err = alice
+        .client
+        .upload_attachment(&prepared, &mut |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AttachmentError::Transfer(TransferError::Refused {
+                status: Status::TooLarge,
+                value: 100_000,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    let connection = alice
+        .client
+        .transport()
+        .blob_connection(WAIT)
+        .await
+        .unwrap();
+    let err = transfer::download(&connection, &[9; 16], 0, 10, &mut |_| Ok(()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransferError::Refused {
+                status: Status::NotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+mod cli {
+    //! `tern send-file` and `tern fetch` against a server process.
+
+    use std::process::{Command, Output};
+
+    use super::common::{data_dir, ServerProcess};
+    use super::{sha256, write_file};
+
+    fn tern(args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("runs")
+    }
+
+    fn ok(output: Output) -> String {
+        assert!(
+            output.status.success(),
+            "failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    #[test]
+    fn send_file_and_fetch_from_the_command_line() {
+        let (_tmp, data) = data_dir();
+        let server = ServerProcess::spawn(&data, 2);
+        let clients = tempfile::tempdir().unwrap();
+        let state = |u: &str| clients.path().join(u).to_string_lossy().into_owned();
+        let (alice, bob) = (state("alice"), state("bob"));
+        let (addr, fp) = (server.addr.to_string(), hex::encode(server.fingerprint));
+        for (dir, user) in [(&alice, "alice"), (&bob, "bob")] {
+            let flags = ["--server", &addr, "--fingerprint", &fp];
+            ok(tern(
+                &[&["register", "--state", dir][..], &flags, &[user]].concat(),
+            ));
+            ok(tern(&["privacy", "--state", dir, "--groups", "everyone"]));
+        }
+        let group = ok(tern(&["create", "--state", &alice, "group", "bob"]));
+        let group = group.trim();
+        let path = write_file(clients.path(), "notes.pdf", 700_000);
+        let sent = ok(tern(&[
+            "send-file",
+            "--state",
+            &alice,
+            group,
+            &path.to_string_lossy(),
+        ]));
+        assert!(
+            sent.starts_with("sent notes.pdf (700000 bytes, application/pdf)"),
+            "{sent}"
+        );
+        let seq = sent.trim().rsplit(' ').next().unwrap();
+        let out = clients.path().join("fetched.pdf");
+        let out_arg = out.to_string_lossy().into_owned();
+        let fetched = ok(tern(&[
+            "fetch", "--state", &bob, group, seq, "-o", &out_arg,
+        ]));
+        assert!(fetched.starts_with("saved "), "{fetched}");
+        assert_eq!(sha256(&out), sha256(&path));
+        let missing = tern(&["fetch", "--state", &bob, group, "999"]);
+        assert!(!missing.status.success());
+        drop(server);
+    }
+}
