@@ -368,6 +368,12 @@ async fn connection_attempts_are_limited_per_source_address() {
         err.to_string().contains("too many connection attempts"),
         "{err}"
     );
+    // The server counts a refusal just after sending it: wait for the count.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stats.connections_refused.load(Ordering::Relaxed) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no refusal counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(stats.connections_refused.load(Ordering::Relaxed), 1);
     // The admitted connections still work.
     assert_eq!(stats.connections_accepted.load(Ordering::Relaxed), 4);
