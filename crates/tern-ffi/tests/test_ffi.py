@@ -403,17 +403,16 @@ class MessengerTest(unittest.TestCase):
 
     def test_7_presence_and_typing(self):
         ann, ben, conversation = self.ann, self.ben, self.direct
-        self.assertEqual(ann.client.count_online(conversation), 2)
-        online, unknown = ann.client.subscribe_presence([ben.user, "nobody-here"])
-        self.assertEqual((online.user, online.state), (ben.user, PresenceState.ONLINE))
-        self.assertEqual(unknown.state, PresenceState.UNKNOWN)
-
-        ben.client.set_presence(OwnPresence.AWAY, "at lunch")
-
         def seen(state, text):
             [entry] = ann.client.subscribe_presence([ben.user])
-            return (entry.state, entry.status_text) == (state, text)
+            return (entry.user, entry.state, entry.status_text) == (ben.user, state, text)
 
+        ann.until(lambda: seen(PresenceState.ONLINE, None), "ben online")
+        self.assertEqual(ann.client.count_online(conversation), 2)
+        [unknown] = ann.client.subscribe_presence(["nobody-here"])
+        self.assertEqual((unknown.state, unknown.last_seen_ms), (PresenceState.UNKNOWN, 0))
+
+        ben.client.set_presence(OwnPresence.AWAY, "at lunch")
         ann.until(lambda: seen(PresenceState.AWAY, "at lunch"), "ben away")
         ben.client.set_presence_visibility(PresenceVisibility.NOBODY)
         ann.until(lambda: seen(PresenceState.UNKNOWN, None), "ben hidden")
