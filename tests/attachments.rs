@@ -340,6 +340,13 @@ mod cli {
         ]));
         assert!(fetched.starts_with("saved "), "{fetched}");
         assert_eq!(sha256(&out), sha256(&path));
+        let history = ok(tern(&["history", "--state", &bob, group]));
+        assert!(
+            history.contains(&format!("#{seq}] "))
+                && history
+                    .contains("<file \"notes.pdf\" (700000 bytes, application/pdf): tern fetch>"),
+            "{history}"
+        );
         let missing = tern(&["fetch", "--state", &bob, group, "999"]);
         assert!(!missing.status.success());
         drop(server);

@@ -196,6 +196,8 @@ fn help_explains_every_command() {
         "answer",
         "hangup",
         "calls",
+        "send-file",
+        "fetch",
     ] {
         assert!(top.contains(cmd), "{cmd} missing from --help");
         let help = ok(tern(&[cmd, "--help"]));

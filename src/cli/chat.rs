@@ -639,8 +639,8 @@ fn print_decrypted(m: &Decrypted) {
 
 /// A message's content as a terminal shows it: text escaped ([`shown`]),
 /// a reply with its quote, a reaction, edit, delete or receipt as what it
-/// does, a message this device could not read with why, any other kind by
-/// name.
+/// does, an attachment by its name, size and type (never its key), a
+/// message this device could not read with why, any other kind by name.
 pub fn content_shown(content: &Content) -> String {
     match (content, content.unreadable_reason()) {
         (Content::Text { body }, _) => shown(body),
@@ -674,6 +674,17 @@ pub fn content_shown(content: &Content) -> String {
         (Content::Receipt { receipt, up_to_seq }, _) => {
             format!("<{receipt:?} up to #{up_to_seq}>").to_lowercase()
         }
+        (Content::Attachment(p), _) if p.is_voice() => format!(
+            "<voice message, {:.1} s, {} bytes: tern fetch>",
+            f64::from(p.duration_ms) / 1000.0,
+            p.size
+        ),
+        (Content::Attachment(p), _) => format!(
+            "<file \"{}\" ({} bytes, {}): tern fetch>",
+            shown(&p.safe_file_name()),
+            p.size,
+            shown(&p.content_type)
+        ),
         (_, Some(reason)) => format!("<could not decrypt: {}>", shown(&reason)),
         (other, None) => shown(&format!("<{other:?}>")),
     }
