@@ -24,6 +24,21 @@ use super::shard::ShardCtx;
 /// Most bytes an upload or download holds in memory at once.
 pub const PIECE_LEN: usize = 256 * 1024;
 
+/// An upload not written to for this long (server clock) is abandoned and
+/// swept (issue 12: 24 h).
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Deletes uploads abandoned for [`ABANDONED_AFTER`] of server time (the
+/// sweep loop calls it); returns how many.
+pub async fn sweep_abandoned(ctx: &ShardCtx) -> Result<u64, BlobError> {
+    let now = std::time::UNIX_EPOCH + Duration::from_millis(ctx.clock.now_ms());
+    let before = now
+        .checked_sub(ABANDONED_AFTER)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let store = ctx.blobs.clone();
+    blocking(move || store.sweep_abandoned(before)).await
+}
+
 /// Serves one blob stream of `owner`'s authenticated connection.
 pub async fn serve(
     ctx: Rc<ShardCtx>,

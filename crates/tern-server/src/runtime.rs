@@ -518,5 +518,10 @@ async fn sweep_loop(ctx: Rc<ShardCtx>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         }
+        match super::blobs::sweep_abandoned(&ctx).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "abandoned uploads swept"),
+            Err(e) => tracing::warn!(error = %e, "sweeping abandoned uploads failed; will retry"),
+        }
     }
 }

@@ -112,6 +112,11 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
 
     /// Forgets `owner`'s partial upload of `id`, if any.
     fn abandon(&self, owner: &str, id: &BlobId) -> Result<(), BlobError>;
+
+    /// Deletes every partial upload last written before `before` and
+    /// without an open writer (uploads abandoned half way; the server
+    /// sweeps those idle for 24 h). Returns how many it deleted.
+    fn sweep_abandoned(&self, before: std::time::SystemTime) -> Result<u64, BlobError>;
 }
 
 /// Appends to one partial upload. Dropping it without

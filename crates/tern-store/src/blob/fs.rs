@@ -133,6 +133,32 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    fn sweep_abandoned(&self, before: std::time::SystemTime) -> Result<u64, BlobError> {
+        let mut swept = 0;
+        for entry in fs::read_dir(&self.partial)? {
+            let path = entry?.path();
+            let modified = match fs::metadata(&path).and_then(|m| m.modified()) {
+                Ok(t) => t,
+                // Gone meanwhile (completed or abandoned): nothing to do.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if modified >= before {
+                continue;
+            }
+            // Held while deleting, so no writer opens it meanwhile.
+            let Ok(_guard) = WritingGuard::claim(&self.writing, &path) else {
+                continue;
+            };
+            match fs::remove_file(&path) {
+                Ok(()) => swept += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(swept)
+    }
+
     fn abandon(&self, owner: &str, id: &BlobId) -> Result<(), BlobError> {
         match fs::remove_file(self.partial_path(owner, id)?) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),

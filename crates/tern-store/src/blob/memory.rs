@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use super::{BlobError, BlobId, BlobReader, BlobStatus, BlobStore, BlobWriter};
 
 #[derive(Debug, Default)]
 struct Inner {
     complete: HashMap<BlobId, Arc<Vec<u8>>>,
-    partial: HashMap<(String, BlobId), Vec<u8>>,
+    /// Each partial upload's bytes and when it was last written.
+    partial: HashMap<(String, BlobId), (Vec<u8>, SystemTime)>,
     /// Uploads with an open writer.
     writing: std::collections::HashSet<(String, BlobId)>,
 }
@@ -40,7 +42,7 @@ impl BlobStore for MemBlobStore {
             return Ok(BlobStatus::Complete(blob.len() as u64));
         }
         Ok(match inner.partial.get(&(owner.to_owned(), *id)) {
-            Some(bytes) => BlobStatus::Partial(bytes.len() as u64),
+            Some((bytes, _)) => BlobStatus::Partial(bytes.len() as u64),
             None => BlobStatus::Absent,
         })
     }
@@ -59,14 +61,17 @@ impl BlobStore for MemBlobStore {
         if inner.writing.contains(&key) {
             return Err(BlobError::Busy);
         }
-        let have = inner.partial.get(&key).map_or(0, |b| b.len() as u64);
+        let have = inner.partial.get(&key).map_or(0, |(b, _)| b.len() as u64);
         if have != offset {
             return Err(BlobError::OffsetMismatch {
                 have,
                 asked: offset,
             });
         }
-        inner.partial.entry(key.clone()).or_default();
+        inner
+            .partial
+            .entry(key.clone())
+            .or_insert_with(|| (Vec::new(), SystemTime::now()));
         inner.writing.insert(key.clone());
         Ok(Box::new(MemWriter {
             inner: self.inner.clone(),
@@ -96,6 +101,16 @@ impl BlobStore for MemBlobStore {
         lock(&self.inner).partial.remove(&(owner.to_owned(), *id));
         Ok(())
     }
+
+    fn sweep_abandoned(&self, before: SystemTime) -> Result<u64, BlobError> {
+        let mut inner = lock(&self.inner);
+        let Inner {
+            partial, writing, ..
+        } = &mut *inner;
+        let old = partial.len();
+        partial.retain(|key, (_, written)| *written >= before || writing.contains(key));
+        Ok((old - partial.len()) as u64)
+    }
 }
 
 struct MemWriter {
@@ -108,11 +123,12 @@ impl BlobWriter for MemWriter {
     fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
         let mut inner = lock(&self.inner);
         // Abandoned meanwhile: the upload is gone.
-        let partial = inner
+        let (partial, written) = inner
             .partial
             .get_mut(&self.key)
             .ok_or(BlobError::NotFound)?;
         partial.extend_from_slice(bytes);
+        *written = SystemTime::now();
         self.len = partial.len() as u64;
         Ok(())
     }
@@ -127,6 +143,7 @@ impl BlobWriter for MemWriter {
             .partial
             .get(&self.key)
             .ok_or(BlobError::NotFound)?
+            .0
             .len() as u64;
         if have != total {
             return Err(BlobError::Incomplete { have, total });
@@ -134,7 +151,7 @@ impl BlobWriter for MemWriter {
         if inner.complete.contains_key(&self.key.1) {
             return Err(BlobError::AlreadyExists);
         }
-        let bytes = inner.partial.remove(&self.key).unwrap_or_default();
+        let (bytes, _) = inner.partial.remove(&self.key).ok_or(BlobError::NotFound)?;
         inner.complete.insert(self.key.1, Arc::new(bytes));
         Ok(())
     }

@@ -22,6 +22,7 @@ macro_rules! blob_conformance_tests {
             blob_owners_apart,
             blob_delete_abandon,
             blob_complete_race,
+            blob_sweep_abandoned,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {
@@ -194,4 +195,36 @@ pub fn blob_complete_race(s: Arc<dyn BlobStore>) {
         let winner = won.iter().position(|w| *w).unwrap() as u8;
         assert_eq!(read_all(s.as_ref(), &id, 0, 8192), vec![winner; 4096]);
     }
+}
+
+/// Sweeping deletes partial uploads written before the cut-off, never one
+/// with an open writer, and never a complete blob.
+pub fn blob_sweep_abandoned(s: Arc<dyn BlobStore>) {
+    use std::time::{Duration, SystemTime};
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let done: BlobId = [1; 16];
+    s.writer("alice", &done, 0).unwrap().complete(0).unwrap();
+    let mut w = s.writer("alice", &ID, 0).unwrap();
+    w.write(b"half").unwrap();
+    drop(w);
+    let open_id: BlobId = [2; 16];
+    let mut open = s.writer("bob", &open_id, 0).unwrap();
+    open.write(b"busy").unwrap();
+    assert_eq!(
+        s.sweep_abandoned(hour_ago).unwrap(),
+        0,
+        "fresh uploads stay"
+    );
+    assert_eq!(s.status("alice", &ID).unwrap(), BlobStatus::Partial(4));
+    assert_eq!(
+        s.sweep_abandoned(later).unwrap(),
+        1,
+        "only the idle partial"
+    );
+    assert_eq!(s.status("alice", &ID).unwrap(), BlobStatus::Absent);
+    assert_eq!(s.status("bob", &open_id).unwrap(), BlobStatus::Partial(4));
+    assert_eq!(s.status("x", &done).unwrap(), BlobStatus::Complete(0));
+    open.write(b"more").unwrap();
+    open.complete(8).expect("the open upload completes");
 }
