@@ -591,6 +591,8 @@ fn show_event(event: &SecureEvent, conn: &Connection) -> Option<(u64, u64)> {
             None
         }
         SecureEvent::NotStored { .. } => None,
+        // Shown by `tern presence watch` and `tern typing watch`.
+        SecureEvent::PresenceChanged(_) | SecureEvent::Typing(_) => None,
     }
 }
 

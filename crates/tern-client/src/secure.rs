@@ -17,7 +17,8 @@
 //!
 //! Incoming messages are decrypted when the app asks for the next
 //! [`SecureEvent`] (pull, in order). A background task only handles server
-//! notices (key replenishment, device-list changes, link requests).
+//! notices (key replenishment, device-list changes, link requests) and
+//! forwards presence changes and other users' typing as events.
 //!
 //! Every message decrypted, and every message sent, is kept in plaintext
 //! in the device's [`MessageStore`] (`STATE/messages.sqlite3`): an incoming
@@ -63,6 +64,8 @@ use tern_proto::body::messaging::{self, DevicePayload};
 use tern_proto::body::prekeys::{
     self, DeviceBundleData, OneTimePrekeyData, SignedPrekeyData, UploadPrekeys,
 };
+use tern_proto::body::presence::PresenceEntry;
+use tern_proto::body::typing::TypingChanged;
 use tern_proto::body::{devices, mls as mls_body};
 use tern_proto::fb::ErrorCode;
 use tern_proto::{flags, Body, ConversationKind, Message};
@@ -242,6 +245,20 @@ pub enum SecureEvent {
         seq: u64,
         reason: String,
     },
+    /// A user this connection subscribed to
+    /// ([`Client::subscribe_presence`], through [`SecureClient::transport`])
+    /// changed presence: state, status text, last seen (server ms since
+    /// the Unix epoch). Pushes are coalesced by the server, so the latest
+    /// state wins (docs/PROTOCOL.md §4.8). Subscriptions belong to one
+    /// connection: after a reconnect, subscribe again.
+    PresenceChanged(PresenceEntry),
+    /// Another user's device started (`typing: true`) or stopped typing in
+    /// a conversation (docs/PROTOCOL.md §4.9). Signals are unreliable (QUIC
+    /// datagrams): show it until [`crate::typing::TYPING_EXPIRY_MS`] after
+    /// the last `true` ([`crate::typing::TypingState`] does this per user).
+    /// This account's own devices' signals are not forwarded, and signals
+    /// are dropped rather than queued when the app is 256 events behind.
+    Typing(TypingChanged),
 }
 
 struct Crypto {
@@ -2116,7 +2133,7 @@ async fn announce_rejoins(client: &Inner, events: &mpsc::Sender<SecureEvent>) {
 }
 
 /// Handles server notices: replenish keys, forget changed device sets,
-/// surface link requests.
+/// surface link requests, invitations, presence changes and others' typing.
 async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
     while let Some(notice) = inner.client.next_notice().await {
         match notice {
@@ -2162,6 +2179,15 @@ async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
                         device_name,
                     })
                     .await;
+            }
+            Body::PresenceChanged(changed) => {
+                let _ = events
+                    .send(SecureEvent::PresenceChanged(changed.entry))
+                    .await;
+            }
+            Body::TypingChanged(changed) if changed.user != inner.identity.user => {
+                // Ephemeral: dropped, never waited for, when the app lags.
+                let _ = events.try_send(SecureEvent::Typing(changed));
             }
             _ => {}
         }

@@ -107,6 +107,19 @@ pub enum Event {
         seq: u64,
         reason: String,
     },
+    /// A user this client subscribed to ([`TernClient::subscribe_presence`])
+    /// changed presence; the latest event wins. Subscriptions end with the
+    /// connection: after a reconnect, subscribe again.
+    PresenceChanged { entry: PresenceEntry },
+    /// Another user's device started or stopped typing in a conversation.
+    /// Signals can be lost: show it until 10 seconds after the last `true`
+    /// (or until a `false`). This account's own devices are not reported.
+    Typing {
+        conversation_id: u64,
+        user: String,
+        device: u32,
+        typing: bool,
+    },
 }
 
 /// One end-to-end-encrypting device of a tern account. See the module docs
@@ -483,6 +496,15 @@ impl TernClient {
                     reason,
                 }
             }
+            SecureEvent::PresenceChanged(entry) => Event::PresenceChanged {
+                entry: realtime::entry(entry),
+            },
+            SecureEvent::Typing(t) => Event::Typing {
+                conversation_id: t.conversation_id,
+                user: t.user,
+                device: t.device,
+                typing: t.typing,
+            },
         }
     }
 }

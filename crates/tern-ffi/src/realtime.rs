@@ -3,10 +3,9 @@
 //! presence of other users (a snapshot per subscription), how many members
 //! of a conversation are online, and the typing signal.
 //!
-//! Changes pushed after a subscription (`PresenceChanged`) and others'
-//! typing (`TypingChanged`) are not surfaced as [`crate::Event`]s yet: the
-//! SDK's `SecureClient` consumes server notices and does not forward them.
-//! Subscribing again returns the current states.
+//! Changes pushed after a subscription and other users' typing arrive as
+//! [`crate::Event::PresenceChanged`] and [`crate::Event::Typing`] from
+//! [`TernClient::next_event`].
 
 use tern_proto::body::presence::{
     PresenceEntry as WireEntry, PresenceState as WireState, PresenceVisibility as WireVisibility,
@@ -132,7 +131,7 @@ impl TernClient {
     }
 }
 
-fn entry(e: WireEntry) -> PresenceEntry {
+pub(crate) fn entry(e: WireEntry) -> PresenceEntry {
     let state = match e.state {
         WireState::Unknown => PresenceState::Unknown,
         WireState::Online => PresenceState::Online,
