@@ -211,7 +211,7 @@ class Device:
     def until(self, condition, what, deadline_s=30):
         """Reads events (kept in the backlog) until `condition()` holds, or fails:
         for state the SDK applies without an event (receipts, timers) or that
-        only a new query shows (presence)."""
+        a new query shows (presence)."""
         deadline = time.monotonic() + deadline_s
         while not condition():
             if time.monotonic() > deadline:
@@ -413,6 +413,12 @@ class MessengerTest(unittest.TestCase):
         self.assertEqual((unknown.state, unknown.last_seen_ms), (PresenceState.UNKNOWN, 0))
 
         ben.client.set_presence(OwnPresence.AWAY, "at lunch")
+        ann.wait(
+            lambda e: isinstance(e, Event.PRESENCE_CHANGED)
+            and (e.entry.user, e.entry.state, e.entry.status_text)
+            == (ben.user, PresenceState.AWAY, "at lunch"),
+            "the event of ben going away",
+        )
         ann.until(lambda: seen(PresenceState.AWAY, "at lunch"), "ben away")
         ben.client.set_presence_visibility(PresenceVisibility.NOBODY)
         ann.until(lambda: seen(PresenceState.UNKNOWN, None), "ben hidden")
@@ -423,8 +429,13 @@ class MessengerTest(unittest.TestCase):
         with self.assertRaises(TernError.InvalidArgument):
             ann.client.subscribe_presence([f"user{i}" for i in range(257)])
 
-        ben.client.typing(conversation, True)
-        ben.client.typing(conversation, False)
+        for typing in (True, False):
+            ben.client.typing(conversation, typing)
+            event = ann.wait(
+                lambda e: isinstance(e, Event.TYPING) and e.typing == typing,
+                f"ben's typing {typing} event",
+            )
+            self.assertEqual((event.conversation_id, event.user), (conversation, ben.user))
 
     def test_8_a_block_drops_the_sends(self):
         ann, ben, conversation = self.ann, self.ben, self.direct
