@@ -10,7 +10,7 @@ use tern_client::message_store::{Delivery, MessageStore, MessageView};
 use tern_client::secure::SecureClient;
 
 use super::chat::{content_shown, shown};
-use super::ops::{utc_time, Op, Printed};
+use super::ops::{place, utc_time, Op, Printed};
 use super::{Command, Connection};
 
 #[derive(clap::Args, Debug)]
@@ -430,12 +430,9 @@ pub fn sent_to(conversation: u64, seq: u64) -> String {
 /// server did not number (seq 0).
 pub fn history_line(v: &MessageView) -> String {
     let m = &v.message;
-    let place = match m.seq {
-        0 => format!("[{}]", m.conversation_id),
-        seq => format!("[{} #{seq}]", m.conversation_id),
-    };
     let mut line = format!(
-        "{place} {} {}/{}: ",
+        "{} {} {}/{}: ",
+        place(m.conversation_id, m.seq),
         utc_time(m.server_time_ms),
         shown(&m.sender_user),
         m.sender_device,

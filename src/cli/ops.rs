@@ -384,7 +384,8 @@ async fn conversations(client: &SecureClient, out: &mut Printed) -> Result<(), S
     Ok(())
 }
 
-/// `[CONVERSATION #SEQ] TIME SENDER/DEVICE: TEXT`, as a terminal may show it.
+/// `[CONVERSATION #SEQ] TIME SENDER/DEVICE: TEXT` (`[CONVERSATION]` for an
+/// own send the server did not number), as a terminal may show it.
 pub fn stored_line(m: &StoredMessage) -> String {
     let text = content_shown(&m.content);
     // A disappearing message says when it goes (its local copy is deleted then).
@@ -393,13 +394,21 @@ pub fn stored_line(m: &StoredMessage) -> String {
         at => format!(" (disappears {})", utc_time(at)),
     };
     format!(
-        "[{} #{}] {} {}/{}: {text}{expiry}",
-        m.conversation_id,
-        m.seq,
+        "{} {} {}/{}: {text}{expiry}",
+        place(m.conversation_id, m.seq),
         utc_time(m.server_time_ms),
         shown(&m.sender_user),
         m.sender_device,
     )
+}
+
+/// Where a stored message is: `[CONVERSATION #SEQ]`, or `[CONVERSATION]`
+/// for an own send the server did not number (seq 0, PROTOCOL.md §4.4).
+pub fn place(conversation_id: u64, seq: u64) -> String {
+    match seq {
+        0 => format!("[{conversation_id}]"),
+        seq => format!("[{conversation_id} #{seq}]"),
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` of a time in ms since the Unix epoch.
@@ -432,7 +441,13 @@ fn civil_date(days: u64) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::utc_time;
+    use super::{place, utc_time};
+
+    #[test]
+    fn an_unnumbered_send_shows_no_seq() {
+        assert_eq!(place(7, 3), "[7 #3]");
+        assert_eq!(place(7, 0), "[7]");
+    }
 
     #[test]
     fn times_print_as_utc_dates() {
