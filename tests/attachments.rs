@@ -230,7 +230,10 @@ async fn a_tampered_blob_is_refused_by_chunk_and_leaves_no_file() {
         "{err}"
     );
     assert!(!out.exists(), "no output file");
-    assert!(!out.with_extension("part").exists(), "no partial file");
+    assert!(
+        !files.path().join("doc-received.pdf.part").exists(),
+        "no partial file"
+    );
     server.stop().await;
 }
 
@@ -347,6 +350,13 @@ mod cli {
                     .contains("<file \"notes.pdf\" (700000 bytes, application/pdf): tern fetch>"),
             "{history}"
         );
+        let again = tern(&["fetch", "--state", &bob, group, seq, "-o", &out_arg]);
+        assert!(
+            !again.status.success(),
+            "an existing file is never replaced"
+        );
+        assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+        assert_eq!(sha256(&out), sha256(&path));
         let missing = tern(&["fetch", "--state", &bob, group, "999"]);
         assert!(!missing.status.success());
         drop(server);

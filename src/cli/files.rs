@@ -104,6 +104,13 @@ async fn download(client: &SecureClient, args: &FetchArgs) -> Result<(), String>
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(pointer.safe_file_name()));
+    // The name may come from the sender: never replace a file.
+    if out.exists() {
+        return Err(format!(
+            "{} exists; choose another name with -o FILE",
+            out.display()
+        ));
+    }
     let size = client
         .download_attachment(&pointer, &out)
         .await

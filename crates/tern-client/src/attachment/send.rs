@@ -209,7 +209,9 @@ impl SecureClient {
 
     /// Downloads the attachment `pointer` names into `out`, checking every
     /// chunk, the length and the digest; `out` appears only when all hold
-    /// (a `.part` file beside it is removed on failure). Returns its size.
+    /// (written as `out` + `.part` first, removed on failure), replacing a
+    /// file of that name (callers that take the name from the pointer check
+    /// first: it is the sender's choice). Returns its size.
     ///
     /// # Errors
     /// [`AttachmentError::Open`] naming the refused chunk, a wrong length
@@ -219,7 +221,9 @@ impl SecureClient {
         pointer: &AttachmentPointer,
         out: &Path,
     ) -> Result<u64, AttachmentError> {
-        let part = out.with_extension("part");
+        let mut part = out.as_os_str().to_owned();
+        part.push(".part");
+        let part = PathBuf::from(part);
         let result = self.download_into(pointer, &part).await;
         match result {
             Ok(()) => {
