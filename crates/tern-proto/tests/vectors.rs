@@ -37,6 +37,7 @@ use tern_proto::auth::{
     authenticate_transcript, identity_key_transcript, link_transcript, prekey_transcript,
     register_transcript, sign, verify, EXPORTER_LEN,
 };
+use tern_proto::blob_stream::{BlobRequest, Op, Response, State, Status, RESPONSE_FIXED_LEN};
 use tern_proto::body::{
     auth, calls, conversations, devices, errors, messaging, mls, prekeys, presence, privacy, reach,
     safety, settings, sync, typing,
@@ -1598,6 +1599,7 @@ fn generate() -> Value {
             "objects are created in the order of the body's encode() (crates/tern-proto/src/body/) and each table by flatc's",
             "generated create (fields largest first, default values omitted); another order gives other, equally valid bytes.",
             "codec: cases of the length-prefixed framing and of reading the request id of a frame that fails verification.",
+            "blob_stream: request and response headers of blob streams (docs/PROTOCOL.md §4.12), `bytes` with their fields.",
         ],
         "auth": {
             "ed25519_seed": hex::encode(seed()),
@@ -1614,7 +1616,69 @@ fn generate() -> Value {
         },
         "frames": frames,
         "codec": codec_vectors(),
+        "blob_stream": blob_stream_vectors(),
     })
+}
+
+/// The blob stream header cases (docs/PROTOCOL.md §4.12).
+fn blob_stream_samples() -> (
+    Vec<(&'static str, BlobRequest)>,
+    Vec<(&'static str, Response)>,
+) {
+    let id: [u8; 16] = std::array::from_fn(|i| i as u8 + 1);
+    let request = |op, offset, length| BlobRequest {
+        op,
+        blob_id: id,
+        offset,
+        length,
+    };
+    (
+        vec![
+            ("status", request(Op::Status, 0, 0)),
+            (
+                "upload resumed at 65536 of 200000",
+                request(Op::Upload, 65_536, 200_000),
+            ),
+            (
+                "download 4096 bytes from 131088",
+                request(Op::Download, 131_088, 4_096),
+            ),
+        ],
+        vec![
+            (
+                "status: partial, 65536 held",
+                Response::ok(State::Partial, 65_536),
+            ),
+            ("upload stored", Response::ok(State::Complete, 200_000)),
+            (
+                "too large",
+                Response::refuse(Status::TooLarge, 104_857_600, "at most 104857600 bytes"),
+            ),
+        ],
+    )
+}
+
+fn blob_stream_vectors() -> Value {
+    let (requests, responses) = blob_stream_samples();
+    let requests: Vec<Value> = requests
+        .iter()
+        .map(|(name, r)| {
+            json!({
+                "name": name, "bytes": hex::encode(r.encode()), "op": r.op as u8,
+                "blob_id": hex::encode(r.blob_id), "offset": r.offset, "length": r.length,
+            })
+        })
+        .collect();
+    let responses: Vec<Value> = responses
+        .iter()
+        .map(|(name, r)| {
+            json!({
+                "name": name, "bytes": hex::encode(r.encode()), "status": r.status as u8,
+                "state": r.state as u8, "value": r.value, "message": r.message,
+            })
+        })
+        .collect();
+    json!({ "requests": requests, "responses": responses })
 }
 
 // ----- the checks -----
@@ -1781,6 +1845,39 @@ fn codec_cases_match() {
     assert_eq!(error_name(&err), peek["verify_error"]);
     assert!(Frame::decode(&frame, &Limits::server_inbound()).is_err());
     assert_eq!(peek_request_id(&frame), Some(num(&peek["request_id"])));
+}
+
+#[test]
+fn blob_stream_headers_match() {
+    let v = load();
+    let (requests, responses) = blob_stream_samples();
+    let cases = v["blob_stream"]["requests"].as_array().unwrap();
+    assert_eq!(cases.len(), requests.len());
+    for (case, (name, request)) in cases.iter().zip(&requests) {
+        let bytes = hex_of(&case["bytes"]);
+        assert_eq!(bytes, request.encode(), "{name}");
+        let decoded = BlobRequest::decode(&bytes).unwrap();
+        assert_eq!(decoded.op as u64, num(&case["op"]), "{name}");
+        assert_eq!(hex::encode(decoded.blob_id), case["blob_id"], "{name}");
+        assert_eq!(decoded.offset, num(&case["offset"]), "{name}");
+        assert_eq!(decoded.length, num(&case["length"]), "{name}");
+    }
+    let cases = v["blob_stream"]["responses"].as_array().unwrap();
+    assert_eq!(cases.len(), responses.len());
+    for (case, (name, response)) in cases.iter().zip(&responses) {
+        let bytes = hex_of(&case["bytes"]);
+        assert_eq!(bytes, response.encode(), "{name}");
+        let (fixed, len) = Response::decode_fixed(&bytes).unwrap();
+        assert_eq!(fixed.status as u64, num(&case["status"]), "{name}");
+        assert_eq!(fixed.state as u64, num(&case["state"]), "{name}");
+        assert_eq!(fixed.value, num(&case["value"]), "{name}");
+        let message = &bytes[RESPONSE_FIXED_LEN..RESPONSE_FIXED_LEN + len];
+        assert_eq!(
+            message,
+            case["message"].as_str().unwrap().as_bytes(),
+            "{name}"
+        );
+    }
 }
 
 #[test]
