@@ -1621,10 +1621,13 @@ fn generate() -> Value {
 }
 
 /// The blob stream header cases (docs/PROTOCOL.md §4.12).
-fn blob_stream_samples() -> (
+/// Named request and response samples.
+type BlobStreamSamples = (
     Vec<(&'static str, BlobRequest)>,
     Vec<(&'static str, Response)>,
-) {
+);
+
+fn blob_stream_samples() -> BlobStreamSamples {
     let id: [u8; 16] = std::array::from_fn(|i| i as u8 + 1);
     let request = |op, offset, length| BlobRequest {
         op,
