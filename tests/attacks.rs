@@ -1624,10 +1624,18 @@ async fn link_requests_are_limited_per_user_and_per_address() {
     assert!(retry_after(&next_frame(&mut conn).await) > 0);
     owner.sentinel().await;
     assert!(owner.pushes.is_empty(), "{:?}", owner.pushes);
-    // That was the address's third request; a fourth, for another user, is
-    // refused by the address limit.
+    // A refused request is charged to neither bucket (PROTOCOL.md §6.1), so
+    // that one took none of the address's tokens: a fourth, for another
+    // user, is the address's third and is prompted.
     let mut conn = server.raw_connection().await;
     let frame = conn.link_frame(1, "other", "laptop", &fresh_key()).unwrap();
+    conn.sender.frame(&frame).await.unwrap();
+    assert!(matches!(other.push().await.body, Body::LinkPrompt(_)));
+    waiting.push(conn);
+    // A fifth, for a user still within their own limit, is refused by the
+    // address limit.
+    let mut conn = server.raw_connection().await;
+    let frame = conn.link_frame(1, "other", "tablet", &fresh_key()).unwrap();
     conn.sender.frame(&frame).await.unwrap();
     assert!(retry_after(&next_frame(&mut conn).await) > 0);
     other.sentinel().await;
