@@ -25,6 +25,12 @@
 //! fsync) before it returns, so an acknowledged blob survives a crash and
 //! a reader never sees a half-written one.
 //!
+//! # Lifecycle
+//! A complete blob remembers its owner (the user whose upload completed
+//! it) and when it completed: [`BlobStore::usage`] sums an owner's bytes
+//! (complete and partial) for the upload quota, and
+//! [`BlobStore::sweep_expired`] deletes blobs past the message retention.
+//!
 //! # Failure modes
 //! - [`BlobError::NotFound`]: no complete blob under the id (a read), no
 //!   partial upload (completing), or nothing to delete.
@@ -117,6 +123,17 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// without an open writer (uploads abandoned half way; the server
     /// sweeps those idle for 24 h). Returns how many it deleted.
     fn sweep_abandoned(&self, before: std::time::SystemTime) -> Result<u64, BlobError>;
+
+    /// Bytes `owner` holds: its complete blobs (those its upload completed)
+    /// plus its partial uploads. The server's per-account upload quota
+    /// counts this; it drops as blobs are deleted or swept.
+    fn usage(&self, owner: &str) -> Result<u64, BlobError>;
+
+    /// Deletes every complete blob whose upload completed before `before`
+    /// (the server passes its clock minus the message retention, so a blob
+    /// lives as long as the messages that point to it). Readers already
+    /// open may finish. Returns how many it deleted.
+    fn sweep_expired(&self, before: std::time::SystemTime) -> Result<u64, BlobError>;
 }
 
 /// Appends to one partial upload. Dropping it without

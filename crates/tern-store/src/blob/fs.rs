@@ -3,7 +3,12 @@
 //!
 //! Layout: `complete/<hex id>` holds a complete blob;
 //! `partial/<hex owner>-<hex id>` an owner's unfinished upload (owner: the
-//! UTF-8 user handle in hex, so no name can escape the directory).
+//! UTF-8 user handle in hex, so no name can escape the directory);
+//! `owned/<hex owner>/<hex id>` a second hard link to each complete blob,
+//! naming its owner (for [`BlobStore::usage`]) with the blob's last write
+//! as its completion time (for [`BlobStore::sweep_expired`]). The owner's
+//! link is made before the blob's name, so a crash between the two leaves
+//! at worst a link counted against its owner until the expiry sweep.
 //! Completing fsyncs the partial file, hard-links it into `complete/`
 //! (atomic on POSIX, and refused when the name exists, so a blob is never
 //! replaced: readers see the whole blob or none), fsyncs `complete/` so the
@@ -27,6 +32,7 @@ const MAX_OWNER_BYTES: usize = 100;
 pub struct FsBlobStore {
     complete: PathBuf,
     partial: PathBuf,
+    owned: PathBuf,
     /// Partial files with an open writer (one writer per upload).
     writing: Arc<Mutex<HashSet<PathBuf>>>,
 }
@@ -41,10 +47,12 @@ impl FsBlobStore {
         let store = FsBlobStore {
             complete: root.join("complete"),
             partial: root.join("partial"),
+            owned: root.join("owned"),
             writing: Arc::default(),
         };
         fs::create_dir_all(&store.complete)?;
         fs::create_dir_all(&store.partial)?;
+        fs::create_dir_all(&store.owned)?;
         Ok(store)
     }
 
@@ -63,6 +71,59 @@ impl FsBlobStore {
             .partial
             .join(format!("{}-{}", hex(owner.as_bytes()), hex(id))))
     }
+
+    /// Deletes `complete/<name>` when it is the same file as `link` (an
+    /// owner's link), then the link; a missing file is no error.
+    fn delete_owned(&self, link: &Path, name: &std::ffi::OsStr) -> Result<(), BlobError> {
+        let blob = self.complete.join(name);
+        if let (Some(a), Some(b)) = (file_id(link)?, file_id(&blob)?) {
+            if a == b {
+                remove_if_present(&blob)?;
+            }
+        }
+        remove_if_present(link)
+    }
+}
+
+/// The (device, inode) of the file at `path`, `None` when there is none.
+fn file_id(path: &Path) -> Result<Option<(u64, u64)>, BlobError> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some((m.dev(), m.ino()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the file at `path`; one already gone is fine.
+fn remove_if_present(path: &Path) -> Result<(), BlobError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The sum of the lengths of the files in `dir` whose name starts with
+/// `prefix` (a missing directory holds nothing).
+fn dir_bytes(dir: &Path, prefix: &str) -> Result<u64, BlobError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut total = 0u64;
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        match entry.metadata() {
+            Ok(m) => total = total.saturating_add(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(total)
 }
 
 /// The length of the file at `path`, `None` when there is none.
@@ -105,7 +166,10 @@ impl BlobStore for FsBlobStore {
             });
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let owned = self.owned.join(hex(owner.as_bytes()));
         Ok(Box::new(FsWriter {
+            owned_link: owned.join(hex(id)),
+            owned,
             _guard: guard,
             file: Some(file),
             path,
@@ -126,11 +190,43 @@ impl BlobStore for FsBlobStore {
     }
 
     fn delete(&self, id: &BlobId) -> Result<(), BlobError> {
-        match fs::remove_file(self.complete_path(id)) {
+        let found = match fs::remove_file(self.complete_path(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(BlobError::NotFound),
             Err(e) => Err(e.into()),
+        };
+        // The owner's link, so the bytes leave its usage.
+        let name = hex(id);
+        for owner in fs::read_dir(&self.owned)? {
+            remove_if_present(&owner?.path().join(&name))?;
         }
+        found
+    }
+
+    fn usage(&self, owner: &str) -> Result<u64, BlobError> {
+        let hex_owner = hex(owner.as_bytes());
+        let complete = dir_bytes(&self.owned.join(&hex_owner), "")?;
+        let partial = dir_bytes(&self.partial, &format!("{hex_owner}-"))?;
+        Ok(complete.saturating_add(partial))
+    }
+
+    fn sweep_expired(&self, before: std::time::SystemTime) -> Result<u64, BlobError> {
+        let mut swept = 0;
+        for owner in fs::read_dir(&self.owned)? {
+            for link in fs::read_dir(owner?.path())? {
+                let link = link?;
+                let modified = match link.metadata().and_then(|m| m.modified()) {
+                    Ok(t) => t,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if modified < before {
+                    self.delete_owned(&link.path(), &link.file_name())?;
+                    swept += 1;
+                }
+            }
+        }
+        Ok(swept)
     }
 
     fn sweep_abandoned(&self, before: std::time::SystemTime) -> Result<u64, BlobError> {
@@ -201,6 +297,9 @@ struct FsWriter {
     path: PathBuf,
     target: PathBuf,
     dir: PathBuf,
+    /// The owner's directory under `owned/` and the link to make there.
+    owned: PathBuf,
+    owned_link: PathBuf,
     len: u64,
 }
 
@@ -226,14 +325,20 @@ impl BlobWriter for FsWriter {
         let file = self.file.take().ok_or(BlobError::NotFound)?;
         file.sync_all()?;
         drop(file);
+        // The owner's link first (a stale one of a crash is replaced).
+        fs::create_dir_all(&self.owned)?;
+        remove_if_present(&self.owned_link)?;
+        fs::hard_link(&self.path, &self.owned_link)?;
         // A hard link is created atomically and never replaces a blob that
         // another upload completed meanwhile (a rename would).
         match fs::hard_link(&self.path, &self.target) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(BlobError::AlreadyExists)
+                remove_if_present(&self.owned_link)?;
+                return Err(BlobError::AlreadyExists);
             }
             other => other?,
         }
+        File::open(&self.owned)?.sync_all()?;
         File::open(&self.dir)?.sync_all()?;
         fs::remove_file(&self.path)?;
         Ok(())

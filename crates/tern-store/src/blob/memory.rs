@@ -9,11 +9,19 @@ use super::{BlobError, BlobId, BlobReader, BlobStatus, BlobStore, BlobWriter};
 
 #[derive(Debug, Default)]
 struct Inner {
-    complete: HashMap<BlobId, Arc<Vec<u8>>>,
+    complete: HashMap<BlobId, Complete>,
     /// Each partial upload's bytes and when it was last written.
     partial: HashMap<(String, BlobId), (Vec<u8>, SystemTime)>,
     /// Uploads with an open writer.
     writing: std::collections::HashSet<(String, BlobId)>,
+}
+
+/// A complete blob: its bytes, owner and completion time.
+#[derive(Debug)]
+struct Complete {
+    bytes: Arc<Vec<u8>>,
+    owner: String,
+    at: SystemTime,
 }
 
 /// Blobs in memory. See the module docs.
@@ -39,7 +47,7 @@ impl BlobStore for MemBlobStore {
     fn status(&self, owner: &str, id: &BlobId) -> Result<BlobStatus, BlobError> {
         let inner = lock(&self.inner);
         if let Some(blob) = inner.complete.get(id) {
-            return Ok(BlobStatus::Complete(blob.len() as u64));
+            return Ok(BlobStatus::Complete(blob.bytes.len() as u64));
         }
         Ok(match inner.partial.get(&(owner.to_owned(), *id)) {
             Some((bytes, _)) => BlobStatus::Partial(bytes.len() as u64),
@@ -84,7 +92,7 @@ impl BlobStore for MemBlobStore {
         let blob = lock(&self.inner)
             .complete
             .get(id)
-            .cloned()
+            .map(|c| c.bytes.clone())
             .ok_or(BlobError::NotFound)?;
         Ok(Box::new(MemReader(blob)))
     }
@@ -110,6 +118,21 @@ impl BlobStore for MemBlobStore {
         let old = partial.len();
         partial.retain(|key, (_, written)| *written >= before || writing.contains(key));
         Ok((old - partial.len()) as u64)
+    }
+
+    fn usage(&self, owner: &str) -> Result<u64, BlobError> {
+        let inner = lock(&self.inner);
+        let complete = inner.complete.values().filter(|c| c.owner == owner);
+        let partial = inner.partial.iter().filter(|((o, _), _)| o == owner);
+        Ok(complete.map(|c| c.bytes.len() as u64).sum::<u64>()
+            + partial.map(|(_, (b, _))| b.len() as u64).sum::<u64>())
+    }
+
+    fn sweep_expired(&self, before: SystemTime) -> Result<u64, BlobError> {
+        let mut inner = lock(&self.inner);
+        let old = inner.complete.len();
+        inner.complete.retain(|_, c| c.at >= before);
+        Ok((old - inner.complete.len()) as u64)
     }
 }
 
@@ -152,7 +175,12 @@ impl BlobWriter for MemWriter {
             return Err(BlobError::AlreadyExists);
         }
         let (bytes, _) = inner.partial.remove(&self.key).ok_or(BlobError::NotFound)?;
-        inner.complete.insert(self.key.1, Arc::new(bytes));
+        let complete = Complete {
+            bytes: Arc::new(bytes),
+            owner: self.key.0.clone(),
+            at: SystemTime::now(),
+        };
+        inner.complete.insert(self.key.1, complete);
         Ok(())
     }
 }

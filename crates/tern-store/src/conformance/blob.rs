@@ -23,6 +23,7 @@ macro_rules! blob_conformance_tests {
             blob_delete_abandon,
             blob_complete_race,
             blob_sweep_abandoned,
+            blob_usage_and_expiry,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {
@@ -227,4 +228,40 @@ pub fn blob_sweep_abandoned(s: Arc<dyn BlobStore>) {
     assert_eq!(s.status("x", &done).unwrap(), BlobStatus::Complete(0));
     open.write(b"more").unwrap();
     open.complete(8).expect("the open upload completes");
+}
+
+/// Usage counts an owner's complete and partial bytes, never another
+/// owner's; the expiry sweep deletes complete blobs completed before the
+/// cut-off (never partial uploads), and their bytes leave the usage, as do
+/// a deleted blob's.
+pub fn blob_usage_and_expiry(s: Arc<dyn BlobStore>) {
+    use std::time::{Duration, SystemTime};
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    assert_eq!(s.usage("alice").unwrap(), 0);
+    let (a, b, c): (BlobId, BlobId, BlobId) = ([1; 16], [2; 16], [3; 16]);
+    for (id, len) in [(a, 1000), (b, 500)] {
+        let mut w = s.writer("alice", &id, 0).unwrap();
+        w.write(&bytes(len)).unwrap();
+        w.complete(len as u64).unwrap();
+    }
+    let mut w = s.writer("alice", &c, 0).unwrap();
+    w.write(&bytes(30)).unwrap();
+    drop(w);
+    let mut w = s.writer("bob", &ID, 0).unwrap();
+    w.write(&bytes(70)).unwrap();
+    w.complete(70).unwrap();
+    assert_eq!(s.usage("alice").unwrap(), 1530, "complete and partial");
+    assert_eq!(s.usage("bob").unwrap(), 70);
+    s.delete(&b).unwrap();
+    assert_eq!(s.usage("alice").unwrap(), 1030, "a deleted blob is freed");
+    assert_eq!(s.sweep_expired(hour_ago).unwrap(), 0, "fresh blobs stay");
+    assert_eq!(s.status("x", &a).unwrap(), BlobStatus::Complete(1000));
+    assert_eq!(s.sweep_expired(later).unwrap(), 2, "both complete blobs");
+    assert!(matches!(s.reader(&a), Err(BlobError::NotFound)));
+    assert!(matches!(s.reader(&ID), Err(BlobError::NotFound)));
+    assert_eq!(s.status("alice", &c).unwrap(), BlobStatus::Partial(30));
+    assert_eq!(s.usage("alice").unwrap(), 30, "only the partial is left");
+    assert_eq!(s.usage("bob").unwrap(), 0);
+    assert_eq!(s.sweep_expired(later).unwrap(), 0);
 }
