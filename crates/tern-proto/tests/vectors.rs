@@ -39,8 +39,8 @@ use tern_proto::auth::{
 };
 use tern_proto::blob_stream::{BlobRequest, Op, Response, State, Status, RESPONSE_FIXED_LEN};
 use tern_proto::body::{
-    auth, calls, conversations, devices, errors, messaging, mls, prekeys, presence, privacy, reach,
-    safety, settings, sync, typing,
+    auth, calls, conversations, devices, errors, messaging, mls, prekeys, presence, privacy, push,
+    reach, safety, settings, sync, typing,
 };
 use tern_proto::codec::{peek_request_id, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX};
 use tern_proto::{fb, Body, Frame, FrameDecoder, FrameError, Limits};
@@ -165,7 +165,7 @@ bodies! {
     TimerChanged, SetAdmin, ListAdmins, Admins, SetMemberAdds, GetPrivacy, Privacy,
     AcceptRequest, SetPresence, SubscribePresence, UnsubscribePresence, PresenceSnapshot,
     PresenceChanged, CountOnline, OnlineCount, SetPresenceVisibility, Typing, TypingChanged,
-    GetTurnCredentials, TurnCredentials, CallSignal, CallSignalled,
+    GetTurnCredentials, TurnCredentials, CallSignal, CallSignalled, RegisterPush, UnregisterPush,
 }
 
 // Numbers with a distinct byte in every position (so a wrong width or byte
@@ -875,6 +875,16 @@ fn presence_samples() -> Vec<(u64, Body)> {
             }
             .into(),
         ),
+        (
+            47,
+            push::RegisterPush {
+                endpoint: push::PushEndpoint::WebPush {
+                    url: "https://push.example.org/wake/abc".into(),
+                },
+            }
+            .into(),
+        ),
+        (48, push::UnregisterPush.into()),
     ]
 }
 
@@ -1398,6 +1408,11 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
                 "payload": hex::encode(c.payload().bytes()),
             })
         }
+        T::RegisterPush => {
+            let r = f.body_as_register_push().expect("the body table");
+            json!({ "kind": r.kind().0, "url": r.url(), "token": r.token() })
+        }
+        T::UnregisterPush => json!({}),
         T::PurgeMessage => {
             let p = f.body_as_purge_message().expect("the body table");
             json!({ "conversation_id": p.conversation_id(), "seq": p.seq() })

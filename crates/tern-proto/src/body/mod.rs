@@ -25,6 +25,7 @@ pub mod mls;
 pub mod prekeys;
 pub mod presence;
 pub mod privacy;
+pub mod push;
 pub mod reach;
 pub mod safety;
 pub mod settings;

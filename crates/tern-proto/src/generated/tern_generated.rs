@@ -627,12 +627,96 @@ impl<'a> ::flatbuffers::Verifiable for PresenceVisibility {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for PresenceVisibility {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_BODY: u8 = 0;
+pub const ENUM_MIN_PUSH_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 72;
+pub const ENUM_MAX_PUSH_KIND: u8 = 1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 73] = [
+pub const ENUM_VALUES_PUSH_KIND: [PushKind; 2] = [
+  PushKind::WebPush,
+  PushKind::Gateway,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct PushKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl PushKind {
+  pub const WebPush: Self = Self(0);
+  pub const Gateway: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::WebPush,
+    Self::Gateway,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::WebPush => Some("WebPush"),
+      Self::Gateway => Some("Gateway"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for PushKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for PushKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for PushKind {
+    type Output = PushKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for PushKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for PushKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for PushKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BODY: u8 = 74;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BODY: [Body; 75] = [
   Body::NONE,
   Body::Register,
   Body::Registered,
@@ -706,6 +790,8 @@ pub const ENUM_VALUES_BODY: [Body; 73] = [
   Body::TurnCredentials,
   Body::CallSignal,
   Body::CallSignalled,
+  Body::RegisterPush,
+  Body::UnregisterPush,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -786,9 +872,11 @@ impl Body {
   pub const TurnCredentials: Self = Self(70);
   pub const CallSignal: Self = Self(71);
   pub const CallSignalled: Self = Self(72);
+  pub const RegisterPush: Self = Self(73);
+  pub const UnregisterPush: Self = Self(74);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 72;
+  pub const ENUM_MAX: u8 = 74;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Register,
@@ -863,6 +951,8 @@ impl Body {
     Self::TurnCredentials,
     Self::CallSignal,
     Self::CallSignalled,
+    Self::RegisterPush,
+    Self::UnregisterPush,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -940,6 +1030,8 @@ impl Body {
       Self::TurnCredentials => Some("TurnCredentials"),
       Self::CallSignal => Some("CallSignal"),
       Self::CallSignalled => Some("CallSignalled"),
+      Self::RegisterPush => Some("RegisterPush"),
+      Self::UnregisterPush => Some("UnregisterPush"),
       _ => None,
     }
   }
@@ -11313,6 +11405,214 @@ impl ::core::fmt::Debug for CallSignalled<'_> {
       ds.finish()
   }
 }
+pub enum RegisterPushOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RegisterPush<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RegisterPush<'a> {
+  type Inner = RegisterPush<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RegisterPush<'a> {
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
+  pub const VT_URL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RegisterPush { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RegisterPushArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RegisterPush<'bldr>> {
+    let mut builder = RegisterPushBuilder::new(_fbb);
+    if let Some(x) = args.token { builder.add_token(x); }
+    if let Some(x) = args.url { builder.add_url(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn kind(&self) -> PushKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PushKind>(RegisterPush::VT_KIND, Some(PushKind::WebPush)).unwrap()}
+  }
+  #[inline]
+  pub fn url(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RegisterPush::VT_URL, None)}
+  }
+  #[inline]
+  pub fn token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RegisterPush::VT_TOKEN, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RegisterPush<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<PushKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("url", Self::VT_URL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RegisterPushArgs<'a> {
+    pub kind: PushKind,
+    pub url: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RegisterPushArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RegisterPushArgs {
+      kind: PushKind::WebPush,
+      url: None,
+      token: None,
+    }
+  }
+}
+
+pub struct RegisterPushBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegisterPushBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_kind(&mut self, kind: PushKind) {
+    self.fbb_.push_slot::<PushKind>(RegisterPush::VT_KIND, kind, PushKind::WebPush);
+  }
+  #[inline]
+  pub fn add_url(&mut self, url: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegisterPush::VT_URL, url);
+  }
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegisterPush::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegisterPushBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RegisterPushBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RegisterPush<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RegisterPush<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RegisterPush");
+      ds.field("kind", &self.kind());
+      ds.field("url", &self.url());
+      ds.field("token", &self.token());
+      ds.finish()
+  }
+}
+pub enum UnregisterPushOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UnregisterPush<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UnregisterPush<'a> {
+  type Inner = UnregisterPush<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UnregisterPush<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UnregisterPush { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args UnregisterPushArgs
+  ) -> ::flatbuffers::WIPOffset<UnregisterPush<'bldr>> {
+    let mut builder = UnregisterPushBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for UnregisterPush<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UnregisterPushArgs {
+}
+impl<'a> Default for UnregisterPushArgs {
+  #[inline]
+  fn default() -> Self {
+    UnregisterPushArgs {
+    }
+  }
+}
+
+pub struct UnregisterPushBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UnregisterPushBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UnregisterPushBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UnregisterPushBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UnregisterPush<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UnregisterPush<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UnregisterPush");
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -12451,6 +12751,36 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_register_push(&self) -> Option<RegisterPush<'a>> {
+    if self.body_type() == Body::RegisterPush {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RegisterPush::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_unregister_push(&self) -> Option<UnregisterPush<'a>> {
+    if self.body_type() == Body::UnregisterPush {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UnregisterPush::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -12534,6 +12864,8 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::TurnCredentials => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TurnCredentials>>("Body::TurnCredentials", pos),
           Body::CallSignal => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CallSignal>>("Body::CallSignal", pos),
           Body::CallSignalled => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CallSignalled>>("Body::CallSignalled", pos),
+          Body::RegisterPush => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterPush>>("Body::RegisterPush", pos),
+          Body::UnregisterPush => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnregisterPush>>("Body::UnregisterPush", pos),
           _ => Ok(()),
         }
      })?
@@ -13094,6 +13426,20 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::CallSignalled => {
           if let Some(x) = self.body_as_call_signalled() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::RegisterPush => {
+          if let Some(x) = self.body_as_register_push() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::UnregisterPush => {
+          if let Some(x) = self.body_as_unregister_push() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
