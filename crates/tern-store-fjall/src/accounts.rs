@@ -140,3 +140,41 @@ impl Inner {
         Ok(true)
     }
 }
+
+/// `user¹ · w · device`: where a device's push endpoint is kept in `privacy`.
+fn push_key(user: &str, device: DeviceId) -> Result<Vec<u8>, BackendError> {
+    let mut key = keys::user(user)?;
+    key.push(b'w');
+    key.extend_from_slice(&device.to_be_bytes());
+    Ok(key)
+}
+
+impl Inner {
+    pub(crate) fn set_push_endpoint(
+        &self,
+        user: &str,
+        device: DeviceId,
+        endpoint: Option<&[u8]>,
+    ) -> Result<(), BackendError> {
+        let key = push_key(user, device)?;
+        let mut batch = self.db.batch();
+        match endpoint {
+            Some(bytes) => batch.insert(&self.ks.privacy, key, bytes),
+            None => batch.remove(&self.ks.privacy, key),
+        }
+        self.write(batch, "writing a push endpoint")
+    }
+
+    pub(crate) fn push_endpoint(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<Vec<u8>>, BackendError> {
+        let value = self
+            .ks
+            .privacy
+            .get(push_key(user, device)?)
+            .ctx("reading a push endpoint")?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+}

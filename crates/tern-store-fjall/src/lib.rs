@@ -25,6 +25,7 @@
 //! | `privacy`            | user¹                                        | group_adds u8 (0 contacts, 1 everyone) |
 //! | `privacy`            | user¹ · `d`                                  | direct_starts u8 (0 everyone, 1 contacts, 2 nobody; absent: everyone) |
 //! | `privacy`            | user¹ · `p`                                  | presence visibility u8 (0 shared, 1 everyone, 2 nobody; absent: shared) |
+//! | `privacy`            | user¹ · `w` · device u32                     | the device's push endpoint, as the server encoded it (issue 11) |
 //! | `contacts`           | user¹ · contact¹                             | empty              |
 //! | `invitations`        | user¹ · conversation u64                     | created_ms u64 · accepted u8 · inviter¹ |
 //! | `blocks`             | user¹ · blocked user¹                        | empty              |
@@ -560,6 +561,27 @@ impl AccountStore for FjallStore {
     async fn revoke_device(&self, user: &str, device: DeviceId) -> Result<bool, BackendError> {
         let user = user.to_owned();
         self.off(move |s| s.revoke_device(&user, device)).await?
+    }
+
+    async fn set_push_endpoint(
+        &self,
+        user: &str,
+        device: DeviceId,
+        endpoint: Option<&[u8]>,
+    ) -> Result<(), BackendError> {
+        tern_store::check_push_endpoint(endpoint)?;
+        let (user, endpoint) = (user.to_owned(), endpoint.map(<[u8]>::to_vec));
+        self.off(move |s| s.set_push_endpoint(&user, device, endpoint.as_deref()))
+            .await?
+    }
+
+    async fn push_endpoint(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<Vec<u8>>, BackendError> {
+        let user = user.to_owned();
+        self.off(move |s| s.push_endpoint(&user, device)).await?
     }
 }
 

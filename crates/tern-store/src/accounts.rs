@@ -56,4 +56,37 @@ pub trait AccountStore: Send + Sync + 'static {
     /// `add_device` still works. Returns false (writing nothing) if the
     /// device was not active.
     async fn revoke_device(&self, user: &str, device: DeviceId) -> Result<bool, BackendError>;
+
+    /// Stores (`Some`) or removes (`None`) the push endpoint of `user`'s
+    /// `device` (issue 11): bytes the server encodes and bounds (at most
+    /// [`MAX_PUSH_ENDPOINT_LEN`]; longer is refused with `Corrupt`, as a
+    /// caller bug). Replaces any earlier endpoint; removing none is a no-op.
+    async fn set_push_endpoint(
+        &self,
+        user: &str,
+        device: DeviceId,
+        endpoint: Option<&[u8]>,
+    ) -> Result<(), BackendError>;
+
+    /// The push endpoint of `user`'s `device`, or `None` if none is stored.
+    async fn push_endpoint(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<Vec<u8>>, BackendError>;
+}
+
+/// The largest push endpoint [`AccountStore::set_push_endpoint`] stores, in
+/// bytes: a kind byte and a 4096-byte gateway token fit with room to spare.
+pub const MAX_PUSH_ENDPOINT_LEN: usize = 8192;
+
+/// Refuses an endpoint over [`MAX_PUSH_ENDPOINT_LEN`] (for backends).
+pub fn check_push_endpoint(endpoint: Option<&[u8]>) -> Result<(), BackendError> {
+    match endpoint {
+        Some(bytes) if bytes.len() > MAX_PUSH_ENDPOINT_LEN => Err(BackendError::corrupt(format!(
+            "push endpoint of {} bytes is over the {MAX_PUSH_ENDPOINT_LEN}-byte bound",
+            bytes.len()
+        ))),
+        _ => Ok(()),
+    }
 }

@@ -102,6 +102,7 @@ macro_rules! conformance_tests {
             group_adds_setting,
             direct_starts_setting,
             presence_visibility_setting,
+            push_endpoints,
             conversation_by_key,
             contacts,
             invitations,

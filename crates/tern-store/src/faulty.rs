@@ -48,6 +48,8 @@ pub enum Op {
     Devices,
     AddDevice,
     RevokeDevice,
+    SetPushEndpoint,
+    PushEndpoint,
     CreateConversation,
     Conversation,
     UpdateMembers,
@@ -93,12 +95,14 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 46] = [
+    pub const ALL: [Op; 48] = [
         Op::CreateAccount,
         Op::Device,
         Op::Devices,
         Op::AddDevice,
         Op::RevokeDevice,
+        Op::SetPushEndpoint,
+        Op::PushEndpoint,
         Op::CreateConversation,
         Op::Conversation,
         Op::UpdateMembers,
@@ -150,6 +154,7 @@ impl Op {
             Op::CreateAccount
                 | Op::AddDevice
                 | Op::RevokeDevice
+                | Op::SetPushEndpoint
                 | Op::CreateConversation
                 | Op::UpdateMembers
                 | Op::AppendMessage
@@ -343,6 +348,25 @@ impl<S: Store> AccountStore for FaultyStore<S> {
     async fn revoke_device(&self, user: &str, device: DeviceId) -> Result<bool, BackendError> {
         let call = self.inner.revoke_device(user, device);
         self.run(Op::RevokeDevice, call).await
+    }
+
+    async fn set_push_endpoint(
+        &self,
+        user: &str,
+        device: DeviceId,
+        endpoint: Option<&[u8]>,
+    ) -> Result<(), BackendError> {
+        let call = self.inner.set_push_endpoint(user, device, endpoint);
+        self.run(Op::SetPushEndpoint, call).await
+    }
+
+    async fn push_endpoint(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<Vec<u8>>, BackendError> {
+        let call = self.inner.push_endpoint(user, device);
+        self.run(Op::PushEndpoint, call).await
     }
 }
 
@@ -779,6 +803,8 @@ mod tests {
             Op::Devices => kind(s.devices("alice").await),
             Op::AddDevice => kind(s.add_device("alice", "two", [2; 32], 2).await),
             Op::RevokeDevice => kind(s.revoke_device("alice", 9).await),
+            Op::SetPushEndpoint => kind(s.set_push_endpoint("alice", 1, Some(b"w")).await),
+            Op::PushEndpoint => kind(s.push_endpoint("alice", 1).await),
             Op::CreateConversation => kind(s.create_conversation(&conversation(2), None).await),
             Op::Conversation => kind(s.conversation(1).await),
             Op::UpdateMembers => kind(s.update_members(1, &[], &[]).await),

@@ -54,7 +54,7 @@ mod types;
 
 use async_trait::async_trait;
 
-pub use accounts::{AccountStore, CreateAccountError};
+pub use accounts::{check_push_endpoint, AccountStore, CreateAccountError, MAX_PUSH_ENDPOINT_LEN};
 pub use consent::PresenceVisibility;
 pub use consent::{
     oldest_first, BlockOutcome, ConsentStore, DirectStarts, GroupAdds, InvitationRecord,

@@ -52,6 +52,7 @@ struct State {
     group_adds: BTreeMap<UserId, GroupAdds>,
     direct_starts: BTreeMap<UserId, DirectStarts>,
     presence_visibility: BTreeMap<UserId, crate::PresenceVisibility>,
+    push_endpoints: BTreeMap<(UserId, DeviceId), Vec<u8>>,
     /// user → the users it chose (its contacts).
     contacts: BTreeMap<UserId, BTreeSet<UserId>>,
     /// user → conversation → the user's invitation to it.
@@ -372,6 +373,34 @@ impl AccountStore for MemStore {
             }
         }
         Ok(revoked)
+    }
+
+    async fn set_push_endpoint(
+        &self,
+        user: &str,
+        device: DeviceId,
+        endpoint: Option<&[u8]>,
+    ) -> Result<(), BackendError> {
+        crate::check_push_endpoint(endpoint)?;
+        let mut state = self.state();
+        let key = (user.to_owned(), device);
+        match endpoint {
+            Some(bytes) => state.push_endpoints.insert(key, bytes.to_vec()),
+            None => state.push_endpoints.remove(&key),
+        };
+        Ok(())
+    }
+
+    async fn push_endpoint(
+        &self,
+        user: &str,
+        device: DeviceId,
+    ) -> Result<Option<Vec<u8>>, BackendError> {
+        let state = self.state();
+        Ok(state
+            .push_endpoints
+            .get(&(user.to_owned(), device))
+            .cloned())
     }
 }
 

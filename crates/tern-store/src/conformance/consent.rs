@@ -94,6 +94,40 @@ pub async fn presence_visibility_setting(s: Arc<dyn Store>) {
     assert_eq!(ok(read("bob").await, "read"), V::Shared);
 }
 
+/// push endpoints are kept per device, replaced, removed, and bounded; they
+/// do not touch the user's privacy settings.
+pub async fn push_endpoints(s: Arc<dyn Store>) {
+    use crate::PresenceVisibility as V;
+    let s = &*s;
+    assert_eq!(ok(s.push_endpoint("bob", 1).await, "absent"), None);
+    ok(
+        s.set_presence_visibility("bob", V::Nobody).await,
+        "visibility",
+    );
+    ok(s.set_push_endpoint("bob", 1, Some(b"one")).await, "set");
+    ok(s.set_push_endpoint("bob", 2, Some(b"two")).await, "set 2");
+    ok(s.set_push_endpoint("bob", 1, Some(b"uno")).await, "replace");
+    assert_eq!(
+        ok(s.push_endpoint("bob", 1).await, "read").as_deref(),
+        Some(&b"uno"[..])
+    );
+    assert_eq!(
+        ok(s.push_endpoint("bob", 2).await, "read 2").as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_eq!(ok(s.push_endpoint("bo", 1).await, "prefix"), None);
+    assert_eq!(ok(s.presence_visibility("bob").await, "kept"), V::Nobody);
+    ok(s.set_push_endpoint("bob", 1, None).await, "remove");
+    ok(s.set_push_endpoint("bob", 1, None).await, "remove again");
+    assert_eq!(ok(s.push_endpoint("bob", 1).await, "removed"), None);
+    let huge = vec![0u8; crate::MAX_PUSH_ENDPOINT_LEN + 1];
+    assert!(
+        s.set_push_endpoint("bob", 3, Some(&huge)).await.is_err(),
+        "bounded"
+    );
+    assert_eq!(ok(s.push_endpoint("bob", 3).await, "not stored"), None);
+}
+
 /// conversation_by_key finds a conversation by its exact unique key only.
 pub async fn conversation_by_key(s: Arc<dyn Store>) {
     let s = &*s;
