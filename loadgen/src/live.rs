@@ -53,6 +53,9 @@ pub trait Sink: Send + Sync + 'static {
     fn on_error(&self, _device: usize, _request_id: u64, _error: &ErrorBody) {}
     /// The connection ended.
     fn on_closed(&self, _device: usize, _why: &str) {}
+    /// Any other frame: a push (`request_id` 0, e.g. `PresenceChanged`) or
+    /// another answer (e.g. `Done` to a `SetPresence`).
+    fn on_other(&self, _device: usize, _request_id: u64, _body: &Body, _now_ns: u64) {}
 }
 
 /// A payload of `size` bytes (at least the header) for message `k`.
@@ -285,7 +288,9 @@ impl Reader {
                     .on_echo(self.index, frame.request_id, &payload, now)
             }
             Body::Error(e) => self.sink.on_error(self.index, frame.request_id, &e),
-            _ => {}
+            other => self
+                .sink
+                .on_other(self.index, frame.request_id, &other, now),
         }
     }
 }

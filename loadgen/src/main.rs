@@ -1,5 +1,5 @@
 //! `tern-load`: the load generator of tern. Each scenario is a subcommand
-//! (`connect`, `chat`, `group`, `sync`, `waves`, `baseline`), `echo-server` is the
+//! (`connect`, `chat`, `group`, `presence`, `sync`, `waves`, `baseline`), `echo-server` is the
 //! raw-QUIC baseline server the `baseline` scenario spawns, and `compare`
 //! prints the ratios of two JSON reports. By default every scenario spawns a
 //! fresh server on 127.0.0.1 port 0 over a temporary data dir; `--server`
@@ -49,6 +49,8 @@ enum Command {
     Chat(Box<scenario::chat::Args>),
     /// Group messages fanned out to G members: time to first and last recipient.
     Group(Box<scenario::group::Args>),
+    /// N online users each subscribed to S others change their presence at a rate: push latency and CPU per push.
+    Presence(Box<scenario::presence::Args>),
     /// Devices go offline, a backlog builds, they reconnect and drain it.
     Sync(Box<scenario::sync::Args>),
     /// Waves of connections that never authenticate: server RSS before, at each peak, after.
@@ -90,6 +92,11 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Group(a) => {
             scenario_run(a.client.threads, a.output.clone(), scenario::group::run(*a))
         }
+        Command::Presence(a) => scenario_run(
+            a.client.threads,
+            a.output.clone(),
+            scenario::presence::run(*a),
+        ),
         Command::Sync(a) => {
             scenario_run(a.client.threads, a.output.clone(), scenario::sync::run(*a))
         }

@@ -230,3 +230,62 @@ fn every_scenario_runs_tiny_against_the_real_server() {
         "{table}"
     );
 }
+
+/// Checks a presence report: every change confirmed, every subscriber saw
+/// every followed user's last change, nothing pushed to a non-follower,
+/// and one latency sample per push.
+fn presence_is_sane(report: &Value) {
+    assert_eq!(figure(report, "errors"), 0.0, "{report:#}");
+    assert_eq!(figure(report, "dropped_changes"), 0.0);
+    assert_eq!(
+        figure(report, "changes_done"),
+        figure(report, "changes_sent")
+    );
+    assert_eq!(figure(report, "final_state_missed"), 0.0, "{report:#}");
+    assert_eq!(figure(report, "unexpected_pushes"), 0.0);
+    let pushes = figure(report, "pushes_received");
+    assert!(pushes > 0.0, "{report:#}");
+    assert!(pushes <= figure(report, "pushes_expected_uncoalesced"));
+    assert_eq!(latency_count(report, "change_push") as f64, pushes);
+    assert!(figure(report, "server_cpu_per_presence_push_us") > 0.0);
+}
+
+#[test]
+fn presence_runs_tiny_against_the_real_server() {
+    let tern = tern_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let args = |rate: &'static str| {
+        [
+            "presence",
+            "--connections",
+            "20",
+            "--subscriptions",
+            "5",
+            "--rate",
+            rate,
+            "--duration",
+            "2",
+        ]
+    };
+
+    // Each user changes every 2 s: nothing to coalesce, every change is pushed.
+    let slow = run(d, "presence-slow", &args("10"), &tern);
+    presence_is_sane(&slow);
+    assert_eq!(figure(&slow, "changes_coalescible"), 0.0);
+    assert_eq!(
+        figure(&slow, "pushes_received"),
+        figure(&slow, "pushes_expected_uncoalesced"),
+        "{slow:#}"
+    );
+
+    // Each user changes every 0.2 s: the server coalesces to one push per
+    // second per user and subscriber, and the last change still arrives.
+    let fast = run(d, "presence-fast", &args("100"), &tern);
+    presence_is_sane(&fast);
+    assert!(figure(&fast, "changes_coalescible") > 0.0);
+    assert!(
+        figure(&fast, "pushes_received") < figure(&fast, "pushes_expected_uncoalesced"),
+        "{fast:#}"
+    );
+}

@@ -5,6 +5,8 @@ pub mod baseline;
 pub mod chat;
 pub mod connect;
 pub mod group;
+pub mod presence;
+pub mod presence_setup;
 pub mod sync;
 pub mod waves;
 
