@@ -147,6 +147,15 @@ pub enum Status {
     /// Another stream of this upload is still open (a lost connection's,
     /// winding down); ask the status again in a moment and resume.
     Busy = 9,
+    /// The upload would take the account past its storage quota
+    /// (`upload_quota_bytes`); `value` is the bytes still free. Complete
+    /// blobs leave the quota when they expire (the message retention).
+    QuotaExceeded = 10,
+    /// The account uploads faster than the server's per-account byte rate
+    /// (`upload_bytes_per_second` with a burst of `upload_burst_bytes`);
+    /// `value` is `retry_after_ms`: ask the status and resume then, as
+    /// with the control stream's `RateLimited`.
+    RateLimited = 11,
     /// A status byte this build does not know (a newer server).
     Unknown = 255,
 }
@@ -164,6 +173,8 @@ impl Status {
             7 => Status::Incomplete,
             8 => Status::Unavailable,
             9 => Status::Busy,
+            10 => Status::QuotaExceeded,
+            11 => Status::RateLimited,
             _ => Status::Unknown,
         }
     }

@@ -11,6 +11,16 @@
 //! waits for QUIC to take it. Every read and write on the stream has a
 //! deadline, so a stalled peer releases its file. A lost connection keeps
 //! the bytes already received for a resume.
+//!
+//! Limits (issue 12), checked in this order before any byte is read: the
+//! size (`max_attachment_bytes`, `TooLarge`), the account's storage quota
+//! (`upload_quota_bytes` against [`BlobStore::usage`], `QuotaExceeded`)
+//! and its upload byte rate ([`ServerLimits::upload`](crate::ratelimit::ServerLimits::upload),
+//! `RateLimited` with `retry_after_ms`). A refused upload is charged to
+//! nothing. The quota is checked per upload, so uploads of one account
+//! running at once may together pass it by at most what they announced.
+//! Complete blobs expire with the message retention ([`sweep_expired`]),
+//! which frees their quota.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -37,6 +47,18 @@ pub async fn sweep_abandoned(ctx: &ShardCtx) -> Result<u64, BlobError> {
         .unwrap_or(std::time::UNIX_EPOCH);
     let store = ctx.blobs.clone();
     blocking(move || store.sweep_abandoned(before)).await
+}
+
+/// Deletes complete blobs older than the message retention
+/// (`message_ttl_secs`, server clock; the sweep loop calls it); returns
+/// how many. Their bytes leave their owners' quota.
+pub async fn sweep_expired(ctx: &ShardCtx) -> Result<u64, BlobError> {
+    let now = std::time::UNIX_EPOCH + Duration::from_millis(ctx.clock.now_ms());
+    let before = now
+        .checked_sub(ctx.config.message_ttl())
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let store = ctx.blobs.clone();
+    blocking(move || store.sweep_expired(before)).await
 }
 
 /// Serves one blob stream of `owner`'s authenticated connection.
@@ -145,15 +167,27 @@ async fn upload(
             ),
         );
     }
+    if let Err(refused) = admit(ctx, &owner, &request).await {
+        return refused;
+    }
     let store: Arc<dyn BlobStore> = ctx.blobs.clone();
     let (id, offset) = (request.blob_id, request.offset);
-    let writer = match blocking(move || store.writer(&owner, &id, offset)).await {
+    let user = owner.clone();
+    let writer = match blocking(move || store.writer(&user, &id, offset)).await {
         Ok(w) => w,
-        Err(e) => return refusal(e),
+        Err(e) => {
+            let unused = request.length - offset;
+            ctx.limits.upload_unused(&owner, unused, ctx.clock.now_ms());
+            return refusal(e);
+        }
     };
     let writer = match receive(ctx, writer, request.length, recv).await {
         Ok(w) => w,
-        Err(response) => return response,
+        Err((response, have)) => {
+            let unused = request.length - have.max(offset);
+            ctx.limits.upload_unused(&owner, unused, ctx.clock.now_ms());
+            return response;
+        }
     };
     let total = request.length;
     match blocking(move || writer.complete(total)).await {
@@ -162,13 +196,51 @@ async fn upload(
     }
 }
 
+/// The quota, then the rate limit, for the bytes `request` will send
+/// (`length - offset`: a resume is charged only for what is left). Takes
+/// the bytes from the rate bucket when both pass.
+async fn admit(ctx: &ShardCtx, owner: &str, request: &BlobRequest) -> Result<(), Response> {
+    let coming = request.length - request.offset;
+    let quota = ctx.config.upload_quota_bytes;
+    let store = ctx.blobs.clone();
+    let user = owner.to_owned();
+    let used = blocking(move || store.usage(&user))
+        .await
+        .map_err(refusal)?;
+    // The partial being resumed is counted in `used` already.
+    if used.saturating_add(coming) > quota {
+        let free = quota.saturating_sub(used);
+        return Err(Response::refuse(
+            Status::QuotaExceeded,
+            free,
+            format!(
+                "this account holds {used} of its {quota} attachment bytes; {coming} more do not fit \
+                 ({free} free): attachments expire after the message retention"
+            ),
+        ));
+    }
+    ctx.limits
+        .upload(owner, coming, ctx.clock.now_ms())
+        .map_err(|wait| {
+            let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            Response::refuse(
+                Status::RateLimited,
+                retry_after_ms,
+                format!(
+                    "this account uploads too fast; retry in {retry_after_ms} ms (resume from the status)"
+                ),
+            )
+        })
+}
+
 /// Reads the upload's bytes up to `total` into `writer`, piece by piece.
+/// A refusal comes with the bytes the partial then holds.
 async fn receive(
     ctx: &ShardCtx,
     mut writer: Box<dyn BlobWriter>,
     total: u64,
     recv: &mut quinn::RecvStream,
-) -> Result<Box<dyn BlobWriter>, Response> {
+) -> Result<Box<dyn BlobWriter>, (Response, u64)> {
     let read_timeout = Duration::from_secs(ctx.config.frame_read_timeout_secs);
     let mut piece = Vec::with_capacity(PIECE_LEN.min(total as usize));
     while writer.len() < total {
@@ -191,19 +263,21 @@ async fn receive(
         let full = piece.len() == PIECE_LEN || writer.len() + piece.len() as u64 == total;
         if full || (ended && !piece.is_empty()) {
             let bytes = std::mem::take(&mut piece);
+            let before = writer.len();
             writer = blocking(move || writer.write(&bytes).map(|()| writer))
                 .await
-                .map_err(refusal)?;
+                .map_err(|e| (refusal(e), before))?;
             piece = Vec::with_capacity(PIECE_LEN.min((total - writer.len()) as usize));
         }
         if ended {
             let have = writer.len();
             drop(writer);
-            return Err(Response::refuse(
+            let response = Response::refuse(
                 Status::Incomplete,
                 have,
                 format!("the stream ended after {have} of {total} bytes: resume from {have}"),
-            ));
+            );
+            return Err((response, have));
         }
     }
     Ok(writer)

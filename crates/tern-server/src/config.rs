@@ -186,6 +186,20 @@ pub struct ServerConfig {
     /// bytes (docs/PROTOCOL.md §4.12). Default 100 MiB (104857600), 1 KiB
     /// to 16 GiB.
     pub max_attachment_bytes: u64,
+    /// Attachment bytes one account may hold on the server (complete blobs
+    /// until they expire with the message retention, plus unfinished
+    /// uploads); an upload past it is refused with `QuotaExceeded`
+    /// (docs/PROTOCOL.md §4.12). Default 1 GiB (1073741824), at least
+    /// `max_attachment_bytes`.
+    pub upload_quota_bytes: u64,
+    /// Attachment bytes one account may upload per second, all its devices
+    /// together, refilling a bucket of `upload_burst_bytes`; past it an
+    /// upload is refused with `RateLimited` and `retry_after_ms`
+    /// (docs/PROTOCOL.md §6.1). Default 10 MiB/s (10485760), at least 1.
+    pub upload_bytes_per_second: u64,
+    /// The upload byte bucket's size. Default 300 MiB (314572800), at
+    /// least `max_attachment_bytes` (so every allowed attachment can pass).
+    pub upload_burst_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -245,6 +259,9 @@ impl Default for ServerConfig {
             turn_secret: None,
             turn_ttl_secs: 86_400,
             max_attachment_bytes: 100 * 1024 * 1024,
+            upload_quota_bytes: 1 << 30,
+            upload_bytes_per_second: 10 * 1024 * 1024,
+            upload_burst_bytes: 300 * 1024 * 1024,
         }
     }
 }
@@ -368,6 +385,21 @@ impl ServerConfig {
             "TERN_MAX_ATTACHMENT_BYTES",
             &mut self.max_attachment_bytes,
         )?;
+        env_parse(
+            &get,
+            "TERN_UPLOAD_QUOTA_BYTES",
+            &mut self.upload_quota_bytes,
+        )?;
+        env_parse(
+            &get,
+            "TERN_UPLOAD_BYTES_PER_SECOND",
+            &mut self.upload_bytes_per_second,
+        )?;
+        env_parse(
+            &get,
+            "TERN_UPLOAD_BURST_BYTES",
+            &mut self.upload_burst_bytes,
+        )?;
         env_parse(&get, "TERN_IDLE_TIMEOUT_SECS", &mut self.idle_timeout_secs)?;
         env_parse(&get, "TERN_MESSAGE_TTL_SECS", &mut self.message_ttl_secs)?;
         env_parse(
@@ -404,6 +436,21 @@ impl ServerConfig {
             (1024..=16 << 30).contains(&self.max_attachment_bytes),
             "max_attachment_bytes",
             "must be between 1024 bytes and 16 GiB",
+        )?;
+        check(
+            self.upload_quota_bytes >= self.max_attachment_bytes,
+            "upload_quota_bytes",
+            "must be at least max_attachment_bytes",
+        )?;
+        check(
+            self.upload_bytes_per_second > 0,
+            "upload_bytes_per_second",
+            "must be positive",
+        )?;
+        check(
+            self.upload_burst_bytes >= self.max_attachment_bytes,
+            "upload_burst_bytes",
+            "must be at least max_attachment_bytes (or the largest attachment never passes)",
         )?;
         check(
             self.frame_read_timeout_secs > 0,
@@ -622,6 +669,33 @@ mod tests {
             };
             let err = c.validate().expect_err("out of range");
             assert!(err.to_string().contains("max_attachment_bytes"), "{err}");
+        }
+        let small = 1 << 20;
+        for (c, field) in [
+            (
+                ServerConfig {
+                    upload_quota_bytes: small,
+                    ..ServerConfig::default()
+                },
+                "upload_quota_bytes",
+            ),
+            (
+                ServerConfig {
+                    upload_burst_bytes: small,
+                    ..ServerConfig::default()
+                },
+                "upload_burst_bytes",
+            ),
+            (
+                ServerConfig {
+                    upload_bytes_per_second: 0,
+                    ..ServerConfig::default()
+                },
+                "upload_bytes_per_second",
+            ),
+        ] {
+            let err = c.validate().expect_err("out of range");
+            assert!(err.to_string().contains(field), "{err}");
         }
     }
 

@@ -24,7 +24,8 @@ pub enum TransferError {
     #[error("the connection was lost during the transfer ({0}); retry: an upload resumes where the server stopped")]
     Lost(String),
     /// The server refused: `status` says why, `value` carries its number
-    /// (bytes held, the size limit), `message` what to do.
+    /// (bytes held, the size limit, the quota's free bytes, the
+    /// `retry_after_ms` of `RateLimited`), `message` what to do.
     #[error("the server refused the transfer ({status:?}): {message}")]
     Refused {
         status: Status,
@@ -54,10 +55,33 @@ impl TransferError {
             _ => false,
         }
     }
+
+    /// When the server asks to be retried later (`RateLimited`: its value
+    /// is `retry_after_ms`), how long to wait before resuming.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            TransferError::Refused {
+                status: Status::RateLimited,
+                value,
+                ..
+            } => Some(std::time::Duration::from_millis(*value)),
+            _ => None,
+        }
+    }
 }
 
 fn lost(e: impl std::fmt::Display) -> TransferError {
     TransferError::Lost(e.to_string())
+}
+
+/// Why a write to an upload stream failed: the server stops reading when
+/// it refuses an upload (too large, quota, rate) and answers why, so its
+/// answer is read first; without one the connection was lost.
+async fn refused_or_lost(recv: &mut quinn::RecvStream, e: quinn::WriteError) -> TransferError {
+    match response(recv).await {
+        Err(refused @ TransferError::Refused { .. }) => refused,
+        _ => lost(e),
+    }
 }
 
 /// Opens a blob stream and sends its header.
@@ -159,7 +183,9 @@ pub async fn upload(
             .min(PIECE_LEN);
         let piece = buf.get_mut(..want).unwrap_or_default();
         source.read_exact(piece)?;
-        send.write_all(piece).await.map_err(lost)?;
+        if let Err(e) = send.write_all(piece).await {
+            return Err(refused_or_lost(&mut recv, e).await);
+        }
         done += want as u64;
         progress(done, total);
     }

@@ -53,6 +53,14 @@ impl<K: Hash + Eq> RateLimiter<K> {
         Self::per_ms(burst, f64::from(per_minute) / 60_000.0)
     }
 
+    /// `burst` units at most (at least 1), refilled at `per_second` a
+    /// second: a byte rate, taken with [`RateLimiter::take`].
+    pub fn per_second(burst: u64, per_second: u64) -> Self {
+        let mut limiter = Self::per_ms(1, per_second as f64 / 1000.0);
+        limiter.burst = (burst as f64).max(1.0);
+        limiter
+    }
+
     fn per_ms(burst: u32, per_ms: f64) -> Self {
         RateLimiter {
             burst: f64::from(burst.max(1)),
@@ -79,8 +87,23 @@ impl<K: Hash + Eq> RateLimiter<K> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.take(key, 1, now_ms)
+    }
+
+    /// Takes `n` tokens of `key` at once (bytes of an upload), or none and
+    /// says how long until `n` are back. More than the burst takes the
+    /// whole burst (the bucket never holds more).
+    ///
+    /// # Errors
+    /// The wait until `n` tokens are back, at least 1 ms.
+    pub fn take<Q>(&mut self, key: &Q, n: u64, now_ms: u64) -> Result<(), Duration>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.evict(now_ms);
         let (burst, per_ms) = (self.burst, self.per_ms);
+        let n = (n as f64).min(burst);
         if !self.buckets.contains_key(key) {
             self.buckets.insert(
                 key.to_owned(),
@@ -94,11 +117,25 @@ impl<K: Hash + Eq> RateLimiter<K> {
             return Ok(());
         };
         refill(bucket, burst, per_ms, now_ms);
-        if bucket.tokens + EPSILON >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens + EPSILON >= n {
+            bucket.tokens -= n;
             return Ok(());
         }
-        Err(wait_for_one(bucket.tokens, per_ms))
+        Err(wait_for(n, bucket.tokens, per_ms))
+    }
+
+    /// Gives `n` tokens back to `key` (taken for bytes that never came),
+    /// never past the burst.
+    pub fn give_back<Q>(&mut self, key: &Q, n: u64, now_ms: u64)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (burst, per_ms) = (self.burst, self.per_ms);
+        if let Some(bucket) = self.buckets.get_mut(key) {
+            refill(bucket, burst, per_ms, now_ms);
+            bucket.tokens = (bucket.tokens + n as f64).min(burst);
+        }
     }
 
     /// Whether [`RateLimiter::check`] would take a token now, without taking it.
@@ -181,12 +218,16 @@ fn refill(bucket: &mut Bucket, burst: f64, per_ms: f64, now_ms: u64) {
 }
 
 fn wait_for_one(tokens: f64, per_ms: f64) -> Duration {
+    wait_for(1.0, tokens, per_ms)
+}
+
+fn wait_for(n: f64, tokens: f64, per_ms: f64) -> Duration {
     if per_ms <= 0.0 {
         return NEVER;
     }
     // Less a rounding error, so that a whole number of milliseconds is not
     // answered as one more (1 token at 1 an hour is 3600000 ms, not 3600001).
-    let ms = (1.0 - tokens) / per_ms - 1e-6;
+    let ms = (n - tokens) / per_ms - 1e-6;
     Duration::from_millis((ms.ceil() as u64).max(1))
 }
 
@@ -194,6 +235,26 @@ fn wait_for_one(tokens: f64, per_ms: f64) -> Duration {
 #[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_are_taken_at_once_and_given_back() {
+        let mut limiter = RateLimiter::<String>::per_second(1000, 100);
+        limiter.take("a", 800, 0).unwrap();
+        assert_eq!(
+            limiter.take("a", 300, 0),
+            Err(Duration::from_millis(1000)),
+            "200 left, 100 more come in a second"
+        );
+        limiter
+            .take("b", 1000, 0)
+            .expect("another key has its own burst");
+        limiter.give_back("a", 500, 0);
+        limiter.take("a", 700, 0).expect("700 after 500 came back");
+        assert!(limiter.take("a", 1, 0).is_err());
+        limiter
+            .take("a", 5000, 10_000)
+            .expect("a refilled burst covers any amount");
+    }
 
     #[test]
     fn burst_then_refill_per_key() {

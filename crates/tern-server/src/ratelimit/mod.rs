@@ -14,6 +14,7 @@
 //! | sends | account (all its devices) | one account flooding the store and its conversations' members |
 //! | sends | conversation (all its senders) | many accounts flooding one conversation's members together |
 //! | connection attempts | source address (IPv6: its /64) | handshake floods (TLS work per attempt) |
+//! | upload bytes (per second, with a burst) | account | one account filling the disk or the uplink with attachments |
 //!
 //! Addresses in `rate_limit_exempt` (default: loopback) skip the address
 //! limits, so a load generator or tests on the same host are not throttled.
@@ -61,6 +62,8 @@ pub struct ServerLimits {
     connections: Locked<IpAddr>,
     /// Connection attempts per address that proved it receives (QUIC Retry token).
     validated_connections: Locked<IpAddr>,
+    /// Attachment bytes uploaded per account (a byte bucket).
+    uploads: Locked<String>,
     exempt: Vec<IpNet>,
 }
 
@@ -117,6 +120,10 @@ impl ServerLimits {
                 .collect(),
             connections: connections(),
             validated_connections: connections(),
+            uploads: Mutex::new(RateLimiter::per_second(
+                config.upload_burst_bytes,
+                config.upload_bytes_per_second,
+            )),
             exempt: config.rate_limit_exempt.clone(),
         }
     }
@@ -219,6 +226,30 @@ impl ServerLimits {
                 "too many messages sent by this account (all its devices together)",
             )
         })
+    }
+
+    /// `bytes` of attachment upload by `user` (all its devices), taken
+    /// when the upload starts; whatever the source address.
+    ///
+    /// # Errors
+    /// The wait until the bytes are allowed (`retry_after_ms` of the blob
+    /// stream's `RateLimited`).
+    pub fn upload(&self, user: &str, bytes: u64, now_ms: u64) -> Result<(), Duration> {
+        let mut limiter = self
+            .uploads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        limiter.take(user, bytes, now_ms)
+    }
+
+    /// Gives back `bytes` taken by [`ServerLimits::upload`] that never
+    /// came (the stream ended early), so a resume is not charged twice.
+    pub fn upload_unused(&self, user: &str, bytes: u64, now_ms: u64) {
+        let mut limiter = self
+            .uploads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        limiter.give_back(user, bytes, now_ms);
     }
 
     /// What to do with a new QUIC connection attempt from `address`,
