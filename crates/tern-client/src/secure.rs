@@ -171,6 +171,10 @@ pub struct Decrypted {
     pub sender_device: u32,
     pub server_time_ms: u64,
     pub content: Content,
+    /// When this device deletes its copy, ms since the Unix epoch: the
+    /// server's `expires_at_ms` for a message it flagged
+    /// [`flags::DISAPPEARING`] (E2EE.md §3.7), 0 (kept) otherwise.
+    pub expires_at_ms: u64,
 }
 
 impl From<StoredMessage> for Decrypted {
@@ -182,6 +186,7 @@ impl From<StoredMessage> for Decrypted {
             sender_device: m.sender_device,
             server_time_ms: m.server_time_ms,
             content: m.content,
+            expires_at_ms: m.expires_at_ms,
         }
     }
 }
@@ -1655,7 +1660,7 @@ impl Inner {
         let record = StoredMessage {
             conversation_id: m.conversation_id,
             seq: m.seq,
-            expires_at_ms: self.local_expiry(m.conversation_id, m.server_time_ms, &content),
+            expires_at_ms: m.expires_at_ms,
             sender_user: m.sender_user,
             sender_device: m.sender_device,
             server_time_ms: m.server_time_ms,
@@ -1680,9 +1685,8 @@ impl Inner {
         if m.flags & flags::TOMBSTONE != 0 {
             // Deleted for everyone before it reached this device: nothing to
             // decrypt; the history shows it deleted. No event. It goes when
-            // its message would have (the conversation's timer).
-            let expires =
-                self.local_expiry(m.conversation_id, m.server_time_ms, &Content::text(""));
+            // its message would have (the server keeps DISAPPEARING on it).
+            let expires = disappears_at(&m);
             self.messages.insert_tombstone(
                 m.conversation_id,
                 m.seq,
@@ -1814,11 +1818,13 @@ impl Inner {
         None
     }
 
-    /// When this device deletes its copy of a message of `conversation_id`
-    /// the server stored at `server_time_ms`: as long after as the
-    /// conversation's disappearing-message timer (when the server deletes
-    /// its copy too); 0 (kept) without a timer, and for group info (a
-    /// group's name outlives its disappearing messages, as in Signal).
+    /// When this device deletes its copy of a message it sent to
+    /// `conversation_id`, stored at `server_time_ms`: as long after as the
+    /// conversation's disappearing-message timer as this device knows it
+    /// (the SendAck carries no flags; received messages follow the
+    /// server's stamp, [`disappears_at`]); 0 (kept) without a timer, and
+    /// for group info (a group's name outlives its disappearing messages,
+    /// as in Signal).
     fn local_expiry(&self, conversation_id: u64, server_time_ms: u64, content: &Content) -> u64 {
         if matches!(content, Content::GroupInfo(_)) {
             return 0;
@@ -1840,7 +1846,11 @@ impl Inner {
             server_time_ms: d.server_time_ms,
             content: d.content.clone(),
             own: false,
-            expires_at_ms: self.local_expiry(d.conversation_id, d.server_time_ms, &d.content),
+            expires_at_ms: match d.content {
+                // A group's name outlives its disappearing messages (Signal).
+                Content::GroupInfo(_) => 0,
+                _ => d.expires_at_ms,
+            },
         };
         let added = self.messages.insert(&message, handed_out)?;
         if added && d.content.is_visible() && d.sender_user != self.identity.user {
@@ -2029,6 +2039,7 @@ struct Unreadable {
     sender_user: String,
     sender_device: u32,
     server_time_ms: u64,
+    expires_at_ms: u64,
 }
 
 impl Unreadable {
@@ -2039,6 +2050,7 @@ impl Unreadable {
             sender_user: m.sender_user.clone(),
             sender_device: m.sender_device,
             server_time_ms: m.server_time_ms,
+            expires_at_ms: disappears_at(m),
         }
     }
 }
@@ -2051,6 +2063,20 @@ fn to_decrypted(m: &Message, content: Content) -> Decrypted {
         sender_device: m.sender_device,
         server_time_ms: m.server_time_ms,
         content,
+        expires_at_ms: disappears_at(m),
+    }
+}
+
+/// When a device deletes its copy of received message `m`: the server's
+/// stamp when the server flagged it [`flags::DISAPPEARING`] (its lifetime
+/// was cut by the conversation's timer or the sender when it was sent,
+/// PROTOCOL.md §4.6), else 0 (kept; the stamp is only the server's
+/// retention). So a device that catches up late deletes what was sent
+/// while the timer was on, and keeps what was sent before it.
+fn disappears_at(m: &Message) -> u64 {
+    match m.flags & flags::DISAPPEARING {
+        0 => 0,
+        _ => m.expires_at_ms,
     }
 }
 

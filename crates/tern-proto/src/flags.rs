@@ -13,6 +13,13 @@ pub const PER_DEVICE: u32 = 1 << 18;
 /// The message was deleted for everyone (`PurgeMessage`): a tombstone with
 /// an empty payload in its place.
 pub const TOMBSTONE: u32 = 1 << 19;
+/// The message disappears: the server shortened its lifetime below the
+/// server's retention (`message_ttl_secs`), by the conversation's
+/// disappearing-message timer or the sender's `expires_in_secs`, so its
+/// `expires_at_ms` is when every device deletes its copy too (E2EE.md
+/// §3.7). Without it `expires_at_ms` is only the server's retention and
+/// local history keeps the message. Kept on the message's tombstone.
+pub const DISAPPEARING: u32 = 1 << 20;
 
 /// Client flag (convention of the tern SDK): payload is an Olm (1:1) ciphertext.
 pub const CLIENT_OLM: u32 = 1 << 0;

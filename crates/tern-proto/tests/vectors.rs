@@ -192,7 +192,9 @@ fn message(seq: u64, payload: &'static [u8]) -> messaging::Message {
         client_message_id: CLIENT_ID,
         server_time_ms: TIME_MS,
         expires_at_ms: TIME_MS + 86_400_000,
-        flags: 0x0001_0002,
+        // An Olm message sent under a one-day timer: the client's CLIENT_OLM
+        // and the server's DISAPPEARING (PROTOCOL.md §4.6).
+        flags: 0x0010_0001,
         payload: b(payload),
     }
 }

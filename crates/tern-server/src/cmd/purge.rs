@@ -73,7 +73,11 @@ async fn purge(owner: &mut Owner, caller: &Caller, b: PurgeMessage) -> Result<Ou
     }
     let store = ctx.store.clone();
     store
-        .purge_message(id, seq, flags::TOMBSTONE)
+        .purge_message(
+            id,
+            seq,
+            flags::TOMBSTONE | (msg.flags & flags::DISAPPEARING),
+        )
         .await
         .map_err(Reject::store)?;
     Ok(Outcome::durable(Ok(Done.into())))

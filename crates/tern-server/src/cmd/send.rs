@@ -251,8 +251,12 @@ pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<St
         return Ok(Staged::Duplicate(answer));
     }
     let state = owner.conversation(op.id).await?;
-    let ttl_ms =
-        lifetime_secs(max_secs, state.settings.timer_secs, op.expires_in_secs).saturating_mul(1000);
+    let lifetime = lifetime_secs(max_secs, state.settings.timer_secs, op.expires_in_secs);
+    let disappearing = match lifetime < max_secs {
+        true => flags::DISAPPEARING,
+        false => 0,
+    };
+    let ttl_ms = lifetime.saturating_mul(1000);
     let msg = StoredMessage {
         conversation_id: op.id,
         seq: state.record.head_seq + 1,
@@ -261,7 +265,7 @@ pub async fn append(owner: &mut Owner, caller: &Caller, op: SendOp) -> Result<St
         client_message_id: op.client_message_id,
         server_time_ms: now,
         expires_at_ms: now.saturating_add(ttl_ms),
-        flags: op.flags,
+        flags: op.flags | disappearing,
         payload: op.payload,
     };
     state.record.head_seq = msg.seq;
