@@ -1674,6 +1674,14 @@ fn blob_stream_samples() -> BlobStreamSamples {
                 "too large",
                 Response::refuse(Status::TooLarge, 104_857_600, "at most 104857600 bytes"),
             ),
+            (
+                "quota exceeded, 50000 bytes free",
+                Response::refuse(Status::QuotaExceeded, 50_000, "50000 free"),
+            ),
+            (
+                "rate limited, retry after 1500 ms",
+                Response::refuse(Status::RateLimited, 1_500, "retry in 1500 ms"),
+            ),
         ],
     )
 }
