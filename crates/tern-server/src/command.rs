@@ -10,7 +10,7 @@
 //! `cmd/`, and a variant plus two match arms here.
 
 use tern_proto::body::{
-    calls, conversations, devices, messaging, mls, prekeys, presence, privacy, reach, safety,
+    calls, conversations, devices, messaging, mls, prekeys, presence, privacy, push, reach, safety,
     settings, sync, typing,
 };
 use tern_proto::fb::ErrorCode;
@@ -65,6 +65,8 @@ pub enum LocalCommand {
     CountOnline(presence::CountOnline),
     SetPresenceVisibility(presence::SetPresenceVisibility),
     GetTurnCredentials(calls::GetTurnCredentials),
+    RegisterPush(push::RegisterPush),
+    UnregisterPush(push::UnregisterPush),
 }
 
 /// Requests answered by the owner of one conversation, which sequences,
@@ -144,6 +146,8 @@ impl Command {
             Body::CountOnline(b) => Command::Local(L::CountOnline(b)),
             Body::SetPresenceVisibility(b) => Command::Local(L::SetPresenceVisibility(b)),
             Body::GetTurnCredentials(b) => Command::Local(L::GetTurnCredentials(b)),
+            Body::RegisterPush(b) => Command::Local(L::RegisterPush(b)),
+            Body::UnregisterPush(b) => Command::Local(L::UnregisterPush(b)),
             Body::Invite(b) => Command::Owner(O::Invite(b)),
             Body::PurgeMessage(b) => Command::Owner(O::Purge(b)),
             Body::SetTimer(b) => Command::Owner(O::SetTimer(b)),
@@ -224,6 +228,8 @@ impl LocalCommand {
                 cmd::presence::set_visibility(ctx, caller, b.visibility).await
             }
             L::GetTurnCredentials(_) => crate::realtime::turn::get(ctx, caller).await,
+            L::RegisterPush(b) => crate::push::register(ctx, caller, b).await,
+            L::UnregisterPush(_) => crate::push::unregister(ctx, caller).await,
         };
         Outcome::or_refused(result)
     }

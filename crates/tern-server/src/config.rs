@@ -200,6 +200,10 @@ pub struct ServerConfig {
     /// The upload byte bucket's size. Default 300 MiB (314572800), at
     /// least `max_attachment_bytes` (so every allowed attachment can pass).
     pub upload_burst_bytes: u64,
+    /// Push notifications for devices with no connection (the `[push]`
+    /// table: gateway, coalescing, retries, queue; see `push::config` and
+    /// docs/PROTOCOL.md §4.13).
+    pub push: crate::push::PushConfig,
 }
 
 impl Default for ServerConfig {
@@ -262,6 +266,7 @@ impl Default for ServerConfig {
             upload_quota_bytes: 1 << 30,
             upload_bytes_per_second: 10 * 1024 * 1024,
             upload_burst_bytes: 300 * 1024 * 1024,
+            push: crate::push::PushConfig::default(),
         }
     }
 }
@@ -287,6 +292,8 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    #[error(transparent)]
+    Push(#[from] crate::push::config::PushConfigError),
 }
 
 impl ServerConfig {
@@ -417,6 +424,7 @@ impl ServerConfig {
 
     /// Checks every field; call before binding anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.push.validate()?;
         check(
             self.shards <= 255,
             "shards",

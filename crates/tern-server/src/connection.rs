@@ -462,6 +462,8 @@ impl Conn {
         if self.ctx.sessions.borrow_mut().insert(&caller.user, session) {
             self.ctx.mesh.locations.arrive(&caller.user, self.ctx.id);
         }
+        let live = &self.ctx.mesh.live;
+        live.arrive(&caller.user, caller.device, self.conn_id);
         self.caller = Some(caller);
     }
 
@@ -535,6 +537,8 @@ impl Conn {
             .sessions
             .borrow_mut()
             .remove(&caller.user, self.conn_id);
+        let live = &self.ctx.mesh.live;
+        live.leave(&caller.user, caller.device, self.conn_id);
         if last {
             self.ctx.mesh.locations.leave(&caller.user, self.ctx.id);
         }

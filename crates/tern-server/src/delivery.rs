@@ -95,6 +95,10 @@ pub trait Delivery: Send + Sync {
     /// Tells every conversation owner that `user`'s devices changed, so
     /// cached recipient sets that include them are dropped.
     async fn forget_user(&self, user: UserId);
+
+    /// Offers a push wake-up to each listed device with no connection
+    /// (`crate::push`); never waits for it to be sent.
+    async fn wake(&self, wake: crate::effects::Wake);
 }
 
 #[async_trait]
@@ -138,6 +142,17 @@ impl Delivery for Mesh {
 
     async fn forget_user(&self, user: UserId) {
         self.invalidate_user(&user).await;
+    }
+
+    async fn wake(&self, wake: crate::effects::Wake) {
+        if let Some(pusher) = self.pusher.get() {
+            pusher.offer(
+                &wake.recipients,
+                wake.except.as_ref(),
+                wake.conversation_id,
+                wake.urgent,
+            );
+        }
     }
 }
 

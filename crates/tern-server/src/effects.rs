@@ -43,6 +43,19 @@ pub enum Effect {
     CloseDevice { user: UserId, device: DeviceId },
     /// A user's device set changed: owners drop cached recipients.
     ForgetUser(UserId),
+    /// Wake the listed devices that have no connection (`push`): a message
+    /// or, `urgent`, a call signal for them in `conversation_id`.
+    Wake(Wake),
+}
+
+/// Who an [`Effect::Wake`] is for: nothing of the message itself.
+#[derive(Debug)]
+pub struct Wake {
+    pub recipients: Arc<[(UserId, DeviceId)]>,
+    /// The sender's device, never woken.
+    pub except: Option<crate::mesh::Caller>,
+    pub conversation_id: u64,
+    pub urgent: bool,
 }
 
 /// The result of applying one command.
@@ -125,6 +138,7 @@ pub async fn perform(delivery: &dyn Delivery, effects: Vec<Effect>) {
             Effect::Notify { users, frame } => delivery.notify(users, frame).await,
             Effect::CloseDevice { user, device } => delivery.close_device(user, device).await,
             Effect::ForgetUser(user) => delivery.forget_user(user).await,
+            Effect::Wake(wake) => delivery.wake(wake).await,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod owner;
 pub mod payloads;
 pub mod presence;
+pub mod push;
 pub mod ratelimit;
 pub mod realtime;
 pub mod runtime;

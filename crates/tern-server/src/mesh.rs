@@ -142,6 +142,10 @@ pub struct Mesh {
     /// Call signals held for devices that connect within a minute
     /// (`realtime::calls`), shared by every shard.
     pub(crate) calls: crate::realtime::calls::CallHold,
+    /// Devices with a live connection, for push wake-ups (`push::live`).
+    pub(crate) live: Arc<crate::push::live::LiveDevices>,
+    /// The pusher thread's handle, set once when the server starts.
+    pub(crate) pusher: std::sync::OnceLock<crate::push::Pusher>,
 }
 
 /// The receiving ends one shard keeps.
@@ -184,6 +188,8 @@ impl Mesh {
                 presence: presences,
                 locations: Locations::default(),
                 calls: Default::default(),
+                live: Default::default(),
+                pusher: std::sync::OnceLock::new(),
             }),
             inboxes,
         )

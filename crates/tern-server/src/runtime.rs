@@ -106,6 +106,11 @@ impl ServerHandle {
         self.mesh.locations.shards_of([user], all).iter().collect()
     }
 
+    /// The push notification counters (`crate::push`).
+    pub fn push_stats(&self) -> Option<&crate::push::PushStats> {
+        self.mesh.pusher.get().map(crate::push::Pusher::stats)
+    }
+
     /// Stops accepting, drains connections, joins the shards, persists the store.
     pub fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
@@ -205,6 +210,12 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         })?;
     let forwarding_stats = datagrams.stats();
     let (mesh, inboxes) = Mesh::new(shards);
+    let pusher = crate::push::Pusher::start(&config.push, store.clone(), mesh.live.clone())
+        .map_err(|e| StartError::Shard {
+            shard: 0,
+            message: format!("cannot start the pusher thread: {e}"),
+        })?;
+    let _ = mesh.pusher.set(pusher);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stats = Arc::new(ServerStats::default());
     let limits = Arc::new(ServerLimits::new(&config));

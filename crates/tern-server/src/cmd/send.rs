@@ -207,10 +207,16 @@ async fn store_and_fan_out(
             }
         }
     };
+    let wake = Effect::Wake(crate::effects::Wake {
+        recipients: Arc::clone(&fanout.recipients),
+        except: Some(caller.clone()),
+        conversation_id: msg.conversation_id,
+        urgent: false,
+    });
     Ok(Outcome {
         reply: Ok(ack(&msg, false)),
         durability: Durability::Durable,
-        effects: vec![Effect::Deliver(fanout)],
+        effects: vec![Effect::Deliver(fanout), wake],
         append: Some(msg),
     })
 }

@@ -19,7 +19,7 @@
 //!   connection's signals are paced like its other requests (in-flight limit).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
@@ -162,7 +162,13 @@ async fn checked(
         except: None,
         frames: Frames::PerDevice(frames.into()),
     };
-    Ok(done.with(Effect::Signal(fanout)))
+    let wake = crate::effects::Wake {
+        recipients: Arc::clone(&fanout.recipients),
+        except: Some(caller.clone()),
+        conversation_id: id,
+        urgent: true,
+    };
+    Ok(done.with(Effect::Signal(fanout)).with(Effect::Wake(wake)))
 }
 
 /// The push frame of one payload, with a fresh signal id.

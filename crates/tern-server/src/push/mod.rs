@@ -1,0 +1,237 @@
+//! Push notifications for devices with no connection (issue 11,
+//! docs/PROTOCOL.md §4.13). This module owns the `RegisterPush` /
+//! `UnregisterPush` commands ([`register`], [`unregister`]), the
+//! [`Pusher`] handle the delivery path offers wake-ups to, and (in
+//! [`worker`]) the pusher thread that coalesces them per device, `POST`s
+//! them ([`http`]), retries with backoff and drops endpoints that answer
+//! 404/410.
+//!
+//! A wake-up is content-free by construction: what reaches the worker is a
+//! user, a device, a conversation id and an urgency flag, never a frame, so
+//! no ciphertext, sender or plaintext can leak into a push body. The
+//! delivery path never waits: [`Pusher::offer`] is a `try_send` into a
+//! bounded queue, and a full queue drops and counts.
+
+pub mod config;
+pub mod endpoint;
+pub mod http;
+pub mod live;
+mod worker;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tern_proto::body::messaging::Done;
+use tern_proto::body::push::{PushEndpoint, RegisterPush, MAX_PUSH_TOKEN_LEN};
+use tern_proto::fb::ErrorCode;
+use tern_store::{DeviceId, Store, UserId};
+
+use crate::effects::Outcome;
+use crate::mesh::{Caller, Reject};
+use crate::shard::ShardCtx;
+
+pub use config::PushConfig;
+use live::LiveDevices;
+
+/// Most devices remembered as having no endpoint (so that messages for
+/// them cost no queue slot and no store read); past it the set is cleared.
+const MAX_NO_ENDPOINT: usize = 100_000;
+
+/// One wake-up for one device: nothing of the message itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wake {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub conversation_id: u64,
+    /// A call: sent at once, with `Urgency: high`.
+    pub urgent: bool,
+}
+
+/// What the pusher did, since the server started.
+#[derive(Debug, Default)]
+pub struct PushStats {
+    /// Wake-ups refused because the queue (or the worker's device table) was full.
+    pub dropped: AtomicU64,
+    /// Wake-ups an endpoint accepted (2xx).
+    pub sent: AtomicU64,
+    /// Failed tries (connection error, timeout, 429, 5xx), retried or not.
+    pub failures: AtomicU64,
+    /// Wake-ups given up (tries spent, or another 4xx).
+    pub abandoned: AtomicU64,
+    /// Endpoints removed because they answered 404 or 410.
+    pub gone: AtomicU64,
+}
+
+impl PushStats {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A counter's value.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The delivery path's handle on the pusher thread (shared by every shard).
+#[derive(Debug)]
+pub struct Pusher {
+    tx: SyncSender<Wake>,
+    live: Arc<LiveDevices>,
+    stats: Arc<PushStats>,
+    /// Devices the worker found without an endpoint (cleared on register).
+    no_endpoint: Arc<Mutex<HashSet<(UserId, DeviceId)>>>,
+}
+
+impl Pusher {
+    /// Starts the pusher thread (`tern-push`).
+    ///
+    /// # Errors
+    /// The thread could not be spawned.
+    pub fn start(
+        config: &PushConfig,
+        store: Arc<dyn Store>,
+        live: Arc<LiveDevices>,
+    ) -> std::io::Result<Pusher> {
+        let (tx, rx) = mpsc::sync_channel(config.queue);
+        let stats = Arc::new(PushStats::default());
+        let no_endpoint = Arc::new(Mutex::new(HashSet::new()));
+        let worker = worker::Worker::new(
+            config.clone(),
+            store,
+            Arc::clone(&live),
+            Arc::clone(&stats),
+            Arc::clone(&no_endpoint),
+        );
+        std::thread::Builder::new()
+            .name("tern-push".into())
+            .spawn(move || worker.run(rx))?;
+        Ok(Pusher {
+            tx,
+            live,
+            stats,
+            no_endpoint,
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &PushStats {
+        &self.stats
+    }
+
+    /// Offers a wake-up for each listed device that has no live connection
+    /// (skipping `except`, the sender's device). Never waits.
+    pub fn offer(
+        &self,
+        recipients: &[(UserId, DeviceId)],
+        except: Option<&Caller>,
+        conversation_id: u64,
+        urgent: bool,
+    ) {
+        for (user, device) in recipients {
+            if except.is_some_and(|c| c.user == *user && c.device == *device)
+                || self.live.is_live(user, *device)
+                || self.known_without_endpoint(user, *device)
+            {
+                continue;
+            }
+            let wake = Wake {
+                user: user.clone(),
+                device: *device,
+                conversation_id,
+                urgent,
+            };
+            match self.tx.try_send(wake) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => PushStats::add(&self.stats.dropped),
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+
+    fn known_without_endpoint(&self, user: &str, device: DeviceId) -> bool {
+        let set = self
+            .no_endpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        set.contains(&(user.to_owned(), device))
+    }
+
+    fn endpoint_changed(&self, user: &str, device: DeviceId) {
+        let mut set = self
+            .no_endpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        set.remove(&(user.to_owned(), device));
+    }
+}
+
+/// Remembers that `user`'s `device` has no endpoint (bounded).
+fn note_no_endpoint(set: &Mutex<HashSet<(UserId, DeviceId)>>, user: &str, device: DeviceId) {
+    let mut set = set.lock().unwrap_or_else(PoisonError::into_inner);
+    if set.len() >= MAX_NO_ENDPOINT {
+        set.clear();
+    }
+    set.insert((user.to_owned(), device));
+}
+
+/// RegisterPush: checks the endpoint and stores it for the calling device.
+///
+/// # Errors
+/// `InvalidArgument` for a bad URL or token (the message says what is
+/// wrong); `NotConfigured` for a gateway token where the server has no
+/// `push.gateway_url`; `Internal` when the store fails.
+pub async fn register(
+    ctx: &ShardCtx,
+    caller: &Caller,
+    body: RegisterPush,
+) -> Result<Outcome, Reject> {
+    let push = &ctx.config.push;
+    match &body.endpoint {
+        PushEndpoint::WebPush { url } => {
+            endpoint::parse_url(url, push.url_policy())
+                .map_err(|e| Reject::new(ErrorCode::InvalidArgument, format!("push url: {e}")))?;
+        }
+        PushEndpoint::Gateway { token } => {
+            if push.gateway_url.is_none() {
+                return Err(Reject::new(
+                    ErrorCode::NotConfigured,
+                    "this server has no push gateway (push.gateway_url); register a Web Push url",
+                ));
+            }
+            if token.is_empty() || token.len() > MAX_PUSH_TOKEN_LEN {
+                return Err(Reject::new(
+                    ErrorCode::InvalidArgument,
+                    format!("push token must be 1 to {MAX_PUSH_TOKEN_LEN} bytes"),
+                ));
+            }
+        }
+    }
+    let bytes = endpoint::encode(&body.endpoint);
+    store_endpoint(ctx, caller, Some(&bytes)).await
+}
+
+/// UnregisterPush: removes the calling device's endpoint.
+///
+/// # Errors
+/// `Internal` when the store fails.
+pub async fn unregister(ctx: &ShardCtx, caller: &Caller) -> Result<Outcome, Reject> {
+    store_endpoint(ctx, caller, None).await
+}
+
+async fn store_endpoint(
+    ctx: &ShardCtx,
+    caller: &Caller,
+    bytes: Option<&[u8]>,
+) -> Result<Outcome, Reject> {
+    ctx.store
+        .set_push_endpoint(&caller.user, caller.device, bytes)
+        .await
+        .map_err(Reject::store)?;
+    if let Some(pusher) = ctx.mesh.pusher.get() {
+        pusher.endpoint_changed(&caller.user, caller.device);
+    }
+    Ok(Outcome::durable(Ok(Done.into())))
+}
