@@ -117,6 +117,23 @@ impl TestServer {
         Self::running(handle, config, data)
     }
 
+    /// A server on a store the test made, with its configuration adjusted.
+    pub fn start_on_store_with(
+        shards: usize,
+        store: Arc<dyn Store>,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(data.path(), shards);
+        adjust(&mut config);
+        let services = Services {
+            store,
+            clock: Clock::system(),
+        };
+        let handle = start_with(config.clone(), services).expect("server starts");
+        Self::running(handle, config, data)
+    }
+
     /// A server on the embedded store whose clock the test moves.
     pub fn start_with_clock(
         shards: usize,

@@ -12,6 +12,7 @@ pub mod olm;
 pub mod ordering;
 pub mod presence;
 pub mod privacy;
+pub mod push;
 pub mod sdk;
 pub mod secure;
 pub mod state_dir;

@@ -1,0 +1,342 @@
+//! Push notifications (issue 11, docs/PROTOCOL.md §4.13) against a real
+//! server and a real HTTP receiver started here (a std `TcpListener` on
+//! port 0 answering scripted status codes): an offline device gets one
+//! wake-up at once and one coalesced wake-up for the messages after it,
+//! whose bodies hold a conversation id and a count and nothing of the
+//! message (the bytes are scanned for the ciphertext and the sender); an
+//! online device gets none; an endpoint answering 410 is removed; a 500 is
+//! retried; a call signal is pushed at once with `Urgency: high`.
+//!
+//! Waits are on events (the receiver's channel, the server's counters)
+//! with a deadline, never on a sleep that hopes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{TestClient, TestServer, WAIT};
+use tern_client::push::PushError;
+use tern_proto::body::messaging::DevicePayload;
+use tern_proto::body::push::PushEndpoint;
+use tern_proto::ConversationKind;
+use tern_server::push::PushStats;
+use tern_store::memory::MemStore;
+use tern_store::{AccountStore, Store};
+
+/// One request the receiver got.
+#[derive(Debug)]
+struct Pushed {
+    request_line: String,
+    /// Header names lowercased.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Pushed {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// An HTTP receiver on 127.0.0.1:0 answering `script` in order (then 201).
+fn receiver(script: &[u16]) -> (String, Receiver<Pushed>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/wake/bob-phone", listener.local_addr().unwrap());
+    let script = Arc::new(Mutex::new(
+        script.iter().copied().collect::<VecDeque<u16>>(),
+    ));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let Some(pushed) = read_request(&mut stream) else {
+                continue;
+            };
+            let code = script.lock().unwrap().pop_front().unwrap_or(201);
+            let answer =
+                format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = stream.write_all(answer.as_bytes());
+            if tx.send(pushed).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+fn read_request(stream: &mut std::net::TcpStream) -> Option<Pushed> {
+    stream.set_read_timeout(Some(WAIT)).ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")?
+        .1
+        .parse()
+        .ok()?;
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some(Pushed {
+        request_line: request_line.trim_end().to_owned(),
+        headers,
+        body,
+    })
+}
+
+fn next_push(rx: &Receiver<Pushed>) -> Pushed {
+    rx.recv_timeout(WAIT).expect("a push arrives in time")
+}
+
+/// A server on a memory store (so the test can read endpoints), with http
+/// endpoints on loopback allowed and quick retries.
+fn server(coalesce_ms: u64) -> (TestServer, Arc<MemStore>) {
+    let store = Arc::new(MemStore::new());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let server = TestServer::start_on_store_with(2, dyn_store, |c| {
+        c.push.allow_http_loopback = true;
+        c.push.coalesce_ms = coalesce_ms;
+        c.push.retry_initial_ms = 20;
+        c.push.retry_max_ms = 100;
+    });
+    (server, store)
+}
+
+/// Waits until `user` has no connection left on the server.
+async fn until_offline(server: &TestServer, user: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !server.handle().shards_of(user).is_empty() {
+        assert!(Instant::now() < deadline, "{user} still connected");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until a push counter reaches `at_least`.
+async fn until_counted(
+    server: &TestServer,
+    counter: impl Fn(&PushStats) -> &AtomicU64,
+    at_least: u64,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = server.handle().push_stats().expect("a pusher");
+        if PushStats::get(counter(stats)) >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counter stayed below {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Alice and bob in an accepted direct conversation; bob's phone registered
+/// at `url` and then offline.
+async fn offline_bob(server: &TestServer, url: &str) -> (TestClient, TestClient, u64) {
+    let alice = server.register("alice").await;
+    let mut bob = server.register("bob").await;
+    let conv = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    bob.accept_request(conv).await.unwrap();
+    bob.register_push(PushEndpoint::WebPush { url: url.into() })
+        .await
+        .unwrap();
+    bob.go_offline().await;
+    until_offline(server, "bob").await;
+    (alice, bob, conv)
+}
+
+const MARKER: &[u8] = b"ciphertext-marker-7f3a9c";
+
+fn assert_content_free(p: &Pushed, conv: u64) {
+    for needle in [MARKER, b"alice", b"bob-secret"] {
+        assert!(
+            !p.body.windows(needle.len()).any(|w| w == needle),
+            "the push body leaks {:?}: {:?}",
+            String::from_utf8_lossy(needle),
+            String::from_utf8_lossy(&p.body)
+        );
+    }
+    let json = p.json();
+    let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+    assert_eq!(keys, vec!["conversation_id", "count"], "{json}");
+    assert_eq!(json["conversation_id"], conv);
+    assert!(
+        p.request_line.starts_with("POST /wake/bob-phone "),
+        "{}",
+        p.request_line
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offline_device_gets_coalesced_content_free_wake_ups() {
+    let (url, rx) = receiver(&[]);
+    let (server, store) = server(3000);
+    let (alice, _bob, conv) = offline_bob(&server, &url).await;
+    assert!(store.push_endpoint("bob", 1).await.unwrap().is_some());
+
+    for _ in 0..4 {
+        alice.send(conv, Bytes::from_static(MARKER)).await.unwrap();
+    }
+    let first = next_push(&rx);
+    assert_content_free(&first, conv);
+    assert_eq!(first.header("urgency"), Some("normal"));
+    assert_eq!(first.header("ttl"), Some("86400"));
+    // The first goes at once; the three sent within the 3-s window after
+    // it come as one wake-up when the window ends.
+    let mut counts = vec![first.json()["count"].as_u64().unwrap()];
+    while counts.iter().sum::<u64>() < 4 {
+        let next = next_push(&rx);
+        assert_content_free(&next, conv);
+        counts.push(next.json()["count"].as_u64().unwrap());
+    }
+    assert_eq!(counts, vec![1, 3], "one at once, then one for the rest");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_online_device_is_not_woken() {
+    let (url, rx) = receiver(&[]);
+    let (server, _store) = server(100);
+    let alice = server.register("alice").await;
+    let mut bob = server.register("bob").await;
+    let online = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    bob.accept_request(online).await.unwrap();
+    bob.register_push(PushEndpoint::WebPush { url: url.clone() })
+        .await
+        .unwrap();
+    alice
+        .send(online, Bytes::from_static(MARKER))
+        .await
+        .unwrap();
+    assert_eq!(&bob.expect_message().await.payload[..], MARKER);
+
+    // The sentinel: the first wake-up the receiver ever sees is for a
+    // message sent after bob left, in another conversation.
+    bob.go_offline().await;
+    until_offline(&server, "bob").await;
+    let carol = server.register("carol").await;
+    let later = carol
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    carol.send(later, Bytes::from_static(MARKER)).await.unwrap();
+    let first = next_push(&rx);
+    assert_eq!(first.json()["conversation_id"], later, "woken while online");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gone_endpoint_is_removed_after_its_first_push() {
+    let (url, rx) = receiver(&[410]);
+    let (server, store) = server(100);
+    let (alice, _bob, conv) = offline_bob(&server, &url).await;
+    alice.send(conv, Bytes::from_static(MARKER)).await.unwrap();
+    next_push(&rx);
+    until_counted(&server, |s| &s.gone, 1).await;
+    assert_eq!(store.push_endpoint("bob", 1).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_push_is_retried() {
+    let (url, rx) = receiver(&[500]);
+    let (server, _store) = server(100);
+    let (alice, _bob, conv) = offline_bob(&server, &url).await;
+    alice.send(conv, Bytes::from_static(MARKER)).await.unwrap();
+    let failed = next_push(&rx);
+    let retried = next_push(&rx);
+    assert_eq!(failed.body, retried.body);
+    assert_content_free(&retried, conv);
+    until_counted(&server, |s| &s.sent, 1).await;
+    let stats = server.handle().push_stats().unwrap();
+    assert_eq!(PushStats::get(&stats.failures), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_is_pushed_as_urgent() {
+    let (url, rx) = receiver(&[]);
+    let (server, _store) = server(60_000);
+    let (alice, _bob, conv) = offline_bob(&server, &url).await;
+    // A message first opens bob's 60-s window: the call must not wait for it.
+    alice.send(conv, Bytes::from_static(MARKER)).await.unwrap();
+    assert_eq!(next_push(&rx).header("urgency"), Some("normal"));
+    let offer = DevicePayload {
+        user: "bob".into(),
+        device: 1,
+        payload: Bytes::from_static(MARKER),
+    };
+    alice.call_signal(conv, vec![offer]).await.unwrap();
+    let call = next_push(&rx);
+    assert_eq!(call.header("urgency"), Some("high"));
+    assert_eq!(call.header("ttl"), Some("60"));
+    assert_content_free(&call, conv);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_endpoints_are_refused() {
+    let (server, store) = server(100);
+    let bob = server.register("bob").await;
+    for url in [
+        "http://example.org/x",
+        "ftp://h/",
+        "https://",
+        "https://u@h/",
+    ] {
+        let refused = bob
+            .register_push(PushEndpoint::WebPush { url: url.into() })
+            .await;
+        assert!(
+            matches!(refused, Err(PushError::Invalid(_))),
+            "{url}: {refused:?}"
+        );
+    }
+    let gateway = bob
+        .register_push(PushEndpoint::Gateway { token: "t".into() })
+        .await;
+    assert!(
+        matches!(gateway, Err(PushError::NotConfigured(_))),
+        "{gateway:?}"
+    );
+    assert_eq!(store.push_endpoint("bob", 1).await.unwrap(), None);
+    bob.register_push(PushEndpoint::WebPush {
+        url: "https://push.example.org/w".into(),
+    })
+    .await
+    .unwrap();
+    assert!(store.push_endpoint("bob", 1).await.unwrap().is_some());
+    bob.unregister_push().await.unwrap();
+    assert_eq!(store.push_endpoint("bob", 1).await.unwrap(), None);
+}
