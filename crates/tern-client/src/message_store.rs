@@ -160,7 +160,9 @@ pub enum EditRefusal {
 pub enum DeleteRefusal {
     #[error("there is no such message on this device")]
     NotFound,
-    #[error("only the message's sender may delete it for everyone")]
+    #[error(
+        "only the message's sender (or, in a group, an administrator) may delete it for everyone"
+    )]
     NotSender,
     #[error("only messages can be deleted, not reactions, edits or receipts")]
     NotAMessage,
@@ -190,10 +192,10 @@ pub fn edit_refusal(original: Option<&Target>, editor: &str, at_ms: u64) -> Opti
     None
 }
 
-/// Whether `deleter` may delete `original` for everyone: its sender only.
-/// In groups, administrators may too once the server knows them.
-// TODO(admins): let a group administrator delete others' messages, once
-// the server's administrator list reaches the SDK (issue 10, server part).
+/// Whether `deleter` may delete `original` for everyone as its sender. In
+/// groups an administrator may delete others' messages too
+/// ([`DeleteRefusal::NotSender`] then): the SDK asks the server who
+/// administers the group (`secure::content_ops`), which this store cannot.
 pub fn delete_refusal(original: Option<&Target>, deleter: &str) -> Option<DeleteRefusal> {
     let Some(t) = original else {
         return Some(DeleteRefusal::NotFound);

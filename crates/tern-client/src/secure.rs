@@ -1995,6 +1995,10 @@ impl Inner {
                 self.keep(d, handed_out)?;
             }
             crypto.save_mls()?;
+            drop(crypto);
+            if let Ok(d) = &opened {
+                content_ops::apply_moderated_delete(&self.client, &self.messages, d).await;
+            }
             return Ok(Some(SecureEvent::Message(opened?)));
         }
         crypto.save_mls()?;

@@ -12,6 +12,7 @@ use crate::message_store::{
     delete_refusal, edit_refusal, DeleteRefusal, EditRefusal, MessageStoreError, Target,
 };
 use crate::sdk::ClientError;
+use tern_proto::ConversationKind;
 
 /// Why [`SecureClient::react`] or [`SecureClient::remove_reaction`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -176,12 +177,13 @@ impl SecureClient {
         }
     }
 
-    /// Deletes this account's message `seq` for everyone: sends a delete
-    /// (kind 6) that every member's device applies (leaving a tombstone),
-    /// applies it here, then has the server replace its ciphertext with a
-    /// tombstone ([`crate::Client::purge_message`]; refused:
-    /// [`DeleteError::NotPurged`]). Only the sender may
-    /// ([`DeleteError::Refused`]).
+    /// Deletes message `seq` for everyone: sends a delete (kind 6) that
+    /// every member's device applies (leaving a tombstone), applies it
+    /// here, then has the server replace its ciphertext with a tombstone
+    /// ([`crate::Client::purge_message`]; refused:
+    /// [`DeleteError::NotPurged`]). Only its sender may, or in a group an
+    /// administrator (issue 10, PROTOCOL.md §4.5; asked of the server,
+    /// which checks the purge again); otherwise [`DeleteError::Refused`].
     pub async fn delete_for_everyone(
         &self,
         conversation: u64,
@@ -191,18 +193,93 @@ impl SecureClient {
         if target.as_ref().is_some_and(|t| t.deleted) {
             return Err(DeleteError::AlreadyDeleted { seq });
         }
-        if let Some(refusal) = delete_refusal(target.as_ref(), self.user()) {
-            return Err(DeleteError::Refused { seq, refusal });
-        }
+        let moderated = match delete_refusal(target.as_ref(), self.user()) {
+            None => false,
+            Some(DeleteRefusal::NotSender) if self.moderates(conversation).await? => true,
+            Some(refusal) => return Err(DeleteError::Refused { seq, refusal }),
+        };
         let sent = self
             .send(conversation, &Content::Delete { target_seq: seq })
             .await?;
+        if moderated {
+            // The store applies only a sender's own delete (message_store).
+            self.inner.messages.delete_for_me(conversation, seq)?;
+        }
         self.inner
             .client
             .purge_message(conversation, seq)
             .await
             .map_err(|source| DeleteError::NotPurged { seq, source })?;
         Ok(sent)
+    }
+}
+
+impl SecureClient {
+    /// Whether this account administers `conversation`, a group (asked of
+    /// the server: `ListAdmins`, PROTOCOL.md §4.7).
+    async fn moderates(&self, conversation: u64) -> Result<bool, SecureError> {
+        moderator(
+            &self.inner.client,
+            &self.inner.kind(conversation).await?,
+            conversation,
+            self.user(),
+        )
+        .await
+    }
+}
+
+/// Whether `user` administers group `conversation` (`kind`), as the
+/// server answers now; false for other kinds.
+pub(super) async fn moderator(
+    client: &crate::Client,
+    kind: &ConversationKind,
+    conversation: u64,
+    user: &str,
+) -> Result<bool, SecureError> {
+    if *kind != ConversationKind::Group {
+        return Ok(false);
+    }
+    Ok(client.admins(conversation).await?.iter().any(|a| a == user))
+}
+
+/// Applies a received delete for everyone (`d`) of another user's message
+/// in a group when its sender administers the group (Signal and WhatsApp
+/// let group admins do so; the server already let them purge its copy,
+/// PROTOCOL.md §4.5). The store applied it already when the sender sent
+/// the target ([`delete_refusal`]); a delete from anyone else who is not
+/// an administrator stays ignored. Failures are logged: the message stays
+/// shown, as if the delete had not come.
+pub(super) async fn apply_moderated_delete(
+    client: &crate::Client,
+    messages: &crate::message_store::MessageStore,
+    d: &super::Decrypted,
+) {
+    let Content::Delete { target_seq } = d.content else {
+        return;
+    };
+    let conversation = d.conversation_id;
+    let target = match messages.target(conversation, target_seq) {
+        Ok(Some(t)) if !t.deleted => t,
+        Ok(_) => return,
+        Err(error) => {
+            tracing::warn!(%error, "reading the target of a delete for everyone");
+            return;
+        }
+    };
+    if delete_refusal(Some(&target), &d.sender_user) != Some(DeleteRefusal::NotSender) {
+        return;
+    }
+    let group = &ConversationKind::Group;
+    match moderator(client, group, conversation, &d.sender_user).await {
+        Ok(true) => {
+            if let Err(error) = messages.delete_for_me(conversation, target_seq) {
+                tracing::warn!(%error, "applying an administrator's delete for everyone");
+            }
+        }
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(%error, "could not ask the server whether the sender of a delete for everyone is an administrator; the message stays shown");
+        }
     }
 }
 
