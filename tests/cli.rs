@@ -198,6 +198,7 @@ fn help_explains_every_command() {
         "calls",
         "send-file",
         "fetch",
+        "push",
     ] {
         assert!(top.contains(cmd), "{cmd} missing from --help");
         let help = ok(tern(&[cmd, "--help"]));
@@ -274,6 +275,33 @@ fn refused(output: Output, says: &str) -> String {
     assert!(!output.status.success(), "succeeded: {stderr}");
     assert!(stderr.contains(says), "{stderr}");
     stderr
+}
+
+/// `tern push register URL` stores the endpoint, a plain-http URL is
+/// refused with the server's reason, `tern push unregister` removes it.
+#[test]
+fn push_endpoints_are_registered_and_removed() {
+    let accounts = Accounts::register(&["alice"]);
+    let alice = accounts.state("alice");
+    let url = "https://push.example.org/wake/alice";
+    let done = ok(tern(&["push", "register", "--state", &alice, url]));
+    assert_eq!(done, "push endpoint registered\n");
+    refused(
+        tern(&[
+            "push",
+            "register",
+            "--state",
+            &alice,
+            "http://example.org/x",
+        ]),
+        "must start with https://",
+    );
+    refused(
+        tern(&["push", "register", "--state", &alice, "--gateway", "tok"]),
+        "no push gateway",
+    );
+    let removed = ok(tern(&["push", "unregister", "--state", &alice]));
+    assert_eq!(removed, "push endpoint removed\n");
 }
 
 #[test]

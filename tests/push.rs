@@ -340,3 +340,44 @@ async fn bad_endpoints_are_refused() {
     bob.unregister_push().await.unwrap();
     assert_eq!(store.push_endpoint("bob", 1).await.unwrap(), None);
 }
+
+/// A gateway token: the wake-up goes to the server's gateway in Sygnal's
+/// shape, naming the token and a count, nothing of the message; a 404 from
+/// the gateway (the server's URL, not the device's) removes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_token_is_woken_through_the_gateway() {
+    let (gateway, rx) = receiver(&[404]);
+    let store = Arc::new(MemStore::new());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let server = TestServer::start_on_store_with(1, dyn_store, |c| {
+        c.push.allow_http_loopback = true;
+        c.push.gateway_url = Some(gateway.clone());
+        c.push.coalesce_ms = 100;
+    });
+    let alice = server.register("alice").await;
+    let mut bob = server.register("bob").await;
+    let conv = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    bob.accept_request(conv).await.unwrap();
+    bob.register_push(PushEndpoint::Gateway {
+        token: "fcm-tok-123".into(),
+    })
+    .await
+    .unwrap();
+    bob.go_offline().await;
+    until_offline(&server, "bob").await;
+
+    alice.send(conv, Bytes::from_static(MARKER)).await.unwrap();
+    let refused = next_push(&rx);
+    assert!(!refused.body.windows(MARKER.len()).any(|w| w == MARKER));
+    let n = &refused.json()["notification"];
+    assert_eq!(n["devices"][0]["pushkey"], "fcm-tok-123");
+    assert_eq!(n["counts"]["unread"], 1);
+    assert_eq!(n["conversation_id"], conv);
+    assert_eq!(n["prio"], "low");
+    until_counted(&server, |s| &s.abandoned, 1).await;
+    assert!(store.push_endpoint("bob", 1).await.unwrap().is_some());
+}

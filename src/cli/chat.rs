@@ -218,6 +218,7 @@ async fn dispatch(command: Command) -> Result<(), String> {
         | Command::Admin(_) => Err("the safety commands are run by the safety module".into()),
         Command::Presence(_) => Err("tern presence is run by the presence module".into()),
         Command::Typing(_) => Err("tern typing is run by the typing module".into()),
+        Command::Push(_) => Err("tern push is run by the push module".into()),
         Command::Call(_) | Command::Answer(_) | Command::Hangup(_) | Command::Calls(_) => {
             Err("the call commands are run by the calls module".into())
         }

@@ -8,6 +8,7 @@ mod forward;
 mod ops;
 mod presence;
 mod privacy;
+mod push;
 mod safety;
 mod serve;
 mod typing;
@@ -107,6 +108,8 @@ pub enum Command {
     Hangup(calls::HangupArgs),
     /// List this device's calls: when, incoming or outgoing, who, how it ended, how long.
     Calls(calls::CallsArgs),
+    /// Register this device's push endpoint (`register URL`, or a gateway token) or `unregister` it.
+    Push(push::PushArgs),
 }
 
 /// Client connection options shared by every client subcommand.
@@ -158,6 +161,7 @@ pub fn main() -> ExitCode {
         Command::Answer(args) => calls::answer(args),
         Command::Hangup(args) => calls::hangup(args),
         Command::Calls(args) => calls::calls(args),
+        Command::Push(args) => push::run(args),
         Command::SendFile(args) => files::send_file(args),
         Command::Fetch(args) => files::fetch(args),
         client => chat::run(client),

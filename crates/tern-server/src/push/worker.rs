@@ -233,7 +233,7 @@ impl Worker {
                 PushStats::add(&self.stats.sent);
                 Tried::Sent
             }
-            Ok(404 | 410) => {
+            Ok(404 | 410) if matches!(target, PushEndpoint::WebPush { .. }) => {
                 self.forget(rt, user, *device, stored.as_deref());
                 Tried::Gone
             }
