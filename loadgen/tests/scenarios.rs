@@ -243,6 +243,7 @@ fn presence_is_sane(report: &Value) {
     );
     assert_eq!(figure(report, "final_state_missed"), 0.0, "{report:#}");
     assert_eq!(figure(report, "unexpected_pushes"), 0.0);
+    assert_eq!(figure(report, "repeated_pushes"), 0.0);
     let pushes = figure(report, "pushes_received");
     assert!(pushes > 0.0, "{report:#}");
     assert!(pushes <= figure(report, "pushes_expected_uncoalesced"));

@@ -102,6 +102,7 @@ struct PresenceSink {
     /// Per (subscriber, followed index): 1 + the highest change number pushed.
     seen: Vec<AtomicU64>,
     unexpected: AtomicU64,
+    repeated: AtomicU64,
     other_pushes: AtomicU64,
     closing: AtomicBool,
     first_error: Mutex<Option<String>>,
@@ -117,6 +118,7 @@ impl PresenceSink {
             confirmed: (0..users).map(|_| AtomicU64::new(0)).collect(),
             seen: (0..users * subs).map(|_| AtomicU64::new(0)).collect(),
             unexpected: AtomicU64::new(0),
+            repeated: AtomicU64::new(0),
             other_pushes: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             first_error: Mutex::new(None),
@@ -133,8 +135,13 @@ impl PresenceSink {
         Job::Raw(Frame::new(k + 1, body).encode())
     }
 
-    fn on_push(&self, device: usize, text: Option<&str>, now_ns: u64) {
-        let Some((k, intended)) = text.and_then(parse_status) else {
+    /// A push to `device`: counted (and timed) only when it carries change
+    /// `k`'s own state and text; anything else (a user going offline keeps
+    /// its last status text) is an other push.
+    fn on_push(&self, device: usize, state: PresenceState, text: Option<&str>, now_ns: u64) {
+        let change = text.and_then(parse_status);
+        let Some((k, intended)) = change.filter(|(k, _)| state == state_of(*k, self.users as u64))
+        else {
             Counters::add(&self.other_pushes, 1);
             return;
         };
@@ -149,7 +156,11 @@ impl PresenceSink {
             Counters::add(&self.unexpected, 1);
             return;
         };
-        slot.fetch_max(k + 1, Ordering::Relaxed);
+        if slot.fetch_max(k + 1, Ordering::Relaxed) > k {
+            // This change, or a later one, was already pushed to `device`.
+            Counters::add(&self.repeated, 1);
+            return;
+        }
         self.stats.record("change_push", intended, now_ns);
         Counters::add(&self.stats.counters.delivered, 1);
     }
@@ -178,7 +189,10 @@ impl Sink for PresenceSink {
     fn on_other(&self, device: usize, request_id: u64, body: &Body, now_ns: u64) {
         match body {
             Body::PresenceChanged(p) if request_id == 0 => {
-                self.on_push(device, p.entry.status_text.as_deref(), now_ns)
+                if !self.closing.load(Ordering::Relaxed) {
+                    let text = p.entry.status_text.as_deref();
+                    self.on_push(device, p.entry.state, text, now_ns)
+                }
             }
             Body::Done(_) if request_id < CONTROL_ID_BASE => {
                 if let Some(intended) = self.pending.take(request_id) {
@@ -358,6 +372,7 @@ fn figures(
     r.figure("changes_coalescible", coalescible as f64);
     r.figure("final_state_missed", missed as f64);
     r.figure("unexpected_pushes", Counters::get(&sink.unexpected) as f64);
+    r.figure("repeated_pushes", Counters::get(&sink.repeated) as f64);
     r.figure("other_pushes", Counters::get(&sink.other_pushes) as f64);
     r.figure("pushes_per_s", pushes as f64 / cost.wall_s.max(1e-9));
     if let Some(cpu) = cost.server_cpu_s {
@@ -406,10 +421,16 @@ mod tests {
     fn pushes_land_in_the_subscribers_slot() {
         let sink = PresenceSink::new(Arc::new(Stats::new(Default::default())), 10, 3);
         // Change 9 is user 9's; user 7 follows 8, 9, 0: user 9 is its slot 1.
-        sink.on_push(7, Some(&status_text(9, 1)), 2);
+        let away = state_of(9, 10);
+        sink.on_push(7, away, Some(&status_text(9, 1)), 2);
         assert_eq!(sink.seen[7 * 3 + 1].load(Ordering::Relaxed), 10);
+        // The same change again, and user 9 going offline with its text.
+        sink.on_push(7, away, Some(&status_text(9, 1)), 3);
+        assert_eq!(sink.repeated.load(Ordering::Relaxed), 1);
+        sink.on_push(7, PresenceState::Offline, Some(&status_text(9, 1)), 4);
+        assert_eq!(sink.other_pushes.load(Ordering::Relaxed), 1);
         // User 0 follows 1, 2, 3, not 9.
-        sink.on_push(0, Some(&status_text(9, 1)), 2);
+        sink.on_push(0, away, Some(&status_text(9, 1)), 2);
         assert_eq!(sink.unexpected.load(Ordering::Relaxed), 1);
         sink.confirmed[9].store(10, Ordering::Relaxed);
         // Followers of 9: 6, 7, 8; only 7 saw it.
