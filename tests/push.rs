@@ -314,6 +314,8 @@ async fn bad_endpoints_are_refused() {
         "ftp://h/",
         "https://",
         "https://u@h/",
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.5:8443/admin",
     ] {
         let refused = bob
             .register_push(PushEndpoint::WebPush { url: url.into() })

@@ -1,7 +1,11 @@
 //! Push endpoints: the checked URL shape (`https://host[:port]/path`, or
-//! `http://` to a loopback host where allowed), and how a device's
-//! endpoint is encoded in the store (`kind u8 · bytes`: 0 a Web Push URL,
-//! 1 a gateway token).
+//! `http://` to a loopback host where allowed), which addresses a device's
+//! endpoint may reach ([`ip_allowed`]: public ones only, so that a device
+//! cannot aim the server at its own network, as OWASP's SSRF guidance
+//! asks), and how a device's endpoint is encoded in the store
+//! (`kind u8 · bytes`: 0 a Web Push URL, 1 a gateway token).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tern_proto::body::push::{PushEndpoint, MAX_PUSH_TOKEN_LEN, MAX_PUSH_URL_LEN};
 
@@ -37,6 +41,62 @@ pub enum UrlError {
     Port,
     #[error("the URL may hold no user information, fragment, spaces or control characters")]
     Characters,
+    #[error("the URL names a loopback, private, link-local or otherwise non-public address")]
+    NotPublic,
+}
+
+/// Parses and checks a device's endpoint URL: [`parse_url`], and a host
+/// written as an IP address must be one [`ip_allowed`] (a name is checked
+/// when the pusher resolves it).
+///
+/// # Errors
+/// [`UrlError`] naming what is wrong.
+pub fn parse_device_url(url: &str, policy: UrlPolicy) -> Result<Url, UrlError> {
+    let parsed = parse_url(url, policy)?;
+    match parsed.host.parse::<IpAddr>() {
+        Ok(ip) if !ip_allowed(ip, policy) => Err(UrlError::NotPublic),
+        _ => Ok(parsed),
+    }
+}
+
+/// Whether a device's endpoint may be reached at `ip`: a public address,
+/// or a loopback one where the policy allows loopback endpoints (tests).
+/// Private (RFC 1918, RFC 4193), shared (RFC 6598), link-local,
+/// unspecified, broadcast, multicast, documentation and reserved
+/// addresses never are.
+pub fn ip_allowed(ip: IpAddr, policy: UrlPolicy) -> bool {
+    if ip.is_loopback() {
+        return policy.allow_http_loopback;
+    }
+    match ip {
+        IpAddr::V4(v4) => public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => ip_allowed(IpAddr::V4(v4), policy),
+            None => public_v6(v6),
+        },
+    }
+}
+
+fn public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    let shared = a == 100 && (64..128).contains(&b);
+    !(ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || shared
+        || a == 0
+        || a >= 240)
+}
+
+fn public_v6(ip: Ipv6Addr) -> bool {
+    let [first, ..] = ip.segments();
+    let unique_local = first & 0xfe00 == 0xfc00;
+    let link_local = first & 0xffc0 == 0xfe80;
+    let documentation = first == 0x2001 && ip.segments().get(1) == Some(&0x0db8);
+    !(ip.is_unspecified() || ip.is_multicast() || unique_local || link_local || documentation)
 }
 
 /// Parses and checks an endpoint URL.
@@ -173,6 +233,32 @@ mod tests {
         assert_eq!(parse_url("https://h:x/", TESTS), Err(UrlError::Port));
         assert_eq!(parse_url("https://u@h/", TESTS), Err(UrlError::Characters));
         assert_eq!(parse_url("https://h/a b", TESTS), Err(UrlError::Characters));
+        let strict = UrlPolicy::default();
+        for private in [
+            "https://10.0.0.5/x",
+            "https://192.168.1.1/",
+            "https://169.254.169.254/latest",
+            "https://100.64.0.1/",
+            "https://127.0.0.1/",
+            "https://[::1]/",
+            "https://[fd00::1]/",
+            "https://[fe80::1]/",
+            "https://[::ffff:10.0.0.1]/",
+            "https://0.0.0.0/",
+        ] {
+            assert_eq!(
+                parse_device_url(private, strict),
+                Err(UrlError::NotPublic),
+                "{private}"
+            );
+        }
+        assert!(parse_device_url("https://93.184.215.14/w", strict).is_ok());
+        assert!(parse_device_url("https://[2606:2800::1]/w", strict).is_ok());
+        assert!(parse_device_url("http://127.0.0.1:9/w", TESTS).is_ok());
+        assert!(
+            parse_url("https://10.0.0.5/gateway", strict).is_ok(),
+            "the gateway may be private"
+        );
         let long = format!("https://h/{}", "a".repeat(MAX_PUSH_URL_LEN));
         assert!(matches!(parse_url(&long, TESTS), Err(UrlError::TooLong(_))));
     }

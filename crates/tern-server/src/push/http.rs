@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use super::endpoint::Url;
+use super::endpoint::{ip_allowed, Url, UrlPolicy};
 
 /// Longest status line read, bytes.
 const MAX_STATUS_LINE: usize = 1024;
@@ -36,6 +36,8 @@ pub enum HttpError {
     Io(#[from] std::io::Error),
     #[error("the answer is not an HTTP/1.x status line")]
     BadAnswer,
+    #[error("{0} resolves to no public address")]
+    NotPublic(String),
 }
 
 /// Loads the certificate authorities of `path` into a client config.
@@ -61,17 +63,20 @@ pub fn tls_config(path: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
 }
 
 /// `POST`s `body` (JSON) to `url` with `headers`; the answer's status code.
+/// With `only`, the host's addresses are filtered by [`ip_allowed`] first
+/// (a device's endpoint); without, any address is used (the gateway).
 ///
 /// # Errors
 /// [`HttpError`] when no status line came back within `timeout` per step.
 pub fn post(
     url: &Url,
+    only: Option<UrlPolicy>,
     headers: &[(&str, String)],
     body: &[u8],
     timeout: Duration,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<u16, HttpError> {
-    let stream = connect(url, timeout)?;
+    let stream = connect(url, only, timeout)?;
     let request = request_bytes(url, headers, body);
     if url.tls {
         let config = tls.ok_or(HttpError::NoRoots)?;
@@ -85,12 +90,18 @@ pub fn post(
     }
 }
 
-fn connect(url: &Url, timeout: Duration) -> Result<TcpStream, HttpError> {
-    let addrs = (url.host.as_str(), url.port)
+fn connect(url: &Url, only: Option<UrlPolicy>, timeout: Duration) -> Result<TcpStream, HttpError> {
+    let addrs: Vec<_> = (url.host.as_str(), url.port)
         .to_socket_addrs()
-        .map_err(|_| HttpError::Resolve(url.host.clone()))?;
+        .map_err(|_| HttpError::Resolve(url.host.clone()))?
+        .filter(|a| only.is_none_or(|policy| ip_allowed(a.ip(), policy)))
+        .take(4)
+        .collect();
+    if addrs.is_empty() {
+        return Err(HttpError::NotPublic(url.host.clone()));
+    }
     let mut last = None;
-    for addr in addrs.take(4) {
+    for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(stream) => {
                 stream.set_read_timeout(Some(timeout))?;

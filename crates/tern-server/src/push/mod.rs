@@ -191,7 +191,7 @@ pub async fn register(
     let push = &ctx.config.push;
     match &body.endpoint {
         PushEndpoint::WebPush { url } => {
-            endpoint::parse_url(url, push.url_policy())
+            endpoint::parse_device_url(url, push.url_policy())
                 .map_err(|e| Reject::new(ErrorCode::InvalidArgument, format!("push url: {e}")))?;
         }
         PushEndpoint::Gateway { token } => {

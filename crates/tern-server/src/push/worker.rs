@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tern_proto::body::push::PushEndpoint;
 use tern_store::{DeviceId, Store, UserId};
 
-use super::endpoint::{self, Url};
+use super::endpoint::{self, Url, UrlPolicy};
 use super::http::{self, HttpError};
 use super::live::LiveDevices;
 use super::{note_no_endpoint, PushConfig, PushStats, Wake};
@@ -24,8 +24,9 @@ const MAX_DEVICES: usize = 100_000;
 /// Longest sleep when nothing is due (also how often idle entries go).
 const IDLE: Duration = Duration::from_secs(1);
 
-/// One request: where, extra headers, JSON body.
-type Request = (Url, Vec<(&'static str, String)>, Vec<u8>);
+/// One request: where, which addresses it may reach (`None`: any, the
+/// operator's gateway), extra headers, JSON body.
+type Request = (Url, Option<UrlPolicy>, Vec<(&'static str, String)>, Vec<u8>);
 
 /// A wake-up waiting for its time.
 #[derive(Debug)]
@@ -223,12 +224,13 @@ impl Worker {
             note_no_endpoint(&self.no_endpoint, user, *device);
             return Tried::GiveUp;
         };
-        let Some((url, headers, body)) = self.request(&target, pending) else {
+        let Some((url, only, headers, body)) = self.request(&target, pending) else {
             PushStats::add(&self.stats.abandoned);
             return Tried::GiveUp;
         };
         let timeout = Duration::from_millis(self.config.timeout_ms);
-        match http::post(&url, &headers, &body, timeout, self.tls.as_ref()) {
+        let tls = self.tls.as_ref();
+        match http::post(&url, only, &headers, &body, timeout, tls) {
             Ok(code) if (200..300).contains(&code) => {
                 PushStats::add(&self.stats.sent);
                 Tried::Sent
@@ -250,7 +252,9 @@ impl Worker {
                 tracing::debug!(error = %e, "push failed; will retry");
                 PushStats::add(&self.stats.failures);
                 match e {
-                    HttpError::NoRoots | HttpError::ServerName(_) => Tried::GiveUp,
+                    HttpError::NoRoots | HttpError::ServerName(_) | HttpError::NotPublic(_) => {
+                        Tried::GiveUp
+                    }
                     _ => Tried::Retry,
                 }
             }
@@ -264,7 +268,7 @@ impl Worker {
     fn request(&self, target: &PushEndpoint, p: &Pending) -> Option<Request> {
         match target {
             PushEndpoint::WebPush { url } => {
-                let url = endpoint::parse_url(url, self.config.url_policy()).ok()?;
+                let url = endpoint::parse_device_url(url, self.config.url_policy()).ok()?;
                 let (ttl, urgency) = match p.urgent {
                     true => ("60", "high"),
                     false => ("86400", "normal"),
@@ -274,7 +278,8 @@ impl Worker {
                     "conversation_id": p.conversation_id,
                     "count": p.count,
                 });
-                Some((url, headers, body.to_string().into_bytes()))
+                let only = Some(self.config.url_policy());
+                Some((url, only, headers, body.to_string().into_bytes()))
             }
             PushEndpoint::Gateway { token } => {
                 let url = self.gateway.clone()?;
@@ -285,7 +290,7 @@ impl Worker {
                     "prio": prio,
                     "devices": [{ "pushkey": token }],
                 }});
-                Some((url, Vec::new(), body.to_string().into_bytes()))
+                Some((url, None, Vec::new(), body.to_string().into_bytes()))
             }
         }
     }
