@@ -775,7 +775,9 @@ async fn group_info_reaches_members_latest_wins_and_the_server_cannot_read_it() 
         .unwrap();
     for reader in [&bob, &carol] {
         let m = reader.message().await;
-        assert!(matches!(&m.content, Content::GroupInfo(i) if i.name == markers[0]));
+        assert!(
+            matches!(&m.content, Content::GroupInfo(i) if i.name.as_deref() == Some(markers[0]))
+        );
     }
     let seen = bob.client.group_info(group).unwrap().unwrap();
     assert_eq!(
@@ -998,7 +1000,7 @@ mod cli {
         let mut heard = String::new();
         for _ in 0..5 {
             heard.push_str(&ok(tern(&["listen", "--state", &bob, "--count", "1"])));
-            if heard.contains("<set the group name to \"Climbing\", topic \"Saturdays\">") {
+            if heard.contains("<set the group name to \"Climbing\", the topic to \"Saturdays\">") {
                 break;
             }
         }
@@ -1025,6 +1027,33 @@ mod cli {
             shown.starts_with("name: Climbing\ntopic: Sundays\nset by bob"),
             "{shown}"
         );
+        // alice has not heard bob's topic: renaming from her device sends
+        // the name only, so his topic stays on every device.
+        let behind = ok(tern(&["group-info", "--state", &alice, group]));
+        assert!(behind.contains("topic: Saturdays"), "{behind}");
+        let set = ok(tern(&[
+            "group-info",
+            "--state",
+            &alice,
+            group,
+            "--name",
+            "Bouldering",
+        ]));
+        assert_eq!(set, format!("group {group}: name \"Bouldering\"\n"));
+        for device in [&alice, &bob] {
+            let mut shown = String::new();
+            for _ in 0..5 {
+                shown = ok(tern(&["group-info", "--state", device, group]));
+                if shown.starts_with("name: Bouldering\ntopic: Sundays\nset by alice") {
+                    break;
+                }
+                ok(tern(&["listen", "--state", device, "--count", "1"]));
+            }
+            assert!(
+                shown.starts_with("name: Bouldering\ntopic: Sundays\nset by alice"),
+                "{device}: {shown}"
+            );
+        }
 
         ok(tern(&["timer", "--state", &alice, group, "3600"]));
         ok(tern(&["send", "--state", &alice, group, "gone in an hour"]));

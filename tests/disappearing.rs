@@ -3,6 +3,7 @@
 //! the server flags `DISAPPEARING` when the conversation's timer (or the
 //! sender) cut its lifetime at sequencing (PROTOCOL.md §4.6, E2EE.md
 //! §3.7), not the timer the device knows when it stores the message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

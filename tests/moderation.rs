@@ -4,6 +4,7 @@
 //! its copy, and every member's device applies the administrator's
 //! end-to-end encrypted delete; a member who is not one is refused, and
 //! their forged delete is ignored.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

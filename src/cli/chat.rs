@@ -669,11 +669,7 @@ pub fn content_shown(content: &Content) -> String {
             format!("<edited #{target_seq}: {}>", shown(body))
         }
         (Content::Delete { target_seq }, _) => format!("<deleted #{target_seq} for everyone>"),
-        (Content::GroupInfo(info), _) => format!(
-            "<set the group name to \"{}\", topic \"{}\">",
-            shown(&info.name),
-            shown(&info.topic)
-        ),
+        (Content::GroupInfo(info), _) => group_info_line(info),
         (Content::Receipt { receipt, up_to_seq }, _) => {
             format!("<{receipt:?} up to #{up_to_seq}>").to_lowercase()
         }
@@ -707,6 +703,21 @@ pub fn shown(text: &str) -> String {
         }
     }
     out
+}
+
+/// How a group-info update shows: the fields it sets.
+fn group_info_line(info: &tern_client::content::GroupInfoUpdate) -> String {
+    let mut set = Vec::new();
+    if let Some(name) = &info.name {
+        set.push(format!("the group name to \"{}\"", shown(name)));
+    }
+    if let Some(topic) = &info.topic {
+        set.push(format!("the topic to \"{}\"", shown(topic)));
+    }
+    if let Some(avatar) = &info.avatar {
+        set.push(format!("the avatar ({} bytes)", avatar.len()));
+    }
+    format!("<set {}>", set.join(", "))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! invocation like every other command ([`super::forward`]).
 
 use serde::{Deserialize, Serialize};
+use tern_client::content::GroupInfoUpdate;
 use tern_client::message_store::{Delivery, MessageStore, MessageView};
 use tern_client::secure::SecureClient;
 
@@ -319,18 +320,22 @@ async fn group_info(
         ));
         return Ok(());
     }
-    let old = current.map(|c| c.info).unwrap_or_default();
-    let name = name.unwrap_or(old.name);
-    let topic = topic.unwrap_or(old.topic);
+    // Only the given fields travel: a device that is behind does not send
+    // back its stale copy of the others (E2EE.md §3.8).
+    let update = GroupInfoUpdate {
+        name,
+        topic,
+        avatar: None,
+    };
+    let changed: Vec<String> = [("name", &update.name), ("topic", &update.topic)]
+        .into_iter()
+        .filter_map(|(what, v)| v.as_ref().map(|v| format!("{what} \"{}\"", shown(v))))
+        .collect();
     client
-        .set_group_info(conversation, &name, &topic, &old.avatar)
+        .update_group_info(conversation, update)
         .await
         .map_err(|e| e.to_string())?;
-    out.out(format!(
-        "group {conversation}: name \"{}\", topic \"{}\"",
-        shown(&name),
-        shown(&topic)
-    ));
+    out.out(format!("group {conversation}: {}", changed.join(", ")));
     Ok(())
 }
 

@@ -46,7 +46,7 @@ pub mod emoji;
 pub mod group_info;
 
 pub use crate::attachment::AttachmentPointer;
-pub use group_info::GroupInfo;
+pub use group_info::{GroupInfo, GroupInfoUpdate};
 
 /// Format version written by [`Content::encode`].
 pub const CONTENT_VERSION: u8 = 1;
@@ -137,10 +137,12 @@ pub enum Content {
         quote: String,
         body: String,
     },
-    /// The sender deletes their own message `target_seq` for everyone.
+    /// The sender (or a group administrator) deletes message
+    /// `target_seq` for everyone.
     Delete { target_seq: u64 },
-    /// The group's name, topic and avatar (the latest one sent wins).
-    GroupInfo(GroupInfo),
+    /// A change to the group's name, topic or avatar (the fields it
+    /// carries; each field's latest value wins).
+    GroupInfo(GroupInfoUpdate),
     /// A file, photo, video or voice message: where its encrypted blob
     /// lies and its key (boxed: it is much larger than the other kinds).
     Attachment(Box<AttachmentPointer>),
@@ -341,7 +343,7 @@ fn decode_payload(kind: u8, payload: &[u8]) -> Result<Content, ContentError> {
             let (target_seq, _) = split_seq(payload).ok_or(malformed("no target seq"))?;
             Ok(Content::Delete { target_seq })
         }
-        kind::GROUP_INFO => GroupInfo::decode(payload),
+        kind::GROUP_INFO => GroupInfoUpdate::decode(payload),
         kind::ATTACHMENT => AttachmentPointer::decode(payload),
         other => Ok(Content::Unknown {
             kind: other,

@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 use tern_client::attachment::{AttachmentKey, AttachmentPointer};
 use tern_client::calls::machine::Signal;
 use tern_client::calls::wire;
-use tern_client::content::{Content, GroupInfo, ReceiptKind};
+use tern_client::content::{Content, GroupInfo, GroupInfoUpdate, ReceiptKind};
 use tern_client::identity::Identity;
 use tern_client::mls::{MlsClient, CIPHERSUITE, MAX_PAST_EPOCHS, PADDING};
 use tern_client::olm::{encode_envelope, parse_envelope, OlmDevice, PeerDevice};
@@ -165,7 +165,8 @@ fn content_json(content: &Content) -> Value {
         } => json!({ "kind": 5, "target_seq": target_seq, "quote": quote, "body": body }),
         Content::Delete { target_seq } => json!({ "kind": 6, "target_seq": target_seq }),
         Content::GroupInfo(info) => json!({
-            "kind": 7, "name": info.name, "topic": info.topic, "avatar": hex::encode(&info.avatar)
+            "kind": 7, "name": info.name, "topic": info.topic,
+            "avatar": info.avatar.as_ref().map(hex::encode)
         }),
         Content::Attachment(p) => json!({
             "kind": 8, "blob_id": hex::encode(p.blob_id), "key": hex::encode(p.key.0),
@@ -208,10 +209,10 @@ fn content_of(v: &Value) -> Content {
         (6, _) => Content::Delete {
             target_seq: target_seq(),
         },
-        (7, _) => Content::GroupInfo(GroupInfo {
-            name: text(&v["name"]).to_owned(),
-            topic: text(&v["topic"]).to_owned(),
-            avatar: hex_of(&v["avatar"]),
+        (7, _) => Content::GroupInfo(GroupInfoUpdate {
+            name: v["name"].as_str().map(str::to_owned),
+            topic: v["topic"].as_str().map(str::to_owned),
+            avatar: v["avatar"].as_str().map(|_| hex_of(&v["avatar"])),
         }),
         (8, _) => Content::Attachment(Box::new(AttachmentPointer {
             blob_id: hex_of(&v["blob_id"]).try_into().unwrap(),
@@ -692,6 +693,13 @@ fn new_kind_cases() -> Vec<(&'static str, Content)> {
         ),
         ("delete #9 for everyone", Content::Delete { target_seq: 9 }),
         ("group info", group_info_case()),
+        (
+            "group info: the topic only",
+            Content::GroupInfo(GroupInfoUpdate {
+                topic: Some("Sundays".into()),
+                ..GroupInfoUpdate::default()
+            }),
+        ),
         ("attachment: a voice message", attachment_case()),
     ]
 }
@@ -713,11 +721,14 @@ fn attachment_case() -> Content {
 }
 
 fn group_info_case() -> Content {
-    Content::GroupInfo(GroupInfo {
-        name: "Climbing".into(),
-        topic: "Saturdays at 10".into(),
-        avatar: vec![0x89, b'P', b'N', b'G'],
-    })
+    Content::GroupInfo(
+        GroupInfo {
+            name: "Climbing".into(),
+            topic: "Saturdays at 10".into(),
+            avatar: vec![0x89, b'P', b'N', b'G'],
+        }
+        .into(),
+    )
 }
 
 /// Rewrites docs/vectors/e2ee.json (see the module docs).

@@ -62,11 +62,12 @@ pub enum MessageContent {
     Edit { target_seq: u64, body: String },
     /// The sender deleted their message `target_seq` for everyone.
     Delete { target_seq: u64 },
-    /// A group's new name, topic and avatar (the latest one wins).
+    /// A change to a group's name, topic or avatar: the fields it sets
+    /// (`None`: unchanged; each field's latest value wins).
     GroupInfo {
-        name: String,
-        topic: String,
-        avatar: Vec<u8>,
+        name: Option<String>,
+        topic: Option<String>,
+        avatar: Option<Vec<u8>>,
     },
     /// Every message up to `up_to_seq` reached the sender (`read`: was
     /// shown to them). The SDK applies receipts itself; an app never gets

@@ -23,4 +23,19 @@ impl MessageStore {
         let found = self.select(&sql, params![conversation_id as i64, vec![kind]])?;
         Ok(found.into_iter().next())
     }
+
+    /// Every stored message of content kind `kind` in `conversation_id`,
+    /// in seq order (state rebuilt field by field from its updates, such
+    /// as a group's info). Expired messages are deleted first.
+    pub fn all_of_kind(
+        &self,
+        conversation_id: u64,
+        kind: u8,
+    ) -> Result<Vec<StoredMessage>, MessageStoreError> {
+        self.purge_expired(super::expiry::now_ms())?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM messages WHERE conversation_id = ?1 AND substr(content, 2, 1) = ?2 ORDER BY seq ASC"
+        );
+        self.select(&sql, params![conversation_id as i64, vec![kind]])
+    }
 }

@@ -1,13 +1,14 @@
 //! A group's name, topic and avatar (docs/E2EE.md §3.8, content kind 7):
 //! end-to-end encrypted metadata that only members read, as Signal keeps
-//! group attributes encrypted. Any member may set them; the message with
+//! group attributes encrypted. Any member may set them; an update carries
+//! only the fields it changes, and each field's value from the update with
 //! the highest seq wins, on every device alike (all see the same order).
 
 use tern_proto::ConversationKind;
 
 use super::{SecureClient, SecureError, Sent};
 use crate::content::group_info::GroupInfoError;
-use crate::content::{kind, Content, GroupInfo};
+use crate::content::{kind, Content, GroupInfo, GroupInfoUpdate};
 use crate::message_store::MessageStoreError;
 
 /// Why [`SecureClient::set_group_info`] failed (nothing was sent).
@@ -21,11 +22,12 @@ pub enum SetGroupInfoError {
     Send(#[from] SecureError),
 }
 
-/// A group's current metadata and who set it.
+/// A group's current metadata (every update applied in seq order) and
+/// who sent the latest update.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CurrentGroupInfo {
     pub info: GroupInfo,
-    /// The member who sent it.
+    /// The member who sent the latest update.
     pub set_by: String,
     /// Its seq in the group.
     pub seq: u64,
@@ -53,30 +55,52 @@ impl SecureClient {
             topic: topic.to_owned(),
             avatar: avatar.to_vec(),
         };
-        info.check()?;
+        self.update_group_info(conversation, info.into()).await
+    }
+
+    /// Changes only the fields `update` carries of group `conversation`'s
+    /// info (`None`: left as the members have it, even when this device
+    /// is behind), sent like [`Self::set_group_info`].
+    ///
+    /// # Errors
+    /// [`SetGroupInfoError::Invalid`] past a bound or with no field,
+    /// [`SetGroupInfoError::NotAGroup`], or the send's.
+    pub async fn update_group_info(
+        &self,
+        conversation: u64,
+        update: GroupInfoUpdate,
+    ) -> Result<Sent, SetGroupInfoError> {
+        update.check()?;
         if self.inner.kind(conversation).await? != ConversationKind::Group {
             return Err(SetGroupInfoError::NotAGroup(conversation));
         }
-        Ok(self.send(conversation, &Content::GroupInfo(info)).await?)
+        Ok(self.send(conversation, &Content::GroupInfo(update)).await?)
     }
 
-    /// The latest group info this device holds for `conversation` (sent
-    /// or received), or `None` if none was ever set.
+    /// The group info this device holds for `conversation` (every update
+    /// sent or received, applied field by field in seq order), or `None`
+    /// if none was ever set.
     pub fn group_info(
         &self,
         conversation: u64,
     ) -> Result<Option<CurrentGroupInfo>, MessageStoreError> {
-        let latest = self
+        let updates = self
             .messages()
-            .latest_of_kind(conversation, kind::GROUP_INFO)?;
-        Ok(latest.and_then(|m| match m.content {
-            Content::GroupInfo(info) => Some(CurrentGroupInfo {
+            .all_of_kind(conversation, kind::GROUP_INFO)?;
+        let mut current: Option<CurrentGroupInfo> = None;
+        for m in updates {
+            let Content::GroupInfo(update) = m.content else {
+                continue;
+            };
+            let mut info = current.map(|c| c.info).unwrap_or_default();
+            info.apply(&update);
+            current = Some(CurrentGroupInfo {
                 info,
                 set_by: m.sender_user,
                 seq: m.seq,
                 server_time_ms: m.server_time_ms,
-            }),
-            _ => None,
-        }))
+            });
+        }
+        Ok(current)
     }
 }
