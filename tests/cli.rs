@@ -224,6 +224,23 @@ fn invalid_config_is_refused_before_binding() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shards"));
+    for (toml, field) in [
+        ("[push]\ncoalesce_ms = 1\n", "push.coalesce_ms"),
+        (
+            "[push]\ngateway_url = \"http://example.org/n\"\n",
+            "push.gateway_url",
+        ),
+        (
+            "[push]\nretry_initial_ms = 900\nretry_max_ms = 800\n",
+            "push.retry_max_ms",
+        ),
+    ] {
+        std::fs::write(&file, toml).unwrap();
+        let out = tern(&["serve", "--config", file.to_str().unwrap()]);
+        assert!(!out.status.success(), "{toml}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(field), "{toml}: {stderr}");
+    }
 }
 
 /// A running server and registered accounts, each in its own state directory.

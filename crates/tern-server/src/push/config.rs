@@ -115,3 +115,50 @@ impl PushConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_ranges_are_checked() {
+        assert!(PushConfig::default().validate().is_ok());
+        let field = |c: PushConfig| c.validate().err().map(|e| e.field);
+        let base = PushConfig::default;
+        assert_eq!(
+            field(PushConfig {
+                coalesce_ms: 99,
+                ..base()
+            }),
+            Some("coalesce_ms")
+        );
+        assert_eq!(
+            field(PushConfig {
+                retry_attempts: 0,
+                ..base()
+            }),
+            Some("retry_attempts")
+        );
+        assert_eq!(field(PushConfig { queue: 1, ..base() }), Some("queue"));
+        assert_eq!(
+            field(PushConfig {
+                timeout_ms: 50,
+                ..base()
+            }),
+            Some("timeout_ms")
+        );
+        let inverted = PushConfig {
+            retry_initial_ms: 900,
+            retry_max_ms: 800,
+            ..base()
+        };
+        assert_eq!(field(inverted), Some("retry_max_ms"));
+        let plain = |allow| PushConfig {
+            gateway_url: Some("http://127.0.0.1:9/notify".into()),
+            allow_http_loopback: allow,
+            ..base()
+        };
+        assert_eq!(field(plain(false)), Some("gateway_url"));
+        assert_eq!(field(plain(true)), None);
+    }
+}
