@@ -375,6 +375,11 @@ async fn a_deleted_request_is_forgotten_and_may_block_its_sender() {
     bob.client.accept_request(friendly).await.unwrap();
     let refused = bob.client.delete_request(friendly, false).await;
     assert!(matches!(refused, Err(RequestError::NotARequest(c)) if c == friendly));
+    // Nor to accept again, and one's own conversation never was one.
+    let again = bob.client.accept_request(friendly).await;
+    assert!(matches!(again, Err(RequestError::NotARequest(c)) if c == friendly));
+    let own = alice.client.accept_request(friendly).await;
+    assert!(matches!(own, Err(RequestError::NotARequest(c)) if c == friendly));
     let kept = bob.client.messages().history(friendly, 10).unwrap();
     assert_eq!(kept.len(), 1, "the conversation is kept: {kept:?}");
     for device in [bob, mallory, alice] {
@@ -522,6 +527,11 @@ fn privacy_and_requests_commands() {
         why.contains("`tern requests`") && !why.contains("requests()"),
         "{why}"
     );
+    // alice started it: it is no request of hers to accept.
+    let own = tern(&["requests", "--state", &alice, "accept", &conv]);
+    assert!(!own.status.success(), "{own:?}");
+    let why = String::from_utf8_lossy(&own.stderr);
+    assert!(why.contains("not a pending message request"), "{why}");
     let misuse = tern(&["requests", "--state", &bob, "accept"]);
     assert!(!misuse.status.success());
     assert_eq!(server.terminate().code(), Some(0));

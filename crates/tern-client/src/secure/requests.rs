@@ -224,13 +224,26 @@ impl SecureClient {
     /// Accepts a message request: the server makes its sender this
     /// account's contact (no longer a request on any device), then the
     /// delivered receipts held meanwhile and, with read receipts on, a read
-    /// receipt up to the read position are sent. Accepting a conversation
-    /// that is no request (any more) only sends what is held.
+    /// receipt up to the read position are sent.
     ///
     /// # Errors
-    /// [`RequestError::Secure`] with the server's `NotFound` (not a
-    /// conversation of this account's) or `Forbidden` (not direct).
+    /// [`RequestError::NotARequest`] when Sync lists the conversation as
+    /// no pending request (one this account started, a group, one
+    /// accepted already, say: the receipts it held are sent then, as it
+    /// is no request); [`RequestError::Secure`] when the server cannot be
+    /// asked, or refuses.
     pub async fn accept_request(&self, conversation: u64) -> Result<(), RequestError> {
+        let states = self.inner.refresh_requests().await?;
+        let pending = states
+            .iter()
+            .any(|s| s.conversation_id == conversation && s.request_from.is_some());
+        if !pending {
+            if let Some(seq) = self.inner.requests.settle(conversation) {
+                self.inner.receipts.delivered(conversation, seq);
+                self.inner.flush_receipts().await;
+            }
+            return Err(RequestError::NotARequest(conversation));
+        }
         self.inner.client.accept_request(conversation).await?;
         if let Some(seq) = self.inner.requests.settle(conversation) {
             self.inner.receipts.delivered(conversation, seq);
