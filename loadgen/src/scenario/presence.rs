@@ -188,11 +188,11 @@ impl PresenceSink {
 impl Sink for PresenceSink {
     fn on_other(&self, device: usize, request_id: u64, body: &Body, now_ns: u64) {
         match body {
-            Body::PresenceChanged(p) if request_id == 0 => {
-                if !self.closing.load(Ordering::Relaxed) {
-                    let text = p.entry.status_text.as_deref();
-                    self.on_push(device, p.entry.state, text, now_ns)
-                }
+            Body::PresenceChanged(p)
+                if request_id == 0 && !self.closing.load(Ordering::Relaxed) =>
+            {
+                let text = p.entry.status_text.as_deref();
+                self.on_push(device, p.entry.state, text, now_ns)
             }
             Body::Done(_) if request_id < CONTROL_ID_BASE => {
                 if let Some(intended) = self.pending.take(request_id) {
