@@ -186,18 +186,22 @@ class ConformanceTest(Base):
         conn = await self.connect(spaced)
         self.assertEqual(len(conn.exporter), 32)
 
-    async def test_only_one_stream(self):
-        """§1.2: one bidirectional stream, no unidirectional one; more is STREAM_LIMIT_ERROR.
-        (aioquic honours the server's limits, so the test raises its own view of them.)"""
+    async def test_stream_limits(self):
+        """§1.2: five bidirectional streams (the control stream and four blob streams), no
+        unidirectional one; more is STREAM_LIMIT_ERROR. (aioquic honours the server's limits,
+        so the test raises its own view of them.)"""
         _, a = await self.register("streams")
         uni = await self.connect()
         for conn, bidi in ((a, True), (uni, False)):
             quic = conn.p._quic
             if bidi:
                 quic._remote_max_streams_bidi = 8
+                # Client-initiated bidirectional stream ids are 0, 4, 8, ...: id 20 is the
+                # sixth, one past the five granted (it opens 4..16 implicitly, empty).
+                stream = 4 * 5
             else:
                 quic._remote_max_streams_uni = 8
-            stream = quic.get_next_available_stream_id(is_unidirectional=not bidi)
+                stream = quic.get_next_available_stream_id(is_unidirectional=True)
             quic.send_stream_data(stream, b"\x04\x00\x00\x00abcd")
             conn.p.transmit()
         for conn in (a, uni):
