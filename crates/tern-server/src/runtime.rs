@@ -117,6 +117,11 @@ impl ServerHandle {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        // The pusher holds the store too: it must be gone before a restart
+        // opens the same directory.
+        if let Some(pusher) = self.mesh.pusher.get() {
+            pusher.stop();
+        }
         persist_blocking(self.store.as_ref());
     }
 }

@@ -18,10 +18,10 @@ pub mod http;
 pub mod live;
 mod worker;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use tern_proto::body::messaging::Done;
 use tern_proto::body::push::{PushEndpoint, RegisterPush, MAX_PUSH_TOKEN_LEN};
@@ -33,11 +33,7 @@ use crate::mesh::{Caller, Reject};
 use crate::shard::ShardCtx;
 
 pub use config::PushConfig;
-use live::LiveDevices;
-
-/// Most devices remembered as having no endpoint (so that messages for
-/// them cost no queue slot and no store read); past it the set is cleared.
-const MAX_NO_ENDPOINT: usize = 100_000;
+use live::{LiveDevices, NoEndpoint};
 
 /// One wake-up for one device: nothing of the message itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +43,14 @@ pub struct Wake {
     pub conversation_id: u64,
     /// A call: sent at once, with `Urgency: high`.
     pub urgent: bool,
+}
+
+/// What the pusher thread's queue carries.
+#[derive(Debug)]
+pub(crate) enum Job {
+    Wake(Wake),
+    /// The server stops: the thread ends (see [`Pusher::stop`]).
+    Stop,
 }
 
 /// What the pusher did, since the server started.
@@ -78,11 +82,13 @@ impl PushStats {
 /// The delivery path's handle on the pusher thread (shared by every shard).
 #[derive(Debug)]
 pub struct Pusher {
-    tx: SyncSender<Wake>,
+    tx: SyncSender<Job>,
     live: Arc<LiveDevices>,
     stats: Arc<PushStats>,
     /// Devices the worker found without an endpoint (cleared on register).
-    no_endpoint: Arc<Mutex<HashSet<(UserId, DeviceId)>>>,
+    no_endpoint: Arc<NoEndpoint>,
+    stopping: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Pusher {
@@ -97,15 +103,17 @@ impl Pusher {
     ) -> std::io::Result<Pusher> {
         let (tx, rx) = mpsc::sync_channel(config.queue);
         let stats = Arc::new(PushStats::default());
-        let no_endpoint = Arc::new(Mutex::new(HashSet::new()));
+        let no_endpoint = Arc::new(NoEndpoint::default());
+        let stopping = Arc::new(AtomicBool::new(false));
         let worker = worker::Worker::new(
             config.clone(),
             store,
             Arc::clone(&live),
             Arc::clone(&stats),
             Arc::clone(&no_endpoint),
+            Arc::clone(&stopping),
         );
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tern-push".into())
             .spawn(move || worker.run(rx))?;
         Ok(Pusher {
@@ -113,7 +121,25 @@ impl Pusher {
             live,
             stats,
             no_endpoint,
+            stopping,
+            thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Ends the pusher thread and waits for it (and so for its hold on the
+    /// store): pending wake-ups are dropped; one in flight finishes first
+    /// (at most `push.timeout_ms`). Later offers are ignored.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.tx.try_send(Job::Stop);
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
     }
 
     /// The counters.
@@ -143,7 +169,7 @@ impl Pusher {
                 conversation_id,
                 urgent,
             };
-            match self.tx.try_send(wake) {
+            match self.tx.try_send(Job::Wake(wake)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => PushStats::add(&self.stats.dropped),
                 Err(TrySendError::Disconnected(_)) => return,
@@ -152,29 +178,12 @@ impl Pusher {
     }
 
     fn known_without_endpoint(&self, user: &str, device: DeviceId) -> bool {
-        let set = self
-            .no_endpoint
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        set.contains(&(user.to_owned(), device))
+        self.no_endpoint.contains(user, device)
     }
 
     fn endpoint_changed(&self, user: &str, device: DeviceId) {
-        let mut set = self
-            .no_endpoint
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        set.remove(&(user.to_owned(), device));
+        self.no_endpoint.remove(user, device);
     }
-}
-
-/// Remembers that `user`'s `device` has no endpoint (bounded).
-fn note_no_endpoint(set: &Mutex<HashSet<(UserId, DeviceId)>>, user: &str, device: DeviceId) {
-    let mut set = set.lock().unwrap_or_else(PoisonError::into_inner);
-    if set.len() >= MAX_NO_ENDPOINT {
-        set.clear();
-    }
-    set.insert((user.to_owned(), device));
 }
 
 /// RegisterPush: checks the endpoint and stores it for the calling device.

@@ -5,9 +5,10 @@
 //! removes endpoints that answer 404 or 410 (RFC 8030 §7.3). Everything
 //! here blocks this thread only; shards never wait on it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tern_proto::body::push::PushEndpoint;
@@ -15,8 +16,8 @@ use tern_store::{DeviceId, Store, UserId};
 
 use super::endpoint::{self, Url, UrlPolicy};
 use super::http::{self, HttpError};
-use super::live::LiveDevices;
-use super::{note_no_endpoint, PushConfig, PushStats, Wake};
+use super::live::{LiveDevices, NoEndpoint};
+use super::{Job, PushConfig, PushStats, Wake};
 
 /// Most devices with a wake-up pending or a coalescing window open; past
 /// it a wake-up for another device is dropped and counted.
@@ -60,10 +61,11 @@ pub(super) struct Worker {
     store: Arc<dyn Store>,
     live: Arc<LiveDevices>,
     stats: Arc<PushStats>,
-    no_endpoint: Arc<Mutex<HashSet<(UserId, DeviceId)>>>,
+    no_endpoint: Arc<NoEndpoint>,
     slots: HashMap<(UserId, DeviceId), Slot>,
     tls: Option<Arc<rustls::ClientConfig>>,
     gateway: Option<Url>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -72,7 +74,8 @@ impl Worker {
         store: Arc<dyn Store>,
         live: Arc<LiveDevices>,
         stats: Arc<PushStats>,
-        no_endpoint: Arc<Mutex<HashSet<(UserId, DeviceId)>>>,
+        no_endpoint: Arc<NoEndpoint>,
+        stopping: Arc<AtomicBool>,
     ) -> Self {
         let tls = http::tls_config(&config.ca_file)
             .map_err(|e| tracing::warn!(error = %e, "no CA bundle: https wake-ups will fail"))
@@ -90,11 +93,16 @@ impl Worker {
             slots: HashMap::new(),
             tls,
             gateway,
+            stopping,
         }
     }
 
-    /// Runs until every sender is gone (the server stopped).
-    pub(super) fn run(mut self, rx: Receiver<Wake>) {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Runs until told to stop, or every sender is gone.
+    pub(super) fn run(mut self, rx: Receiver<Job>) {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -102,21 +110,28 @@ impl Worker {
             tracing::error!("the pusher cannot build its runtime; no push notifications");
             return;
         };
-        loop {
+        while !self.stopping() {
             let wait = self.next_due().map_or(IDLE, |due| {
                 due.saturating_duration_since(Instant::now()).min(IDLE)
             });
             match rx.recv_timeout(wait) {
-                Ok(wake) => {
-                    self.take(wake);
+                Ok(job) => {
+                    self.job(job);
                     while let Ok(more) = rx.try_recv() {
-                        self.take(more);
+                        self.job(more);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             self.fire_due(&rt);
+        }
+    }
+
+    fn job(&mut self, job: Job) {
+        match job {
+            Job::Wake(wake) => self.take(wake),
+            Job::Stop => {}
         }
     }
 
@@ -174,6 +189,9 @@ impl Worker {
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
+            if self.stopping() {
+                return;
+            }
             let Some(mut pending) = self.slots.get_mut(&key).and_then(|s| s.pending.take()) else {
                 continue;
             };
@@ -221,7 +239,7 @@ impl Worker {
             }
         };
         let Some(target) = stored.as_deref().and_then(endpoint::decode) else {
-            note_no_endpoint(&self.no_endpoint, user, *device);
+            self.no_endpoint.insert(user, *device);
             return Tried::GiveUp;
         };
         let Some((url, only, headers, body)) = self.request(&target, pending) else {
@@ -316,7 +334,7 @@ impl Worker {
             self.store.persist().await
         });
         match removed {
-            Ok(()) => note_no_endpoint(&self.no_endpoint, user, device),
+            Ok(()) => self.no_endpoint.insert(user, device),
             Err(e) => tracing::warn!(error = %e, "removing a gone push endpoint failed"),
         }
     }
