@@ -249,12 +249,38 @@ async fn the_cli_blocks_sets_timers_and_administrators() {
         tern(&["privacy", "--state", &bob_state, "--group-adds", "everyone"]);
         assert!(tern(&["block", "--state", s, "bob"]).starts_with("blocked bob"));
         assert_eq!(tern(&["blocked", "--state", s]), "bob\n");
-        tern(&["unblock", "--state", s, "bob"]);
+        assert_eq!(tern(&["unblock", "--state", s, "bob"]), "unblocked bob\n");
         assert_eq!(tern(&["blocked", "--state", s]), "");
+        // Unblocking someone not blocked says so.
+        let again = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["unblock", "--state", s, "bob"])
+            .output()
+            .unwrap();
+        assert!(
+            again.status.success() && again.stdout.is_empty(),
+            "{again:?}"
+        );
+        let why = String::from_utf8_lossy(&again.stderr);
+        assert!(why.contains("you did not block bob"), "{why}");
         let conv = tern(&["create", "--state", s, "direct", "bob"]);
         let conv = conv.trim();
+        let shown = tern(&["timer", "--state", s, conv]);
+        assert_eq!(shown, format!("messages in {conv} do not disappear\n"));
         let set = tern(&["timer", "--state", s, conv, "60"]);
         assert!(set.contains("disappear 60 s"), "{set}");
+        let shown = tern(&["timer", "--state", s, conv]);
+        assert_eq!(
+            shown,
+            format!("messages in {conv} disappear 60 s after they are sent\n")
+        );
+        // A direct conversation has no members to add.
+        let add = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["add", "--state", s, conv, "bob"])
+            .output()
+            .unwrap();
+        assert!(!add.status.success(), "{add:?}");
+        let why = String::from_utf8_lossy(&add.stderr);
+        assert!(why.contains("is not a group"), "{why}");
         let group = tern(&["create", "--state", s, "group", "bob"]);
         let group = group.trim();
         let admins = tern(&["admin", "--state", s, group, "bob"]);

@@ -246,6 +246,30 @@ async fn a_reply_carries_the_quote_and_edits_follow_the_sender_rule() {
     bob.client.send(conv, &forged).await.unwrap();
     assert_eq!(alice.message().await.content, forged);
     assert_eq!(alice.view(conv, seq).message.text(), Some("meet at one"));
+
+    // Deleted for everyone: bob's reply no longer quotes it anywhere, and
+    // a reply that arrives after the delete is stored without its quote.
+    let late = Content::reply(seq, "meet at one", "late reply");
+    let late_seq = bob.client.send(conv, &late).await.unwrap().receipt.seq;
+    assert_eq!(alice.message().await.content, late);
+    alice.client.delete_for_everyone(conv, seq).await.unwrap();
+    assert!(matches!(
+        bob.message().await.content,
+        Content::Delete { .. }
+    ));
+    let after = Content::reply(seq, "meet at one", "after the delete");
+    let after_seq = bob.client.send(conv, &after).await.unwrap().receipt.seq;
+    assert_eq!(alice.message().await.seq, after_seq);
+    for device in [&alice, &bob] {
+        for (at, body) in [
+            (reply.receipt.seq, "see you"),
+            (late_seq, "late reply"),
+            (after_seq, "after the delete"),
+        ] {
+            let content = device.view(conv, at).message.content;
+            assert_eq!(content, Content::reply(seq, "", body), "{}", device.user());
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -876,7 +900,7 @@ mod cli {
             String::from_utf8_lossy(&refused.stderr).contains("only the message's sender"),
             "{refused:?}"
         );
-        ok(tern(&[
+        let edited = ok(tern(&[
             "edit",
             "--state",
             &alice,
@@ -884,6 +908,8 @@ mod cli {
             "1",
             "lunch at one",
         ]));
+        // The edit's own seq, as a reaction's.
+        assert!(edited.starts_with("edited #1 (seq "), "{edited}");
         let deleted = ok(tern(&[
             "delete",
             "--state",

@@ -193,7 +193,7 @@ async fn ringing(client: &SecureClient, wait: Duration) -> Result<String, String
                 shown(&from.user),
                 from.device
             );
-            println!("offer: {}", shown(&sdp));
+            print_sdp("offer", &sdp);
             if matches!(client.call_phase(), Phase::Ringing { .. }) {
                 return Ok(from.user);
             }
@@ -232,7 +232,7 @@ async fn in_call(
                         match sdp {
                             Some(sdp) => {
                                 println!("answered by {} (device {device})", shown(peer));
-                                println!("answer: {}", shown(&sdp));
+                                print_sdp("answer", &sdp);
                             }
                             None => println!("connected with {} (device {device})", shown(peer)),
                         }
@@ -297,6 +297,17 @@ fn ended(peer: &str, why: End, connected: bool) -> String {
         (End::NoAnswer, _) => format!("no answer from {peer}"),
         (End::AnsweredElsewhere, _) => "answered on another device".to_owned(),
         (End::DeclinedElsewhere, _) => "declined on another device".to_owned(),
+    }
+}
+
+/// Prints a session description as `what: ` and its first line, then
+/// its other lines (RFC 8866 separates them with CRLF) indented by two
+/// spaces; other control characters stay escaped.
+fn print_sdp(what: &str, sdp: &str) {
+    let mut lines = sdp.lines();
+    println!("{what}: {}", lines.next().map(shown).unwrap_or_default());
+    for line in lines {
+        println!("  {}", shown(line));
     }
 }
 

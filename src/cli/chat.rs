@@ -86,7 +86,11 @@ pub struct SendArgs {
 pub struct ListenArgs {
     #[command(flatten)]
     conn: Connection,
-    /// Exit after this many messages [default: run until interrupted].
+    /// Exit after this many messages (stored messages of the
+    /// conversations, reactions, edits and the like included; membership
+    /// notices are printed but not counted; timer changes, members leaving
+    /// and calls are not shown here: `tern timer CONV` shows the timer,
+    /// `tern calls` the calls) [default: run until interrupted].
     #[arg(long)]
     count: Option<usize>,
 }
@@ -647,6 +651,14 @@ fn print_decrypted(m: &Decrypted) {
 pub fn content_shown(content: &Content) -> String {
     match (content, content.unreadable_reason()) {
         (Content::Text { body }, _) => shown(body),
+        (
+            Content::Reply {
+                target_seq,
+                quote,
+                body,
+            },
+            _,
+        ) if quote.is_empty() => format!("(reply to #{target_seq}) {}", shown(body)),
         (
             Content::Reply {
                 target_seq,

@@ -256,11 +256,16 @@ pub async fn perform(
             seq,
             text,
         } => {
-            client
+            let sent = client
                 .edit(conversation, seq, &text)
                 .await
                 .map_err(|x| e(&x))?;
-            out.out(format!("edited #{seq}"));
+            // Its own seq, when the server gave one (as for a reaction).
+            let at = match sent.receipt.seq {
+                0 => String::new(),
+                n => format!(" (seq {n})"),
+            };
+            out.out(format!("edited #{seq}{at}"));
         }
         ContentOp::Delete {
             conversation,

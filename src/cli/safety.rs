@@ -1,5 +1,5 @@
 //! The safety and settings subcommands: `tern block USER`, `tern unblock
-//! USER`, `tern blocked`, `tern timer CONV SECS` and `tern admin CONV USER
+//! USER`, `tern blocked`, `tern timer CONV [SECS]` and `tern admin CONV USER
 //! [--revoke]` (or `--list`, or `--member-adds admins|everyone`). Each opens its own connection with the plain transport
 //! client (no end-to-end state is needed), so it works while `tern listen`
 //! holds the state directory.
@@ -23,8 +23,9 @@ pub struct TimerArgs {
     conn: Connection,
     /// Conversation id.
     conversation: u64,
-    /// Seconds after which each later message disappears from the server (0: off).
-    secs: u32,
+    /// Seconds after which each later message disappears from the server
+    /// (0: off) [default: show the current timer].
+    secs: Option<u32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -65,7 +66,7 @@ enum Op {
     Block(String),
     Unblock(String),
     List,
-    Timer(u64, u32),
+    Timer(u64, Option<u32>),
     Admin(u64, String, bool),
     ListAdmins(u64),
     MemberAdds(u64, bool),
@@ -127,8 +128,16 @@ async fn perform(client: &Client, op: Op) -> Result<(), String> {
             );
         }
         Op::Unblock(user) => {
+            let blocked = client.blocked().await.map_err(|e| e.to_string())?;
+            // Asked anyway: the server says when no such user exists.
             client.unblock(&user).await.map_err(|e| e.to_string())?;
-            println!("unblocked {}", shown(&user));
+            match blocked.contains(&user) {
+                true => println!("unblocked {}", shown(&user)),
+                false => eprintln!(
+                    "you did not block {}; nothing changed (tern blocked lists whom you block)",
+                    shown(&user)
+                ),
+            }
         }
         Op::List => {
             let users = client.blocked().await.map_err(|e| e.to_string())?;
@@ -169,7 +178,8 @@ async fn perform(client: &Client, op: Op) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             println!("{conversation}: {}", who_adds(everyone));
         }
-        Op::Timer(conversation, secs) => {
+        Op::Timer(conversation, None) => show_timer(client, conversation).await?,
+        Op::Timer(conversation, Some(secs)) => {
             client
                 .set_timer(conversation, secs)
                 .await
@@ -181,6 +191,22 @@ async fn perform(client: &Client, op: Op) -> Result<(), String> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Prints conversation `conversation`'s disappearing-message timer as the
+/// server's Sync lists it.
+async fn show_timer(client: &Client, conversation: u64) -> Result<(), String> {
+    let states = client.sync(true).await.map_err(|e| e.to_string())?;
+    let Some(state) = states.iter().find(|s| s.conversation_id == conversation) else {
+        return Err(format!(
+            "you are in no conversation {conversation}; tern conversations lists yours"
+        ));
+    };
+    match state.timer_secs {
+        0 => println!("messages in {conversation} do not disappear"),
+        s => println!("messages in {conversation} disappear {s} s after they are sent"),
     }
     Ok(())
 }

@@ -57,6 +57,7 @@ pub mod calls;
 mod expiry;
 mod forget;
 mod latest;
+mod quotes;
 mod unsequenced;
 
 use std::path::{Path, PathBuf};
@@ -871,6 +872,9 @@ fn apply_effect(tx: &rusqlite::Transaction<'_>, m: &StoredMessage) -> rusqlite::
         Content::Receipt { receipt, up_to_seq } => {
             raise_receipt(tx, conversation, &m.sender_user, *receipt, *up_to_seq)?;
         }
+        Content::Reply { target_seq, .. } if quotes::is_deleted(tx, conversation, *target_seq)? => {
+            quotes::unquote_replies(tx, conversation, *target_seq)?;
+        }
         _ => {}
     }
     Ok(())
@@ -954,6 +958,7 @@ fn tombstone(
         "DELETE FROM reactions WHERE conversation_id = ?1 AND seq = ?2",
         params![conversation_id as i64, seq as i64],
     )?;
+    quotes::unquote_replies(tx, conversation_id, seq)?;
     Ok(erased == 1)
 }
 

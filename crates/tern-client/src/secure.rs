@@ -105,6 +105,11 @@ pub enum SecureError {
     NotMembers { group: u64, users: Vec<String> },
     #[error("no KeyPackage published for {}: their client must connect once before they can join a group", .users.join(", "))]
     NoKeyPackages { users: Vec<String> },
+    /// Members were to be added to or removed from conversation `{0}`,
+    /// which is a direct or note-to-self conversation: its members never
+    /// change (PROTOCOL.md §4.2). Create a group for more people.
+    #[error("conversation {0} is not a group: a direct or note-to-self conversation keeps its members; create a group (tern create group ...) to add people")]
+    NotAGroup(u64),
     #[error(transparent)]
     MessageStore(#[from] MessageStoreError),
     /// The answer to a Commit of group `group` was lost and the server
@@ -564,7 +569,9 @@ impl SecureClient {
     /// Adds users (all their devices) to a group with an MLS Commit. Naming
     /// a user already in the group fails with [`SecureError::AlreadyMembers`]
     /// and commits nothing.
+    /// [`SecureError::NotAGroup`] for a direct or note-to-self conversation.
     pub async fn add_members(&self, group: u64, users: &[&str]) -> Result<u64, SecureError> {
+        self.inner.require_group(group).await?;
         let users = distinct(users, "");
         self.inner.require_membership(group, &users, false).await?;
         self.inner
@@ -575,7 +582,9 @@ impl SecureClient {
     /// Removes users (all their devices) from a group with an MLS Commit.
     /// Naming a user not in the group fails with [`SecureError::NotMembers`]
     /// and commits nothing.
+    /// [`SecureError::NotAGroup`] for a direct or note-to-self conversation.
     pub async fn remove_members(&self, group: u64, users: &[&str]) -> Result<u64, SecureError> {
+        self.inner.require_group(group).await?;
         let users = distinct(users, "");
         self.inner.require_membership(group, &users, true).await?;
         self.inner
@@ -1377,6 +1386,14 @@ impl Inner {
     /// Checks that each of `users` is (`members`) or is not (`!members`) in
     /// the group. A view that disagrees may be behind: it first catches up
     /// to the server's epoch and looks again.
+    /// [`SecureError::NotAGroup`] unless `conversation` is a group.
+    async fn require_group(&self, conversation: u64) -> Result<(), SecureError> {
+        match self.kind(conversation).await? {
+            ConversationKind::Group => Ok(()),
+            _ => Err(SecureError::NotAGroup(conversation)),
+        }
+    }
+
     async fn require_membership(
         &self,
         group: u64,

@@ -156,7 +156,8 @@ impl From<SecureError> for TernError {
             }
             SecureError::AlreadyMembers { .. }
             | SecureError::NotMembers { .. }
-            | SecureError::NoKeyPackages { .. } => TernError::Membership { message },
+            | SecureError::NoKeyPackages { .. }
+            | SecureError::NotAGroup(_) => TernError::Membership { message },
             SecureError::MessageStore(e) => e.into(),
             SecureError::CommitOutcomeUnknown { group, .. } => {
                 TernError::CommitOutcomeUnknown { group, message }
