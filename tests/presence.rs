@@ -456,7 +456,6 @@ async fn redis_flushall_mid_run_presence_recovers_and_every_message_arrives() {
 /// port: while it is gone presence degrades and messages still flow; a
 /// change made meanwhile (alice away) reaches bob once Redis is back.
 #[tokio::test]
-#[ignore = "known failure, left for the next session: after the restart Redis has alice's view again (heartbeat) and the pub/sub channel is re-subscribed, but bob never gets the Away push within WAIT"]
 async fn redis_killed_and_restarted_mid_run_presence_recovers_and_every_message_arrives() {
     let mut server = start(2, Backend::Redis);
     let alice = server.register("alice").await;

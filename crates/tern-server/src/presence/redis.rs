@@ -31,7 +31,14 @@
 //!   next heartbeat rewrites every online user (and publishes those it
 //!   had to create, so watchers re-read); after a restart the clients
 //!   reconnect with backoff, each shard re-subscribes to its watched
-//!   users and re-reads them. Offline users' last seen and status text
+//!   users and re-reads them, and each home's first heartbeat after its
+//!   reconnection announces every user it writes, plus the users whose
+//!   write failed meanwhile (gone offline included): writes fred queued
+//!   during the outage are replayed with stale write times and a PUBLISH
+//!   nobody is subscribed to yet, so neither HSET's "new field" nor the
+//!   replayed message can be relied on. A watcher that re-subscribed
+//!   before that announcement hears it; one that re-subscribes after it
+//!   reads what it wrote. Offline users' last seen and status text
 //!   written before the loss are gone (soft, like all presence).
 //! - **Unavailable.** Every call is bounded by [`COMMAND_TIMEOUT`], and
 //!   reads are not even tried while Redis is known to be lost: reads answer
@@ -153,6 +160,19 @@ pub struct RedisPresence {
     told: RefCell<HashMap<UserId, Snapshot>>,
     /// A re-read failed (Redis lost): the next heartbeat resyncs.
     resync_due: Cell<bool>,
+    /// Users homed here whose last write or announcement failed (Redis
+    /// lost), with the snapshot and change time last meant for Redis: the
+    /// heartbeat writes and announces them once Redis answers, whatever
+    /// HSET says (a write fred replays after reconnecting makes the field
+    /// look old, and a replayed PUBLISH reaches nobody). Bounded by the
+    /// users homed on this shard; emptied on recovery.
+    owed: RefCell<HashMap<UserId, (Snapshot, u64)>>,
+    /// The command client reconnected since the last heartbeat that
+    /// wrote: the next one announces every user it writes. Writes fred
+    /// queued during the outage are replayed on reconnection with write
+    /// times already stale (read as offline) and their PUBLISH reaching
+    /// nobody, and HSET no longer says the field is new.
+    reconnected: Arc<AtomicBool>,
 }
 
 impl RedisPresence {
@@ -183,6 +203,12 @@ impl RedisPresence {
         // fred re-subscribes to what it tracks after a reconnection; the
         // listener's resync covers what was subscribed while disconnected.
         let _resubscribe = subscriber.manage_subscriptions();
+        let reconnected = Arc::new(AtomicBool::new(false));
+        let flag = reconnected.clone();
+        let _reconnects = client.on_reconnect(move |_| {
+            flag.store(true, Ordering::Relaxed);
+            async { Ok::<(), fred::error::Error>(()) }
+        });
         Ok(Rc::new(RedisPresence {
             node,
             client,
@@ -190,6 +216,8 @@ impl RedisPresence {
             clock,
             told: RefCell::default(),
             resync_due: Cell::new(false),
+            owed: RefCell::default(),
+            reconnected,
         }))
     }
 
@@ -207,6 +235,10 @@ impl RedisPresence {
     pub async fn publish(&self, user: &str, snapshot: &Snapshot, changed_ms: u64) {
         let view = View::of(snapshot, changed_ms, self.clock.now_ms());
         let result = self.write(&[(user.to_owned(), view)], true).await;
+        match &result {
+            Ok(_) => self.settle(user, changed_ms),
+            Err(_) => self.owe(user, snapshot, changed_ms),
+        }
         self.note(result.map(|_| ()));
     }
 
@@ -215,12 +247,57 @@ impl RedisPresence {
     pub async fn store(&self, user: &str, snapshot: &Snapshot, changed_ms: u64) {
         let view = View::of(snapshot, changed_ms, self.clock.now_ms());
         let result = self.write(&[(user.to_owned(), view)], false).await;
+        if result.is_err() {
+            self.owe(user, snapshot, changed_ms);
+        }
         self.note(result.map(|_| ()));
     }
 
-    /// Rewrites this node's views of `users` (a heartbeat); publishes the
+    /// Remembers that `user`'s change at `changed_ms` has not reached Redis
+    /// (unless a later one is already owed).
+    fn owe(&self, user: &str, snapshot: &Snapshot, changed_ms: u64) {
+        let mut owed = self.owed.borrow_mut();
+        match owed.get_mut(user) {
+            Some(entry) if entry.1 > changed_ms => {}
+            Some(entry) => *entry = (snapshot.clone(), changed_ms),
+            None => {
+                owed.insert(user.to_owned(), (snapshot.clone(), changed_ms));
+            }
+        }
+    }
+
+    /// `user`'s change at `changed_ms` was written and announced: nothing
+    /// older is owed any more.
+    fn settle(&self, user: &str, changed_ms: u64) {
+        let mut owed = self.owed.borrow_mut();
+        if owed.get(user).is_some_and(|entry| entry.1 <= changed_ms) {
+            owed.remove(user);
+        }
+    }
+
+    /// `users` (the online ones) plus every owed user not among them (gone
+    /// offline while Redis was lost), with the view owed for them.
+    fn with_owed(&self, mut users: Vec<(UserId, Snapshot, u64)>) -> Vec<(UserId, Snapshot, u64)> {
+        let owed = self.owed.borrow();
+        if owed.is_empty() {
+            return users;
+        }
+        let online: std::collections::HashSet<UserId> =
+            users.iter().map(|(user, _, _)| user.clone()).collect();
+        let offline = owed
+            .iter()
+            .filter(|(user, _)| !online.contains(*user))
+            .map(|(user, (snapshot, changed))| (user.clone(), snapshot.clone(), *changed));
+        users.extend(offline);
+        users
+    }
+
+    /// Rewrites this node's views of `users` (a heartbeat) and of the
+    /// users whose change never reached Redis; publishes those and the
     /// users whose field Redis had lost, so that their watchers re-read.
     pub async fn refresh(&self, users: Vec<(UserId, Snapshot, u64)>) {
+        let users = self.with_owed(users);
+        let all = self.reconnected.swap(false, Ordering::Relaxed);
         let now = self.clock.now_ms();
         for chunk in users.chunks(BATCH) {
             let views: Vec<(UserId, View)> = chunk
@@ -228,15 +305,34 @@ impl RedisPresence {
                 .map(|(user, snapshot, changed)| (user.clone(), View::of(snapshot, *changed, now)))
                 .collect();
             let result = self.write(&views, false).await;
-            let lost: Vec<&UserId> = match result {
-                Ok(created) => views
-                    .iter()
-                    .zip(created)
-                    .filter_map(|((user, _), new)| new.then_some(user))
-                    .collect(),
-                Err(e) => return self.note(Err(e)),
+            let due: Vec<&(UserId, Snapshot, u64)> = match result {
+                Ok(created) => {
+                    let owed = self.owed.borrow();
+                    let due = chunk.iter().zip(created);
+                    due.filter_map(|(entry, new)| {
+                        (all || new || owed.contains_key(&entry.0)).then_some(entry)
+                    })
+                    .collect()
+                }
+                Err(e) => {
+                    chunk.iter().for_each(|(u, s, c)| self.owe(u, s, *c));
+                    self.reconnected.fetch_or(all, Ordering::Relaxed);
+                    return self.note(Err(e));
+                }
             };
-            let result = self.announce(&lost).await;
+            let names: Vec<&UserId> = due.iter().map(|(user, _, _)| user).collect();
+            let result = self.announce(&names).await;
+            match &result {
+                Ok(()) => {
+                    for (user, _, changed) in &due {
+                        self.settle(user, *changed);
+                    }
+                }
+                Err(_) => {
+                    due.iter().for_each(|(u, s, c)| self.owe(u, s, *c));
+                    self.reconnected.fetch_or(all, Ordering::Relaxed);
+                }
+            }
             self.note(result);
         }
     }
