@@ -533,9 +533,7 @@ impl Body {
             Tag::CallSignal => get::<calls::CallSignal>(f.body_as_call_signal(), tag),
             Tag::CallSignalled => get::<calls::CallSignalled>(f.body_as_call_signalled(), tag),
             Tag::RegisterPush => get::<push::RegisterPush>(f.body_as_register_push(), tag),
-            Tag::UnregisterPush => {
-                get::<push::UnregisterPush>(f.body_as_unregister_push(), tag)
-            }
+            Tag::UnregisterPush => get::<push::UnregisterPush>(f.body_as_unregister_push(), tag),
             other => Err(FrameError::UnsupportedBody(other.0)),
         }
     }
