@@ -284,27 +284,10 @@ async fn the_size_limit_and_unknown_blobs_answer_typed_errors() {
 mod cli {
     //! `tern send-file` and `tern fetch` against a server process.
 
-    use std::process::{Command, Output};
-
     use super::common::{data_dir, ServerProcess};
     use super::{sha256, write_file};
 
-    fn tern(args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("runs")
-    }
-
-    fn ok(output: Output) -> String {
-        assert!(
-            output.status.success(),
-            "failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
+    use super::common::{run_tern as tern, tern_ok as ok};
 
     #[test]
     fn send_file_and_fetch_from_the_command_line() {

@@ -8,22 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use common::{data_dir, ServerProcess};
 
-fn tern(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("runs")
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
+use common::{run_tern as tern, tern_ok as ok};
 
 #[test]
 fn two_terminal_chat_walkthrough() {

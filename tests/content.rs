@@ -841,26 +841,9 @@ mod cli {
     //! the README walkthrough's reaction, reply, edit and delete, `read`
     //! and `receipts`, and how `history` shows them.
 
-    use std::process::{Command, Output};
-
     use super::common::{data_dir, ServerProcess};
 
-    fn tern(args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("runs")
-    }
-
-    fn ok(output: Output) -> String {
-        assert!(
-            output.status.success(),
-            "failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
+    use super::common::{run_tern as tern, tern_ok as ok};
 
     fn line(history: &str, seq: u32) -> &str {
         history

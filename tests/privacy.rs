@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -423,22 +423,7 @@ async fn a_request_from_a_blocked_user_or_deleted_is_shown_nowhere() {
     }
 }
 
-fn tern(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("runs")
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
+use common::{run_tern as tern, tern_ok as ok};
 
 /// `tern listen --count 1` for `state`: waits for one message.
 fn listen_once(state: &str) -> String {

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -441,6 +441,27 @@ impl Drop for ServerProcess {
 }
 
 /// A temporary directory path that outlives one server process.
+/// Runs the `tern` binary built for these tests with `args` (logging at
+/// `warn`) and returns its output, whatever its exit status.
+pub fn run_tern(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("runs")
+}
+
+/// The standard output of a `tern` run that succeeded; panics with its
+/// standard error otherwise.
+pub fn tern_ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 pub fn data_dir() -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("data");
