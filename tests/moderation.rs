@@ -19,15 +19,24 @@ use tern_client::secure::{Decrypted, SecureClient, SecureEvent};
 use tokio::sync::{mpsc, Mutex};
 
 /// A device whose events a task of its own reads (as an app's loop does),
-/// acknowledging every message and forwarding it to the test.
+/// acknowledging every message and forwarding it to the test; an idle one
+/// starts reading only when the test says (a phone that was off), so it
+/// decrypts everything that came meanwhile then.
 struct Device {
     client: Arc<SecureClient>,
     events: Mutex<mpsc::UnboundedReceiver<SecureEvent>>,
+    feed: std::sync::Mutex<Option<mpsc::UnboundedSender<SecureEvent>>>,
     _state: TempDir,
 }
 
 impl Device {
     async fn register(server: &TestServer, user: &str) -> Device {
+        let device = Device::register_idle(server, user).await;
+        device.start();
+        device
+    }
+
+    async fn register_idle(server: &TestServer, user: &str) -> Device {
         let state = tempfile::tempdir().unwrap();
         let client = SecureClient::register(server.options(state.path()), user, "phone")
             .await
@@ -37,9 +46,21 @@ impl Device {
             .set_privacy(tern_proto::GroupAdds::Everyone)
             .await
             .unwrap();
-        let client = Arc::new(client);
         let (tx, rx) = mpsc::unbounded_channel();
-        let reader = client.clone();
+        Device {
+            client: Arc::new(client),
+            events: Mutex::new(rx),
+            feed: std::sync::Mutex::new(Some(tx)),
+            _state: state,
+        }
+    }
+
+    /// Starts reading events (once).
+    fn start(&self) {
+        let Some(tx) = self.feed.lock().unwrap().take() else {
+            return;
+        };
+        let reader = self.client.clone();
         tokio::spawn(async move {
             while let Some(event) = reader.next_event().await {
                 if let SecureEvent::Message(m) = &event {
@@ -50,11 +71,6 @@ impl Device {
                 }
             }
         });
-        Device {
-            client,
-            events: Mutex::new(rx),
-            _state: state,
-        }
     }
 
     /// The next message (membership events skipped).
@@ -125,4 +141,73 @@ async fn a_group_administrator_deletes_a_members_message_for_everyone() {
     assert_eq!(stored.seq, seq);
     assert!(stored.flags & tern_proto::flags::TOMBSTONE != 0, "purged");
     assert!(stored.payload.is_empty());
+}
+
+/// A device that reads an administrator's delete only after the
+/// administrator was demoted still applies it: the server purged the
+/// message while they administered the group, and receivers ask the server
+/// whether it did, not who administers the group now. A demoted
+/// administrator is refused by the server, and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_device_applies_a_delete_from_an_administrator_demoted_since() {
+    let server = TestServer::start(2);
+    let alice = Device::register(&server, "alice").await;
+    let bob = Device::register(&server, "bob").await;
+    let carol = Device::register(&server, "carol").await;
+    let dave = Device::register_idle(&server, "dave").await;
+    let group = alice
+        .client
+        .create_group(&["bob", "carol", "dave"])
+        .await
+        .unwrap();
+    alice
+        .client
+        .transport()
+        .set_admin(group, "bob", true)
+        .await
+        .unwrap();
+    let first = carol.client.send_text(group, "carols slip").await;
+    let first = first.unwrap().receipt.seq;
+    let second = carol.client.send_text(group, "carols second").await;
+    let second = second.unwrap().receipt.seq;
+    for reader in [&alice, &bob] {
+        assert_eq!(reader.message().await.content, Content::text("carols slip"));
+        assert_eq!(
+            reader.message().await.content,
+            Content::text("carols second")
+        );
+    }
+
+    bob.client.delete_for_everyone(group, first).await.unwrap();
+    let delete = Content::Delete { target_seq: first };
+    assert_eq!(alice.message().await.content, delete);
+    assert!(alice.deleted(group, first));
+    alice
+        .client
+        .transport()
+        .set_admin(group, "bob", false)
+        .await
+        .unwrap();
+
+    // Demoted: the server refuses the purge, so no delete goes out.
+    let refused = bob.client.delete_for_everyone(group, second).await;
+    assert!(
+        matches!(
+            refused,
+            Err(DeleteError::Refused {
+                refusal: DeleteRefusal::NotSender,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+
+    // dave's phone comes on: it decrypts carol's message, then bob's delete.
+    dave.start();
+    assert_eq!(dave.message().await.content, Content::text("carols slip"));
+    assert_eq!(dave.message().await.content, Content::text("carols second"));
+    assert_eq!(dave.message().await.content, delete);
+    assert!(dave.deleted(group, first), "deleted while bob administered");
+    assert!(!dave.deleted(group, second));
+    assert!(!carol.deleted(group, second));
 }

@@ -50,7 +50,9 @@ pub struct DeleteArgs {
     conversation: u64,
     /// The message's seq (shown by `tern history`).
     seq: u64,
-    /// Delete your message on every member's devices, not only on this one.
+    /// Delete the message on every member's devices and the server, not only
+    /// on this one: your own message, or as a group administrator anyone's
+    /// (within the server's purge window, 48 h by default).
     #[arg(long)]
     everyone: bool,
 }

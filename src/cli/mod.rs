@@ -78,7 +78,7 @@ pub enum Command {
     Reply(content::TextArgs),
     /// Replace the text of your message (within 24 hours of sending it).
     Edit(content::TextArgs),
-    /// Delete a message on this device, or your own message for --everyone.
+    /// Delete a message on this device, or for --everyone (your own, or anyone's as a group administrator).
     Delete(content::DeleteArgs),
     /// Mark a conversation read up to SEQ (default: the latest message on this device).
     Read(content::ReadArgs),

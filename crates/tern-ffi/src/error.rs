@@ -102,7 +102,8 @@ pub enum Refusal {
     /// Only groups have a name, topic and avatar.
     NotAGroup,
     /// The conversation is no pending message request (accepted already,
-    /// or not a stranger's direct conversation): `requests` lists them.
+    /// deleted here, from a blocked user, or not a stranger's direct
+    /// conversation): `requests` lists them.
     NotARequest,
 }
 
@@ -239,6 +240,7 @@ impl From<DeleteError> for TernError {
             },
             DeleteError::AlreadyDeleted { seq } => TernError::MessageDeleted { seq, message },
             DeleteError::NotPurged { seq, .. } => TernError::NotPurged { seq, message },
+            DeleteError::PurgeRefused { source, .. } => source.into(),
             DeleteError::Store(e) => e.into(),
             DeleteError::Send(e) => e.into(),
         }

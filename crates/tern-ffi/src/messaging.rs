@@ -74,8 +74,10 @@ impl TernClient {
     ///
     /// # Errors
     /// `Refused` (`NotSender`), `NoSuchMessage`, `MessageDeleted`,
-    /// `NotPurged` (the members' copies are gone, the server's expires as
-    /// usual), or the send's.
+    /// `NotPurged` (one's own message: the members' copies are gone, the
+    /// server's expires as usual), the server's refusal (`NotSender`,
+    /// `PurgeWindowClosed`: a group administrator deleting another
+    /// member's message; nothing was sent), or the send's.
     pub fn delete_for_everyone(&self, conversation_id: u64, seq: u64) -> Result<u64, TernError> {
         let sent = self.run(self.client.delete_for_everyone(conversation_id, seq))?;
         Ok(sent.receipt.seq)

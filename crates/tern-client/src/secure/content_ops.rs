@@ -76,6 +76,12 @@ pub enum DeleteError {
     /// purge window, say); that copy expires as usual.
     #[error("message {seq} is deleted on every member's device, but the server kept its encrypted copy until it expires: {source}")]
     NotPurged { seq: u64, source: ClientError },
+    /// As a group administrator deleting another member's message: the
+    /// server refused to purge it (the caller is no administrator any
+    /// more, or the purge window closed), so nothing was sent and every
+    /// copy stays.
+    #[error("the server refused to delete message {seq} for everyone, so no member's copy was touched: {source}")]
+    PurgeRefused { seq: u64, source: ClientError },
 }
 
 impl SecureClient {
@@ -193,24 +199,49 @@ impl SecureClient {
         if target.as_ref().is_some_and(|t| t.deleted) {
             return Err(DeleteError::AlreadyDeleted { seq });
         }
-        let moderated = match delete_refusal(target.as_ref(), self.user()) {
-            None => false,
-            Some(DeleteRefusal::NotSender) if self.moderates(conversation).await? => true,
-            Some(refusal) => return Err(DeleteError::Refused { seq, refusal }),
-        };
+        match delete_refusal(target.as_ref(), self.user()) {
+            None => self.delete_own(conversation, seq).await,
+            Some(DeleteRefusal::NotSender) if self.moderates(conversation).await? => {
+                self.delete_as_admin(conversation, seq).await
+            }
+            Some(refusal) => Err(DeleteError::Refused { seq, refusal }),
+        }
+    }
+
+    /// Deletes this account's own message `seq`: the members' devices
+    /// apply the delete on their own (the store's rule), then the server
+    /// purges its copy (refused: [`DeleteError::NotPurged`], the members'
+    /// copies are gone already).
+    async fn delete_own(&self, conversation: u64, seq: u64) -> Result<Sent, DeleteError> {
         let sent = self
             .send(conversation, &Content::Delete { target_seq: seq })
             .await?;
-        if moderated {
-            // The store applies only a sender's own delete (message_store).
-            self.inner.messages.delete_for_me(conversation, seq)?;
-        }
         self.inner
             .client
             .purge_message(conversation, seq)
             .await
             .map_err(|source| DeleteError::NotPurged { seq, source })?;
         Ok(sent)
+    }
+
+    /// Deletes another member's message `seq` as a group administrator:
+    /// the server purges its copy first (it checks that this account
+    /// administers the group now; refused: [`DeleteError::PurgeRefused`]
+    /// and nothing is sent), then the delete goes out. Receivers apply it when
+    /// the server holds a tombstone at `seq` ([`apply_moderated_delete`]),
+    /// so a device that reads it after this account was demoted still
+    /// does.
+    async fn delete_as_admin(&self, conversation: u64, seq: u64) -> Result<Sent, DeleteError> {
+        self.inner
+            .client
+            .purge_message(conversation, seq)
+            .await
+            .map_err(|source| DeleteError::PurgeRefused { seq, source })?;
+        // The store applies only a sender's own delete (message_store).
+        self.inner.messages.delete_for_me(conversation, seq)?;
+        Ok(self
+            .send(conversation, &Content::Delete { target_seq: seq })
+            .await?)
     }
 }
 
@@ -243,12 +274,16 @@ pub(super) async fn moderator(
 }
 
 /// Applies a received delete for everyone (`d`) of another user's message
-/// in a group when its sender administers the group (Signal and WhatsApp
-/// let group admins do so; the server already let them purge its copy,
-/// PROTOCOL.md §4.5). The store applied it already when the sender sent
-/// the target ([`delete_refusal`]); a delete from anyone else who is not
-/// an administrator stays ignored. Failures are logged: the message stays
-/// shown, as if the delete had not come.
+/// in a group when the server purged that message (Signal and WhatsApp let
+/// group admins delete others' messages; an administrator's SDK has the
+/// server purge its copy before it sends the delete, and the server checks
+/// who administers the group then, PROTOCOL.md §4.5). Asking the server
+/// whether it holds a tombstone at the target's seq, rather than who
+/// administers the group now, keeps the answer the same on a device that
+/// reads the delete after its sender was demoted. The store applied a
+/// sender's own delete already ([`delete_refusal`]); a delete from a
+/// member whose target the server still holds stays ignored. Failures are
+/// logged: the message stays shown, as if the delete had not come.
 pub(super) async fn apply_moderated_delete(
     client: &crate::Client,
     messages: &crate::message_store::MessageStore,
@@ -269,8 +304,7 @@ pub(super) async fn apply_moderated_delete(
     if delete_refusal(Some(&target), &d.sender_user) != Some(DeleteRefusal::NotSender) {
         return;
     }
-    let group = &ConversationKind::Group;
-    match moderator(client, group, conversation, &d.sender_user).await {
+    match purged_on_server(client, conversation, target_seq).await {
         Ok(true) => {
             if let Err(error) = messages.delete_for_me(conversation, target_seq) {
                 tracing::warn!(%error, "applying an administrator's delete for everyone");
@@ -278,9 +312,23 @@ pub(super) async fn apply_moderated_delete(
         }
         Ok(false) => {}
         Err(error) => {
-            tracing::warn!(%error, "could not ask the server whether the sender of a delete for everyone is an administrator; the message stays shown");
+            tracing::warn!(%error, "could not ask the server whether it purged the target of a delete for everyone; the message stays shown");
         }
     }
+}
+
+/// Whether the server holds a tombstone (a purged message) at `seq` of
+/// `conversation` (one History page of one message, PROTOCOL.md §4.4).
+async fn purged_on_server(
+    client: &crate::Client,
+    conversation: u64,
+    seq: u64,
+) -> Result<bool, ClientError> {
+    let page = client.history(conversation, seq, 1).await?;
+    Ok(page
+        .messages
+        .iter()
+        .any(|m| m.seq == seq && m.flags & tern_proto::flags::TOMBSTONE != 0))
 }
 
 /// This device's clock, in ms since the Unix epoch.
