@@ -872,7 +872,9 @@ fn apply_effect(tx: &rusqlite::Transaction<'_>, m: &StoredMessage) -> rusqlite::
         Content::Receipt { receipt, up_to_seq } => {
             raise_receipt(tx, conversation, &m.sender_user, *receipt, *up_to_seq)?;
         }
-        Content::Reply { target_seq, .. } if quotes::is_deleted(tx, conversation, *target_seq)? => {
+        Content::Reply { target_seq, .. }
+            if quotes::target_gone(tx, conversation, *target_seq, m.expires_at_ms)? =>
+        {
             quotes::unquote_replies(tx, conversation, *target_seq)?;
         }
         _ => {}

@@ -46,6 +46,7 @@ impl MessageStore {
             return Ok(0);
         }
         let deleted = self.write(|tx| {
+            unquote_expired(tx, now)?;
             // Clearing the text first lets the reindex trigger take the
             // rows out of the full-text index (it has no delete trigger).
             tx.execute(
@@ -88,6 +89,23 @@ impl MessageStore {
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(|e| self.failed(e))
     }
+}
+
+/// Erases the quote of every stored reply to a message that expires by
+/// `now` (ms): its text must not outlive its timer in a reply's snippet
+/// (the reply keeps its own text and expiry).
+fn unquote_expired(tx: &rusqlite::Transaction<'_>, now: i64) -> rusqlite::Result<()> {
+    let mut select = tx.prepare(EXPIRED)?;
+    let expired = select
+        .query_map(params![now], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    drop(select);
+    for (conversation_id, seq) in expired {
+        super::quotes::unquote_replies(tx, conversation_id as u64, seq as u64)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -182,6 +200,54 @@ mod tests {
         assert_eq!(store.purge_expired(5_000).unwrap(), 1);
         assert!(store.get(4, 2).unwrap().is_none());
         assert!(store.get(4, 3).unwrap().is_some(), "no expiry: kept");
+    }
+
+    fn reply(seq: u64, target_seq: u64, quote: &str, expires_at_ms: u64) -> StoredMessage {
+        let content = Content::Reply {
+            target_seq,
+            quote: quote.into(),
+            body: format!("answer {seq}"),
+        };
+        StoredMessage {
+            content,
+            ..message(seq, "", expires_at_ms)
+        }
+    }
+
+    fn quote_of(store: &MessageStore, seq: u64) -> String {
+        match store.get(4, seq).unwrap().unwrap().message.content {
+            Content::Reply { quote, .. } => quote,
+            other => panic!("not a reply: {other:?}"),
+        }
+    }
+
+    /// A reply's snippet of a disappearing message goes when that message
+    /// expires (while the reply, sent later, is still shown), and a reply
+    /// that arrives after its target expired is stored without it; in a
+    /// conversation without a timer a target this device never had keeps
+    /// its snippet.
+    #[test]
+    fn a_quote_of_an_expired_message_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MessageStore::open(dir.path().join(MESSAGE_STORE_FILE)).unwrap();
+        let later = u64::MAX / 4;
+        store
+            .insert(&message(1, "quokkaword", later), true)
+            .unwrap();
+        store
+            .insert(&reply(2, 1, "quokkaword", later + 10), true)
+            .unwrap();
+        assert_eq!(quote_of(&store, 2), "quokkaword");
+        assert_eq!(store.purge_expired(later).unwrap(), 1);
+        assert_eq!(quote_of(&store, 2), "", "the target expired");
+        assert!(!file_has(dir.path(), b"quokkaword"), "no copy stays");
+
+        store
+            .insert(&reply(3, 1, "quokkaword", later + 20), true)
+            .unwrap();
+        assert_eq!(quote_of(&store, 3), "", "arrived after the expiry");
+        store.insert(&reply(4, 99, "never here", 0), true).unwrap();
+        assert_eq!(quote_of(&store, 4), "never here");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! answers (E2EE.md §3.4); once that message is deleted (for everyone, or
 //! for me), the stored replies to it lose the snippet, so its text is gone
 //! from the history and from the file, as in Signal and WhatsApp (the reply
-//! then shows that it answered a deleted message). A reply that arrives
-//! after its target was deleted is stored without the snippet too.
+//! then shows that it answered a deleted message). The same holds when
+//! the target disappears by its timer. A reply that arrives after its
+//! target was deleted or expired is stored without the snippet too.
 
 use rusqlite::{params, Transaction};
 
@@ -45,11 +46,17 @@ pub(super) fn unquote_replies(
     Ok(changed)
 }
 
-/// Whether message `seq` of `conversation_id` is stored deleted.
-pub(super) fn is_deleted(
+/// Whether the message a reply stored with expiry `reply_expires_at_ms`
+/// quotes (`seq` of `conversation_id`) is gone here: stored deleted, or
+/// not stored at all while the reply itself disappears (its conversation
+/// has a timer, so the target most likely expired already, and its text
+/// must not outlive its timer in the snippet; a device that never had the
+/// target loses only a snippet it could not check).
+pub(super) fn target_gone(
     tx: &Transaction<'_>,
     conversation_id: u64,
     seq: u64,
+    reply_expires_at_ms: u64,
 ) -> rusqlite::Result<bool> {
     use rusqlite::OptionalExtension;
     let deleted = tx
@@ -59,5 +66,5 @@ pub(super) fn is_deleted(
             |r| r.get::<_, bool>(0),
         )
         .optional()?;
-    Ok(deleted.unwrap_or(false))
+    Ok(deleted.unwrap_or(reply_expires_at_ms > 0))
 }
