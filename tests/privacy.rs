@@ -410,14 +410,24 @@ async fn a_request_from_a_blocked_user_or_deleted_is_shown_nowhere() {
     };
     assert_eq!(listed(bob.client.requests().await.unwrap()), [conv]);
     assert!(inbox(bob.client.conversations().await.unwrap()));
+    let not_a_request =
+        |r: Result<(), RequestError>| matches!(r, Err(RequestError::NotARequest(c)) if c == conv);
     bob.client.transport().block("dave").await.unwrap();
     assert!(bob.client.requests().await.unwrap().is_empty());
     assert!(!inbox(bob.client.conversations().await.unwrap()));
+    // What is shown nowhere cannot be accepted either.
+    assert!(not_a_request(bob.client.accept_request(conv).await));
     bob.client.transport().unblock("dave").await.unwrap();
     assert_eq!(listed(bob.client.requests().await.unwrap()), [conv]);
     bob.client.delete_request(conv, false).await.unwrap();
     assert!(!inbox(bob.client.conversations().await.unwrap()));
     assert!(bob.client.requests().await.unwrap().is_empty());
+    assert!(not_a_request(bob.client.accept_request(conv).await));
+    // A later message brings it back, to accept.
+    dave.client.send_text(conv, "hi again").await.unwrap();
+    assert_eq!(bob.message().await.0, conv);
+    bob.client.accept_request(conv).await.unwrap();
+    assert!(inbox(bob.client.conversations().await.unwrap()));
     for device in [bob, dave] {
         device.close().await;
     }

@@ -113,11 +113,13 @@ pub async fn perform(
     op: PrivacyOp,
     out: &mut Printed,
 ) -> Result<(), String> {
-    let e = |e: RequestError| match e {
+    let e = |e: RequestError| {
+        match e {
         RequestError::NotARequest(id) => format!(
-            "conversation {id} is not a pending message request; `tern requests` lists them"
+            "conversation {id} is not a pending message request (accepted, deleted, from a blocked user, or not from a stranger); `tern requests` lists them, and `tern block USER` stops a contact reaching you"
         ),
         other => other.to_string(),
+    }
     };
     match op {
         PrivacyOp::Privacy { direct, groups } => {

@@ -66,10 +66,11 @@ pub enum RequestError {
     #[error(transparent)]
     Store(#[from] MessageStoreError),
     /// The conversation is not a pending message request of this account
-    /// (accepted already, or not a direct conversation from a stranger);
-    /// `tern requests` lists the pending ones.
+    /// (accepted already, deleted here, from a blocked user, or not a
+    /// direct conversation from a stranger); `tern requests` lists the
+    /// pending ones. To stop a contact reaching this account, block them.
     #[error(
-        "conversation {0} is not a pending message request; SecureClient::requests lists them"
+        "conversation {0} is not a pending message request (accepted, deleted, from a blocked user, or not from a stranger); SecureClient::requests lists them, and blocking stops a contact reaching you"
     )]
     NotARequest(u64),
 }
@@ -230,18 +231,24 @@ impl SecureClient {
     /// [`RequestError::NotARequest`] when Sync lists the conversation as
     /// no pending request (one this account started, a group, one
     /// accepted already, say: the receipts it held are sent then, as it
-    /// is no request); [`RequestError::Secure`] when the server cannot be
+    /// is no request), or when this device does not show it (deleted here
+    /// with nothing newer since, or from a user this account blocks, as
+    /// [`SecureClient::requests`]); [`RequestError::Secure`] when the server cannot be
     /// asked, or refuses.
     pub async fn accept_request(&self, conversation: u64) -> Result<(), RequestError> {
         let states = self.inner.refresh_requests().await?;
-        let pending = states
-            .iter()
-            .any(|s| s.conversation_id == conversation && s.request_from.is_some());
-        if !pending {
+        let Some(state) = states.iter().find(|s| s.conversation_id == conversation) else {
+            return Err(RequestError::NotARequest(conversation));
+        };
+        if state.request_from.is_none() {
             if let Some(seq) = self.inner.requests.settle(conversation) {
                 self.inner.receipts.delivered(conversation, seq);
                 self.inner.flush_receipts().await;
             }
+            return Err(RequestError::NotARequest(conversation));
+        }
+        let blocked = self.inner.client.blocked().await?;
+        if self.hides(state, &blocked)? {
             return Err(RequestError::NotARequest(conversation));
         }
         self.inner.client.accept_request(conversation).await?;
