@@ -99,6 +99,9 @@ fn two_terminal_chat_walkthrough() {
     let bad = tern(&["send", "--state", &bob, "12345", "to nowhere"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not one of yours"));
+    let empty = tern(&["send", "--state", &bob, &conv, ""]);
+    assert!(!empty.status.success(), "an empty message is refused");
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("value is required"));
 
     // The walkthrough was end-to-end encrypted: the server holds no plaintext.
     assert_eq!(server.terminate().code(), Some(0));

@@ -76,6 +76,7 @@ pub struct SendArgs {
     /// Conversation id (printed by `create`).
     conversation: u64,
     /// Message text.
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     text: String,
     /// Delete the message after this many seconds [default: server's 30 days].
     #[arg(long)]

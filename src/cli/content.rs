@@ -39,6 +39,7 @@ pub struct TextArgs {
     /// The message's seq (shown by `tern history`).
     seq: u64,
     /// The text.
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     text: String,
 }
 
