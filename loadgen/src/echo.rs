@@ -6,8 +6,11 @@
 //! (self-signed identity, TLS 1.3, ALPN `tern/1`, no 0-RTT) and tern's
 //! default `ServerTransportTuning`. Each connection accepts one
 //! bidirectional stream and writes every length-prefixed frame back as it
-//! came (split into frames, not parsed): no store, no auth, no routing. It
-//! prints the same two announcement lines as `tern serve`.
+//! came (split into frames, not parsed): no store, no auth, no routing.
+//! Every further bidirectional stream is an upload sink: the blob stream
+//! request header (docs/PROTOCOL.md §4.12), the bytes read and dropped,
+//! tern's answer (the `upload` scenario's baseline). It prints the same two
+//! announcement lines as `tern serve`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use quinn::{Endpoint, TokioRuntime};
 use serde::Serialize;
+use tern_proto::blob_stream::{BlobRequest, Op, Response, State, Status, REQUEST_LEN};
 use tern_proto::codec::{FrameDecoder, DEFAULT_MAX_FRAME_LEN, LEN_PREFIX};
 use tern_server::cid::shard_endpoint_config;
 use tern_server::socket::{
@@ -115,6 +119,7 @@ async fn serve(incoming: quinn::Incoming) {
     let Ok((mut send, mut recv)) = connection.accept_bi().await else {
         return;
     };
+    tokio::spawn(sink_streams(connection.clone()));
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
     let mut frames: Vec<Bytes> = Vec::with_capacity(16);
     loop {
@@ -132,6 +137,43 @@ async fn serve(incoming: quinn::Incoming) {
     }
     let _ = send.finish();
     connection.close(0u32.into(), b"bye");
+}
+
+/// Every further bidirectional stream of a connection is an upload sink:
+/// the raw-QUIC counterpart of tern's blob streams (§4.12).
+async fn sink_streams(connection: quinn::Connection) {
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        tokio::spawn(sink(send, recv));
+    }
+}
+
+/// Reads a blob stream's 33-byte request header, then reads and discards
+/// `length - offset` bytes and answers as tern does (`00`, `value` = the
+/// length) without storing anything; a stream that ends early gets `07`
+/// with the bytes read, any other op `02`.
+async fn sink(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let mut header = [0u8; REQUEST_LEN];
+    if recv.read_exact(&mut header).await.is_err() {
+        return;
+    }
+    let answer = match BlobRequest::decode(&header) {
+        Ok(r) if r.op == Op::Upload => discard(&mut recv, r.offset, r.length).await,
+        Ok(_) => Response::refuse(Status::Malformed, 0, "the echo sink takes uploads only"),
+        Err(e) => Response::refuse(Status::Malformed, 0, e.to_string()),
+    };
+    let _ = send.write_all(&answer.encode()).await;
+    let _ = send.finish();
+}
+
+async fn discard(recv: &mut quinn::RecvStream, offset: u64, length: u64) -> Response {
+    let mut got = offset;
+    while got < length {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => got += chunk.bytes.len() as u64,
+            _ => return Response::refuse(Status::Incomplete, got, "the stream ended early"),
+        }
+    }
+    Response::ok(State::Complete, length)
 }
 
 fn prefixed(frame: &[u8]) -> Bytes {

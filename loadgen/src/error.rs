@@ -72,6 +72,8 @@ pub enum LoadError {
     Task(String),
     #[error("echo server: {0}")]
     Echo(String),
+    #[error("a blob stream failed ({0}); the server may have closed the connection: see its log")]
+    Stream(String),
 }
 
 /// Shorthand used across the crate.

@@ -1,11 +1,12 @@
 //! `tern-load`: the load generator of tern. Each scenario is a subcommand
-//! (`connect`, `chat`, `group`, `presence`, `sync`, `waves`, `baseline`), `echo-server` is the
-//! raw-QUIC baseline server the `baseline` scenario spawns, and `compare`
+//! (`connect`, `chat`, `group`, `presence`, `sync`, `upload`, `waves`, `baseline`), `echo-server`
+//! is the raw-QUIC baseline server the `baseline` scenario (and `upload --raw`) spawns, and `compare`
 //! prints the ratios of two JSON reports. By default every scenario spawns a
 //! fresh server on 127.0.0.1 port 0 over a temporary data dir; `--server`
 //! targets a running one. See docs/PERFORMANCE.md for measured runs.
 
 mod args;
+mod blob;
 mod conn;
 mod drive;
 mod echo;
@@ -53,6 +54,8 @@ enum Command {
     Presence(Box<scenario::presence::Args>),
     /// Devices go offline, a backlog builds, they reconnect and drain it.
     Sync(Box<scenario::sync::Args>),
+    /// N concurrent attachment uploads of S bytes over blob streams: throughput, CPU per MiB (--raw: the raw-QUIC baseline).
+    Upload(Box<scenario::upload::Args>),
     /// Waves of connections that never authenticate: server RSS before, at each peak, after.
     Waves(Box<scenario::waves::Args>),
     /// The same client work against a bare quinn echo server (raw-QUIC baseline).
@@ -100,6 +103,11 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Sync(a) => {
             scenario_run(a.client.threads, a.output.clone(), scenario::sync::run(*a))
         }
+        Command::Upload(a) => scenario_run(
+            a.client.threads,
+            a.output.clone(),
+            scenario::upload::run(*a),
+        ),
         Command::Waves(a) => {
             scenario_run(a.client.threads, a.output.clone(), scenario::waves::run(*a))
         }

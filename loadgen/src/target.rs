@@ -25,12 +25,19 @@ use crate::report::TargetInfo;
 /// server can carry, not its policy, so the send limits, which hold one
 /// account to 100 messages a second by default, are lifted (`sync` builds
 /// its whole backlog from one account; `chat --rate 0` may pass that per
-/// device). A server given with `--server` keeps its own settings.
+/// device). Likewise the attachment limits (`upload` measures throughput,
+/// not the 10 MiB/s per-account byte rate or the 1 GiB quota): the largest
+/// blob the server allows (16 GiB), and a quota and byte bucket of 1 PiB.
+/// A server given with `--server` keeps its own settings.
 const SPAWNED_CONFIG: &str = "\
 sends_per_account_burst = 4294967295
 sends_per_account_per_minute = 4294967295
 sends_per_conversation_burst = 4294967295
 sends_per_conversation_per_minute = 4294967295
+max_attachment_bytes = 17179869184
+upload_quota_bytes = 1125899906842624
+upload_bytes_per_second = 1125899906842624
+upload_burst_bytes = 1125899906842624
 ";
 
 /// How long a spawned server may take to print its two lines.

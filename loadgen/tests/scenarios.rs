@@ -290,3 +290,71 @@ fn presence_runs_tiny_against_the_real_server() {
         "{fast:#}"
     );
 }
+
+/// Checks an upload report of `n` uploads of `size` bytes: all acknowledged,
+/// none failed, one completion time each, and the per-MiB figures present.
+fn upload_is_sane(report: &Value, n: f64, size: f64) {
+    assert_eq!(figure(report, "uploads_planned"), n, "{report:#}");
+    assert_eq!(figure(report, "uploads_ok"), n, "{report:#}");
+    assert_eq!(figure(report, "upload_failures"), 0.0, "{report:#}");
+    assert_eq!(figure(report, "upload_size_bytes"), size);
+    assert_eq!(figure(report, "mib_uploaded"), n * size / 1_048_576.0);
+    assert_eq!(latency_count(report, "upload") as f64, n);
+    assert!(figure(report, "throughput_mib_per_s") > 0.0);
+    assert!(figure(report, "server_cpu_ms_per_mib") >= 0.0);
+    assert!(figure(report, "client_cpu_ms_per_mib") >= 0.0);
+}
+
+#[test]
+fn upload_runs_tiny_against_the_real_server_and_the_raw_sink() {
+    let tern = tern_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tiny = ["--uploads", "3", "--size", "64KiB", "--rounds", "2"];
+    let (n, size) = (6.0, 65536.0);
+
+    let raw = run(
+        d,
+        "upload-raw",
+        &[&["upload", "--raw"][..], &tiny].concat(),
+        &tern,
+    );
+    upload_is_sane(&raw, n, size);
+    assert_eq!(raw["scenario"], "upload-baseline");
+    assert_eq!(raw["target"]["kind"], "echo");
+
+    let kept = d.join("kept");
+    std::fs::create_dir(&kept).unwrap();
+    let baseline = d.join("upload-raw.json");
+    let extra = [
+        "--keep-data",
+        "--data-parent",
+        kept.to_str().unwrap(),
+        "--baseline",
+        baseline.to_str().unwrap(),
+    ];
+    let stored = run(
+        d,
+        "upload",
+        &[&["upload"][..], &tiny, &extra].concat(),
+        &tern,
+    );
+    upload_is_sane(&stored, n, size);
+    assert_eq!(stored["target"]["kind"], "tern");
+    assert_eq!(figure(&stored, "blobs_stored"), n, "{stored:#}");
+    assert!(figure(&stored, "vs_baseline.throughput_mib_per_s") > 0.0);
+    assert!(figure(&stored, "vs_baseline.upload.p50_us") > 0.0);
+
+    // The server's data directory holds the six blobs, whole.
+    let run_dir = std::fs::read_dir(&kept)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("data").is_dir())
+        .expect("the kept data dir");
+    let complete = std::fs::read_dir(run_dir.join("data/blobs/complete")).unwrap();
+    let whole = complete
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .filter(|len| *len as f64 == size)
+        .count();
+    assert_eq!(whole as f64, n);
+}

@@ -8,6 +8,7 @@ pub mod group;
 pub mod presence;
 pub mod presence_setup;
 pub mod sync;
+pub mod upload;
 pub mod waves;
 
 use std::sync::Arc;
