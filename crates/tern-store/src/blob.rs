@@ -4,7 +4,8 @@
 //! range. The server never interprets a blob's bytes.
 //!
 //! Backends: [`fs::FsBlobStore`] (the default: files in the data
-//! directory) and [`memory::MemBlobStore`] (tests). Both pass the blob
+//! directory), `s3::S3BlobStore` (feature `s3`: an S3-compatible bucket,
+//! for clusters) and [`memory::MemBlobStore`] (tests). All pass the blob
 //! conformance checks (`conformance::blob`, feature `conformance`).
 //!
 //! # Calls block
@@ -49,6 +50,8 @@
 
 pub mod fs;
 pub mod memory;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 /// Bytes of a blob id.
 pub const BLOB_ID_LEN: usize = 16;

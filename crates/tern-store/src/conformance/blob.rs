@@ -12,11 +12,19 @@ use crate::blob::{BlobError, BlobId, BlobStatus, BlobStore};
 
 /// Expands to one `#[test]` per blob check, each on a fresh store from
 /// `factory` (returning `(store, guard)`; the guard lives until the check
-/// ends).
+/// ends). With `optional:` the factory returns an `Option` of that, and a
+/// check given `None` (a test server that is not installed) passes without
+/// running; the factory says so.
 #[macro_export]
 macro_rules! blob_conformance_tests {
+    (optional: $factory:expr $(,)?) => {
+        $crate::blob_conformance_tests!(@list optional $factory);
+    };
     ($factory:expr $(,)?) => {
-        $crate::blob_conformance_tests!(@checks $factory;
+        $crate::blob_conformance_tests!(@list plain $factory);
+    };
+    (@list $mode:ident $factory:expr) => {
+        $crate::blob_conformance_tests!(@checks $mode $factory;
             blob_upload_resume_read,
             blob_complete_wrong_total,
             blob_owners_apart,
@@ -26,11 +34,22 @@ macro_rules! blob_conformance_tests {
             blob_usage_and_expiry,
         );
     };
-    (@checks $factory:expr; $($check:ident),+ $(,)?) => {
+    (@checks plain $factory:expr; $($check:ident),+ $(,)?) => {
         $(
             #[test]
             fn $check() {
                 let (store, _guard) = ($factory)();
+                $crate::conformance::blob::$check(::std::sync::Arc::new(store))
+            }
+        )+
+    };
+    (@checks optional $factory:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let Some((store, _guard)) = ($factory)() else {
+                    return;
+                };
                 $crate::conformance::blob::$check(::std::sync::Arc::new(store))
             }
         )+

@@ -1,0 +1,107 @@
+//! The blob conformance checks on the S3 backend, against a real
+//! S3-compatible server: moto (`scripts/install-moto.sh`), started on a
+//! free port per check by [`moto::Moto`], each check in its own bucket.
+//! Without moto they print a "skipped" line and pass, unless `CI` is set.
+
+#[path = "s3_support/moto.rs"]
+mod moto;
+
+mod s3 {
+    tern_store::blob_conformance_tests!(optional: || {
+        let server = super::moto::Moto::start()?;
+        let config = server.bucket("conformance");
+        let store = tern_store::blob::s3::S3BlobStore::open(&config).expect("open the S3 store");
+        Some((store, server))
+    });
+}
+
+/// Beyond the conformance checks: what only the S3 backend has (multipart
+/// parts, and the errors that name a misconfiguration).
+mod s3_only {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+    use tern_store::blob::s3::{S3BlobStore, PART_LEN};
+    use tern_store::blob::{BlobStatus, BlobStore};
+
+    fn bytes(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 131 % 251) as u8).collect()
+    }
+
+    /// A blob of several multipart parts, dropped mid-part (the tail goes
+    /// into the record) and resumed, reads back whole and by ranges that
+    /// cross part boundaries.
+    #[test]
+    fn multipart_upload_resumes_across_parts() {
+        let Some(server) = super::moto::Moto::start() else {
+            return;
+        };
+        let s = S3BlobStore::open(&server.bucket("multipart")).unwrap();
+        let id = [9u8; 16];
+        let total = 2 * PART_LEN + 12_345;
+        let data = bytes(total);
+        let first = PART_LEN + 1_000_000;
+        let mut w = s.writer("alice", &id, 0).unwrap();
+        for piece in data[..first].chunks(256 * 1024) {
+            w.write(piece).unwrap();
+        }
+        drop(w);
+        assert_eq!(
+            s.status("alice", &id).unwrap(),
+            BlobStatus::Partial(first as u64)
+        );
+        assert_eq!(s.usage("alice").unwrap(), first as u64);
+        let mut w = s.writer("alice", &id, first as u64).unwrap();
+        for piece in data[first..].chunks(256 * 1024) {
+            w.write(piece).unwrap();
+        }
+        w.complete(total as u64).unwrap();
+        assert_eq!(
+            s.status("bob", &id).unwrap(),
+            BlobStatus::Complete(total as u64)
+        );
+        assert_eq!(s.usage("alice").unwrap(), total as u64);
+        let mut r = s.reader(&id).unwrap();
+        assert_eq!(r.len(), total as u64);
+        let mut whole = vec![0u8; total];
+        let mut at = 0;
+        while at < total {
+            let n = r.read_at(at as u64, &mut whole[at..]).unwrap();
+            assert!(n > 0, "short read at {at}");
+            at += n;
+        }
+        assert!(whole == data, "the blob reads back byte for byte");
+        let mut across = vec![0u8; 100];
+        let from = PART_LEN - 50;
+        assert_eq!(r.read_at(from as u64, &mut across).unwrap(), 100);
+        assert_eq!(across, data[from..from + 100]);
+        assert_eq!(
+            s.sweep_abandoned(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+                .unwrap(),
+            0
+        );
+    }
+
+    /// A missing bucket and an endpoint nobody answers are refused when
+    /// the store opens, with a message that says what to fix.
+    #[test]
+    fn misconfiguration_is_named_at_open() {
+        let Some(server) = super::moto::Moto::start() else {
+            return;
+        };
+        let e = S3BlobStore::open(&server.config("no-such-bucket")).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("\"no-such-bucket\" does not exist") && text.contains("create it"),
+            "{text}"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut config = server.config("x");
+        config.endpoint = Some(format!("http://127.0.0.1:{port}"));
+        let text = S3BlobStore::open(&config).unwrap_err().to_string();
+        assert!(text.contains("is unreachable"), "{text}");
+    }
+}
