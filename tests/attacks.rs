@@ -409,6 +409,7 @@ fn commit(conversation_id: u64, epoch: u64, added: &[&str]) -> mls::Commit {
         group_info: Bytes::from(format!("group info after epoch {epoch}")),
         added: added.iter().map(|u| (*u).to_owned()).collect(),
         removed: Vec::new(),
+        staged: Default::default(),
     }
 }
 
@@ -912,6 +913,7 @@ async fn commit_removals_follow_the_remove_members_rules() {
         .await;
     let removing = |epoch: u64, added: &[&str], removed: &[&str]| mls::Commit {
         removed: removed.iter().map(|u| (*u).to_owned()).collect(),
+        staged: Default::default(),
         ..commit(group, epoch, added)
     };
     bob.refused(removing(0, &[], &["alice"]), ErrorCode::Forbidden)

@@ -155,6 +155,7 @@ async fn a_blocked_user_cannot_add_or_invite_the_blocker() {
         group_info: Bytes::from_static(b"group info"),
         added: vec!["alice".to_owned()],
         removed: vec![],
+        staged: Default::default(),
     };
     assert_eq!(code(bob.request(commit).await), ErrorCode::ConsentRequired);
     // Only bob's additions are refused: carol's group takes alice.
@@ -791,6 +792,7 @@ async fn commits_follow_the_administrator_rules() {
         group_info: Bytes::from(format!("group info after epoch {epoch}")),
         added: added.iter().map(|u| (*u).to_owned()).collect(),
         removed: removed.iter().map(|u| (*u).to_owned()).collect(),
+        staged: Default::default(),
     };
     assert_eq!(
         code(bob.request(commit(0, &["dave"], &[])).await),
@@ -886,6 +888,7 @@ async fn administrators_may_let_every_member_add() {
         group_info: Bytes::from_static(b"group info"),
         added: vec!["erin".to_owned()],
         removed: vec![],
+        staged: Default::default(),
     };
     bob.request(commit.clone()).await.unwrap();
     assert_eq!(
@@ -896,6 +899,7 @@ async fn administrators_may_let_every_member_add() {
         epoch: 1,
         added: vec![],
         removed: vec!["carol".to_owned()],
+        staged: Default::default(),
         ..commit
     };
     assert_eq!(code(bob.request(removing).await), ErrorCode::Forbidden);

@@ -290,6 +290,7 @@ fn commit(
         group_info: Bytes::from(format!("group-info-{tag}")),
         added: added.iter().map(|s| (*s).to_owned()).collect(),
         removed: vec![],
+        staged: Default::default(),
     }
 }
 

@@ -496,6 +496,7 @@ async fn mls_commits_outlive_the_message_ttl() {
         group_info: Bytes::from_static(b"group info"),
         added: vec!["carol".to_owned()],
         removed: Vec::new(),
+        staged: Default::default(),
     };
     timeout(WAIT, alice.request(commit))
         .await

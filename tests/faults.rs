@@ -26,6 +26,7 @@ fn commit(conversation_id: u64, epoch: u64, tag: &str, added: &[&str]) -> mls::C
         group_info: Bytes::from(format!("group-info-{tag}")),
         added: added.iter().map(|s| (*s).to_owned()).collect(),
         removed: vec![],
+        staged: Default::default(),
     }
 }
 

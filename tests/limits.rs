@@ -124,6 +124,7 @@ async fn names_per_request_at_the_limit_and_one_over() {
         group_info: Bytes::from_static(b"opaque"),
         added: over[..1000].to_vec(),
         removed: over[1000..].to_vec(),
+        staged: Default::default(),
     };
     assert_over_limit(alice.request(commit.clone()).await, MAX_NAMES_PER_REQUEST);
     // The server refuses the same requests sent raw, and goes on serving.

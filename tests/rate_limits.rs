@@ -113,6 +113,7 @@ async fn a_flood_from_one_account_is_refused_and_costs_others_nothing() {
         group_info: Bytes::from_static(b"opaque info"),
         added: Vec::new(),
         removed: Vec::new(),
+        staged: Default::default(),
     };
     rate_limited(mallory.request(commit).await, "this account");
     // Nothing refused was stored.

@@ -15,6 +15,7 @@ pub mod privacy;
 pub mod push;
 pub mod sdk;
 pub mod secure;
+pub mod staging;
 pub mod state_dir;
 pub mod state_lock;
 pub mod tls;

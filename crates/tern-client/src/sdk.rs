@@ -363,6 +363,12 @@ impl Client {
         self.shared.identity.device
     }
 
+    /// The largest request frame this client sends, in bytes (its
+    /// [`ClientOptions::max_frame_len`], the server's `max_frame_len`).
+    pub fn max_frame_len(&self) -> usize {
+        self.shared.options.max_frame_len
+    }
+
     /// The state directory (attachments spool their ciphertext under it).
     pub fn state_dir(&self) -> &std::path::Path {
         &self.shared.options.state_dir

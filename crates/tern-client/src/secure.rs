@@ -1077,8 +1077,9 @@ impl Inner {
                 group_info: Bytes::from(bundle.group_info),
                 added: users_added,
                 removed: users_removed,
+                staged: Default::default(),
             };
-            match self.client.request(commit).await {
+            match self.client.commit(commit).await {
                 Ok(mls_body::CommitAccepted { epoch, .. }) => {
                     let mut crypto = self.crypto.lock().await;
                     crypto.mls.confirm_commit(group)?;
@@ -1581,8 +1582,9 @@ impl Inner {
             group_info: Bytes::from(join.group_info),
             added: Vec::new(),
             removed: Vec::new(),
+            staged: Default::default(),
         };
-        let taken = match self.client.request(commit).await {
+        let taken = match self.client.commit(commit).await {
             Ok(accepted) => Some(accepted.epoch),
             Err(ClientError::Conflict(conflict))
                 if conflict.error.code == ErrorCode::StaleEpoch =>

@@ -9,10 +9,10 @@
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 1 | `op`: 1 status, 2 upload, 3 download ([`Op`]) |
+//! | 0 | 1 | `op`: 1 status, 2 upload, 3 download, 4 stage ([`Op`]) |
 //! | 1 | 16 | `blob_id` |
-//! | 17 | 8 | `offset`: upload: where the bytes that follow start; download: first byte wanted; status: 0 |
-//! | 25 | 8 | `length`: upload: the blob's total length; download: most bytes wanted; status: 0 |
+//! | 17 | 8 | `offset`: upload: where the bytes that follow start; download: first byte wanted; status, stage: 0 |
+//! | 25 | 8 | `length`: upload: the blob's total length; download: most bytes wanted; stage: the part's length; status: 0 |
 //!
 //! An upload then sends the blob's bytes `offset..length` and finishes the
 //! stream. Response, the server's first bytes ([`Response`]):
@@ -46,6 +46,11 @@ pub enum Op {
     Upload = 2,
     /// Download from `offset`, at most `length` bytes.
     Download = 3,
+    /// Hold an MLS handshake part (a Commit, Welcome or GroupInfo too
+    /// large for a frame) of `length` bytes in the connection's memory,
+    /// under `blob_id` as its stage id, for a `Commit` request on the same
+    /// connection to name (docs/PROTOCOL.md §4.12.1). `offset` is 0.
+    Stage = 4,
 }
 
 /// A blob stream's request header.
@@ -62,8 +67,10 @@ pub struct BlobRequest {
 pub enum HeaderError {
     #[error("blob stream header is {0} bytes, not {REQUEST_LEN}")]
     Short(usize),
-    #[error("unknown blob stream op {0}; use 1 status, 2 upload, 3 download")]
+    #[error("unknown blob stream op {0}; use 1 status, 2 upload, 3 download, 4 stage")]
     UnknownOp(u8),
+    #[error("a staged part is sent whole: its offset must be 0, not {0}")]
+    StageOffset(u64),
     #[error("upload offset {offset} is past its length {length}")]
     OffsetPastLength { offset: u64, length: u64 },
 }
@@ -86,8 +93,8 @@ impl BlobRequest {
     /// Parses a header.
     ///
     /// # Errors
-    /// [`HeaderError`] for a short header, an unknown op, or an upload
-    /// offset past its length.
+    /// [`HeaderError`] for a short header, an unknown op, an upload
+    /// offset past its length, or a stage with an offset.
     pub fn decode(bytes: &[u8]) -> Result<BlobRequest, HeaderError> {
         let header: &[u8; REQUEST_LEN] = bytes
             .get(..REQUEST_LEN)
@@ -98,6 +105,7 @@ impl BlobRequest {
             1 => Op::Status,
             2 => Op::Upload,
             3 => Op::Download,
+            4 => Op::Stage,
             other => return Err(HeaderError::UnknownOp(*other)),
         };
         let (id, rest) = rest.split_at(BLOB_ID_LEN);
@@ -109,6 +117,9 @@ impl BlobRequest {
         };
         if op == Op::Upload && offset > length {
             return Err(HeaderError::OffsetPastLength { offset, length });
+        }
+        if op == Op::Stage && offset != 0 {
+            return Err(HeaderError::StageOffset(offset));
         }
         Ok(BlobRequest {
             op,
@@ -298,6 +309,14 @@ mod tests {
             BlobRequest::decode(&past.encode()),
             Err(HeaderError::OffsetPastLength { .. })
         ));
+        let staged_at = BlobRequest {
+            op: Op::Stage,
+            ..past
+        };
+        assert_eq!(
+            BlobRequest::decode(&staged_at.encode()),
+            Err(HeaderError::StageOffset(5))
+        );
     }
 
     #[test]

@@ -581,10 +581,17 @@ fn samples() -> Vec<(u64, Body)> {
                 conversation_id: CONV,
                 epoch: EPOCH,
                 commit: b(b"mls commit"),
-                welcome: Some(b(b"mls welcome")),
+                // The Welcome was sent ahead on a stage stream
+                // (PROTOCOL.md §4.12.1); the commit and GroupInfo are inline.
+                welcome: None,
                 group_info: b(b"mls group info"),
                 added: vec!["carol".into()],
                 removed: vec!["dave".into()],
+                staged: mls::StagedParts {
+                    commit: None,
+                    welcome: Some(std::array::from_fn(|i| 0xa0 + i as u8)),
+                    group_info: None,
+                },
             }
             .into(),
         ),
@@ -1220,6 +1227,9 @@ fn wire_fields(f: &fb::Frame<'_>) -> Value {
                 "group_info": hex_vec(c.group_info()),
                 "added": opt_strs(c.added()),
                 "removed": opt_strs(c.removed()),
+                "commit_stage_id": opt_hex(c.commit_stage_id()),
+                "welcome_stage_id": opt_hex(c.welcome_stage_id()),
+                "group_info_stage_id": opt_hex(c.group_info_stage_id()),
             })
         }
         T::CommitAccepted => {
@@ -1662,6 +1672,10 @@ fn blob_stream_samples() -> BlobStreamSamples {
             (
                 "download 4096 bytes from 131088",
                 request(Op::Download, 131_088, 4_096),
+            ),
+            (
+                "stage a 270000-byte handshake part",
+                request(Op::Stage, 0, 270_000),
             ),
         ],
         vec![

@@ -2,7 +2,8 @@
 //! [`tern_proto::blob_stream`]): once a connection is authenticated, every
 //! further bidirectional stream the client opens carries one status,
 //! upload or download of an encrypted attachment, served here against the
-//! [`BlobStore`] under the caller's user as the upload's owner.
+//! [`BlobStore`] under the caller's user as the upload's owner, or one
+//! staged MLS handshake part, held in memory by [`crate::staging`].
 //!
 //! Memory stays bounded per stream: an upload is read in pieces of at most
 //! [`PIECE_LEN`] bytes, each written to the store (on tokio's blocking
@@ -30,6 +31,7 @@ use tern_proto::blob_stream::{BlobRequest, Op, Response, State, Status, REQUEST_
 use tern_store::blob::{BlobError, BlobStatus, BlobStore, BlobWriter};
 
 use super::shard::ShardCtx;
+use super::staging::Staging;
 
 /// Most bytes an upload or download holds in memory at once.
 pub const PIECE_LEN: usize = 256 * 1024;
@@ -64,6 +66,7 @@ pub async fn sweep_expired(ctx: &ShardCtx) -> Result<u64, BlobError> {
 /// Serves one blob stream of `owner`'s authenticated connection.
 pub async fn serve(
     ctx: Rc<ShardCtx>,
+    staging: Rc<Staging>,
     owner: String,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -84,6 +87,7 @@ pub async fn serve(
             Op::Status => status(&ctx, owner, request).await,
             Op::Upload => upload(&ctx, owner, request, &mut recv).await,
             Op::Download => return download(&ctx, request, send).await,
+            Op::Stage => crate::staging::serve(&ctx, &staging, request, &mut recv).await,
         },
     };
     let _ = recv.stop(0u32.into());

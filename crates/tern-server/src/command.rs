@@ -109,6 +109,10 @@ impl Command {
     pub fn answer_reservation(&self, config: &crate::config::ServerConfig) -> usize {
         match self {
             Command::Owner(OwnerCommand::History(_)) => crate::cmd::history::max_page_frame(config),
+            // A GroupInfo may be as large as a staged part (§4.12.1).
+            Command::Owner(OwnerCommand::GetGroupInfo(_)) => {
+                SMALL_ANSWER.saturating_add(config.max_mls_handshake_bytes)
+            }
             _ => SMALL_ANSWER,
         }
     }

@@ -186,6 +186,14 @@ pub struct ServerConfig {
     /// bytes (docs/PROTOCOL.md §4.12). Default 100 MiB (104857600), 1 KiB
     /// to 16 GiB.
     pub max_attachment_bytes: u64,
+    /// Largest MLS handshake part (a Commit, Welcome or GroupInfo) a client
+    /// may stage on a stage stream when it does not fit a frame
+    /// (docs/PROTOCOL.md §4.12.1), in bytes. The server hands these parts
+    /// out in frames (Deliver, History, GroupInfo), which clients accept up
+    /// to 4 MiB, so at most 3 MiB. Default 2 MiB (2097152): the Welcome and
+    /// GroupInfo of a 1,500-member group are about 264 KB, so groups of
+    /// about 11,000 fit.
+    pub max_mls_handshake_bytes: usize,
     /// Attachment bytes one account may hold on the server (complete blobs
     /// until they expire with the message retention, plus unfinished
     /// uploads); an upload past it is refused with `QuotaExceeded`
@@ -263,6 +271,7 @@ impl Default for ServerConfig {
             turn_secret: None,
             turn_ttl_secs: 86_400,
             max_attachment_bytes: 100 * 1024 * 1024,
+            max_mls_handshake_bytes: 2 * 1024 * 1024,
             upload_quota_bytes: 1 << 30,
             upload_bytes_per_second: 10 * 1024 * 1024,
             upload_burst_bytes: 300 * 1024 * 1024,
@@ -394,6 +403,11 @@ impl ServerConfig {
         )?;
         env_parse(
             &get,
+            "TERN_MAX_MLS_HANDSHAKE_BYTES",
+            &mut self.max_mls_handshake_bytes,
+        )?;
+        env_parse(
+            &get,
             "TERN_UPLOAD_QUOTA_BYTES",
             &mut self.upload_quota_bytes,
         )?;
@@ -444,6 +458,11 @@ impl ServerConfig {
             (1024..=16 << 30).contains(&self.max_attachment_bytes),
             "max_attachment_bytes",
             "must be between 1024 bytes and 16 GiB",
+        )?;
+        check(
+            (1024..=3 << 20).contains(&self.max_mls_handshake_bytes),
+            "max_mls_handshake_bytes",
+            "must be between 1024 bytes and 3 MiB (clients take frames of at most 4 MiB)",
         )?;
         check(
             self.upload_quota_bytes >= self.max_attachment_bytes,

@@ -25,6 +25,7 @@ use super::presence::ConnRef;
 use super::realtime::{self, DatagramBudget};
 use super::sessions::{Closer, Session};
 use super::shard::{ServerStats, ShardCtx};
+use super::staging::Staging;
 use tern_framing::{CodecError, FrameCodec};
 use tern_proto::auth::{EXPORTER_LABEL, EXPORTER_LEN};
 use tern_proto::body::auth;
@@ -214,6 +215,8 @@ struct Conn {
     limits: Limits,
     /// Datagrams this connection may still send (see `realtime`).
     datagrams: DatagramBudget,
+    /// MLS handshake parts staged on this connection (`staging`).
+    staging: Rc<Staging>,
 }
 
 impl Conn {
@@ -237,6 +240,7 @@ impl Conn {
         };
         let inflight = Arc::new(Semaphore::new(config.max_inflight_per_connection));
         let conn_id = ctx.next_conn_id();
+        let staging = Rc::new(Staging::new(ctx.clone()));
         Conn {
             ctx,
             connection,
@@ -250,6 +254,7 @@ impl Conn {
             inflight,
             limits,
             datagrams: DatagramBudget::default(),
+            staging,
         }
     }
 
@@ -304,7 +309,8 @@ impl Conn {
     fn blob_stream(&self, send: quinn::SendStream, recv: quinn::RecvStream) {
         if let Some(caller) = &self.caller {
             let owner = caller.user.clone();
-            tokio::task::spawn_local(super::blobs::serve(self.ctx.clone(), owner, send, recv));
+            let (ctx, staging) = (self.ctx.clone(), self.staging.clone());
+            tokio::task::spawn_local(super::blobs::serve(ctx, staging, owner, send, recv));
         }
     }
 
@@ -467,8 +473,14 @@ impl Conn {
         self.caller = Some(caller);
     }
 
-    async fn handle_request(&mut self, caller: Caller, frame: Frame) -> Result<(), End> {
+    async fn handle_request(&mut self, caller: Caller, mut frame: Frame) -> Result<(), End> {
         let id = frame.request_id;
+        if let Body::Commit(commit) = &mut frame.body {
+            if let Err(reject) = self.staging.resolve(commit) {
+                self.reply(id, Err(reject)).await;
+                return Ok(());
+            }
+        }
         let command = match Command::from_body(frame.body) {
             Ok(command) => command,
             Err(reject) => {

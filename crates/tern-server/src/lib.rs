@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod sessions;
 pub mod shard;
 pub mod socket;
+pub mod staging;
 pub mod tls;
 
 pub use clock::Clock;

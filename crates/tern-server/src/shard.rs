@@ -75,6 +75,8 @@ pub struct ShardCtx {
     pub presence: Rc<dyn Presence>,
     local_presence: Rc<LocalPresence>,
     next_conn_id: Cell<u64>,
+    /// Bytes of MLS handshake parts staged on this shard's connections.
+    pub staged: crate::staging::ShardBudget,
 }
 
 impl ShardCtx {
@@ -114,6 +116,7 @@ impl ShardCtx {
             presence: local_presence.clone(),
             local_presence,
             next_conn_id: Cell::new(1),
+            staged: Default::default(),
         }
     }
 

@@ -131,6 +131,33 @@ pub async fn status(
     Ok((r.state, r.value))
 }
 
+/// Stages `part` (an MLS handshake part too large for a frame) under
+/// stage id `id` on `connection`, for a `Commit` on the same connection to
+/// name (docs/PROTOCOL.md §4.12.1). Returns once the server holds it.
+///
+/// # Errors
+/// [`TransferError`]: `Refused` with `TooLarge` (`value` = the server's
+/// `max_mls_handshake_bytes`) or `Busy` (the server stages too much now:
+/// retry shortly); `Lost` when the connection went.
+pub async fn stage(
+    connection: &quinn::Connection,
+    id: &[u8; BLOB_ID_LEN],
+    part: &[u8],
+) -> Result<(), TransferError> {
+    let request = BlobRequest {
+        op: Op::Stage,
+        blob_id: *id,
+        offset: 0,
+        length: part.len() as u64,
+    };
+    let (mut send, mut recv) = open(connection, request).await?;
+    if let Err(e) = send.write_all(part).await {
+        return Err(refused_or_lost(&mut recv, e).await);
+    }
+    let _ = send.finish();
+    response(&mut recv).await.map(drop)
+}
+
 /// What an upload did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Uploaded {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use crate::body::prekeys::KeyCounts;
-use crate::body::{bytes_of, opt_bytes, owned_strings, strings, Builder, Union, WireBody};
+use crate::body::{bytes_of, fixed, opt_bytes, owned_strings, strings, Builder, Union, WireBody};
 use crate::codec::FrameError;
 use crate::fb;
 use crate::request::Request;
@@ -148,11 +148,48 @@ impl WireBody for KeyPackages {
 pub struct Commit {
     pub conversation_id: u64,
     pub epoch: u64,
+    /// Empty when staged ([`StagedParts::commit`]).
     pub commit: Bytes,
+    /// `None` when staged ([`StagedParts::welcome`]).
     pub welcome: Option<Bytes>,
+    /// Empty when staged ([`StagedParts::group_info`]).
     pub group_info: Bytes,
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// The parts sent ahead on stage streams of the same connection
+    /// (docs/PROTOCOL.md §4.12.1); none for a Commit that fits a frame.
+    pub staged: StagedParts,
+}
+
+/// A stage id: the 16 random bytes a client names a staged part by
+/// ([`crate::blob_stream::Op::Stage`]).
+pub type StageId = [u8; crate::blob_stream::BLOB_ID_LEN];
+
+/// Which parts of a [`Commit`] were staged (sent ahead on a stage stream,
+/// docs/PROTOCOL.md §4.12.1) instead of carried inline, by stage id. A
+/// staged part's inline field is empty (`commit`, `group_info`) or absent
+/// (`welcome`); the server puts the staged bytes there before the Commit
+/// runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StagedParts {
+    pub commit: Option<StageId>,
+    pub welcome: Option<StageId>,
+    pub group_info: Option<StageId>,
+}
+
+impl StagedParts {
+    /// Whether no part is staged.
+    pub fn is_empty(&self) -> bool {
+        self.commit.is_none() && self.welcome.is_none() && self.group_info.is_none()
+    }
+}
+
+/// A stage id field: absent, or exactly 16 bytes.
+fn stage_id(
+    v: Option<flatbuffers::Vector<'_, u8>>,
+    what: &str,
+) -> Result<Option<StageId>, FrameError> {
+    v.map(|v| fixed(v, what)).transpose()
 }
 
 impl WireBody for Commit {
@@ -160,6 +197,12 @@ impl WireBody for Commit {
     type Table<'a> = fb::Commit<'a>;
 
     fn encode(&self, b: &mut Builder<'_>) -> Union {
+        let mut id = |v: Option<StageId>| v.map(|v| b.create_vector(&v[..]));
+        let (commit_stage_id, welcome_stage_id, group_info_stage_id) = (
+            id(self.staged.commit),
+            id(self.staged.welcome),
+            id(self.staged.group_info),
+        );
         let args = fb::CommitArgs {
             conversation_id: self.conversation_id,
             epoch: self.epoch,
@@ -168,11 +211,19 @@ impl WireBody for Commit {
             group_info: Some(b.create_vector(&self.group_info[..])),
             added: Some(strings(b, &self.added)),
             removed: Some(strings(b, &self.removed)),
+            commit_stage_id,
+            welcome_stage_id,
+            group_info_stage_id,
         };
         fb::Commit::create(b, &args).as_union_value()
     }
 
     fn decode(c: fb::Commit<'_>) -> Result<Self, FrameError> {
+        let staged = StagedParts {
+            commit: stage_id(c.commit_stage_id(), "Commit.commit_stage_id")?,
+            welcome: stage_id(c.welcome_stage_id(), "Commit.welcome_stage_id")?,
+            group_info: stage_id(c.group_info_stage_id(), "Commit.group_info_stage_id")?,
+        };
         Ok(Commit {
             conversation_id: c.conversation_id(),
             epoch: c.epoch(),
@@ -181,6 +232,7 @@ impl WireBody for Commit {
             group_info: Bytes::copy_from_slice(c.group_info().bytes()),
             added: owned_strings(c.added()),
             removed: owned_strings(c.removed()),
+            staged,
         })
     }
 }
@@ -313,6 +365,7 @@ pub(crate) mod tests {
                 group_info: Bytes::from_static(b"gi"),
                 added: vec!["b".into()],
                 removed: vec![],
+                staged: StagedParts::default(),
             }
             .into(),
             CommitAccepted {
@@ -334,5 +387,43 @@ pub(crate) mod tests {
     #[test]
     fn mls_bodies_roundtrip() {
         crate::body::tests::roundtrip_all(samples());
+    }
+
+    /// A Commit naming staged parts (PROTOCOL.md §4.12.1) round-trips; a
+    /// stage id of another length is malformed.
+    #[test]
+    fn staged_parts_round_trip_and_a_short_stage_id_is_malformed() {
+        let staged = Commit {
+            conversation_id: 1,
+            epoch: 2,
+            commit: Bytes::from_static(b"c"),
+            welcome: None,
+            group_info: Bytes::new(),
+            added: vec!["b".into()],
+            removed: vec![],
+            staged: StagedParts {
+                commit: None,
+                welcome: Some([7; 16]),
+                group_info: Some([8; 16]),
+            },
+        };
+        crate::body::tests::roundtrip_all(vec![staged.into()]);
+
+        let mut b = flatbuffers::FlatBufferBuilder::new();
+        let args = fb::CommitArgs {
+            commit: Some(b.create_vector(&[1u8][..])),
+            group_info: Some(b.create_vector(&[2u8][..])),
+            welcome_stage_id: Some(b.create_vector(&[3u8; 15][..])),
+            ..Default::default()
+        };
+        let table = fb::Commit::create(&mut b, &args);
+        b.finish(table, None);
+        let commit = flatbuffers::root::<fb::Commit>(b.finished_data()).unwrap();
+        let err = Commit::decode(commit).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("welcome_stage_id must be 16 bytes"),
+            "{err}"
+        );
     }
 }

@@ -101,10 +101,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ConversationKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 23;
+pub const ENUM_MAX_ERROR_CODE: u16 = 24;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 24] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 25] = [
   ErrorCode::Unknown,
   ErrorCode::Malformed,
   ErrorCode::FrameTooLarge,
@@ -129,6 +129,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 24] = [
   ErrorCode::NotSender,
   ErrorCode::PurgeWindowClosed,
   ErrorCode::NotConfigured,
+  ErrorCode::NotStaged,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -160,9 +161,10 @@ impl ErrorCode {
   pub const NotSender: Self = Self(21);
   pub const PurgeWindowClosed: Self = Self(22);
   pub const NotConfigured: Self = Self(23);
+  pub const NotStaged: Self = Self(24);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 23;
+  pub const ENUM_MAX: u16 = 24;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::Malformed,
@@ -188,6 +190,7 @@ impl ErrorCode {
     Self::NotSender,
     Self::PurgeWindowClosed,
     Self::NotConfigured,
+    Self::NotStaged,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -216,6 +219,7 @@ impl ErrorCode {
       Self::NotSender => Some("NotSender"),
       Self::PurgeWindowClosed => Some("PurgeWindowClosed"),
       Self::NotConfigured => Some("NotConfigured"),
+      Self::NotStaged => Some("NotStaged"),
       _ => None,
     }
   }
@@ -6740,6 +6744,9 @@ impl<'a> Commit<'a> {
   pub const VT_GROUP_INFO: ::flatbuffers::VOffsetT = 12;
   pub const VT_ADDED: ::flatbuffers::VOffsetT = 14;
   pub const VT_REMOVED: ::flatbuffers::VOffsetT = 16;
+  pub const VT_COMMIT_STAGE_ID: ::flatbuffers::VOffsetT = 18;
+  pub const VT_WELCOME_STAGE_ID: ::flatbuffers::VOffsetT = 20;
+  pub const VT_GROUP_INFO_STAGE_ID: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6753,6 +6760,9 @@ impl<'a> Commit<'a> {
     let mut builder = CommitBuilder::new(_fbb);
     builder.add_epoch(args.epoch);
     builder.add_conversation_id(args.conversation_id);
+    if let Some(x) = args.group_info_stage_id { builder.add_group_info_stage_id(x); }
+    if let Some(x) = args.welcome_stage_id { builder.add_welcome_stage_id(x); }
+    if let Some(x) = args.commit_stage_id { builder.add_commit_stage_id(x); }
     if let Some(x) = args.removed { builder.add_removed(x); }
     if let Some(x) = args.added { builder.add_added(x); }
     if let Some(x) = args.group_info { builder.add_group_info(x); }
@@ -6811,6 +6821,27 @@ impl<'a> Commit<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Commit::VT_REMOVED, None)}
   }
+  #[inline]
+  pub fn commit_stage_id(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Commit::VT_COMMIT_STAGE_ID, None)}
+  }
+  #[inline]
+  pub fn welcome_stage_id(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Commit::VT_WELCOME_STAGE_ID, None)}
+  }
+  #[inline]
+  pub fn group_info_stage_id(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Commit::VT_GROUP_INFO_STAGE_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Commit<'_> {
@@ -6826,6 +6857,9 @@ impl ::flatbuffers::Verifiable for Commit<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("group_info", Self::VT_GROUP_INFO, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("added", Self::VT_ADDED, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("removed", Self::VT_REMOVED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("commit_stage_id", Self::VT_COMMIT_STAGE_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("welcome_stage_id", Self::VT_WELCOME_STAGE_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("group_info_stage_id", Self::VT_GROUP_INFO_STAGE_ID, false)?
      .finish();
     Ok(())
   }
@@ -6838,6 +6872,9 @@ pub struct CommitArgs<'a> {
     pub group_info: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub added: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub removed: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub commit_stage_id: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub welcome_stage_id: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub group_info_stage_id: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for CommitArgs<'a> {
   #[inline]
@@ -6850,6 +6887,9 @@ impl<'a> Default for CommitArgs<'a> {
       group_info: None, // required field
       added: None,
       removed: None,
+      commit_stage_id: None,
+      welcome_stage_id: None,
+      group_info_stage_id: None,
     }
   }
 }
@@ -6888,6 +6928,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CommitBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Commit::VT_REMOVED, removed);
   }
   #[inline]
+  pub fn add_commit_stage_id(&mut self, commit_stage_id: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Commit::VT_COMMIT_STAGE_ID, commit_stage_id);
+  }
+  #[inline]
+  pub fn add_welcome_stage_id(&mut self, welcome_stage_id: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Commit::VT_WELCOME_STAGE_ID, welcome_stage_id);
+  }
+  #[inline]
+  pub fn add_group_info_stage_id(&mut self, group_info_stage_id: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Commit::VT_GROUP_INFO_STAGE_ID, group_info_stage_id);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CommitBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     CommitBuilder {
@@ -6914,6 +6966,9 @@ impl ::core::fmt::Debug for Commit<'_> {
       ds.field("group_info", &self.group_info());
       ds.field("added", &self.added());
       ds.field("removed", &self.removed());
+      ds.field("commit_stage_id", &self.commit_stage_id());
+      ds.field("welcome_stage_id", &self.welcome_stage_id());
+      ds.field("group_info_stage_id", &self.group_info_stage_id());
       ds.finish()
   }
 }

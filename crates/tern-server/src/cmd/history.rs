@@ -15,13 +15,15 @@ use tern_store::{ConversationId, Seq};
 const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// The largest encoded page: [`MAX_PAGE_BYTES`] of payload (or one larger
-/// message: a page always holds at least one) and the per-message fields.
+/// message, up to a frame or a staged MLS handshake part: a page always
+/// holds at least one) and the per-message fields.
 /// A History request reserves this much of its connection's outbound budget
 /// before it runs (see `outbound`).
 pub fn max_page_frame(config: &crate::config::ServerConfig) -> usize {
     let per_message = 256usize;
     MAX_PAGE_BYTES
         .max(config.max_frame_len)
+        .max(config.max_mls_handshake_bytes)
         .saturating_add(per_message.saturating_mul(config.max_history_page as usize))
 }
 

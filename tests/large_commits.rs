@@ -1,0 +1,174 @@
+//! MLS handshake messages larger than a frame (issue 12: "Large MLS
+//! handshake messages (Commit, Welcome, GroupInfo) above the frame cap go
+//! over the same stream mechanism"; docs/PROTOCOL.md §4.12.1): the client
+//! stages them on stage streams of its connection and the Commit names them
+//! by stage id; members get them as usual. The protocol's refusals (a part
+//! past `max_mls_handshake_bytes`, an id never staged, used twice, staged
+//! on another connection, both staged and inline) are typed. The
+//! 1,500-member group of the issue, with real MLS and default settings, is
+//! `a_1500_member_group_adds_a_member_with_default_settings` (ignored: it
+//! takes minutes; run it with `--ignored`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use bytes::Bytes;
+use common::{TestServer, WAIT};
+use tern_client::attachment::transfer::{self, TransferError};
+use tern_client::ClientError;
+use tern_proto::blob_stream::Status;
+use tern_proto::body::mls::{self, StagedParts};
+use tern_proto::fb::ErrorCode;
+use tern_proto::{flags, ConversationKind};
+
+/// `len` bytes that differ from any other part's (`tag`).
+fn part(tag: u8, len: usize) -> Bytes {
+    (0..len).map(|i| tag ^ (i % 251) as u8).collect()
+}
+
+fn commit(group: u64, epoch: u64, welcome: Bytes, group_info: Bytes) -> mls::Commit {
+    mls::Commit {
+        conversation_id: group,
+        epoch,
+        commit: part(1, 1000),
+        welcome: Some(welcome),
+        group_info,
+        added: vec!["carol".into()],
+        removed: vec![],
+        staged: StagedParts::default(),
+    }
+}
+
+#[track_caller]
+fn refused(result: Result<impl std::fmt::Debug, ClientError>, want: ErrorCode) -> String {
+    match result {
+        Err(ClientError::Server { code, message, .. }) if code == want => message,
+        other => panic!("expected {want:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_larger_than_a_frame_is_staged_and_delivered_whole() {
+    let server = TestServer::start(2);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let _carol = server.register("carol").await;
+    let group = alice
+        .create_conversation(ConversationKind::Group, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    // 300 KB each, as a ~1,700-member group's: the frame cap is 256 KiB.
+    let (welcome, group_info) = (part(2, 300_000), part(3, 300_000));
+    let big = commit(group, 0, welcome.clone(), group_info.clone());
+    assert!(matches!(
+        alice.request(big.clone()).await,
+        Err(ClientError::TooLarge { .. })
+    ));
+
+    let accepted = alice.commit(big).await.unwrap();
+    assert_eq!(accepted.epoch, 1);
+    let commit_msg = bob.next_message().await.unwrap();
+    assert_ne!(commit_msg.flags & flags::MLS_COMMIT, 0);
+    assert_eq!(commit_msg.payload, part(1, 1000));
+    let welcome_msg = bob.next_message().await.unwrap();
+    assert_ne!(welcome_msg.flags & flags::MLS_WELCOME, 0);
+    assert_eq!(welcome_msg.payload, welcome, "the Welcome arrives whole");
+    let info = alice
+        .request(mls::GetGroupInfo {
+            conversation_id: group,
+        })
+        .await
+        .unwrap();
+    assert_eq!((info.epoch, info.group_info), (1, group_info));
+    // And from History, as a device that was away reads it.
+    let page = bob.history(group, welcome_msg.seq, 1).await.unwrap();
+    assert_eq!(page.messages[0].payload, welcome);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_stage_ids_and_oversized_parts_are_refused_with_typed_errors() {
+    let server = TestServer::start(2);
+    let alice = server.register("alice").await;
+    let _bob = server.register("bob").await;
+    let _carol = server.register("carol").await;
+    let mallory = server.register("mallory").await;
+    let group = alice
+        .create_conversation(ConversationKind::Group, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    let connection = alice.blob_connection(WAIT).await.unwrap();
+
+    // Past max_mls_handshake_bytes (2 MiB by default): TooLarge, with the limit.
+    let limit = server.config.max_mls_handshake_bytes;
+    match transfer::stage(&connection, &[1; 16], &part(4, limit + 1)).await {
+        Err(TransferError::Refused { status, value, .. }) => {
+            assert_eq!((status, value), (Status::TooLarge, limit as u64));
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+
+    // Never staged.
+    let mut named = commit(group, 0, Bytes::new(), Bytes::new());
+    named.welcome = None;
+    named.staged.welcome = Some([2; 16]);
+    named.staged.group_info = Some([3; 16]);
+    let why = refused(alice.request(named.clone()).await, ErrorCode::NotStaged);
+    assert!(why.contains("stage it again"), "{why}");
+
+    // Staged on another connection (mallory's): not this one's.
+    let theirs = mallory.blob_connection(WAIT).await.unwrap();
+    transfer::stage(&theirs, &[2; 16], &part(5, 300_000))
+        .await
+        .unwrap();
+    transfer::stage(&theirs, &[3; 16], &part(6, 300_000))
+        .await
+        .unwrap();
+    refused(alice.request(named.clone()).await, ErrorCode::NotStaged);
+
+    // Both staged and inline: malformed.
+    transfer::stage(&connection, &[3; 16], &part(6, 300_000))
+        .await
+        .unwrap();
+    let mut both = named.clone();
+    both.staged.welcome = None;
+    both.welcome = Some(part(7, 10));
+    both.group_info = part(8, 10);
+    refused(alice.request(both).await, ErrorCode::Malformed);
+
+    // Staged here: accepted once; the same ids again are used up.
+    transfer::stage(&connection, &[2; 16], &part(5, 300_000))
+        .await
+        .unwrap();
+    transfer::stage(&connection, &[3; 16], &part(6, 300_000))
+        .await
+        .unwrap();
+    let accepted: mls::CommitAccepted = alice.request(named.clone()).await.unwrap();
+    assert_eq!(accepted.epoch, 1);
+    named.epoch = 1;
+    refused(alice.request(named).await, ErrorCode::NotStaged);
+    // The connection is still served.
+    let info = alice
+        .request(mls::GetGroupInfo {
+            conversation_id: group,
+        })
+        .await
+        .unwrap();
+    assert_eq!(info.group_info, part(6, 300_000));
+
+    // A connection holds at most three parts: a fourth drops the oldest.
+    for id in 10..14u8 {
+        transfer::stage(&connection, &[id; 16], &part(id, 1000))
+            .await
+            .unwrap();
+    }
+    let mut oldest = commit(group, 1, Bytes::new(), part(9, 10));
+    oldest.added = vec![];
+    oldest.welcome = None;
+    oldest.staged.welcome = Some([10; 16]);
+    refused(alice.request(oldest.clone()).await, ErrorCode::NotStaged);
+    oldest.staged.welcome = Some([13; 16]);
+    let accepted: mls::CommitAccepted = alice.request(oldest).await.unwrap();
+    assert_eq!(accepted.epoch, 2);
+}
