@@ -222,6 +222,16 @@ fn invalid_config_is_refused_before_binding() {
             "[push]\nretry_initial_ms = 900\nretry_max_ms = 800\n",
             "push.retry_max_ms",
         ),
+        ("[blob_store]\nbackend = \"s3\"\n", "blob_store.s3_bucket"),
+        (
+            "[blob_store]\nbackend = \"s3\"\ns3_bucket = \"b1\"\n",
+            "blob_store.s3_bucket",
+        ),
+        (
+            "[blob_store]\nbackend = \"s3\"\ns3_bucket = \"tern\"\ns3_endpoint = \"localhost:9000\"\n",
+            "blob_store.s3_endpoint",
+        ),
+        ("[blob_store]\nbackend = \"ftp\"\n", "backend"),
     ] {
         std::fs::write(&file, toml).unwrap();
         let out = tern(&["serve", "--config", file.to_str().unwrap()]);

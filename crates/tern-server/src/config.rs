@@ -212,6 +212,10 @@ pub struct ServerConfig {
     /// table: gateway, coalescing, retries, queue; see `push::config` and
     /// docs/PROTOCOL.md §4.13).
     pub push: crate::push::PushConfig,
+    /// Where attachment blobs live (the `[blob_store]` table: `backend =
+    /// "fs"` in the data directory, the default, or `"s3"` with the bucket;
+    /// see `blob_backend`).
+    pub blob_store: crate::blob_backend::BlobStoreConfig,
 }
 
 impl Default for ServerConfig {
@@ -276,6 +280,7 @@ impl Default for ServerConfig {
             upload_bytes_per_second: 10 * 1024 * 1024,
             upload_burst_bytes: 300 * 1024 * 1024,
             push: crate::push::PushConfig::default(),
+            blob_store: crate::blob_backend::BlobStoreConfig::default(),
         }
     }
 }
@@ -303,6 +308,8 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Push(#[from] crate::push::config::PushConfigError),
+    #[error(transparent)]
+    BlobStore(#[from] crate::blob_backend::BlobStoreConfigError),
 }
 
 impl ServerConfig {
@@ -439,6 +446,7 @@ impl ServerConfig {
     /// Checks every field; call before binding anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.push.validate()?;
+        self.blob_store.validate()?;
         check(
             self.shards <= 255,
             "shards",

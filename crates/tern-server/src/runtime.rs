@@ -37,7 +37,7 @@ use super::tls::{
     TlsError,
 };
 use tern_proto::close;
-use tern_store::blob::{fs::FsBlobStore, BlobStore};
+use tern_store::blob::BlobStore;
 use tern_store::Store;
 use tern_store_fjall::{FjallOptions, FjallStore, OpenError};
 
@@ -82,6 +82,8 @@ pub enum StartError {
     },
     #[error("shard {shard} failed to start: {message}")]
     Shard { shard: usize, message: String },
+    #[error(transparent)]
+    Blobs(#[from] crate::blob_backend::OpenBlobsError),
 }
 
 /// A running server. Dropping it without [`ServerHandle::shutdown`] stops
@@ -192,7 +194,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
     create_data_dir(&config)?;
     let data_dir = config.data_dir.clone();
     let identity = load_or_create_identity(&data_dir)?;
-    let blobs = open_blobs(&data_dir)?;
+    let blobs = crate::blob_backend::open(&config.blob_store, &data_dir)?;
     let reset_key = load_or_create_reset_key(&data_dir)?;
     let tuning = ServerTransportTuning {
         max_idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -265,18 +267,6 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         shutdown: shutdown_tx,
         threads,
     })
-}
-
-/// The filesystem blob store in `<data_dir>/blobs`.
-fn open_blobs(data_dir: &std::path::Path) -> Result<Arc<dyn BlobStore>, StartError> {
-    let path = data_dir.join("blobs");
-    match FsBlobStore::open(&path) {
-        Ok(store) => Ok(Arc::new(store)),
-        Err(e) => Err(StartError::DataDir {
-            path,
-            source: std::io::Error::other(e.to_string()),
-        }),
-    }
 }
 
 fn create_data_dir(config: &ServerConfig) -> Result<(), StartError> {
