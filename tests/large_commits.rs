@@ -20,6 +20,7 @@ use tern_proto::blob_stream::Status;
 use tern_proto::body::mls::{self, StagedParts};
 use tern_proto::fb::ErrorCode;
 use tern_proto::{flags, ConversationKind};
+use tern_server::shard::ServerStats;
 
 /// `len` bytes that differ from any other part's (`tag`).
 fn part(tag: u8, len: usize) -> Bytes {
@@ -66,7 +67,9 @@ async fn a_commit_larger_than_a_frame_is_staged_and_delivered_whole() {
         Err(ClientError::TooLarge { .. })
     ));
 
+    let stats = &server.handle().stats;
     let accepted = alice.commit(big).await.unwrap();
+    assert_eq!(ServerStats::get(&stats.handshake_parts_staged), 2);
     assert_eq!(accepted.epoch, 1);
     let commit_msg = bob.next_message().await.unwrap();
     assert_ne!(commit_msg.flags & flags::MLS_COMMIT, 0);
@@ -171,4 +174,94 @@ async fn bad_stage_ids_and_oversized_parts_are_refused_with_typed_errors() {
     oldest.staged.welcome = Some([13; 16]);
     let accepted: mls::CommitAccepted = alice.request(oldest).await.unwrap();
     assert_eq!(accepted.epoch, 2);
+}
+
+/// A memory store holding accounts `m0..m{n-1}` that anyone may add to
+/// groups, each with one real MLS KeyPackage of device 1 (made by
+/// `MlsClient`, as a device's SDK would upload it).
+async fn store_with_key_packages(n: usize) -> std::sync::Arc<dyn tern_store::Store> {
+    use tern_store::{AccountStore, ConsentStore, DeviceRecord, GroupAdds, KeyDirectory};
+    let store = std::sync::Arc::new(tern_store::memory::MemStore::new());
+    let dirs = tempfile::tempdir().unwrap();
+    for i in 0..n {
+        let user = format!("m{i}");
+        let device = DeviceRecord {
+            device: 1,
+            name: "seed".into(),
+            public_key: [7; 32],
+            created_ms: 0,
+        };
+        store.create_account(&user, device).await.unwrap();
+        store
+            .set_group_adds(&user, GroupAdds::Everyone)
+            .await
+            .unwrap();
+        let dir = dirs.path().join(&user);
+        let mut mls =
+            tern_client::mls::MlsClient::load_or_create(&dir, &format!("{user}/1")).unwrap();
+        let key = Bytes::from(mls.key_packages(1).unwrap().remove(0));
+        let key = tern_store::PoolKey { id: 1, key };
+        let pool = tern_store::KeyPool::KeyPackage;
+        store.put_keys(&user, 1, pool, &[key], None).await.unwrap();
+    }
+    store
+}
+
+/// The case: with default settings, a 1,500-member MLS group takes
+/// one more member (its Commit is ~124 KB, Welcome and GroupInfo ~264 KB
+/// each, together past the 256 KiB frame cap), the new member joins from
+/// the Welcome, and members read the next message. Ignored: creating the
+/// group (one Commit adding 1,499 members) takes minutes in a debug build;
+/// `cargo test --release --test large_commits -- --ignored` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "minutes: a real 1,500-member MLS group"]
+async fn a_1500_member_group_adds_a_member_with_default_settings() {
+    use tern_client::secure::{SecureClient, SecureEvent};
+    const SEEDED: usize = 1_497;
+    let server = TestServer::start_on_store(2, store_with_key_packages(SEEDED).await);
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let mut clients = Vec::new();
+    for (dir, user) in dirs.iter().zip(["alice", "bob", "dave"]) {
+        let client = SecureClient::register(server.options(dir.path()), user, "phone")
+            .await
+            .unwrap();
+        client
+            .transport()
+            .set_privacy(tern_proto::GroupAdds::Everyone)
+            .await
+            .unwrap();
+        clients.push(client);
+    }
+    let [alice, bob, dave] = <[SecureClient; 3]>::try_from(clients).ok().unwrap();
+    let seeded: Vec<String> = (0..SEEDED).map(|i| format!("m{i}")).collect();
+    let mut members: Vec<&str> = seeded.iter().map(String::as_str).collect();
+    members.push("bob");
+    let group = alice.create_group(&members).await.unwrap();
+    // 1,499 members and alice: the next one makes 1,500 others.
+    let joined = |event: Option<SecureEvent>| matches!(event, Some(SecureEvent::Joined { conversation_id, .. }) if conversation_id == group);
+    assert!(joined(bob.next_event().await), "bob joins from the Welcome");
+
+    let stats = &server.handle().stats;
+    let staged_before = ServerStats::get(&stats.handshake_parts_staged);
+    alice.add_members(group, &["dave"]).await.unwrap();
+    let staged = ServerStats::get(&stats.handshake_parts_staged) - staged_before;
+    assert!(staged >= 1, "the Welcome and GroupInfo do not fit a frame");
+    assert!(
+        joined(dave.next_event().await),
+        "dave joins from the Welcome"
+    );
+    alice.send_text(group, "hello 1,501").await.unwrap();
+    for reader in [&bob, &dave] {
+        let text = loop {
+            match tokio::time::timeout(WAIT * 4, reader.next_event())
+                .await
+                .unwrap()
+            {
+                Some(SecureEvent::Message(m)) => break m.content,
+                Some(_) => continue,
+                None => panic!("client closed"),
+            }
+        };
+        assert_eq!(text, tern_client::content::Content::text("hello 1,501"));
+    }
 }

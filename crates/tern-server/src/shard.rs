@@ -42,6 +42,8 @@ pub struct ServerStats {
     pub typing_dropped: AtomicU64,
     /// Pushes sent as QUIC datagrams.
     pub datagrams_sent: AtomicU64,
+    /// MLS handshake parts staged on stage streams (`staging`).
+    pub handshake_parts_staged: AtomicU64,
 }
 
 impl ServerStats {

@@ -246,6 +246,7 @@ pub async fn serve(
     match read_whole(ctx, length, recv).await {
         Ok(bytes) => {
             staging.keep(request.blob_id, bytes);
+            crate::shard::ServerStats::add(&ctx.stats.handshake_parts_staged, 1);
             Response::ok(State::Complete, length)
         }
         Err(have) => {
