@@ -692,14 +692,31 @@ pub fn content_shown(content: &Content) -> String {
             p.size
         ),
         (Content::Attachment(p), _) => format!(
-            "<file \"{}\" ({} bytes, {}): tern fetch>",
+            "<file \"{}\" ({} bytes, {}{}): tern fetch>",
             shown(&p.safe_file_name()),
             p.size,
-            shown(&p.content_type)
+            shown(&p.content_type),
+            attachment_extras(p)
         ),
         (_, Some(reason)) => format!("<could not decrypt: {}>", shown(&reason)),
         (other, None) => shown(&format!("<{other:?}>")),
     }
+}
+
+/// What a file's pointer tells beyond its name, size and type, for
+/// `tern history`: `, 1920x1080, 12.5 s, thumbnail` (each when known).
+fn attachment_extras(p: &tern_client::content::AttachmentPointer) -> String {
+    let mut out = String::new();
+    if p.width > 0 && p.height > 0 {
+        out.push_str(&format!(", {}x{}", p.width, p.height));
+    }
+    if p.duration_ms > 0 {
+        out.push_str(&format!(", {:.1} s", f64::from(p.duration_ms) / 1000.0));
+    }
+    if !p.thumbnail.is_empty() {
+        out.push_str(", thumbnail: tern fetch --thumbnail");
+    }
+    out
 }
 
 /// `text` as it may reach a terminal: every control character (newlines,

@@ -1,13 +1,15 @@
 //! The attachment subcommands: `tern send-file CONV PATH` (encrypt, upload
-//! with a progress bar, send the pointer end-to-end encrypted) and `tern
-//! fetch CONV SEQ [-o FILE]` (download the attachment of message SEQ,
-//! checking every chunk and the digest, into FILE or the sender's file
-//! name in the current directory).
+//! with a progress bar, send the pointer end-to-end encrypted, with an
+//! optional thumbnail, dimensions, duration and content type) and `tern
+//! fetch CONV SEQ [-o FILE] [--thumbnail]` (download the attachment of
+//! message SEQ, checking every chunk and the digest, into FILE or the
+//! sender's file name in the current directory; or save its thumbnail).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use tern_client::attachment::send::AttachmentDetails;
 use tern_client::content::{AttachmentPointer, Content};
 use tern_client::secure::SecureClient;
 
@@ -25,6 +27,32 @@ pub struct SendFileArgs {
     conversation: u64,
     /// The file to send (any size up to the server's max_attachment_bytes).
     path: PathBuf,
+    /// A small preview carried in the message itself (JPEG or WebP, at
+    /// most 16 KiB), which receivers see before downloading.
+    #[arg(long, value_name = "FILE")]
+    thumbnail: Option<PathBuf>,
+    /// Width and height in pixels, for images and video.
+    #[arg(long, value_name = "WxH", value_parser = parse_dimensions)]
+    dimensions: Option<(u32, u32)>,
+    /// Length in milliseconds, for audio and video.
+    #[arg(long, value_name = "MS")]
+    duration_ms: Option<u32>,
+    /// The MIME type [default: from the file name's extension]; audio/...
+    /// sends a voice message.
+    #[arg(long, value_name = "TYPE")]
+    content_type: Option<String>,
+}
+
+/// `1920x1080` as (width, height).
+fn parse_dimensions(text: &str) -> Result<(u32, u32), String> {
+    let (w, h) = text
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{text:?} is not WIDTHxHEIGHT, e.g. 1920x1080"))?;
+    let pixels = |n: &str| {
+        n.parse::<u32>()
+            .map_err(|_| format!("{n:?} in {text:?} is not a whole number of pixels"))
+    };
+    Ok((pixels(w)?, pixels(h)?))
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,6 +66,10 @@ pub struct FetchArgs {
     /// Where to write the file (default: the sender's file name, here).
     #[arg(short, long)]
     out: Option<PathBuf>,
+    /// Save only the preview the message carries (nothing is downloaded),
+    /// to -o FILE or the sender's file name with `.thumbnail` appended.
+    #[arg(long)]
+    thumbnail: bool,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -54,13 +86,34 @@ pub fn send_file(args: SendFileArgs) -> Result<(), String> {
         let client = SecureClient::connect(options(&args.conn)?)
             .await
             .map_err(|e| e.to_string())?;
-        let result = upload(&client, args.conversation, &args.path).await;
+        let result = upload(&client, &args).await;
         client.close().await;
         result
     })
 }
 
-async fn upload(client: &SecureClient, conversation: u64, path: &Path) -> Result<(), String> {
+/// What `args` tell of the file beyond its bytes.
+fn details(args: &SendFileArgs) -> Result<AttachmentDetails, String> {
+    let thumbnail = match &args.thumbnail {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| format!("cannot read the thumbnail {}: {e}", path.display()))?,
+        None => Vec::new(),
+    };
+    let (width, height) = args.dimensions.unwrap_or_default();
+    Ok(AttachmentDetails {
+        thumbnail,
+        width,
+        height,
+        duration_ms: args.duration_ms.unwrap_or_default(),
+        content_type: args.content_type.clone(),
+    })
+}
+
+async fn upload(client: &SecureClient, args: &SendFileArgs) -> Result<(), String> {
+    let (conversation, path) = (args.conversation, &args.path);
+    let prepared = client
+        .prepare_attachment_with(path, details(args)?)
+        .map_err(|e| e.to_string())?;
     let bar = ProgressBar::new(0);
     if let Ok(style) =
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
@@ -72,7 +125,7 @@ async fn upload(client: &SecureClient, conversation: u64, path: &Path) -> Result
         bar.set_position(done);
     };
     let sent = client
-        .send_attachment(conversation, path, &mut progress)
+        .send_prepared(conversation, prepared, &mut progress)
         .await
         .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
@@ -100,6 +153,9 @@ pub fn fetch(args: FetchArgs) -> Result<(), String> {
 
 async fn download(client: &SecureClient, args: &FetchArgs) -> Result<(), String> {
     let pointer = find(client, args.conversation, args.seq).await?;
+    if args.thumbnail {
+        return save_thumbnail(&pointer, args);
+    }
     let out = args
         .out
         .clone()
@@ -119,6 +175,31 @@ async fn download(client: &SecureClient, args: &FetchArgs) -> Result<(), String>
         "saved {} ({size} bytes, {})",
         out.display(),
         pointer.content_type
+    );
+    Ok(())
+}
+
+/// `tern fetch --thumbnail`: writes the preview the pointer carries.
+fn save_thumbnail(pointer: &AttachmentPointer, args: &FetchArgs) -> Result<(), String> {
+    if pointer.thumbnail.is_empty() {
+        return Err(format!("message {} carries no thumbnail", args.seq));
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.thumbnail", pointer.safe_file_name())));
+    if out.exists() {
+        return Err(format!(
+            "{} exists; choose another name with -o FILE",
+            out.display()
+        ));
+    }
+    std::fs::write(&out, &pointer.thumbnail)
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!(
+        "saved the thumbnail {} ({} bytes)",
+        out.display(),
+        pointer.thumbnail.len()
     );
     Ok(())
 }

@@ -97,6 +97,25 @@ pub fn content_type_for(path: &Path) -> &'static str {
     }
 }
 
+/// What the sending app knows of an attachment beyond its bytes, carried in
+/// its pointer as Signal's AttachmentPointer carries it (E2EE.md §10.2): a
+/// preview it made (the SDK decodes no images), dimensions and duration,
+/// and the content type when the file name does not tell it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttachmentDetails {
+    /// A small preview (JPEG or WebP), at most
+    /// [`super::pointer::MAX_THUMBNAIL_BYTES`]; empty for none.
+    pub thumbnail: Vec<u8>,
+    /// Pixels, for images and video; 0 when unknown.
+    pub width: u32,
+    pub height: u32,
+    /// Milliseconds, for audio and video; 0 when unknown.
+    pub duration_ms: u32,
+    /// The MIME type (`audio/ogg` marks a voice message); `None` guesses it
+    /// from the file name ([`content_type_for`]).
+    pub content_type: Option<String>,
+}
+
 impl SecureClient {
     /// Encrypts `path` with a fresh key under a fresh random blob id into
     /// a spool file in the state directory.
@@ -105,38 +124,88 @@ impl SecureClient {
     /// [`AttachmentError::Source`] when the file cannot be read,
     /// [`AttachmentError::Seal`] when it is too large or changes meanwhile.
     pub fn prepare_attachment(&self, path: &Path) -> Result<Prepared, AttachmentError> {
+        self.prepare_attachment_with(path, AttachmentDetails::default())
+    }
+
+    /// [`SecureClient::prepare_attachment`] with what the app knows of it.
+    ///
+    /// # Errors
+    /// As `prepare_attachment`; [`AttachmentError::Pointer`] for a
+    /// thumbnail or content type past the pointer's limits.
+    pub fn prepare_attachment_with(
+        &self,
+        path: &Path,
+        details: AttachmentDetails,
+    ) -> Result<Prepared, AttachmentError> {
         let source_err = |source| AttachmentError::Source {
             path: path.to_owned(),
             source,
         };
         let file = std::fs::File::open(path).map_err(source_err)?;
         let size = file.metadata().map_err(source_err)?.len();
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let details = AttachmentDetails {
+            content_type: details
+                .content_type
+                .or_else(|| Some(content_type_for(path).to_owned())),
+            ..details
+        };
+        let reader = std::io::BufReader::new(file);
+        self.prepare_attachment_from(reader, size, &file_name, details)
+    }
+
+    /// Encrypts `size` bytes read from `reader` (a camera buffer, a pipe:
+    /// anything but a file) as an attachment named `file_name`, into a
+    /// spool file in the state directory.
+    ///
+    /// # Errors
+    /// [`AttachmentError::Seal`] when it is too large or `reader` gives
+    /// another number of bytes than `size` (or fails);
+    /// [`AttachmentError::Pointer`] for details past the pointer's limits.
+    pub fn prepare_attachment_from(
+        &self,
+        reader: impl std::io::Read,
+        size: u64,
+        file_name: &str,
+        details: AttachmentDetails,
+    ) -> Result<Prepared, AttachmentError> {
         let mut blob_id = [0u8; BLOB_ID_LEN];
         rand::rngs::OsRng.fill_bytes(&mut blob_id);
         let key = AttachmentKey::random();
+        let pointer = AttachmentPointer {
+            blob_id,
+            key,
+            digest: [0; cipher::DIGEST_LEN],
+            size,
+            content_type: details
+                .content_type
+                .unwrap_or_else(|| content_type_for(Path::new(file_name)).to_owned()),
+            file_name: file_name.to_owned(),
+            thumbnail: details.thumbnail,
+            width: details.width,
+            height: details.height,
+            duration_ms: details.duration_ms,
+        };
+        pointer.check()?;
         let dir = self.transport().state_dir().join("attachments");
         std::fs::create_dir_all(&dir)?;
         let spool = dir.join(format!("{}.enc", hex::encode(blob_id)));
         let out = std::io::BufWriter::new(std::fs::File::create(&spool)?);
-        let sealed = cipher::seal(&key, size, std::io::BufReader::new(file), out)?;
-        let pointer = AttachmentPointer {
-            blob_id,
-            key,
-            digest: sealed.digest,
-            size,
-            content_type: content_type_for(path).to_owned(),
-            file_name: path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            thumbnail: Vec::new(),
-            width: 0,
-            height: 0,
-            duration_ms: 0,
+        let sealed = match cipher::seal(&pointer.key, size, reader, out) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                let _ = std::fs::remove_file(&spool);
+                return Err(e.into());
+            }
         };
-        pointer.check()?;
         Ok(Prepared {
-            pointer,
+            pointer: AttachmentPointer {
+                digest: sealed.digest,
+                ..pointer
+            },
             spool,
             ciphertext_len: sealed.ciphertext_len,
         })
@@ -196,6 +265,23 @@ impl SecureClient {
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<SentAttachment, AttachmentError> {
         let prepared = self.prepare_attachment(path)?;
+        self.send_prepared(conversation, prepared, progress).await
+    }
+
+    /// Uploads `prepared` ([`SecureClient::prepare_attachment_with`],
+    /// [`SecureClient::prepare_attachment_from`]) and sends its pointer to
+    /// `conversation`; `progress(done, total)` during the upload. The
+    /// spool file is removed once the message is sent.
+    ///
+    /// # Errors
+    /// [`AttachmentError`]: uploading or sending (the spool file stays for
+    /// a retry with the same `prepared`, which resumes the upload).
+    pub async fn send_prepared(
+        &self,
+        conversation: u64,
+        prepared: Prepared,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<SentAttachment, AttachmentError> {
         let upload = self.upload_attachment(&prepared, progress).await?;
         let content = Content::Attachment(Box::new(prepared.pointer.clone()));
         let sent = self.send(conversation, &content).await?;
