@@ -6,118 +6,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
-
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+#[path = "common/attachments.rs"]
+mod helpers;
 
 use common::{assert_server_blind, TestServer, WAIT};
-use sha2::{Digest, Sha256};
-use tempfile::TempDir;
-use tern_client::attachment::{
-    transfer, AttachmentError, AttachmentPointer, OpenError, TransferError,
+use helpers::{
+    cut_and_resume, next_pointer, pair, register, send_and_fetch, sha256, write_file, MARKER,
 };
-use tern_client::content::Content;
-use tern_client::secure::{SecureClient, SecureEvent};
+use tern_client::attachment::{transfer, AttachmentError, OpenError, TransferError};
 use tern_proto::blob_stream::{Response, State, Status, RESPONSE_FIXED_LEN};
-
-const MARKER: &[u8] = b"ATTACHMENT-PLAINTEXT-MARKER-5e21";
-
-struct Device {
-    client: SecureClient,
-    _state: TempDir,
-}
-
-async fn register(server: &TestServer, user: &str) -> Device {
-    let state = tempfile::tempdir().unwrap();
-    let client = SecureClient::register(server.options(state.path()), user, "phone")
-        .await
-        .unwrap();
-    client
-        .transport()
-        .set_privacy(tern_proto::GroupAdds::Everyone)
-        .await
-        .unwrap();
-    Device {
-        client,
-        _state: state,
-    }
-}
-
-/// A file of `len` bytes: the marker every 64 KiB, pseudo-random bytes between.
-fn write_file(dir: &Path, name: &str, len: usize) -> PathBuf {
-    let mut bytes = Vec::with_capacity(len);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while bytes.len() < len {
-        if bytes.len() % (64 * 1024) == 0 {
-            bytes.extend_from_slice(MARKER);
-        } else {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            bytes.push(x as u8);
-        }
-    }
-    bytes.truncate(len);
-    let path = dir.join(name);
-    std::fs::write(&path, &bytes).unwrap();
-    path
-}
-
-fn sha256(path: &Path) -> [u8; 32] {
-    Sha256::digest(std::fs::read(path).unwrap()).into()
-}
-
-/// The next attachment pointer `device` receives.
-async fn next_pointer(device: &Device) -> AttachmentPointer {
-    loop {
-        let event = tokio::time::timeout(WAIT, device.client.next_event())
-            .await
-            .expect("an event in time")
-            .expect("the client runs");
-        if let SecureEvent::Message(m) = event {
-            match m.content {
-                Content::Attachment(pointer) => return *pointer,
-                other => panic!("expected an attachment, got {other:?}"),
-            }
-        }
-    }
-}
-
-async fn pair(server: &TestServer) -> (Device, Device, u64) {
-    let alice = register(server, "alice").await;
-    let bob = register(server, "bob").await;
-    let group = alice.client.create_group(&["bob"]).await.unwrap();
-    (alice, bob, group)
-}
 
 async fn round_trip(len: usize) {
     let mut server = TestServer::start(2);
     let (alice, bob, group) = pair(&server).await;
     let files = tempfile::tempdir().unwrap();
-    let path = write_file(files.path(), "holiday.mp4", len);
-    let mut last = (0, 0);
-    let sent = alice
-        .client
-        .send_attachment(group, &path, &mut |done, total| last = (done, total))
-        .await
-        .unwrap();
-    assert_eq!(last.0, last.1, "progress reached the end");
-    assert_eq!(sent.pointer.size, len as u64);
-    assert_eq!(sent.pointer.content_type, "video/mp4");
-    assert_eq!(sent.upload.interrupted, 0);
-    assert_eq!(sent.upload.last.resumed_from, 0);
-
-    let pointer = next_pointer(&bob).await;
-    assert_eq!(pointer, sent.pointer);
-    assert_eq!(pointer.file_name, "holiday.mp4");
-    let out = files.path().join("received.mp4");
-    let size = bob
-        .client
-        .download_attachment(&pointer, &out)
-        .await
-        .unwrap();
-    assert_eq!(size, len as u64);
-    assert_eq!(sha256(&out), sha256(&path), "byte-identical");
+    send_and_fetch(&alice, &bob, group, len, files.path()).await;
 
     let control = b"UNENCRYPTED-CONTROL-MARKER-a7c1";
     alice
@@ -147,52 +50,7 @@ async fn an_upload_cut_at_40_percent_resumes_without_resending() {
     let server = TestServer::start(2);
     let (alice, bob, group) = pair(&server).await;
     let files = tempfile::tempdir().unwrap();
-    let path = write_file(files.path(), "big.bin", 8 * 1024 * 1024);
-    let prepared = alice.client.prepare_attachment(&path).unwrap();
-    let total = prepared.ciphertext_len;
-    let connection = alice
-        .client
-        .transport()
-        .blob_connection(WAIT)
-        .await
-        .unwrap();
-    let killed = AtomicBool::new(false);
-    let mut progress = |done: u64, total: u64| {
-        if done * 10 >= total * 4 && !killed.swap(true, Ordering::SeqCst) {
-            connection.close(0u32.into(), b"test: connection lost at 40%");
-        }
-    };
-    let report = alice
-        .client
-        .upload_attachment(&prepared, &mut progress)
-        .await
-        .unwrap();
-    assert!(killed.load(Ordering::SeqCst));
-    assert!(
-        report.interrupted >= 1,
-        "the first attempt was cut: {report:?}"
-    );
-    let last = report.last;
-    assert!(last.resumed_from > 0, "resumed, not restarted: {report:?}");
-    assert!(
-        last.resumed_from < total * 5 / 10,
-        "cut near 40%: {report:?}"
-    );
-    assert_eq!(
-        last.sent,
-        total - last.resumed_from,
-        "only the rest was sent"
-    );
-
-    let content = Content::Attachment(Box::new(prepared.pointer.clone()));
-    alice.client.send(group, &content).await.unwrap();
-    let pointer = next_pointer(&bob).await;
-    let out = files.path().join("out.bin");
-    bob.client
-        .download_attachment(&pointer, &out)
-        .await
-        .unwrap();
-    assert_eq!(sha256(&out), sha256(&path));
+    cut_and_resume(&alice, &bob, group, 8 * 1024 * 1024, files.path()).await;
 }
 
 #[tokio::test]

@@ -275,7 +275,14 @@ async fn receive(
         }
         if ended {
             let have = writer.len();
-            drop(writer);
+            // Dropping keeps the bytes for a resume, which is I/O (a file's
+            // sync, the S3 backend's PUT of its buffered tail): on the
+            // blocking pool, never on the shard's thread.
+            let _ = blocking(move || {
+                drop(writer);
+                Ok(())
+            })
+            .await;
             let response = Response::refuse(
                 Status::Incomplete,
                 have,

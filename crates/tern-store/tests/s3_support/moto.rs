@@ -40,12 +40,27 @@ impl Moto {
                 !ci,
                 "moto (the S3 test server) is not installed: run scripts/install-moto.sh"
             );
-            eprintln!(
-                "skipped: moto (the S3 test server) is not installed; run scripts/install-moto.sh \
-                 to install moto and run the S3 blob backend's tests"
+            // Straight to the stderr handle: libtest captures eprintln! of a
+            // passing test, and this line must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: moto (the S3 test server) is not installed; run \
+                 scripts/install-moto.sh to install moto and run the S3 blob backend's tests"
             );
             return None;
         }
+        // A free port may be taken between our probe and moto's bind by a
+        // parallel test: then moto exits, and we try another.
+        for _ in 0..3 {
+            if let Some(moto) = Moto::spawn() {
+                return Some(moto);
+            }
+        }
+        panic!("moto exited at start on three ports (python3 -m moto.server)");
+    }
+
+    /// Starts moto on a free port; `None` when it exits before answering.
+    fn spawn() -> Option<Moto> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -70,11 +85,13 @@ impl Moto {
         };
         let deadline = Instant::now() + STARTUP;
         loop {
-            if moto.request("GET", "/").is_some() {
-                return Some(moto);
-            }
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto on port {port} exited at start: {status}");
+            let answered = moto.request("GET", "/").is_some();
+            // Alive after answering: the answer was ours, not another
+            // test's moto that took the port first.
+            match moto.child.try_wait() {
+                Ok(None) if answered => return Some(moto),
+                Ok(None) => {}
+                _ => return None,
             }
             assert!(
                 Instant::now() < deadline,
@@ -84,8 +101,13 @@ impl Moto {
         }
     }
 
-    /// Creates `bucket` and returns the S3 backend's settings for it.
+    /// Creates a bucket named after `bucket` (made unique, so that tests
+    /// never share one) and returns the S3 backend's settings for it.
     pub fn bucket(&self, bucket: &str) -> S3BlobConfig {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let bucket = format!("{bucket}-{}-{n}", std::process::id());
         let status = self
             .request("PUT", &format!("/{bucket}"))
             .expect("moto answers");
@@ -93,7 +115,7 @@ impl Moto {
             status.starts_with("HTTP/1.1 200"),
             "create bucket: {status}"
         );
-        self.config(bucket)
+        self.config(&bucket)
     }
 
     /// The settings for `bucket` (created or not) on this server.
