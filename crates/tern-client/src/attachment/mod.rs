@@ -14,5 +14,5 @@ pub mod transfer;
 
 pub use cipher::{AttachmentKey, OpenError, Opener, SealError, Sealed};
 pub use pointer::{AttachmentPointer, PointerError, BLOB_ID_LEN};
-pub use send::{AttachmentError, Prepared, SentAttachment, UploadReport};
+pub use send::{AttachmentDetails, AttachmentError, Prepared, SentAttachment, UploadReport};
 pub use transfer::{TransferError, Uploaded};
