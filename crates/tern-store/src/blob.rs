@@ -140,7 +140,9 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Appends to one partial upload. Dropping it without
-/// [`BlobWriter::complete`] keeps the partial for a later resume.
+/// [`BlobWriter::complete`] keeps the partial for a later resume; that drop
+/// may block on I/O (the filesystem backend syncs the file, the S3 one
+/// writes its buffered tail), so drop writers where blocking is allowed.
 pub trait BlobWriter: Send {
     /// Appends `bytes`.
     fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError>;

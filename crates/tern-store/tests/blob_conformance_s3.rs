@@ -81,6 +81,58 @@ mod s3_only {
         );
     }
 
+    /// Two servers of a cluster (two stores on one bucket) complete the
+    /// same id at once: exactly one wins (the manifest is created only if
+    /// absent), and both then read the winner's bytes.
+    #[test]
+    fn two_servers_race_for_one_id() {
+        let Some(server) = super::moto::Moto::start() else {
+            return;
+        };
+        let config = server.bucket("cluster");
+        let stores = [
+            S3BlobStore::open(&config).unwrap(),
+            S3BlobStore::open(&config).unwrap(),
+        ];
+        let mut wins = [0u64; 2];
+        for round in 0..4u8 {
+            let id = [round; 16];
+            let won: Vec<bool> = std::thread::scope(|scope| {
+                let handles: Vec<_> = stores
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        scope.spawn(move || {
+                            let mut w = s.writer(&format!("user{i}"), &id, 0).unwrap();
+                            w.write(&[i as u8; 1000]).unwrap();
+                            w.complete(1000)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| match h.join().unwrap() {
+                        Ok(()) => true,
+                        Err(tern_store::blob::BlobError::AlreadyExists) => false,
+                        Err(e) => panic!("{e}"),
+                    })
+                    .collect()
+            });
+            assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}");
+            let winner = won.iter().position(|w| *w).unwrap() as u8;
+            for s in &stores {
+                let mut buf = [0u8; 1000];
+                assert_eq!(s.reader(&id).unwrap().read_at(0, &mut buf).unwrap(), 1000);
+                assert_eq!(buf, [winner; 1000]);
+            }
+            wins[usize::from(winner)] += 1000;
+            for (i, bytes) in wins.iter().enumerate() {
+                let usage = stores[1 - i].usage(&format!("user{i}")).unwrap();
+                assert_eq!(usage, *bytes, "the winner's blobs only, never the loser's");
+            }
+        }
+    }
+
     /// A missing bucket and an endpoint nobody answers are refused when
     /// the store opens, with a message that says what to fix.
     #[test]
