@@ -50,7 +50,12 @@
 //! during completion). [`BlobStore::sweep_abandoned`] aborts the multipart
 //! upload and deletes the record of partial uploads whose record was last
 //! written before the cut-off and that have no open writer in this
-//! process. A crash between creating a multipart upload and recording it
+//! process. Each sweep lists its prefix of the bucket (one LIST request per
+//! 1,000 objects), and every server of a cluster sweeps, every
+//! `sweep_interval_secs`: so a sweep whose cut-off is less than
+//! [`SWEEP_STEP`] (10 minutes) past the last one's returns 0 without
+//! listing, and blobs and uploads go at most that much later than their
+//! time (30 days, 24 h). A crash between creating a multipart upload and recording it
 //! leaves an incomplete multipart upload nothing names: give the bucket a
 //! lifecycle rule `AbortIncompleteMultipartUpload` (e.g. 2 days).
 //!
@@ -157,7 +162,13 @@ pub struct S3BlobStore {
     /// Partial records (their paths) with an open writer in this process,
     /// and the bytes each writer holds.
     writing: Writing,
+    /// The cut-offs of the last abandoned and expired sweeps that ran.
+    swept: Mutex<[Option<std::time::SystemTime>; 2]>,
 }
+
+/// How far a sweep's cut-off must pass the last one's before the bucket
+/// is listed again (see "Lifecycle" in the module docs).
+pub const SWEEP_STEP: Duration = Duration::from_secs(600);
 
 type Writing = Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>;
 
@@ -235,6 +246,7 @@ impl S3BlobStore {
                 inner,
             },
             writing: Arc::default(),
+            swept: Mutex::default(),
         };
         store
             .bridge
@@ -340,6 +352,28 @@ impl Drop for WritingGuard {
     }
 }
 
+impl S3BlobStore {
+    /// Whether sweep `which` (0: abandoned, 1: expired) with cut-off
+    /// `before` should list the bucket: the first one, or one whose cut-off
+    /// passed the last one's by [`SWEEP_STEP`].
+    fn sweep_due(&self, which: usize, before: std::time::SystemTime) -> bool {
+        let swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        match swept.get(which).copied().flatten() {
+            Some(last) => last
+                .checked_add(SWEEP_STEP)
+                .is_some_and(|next| before >= next),
+            None => true,
+        }
+    }
+
+    fn swept_to(&self, which: usize, before: std::time::SystemTime) {
+        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = swept.get_mut(which) {
+            *slot = Some(before);
+        }
+    }
+}
+
 /// The open writers' lengths of the partial records under `prefix`.
 fn open_writers(set: &Writing, prefix: &Path) -> HashMap<String, u64> {
     let writing = set.lock().unwrap_or_else(|e| e.into_inner());
@@ -387,9 +421,15 @@ impl BlobStore for S3BlobStore {
     }
 
     fn sweep_abandoned(&self, before: std::time::SystemTime) -> Result<u64, BlobError> {
+        if !self.sweep_due(0, before) {
+            return Ok(0);
+        }
         let writing = self.writing.clone();
-        self.bridge
-            .run(move |inner| async move { inner.sweep_abandoned(before, &writing).await })
+        let swept = self
+            .bridge
+            .run(move |inner| async move { inner.sweep_abandoned(before, &writing).await })?;
+        self.swept_to(0, before);
+        Ok(swept)
     }
 
     fn usage(&self, owner: &str) -> Result<u64, BlobError> {
@@ -410,7 +450,13 @@ impl BlobStore for S3BlobStore {
     }
 
     fn sweep_expired(&self, before: std::time::SystemTime) -> Result<u64, BlobError> {
-        self.bridge
-            .run(move |inner| async move { inner.sweep_expired(before).await })
+        if !self.sweep_due(1, before) {
+            return Ok(0);
+        }
+        let swept = self
+            .bridge
+            .run(move |inner| async move { inner.sweep_expired(before).await })?;
+        self.swept_to(1, before);
+        Ok(swept)
     }
 }
