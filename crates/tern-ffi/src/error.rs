@@ -3,6 +3,7 @@
 //! the SDK reports. Every variant carries the SDK's own sentence, which says
 //! what went wrong and what to do about it.
 
+use tern_client::attachment::{AttachmentError, SealError};
 use tern_client::content::group_info::GroupInfoError;
 use tern_client::message_store::{DeleteRefusal, EditRefusal, MessageStoreError};
 use tern_client::secure::content_ops::{DeleteError, EditError, ReactError, ReplyError};
@@ -87,6 +88,20 @@ pub enum TernError {
     /// could not be sent; marking it read again retries.
     #[error("{message}")]
     ReceiptNotSent { message: String },
+    /// A local file could not be read or written (an attachment to send, or
+    /// where a fetched one goes).
+    #[error("{message}")]
+    File { message: String },
+    /// An attachment's upload or download failed: the server refused it
+    /// (too large for it, the account's quota, or its byte rate: then
+    /// `retry_after_ms` says when to try again) or the connection kept
+    /// failing (`retryable`: sending the same file again resumes).
+    #[error("{message}")]
+    Transfer {
+        retryable: bool,
+        retry_after_ms: u64,
+        message: String,
+    },
 }
 
 /// Which rule refused a call ([`TernError::Refused`]).
@@ -243,6 +258,28 @@ impl From<DeleteError> for TernError {
             DeleteError::PurgeRefused { source, .. } => source.into(),
             DeleteError::Store(e) => e.into(),
             DeleteError::Send(e) => e.into(),
+        }
+    }
+}
+
+impl From<AttachmentError> for TernError {
+    fn from(e: AttachmentError) -> TernError {
+        let message = e.to_string();
+        match e {
+            AttachmentError::Source { .. } | AttachmentError::Io(_) => TernError::File { message },
+            AttachmentError::Seal(SealError::TooLarge(_)) | AttachmentError::Pointer(_) => {
+                TernError::InvalidArgument { message }
+            }
+            AttachmentError::Seal(_) => TernError::File { message },
+            AttachmentError::Transfer(t) => TernError::Transfer {
+                retryable: t.is_retryable(),
+                retry_after_ms: t
+                    .retry_after()
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                message,
+            },
+            AttachmentError::Open(_) => TernError::Encryption { message },
+            AttachmentError::Send(e) => e.into(),
         }
     }
 }

@@ -47,6 +47,7 @@ use tokio::runtime::Runtime;
 
 mod error;
 mod groups;
+mod media;
 mod message;
 mod messaging;
 mod realtime;
@@ -55,6 +56,7 @@ mod setup;
 
 pub use error::{Refusal, TernError};
 pub use groups::{AdminSettings, GroupInfo, Invitation};
+pub use media::{FileDetails, TransferProgress};
 use message::stored;
 pub use message::{DeliveryState, Message, MessageContent, MessageView, Reaction, RecipientState};
 pub use realtime::{OwnPresence, PresenceEntry, PresenceState, PresenceVisibility};

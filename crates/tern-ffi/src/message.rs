@@ -73,6 +73,20 @@ pub enum MessageContent {
     /// shown to them). The SDK applies receipts itself; an app never gets
     /// one as an event.
     Receipt { read: bool, up_to_seq: u64 },
+    /// A file (photo, video, voice message, document): fetch it with
+    /// [`crate::TernClient::fetch_file`]. `voice` when its type is audio.
+    /// `thumbnail` is the sender's preview (possibly empty); dimensions and
+    /// duration are 0 when the sender did not give them.
+    Attachment {
+        file_name: String,
+        content_type: String,
+        size: u64,
+        thumbnail: Vec<u8>,
+        width: u32,
+        height: u32,
+        duration_ms: u32,
+        voice: bool,
+    },
     /// This device could not decrypt or decode it (see `unreadable_reason`).
     Unreadable { reason: String },
     /// A kind this build does not understand (sent by a newer client).
@@ -241,6 +255,16 @@ fn typed(content: Content) -> MessageContent {
         Content::Receipt { receipt, up_to_seq } => MessageContent::Receipt {
             read: receipt == ReceiptKind::Read,
             up_to_seq,
+        },
+        Content::Attachment(p) => MessageContent::Attachment {
+            file_name: p.safe_file_name(),
+            voice: p.is_voice(),
+            content_type: p.content_type,
+            size: p.size,
+            thumbnail: p.thumbnail,
+            width: p.width,
+            height: p.height,
+            duration_ms: p.duration_ms,
         },
         // Unknown, and kinds added to the SDK after this binding.
         _ => MessageContent::Unknown { kind },

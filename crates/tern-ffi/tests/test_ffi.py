@@ -473,6 +473,49 @@ class MessengerTest(unittest.TestCase):
         self.assertEqual(ben.client.blocked(), [cy.user])
         self.assertEqual(ben.client.requests(), [])
 
+    def test_9b_a_file_with_progress(self):
+        ann, ben, conversation = self.ann, self.ben, self.direct
+        path = os.path.join(WORK, "photo.jpg")
+        data = bytes(i % 251 for i in range(300_000))
+        with open(path, "wb") as f:
+            f.write(data)
+
+        class Progress(tern_ffi.TransferProgress):
+            def __init__(self):
+                self.seen = []
+
+            def on_progress(self, done, total):
+                self.seen.append((done, total))
+
+        progress = Progress()
+        details = tern_ffi.FileDetails(
+            thumbnail=b"\xff\xd8\xff", width=640, height=480, duration_ms=0, content_type=None
+        )
+        seq = ann.client.send_file(conversation, path, details, progress)
+        self.assertTrue(progress.seen, "progress was reported")
+        done, total = progress.seen[-1]
+        self.assertEqual(done, total)
+        got = ben.message(conversation, MessageContent.ATTACHMENT, "the file", ann.user)
+        self.assertEqual(got.seq, seq)
+        c = got.content
+        self.assertEqual(
+            (c.file_name, c.content_type, c.size, c.thumbnail, c.width, c.height, c.voice),
+            ("photo.jpg", "image/jpeg", len(data), b"\xff\xd8\xff", 640, 480, False),
+        )
+        out = os.path.join(WORK, "photo-received.jpg")
+        self.assertEqual(ben.client.fetch_file(conversation, seq, out), len(data))
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), data)
+        with self.assertRaises(TernError.NoSuchMessage):
+            ben.client.fetch_file(conversation, self.first, out + ".2")
+        with self.assertRaises(TernError.File):
+            ann.client.send_file(conversation, path + ".missing", details, None)
+        too_big = tern_ffi.FileDetails(
+            thumbnail=bytes(16 * 1024 + 1), width=0, height=0, duration_ms=0, content_type=None
+        )
+        with self.assertRaises(TernError.InvalidArgument):
+            ann.client.send_file(conversation, path, too_big, None)
+
 
 if __name__ == "__main__":
     unittest.main()
