@@ -40,7 +40,9 @@
 //! server of the cluster; a loser deletes its data object and gets
 //! [`BlobError::AlreadyExists`] (its upload, which can never complete, is
 //! dropped). A reader finds a blob only through its manifest, so it never
-//! sees a half-written one.
+//! sees a half-written one. Requests are retried, so a retry may meet what
+//! its first try did: a completed multipart upload is recognised by its
+//! object (there, of the whole length), and our own manifest by its nonce.
 //!
 //! # Lifecycle
 //! [`BlobStore::usage`] sums the sizes of the owner's data objects and the

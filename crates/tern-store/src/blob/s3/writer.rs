@@ -149,24 +149,51 @@ impl S3Writer {
                     }
                 }
             };
-            made.map_err(|e| inner.err(e))?;
+            if let Err(e) = made {
+                // A retried request whose first try completed finds the
+                // upload gone: the object is there, whole, all the same.
+                match inner.s3.head(&data).await {
+                    Ok(meta) if meta.size == total => {}
+                    _ => return Err(inner.err(e)),
+                }
+            }
             let manifest = Manifest {
                 owner_hex: names.owner_hex.clone(),
                 nonce: record.nonce.clone(),
                 len: total,
             };
-            let won = inner.create_manifest(&id, &manifest).await;
-            if !matches!(won, Ok(true)) {
-                // Lost the race (or failed): our object is nobody's.
+            let outcome = claim(&inner, &id, &manifest).await;
+            if matches!(outcome, Err(BlobError::AlreadyExists)) {
+                // Lost the race: our object is nobody's.
                 inner.delete_quietly(&data).await?;
             }
             // The upload is over either way (a loser can never complete).
             inner.delete_quietly(&names.partial).await?;
-            match won? {
-                true => Ok(()),
-                false => Err(BlobError::AlreadyExists),
-            }
+            outcome
         })
+    }
+}
+
+/// Creates the manifest of `id` unless one exists, and says whether it is
+/// `ours`: a retried request may meet the manifest its first try created.
+///
+/// # Errors
+/// [`BlobError::AlreadyExists`] when another upload's manifest is there;
+/// others when S3 fails (our data object is then kept: a manifest may name
+/// it, and the expiry sweep deletes it if none does).
+async fn claim(inner: &super::Inner, id: &BlobId, ours: &Manifest) -> Result<(), BlobError> {
+    let created = inner.create_manifest(id, ours).await;
+    if matches!(created, Ok(true)) {
+        return Ok(());
+    }
+    match inner.manifest(id).await? {
+        Some((found, _)) if found == *ours => Ok(()),
+        Some(_) => Err(BlobError::AlreadyExists),
+        None => Err(created.err().unwrap_or_else(|| {
+            BlobError::Io(std::io::Error::other(
+                "S3 refused the blob's manifest as existing, then had none; retry the upload",
+            ))
+        })),
     }
 }
 
