@@ -4,7 +4,8 @@
 //! port by the harness, killed when the test ends): a file round-trips
 //! byte-identical between two users, an upload cut at ~40% resumes from
 //! what S3 holds, the blobs are in the bucket and the data directory holds
-//! none of their bytes. Without moto the test prints "skipped" and passes,
+//! none of their bytes; an abandoned upload is swept after 24 h of server
+//! time (its multipart upload aborted). Without moto the test prints "skipped" and passes,
 //! unless `CI` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -15,10 +16,22 @@ mod helpers;
 mod moto;
 
 use common::{assert_server_blind, TestServer};
-use helpers::{cut_and_resume, pair, send_and_fetch, MARKER};
+use helpers::{abandoned_upload_is_swept, cut_and_resume, pair, send_and_fetch, MARKER};
 use tern_server::blob_backend::{BlobBackend, BlobStoreConfig};
-use tern_store::blob::s3::S3BlobStore;
+use tern_store::blob::s3::{S3BlobConfig, S3BlobStore};
 use tern_store::blob::{BlobStatus, BlobStore};
+
+/// The server's `[blob_store]` for the backend's settings `s3`.
+fn blob_store(s3: &S3BlobConfig) -> BlobStoreConfig {
+    BlobStoreConfig {
+        backend: BlobBackend::S3,
+        s3_endpoint: s3.endpoint.clone(),
+        s3_bucket: s3.bucket.clone(),
+        s3_region: s3.region.clone(),
+        s3_prefix: s3.prefix.clone(),
+        s3_credentials: s3.credentials.clone(),
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attachments_round_trip_and_resume_through_s3() {
@@ -26,14 +39,7 @@ async fn attachments_round_trip_and_resume_through_s3() {
         return;
     };
     let s3 = moto.bucket("tern-attachments");
-    let blob_store = BlobStoreConfig {
-        backend: BlobBackend::S3,
-        s3_endpoint: s3.endpoint.clone(),
-        s3_bucket: s3.bucket.clone(),
-        s3_region: s3.region.clone(),
-        s3_prefix: s3.prefix.clone(),
-        s3_credentials: s3.credentials.clone(),
-    };
+    let blob_store = blob_store(&s3);
     let mut server = TestServer::start_with(2, |c| c.blob_store = blob_store);
     let (alice, bob, group) = pair(&server).await;
     let files = tempfile::tempdir().unwrap();
@@ -75,4 +81,14 @@ async fn attachments_round_trip_and_resume_through_s3() {
     );
     let marker = String::from_utf8(MARKER.to_vec()).unwrap();
     assert_server_blind(server.data_dir(), control, &[marker]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_upload_in_s3_is_swept() {
+    let Some(moto) = moto::Moto::start() else {
+        return;
+    };
+    let s3 = moto.bucket("tern-abandoned");
+    let config = blob_store(&s3);
+    abandoned_upload_is_swept(|c| c.blob_store = config).await;
 }

@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
-use tern_client::attachment::AttachmentPointer;
+use tern_client::attachment::{transfer, AttachmentPointer};
 use tern_client::content::Content;
 use tern_client::secure::{SecureClient, SecureEvent};
+use tern_proto::blob_stream::{BlobRequest, Op, Response, State, Status, RESPONSE_FIXED_LEN};
 
 use crate::common::{TestServer, WAIT};
+use tern_server::{Clock, ServerConfig};
 
 /// Plaintext every test file carries every 64 KiB.
 pub const MARKER: &[u8] = b"ATTACHMENT-PLAINTEXT-MARKER-5e21";
@@ -178,4 +180,58 @@ pub async fn cut_and_resume(
         .unwrap();
     assert_eq!(sha256(&out), sha256(&path));
     pointer.blob_id
+}
+
+/// An upload whose stream ends short is kept for a resume, then swept once
+/// 24 h of server time passed (a manual clock), on a server `adjust`ed.
+pub async fn abandoned_upload_is_swept(adjust: impl FnOnce(&mut ServerConfig)) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let clock = Clock::manual(now_ms);
+    let server = TestServer::start_with_clock(1, clock.clone(), |c| {
+        c.sweep_interval_secs = 1;
+        adjust(c);
+    });
+    let alice = register(&server, "alice").await;
+    let connection = alice
+        .client
+        .transport()
+        .blob_connection(WAIT)
+        .await
+        .unwrap();
+    let id = [0x5a; 16];
+    let header = BlobRequest {
+        op: Op::Upload,
+        blob_id: id,
+        offset: 0,
+        length: 100_000,
+    };
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&header.encode()).await.unwrap();
+    send.write_all(&[7u8; 40_000]).await.unwrap();
+    // The stream ends short of the announced length: an abandoned upload.
+    send.finish().unwrap();
+    let mut answer = [0u8; RESPONSE_FIXED_LEN];
+    tokio::time::timeout(WAIT, recv.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let (answer, _) = Response::decode_fixed(&answer).unwrap();
+    assert_eq!((answer.status, answer.value), (Status::Incomplete, 40_000));
+    assert_eq!(
+        transfer::status(&connection, &id).await.unwrap(),
+        (State::Partial, 40_000),
+        "what came is kept for a resume"
+    );
+    clock.advance(25 * 3600 * 1000);
+    let swept = async {
+        while transfer::status(&connection, &id).await.unwrap().0 != State::Absent {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, swept)
+        .await
+        .expect("swept after 24 h of server time");
 }
