@@ -18,11 +18,13 @@ use std::ops::Deref;
 use common::{link_device, TestClient, TestServer, WAIT};
 use redis_server::RedisServer;
 use tern_client::presence::presence_change;
-use tern_client::{Client, ClientError};
+use tern_client::{AnswerLoss, Client, ClientError};
+use tern_proto::body::devices::ListDevices;
 use tern_proto::body::presence::{
     PresenceEntry, PresenceState as S, PresenceVisibility as V, MAX_PRESENCE_USERS_PER_REQUEST,
 };
 use tern_proto::fb::ErrorCode;
+use tern_proto::Body;
 use tern_proto::ConversationKind;
 use tern_server::presence::PresenceBackend;
 use tokio::time::{timeout, Instant};
@@ -117,6 +119,7 @@ on_both_backends!(
     bounds_are_typed_errors,
     subscriber_and_subject_on_different_shards,
     a_pending_message_request_shows_the_requester_nothing,
+    a_reconnect_keeps_subscriptions_and_the_devices_state,
 );
 
 /// The code of a refused SDK request.
@@ -480,4 +483,47 @@ async fn redis_killed_and_restarted_mid_run_presence_recovers_and_every_message_
     assert_eq!(entry.status_text.as_deref(), Some("redis is down"));
     assert_eq!(bob.count_online(conversation).await.unwrap(), 1);
     receive_all(&bob, conversation, &after).await;
+}
+
+/// Subscriptions live on one connection on the server; the SDK asks for
+/// them again after a reconnect: the subscriber is handed the current
+/// entry of each user it watches and keeps getting pushes. The device's
+/// own state (Away) holds across the reconnect too (the SDK sets it again;
+/// a node that kept it shows no change).
+async fn a_reconnect_keeps_subscriptions_and_the_devices_state(backend: Backend) {
+    let server = start(2, backend);
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    alice
+        .create_conversation(ConversationKind::Group, &["bob"])
+        .await
+        .unwrap();
+    subscribe(&bob, "alice").await;
+    subscribe(&alice, "bob").await;
+    bob.set_presence(S::Away, Some("brb")).await.unwrap();
+    wait_for(&alice, "bob", |e| e.state == S::Away).await;
+    alice.set_presence(S::Busy, None).await.unwrap();
+    wait_for(&bob, "alice", |e| e.state == S::Busy).await;
+
+    // bob's connection goes; the SDK reconnects on its own.
+    let mut connections = bob.connections();
+    connections.borrow_and_update();
+    bob.lose_next_answer(
+        |b| matches!(b, Body::DeviceList(_)),
+        AnswerLoss::ConnectionLost,
+    );
+    let _ = bob.request(ListDevices { user: "bob".into() }).await;
+    timeout(WAIT, connections.changed()).await.unwrap().unwrap();
+
+    // bob is handed alice's entry as it is now, and later pushes still come.
+    let (now, _) = wait_for(&bob, "alice", |e| e.state == S::Busy).await;
+    assert_eq!(now.state, S::Busy);
+    alice.set_presence(S::Online, None).await.unwrap();
+    wait_for(&bob, "alice", |e| e.state == S::Online).await;
+    // bob's device said Away before the reconnect and is Away after it.
+    let back = subscribe(&alice, "bob").await;
+    assert_eq!(
+        (back.state, back.status_text.as_deref()),
+        (S::Away, Some("brb"))
+    );
 }

@@ -4,14 +4,20 @@
 //! who sees this account's presence. Changes to subscribed users arrive as
 //! notices ([`crate::Client::next_notice`]) carrying `PresenceChanged`;
 //! [`presence_change`] picks them out. Subscriptions belong to one
-//! connection: after a reconnect ([`crate::Client::connections`] changes)
-//! subscribe again.
+//! connection on the server (PROTOCOL.md §4.8), so the client remembers
+//! them ([`PresenceMemory`]) and, after every reconnect, sets this device's
+//! state again, subscribes again and hands the app each subscribed user's
+//! current entry as a `PresenceChanged` notice (what changed while it was
+//! away), as Signal and WhatsApp clients refresh presence on reconnect.
 
 use tern_proto::body::presence::{
     CountOnline, PresenceEntry, PresenceState, PresenceVisibility, SetPresence,
     SetPresenceVisibility, SubscribePresence, UnsubscribePresence,
 };
 use tern_proto::Body;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 use crate::sdk::{Client, ClientError};
 
@@ -33,7 +39,8 @@ impl Client {
             state,
             status_text: status_text.map(str::to_owned),
         };
-        self.request(set).await?;
+        self.request(set.clone()).await?;
+        self.presence_memory().set(set);
         Ok(())
     }
 
@@ -49,13 +56,21 @@ impl Client {
         &self,
         users: &[&str],
     ) -> Result<Vec<PresenceEntry>, ClientError> {
-        let users = users.iter().map(|u| (*u).to_owned()).collect();
-        Ok(self.request(SubscribePresence { users }).await?.entries)
+        let users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
+        let entries = self
+            .request(SubscribePresence {
+                users: users.clone(),
+            })
+            .await?
+            .entries;
+        self.presence_memory().subscribed(&entries);
+        Ok(entries)
     }
 
     /// Ends this connection's subscriptions to `users`.
     pub async fn unsubscribe_presence(&self, users: &[&str]) -> Result<(), ClientError> {
-        let users = users.iter().map(|u| (*u).to_owned()).collect();
+        let users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
+        self.presence_memory().unsubscribed(&users);
         self.request(UnsubscribePresence { users }).await?;
         Ok(())
     }
@@ -86,5 +101,72 @@ pub fn presence_change(notice: &Body) -> Option<&PresenceEntry> {
     match notice {
         Body::PresenceChanged(changed) => Some(&changed.entry),
         _ => None,
+    }
+}
+
+/// What this client asked of presence, to ask again on a new connection:
+/// this device's last state and status text, and the users it subscribed
+/// to (those the server answered `Unknown` for are not subscribed there,
+/// so not here either; each is asked again only when the app subscribes
+/// again). At most [`MAX_REMEMBERED`] users (the server's per-connection
+/// bound is 1,000).
+#[derive(Debug, Default)]
+pub(crate) struct PresenceMemory {
+    state: Mutex<Remembered>,
+}
+
+#[derive(Debug, Default)]
+struct Remembered {
+    own: Option<SetPresence>,
+    users: BTreeSet<String>,
+}
+
+/// Users remembered at most (the server allows 1,000 per connection).
+pub(crate) const MAX_REMEMBERED: usize = 1_000;
+
+/// Users per re-subscription request (the protocol's bound).
+pub(crate) const SUBSCRIBE_CHUNK: usize = 256;
+
+impl PresenceMemory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, set: SetPresence) {
+        self.lock().own = Some(set);
+    }
+
+    fn subscribed(&self, entries: &[PresenceEntry]) {
+        let mut state = self.lock();
+        for entry in entries {
+            if entry.state == PresenceState::Unknown {
+                state.users.remove(&entry.user);
+            } else if state.users.len() < MAX_REMEMBERED {
+                state.users.insert(entry.user.clone());
+            }
+        }
+    }
+
+    fn unsubscribed(&self, users: &[String]) {
+        let mut state = self.lock();
+        for user in users {
+            state.users.remove(user);
+        }
+    }
+
+    /// What to ask again: the state to set, and the users in requests of
+    /// at most [`SUBSCRIBE_CHUNK`].
+    pub(crate) fn to_restore(&self) -> (Option<SetPresence>, Vec<SubscribePresence>) {
+        let state = self.lock();
+        let users: Vec<String> = state.users.iter().cloned().collect();
+        let requests = users
+            .chunks(SUBSCRIBE_CHUNK)
+            .map(|chunk| SubscribePresence {
+                users: chunk.to_vec(),
+            })
+            .collect();
+        (state.own.clone(), requests)
     }
 }

@@ -271,6 +271,8 @@ struct Shared {
     timers: Mutex<HashMap<u64, u32>>,
     /// Whether a full sync has filled `timers` since the client started.
     timers_synced: AtomicBool,
+    /// Presence asked for, to ask again after a reconnect.
+    presence: crate::presence::PresenceMemory,
 }
 
 impl Shared {
@@ -329,6 +331,7 @@ impl Client {
             connections: watch::channel(0).0,
             timers: Mutex::default(),
             timers_synced: AtomicBool::new(false),
+            presence: Default::default(),
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (messages_tx, messages_rx) = mpsc::channel(4096);
@@ -361,6 +364,11 @@ impl Client {
 
     pub fn device(&self) -> u32 {
         self.shared.identity.device
+    }
+
+    /// What this client asked of presence (`presence`), kept for reconnects.
+    pub(crate) fn presence_memory(&self) -> &crate::presence::PresenceMemory {
+        &self.shared.presence
     }
 
     /// The largest request frame this client sends, in bytes (its
@@ -1203,6 +1211,34 @@ fn take_loss(shared: &Shared, body: &Body) -> Option<AnswerLoss> {
     Some(losses.remove(at).1)
 }
 
+/// Asks the server again for what this client asked of presence, after a
+/// reconnect (subscriptions are per connection, PROTOCOL.md §4.8): this
+/// device's state, then the subscriptions, handing each user's entry to the
+/// app as a `PresenceChanged` notice. Failures are logged (the connection
+/// went again: the next reconnect asks again).
+async fn restore_presence(shared: Arc<Shared>, notices: mpsc::UnboundedSender<Body>) {
+    let (own, subscriptions) = shared.presence.to_restore();
+    if let Some(set) = own {
+        if let Err(e) = request_on(&shared, set).await {
+            tracing::debug!(error = %e, "setting presence again after a reconnect failed");
+        }
+    }
+    for subscribe in subscriptions {
+        match request_on(&shared, subscribe).await {
+            Ok(snapshot) => {
+                for entry in snapshot.entries {
+                    let changed = tern_proto::body::presence::PresenceChanged { entry };
+                    let _ = notices.send(Body::PresenceChanged(changed));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "subscribing to presence again after a reconnect failed");
+                return;
+            }
+        }
+    }
+}
+
 /// Drives the [`OrderedDelivery`] state machine: feeds it connects, pushes, Sync
 /// answers and History pages, and carries out what it asks for (hand a
 /// message to the app, send Sync, send History). One request at a time;
@@ -1255,7 +1291,12 @@ async fn order_deliveries(
         }
         match events.recv().await {
             None => return,
-            Some(Event::Connected) => ordering.on_connected(),
+            Some(Event::Connected) => {
+                ordering.on_connected();
+                if *shared.connections.borrow() > 1 {
+                    tokio::spawn(restore_presence(shared.clone(), notices.clone()));
+                }
+            }
             Some(Event::Deliver(message)) => ordering.on_deliver(message),
             Some(Event::Notice(body)) => {
                 let _ = notices.send(body);

@@ -259,8 +259,9 @@ pub enum SecureEvent {
     /// ([`Client::subscribe_presence`], through [`SecureClient::transport`])
     /// changed presence: state, status text, last seen (server ms since
     /// the Unix epoch). Pushes are coalesced by the server, so the latest
-    /// state wins (docs/PROTOCOL.md §4.8). Subscriptions belong to one
-    /// connection: after a reconnect, subscribe again.
+    /// state wins (docs/PROTOCOL.md §4.8). After a reconnect the SDK
+    /// subscribes again by itself and reports each user's current entry
+    /// this way (`presence::PresenceMemory`).
     PresenceChanged(PresenceEntry),
     /// Another user's device started (`typing: true`) or stopped typing in
     /// a conversation (docs/PROTOCOL.md §4.9). Signals are unreliable (QUIC

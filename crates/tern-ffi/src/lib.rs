@@ -110,8 +110,9 @@ pub enum Event {
         reason: String,
     },
     /// A user this client subscribed to ([`TernClient::subscribe_presence`])
-    /// changed presence; the latest event wins. Subscriptions end with the
-    /// connection: after a reconnect, subscribe again.
+    /// changed presence; the latest event wins. After a reconnect the SDK
+    /// subscribes again by itself and reports each user's current entry
+    /// this way.
     PresenceChanged { entry: PresenceEntry },
     /// Another user's device started or stopped typing in a conversation.
     /// Signals can be lost: show it until 10 seconds after the last `true`
