@@ -133,6 +133,21 @@ mod s3_only {
         }
     }
 
+    /// Credentials S3 refuses are named as such when the store opens.
+    #[test]
+    fn refused_credentials_are_named_at_open() {
+        let Some(server) = super::moto::Moto::start_checking(true) else {
+            return;
+        };
+        let text = S3BlobStore::open(&server.config("any-bucket"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("refused the credentials") && text.contains("AWS_ACCESS_KEY_ID"),
+            "{text}"
+        );
+    }
+
     /// A missing bucket and an endpoint nobody answers are refused when
     /// the store opens, with a message that says what to fix.
     #[test]
@@ -153,6 +168,11 @@ mod s3_only {
             .port();
         let mut config = server.config("x");
         config.endpoint = Some(format!("http://127.0.0.1:{port}"));
+        let text = S3BlobStore::open(&config).unwrap_err().to_string();
+        assert!(text.contains("is unreachable"), "{text}");
+        // The same over https: the TLS client (ring, the platform's roots)
+        // is built, and the refused connection is named as such.
+        config.endpoint = Some(format!("https://127.0.0.1:{port}"));
         let text = S3BlobStore::open(&config).unwrap_err().to_string();
         assert!(text.contains("is unreachable"), "{text}");
     }

@@ -28,6 +28,12 @@ impl Moto {
     /// Starts moto on a free port and waits until it answers HTTP; `None`
     /// (after a "skipped" line) when moto is not installed and `CI` unset.
     pub fn start() -> Option<Moto> {
+        Moto::start_checking(false)
+    }
+
+    /// Like [`Moto::start`]; with `check_keys`, moto checks signatures
+    /// against its IAM users (it has none: every key is refused).
+    pub fn start_checking(check_keys: bool) -> Option<Moto> {
         let installed = Command::new("python3")
             .args(["-c", "import moto.server, flask"])
             .stdout(Stdio::null())
@@ -52,7 +58,7 @@ impl Moto {
         // A free port may be taken between our probe and moto's bind by a
         // parallel test: then moto exits, and we try another.
         for _ in 0..3 {
-            if let Some(moto) = Moto::spawn() {
+            if let Some(moto) = Moto::spawn(check_keys) {
                 return Some(moto);
             }
         }
@@ -60,12 +66,16 @@ impl Moto {
     }
 
     /// Starts moto on a free port; `None` when it exits before answering.
-    fn spawn() -> Option<Moto> {
+    fn spawn(check_keys: bool) -> Option<Moto> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = Command::new("python3")
+        let mut command = Command::new("python3");
+        if check_keys {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        }
+        let child = command
             .args([
                 "-m",
                 "moto.server",
