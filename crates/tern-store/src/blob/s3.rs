@@ -3,7 +3,7 @@
 //! `object_store` crate (AWS S3, MinIO, Ceph RGW, Cloudflare R2, moto).
 //! Same contract as the filesystem backend (the module docs of
 //! [`crate::blob`]); it passes the same conformance checks
-//! (`tests/blob_conformance_s3.rs`). Object names: [`layout`].
+//! (`tests/blob_conformance_s3.rs`). Object names: the `layout` submodule.
 //!
 //! # Resumable uploads with bounded memory
 //! A partial upload is an S3 multipart upload plus one small record object
@@ -14,9 +14,13 @@
 //! created with the first), then the record is rewritten. Dropping a writer
 //! (a lost connection) writes the buffered tail into the record, and a
 //! resume reads it back into the buffer. So the record is the one source of
-//! truth: [`BlobStore::status`] reports what it holds, bytes durably in S3;
-//! a part uploaded but not yet recorded (a crash in between) is uploaded
-//! again under the same part number, which replaces it. A blob smaller
+//! truth: [`BlobStore::status`] reports what it holds, bytes durably in S3
+//! (while a writer of the upload is open in this process: that writer's
+//! bytes, which its drop puts in S3, as a file's written bytes count in
+//! the filesystem backend; if that last PUT fails, the client resumes from
+//! the shorter length the status then reports). A part uploaded but not
+//! yet recorded (a crash in between) is uploaded again under the same part
+//! number, which replaces it. A blob smaller
 //! than one part never creates a multipart upload: completing writes it
 //! with one PUT.
 //!
