@@ -201,6 +201,66 @@ mod cli {
         assert_eq!(sha256(&out), sha256(&path));
         let missing = tern(&["fetch", "--state", &bob, group, "999"]);
         assert!(!missing.status.success());
+
+        // A photo with a preview and its size: the preview travels in the
+        // message (no download), history shows what the pointer says.
+        let photo = write_file(clients.path(), "beach.jpg", 50_000);
+        let thumb = clients.path().join("beach-thumb.jpg");
+        std::fs::write(&thumb, [0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]).unwrap();
+        let sent = ok(tern(&[
+            "send-file",
+            "--state",
+            &alice,
+            group,
+            &photo.to_string_lossy(),
+            "--thumbnail",
+            &thumb.to_string_lossy(),
+            "--dimensions",
+            "1920x1080",
+        ]));
+        let seq = sent.trim().rsplit(' ').next().unwrap();
+        let saved = clients.path().join("preview.jpg");
+        let saved_arg = saved.to_string_lossy().into_owned();
+        ok(tern(&[
+            "fetch",
+            "--state",
+            &bob,
+            group,
+            seq,
+            "--thumbnail",
+            "-o",
+            &saved_arg,
+        ]));
+        assert_eq!(
+            std::fs::read(&saved).unwrap(),
+            std::fs::read(&thumb).unwrap()
+        );
+        let history = ok(tern(&["history", "--state", &bob, group]));
+        let described = "(50000 bytes, image/jpeg, 1920x1080, thumbnail: tern fetch --thumbnail)";
+        assert!(history.contains(described), "{history}");
+        let big = clients.path().join("big-thumb.jpg");
+        std::fs::write(&big, vec![0u8; 16 * 1024 + 1]).unwrap();
+        let refused = tern(&[
+            "send-file",
+            "--state",
+            &alice,
+            group,
+            &photo.to_string_lossy(),
+            "--thumbnail",
+            &big.to_string_lossy(),
+        ]);
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("thumbnail"));
+        let bad = tern(&[
+            "send-file",
+            "--state",
+            &alice,
+            group,
+            "x",
+            "--dimensions",
+            "wide",
+        ]);
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("WIDTHxHEIGHT"));
         drop(server);
     }
 }
