@@ -643,6 +643,28 @@ fn reply_while_listening() {
         );
     }
 
+    // A timer change and a call ringing are shown too (not counted).
+    ok(tern(&["timer", "--state", &alice, &group, "60"]));
+    let timer = listener.out_line();
+    assert_eq!(
+        timer,
+        format!("alice set disappearing messages in {group}: later messages disappear after 60 s")
+    );
+    let mut call = Terminal::start(&["call", "--state", &alice, "bob"]);
+    assert!(call.line().starts_with("calling bob (call "));
+    let ringing = listener.out_line();
+    assert!(
+        ringing.starts_with("incoming call from alice (device 1): to take it, stop this listener"),
+        "{ringing}"
+    );
+    call.enter();
+    assert_eq!(call.line(), "cancelled");
+    call.finishes();
+    assert_eq!(
+        listener.out_line(),
+        "the call from alice stopped ringing: alice declined or cancelled the call"
+    );
+
     // Other commands reach the listener with their own output and exit code.
     let note = ok(tern(&["create", "--state", &bob, "note"]));
     note.trim().parse::<u64>().expect("create prints the id");

@@ -285,6 +285,35 @@ async fn hang_up(client: &SecureClient) -> Result<(), String> {
     client.hang_up().await.map_err(|e| e.to_string())
 }
 
+/// Prints a call event heard by `tern listen` (which cannot take the call:
+/// a call lives in the `tern answer` process). `ringing` keeps the caller
+/// of the call ringing here, for the lines that follow; `flags` reach the
+/// listener's account.
+pub fn show_while_listening(event: &CallEvent, ringing: &mut Option<(u64, String)>, flags: &str) {
+    match event {
+        CallEvent::Ringing { call_id, from, .. } => {
+            println!(
+                "incoming call from {} (device {}): to take it, stop this listener and run \
+                 `tern answer {flags}` within 45 s (`tern hangup {flags}` declines)",
+                shown(&from.user),
+                from.device
+            );
+            *ringing = Some((*call_id, from.user.clone()));
+        }
+        CallEvent::StoppedRinging { call_id, why } | CallEvent::Ended { call_id, why } => {
+            let Some((_, peer)) = ringing.take_if(|(id, _)| id == call_id) else {
+                return;
+            };
+            println!(
+                "the call from {} stopped ringing: {}",
+                shown(&peer),
+                ended(&peer, *why, false)
+            );
+        }
+        CallEvent::Connected { .. } | CallEvent::Candidate { .. } => {}
+    }
+}
+
 /// How the call ended, in words.
 fn ended(peer: &str, why: End, connected: bool) -> String {
     let peer = shown(peer);

@@ -89,9 +89,8 @@ pub struct ListenArgs {
     conn: Connection,
     /// Exit after this many messages (stored messages of the
     /// conversations, reactions, edits and the like included; membership
-    /// notices are printed but not counted; timer changes, members leaving
-    /// and calls are not shown here: `tern timer CONV` shows the timer,
-    /// `tern calls` the calls) [default: run until interrupted].
+    /// notices, timer changes and calls ringing here are printed but not
+    /// counted) [default: run until interrupted].
     #[arg(long)]
     count: Option<usize>,
 }
@@ -494,9 +493,16 @@ async fn listen(args: ListenArgs) -> Result<(), String> {
 /// shown, Ctrl-C, or the client closes.
 async fn show_events(client: &SecureClient, args: &ListenArgs) -> Result<(), String> {
     let mut seen = 0usize;
+    let mut ringing = None;
     while args.count.is_none_or(|n| seen < n) {
         let event = tokio::select! {
             e = client.next_event() => e,
+            call = client.next_call_event() => {
+                if let Some(call) = call {
+                    super::calls::show_while_listening(&call, &mut ringing, &connection_flags(&args.conn));
+                }
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => None,
         };
         let Some(event) = event else { break };
@@ -597,6 +603,20 @@ fn show_event(event: &SecureEvent, conn: &Connection) -> Option<(u64, u64)> {
             None
         }
         SecureEvent::NotStored { .. } => None,
+        SecureEvent::TimerChanged {
+            conversation_id,
+            secs,
+            user,
+        } => {
+            let user = shown(user);
+            match secs {
+                0 => println!("{user} turned disappearing messages off in {conversation_id}"),
+                secs => println!(
+                    "{user} set disappearing messages in {conversation_id}: later messages disappear after {secs} s"
+                ),
+            }
+            None
+        }
         // Shown by `tern presence watch` and `tern typing watch`.
         SecureEvent::PresenceChanged(_) | SecureEvent::Typing(_) => None,
     }

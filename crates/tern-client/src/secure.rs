@@ -270,6 +270,15 @@ pub enum SecureEvent {
     /// This account's own devices' signals are not forwarded, and signals
     /// are dropped rather than queued when the app is 256 events behind.
     Typing(TypingChanged),
+    /// `user` set the disappearing-message timer of a conversation to
+    /// `secs` seconds (0: off); later messages there expire at most that
+    /// long after they are sent (docs/PROTOCOL.md §4.6). Sync lists the
+    /// timer of each conversation for a device that was away.
+    TimerChanged {
+        conversation_id: u64,
+        secs: u32,
+        user: String,
+    },
 }
 
 struct Crypto {
@@ -2234,6 +2243,14 @@ async fn notice_loop(inner: Arc<Inner>, events: mpsc::Sender<SecureEvent>) {
                 let _ = events
                     .send(SecureEvent::PresenceChanged(changed.entry))
                     .await;
+            }
+            Body::TimerChanged(t) => {
+                let event = SecureEvent::TimerChanged {
+                    conversation_id: t.conversation_id,
+                    secs: t.secs,
+                    user: t.user,
+                };
+                let _ = events.send(event).await;
             }
             Body::TypingChanged(changed) if changed.user != inner.identity.user => {
                 // Ephemeral: dropped, never waited for, when the app lags.

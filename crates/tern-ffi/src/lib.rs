@@ -123,6 +123,13 @@ pub enum Event {
         device: u32,
         typing: bool,
     },
+    /// `user` set a conversation's disappearing-message timer to `secs`
+    /// seconds (0: off).
+    TimerChanged {
+        conversation_id: u64,
+        secs: u32,
+        user: String,
+    },
 }
 
 /// One end-to-end-encrypting device of a tern account. See the module docs
@@ -507,6 +514,15 @@ impl TernClient {
                 user: t.user,
                 device: t.device,
                 typing: t.typing,
+            },
+            SecureEvent::TimerChanged {
+                conversation_id,
+                secs,
+                user,
+            } => Event::TimerChanged {
+                conversation_id,
+                secs,
+                user,
             },
         }
     }
