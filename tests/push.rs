@@ -5,7 +5,9 @@
 //! whose bodies hold a conversation id and a count and nothing of the
 //! message (the bytes are scanned for the ciphertext and the sender); an
 //! online device gets none; an endpoint answering 410 is removed; a 500 is
-//! retried; a call signal is pushed at once with `Urgency: high`.
+//! retried; a call signal is pushed at once with `Urgency: high`; an https
+//! endpoint is woken over TLS checked against `push.ca_file` (a receiver
+//! with a certificate the server does not trust gets nothing).
 //!
 //! Waits are on events (the receiver's channel, the server's counters)
 //! with a deadline, never on a sleep that hopes.
@@ -64,6 +66,7 @@ fn receiver(script: &[u16]) -> (String, Receiver<Pushed>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(WAIT));
             let Some(pushed) = read_request(&mut stream) else {
                 continue;
             };
@@ -79,8 +82,47 @@ fn receiver(script: &[u16]) -> (String, Receiver<Pushed>) {
     (url, rx)
 }
 
-fn read_request(stream: &mut std::net::TcpStream) -> Option<Pushed> {
-    stream.set_read_timeout(Some(WAIT)).ok()?;
+/// An https receiver on 127.0.0.1:0 answering 201, with a fresh
+/// self-signed certificate for `localhost`; returns the endpoint URL, the
+/// certificate (PEM) and the requests.
+fn tls_receiver() -> (String, String, Receiver<Pushed>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let pem = certified.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url = format!("https://localhost:{port}/wake/bob-phone");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(WAIT));
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let Some(pushed) = read_request(&mut tls) else {
+                continue;
+            };
+            let answer = "HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            let _ = tls.write_all(answer.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            if tx.send(pushed).is_err() {
+                return;
+            }
+        }
+    });
+    (url, pem, rx)
+}
+
+fn read_request(stream: &mut impl Read) -> Option<Pushed> {
     let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     reader.read_line(&mut request_line).ok()?;
@@ -383,4 +425,46 @@ async fn a_gateway_token_is_woken_through_the_gateway() {
     assert_eq!(n["prio"], "low");
     until_counted(&server, |s| &s.abandoned, 1).await;
     assert!(store.push_endpoint("bob", 1).await.unwrap().is_some());
+}
+
+/// Web Push endpoints are https: the wake-up goes over TLS to a receiver
+/// whose certificate the server checks against `push.ca_file`, and is the
+/// same content-free body; a receiver whose certificate is not trusted gets
+/// nothing (the failure is counted, never sent in clear).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_endpoint_is_woken_over_checked_tls() {
+    let (url, pem, rx) = tls_receiver();
+    let (_other_url, other_pem, _) = tls_receiver();
+    let roots = tempfile::tempdir().unwrap();
+    let trusted = roots.path().join("trusted.pem");
+    std::fs::write(&trusted, &pem).unwrap();
+    let store = Arc::new(MemStore::new());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let server = TestServer::start_on_store_with(2, dyn_store, |c| {
+        c.push.allow_http_loopback = true;
+        c.push.ca_file = trusted.clone();
+        c.push.retry_initial_ms = 20;
+        c.push.retry_max_ms = 100;
+        c.push.retry_attempts = 2;
+    });
+    let (alice, _bob, conv) = offline_bob(&server, &url).await;
+    alice.send(conv, Bytes::from_static(MARKER)).await.unwrap();
+    let pushed = next_push(&rx);
+    assert_content_free(&pushed, conv);
+    assert_eq!(pushed.json()["count"], 1);
+
+    // Another server trusting another certificate: the TLS check fails.
+    let untrusted = roots.path().join("other.pem");
+    std::fs::write(&untrusted, &other_pem).unwrap();
+    let server = TestServer::start_with(2, |c| {
+        c.push.allow_http_loopback = true;
+        c.push.ca_file = untrusted.clone();
+        c.push.retry_initial_ms = 20;
+        c.push.retry_max_ms = 100;
+        c.push.retry_attempts = 2;
+    });
+    let (alice, _bob, conv) = offline_bob(&server, &url).await;
+    alice.send(conv, Bytes::from_static(MARKER)).await.unwrap();
+    until_counted(&server, |s| &s.failures, 1).await;
+    assert!(rx.try_recv().is_err(), "nothing reached the receiver");
 }
