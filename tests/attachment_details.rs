@@ -15,24 +15,11 @@ use tern_client::attachment::{AttachmentDetails, AttachmentError, PointerError};
 use tern_client::content::Content;
 use tern_client::secure::{SecureClient, SecureEvent};
 
-async fn register(server: &TestServer, user: &str) -> (SecureClient, TempDir) {
-    let state = tempfile::tempdir().unwrap();
-    let client = SecureClient::register(server.options(state.path()), user, "phone")
-        .await
-        .unwrap();
-    client
-        .transport()
-        .set_privacy(tern_proto::GroupAdds::Everyone)
-        .await
-        .unwrap();
-    (client, state)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voice_message_from_a_reader_keeps_its_details() {
     let server = TestServer::start(2);
-    let (alice, alice_state) = register(&server, "alice").await;
-    let (bob, _bob_state) = register(&server, "bob").await;
+    let (alice, alice_state) = server.register_secure("alice").await;
+    let (bob, _bob_state) = server.register_secure("bob").await;
     let group = alice.create_group(&["bob"]).await.unwrap();
     let audio: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     let details = AttachmentDetails {

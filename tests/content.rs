@@ -65,12 +65,14 @@ impl Device {
             .expect("client open")
     }
 
-    /// The next message (membership events skipped).
+    /// The next message (membership and timer notices skipped).
     async fn message(&self) -> Decrypted {
         loop {
             match self.next().await {
                 SecureEvent::Message(m) => return m,
-                SecureEvent::Joined { .. } | SecureEvent::GroupChanged { .. } => {}
+                SecureEvent::Joined { .. }
+                | SecureEvent::GroupChanged { .. }
+                | SecureEvent::TimerChanged { .. } => {}
                 other => panic!("unexpected event {other:?}"),
             }
         }
@@ -117,15 +119,7 @@ impl Device {
 }
 
 async fn register(server: &TestServer, user: &str) -> Device {
-    let state = tempfile::tempdir().unwrap();
-    let client = SecureClient::register(server.options(state.path()), user, "phone")
-        .await
-        .unwrap();
-    client
-        .transport()
-        .set_privacy(tern_proto::GroupAdds::Everyone)
-        .await
-        .unwrap();
+    let (client, state) = server.register_secure(user).await;
     Device::start(client, state)
 }
 

@@ -219,20 +219,9 @@ async fn a_1500_member_group_adds_a_member_with_default_settings() {
     use tern_client::secure::{SecureClient, SecureEvent};
     const SEEDED: usize = 1_497;
     let server = TestServer::start_on_store(2, store_with_key_packages(SEEDED).await);
-    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
-    let mut clients = Vec::new();
-    for (dir, user) in dirs.iter().zip(["alice", "bob", "dave"]) {
-        let client = SecureClient::register(server.options(dir.path()), user, "phone")
-            .await
-            .unwrap();
-        client
-            .transport()
-            .set_privacy(tern_proto::GroupAdds::Everyone)
-            .await
-            .unwrap();
-        clients.push(client);
-    }
-    let [alice, bob, dave] = <[SecureClient; 3]>::try_from(clients).ok().unwrap();
+    let (alice, _alice_state) = server.register_secure("alice").await;
+    let (bob, _bob_state) = server.register_secure("bob").await;
+    let (dave, _dave_state) = server.register_secure("dave").await;
     let seeded: Vec<String> = (0..SEEDED).map(|i| format!("m{i}")).collect();
     let mut members: Vec<&str> = seeded.iter().map(String::as_str).collect();
     members.push("bob");

@@ -37,15 +37,7 @@ impl Device {
     }
 
     async fn register_idle(server: &TestServer, user: &str) -> Device {
-        let state = tempfile::tempdir().unwrap();
-        let client = SecureClient::register(server.options(state.path()), user, "phone")
-            .await
-            .unwrap();
-        client
-            .transport()
-            .set_privacy(tern_proto::GroupAdds::Everyone)
-            .await
-            .unwrap();
+        let (client, state) = server.register_secure(user).await;
         let (tx, rx) = mpsc::unbounded_channel();
         Device {
             client: Arc::new(client),
@@ -73,7 +65,7 @@ impl Device {
         });
     }
 
-    /// The next message (membership events skipped).
+    /// The next message (membership and timer notices skipped).
     async fn message(&self) -> Decrypted {
         loop {
             let event = tokio::time::timeout(WAIT, self.events.lock().await.recv())
@@ -82,7 +74,9 @@ impl Device {
                 .expect("client open");
             match event {
                 SecureEvent::Message(m) => return m,
-                SecureEvent::Joined { .. } | SecureEvent::GroupChanged { .. } => {}
+                SecureEvent::Joined { .. }
+                | SecureEvent::GroupChanged { .. }
+                | SecureEvent::TimerChanged { .. } => {}
                 other => panic!("unexpected event {other:?}"),
             }
         }

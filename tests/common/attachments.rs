@@ -25,15 +25,7 @@ pub struct Device {
 }
 
 pub async fn register(server: &TestServer, user: &str) -> Device {
-    let state = tempfile::tempdir().unwrap();
-    let client = SecureClient::register(server.options(state.path()), user, "phone")
-        .await
-        .unwrap();
-    client
-        .transport()
-        .set_privacy(tern_proto::GroupAdds::Everyone)
-        .await
-        .unwrap();
+    let (client, state) = server.register_secure(user).await;
     Device {
         client,
         _state: state,

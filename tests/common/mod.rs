@@ -190,6 +190,26 @@ impl TestServer {
         client
     }
 
+    /// Registers a new account as an end-to-end-encrypting device (a
+    /// `SecureClient`) that anyone may add to groups; returns it with its
+    /// state directory (keep it for the client's life).
+    pub async fn register_secure(
+        &self,
+        user: &str,
+    ) -> (tern_client::secure::SecureClient, TempDir) {
+        let state = tempfile::tempdir().expect("temp dir");
+        let client =
+            tern_client::secure::SecureClient::register(self.options(state.path()), user, "phone")
+                .await
+                .expect("register");
+        client
+            .transport()
+            .set_privacy(tern_proto::GroupAdds::Everyone)
+            .await
+            .expect("set privacy");
+        (client, state)
+    }
+
     /// Registers a new account with the default privacy (only contacts
     /// may add it to groups) and returns its connected client.
     pub async fn register_private(&self, user: &str) -> TestClient {
