@@ -216,7 +216,7 @@ async fn store_with_key_packages(n: usize) -> std::sync::Arc<dyn tern_store::Sto
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "minutes: a real 1,500-member MLS group"]
 async fn a_1500_member_group_adds_a_member_with_default_settings() {
-    use tern_client::secure::{SecureClient, SecureEvent};
+    use tern_client::secure::SecureEvent;
     const SEEDED: usize = 1_497;
     let server = TestServer::start_on_store(2, store_with_key_packages(SEEDED).await);
     let (alice, _alice_state) = server.register_secure("alice").await;
