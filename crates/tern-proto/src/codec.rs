@@ -219,6 +219,48 @@ pub fn peek_request_id(buf: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes))
 }
 
+/// The body type of a frame, read with bounds checks only (like
+/// [`peek_request_id`]): `Frame.body_type` (vtable slot 6), `NONE` when
+/// absent, `None` when out of bounds. Servers count frames by it without
+/// decoding them (the metrics of docs/OPERATING.md).
+pub fn peek_body_type(buf: &[u8]) -> Option<fb::Body> {
+    let table = read_u32(buf, 0)? as usize;
+    match field_at(buf, table, fb::Frame::VT_BODY_TYPE)? {
+        None => Some(fb::Body::NONE),
+        Some(at) => buf.get(at).map(|b| fb::Body(*b)),
+    }
+}
+
+/// The `code` of an Error frame's body, read with bounds checks only;
+/// `None` when out of bounds or the body is absent. Call it only on a frame
+/// whose [`peek_body_type`] is `Error`.
+pub fn peek_error_code(buf: &[u8]) -> Option<fb::ErrorCode> {
+    let table = read_u32(buf, 0)? as usize;
+    let body_ref = field_at(buf, table, fb::Frame::VT_BODY)??;
+    let body = body_ref.checked_add(read_u32(buf, body_ref)? as usize)?;
+    match field_at(buf, body, fb::Error::VT_CODE)? {
+        None => Some(fb::ErrorCode(0)),
+        Some(at) => read_u16(buf, at).map(fb::ErrorCode),
+    }
+}
+
+/// Where field `slot` of the table at `table` lies: `Some(None)` when the
+/// field is absent (its default), `None` when out of bounds.
+fn field_at(buf: &[u8], table: usize, slot: u16) -> Option<Option<usize>> {
+    let soffset = i64::from(read_u32(buf, table)? as i32);
+    let vtable = usize::try_from(i64::try_from(table).ok()?.checked_sub(soffset)?).ok()?;
+    let vtable_len = usize::from(read_u16(buf, vtable)?);
+    let slot = usize::from(slot);
+    if vtable_len < slot + 2 {
+        return Some(None);
+    }
+    let field = usize::from(read_u16(buf, vtable.checked_add(slot)?)?);
+    if field == 0 {
+        return Some(None);
+    }
+    table.checked_add(field).map(Some)
+}
+
 fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
     let bytes: [u8; 4] = buf.get(at..at.checked_add(4)?)?.try_into().ok()?;
     Some(u32::from_le_bytes(bytes))
@@ -269,6 +311,33 @@ mod tests {
     }
     use crate::body::{messaging, sync};
     use crate::frame::Frame;
+
+    #[test]
+    fn body_type_and_error_code_are_read_without_decoding() {
+        use crate::body::errors::ErrorBody;
+        let done = crate::Frame::new(3, crate::body::messaging::Done).encode();
+        assert_eq!(peek_body_type(&done[LEN_PREFIX..]), Some(fb::Body::Done));
+        let error = crate::Frame::new(
+            4,
+            ErrorBody {
+                code: fb::ErrorCode::RateLimited,
+                message: "slow down".into(),
+                retry_after_ms: 10,
+            },
+        )
+        .encode();
+        let frame = &error[LEN_PREFIX..];
+        assert_eq!(peek_body_type(frame), Some(fb::Body::Error));
+        assert_eq!(peek_error_code(frame), Some(fb::ErrorCode::RateLimited));
+        assert_eq!(peek_body_type(&[]), None);
+        assert_eq!(peek_error_code(&[0xff; 64]), None);
+        for cut in 0..frame.len() {
+            let _ = (
+                peek_body_type(&frame[..cut]),
+                peek_error_code(&frame[..cut]),
+            );
+        }
+    }
 
     #[test]
     fn splits_frames_across_arbitrary_chunks() {

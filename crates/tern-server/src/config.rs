@@ -216,6 +216,13 @@ pub struct ServerConfig {
     /// "fs"` in the data directory, the default, or `"s3"` with the bucket;
     /// see `blob_backend`).
     pub blob_store: crate::blob_backend::BlobStoreConfig,
+    /// TCP address of the admin HTTP port: Prometheus metrics (`/metrics`),
+    /// liveness (`/healthz`) and readiness (`/readyz`); see
+    /// docs/OPERATING.md. Default unset: no admin port (nothing is bound
+    /// that the operator did not ask for, and the metrics, which name
+    /// traffic volumes, are not exposed by accident); the deploy files set
+    /// `0.0.0.0:9464`. Port 0 picks a free port (`ServerHandle::admin_addr`).
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -281,6 +288,7 @@ impl Default for ServerConfig {
             upload_burst_bytes: 300 * 1024 * 1024,
             push: crate::push::PushConfig::default(),
             blob_store: crate::blob_backend::BlobStoreConfig::default(),
+            admin_addr: None,
         }
     }
 }
@@ -440,7 +448,23 @@ impl ServerConfig {
             "TERN_SWEEP_INTERVAL_SECS",
             &mut self.sweep_interval_secs,
         )?;
+        env_parse(&get, "TERN_PRESENCE_BACKEND", &mut self.presence_backend)?;
+        env_parse(&get, "TERN_REDIS_URL", &mut self.redis_url)?;
+        env_parse_optional(&get, "TERN_ADMIN_ADDR", &mut self.admin_addr)?;
         Ok(())
+    }
+
+    /// Every `TERN_*` environment variable [`ServerConfig::apply_env`]
+    /// reads, in its order: taken from `apply_env` itself, so the list
+    /// cannot drift (tests/deploy.rs checks the deploy files against it).
+    pub fn env_names() -> Vec<String> {
+        let names = std::cell::RefCell::new(Vec::new());
+        let mut config = ServerConfig::default();
+        let _ = config.apply_env(|name| {
+            names.borrow_mut().push(name.to_owned());
+            None
+        });
+        names.into_inner()
     }
 
     /// Checks every field; call before binding anything.
@@ -652,6 +676,34 @@ where
     Ok(())
 }
 
+/// Like [`env_parse`] for an optional setting: an empty value unsets it
+/// (overriding the config file).
+fn env_parse_optional<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    slot: &mut Option<T>,
+) -> Result<(), ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match get(name) {
+        None => Ok(()),
+        Some(value) if value.is_empty() => {
+            *slot = None;
+            Ok(())
+        }
+        Some(value) => {
+            let parsed = value.parse().map_err(|e: T::Err| ConfigError::Env {
+                name: name.to_owned(),
+                value: value.clone(),
+                message: e.to_string(),
+            })?;
+            *slot = Some(parsed);
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -818,6 +870,41 @@ mod tests {
             let c: ServerConfig = toml::from_str(toml).expect("parses");
             c.validate().expect(toml);
         }
+    }
+
+    #[test]
+    fn admin_addr_is_unset_by_default_and_read_from_env() {
+        assert_eq!(ServerConfig::default().admin_addr, None);
+        let mut c = ServerConfig::default();
+        c.apply_env(|n| (n == "TERN_ADMIN_ADDR").then(|| "127.0.0.1:9464".to_owned()))
+            .expect("valid");
+        assert_eq!(c.admin_addr, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));
+        c.apply_env(|n| (n == "TERN_ADMIN_ADDR").then(String::new))
+            .expect("empty unsets");
+        assert_eq!(c.admin_addr, None);
+        let err = c
+            .apply_env(|n| (n == "TERN_ADMIN_ADDR").then(|| "9464".to_owned()))
+            .expect_err("a port alone is not an address");
+        assert!(err.to_string().contains("TERN_ADMIN_ADDR"), "{err}");
+        let parsed: ServerConfig = toml::from_str("admin_addr = \"0.0.0.0:9464\"").expect("parses");
+        assert_eq!(parsed.admin_addr.map(|a| a.port()), Some(9464));
+        c.apply_env(|n| (n == "TERN_PRESENCE_BACKEND").then(|| "redis".to_owned()))
+            .expect("valid");
+        assert_eq!(c.presence_backend, crate::presence::PresenceBackend::Redis);
+    }
+
+    #[test]
+    fn env_names_are_the_ones_apply_env_reads() {
+        let names = ServerConfig::env_names();
+        for name in [
+            "TERN_LISTEN",
+            "TERN_DATA_DIR",
+            "TERN_ADMIN_ADDR",
+            "TERN_REDIS_URL",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+        }
+        assert!(names.iter().all(|n| n.starts_with("TERN_")), "{names:?}");
     }
 
     #[test]

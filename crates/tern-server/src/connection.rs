@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::time::timeout;
 use tokio_util::codec::FramedRead;
+use tracing::Instrument;
 
 use super::clock::{self, Clock};
 use super::cmd;
@@ -93,7 +94,7 @@ async fn drive(
         ctx.config.outbound_queue_frames,
         ctx.config.outbound_queue_bytes,
     );
-    let writer = tokio::task::spawn_local(write_loop(send, out_rx));
+    let writer = tokio::task::spawn_local(write_loop(send, out_rx, ctx.stats.clone()));
     let mut shutdown = shutdown;
     let mut conn = Conn::new(ctx.clone(), connection.clone(), out, exporter, recv);
     let end = conn.run(&mut shutdown).await;
@@ -111,10 +112,21 @@ fn exporter(connection: &quinn::Connection) -> Option<[u8; EXPORTER_LEN]> {
 /// Writes the outbound queue: frames already encoded (a fan-out's frame is
 /// one `Bytes` shared by every recipient), handed to quinn without a copy.
 /// A frame's bytes leave the connection's budget once quinn has taken it.
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Queued>) {
+async fn write_loop(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Queued>,
+    stats: Arc<ServerStats>,
+) {
     let mut queued = Vec::new();
     let mut chunks = Vec::new();
     while rx.recv_many(&mut queued, 64).await > 0 {
+        for q in &queued {
+            let frame = q
+                .frame
+                .get(tern_proto::codec::LEN_PREFIX..)
+                .unwrap_or_default();
+            stats.telemetry.frame_out(frame);
+        }
         chunks.extend(queued.iter().map(|q| q.frame.clone()));
         if send.write_all_chunks(&mut chunks).await.is_err() {
             return;
@@ -337,6 +349,7 @@ impl Conn {
     }
 
     async fn handle(&mut self, bytes: &[u8]) -> Result<(), End> {
+        self.ctx.stats.telemetry.frame_in(bytes);
         let frame = match Frame::decode(bytes, &self.limits) {
             Ok(frame) => frame,
             Err(e) => {
@@ -488,6 +501,22 @@ impl Conn {
                 return Ok(());
             }
         };
+        // One span per request (cheap when debug is off: the callsite is
+        // disabled and nothing is recorded).
+        let span = tracing::debug_span!(
+            "request",
+            request_id = id,
+            conversation = tracing::field::Empty
+        );
+        if let Command::Owner(command) = &command {
+            span.record("conversation", command.conversation());
+        }
+        self.run_request(id, caller, command).instrument(span).await
+    }
+
+    /// Runs one decoded request: reserves room for its answer, then applies
+    /// it here or forwards it to its conversation's owner.
+    async fn run_request(&mut self, id: u64, caller: Caller, command: Command) -> Result<(), End> {
         let held = self
             .reserve(command.answer_reservation(&self.ctx.config))
             .await?;

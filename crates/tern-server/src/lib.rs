@@ -1,5 +1,6 @@
 //! The tern server: shards, QUIC transport, connections and routing.
 
+pub mod admin;
 pub mod blob_backend;
 pub mod blobs;
 pub mod cid;

@@ -220,6 +220,15 @@ impl Mesh {
     }
 
     /// Every shard of this server.
+    /// Requests waiting in each shard's owner inbox now, by shard (the
+    /// `tern_owner_queue_depth` gauge).
+    pub fn owner_queue_depths(&self) -> Vec<usize> {
+        self.owners
+            .iter()
+            .map(|tx| tx.max_capacity().saturating_sub(tx.capacity()))
+            .collect()
+    }
+
     pub fn all_shards(&self) -> ShardSet {
         ShardSet::first(self.shards())
     }

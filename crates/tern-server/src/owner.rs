@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::cmd;
 use crate::effects::{self, Effect, Outcome};
@@ -290,7 +291,12 @@ async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRe
                 if !command.only_stages() {
                     write_staged(owner, &mut pending).await;
                 }
-                let outcome = command.apply(owner, &caller).await;
+                let span = tracing::debug_span!(
+                    "owner",
+                    request_id,
+                    conversation = command.conversation()
+                );
+                let outcome = command.apply(owner, &caller).instrument(span).await;
                 pending.push(Pending {
                     request_id,
                     reply_to: reply,
@@ -302,10 +308,21 @@ async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRe
     }
     write_staged(owner, &mut pending).await;
     let store = owner.ctx.store.clone();
+    let started = std::time::Instant::now();
+    let durable = pending.iter().any(|p| p.outcome.is_durable());
     if !effects::settle(store.as_ref(), pending.iter_mut().map(|p| &mut p.outcome)).await {
         owner.forget_all();
     }
+    let telemetry = &owner.ctx.stats.telemetry;
+    if durable {
+        telemetry.persisted(started.elapsed());
+    }
     for p in pending {
+        for effect in &p.outcome.effects {
+            if let Effect::Deliver(fanout) = effect {
+                telemetry.fanout(fanout.recipients.len());
+            }
+        }
         let _ = p.reply_to.send(encode_reply(p.request_id, p.outcome.reply));
         let stored = p
             .outcome
@@ -331,7 +348,10 @@ async fn write_staged(owner: &mut Owner, pending: &mut [Pending]) {
         return;
     }
     let store = owner.ctx.store.clone();
-    match store.append_messages(&msgs).await {
+    let started = std::time::Instant::now();
+    let appended = store.append_messages(&msgs).await;
+    owner.ctx.stats.telemetry.appended(started.elapsed());
+    match appended {
         Ok(results) => {
             let stats = owner.ctx.stats.clone();
             for ((outcome, msg), result) in outcomes.iter_mut().zip(&msgs).zip(results) {

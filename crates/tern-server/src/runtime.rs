@@ -84,12 +84,16 @@ pub enum StartError {
     Shard { shard: usize, message: String },
     #[error(transparent)]
     Blobs(#[from] crate::blob_backend::OpenBlobsError),
+    #[error("cannot start the admin port's thread: {0}")]
+    Admin(std::io::Error),
 }
 
 /// A running server. Dropping it without [`ServerHandle::shutdown`] stops
 /// the shards too but does not wait for them.
 pub struct ServerHandle {
     pub local_addr: SocketAddr,
+    /// The admin HTTP port's address (`admin_addr`), once bound.
+    pub admin_addr: Option<SocketAddr>,
     pub fingerprint: String,
     pub shards: usize,
     pub stats: Arc<ServerStats>,
@@ -210,6 +214,11 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         .first()
         .and_then(|s| s.local_addr().ok())
         .unwrap_or(config.listen);
+    let admin_listener = config
+        .admin_addr
+        .map(|addr| crate::admin::bind(addr).map_err(|source| StartError::Bind { addr, source }))
+        .transpose()?;
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let datagrams =
         ForwardingChannels::new(shards, DEFAULT_INBOX_CAPACITY).map_err(|e| StartError::Shard {
             shard: 0,
@@ -254,10 +263,25 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
             shutdown: shutdown_rx.clone(),
             barrier: barrier.clone(),
         });
-    let threads = spawn_shards(setups.collect())?;
+    let mut threads = spawn_shards(setups.collect())?;
+    if let Some(listener) = admin_listener {
+        let admin = crate::admin::spawn(crate::admin::AdminSetup {
+            listener,
+            stats: stats.clone(),
+            forwarding: forwarding_stats.clone(),
+            mesh: mesh.clone(),
+            store: store.clone(),
+            redis: presence_node,
+            shutdown: shutdown_rx,
+        });
+        // On an error the shards stop when `shutdown_tx` drops.
+        threads.push(admin.map_err(StartError::Admin)?);
+        tracing::info!(admin_addr = ?admin_addr, "admin port serving /metrics, /healthz, /readyz");
+    }
     tracing::info!(%local_addr, shards, fingerprint = %identity.fingerprint, "tern listening");
     Ok(ServerHandle {
         local_addr,
+        admin_addr,
         fingerprint: identity.fingerprint,
         shards,
         stats,

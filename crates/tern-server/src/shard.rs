@@ -44,6 +44,9 @@ pub struct ServerStats {
     pub datagrams_sent: AtomicU64,
     /// MLS handshake parts staged on stage streams (`staging`).
     pub handshake_parts_staged: AtomicU64,
+    /// What the admin port exports besides these counters: frames by body
+    /// type, errors by code, fan-out and store latency histograms.
+    pub telemetry: crate::admin::metrics::Telemetry,
 }
 
 impl ServerStats {

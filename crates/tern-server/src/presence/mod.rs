@@ -51,6 +51,21 @@ pub enum PresenceBackend {
     Redis,
 }
 
+impl std::str::FromStr for PresenceBackend {
+    type Err = String;
+
+    /// `local` or `redis`, as in the config file (`TERN_PRESENCE_BACKEND`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(PresenceBackend::Local),
+            "redis" => Ok(PresenceBackend::Redis),
+            other => Err(format!(
+                "unknown presence backend {other:?}: use local or redis"
+            )),
+        }
+    }
+}
+
 /// One authenticated connection of this shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnRef {

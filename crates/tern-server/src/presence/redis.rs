@@ -131,6 +131,11 @@ impl RedisNode {
         }))
     }
 
+    /// The parsed `redis_url` (the admin port's readiness probe connects with it).
+    pub(crate) fn client_config(&self) -> &Config {
+        &self.config
+    }
+
     fn stale_after_ms(&self) -> u64 {
         let ms = u64::try_from(self.heartbeat.as_millis()).unwrap_or(u64::MAX);
         ms.saturating_mul(STALE_HEARTBEATS)

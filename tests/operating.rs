@@ -1,0 +1,137 @@
+//! What operators scrape and probe (issue 13): the admin HTTP port of a
+//! real server (`admin_addr` on 127.0.0.1:0) serves Prometheus metrics that
+//! move with traffic, `/healthz`, and `/readyz`, which turns 503 with a
+//! one-line reason while the store fails and 200 again once it answers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use common::TestServer;
+use tern_client::ClientError;
+use tern_proto::ConversationKind;
+use tern_store::faulty::{FaultyStore, Op};
+use tern_store::memory::MemStore;
+use tern_store::BackendErrorKind;
+
+/// One `GET path` on the admin port: (status, body).
+async fn get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(admin).expect("admin port accepts");
+        stream
+            .set_read_timeout(Some(common::WAIT))
+            .expect("read timeout");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: tern\r\n\r\n").expect("request sent");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer read");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status code");
+        (status, body.to_owned())
+    })
+    .await
+    .expect("request task")
+}
+
+/// The value of the sample `series` (name with labels, as rendered).
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+fn server_with_admin(store: Arc<FaultyStore<MemStore>>) -> (TestServer, SocketAddr) {
+    let server = TestServer::start_on_store_with(2, store, |c| {
+        c.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let admin = server.handle().admin_addr.expect("admin port bound");
+    (server, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_a_one_to_one_exchange() {
+    let store = Arc::new(FaultyStore::new(MemStore::new()));
+    let (server, admin) = server_with_admin(store);
+    let (status, before) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(sample(&before, "tern_messages_stored_total"), 0.0);
+
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let conv = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap();
+    alice.send(conv.id, &b"one"[..]).await.unwrap();
+    assert_eq!(bob.expect_message().await.seq, 1);
+    bob.send(conv.id, &b"two"[..]).await.unwrap();
+    assert_eq!(alice.expect_message().await.seq, 2);
+    let Err(ClientError::Server { code, .. }) = alice.send(conv.id + 1000, &b"x"[..]).await else {
+        panic!("a send to a conversation that does not exist is refused");
+    };
+
+    let (status, m) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(sample(&m, "tern_messages_stored_total"), 2.0);
+    assert!(sample(&m, "tern_deliveries_total") >= 2.0, "{m}");
+    assert!(sample(&m, "tern_connections_accepted_total") >= 2.0);
+    assert!(sample(&m, "tern_connections_open") >= 2.0);
+    assert!(sample(&m, "tern_handshakes_authenticated_total") >= 2.0);
+    assert_eq!(sample(&m, "tern_frames_received_total{body=\"Send\"}"), 3.0);
+    assert!(sample(&m, "tern_frames_sent_total{body=\"Deliver\"}") >= 2.0);
+    let code = code.variant_name().expect("a known code");
+    let errors = format!("tern_errors_total{{code=\"{code}\"}}");
+    assert_eq!(sample(&m, &errors), 1.0, "{m}");
+    assert!(sample(&m, "tern_frames_sent_total{body=\"Error\"}") >= 1.0);
+    assert_eq!(sample(&m, "tern_fanout_recipients_count"), 2.0, "{m}");
+    assert!(sample(&m, "tern_store_persist_seconds_count") >= 2.0);
+    assert!(sample(&m, "tern_store_append_seconds_count") >= 2.0);
+    assert_eq!(sample(&m, "tern_owner_queue_depth{shard=\"0\"}"), 0.0);
+    assert_eq!(sample(&m, "tern_connections_closed_slow_total"), 0.0);
+    assert!(
+        m.contains("# TYPE tern_store_persist_seconds histogram"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_follow_the_store() {
+    let store = Arc::new(FaultyStore::new(MemStore::new()));
+    let (_server, admin) = server_with_admin(store.clone());
+    assert_eq!(get(admin, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get(admin, "/readyz").await, (200, "ready\n".to_owned()));
+
+    store.inject(Op::Devices, BackendErrorKind::Unavailable);
+    let (status, body) = get(admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("not ready: store: "), "{body}");
+    assert_eq!(body.lines().count(), 1, "{body}");
+    // The process is still up: liveness does not depend on the store.
+    assert_eq!(get(admin, "/healthz").await.0, 200);
+    assert_eq!(get(admin, "/readyz").await.0, 200);
+    assert_eq!(get(admin, "/nope").await.0, 404);
+}
+
+#[test]
+fn a_taken_admin_port_fails_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(data.path(), 1);
+    config.admin_addr = Some(addr);
+    let Err(err) = tern_server::start(config) else {
+        panic!("a server whose admin port is taken must not start");
+    };
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
