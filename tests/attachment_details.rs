@@ -10,10 +10,9 @@
 mod common;
 
 use common::{TestServer, WAIT};
-use tempfile::TempDir;
 use tern_client::attachment::{AttachmentDetails, AttachmentError, PointerError};
 use tern_client::content::Content;
-use tern_client::secure::{SecureClient, SecureEvent};
+use tern_client::secure::SecureEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voice_message_from_a_reader_keeps_its_details() {
