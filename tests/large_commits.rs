@@ -254,3 +254,27 @@ async fn a_1500_member_group_adds_a_member_with_default_settings() {
         assert_eq!(text, tern_client::content::Content::text("hello 1,501"));
     }
 }
+
+/// Staged bytes are charged to the account's upload byte rate, like
+/// attachment uploads: past it a stage is refused with `RateLimited` and
+/// `retry_after_ms`, and nothing is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_is_charged_to_the_upload_byte_rate() {
+    let server = TestServer::start_with(2, |c| {
+        c.max_attachment_bytes = 1 << 20;
+        c.upload_burst_bytes = 1 << 20;
+        c.upload_bytes_per_second = 1;
+    });
+    let alice = server.register("alice").await;
+    let connection = alice.blob_connection(WAIT).await.unwrap();
+    transfer::stage(&connection, &[1; 16], &part(1, 600_000))
+        .await
+        .unwrap();
+    match transfer::stage(&connection, &[2; 16], &part(2, 600_000)).await {
+        Err(TransferError::Refused { status, value, .. }) => {
+            assert_eq!(status, Status::RateLimited);
+            assert!(value > 1000, "retry_after_ms {value}");
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+}

@@ -87,7 +87,7 @@ pub async fn serve(
             Op::Status => status(&ctx, owner, request).await,
             Op::Upload => upload(&ctx, owner, request, &mut recv).await,
             Op::Download => return download(&ctx, request, send).await,
-            Op::Stage => crate::staging::serve(&ctx, &staging, request, &mut recv).await,
+            Op::Stage => crate::staging::serve(&ctx, &staging, &owner, request, &mut recv).await,
         },
     };
     let _ = recv.stop(0u32.into());

@@ -9,11 +9,16 @@
 //!
 //! Memory stays bounded: a part is at most `max_mls_handshake_bytes`
 //! (default 2 MiB), a connection holds at most [`MAX_PARTS`] (staging
-//! another drops its oldest), a part unused for [`STAGE_TTL`] is dropped,
-//! the parts of all connections of a shard together stay under
-//! [`SHARD_BUDGET`] (a stage past it is refused `Busy`: retry shortly), and
-//! a connection's parts go when it closes. A part is used once: a Commit
-//! takes it, whether the Commit is then accepted or not.
+//! another drops its oldest), a part unused for [`STAGE_TTL`] is dropped
+//! (by a timer, also on an idle connection), the parts of all connections
+//! of a shard together stay under [`SHARD_BUDGET`] (a stage past it is
+//! refused `Busy`: retry shortly), a part must arrive whole within
+//! [`STAGE_DEADLINE`] (a slow sender does not hold its reservation
+//! longer), and a connection's parts go when it closes. Staged bytes are
+//! charged to the account's upload byte rate like attachment uploads
+//! (`RateLimited` with `retry_after_ms`), so one account cannot keep a
+//! shard's budget full. A part is used once: a Commit takes it, whether
+//! the Commit is then accepted or not.
 //!
 //! Peers: RFC 9420 leaves the transport of handshake messages to the
 //! delivery service (RFC 9750 §5); Matrix sends large events as media
@@ -40,6 +45,9 @@ pub const STAGE_TTL: Duration = Duration::from_secs(120);
 
 /// Staged bytes all connections of one shard hold at most.
 pub const SHARD_BUDGET: u64 = 64 * 1024 * 1024;
+
+/// How long a stage stream may take from its header to its last byte.
+pub const STAGE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// One shard's staged bytes (in `ShardCtx`).
 #[derive(Debug, Default)]
@@ -88,8 +96,22 @@ impl Staging {
     }
 
     /// Keeps `bytes` under `id` (replacing a part of the same id; past
-    /// [`MAX_PARTS`] the oldest goes). The budget was taken already.
-    fn keep(&self, id: StageId, bytes: Bytes) {
+    /// [`MAX_PARTS`] the oldest goes) and arms the timer that drops it
+    /// after [`STAGE_TTL`] if no Commit took it. The budget was taken
+    /// already.
+    fn keep(self: &Rc<Self>, id: StageId, bytes: Bytes) {
+        self.hold(id, bytes);
+        let staging = Rc::downgrade(self);
+        let sleep = self.ctx.clock.sleep(STAGE_TTL);
+        tokio::task::spawn_local(async move {
+            sleep.await;
+            if let Some(staging) = staging.upgrade() {
+                staging.drop_stale();
+            }
+        });
+    }
+
+    fn hold(&self, id: StageId, bytes: Bytes) {
         self.drop_stale();
         let mut parts = self.parts.borrow_mut();
         let mut freed = 0u64;
@@ -218,32 +240,26 @@ fn hex(id: &StageId) -> String {
 /// Serves a stage stream: reads the part's `length` bytes (each read with
 /// the per-frame deadline) and keeps them for this connection. Answers
 /// `Ok` with the length once held, `TooLarge` past
-/// `max_mls_handshake_bytes` (`value` = the limit), `Busy` while the shard
-/// holds [`SHARD_BUDGET`] already, `Incomplete` when the stream ends early
-/// (nothing is kept: a staged part is sent whole again).
+/// `max_mls_handshake_bytes` (`value` = the limit), `RateLimited` past the
+/// account's upload byte rate (`value` = `retry_after_ms`), `Busy` while
+/// the shard holds [`SHARD_BUDGET`] already, `Incomplete` when the stream
+/// ends early or takes longer than [`STAGE_DEADLINE`] (nothing is kept: a
+/// staged part is sent whole again).
 pub async fn serve(
     ctx: &ShardCtx,
-    staging: &Staging,
+    staging: &Rc<Staging>,
+    owner: &str,
     request: BlobRequest,
     recv: &mut quinn::RecvStream,
 ) -> Response {
-    let max = ctx.config.max_mls_handshake_bytes as u64;
     let length = request.length;
-    if length > max {
-        return Response::refuse(
-            Status::TooLarge,
-            max,
-            format!("the handshake part is {length} bytes; this server stages at most {max} (max_mls_handshake_bytes)"),
-        );
+    if let Err(refused) = admit(ctx, owner, length) {
+        return refused;
     }
-    if !ctx.staged.take(length) {
-        return Response::refuse(
-            Status::Busy,
-            0,
-            "the server holds as many staged handshake bytes as it takes; stage again in a moment",
-        );
-    }
-    match read_whole(ctx, length, recv).await {
+    let read = ctx
+        .clock
+        .timeout(STAGE_DEADLINE, read_whole(ctx, length, recv));
+    match read.await.unwrap_or(Err(0)) {
         Ok(bytes) => {
             staging.keep(request.blob_id, bytes);
             crate::shard::ServerStats::add(&ctx.stats.handshake_parts_staged, 1);
@@ -258,6 +274,37 @@ pub async fn serve(
             )
         }
     }
+}
+
+/// The size limit, the account's upload byte rate, then the shard's
+/// budget (taken when all pass).
+fn admit(ctx: &ShardCtx, owner: &str, length: u64) -> Result<(), Response> {
+    let max = ctx.config.max_mls_handshake_bytes as u64;
+    if length > max {
+        return Err(Response::refuse(
+            Status::TooLarge,
+            max,
+            format!("the handshake part is {length} bytes; this server stages at most {max} (max_mls_handshake_bytes)"),
+        ));
+    }
+    let now = ctx.clock.now_ms();
+    if let Err(wait) = ctx.limits.upload(owner, length, now) {
+        let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        return Err(Response::refuse(
+            Status::RateLimited,
+            retry_after_ms,
+            format!("this account uploads too fast; stage again in {retry_after_ms} ms"),
+        ));
+    }
+    if !ctx.staged.take(length) {
+        ctx.limits.upload_unused(owner, length, now);
+        return Err(Response::refuse(
+            Status::Busy,
+            0,
+            "the server holds as many staged handshake bytes as it takes; stage again in a moment",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads exactly `length` bytes, or says how many came before the stream
