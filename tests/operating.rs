@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -134,4 +136,32 @@ fn a_taken_admin_port_fails_the_start() {
         panic!("a server whose admin port is taken must not start");
     };
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_redis_with_the_redis_presence_backend() {
+    let mut redis = redis_server::RedisServer::start();
+    let url = redis.url();
+    let store = Arc::new(FaultyStore::new(MemStore::new()));
+    let server = TestServer::start_on_store_with(1, store, |c| {
+        c.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.presence_backend = tern_server::presence::PresenceBackend::Redis;
+        c.redis_url = url;
+    });
+    let admin = server.handle().admin_addr.expect("admin port bound");
+    // The probe's client connects in the background: wait for it, with a
+    // deadline (ready is the expected state; only its timing is unknown).
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while get(admin, "/readyz").await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready with Redis up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    redis.kill();
+    let (status, body) = get(admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("not ready: redis: "), "{body}");
+    assert_eq!(get(admin, "/healthz").await.0, 200);
 }

@@ -15,8 +15,8 @@ use crate::presence::redis::RedisNode;
 /// (kubelet's default probe timeout is 1 s; Prometheus scrapes take 10 s).
 pub const CHECK_TIMEOUT: Duration = Duration::from_millis(900);
 
-/// A user name no account can have (names are checked at registration:
-/// no spaces), read to see that the store answers.
+/// A user name no account can have (`tern_proto::handle::validate_handle`
+/// refuses spaces at registration), read to see that the store answers.
 const PROBE_USER: &str = "tern readiness probe";
 
 /// What `/readyz` checks.
