@@ -165,3 +165,45 @@ async fn readiness_follows_redis_with_the_redis_presence_backend() {
     assert!(body.starts_with("not ready: redis: "), "{body}");
     assert_eq!(get(admin, "/healthz").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachment_counters_move_with_an_upload_and_a_download() {
+    let store = Arc::new(FaultyStore::new(MemStore::new()));
+    let (server, admin) = server_with_admin(store);
+    let (alice, _state) = server.register_secure("alice").await;
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("photo.bin");
+    std::fs::write(&path, vec![7u8; 100_000]).unwrap();
+    let prepared = alice.prepare_attachment(&path).unwrap();
+    alice
+        .upload_attachment(&prepared, &mut |_, _| {})
+        .await
+        .unwrap();
+    let connection = alice
+        .transport()
+        .blob_connection(common::WAIT)
+        .await
+        .unwrap();
+    let length = prepared.ciphertext_len;
+    let mut got = 0u64;
+    tern_client::attachment::transfer::download(
+        &connection,
+        &prepared.pointer.blob_id,
+        0,
+        length,
+        &mut |bytes| {
+            got += bytes.len() as u64;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, length);
+
+    let (_, m) = get(admin, "/metrics").await;
+    assert_eq!(sample(&m, "tern_blobs_uploaded_total"), 1.0, "{m}");
+    assert_eq!(sample(&m, "tern_blob_bytes_received_total"), length as f64);
+    assert_eq!(sample(&m, "tern_blobs_downloaded_total"), 1.0);
+    assert_eq!(sample(&m, "tern_blob_bytes_sent_total"), length as f64);
+    assert_eq!(sample(&m, "tern_blobs_swept_total"), 0.0);
+}

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tern_proto::blob_stream::{BlobRequest, Op, Response, State, Status, REQUEST_LEN};
 use tern_store::blob::{BlobError, BlobStatus, BlobStore, BlobWriter};
 
-use super::shard::ShardCtx;
+use super::shard::{ServerStats, ShardCtx};
 use super::staging::Staging;
 
 /// Most bytes an upload or download holds in memory at once.
@@ -195,7 +195,10 @@ async fn upload(
     };
     let total = request.length;
     match blocking(move || writer.complete(total)).await {
-        Ok(()) => Response::ok(State::Complete, total),
+        Ok(()) => {
+            ServerStats::add(&ctx.stats.blobs_uploaded, 1);
+            Response::ok(State::Complete, total)
+        }
         Err(e) => refusal(e),
     }
 }
@@ -267,10 +270,11 @@ async fn receive(
         let full = piece.len() == PIECE_LEN || writer.len() + piece.len() as u64 == total;
         if full || (ended && !piece.is_empty()) {
             let bytes = std::mem::take(&mut piece);
-            let before = writer.len();
+            let (before, count) = (writer.len(), bytes.len() as u64);
             writer = blocking(move || writer.write(&bytes).map(|()| writer))
                 .await
                 .map_err(|e| (refusal(e), before))?;
+            ServerStats::add(&ctx.stats.blob_bytes_received, count);
             piece = Vec::with_capacity(PIECE_LEN.min((total - writer.len()) as usize));
         }
         if ended {
@@ -312,6 +316,7 @@ async fn download(ctx: &ShardCtx, request: BlobRequest, mut send: quinn::SendStr
     {
         return;
     }
+    ServerStats::add(&ctx.stats.blobs_downloaded, 1);
     let end = len.min(request.offset.saturating_add(request.length));
     let mut at = request.offset;
     while at < end {
@@ -341,6 +346,7 @@ async fn download(ctx: &ShardCtx, request: BlobRequest, mut send: quinn::SendStr
         if write(ctx, &mut send, &buf).await.is_err() {
             return;
         }
+        ServerStats::add(&ctx.stats.blob_bytes_sent, buf.len() as u64);
     }
     let _ = send.finish();
 }

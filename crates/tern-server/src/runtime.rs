@@ -550,12 +550,18 @@ async fn sweep_loop(ctx: Rc<ShardCtx>, mut shutdown: watch::Receiver<bool>) {
         }
         match super::blobs::sweep_abandoned(&ctx).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(uploads = n, "abandoned uploads swept"),
+            Ok(n) => {
+                ServerStats::add(&ctx.stats.blobs_swept, n);
+                tracing::info!(uploads = n, "abandoned uploads swept");
+            }
             Err(e) => tracing::warn!(error = %e, "sweeping abandoned uploads failed; will retry"),
         }
         match super::blobs::sweep_expired(&ctx).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(blobs = n, "expired attachments swept"),
+            Ok(n) => {
+                ServerStats::add(&ctx.stats.blobs_swept, n);
+                tracing::info!(blobs = n, "expired attachments swept");
+            }
             Err(e) => tracing::warn!(error = %e, "sweeping expired attachments failed; will retry"),
         }
     }

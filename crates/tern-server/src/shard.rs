@@ -44,6 +44,16 @@ pub struct ServerStats {
     pub datagrams_sent: AtomicU64,
     /// MLS handshake parts staged on stage streams (`staging`).
     pub handshake_parts_staged: AtomicU64,
+    /// Attachment uploads completed (`blobs`).
+    pub blobs_uploaded: AtomicU64,
+    /// Attachment ciphertext bytes received on upload streams and written.
+    pub blob_bytes_received: AtomicU64,
+    /// Attachment downloads started (the blob existed).
+    pub blobs_downloaded: AtomicU64,
+    /// Attachment ciphertext bytes sent on download streams.
+    pub blob_bytes_sent: AtomicU64,
+    /// Abandoned uploads and expired blobs deleted by the sweep.
+    pub blobs_swept: AtomicU64,
     /// What the admin port exports besides these counters: frames by body
     /// type, errors by code, fan-out and store latency histograms.
     pub telemetry: crate::admin::metrics::Telemetry,

@@ -180,6 +180,11 @@ impl Telemetry {
                 "tern_handshake_parts_staged_total",
                 &st.handshake_parts_staged,
             ),
+            ("tern_blobs_uploaded_total", &st.blobs_uploaded),
+            ("tern_blob_bytes_received_total", &st.blob_bytes_received),
+            ("tern_blobs_downloaded_total", &st.blobs_downloaded),
+            ("tern_blob_bytes_sent_total", &st.blob_bytes_sent),
+            ("tern_blobs_swept_total", &st.blobs_swept),
         ] {
             counter(&self.recorder, name, &[]).absolute(ServerStats::get(value));
         }
