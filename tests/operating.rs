@@ -82,6 +82,17 @@ async fn metrics_move_with_a_one_to_one_exchange() {
     let Err(ClientError::Server { code, .. }) = alice.send(conv.id + 1000, &b"x"[..]).await else {
         panic!("a send to a conversation that does not exist is refused");
     };
+    // A typing signal: a datagram in, a datagram out.
+    alice.typing(conv.id, true).await.unwrap();
+    loop {
+        let notice = tokio::time::timeout(common::WAIT, bob.next_notice())
+            .await
+            .expect("a typing push arrives in time")
+            .expect("client open");
+        if tern_client::typing::typing_change(&notice).is_some() {
+            break;
+        }
+    }
 
     let (status, m) = get(admin, "/metrics").await;
     assert_eq!(status, 200);
@@ -97,6 +108,11 @@ async fn metrics_move_with_a_one_to_one_exchange() {
     assert_eq!(sample(&m, &errors), 1.0, "{m}");
     assert!(sample(&m, "tern_frames_sent_total{body=\"Error\"}") >= 1.0);
     assert_eq!(sample(&m, "tern_fanout_recipients_count"), 2.0, "{m}");
+    assert_eq!(
+        sample(&m, "tern_frames_received_total{body=\"Typing\"}"),
+        1.0
+    );
+    assert!(sample(&m, "tern_datagrams_sent_total") >= 1.0);
     assert!(sample(&m, "tern_store_persist_seconds_count") >= 2.0);
     assert!(sample(&m, "tern_store_append_seconds_count") >= 2.0);
     assert_eq!(sample(&m, "tern_owner_queue_depth{shard=\"0\"}"), 0.0);

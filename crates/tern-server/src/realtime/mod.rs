@@ -92,6 +92,7 @@ pub async fn on_datagram(
         ServerStats::add(&ctx.stats.datagrams_dropped, 1);
         return;
     };
+    ctx.stats.telemetry.frame_in(&datagram);
     let (reply, _unread) = oneshot::channel();
     let conversation = command.conversation();
     let request = OwnerRequest::Command {
