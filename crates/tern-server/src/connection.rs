@@ -502,15 +502,13 @@ impl Conn {
             }
         };
         // One span per request (cheap when debug is off: the callsite is
-        // disabled and nothing is recorded).
-        let span = tracing::debug_span!(
-            "request",
-            request_id = id,
-            conversation = tracing::field::Empty
-        );
-        if let Command::Owner(command) = &command {
-            span.record("conversation", command.conversation());
-        }
+        // disabled and nothing is recorded); `conversation` only for
+        // conversation work.
+        let conversation = match &command {
+            Command::Owner(command) => Some(command.conversation()),
+            Command::Local(_) => None,
+        };
+        let span = tracing::debug_span!("request", request_id = id, conversation);
         self.run_request(id, caller, command).instrument(span).await
     }
 
