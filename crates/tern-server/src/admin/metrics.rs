@@ -311,3 +311,63 @@ fn describe(r: &PrometheusRecorder) {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn render(stats: &ServerStats) -> String {
+        let forwarding = crate::socket::ForwardingChannels::new(1, 16)
+            .expect("channels")
+            .stats();
+        stats.telemetry.render(&Sources {
+            stats,
+            push: None,
+            forwarding: &forwarding,
+            owner_queues: vec![3],
+        })
+    }
+
+    #[test]
+    fn renders_types_help_and_labels() {
+        let stats = ServerStats::default();
+        ServerStats::add(&stats.deliveries, 5);
+        let done = tern_proto::Frame::new(1, tern_proto::body::messaging::Done).encode();
+        stats
+            .telemetry
+            .frame_out(&done[tern_proto::codec::LEN_PREFIX..]);
+        let text = render(&stats);
+        for line in [
+            "# TYPE tern_deliveries_total counter",
+            "tern_deliveries_total 5",
+            "# HELP tern_frames_sent_total Frames handed to QUIC, by body type",
+            "tern_frames_sent_total{body=\"Done\"} 1",
+            "tern_frames_sent_total{body=\"Deliver\"} 0",
+            "# TYPE tern_owner_queue_depth gauge",
+            "tern_owner_queue_depth{shard=\"0\"} 3",
+            "tern_errors_total{code=\"RateLimited\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn histograms_wait_for_an_admin_port() {
+        let stats = ServerStats::default();
+        stats.telemetry.fanout(3);
+        assert!(!render(&stats).contains("tern_fanout_recipients_count 1"));
+        stats.telemetry.serve();
+        stats.telemetry.fanout(3);
+        let text = render(&stats);
+        assert!(
+            text.contains("# TYPE tern_fanout_recipients histogram"),
+            "{text}"
+        );
+        assert!(text.contains("tern_fanout_recipients_count 1"), "{text}");
+        assert!(
+            text.contains("tern_fanout_recipients_bucket{le=\"4\"} 1"),
+            "{text}"
+        );
+    }
+}
