@@ -276,7 +276,9 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         });
         // On an error the shards stop when `shutdown_tx` drops.
         threads.push(admin.map_err(StartError::Admin)?);
-        tracing::info!(admin_addr = ?admin_addr, "admin port serving /metrics, /healthz, /readyz");
+        if let Some(addr) = admin_addr {
+            tracing::info!(%addr, "admin port serving /metrics, /healthz, /readyz");
+        }
     }
     tracing::info!(%local_addr, shards, fingerprint = %identity.fingerprint, "tern listening");
     Ok(ServerHandle {
