@@ -102,6 +102,9 @@ pub struct ServerHandle {
     store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    /// The admin port's thread and its stop signal: it outlives the
+    /// shards' drain, so `/readyz` answers 503 during it.
+    admin: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl ServerHandle {
@@ -123,6 +126,10 @@ impl ServerHandle {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        if let Some((stop, thread)) = self.admin.take() {
+            let _ = stop.send(true);
+            let _ = thread.join();
+        }
         // The pusher holds the store too: it must be gone before a restart
         // opens the same directory.
         if let Some(pusher) = self.mesh.pusher.get() {
@@ -135,6 +142,9 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        if let Some((stop, _)) = &self.admin {
+            let _ = stop.send(true);
+        }
     }
 }
 
@@ -263,19 +273,22 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
             shutdown: shutdown_rx.clone(),
             barrier: barrier.clone(),
         });
-    let mut threads = spawn_shards(setups.collect())?;
+    let threads = spawn_shards(setups.collect())?;
+    let mut admin = None;
     if let Some(listener) = admin_listener {
-        let admin = crate::admin::spawn(crate::admin::AdminSetup {
+        let (stop, stopped) = watch::channel(false);
+        let thread = crate::admin::spawn(crate::admin::AdminSetup {
             listener,
             stats: stats.clone(),
             forwarding: forwarding_stats.clone(),
             mesh: mesh.clone(),
             store: store.clone(),
             redis: presence_node,
-            shutdown: shutdown_rx,
+            draining: shutdown_rx,
+            stop: stopped,
         });
         // On an error the shards stop when `shutdown_tx` drops.
-        threads.push(admin.map_err(StartError::Admin)?);
+        admin = Some((stop, thread.map_err(StartError::Admin)?));
         if let Some(addr) = admin_addr {
             tracing::info!(%addr, "admin port serving /metrics, /healthz, /readyz");
         }
@@ -292,6 +305,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         store,
         shutdown: shutdown_tx,
         threads,
+        admin,
     })
 }
 

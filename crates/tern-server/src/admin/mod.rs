@@ -59,10 +59,14 @@ pub struct AdminSetup {
     pub store: Arc<dyn Store>,
     /// This node in the Redis presence backend (`None`: in-process).
     pub redis: Option<Arc<RedisNode>>,
-    pub shutdown: watch::Receiver<bool>,
+    /// The server's shutdown: once set, `/readyz` answers 503 while the
+    /// shards drain (metrics are still served).
+    pub draining: watch::Receiver<bool>,
+    /// Set once the shards are gone: the admin thread ends.
+    pub stop: watch::Receiver<bool>,
 }
 
-/// Starts the admin thread; it ends when shutdown is signalled.
+/// Starts the admin thread; it ends when `stop` is set.
 ///
 /// # Errors
 /// The thread or its runtime could not be created.
@@ -80,7 +84,7 @@ struct Admin {
     forwarding: Arc<ForwardingStats>,
     mesh: Arc<Mesh>,
     readiness: Readiness,
-    shutdown: watch::Receiver<bool>,
+    draining: watch::Receiver<bool>,
 }
 
 async fn run(setup: AdminSetup) {
@@ -96,12 +100,12 @@ async fn run(setup: AdminSetup) {
         stats: setup.stats,
         forwarding: setup.forwarding,
         mesh: setup.mesh,
-        shutdown: setup.shutdown.clone(),
+        draining: setup.draining,
     });
     admin.stats.telemetry.serve();
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut upkeep = tokio::time::interval(UPKEEP_INTERVAL);
-    let mut shutdown = setup.shutdown;
+    let mut stop = setup.stop;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -114,7 +118,7 @@ async fn run(setup: AdminSetup) {
                 });
             }
             _ = upkeep.tick() => admin.stats.telemetry.upkeep(),
-            _ = shutdown.changed() => return,
+            _ = stop.changed() => return,
         }
     }
 }
@@ -148,7 +152,7 @@ impl Admin {
     }
 
     async fn ready(&self) -> Response {
-        if *self.shutdown.borrow() {
+        if *self.draining.borrow() {
             return Response::text(503, "not ready: shutting down\n");
         }
         match self.readiness.check().await {
@@ -158,5 +162,37 @@ impl Admin {
                 Response::text(503, format!("not ready: {line}\n"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_is_503_while_the_shards_drain_and_metrics_still_served() {
+        let (mesh, _inboxes) = Mesh::new(1);
+        let store: Arc<dyn Store> = Arc::new(tern_store::memory::MemStore::new());
+        let forwarding = crate::socket::ForwardingChannels::new(1, 16)
+            .expect("channels")
+            .stats();
+        let (draining, draining_rx) = watch::channel(false);
+        let admin = Admin {
+            stats: Arc::default(),
+            forwarding,
+            mesh,
+            readiness: Readiness::new(store, None),
+            draining: draining_rx,
+        };
+        assert_eq!(admin.route("/readyz").await.status, 200);
+        draining.send(true).unwrap();
+        let answer = admin.route("/readyz").await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (503, "not ready: shutting down\n")
+        );
+        assert_eq!(admin.route("/healthz").await.status, 200);
+        assert_eq!(admin.route("/metrics").await.status, 200);
     }
 }
