@@ -166,6 +166,7 @@ mod cli {
         let group = ok(tern(&["create", "--state", &alice, "group", "bob"]));
         let group = group.trim();
         let path = write_file(clients.path(), "notes.pdf", 700_000);
+        ok(tern(&["send", "--state", &alice, group, "before the file"]));
         let sent = ok(tern(&[
             "send-file",
             "--state",
@@ -185,6 +186,11 @@ mod cli {
         ]));
         assert!(fetched.starts_with("saved "), "{fetched}");
         assert_eq!(sha256(&out), sha256(&path));
+        // What fetch received on the way is still shown by the next listen.
+        let heard = ok(tern(&["listen", "--state", &bob, "--count", "2"]));
+        let heard: Vec<&str> = heard.lines().collect();
+        assert!(heard[0].ends_with("alice/1: before the file"), "{heard:?}");
+        assert!(heard[1].contains("<file \"notes.pdf\""), "{heard:?}");
         let history = ok(tern(&["history", "--state", &bob, group]));
         assert!(
             history.contains(&format!("#{seq}] "))
@@ -261,6 +267,37 @@ mod cli {
             "wide",
         ]);
         assert!(String::from_utf8_lossy(&bad.stderr).contains("WIDTHxHEIGHT"));
+        let zero = tern(&[
+            "send-file",
+            "--state",
+            &alice,
+            group,
+            "x",
+            "--dimensions",
+            "0x0",
+        ]);
+        assert!(String::from_utf8_lossy(&zero.stderr).contains("positive"));
+
+        // Refused before any byte is uploaded: a directory, and a
+        // conversation that is not alice's.
+        let blobs = || {
+            std::fs::read_dir(data.join("blobs/complete"))
+                .unwrap()
+                .count()
+        };
+        let before = blobs();
+        let dir = clients.path().to_string_lossy().into_owned();
+        let not_a_file = tern(&["send-file", "--state", &alice, group, &dir]);
+        let why = String::from_utf8_lossy(&not_a_file.stderr).into_owned();
+        assert!(
+            why.contains("not a regular file") && why.contains(&dir),
+            "{why}"
+        );
+        let photo_arg = photo.to_string_lossy().into_owned();
+        let stranger = tern(&["send-file", "--state", &alice, "12345", &photo_arg]);
+        let why = String::from_utf8_lossy(&stranger.stderr).into_owned();
+        assert!(why.contains("not one of yours"), "{why}");
+        assert_eq!(blobs(), before, "nothing was uploaded");
         drop(server);
     }
 }

@@ -662,7 +662,7 @@ fn reply_while_listening() {
     call.finishes();
     assert_eq!(
         listener.out_line(),
-        "the call from alice stopped ringing: alice declined or cancelled the call"
+        "missed call from alice: alice cancelled it"
     );
 
     // Other commands reach the listener with their own output and exit code.

@@ -305,12 +305,25 @@ pub fn show_while_listening(event: &CallEvent, ringing: &mut Option<(u64, String
                 return;
             };
             println!(
-                "the call from {} stopped ringing: {}",
+                "missed call from {}: {}",
                 shown(&peer),
-                ended(&peer, *why, false)
+                stopped_ringing(&peer, *why)
             );
         }
         CallEvent::Connected { .. } | CallEvent::Candidate { .. } => {}
+    }
+}
+
+/// Why a call ringing here stopped, in words (the callee's side).
+fn stopped_ringing(caller: &str, why: End) -> String {
+    let caller = shown(caller);
+    match why {
+        End::RemoteHangup => format!("{caller} cancelled it"),
+        End::NoAnswer => "nobody answered within 45 s".to_owned(),
+        End::LocalHangup => "declined here".to_owned(),
+        End::Busy => "this device was busy".to_owned(),
+        End::AnsweredElsewhere => "answered on another device".to_owned(),
+        End::DeclinedElsewhere => "declined on another device".to_owned(),
     }
 }
 

@@ -48,9 +48,11 @@ fn parse_dimensions(text: &str) -> Result<(u32, u32), String> {
     let (w, h) = text
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("{text:?} is not WIDTHxHEIGHT, e.g. 1920x1080"))?;
-    let pixels = |n: &str| {
-        n.parse::<u32>()
-            .map_err(|_| format!("{n:?} in {text:?} is not a whole number of pixels"))
+    let pixels = |n: &str| match n.parse::<u32>() {
+        Ok(0) | Err(_) => Err(format!(
+            "{n:?} in {text:?} is not a whole positive number of pixels"
+        )),
+        Ok(n) => Ok(n),
     };
     Ok((pixels(w)?, pixels(h)?))
 }
@@ -225,8 +227,12 @@ async fn find(
                 )),
             };
         }
-        match tokio::time::timeout_at(deadline, client.next_event()).await {
-            Ok(Some(_)) => continue,
+        // Messages that come on the way are stored, not shown: the next
+        // `tern listen` shows them.
+        // Messages that come on the way are stored, not shown: the next
+        // `tern listen` shows them.
+        match tokio::time::timeout_at(deadline, client.receive_unannounced()).await {
+            Ok(Some(())) => continue,
             _ => {
                 return Err(format!(
                     "no message {seq} in conversation {conversation} on this device; \

@@ -92,7 +92,7 @@ pub enum Command {
     Unblock(safety::UserArgs),
     /// List the users you block.
     Blocked(safety::ListArgs),
-    /// Set a conversation's disappearing-message timer in seconds (0: off).
+    /// Show a conversation's disappearing-message timer, or set it in seconds (0: off).
     Timer(safety::TimerArgs),
     /// Make a group member an administrator (or --revoke it); administrators only.
     Admin(safety::AdminArgs),

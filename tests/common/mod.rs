@@ -461,14 +461,53 @@ impl Drop for ServerProcess {
 }
 
 /// A temporary directory path that outlives one server process.
+/// How long one `tern` command of a test may run before it counts as hung.
+pub const TERN_RUN_LIMIT: Duration = Duration::from_secs(120);
+
 /// Runs the `tern` binary built for these tests with `args` (logging at
-/// `warn`) and returns its output, whatever its exit status.
+/// `warn`) and returns its output, whatever its exit status. A command
+/// still running after [`TERN_RUN_LIMIT`] (a `tern listen --count N` that
+/// never gets N messages, say) is killed and the test fails, instead of
+/// hanging the suite.
 pub fn run_tern(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tern"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(args)
         .env("RUST_LOG", "warn")
-        .output()
-        .expect("runs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<_>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<_>));
+    let deadline = std::time::Instant::now() + TERN_RUN_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waits") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "tern {} did not finish within {TERN_RUN_LIMIT:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout"),
+        stderr: stderr.join().expect("stderr"),
+    }
 }
 
 /// The standard output of a `tern` run that succeeded; panics with its

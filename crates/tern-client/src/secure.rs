@@ -501,6 +501,31 @@ impl SecureClient {
         }
     }
 
+    /// Receives the next incoming message and stores it (decrypted) without
+    /// handing it to the app, for a command that waits for one message and
+    /// must not consume the others (`tern fetch`): it is not acknowledged,
+    /// so the server delivers it again and a later [`Self::next_event`]
+    /// (here or in another process on this state directory) hands it out
+    /// then, from the store. `None` when the client closed.
+    pub async fn receive_unannounced(&self) -> Option<()> {
+        let message = self.inner.client.next_message().await?;
+        self.inner.open(message, false).await;
+        Some(())
+    }
+
+    /// The kind of `conversation` (direct, group, note to self), as this
+    /// account's Sync lists it (cached).
+    ///
+    /// # Errors
+    /// A `NotFound` server error when it is not one of this account's
+    /// conversations; the Sync's errors.
+    pub async fn conversation_kind(
+        &self,
+        conversation: u64,
+    ) -> Result<ConversationKind, SecureError> {
+        self.inner.kind(conversation).await
+    }
+
     /// The direct conversation with `peer` (created on first use).
     pub async fn direct(&self, peer: &str) -> Result<u64, SecureError> {
         let info = self

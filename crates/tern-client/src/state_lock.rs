@@ -26,7 +26,7 @@ pub enum StateLockError {
     /// Another holder (another process, or another client in this one) has
     /// the directory; `pid` is what it wrote in the lock file (`None` if it
     /// could not be read, e.g. the holder had not written it yet).
-    #[error("state directory {} is in use by another tern process ({}); one process at a time may use it (while `tern listen` runs there, other tern commands on it are passed to that listener)", .dir.display(), holder(*.pid))]
+    #[error("state directory {} is in use by another tern process ({}); one process at a time may use it (while `tern listen` runs there, most tern commands on it are passed to that listener; send-file, fetch, call, answer and hangup are not: stop the listener first)", .dir.display(), holder(*.pid))]
     InUse { dir: PathBuf, pid: Option<u32> },
     /// The state directory could not be created.
     #[error(transparent)]

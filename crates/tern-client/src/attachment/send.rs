@@ -142,7 +142,12 @@ impl SecureClient {
             source,
         };
         let file = std::fs::File::open(path).map_err(source_err)?;
-        let size = file.metadata().map_err(source_err)?.len();
+        let metadata = file.metadata().map_err(source_err)?;
+        if !metadata.is_file() {
+            let kind = std::io::ErrorKind::InvalidInput;
+            return Err(source_err(std::io::Error::new(kind, "not a regular file")));
+        }
+        let size = metadata.len();
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -282,6 +287,9 @@ impl SecureClient {
         prepared: Prepared,
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<SentAttachment, AttachmentError> {
+        // A conversation that is not this account's is refused before the
+        // upload, not after it (the bytes would sit in the quota).
+        self.conversation_kind(conversation).await?;
         let upload = self.upload_attachment(&prepared, progress).await?;
         let content = Content::Attachment(Box::new(prepared.pointer.clone()));
         let sent = self.send(conversation, &content).await?;
