@@ -159,13 +159,18 @@ fn next_push(rx: &Receiver<Pushed>) -> Pushed {
 /// A server on a memory store (so the test can read endpoints), with http
 /// endpoints on loopback allowed and quick retries.
 fn server(coalesce_ms: u64) -> (TestServer, Arc<MemStore>) {
+    server_with(|c| c.push.coalesce_ms = coalesce_ms)
+}
+
+/// [`server`] with more of the configuration set by `adjust`.
+fn server_with(adjust: impl FnOnce(&mut tern_server::ServerConfig)) -> (TestServer, Arc<MemStore>) {
     let store = Arc::new(MemStore::new());
     let dyn_store: Arc<dyn Store> = store.clone();
     let server = TestServer::start_on_store_with(2, dyn_store, |c| {
         c.push.allow_http_loopback = true;
-        c.push.coalesce_ms = coalesce_ms;
         c.push.retry_initial_ms = 20;
         c.push.retry_max_ms = 100;
+        adjust(c);
     });
     (server, store)
 }
@@ -438,15 +443,15 @@ async fn an_https_endpoint_is_woken_over_checked_tls() {
     let roots = tempfile::tempdir().unwrap();
     let trusted = roots.path().join("trusted.pem");
     std::fs::write(&trusted, &pem).unwrap();
-    let store = Arc::new(MemStore::new());
-    let dyn_store: Arc<dyn Store> = store.clone();
-    let server = TestServer::start_on_store_with(2, dyn_store, |c| {
-        c.push.allow_http_loopback = true;
-        c.push.ca_file = trusted.clone();
-        c.push.retry_initial_ms = 20;
-        c.push.retry_max_ms = 100;
-        c.push.retry_attempts = 2;
-    });
+    let trusting = |ca: &std::path::Path| {
+        let ca = ca.to_owned();
+        server_with(move |c| {
+            c.push.ca_file = ca;
+            c.push.retry_attempts = 2;
+        })
+        .0
+    };
+    let server = trusting(&trusted);
     let (alice, _bob, conv) = offline_bob(&server, &url).await;
     alice.send(conv, Bytes::from_static(MARKER)).await.unwrap();
     let pushed = next_push(&rx);
@@ -456,13 +461,7 @@ async fn an_https_endpoint_is_woken_over_checked_tls() {
     // Another server trusting another certificate: the TLS check fails.
     let untrusted = roots.path().join("other.pem");
     std::fs::write(&untrusted, &other_pem).unwrap();
-    let server = TestServer::start_with(2, |c| {
-        c.push.allow_http_loopback = true;
-        c.push.ca_file = untrusted.clone();
-        c.push.retry_initial_ms = 20;
-        c.push.retry_max_ms = 100;
-        c.push.retry_attempts = 2;
-    });
+    let server = trusting(&untrusted);
     let (alice, _bob, conv) = offline_bob(&server, &url).await;
     alice.send(conv, Bytes::from_static(MARKER)).await.unwrap();
     until_counted(&server, |s| &s.failures, 1).await;
