@@ -213,7 +213,7 @@ impl Staging {
                 ErrorCode::NotStaged,
                 format!(
                     "Commit.{field}_stage_id {} names no part staged on this connection (used, expired after {} s, or staged on a lost connection): stage it again, then retry",
-                    hex(id),
+                    hex::encode(id),
                     STAGE_TTL.as_secs()
                 ),
             )
@@ -231,10 +231,6 @@ impl Drop for Staging {
             .sum();
         self.ctx.staged.give_back(held);
     }
-}
-
-fn hex(id: &StageId) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Serves a stage stream: reads the part's `length` bytes (each read with
