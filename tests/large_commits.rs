@@ -180,22 +180,12 @@ async fn bad_stage_ids_and_oversized_parts_are_refused_with_typed_errors() {
 /// groups, each with one real MLS KeyPackage of device 1 (made by
 /// `MlsClient`, as a device's SDK would upload it).
 async fn store_with_key_packages(n: usize) -> std::sync::Arc<dyn tern_store::Store> {
-    use tern_store::{AccountStore, ConsentStore, DeviceRecord, GroupAdds, KeyDirectory};
+    use tern_store::KeyDirectory;
     let store = std::sync::Arc::new(tern_store::memory::MemStore::new());
     let dirs = tempfile::tempdir().unwrap();
     for i in 0..n {
         let user = format!("m{i}");
-        let device = DeviceRecord {
-            device: 1,
-            name: "seed".into(),
-            public_key: [7; 32],
-            created_ms: 0,
-        };
-        store.create_account(&user, device).await.unwrap();
-        store
-            .set_group_adds(&user, GroupAdds::Everyone)
-            .await
-            .unwrap();
+        common::seed_account(&store, &user).await;
         let dir = dirs.path().join(&user);
         let mut mls =
             tern_client::mls::MlsClient::load_or_create(&dir, &format!("{user}/1")).unwrap();

@@ -23,7 +23,7 @@ use tern_proto::handle::{MAX_DEVICE_NAME_LEN, MAX_HANDLE_LEN};
 use tern_proto::limits::{MAX_KEYS_PER_UPLOAD, MAX_KEY_PACKAGE_LEN, MAX_NAMES_PER_REQUEST};
 use tern_proto::{Body, ConversationKind, Frame};
 use tern_store::memory::MemStore;
-use tern_store::{AccountStore, ConsentStore, DeviceRecord, GroupAdds, Store};
+use tern_store::Store;
 use tokio::time::timeout;
 
 /// Sends a raw request and returns its answer, skipping pushes.
@@ -64,18 +64,7 @@ fn assert_over_limit(result: Result<impl std::fmt::Debug, ClientError>, max: usi
 async fn store_with_members(n: usize) -> Arc<dyn Store> {
     let store = Arc::new(MemStore::new());
     for i in 0..n {
-        let user = format!("m{i}");
-        let device = DeviceRecord {
-            device: 1,
-            name: "seed".into(),
-            public_key: [7; 32],
-            created_ms: 0,
-        };
-        store.create_account(&user, device).await.unwrap();
-        store
-            .set_group_adds(&user, GroupAdds::Everyone)
-            .await
-            .unwrap();
+        common::seed_account(&store, &format!("m{i}")).await;
     }
     store
 }

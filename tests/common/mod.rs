@@ -521,6 +521,24 @@ pub fn tern_ok(output: Output) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Creates account `user` (device 1, a placeholder key) directly in
+/// `store`, open to being added to groups by anyone: for tests that need
+/// many members and none of them connected.
+pub async fn seed_account(store: &tern_store::memory::MemStore, user: &str) {
+    use tern_store::{AccountStore, ConsentStore, DeviceRecord, GroupAdds};
+    let device = DeviceRecord {
+        device: 1,
+        name: "seed".into(),
+        public_key: [7; 32],
+        created_ms: 0,
+    };
+    store.create_account(user, device).await.expect("account");
+    store
+        .set_group_adds(user, GroupAdds::Everyone)
+        .await
+        .expect("privacy");
+}
+
 pub fn data_dir() -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("data");
