@@ -5,6 +5,7 @@ pub mod blob_backend;
 pub mod blobs;
 pub mod cid;
 pub mod clock;
+pub mod cluster;
 pub mod cmd;
 pub mod command;
 pub mod config;
