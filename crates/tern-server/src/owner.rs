@@ -22,8 +22,8 @@ use crate::ratelimit::ConversationSends;
 use crate::shard::{ServerStats, ShardCtx};
 use tern_proto::fb::ErrorCode;
 use tern_store::{
-    ConversationId, ConversationRecord, ConversationSettings, DeviceId, MembersError,
-    StoredMessage, UserId,
+    ConversationId, ConversationRecord, ConversationSettings, DeviceId, FenceToken, Fences,
+    MembersError, StoredMessage, UserId,
 };
 
 /// Most requests taken into one batch.
@@ -122,6 +122,10 @@ pub struct Owner {
     sends: ConversationSends,
     /// Typing-signal buckets per (conversation, device) (see `realtime::typing`).
     pub typing: crate::realtime::typing::TypingLimits,
+    /// In a cluster: the fencing token of each conversation this node
+    /// claimed (`tern_store::OwnershipStore`), passed with every append.
+    /// Kept apart from the cache: a cache reset must not re-claim.
+    fences: HashMap<ConversationId, FenceToken>,
 }
 
 impl Owner {
@@ -131,7 +135,40 @@ impl Owner {
             typing: crate::realtime::typing::TypingLimits::default(),
             ctx,
             convs: HashMap::new(),
+            fences: HashMap::new(),
         }
+    }
+
+    /// The token appends of `id` carry: `None` on a single node, else the
+    /// one this node's claim returned (claimed on first use).
+    pub async fn fence(&mut self, id: ConversationId) -> Result<Option<FenceToken>, Reject> {
+        let Some(node) = self.ctx.node_id() else {
+            return Ok(None);
+        };
+        if let Some(token) = self.fences.get(&id) {
+            return Ok(Some(*token));
+        }
+        let claimed = self.ctx.store.claim_ownership(id, node).await;
+        let token = claimed.map_err(Reject::store)?;
+        self.fences.insert(id, token);
+        Ok(Some(token))
+    }
+
+    /// The fences of the conversations of `msgs` this node holds.
+    fn fences_of(&self, msgs: &[StoredMessage]) -> Fences {
+        let mut fences = Fences::none();
+        for msg in msgs {
+            if let Some(token) = self.fences.get(&msg.conversation_id) {
+                fences.insert(msg.conversation_id, *token);
+            }
+        }
+        fences
+    }
+
+    /// Drops every claim (the cluster's live nodes changed): conversations
+    /// still owned here are claimed again on their next append.
+    pub fn drop_fences(&mut self) {
+        self.fences.clear();
     }
 
     /// Charges one appended message to conversation `id` and to `user`'s
@@ -161,6 +198,7 @@ impl Owner {
             })?;
             self.cache(record).await?;
         }
+        self.fence(id).await?;
         self.convs
             .get_mut(&id)
             .ok_or_else(|| Reject::internal("conversation cache"))
@@ -250,9 +288,11 @@ impl Owner {
         }
     }
 
-    /// Forgets one conversation's cached state (its head may be stale).
+    /// Forgets one conversation's cached state (its head may be stale, or
+    /// another node took it over: its claim is dropped too).
     pub fn forget(&mut self, id: ConversationId) {
         self.convs.remove(&id);
+        self.fences.remove(&id);
     }
 
     /// Forgets cached state (after a failed persist the heads may be stale).
@@ -349,7 +389,8 @@ async fn write_staged(owner: &mut Owner, pending: &mut [Pending]) {
     }
     let store = owner.ctx.store.clone();
     let started = std::time::Instant::now();
-    let appended = store.append_messages(&msgs).await;
+    let fences = owner.fences_of(&msgs);
+    let appended = store.append_messages(&msgs, &fences).await;
     owner.ctx.stats.telemetry.appended(started.elapsed());
     match appended {
         Ok(results) => {

@@ -92,6 +92,9 @@ pub struct ShardCtx {
     next_conn_id: Cell<u64>,
     /// Bytes of MLS handshake parts staged on this shard's connections.
     pub staged: crate::staging::ShardBudget,
+    /// This node's id in a cluster (its ownership claims carry it); `None`
+    /// on a single node, whose appends are not fenced.
+    node_id: Option<Arc<str>>,
 }
 
 impl ShardCtx {
@@ -132,7 +135,13 @@ impl ShardCtx {
             local_presence,
             next_conn_id: Cell::new(1),
             staged: Default::default(),
+            node_id: None,
         }
+    }
+
+    /// This node's id in a cluster, `None` on a single node.
+    pub fn node_id(&self) -> Option<&str> {
+        self.node_id.as_deref()
     }
 
     /// This shard's presence, whose inbox task the runtime starts.

@@ -26,6 +26,7 @@ impl Inner {
     ) -> Result<CommitOutcome, AppendError> {
         let id = commit.conversation_id;
         let mut stripe = self.stripe(id);
+        self.check_fence(id, commit.fence)?;
         let mut record = self
             .conversation(id)?
             .ok_or(AppendError::NoSuchConversation(id))?;

@@ -31,6 +31,7 @@
 //! | `blocks`             | user¹ · blocked user¹                        | empty              |
 //! | `erasures`           | `last`                                       | erasures run u64 (see `purge`) |
 //! | `settings`           | conversation u64                             | version u8 · timer_secs u32 (see `settings`) |
+//! | `owners`             | conversation u64                             | fencing token u64 · claiming node id (see `ownership`) |
 //!
 //! ¹ a user is written as one length byte followed by its bytes, so a user's
 //! keys form one prefix that no other user's keys share.
@@ -84,6 +85,7 @@ mod directory;
 mod groups;
 mod layout;
 mod log;
+mod ownership;
 mod purge;
 mod settings;
 
@@ -103,9 +105,10 @@ use tern_store::{
     AccountStore, AppendError, AppendOutcome, BackendError, BlockOutcome, ClaimedKey,
     CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
     ConversationSettings, ConversationStore, CreateAccountError, CreateConversationError,
-    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, DirectStarts, GroupAdds,
-    GroupStore, InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, Poison,
-    PoisonHook, PoolKey, Seq, Store, StoredMessage, UserId,
+    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, DirectStarts, FenceToken,
+    Fences, GroupAdds, GroupStore, InvitationRecord, KeyDirectory, KeyPool, MembersError,
+    MessageLog, Ownership, OwnershipStore, Poison, PoisonHook, PoolKey, Seq, Store, StoredMessage,
+    UserId,
 };
 
 /// Value of set-like tables.
@@ -215,6 +218,7 @@ pub(crate) struct Spaces {
     pub(crate) blocks: Keyspace,
     pub(crate) erasures: Keyspace,
     pub(crate) settings: Keyspace,
+    pub(crate) owners: Keyspace,
 }
 
 impl Spaces {
@@ -243,6 +247,7 @@ impl Spaces {
             blocks: ks("blocks")?,
             erasures: ks("erasures")?,
             settings: ks("settings")?,
+            owners: ks("owners")?,
         })
     }
 }
@@ -794,9 +799,10 @@ impl MessageLog for FjallStore {
     async fn append_messages(
         &self,
         msgs: &[StoredMessage],
+        fences: &Fences,
     ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError> {
-        let msgs = msgs.to_vec();
-        self.off(move |s| s.append_messages(&msgs)).await?
+        let (msgs, fences) = (msgs.to_vec(), fences.clone());
+        self.off(move |s| s.append_messages(&msgs, &fences)).await?
     }
 
     async fn messages(
@@ -903,6 +909,22 @@ impl KeyDirectory for FjallStore {
     ) -> Result<u32, BackendError> {
         let user = user.to_owned();
         self.off(move |s| s.key_count(&user, device, pool)).await?
+    }
+}
+
+#[async_trait]
+impl OwnershipStore for FjallStore {
+    async fn claim_ownership(
+        &self,
+        id: ConversationId,
+        node: &str,
+    ) -> Result<FenceToken, BackendError> {
+        let node = node.to_owned();
+        self.off(move |s| s.claim_ownership(id, &node)).await?
+    }
+
+    async fn ownership(&self, id: ConversationId) -> Result<Option<Ownership>, BackendError> {
+        self.off(move |s| s.ownership(id)).await?
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use tern_store::{
-    AppendError, AppendOutcome, BackendError, ConversationId, DeviceId, Seq, StoredMessage,
+    AppendError, AppendOutcome, BackendError, ConversationId, DeviceId, Fences, Seq, StoredMessage,
 };
 
 use std::sync::MutexGuard;
@@ -87,13 +87,17 @@ impl Inner {
     pub(crate) fn append_messages(
         &self,
         msgs: &[StoredMessage],
+        fences: &Fences,
     ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError> {
         let mut stripes = self.stripes(msgs.iter().map(|m| m.conversation_id));
         let mut batch = self.db.batch();
         let mut state = BatchState::default();
         let mut out = Vec::with_capacity(msgs.len());
         for msg in msgs {
-            match self.append_in_batch(&mut batch, &mut stripes, &mut state, msg) {
+            let fenced = self.check_fence(msg.conversation_id, fences.of(msg.conversation_id));
+            let appended = fenced
+                .and_then(|()| self.append_in_batch(&mut batch, &mut stripes, &mut state, msg));
+            match appended {
                 Err(AppendError::Backend(e)) => return Err(e),
                 other => out.push(other),
             }

@@ -232,6 +232,7 @@ fn group_commit(id: u64, epoch: u64, head: u64) -> CommitRecord {
         remove: vec![],
         commit: message(id, head + 1, 1_000 + epoch),
         welcome: Some(message(id, head + 2, 2_000 + epoch)),
+        fence: None,
     }
 }
 

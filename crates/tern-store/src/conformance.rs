@@ -25,6 +25,7 @@ mod conversations;
 mod groups;
 mod keys;
 mod log;
+mod ownership;
 
 use std::fmt::Debug;
 
@@ -36,6 +37,7 @@ pub use self::conversations::*;
 pub use self::groups::*;
 pub use self::keys::*;
 pub use self::log::*;
+pub use self::ownership::*;
 use crate::{
     AppendOutcome, CommitRecord, ConversationId, ConversationKind, ConversationRecord,
     CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, PoolKey, Seq,
@@ -111,6 +113,11 @@ macro_rules! conformance_tests {
             blocks_bound_race,
             purge_message,
             conversation_settings,
+            // cluster ownership and fencing
+            ownership_claims,
+            fenced_appends,
+            fenced_commit,
+            ownership_claim_race,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {
@@ -254,6 +261,7 @@ pub fn commit(id: ConversationId, epoch: u64, seq: Seq) -> CommitRecord {
     let mut msg = message(id, seq, 1_000_000 + epoch);
     msg.payload = Bytes::from(format!("commit of {id} in epoch {epoch}"));
     CommitRecord {
+        fence: None,
         conversation_id: id,
         epoch,
         group_info: group_info(id, epoch),

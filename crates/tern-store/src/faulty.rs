@@ -35,9 +35,9 @@ use crate::{
     AccountStore, AppendError, AppendOutcome, BackendError, BackendErrorKind, BlockOutcome,
     ClaimedKey, CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
     ConversationSettings, ConversationStore, CreateAccountError, CreateConversationError,
-    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, DirectStarts, GroupAdds,
-    GroupStore, InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, Poison, PoolKey,
-    Seq, Store, StoredMessage, UserId,
+    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, DirectStarts, FenceToken,
+    Fences, GroupAdds, GroupStore, InvitationRecord, KeyDirectory, KeyPool, MembersError,
+    MessageLog, Ownership, OwnershipStore, Poison, PoolKey, Seq, Store, StoredMessage, UserId,
 };
 
 /// One operation of [`Store`]: a method of one of its traits, or `persist`.
@@ -90,12 +90,14 @@ pub enum Op {
     ConversationByKey,
     SetPresenceVisibility,
     PresenceVisibility,
+    ClaimOwnership,
+    Ownership,
     Persist,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 48] = [
+    pub const ALL: [Op; 50] = [
         Op::CreateAccount,
         Op::Device,
         Op::Devices,
@@ -143,6 +145,8 @@ impl Op {
         Op::ConversationByKey,
         Op::SetPresenceVisibility,
         Op::PresenceVisibility,
+        Op::ClaimOwnership,
+        Op::Ownership,
         Op::Persist,
     ];
 
@@ -174,6 +178,7 @@ impl Op {
                 | Op::Unblock
                 | Op::SetDirectStarts
                 | Op::SetPresenceVisibility
+                | Op::ClaimOwnership
         )
     }
 
@@ -456,6 +461,27 @@ impl<S: Store> MessageLog for FaultyStore<S> {
             .await
     }
 
+    /// One [`Op::AppendMessage`] per message, as a batch of one each, so a
+    /// fault plan counts messages whichever call wrote them.
+    async fn append_messages(
+        &self,
+        msgs: &[StoredMessage],
+        fences: &Fences,
+    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError> {
+        let mut out = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let one = self
+                .inner
+                .append_messages(std::slice::from_ref(msg), fences);
+            let mut got = self.run(Op::AppendMessage, one).await?;
+            out.push(
+                got.pop()
+                    .unwrap_or(Err(AppendError::NoSuchConversation(msg.conversation_id))),
+            );
+        }
+        Ok(out)
+    }
+
     async fn messages(
         &self,
         id: ConversationId,
@@ -688,6 +714,22 @@ impl<S: Store> ConsentStore for FaultyStore<S> {
 }
 
 #[async_trait]
+impl<S: Store> OwnershipStore for FaultyStore<S> {
+    async fn claim_ownership(
+        &self,
+        id: ConversationId,
+        node: &str,
+    ) -> Result<FenceToken, BackendError> {
+        let call = self.inner.claim_ownership(id, node);
+        self.run(Op::ClaimOwnership, call).await
+    }
+
+    async fn ownership(&self, id: ConversationId) -> Result<Option<Ownership>, BackendError> {
+        self.run(Op::Ownership, self.inner.ownership(id)).await
+    }
+}
+
+#[async_trait]
 impl<S: Store> Store for FaultyStore<S> {
     async fn persist(&self) -> Result<(), BackendError> {
         self.run(Op::Persist, self.inner.persist()).await
@@ -741,6 +783,7 @@ mod tests {
 
     fn commit(id: ConversationId, seq: Seq) -> CommitRecord {
         CommitRecord {
+            fence: None,
             conversation_id: id,
             epoch: 0,
             group_info: Bytes::from_static(b"group info"),
@@ -838,6 +881,8 @@ mod tests {
                 kind(s.set_presence_visibility("alice", hidden).await)
             }
             Op::PresenceVisibility => kind(s.presence_visibility("alice").await),
+            Op::ClaimOwnership => kind(s.claim_ownership(1, "node-a").await),
+            Op::Ownership => kind(s.ownership(1).await),
             Op::AddContacts => kind(s.add_contacts("alice", &["bob".into()]).await),
             Op::IsContact => kind(s.is_contact("alice", "bob").await),
             Op::PutInvitation => {

@@ -5,7 +5,10 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{AppendError, BackendError, ConversationId, ConversationRecord, StoredMessage, UserId};
+use crate::{
+    AppendError, BackendError, ConversationId, ConversationRecord, FenceToken, StoredMessage,
+    UserId,
+};
 
 /// One Commit for the delivery service to accept.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +25,9 @@ pub struct CommitRecord {
     pub commit: StoredMessage,
     /// The Welcome for added members, right after it (`seq = head + 2`).
     pub welcome: Option<StoredMessage>,
+    /// The owner's fencing token for the conversation (a cluster node), or
+    /// `None` unfenced: checked like a fenced append's (`Fenced`).
+    pub fence: Option<FenceToken>,
 }
 
 /// Result of [`GroupStore::accept_commit`].
@@ -43,7 +49,8 @@ pub trait GroupStore: Send + Sync + 'static {
     async fn group_epoch(&self, id: ConversationId) -> Result<u64, BackendError>;
 
     /// Accepts a Commit in one atomic write, or writes nothing. Checks, in
-    /// this order: the conversation exists (else `NoSuchConversation`), the
+    /// this order: the fence, when `commit.fence` is set (else `Fenced`,
+    /// see [`crate::MessageLog::append_messages`]), the conversation exists (else `NoSuchConversation`), the
     /// group is at `commit.epoch` (else `Stale`, also for a future epoch),
     /// the messages follow the head (else `SeqConflict` with the head). The
     /// Commit and Welcome must belong to `commit.conversation_id`. Writes the
@@ -54,7 +61,7 @@ pub trait GroupStore: Send + Sync + 'static {
     /// would (seqs must follow the head; idempotency keys and expiry entries
     /// written; no duplicate check). Atomic across callers: of two racing
     /// Commits for one epoch exactly one is accepted. Errors:
-    /// `NoSuchConversation`, `SeqConflict` (nothing written), `Backend`.
+    /// `Fenced`, `NoSuchConversation`, `SeqConflict` (nothing written), `Backend`.
     async fn accept_commit(&self, commit: &CommitRecord) -> Result<CommitOutcome, AppendError>;
 
     /// The GroupInfo stored by the latest accepted commit (for external

@@ -4,8 +4,9 @@
 //! [`MessageLog`] (ciphertext log, idempotency, expiry, delivery cursors),
 //! [`KeyDirectory`] (long-term device keys and one generic single-use key
 //! pool for prekeys and KeyPackages), [`GroupStore`] (MLS epochs, GroupInfo,
-//! accepting a Commit atomically) and [`ConsentStore`] (privacy settings,
-//! contacts, invitations to groups, blocks). [`Store`] is all of them plus the
+//! accepting a Commit atomically), [`ConsentStore`] (privacy settings,
+//! contacts, invitations to groups, blocks) and [`OwnershipStore`] (which
+//! cluster node sequences a conversation, under a fencing token). [`Store`] is all of them plus the
 //! durability barrier, and is what the server holds. Encrypted attachment
 //! bytes are not in it: they live behind [`blob::BlobStore`] (files in the
 //! data directory by default), whose calls block.
@@ -46,6 +47,7 @@ mod consent;
 mod conversations;
 mod error;
 pub mod faulty;
+mod fence;
 mod groups;
 mod keys;
 mod log;
@@ -63,6 +65,7 @@ pub use conversations::{
     ConversationSettings, ConversationStore, CreateConversationError, CreateOutcome, MembersError,
 };
 pub use error::{BackendError, BackendErrorKind, Poison, PoisonHook};
+pub use fence::{FenceToken, Fences, Ownership, OwnershipStore};
 pub use groups::{CommitOutcome, CommitRecord, GroupStore};
 pub use keys::{
     ClaimedKey, DeviceKeys, DeviceKeysUpdate, KeyDirectory, KeyPool, PoolKey, SignedPrekey,
@@ -79,7 +82,8 @@ pub use types::{
 /// already.
 pub mod prelude {
     pub use crate::{
-        AccountStore, ConsentStore, ConversationStore, GroupStore, KeyDirectory, MessageLog, Store,
+        AccountStore, ConsentStore, ConversationStore, GroupStore, KeyDirectory, MessageLog,
+        OwnershipStore, Store,
     };
 }
 
@@ -88,7 +92,13 @@ pub mod prelude {
 /// contracts every implementation keeps.
 #[async_trait]
 pub trait Store:
-    AccountStore + ConversationStore + MessageLog + KeyDirectory + GroupStore + ConsentStore
+    AccountStore
+    + ConversationStore
+    + MessageLog
+    + KeyDirectory
+    + GroupStore
+    + ConsentStore
+    + OwnershipStore
 {
     /// Durability barrier: when this returns `Ok`, every write that returned
     /// before the call started survives a crash (process kill or power loss).

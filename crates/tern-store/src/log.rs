@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::{BackendError, ConversationId, DeviceId, Seq, StoredMessage};
+use crate::{BackendError, ConversationId, DeviceId, FenceToken, Fences, Seq, StoredMessage};
 
 /// Result of [`MessageLog::append_message`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +32,17 @@ pub enum AppendError {
         head: Seq,
         got: Seq,
     },
+    /// The append was fenced with `held`, but the conversation's ownership
+    /// was claimed since (`current`): another node owns it now. Drop what
+    /// is cached about it and route the request to the current owner.
+    #[error(
+        "conversation {conversation} is owned under fencing token {current}, not {held}: another node took it over; retry through the current owner"
+    )]
+    Fenced {
+        conversation: ConversationId,
+        held: FenceToken,
+        current: FenceToken,
+    },
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -51,25 +62,19 @@ pub trait MessageLog: Send + Sync + 'static {
     /// [`MessageLog::append_message`] would check it, against the heads and
     /// idempotency keys left by the messages before it in the slice, and
     /// gets its outcome at its index; a refused message (`SeqConflict`,
-    /// `NoSuchConversation`) writes nothing and does not stop the others.
-    /// A backend failure fails the whole call with `Err`: then some messages
-    /// may have been written, none may be acknowledged, and a retry is
-    /// exactly-once through the idempotency keys.
-    ///
-    /// The default appends one by one.
+    /// `NoSuchConversation`, `Fenced`) writes nothing and does not stop the
+    /// others. A message whose conversation has a token in `fences` is
+    /// first checked against the stored ownership token
+    /// ([`crate::OwnershipStore`]), atomically with its write: a different
+    /// token refuses it with `Fenced`. A backend failure fails the whole
+    /// call with `Err`: then some messages may have been written, none may
+    /// be acknowledged, and a retry is exactly-once through the idempotency
+    /// keys.
     async fn append_messages(
         &self,
         msgs: &[StoredMessage],
-    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError> {
-        let mut out = Vec::with_capacity(msgs.len());
-        for msg in msgs {
-            match self.append_message(msg).await {
-                Err(AppendError::Backend(e)) => return Err(e),
-                other => out.push(other),
-            }
-        }
-        Ok(out)
-    }
+        fences: &Fences,
+    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError>;
 
     /// Messages with `seq >= from_seq` in ascending order, at most `limit`,
     /// skipping those expired at `now_ms` (`expires_at_ms <= now_ms`) and

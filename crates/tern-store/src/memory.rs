@@ -24,9 +24,10 @@ use crate::{
     AccountStore, AppendError, AppendOutcome, BackendError, BlockOutcome, ClaimedKey,
     CommitOutcome, CommitRecord, ConsentStore, ConversationId, ConversationRecord,
     ConversationSettings, ConversationStore, CreateAccountError, CreateConversationError,
-    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, DirectStarts, GroupAdds,
-    GroupStore, InvitationRecord, KeyDirectory, KeyPool, MembersError, MessageLog, PoolKey, Seq,
-    SignedPrekey, Store, StoredMessage, UserId, KEY_POOL_CAP,
+    CreateOutcome, DeviceId, DeviceKeys, DeviceKeysUpdate, DeviceRecord, DirectStarts, FenceToken,
+    Fences, GroupAdds, GroupStore, InvitationRecord, KeyDirectory, KeyPool, MembersError,
+    MessageLog, Ownership, OwnershipStore, PoolKey, Seq, SignedPrekey, Store, StoredMessage,
+    UserId, KEY_POOL_CAP,
 };
 
 /// The in-memory backend. See the module docs.
@@ -60,6 +61,8 @@ struct State {
     /// user → the users it blocked.
     blocks: BTreeMap<UserId, BTreeSet<UserId>>,
     settings: BTreeMap<ConversationId, ConversationSettings>,
+    /// conversation → its last ownership claim.
+    owners: BTreeMap<ConversationId, Ownership>,
 }
 
 #[derive(Debug)]
@@ -267,8 +270,50 @@ impl State {
         }
     }
 
+    /// One append, checked in the trait's order: fence, conversation,
+    /// duplicate, seq.
+    fn append(
+        &mut self,
+        msg: &StoredMessage,
+        fence: Option<FenceToken>,
+    ) -> Result<AppendOutcome, AppendError> {
+        let id = msg.conversation_id;
+        self.check_fence(id, fence)?;
+        let conversation = self
+            .conversations
+            .get(&id)
+            .ok_or(AppendError::NoSuchConversation(id))?;
+        let head = conversation.record.head_seq;
+        if let Some(stored) = self.duplicate(msg) {
+            return Ok(AppendOutcome::Duplicate(stored));
+        }
+        check_seq(id, head, msg.seq)?;
+        self.write_message(id, msg);
+        Ok(AppendOutcome::Appended)
+    }
+
+    /// `Fenced` unless `fence` is unset or the stored token of `id`.
+    fn check_fence(
+        &self,
+        id: ConversationId,
+        fence: Option<FenceToken>,
+    ) -> Result<(), AppendError> {
+        let Some(held) = fence else { return Ok(()) };
+        let current = self.owners.get(&id).map_or(0, |o| o.token);
+        if held == current {
+            Ok(())
+        } else {
+            Err(AppendError::Fenced {
+                conversation: id,
+                held,
+                current,
+            })
+        }
+    }
+
     fn accept_commit(&mut self, commit: &CommitRecord) -> Result<CommitOutcome, AppendError> {
         let id = commit.conversation_id;
+        self.check_fence(id, commit.fence)?;
         let conversation = self
             .conversations
             .get_mut(&id)
@@ -528,19 +573,20 @@ impl ConversationStore for MemStore {
 #[async_trait]
 impl MessageLog for MemStore {
     async fn append_message(&self, msg: &StoredMessage) -> Result<AppendOutcome, AppendError> {
+        self.state().append(msg, None)
+    }
+
+    async fn append_messages(
+        &self,
+        msgs: &[StoredMessage],
+        fences: &Fences,
+    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, BackendError> {
         let mut state = self.state();
-        let id = msg.conversation_id;
-        let conversation = state
-            .conversations
-            .get(&id)
-            .ok_or(AppendError::NoSuchConversation(id))?;
-        let head = conversation.record.head_seq;
-        if let Some(stored) = state.duplicate(msg) {
-            return Ok(AppendOutcome::Duplicate(stored));
-        }
-        check_seq(id, head, msg.seq)?;
-        state.write_message(id, msg);
-        Ok(AppendOutcome::Appended)
+        let appended = msgs.iter().map(|msg| {
+            let fence = fences.of(msg.conversation_id);
+            state.append(msg, fence)
+        });
+        Ok(appended.collect())
     }
 
     async fn messages(
@@ -861,6 +907,29 @@ impl ConsentStore for MemStore {
             .flatten()
             .cloned()
             .collect())
+    }
+}
+
+#[async_trait]
+impl OwnershipStore for MemStore {
+    async fn claim_ownership(
+        &self,
+        id: ConversationId,
+        node: &str,
+    ) -> Result<FenceToken, BackendError> {
+        let mut state = self.state();
+        let token = state
+            .owners
+            .get(&id)
+            .map_or(0, |o| o.token)
+            .saturating_add(1);
+        let node = node.to_owned();
+        state.owners.insert(id, Ownership { node, token });
+        Ok(token)
+    }
+
+    async fn ownership(&self, id: ConversationId) -> Result<Option<Ownership>, BackendError> {
+        Ok(self.state().owners.get(&id).cloned())
     }
 }
 

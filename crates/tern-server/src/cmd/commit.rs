@@ -63,7 +63,8 @@ async fn accept(
     consent::check_additions(&ctx, &caller.user, Some(id), &commit.added).await?;
     // A Commit appends to the log like a send (its Welcome rides along).
     owner.take_send(&caller.user, id)?;
-    let record = commit_record(owner, caller, head, commit);
+    let mut record = commit_record(owner, caller, head, commit);
+    record.fence = owner.fence(id).await?;
     let updated = match store.accept_commit(&record).await {
         Ok(CommitOutcome::Accepted(updated)) => updated,
         Ok(CommitOutcome::Stale { current }) => return Err(stale_epoch(current)),
@@ -138,6 +139,7 @@ fn commit_record(owner: &Owner, caller: &Caller, head: Seq, commit: mls::Commit)
         remove: commit.removed,
         commit: commit_msg,
         welcome,
+        fence: None,
     }
 }
 

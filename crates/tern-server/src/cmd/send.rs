@@ -310,6 +310,14 @@ pub fn append_reject(e: AppendError) -> Reject {
             ErrorCode::NotFound,
             format!("conversation {id} does not exist"),
         ),
+        AppendError::Fenced { conversation, .. } => {
+            let mut reject = Reject::new(
+                ErrorCode::Internal,
+                format!("conversation {conversation} moved to another node; retry the request"),
+            );
+            reject.retry_after_ms = crate::mesh::STORE_RETRY_AFTER_MS;
+            reject
+        }
         AppendError::Backend(e) => Reject::store(e),
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{append_ok, head, message, new_conversation, ok, seqs};
-use crate::{AppendError, AppendOutcome, ConversationId, Seq, Store};
+use crate::{AppendError, AppendOutcome, ConversationId, Fences, Seq, Store};
 
 /// append_messages: each message is checked against the heads and keys the
 /// messages before it left (seq conflicts, duplicates within the call and
@@ -27,7 +27,10 @@ pub async fn append_batch(s: Arc<dyn Store>) {
         message(9, 1, 9),  // no such conversation
         message(1, 3, 5),
     ];
-    let out = ok(s.append_messages(&batch).await, "append_messages");
+    let out = ok(
+        s.append_messages(&batch, &Fences::none()).await,
+        "append_messages",
+    );
     assert_eq!(out.len(), batch.len());
     let appended = |i: usize| matches!(out.get(i), Some(Ok(AppendOutcome::Appended)));
     assert!(
@@ -65,7 +68,7 @@ pub async fn append_batch(s: Arc<dyn Store>) {
         Some(5),
         "the refused messages wrote nothing"
     );
-    assert!(ok(s.append_messages(&[]).await, "empty batch").is_empty());
+    assert!(ok(s.append_messages(&[], &Fences::none()).await, "empty batch").is_empty());
 }
 
 /// seq must be head+1; `SeqConflict` on gap or repeat; `NoSuchConversation`.
