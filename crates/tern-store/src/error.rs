@@ -24,6 +24,11 @@ pub enum BackendErrorKind {
     /// from what is durable; the store refuses every write until it is
     /// reopened (the process restarted). Reads still work. Fatal.
     Poisoned,
+    /// A remote backend refused the request as invalid: its schema does not
+    /// match this binary (run `tern migrate`), the credentials or
+    /// permissions are wrong, or the request is malformed. Nothing was
+    /// written. Fatal: an operator fixes the configuration.
+    Misconfigured,
 }
 
 /// A backend failure. The operation may or may not have taken effect *in
@@ -43,6 +48,7 @@ impl BackendErrorKind {
             BackendErrorKind::Io => "storage I/O failed",
             BackendErrorKind::Corrupt => "stored data is corrupt",
             BackendErrorKind::Poisoned => "store refuses writes after an earlier failure",
+            BackendErrorKind::Misconfigured => "storage backend refused the request as invalid",
         }
     }
 
@@ -55,6 +61,9 @@ impl BackendErrorKind {
             BackendErrorKind::Corrupt => "restore the data directory from a backup",
             BackendErrorKind::Poisoned => {
                 "restart the server; it recovers the durable state on open"
+            }
+            BackendErrorKind::Misconfigured => {
+                "run `tern migrate` for this binary and check the store's keyspace and credentials"
             }
         }
     }
@@ -87,6 +96,10 @@ impl BackendError {
 
     pub fn poisoned(message: impl Into<String>) -> Self {
         Self::new(BackendErrorKind::Poisoned, message)
+    }
+
+    pub fn misconfigured(message: impl Into<String>) -> Self {
+        Self::new(BackendErrorKind::Misconfigured, message)
     }
 
     pub fn kind(&self) -> BackendErrorKind {
