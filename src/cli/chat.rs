@@ -207,6 +207,7 @@ pub fn run(command: Command) -> Result<(), String> {
 async fn dispatch(command: Command) -> Result<(), String> {
     match command {
         Command::Serve(_) => Err("serve is not a client command".into()),
+        Command::Migrate(_) => Err("migrate is not a client command".into()),
         c @ (Command::React(_)
         | Command::Reply(_)
         | Command::Edit(_)

@@ -5,6 +5,7 @@ mod chat;
 mod content;
 mod files;
 mod forward;
+mod migrate;
 mod ops;
 mod presence;
 mod privacy;
@@ -32,6 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server on the embedded store (prints its address and certificate fingerprint).
     Serve(serve::ServeArgs),
+    /// Apply the pending ScyllaDB schema migrations (creates the keyspace; safe to re-run).
+    Migrate(migrate::MigrateArgs),
     /// Create an account with this device and save its identity in --state.
     Register(chat::RegisterArgs),
     /// Create a conversation (direct, group or note-to-self) and print its id.
@@ -150,6 +153,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Block(args) => safety::block(args),
         Command::Unblock(args) => safety::unblock(args),
         Command::Blocked(args) => safety::blocked(args),
