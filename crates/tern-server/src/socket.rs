@@ -670,7 +670,10 @@ mod tests {
         let mut ports = std::collections::HashSet::new();
         for sockets in &held {
             let port = sockets.first().map(|s| s.local_addr()).transpose()?;
-            assert!(ports.insert(port.map(|a| a.port())), "two servers share {port:?}");
+            assert!(
+                ports.insert(port.map(|a| a.port())),
+                "two servers share {port:?}"
+            );
         }
         Ok(())
     }
