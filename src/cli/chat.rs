@@ -208,6 +208,7 @@ async fn dispatch(command: Command) -> Result<(), String> {
     match command {
         Command::Serve(_) => Err("serve is not a client command".into()),
         Command::Migrate(_) => Err("migrate is not a client command".into()),
+        Command::ClusterCa(_) => Err("cluster-ca is not a client command".into()),
         c @ (Command::React(_)
         | Command::Reply(_)
         | Command::Edit(_)

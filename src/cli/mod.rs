@@ -2,6 +2,7 @@
 
 mod calls;
 mod chat;
+mod cluster;
 mod content;
 mod files;
 mod forward;
@@ -35,6 +36,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Apply the pending ScyllaDB schema migrations (creates the keyspace; safe to re-run).
     Migrate(migrate::MigrateArgs),
+    /// Make the cluster CA (ca.pem, ca.key) that every node of a cluster loads.
+    ClusterCa(cluster::ClusterCaArgs),
     /// Create an account with this device and save its identity in --state.
     Register(chat::RegisterArgs),
     /// Create a conversation (direct, group or note-to-self) and print its id.
@@ -154,6 +157,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::ClusterCa(args) => cluster::run(args),
         Command::Block(args) => safety::block(args),
         Command::Unblock(args) => safety::unblock(args),
         Command::Blocked(args) => safety::blocked(args),
