@@ -169,8 +169,16 @@ impl Registry {
 }
 
 impl Drop for Registry {
+    /// Stops heartbeating and closes the Redis connection, leaving the key
+    /// to expire (as a crash would; [`Registry::leave`] removes it).
     fn drop(&mut self) {
         self.heartbeat.abort();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            drop(runtime.spawn(async move {
+                let _ = tokio::time::timeout(COMMAND_TIMEOUT, client.quit()).await;
+            }));
+        }
     }
 }
 

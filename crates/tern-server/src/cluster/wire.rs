@@ -4,7 +4,7 @@
 //! unidirectional stream. A side that refuses a message resets or stops
 //! the stream with one of the codes below.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use quinn::{RecvStream, SendStream, VarInt};
 
 /// Largest request, response or push, in bytes (32 MiB).
@@ -58,10 +58,28 @@ pub async fn read_message(recv: &mut RecvStream) -> Result<Bytes, WireError> {
         let _ = recv.stop(CODE_TOO_LARGE);
         return Err(WireError::TooLarge(len));
     }
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.map_err(read_error)?;
-    Ok(Bytes::from(body))
+    // Grown as bytes arrive (flow control bounds what a peer has in
+    // flight), never sized up front from a length the peer announced.
+    let mut body = BytesMut::with_capacity(len.min(INITIAL_BUFFER));
+    while body.len() < len {
+        let chunk = recv
+            .read_chunk(len - body.len(), true)
+            .await
+            .map_err(|e| read_error(quinn::ReadExactError::ReadError(e)))?;
+        match chunk {
+            Some(chunk) => body.extend_from_slice(&chunk.bytes),
+            None => {
+                return Err(WireError::Broken(
+                    "the stream ended inside a message".into(),
+                ))
+            }
+        }
+    }
+    Ok(body.freeze())
 }
+
+/// Buffer first reserved for a message body.
+const INITIAL_BUFFER: usize = 64 << 10;
 
 fn read_error(error: quinn::ReadExactError) -> WireError {
     match error {
