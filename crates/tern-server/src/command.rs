@@ -265,6 +265,33 @@ impl OwnerCommand {
         }
     }
 
+    /// The request body this command was built from, to forward it to the
+    /// owner node in a cluster (`crate::node`). A `Create` gives up the id
+    /// this node drew: the owner draws its own.
+    pub fn into_body(self) -> Body {
+        use OwnerCommand as O;
+        match self {
+            O::Create(_, b) => Body::CreateConversation(b),
+            O::AddMembers(b) => Body::AddMembers(b),
+            O::RemoveMembers(b) => Body::RemoveMembers(b),
+            O::Send(b) => Body::Send(b),
+            O::SendGroup(b) => Body::SendGroup(b),
+            O::SendToDevices(b) => Body::SendToDevices(b),
+            O::Ack(b) => Body::Ack(b),
+            O::History(b) => Body::History(b),
+            O::Commit(b) => Body::Commit(b),
+            O::GetGroupInfo(b) => Body::GetGroupInfo(b),
+            O::Invite(b) => Body::Invite(b),
+            O::Purge(b) => Body::PurgeMessage(b),
+            O::SetTimer(b) => Body::SetTimer(b),
+            O::SetAdmin(b) => Body::SetAdmin(b),
+            O::ListAdmins(b) => Body::ListAdmins(b),
+            O::SetMemberAdds(b) => Body::SetMemberAdds(b),
+            O::Typing(b) => Body::Typing(b),
+            O::CallSignal(b) => Body::CallSignal(b),
+        }
+    }
+
     /// True for commands whose only write is a staged append (the sends):
     /// the driver writes staged appends before applying any other command,
     /// so that a command's own writes never overtake them.

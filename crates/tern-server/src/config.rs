@@ -223,6 +223,30 @@ pub struct ServerConfig {
     /// traffic volumes, are not exposed by accident); the deploy files set
     /// `0.0.0.0:9464`. Port 0 picks a free port (`ServerHandle::admin_addr`).
     pub admin_addr: Option<SocketAddr>,
+    /// This node's id in a cluster (1 to 63 of `a-z`, `0-9`, `-`, e.g. a
+    /// StatefulSet pod name `tern-0`; see `cluster::NodeId`). Default
+    /// unset: one node owning every conversation. Set, the node joins the
+    /// cluster whose membership is in `redis_url` (see `crate::node` and
+    /// docs/OPERATING.md), and `presence_backend` must be `redis`.
+    pub cluster_node_id: Option<String>,
+    /// UDP address of the node-to-node endpoint. Default `0.0.0.0:4434`.
+    pub cluster_listen: SocketAddr,
+    /// Address the other nodes dial (registered in Redis). Default:
+    /// `cluster_listen`, whose IP must then be a specific one; with port 0
+    /// the bound port is registered.
+    pub cluster_advertise: Option<SocketAddr>,
+    /// The cluster CA's certificate (PEM), made by `tern cluster-ca`; every
+    /// node issues its own certificate from it at start. Default
+    /// `cluster/ca.pem`.
+    pub cluster_ca_cert: PathBuf,
+    /// The cluster CA's private key (PEM, keep it mode 0600). Default
+    /// `cluster/ca.key`.
+    pub cluster_ca_key: PathBuf,
+    /// Lifetime of this node's membership key in Redis, ms: heartbeats every
+    /// third of it, and a node that stops is out of the others' views (its
+    /// conversations taken over) within it plus one heartbeat. Default 6000,
+    /// 300 to 600000.
+    pub cluster_node_ttl_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -289,6 +313,12 @@ impl Default for ServerConfig {
             push: crate::push::PushConfig::default(),
             blob_store: crate::blob_backend::BlobStoreConfig::default(),
             admin_addr: None,
+            cluster_node_id: None,
+            cluster_listen: SocketAddr::from(([0, 0, 0, 0], 4434)),
+            cluster_advertise: None,
+            cluster_ca_cert: PathBuf::from("cluster/ca.pem"),
+            cluster_ca_key: PathBuf::from("cluster/ca.key"),
+            cluster_node_ttl_ms: 6000,
         }
     }
 }
@@ -451,6 +481,23 @@ impl ServerConfig {
         env_parse(&get, "TERN_PRESENCE_BACKEND", &mut self.presence_backend)?;
         env_parse(&get, "TERN_REDIS_URL", &mut self.redis_url)?;
         env_parse_optional(&get, "TERN_ADMIN_ADDR", &mut self.admin_addr)?;
+        self.apply_cluster_env(&get)
+    }
+
+    fn apply_cluster_env(
+        &mut self,
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        env_parse_optional(get, "TERN_CLUSTER_NODE_ID", &mut self.cluster_node_id)?;
+        env_parse(get, "TERN_CLUSTER_LISTEN", &mut self.cluster_listen)?;
+        env_parse_optional(get, "TERN_CLUSTER_ADVERTISE", &mut self.cluster_advertise)?;
+        env_parse(get, "TERN_CLUSTER_CA_CERT", &mut self.cluster_ca_cert)?;
+        env_parse(get, "TERN_CLUSTER_CA_KEY", &mut self.cluster_ca_key)?;
+        env_parse(
+            get,
+            "TERN_CLUSTER_NODE_TTL_MS",
+            &mut self.cluster_node_ttl_ms,
+        )?;
         Ok(())
     }
 
@@ -467,8 +514,39 @@ impl ServerConfig {
         names.into_inner()
     }
 
+    /// The cluster settings of this node, `None` unless `cluster_node_id` is set.
+    pub fn cluster(&self) -> Option<crate::cluster::ClusterConfig> {
+        let node_id = self.cluster_node_id.clone()?;
+        Some(crate::cluster::ClusterConfig {
+            node_id,
+            listen: self.cluster_listen,
+            advertise: self.cluster_advertise,
+            redis_url: self.redis_url.clone(),
+            ttl: Duration::from_millis(self.cluster_node_ttl_ms),
+            ca_cert: self.cluster_ca_cert.clone(),
+            ca_key: self.cluster_ca_key.clone(),
+            ..crate::cluster::ClusterConfig::default()
+        })
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(());
+        };
+        cluster.validate().map_err(|e| ConfigError::Invalid {
+            field: e.field,
+            message: e.message,
+        })?;
+        check(
+            self.presence_backend == crate::presence::PresenceBackend::Redis,
+            "presence_backend",
+            "must be \"redis\" in a cluster (cluster_node_id is set): presence is shared through redis_url",
+        )
+    }
+
     /// Checks every field; call before binding anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_cluster()?;
         self.push.validate()?;
         self.blob_store.validate()?;
         check(

@@ -15,6 +15,7 @@ pub mod effects;
 pub mod links;
 pub mod locations;
 pub mod mesh;
+pub mod node;
 pub mod outbound;
 pub mod owner;
 pub mod payloads;

@@ -146,6 +146,9 @@ pub struct Mesh {
     pub(crate) live: Arc<crate::push::live::LiveDevices>,
     /// The pusher thread's handle, set once when the server starts.
     pub(crate) pusher: std::sync::OnceLock<crate::push::Pusher>,
+    /// This server's node of a cluster, set once when it joins (`None`: a
+    /// single node, every conversation owned here).
+    pub(crate) cluster: std::sync::OnceLock<Arc<crate::node::ClusterNode>>,
 }
 
 /// The receiving ends one shard keeps.
@@ -190,6 +193,7 @@ impl Mesh {
                 calls: Default::default(),
                 live: Default::default(),
                 pusher: std::sync::OnceLock::new(),
+                cluster: std::sync::OnceLock::new(),
             }),
             inboxes,
         )
@@ -205,8 +209,50 @@ impl Mesh {
         (mix64(id) % n) as usize
     }
 
-    /// Sends a request to its conversation's owner; fails only while shutting down.
+    /// Sends a request to its conversation's owner: the owner shard here,
+    /// or, in a cluster, the owner node (the reply comes back through the
+    /// request's channel either way). Fails only while shutting down.
     pub async fn to_owner(&self, id: ConversationId, request: OwnerRequest) -> Result<(), Reject> {
+        let Some(node) = self.cluster.get() else {
+            return self.to_local_owner(id, request).await;
+        };
+        match (node.route(id), request) {
+            (
+                crate::node::Route::Node(to),
+                OwnerRequest::Command {
+                    request_id,
+                    caller,
+                    command,
+                    reply,
+                },
+            ) => {
+                let node = Arc::clone(node);
+                tokio::spawn(async move {
+                    let frame = node.forward(&to, request_id, caller, command).await;
+                    let _ = reply.send(frame);
+                });
+                Ok(())
+            }
+            (_, request) => self.to_local_owner(id, request).await,
+        }
+    }
+
+    /// This node's id in a cluster (`None` on a single node).
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.get().map(|node| node.id())
+    }
+
+    /// Changes whenever the cluster's live nodes change (0 on a single node).
+    pub fn cluster_version(&self) -> u64 {
+        self.cluster.get().map_or(0, |node| node.view_version())
+    }
+
+    /// Sends a request to the owner shard of `id` in this process.
+    pub async fn to_local_owner(
+        &self,
+        id: ConversationId,
+        request: OwnerRequest,
+    ) -> Result<(), Reject> {
         let shard = self.owner_of(id);
         let Some(tx) = self.owners.get(shard) else {
             return Err(Reject::internal("owner shard missing"));

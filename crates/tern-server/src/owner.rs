@@ -305,7 +305,16 @@ impl Owner {
 pub async fn run(ctx: Rc<ShardCtx>, mut inbox: mpsc::Receiver<OwnerRequest>) {
     let mut owner = Owner::new(ctx);
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut view = owner.ctx.mesh.cluster_version();
     while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // In a cluster, once the live nodes change, what was cached and
+        // claimed may belong to another node now: reload and claim again.
+        let now = owner.ctx.mesh.cluster_version();
+        if now != view {
+            view = now;
+            owner.forget_all();
+            owner.drop_fences();
+        }
         process_batch(&mut owner, batch.drain(..)).await;
     }
 }

@@ -86,6 +86,8 @@ pub enum StartError {
     Blobs(#[from] crate::blob_backend::OpenBlobsError),
     #[error("cannot start the admin port's thread: {0}")]
     Admin(std::io::Error),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] crate::node::JoinError),
 }
 
 /// A running server. Dropping it without [`ServerHandle::shutdown`] stops
@@ -120,8 +122,11 @@ impl ServerHandle {
         self.mesh.pusher.get().map(crate::push::Pusher::stats)
     }
 
-    /// Stops accepting, drains connections, joins the shards, persists the store.
+    /// Stops accepting, drains connections, joins the shards, persists the
+    /// store. A cluster node leaves the membership first, so the other
+    /// nodes take its conversations over at once.
     pub fn shutdown(mut self) {
+        self.leave_cluster();
         let _ = self.shutdown.send(true);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -139,8 +144,23 @@ impl ServerHandle {
     }
 }
 
+impl ServerHandle {
+    /// Leaves the cluster (nothing on a single node); idempotent.
+    pub fn leave_cluster(&self) {
+        if let Some(node) = self.mesh.cluster.get() {
+            node.leave();
+        }
+    }
+
+    /// This server's node of a cluster, if it is one.
+    pub fn cluster_node(&self) -> Option<&Arc<crate::node::ClusterNode>> {
+        self.mesh.cluster.get()
+    }
+}
+
 impl Drop for ServerHandle {
     fn drop(&mut self) {
+        self.leave_cluster();
         let _ = self.shutdown.send(true);
         if let Some((stop, _)) = &self.admin {
             let _ = stop.send(true);
@@ -242,6 +262,10 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
             message: format!("cannot start the pusher thread: {e}"),
         })?;
     let _ = mesh.pusher.set(pusher);
+    if let Some(cluster) = config.cluster() {
+        let node = crate::node::ClusterNode::join(&cluster, mesh.clone())?;
+        let _ = mesh.cluster.set(node);
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stats = Arc::new(ServerStats::default());
     let limits = Arc::new(ServerLimits::new(&config));

@@ -92,9 +92,6 @@ pub struct ShardCtx {
     next_conn_id: Cell<u64>,
     /// Bytes of MLS handshake parts staged on this shard's connections.
     pub staged: crate::staging::ShardBudget,
-    /// This node's id in a cluster (its ownership claims carry it); `None`
-    /// on a single node, whose appends are not fenced.
-    node_id: Option<Arc<str>>,
 }
 
 impl ShardCtx {
@@ -119,9 +116,16 @@ impl ShardCtx {
                 .ok()
         });
         let local_presence = LocalPresence::new(id, mesh.clone(), services.clock.clone(), redis);
+        let delivery: Arc<dyn Delivery> = match mesh.cluster.get() {
+            Some(node) => Arc::new(crate::node::delivery::ClusterDelivery {
+                mesh: mesh.clone(),
+                node: node.clone(),
+            }),
+            None => mesh.clone(),
+        };
         ShardCtx {
             id,
-            delivery: mesh.clone(),
+            delivery,
             mesh,
             store: services.store,
             blobs,
@@ -135,13 +139,13 @@ impl ShardCtx {
             local_presence,
             next_conn_id: Cell::new(1),
             staged: Default::default(),
-            node_id: None,
         }
     }
 
-    /// This node's id in a cluster, `None` on a single node.
+    /// This node's id in a cluster (its ownership claims carry it); `None`
+    /// on a single node, whose appends are not fenced.
     pub fn node_id(&self) -> Option<&str> {
-        self.node_id.as_deref()
+        self.mesh.node_id()
     }
 
     /// This shard's presence, whose inbox task the runtime starts.

@@ -17,7 +17,8 @@ pub struct ClusterConfig {
     /// UDP address the node-to-node endpoint binds. Default `0.0.0.0:4434`.
     pub listen: SocketAddr,
     /// Address the other nodes dial, registered in Redis. Default: `listen`,
-    /// which must then not be unspecified (`0.0.0.0`, `[::]`) or port 0.
+    /// which must then not be unspecified (`0.0.0.0`, `[::]`); with port 0
+    /// the port bound is registered.
     pub advertise: Option<SocketAddr>,
     /// Redis holding the membership (`redis://[user:password@]host:port[/db]`).
     /// Default `redis://127.0.0.1:6379`.
@@ -85,11 +86,13 @@ impl ClusterConfig {
         let call_ok =
             (Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.call_timeout);
         check(call_ok, "call_timeout", "must be 100 ms to 10 min")?;
+        // Port 0 without `advertise` registers the port bound (tests, one host).
         let advertised = self.advertised();
         check(
-            !advertised.ip().is_unspecified() && advertised.port() != 0,
+            !advertised.ip().is_unspecified()
+                && (advertised.port() != 0 || self.advertise.is_none()),
             "advertise",
-            "set the address other nodes dial (listen binds an unspecified address or port 0)",
+            "set the address other nodes dial (listen binds an unspecified address)",
         )?;
         fred::prelude::Config::from_url(&self.redis_url).map_err(|e| ClusterConfigError {
             field: "redis_url",

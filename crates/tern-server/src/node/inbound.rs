@@ -1,0 +1,155 @@
+//! What this node does with calls and pushes from the other nodes of its
+//! cluster (the [`NodeHandler`] of its node links): an owner request is
+//! decoded and checked like a client's, then handed to the local owner
+//! shard, whose encoded reply goes back; a push goes to the local shards
+//! holding a recipient.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch};
+
+use super::wire::{self, NodeCall, NodePush, WireFrames};
+use super::{moved, route_in, Route};
+use crate::cluster::{NodeHandler, NodeId, View, MAX_NODE_MESSAGE};
+use crate::command::{Command, OwnerCommand};
+use crate::delivery::{Delivery, Fanout, Frames};
+use crate::mesh::{encode_reply, Caller, Mesh, OwnerRequest, Reject};
+use tern_proto::codec::Limits;
+use tern_proto::fb::ErrorCode;
+use tern_proto::Frame;
+
+/// The inbound side of this node's links.
+pub struct Inbound {
+    mesh: Arc<Mesh>,
+    /// The live nodes, once this node has joined (until then every owner
+    /// request is refused as moving).
+    views: Arc<OnceLock<watch::Receiver<Arc<View>>>>,
+    /// This node's id.
+    me: String,
+}
+
+impl Inbound {
+    pub fn new(
+        mesh: Arc<Mesh>,
+        views: Arc<OnceLock<watch::Receiver<Arc<View>>>>,
+        me: String,
+    ) -> Self {
+        Inbound { mesh, views, me }
+    }
+
+    /// Whether this node owns `id` in its current view.
+    fn owns(&self, id: u64) -> bool {
+        let Some(views) = self.views.get() else {
+            return false;
+        };
+        route_in(&views.borrow(), &self.me, id) == Route::Here
+    }
+
+    async fn owner_call(&self, from: &str, call: NodeCall) -> Bytes {
+        let NodeCall::Owner {
+            user,
+            device,
+            frame,
+            create_id,
+        } = call;
+        let limits = Limits {
+            max_frame_len: MAX_NODE_MESSAGE,
+            ..Limits::server_inbound()
+        };
+        let frame = match Frame::decode(&frame, &limits) {
+            Ok(frame) => frame,
+            Err(e) => return refuse(0, ErrorCode::Malformed, &format!("from node {from}: {e}")),
+        };
+        let request_id = frame.request_id;
+        let command = match Command::from_body(frame.body) {
+            Ok(Command::Owner(command)) => with_id(command, create_id),
+            Ok(Command::Local(_)) => {
+                let what = "a node forwarded a request that is not an owner request";
+                return refuse(request_id, ErrorCode::InvalidArgument, what);
+            }
+            Err(reject) => return encode_reply(request_id, Err(reject)),
+        };
+        let conversation = command.conversation();
+        if !self.owns(conversation) {
+            let why = format!(
+                "node {from} sent conversation {conversation} here, which does not own it now"
+            );
+            return encode_reply(request_id, Err(moved(&why)));
+        }
+        let (reply, answer) = oneshot::channel();
+        let caller = Caller { user, device };
+        let request = OwnerRequest::Command {
+            request_id,
+            caller,
+            command,
+            reply,
+        };
+        if let Err(reject) = self.mesh.to_local_owner(conversation, request).await {
+            return encode_reply(request_id, Err(reject));
+        }
+        answer.await.unwrap_or_else(|_| {
+            refuse(
+                request_id,
+                ErrorCode::ShuttingDown,
+                "owner node is shutting down; retry",
+            )
+        })
+    }
+
+    async fn apply_push(&self, push: NodePush) {
+        match push {
+            NodePush::Deliver {
+                recipients,
+                except,
+                frames,
+                ephemeral,
+            } => {
+                let fanout = Fanout {
+                    recipients: recipients.into(),
+                    except: except.map(|(user, device)| Caller { user, device }),
+                    frames: match frames {
+                        WireFrames::Shared(frame) => Frames::Shared(frame),
+                        WireFrames::PerDevice(frames) => Frames::PerDevice(frames.into()),
+                    },
+                };
+                match ephemeral {
+                    true => self.mesh.deliver_ephemeral(fanout).await,
+                    false => self.mesh.deliver(fanout).await,
+                }
+            }
+            NodePush::Notify { users, frame } => self.mesh.notify(users.into(), frame).await,
+            NodePush::CloseDevice { user, device } => self.mesh.close_device(user, device).await,
+            NodePush::ForgetUser { user } => self.mesh.invalidate_user(&user).await,
+        }
+    }
+}
+
+/// A forwarded `Create` keeps the id it was routed by.
+fn with_id(command: OwnerCommand, create_id: Option<u64>) -> OwnerCommand {
+    match (command, create_id) {
+        (OwnerCommand::Create(_, body), Some(id)) if id != 0 => OwnerCommand::Create(id, body),
+        (command, _) => command,
+    }
+}
+
+fn refuse(request_id: u64, code: ErrorCode, message: &str) -> Bytes {
+    encode_reply(request_id, Err(Reject::new(code, message)))
+}
+
+#[async_trait::async_trait]
+impl NodeHandler for Inbound {
+    async fn call(&self, from: &NodeId, request: Bytes) -> Bytes {
+        match wire::decode::<NodeCall>(&request) {
+            Ok(call) => self.owner_call(from, call).await,
+            Err(e) => refuse(0, ErrorCode::Malformed, &format!("from node {from}: {e}")),
+        }
+    }
+
+    async fn push(&self, from: &NodeId, message: Bytes) {
+        match wire::decode::<NodePush>(&message) {
+            Ok(push) => self.apply_push(push).await,
+            Err(e) => tracing::warn!(node = %from, error = %e, "undecodable node push dropped"),
+        }
+    }
+}

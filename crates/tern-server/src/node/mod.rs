@@ -1,0 +1,372 @@
+//! This server as one node of a cluster (issue 13): joins the membership
+//! in Redis ([`crate::cluster::Registry`]), routes each owner request to
+//! the conversation's owner node (rendezvous hashing over the live nodes,
+//! [`crate::cluster::View::owner_of`]) over the authenticated node links,
+//! and sends every delivery effect to the other nodes too
+//! ([`delivery::ClusterDelivery`]), which hand it to their own connections.
+//!
+//! Correctness does not rest on the views agreeing: an owner claims each
+//! conversation in the store before sequencing it (`tern_store::OwnershipStore`)
+//! and every append carries that fencing token, so a node that lost
+//! ownership without noticing is refused by the store (`Fenced`), never
+//! sequences next to the new owner. While views disagree a request may be
+//! refused with a retryable error; it is never applied twice (idempotency
+//! keys) or lost once acknowledged (the store).
+//!
+//! Fan-out is a broadcast: each delivery goes to every other live node, in
+//! order per peer (one queue and one sender task per peer), and each node
+//! keeps what its connections need. That costs one node message per node
+//! per delivery; a registry of where each user is connected would cut it
+//! to the nodes holding a recipient (not done).
+
+pub mod delivery;
+mod inbound;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster::{ClusterConfig, ClusterTls, NodeInfo, NodeLinks, Registry, View};
+use crate::command::OwnerCommand;
+use crate::mesh::{encode_reply, Caller, Mesh, Reject, STORE_RETRY_AFTER_MS};
+use tern_proto::fb::ErrorCode;
+use tern_proto::Frame;
+use tern_store::ConversationId;
+use wire::{NodeCall, NodePush};
+
+/// Pushes queued for one peer before further ones are dropped (the
+/// recipients then catch up by sync, as after any lost push).
+const PEER_QUEUE: usize = 8192;
+
+/// Where an owner request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node owns the conversation (or there is no other live node).
+    Here,
+    /// Another live node owns it.
+    Node(NodeInfo),
+}
+
+/// Why this node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "cluster CA: cannot read {path}: {source}; create it with `tern cluster-ca --out DIR`"
+    )]
+    ReadCa {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cluster TLS: {0}")]
+    Tls(#[from] crate::cluster::ClusterTlsError),
+    #[error("cluster links: {0}")]
+    Links(#[from] crate::cluster::LinkError),
+    #[error("cluster membership: {0}")]
+    Registry(#[from] crate::cluster::RegistryError),
+    #[error("cannot start the cluster node's runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// This server's membership of its cluster.
+pub struct ClusterNode {
+    me: NodeInfo,
+    view: watch::Receiver<Arc<View>>,
+    links: Arc<NodeLinks>,
+    /// Runs the registry's heartbeat and the per-peer senders; shut down
+    /// in the background on drop (a runtime may not be dropped in async code).
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    registry: Mutex<Option<Registry>>,
+    peers: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
+    /// Pushes dropped because a peer's queue was full.
+    dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterNode {
+    /// Issues this node's certificate from the cluster CA, starts its node
+    /// links (their inbound side hands requests and pushes to `mesh`) and
+    /// joins the membership in Redis.
+    ///
+    /// # Errors
+    /// [`JoinError`]: the CA files, the link port, or Redis.
+    pub fn join(config: &ClusterConfig, mesh: Arc<Mesh>) -> Result<Arc<ClusterNode>, JoinError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).map_err(|source| JoinError::ReadCa {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let tls = ClusterTls::load(
+            &read(&config.ca_cert)?,
+            &read(&config.ca_key)?,
+            &config.node_id,
+        )?;
+        let views = Arc::new(OnceLock::new());
+        let handler = Arc::new(inbound::Inbound::new(
+            mesh,
+            views.clone(),
+            config.node_id.clone(),
+        ));
+        let links = NodeLinks::start_with(&tls, config.listen, handler, config.link_settings())?;
+        let me = NodeInfo {
+            id: config.node_id.clone(),
+            addr: advertised(config, links.local_addr()),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tern-node")
+            .enable_all()
+            .build()
+            .map_err(JoinError::Runtime)?;
+        let join = Registry::join(&config.redis_url, me.clone(), config.ttl);
+        let registry = match outside_async(|| runtime.block_on(join)) {
+            Ok(registry) => registry,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e.into());
+            }
+        };
+        let view = registry.view();
+        let _ = views.set(view.clone());
+        tracing::info!(node = %me.id, addr = %me.addr, "joined the cluster");
+        Ok(Arc::new(ClusterNode {
+            me,
+            view,
+            links: Arc::new(links),
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            registry: Mutex::new(Some(registry)),
+            peers: Mutex::new(HashMap::new()),
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &str {
+        &self.me.id
+    }
+
+    /// The live nodes as this node sees them, updated at each heartbeat.
+    pub fn view(&self) -> watch::Receiver<Arc<View>> {
+        self.view.clone()
+    }
+
+    /// Changes whenever the live nodes change (owners drop their claims).
+    pub fn view_version(&self) -> u64 {
+        let view = self.view.borrow();
+        let mut h = 0xcbf2_9ce4_8422_2325_u64;
+        for node in view.nodes() {
+            for b in node.id.bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
+    /// Where the owner request of conversation `id` goes.
+    pub fn route(&self, id: ConversationId) -> Route {
+        route_in(&self.view.borrow(), &self.me.id, id)
+    }
+
+    /// Forwards `command` of `caller` to node `to` and returns the encoded
+    /// reply frame; a node that cannot be reached answers a retryable
+    /// `Internal` (the client retries, and the request lands on the new
+    /// owner once the views moved on).
+    pub async fn forward(
+        &self,
+        to: &NodeInfo,
+        request_id: u64,
+        caller: Caller,
+        command: OwnerCommand,
+    ) -> Bytes {
+        let create_id = match &command {
+            OwnerCommand::Create(id, _) => Some(*id),
+            _ => None,
+        };
+        let frame = Frame::new(request_id, command.into_body()).encode();
+        let call = NodeCall::Owner {
+            user: caller.user,
+            device: caller.device,
+            frame: frame.slice(tern_proto::codec::LEN_PREFIX.min(frame.len())..),
+            create_id,
+        };
+        let answer = match wire::encode(&call) {
+            Ok(bytes) => self.links.call(to, bytes).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        answer.unwrap_or_else(|e| {
+            tracing::warn!(node = %to.id, error = %e, "owner node unreachable");
+            encode_reply(
+                request_id,
+                Err(moved(&format!("owner node {} unreachable: {e}", to.id))),
+            )
+        })
+    }
+
+    /// Queues `push` for every other live node (in order per node).
+    pub fn broadcast(&self, push: &NodePush) {
+        let bytes = match wire::encode(push) {
+            Ok(bytes) => bytes,
+            Err(e) => return tracing::error!(error = %e, "cannot encode a node push"),
+        };
+        let view = self.view.borrow().clone();
+        for node in view.nodes().iter().filter(|n| n.id != self.me.id) {
+            if self.queue(node).try_send(bytes.clone()).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The queue of `node`, with its sender task started on first use.
+    fn queue(&self, node: &NodeInfo) -> mpsc::Sender<Bytes> {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = peers.get(&node.id).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let sender = send_pushes(self.links.clone(), self.view.clone(), node.clone(), rx);
+        self.handle.spawn(sender);
+        peers.insert(node.id.clone(), tx.clone());
+        tx
+    }
+
+    /// Pushes dropped so far because a peer's queue was full.
+    pub fn dropped_pushes(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Leaves the membership at once (the others take over this node's
+    /// conversations at their next heartbeat) and closes the links.
+    pub fn leave(&self) {
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(registry) = registry {
+            outside_async(|| self.handle.block_on(registry.leave()));
+        }
+        self.peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.links.close();
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Runs `f` (which blocks on this node's runtime) on a thread of its own
+/// when called from async code, where blocking on a runtime is refused.
+fn outside_async<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// The route of conversation `id` in `view` from node `me`.
+fn route_in(view: &View, me: &str, id: ConversationId) -> Route {
+    match view.owner_of(id) {
+        Some(owner) if owner.id != me => Route::Node(owner.clone()),
+        _ => Route::Here,
+    }
+}
+
+/// The address the other nodes dial: `advertise`, else the bound address.
+fn advertised(config: &ClusterConfig, bound: std::net::SocketAddr) -> std::net::SocketAddr {
+    match config.advertise {
+        Some(addr) => addr,
+        None if config.listen.port() == 0 => bound,
+        None => config.listen,
+    }
+}
+
+/// The refusal of a request whose conversation is moving between nodes.
+pub fn moved(detail: &str) -> Reject {
+    let mut reject = Reject::new(
+        ErrorCode::Internal,
+        format!("{detail}; the conversation is moving to another node, retry the request"),
+    );
+    reject.retry_after_ms = STORE_RETRY_AFTER_MS;
+    reject
+}
+
+/// Sends the pushes queued for `node`, one after another, until the queue
+/// closes or the node leaves the view; a push that fails is dropped (its
+/// recipients catch up by sync).
+async fn send_pushes(
+    links: Arc<NodeLinks>,
+    view: watch::Receiver<Arc<View>>,
+    node: NodeInfo,
+    mut queue: mpsc::Receiver<Bytes>,
+) {
+    while let Some(push) = queue.recv().await {
+        if view.borrow().get(&node.id).is_none() {
+            break;
+        }
+        if let Err(e) = links.push(&node, push).await {
+            tracing::debug!(node = %node.id, error = %e, "node push lost");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, port: u16) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            addr: ([127, 0, 0, 1], port).into(),
+        }
+    }
+
+    #[test]
+    fn routes_follow_the_view_and_stay_here_alone() {
+        let alone = View::new(vec![node("a", 1)]);
+        assert_eq!(route_in(&alone, "a", 42), Route::Here);
+        let empty = View::new(vec![]);
+        assert_eq!(route_in(&empty, "a", 42), Route::Here);
+        let three = View::new(vec![node("a", 1), node("b", 2), node("c", 3)]);
+        let mut elsewhere = 0;
+        for id in 1..300u64 {
+            match route_in(&three, "a", id) {
+                Route::Here => assert_eq!(three.owner_of(id).unwrap().id, "a"),
+                Route::Node(n) => {
+                    assert_eq!(three.owner_of(id), Some(&n));
+                    elsewhere += 1;
+                }
+            }
+        }
+        assert!((150..250).contains(&elsewhere), "{elsewhere}");
+    }
+}

@@ -1,0 +1,258 @@
+//! Three `tern serve` nodes in one test process, sharing one store through
+//! the trait and a real `redis-server` (membership and presence), each
+//! with its own client port and node-to-node port on loopback: clients on
+//! different nodes chat 1:1 and in groups through the conversations' owner
+//! nodes, and when the owner of a busy conversation stops mid-stream
+//! another node takes it over — every acknowledged message is delivered
+//! once, seqs stay dense, and the old owner's fencing token is refused by
+//! the store. Waits on events with deadlines; nothing is timed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{TestClient, TestServer, WAIT};
+use redis_server::RedisServer;
+use tempfile::TempDir;
+use tern_client::SendOptions;
+use tern_proto::ConversationKind;
+use tern_server::cluster::ClusterTls;
+use tern_server::presence::PresenceBackend;
+use tern_store::memory::MemStore;
+use tern_store::{AppendError, Fences, MessageLog, OwnershipStore, Store};
+
+/// Membership lifetime of the test nodes (a heartbeat every 300 ms).
+const TTL_MS: u64 = 900;
+
+struct Cluster {
+    nodes: Vec<TestServer>,
+    store: Arc<MemStore>,
+    _redis: RedisServer,
+    _ca: TempDir,
+}
+
+impl Cluster {
+    /// Three nodes `node-0..2`, each with two shards, all in one view.
+    async fn start() -> Cluster {
+        let redis = RedisServer::start();
+        let ca = tempfile::tempdir().unwrap();
+        let (cert, key) = ClusterTls::generate_ca().unwrap();
+        std::fs::write(ca.path().join("ca.pem"), cert).unwrap();
+        std::fs::write(ca.path().join("ca.key"), key).unwrap();
+        let store = Arc::new(MemStore::new());
+        let nodes: Vec<TestServer> = (0..3)
+            .map(|i| {
+                let shared: Arc<dyn Store> = store.clone();
+                TestServer::start_on_store_with(2, shared, |c| {
+                    c.presence_backend = PresenceBackend::Redis;
+                    c.redis_url = redis.url();
+                    c.cluster_node_id = Some(format!("node-{i}"));
+                    c.cluster_listen = "127.0.0.1:0".parse().unwrap();
+                    c.cluster_ca_cert = ca.path().join("ca.pem");
+                    c.cluster_ca_key = ca.path().join("ca.key");
+                    c.cluster_node_ttl_ms = TTL_MS;
+                })
+            })
+            .collect();
+        let cluster = Cluster {
+            nodes,
+            store,
+            _redis: redis,
+            _ca: ca,
+        };
+        for i in 0..3 {
+            cluster.until_live(i, 3).await;
+        }
+        cluster
+    }
+
+    /// Waits until node `i` sees `count` live nodes.
+    async fn until_live(&self, i: usize, count: usize) {
+        let node = self.nodes[i]
+            .handle()
+            .cluster_node()
+            .expect("a cluster node");
+        let mut view = node.view();
+        let seen = tokio::time::timeout(WAIT, view.wait_for(|v| v.nodes().len() == count)).await;
+        assert!(seen.is_ok(), "node-{i} never saw {count} live nodes");
+    }
+
+    /// The node that claimed conversation `id` last (its owner).
+    async fn owner(&self, id: u64) -> String {
+        let ownership = self.store.ownership(id).await.unwrap();
+        ownership.expect("the conversation was claimed").node
+    }
+}
+
+/// Waits until `client` has received one message with each of `payloads`
+/// in `conversation`; returns seq → payload of everything it got there.
+async fn collect(
+    client: &TestClient,
+    conversation: u64,
+    payloads: &[Bytes],
+) -> BTreeMap<u64, Bytes> {
+    let mut got: BTreeMap<u64, Bytes> = BTreeMap::new();
+    let mut copies: BTreeMap<Bytes, usize> = BTreeMap::new();
+    while !payloads.iter().all(|p| copies.contains_key(p)) {
+        let m = client.expect_message().await;
+        if m.conversation_id != conversation {
+            continue;
+        }
+        *copies.entry(m.payload.clone()).or_default() += 1;
+        assert!(
+            got.insert(m.seq, m.payload.clone()).is_none(),
+            "seq {} delivered twice",
+            m.seq
+        );
+    }
+    assert!(
+        copies.values().all(|&n| n == 1),
+        "a message was delivered twice: {copies:?}"
+    );
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_on_different_nodes_chat_one_to_one_and_in_groups() {
+    let cluster = Cluster::start().await;
+    let alice = cluster.nodes[0].register("alice").await;
+    let bob = cluster.nodes[1].register("bob").await;
+    let carol = cluster.nodes[2].register("carol").await;
+
+    let direct = alice
+        .create_conversation(ConversationKind::Direct, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    alice
+        .send(direct, Bytes::from_static(b"hi bob"))
+        .await
+        .unwrap();
+    collect(&bob, direct, &[Bytes::from_static(b"hi bob")]).await;
+    bob.send(direct, Bytes::from_static(b"hi alice"))
+        .await
+        .unwrap();
+    collect(&alice, direct, &[Bytes::from_static(b"hi alice")]).await;
+
+    // Several groups, so that their owners are spread over the nodes.
+    let mut owners = std::collections::BTreeSet::new();
+    for round in 0..6 {
+        let group = carol
+            .create_conversation(ConversationKind::Group, &["alice", "bob"])
+            .await
+            .unwrap()
+            .id;
+        let from_carol = Bytes::from(format!("carol to group {round}"));
+        carol.send(group, from_carol.clone()).await.unwrap();
+        collect(&alice, group, std::slice::from_ref(&from_carol)).await;
+        collect(&bob, group, &[from_carol]).await;
+        let from_bob = Bytes::from(format!("bob to group {round}"));
+        bob.send(group, from_bob.clone()).await.unwrap();
+        collect(&alice, group, std::slice::from_ref(&from_bob)).await;
+        collect(&carol, group, &[from_bob]).await;
+        owners.insert(cluster.owner(group).await);
+    }
+    assert!(owners.len() >= 2, "six groups all owned by {owners:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn owner_failover_keeps_every_acknowledged_message_once_and_fences_the_old_owner() {
+    let mut cluster = Cluster::start().await;
+    let alice = cluster.nodes[0].register("alice").await;
+    let bob = cluster.nodes[1].register("bob").await;
+    // A conversation owned by node-2, where neither client is connected.
+    let mut conversation = None;
+    for round in 0..40 {
+        let id = alice
+            .create_conversation(ConversationKind::Group, &["bob"])
+            .await
+            .unwrap()
+            .id;
+        let first = Bytes::from(format!("probe {round}"));
+        alice.send(id, first.clone()).await.unwrap();
+        collect(&bob, id, &[first]).await;
+        if cluster.owner(id).await == "node-2" {
+            conversation = Some(id);
+            break;
+        }
+    }
+    let id = conversation.expect("one of 40 groups is owned by node-2");
+    let stale = cluster.store.ownership(id).await.unwrap().unwrap();
+
+    // A stream of 60 sends; node-2 stops after the 20th is acknowledged.
+    let payloads: Vec<Bytes> = (0..60)
+        .map(|i| Bytes::from(format!("message {i}")))
+        .collect();
+    let mut acked = Vec::new();
+    for (i, payload) in payloads.iter().enumerate() {
+        if i == 20 {
+            cluster.nodes[2].stop().await;
+        }
+        acked.push(send_until_acknowledged(&alice, id, payload, i as u64 + 1).await);
+    }
+    let got = collect(&bob, id, &payloads).await;
+
+    // Every acknowledged message is stored once, at the seq it was
+    // acknowledged with, and the seqs are dense from 1 (the probe) on.
+    let stored = cluster.store.messages(id, 1, 1000, 0).await.unwrap();
+    let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=stored.len() as u64).collect::<Vec<_>>(),
+        "dense seqs"
+    );
+    assert_eq!(stored.len(), 61, "the probe and 60 messages, each once");
+    for (payload, seq) in payloads.iter().zip(&acked) {
+        assert_eq!(
+            got.get(seq),
+            Some(payload),
+            "bob got message at its acknowledged seq"
+        );
+    }
+
+    // Another node owns it now, under a higher token; the old owner's
+    // token is refused by the store.
+    let now = cluster.store.ownership(id).await.unwrap().unwrap();
+    assert_ne!(now.node, "node-2");
+    assert!(now.token > stale.token, "{now:?} after {stale:?}");
+    let mut late = stored.last().unwrap().clone();
+    (late.seq, late.client_message_id) = (late.seq + 1, 0xdead);
+    let mut fences = Fences::none();
+    fences.insert(id, stale.token);
+    let refused = cluster
+        .store
+        .append_messages(&[late], &fences)
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused[0], Err(AppendError::Fenced { .. })),
+        "{refused:?}"
+    );
+}
+
+/// Sends `payload` with idempotency key `cmid` until the cluster
+/// acknowledges it (a send to a node that is leaving may fail; the same
+/// key makes the retry exactly-once); returns its seq.
+async fn send_until_acknowledged(client: &TestClient, id: u64, payload: &Bytes, cmid: u64) -> u64 {
+    let options = SendOptions {
+        client_message_id: cmid,
+        ..SendOptions::default()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match client.send_with(id, payload.clone(), options).await {
+            Ok(receipt) => return receipt.seq,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "send refused during failover; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("message {cmid} never acknowledged: {e}"),
+        }
+    }
+}
