@@ -232,6 +232,17 @@ fn invalid_config_is_refused_before_binding() {
             "blob_store.s3_endpoint",
         ),
         ("[blob_store]\nbackend = \"ftp\"\n", "backend"),
+        // A cluster node with presence in the process: refused.
+        (
+            "cluster_node_id = \"tern-0\"\ncluster_listen = \"127.0.0.1:0\"\n",
+            "presence_backend",
+        ),
+        // A cluster on the embedded store (one process's) cannot be served.
+        (
+            "cluster_node_id = \"tern-0\"\npresence_backend = \"redis\"\ncluster_listen = \"127.0.0.1:0\"\n",
+            "cluster_node_id",
+        ),
+        ("cluster_node_id = \"Tern_0\"\npresence_backend = \"redis\"\n", "node_id"),
     ] {
         std::fs::write(&file, toml).unwrap();
         let out = tern(&["serve", "--config", file.to_str().unwrap()]);

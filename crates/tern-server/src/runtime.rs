@@ -205,6 +205,16 @@ struct ShardSetup {
 /// starts every shard; returns once all listen.
 pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     config.validate()?;
+    if config.cluster_node_id.is_some() {
+        // Each node would sequence into, and read from, its own directory.
+        return Err(StartError::Config(ConfigError::Invalid {
+            field: "cluster_node_id",
+            message: "a cluster needs one store shared by its nodes, and the embedded store \
+                      belongs to one process; `tern serve` cannot open the ScyllaDB store yet \
+                      (README, Operating a cluster), so unset cluster_node_id"
+                .to_owned(),
+        }));
+    }
     create_data_dir(&config)?;
     let options = FjallOptions {
         sync_interval: Duration::from_micros(config.journal_sync_interval_us),
