@@ -27,8 +27,10 @@ use tern_server::presence::PresenceBackend;
 use tern_store::memory::MemStore;
 use tern_store::{AppendError, Fences, MessageLog, OwnershipStore, Store};
 
-/// Membership lifetime of the test nodes (a heartbeat every 300 ms).
-const TTL_MS: u64 = 900;
+/// Membership lifetime of the test nodes (a heartbeat every second): long
+/// enough that a node of a loaded test machine does not expire between two
+/// heartbeats, which would move conversations mid-test.
+const TTL_MS: u64 = 3000;
 
 struct Cluster {
     nodes: Vec<TestServer>,
@@ -140,9 +142,10 @@ async fn clients_on_different_nodes_chat_one_to_one_and_in_groups() {
         .unwrap();
     collect(&alice, direct, &[Bytes::from_static(b"hi alice")]).await;
 
-    // Several groups, so that their owners are spread over the nodes.
+    // Twelve groups, so that their owners are spread over the nodes (all
+    // twelve on one node by chance: 3 in 531,441).
     let mut owners = std::collections::BTreeSet::new();
-    for round in 0..6 {
+    for round in 0..12 {
         let group = carol
             .create_conversation(ConversationKind::Group, &["alice", "bob"])
             .await
@@ -158,7 +161,7 @@ async fn clients_on_different_nodes_chat_one_to_one_and_in_groups() {
         collect(&carol, group, &[from_bob]).await;
         owners.insert(cluster.owner(group).await);
     }
-    assert!(owners.len() >= 2, "six groups all owned by {owners:?}");
+    assert!(owners.len() >= 2, "twelve groups all owned by {owners:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
