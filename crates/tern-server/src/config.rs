@@ -16,6 +16,35 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory for the embedded store and the TLS identity. Default `./tern-data`.
     pub data_dir: PathBuf,
+    /// Which store to open: `fjall` (the embedded store in
+    /// `<data_dir>/store`, one process; the default) or `scylla` (a
+    /// ScyllaDB cluster at `scylla_nodes`, migrated by `tern migrate`,
+    /// shared by the nodes of a cluster). See `store_config`.
+    pub store: crate::store_config::StoreBackend,
+    /// ScyllaDB contact points, `host:port` (the CQL port; 9042 when
+    /// omitted); the driver discovers the other nodes. Default empty;
+    /// required with `store = "scylla"`. `TERN_SCYLLA_NODES` takes them
+    /// comma-separated, as `tern migrate` does.
+    pub scylla_nodes: Vec<String>,
+    /// The keyspace `tern migrate` created. Default `tern`.
+    pub scylla_keyspace: String,
+    /// Consistency of every ScyllaDB read and write (`ONE`, `LOCAL_ONE`,
+    /// `QUORUM`, `LOCAL_QUORUM`, `EACH_QUORUM`, `ALL`); lightweight
+    /// transactions use `LOCAL_SERIAL` (`SERIAL` for the cluster-wide
+    /// levels). Default `LOCAL_QUORUM`: with replication factor 3 a message
+    /// is acknowledged once two replicas have it (deploy/README.md).
+    pub scylla_consistency: tern_store_scylla::ScyllaConsistency,
+    /// Client-side limit of one ScyllaDB request, retries included, ms;
+    /// past it the store call fails with a retryable error. Default 5000,
+    /// 100 to 600000.
+    pub scylla_request_timeout_ms: u64,
+    /// Limit of opening one connection to a ScyllaDB node, ms. Default
+    /// 5000, 100 to 600000.
+    pub scylla_connect_timeout_ms: u64,
+    /// Limit of opening the ScyllaDB store at start (connecting, checking
+    /// the schema version, preparing the statements), seconds; past it
+    /// `tern serve` exits saying what to check. Default 30, 1 to 600.
+    pub scylla_open_timeout_secs: u64,
     /// Number of shards (threads). Default 0 = one per available core.
     pub shards: usize,
     /// Largest accepted frame in bytes. Default 262144 (256 KiB).
@@ -254,6 +283,13 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             data_dir: PathBuf::from("tern-data"),
+            store: crate::store_config::StoreBackend::Fjall,
+            scylla_nodes: Vec::new(),
+            scylla_keyspace: tern_store_scylla::config::DEFAULT_KEYSPACE.to_owned(),
+            scylla_consistency: tern_store_scylla::ScyllaConsistency::LocalQuorum,
+            scylla_request_timeout_ms: 5000,
+            scylla_connect_timeout_ms: 5000,
+            scylla_open_timeout_secs: 30,
             shards: 0,
             max_frame_len: 256 * 1024,
             frame_read_timeout_secs: 10,
@@ -481,6 +517,7 @@ impl ServerConfig {
         env_parse(&get, "TERN_PRESENCE_BACKEND", &mut self.presence_backend)?;
         env_parse(&get, "TERN_REDIS_URL", &mut self.redis_url)?;
         env_parse_optional(&get, "TERN_ADMIN_ADDR", &mut self.admin_addr)?;
+        self.apply_store_env(&get)?;
         self.apply_cluster_env(&get)
     }
 
@@ -660,6 +697,7 @@ impl ServerConfig {
             "must be positive",
         )?;
         self.validate_store()?;
+        self.validate_store_backend()?;
         check(self.claim_burst > 0, "claim_burst", "must be positive")?;
         for (value, field) in [
             (self.claims_per_target_burst, "claims_per_target_burst"),
@@ -736,7 +774,7 @@ pub(crate) fn check(ok: bool, field: &'static str, message: &str) -> Result<(), 
     }
 }
 
-fn env_parse<T: std::str::FromStr>(
+pub(crate) fn env_parse<T: std::str::FromStr>(
     get: &impl Fn(&str) -> Option<String>,
     name: &str,
     slot: &mut T,

@@ -24,10 +24,12 @@ pub mod push;
 pub mod ratelimit;
 pub mod realtime;
 pub mod runtime;
+pub mod scylla_runtime;
 pub mod sessions;
 pub mod shard;
 pub mod socket;
 pub mod staging;
+pub mod store_config;
 pub mod tls;
 
 pub use clock::Clock;

@@ -88,6 +88,8 @@ pub enum StartError {
     Admin(std::io::Error),
     #[error("cannot join the cluster: {0}")]
     Cluster(#[from] crate::node::JoinError),
+    #[error(transparent)]
+    Scylla(#[from] crate::scylla_runtime::ScyllaStartError),
 }
 
 /// A running server. Dropping it without [`ServerHandle::shutdown`] stops
@@ -107,6 +109,9 @@ pub struct ServerHandle {
     /// The admin port's thread and its stop signal: it outlives the
     /// shards' drain, so `/readyz` answers 503 during it.
     admin: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// The ScyllaDB driver's runtime (`store = "scylla"`), kept for the
+    /// server's life; last, so it stops after everything else here.
+    store_runtime: Option<crate::scylla_runtime::StoreRuntime>,
 }
 
 impl ServerHandle {
@@ -201,17 +206,26 @@ struct ShardSetup {
     barrier: Arc<Barrier>,
 }
 
-/// Validates `config`, opens the embedded store in `<data_dir>/store`, then
-/// starts every shard; returns once all listen.
+/// Validates `config`, opens its store (the embedded one in
+/// `<data_dir>/store`, or ScyllaDB on its own runtime, see
+/// `scylla_runtime`), then starts every shard; returns once all listen.
 pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     config.validate()?;
+    if let Some(scylla) = config.scylla_config() {
+        let limit = Duration::from_secs(config.scylla_open_timeout_secs);
+        let (store, runtime) = crate::scylla_runtime::open(&scylla, limit)?;
+        let clock = Clock::system();
+        let mut handle = start_with(config, Services { store, clock })?;
+        handle.store_runtime = Some(runtime);
+        return Ok(handle);
+    }
     if config.cluster_node_id.is_some() {
         // Each node would sequence into, and read from, its own directory.
         return Err(StartError::Config(ConfigError::Invalid {
             field: "cluster_node_id",
             message: "a cluster needs one store shared by its nodes, and the embedded store \
-                      belongs to one process; `tern serve` cannot open the ScyllaDB store yet \
-                      (README, Operating a cluster), so unset cluster_node_id"
+                      belongs to one process: set store = \"scylla\" (TERN_STORE) with \
+                      scylla_nodes (README, Operating a cluster), or unset cluster_node_id"
                 .to_owned(),
         }));
     }
@@ -340,6 +354,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         shutdown: shutdown_tx,
         threads,
         admin,
+        store_runtime: None,
     })
 }
 

@@ -45,7 +45,9 @@ impl ScyllaConfig {
 
 /// The consistency levels tern accepts (CQL names, case-insensitive:
 /// `one`, `local_one`, `quorum`, `local_quorum`, `each_quorum`, `all`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// In a configuration file it is that name (`"LOCAL_QUORUM"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum ScyllaConsistency {
     One,
     LocalOne,
@@ -79,7 +81,39 @@ impl std::str::FromStr for ScyllaConsistency {
     }
 }
 
+impl TryFrom<String> for ScyllaConsistency {
+    type Error = ConsistencyError;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
+    }
+}
+
+impl From<ScyllaConsistency> for String {
+    fn from(level: ScyllaConsistency) -> String {
+        level.name().to_owned()
+    }
+}
+
+impl std::fmt::Display for ScyllaConsistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl ScyllaConsistency {
+    /// The CQL name, upper case (`LOCAL_QUORUM`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ScyllaConsistency::One => "ONE",
+            ScyllaConsistency::LocalOne => "LOCAL_ONE",
+            ScyllaConsistency::Quorum => "QUORUM",
+            ScyllaConsistency::LocalQuorum => "LOCAL_QUORUM",
+            ScyllaConsistency::EachQuorum => "EACH_QUORUM",
+            ScyllaConsistency::All => "ALL",
+        }
+    }
+
     /// The driver's level.
     pub fn driver(self) -> Consistency {
         match self {
@@ -147,6 +181,19 @@ mod tests {
             Some(ScyllaConsistency::One)
         );
         assert!("three".parse::<ScyllaConsistency>().is_err());
+        for level in [
+            ScyllaConsistency::One,
+            ScyllaConsistency::LocalOne,
+            ScyllaConsistency::Quorum,
+            ScyllaConsistency::LocalQuorum,
+            ScyllaConsistency::EachQuorum,
+            ScyllaConsistency::All,
+        ] {
+            assert_eq!(
+                level.to_string().parse::<ScyllaConsistency>().ok(),
+                Some(level)
+            );
+        }
         assert_eq!(
             ScyllaConsistency::default().serial(),
             SerialConsistency::LocalSerial
