@@ -59,6 +59,7 @@ impl Cluster {
                     c.cluster_ca_cert = ca.path().join("ca.pem");
                     c.cluster_ca_key = ca.path().join("ca.key");
                     c.cluster_node_ttl_ms = TTL_MS;
+                    c.admin_addr = Some("127.0.0.1:0".parse().unwrap());
                 })
             })
             .collect();
@@ -162,6 +163,19 @@ async fn clients_on_different_nodes_chat_one_to_one_and_in_groups() {
         owners.insert(cluster.owner(group).await);
     }
     assert!(owners.len() >= 2, "twelve groups all owned by {owners:?}");
+
+    // The admin port shows the cluster: three live nodes, and requests
+    // carol's node sent to the owners of the conversations it does not own.
+    let admin = cluster.nodes[2].handle().admin_addr.expect("admin port");
+    let (status, metrics) = common::admin::get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        common::admin::sample(&metrics, "tern_cluster_nodes_live"),
+        3.0
+    );
+    let forwarded = common::admin::sample(&metrics, "tern_cluster_requests_forwarded_total");
+    assert!(forwarded >= 1.0, "{metrics}");
+    assert!(common::admin::sample(&metrics, "tern_cluster_pushes_sent_total") >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

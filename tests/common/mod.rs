@@ -8,6 +8,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod admin;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::ops::Deref;

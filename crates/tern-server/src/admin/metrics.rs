@@ -208,6 +208,9 @@ impl Telemetry {
         ] {
             counter(&self.recorder, name, &[]).absolute(value);
         }
+        if let Some(node) = s.cluster {
+            self.copy_cluster(node);
+        }
         for (shard, depth) in s.owner_queues.iter().enumerate() {
             let shard = shard.to_string();
             gauge(
@@ -220,8 +223,26 @@ impl Telemetry {
     }
 }
 
+impl Telemetry {
+    fn copy_cluster(&self, node: &crate::node::ClusterNode) {
+        let st = node.stats();
+        for (name, value) in [
+            ("tern_cluster_requests_forwarded_total", &st.forwarded),
+            ("tern_cluster_forward_failures_total", &st.forward_failed),
+            ("tern_cluster_pushes_sent_total", &st.pushes_sent),
+            ("tern_cluster_pushes_dropped_total", &st.pushes_dropped),
+        ] {
+            let value = crate::node::NodeStats::get(value);
+            counter(&self.recorder, name, &[]).absolute(value);
+        }
+        gauge(&self.recorder, "tern_cluster_nodes_live", &[]).set(node.live_nodes() as f64);
+    }
+}
+
 /// What [`Telemetry::render`] copies in besides its own handles.
 pub struct Sources<'a> {
+    /// This server's node of a cluster, if it is one.
+    pub cluster: Option<&'a crate::node::ClusterNode>,
     pub stats: &'a ServerStats,
     pub push: Option<&'a PushStats>,
     pub forwarding: &'a ForwardingStats,
@@ -300,6 +321,31 @@ fn describe(r: &PrometheusRecorder) {
         ),
         ("tern_connections_open", None, "Connections open now"),
         (
+            "tern_cluster_nodes_live",
+            None,
+            "Nodes of the cluster this node sees alive, itself included",
+        ),
+        (
+            "tern_cluster_requests_forwarded_total",
+            None,
+            "Owner requests sent to the conversation's owner node",
+        ),
+        (
+            "tern_cluster_forward_failures_total",
+            None,
+            "Forwarded requests the owner node did not answer (answered retryable)",
+        ),
+        (
+            "tern_cluster_pushes_sent_total",
+            None,
+            "Deliveries and notices sent to other nodes",
+        ),
+        (
+            "tern_cluster_pushes_dropped_total",
+            None,
+            "Deliveries and notices for other nodes dropped (recipients catch up by sync)",
+        ),
+        (
             "tern_owner_queue_depth",
             None,
             "Requests waiting in a shard's owner inbox",
@@ -322,6 +368,7 @@ mod tests {
             .expect("channels")
             .stats();
         stats.telemetry.render(&Sources {
+            cluster: None,
             stats,
             push: None,
             forwarding: &forwarding,

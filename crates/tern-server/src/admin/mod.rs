@@ -139,6 +139,7 @@ impl Admin {
                 status: 200,
                 content_type: PROMETHEUS_TEXT,
                 body: self.stats.telemetry.render(&Sources {
+                    cluster: self.mesh.cluster.get().map(|node| node.as_ref()),
                     stats: &self.stats,
                     push: self.mesh.pusher.get().map(crate::push::Pusher::stats),
                     forwarding: &self.forwarding,

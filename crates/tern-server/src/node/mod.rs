@@ -82,8 +82,34 @@ pub struct ClusterNode {
     handle: tokio::runtime::Handle,
     registry: Mutex<Option<Registry>>,
     peers: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
-    /// Pushes dropped because a peer's queue was full.
-    dropped: AtomicU64,
+    stats: Arc<NodeStats>,
+}
+
+/// What this node counts of its cluster traffic (the admin port's
+/// `tern_cluster_*` metrics, docs/OPERATING.md).
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Owner requests sent to another node.
+    pub forwarded: AtomicU64,
+    /// Of those, the ones that got no answer (the node was unreachable or
+    /// left): answered with a retryable error.
+    pub forward_failed: AtomicU64,
+    /// Deliveries and notices sent to other nodes.
+    pub pushes_sent: AtomicU64,
+    /// Deliveries and notices for other nodes dropped (a full queue or a
+    /// failed send); their recipients catch up by sync.
+    pub pushes_dropped: AtomicU64,
+}
+
+impl NodeStats {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The value of one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -149,7 +175,7 @@ impl ClusterNode {
             runtime: Mutex::new(Some(runtime)),
             registry: Mutex::new(Some(registry)),
             peers: Mutex::new(HashMap::new()),
-            dropped: AtomicU64::new(0),
+            stats: Arc::default(),
         }))
     }
 
@@ -203,11 +229,13 @@ impl ClusterNode {
             frame: frame.slice(tern_proto::codec::LEN_PREFIX.min(frame.len())..),
             create_id,
         };
+        NodeStats::add(&self.stats.forwarded);
         let answer = match wire::encode(&call) {
             Ok(bytes) => self.links.call(to, bytes).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         answer.unwrap_or_else(|e| {
+            NodeStats::add(&self.stats.forward_failed);
             tracing::warn!(node = %to.id, error = %e, "owner node unreachable");
             encode_reply(
                 request_id,
@@ -225,7 +253,7 @@ impl ClusterNode {
         let view = self.view.borrow().clone();
         for node in view.nodes().iter().filter(|n| n.id != self.me.id) {
             if self.queue(node).try_send(bytes.clone()).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                NodeStats::add(&self.stats.pushes_dropped);
             }
         }
     }
@@ -237,15 +265,21 @@ impl ClusterNode {
             return tx.clone();
         }
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        let sender = send_pushes(self.links.clone(), self.view.clone(), node.clone(), rx);
+        let links = (self.links.clone(), self.stats.clone());
+        let sender = send_pushes(links, self.view.clone(), node.clone(), rx);
         self.handle.spawn(sender);
         peers.insert(node.id.clone(), tx.clone());
         tx
     }
 
-    /// Pushes dropped so far because a peer's queue was full.
-    pub fn dropped_pushes(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    /// This node's cluster counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// How many nodes this node sees alive (itself included).
+    pub fn live_nodes(&self) -> usize {
+        self.view.borrow().nodes().len()
     }
 
     /// Leaves the membership at once (the others take over this node's
@@ -323,7 +357,7 @@ pub fn moved(detail: &str) -> Reject {
 /// closes or the node leaves the view; a push that fails is dropped (its
 /// recipients catch up by sync).
 async fn send_pushes(
-    links: Arc<NodeLinks>,
+    (links, stats): (Arc<NodeLinks>, Arc<NodeStats>),
     view: watch::Receiver<Arc<View>>,
     node: NodeInfo,
     mut queue: mpsc::Receiver<Bytes>,
@@ -332,8 +366,12 @@ async fn send_pushes(
         if view.borrow().get(&node.id).is_none() {
             break;
         }
-        if let Err(e) = links.push(&node, push).await {
-            tracing::debug!(node = %node.id, error = %e, "node push lost");
+        match links.push(&node, push).await {
+            Ok(()) => NodeStats::add(&stats.pushes_sent),
+            Err(e) => {
+                NodeStats::add(&stats.pushes_dropped);
+                tracing::debug!(node = %node.id, error = %e, "node push lost");
+            }
         }
     }
 }
