@@ -243,6 +243,21 @@ fn invalid_config_is_refused_before_binding() {
             "cluster_node_id",
         ),
         ("cluster_node_id = \"Tern_0\"\npresence_backend = \"redis\"\n", "node_id"),
+        // The ScyllaDB store without contact points.
+        ("store = \"scylla\"\n", "TERN_SCYLLA_NODES"),
+        // ... and with one where nothing listens: refused at once, saying
+        // what to check (before the client port is bound).
+        (
+            "store = \"scylla\"\nscylla_nodes = [\"127.0.0.1:1\"]\nscylla_connect_timeout_ms = 1000\n",
+            "check that the nodes are up",
+        ),
+        // A cluster node on ScyllaDB is not refused for its cluster_node_id:
+        // it gets as far as the store.
+        (
+            "store = \"scylla\"\nscylla_nodes = [\"127.0.0.1:1\"]\ncluster_node_id = \"tern-0\"\n\
+             presence_backend = \"redis\"\ncluster_listen = \"127.0.0.1:0\"\n",
+            "check that the nodes are up",
+        ),
     ] {
         std::fs::write(&file, toml).unwrap();
         let out = tern(&["serve", "--config", file.to_str().unwrap()]);
