@@ -273,3 +273,32 @@ async fn send_until_acknowledged(client: &TestClient, id: u64, payload: &Bytes, 
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_linked_on_another_node_is_approved_and_gets_messages() {
+    let cluster = Cluster::start().await;
+    let alice = cluster.nodes[0].register("alice").await;
+    let bob = cluster.nodes[2].register("bob").await;
+    let direct = bob
+        .create_conversation(ConversationKind::Direct, &["alice"])
+        .await
+        .unwrap()
+        .id;
+    // The new device asks on node-1; alice's first device, on node-0,
+    // sees the prompt and approves it there.
+    let laptop = common::link_device(&cluster.nodes[1], &alice, "alice").await;
+    let hello = Bytes::from_static(b"to both of alice's devices");
+    bob.send(direct, hello.clone()).await.unwrap();
+    collect(&alice, direct, std::slice::from_ref(&hello)).await;
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            let m = laptop.next_message().await.expect("laptop open");
+            if m.conversation_id == direct {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the linked device gets the message");
+    assert_eq!(got.payload, hello);
+}

@@ -286,14 +286,19 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
             message: format!("cannot start the pusher thread: {e}"),
         })?;
     let _ = mesh.pusher.set(pusher);
+    let links = Arc::new(LinkRequests::default());
     if let Some(cluster) = config.cluster() {
-        let node = crate::node::ClusterNode::join(&cluster, mesh.clone())?;
+        let shared = crate::node::Shared {
+            mesh: mesh.clone(),
+            links: links.clone(),
+            clock: services.clock.clone(),
+        };
+        let node = crate::node::ClusterNode::join(&cluster, shared)?;
         let _ = mesh.cluster.set(node);
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stats = Arc::new(ServerStats::default());
     let limits = Arc::new(ServerLimits::new(&config));
-    let links = Arc::new(LinkRequests::default());
     let presence_node = presence::redis::RedisNode::new(&config);
     let config = Arc::new(config);
     let barrier = Arc::new(Barrier::new(shards));

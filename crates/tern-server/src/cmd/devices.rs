@@ -196,7 +196,12 @@ pub async fn approve(
     approve: bool,
 ) -> Result<Outcome, Reject> {
     let now = ctx.clock.now_ms();
-    match ctx.links.decide(link_id, &caller.user, approve, now) {
+    let mut taken = ctx.links.decide(link_id, &caller.user, approve, now);
+    if let (false, Some(node)) = (taken, ctx.mesh.cluster.get()) {
+        // In a cluster the request lives on the new device's node.
+        taken = node.decide_link(link_id, &caller.user, approve).await;
+    }
+    match taken {
         true => Ok(Outcome::immediate(Ok(Done.into()))),
         false => Err(Reject::new(ErrorCode::NotFound, "no such link request")),
     }

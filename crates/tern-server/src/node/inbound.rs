@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
 use super::wire::{self, NodeCall, NodePush, WireFrames};
-use super::{moved, route_in, Route};
+use super::{moved, route_in, Route, Shared};
 use crate::cluster::{NodeHandler, NodeId, View, MAX_NODE_MESSAGE};
 use crate::command::{Command, OwnerCommand};
 use crate::delivery::{Delivery, Fanout, Frames};
@@ -22,6 +22,7 @@ use tern_proto::Frame;
 /// The inbound side of this node's links.
 pub struct Inbound {
     mesh: Arc<Mesh>,
+    shared: Shared,
     /// The live nodes, once this node has joined (until then every owner
     /// request is refused as moving).
     views: Arc<OnceLock<watch::Receiver<Arc<View>>>>,
@@ -31,11 +32,24 @@ pub struct Inbound {
 
 impl Inbound {
     pub fn new(
-        mesh: Arc<Mesh>,
+        shared: Shared,
         views: Arc<OnceLock<watch::Receiver<Arc<View>>>>,
         me: String,
     ) -> Self {
-        Inbound { mesh, views, me }
+        Inbound {
+            mesh: shared.mesh.clone(),
+            shared,
+            views,
+            me,
+        }
+    }
+
+    /// A device-link decision taken on another node: `[1]` if the request
+    /// is here and the decision was taken, else `[0]`.
+    fn link_decision(&self, link_id: u64, approver: &str, approve: bool) -> Bytes {
+        let now = self.shared.clock.now_ms();
+        let taken = self.shared.links.decide(link_id, approver, approve, now);
+        Bytes::from_static(if taken { &[1] } else { &[0] })
     }
 
     /// Whether this node owns `id` in its current view.
@@ -46,13 +60,11 @@ impl Inbound {
         route_in(&views.borrow(), &self.me, id) == Route::Here
     }
 
-    async fn owner_call(&self, from: &str, call: NodeCall) -> Bytes {
-        let NodeCall::Owner {
-            user,
-            device,
-            frame,
-            create_id,
-        } = call;
+    async fn owner_call(
+        &self,
+        from: &str,
+        (user, device, frame, create_id): (String, u32, Bytes, Option<u64>),
+    ) -> Bytes {
         let limits = Limits {
             max_frame_len: MAX_NODE_MESSAGE,
             ..Limits::server_inbound()
@@ -141,7 +153,20 @@ fn refuse(request_id: u64, code: ErrorCode, message: &str) -> Bytes {
 impl NodeHandler for Inbound {
     async fn call(&self, from: &NodeId, request: Bytes) -> Bytes {
         match wire::decode::<NodeCall>(&request) {
-            Ok(call) => self.owner_call(from, call).await,
+            Ok(NodeCall::Owner {
+                user,
+                device,
+                frame,
+                create_id,
+            }) => {
+                self.owner_call(from, (user, device, frame, create_id))
+                    .await
+            }
+            Ok(NodeCall::LinkDecision {
+                link_id,
+                approver,
+                approve,
+            }) => self.link_decision(link_id, &approver, approve),
             Err(e) => refuse(0, ErrorCode::Malformed, &format!("from node {from}: {e}")),
         }
     }

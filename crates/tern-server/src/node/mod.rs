@@ -71,6 +71,15 @@ pub enum JoinError {
     Runtime(std::io::Error),
 }
 
+/// What the inbound side of a node hands its requests to: this server's
+/// shard mesh, its pending device-link requests and its clock.
+#[derive(Clone)]
+pub struct Shared {
+    pub mesh: Arc<Mesh>,
+    pub links: Arc<crate::links::LinkRequests>,
+    pub clock: crate::clock::Clock,
+}
+
 /// This server's membership of its cluster.
 pub struct ClusterNode {
     me: NodeInfo,
@@ -127,7 +136,7 @@ impl ClusterNode {
     ///
     /// # Errors
     /// [`JoinError`]: the CA files, the link port, or Redis.
-    pub fn join(config: &ClusterConfig, mesh: Arc<Mesh>) -> Result<Arc<ClusterNode>, JoinError> {
+    pub fn join(config: &ClusterConfig, shared: Shared) -> Result<Arc<ClusterNode>, JoinError> {
         let read = |path: &std::path::Path| {
             std::fs::read_to_string(path).map_err(|source| JoinError::ReadCa {
                 path: path.to_owned(),
@@ -141,7 +150,7 @@ impl ClusterNode {
         )?;
         let views = Arc::new(OnceLock::new());
         let handler = Arc::new(inbound::Inbound::new(
-            mesh,
+            shared,
             views.clone(),
             config.node_id.clone(),
         ));
@@ -242,6 +251,29 @@ impl ClusterNode {
                 Err(moved(&format!("owner node {} unreachable: {e}", to.id))),
             )
         })
+    }
+
+    /// Offers `approver`'s decision on device-link request `link_id` to the
+    /// other live nodes (the request lives where the new device is
+    /// connected); true when one of them held it and took the decision.
+    pub async fn decide_link(&self, link_id: u64, approver: &str, approve: bool) -> bool {
+        let call = NodeCall::LinkDecision {
+            link_id,
+            approver: approver.to_owned(),
+            approve,
+        };
+        let Ok(bytes) = wire::encode(&call) else {
+            return false;
+        };
+        let view = self.view.borrow().clone();
+        for node in view.nodes().iter().filter(|n| n.id != self.me.id) {
+            match self.links.call(node, bytes.clone()).await {
+                Ok(answer) if answer.as_ref() == [1] => return true,
+                Ok(_) => {}
+                Err(e) => tracing::debug!(node = %node.id, error = %e, "link decision not offered"),
+            }
+        }
+        false
     }
 
     /// Queues `push` for every other live node (in order per node).

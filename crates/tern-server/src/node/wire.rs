@@ -23,6 +23,14 @@ pub enum NodeCall {
         frame: Bytes,
         create_id: Option<u64>,
     },
+    /// `approver`'s decision on a device-link request, which lives on the
+    /// node the new device is connected to; answered `[1]` when this node
+    /// held the request and took the decision, `[0]` otherwise.
+    LinkDecision {
+        link_id: u64,
+        approver: UserId,
+        approve: bool,
+    },
 }
 
 /// The frames of a fan-out: one for all recipients, or one per recipient.
