@@ -1,9 +1,13 @@
 //! Client plumbing shared by the scenarios: a handful of QUIC client
-//! endpoints (each one UDP socket multiplexing many connections), opening
+//! endpoints (each one UDP socket multiplexing many connections) per node
+//! of the target, connection `i` going to node `i % n` (so the two
+//! partners of a `chat` pair, users `2p` and `2p + 1`, sit on different
+//! nodes of a cluster), counting the connections each node got, opening
 //! connections with a timeout and a clear error when the server is unreachable,
 //! registering and authenticating devices, and request/response helpers.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +21,7 @@ use tern_proto::body::auth;
 use tern_proto::{Body, Frame, Request};
 
 use crate::error::{LoadError, Result};
+use crate::target::Node;
 
 /// Kernel buffer asked for on each client socket: a handshake storm of
 /// thousands of connections must not overflow the default buffers.
@@ -25,79 +30,139 @@ const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// requests (creates, acks), never message sends.
 pub const CONTROL_ID_BASE: u64 = 1 << 62;
 
-/// Client endpoints spread over connections round-robin.
-pub struct Endpoints {
+/// The client endpoints of one node, trusting its certificate.
+struct NodeEndpoints {
+    addr: SocketAddr,
     list: Vec<quinn::Endpoint>,
+    /// Connections opened to the node by [`Endpoints::connect`].
+    opened: AtomicU64,
+}
+
+/// Client endpoints of every node; connections spread over nodes, then
+/// over a node's endpoints, round-robin.
+pub struct Endpoints {
+    nodes: Vec<NodeEndpoints>,
+    /// The first node's address (the only one but for a cluster).
     pub addr: SocketAddr,
     pub timeout: Duration,
 }
 
 impl Endpoints {
-    /// Opens `count` endpoints trusting `fingerprint` (call inside the runtime).
-    pub fn new(
-        count: usize,
-        addr: SocketAddr,
-        fingerprint: [u8; 32],
-        timeout: Duration,
-    ) -> Result<Arc<Endpoints>> {
-        let config = client_config(&TrustAnchor::Fingerprint(fingerprint))
-            .map_err(tern_client::connection::ConnectionError::from)?;
-        let bind: SocketAddr = if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .map_err(|_| LoadError::Usage("bind address".into()))?;
-        let mut list = Vec::with_capacity(count.max(1));
-        for _ in 0..count.max(1) {
-            let mut endpoint = endpoint(bind)?;
-            endpoint.set_default_client_config(config.clone());
-            list.push(endpoint);
-        }
+    /// Opens `count` endpoints in all (at least one per node), each
+    /// trusting its node's fingerprint (call inside the runtime).
+    pub fn new(count: usize, nodes: &[Node], timeout: Duration) -> Result<Arc<Endpoints>> {
+        let first = nodes
+            .first()
+            .ok_or_else(|| LoadError::Usage("no server to connect to".into()))?;
+        let per_node = count.div_ceil(nodes.len()).max(1);
+        let nodes = nodes
+            .iter()
+            .map(|node| node_endpoints(node, per_node))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(Endpoints {
-            list,
-            addr,
+            nodes,
+            addr: first.addr,
             timeout,
         }))
     }
 
-    /// A new raw connection (QUIC handshake done, control stream open) on endpoint `i % count`.
+    /// A new raw connection (QUIC handshake done, control stream open) to
+    /// node `i % nodes`, on that node's endpoint `(i / nodes) % count`.
     pub async fn connect(&self, i: usize) -> Result<RawConnection> {
-        let Some(endpoint) = self.list.get(i % self.list.len().max(1)) else {
+        let n = self.nodes.len().max(1);
+        let node = self.nodes.get(i % n);
+        let conn = self.connect_to(node, i / n).await?;
+        if let Some(node) = node {
+            node.opened.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(conn)
+    }
+
+    async fn connect_to(&self, node: Option<&NodeEndpoints>, j: usize) -> Result<RawConnection> {
+        let Some((node, endpoint)) =
+            node.and_then(|n| n.list.get(j % n.list.len().max(1)).map(|e| (n, e)))
+        else {
             return Err(LoadError::Usage("no client endpoint".into()));
         };
-        let connect = RawConnection::connect(endpoint, self.addr, DEFAULT_SERVER_NAME);
+        let connect = RawConnection::connect(endpoint, node.addr, DEFAULT_SERVER_NAME);
         match tokio::time::timeout(self.timeout, connect).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(LoadError::Connection(e)),
             Err(_) => Err(LoadError::Timeout {
-                what: format!("the QUIC handshake with {}", self.addr),
+                what: format!("the QUIC handshake with {}", node.addr),
                 secs: self.timeout.as_secs(),
             }),
         }
     }
 
-    /// Opens one connection and registers on it, turning any failure into a clear
-    /// "unreachable" or "refused" error: run before a scenario starts.
+    /// Checks that every node answers a handshake, then opens one
+    /// connection to the first and registers on it, turning any failure
+    /// into a clear "unreachable" or "refused" error: run before a scenario
+    /// starts. Probes are not counted as the nodes' connections.
     pub async fn probe(&self, user: &str) -> Result<(Device, RawConnection)> {
-        let mut conn = self.connect(0).await.map_err(|e| LoadError::Unreachable {
-            addr: self.addr,
-            detail: e.to_string(),
-        })?;
+        let unreachable = |addr: SocketAddr| {
+            move |e: LoadError| LoadError::Unreachable {
+                addr,
+                detail: e.to_string(),
+            }
+        };
+        for node in self.nodes.iter().skip(1) {
+            let conn = self
+                .connect_to(Some(node), 0)
+                .await
+                .map_err(unreachable(node.addr))?;
+            conn.connection.close(0u32.into(), b"probe");
+        }
+        let mut conn = self
+            .connect_to(self.nodes.first(), 0)
+            .await
+            .map_err(unreachable(self.addr))?;
         let device = register(&mut conn, user, self.timeout).await?;
         Ok((device, conn))
     }
 
+    /// Connections opened to each node so far, in node order.
+    pub fn opened(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|n| n.opened.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// Closes every connection and waits (briefly) for the endpoints to go idle.
     pub async fn shutdown(&self) {
-        for endpoint in &self.list {
+        let all = || self.nodes.iter().flat_map(|n| n.list.iter());
+        for endpoint in all() {
             endpoint.close(0u32.into(), b"load run over");
         }
-        for endpoint in &self.list {
+        for endpoint in all() {
             let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
         }
     }
+}
+
+/// `count` endpoints trusting `node`'s fingerprint.
+fn node_endpoints(node: &Node, count: usize) -> Result<NodeEndpoints> {
+    let config = client_config(&TrustAnchor::Fingerprint(node.fingerprint))
+        .map_err(tern_client::connection::ConnectionError::from)?;
+    let bind: SocketAddr = if node.addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .map_err(|_| LoadError::Usage("bind address".into()))?;
+    let mut list = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut endpoint = endpoint(bind)?;
+        endpoint.set_default_client_config(config.clone());
+        list.push(endpoint);
+    }
+    Ok(NodeEndpoints {
+        addr: node.addr,
+        list,
+        opened: AtomicU64::new(0),
+    })
 }
 
 fn endpoint(bind: SocketAddr) -> Result<quinn::Endpoint> {

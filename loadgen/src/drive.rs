@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::live::Job;
-use crate::procfs::{sample, sample_self, system_busy_ns, thread_cpu_ns, ProcSample};
+use crate::nodes::{NodeReport, NodeWatch, ServerProcs};
+use crate::procfs::{sample_self, system_busy_ns, ProcSample};
 use crate::report::Report;
 use crate::sched::OpenLoop;
 use crate::stats::{Counters, Stats};
@@ -63,14 +64,17 @@ pub async fn wait_until(timeout: Duration, done: impl Fn() -> bool) -> bool {
     done()
 }
 
-/// Resource readings at the start of a measured phase.
+/// Resource readings at the start of a measured phase; the server's are
+/// summed over the distinct pids of the target's nodes, and a
+/// [`NodeWatch`] follows each node over the phase.
 pub struct Phase {
     started: Instant,
     server: Option<ProcSample>,
     client: Option<ProcSample>,
     system_ns: Option<u64>,
     threads: BTreeMap<String, u64>,
-    pid: Option<u32>,
+    procs: ServerProcs,
+    watch: NodeWatch,
 }
 
 /// CPU and wall time of a finished phase.
@@ -83,24 +87,28 @@ pub struct PhaseCost {
     pub other_cpu_s: Option<f64>,
     /// Server CPU by thread name over the phase, in seconds.
     pub server_threads: BTreeMap<String, f64>,
+    /// Each node's CPU and RSS over the phase, in node order.
+    pub nodes: Vec<NodeReport>,
 }
 
 impl Phase {
-    pub fn start(pid: Option<u32>) -> Phase {
+    pub fn start(procs: &ServerProcs) -> Phase {
         let system_ns = system_busy_ns();
-        let threads = pid.map(thread_cpu_ns).unwrap_or_default();
+        let threads = procs.thread_cpu_ns();
         Phase {
             started: Instant::now(),
-            server: pid.and_then(|p| sample(p).ok()),
+            server: procs.sample(),
             client: sample_self().ok(),
             system_ns,
             threads,
-            pid,
+            procs: procs.clone(),
+            watch: NodeWatch::start(procs),
         }
     }
 
+    /// The phase's cost, the server's and each node's.
     pub fn end(&self) -> PhaseCost {
-        let server_now = self.pid.and_then(|p| sample(p).ok());
+        let server_now = self.procs.sample();
         let client_now = sample_self().ok();
         let system_s = self
             .system_ns
@@ -118,7 +126,7 @@ impl Phase {
             .map(|(a, b)| b.since(a).cpu_s);
         let other_cpu_s = system_s
             .map(|s| (s - server_cpu_s.unwrap_or(0.0) - client_cpu_s.unwrap_or(0.0)).max(0.0));
-        let now = self.pid.map(thread_cpu_ns).unwrap_or_default();
+        let now = self.procs.thread_cpu_ns();
         let server_threads = now
             .iter()
             .map(|(name, ns)| {
@@ -135,14 +143,26 @@ impl Phase {
             client_cpu_s,
             other_cpu_s,
             server_threads,
+            nodes: self.watch.finish(),
         }
     }
 }
 
 impl PhaseCost {
-    /// Writes `{prefix}_wall_s`, server/client CPU (s and % of one core), and
-    /// server CPU per `unit` in µs (`server_cpu_per_{unit}_us`).
+    /// Writes `{prefix}_wall_s`, server/client CPU (s and % of one core),
+    /// server CPU per `unit` in µs (`server_cpu_per_{unit}_us`), and each
+    /// node's entry (`report.nodes`, replacing an earlier phase's).
     pub fn figures(&self, report: &mut Report, prefix: &str, unit: &str, units: u64) {
+        report.nodes = self
+            .nodes
+            .iter()
+            .cloned()
+            .map(|mut n| {
+                n.phase = Some(prefix.to_owned());
+                n.per_unit(unit, units);
+                n
+            })
+            .collect();
         report.figure(&format!("{prefix}_wall_s"), self.wall_s);
         if let Some(cpu) = self.server_cpu_s {
             report.figure(&format!("{prefix}_server_cpu_s"), cpu);

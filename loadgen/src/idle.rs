@@ -15,7 +15,8 @@ use tokio::task::JoinSet;
 use crate::conn::Endpoints;
 use crate::drive::Phase;
 use crate::error::Result;
-use crate::procfs::{sample, sample_self, ProcSample};
+use crate::nodes::ServerProcs;
+use crate::procfs::{sample_self, ProcSample};
 use crate::progress::{rate_message, Progress};
 use crate::report::Report;
 use crate::sched::OpenLoop;
@@ -152,9 +153,9 @@ pub struct Readings {
 }
 
 impl Readings {
-    pub fn take(pid: Option<u32>) -> Readings {
+    pub fn take(procs: &ServerProcs) -> Readings {
         Readings {
-            before: pid.and_then(|p| sample(p).ok()),
+            before: procs.sample(),
             client_before: sample_self().ok(),
         }
     }
@@ -165,7 +166,7 @@ pub async fn ramp_and_hold<F, Fut>(
     endpoints: &Arc<Endpoints>,
     args: &IdleArgs,
     stats: &Arc<Stats>,
-    pid: Option<u32>,
+    procs: &ServerProcs,
     quiet: bool,
     report: &mut Report,
     handshake: F,
@@ -174,10 +175,10 @@ where
     F: Fn(Arc<Endpoints>, usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<RawConnection>> + Send + 'static,
 {
-    let readings = Readings::take(pid);
-    let phase = Phase::start(pid);
+    let readings = Readings::take(procs);
+    let phase = Phase::start(procs);
     let opened = open(endpoints, args, stats, quiet, handshake).await;
-    let after_connect = pid.and_then(|p| sample(p).ok());
+    let after_connect = procs.sample();
     let client_after = sample_self().ok();
     connect_figures(
         report,
@@ -195,7 +196,7 @@ where
         );
     }
     cost.thread_figures(report, "connect");
-    hold(args, pid, quiet, report, &opened.conns).await;
+    hold(args, procs, quiet, report, &opened.conns).await;
     opened.conns
 }
 
@@ -237,21 +238,21 @@ fn connect_figures(
 
 async fn hold(
     args: &IdleArgs,
-    pid: Option<u32>,
+    procs: &ServerProcs,
     quiet: bool,
     report: &mut Report,
     conns: &[RawConnection],
 ) {
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
-    let start = pid.and_then(|p| sample(p).ok());
-    let phase = Phase::start(pid);
+    let start = procs.sample();
+    let phase = Phase::start(procs);
     let progress = Progress::new("hold", Some(args.hold), quiet);
     for s in 0..args.hold {
         progress.set(s, format!("{} connections held", conns.len()));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     progress.finish();
-    let end = pid.and_then(|p| sample(p).ok());
+    let end = procs.sample();
     let alive = conns
         .iter()
         .filter(|l| l.connection.close_reason().is_none())

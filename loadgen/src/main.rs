@@ -14,6 +14,7 @@ mod error;
 mod idle;
 mod live;
 mod minutes;
+mod nodes;
 mod plot;
 mod procfs;
 mod progress;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use crate::procfs::sample;
+use crate::nodes::ServerProcs;
 use crate::stats::{Counters, Stats};
 
 /// How often the sampler reads the server.
@@ -120,26 +120,26 @@ pub fn summary(minutes: &[MinuteBucket]) -> String {
     format!("  soak per minute: server RSS MB{rss}; server CPU µs/msg{cpu}\n")
 }
 
-/// Samples the server (`pid`, when known) and `stats`' delivered counter
-/// every [`SAMPLE_EVERY`] until stopped.
+/// Samples the server (its nodes' processes summed, when their pids are
+/// known) and `stats`' delivered counter every [`SAMPLE_EVERY`] until stopped.
 pub struct Sampler {
     stats: Arc<Stats>,
-    pid: Option<u32>,
+    procs: ServerProcs,
     samples: Arc<Mutex<Vec<ResourceSample>>>,
     task: JoinHandle<()>,
 }
 
 impl Sampler {
     /// Takes the baseline sample now and starts sampling.
-    pub fn start(stats: Arc<Stats>, pid: Option<u32>) -> Sampler {
-        let samples = Arc::new(Mutex::new(vec![read(&stats, pid)]));
-        let (s, out) = (stats.clone(), samples.clone());
+    pub fn start(stats: Arc<Stats>, procs: &ServerProcs) -> Sampler {
+        let samples = Arc::new(Mutex::new(vec![read(&stats, procs)]));
+        let (s, out, pid) = (stats.clone(), samples.clone(), procs.clone());
         let task = tokio::spawn(async move {
             let first = tokio::time::Instant::now() + SAMPLE_EVERY;
             let mut tick = tokio::time::interval_at(first, SAMPLE_EVERY);
             loop {
                 tick.tick().await;
-                let now = read(&s, pid);
+                let now = read(&s, &pid);
                 if let Ok(mut v) = out.lock() {
                     v.push(now);
                 }
@@ -147,7 +147,7 @@ impl Sampler {
         });
         Sampler {
             stats,
-            pid,
+            procs: procs.clone(),
             samples,
             task,
         }
@@ -156,19 +156,19 @@ impl Sampler {
     /// Stops, takes a last sample, and buckets them all by minute.
     pub fn stop(self) -> Vec<MinuteBucket> {
         self.task.abort();
-        let last = read(&self.stats, self.pid);
+        let last = read(&self.stats, &self.procs);
         let mut samples = self.samples.lock().map(|v| v.clone()).unwrap_or_default();
         samples.push(last);
         per_minute(&samples)
     }
 }
 
-fn read(stats: &Stats, pid: Option<u32>) -> ResourceSample {
+fn read(stats: &Stats, procs: &ServerProcs) -> ResourceSample {
     let since = stats
         .clock
         .now_ns()
         .saturating_sub(stats.window_origin_ns());
-    let proc = pid.and_then(|p| sample(p).ok());
+    let proc = procs.sample();
     ResourceSample {
         t_s: since as f64 / 1e9,
         delivered: Counters::get(&stats.counters.delivered),
@@ -247,7 +247,13 @@ mod tests {
     async fn sampler_reads_a_live_process() {
         let stats = Arc::new(Stats::new(Clock::new()));
         stats.start_windows(stats.clock.now_ns());
-        let sampler = Sampler::start(stats.clone(), Some(std::process::id()));
+        let procs = ServerProcs {
+            nodes: vec![crate::nodes::NodeProc {
+                addr: "127.0.0.1:1".parse().unwrap(),
+                pid: Some(std::process::id()),
+            }],
+        };
+        let sampler = Sampler::start(stats.clone(), &procs);
         Counters::add(&stats.counters.delivered, 3);
         let m = sampler.stop();
         assert_eq!(m.len(), 1);

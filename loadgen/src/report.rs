@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LoadError, Result};
+use crate::nodes::NodeReport;
 use crate::soak::SoakReport;
 
 /// Percentiles of one latency series, in microseconds.
@@ -64,6 +65,11 @@ pub struct Report {
     /// Stalled one-second windows and server cost per minute (`chat` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak: Option<SoakReport>,
+    /// Each node of the target (one, or every `--server` of a cluster):
+    /// connections, and CPU and RSS over the last measured phase. The
+    /// whole-run figures above stay the totals over the nodes' processes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeReport>,
     /// Human remarks (what a figure means, what was skipped).
     pub notes: Vec<String>,
 }
@@ -163,6 +169,9 @@ impl Report {
         }
         if let Some(soak) = &self.soak {
             s.push_str(&soak.summary());
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            s.push_str(&node.line(i));
         }
         for note in &self.notes {
             let _ = writeln!(s, "  note: {note}");

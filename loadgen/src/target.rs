@@ -1,5 +1,8 @@
 //! The server under load: an existing one (`--server ADDR --fingerprint HEX`,
-//! with `--server-pid PID` when it is local), or one this run starts on a
+//! with `--server-pid PID` when it is local), the nodes of an existing
+//! cluster (`--server A,B,C` with one fingerprint for all or one per node,
+//! and optionally one pid per node; connection `i` goes to node `i % n`),
+//! or one this run starts on a
 //! fresh temporary data directory (`--spawn-server`, the default): the `tern`
 //! binary found next to `tern-load` (or `--tern-bin PATH`), or, for the
 //! baseline, `tern-load echo-server` itself. A spawned server announces
@@ -19,6 +22,7 @@ use tempfile::TempDir;
 use tern_proto::fingerprint::parse_fingerprint;
 
 use crate::error::{LoadError, Result};
+use crate::nodes::{NodeProc, ServerProcs};
 use crate::report::TargetInfo;
 
 /// The settings of a spawned tern server: a load run measures what the
@@ -48,15 +52,15 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Where the server under load is.
 #[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct TargetArgs {
-    /// Address of an already running server (loopback for local runs); without it a server is spawned.
-    #[arg(long)]
-    pub server: Option<SocketAddr>,
-    /// Certificate fingerprint printed by the server given with --server.
-    #[arg(long)]
-    pub fingerprint: Option<String>,
-    /// PID of the --server process, to report its RSS and CPU from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Address of an already running server (loopback for local runs); several (comma-separated or repeated) for the nodes of a cluster, connection i going to node i % n; without it a server is spawned.
+    #[arg(long, value_delimiter = ',')]
+    pub server: Vec<SocketAddr>,
+    /// Certificate fingerprint printed by the server given with --server: one for all nodes, or one per node in --server order.
+    #[arg(long, value_delimiter = ',')]
+    pub fingerprint: Vec<String>,
+    /// PID of the --server process, to report its RSS and CPU from /proc: one per node in --server order (nodes in one process repeat it).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Start a fresh server on a temporary data dir (the default when --server is absent).
     #[arg(long)]
     pub spawn_server: bool,
@@ -74,11 +78,19 @@ pub struct TargetArgs {
     pub keep_data: bool,
 }
 
-/// A server this run talks to.
-pub struct Target {
+/// One node of the target: where it listens and which certificate it shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Node {
     pub addr: SocketAddr,
     pub fingerprint: [u8; 32],
-    pub pid: Option<u32>,
+}
+
+/// A server (or the nodes of a cluster) this run talks to.
+pub struct Target {
+    /// At least one; the first is the spawned or only server.
+    pub nodes: Vec<Node>,
+    /// The nodes' processes, for CPU and RSS from /proc.
+    pub procs: ServerProcs,
     pub shards: Option<usize>,
     pub kind: &'static str,
     child: Option<Child>,
@@ -88,8 +100,8 @@ pub struct Target {
 impl Target {
     /// The tern server the arguments name, spawning one if asked (or by default).
     pub fn tern(args: &TargetArgs) -> Result<Target> {
-        if let (Some(addr), false) = (args.server, args.spawn_server) {
-            return Target::existing(addr, args, "tern");
+        if let Some(existing) = Target::existing(args, "tern")? {
+            return Ok(existing);
         }
         let bin = match &args.tern_bin {
             Some(bin) => bin.clone(),
@@ -105,8 +117,13 @@ impl Target {
 
     /// The raw-QUIC echo server: `tern-load echo-server` in its own process.
     pub fn echo(args: &TargetArgs) -> Result<Target> {
-        if let (Some(addr), false) = (args.server, args.spawn_server) {
-            return Target::existing(addr, args, "echo");
+        if args.server.len() > 1 {
+            return Err(LoadError::Usage(
+                "the raw-QUIC baseline measures one echo server: give one --server".into(),
+            ));
+        }
+        if let Some(existing) = Target::existing(args, "echo")? {
+            return Ok(existing);
         }
         let bin = std::env::current_exe().map_err(|source| LoadError::Spawn {
             bin: "tern-load".into(),
@@ -120,20 +137,29 @@ impl Target {
         Target::spawn(cmd, &bin, args, "echo", false)
     }
 
-    fn existing(addr: SocketAddr, args: &TargetArgs, kind: &'static str) -> Result<Target> {
-        let hex = args.fingerprint.as_deref().ok_or_else(|| {
-            LoadError::Usage("--server needs --fingerprint HEX (the one the server printed), or drop --server to spawn one".into())
-        })?;
-        let fingerprint = parse_fingerprint(hex)?;
-        Ok(Target {
-            addr,
-            fingerprint,
-            pid: args.server_pid,
+    /// The servers given with `--server`, or `None` when one is to be spawned.
+    fn existing(args: &TargetArgs, kind: &'static str) -> Result<Option<Target>> {
+        let Some(nodes) = existing_nodes(args)? else {
+            return Ok(None);
+        };
+        let procs = ServerProcs {
+            nodes: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| NodeProc {
+                    addr: node.addr,
+                    pid: args.server_pid.get(i).copied(),
+                })
+                .collect(),
+        };
+        Ok(Some(Target {
+            nodes,
+            procs,
             shards: None,
             kind,
             child: None,
             data: None,
-        })
+        }))
     }
 
     fn spawn(
@@ -182,10 +208,12 @@ impl Target {
         } else {
             Some(data)
         };
+        let pid = Some(child.id());
         Ok(Target {
-            addr,
-            fingerprint,
-            pid: Some(child.id()),
+            nodes: vec![Node { addr, fingerprint }],
+            procs: ServerProcs {
+                nodes: vec![NodeProc { addr, pid }],
+            },
             shards: Some(shards),
             kind,
             child: Some(child),
@@ -193,11 +221,18 @@ impl Target {
         })
     }
 
+    /// What the report names as its target: the first node's address and
+    /// pid (all nodes' are in the report's `nodes`).
     pub fn info(&self) -> TargetInfo {
         TargetInfo {
             kind: self.kind.to_owned(),
-            addr: self.addr.to_string(),
-            pid: self.pid,
+            addr: self
+                .nodes
+                .iter()
+                .map(|n| n.addr.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            pid: self.procs.first_pid(),
             shards: self.shards,
         }
     }
@@ -271,6 +306,47 @@ pub fn sibling_binary(name: &str) -> Result<PathBuf> {
     } else {
         Err(LoadError::MissingBinary(path))
     }
+}
+
+/// The nodes `--server` names with their fingerprints, checked against
+/// each other: `None` when a server is to be spawned instead.
+fn existing_nodes(args: &TargetArgs) -> Result<Option<Vec<Node>>> {
+    let n = args.server.len();
+    if n == 0 {
+        return Ok(None);
+    }
+    if args.spawn_server {
+        if n > 1 {
+            return Err(LoadError::Usage(
+                "--spawn-server starts one server: drop it to load the nodes given with --server, or give no --server".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let fingerprints = match args.fingerprint.len() {
+        0 => return Err(LoadError::Usage("--server needs --fingerprint HEX (the one the server printed), or drop --server to spawn one".into())),
+        1 => vec![args.fingerprint.first().map(String::as_str).unwrap_or_default(); n],
+        k if k == n => args.fingerprint.iter().map(String::as_str).collect(),
+        k => return Err(LoadError::Usage(format!("{k} fingerprints for {n} servers: give one --fingerprint for all nodes or one per node, in --server order"))),
+    };
+    if !args.server_pid.is_empty() && args.server_pid.len() != n {
+        return Err(LoadError::Usage(format!(
+            "{} pids for {n} servers: give one --server-pid per node, in --server order (nodes in one process repeat it)",
+            args.server_pid.len()
+        )));
+    }
+    let nodes = args
+        .server
+        .iter()
+        .zip(fingerprints)
+        .map(|(addr, hex)| {
+            Ok(Node {
+                addr: *addr,
+                fingerprint: parse_fingerprint(hex)?,
+            })
+        })
+        .collect::<Result<Vec<Node>>>()?;
+    Ok(Some(nodes))
 }
 
 type Announcement = (SocketAddr, usize, [u8; 32]);
@@ -349,5 +425,75 @@ mod tests {
             Some(("[::1]:9".parse().unwrap(), 1))
         );
         assert_eq!(parse_listening("certificate fingerprint: ab"), None);
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        target: TargetArgs,
+    }
+
+    fn nodes(args: &[&str]) -> Result<Option<Vec<Node>>> {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
+        existing_nodes(&cli.target)
+    }
+
+    const A: &str = "aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa";
+
+    #[test]
+    fn several_servers_take_one_fingerprint_or_one_each() {
+        let b = A.replace("aa", "bb");
+        let one = nodes(&[
+            "--server",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--server",
+            "127.0.0.1:3",
+            "--fingerprint",
+            A,
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(one.len(), 3);
+        assert!(one.iter().all(|n| n.fingerprint == [0xaa; 32]));
+        assert_eq!(one[2].addr, "127.0.0.1:3".parse().unwrap());
+        let each = nodes(&[
+            "--server",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--fingerprint",
+            &format!("{A},{b}"),
+            "--server-pid",
+            "7,7",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(each[1].fingerprint, [0xbb; 32]);
+        assert!(nodes(&[]).unwrap().is_none());
+        assert!(nodes(&["--server", "127.0.0.1:1", "--spawn-server"])
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn senseless_combinations_are_usage_errors() {
+        let usage = |args: &[&str], says: &str| match nodes(args) {
+            Err(LoadError::Usage(m)) => assert!(m.contains(says), "{m}"),
+            other => panic!("{args:?} gave {:?}", other.map(|n| n.map(|v| v.len()))),
+        };
+        let two = "127.0.0.1:1,127.0.0.1:2";
+        usage(
+            &["--server", two, "--spawn-server"],
+            "--spawn-server starts one server",
+        );
+        usage(&["--server", two], "--server needs --fingerprint");
+        let three = format!("{A},{A},{A}");
+        usage(
+            &["--server", two, "--fingerprint", &three],
+            "3 fingerprints for 2 servers",
+        );
+        usage(
+            &["--server", two, "--fingerprint", A, "--server-pid", "7"],
+            "1 pids for 2 servers",
+        );
     }
 }

@@ -109,12 +109,11 @@ pub async fn run(args: Args) -> Result<Report> {
     let handshake = move |endpoints: Arc<Endpoints>, i: usize| {
         echo_handshake(endpoints, stats.clone(), user_name(&run, "c", i), i)
     };
-    let pid = ctx.target.pid;
     let conns = ramp_and_hold(
         &ctx.endpoints,
         &args.idle,
         &ctx.stats,
-        pid,
+        &ctx.target.procs,
         args.output.quiet,
         &mut ctx.report,
         handshake,
@@ -161,7 +160,7 @@ async fn echo_phase(args: &Args, ctx: &mut Ctx, conns: Vec<RawConnection>) {
     let senders: Vec<_> = devices.iter().map(|d| d.jobs.clone()).collect();
     let n = senders.len().max(1) as u64;
     let stats = ctx.stats.clone();
-    let phase = Phase::start(ctx.target.pid);
+    let phase = Phase::start(&ctx.target.procs);
     let sched = OpenLoop::new(
         args.rate,
         stats.clock.now_ns(),

@@ -232,10 +232,10 @@ fn saturation(args: &Args) -> Option<Saturation> {
 async fn send_phase(args: &Args, ctx: &mut Ctx, sink: &Arc<ChatSink>, live: &[LiveDevice]) {
     let senders: Vec<_> = live.iter().map(|d| d.jobs.clone()).collect();
     let stats = ctx.stats.clone();
-    let phase = Phase::start(ctx.target.pid);
+    let phase = Phase::start(&ctx.target.procs);
     let start_ns = stats.clock.now_ns();
     stats.start_windows(start_ns);
-    let sampler = Sampler::start(stats.clone(), ctx.target.pid);
+    let sampler = Sampler::start(stats.clone(), &ctx.target.procs);
     let dispatched = if let Some(sat) = &sink.saturation {
         saturate(args, sink, sat, senders).await;
         None

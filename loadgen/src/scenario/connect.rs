@@ -45,12 +45,11 @@ pub async fn run(args: Args) -> Result<Report> {
             Ok(conn)
         }
     };
-    let pid = ctx.target.pid;
     let conns = ramp_and_hold(
         &ctx.endpoints,
         &args.idle,
         &ctx.stats,
-        pid,
+        &ctx.target.procs,
         args.output.quiet,
         &mut ctx.report,
         handshake,

@@ -209,7 +209,7 @@ async fn send_phase(
         args.members as u64,
         args.senders.clamp(1, args.members) as u64,
     );
-    let phase = Phase::start(ctx.target.pid);
+    let phase = Phase::start(&ctx.target.procs);
     let sched = OpenLoop::new(
         args.rate,
         stats.clock.now_ns(),

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::conn::{run_id, Endpoints};
 use crate::error::{LoadError, Result};
+use crate::nodes::NodeReport;
 use crate::report::Report;
 use crate::stats::{Clock, Stats};
 use crate::target::Target;
@@ -37,12 +38,7 @@ impl Ctx {
         target: Target,
         client: &crate::args::ClientArgs,
     ) -> Result<Ctx> {
-        let endpoints = Endpoints::new(
-            client.endpoints,
-            target.addr,
-            target.fingerprint,
-            client.timeout(),
-        )?;
+        let endpoints = Endpoints::new(client.endpoints, &target.nodes, client.timeout())?;
         let config = serde_json::to_value(config).map_err(|e| LoadError::Usage(e.to_string()))?;
         let report = Report::new(scenario, config, target.info());
         Ok(Ctx {
@@ -54,13 +50,31 @@ impl Ctx {
         })
     }
 
-    /// Shuts the client side and the spawned server down and hands back the report.
+    /// Shuts the client side and the spawned server down and hands back
+    /// the report, with the connections each node got in its `nodes`.
     pub async fn close(mut self) -> Report {
+        self.node_connections();
         self.endpoints.shutdown().await;
         self.report.latency = self.stats.summaries();
         self.report.timeline = self.stats.timelines();
         let target = self.target;
         let _ = tokio::task::spawn_blocking(move || target.stop()).await;
         self.report
+    }
+
+    /// Fills in each node entry's connection count (making the entries
+    /// when no phase measured them).
+    fn node_connections(&mut self) {
+        let procs = &self.target.procs;
+        if self.report.nodes.len() != procs.nodes.len() {
+            self.report.nodes = procs
+                .nodes
+                .iter()
+                .map(|n| NodeReport::unmeasured(n, procs))
+                .collect();
+        }
+        for (entry, opened) in self.report.nodes.iter_mut().zip(self.endpoints.opened()) {
+            entry.connections = opened;
+        }
     }
 }

@@ -299,7 +299,7 @@ async fn change_phase(
 ) {
     let senders: Vec<_> = live.iter().map(|d| d.jobs.clone()).collect();
     let stats = ctx.stats.clone();
-    let phase = Phase::start(ctx.target.pid);
+    let phase = Phase::start(&ctx.target.procs);
     let start_ns = stats.clock.now_ns();
     stats.start_windows(start_ns);
     let n = senders.len().max(1) as u64;

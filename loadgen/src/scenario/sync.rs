@@ -157,7 +157,7 @@ async fn build_backlog(
         });
         Frame::new(k + 1, body)
     });
-    let phase = Phase::start(ctx.target.pid);
+    let phase = Phase::start(&ctx.target.procs);
     let progress = Progress::new("backlog", Some(total), args.output.quiet);
     let mut acked = 0u64;
     pipeline(
@@ -202,7 +202,7 @@ async fn drain(args: &Args, ctx: &mut Ctx, receivers: Vec<Device>) {
             format!("{} messages", t.messages.load(Ordering::Relaxed)),
         )
     });
-    let phase = Phase::start(ctx.target.pid);
+    let phase = Phase::start(&ctx.target.procs);
     let mut tasks = JoinSet::new();
     let first_error = Arc::new(std::sync::Mutex::new(None));
     for (i, device) in receivers.into_iter().enumerate() {

@@ -84,7 +84,7 @@ pub async fn run(args: Args) -> Result<Report> {
     let mut ctx = Ctx::new(scenario, &args, target, &args.client)?;
     let conns = open_uploaders(&ctx, &args).await?;
     let connections: Vec<quinn::Connection> = conns.iter().map(|c| c.connection.clone()).collect();
-    let phase = Phase::start(ctx.target.pid);
+    let phase = Phase::start(&ctx.target.procs);
     let stats = ctx.stats.clone();
     stats.start_windows(stats.clock.now_ns());
     let work = upload_all(&stats, &connections, &payload, &args);

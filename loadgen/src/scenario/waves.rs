@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use crate::args::{ClientArgs, OutputArgs};
 use crate::conn::Endpoints;
 use crate::error::Result;
-use crate::procfs::{rss_anon, sample};
+use crate::nodes::ServerProcs;
 use crate::report::Report;
 use crate::scenario::Ctx;
 use crate::target::{Target, TargetArgs};
@@ -90,10 +90,10 @@ struct Mem {
 }
 
 impl Mem {
-    fn read(pid: Option<u32>) -> Mem {
+    fn read(procs: &ServerProcs) -> Mem {
         Mem {
-            rss: pid.and_then(|p| sample(p).ok()).map(|s| s.rss_bytes),
-            anon: pid.and_then(rss_anon),
+            rss: procs.sample().map(|s| s.rss_bytes),
+            anon: procs.rss_anon(),
         }
     }
 
@@ -108,9 +108,9 @@ impl Mem {
 pub async fn run(args: Args) -> Result<Report> {
     let target = Target::tern(&args.target)?;
     let mut ctx = Ctx::new("waves", &args, target, &args.client)?;
-    let pid = ctx.target.pid;
-    let mem = move || Mem::read(pid);
-    let cpu_before = pid.and_then(|p| sample(p).ok());
+    let procs = ctx.target.procs.clone();
+    let cpu_before = procs.sample();
+    let mem = move || Mem::read(&procs);
     // One throw-away connection first, so the start excludes one-time setup
     // (the first handshake's TLS and runtime allocations).
     if let Ok(conn) = ctx.endpoints.connect(0).await {
@@ -137,7 +137,7 @@ pub async fn run(args: Args) -> Result<Report> {
         waves.push(wave);
     }
     figures(&mut ctx.report, &args, before, &waves);
-    if let (Some(a), Some(b)) = (cpu_before, pid.and_then(|p| sample(p).ok())) {
+    if let (Some(a), Some(b)) = (cpu_before, ctx.target.procs.sample()) {
         let opened: usize = waves.iter().map(|w| w.opened).sum();
         let cpu = b.since(&a).cpu_s;
         ctx.report.figure("server_cpu_s", cpu);
