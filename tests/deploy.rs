@@ -2,8 +2,10 @@
 //! parses, every `TERN_*` variable any file there mentions is one that
 //! `ServerConfig::apply_env` reads (`ServerConfig::env_names`, taken from
 //! the code), and each environment block a compose service or Kubernetes
-//! container sets is a configuration that loads and validates. No network,
-//! no docker.
+//! container sets is a configuration that loads and validates (a
+//! Kubernetes `env` with the downward API filled in and `$(NAME)`
+//! expanded, as a pod sees it); compose and the StatefulSet run a ScyllaDB
+//! cluster of distinct nodes. No network, no docker.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
@@ -81,18 +83,7 @@ fn env_blocks(value: &Value, out: &mut Vec<BTreeMap<String, String>>) {
                             })
                             .collect(),
                     ),
-                    (Some("env"), Value::Sequence(items)) => out.push(
-                        items
-                            .iter()
-                            .map(|item| {
-                                let name = item["name"].as_str().unwrap().to_owned();
-                                (
-                                    name,
-                                    item.get("value").and_then(text_of).unwrap_or_default(),
-                                )
-                            })
-                            .collect(),
-                    ),
+                    (Some("env"), Value::Sequence(items)) => out.push(kubernetes_env(items)),
                     _ => env_blocks(child, out),
                 }
             }
@@ -101,6 +92,46 @@ fn env_blocks(value: &Value, out: &mut Vec<BTreeMap<String, String>>) {
         Value::Tagged(tagged) => env_blocks(&tagged.value, out),
         _ => {}
     }
+}
+
+/// What the Kubernetes downward API gives a pod of the StatefulSet, for
+/// the fields the manifests read (`valueFrom.fieldRef`).
+fn downward(field: &str) -> String {
+    match field {
+        "metadata.name" => "tern-0".to_owned(),
+        "status.podIP" => "10.0.0.10".to_owned(),
+        other => panic!("a manifest reads the downward API field {other}, unknown to this test"),
+    }
+}
+
+/// A Kubernetes container's `env` as the pod sees it: `valueFrom.fieldRef`
+/// filled by [`downward`], and `$(NAME)` in a value expanded from the
+/// entries before it (Kubernetes' dependent environment variables).
+fn kubernetes_env(items: &[Value]) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for item in items {
+        let name = item["name"].as_str().unwrap().to_owned();
+        let value = match item.get("value").and_then(text_of) {
+            Some(value) => value,
+            None => item
+                .get("valueFrom")
+                .and_then(|from| from.get("fieldRef"))
+                .and_then(|field| field["fieldPath"].as_str())
+                .map(downward)
+                .unwrap_or_default(),
+        };
+        let expanded = env
+            .iter()
+            .fold(value, |v: String, (k, x): (&String, &String)| {
+                v.replace(&format!("$({k})"), x)
+            });
+        assert!(
+            !expanded.contains("$("),
+            "{name}={expanded:?} names a variable not defined before it"
+        );
+        env.insert(name, expanded);
+    }
+    env
 }
 
 /// Every `TERN_NAME` word of a text (a bare `TERN_*` in prose is none).
@@ -191,5 +222,59 @@ fn probes_use_the_admin_endpoints() {
         container["readinessProbe"]["httpGet"]["path"].as_str(),
         Some("/readyz")
     );
-    assert!(k8s.contains("NOT YET A CLUSTER"));
+    // A cluster: three nodes on ScyllaDB, each named after its pod and
+    // advertising its pod IP, the CA from a Secret.
+    assert_eq!(set["spec"]["replicas"].as_u64(), Some(3));
+    let mut blocks = Vec::new();
+    env_blocks(container, &mut blocks);
+    let mut config = ServerConfig::default();
+    config
+        .apply_env(|name| blocks[0].get(name).cloned())
+        .unwrap();
+    config.validate().unwrap();
+    assert!(config.scylla_config().is_some(), "{config:?}");
+    let cluster = config.cluster().expect("a cluster node");
+    assert_eq!(cluster.node_id, "tern-0");
+    assert_eq!(cluster.advertised().to_string(), "10.0.0.10:4434");
+    assert!(k8s.contains("secretName: tern-cluster-ca"));
+}
+
+/// The compose nodes form one cluster: distinct node ids and advertised
+/// addresses, one store and one Redis, and the one-shot services that make
+/// the CA and migrate the keyspace run before them.
+#[test]
+fn compose_runs_a_three_node_cluster() {
+    let path = deploy_dir().join("compose.yaml");
+    let doc = &documents(&path)[0];
+    let services = &doc["services"];
+    let mut ids = std::collections::BTreeSet::new();
+    let mut advertised = std::collections::BTreeSet::new();
+    for name in ["tern-1", "tern-2", "tern-3"] {
+        let service = &services[name];
+        let mut blocks = Vec::new();
+        env_blocks(service, &mut blocks);
+        let mut config = ServerConfig::default();
+        config.apply_env(|n| blocks[0].get(n).cloned()).unwrap();
+        config.validate().unwrap();
+        assert!(config.scylla_config().is_some(), "{name}: not on ScyllaDB");
+        let cluster = config.cluster().expect("a cluster node");
+        ids.insert(cluster.node_id.clone());
+        advertised.insert(cluster.advertised());
+        for before in ["cluster-ca", "migrate"] {
+            assert_eq!(
+                service["depends_on"][before]["condition"].as_str(),
+                Some("service_completed_successfully"),
+                "{name} does not wait for {before}"
+            );
+        }
+    }
+    assert_eq!(
+        (ids.len(), advertised.len()),
+        (3, 3),
+        "{ids:?} {advertised:?}"
+    );
+    assert_eq!(
+        services["migrate"]["entrypoint"][1].as_str(),
+        Some("migrate")
+    );
 }
