@@ -133,6 +133,8 @@ fn check_report(json: &Path, servers: &str) {
     assert_eq!(figure(&report, "errors"), 0.0);
     assert_eq!(figure(&report, "dropped_sends"), 0.0);
     assert!(figure(&report, "send_phase_server_cpu_s") >= 0.0);
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("run in one process"), "{notes}");
     let nodes = report["nodes"].as_array().expect("a nodes list");
     assert_eq!(nodes.len(), 3, "{nodes:?}");
     let me = u64::from(std::process::id());

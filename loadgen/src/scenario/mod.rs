@@ -76,5 +76,10 @@ impl Ctx {
         for (entry, opened) in self.report.nodes.iter_mut().zip(self.endpoints.opened()) {
             entry.connections = opened;
         }
+        for pid in procs.pids().into_iter().filter(|p| procs.shared(*p)) {
+            self.report.note(format!(
+                "the nodes with pid {pid} run in one process: each reports that whole process's CPU and RSS, which cannot be split by node"
+            ));
+        }
     }
 }
