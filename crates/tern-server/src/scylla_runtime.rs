@@ -99,6 +99,12 @@ pub fn open(
             return Err(ScyllaStartError::Stopped)
         }
     };
+    tracing::info!(
+        nodes = %config.nodes.join(","),
+        keyspace = %config.keyspace,
+        consistency = %config.consistency,
+        "ScyllaDB store opened"
+    );
     Ok((Arc::new(store), runtime))
 }
 
@@ -120,5 +126,38 @@ mod tests {
             text.contains("127.0.0.1:1") && text.contains("reachable"),
             "{text}"
         );
+    }
+
+    /// A node that accepts TCP connections but never speaks CQL: the open
+    /// is cut off by its bound (the driver's connect timeout, 60 s here,
+    /// covers only the TCP connect) with the timeout error.
+    #[test]
+    fn a_silent_node_is_cut_off_by_the_open_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            listener.set_nonblocking(true).unwrap();
+            while stop_rx.try_recv().is_err() {
+                match listener.accept() {
+                    Ok((socket, _)) => held.push(socket),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        let mut config = ScyllaConfig::new(vec![addr.to_string()]);
+        config.connect_timeout = Duration::from_secs(60);
+        let err = open(&config, Duration::from_secs(1)).expect_err("never answers");
+        assert!(
+            matches!(err, ScyllaStartError::Timeout { secs: 1, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("scylla_open_timeout_secs"),
+            "{err}"
+        );
+        let _ = stop_tx.send(());
+        holder.join().unwrap();
     }
 }
