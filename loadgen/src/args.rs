@@ -13,7 +13,7 @@ use crate::report::{add_baseline_ratios, Report};
 /// How the load generator's own client side is set up.
 #[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct ClientArgs {
-    /// Client QUIC endpoints (UDP sockets); connections are spread over them round-robin.
+    /// Client QUIC endpoints (UDP sockets); connections are spread over them round-robin (shared out among the nodes of a cluster, at least one each).
     #[arg(long, default_value_t = 8)]
     pub endpoints: usize,
     /// Worker threads of the load generator's runtime [default: one per core].

@@ -153,16 +153,10 @@ impl PhaseCost {
     /// server CPU per `unit` in µs (`server_cpu_per_{unit}_us`), and each
     /// node's entry (`report.nodes`, replacing an earlier phase's).
     pub fn figures(&self, report: &mut Report, prefix: &str, unit: &str, units: u64) {
-        report.nodes = self
-            .nodes
-            .iter()
-            .cloned()
-            .map(|mut n| {
-                n.phase = Some(prefix.to_owned());
-                n.per_unit(unit, units);
-                n
-            })
-            .collect();
+        self.node_figures(report, prefix);
+        for node in &mut report.nodes {
+            node.per_unit(unit, units);
+        }
         report.figure(&format!("{prefix}_wall_s"), self.wall_s);
         if let Some(cpu) = self.server_cpu_s {
             report.figure(&format!("{prefix}_server_cpu_s"), cpu);
@@ -193,6 +187,20 @@ impl PhaseCost {
             );
         }
         self.thread_figures(report, prefix);
+    }
+
+    /// Each node's CPU and RSS over this phase, named `prefix`, as the
+    /// report's `nodes` (replacing an earlier phase's).
+    pub fn node_figures(&self, report: &mut Report, prefix: &str) {
+        report.nodes = self
+            .nodes
+            .iter()
+            .cloned()
+            .map(|mut n| {
+                n.phase = Some(prefix.to_owned());
+                n
+            })
+            .collect();
     }
 
     /// `{prefix}_thread_cpu_pct.{thread}`: each server thread's CPU as a

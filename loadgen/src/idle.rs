@@ -196,6 +196,7 @@ where
         );
     }
     cost.thread_figures(report, "connect");
+    cost.node_figures(report, "connect");
     hold(args, procs, quiet, report, &opened.conns).await;
     opened.conns
 }

@@ -280,7 +280,8 @@ impl NodeReport {
                 }
                 s.push(')');
             }
-            _ => s.push_str(", CPU not measured (pass --server-pid)"),
+            _ if self.pid.is_none() => s.push_str(", CPU not measured (pass --server-pid)"),
+            _ => s.push_str(", CPU not measured in this scenario"),
         }
         if let (Some(peak), Some(last)) = (self.rss_peak_bytes, self.rss_last_bytes) {
             let mb = |b: u64| b as f64 / 1e6;

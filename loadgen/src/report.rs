@@ -370,6 +370,41 @@ mod tests {
     }
 
     #[test]
+    fn node_entries_print_round_trip_and_old_reports_still_load() {
+        let mut r = sample("chat", 1000.0, "send_deliver", 600);
+        let old = serde_json::to_string(&r).unwrap();
+        assert!(
+            !old.contains("\"nodes\""),
+            "an empty list is left out: {old}"
+        );
+        assert_eq!(serde_json::from_str::<Report>(&old).unwrap(), r);
+        r.nodes = ["127.0.0.1:1", "127.0.0.1:2"]
+            .into_iter()
+            .map(|addr| NodeReport {
+                addr: addr.into(),
+                pid: Some(7),
+                shared_pid: true,
+                connections: 5,
+                cpu_s: Some(0.5),
+                cpu_pct: Some(25.0),
+                rss_peak_bytes: Some(3_000_000),
+                rss_last_bytes: Some(2_000_000),
+                ..NodeReport::default()
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        r.save(&path).unwrap();
+        assert_eq!(Report::load(&path).unwrap(), r);
+        let t = r.table();
+        assert!(t.contains("node 1 127.0.0.1:2 (pid 7, shared): 5 connections, CPU 0.500 s (25.0 % of a core), RSS peak 3.0 MB, last 2.0 MB"), "{t}");
+        let old: Report = serde_json::from_str(&old).unwrap();
+        assert!(compare(&old, &r)
+            .iter()
+            .any(|row| row.key == "send_deliver.p99_us"));
+    }
+
+    #[test]
     fn table_lists_figures_and_percentiles() {
         let t = sample("connect", 2048.0, "connect", 1500).table();
         assert!(t.contains("server_rss_per_conn_bytes"));
