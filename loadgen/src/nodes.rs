@@ -348,6 +348,41 @@ mod tests {
         assert_eq!(nodes[0].cpu_s, nodes[2].cpu_s);
     }
 
+    /// Two processes (this one and a child): the totals add both, each
+    /// node reports its own, neither is shared.
+    #[test]
+    fn distinct_pids_add_up_and_report_apart() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let (me, other) = (std::process::id(), child.id());
+        let p = procs(&[Some(me), Some(other)]);
+        let watch = NodeWatch::start(&p);
+        let (a, b, sum) = (
+            sample(me).unwrap(),
+            sample(other).unwrap(),
+            p.sample().unwrap(),
+        );
+        let nodes = watch.finish();
+        let _ = child.kill();
+        let _ = child.wait();
+        // Both, read a moment apart (this process's RSS moves a little meanwhile).
+        assert!(
+            sum.rss_bytes > b.rss_bytes + a.rss_bytes / 2,
+            "{sum:?} {a:?} {b:?}"
+        );
+        assert!(sum.cpu_ns >= b.cpu_ns);
+        assert_eq!(nodes[1].pid, Some(other));
+        assert!(nodes
+            .iter()
+            .all(|n| !n.shared_pid && n.rss_last_bytes.is_some()));
+        assert!(
+            nodes[1].rss_last_bytes < nodes[0].rss_last_bytes,
+            "sleep is smaller than a test binary"
+        );
+    }
+
     #[test]
     fn an_unknown_pid_says_how_to_measure() {
         let p = procs(&[None]);
