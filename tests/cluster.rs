@@ -21,6 +21,7 @@ use common::{TestClient, TestServer, WAIT};
 use redis_server::RedisServer;
 use tempfile::TempDir;
 use tern_client::SendOptions;
+use tern_proto::body::push::PushEndpoint;
 use tern_proto::ConversationKind;
 use tern_server::cluster::ClusterTls;
 use tern_server::presence::PresenceBackend;
@@ -60,6 +61,8 @@ impl Cluster {
                     c.cluster_ca_key = ca.path().join("ca.key");
                     c.cluster_node_ttl_ms = TTL_MS;
                     c.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+                    c.push.allow_http_loopback = true;
+                    c.push.coalesce_ms = 100;
                 })
             })
             .collect();
@@ -290,15 +293,129 @@ async fn a_device_linked_on_another_node_is_approved_and_gets_messages() {
     let hello = Bytes::from_static(b"to both of alice's devices");
     bob.send(direct, hello.clone()).await.unwrap();
     collect(&alice, direct, std::slice::from_ref(&hello)).await;
-    let got = tokio::time::timeout(WAIT, async {
-        loop {
-            let m = laptop.next_message().await.expect("laptop open");
-            if m.conversation_id == direct {
-                return m;
-            }
+    // The laptop reads it from the conversation (whether its live push got
+    // there depends on the owner having heard of the new device yet: the
+    // news crosses nodes on its own; the durable path does not depend on it).
+    let page = laptop.history(direct, 1, 10).await.unwrap();
+    assert!(page.messages.iter().any(|m| m.payload == hello), "{page:?}");
+}
+
+/// Waits until `user` has no connection left on `node`.
+async fn until_offline(node: &TestServer, user: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !node.handle().shards_of(user).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{user} still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until the nodes together decided `count` wake-ups by asking the
+/// other nodes.
+async fn until_wake_checks(cluster: &Cluster, count: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let done: u64 = cluster
+            .nodes
+            .iter()
+            .filter_map(|n| n.handle().cluster_node())
+            .map(|node| tern_server::node::NodeStats::get(&node.stats().wake_checks))
+            .sum();
+        if done >= count {
+            return;
         }
-    })
-    .await
-    .expect("the linked device gets the message");
-    assert_eq!(got.payload, hello);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of {count} wake-ups decided"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Two groups of alice and bob owned by one node other than `not`, each
+/// with one probe from alice that bob got; also how many of the probes
+/// were in groups owned by another node than `not`.
+async fn two_groups_owned_elsewhere(
+    cluster: &Cluster,
+    alice: &TestClient,
+    bob: &TestClient,
+    not: &str,
+) -> (u64, u64, u64) {
+    let mut elsewhere = 0;
+    let mut by_owner: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for round in 0..60 {
+        let id = alice
+            .create_conversation(ConversationKind::Group, &["bob"])
+            .await
+            .unwrap()
+            .id;
+        let probe = Bytes::from(format!("probe {round}"));
+        alice.send(id, probe.clone()).await.unwrap();
+        collect(bob, id, &[probe]).await;
+        let owner = cluster.owner(id).await;
+        elsewhere += u64::from(owner != not);
+        let ids = by_owner.entry(owner.clone()).or_default();
+        ids.push(id);
+        if owner != not && ids.len() == 2 {
+            return (ids[0], ids[1], elsewhere);
+        }
+    }
+    panic!("no node but {not} owns two of 60 groups: {by_owner:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_is_woken_only_when_connected_to_no_node() {
+    let cluster = Cluster::start().await;
+    let (url, pushes) = common::pushes::receiver(&[]);
+    let alice = cluster.nodes[0].register("alice").await;
+    let mut bob = cluster.nodes[1].register("bob").await;
+    bob.register_push(PushEndpoint::WebPush { url: url.clone() })
+        .await
+        .unwrap();
+    // Every probe reaches bob, online on node-1, through an owner elsewhere:
+    // none may wake him.
+    let (a, b, probes) = two_groups_owned_elsewhere(&cluster, &alice, &bob, "node-1").await;
+    // Each of those probes' wake-up was decided (and none sent) before bob
+    // leaves: the decision is taken after the delivery, asking node-1.
+    until_wake_checks(&cluster, probes).await;
+    bob.go_offline().await;
+    until_offline(&cluster.nodes[1], "bob").await;
+    alice.send(a, Bytes::from_static(b"wake up")).await.unwrap();
+    let first = common::pushes::next_push(&pushes);
+    assert_eq!(first.json()["conversation_id"], a, "woken while online");
+
+    // Without an endpoint the owner's pusher learns he has none; once he
+    // registers one again on node-1, the owner's node forgets that, and a
+    // message sent while he is offline wakes him (sent until it does: the
+    // news travels on its own, so the first send may still find it old).
+    bob.come_online(&cluster.nodes[1]).await;
+    bob.unregister_push().await.unwrap();
+    bob.go_offline().await;
+    until_offline(&cluster.nodes[1], "bob").await;
+    alice
+        .send(b, Bytes::from_static(b"no endpoint"))
+        .await
+        .unwrap();
+    bob.come_online(&cluster.nodes[1]).await;
+    bob.register_push(PushEndpoint::WebPush { url })
+        .await
+        .unwrap();
+    bob.go_offline().await;
+    until_offline(&cluster.nodes[1], "bob").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        alice
+            .send(b, Bytes::from_static(b"wake up again"))
+            .await
+            .unwrap();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let wait = left.min(Duration::from_millis(500));
+        match pushes.recv_timeout(wait) {
+            Ok(p) if p.json()["conversation_id"] == b => break,
+            Ok(p) => panic!("unexpected wake-up {:?}", p.json()),
+            Err(_) => assert!(!left.is_zero(), "the new endpoint never reached the owner"),
+        }
+    }
 }

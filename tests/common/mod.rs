@@ -9,6 +9,7 @@
 )]
 
 pub mod admin;
+pub mod pushes;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

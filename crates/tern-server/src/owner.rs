@@ -272,6 +272,24 @@ impl Owner {
         Ok(out.into())
     }
 
+    /// Drops the cached state of `id` when `caller` is a member whose device
+    /// is missing from its recipients: the device was added elsewhere (on
+    /// another node, whose news has not arrived yet), so the next access
+    /// reloads it from the store instead of refusing the device. A revoked
+    /// device is still refused after the reload. The claim is kept.
+    pub fn refresh_for(&mut self, id: ConversationId, caller: &Caller) {
+        let stale = self.convs.get(&id).is_some_and(|state| {
+            let known = state.recipients.iter();
+            state.is_member(&caller.user)
+                && !known
+                    .clone()
+                    .any(|(user, device)| *device == caller.device && *user == caller.user)
+        });
+        if stale {
+            self.convs.remove(&id);
+        }
+    }
+
     /// Forgets conversations whose recipients include `user` (its devices changed).
     pub fn forget_user(&mut self, user: &str) {
         self.convs.retain(|_, state| !state.is_member(user));
@@ -340,6 +358,7 @@ async fn process_batch(owner: &mut Owner, requests: impl Iterator<Item = OwnerRe
                 if !command.only_stages() {
                     write_staged(owner, &mut pending).await;
                 }
+                owner.refresh_for(command.conversation(), &caller);
                 let span = tracing::debug_span!(
                     "owner",
                     request_id,

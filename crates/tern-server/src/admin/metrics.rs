@@ -231,6 +231,7 @@ impl Telemetry {
             ("tern_cluster_forward_failures_total", &st.forward_failed),
             ("tern_cluster_pushes_sent_total", &st.pushes_sent),
             ("tern_cluster_pushes_dropped_total", &st.pushes_dropped),
+            ("tern_cluster_wake_checks_total", &st.wake_checks),
         ] {
             let value = crate::node::NodeStats::get(value);
             counter(&self.recorder, name, &[]).absolute(value);
@@ -344,6 +345,11 @@ fn describe(r: &PrometheusRecorder) {
             "tern_cluster_pushes_dropped_total",
             None,
             "Deliveries and notices for other nodes dropped (recipients catch up by sync)",
+        ),
+        (
+            "tern_cluster_wake_checks_total",
+            None,
+            "Push wake-ups decided after asking the other nodes which devices they hold",
         ),
         (
             "tern_owner_queue_depth",

@@ -1,7 +1,9 @@
 //! The `Delivery` of a cluster node: every effect goes to this node's own
 //! shards (the mesh) and, as a [`NodePush`], to every other live node,
-//! which hands it to its shards in turn. Push wake-ups stay with this
-//! node's pusher (it reads the registered endpoints from the shared store).
+//! which hands it to its shards in turn. Push wake-ups are sent by this
+//! node's pusher (it reads the registered endpoints from the shared store)
+//! for the devices connected to no node: those live here are skipped as
+//! on a single node, the rest are first asked about on the other nodes.
 
 use std::sync::Arc;
 
@@ -69,6 +71,25 @@ impl Delivery for ClusterDelivery {
     }
 
     async fn wake(&self, wake: crate::effects::Wake) {
-        self.mesh.wake(wake).await;
+        let Some(pusher) = self.mesh.pusher.get() else {
+            return;
+        };
+        let candidates = pusher.candidates(&wake.recipients, wake.except.as_ref());
+        if candidates.is_empty() {
+            return;
+        }
+        // Never waits: the owner goes on while the other nodes are asked.
+        let (mesh, node) = (self.mesh.clone(), self.node.clone());
+        tokio::spawn(async move {
+            let elsewhere = node.live_elsewhere(&candidates).await;
+            let asleep: Vec<_> = candidates
+                .into_iter()
+                .filter(|d| !elsewhere.contains(d))
+                .collect();
+            if let Some(pusher) = mesh.pusher.get() {
+                pusher.offer(&asleep, None, wake.conversation_id, wake.urgent);
+            }
+            super::NodeStats::add(&node.stats().wake_checks);
+        });
     }
 }

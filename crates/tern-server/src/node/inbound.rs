@@ -44,6 +44,12 @@ impl Inbound {
         }
     }
 
+    /// The devices of `devices` with a live connection here, as CBOR.
+    fn live(&self, mut devices: Vec<(String, u32)>) -> Bytes {
+        devices.retain(|(user, device)| self.mesh.live.is_live(user, *device));
+        wire::encode(&devices).unwrap_or_default()
+    }
+
     /// A device-link decision taken on another node: `[1]` if the request
     /// is here and the decision was taken, else `[0]`.
     fn link_decision(&self, link_id: u64, approver: &str, approve: bool) -> Bytes {
@@ -133,6 +139,11 @@ impl Inbound {
             NodePush::Notify { users, frame } => self.mesh.notify(users.into(), frame).await,
             NodePush::CloseDevice { user, device } => self.mesh.close_device(user, device).await,
             NodePush::ForgetUser { user } => self.mesh.invalidate_user(&user).await,
+            NodePush::EndpointChanged { user, device } => {
+                if let Some(pusher) = self.mesh.pusher.get() {
+                    pusher.endpoint_changed(&user, device);
+                }
+            }
         }
     }
 }
@@ -167,6 +178,7 @@ impl NodeHandler for Inbound {
                 approver,
                 approve,
             }) => self.link_decision(link_id, &approver, approve),
+            Ok(NodeCall::Live { devices }) => self.live(devices),
             Err(e) => refuse(0, ErrorCode::Malformed, &format!("from node {from}: {e}")),
         }
     }

@@ -108,10 +108,13 @@ pub struct NodeStats {
     /// Deliveries and notices for other nodes dropped (a full queue or a
     /// failed send); their recipients catch up by sync.
     pub pushes_dropped: AtomicU64,
+    /// Push wake-ups decided after asking the other nodes which of their
+    /// candidates are connected there.
+    pub wake_checks: AtomicU64,
 }
 
 impl NodeStats {
-    fn add(counter: &AtomicU64) {
+    pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -274,6 +277,29 @@ impl ClusterNode {
             }
         }
         false
+    }
+
+    /// The devices of `devices` connected to another live node. A node that
+    /// does not answer counts as having none of them (a wake-up too many
+    /// is better than a message nobody is woken for).
+    pub async fn live_elsewhere(&self, devices: &[(String, u32)]) -> Vec<(String, u32)> {
+        let call = NodeCall::Live {
+            devices: devices.to_vec(),
+        };
+        let Ok(bytes) = wire::encode(&call) else {
+            return Vec::new();
+        };
+        let view = self.view.borrow().clone();
+        let mut live = Vec::new();
+        for node in view.nodes().iter().filter(|n| n.id != self.me.id) {
+            let answer = self.links.call(node, bytes.clone()).await;
+            match answer.map(|a| wire::decode::<Vec<(String, u32)>>(&a)) {
+                Ok(Ok(there)) => live.extend(there),
+                Ok(Err(e)) => tracing::debug!(node = %node.id, error = %e, "liveness answer"),
+                Err(e) => tracing::debug!(node = %node.id, error = %e, "liveness not asked"),
+            }
+        }
+        live
     }
 
     /// Queues `push` for every other live node (in order per node).

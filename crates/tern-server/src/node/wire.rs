@@ -31,6 +31,10 @@ pub enum NodeCall {
         approver: UserId,
         approve: bool,
     },
+    /// Which of `devices` have a live connection on the called node
+    /// (before a push wake-up: a device connected anywhere is not woken);
+    /// answered with the CBOR list of those that do.
+    Live { devices: Vec<(UserId, DeviceId)> },
 }
 
 /// The frames of a fan-out: one for all recipients, or one per recipient.
@@ -57,6 +61,9 @@ pub enum NodePush {
     CloseDevice { user: UserId, device: DeviceId },
     /// A user's devices changed: owners drop cached recipient sets.
     ForgetUser { user: UserId },
+    /// A device registered or removed its push endpoint: pushers forget
+    /// that it had none.
+    EndpointChanged { user: UserId, device: DeviceId },
 }
 
 /// A node message that could not be encoded or decoded.

@@ -147,6 +147,23 @@ impl Pusher {
         &self.stats
     }
 
+    /// The listed devices a wake-up could be for: not `except` (the
+    /// sender's device), with no live connection here, and not known to
+    /// have no endpoint. In a cluster, those connected to another node are
+    /// taken out next (`crate::node::delivery`).
+    pub fn candidates(
+        &self,
+        recipients: &[(UserId, DeviceId)],
+        except: Option<&Caller>,
+    ) -> Vec<(UserId, DeviceId)> {
+        let wanted = |(user, device): &&(UserId, DeviceId)| {
+            !(except.is_some_and(|c| c.user == *user && c.device == *device)
+                || self.live.is_live(user, *device)
+                || self.known_without_endpoint(user, *device))
+        };
+        recipients.iter().filter(wanted).cloned().collect()
+    }
+
     /// Offers a wake-up for each listed device that has no live connection
     /// (skipping `except`, the sender's device). Never waits.
     pub fn offer(
@@ -156,16 +173,10 @@ impl Pusher {
         conversation_id: u64,
         urgent: bool,
     ) {
-        for (user, device) in recipients {
-            if except.is_some_and(|c| c.user == *user && c.device == *device)
-                || self.live.is_live(user, *device)
-                || self.known_without_endpoint(user, *device)
-            {
-                continue;
-            }
+        for (user, device) in self.candidates(recipients, except) {
             let wake = Wake {
-                user: user.clone(),
-                device: *device,
+                user,
+                device,
                 conversation_id,
                 urgent,
             };
@@ -181,7 +192,9 @@ impl Pusher {
         self.no_endpoint.contains(user, device)
     }
 
-    fn endpoint_changed(&self, user: &str, device: DeviceId) {
+    /// Forgets that `user`'s `device` had no endpoint (it registered one
+    /// here or, in a cluster, on another node).
+    pub(crate) fn endpoint_changed(&self, user: &str, device: DeviceId) {
         self.no_endpoint.remove(user, device);
     }
 }
@@ -241,6 +254,12 @@ async fn store_endpoint(
         .map_err(Reject::store)?;
     if let Some(pusher) = ctx.mesh.pusher.get() {
         pusher.endpoint_changed(&caller.user, caller.device);
+    }
+    if let Some(node) = ctx.mesh.cluster.get() {
+        node.broadcast(&crate::node::wire::NodePush::EndpointChanged {
+            user: caller.user.clone(),
+            device: caller.device,
+        });
     }
     Ok(Outcome::durable(Ok(Done.into())))
 }
