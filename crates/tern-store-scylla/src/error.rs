@@ -5,7 +5,7 @@
 //! credentials or permissions; a syntax error, i.e. a bug) is
 //! `Misconfigured`; a row that does not decode is `Corrupt`.
 
-use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+use scylla::errors::{DbError, ExecutionError, PrepareError, RequestAttemptError};
 use tern_store::{BackendError, BackendErrorKind};
 
 /// The store error for a failed request doing `what`.
@@ -28,9 +28,22 @@ pub fn execution_kind(e: &ExecutionError) -> BackendErrorKind {
         | ExecutionError::SchemaAgreementError(_)
         | ExecutionError::MetadataError(_) => BackendErrorKind::Unavailable,
         ExecutionError::LastAttemptError(attempt) => attempt_kind(attempt),
-        ExecutionError::PrepareError(_) | ExecutionError::BadQuery(_) => {
-            BackendErrorKind::Misconfigured
-        }
+        ExecutionError::PrepareError(e) => prepare_kind(e),
+        ExecutionError::BadQuery(_) => BackendErrorKind::Misconfigured,
+        _ => BackendErrorKind::Unavailable,
+    }
+}
+
+/// The kind of a failed (re-)preparation: the statement itself refused
+/// (syntax, unknown table: the schema is older than this binary) is
+/// `Misconfigured`; no connection, or connections that broke while
+/// preparing (a node restarting: the driver re-prepares after a node drops
+/// its statement cache), is retryable like any other request.
+pub fn prepare_kind(e: &PrepareError) -> BackendErrorKind {
+    match e {
+        PrepareError::ConnectionPoolError(_) => BackendErrorKind::Unavailable,
+        PrepareError::AllAttemptsFailed { first_attempt } => attempt_kind(first_attempt),
+        PrepareError::PreparedStatementIdsMismatch => BackendErrorKind::Misconfigured,
         _ => BackendErrorKind::Unavailable,
     }
 }
@@ -105,5 +118,26 @@ mod tests {
         let mapped = execution("append", &e);
         assert!(mapped.is_retryable());
         assert!(mapped.to_string().contains("append"));
+    }
+
+    #[test]
+    fn preparation_failures_are_retryable_unless_the_statement_is_refused() {
+        let broken =
+            PrepareError::ConnectionPoolError(scylla::errors::ConnectionPoolError::Initializing);
+        assert_eq!(prepare_kind(&broken), BackendErrorKind::Unavailable);
+        assert!(execution("re-prepare", &ExecutionError::PrepareError(broken)).is_retryable());
+        let overloaded = PrepareError::AllAttemptsFailed {
+            first_attempt: RequestAttemptError::DbError(DbError::Overloaded, "busy".into()),
+        };
+        assert_eq!(prepare_kind(&overloaded), BackendErrorKind::Unavailable);
+        let refused = PrepareError::AllAttemptsFailed {
+            first_attempt: RequestAttemptError::DbError(
+                DbError::Invalid,
+                "unconfigured table conversations".into(),
+            ),
+        };
+        assert_eq!(prepare_kind(&refused), BackendErrorKind::Misconfigured);
+        let e = ExecutionError::PrepareError(refused);
+        assert_eq!(execution_kind(&e), BackendErrorKind::Misconfigured);
     }
 }

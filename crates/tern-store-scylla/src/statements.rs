@@ -1,11 +1,12 @@
 //! Every CQL statement the store runs, prepared once when the store opens
 //! ([`Statements::prepare`]) and kept here; a statement that does not
 //! prepare (the schema is older than this binary) fails the open with a
-//! `Misconfigured` error that says to run `tern migrate`.
+//! `Misconfigured` error that says to run `tern migrate`; one that failed
+//! for want of a node is a retryable `Unavailable`.
 
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use tern_store::BackendError;
+use tern_store::{BackendError, BackendErrorKind};
 
 macro_rules! statements {
     ($($name:ident = $cql:expr;)+) => {
@@ -33,9 +34,15 @@ async fn prepare(
     cql: &str,
 ) -> Result<PreparedStatement, BackendError> {
     let mut prepared = session.prepare(cql).await.map_err(|e| {
-        BackendError::misconfigured(format!(
-            "preparing {name} ({cql}) failed: {e}; is the keyspace migrated (`tern migrate`)?"
-        ))
+        let kind = crate::error::prepare_kind(&e);
+        let hint = match kind {
+            BackendErrorKind::Misconfigured => "is the keyspace migrated (`tern migrate`)?",
+            _ => "the cluster did not answer; retry when its nodes are up",
+        };
+        BackendError::new(
+            kind,
+            format!("preparing {name} ({cql}) failed: {e}; {hint}"),
+        )
     })?;
     prepared.set_is_idempotent(!cql.contains(" IF "));
     Ok(prepared)
