@@ -1,8 +1,11 @@
 //! `tern migrate`: applies the CQL migrations this binary carries
 //! (`migrations/*.cql`) to a ScyllaDB keyspace, creating it with the given
 //! replication, and records each in `schema_migrations`. Idempotent; refuses
-//! a keyspace newer than this binary or an applied file that changed.
+//! a keyspace newer than this binary or an applied file that changed, and a
+//! keyspace with tablets on a ScyllaDB that cannot run lightweight
+//! transactions on them (`--tablets`, see `tern_store_scylla::tablets`).
 
+use tern_store_scylla::tablets::Tablets;
 use tern_store_scylla::{migrate, parse_nodes, ScyllaConfig};
 
 #[derive(clap::Args, Debug)]
@@ -17,6 +20,17 @@ pub struct MigrateArgs {
     /// e.g. "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}".
     #[arg(long, default_value = migrate::DEFAULT_REPLICATION)]
     replication: String,
+    /// Tablets of a keyspace this creates: auto (off where ScyllaDB cannot run
+    /// lightweight transactions on tablets, i.e. 6.0 to 2025.3, the server's
+    /// default otherwise), off, or on. Nothing is added where the cluster has
+    /// no tablets (Cassandra, ScyllaDB before 6.0) or --replication already
+    /// names them.
+    #[arg(long, default_value = "auto", value_parser = parse_tablets)]
+    tablets: Tablets,
+}
+
+fn parse_tablets(value: &str) -> Result<Tablets, String> {
+    value.parse().map_err(|e| format!("{e}"))
 }
 
 pub fn run(args: MigrateArgs) -> Result<(), String> {
@@ -28,7 +42,7 @@ pub fn run(args: MigrateArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let report = runtime
-        .block_on(migrate::run(&config, &args.replication))
+        .block_on(migrate::run_with(&config, &args.replication, args.tablets))
         .map_err(|e| format!("tern migrate: {e}"))?;
     for (version, name) in &report.applied {
         println!("applied migration {version:04} {name}");

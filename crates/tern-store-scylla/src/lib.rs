@@ -66,6 +66,7 @@ mod log_read;
 pub mod migrate;
 pub mod plan;
 mod statements;
+pub mod tablets;
 
 use std::sync::Arc;
 
@@ -107,10 +108,15 @@ pub enum OpenError {
 
 impl ScyllaStore {
     /// Connects to the cluster, checks that the keyspace is migrated to
-    /// exactly this binary's schema version, and prepares every statement.
+    /// exactly this binary's schema version and does not use tablets the
+    /// cluster cannot run LWTs on ([`tablets::check`]), and prepares every
+    /// statement.
     pub async fn open(config: &ScyllaConfig) -> Result<Self, OpenError> {
         let session = connect(config, Some(&config.keyspace)).await?;
         migrate::check_current(&session).await?;
+        tablets::check(&session, &config.keyspace)
+            .await
+            .map_err(migrate::SchemaError::from)?;
         let db = Db::new(session).await?;
         Ok(ScyllaStore { db: Arc::new(db) })
     }

@@ -1,5 +1,7 @@
 //! The database half of `tern migrate`: creates the keyspace (with the
-//! operator's replication), the `schema_migrations` table, and applies the
+//! operator's replication, and tablets off where the cluster cannot run
+//! lightweight transactions on them: [`crate::tablets`]), the
+//! `schema_migrations` table, and applies the
 //! pending migrations of [`crate::plan`] in order, recording each (version,
 //! name, sha256, applied_at). Safe to re-run: every migration statement is
 //! `IF NOT EXISTS`, so a migration interrupted halfway is applied again
@@ -13,6 +15,7 @@ use tern_store::BackendError;
 use crate::config::ScyllaConfig;
 use crate::error;
 use crate::plan::{self, Applied, Migration, PlanError};
+use crate::tablets::{self, Features, Tablets, TabletsError};
 use crate::OpenError;
 
 /// The replication of a keyspace created on a laptop: one copy.
@@ -41,6 +44,8 @@ pub enum SchemaError {
     )]
     BadReplication(String),
     #[error(transparent)]
+    Tablets(#[from] TabletsError),
+    #[error(transparent)]
     Backend(#[from] BackendError),
 }
 
@@ -53,10 +58,22 @@ pub struct Report {
     pub version: u32,
 }
 
-/// Applies every pending migration to `config.keyspace`, creating it with
-/// `replication` (a CQL map) if it does not exist. An existing keyspace
-/// keeps its replication.
+/// [`run_with`] with [`Tablets::Auto`].
 pub async fn run(config: &ScyllaConfig, replication: &str) -> Result<Report, OpenError> {
+    run_with(config, replication, Tablets::Auto).await
+}
+
+/// Applies every pending migration to `config.keyspace`, creating it with
+/// `replication` (a CQL map, optionally followed by `AND tablets = {...}`)
+/// and the tablets option [`tablets::keyspace_options`] decides if it does
+/// not exist. An existing keyspace keeps its replication and tablets; one
+/// that uses tablets on a cluster that cannot run LWTs on them is refused
+/// ([`TabletsError::KeyspaceNeedsLwt`]).
+pub async fn run_with(
+    config: &ScyllaConfig,
+    replication: &str,
+    tablets: Tablets,
+) -> Result<Report, OpenError> {
     let replication = replication.trim();
     if !replication.starts_with('{') || !replication.ends_with('}') || replication.contains(';') {
         return Err(SchemaError::BadReplication(replication.to_string()).into());
@@ -64,11 +81,17 @@ pub async fn run(config: &ScyllaConfig, replication: &str) -> Result<Report, Ope
     let known = plan::embedded().map_err(SchemaError::from)?;
     let session = crate::connect(config, None).await?;
     let keyspace = &config.keyspace;
-    ddl(
-        &session,
-        &format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}"),
-    )
-    .await?;
+    let features = Features::read(&session).await;
+    let options =
+        tablets::keyspace_options(replication, tablets, features).map_err(SchemaError::from)?;
+    let mut create =
+        format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}");
+    if let Some(options) = options {
+        create = format!("{create} AND {options}");
+    }
+    ddl(&session, &create).await?;
+    let uses_tablets = tablets::keyspace_uses_tablets(&session, keyspace).await;
+    tablets::check_keyspace(keyspace, uses_tablets, features).map_err(SchemaError::from)?;
     session
         .use_keyspace(keyspace.as_str(), false)
         .await
