@@ -22,8 +22,15 @@ use redis_server::RedisServer;
 use tempfile::TempDir;
 use tern_client::SendOptions;
 use tern_proto::body::push::PushEndpoint;
-use tern_proto::ConversationKind;
-use tern_server::cluster::ClusterTls;
+use tern_proto::body::{auth, conversations, messaging, presence};
+use tern_proto::codec::LEN_PREFIX;
+use tern_proto::fb::ErrorCode;
+use tern_proto::{Body, ConversationKind, ErrorBody, Frame, Limits};
+use tern_server::cluster::{
+    ClusterTls, NodeHandler, NodeId, NodeInfo, NodeLinks, MAX_NODE_MESSAGE,
+};
+use tern_server::node::wire::{self as node_wire, NodeCall, NodePush, WireFrames};
+use tern_server::node::Route;
 use tern_server::presence::PresenceBackend;
 use tern_store::memory::MemStore;
 use tern_store::{AppendError, Fences, MessageLog, OwnershipStore, Store};
@@ -418,4 +425,179 @@ async fn a_device_is_woken_only_when_connected_to_no_node() {
             Err(_) => assert!(!left.is_zero(), "the new endpoint never reached the owner"),
         }
     }
+}
+
+/// The links of a peer that only calls: answers and takes nothing.
+struct Mute;
+
+#[async_trait::async_trait]
+impl NodeHandler for Mute {
+    async fn call(&self, _: &NodeId, _: Bytes) -> Bytes {
+        Bytes::new()
+    }
+    async fn push(&self, _: &NodeId, _: Bytes) {}
+}
+
+impl Cluster {
+    /// Links of `node-9`, issued by this cluster's CA but never registered:
+    /// what a faulty or hostile node can send.
+    fn rogue(&self) -> NodeLinks {
+        let read = |file: &str| std::fs::read_to_string(self._ca.path().join(file)).unwrap();
+        let tls = ClusterTls::load(&read("ca.pem"), &read("ca.key"), "node-9").unwrap();
+        NodeLinks::start(&tls, "127.0.0.1:0".parse().unwrap(), Arc::new(Mute)).unwrap()
+    }
+
+    /// Node `i` as the view lists it.
+    fn info(&self, i: usize) -> NodeInfo {
+        let node = self.nodes[i].handle().cluster_node().unwrap();
+        let view = node.view().borrow().clone();
+        view.get(&format!("node-{i}")).cloned().unwrap()
+    }
+
+    /// Whether node `i` owns conversation `id` in its view.
+    fn owns(&self, i: usize, id: u64) -> bool {
+        let node = self.nodes[i].handle().cluster_node().unwrap();
+        node.route(id) == Route::Here
+    }
+}
+
+/// What node `to` answers `call`, as a reply frame.
+async fn node_call(links: &NodeLinks, to: &NodeInfo, call: Bytes) -> Frame {
+    let answer = tokio::time::timeout(WAIT, links.call(to, call)).await;
+    let answer = answer.expect("answered in time").expect("answered");
+    Frame::decode(&answer[LEN_PREFIX..], &Limits::client_inbound()).unwrap()
+}
+
+/// `user`'s request `body`, as a node forwards it.
+fn forwarded(user: &str, device: u32, body: Body, create_id: Option<u64>) -> Bytes {
+    let frame = Frame::new(7, body).encode();
+    let call = NodeCall::Owner {
+        user: user.to_owned(),
+        device,
+        frame: frame.slice(LEN_PREFIX..),
+        create_id,
+    };
+    node_wire::encode(&call).unwrap()
+}
+
+#[track_caller]
+fn assert_refused(frame: &Frame, code: ErrorCode) -> &ErrorBody {
+    match &frame.body {
+        Body::Error(e) if e.code == code => e,
+        other => panic!("expected {code:?}, got {other:?}"),
+    }
+}
+
+fn send_body(conversation_id: u64, payload: Bytes) -> Body {
+    Body::Send(messaging::Send {
+        conversation_id,
+        client_message_id: 1,
+        expires_in_secs: 0,
+        flags: 0,
+        payload,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_node_gets_typed_refusals_and_users_go_on() {
+    let cluster = Cluster::start().await;
+    let alice = cluster.nodes[0].register("alice").await;
+    let bob = cluster.nodes[1].register("bob").await;
+    let (rogue, node0) = (cluster.rogue(), cluster.info(0));
+    let (user, device) = (alice.user().to_owned(), alice.device());
+    let mut group = None;
+    for _ in 0..60 {
+        let id = alice
+            .create_conversation(ConversationKind::Group, &["bob"])
+            .await
+            .unwrap()
+            .id;
+        if cluster.owns(0, id) {
+            group = Some(id);
+            break;
+        }
+    }
+    let group = group.expect("node-0 owns one of 60 groups");
+    let elsewhere = (1..u64::MAX).find(|id| !cluster.owns(0, *id)).unwrap();
+
+    let garbage = node_call(&rogue, &node0, Bytes::from_static(b"\xff\x00not cbor")).await;
+    assert_refused(&garbage, ErrorCode::Malformed);
+    let bad_frame = NodeCall::Owner {
+        user: user.clone(),
+        device,
+        frame: Bytes::from_static(b"not a frame"),
+        create_id: None,
+    };
+    let bad_frame = node_call(&rogue, &node0, node_wire::encode(&bad_frame).unwrap()).await;
+    assert_refused(&bad_frame, ErrorCode::Malformed);
+    // A forwarded frame over this node's max_frame_len (256 KiB) is refused
+    // as a client's would be, never stored.
+    let big = Bytes::from(vec![7u8; 1 << 20]);
+    let call = forwarded(&user, device, send_body(group, big), None);
+    assert_refused(
+        &node_call(&rogue, &node0, call).await,
+        ErrorCode::FrameTooLarge,
+    );
+    let local = Body::CountOnline(presence::CountOnline {
+        conversation_id: group,
+    });
+    let call = forwarded(&user, device, local, None);
+    assert_refused(
+        &node_call(&rogue, &node0, call).await,
+        ErrorCode::InvalidArgument,
+    );
+    let hello = Body::Register(auth::Register {
+        user: "mallory".into(),
+        device_name: "x".into(),
+        device_key: [1; 32],
+        signature: [2; 64],
+    });
+    let call = forwarded(&user, device, hello, None);
+    assert_refused(
+        &node_call(&rogue, &node0, call).await,
+        ErrorCode::AlreadyAuthenticated,
+    );
+    let call = forwarded(&user, device, send_body(elsewhere, Bytes::new()), None);
+    let moved = node_call(&rogue, &node0, call).await;
+    assert!(assert_refused(&moved, ErrorCode::Internal).retry_after_ms > 0);
+    // A Create must carry the (non-zero) id it was routed by.
+    for create_id in [None, Some(0)] {
+        let create = Body::CreateConversation(conversations::CreateConversation {
+            kind: ConversationKind::Group,
+            members: vec!["bob".into()],
+        });
+        let call = forwarded(&user, device, create, create_id);
+        let refused = node_call(&rogue, &node0, call).await;
+        assert_refused(&refused, ErrorCode::InvalidArgument);
+    }
+
+    // Pushes: a million recipients with no frame for them, and a
+    // notification of a huge frame to nobody, change nothing for users.
+    let many = NodePush::Deliver {
+        recipients: (0..1_000_000u32).map(|d| ("bob".to_owned(), d)).collect(),
+        except: None,
+        frames: WireFrames::PerDevice(Vec::new()),
+        ephemeral: false,
+    };
+    let many = node_wire::encode(&many).unwrap();
+    assert!(many.len() <= MAX_NODE_MESSAGE, "{}", many.len());
+    rogue.push(&node0, many).await.unwrap();
+    let huge = NodePush::Notify {
+        users: vec!["nobody".into()],
+        frame: Bytes::from(vec![0u8; 16 << 20]),
+    };
+    rogue
+        .push(&node0, node_wire::encode(&huge).unwrap())
+        .await
+        .unwrap();
+    rogue
+        .push(&node0, Bytes::from_static(b"\xffjunk"))
+        .await
+        .unwrap();
+    let after = Bytes::from_static(b"still here");
+    alice.send(group, after.clone()).await.unwrap();
+    let got = collect(&bob, group, std::slice::from_ref(&after)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let page = bob.history(group, 1, 100).await.unwrap();
+    assert!(page.messages.iter().all(|m| m.payload.len() < 1 << 20));
 }

@@ -292,6 +292,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
             mesh: mesh.clone(),
             links: links.clone(),
             clock: services.clock.clone(),
+            max_frame_len: config.max_frame_len,
         };
         let node = crate::node::ClusterNode::join(&cluster, shared)?;
         let _ = mesh.cluster.set(node);

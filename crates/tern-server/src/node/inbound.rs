@@ -11,11 +11,11 @@ use tokio::sync::{oneshot, watch};
 
 use super::wire::{self, NodeCall, NodePush, WireFrames};
 use super::{moved, route_in, Route, Shared};
-use crate::cluster::{NodeHandler, NodeId, View, MAX_NODE_MESSAGE};
+use crate::cluster::{NodeHandler, NodeId, View};
 use crate::command::{Command, OwnerCommand};
 use crate::delivery::{Delivery, Fanout, Frames};
 use crate::mesh::{encode_reply, Caller, Mesh, OwnerRequest, Reject};
-use tern_proto::codec::Limits;
+use tern_proto::codec::{peek_request_id, Limits};
 use tern_proto::fb::ErrorCode;
 use tern_proto::Frame;
 
@@ -71,17 +71,27 @@ impl Inbound {
         from: &str,
         (user, device, frame, create_id): (String, u32, Bytes, Option<u64>),
     ) -> Bytes {
+        // The limits this node sets its own clients: a forwarded request
+        // is never larger than one it would take first-hand.
         let limits = Limits {
-            max_frame_len: MAX_NODE_MESSAGE,
+            max_frame_len: self.shared.max_frame_len,
             ..Limits::server_inbound()
         };
         let frame = match Frame::decode(&frame, &limits) {
             Ok(frame) => frame,
-            Err(e) => return refuse(0, ErrorCode::Malformed, &format!("from node {from}: {e}")),
+            Err(e) => {
+                // Answered under the request's id when it can be read: the
+                // calling node passes only the answer to its own request on.
+                let id = peek_request_id(&frame).unwrap_or(0);
+                return refuse(id, e.code(), &format!("from node {from}: {e}"));
+            }
         };
         let request_id = frame.request_id;
         let command = match Command::from_body(frame.body) {
-            Ok(Command::Owner(command)) => with_id(command, create_id),
+            Ok(Command::Owner(command)) => match with_id(command, create_id) {
+                Ok(command) => command,
+                Err(what) => return refuse(request_id, ErrorCode::InvalidArgument, what),
+            },
             Ok(Command::Local(_)) => {
                 let what = "a node forwarded a request that is not an owner request";
                 return refuse(request_id, ErrorCode::InvalidArgument, what);
@@ -148,11 +158,15 @@ impl Inbound {
     }
 }
 
-/// A forwarded `Create` keeps the id it was routed by.
-fn with_id(command: OwnerCommand, create_id: Option<u64>) -> OwnerCommand {
+/// A forwarded `Create` keeps the id it was routed by, which it must carry
+/// (non-zero): an id picked here would be owned by any node.
+fn with_id(command: OwnerCommand, create_id: Option<u64>) -> Result<OwnerCommand, &'static str> {
     match (command, create_id) {
-        (OwnerCommand::Create(_, body), Some(id)) if id != 0 => OwnerCommand::Create(id, body),
-        (command, _) => command,
+        (OwnerCommand::Create(_, body), Some(id)) if id != 0 => Ok(OwnerCommand::Create(id, body)),
+        (OwnerCommand::Create(..), _) => {
+            Err("a node forwarded a CreateConversation without the non-zero id it was routed by")
+        }
+        (command, _) => Ok(command),
     }
 }
 

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cluster::{ClusterConfig, ClusterTls, NodeInfo, NodeLinks, Registry, View};
 use crate::command::OwnerCommand;
 use crate::mesh::{encode_reply, Caller, Mesh, Reject, STORE_RETRY_AFTER_MS};
+use tern_proto::codec::{peek_request_id, LEN_PREFIX};
 use tern_proto::fb::ErrorCode;
 use tern_proto::Frame;
 use tern_store::ConversationId;
@@ -78,6 +79,9 @@ pub struct Shared {
     pub mesh: Arc<Mesh>,
     pub links: Arc<crate::links::LinkRequests>,
     pub clock: crate::clock::Clock,
+    /// This server's `max_frame_len` (bytes): the largest request frame a
+    /// forwarded request may be, as for a client of this node.
+    pub max_frame_len: usize,
 }
 
 /// This server's membership of its cluster.
@@ -238,7 +242,7 @@ impl ClusterNode {
         let call = NodeCall::Owner {
             user: caller.user,
             device: caller.device,
-            frame: frame.slice(tern_proto::codec::LEN_PREFIX.min(frame.len())..),
+            frame: frame.slice(LEN_PREFIX.min(frame.len())..),
             create_id,
         };
         NodeStats::add(&self.stats.forwarded);
@@ -246,6 +250,7 @@ impl ClusterNode {
             Ok(bytes) => self.links.call(to, bytes).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
+        let answer = answer.and_then(|a| check_answer(&a, request_id).map(|()| a));
         answer.unwrap_or_else(|e| {
             NodeStats::add(&self.stats.forward_failed);
             tracing::warn!(node = %to.id, error = %e, "owner node unreachable");
@@ -401,6 +406,30 @@ fn advertised(config: &ClusterConfig, bound: std::net::SocketAddr) -> std::net::
     }
 }
 
+/// Checks that `answer` is one length-prefixed reply frame to request
+/// `request_id`: the caller's connection writes it unchanged, so a peer's
+/// bad answer (another tern version, a bug) must neither break the
+/// client's stream nor answer another of its requests.
+fn check_answer(answer: &[u8], request_id: u64) -> Result<(), String> {
+    let prefix = answer
+        .get(..LEN_PREFIX)
+        .and_then(|p| <[u8; 4]>::try_from(p).ok());
+    let frame = answer.get(LEN_PREFIX..).unwrap_or_default();
+    let len = prefix.map(|p| usize::try_from(u32::from_le_bytes(p)).unwrap_or(usize::MAX));
+    if len != Some(frame.len()) || frame.is_empty() {
+        let n = answer.len();
+        return Err(format!(
+            "the owner node answered {n} bytes that are not one frame"
+        ));
+    }
+    match peek_request_id(frame) {
+        Some(id) if id == request_id => Ok(()),
+        other => Err(format!(
+            "the owner node answered request {other:?}, not {request_id}"
+        )),
+    }
+}
+
 /// The refusal of a request whose conversation is moving between nodes.
 pub fn moved(detail: &str) -> Reject {
     let mut reject = Reject::new(
@@ -464,5 +493,25 @@ mod tests {
             }
         }
         assert!((150..250).contains(&elsewhere), "{elsewhere}");
+    }
+
+    #[test]
+    fn only_one_whole_frame_answering_the_request_is_passed_on() {
+        let reply = encode_reply(9, Err(Reject::new(ErrorCode::NotFound, "no")));
+        assert_eq!(check_answer(&reply, 9), Ok(()));
+        assert!(check_answer(&reply, 8).is_err(), "another request's answer");
+        let mut longer = reply.to_vec();
+        longer.push(0);
+        assert!(check_answer(&longer, 9).is_err(), "bytes after the frame");
+        assert!(
+            check_answer(&reply[..reply.len() - 1], 9).is_err(),
+            "cut short"
+        );
+        assert!(check_answer(&[], 9).is_err());
+        assert!(check_answer(&[0, 0, 0, 0], 9).is_err(), "an empty frame");
+        assert!(
+            check_answer(&[3, 0, 0, 0, 1, 2, 3], 9).is_err(),
+            "not a frame"
+        );
     }
 }
