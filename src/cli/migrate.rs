@@ -20,9 +20,9 @@ pub struct MigrateArgs {
     /// e.g. "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}".
     #[arg(long, default_value = migrate::DEFAULT_REPLICATION)]
     replication: String,
-    /// Tablets of a keyspace this creates: auto (off where ScyllaDB cannot run
-    /// lightweight transactions on tablets, i.e. 6.0 to 2025.3, the server's
-    /// default otherwise), off, or on. Nothing is added where the cluster has
+    /// Tablets of a keyspace this creates: auto (off with SimpleStrategy and where
+    /// ScyllaDB cannot run lightweight transactions on tablets, i.e. 6.0 to
+    /// 2025.3; the server's default otherwise), off, or on. Nothing is added where the cluster has
     /// no tablets (Cassandra, ScyllaDB before 6.0) or --replication already
     /// names them.
     #[arg(long, default_value = "auto", value_parser = parse_tablets)]

@@ -5,8 +5,11 @@
 //! versions that run them), and from 6.0 a new `NetworkTopologyStrategy`
 //! keyspace gets tablets unless created with `tablets = {'enabled':
 //! false}` (docs/cql/ddl.rst, "The tablets property"). A `SimpleStrategy`
-//! keyspace, older ScyllaDB and Cassandra have no tablets (and refuse the
-//! `tablets` option).
+//! keyspace cannot have tablets: where tablets are the default, creating
+//! one without `tablets = {'enabled': false}` fails ("SimpleStrategy
+//! doesn't support tablet replication", locator/simple_strategy.cc). Older
+//! ScyllaDB and Cassandra have no tablets (and refuse the `tablets`
+//! option).
 //!
 //! This module decides the keyspace options `tern migrate` adds
 //! ([`keyspace_options`], pure and unit-tested) from what the node says it
@@ -20,15 +23,16 @@ use scylla::client::session::Session;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Tablets {
     /// Off where the cluster has tablets but cannot run LWTs on them
-    /// (ScyllaDB 6.0–2025.3), the server's default otherwise; nothing is
-    /// added when `--replication` already names `tablets`.
+    /// (ScyllaDB 6.0–2025.3) or the replication is `SimpleStrategy`, the
+    /// server's default otherwise; nothing is added when `--replication`
+    /// already names `tablets`.
     #[default]
     Auto,
     /// `tablets = {'enabled': false}` where the cluster knows tablets
     /// (nothing to add where it does not).
     Off,
     /// `tablets = {'enabled': true}`; refused where the cluster cannot run
-    /// LWTs on tablets.
+    /// LWTs on tablets, and with `SimpleStrategy`.
     On,
 }
 
@@ -98,6 +102,11 @@ pub enum TabletsError {
     #[error("--tablets on: this cluster has no tablets (ScyllaDB before 6.0, or Cassandra)")]
     Unsupported,
     #[error(
+        "--tablets on: SimpleStrategy has no tablets; give --replication \"{{'class': \
+         'NetworkTopologyStrategy', 'replication_factor': 3}}\""
+    )]
+    SimpleStrategy,
+    #[error(
         "--tablets on: this ScyllaDB cannot run lightweight transactions on tablets (needs \
          2025.4 or later, feature LWT_WITH_TABLETS), and every conditional write of tern is \
          one; use --tablets off"
@@ -127,12 +136,16 @@ pub fn keyspace_options(
         };
     }
     const OFF: &str = "tablets = {'enabled': false}";
+    let simple = replication.to_ascii_lowercase().contains("simplestrategy");
     match tablets {
-        Tablets::Auto if features.tablets && !features.lwt_with_tablets => Ok(Some(OFF)),
+        Tablets::Auto if features.tablets && (simple || !features.lwt_with_tablets) => {
+            Ok(Some(OFF))
+        }
         Tablets::Auto => Ok(None),
         Tablets::Off if features.tablets => Ok(Some(OFF)),
         Tablets::Off => Ok(None),
         Tablets::On if !features.tablets => Err(TabletsError::Unsupported),
+        Tablets::On if simple => Err(TabletsError::SimpleStrategy),
         Tablets::On if !features.lwt_with_tablets => Err(TabletsError::NoLwt),
         Tablets::On => Ok(Some("tablets = {'enabled': true}")),
     }
@@ -221,6 +234,25 @@ mod tests {
             keyspace_options(NTS, Tablets::Auto, Features::default()),
             Ok(None),
             "Cassandra or ScyllaDB 5: the option would be a syntax error"
+        );
+    }
+
+    #[test]
+    fn simple_strategy_gets_tablets_off_wherever_tablets_exist() {
+        let simple = crate::migrate::DEFAULT_REPLICATION;
+        let off = Some("tablets = {'enabled': false}");
+        assert_eq!(
+            keyspace_options(simple, Tablets::Auto, features(true, true)),
+            Ok(off),
+            "tablets by default would refuse SimpleStrategy"
+        );
+        assert_eq!(
+            keyspace_options(simple, Tablets::Auto, Features::default()),
+            Ok(None)
+        );
+        assert_eq!(
+            keyspace_options(simple, Tablets::On, features(true, true)),
+            Err(TabletsError::SimpleStrategy)
         );
     }
 
