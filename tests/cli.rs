@@ -243,6 +243,15 @@ fn invalid_config_is_refused_before_binding() {
             "cluster_node_id",
         ),
         ("cluster_node_id = \"Tern_0\"\npresence_backend = \"redis\"\n", "node_id"),
+        // Cluster errors name the setting as the operator writes it.
+        (
+            "cluster_node_id = \"tern-0\"\npresence_backend = \"redis\"\ncluster_node_ttl_ms = 10\n",
+            "cluster_node_ttl_ms",
+        ),
+        (
+            "cluster_node_id = \"tern-0\"\npresence_backend = \"redis\"\n",
+            "invalid setting cluster_advertise",
+        ),
         // The ScyllaDB store without contact points.
         ("store = \"scylla\"\n", "TERN_SCYLLA_NODES"),
         // ... and with one where nothing listens: refused at once, saying

@@ -51,7 +51,9 @@ impl Default for ClusterConfig {
     }
 }
 
-/// A cluster setting that cannot work.
+/// A cluster setting that cannot work; `field` is the server setting's
+/// name (`cluster_node_id`, `cluster_node_ttl_ms`, `cluster_advertise`,
+/// `redis_url`), which the operator looks up, or `call_timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("cluster setting {field}: {message}")]
 pub struct ClusterConfigError {
@@ -78,11 +80,15 @@ impl ClusterConfig {
     /// The first setting that cannot work, saying why.
     pub fn validate(&self) -> Result<(), ClusterConfigError> {
         check_node_id(&self.node_id).map_err(|message| ClusterConfigError {
-            field: "node_id",
+            field: "cluster_node_id",
             message,
         })?;
         let ttl_ok = (Duration::from_millis(300)..=Duration::from_secs(600)).contains(&self.ttl);
-        check(ttl_ok, "ttl", "must be 300 ms to 10 min")?;
+        check(
+            ttl_ok,
+            "cluster_node_ttl_ms",
+            "must be 300 to 600000 (300 ms to 10 min)",
+        )?;
         let call_ok =
             (Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.call_timeout);
         check(call_ok, "call_timeout", "must be 100 ms to 10 min")?;
@@ -91,8 +97,8 @@ impl ClusterConfig {
         check(
             !advertised.ip().is_unspecified()
                 && (advertised.port() != 0 || self.advertise.is_none()),
-            "advertise",
-            "set the address other nodes dial (listen binds an unspecified address)",
+            "cluster_advertise",
+            "set the address other nodes dial (cluster_listen binds an unspecified address)",
         )?;
         fred::prelude::Config::from_url(&self.redis_url).map_err(|e| ClusterConfigError {
             field: "redis_url",
@@ -124,20 +130,20 @@ mod tests {
         let mut config = ClusterConfig::default();
         assert_eq!(
             config.validate().map_err(|e| e.field).err(),
-            Some("advertise")
+            Some("cluster_advertise")
         );
         config.advertise = Some(SocketAddr::from(([10, 0, 0, 7], 4434)));
         assert!(config.validate().is_ok());
         for (field, bad) in [
             (
-                "node_id",
+                "cluster_node_id",
                 ClusterConfig {
                     node_id: "A".into(),
                     ..config.clone()
                 },
             ),
             (
-                "ttl",
+                "cluster_node_ttl_ms",
                 ClusterConfig {
                     ttl: Duration::from_millis(10),
                     ..config.clone()
