@@ -65,7 +65,7 @@ statements! {
     device_keys_update = "UPDATE devices SET identity_key = ?, identity_signature = ?, spk_id = ?, spk_public = ?, spk_signature = ?, kem_prekey = ? WHERE uid = ? AND device = ? IF EXISTS";
     device_keys_get = "SELECT identity_key, identity_signature, spk_id, spk_public, spk_signature, kem_prekey FROM devices WHERE uid = ? AND device = ?";
     pool_ids = "SELECT key_id FROM pool_keys WHERE uid = ? AND device = ? AND pool = ?";
-    pool_insert = "INSERT INTO pool_keys (uid, device, pool, key_id, key_bytes) VALUES (?, ?, ?, ?, ?)";
+    pool_insert = "INSERT INTO pool_keys (uid, device, pool, key_id, key_bytes) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS";
     pool_first = "SELECT key_id, key_bytes FROM pool_keys WHERE uid = ? AND device = ? AND pool = ? LIMIT 1";
     pool_claim = "DELETE FROM pool_keys WHERE uid = ? AND device = ? AND pool = ? AND key_id = ? IF EXISTS";
     pool_count = "SELECT COUNT(*) FROM pool_keys WHERE uid = ? AND device = ? AND pool = ?";
