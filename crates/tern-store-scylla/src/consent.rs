@@ -3,8 +3,14 @@
 //! conditional batch on the user's `blocks` partition that bumps its static
 //! `version` (`IF version = ?`, the one read with the list) and adds the
 //! row, so the bound on the list holds under concurrent blocks; a lost race
-//! re-reads and tries again. `put_invitation` writes the invitation and
-//! drops the oldest beyond `keep` in one batch on the user's partition.
+//! re-reads and tries again. An unblock is the same conditional batch with
+//! the row's delete: every write to `blocks` is an LWT, ordered by its Paxos
+//! ballot, so a plain delete stamped by a lagging coordinator clock can never
+//! order an unblock after the block that follows it (or before the block it
+//! undoes) (ScyllaDB, "LWT limitations": do not mix conditional and plain
+//! writes on the same data). `put_invitation` writes the invitation and
+//! drops the oldest beyond `keep` in one batch on the user's partition; all
+//! writes to `invitations` are plain, for the same reason.
 
 use async_trait::async_trait;
 use tern_store::{
@@ -30,6 +36,25 @@ fn invitation((id, inviter, created, accepted): InvitationRow) -> InvitationReco
 }
 
 impl ScyllaStore {
+    /// The `version` of `user`'s blocks (`None` before the first block).
+    async fn blocks_version(&self, user: &str) -> Result<Option<i64>, BackendError> {
+        let st = &self.db.st;
+        let row: Option<(Option<i64>,)> =
+            self.db.first("blocks", &st.blocks_version, (user,)).await?;
+        Ok(row.and_then(|(v,)| v))
+    }
+
+    /// Adds to `batch` the conditional bump of `user`'s blocks `version`
+    /// from `version` (as read).
+    fn bump_blocks(&self, batch: &mut BatchBuilder, user: &str, version: Option<i64>) {
+        let st = &self.db.st;
+        let next = version.map_or(1, |v| v.saturating_add(1));
+        match version {
+            Some(v) => batch.push(&st.blocks_bump, (next, user.to_string(), v)),
+            None => batch.push(&st.blocks_bump_first, (next, user.to_string())),
+        }
+    }
+
     async fn user_settings(&self, user: &str) -> Result<SettingsRow, BackendError> {
         let row: Option<SettingsRow> = self
             .db
@@ -197,10 +222,14 @@ impl ConsentStore for ScyllaStore {
         user: &str,
         conversation: ConversationId,
     ) -> Result<bool, BackendError> {
+        if self.invitation(user, conversation).await?.is_none() {
+            return Ok(false);
+        }
         let key = (user, enc(conversation));
         self.db
-            .applied("remove_invitation", &self.db.st.invitation_delete, key)
-            .await
+            .run("remove_invitation", &self.db.st.invitation_drop, key)
+            .await?;
+        Ok(true)
     }
 
     async fn block(
@@ -211,9 +240,7 @@ impl ConsentStore for ScyllaStore {
     ) -> Result<BlockOutcome, BackendError> {
         let st = &self.db.st;
         for _ in 0..CAS_ATTEMPTS {
-            let version: Option<(Option<i64>,)> =
-                self.db.first("block", &st.blocks_version, (user,)).await?;
-            let version = version.and_then(|(v,)| v);
+            let version = self.blocks_version(user).await?;
             let blocked = self.blocked_users(user).await?;
             if blocked.iter().any(|b| b == other) {
                 return Ok(BlockOutcome::AlreadyBlocked);
@@ -222,11 +249,7 @@ impl ConsentStore for ScyllaStore {
                 return Ok(BlockOutcome::Full);
             }
             let mut batch = BatchBuilder::default();
-            let next = version.map_or(1, |v| v.saturating_add(1));
-            match version {
-                Some(v) => batch.push(&st.blocks_bump, (next, user.to_string(), v)),
-                None => batch.push(&st.blocks_bump_first, (next, user.to_string())),
-            }
+            self.bump_blocks(&mut batch, user, version);
             batch.push(&st.block_put, (user.to_string(), other.to_string()));
             if self.db.batch("block", batch).await? {
                 return Ok(BlockOutcome::Blocked);
@@ -236,13 +259,20 @@ impl ConsentStore for ScyllaStore {
     }
 
     async fn unblock(&self, user: &str, other: &str) -> Result<bool, BackendError> {
-        if !self.is_blocked(user, other).await? {
-            return Ok(false);
+        for _ in 0..CAS_ATTEMPTS {
+            let version = self.blocks_version(user).await?;
+            if !self.is_blocked(user, other).await? {
+                return Ok(false);
+            }
+            let mut batch = BatchBuilder::default();
+            self.bump_blocks(&mut batch, user, version);
+            let row = (user.to_string(), other.to_string());
+            batch.push(&self.db.st.block_delete, row);
+            if self.db.batch("unblock", batch).await? {
+                return Ok(true);
+            }
         }
-        self.db
-            .run("unblock", &self.db.st.block_delete, (user, other))
-            .await?;
-        Ok(true)
+        Err(contended("unblock"))
     }
 
     async fn is_blocked(&self, user: &str, other: &str) -> Result<bool, BackendError> {

@@ -2,8 +2,11 @@
 //! static columns of its `conversations` partition, created with `IF kind =
 //! null` (its id: `IdTaken` when set); a unique key (direct pair,
 //! note-to-self) is then claimed `IF NOT EXISTS` in `conversation_keys`,
-//! and a creation that loses that race deletes its record and returns the
-//! winner (`Existing`). Membership is `members` (per conversation) plus the
+//! and a creation that loses that race deletes its record (an LWT too, `IF
+//! head = 0`: a plain delete of cells an LWT wrote is ordered by its
+//! coordinator's clock, not after the Paxos ballot, so under clock skew it
+//! could be shadowed and leave the record behind) and returns the winner
+//! (`Existing`). Membership is `members` (per conversation) plus the
 //! users' `user_conversations` index, changed together in logged batches.
 
 use std::collections::BTreeSet;
@@ -197,10 +200,10 @@ impl ConversationStore for ScyllaStore {
                 .await?
             {
                 self.db
-                    .run(
+                    .applied(
                         "create_conversation: undo",
-                        &st.conversation_delete_meta,
-                        (id,),
+                        &st.conversation_undo,
+                        (id, enc(0)),
                     )
                     .await?;
                 if let Some(winner) = self.conversation_by_key(key).await? {

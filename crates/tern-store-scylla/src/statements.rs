@@ -75,7 +75,7 @@ statements! {
     last_resort_clear = "DELETE FROM pool_last_resort WHERE uid = ? AND device = ? AND pool = ?";
     // conversations and membership
     conversation_create = "UPDATE conversations SET kind = ?, creator = ?, created_ms = ?, head = ?, epoch = ? WHERE id = ? IF kind = null";
-    conversation_delete_meta = "DELETE kind, creator, created_ms, head, epoch FROM conversations WHERE id = ?";
+    conversation_undo = "DELETE kind, creator, created_ms, head, epoch FROM conversations WHERE id = ? IF head = ?";
     conversation_get = "SELECT kind, creator, created_ms, head, epoch, fence FROM conversations WHERE id = ? LIMIT 1";
     key_claim = "INSERT INTO conversation_keys (unique_key, id) VALUES (?, ?) IF NOT EXISTS";
     key_get = "SELECT id FROM conversation_keys WHERE unique_key = ?";
@@ -126,7 +126,6 @@ statements! {
     invitation_put = "INSERT INTO invitations (uid, conversation_id, inviter, created_ms, accepted) VALUES (?, ?, ?, ?, ?)";
     invitations_get = "SELECT conversation_id, inviter, created_ms, accepted FROM invitations WHERE uid = ?";
     invitation_get = "SELECT conversation_id, inviter, created_ms, accepted FROM invitations WHERE uid = ? AND conversation_id = ?";
-    invitation_delete = "DELETE FROM invitations WHERE uid = ? AND conversation_id = ? IF EXISTS";
     invitation_drop = "DELETE FROM invitations WHERE uid = ? AND conversation_id = ?";
     blocks_version = "SELECT version FROM blocks WHERE uid = ? LIMIT 1";
     blocks_get = "SELECT other FROM blocks WHERE uid = ?";
