@@ -126,6 +126,26 @@ impl ScyllaConsistency {
         }
     }
 
+    /// The level reads run at: this one, except `EACH_QUORUM`, which
+    /// ScyllaDB accepts for writes only ("EACH_QUORUM ConsistencyLevel is
+    /// only supported for writes", db/consistency_level.cc
+    /// `validate_for_read`): reads then run at `QUORUM`, which overlaps
+    /// every `EACH_QUORUM` write (a quorum in each datacenter is a majority
+    /// of all replicas).
+    pub fn read(self) -> Consistency {
+        match self {
+            ScyllaConsistency::EachQuorum => Consistency::Quorum,
+            other => other.driver(),
+        }
+    }
+
+    /// Whether this level is below a quorum: reads may then miss writes
+    /// the cluster acknowledged, and an LWT's learn phase (which runs at
+    /// this level) may not reach the replica a later read asks.
+    pub fn below_quorum(self) -> bool {
+        matches!(self, ScyllaConsistency::One | ScyllaConsistency::LocalOne)
+    }
+
     /// The Paxos consistency of lightweight transactions at this level:
     /// `SERIAL` for the cluster-wide levels, `LOCAL_SERIAL` otherwise.
     pub fn serial(self) -> SerialConsistency {
@@ -198,6 +218,21 @@ mod tests {
             ScyllaConsistency::default().serial(),
             SerialConsistency::LocalSerial
         );
+    }
+
+    #[test]
+    fn reads_never_run_at_each_quorum() {
+        assert_eq!(ScyllaConsistency::EachQuorum.read(), Consistency::Quorum);
+        assert_eq!(
+            ScyllaConsistency::EachQuorum.driver(),
+            Consistency::EachQuorum
+        );
+        assert_eq!(
+            ScyllaConsistency::LocalQuorum.read(),
+            Consistency::LocalQuorum
+        );
+        assert!(ScyllaConsistency::LocalOne.below_quorum());
+        assert!(!ScyllaConsistency::Quorum.below_quorum());
     }
 
     #[test]

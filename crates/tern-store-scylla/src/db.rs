@@ -8,6 +8,7 @@ use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Consistency;
 use scylla::value::{CqlValue, Row};
 use tern_store::BackendError;
 
@@ -52,8 +53,9 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    pub(crate) async fn new(session: Session) -> Result<Self, BackendError> {
-        let st = Statements::prepare(&session).await?;
+    /// Prepares the statements on `session`, reads at `read`.
+    pub(crate) async fn new(session: Session, read: Consistency) -> Result<Self, BackendError> {
+        let st = Statements::prepare(&session, read).await?;
         Ok(Db { session, st })
     }
 

@@ -113,11 +113,18 @@ impl ScyllaStore {
     /// statement.
     pub async fn open(config: &ScyllaConfig) -> Result<Self, OpenError> {
         let session = connect(config, Some(&config.keyspace)).await?;
-        migrate::check_current(&session).await?;
+        if config.consistency.below_quorum() {
+            tracing::warn!(
+                consistency = %config.consistency,
+                "ScyllaDB consistency below a quorum: reads may miss acknowledged writes \
+                 (messages, heads, idempotency keys); use LOCAL_QUORUM"
+            );
+        }
+        migrate::check_current(&session, config.consistency.read()).await?;
         tablets::check(&session, &config.keyspace)
             .await
             .map_err(migrate::SchemaError::from)?;
-        let db = Db::new(session).await?;
+        let db = Db::new(session, config.consistency.read()).await?;
         Ok(ScyllaStore { db: Arc::new(db) })
     }
 }

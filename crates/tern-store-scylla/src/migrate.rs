@@ -10,6 +10,8 @@
 //! binary.
 
 use scylla::client::session::Session;
+use scylla::statement::unprepared::Statement;
+use scylla::statement::Consistency;
 use tern_store::BackendError;
 
 use crate::config::ScyllaConfig;
@@ -99,7 +101,7 @@ pub async fn run_with(
             SchemaError::Backend(BackendError::unavailable(format!("USE {keyspace}: {e}")))
         })?;
     ddl(&session, CREATE_TABLE).await?;
-    let applied = applied(&session).await?;
+    let applied = applied(&session, config.consistency.read()).await?;
     let pending = plan::pending(&known, &applied).map_err(SchemaError::from)?;
     let mut report = Report::default();
     for migration in pending {
@@ -114,9 +116,9 @@ pub async fn run_with(
 
 /// Refuses a keyspace whose recorded migrations are not exactly this
 /// binary's (behind: run `tern migrate`; ahead or edited: see [`PlanError`]).
-pub async fn check_current(session: &Session) -> Result<(), SchemaError> {
+pub async fn check_current(session: &Session, read: Consistency) -> Result<(), SchemaError> {
     let known = plan::embedded()?;
-    let applied = applied(session).await?;
+    let applied = applied(session, read).await?;
     let pending = plan::pending(&known, &applied)?;
     if pending.is_empty() {
         Ok(())
@@ -158,10 +160,13 @@ async fn ddl(session: &Session, cql: &str) -> Result<(), SchemaError> {
     Ok(())
 }
 
-/// The migrations the keyspace recorded (none when it has no table yet).
-async fn applied(session: &Session) -> Result<Vec<Applied>, SchemaError> {
+/// The migrations the keyspace recorded (none when it has no table yet),
+/// read at `read`.
+async fn applied(session: &Session, read: Consistency) -> Result<Vec<Applied>, SchemaError> {
     let what = "reading schema_migrations";
-    let result = match session.query_unpaged(SELECT_APPLIED, ()).await {
+    let mut select = Statement::new(SELECT_APPLIED);
+    select.set_consistency(read);
+    let result = match session.query_unpaged(select, ()).await {
         Ok(result) => result,
         Err(e) => {
             let message = e.to_string();

@@ -6,6 +6,7 @@
 
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Consistency;
 use tern_store::{BackendError, BackendErrorKind};
 
 macro_rules! statements {
@@ -18,10 +19,15 @@ macro_rules! statements {
         }
 
         impl Statements {
-            /// Prepares every statement on `session` (whose keyspace is set).
-            pub(crate) async fn prepare(session: &Session) -> Result<Self, BackendError> {
+            /// Prepares every statement on `session` (whose keyspace is
+            /// set); each `SELECT` runs at `read`, the rest at the
+            /// session's level.
+            pub(crate) async fn prepare(
+                session: &Session,
+                read: Consistency,
+            ) -> Result<Self, BackendError> {
                 Ok(Statements {
-                    $($name: prepare(session, stringify!($name), $cql).await?,)+
+                    $($name: prepare(session, stringify!($name), $cql, read).await?,)+
                 })
             }
         }
@@ -32,6 +38,7 @@ async fn prepare(
     session: &Session,
     name: &str,
     cql: &str,
+    read: Consistency,
 ) -> Result<PreparedStatement, BackendError> {
     let mut prepared = session.prepare(cql).await.map_err(|e| {
         let kind = crate::error::prepare_kind(&e);
@@ -45,6 +52,9 @@ async fn prepare(
         )
     })?;
     prepared.set_is_idempotent(!cql.contains(" IF "));
+    if cql.starts_with("SELECT") {
+        prepared.set_consistency(read);
+    }
     Ok(prepared)
 }
 

@@ -18,6 +18,8 @@
 //! them ([`check_keyspace`]), at migrate and at open.
 
 use scylla::client::session::Session;
+use scylla::statement::unprepared::Statement;
+use scylla::statement::Consistency;
 
 /// Whether `tern migrate` creates the keyspace with tablets (`--tablets`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,7 +80,7 @@ impl Features {
     /// not say (Cassandra, or a user who may not read `system.local`).
     pub async fn read(session: &Session) -> Self {
         let query = "SELECT supported_features FROM system.local WHERE key = 'local'";
-        let Ok(result) = session.query_unpaged(query, ()).await else {
+        let Ok(result) = session.query_unpaged(local(query), ()).await else {
             return Features::default();
         };
         let Ok(rows) = result.into_rows_result() else {
@@ -170,7 +172,7 @@ pub fn check_keyspace(
 pub async fn keyspace_uses_tablets(session: &Session, keyspace: &str) -> bool {
     let query =
         "SELECT initial_tablets FROM system_schema.scylla_keyspaces WHERE keyspace_name = ?";
-    let Ok(result) = session.query_unpaged(query, (keyspace,)).await else {
+    let Ok(result) = session.query_unpaged(local(query), (keyspace,)).await else {
         return false;
     };
     let Ok(rows) = result.into_rows_result() else {
@@ -180,6 +182,14 @@ pub async fn keyspace_uses_tablets(session: &Session, keyspace: &str) -> bool {
         rows.maybe_first_row::<(Option<i32>,)>(),
         Ok(Some((Some(_),)))
     )
+}
+
+/// A read of a node-local system table, at `ONE` (whatever the session's
+/// level: `EACH_QUORUM` is refused for reads).
+fn local(query: &str) -> Statement {
+    let mut statement = Statement::new(query);
+    statement.set_consistency(Consistency::One);
+    statement
 }
 
 /// [`check_keyspace`] against the cluster `session` reaches.
