@@ -57,6 +57,26 @@ pub(crate) fn ttl_secs(server_time_ms: u64, expires_at_ms: u64) -> i32 {
     }
 }
 
+/// How long an expiry index entry outlives its message's TTL: the time a
+/// lagging sweeper has to free the message's idempotency key early. Past
+/// it the entry expires too (the message and its key went by their own
+/// TTL), so the index stays bounded even when no sweeper runs.
+pub const INDEX_GRACE_SECS: u64 = 24 * 3600;
+
+/// The CQL TTL of the expiry index entry (and hour marker) of a message
+/// with TTL [`ttl_secs`]: that plus [`INDEX_GRACE_SECS`], at most
+/// [`MAX_TTL_SECS`]; 0 (none) for a message that is not indexed.
+pub(crate) fn index_ttl_secs(server_time_ms: u64, expires_at_ms: u64) -> i32 {
+    let ttl = ttl_secs(server_time_ms, expires_at_ms);
+    if ttl == 0 {
+        return 0;
+    }
+    let secs = u64::from(ttl.unsigned_abs())
+        .saturating_add(INDEX_GRACE_SECS)
+        .min(MAX_TTL_SECS);
+    i32::try_from(secs).unwrap_or(0)
+}
+
 /// Hours of the expiry index: entries expiring at `ms` go to hour `ms / HOUR_MS`.
 pub(crate) const HOUR_MS: u64 = 3_600_000;
 
@@ -110,6 +130,18 @@ mod tests {
         );
         assert_eq!(ttl_secs(10_000, u64::MAX), 0, "never expires");
         assert!(!expires(10_000, u64::MAX) && expires(0, 1));
+        let grace = i32::try_from(INDEX_GRACE_SECS).unwrap_or(0);
+        assert_eq!(
+            index_ttl_secs(10_000, 20_000),
+            10 + TTL_GRACE_SECS as i32 + grace
+        );
+        assert_eq!(index_ttl_secs(10_000, u64::MAX), 0);
+        let near_max = 10_000 + (MAX_TTL_SECS - 100) * 1000;
+        assert_eq!(
+            index_ttl_secs(10_000, near_max),
+            MAX_TTL_SECS as i32,
+            "capped at ScyllaDB's 20 years"
+        );
         assert_eq!(bucket(4095), enc(0));
         assert_eq!(bucket(4096), enc(1));
     }

@@ -50,7 +50,9 @@
 //! index (`expiry_hours`, `expiry`), deletes each due message, its
 //! idempotency key and its index entry at once, and counts them: it keeps
 //! the trait's contract (a swept message's key can be reused) ahead of the
-//! TTL and keeps the index small.
+//! TTL and keeps the index small. Index entries carry their message's TTL
+//! plus [`codec::INDEX_GRACE_SECS`], so the index stays bounded even where
+//! no sweeper runs.
 
 mod accounts;
 mod codec;
@@ -75,7 +77,7 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session_builder::SessionBuilder;
 use tern_store::{BackendError, Store};
 
-pub use codec::{BUCKET_SEQS, MAX_TTL_SECS, TTL_GRACE_SECS};
+pub use codec::{BUCKET_SEQS, INDEX_GRACE_SECS, MAX_TTL_SECS, TTL_GRACE_SECS};
 pub use config::{parse_nodes, ScyllaConfig, ScyllaConsistency};
 
 use db::Db;

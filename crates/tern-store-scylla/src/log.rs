@@ -14,7 +14,7 @@ use tern_store::{
     StoredMessage,
 };
 
-use crate::codec::{bucket, enc, enc32, expires, ttl_secs, EXPIRY_SHARDS, HOUR_MS};
+use crate::codec::{bucket, enc, enc32, expires, index_ttl_secs, ttl_secs, EXPIRY_SHARDS, HOUR_MS};
 use crate::conversations::State;
 use crate::db::BatchBuilder;
 use crate::ScyllaStore;
@@ -101,7 +101,8 @@ impl ScyllaStore {
         if expires(msg.server_time_ms, msg.expires_at_ms) {
             let hour = enc(msg.expires_at_ms / HOUR_MS);
             let shard = i32::try_from(msg.conversation_id % EXPIRY_SHARDS).unwrap_or(0);
-            batch.push(&st.expiry_hour_put, (hour,));
+            let index_ttl = index_ttl_secs(msg.server_time_ms, msg.expires_at_ms);
+            batch.push(&st.expiry_hour_put, (hour, index_ttl));
             let entry = (
                 hour,
                 shard,
@@ -111,6 +112,7 @@ impl ScyllaStore {
                 msg.sender_user.clone(),
                 enc32(msg.sender_device),
                 enc(msg.client_message_id),
+                index_ttl,
             );
             batch.push(&st.expiry_put, entry);
         }

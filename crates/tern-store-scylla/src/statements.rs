@@ -111,10 +111,10 @@ statements! {
     message_get = "SELECT seq, sender_user, sender_device, client_message_id, server_time_ms, expires_at_ms, flags, payload, TTL(sender_user) FROM messages WHERE conversation_id = ? AND bucket = ? AND seq = ?";
     messages_from = "SELECT seq, sender_user, sender_device, client_message_id, server_time_ms, expires_at_ms, flags, payload, TTL(sender_user) FROM messages WHERE conversation_id = ? AND bucket = ? AND seq >= ? LIMIT ?";
     message_delete = "DELETE FROM messages WHERE conversation_id = ? AND bucket = ? AND seq = ?";
-    expiry_hour_put = "INSERT INTO expiry_hours (part, hour) VALUES (0, ?)";
+    expiry_hour_put = "INSERT INTO expiry_hours (part, hour) VALUES (0, ?) USING TTL ?";
     expiry_hours_due = "SELECT hour FROM expiry_hours WHERE part = 0 AND hour <= ?";
     expiry_hour_delete = "DELETE FROM expiry_hours WHERE part = 0 AND hour = ?";
-    expiry_put = "INSERT INTO expiry (hour, shard, expires_at_ms, conversation_id, seq, sender_user, sender_device, client_message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+    expiry_put = "INSERT INTO expiry (hour, shard, expires_at_ms, conversation_id, seq, sender_user, sender_device, client_message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
     expiry_due = "SELECT expires_at_ms, conversation_id, seq, sender_user, sender_device, client_message_id FROM expiry WHERE hour = ? AND shard = ? AND expires_at_ms <= ? LIMIT ?";
     expiry_any = "SELECT expires_at_ms FROM expiry WHERE hour = ? AND shard = ? LIMIT 1";
     expiry_delete = "DELETE FROM expiry WHERE hour = ? AND shard = ? AND expires_at_ms = ? AND conversation_id = ? AND seq = ?";
