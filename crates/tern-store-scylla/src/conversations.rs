@@ -18,7 +18,7 @@ use tern_store::{
 };
 
 use crate::codec::{dec, dec32, enc, enc32};
-use crate::db::BatchBuilder;
+use crate::db::{next_page, BatchBuilder, READ_PAGE};
 use crate::error;
 use crate::ScyllaStore;
 
@@ -102,11 +102,40 @@ impl ScyllaStore {
         &self,
         id: ConversationId,
     ) -> Result<BTreeSet<UserId>, BackendError> {
-        let rows: Vec<(String,)> = self
-            .db
-            .rows("members", &self.db.st.members_get, (enc(id),))
-            .await?;
-        Ok(rows.into_iter().map(|(user,)| user).collect())
+        let st = &self.db.st;
+        let first = (enc(id), READ_PAGE);
+        let mut page: Vec<(String,)> = self.db.rows("members", &st.members_first, first).await?;
+        let mut out = BTreeSet::new();
+        loop {
+            let full = usize::try_from(READ_PAGE).is_ok_and(|n| page.len() >= n);
+            let last = page.last().map(|(user,)| user.clone());
+            out.extend(page.into_iter().map(|(user,)| user));
+            let (true, Some(last)) = (full, last) else {
+                return Ok(out);
+            };
+            let after = (enc(id), last, READ_PAGE);
+            page = self.db.rows("members", &st.members_after, after).await?;
+        }
+    }
+
+    /// Every row of `user`'s conversation index: `(id, kind)`, ascending
+    /// id, read in pages.
+    async fn user_index(&self, user: &str) -> Result<Vec<(i64, Option<i8>)>, BackendError> {
+        let mut out = Vec::new();
+        let mut from = i64::MIN;
+        loop {
+            let values = (user, from, READ_PAGE);
+            let page: Vec<(i64, Option<i8>)> = self
+                .db
+                .rows("user_conversations", &self.db.st.index_from, values)
+                .await?;
+            let next = next_page(page.len(), page.last().map(|(id, _)| *id));
+            out.extend(page);
+            match next {
+                Some(next) => from = next,
+                None => return Ok(out),
+            }
+        }
     }
 
     pub(crate) fn record(
@@ -269,10 +298,7 @@ impl ConversationStore for ScyllaStore {
     }
 
     async fn user_conversations(&self, user: &str) -> Result<Vec<ConversationId>, BackendError> {
-        let rows: Vec<(i64, Option<i8>)> = self
-            .db
-            .rows("user_conversations", &self.db.st.index_all, (user,))
-            .await?;
+        let rows = self.user_index(user).await?;
         Ok(rows.into_iter().map(|(id, _)| dec(id)).collect())
     }
 
@@ -295,10 +321,7 @@ impl ConversationStore for ScyllaStore {
     }
 
     async fn group_count(&self, user: &str) -> Result<usize, BackendError> {
-        let rows: Vec<(i64, Option<i8>)> = self
-            .db
-            .rows("group_count", &self.db.st.index_all, (user,))
-            .await?;
+        let rows = self.user_index(user).await?;
         let group = kind_tag(ConversationKind::Group);
         Ok(rows.iter().filter(|(_, kind)| *kind == Some(group)).count())
     }

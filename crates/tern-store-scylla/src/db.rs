@@ -15,6 +15,25 @@ use tern_store::BackendError;
 use crate::error;
 use crate::statements::Statements;
 
+/// Rows asked for per page of a read that walks a whole partition whose
+/// size tern does not bound (a user's conversations, a device's cursors, a
+/// group's members), so that no request is an unpaged read of the whole
+/// partition (ScyllaDB warns past `max_memory_for_unlimited_query_soft_limit`,
+/// 1 MB, and fails past the hard limit, 100 MB).
+pub(crate) const READ_PAGE: i32 = 5000;
+
+/// The start of the next page after a page of `got` rows whose last
+/// clustering key is `last`: `None` when the page was short (the partition
+/// is done) or `last` is the largest key.
+pub(crate) fn next_page(got: usize, last: Option<i64>) -> Option<i64> {
+    let full = usize::try_from(READ_PAGE).is_ok_and(|page| got >= page);
+    if full {
+        last.and_then(|l| l.checked_add(1))
+    } else {
+        None
+    }
+}
+
 /// The values of one statement of a batch.
 pub(crate) type Values = Box<dyn SerializeRow + Send + Sync>;
 
@@ -164,5 +183,20 @@ fn applied(what: &str, result: QueryResult) -> Result<bool, BackendError> {
             what,
             "no [applied] column in a conditional write's result",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_continue_after_the_last_key_of_a_full_page() {
+        let page = usize::try_from(READ_PAGE).unwrap_or(usize::MAX);
+        assert_eq!(next_page(page, Some(41)), Some(42));
+        assert_eq!(next_page(page - 1, Some(41)), None, "short page: done");
+        assert_eq!(next_page(0, None), None);
+        assert_eq!(next_page(page, Some(i64::MAX)), None, "largest key: done");
+        assert_eq!(next_page(page, Some(i64::MIN)), Some(i64::MIN + 1));
     }
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tern_store::{BackendError, ConversationId, DeviceId, Seq, StoredMessage};
 
 use crate::codec::{bucket, dec, dec32, enc, enc32, BUCKET_SEQS, EXPIRY_SHARDS, HOUR_MS};
-use crate::db::BatchBuilder;
+use crate::db::{next_page, BatchBuilder, READ_PAGE};
 use crate::error;
 use crate::ScyllaStore;
 
@@ -169,14 +169,24 @@ impl ScyllaStore {
         user: &str,
         device: DeviceId,
     ) -> Result<BTreeMap<ConversationId, Seq>, BackendError> {
-        let rows: Vec<(i64, Option<i64>)> = self
-            .db
-            .rows("cursors", &self.db.st.cursors_get, (user, enc32(device)))
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, seq)| (dec(id), seq.map_or(0, dec)))
-            .collect())
+        let mut out = BTreeMap::new();
+        let mut from = i64::MIN;
+        loop {
+            let values = (user, enc32(device), from, READ_PAGE);
+            let page: Vec<(i64, Option<i64>)> = self
+                .db
+                .rows("cursors", &self.db.st.cursors_from, values)
+                .await?;
+            let next = next_page(page.len(), page.last().map(|(id, _)| *id));
+            out.extend(
+                page.into_iter()
+                    .map(|(id, seq)| (dec(id), seq.map_or(0, dec))),
+            );
+            match next {
+                Some(next) => from = next,
+                None => return Ok(out),
+            }
+        }
     }
 
     pub(crate) async fn sweep(&self, now_ms: u64, limit: usize) -> Result<usize, BackendError> {

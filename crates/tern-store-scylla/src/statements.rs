@@ -89,12 +89,13 @@ statements! {
     conversation_get = "SELECT kind, creator, created_ms, head, epoch, fence FROM conversations WHERE id = ? LIMIT 1";
     key_claim = "INSERT INTO conversation_keys (unique_key, id) VALUES (?, ?) IF NOT EXISTS";
     key_get = "SELECT id FROM conversation_keys WHERE unique_key = ?";
-    members_get = "SELECT uid FROM members WHERE id = ?";
+    members_first = "SELECT uid FROM members WHERE id = ? LIMIT ?";
+    members_after = "SELECT uid FROM members WHERE id = ? AND uid > ? LIMIT ?";
     member_put = "INSERT INTO members (id, uid, since) VALUES (?, ?, ?)";
     member_delete = "DELETE FROM members WHERE id = ? AND uid = ?";
     index_put = "INSERT INTO user_conversations (uid, id, since, kind) VALUES (?, ?, ?, ?)";
     index_delete = "DELETE FROM user_conversations WHERE uid = ? AND id = ?";
-    index_all = "SELECT id, kind FROM user_conversations WHERE uid = ?";
+    index_from = "SELECT id, kind FROM user_conversations WHERE uid = ? AND id >= ? LIMIT ?";
     index_after = "SELECT id FROM user_conversations WHERE uid = ? AND id > ? LIMIT ?";
     index_since = "SELECT since FROM user_conversations WHERE uid = ? AND id = ?";
     settings_get = "SELECT timer_secs, admins, everyone_adds FROM conversation_settings WHERE id = ?";
@@ -120,7 +121,7 @@ statements! {
     expiry_delete = "DELETE FROM expiry WHERE hour = ? AND shard = ? AND expires_at_ms = ? AND conversation_id = ? AND seq = ?";
     cursor_get = "SELECT seq FROM cursors WHERE uid = ? AND device = ? AND conversation_id = ?";
     cursor_put = "INSERT INTO cursors (uid, device, conversation_id, seq) VALUES (?, ?, ?, ?)";
-    cursors_get = "SELECT conversation_id, seq FROM cursors WHERE uid = ? AND device = ?";
+    cursors_from = "SELECT conversation_id, seq FROM cursors WHERE uid = ? AND device = ? AND conversation_id >= ? LIMIT ?";
     // groups and ownership
     group_info_get = "SELECT group_info FROM conversations WHERE id = ? LIMIT 1";
     ownership_get = "SELECT fence, owner FROM conversations WHERE id = ? LIMIT 1";
