@@ -30,12 +30,21 @@
 //!   retry of such a message finds its idempotency key, writes the message at
 //!   its reserved seq and returns `Duplicate` with it, so a retry is
 //!   exactly-once and the log has no hole.
-//! - Accounts (`highest` device id), blocks (`version`): conditional batches
-//!   on a static column of the user's partition.
-//! - Single-use keys: `DELETE ... IF EXISTS`, so each is handed out once.
+//! - Accounts (`highest` device id), blocks (`version`, for blocks and
+//!   unblocks): conditional batches on a static column of the user's
+//!   partition.
+//! - Single-use keys: inserted `IF NOT EXISTS`, claimed by `DELETE ... IF
+//!   EXISTS`, so each is handed out once.
 //! - MLS epochs: `IF head = ? AND epoch = ?` in the Commit's LWT.
 //! - Conversations: `IF kind = null` (the id), unique keys `IF NOT EXISTS`.
 //! - Ownership: `IF fence = ?` with the read token, retried on contention.
+//!
+//! Cells and rows an LWT writes are written by LWTs only (the expiry sweep's
+//! idempotency-key deletes excepted): an LWT's timestamp is its Paxos
+//! ballot, a plain write's its coordinator's clock, and under clock skew the
+//! two can be ordered against their real order. `README.md` ("Semantics
+//! relied on") lists every CQL and driver behaviour this crate relies on,
+//! with the documentation checked.
 //!
 //! # Durability
 //! Every write is acknowledged by the cluster at the configured consistency
