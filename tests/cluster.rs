@@ -27,7 +27,7 @@ use tern_proto::codec::LEN_PREFIX;
 use tern_proto::fb::ErrorCode;
 use tern_proto::{Body, ConversationKind, ErrorBody, Frame, Limits};
 use tern_server::cluster::{
-    ClusterTls, NodeHandler, NodeId, NodeInfo, NodeLinks, MAX_NODE_MESSAGE,
+    ClusterTls, NodeHandler, NodeId, NodeInfo, NodeLinks, Registry, MAX_NODE_MESSAGE,
 };
 use tern_server::node::wire::{self as node_wire, NodeCall, NodePush, WireFrames};
 use tern_server::node::Route;
@@ -600,4 +600,97 @@ async fn a_peer_node_gets_typed_refusals_and_users_go_on() {
     assert_eq!(got.len(), 1, "{got:?}");
     let page = bob.history(group, 1, 100).await.unwrap();
     assert!(page.messages.iter().all(|m| m.payload.len() < 1 << 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_on_another_ca_is_refused_at_start_and_leaves_no_trace() {
+    let cluster = Cluster::start().await;
+    let other = tempfile::tempdir().unwrap();
+    let (cert, key) = ClusterTls::generate_ca().unwrap();
+    std::fs::write(other.path().join("ca.pem"), cert).unwrap();
+    std::fs::write(other.path().join("ca.key"), key).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(data.path(), 1);
+    config.presence_backend = PresenceBackend::Redis;
+    config.redis_url = cluster._redis.url();
+    config.cluster_node_id = Some("node-3".into());
+    config.cluster_listen = "127.0.0.1:0".parse().unwrap();
+    config.cluster_ca_cert = other.path().join("ca.pem");
+    config.cluster_ca_key = other.path().join("ca.key");
+    config.cluster_node_ttl_ms = TTL_MS;
+    let services = tern_server::Services {
+        store: cluster.store.clone(),
+        clock: tern_server::Clock::system(),
+    };
+    let refused = tern_server::start_with(config, services)
+        .err()
+        .expect("refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("refuse this node's certificate"),
+        "{message}"
+    );
+    assert!(message.contains("node-0"), "{message}");
+    // It left the membership as it failed: no node routes to it.
+    let redis = &cluster._redis;
+    assert_eq!(
+        redis.command("HEXISTS tern:nodes node-3").as_deref(),
+        Some(":0")
+    );
+    assert_eq!(
+        redis.command("EXISTS tern:node:node-3").as_deref(),
+        Some(":0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_owned_by_an_unreachable_node_fail_retryably_in_time() {
+    let cluster = Cluster::start().await;
+    let alice = cluster.nodes[0].register("alice").await;
+    let bob = cluster.nodes[1].register("bob").await;
+    let mut groups = Vec::new();
+    for _ in 0..4 {
+        let group = alice.create_conversation(ConversationKind::Group, &["bob"]);
+        groups.push(group.await.unwrap().id);
+    }
+    // node-3 registers an address where a socket takes packets and never
+    // answers (a wrong advertised address, a firewall).
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ghost = NodeInfo {
+        id: "node-3".into(),
+        addr: silent.local_addr().unwrap(),
+    };
+    let ttl = Duration::from_millis(TTL_MS);
+    let _ghost = Registry::join(&cluster._redis.url(), ghost, ttl)
+        .await
+        .unwrap();
+    cluster.until_live(0, 4).await;
+    let node = cluster.nodes[0].handle().cluster_node().unwrap();
+    let lost = |id: &u64| matches!(node.route(*id), Route::Node(n) if n.id == "node-3");
+    let ids: Vec<u64> = (1..u64::MAX).filter(lost).take(20).collect();
+    // Twenty requests at once, each with a huge history limit: every one
+    // is answered with a retryable error within the call timeout (5 s),
+    // well before the client's own 30-s request timeout.
+    let asks = ids.iter().map(|id| alice.history(*id, 1, u32::MAX));
+    let answers = tokio::time::timeout(WAIT, futures_util::future::join_all(asks)).await;
+    for answer in answers.expect("every request answered in time") {
+        match answer {
+            Err(tern_client::ClientError::Server {
+                code: ErrorCode::Internal,
+                retry_after_ms,
+                message,
+            }) => {
+                assert!(retry_after_ms > 0, "{message}");
+                assert!(message.contains("node-3"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let failed = tern_server::node::NodeStats::get(&node.stats().forward_failed);
+    assert!(failed >= 20, "{failed}");
+    // The rest of the cluster serves on: a group owned by a live node.
+    let group = *groups.iter().find(|id| !lost(id)).expect("one of 4 stays");
+    let hello = Bytes::from_static(b"still served");
+    send_until_acknowledged(&alice, group, &hello, 1).await;
+    collect(&bob, group, std::slice::from_ref(&hello)).await;
 }

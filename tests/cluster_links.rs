@@ -447,11 +447,19 @@ async fn a_stopped_node_fails_fast_and_works_again_after_a_restart() {
         "{failed:?}"
     );
     let b = start(&ca, "tern-b", b.info.addr);
-    let answer = bounded(
-        "a call after the restart",
-        a.links.call(&b.info, Bytes::from("3")),
-    )
-    .await;
+    // A dial that got no answer is not repeated for a second (calls fail at
+    // once meanwhile): retried as a client retries a retryable error.
+    let retried = async {
+        loop {
+            match a.links.call(&b.info, Bytes::from("3")).await {
+                Err(LinkError::Unreachable { reason, .. }) if reason.contains("last dial") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                answer => return answer,
+            }
+        }
+    };
+    let answer = bounded("a call after the restart", retried).await;
     assert_eq!(answer.unwrap(), Bytes::from("tern-a:3"));
 }
 
@@ -472,4 +480,40 @@ async fn closing_fails_calls_in_flight_with_closed() {
     assert!(matches!(closed, Err(LinkError::Closed)), "{closed:?}");
     let closed = a.links.call(&b.info, Bytes::from("after")).await;
     assert!(matches!(closed, Err(LinkError::Closed)), "{closed:?}");
+}
+
+#[tokio::test]
+async fn a_silent_address_fails_calls_at_once_until_it_is_dialled_again() {
+    let ca = ClusterTls::generate_ca().unwrap();
+    let a = start(&ca, "tern-a", loopback());
+    // Takes packets, never answers: a wrong advertised address.
+    let silent = std::net::UdpSocket::bind(loopback()).unwrap();
+    let ghost = NodeInfo {
+        id: "tern-b".into(),
+        addr: silent.local_addr().unwrap(),
+    };
+    let first = bounded("a call to a silent node", a.links.call(&ghost, "1".into())).await;
+    assert!(
+        matches!(&first, Err(LinkError::Unreachable { reason, .. }) if reason.contains("no answer")),
+        "{first:?}"
+    );
+    // Neither the next call nor a push waits another call timeout.
+    let again = bounded("a second call", a.links.call(&ghost, "2".into())).await;
+    assert!(
+        matches!(&again, Err(LinkError::Unreachable { reason, .. }) if reason.contains("last dial")),
+        "{again:?}"
+    );
+    let push = bounded("a push", a.links.push(&ghost, "3".into())).await;
+    assert!(
+        matches!(push, Err(LinkError::Unreachable { .. })),
+        "{push:?}"
+    );
+    // The node registered again at a real address is dialled at once.
+    let b = start(&ca, "tern-b", loopback());
+    let answer = bounded(
+        "a call at the new address",
+        a.links.call(&b.info, "4".into()),
+    )
+    .await;
+    assert_eq!(answer.unwrap(), Bytes::from("tern-a:4"));
 }

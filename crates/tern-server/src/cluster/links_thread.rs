@@ -26,6 +26,11 @@ use super::{NodeId, NodeInfo};
 /// How long a closing endpoint waits for its close to reach the peers.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// After a dial that got no answer, how long calls to that address fail at
+/// once before it is dialled again (a restarted node is reachable again
+/// at most this late).
+const SILENT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One request from the handle.
 pub(super) enum Request {
     Call {
@@ -174,6 +179,13 @@ struct Links {
 struct Peer {
     addr: SocketAddr,
     connection: tokio::sync::Mutex<Option<Connection>>,
+    /// When a dial of this address last got no answer within the call
+    /// timeout (a wrong advertised address, a firewall, a stopped node);
+    /// cleared by a connection. Calls then fail at once for
+    /// [`SILENT_BACKOFF`], and while the next dial is under way, instead of
+    /// each waiting the full timeout (holding its client's in-flight slot)
+    /// for an answer that is not coming.
+    silent_since: Cell<Option<Instant>>,
 }
 
 impl Links {
@@ -252,6 +264,15 @@ impl Links {
             addr: to.addr,
             reason,
         };
+        if let Some(since) = peer.silent_since.get() {
+            let waited = since.elapsed();
+            if waited < SILENT_BACKOFF || peer.connection.try_lock().is_err() {
+                return Err(unreachable(format!(
+                    "its last dial, {waited:?} ago, got no answer within {:?}; it is dialled again {SILENT_BACKOFF:?} after",
+                    self.settings.call_timeout
+                )));
+            }
+        }
         let dial = async {
             let mut slot = peer.connection.lock().await;
             if let Some(open) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
@@ -264,6 +285,7 @@ impl Links {
                 .map_err(|e| unreachable(e.to_string()))?;
             let connection = connecting.await.map_err(|e| connection_error(to, e))?;
             *slot = Some(connection.clone());
+            peer.silent_since.set(None);
             spawn_local(forget_when_closed(
                 Rc::downgrade(self),
                 to.id.clone(),
@@ -274,10 +296,13 @@ impl Links {
         };
         match timeout_at(deadline, dial).await {
             Ok(result) => result,
-            Err(_) => Err(unreachable(format!(
-                "no answer within {:?}",
-                self.settings.call_timeout
-            ))),
+            Err(_) => {
+                peer.silent_since.set(Some(Instant::now()));
+                Err(unreachable(format!(
+                    "no answer within {:?}",
+                    self.settings.call_timeout
+                )))
+            }
         }
     }
 
@@ -290,6 +315,7 @@ impl Links {
                 let peer = Rc::new(Peer {
                     addr: to.addr,
                     connection: tokio::sync::Mutex::new(None),
+                    silent_since: Cell::new(None),
                 });
                 peers.insert(to.id.clone(), peer.clone());
                 peer

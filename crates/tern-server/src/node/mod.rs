@@ -21,6 +21,7 @@
 
 pub mod delivery;
 mod inbound;
+mod probe;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -70,6 +71,9 @@ pub enum JoinError {
     Registry(#[from] crate::cluster::RegistryError),
     #[error("cannot start the cluster node's runtime: {0}")]
     Runtime(std::io::Error),
+    /// Every live node that answered refused this node's certificate.
+    #[error("the live cluster nodes refuse this node's certificate: {refused}; this node and they load different cluster CAs: give every node the same ca.pem and ca.key (from one `tern cluster-ca`), or stop the nodes on the wrong one")]
+    ForeignCa { refused: String },
 }
 
 /// What the inbound side of a node hands its requests to: this server's
@@ -181,6 +185,15 @@ impl ClusterNode {
             }
         };
         let view = registry.view();
+        let current = view.borrow().clone();
+        let probe = outside_async(|| runtime.block_on(probe::probe(&links, &me.id, &current)));
+        if probe.foreign() {
+            outside_async(|| runtime.block_on(registry.leave()));
+            links.close();
+            runtime.shutdown_background();
+            let refused = probe.refused.join("; ");
+            return Err(JoinError::ForeignCa { refused });
+        }
         let _ = views.set(view.clone());
         tracing::info!(node = %me.id, addr = %me.addr, "joined the cluster");
         Ok(Arc::new(ClusterNode {
