@@ -694,3 +694,53 @@ async fn requests_owned_by_an_unreachable_node_fail_retryably_in_time() {
     send_until_acknowledged(&alice, group, &hello, 1).await;
     collect(&bob, group, std::slice::from_ref(&hello)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stranger_is_refused_alike_on_every_node_and_redis_loss_keeps_routing() {
+    let mut cluster = Cluster::start().await;
+    let alice = cluster.nodes[0].register("alice").await;
+    let bob = cluster.nodes[1].register("bob").await;
+    let mallory = cluster.nodes[2].register("mallory").await;
+    let mallory_here = common::link_device(&cluster.nodes[0], &mallory, "mallory").await;
+    let group = alice
+        .create_conversation(ConversationKind::Group, &["bob"])
+        .await
+        .unwrap()
+        .id;
+    // Whichever node the stranger's request enters by, the owner refuses
+    // it the same way, and a huge limit gives a member a bounded page.
+    let there = mallory.history(group, 1, u32::MAX).await.unwrap_err();
+    let here = mallory_here.history(group, 1, u32::MAX).await.unwrap_err();
+    assert!(there.code().is_some(), "{there:?}");
+    assert_eq!(there.code(), here.code(), "{there:?} / {here:?}");
+    let sent = mallory.send(group, Bytes::from_static(b"let me in")).await;
+    assert_eq!(sent.unwrap_err().code(), here.code());
+    let hello = Bytes::from_static(b"members only");
+    alice.send(group, hello.clone()).await.unwrap();
+    collect(&bob, group, std::slice::from_ref(&hello)).await;
+    let page = bob.history(group, 1, u32::MAX).await.unwrap();
+    assert_eq!(page.messages.len(), 1, "{page:?}");
+
+    // Redis dies: the nodes keep their last view (no node claims another's
+    // conversations), so requests go where they went and messages flow.
+    cluster._redis.kill();
+    for round in 0..5u64 {
+        let payload = Bytes::from(format!("without redis {round}"));
+        send_until_acknowledged(&alice, group, &payload, 100 + round).await;
+        collect(&bob, group, std::slice::from_ref(&payload)).await;
+    }
+    for i in 0..3 {
+        assert_eq!(
+            cluster.nodes[i]
+                .handle()
+                .cluster_node()
+                .unwrap()
+                .live_nodes(),
+            3
+        );
+    }
+    cluster._redis.restart();
+    let back = Bytes::from_static(b"redis is back");
+    send_until_acknowledged(&bob, group, &back, 200).await;
+    collect(&alice, group, std::slice::from_ref(&back)).await;
+}
