@@ -1,0 +1,181 @@
+//! The in-process three-node cluster of `tests/cluster.rs` and
+//! `tests/cluster_attacks.rs`: a real `redis-server`, one store shared
+//! through the trait, one cluster CA; helpers that wait on events.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tempfile::TempDir;
+use tern_client::SendOptions;
+use tern_server::cluster::{ClusterTls, NodeHandler, NodeId, NodeInfo, NodeLinks};
+use tern_server::node::Route;
+use tern_server::presence::PresenceBackend;
+use tern_store::memory::MemStore;
+use tern_store::{OwnershipStore, Store};
+
+use super::common::{TestClient, TestServer, WAIT};
+use super::redis_server::RedisServer;
+
+/// Membership lifetime of the test nodes (a heartbeat every second): long
+/// enough that a node of a loaded test machine does not expire between two
+/// heartbeats, which would move conversations mid-test.
+pub const TTL_MS: u64 = 3000;
+
+pub struct Cluster {
+    pub nodes: Vec<TestServer>,
+    pub store: Arc<MemStore>,
+    pub _redis: RedisServer,
+    pub _ca: TempDir,
+}
+
+impl Cluster {
+    /// Three nodes `node-0..2`, each with two shards, all in one view.
+    pub async fn start() -> Cluster {
+        let redis = RedisServer::start();
+        let ca = tempfile::tempdir().unwrap();
+        let (cert, key) = ClusterTls::generate_ca().unwrap();
+        std::fs::write(ca.path().join("ca.pem"), cert).unwrap();
+        std::fs::write(ca.path().join("ca.key"), key).unwrap();
+        let store = Arc::new(MemStore::new());
+        let nodes: Vec<TestServer> = (0..3)
+            .map(|i| {
+                let shared: Arc<dyn Store> = store.clone();
+                TestServer::start_on_store_with(2, shared, |c| {
+                    c.presence_backend = PresenceBackend::Redis;
+                    c.redis_url = redis.url();
+                    c.cluster_node_id = Some(format!("node-{i}"));
+                    c.cluster_listen = "127.0.0.1:0".parse().unwrap();
+                    c.cluster_ca_cert = ca.path().join("ca.pem");
+                    c.cluster_ca_key = ca.path().join("ca.key");
+                    c.cluster_node_ttl_ms = TTL_MS;
+                    c.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+                    c.push.allow_http_loopback = true;
+                    c.push.coalesce_ms = 100;
+                })
+            })
+            .collect();
+        let cluster = Cluster {
+            nodes,
+            store,
+            _redis: redis,
+            _ca: ca,
+        };
+        for i in 0..3 {
+            cluster.until_live(i, 3).await;
+        }
+        cluster
+    }
+
+    /// Waits until node `i` sees `count` live nodes.
+    pub async fn until_live(&self, i: usize, count: usize) {
+        let node = self.nodes[i]
+            .handle()
+            .cluster_node()
+            .expect("a cluster node");
+        let mut view = node.view();
+        let seen = tokio::time::timeout(WAIT, view.wait_for(|v| v.nodes().len() == count)).await;
+        assert!(seen.is_ok(), "node-{i} never saw {count} live nodes");
+    }
+
+    /// The node that claimed conversation `id` last (its owner).
+    pub async fn owner(&self, id: u64) -> String {
+        let ownership = self.store.ownership(id).await.unwrap();
+        ownership.expect("the conversation was claimed").node
+    }
+}
+
+/// Waits until `client` has received one message with each of `payloads`
+/// in `conversation`; returns seq → payload of everything it got there.
+pub async fn collect(
+    client: &TestClient,
+    conversation: u64,
+    payloads: &[Bytes],
+) -> BTreeMap<u64, Bytes> {
+    let mut got: BTreeMap<u64, Bytes> = BTreeMap::new();
+    let mut copies: BTreeMap<Bytes, usize> = BTreeMap::new();
+    while !payloads.iter().all(|p| copies.contains_key(p)) {
+        let m = client.expect_message().await;
+        if m.conversation_id != conversation {
+            continue;
+        }
+        *copies.entry(m.payload.clone()).or_default() += 1;
+        assert!(
+            got.insert(m.seq, m.payload.clone()).is_none(),
+            "seq {} delivered twice",
+            m.seq
+        );
+    }
+    assert!(
+        copies.values().all(|&n| n == 1),
+        "a message was delivered twice: {copies:?}"
+    );
+    got
+}
+
+/// Sends `payload` with idempotency key `cmid` until the cluster
+/// acknowledges it (a send to a node that is leaving may fail; the same
+/// key makes the retry exactly-once); returns its seq.
+pub async fn send_until_acknowledged(
+    client: &TestClient,
+    id: u64,
+    payload: &Bytes,
+    cmid: u64,
+) -> u64 {
+    let options = SendOptions {
+        client_message_id: cmid,
+        ..SendOptions::default()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match client.send_with(id, payload.clone(), options).await {
+            Ok(receipt) => return receipt.seq,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "send refused during failover; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("message {cmid} never acknowledged: {e}"),
+        }
+    }
+}
+
+/// The links of a peer that only calls: answers and takes nothing.
+pub struct Mute;
+
+#[async_trait::async_trait]
+impl NodeHandler for Mute {
+    async fn call(&self, _: &NodeId, _: Bytes) -> Bytes {
+        Bytes::new()
+    }
+    async fn push(&self, _: &NodeId, _: Bytes) {}
+}
+
+impl Cluster {
+    /// Links of `node-9`, issued by this cluster's CA but never registered:
+    /// what a faulty or hostile node can send.
+    pub fn rogue(&self) -> NodeLinks {
+        let read = |file: &str| std::fs::read_to_string(self._ca.path().join(file)).unwrap();
+        let tls = ClusterTls::load(&read("ca.pem"), &read("ca.key"), "node-9").unwrap();
+        NodeLinks::start(&tls, "127.0.0.1:0".parse().unwrap(), Arc::new(Mute)).unwrap()
+    }
+
+    /// Node `i` as the view lists it.
+    pub fn info(&self, i: usize) -> NodeInfo {
+        let node = self.nodes[i].handle().cluster_node().unwrap();
+        let view = node.view().borrow().clone();
+        view.get(&format!("node-{i}")).cloned().unwrap()
+    }
+
+    /// Whether node `i` owns conversation `id` in its view.
+    pub fn owns(&self, i: usize, id: u64) -> bool {
+        let node = self.nodes[i].handle().cluster_node().unwrap();
+        node.route(id) == Route::Here
+    }
+}
