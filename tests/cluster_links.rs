@@ -517,3 +517,34 @@ async fn a_silent_address_fails_calls_at_once_until_it_is_dialled_again() {
     .await;
     assert_eq!(answer.unwrap(), Bytes::from("tern-a:4"));
 }
+
+#[tokio::test]
+async fn a_node_whose_id_was_taken_while_cut_off_steps_aside() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = Registry::join(&url, node("tern-a", 1), TTL).await.unwrap();
+    let b = Registry::join(&url, node("tern-b", 2), TTL).await.unwrap();
+    let mut view = a.view();
+    until(&mut view, "a and b", |v| has(v, &["tern-a", "tern-b"])).await;
+    // tern-a's key expired (as if it had been cut off from Redis past its
+    // ttl) and another process claimed the id at another address.
+    let claim = redis.command("SET tern:node:tern-a 127.0.0.1:9999 PX 5000");
+    assert_eq!(claim.as_deref(), Some("+OK"));
+    let usurper = Registry::join(&url, node("tern-a", 9999), TTL)
+        .await
+        .unwrap();
+    until(&mut view, "a without itself", |v| ids(v) == ["tern-b"]).await;
+    let key = redis.command("STRLEN tern:node:tern-a");
+    assert_eq!(
+        key.as_deref(),
+        Some(":14"),
+        "the usurper's 127.0.0.1:9999 is kept"
+    );
+    // Once the id is free again the node takes it back.
+    usurper.leave().await;
+    until(&mut view, "a back", |v| {
+        v.get("tern-a") == Some(&node("tern-a", 1))
+    })
+    .await;
+    drop(b);
+}

@@ -24,6 +24,10 @@
 //!   availability wins over shrinking to {self} (which would make every
 //!   node claim every conversation). One log line when Redis is lost, one
 //!   when it is back; nothing panics.
+//! - **Id taken over.** A node whose key expired (cut off from Redis past
+//!   its ttl) may find its id claimed by another node when it is back: it
+//!   then writes nothing, drops itself from its view (it owns nothing and
+//!   forwards every request) and logs an error, until the key is free again.
 //! - **Flushed.** After a `FLUSHALL` each node's next heartbeat writes its
 //!   key and index entry again: views shrink meanwhile and are whole again
 //!   within one heartbeat of every node.
@@ -262,7 +266,7 @@ impl Node {
     /// Heartbeats until aborted, publishing each changed view; keeps the
     /// last view while Redis does not answer.
     async fn run(self, publish: watch::Sender<Arc<View>>) {
-        let mut lost = false;
+        let (mut lost, mut taken) = (false, false);
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -270,6 +274,7 @@ impl Node {
             tick.tick().await;
             match tokio::time::timeout(self.timeout * 2, self.beat()).await {
                 Ok(Ok(view)) => {
+                    taken = false;
                     if std::mem::take(&mut lost) {
                         tracing::warn!(
                             "cluster: Redis is reachable again; the view of live nodes is current"
@@ -281,6 +286,19 @@ impl Node {
                             *current = Arc::new(view);
                         }
                         changed
+                    });
+                }
+                Ok(Err(Beat::Duplicate(addr))) => {
+                    if !std::mem::replace(&mut taken, true) {
+                        tracing::error!(node = %self.me.id, other = %addr, "cluster: another node registered this node's id (its key had expired here); this node stops heartbeating and owns nothing, forwarding every request: give each node its own id and restart this one");
+                    }
+                    publish.send_if_modified(|current| {
+                        let mine = current.get(&self.me.id).is_some();
+                        if mine {
+                            let others = current.nodes().iter().filter(|n| n.id != self.me.id);
+                            *current = Arc::new(View::new(others.cloned().collect()));
+                        }
+                        mine
                     });
                 }
                 Ok(Err(Beat::Redis(error))) if !lost => {
@@ -296,8 +314,16 @@ impl Node {
         }
     }
 
-    /// Refreshes this node's key and index entry, then reads the live nodes.
+    /// Refreshes this node's key and index entry, then reads the live nodes;
+    /// [`Beat::Duplicate`] (nothing written) when the key names another
+    /// address: while this node's key had expired, another node claimed
+    /// its id. Best effort: a claim between the read and the write is
+    /// overwritten, and seen by that node's next beat.
     async fn beat(&self) -> Result<View, Beat> {
+        let holder: Option<String> = self.client.get(self.key.as_str()).await?;
+        if let Some(addr) = holder.filter(|addr| *addr != self.addr) {
+            return Err(Beat::Duplicate(addr));
+        }
         let pipeline = self.client.pipeline();
         let expiry = Some(Expiration::PX(self.ttl_ms()));
         let _: () = pipeline
