@@ -309,3 +309,39 @@ async fn a_stranger_is_refused_alike_on_every_node_and_redis_loss_keeps_routing(
     send_until_acknowledged(&bob, group, &back, 200).await;
     collect(&alice, group, std::slice::from_ref(&back)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundreds_of_pipelined_requests_cross_nodes_and_all_are_answered() {
+    let cluster = Cluster::start().await;
+    let alice = cluster.nodes[0].register("alice").await;
+    let bob = cluster.nodes[1].register("bob").await;
+    let mut group = None;
+    for _ in 0..60 {
+        let id = alice
+            .create_conversation(ConversationKind::Group, &["bob"])
+            .await
+            .unwrap()
+            .id;
+        if cluster.owns(0, id) {
+            group = Some(id);
+            break;
+        }
+    }
+    let group = group.expect("node-0 owns one of 60 groups");
+    let node1 = cluster.nodes[1].handle().cluster_node().unwrap();
+    let before = tern_server::node::NodeStats::get(&node1.stats().forwarded);
+    // 400 at once: past the connection's 256 in flight and the node link's
+    // 64 streams; the extra ones wait their turn, none is dropped.
+    let asks = (0..400).map(|_| bob.admin_settings(group));
+    let answers = tokio::time::timeout(WAIT, futures_util::future::join_all(asks)).await;
+    let answers = answers.expect("all answered in time");
+    let failed: Vec<_> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let after = tern_server::node::NodeStats::get(&node1.stats().forwarded);
+    assert!(after - before >= 400, "{before} -> {after}");
+}
