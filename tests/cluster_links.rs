@@ -190,7 +190,7 @@ impl NodeHandler for Echo {
     async fn call(&self, from: &NodeId, request: Bytes) -> Bytes {
         match &request[..] {
             b"big" => Bytes::from(vec![0u8; MAX_NODE_MESSAGE + 1]),
-            b"hang" => {
+            r if r.starts_with(b"hang") => {
                 let _ = self.hanging.send(());
                 std::future::pending().await
             }
@@ -221,6 +221,10 @@ fn settings() -> LinkSettings {
 }
 
 fn start(ca: &(String, String), id: &str, listen: SocketAddr) -> Node {
+    start_with(ca, id, listen, settings())
+}
+
+fn start_with(ca: &(String, String), id: &str, listen: SocketAddr, settings: LinkSettings) -> Node {
     let tls = ClusterTls::load(&ca.0, &ca.1, id).unwrap();
     let (push_tx, pushes) = mpsc::unbounded_channel();
     let (hang_tx, hanging) = mpsc::unbounded_channel();
@@ -228,7 +232,7 @@ fn start(ca: &(String, String), id: &str, listen: SocketAddr) -> Node {
         pushes: push_tx,
         hanging: hang_tx,
     });
-    let links = NodeLinks::start_with(&tls, listen, handler, settings()).unwrap();
+    let links = NodeLinks::start_with(&tls, listen, handler, settings).unwrap();
     let info = NodeInfo {
         id: id.to_owned(),
         addr: links.local_addr(),
@@ -547,4 +551,36 @@ async fn a_node_whose_id_was_taken_while_cut_off_steps_aside() {
     })
     .await;
     drop(b);
+}
+
+#[tokio::test]
+async fn inbound_bodies_wait_for_room_in_the_budget() {
+    let ca = ClusterTls::generate_ca().unwrap();
+    let a = start(&ca, "tern-a", loopback());
+    // b holds at most 1 MiB of each peer's bodies, and a hanging call keeps
+    // its room for b's 10-s call timeout (a gives up after its 2 s).
+    let tight = LinkSettings {
+        inbound_buffer_bytes: 1 << 20,
+        call_timeout: Duration::from_secs(10),
+        ..settings()
+    };
+    let b = start_with(&ca, "tern-b", loopback(), tight);
+    let mut first = b"hang".to_vec();
+    first.resize(800 << 10, 0);
+    let (links, to) = (a.links.clone(), b.info.clone());
+    let held = tokio::spawn(async move { links.call(&to, Bytes::from(first)).await });
+    bounded("the first call reaching b's handler", async {
+        b.hanging.lock().await.recv().await
+    })
+    .await;
+    // A second 800 KiB body finds no room: it is not read, and a gives up.
+    let second = Bytes::from(vec![b'x'; 800 << 10]);
+    let second = bounded("a second big call", a.links.call(&b.info, second)).await;
+    assert!(second.is_err(), "read past the budget");
+    // Another peer's budget is its own: its big call is answered.
+    let c = start(&ca, "tern-c", loopback());
+    let big = Bytes::from(vec![b'y'; 800 << 10]);
+    let other = bounded("another peer's big call", c.links.call(&b.info, big)).await;
+    assert!(other.unwrap().starts_with(b"tern-c:yyy"));
+    assert!(bounded("the first call", held).await.unwrap().is_err());
 }

@@ -51,6 +51,13 @@ pub struct LinkSettings {
     pub max_streams_per_peer: u32,
     /// Inbound connections at once (one per peer node is the norm). Default 64.
     pub max_inbound_connections: usize,
+    /// Bytes of inbound call and push bodies one peer connection holds at
+    /// once until each is handled; a message waits for room within the
+    /// call timeout (one larger than the budget takes all of it), and a
+    /// peer that fills it stalls only its own messages. Without it, each of
+    /// a peer's streams could hold [`MAX_NODE_MESSAGE`]. With
+    /// `max_inbound_connections`, it bounds all inbound bodies. Default 64 MiB.
+    pub inbound_buffer_bytes: usize,
 }
 
 impl Default for LinkSettings {
@@ -60,6 +67,7 @@ impl Default for LinkSettings {
             idle_timeout: Duration::from_secs(10),
             max_streams_per_peer: 64,
             max_inbound_connections: 64,
+            inbound_buffer_bytes: 64 << 20,
         }
     }
 }

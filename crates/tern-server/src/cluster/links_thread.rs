@@ -11,15 +11,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use quinn::{Connection, ConnectionError, Endpoint, EndpointConfig, TransportConfig, VarInt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{spawn_local, LocalSet};
 use tokio::time::{timeout_at, Instant};
 
 use super::links::{LinkError, LinkSettings, NodeHandler};
 use super::tls::ClusterTls;
 use super::wire::{
-    read_message, write_message, WireError, CODE_CLOSING, CODE_NO_NODE_NAME, CODE_TOO_LARGE,
-    CODE_UNANSWERED, MAX_NODE_MESSAGE,
+    read_body, read_len, read_message, write_message, WireError, CODE_CLOSING, CODE_NO_NODE_NAME,
+    CODE_TOO_LARGE, CODE_UNANSWERED, MAX_NODE_MESSAGE,
 };
 use super::{NodeId, NodeInfo};
 
@@ -424,14 +424,18 @@ async fn serve_connection(links: &Rc<Links>, incoming: quinn::Incoming) {
         );
         return;
     };
+    // Room for this peer's message bodies, in [`BUDGET_UNIT`]s: one peer
+    // filling it stalls only its own calls and pushes.
+    let room = budget(&links.settings);
     loop {
+        let peer = (links.clone(), from.clone(), room.clone());
         tokio::select! {
             bi = connection.accept_bi() => match bi {
-                Ok((send, recv)) => drop(spawn_local(answer(links.clone(), from.clone(), send, recv))),
+                Ok((send, recv)) => drop(spawn_local(answer(peer, send, recv))),
                 Err(_) => break,
             },
             uni = connection.accept_uni() => match uni {
-                Ok(recv) => drop(spawn_local(receive(links.clone(), from.clone(), recv))),
+                Ok(recv) => drop(spawn_local(receive(peer, recv))),
                 Err(_) => break,
             },
         }
@@ -441,14 +445,14 @@ async fn serve_connection(links: &Rc<Links>, incoming: quinn::Incoming) {
 /// One inbound call: read the request, ask the handler, write its answer,
 /// all within the call timeout (else the stream is reset).
 async fn answer(
-    links: Rc<Links>,
-    from: NodeId,
+    (links, from, room): (Rc<Links>, NodeId, Arc<Semaphore>),
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
     let deadline = Instant::now() + links.settings.call_timeout;
-    let request = match timeout_at(deadline, read_message(&mut recv)).await {
-        Ok(Ok(request)) => request,
+    let read = read_budgeted(&links.settings, &room, &mut recv);
+    let (request, _room) = match timeout_at(deadline, read).await {
+        Ok(Ok(read)) => read,
         Ok(Err(WireError::TooLarge(_))) => {
             let _ = send.reset(CODE_TOO_LARGE);
             return;
@@ -470,9 +474,13 @@ async fn answer(
 }
 
 /// One inbound push: read it within the call timeout, hand it over.
-async fn receive(links: Rc<Links>, from: NodeId, mut recv: quinn::RecvStream) {
+async fn receive(
+    (links, from, room): (Rc<Links>, NodeId, Arc<Semaphore>),
+    mut recv: quinn::RecvStream,
+) {
     let deadline = Instant::now() + links.settings.call_timeout;
-    let Ok(Ok(message)) = timeout_at(deadline, read_message(&mut recv)).await else {
+    let read = read_budgeted(&links.settings, &room, &mut recv);
+    let Ok(Ok((message, _room))) = timeout_at(deadline, read).await else {
         let _ = recv.stop(CODE_UNANSWERED);
         return;
     };
@@ -482,4 +490,38 @@ async fn receive(links: Rc<Links>, from: NodeId, mut recv: quinn::RecvStream) {
     {
         tracing::warn!(node = %from, "cluster: a push from another node was not taken within the call timeout");
     }
+}
+
+/// Reads one inbound message once its peer's budget has `room` for it
+/// ([`LinkSettings::inbound_buffer_bytes`]); the permit is held until the
+/// message has been handled, so the bodies of one peer's calls and pushes
+/// stay within the budget however many streams it opens.
+async fn read_budgeted(
+    settings: &LinkSettings,
+    room: &Arc<Semaphore>,
+    recv: &mut quinn::RecvStream,
+) -> Result<(Bytes, OwnedSemaphorePermit), WireError> {
+    let len = read_len(recv).await?;
+    // A message larger than the whole budget takes all of it.
+    let units = budget_units(len).min(budget_units(settings.inbound_buffer_bytes));
+    let room = room.clone().acquire_many_owned(units);
+    let permit = room
+        .await
+        .map_err(|_| WireError::Broken("the node links are closing".to_owned()))?;
+    let body = read_body(recv, len).await?;
+    Ok((body, permit))
+}
+
+/// The budget's unit: one KiB (so a `u32` of permits covers any budget).
+const BUDGET_UNIT: usize = 1024;
+
+/// Budget units for a message of `len` bytes (at least one).
+fn budget_units(len: usize) -> u32 {
+    u32::try_from(len.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX)
+}
+
+/// The inbound budget of `settings`.
+fn budget(settings: &LinkSettings) -> Arc<Semaphore> {
+    let units = budget_units(settings.inbound_buffer_bytes);
+    Arc::new(Semaphore::new(usize::try_from(units).unwrap_or(usize::MAX)))
 }

@@ -51,6 +51,13 @@ pub async fn write_message(send: &mut SendStream, message: &[u8]) -> Result<(), 
 /// Reads one length-prefixed message; an oversize one is refused (the
 /// stream stopped with [`CODE_TOO_LARGE`]) before its body is read.
 pub async fn read_message(recv: &mut RecvStream) -> Result<Bytes, WireError> {
+    let len = read_len(recv).await?;
+    read_body(recv, len).await
+}
+
+/// Reads a message's length; an oversize one is refused (the stream
+/// stopped with [`CODE_TOO_LARGE`]).
+pub async fn read_len(recv: &mut RecvStream) -> Result<usize, WireError> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len).await.map_err(read_error)?;
     let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
@@ -58,6 +65,11 @@ pub async fn read_message(recv: &mut RecvStream) -> Result<Bytes, WireError> {
         let _ = recv.stop(CODE_TOO_LARGE);
         return Err(WireError::TooLarge(len));
     }
+    Ok(len)
+}
+
+/// Reads the `len` bytes of a message body (after [`read_len`]).
+pub async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Bytes, WireError> {
     // Grown as bytes arrive (flow control bounds what a peer has in
     // flight), never sized up front from a length the peer announced.
     let mut body = BytesMut::with_capacity(len.min(INITIAL_BUFFER));
