@@ -173,9 +173,19 @@ async fn a_device_linked_on_another_node_is_approved_and_gets_messages() {
     let hello = Bytes::from_static(b"to both of alice's devices");
     bob.send(direct, hello.clone()).await.unwrap();
     collect(&alice, direct, std::slice::from_ref(&hello)).await;
-    // The laptop reads it from the conversation (whether its live push got
-    // there depends on the owner having heard of the new device yet: the
-    // news crosses nodes on its own; the durable path does not depend on it).
+    // Every owner heard of the laptop before it was told it is in, so the
+    // message reaches it live; it is in the conversation's history too.
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            let m = laptop.next_message().await.expect("laptop open");
+            if m.conversation_id == direct {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the linked device gets the message live");
+    assert_eq!(got.payload, hello);
     let page = laptop.history(direct, 1, 10).await.unwrap();
     assert!(page.messages.iter().any(|m| m.payload == hello), "{page:?}");
 }

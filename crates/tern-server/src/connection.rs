@@ -439,6 +439,14 @@ impl Conn {
         if authenticated {
             self.authenticated(caller);
         }
+        // Every owner (on every node) forgets the account's old device set
+        // before the new device hears it is in: a message sent to it after
+        // that reaches it.
+        let (forget, effects): (Vec<_>, Vec<_>) = std::mem::take(&mut outcome.effects)
+            .into_iter()
+            .partition(|e| matches!(e, effects::Effect::ForgetUser(_)));
+        effects::perform(self.ctx.delivery.as_ref(), forget).await;
+        outcome.effects = effects;
         self.reply(id, outcome.reply).await;
         if let Some(caller) = self.caller.as_ref().filter(|_| authenticated) {
             crate::realtime::calls::replay(&self.ctx, caller);

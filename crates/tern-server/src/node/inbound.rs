@@ -193,6 +193,10 @@ impl NodeHandler for Inbound {
                 approve,
             }) => self.link_decision(link_id, &approver, approve),
             Ok(NodeCall::Live { devices }) => self.live(devices),
+            Ok(NodeCall::ForgetUser { user }) => {
+                self.mesh.invalidate_user(&user).await;
+                Bytes::from_static(&[1])
+            }
             Err(e) => refuse(0, ErrorCode::Malformed, &format!("from node {from}: {e}")),
         }
     }

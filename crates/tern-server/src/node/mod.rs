@@ -320,6 +320,31 @@ impl ClusterNode {
         live
     }
 
+    /// Tells every other live node that `user`'s devices changed and waits
+    /// until each has queued the news for its owners (or failed to answer
+    /// within the call timeout: its owners then learn of the device on its
+    /// first request, see `Owner::refresh_for`).
+    pub async fn forget_user_everywhere(&self, user: &str) {
+        let call = NodeCall::ForgetUser {
+            user: user.to_owned(),
+        };
+        let Ok(bytes) = wire::encode(&call) else {
+            return;
+        };
+        let view = self.view.borrow().clone();
+        let others = view.nodes().iter().filter(|n| n.id != self.me.id);
+        let calls = others.map(|node| self.links.call(node, bytes.clone()));
+        for (answer, node) in futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .zip(view.nodes().iter().filter(|n| n.id != self.me.id))
+        {
+            if let Err(e) = answer {
+                tracing::debug!(node = %node.id, error = %e, "device change not told");
+            }
+        }
+    }
+
     /// Queues `push` for every other live node (in order per node).
     pub fn broadcast(&self, push: &NodePush) {
         let bytes = match wire::encode(push) {

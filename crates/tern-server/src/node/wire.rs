@@ -35,6 +35,9 @@ pub enum NodeCall {
     /// (before a push wake-up: a device connected anywhere is not woken);
     /// answered with the CBOR list of those that do.
     Live { devices: Vec<(UserId, DeviceId)> },
+    /// `user`'s devices changed: answered `[1]` once every owner shard of
+    /// the called node has the news queued (before any later request).
+    ForgetUser { user: UserId },
 }
 
 /// The frames of a fan-out: one for all recipients, or one per recipient.
