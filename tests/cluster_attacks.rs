@@ -6,6 +6,8 @@
 //! are served on. Waits on events with deadlines; nothing is timed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[path = "cluster/clients.rs"]
+mod clients;
 mod common;
 #[path = "cluster/harness.rs"]
 mod harness;

@@ -14,6 +14,8 @@
 //! checks the node configuration the processes would get.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[path = "cluster/clients.rs"]
+mod clients;
 mod common;
 #[path = "common/redis.rs"]
 mod redis_server;
@@ -27,7 +29,7 @@ use bytes::Bytes;
 use common::{run_tern, tern_ok, ServerProcess, WAIT};
 use redis_server::RedisServer;
 use tempfile::TempDir;
-use tern_client::{Client, SendOptions};
+use tern_client::Client;
 use tern_proto::ConversationKind;
 use tern_server::ServerConfig;
 use tern_store::{AppendError, Fences, MessageLog, OwnershipStore};
@@ -221,60 +223,14 @@ impl Cluster {
             .unwrap();
         (client, state)
     }
-
-    /// The node that claimed conversation `id` last (its owner).
-    async fn owner(&self, id: u64) -> String {
-        let ownership = self.store.ownership(id).await.unwrap();
-        ownership.expect("the conversation was claimed").node
-    }
 }
 
-/// Waits until `client` has received one message with each of `payloads`
-/// in `conversation`; returns seq → payload of everything it got there.
 async fn collect(client: &Client, conversation: u64, payloads: &[Bytes]) -> BTreeMap<u64, Bytes> {
-    let mut got: BTreeMap<u64, Bytes> = BTreeMap::new();
-    let mut copies: BTreeMap<Bytes, usize> = BTreeMap::new();
-    while !payloads.iter().all(|p| copies.contains_key(p)) {
-        let m = tokio::time::timeout(FAILOVER, client.next_message())
-            .await
-            .expect("a message arrives in time")
-            .expect("client open");
-        if m.conversation_id != conversation {
-            continue;
-        }
-        *copies.entry(m.payload.clone()).or_default() += 1;
-        assert!(
-            got.insert(m.seq, m.payload.clone()).is_none(),
-            "seq {} delivered twice",
-            m.seq
-        );
-    }
-    assert!(
-        copies.values().all(|&n| n == 1),
-        "a message was delivered twice: {copies:?}"
-    );
-    got
+    clients::collect_within(client, conversation, payloads, FAILOVER).await
 }
 
-/// Sends `payload` with idempotency key `cmid` until the cluster
-/// acknowledges it (a send through a dead owner fails until another node
-/// takes over; the same key makes the retry exactly-once); returns its seq.
 async fn send_until_acknowledged(client: &Client, id: u64, payload: &Bytes, cmid: u64) -> u64 {
-    let options = SendOptions {
-        client_message_id: cmid,
-        ..SendOptions::default()
-    };
-    let deadline = tokio::time::Instant::now() + FAILOVER;
-    loop {
-        match client.send_with(id, payload.clone(), options).await {
-            Ok(receipt) => return receipt.seq,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                eprintln!("message {cmid} refused during failover ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("message {cmid} never acknowledged: {e}"),
-        }
-    }
+    clients::send_within(client, id, payload, cmid, FAILOVER).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -311,22 +267,7 @@ async fn node_processes_chat_and_survive_a_killed_owner() {
     carol.close().await;
 
     // A group owned by node-2, where neither alice nor bob is connected.
-    let mut conversation = None;
-    for round in 0..40 {
-        let id = alice
-            .create_conversation(ConversationKind::Group, &["bob"])
-            .await
-            .unwrap()
-            .id;
-        let probe = Bytes::from(format!("probe {round}"));
-        alice.send(id, probe.clone()).await.unwrap();
-        collect(&bob, id, &[probe]).await;
-        if cluster.owner(id).await == "node-2" {
-            conversation = Some(id);
-            break;
-        }
-    }
-    let id = conversation.expect("one of 40 groups is owned by node-2");
+    let id = clients::group_owned_by(&alice, &bob, &cluster.store, "node-2", FAILOVER).await;
     let stale = cluster.store.ownership(id).await.unwrap().unwrap();
 
     // 60 sends; node-2 is SIGKILLed after the 20th is acknowledged.

@@ -10,17 +10,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tempfile::TempDir;
-use tern_client::SendOptions;
 use tern_server::cluster::{ClusterTls, NodeHandler, NodeId, NodeInfo, NodeLinks};
 use tern_server::node::Route;
 use tern_server::presence::PresenceBackend;
 use tern_store::memory::MemStore;
 use tern_store::{OwnershipStore, Store};
 
+use super::clients;
 use super::common::{TestClient, TestServer, WAIT};
 use super::redis_server::RedisServer;
 
@@ -92,58 +91,23 @@ impl Cluster {
     }
 }
 
-/// Waits until `client` has received one message with each of `payloads`
-/// in `conversation`; returns seq → payload of everything it got there.
+/// [`clients::collect_within`] with the harness's [`WAIT`] per message.
 pub async fn collect(
     client: &TestClient,
     conversation: u64,
     payloads: &[Bytes],
 ) -> BTreeMap<u64, Bytes> {
-    let mut got: BTreeMap<u64, Bytes> = BTreeMap::new();
-    let mut copies: BTreeMap<Bytes, usize> = BTreeMap::new();
-    while !payloads.iter().all(|p| copies.contains_key(p)) {
-        let m = client.expect_message().await;
-        if m.conversation_id != conversation {
-            continue;
-        }
-        *copies.entry(m.payload.clone()).or_default() += 1;
-        assert!(
-            got.insert(m.seq, m.payload.clone()).is_none(),
-            "seq {} delivered twice",
-            m.seq
-        );
-    }
-    assert!(
-        copies.values().all(|&n| n == 1),
-        "a message was delivered twice: {copies:?}"
-    );
-    got
+    clients::collect_within(client, conversation, payloads, WAIT).await
 }
 
-/// Sends `payload` with idempotency key `cmid` until the cluster
-/// acknowledges it (a send to a node that is leaving may fail; the same
-/// key makes the retry exactly-once); returns its seq.
+/// [`clients::send_within`] for up to [`WAIT`].
 pub async fn send_until_acknowledged(
     client: &TestClient,
     id: u64,
     payload: &Bytes,
     cmid: u64,
 ) -> u64 {
-    let options = SendOptions {
-        client_message_id: cmid,
-        ..SendOptions::default()
-    };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match client.send_with(id, payload.clone(), options).await {
-            Ok(receipt) => return receipt.seq,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "send refused during failover; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("message {cmid} never acknowledged: {e}"),
-        }
-    }
+    clients::send_within(client, id, payload, cmid, WAIT).await
 }
 
 /// The links of a peer that only calls: answers and takes nothing.
