@@ -249,12 +249,20 @@ impl OrderedDelivery {
     }
 
     /// The History request for `conversation` failed. It is not retried at
-    /// once: the next push in the conversation, or the next Sync, fetches
-    /// the gap again.
+    /// once: the next push in the conversation, the next Sync, or the
+    /// driver's [`OrderedDelivery::retry_fetch`] after a pause fetches the
+    /// gap again.
     pub fn on_fetch_failed(&mut self, conversation: u64) {
         if let Some(c) = self.conversations.get_mut(&conversation) {
             c.fetching = None;
         }
+    }
+
+    /// Asks again for the gap of `conversation` whose fetch failed (the
+    /// driver calls it after a backoff, so that held messages do not wait
+    /// for the next push); nothing if no gap is left or a fetch is in flight.
+    pub fn retry_fetch(&mut self, conversation: u64) {
+        self.advance(conversation);
     }
 
     /// Emits what is contiguous, then asks for the next gap (unless a Sync
@@ -747,6 +755,25 @@ mod tests {
         assert_eq!(drain(&mut o), vec![fetch(C, 1, 3)]);
         o.on_page(page(C, (1..=3).map(peer).collect(), 3, 4));
         assert_eq!(emitted(&mut o), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_failed_fetch_is_asked_again_by_the_driver_after_its_pause() {
+        let mut o = synced(&[]);
+        o.on_deliver(peer(2));
+        assert_eq!(drain(&mut o), vec![fetch(C, 1, 2)]);
+        o.on_fetch_failed(C);
+        o.retry_fetch(C);
+        assert_eq!(drain(&mut o), vec![fetch(C, 1, 2)], "the same gap again");
+        o.retry_fetch(C);
+        assert!(
+            drain(&mut o).is_empty(),
+            "not while that fetch is in flight"
+        );
+        o.on_page(page(C, (1..=2).map(peer).collect(), 2, 3));
+        assert_eq!(emitted(&mut o), vec![1, 2]);
+        o.retry_fetch(C);
+        assert!(drain(&mut o).is_empty(), "no gap left");
     }
 
     #[test]

@@ -1279,11 +1279,19 @@ async fn order_deliveries(
                         limit: fetch.limit(),
                     };
                     match request_on(&shared, request).await {
-                        Ok(page) => ordering.on_page(page),
+                        Ok(page) => {
+                            retry = shared.options.reconnect_min;
+                            ordering.on_page(page);
+                        }
                         Err(ClientError::Closed) => return,
                         Err(e) => {
-                            tracing::debug!(error = %e, ?fetch, "history for a gap failed; retried on the next push or reconnect");
+                            // Held messages must not wait for the next push:
+                            // ask again after a growing pause.
+                            tracing::debug!(error = %e, ?fetch, ?retry, "history for a gap failed; retrying");
                             ordering.on_fetch_failed(fetch.conversation);
+                            tokio::time::sleep(jitter(retry)).await;
+                            retry = (retry * 2).min(shared.options.reconnect_max);
+                            ordering.retry_fetch(fetch.conversation);
                         }
                     }
                 }
