@@ -65,8 +65,7 @@ impl Delivery for ClusterDelivery {
     }
 
     async fn forget_user(&self, user: UserId) {
-        self.node
-            .broadcast(&NodePush::ForgetUser { user: user.clone() });
+        self.node.forget_user_everywhere(&user).await;
         self.mesh.forget_user(user).await;
     }
 

@@ -148,7 +148,6 @@ impl Inbound {
             }
             NodePush::Notify { users, frame } => self.mesh.notify(users.into(), frame).await,
             NodePush::CloseDevice { user, device } => self.mesh.close_device(user, device).await,
-            NodePush::ForgetUser { user } => self.mesh.invalidate_user(&user).await,
             NodePush::EndpointChanged { user, device } => {
                 if let Some(pusher) = self.mesh.pusher.get() {
                     pusher.endpoint_changed(&user, device);

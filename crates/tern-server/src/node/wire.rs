@@ -62,8 +62,6 @@ pub enum NodePush {
     Notify { users: Vec<UserId>, frame: Bytes },
     /// Close every connection of a revoked device.
     CloseDevice { user: UserId, device: DeviceId },
-    /// A user's devices changed: owners drop cached recipient sets.
-    ForgetUser { user: UserId },
     /// A device registered or removed its push endpoint: pushers forget
     /// that it had none.
     EndpointChanged { user: UserId, device: DeviceId },
