@@ -19,6 +19,8 @@ echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# the server built without its default `otlp` feature (no trace exporter)
+cargo clippy -p tern --no-default-features --bins --locked -- -D warnings
 echo "== tests"
 scripts/install-redis.sh  # redis-server for the Redis presence backend's tests
 scripts/install-moto.sh   # moto, the S3-compatible server of the S3 blob backend's tests

@@ -8,6 +8,8 @@ mod files;
 mod forward;
 mod migrate;
 mod ops;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod presence;
 mod privacy;
 mod push;
@@ -208,6 +210,33 @@ pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     install(filter);
+}
+
+/// Logging for `tern serve`: like [`init_logging`], and with `otlp` (the
+/// collector's URL and this node's id) its spans exported over OTLP too.
+/// The returned exporter must be shut down to send the last batch.
+#[cfg(feature = "otlp")]
+pub fn init_server_logging(
+    default: &str,
+    otlp: Option<(&str, Option<&str>)>,
+) -> Result<Option<otlp::Exporter>, String> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let Some((endpoint, node)) = otlp else {
+        init_logging(default);
+        return Ok(None);
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let (spans, exporter) = otlp::layer(endpoint, node).map_err(|e| e.to_string())?;
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(spans)
+        .try_init();
+    Ok(Some(exporter))
 }
 
 /// Logging for the client commands: warnings and errors of tern itself

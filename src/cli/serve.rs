@@ -25,7 +25,6 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
-    super::init_logging("info,fjall=warn,lsm_tree=warn");
     let mut config = ServerConfig::load(args.config.as_deref()).map_err(|e| e.to_string())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -36,6 +35,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     if let Some(shards) = args.shards {
         config.shards = shards;
     }
+    config.validate().map_err(|e| e.to_string())?;
+    let traces = init_logging(&config)?;
     let server = start(config).map_err(|e| e.to_string())?;
     announce(&server.local_addr, &server.fingerprint, server.shards);
     let stats = server.stats.clone();
@@ -46,7 +47,51 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }))?;
     eprintln!("shutting down: draining connections and flushing the store");
     server.shutdown();
+    finish_traces(traces);
     Ok(())
+}
+
+/// The trace exporter, when `otlp_endpoint` is set.
+#[cfg(feature = "otlp")]
+type Traces = Option<super::otlp::Exporter>;
+#[cfg(not(feature = "otlp"))]
+type Traces = Option<std::convert::Infallible>;
+
+/// Sends the last batch of spans, if any are exported.
+#[cfg(feature = "otlp")]
+fn finish_traces(traces: Traces) {
+    if let Some(exporter) = traces {
+        exporter.shutdown();
+    }
+}
+#[cfg(not(feature = "otlp"))]
+fn finish_traces(_: Traces) {}
+
+const LOG_DEFAULT: &str = "info,fjall=warn,lsm_tree=warn";
+
+/// The log on stderr and, when `otlp_endpoint` is set, the trace exporter
+/// (checked here, before any port is bound).
+#[cfg(feature = "otlp")]
+fn init_logging(config: &ServerConfig) -> Result<Traces, String> {
+    let otlp = config
+        .otlp_endpoint
+        .as_deref()
+        .map(|endpoint| (endpoint, config.cluster_node_id.as_deref()));
+    super::init_server_logging(LOG_DEFAULT, otlp)
+}
+
+/// The log on stderr; `otlp_endpoint` is refused by a build without `otlp`.
+#[cfg(not(feature = "otlp"))]
+fn init_logging(config: &ServerConfig) -> Result<Traces, String> {
+    if config.otlp_endpoint.is_some() {
+        return Err(
+            "otlp_endpoint is set, but this tern was built without the `otlp` feature: \
+             unset it, or build with the default features"
+                .into(),
+        );
+    }
+    super::init_logging(LOG_DEFAULT);
+    Ok(None)
 }
 
 /// Prints what clients need, on stdout, flushed (scripts parse these lines).

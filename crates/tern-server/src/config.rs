@@ -252,6 +252,13 @@ pub struct ServerConfig {
     /// traffic volumes, are not exposed by accident); the deploy files set
     /// `0.0.0.0:9464`. Port 0 picks a free port (`ServerHandle::admin_addr`).
     pub admin_addr: Option<SocketAddr>,
+    /// OpenTelemetry collector that `tern serve` exports its `request` and
+    /// `owner` spans to, over OTLP/HTTP with protobuf bodies: a base URL
+    /// such as `http://collector:4318` (the traces path `/v1/traces` is
+    /// added) or a full traces URL. Default unset: no export. Needs a
+    /// `tern` built with the `otlp` feature (the default); see
+    /// docs/OPERATING.md, Traces.
+    pub otlp_endpoint: Option<String>,
     /// This node's id in a cluster (1 to 63 of `a-z`, `0-9`, `-`, e.g. a
     /// StatefulSet pod name `tern-0`; see `cluster::NodeId`). Default
     /// unset: one node owning every conversation. Set, the node joins the
@@ -349,6 +356,7 @@ impl Default for ServerConfig {
             push: crate::push::PushConfig::default(),
             blob_store: crate::blob_backend::BlobStoreConfig::default(),
             admin_addr: None,
+            otlp_endpoint: None,
             cluster_node_id: None,
             cluster_listen: SocketAddr::from(([0, 0, 0, 0], 4434)),
             cluster_advertise: None,
@@ -425,6 +433,23 @@ impl ServerConfig {
             self.store_cache_mib > 0,
             "store_cache_mib",
             "must be positive",
+        )
+    }
+
+    /// `otlp_endpoint`, when set, is an http or https URL with a host.
+    fn validate_otlp(&self) -> Result<(), ConfigError> {
+        let Some(endpoint) = &self.otlp_endpoint else {
+            return Ok(());
+        };
+        let host = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"))
+            .and_then(|rest| rest.split('/').next())
+            .filter(|host| !host.is_empty());
+        check(
+            host.is_some(),
+            "otlp_endpoint",
+            "must be an http:// or https:// URL of the collector, e.g. http://collector:4318",
         )
     }
 
@@ -517,6 +542,7 @@ impl ServerConfig {
         env_parse(&get, "TERN_PRESENCE_BACKEND", &mut self.presence_backend)?;
         env_parse(&get, "TERN_REDIS_URL", &mut self.redis_url)?;
         env_parse_optional(&get, "TERN_ADMIN_ADDR", &mut self.admin_addr)?;
+        env_parse_optional(&get, "TERN_OTLP_ENDPOINT", &mut self.otlp_endpoint)?;
         self.apply_store_env(&get)?;
         self.apply_cluster_env(&get)
     }
@@ -584,6 +610,7 @@ impl ServerConfig {
     /// Checks every field; call before binding anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_cluster()?;
+        self.validate_otlp()?;
         self.push.validate()?;
         self.blob_store.validate()?;
         check(
@@ -986,6 +1013,24 @@ mod tests {
             let c: ServerConfig = toml::from_str(toml).expect("parses");
             c.validate().expect(toml);
         }
+    }
+
+    #[test]
+    fn otlp_endpoint_must_be_an_http_url() {
+        let with = |endpoint: &str| ServerConfig {
+            otlp_endpoint: Some(endpoint.into()),
+            ..ServerConfig::default()
+        };
+        assert!(with("http://collector:4318").validate().is_ok());
+        assert!(with("https://otel.example/v1/traces").validate().is_ok());
+        for bad in ["collector:4318", "http://", "grpc://collector:4317", ""] {
+            let refused = with(bad).validate().expect_err(bad).to_string();
+            assert!(refused.contains("otlp_endpoint"), "{refused}");
+        }
+        let mut c = ServerConfig::default();
+        c.apply_env(|n| (n == "TERN_OTLP_ENDPOINT").then(|| "http://c:4318".into()))
+            .expect("env");
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("http://c:4318"));
     }
 
     #[test]
