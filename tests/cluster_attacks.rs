@@ -211,6 +211,51 @@ async fn a_node_on_another_ca_is_refused_at_start_and_leaves_no_trace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_advertising_an_address_not_its_own_is_refused_at_start() {
+    let cluster = Cluster::start().await;
+    // Nothing listens at the first address; node-0 answers at the second.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nobody = silent.local_addr().unwrap();
+    drop(silent);
+    for advertise in [nobody, cluster.info(0).addr] {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = common::test_config(data.path(), 1);
+        config.presence_backend = PresenceBackend::Redis;
+        config.redis_url = cluster._redis.url();
+        config.cluster_node_id = Some("node-3".into());
+        config.cluster_listen = "127.0.0.1:0".parse().unwrap();
+        config.cluster_advertise = Some(advertise);
+        config.cluster_ca_cert = cluster._ca.path().join("ca.pem");
+        config.cluster_ca_key = cluster._ca.path().join("ca.key");
+        config.cluster_node_ttl_ms = TTL_MS;
+        let services = tern_server::Services {
+            store: cluster.store.clone(),
+            clock: tern_server::Clock::system(),
+        };
+        let refused = tern_server::start_with(config, services)
+            .err()
+            .expect("refused");
+        let message = refused.to_string();
+        assert!(
+            message.contains(&format!(
+                "cluster_advertise {advertise} does not lead to this node"
+            )),
+            "{message}"
+        );
+        // It never registered: no node routes to it.
+        assert_eq!(
+            cluster
+                ._redis
+                .command("HEXISTS tern:nodes node-3")
+                .as_deref(),
+            Some(":0")
+        );
+    }
+    // The cluster goes on as before.
+    cluster.until_live(0, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_owned_by_an_unreachable_node_fail_retryably_in_time() {
     let cluster = Cluster::start().await;
     let alice = cluster.nodes[0].register("alice").await;

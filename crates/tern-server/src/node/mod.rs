@@ -69,6 +69,12 @@ pub enum JoinError {
     Links(#[from] crate::cluster::LinkError),
     #[error("cluster membership: {0}")]
     Registry(#[from] crate::cluster::RegistryError),
+    /// A call to this node's own advertised address did not reach it.
+    #[error("cluster_advertise {addr} does not lead to this node: {reason}; set cluster_advertise (TERN_CLUSTER_ADVERTISE) to the address at which the other nodes reach this node's cluster_listen port")]
+    Advertise {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
     #[error("cannot start the cluster node's runtime: {0}")]
     Runtime(std::io::Error),
     /// Every live node that answered refused this node's certificate.
@@ -176,6 +182,13 @@ impl ClusterNode {
             .enable_all()
             .build()
             .map_err(JoinError::Runtime)?;
+        let reached = outside_async(|| runtime.block_on(probe::reach_self(&links, &me)));
+        if let Err(reason) = reached {
+            links.close();
+            runtime.shutdown_background();
+            let addr = me.addr;
+            return Err(JoinError::Advertise { addr, reason });
+        }
         let join = Registry::join(&config.redis_url, me.clone(), config.ttl);
         let registry = match outside_async(|| runtime.block_on(join)) {
             Ok(registry) => registry,

@@ -7,6 +7,11 @@
 //! that answers refuses its certificate, it leaves the membership and
 //! fails to start, naming them. Unreachable or slow nodes say nothing about
 //! the CA and are not counted.
+//!
+//! Before registering at all, a node also calls itself at the address it
+//! is about to advertise ([`reach_self`]), so a wrong `cluster_advertise`
+//! fails the start instead of sending the others to another node or to
+//! nothing.
 
 use super::wire::{self, NodeCall};
 use crate::cluster::{LinkError, NodeInfo, NodeLinks, View};
@@ -60,6 +65,27 @@ pub(crate) async fn probe(links: &NodeLinks, me: &str, view: &View) -> Probe {
         tracing::error!(refused = %probe.refused.join("; "), "cluster: these live nodes refuse this node's certificate (another cluster CA?); requests for the conversations they own fail until they are stopped or given this cluster's CA");
     }
     probe
+}
+
+/// Calls this node at its own advertised address, as the other nodes
+/// will: the address must lead back to this node (its certificate names
+/// `me.id`). A wrong `cluster_advertise` would otherwise register an
+/// address where another node, or nothing, answers, and every request
+/// routed here would fail for as long as this node heartbeats.
+///
+/// # Errors
+/// The link error of the call, as a sentence: refused (another node
+/// answered there), timed out or unreachable (nothing answered).
+pub(crate) async fn reach_self(links: &NodeLinks, me: &NodeInfo) -> Result<(), String> {
+    let call = wire::encode(&NodeCall::Live {
+        devices: Vec::new(),
+    })
+    .map_err(|e| e.to_string())?;
+    links
+        .call(me, call)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
