@@ -244,6 +244,11 @@ fn invalid_config_is_refused_before_binding() {
             "cluster_node_id",
         ),
         ("cluster_node_id = \"Tern_0\"\npresence_backend = \"redis\"\n", "node_id"),
+        // A cluster on ScyllaDB whose attachments would stay on each node.
+        (
+            "cluster_node_id = \"tern-0\"\npresence_backend = \"redis\"\ncluster_listen = \"127.0.0.1:0\"\nstore = \"scylla\"\nscylla_nodes = [\"127.0.0.1:9\"]\n",
+            "blob_store.backend",
+        ),
         // Cluster errors name the setting as the operator writes it.
         (
             "cluster_node_id = \"tern-0\"\npresence_backend = \"redis\"\ncluster_node_ttl_ms = 10\n",
@@ -261,11 +266,12 @@ fn invalid_config_is_refused_before_binding() {
             "store = \"scylla\"\nscylla_nodes = [\"127.0.0.1:1\"]\nscylla_connect_timeout_ms = 1000\n",
             "check that the nodes are up",
         ),
-        // A cluster node on ScyllaDB is not refused for its cluster_node_id:
-        // it gets as far as the store.
+        // A cluster node on ScyllaDB and S3 is not refused for its
+        // cluster_node_id: it gets as far as the store.
         (
             "store = \"scylla\"\nscylla_nodes = [\"127.0.0.1:1\"]\ncluster_node_id = \"tern-0\"\n\
-             presence_backend = \"redis\"\ncluster_listen = \"127.0.0.1:0\"\n",
+             presence_backend = \"redis\"\ncluster_listen = \"127.0.0.1:0\"\n\
+             [blob_store]\nbackend = \"s3\"\ns3_bucket = \"tern-attachments\"\n",
             "check that the nodes are up",
         ),
     ] {

@@ -1,6 +1,7 @@
 //! The cluster of `tests/cluster.rs` with separate `tern serve` processes
 //! on a real ScyllaDB (issue 13): `tern migrate` into a fresh keyspace,
-//! the cluster CA from `tern cluster-ca`, a real `redis-server`, three
+//! the cluster CA from `tern cluster-ca`, a real `redis-server`, moto as
+//! the attachment bucket every node shares (`scripts/install-moto.sh`), three
 //! node processes (`store = "scylla"`, `cluster_node_id = node-0..2`, each
 //! with its own TLS identity: a client trusts its node's fingerprint).
 //! Clients on different nodes chat 1:1 and in a group; then the owner node
@@ -17,6 +18,8 @@
 #[path = "cluster/clients.rs"]
 mod clients;
 mod common;
+#[path = "../crates/tern-store/tests/s3_support/moto.rs"]
+mod moto;
 #[path = "common/redis.rs"]
 mod redis_server;
 
@@ -63,6 +66,8 @@ struct Shared<'a> {
     keyspace: &'a str,
     redis_url: &'a str,
     ca_dir: &'a Path,
+    /// The S3 endpoint and bucket of the nodes' shared blob store.
+    s3: (&'a str, &'a str),
 }
 
 /// The TOML of node `i`: the shared store and Redis, its cluster id, a
@@ -75,7 +80,10 @@ fn node_config(i: usize, shared: &Shared<'_>, admin_port: u16) -> String {
          presence_backend = \"redis\"\nredis_url = {redis:?}\n\
          cluster_node_id = \"node-{i}\"\ncluster_listen = \"127.0.0.1:0\"\n\
          cluster_ca_cert = {cert:?}\ncluster_ca_key = {key:?}\ncluster_node_ttl_ms = {TTL_MS}\n\
-         admin_addr = \"127.0.0.1:{admin_port}\"\n",
+         admin_addr = \"127.0.0.1:{admin_port}\"\n\
+         [blob_store]\nbackend = \"s3\"\ns3_endpoint = {endpoint:?}\ns3_bucket = {bucket:?}\n",
+        endpoint = shared.s3.0,
+        bucket = shared.s3.1,
         nodes = quoted.join(", "),
         keyspace = shared.keyspace,
         redis = shared.redis_url,
@@ -99,10 +107,12 @@ fn cluster_processes_skipped_without_scylla() {
         keyspace: "tern_cluster_0123456789abcdef",
         redis_url: "redis://127.0.0.1:6379",
         ca_dir: Path::new("/tmp/cluster"),
+        s3: ("http://127.0.0.1:9000", "tern-attachments"),
     };
     for i in 0..3 {
         let config: ServerConfig = toml::from_str(&node_config(i, &shared, 9464)).unwrap();
         config.validate().unwrap();
+        config.check_cluster_shares_stores().unwrap();
         let cluster = config.cluster().expect("a cluster node");
         assert_eq!(cluster.node_id, format!("node-{i}"));
         let store = config.scylla_config().expect("the ScyllaDB store");
@@ -138,6 +148,7 @@ struct Cluster {
     admin_ports: Vec<u16>,
     store: ScyllaStore,
     _redis: RedisServer,
+    _moto: moto::Moto,
     _dirs: TempDir,
 }
 
@@ -158,18 +169,28 @@ impl Cluster {
         tern_ok(run_tern(&["cluster-ca", "--out", ca_dir.to_str().unwrap()]));
         let redis = RedisServer::start();
         let redis_url = redis.url();
+        let moto = moto::Moto::start().expect("moto, the nodes' shared bucket");
+        let bucket = moto.bucket("tern-cluster");
         let shared = Shared {
             scylla: &scylla,
             keyspace: &keyspace,
             redis_url: &redis_url,
             ca_dir: &ca_dir,
+            s3: (&moto.endpoint, &bucket.bucket),
         };
+        let key = moto::Moto::credentials();
+        let s3_key = [
+            ("AWS_ACCESS_KEY_ID", key.access_key_id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", key.secret_access_key.as_str()),
+        ];
         let admin_ports: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
         let nodes = (0..3)
             .map(|i| {
                 let data = dirs.path().join(format!("node-{i}"));
                 let toml = node_config(i, &shared, admin_ports[i]);
-                Some(ServerProcess::spawn_with_config(&data, 2, &toml))
+                Some(ServerProcess::spawn_with_config_env(
+                    &data, 2, &toml, &s3_key,
+                ))
             })
             .collect();
         let mut config = ScyllaConfig::new(scylla);
@@ -180,6 +201,7 @@ impl Cluster {
             admin_ports,
             store,
             _redis: redis,
+            _moto: moto,
             _dirs: dirs,
         };
         for i in 0..3 {

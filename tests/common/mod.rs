@@ -365,7 +365,19 @@ impl ServerProcess {
     /// (written next to `data`), e.g. `"auth_timeout_secs = 1"`; none if
     /// `toml` is empty.
     pub fn spawn_with_config(data: &Path, shards: usize, toml: &str) -> ServerProcess {
+        Self::spawn_with_config_env(data, shards, toml, &[])
+    }
+
+    /// Like [`ServerProcess::spawn_with_config`], with `env` added to the
+    /// process's environment (e.g. the S3 key of a shared bucket).
+    pub fn spawn_with_config_env(
+        data: &Path,
+        shards: usize,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+        command.envs(env.iter().copied());
         command
             .args([
                 "serve",

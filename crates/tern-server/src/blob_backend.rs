@@ -28,6 +28,19 @@ pub enum BlobBackend {
     S3,
 }
 
+impl std::str::FromStr for BlobBackend {
+    type Err = String;
+
+    /// `fs` or `s3`, as in the config file (`TERN_BLOB_STORE_BACKEND`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fs" => Ok(BlobBackend::Fs),
+            "s3" => Ok(BlobBackend::S3),
+            other => Err(format!("unknown blob store {other:?}: use fs or s3")),
+        }
+    }
+}
+
 /// Blob store settings; every field has a default.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -104,6 +117,34 @@ impl BlobStoreConfig {
             ));
         }
         check_prefix(&self.s3_prefix).map_err(|m| refuse("s3_prefix", m))
+    }
+
+    /// Reads `TERN_BLOB_STORE_BACKEND` (`fs` or `s3`),
+    /// `TERN_BLOB_STORE_S3_ENDPOINT` (empty: AWS S3),
+    /// `TERN_BLOB_STORE_S3_BUCKET`, `TERN_BLOB_STORE_S3_REGION` and
+    /// `TERN_BLOB_STORE_S3_PREFIX` over the file's `[blob_store]` table,
+    /// so container deployments need no config file for a shared bucket.
+    ///
+    /// # Errors
+    /// An unknown backend name, as [`crate::config::ConfigError::Env`].
+    pub(crate) fn apply_env(
+        &mut self,
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), crate::config::ConfigError> {
+        crate::config::env_parse(get, "TERN_BLOB_STORE_BACKEND", &mut self.backend)?;
+        if let Some(endpoint) = get("TERN_BLOB_STORE_S3_ENDPOINT") {
+            self.s3_endpoint = Some(endpoint).filter(|e| !e.is_empty());
+        }
+        for (name, slot) in [
+            ("TERN_BLOB_STORE_S3_BUCKET", &mut self.s3_bucket),
+            ("TERN_BLOB_STORE_S3_REGION", &mut self.s3_region),
+            ("TERN_BLOB_STORE_S3_PREFIX", &mut self.s3_prefix),
+        ] {
+            if let Some(value) = get(name) {
+                *slot = value;
+            }
+        }
+        Ok(())
     }
 
     /// The S3 backend's settings.

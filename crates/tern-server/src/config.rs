@@ -544,6 +544,7 @@ impl ServerConfig {
         env_parse_optional(&get, "TERN_ADMIN_ADDR", &mut self.admin_addr)?;
         env_parse_optional(&get, "TERN_OTLP_ENDPOINT", &mut self.otlp_endpoint)?;
         self.apply_store_env(&get)?;
+        self.blob_store.apply_env(&get)?;
         self.apply_cluster_env(&get)
     }
 

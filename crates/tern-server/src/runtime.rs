@@ -211,6 +211,7 @@ struct ShardSetup {
 /// `scylla_runtime`), then starts every shard; returns once all listen.
 pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     config.validate()?;
+    config.check_cluster_shares_stores()?;
     if let Some(scylla) = config.scylla_config() {
         let limit = Duration::from_secs(config.scylla_open_timeout_secs);
         let (store, runtime) = crate::scylla_runtime::open(&scylla, limit)?;
@@ -218,16 +219,6 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         let mut handle = start_with(config, Services { store, clock })?;
         handle.store_runtime = Some(runtime);
         return Ok(handle);
-    }
-    if config.cluster_node_id.is_some() {
-        // Each node would sequence into, and read from, its own directory.
-        return Err(StartError::Config(ConfigError::Invalid {
-            field: "cluster_node_id",
-            message: "a cluster needs one store shared by its nodes, and the embedded store \
-                      belongs to one process: set store = \"scylla\" (TERN_STORE) with \
-                      scylla_nodes (README, Operating a cluster), or unset cluster_node_id"
-                .to_owned(),
-        }));
     }
     create_data_dir(&config)?;
     let options = FjallOptions {

@@ -114,6 +114,37 @@ impl ServerConfig {
         )
     }
 
+    /// A cluster node of `tern serve` keeps nothing a client needs in its
+    /// own process or disk: its store must be ScyllaDB (each node would
+    /// sequence into and read from its own embedded store) and its blob
+    /// store S3 (with `fs`, an attachment uploaded through one node could
+    /// not be downloaded through another). Checked by `start` before
+    /// anything is opened or bound; a program calling `start_with` with a
+    /// store of its own makes the same promise itself.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting to change.
+    pub fn check_cluster_shares_stores(&self) -> Result<(), ConfigError> {
+        if self.cluster_node_id.is_none() {
+            return Ok(());
+        }
+        check(
+            self.store == StoreBackend::Scylla,
+            "cluster_node_id",
+            "a cluster needs one store shared by its nodes, and the embedded store \
+             belongs to one process: set store = \"scylla\" (TERN_STORE) with \
+             scylla_nodes (README, Operating a cluster), or unset cluster_node_id",
+        )?;
+        check(
+            self.blob_store.backend == crate::blob_backend::BlobBackend::S3,
+            "blob_store.backend",
+            "a cluster's nodes must share one blob store, or an attachment uploaded \
+             through one node cannot be downloaded through another: set \
+             blob_store.backend = \"s3\" with its bucket (TERN_BLOB_STORE_BACKEND=s3, \
+             TERN_BLOB_STORE_S3_BUCKET; README, Attachments in S3)",
+        )
+    }
+
     /// How the ScyllaDB store connects, `None` unless `store = "scylla"`.
     /// Contact points without a port get 9042.
     pub fn scylla_config(&self) -> Option<ScyllaConfig> {
@@ -134,6 +165,54 @@ impl ServerConfig {
 mod tests {
     use super::*;
     use tern_store_scylla::ScyllaConsistency;
+
+    #[test]
+    fn a_cluster_node_must_share_its_store_and_blob_store() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            let mut c = ServerConfig::default();
+            c.apply_env(|n| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+            .expect("env");
+            c
+        };
+        assert!(env(&[]).check_cluster_shares_stores().is_ok(), "one server");
+        let on_fjall = env(&[("TERN_CLUSTER_NODE_ID", "tern-0")]);
+        let refused = on_fjall.check_cluster_shares_stores().unwrap_err();
+        assert!(refused.to_string().contains("cluster_node_id"), "{refused}");
+        let blobs_on_disk = env(&[("TERN_CLUSTER_NODE_ID", "tern-0"), ("TERN_STORE", "scylla")]);
+        let refused = blobs_on_disk.check_cluster_shares_stores().unwrap_err();
+        assert!(
+            refused.to_string().contains("blob_store.backend"),
+            "{refused}"
+        );
+        let shared = env(&[
+            ("TERN_CLUSTER_NODE_ID", "tern-0"),
+            ("TERN_STORE", "scylla"),
+            ("TERN_BLOB_STORE_BACKEND", "s3"),
+            ("TERN_BLOB_STORE_S3_BUCKET", "tern-attachments"),
+            ("TERN_BLOB_STORE_S3_ENDPOINT", "http://minio:9000"),
+            ("TERN_BLOB_STORE_S3_REGION", "eu-west-1"),
+            ("TERN_BLOB_STORE_S3_PREFIX", "prod"),
+        ]);
+        assert!(shared.check_cluster_shares_stores().is_ok());
+        let blobs = &shared.blob_store;
+        assert_eq!(blobs.s3_endpoint.as_deref(), Some("http://minio:9000"));
+        assert_eq!(
+            (
+                blobs.s3_bucket.as_str(),
+                blobs.s3_region.as_str(),
+                blobs.s3_prefix.as_str()
+            ),
+            ("tern-attachments", "eu-west-1", "prod")
+        );
+        let mut c = ServerConfig::default();
+        let bad = c.apply_env(|n| (n == "TERN_BLOB_STORE_BACKEND").then(|| "ftp".into()));
+        assert!(bad.unwrap_err().to_string().contains("use fs or s3"));
+    }
 
     #[test]
     fn fjall_is_the_default_and_ignores_the_scylla_settings() {
