@@ -84,6 +84,52 @@ async fn clients_on_different_nodes_chat_one_to_one_and_in_groups() {
     assert!(common::admin::sample(&metrics, "tern_cluster_pushes_sent_total") >= 1.0);
 }
 
+/// What a node's cluster counters say now.
+fn node_stats(node: &TestServer) -> (u64, u64) {
+    use tern_server::node::NodeStats;
+    let node = node.handle().cluster_node().expect("a cluster node");
+    let stats = node.stats();
+    (
+        NodeStats::get(&stats.deliveries_received),
+        NodeStats::get(&stats.pushes_spared),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_go_only_to_the_nodes_holding_a_recipient() {
+    let cluster = Cluster::start().await;
+    let alice = cluster.nodes[0].register("alice").await;
+    let mut bob = cluster.nodes[1].register("bob").await;
+    cluster.until_nodes_know_their_peers().await;
+    // Owned by alice's node, so that every delivery crosses to bob's.
+    let group = clients::group_owned_by(&alice, &bob, &*cluster.store, "node-0", WAIT).await;
+    let before: Vec<(u64, u64)> = cluster.nodes.iter().map(node_stats).collect();
+    let payloads: Vec<Bytes> = (0..20)
+        .map(|i| Bytes::from(format!("to bob {i}")))
+        .collect();
+    for payload in &payloads {
+        alice.send(group, payload.clone()).await.unwrap();
+    }
+    collect(&bob, group, &payloads).await;
+    // node-2 holds neither alice nor bob: none of the deliveries went there.
+    let after: Vec<(u64, u64)> = cluster.nodes.iter().map(node_stats).collect();
+    assert_eq!(after[2].0, before[2].0, "node-2 got deliveries: {after:?}");
+    let spared: u64 = after.iter().zip(&before).map(|(a, b)| a.1 - b.1).sum();
+    assert!(
+        spared >= 20,
+        "spared {spared} of 20 sends: {before:?} {after:?}"
+    );
+
+    // bob moves to node-2: the next message reaches him there, live (it is
+    // the last one, so no later message would reveal a gap).
+    bob.go_offline().await;
+    bob.come_online(&cluster.nodes[2]).await;
+    let moved = Bytes::from_static(b"bob is on node-2 now");
+    alice.send(group, moved.clone()).await.unwrap();
+    collect(&bob, group, &[moved]).await;
+    assert!(node_stats(&cluster.nodes[2]).0 > after[2].0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn owner_failover_keeps_every_acknowledged_message_once_and_fences_the_old_owner() {
     let mut cluster = Cluster::start().await;

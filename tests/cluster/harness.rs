@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tempfile::TempDir;
@@ -82,6 +83,22 @@ impl Cluster {
         let mut view = node.view();
         let seen = tokio::time::timeout(WAIT, view.wait_for(|v| v.nodes().len() == count)).await;
         assert!(seen.is_ok(), "node-{i} never saw {count} live nodes");
+    }
+
+    /// Waits until every node has every other node's list of users (until
+    /// then a node sends that one every delivery).
+    pub async fn until_nodes_know_their_peers(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let node = node.handle().cluster_node().expect("a cluster node");
+            while !node.knows_every_peer() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node-{i} never got every peer's list of users"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     /// The node that claimed conversation `id` last (its owner).

@@ -437,7 +437,11 @@ impl Conn {
         effects::settle(self.ctx.store.as_ref(), [&mut outcome]).await;
         let authenticated = outcome.reply.is_ok();
         if authenticated {
-            self.authenticated(caller);
+            let user = caller.user.clone();
+            let generation = self.authenticated(caller);
+            // The other nodes of a cluster route this user's deliveries here
+            // before the device hears it is in (and syncs).
+            self.ctx.delivery.user_arrived(&user, generation).await;
         }
         // Every owner (on every node) forgets the account's old device set
         // before the new device hears it is in: a message sent to it after
@@ -476,7 +480,9 @@ impl Conn {
         Ok(())
     }
 
-    fn authenticated(&mut self, caller: Caller) {
+    /// Registers the authenticated connection; returns the arrival's
+    /// generation (`Locations`), for `Delivery::user_arrived`.
+    fn authenticated(&mut self, caller: Caller) -> u64 {
         ServerStats::add(&self.ctx.stats.authenticated, 1);
         let session = Session {
             conn_id: self.conn_id,
@@ -486,12 +492,15 @@ impl Conn {
         };
         // Located before the answer goes out, so that a message stored after
         // the device's first sync reaches it here (see `locations`).
-        if self.ctx.sessions.borrow_mut().insert(&caller.user, session) {
-            self.ctx.mesh.locations.arrive(&caller.user, self.ctx.id);
-        }
+        let locations = &self.ctx.mesh.locations;
+        let generation = match self.ctx.sessions.borrow_mut().insert(&caller.user, session) {
+            true => locations.arrive(&caller.user, self.ctx.id),
+            false => locations.next_generation(),
+        };
         let live = &self.ctx.mesh.live;
         live.arrive(&caller.user, caller.device, self.conn_id);
         self.caller = Some(caller);
+        generation
     }
 
     async fn handle_request(&mut self, caller: Caller, mut frame: Frame) -> Result<(), End> {
@@ -586,8 +595,11 @@ impl Conn {
             .remove(&caller.user, self.conn_id);
         let live = &self.ctx.mesh.live;
         live.leave(&caller.user, caller.device, self.conn_id);
-        if last {
-            self.ctx.mesh.locations.leave(&caller.user, self.ctx.id);
+        let gone = last
+            .then(|| self.ctx.mesh.locations.leave(&caller.user, self.ctx.id))
+            .flatten();
+        if let Some(generation) = gone {
+            self.ctx.delivery.user_left(&caller.user, generation);
         }
     }
 

@@ -54,7 +54,7 @@ impl Fanout {
 
     /// The distinct users among the recipients (recipients are grouped by
     /// user, so consecutive repeats are skipped).
-    fn users(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn users(&self) -> impl Iterator<Item = &str> + Clone {
         let mut last: Option<&str> = None;
         self.recipients.iter().filter_map(move |(user, _)| {
             let new = last != Some(user.as_str());
@@ -99,6 +99,17 @@ pub trait Delivery: Send + Sync {
     /// Offers a push wake-up to each listed device with no connection
     /// (`crate::push`); never waits for it to be sent.
     async fn wake(&self, wake: crate::effects::Wake);
+
+    /// A connection of `user` was authenticated here (`generation` from
+    /// `Locations::arrive`, or `next_generation` when the user was already
+    /// on its shard). Awaited before the authentication is answered: in a
+    /// cluster the other nodes route the user's deliveries here once it
+    /// returns (`crate::node::interest`). Nothing to do on one server.
+    async fn user_arrived(&self, _user: &str, _generation: u64) {}
+
+    /// The last connection of `user` here closed (`generation` from
+    /// `Locations::leave`). Nothing to do on one server.
+    fn user_left(&self, _user: &str, _generation: u64) {}
 }
 
 #[async_trait]

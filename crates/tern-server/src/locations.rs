@@ -10,8 +10,16 @@
 //!
 //! The map is striped by user so that connection churn on one shard and
 //! fan-out lookups on another rarely meet on one lock.
+//!
+//! In a cluster the other nodes route deliveries by the same news one
+//! level up (`crate::node::interest`): each arrival and each last leave
+//! carries a generation, drawn under the user's stripe lock from one
+//! counter that never goes back (microseconds of the wall clock, or one
+//! more than the last), so that news about one user is ordered even when
+//! it travels out of order, and across restarts of this server.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tern_store::UserId;
@@ -71,12 +79,15 @@ impl ShardSet {
 #[derive(Debug)]
 pub struct Locations {
     stripes: Vec<Mutex<HashMap<UserId, ShardSet>>>,
+    /// The last generation handed out (see the module doc).
+    generation: AtomicU64,
 }
 
 impl Default for Locations {
     fn default() -> Self {
         Locations {
             stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -94,23 +105,60 @@ impl Locations {
         Some(stripe.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// `shard` now holds a connection of `user`.
-    pub fn arrive(&self, user: &str, shard: usize) {
-        if let Some(mut map) = self.stripe(user) {
-            map.entry(user.to_owned()).or_default().insert(shard);
+    /// The next generation: the wall clock in microseconds since the Unix
+    /// epoch, or one more than the last one if the clock has not moved on.
+    pub fn next_generation(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let mut last = self.generation.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last.saturating_add(1));
+            match self.generation.compare_exchange_weak(
+                last,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
         }
     }
 
-    /// `shard` holds no connection of `user` any more.
-    pub fn leave(&self, user: &str, shard: usize) {
-        if let Some(mut map) = self.stripe(user) {
-            if let Some(set) = map.get_mut(user) {
-                set.remove(shard);
-                if set.is_empty() {
-                    map.remove(user);
-                }
-            }
+    /// `shard` now holds a connection of `user`; returns the arrival's
+    /// generation.
+    pub fn arrive(&self, user: &str, shard: usize) -> u64 {
+        let Some(mut map) = self.stripe(user) else {
+            return self.next_generation();
+        };
+        map.entry(user.to_owned()).or_default().insert(shard);
+        self.next_generation()
+    }
+
+    /// `shard` holds no connection of `user` any more; when no shard of
+    /// this server does, returns that departure's generation.
+    pub fn leave(&self, user: &str, shard: usize) -> Option<u64> {
+        let mut map = self.stripe(user)?;
+        let set = map.get_mut(user)?;
+        set.remove(shard);
+        if !set.is_empty() {
+            return None;
         }
+        map.remove(user);
+        Some(self.next_generation())
+    }
+
+    /// Every user with a connection here, and a generation drawn before
+    /// the first stripe was read: any arrival the list misses is newer.
+    pub fn users(&self) -> (u64, Vec<UserId>) {
+        let generation = self.next_generation();
+        let mut users = Vec::new();
+        for stripe in &self.stripes {
+            let map = stripe.lock().unwrap_or_else(PoisonError::into_inner);
+            users.extend(map.keys().cloned());
+        }
+        (generation, users)
     }
 
     /// The shards holding any of `users`; stops looking once it has `all`.
@@ -163,5 +211,26 @@ mod tests {
         assert_eq!(both.iter().collect::<Vec<_>>(), vec![0, 3]);
         locations.leave("alice", 3);
         assert!(locations.shards_of(["alice"], all).is_empty());
+    }
+
+    #[test]
+    fn generations_grow_and_only_the_last_leave_has_one() {
+        let locations = Locations::default();
+        let first = locations.arrive("alice", 1);
+        let second = locations.arrive("alice", 2);
+        assert!(second > first);
+        assert_eq!(locations.leave("alice", 1), None, "still on shard 2");
+        let gone = locations.leave("alice", 2).unwrap_or_default();
+        assert!(gone > second);
+        assert_eq!(locations.leave("alice", 2), None, "already gone");
+        let back = locations.arrive("alice", 1);
+        locations.arrive("bob", 0);
+        let (snapshot, mut users) = locations.users();
+        users.sort();
+        assert!(snapshot > back && snapshot > gone);
+        assert_eq!(users, vec!["alice".to_owned(), "bob".to_owned()]);
+        // Far above the clock, the counter still moves on by one.
+        locations.generation.store(u64::MAX - 1, Ordering::Relaxed);
+        assert_eq!(locations.next_generation(), u64::MAX);
     }
 }

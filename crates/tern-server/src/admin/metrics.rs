@@ -232,6 +232,11 @@ impl Telemetry {
             ("tern_cluster_pushes_sent_total", &st.pushes_sent),
             ("tern_cluster_pushes_dropped_total", &st.pushes_dropped),
             ("tern_cluster_wake_checks_total", &st.wake_checks),
+            ("tern_cluster_pushes_spared_total", &st.pushes_spared),
+            (
+                "tern_cluster_deliveries_received_total",
+                &st.deliveries_received,
+            ),
         ] {
             let value = crate::node::NodeStats::get(value);
             counter(&self.recorder, name, &[]).absolute(value);
@@ -350,6 +355,16 @@ fn describe(r: &PrometheusRecorder) {
             "tern_cluster_wake_checks_total",
             None,
             "Push wake-ups decided after asking the other nodes which devices they hold",
+        ),
+        (
+            "tern_cluster_pushes_spared_total",
+            None,
+            "Deliveries and notices not sent to a node that holds none of their recipients",
+        ),
+        (
+            "tern_cluster_deliveries_received_total",
+            None,
+            "Deliveries other nodes sent this node",
         ),
         (
             "tern_owner_queue_depth",

@@ -1,6 +1,7 @@
 //! The `Delivery` of a cluster node: every effect goes to this node's own
-//! shards (the mesh) and, as a [`NodePush`], to every other live node,
-//! which hands it to its shards in turn. Push wake-ups are sent by this
+//! shards (the mesh) and, as a [`NodePush`], to each other live node that
+//! holds one of its recipients (`super::interest`), which hands it to its
+//! shards in turn. Push wake-ups are sent by this
 //! node's pusher (it reads the registered endpoints from the shared store)
 //! for the devices connected to no node: those live here are skipped as
 //! on a single node, the rest are first asked about on the other nodes.
@@ -37,12 +38,14 @@ fn deliver_push(fanout: &Fanout, ephemeral: bool) -> NodePush {
 #[async_trait]
 impl Delivery for ClusterDelivery {
     async fn deliver(&self, fanout: Fanout) {
-        self.node.broadcast(&deliver_push(&fanout, false));
+        let push = deliver_push(&fanout, false);
+        self.node.send_where_wanted(fanout.users(), &push);
         self.mesh.deliver(fanout).await;
     }
 
     async fn deliver_ephemeral(&self, fanout: Fanout) {
-        self.node.broadcast(&deliver_push(&fanout, true));
+        let push = deliver_push(&fanout, true);
+        self.node.send_where_wanted(fanout.users(), &push);
         self.mesh.deliver_ephemeral(fanout).await;
     }
 
@@ -51,7 +54,8 @@ impl Delivery for ClusterDelivery {
             users: users.to_vec(),
             frame: frame.clone(),
         };
-        self.node.broadcast(&push);
+        self.node
+            .send_where_wanted(users.iter().map(String::as_str), &push);
         self.mesh.notify(users, frame).await;
     }
 
@@ -60,8 +64,17 @@ impl Delivery for ClusterDelivery {
             user: user.clone(),
             device,
         };
-        self.node.broadcast(&push);
+        self.node
+            .send_where_wanted([user.as_str()].into_iter(), &push);
         self.mesh.close_device(user, device).await;
+    }
+
+    async fn user_arrived(&self, user: &str, generation: u64) {
+        self.node.announce_arrival(user, generation).await;
+    }
+
+    fn user_left(&self, user: &str, generation: u64) {
+        self.node.announce_departure(user, generation);
     }
 
     async fn forget_user(&self, user: UserId) {

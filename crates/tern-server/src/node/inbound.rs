@@ -9,8 +9,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
+use super::interest::Interest;
 use super::wire::{self, NodeCall, NodePush, WireFrames};
-use super::{moved, route_in, Route, Shared};
+use super::{moved, route_in, NodeStats, Route, Shared};
 use crate::cluster::{NodeHandler, NodeId, View};
 use crate::command::{Command, OwnerCommand};
 use crate::delivery::{Delivery, Fanout, Frames};
@@ -28,6 +29,9 @@ pub struct Inbound {
     views: Arc<OnceLock<watch::Receiver<Arc<View>>>>,
     /// This node's id.
     me: String,
+    /// Which users the other nodes hold (what they tell this node).
+    interest: Arc<Interest>,
+    stats: Arc<NodeStats>,
 }
 
 impl Inbound {
@@ -35,12 +39,15 @@ impl Inbound {
         shared: Shared,
         views: Arc<OnceLock<watch::Receiver<Arc<View>>>>,
         me: String,
+        (interest, stats): (Arc<Interest>, Arc<NodeStats>),
     ) -> Self {
         Inbound {
             mesh: shared.mesh.clone(),
             shared,
             views,
             me,
+            interest,
+            stats,
         }
     }
 
@@ -125,14 +132,16 @@ impl Inbound {
         })
     }
 
-    async fn apply_push(&self, push: NodePush) {
+    async fn apply_push(&self, from: &str, push: NodePush) {
         match push {
+            NodePush::Left { user, generation } => self.interest.left(from, &user, generation),
             NodePush::Deliver {
                 recipients,
                 except,
                 frames,
                 ephemeral,
             } => {
+                NodeStats::add(&self.stats.deliveries_received);
                 let fanout = Fanout {
                     recipients: recipients.into(),
                     except: except.map(|(user, device)| Caller { user, device }),
@@ -196,13 +205,21 @@ impl NodeHandler for Inbound {
                 self.mesh.invalidate_user(&user).await;
                 Bytes::from_static(&[1])
             }
+            Ok(NodeCall::Arrived { user, generation }) => {
+                self.interest.arrived(from, &user, generation);
+                Bytes::from_static(&[1])
+            }
+            Ok(NodeCall::Present { generation, users }) => {
+                self.interest.replace(from, generation, &users);
+                Bytes::from_static(&[1])
+            }
             Err(e) => refuse(0, ErrorCode::Malformed, &format!("from node {from}: {e}")),
         }
     }
 
     async fn push(&self, from: &NodeId, message: Bytes) {
         match wire::decode::<NodePush>(&message) {
-            Ok(push) => self.apply_push(push).await,
+            Ok(push) => self.apply_push(from, push).await,
             Err(e) => tracing::warn!(node = %from, error = %e, "undecodable node push dropped"),
         }
     }

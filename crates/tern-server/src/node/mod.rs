@@ -13,14 +13,16 @@
 //! refused with a retryable error; it is never applied twice (idempotency
 //! keys) or lost once acknowledged (the store).
 //!
-//! Fan-out is a broadcast: each delivery goes to every other live node, in
-//! order per peer (one queue and one sender task per peer), and each node
-//! keeps what its connections need. That costs one node message per node
-//! per delivery; a registry of where each user is connected would cut it
-//! to the nodes holding a recipient (not done).
+//! Fan-out goes only to the nodes holding a recipient: each node tells the
+//! others which users it holds ([`interest`]: an arrival before the
+//! device's authentication is answered, a departure, and its whole list
+//! when it sees a node join and every [`interest::RESYNC`]), and a node
+//! whose list has not come yet gets every delivery. Pushes to one node go
+//! in order (one queue and one sender task per peer).
 
 pub mod delivery;
 mod inbound;
+pub mod interest;
 mod probe;
 pub mod wire;
 
@@ -34,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cluster::{ClusterConfig, ClusterTls, NodeInfo, NodeLinks, Registry, View};
 use crate::command::OwnerCommand;
 use crate::mesh::{encode_reply, Caller, Mesh, Reject, STORE_RETRY_AFTER_MS};
+use interest::Interest;
 use tern_proto::codec::{peek_request_id, LEN_PREFIX};
 use tern_proto::fb::ErrorCode;
 use tern_proto::Frame;
@@ -106,6 +109,8 @@ pub struct ClusterNode {
     registry: Mutex<Option<Registry>>,
     peers: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
     stats: Arc<NodeStats>,
+    /// Which users the other nodes hold.
+    interest: Arc<Interest>,
 }
 
 /// What this node counts of its cluster traffic (the admin port's
@@ -125,6 +130,11 @@ pub struct NodeStats {
     /// Push wake-ups decided after asking the other nodes which of their
     /// candidates are connected there.
     pub wake_checks: AtomicU64,
+    /// Deliveries and notices not sent to a node because it holds none of
+    /// their recipients (its list of users came; see [`interest`]).
+    pub pushes_spared: AtomicU64,
+    /// Deliveries other nodes sent this node.
+    pub deliveries_received: AtomicU64,
 }
 
 impl NodeStats {
@@ -166,10 +176,16 @@ impl ClusterNode {
             &config.node_id,
         )?;
         let views = Arc::new(OnceLock::new());
+        let (interest, stats) = (
+            Arc::new(Interest::default()),
+            Arc::new(NodeStats::default()),
+        );
+        let mesh = shared.mesh.clone();
         let handler = Arc::new(inbound::Inbound::new(
             shared,
             views.clone(),
             config.node_id.clone(),
+            (interest.clone(), stats.clone()),
         ));
         let links = NodeLinks::start_with(&tls, config.listen, handler, config.link_settings())?;
         let me = NodeInfo {
@@ -209,15 +225,24 @@ impl ClusterNode {
         }
         let _ = views.set(view.clone());
         tracing::info!(node = %me.id, addr = %me.addr, "joined the cluster");
+        let links = Arc::new(links);
+        let informer = inform_peers(
+            (links.clone(), me.id.clone()),
+            view.clone(),
+            mesh,
+            interest.clone(),
+        );
+        runtime.spawn(informer);
         Ok(Arc::new(ClusterNode {
             me,
             view,
-            links: Arc::new(links),
+            links,
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
             registry: Mutex::new(Some(registry)),
             peers: Mutex::new(HashMap::new()),
-            stats: Arc::default(),
+            stats,
+            interest,
         }))
     }
 
@@ -358,6 +383,71 @@ impl ClusterNode {
         }
     }
 
+    /// Tells every other live node that this node has a new connection of
+    /// `user` (as of `generation`, `Locations::arrive`) and waits until
+    /// each recorded it, at most [`interest::ANNOUNCE_WAIT`] in all.
+    pub async fn announce_arrival(&self, user: &str, generation: u64) {
+        let call = NodeCall::Arrived {
+            user: user.to_owned(),
+            generation,
+        };
+        let Ok(bytes) = wire::encode(&call) else {
+            return;
+        };
+        let view = self.view.borrow().clone();
+        let others = view.nodes().iter().filter(|n| n.id != self.me.id);
+        let calls = others.map(|node| self.links.call(node, bytes.clone()));
+        let all = futures_util::future::join_all(calls);
+        match tokio::time::timeout(interest::ANNOUNCE_WAIT, all).await {
+            Ok(answers) if answers.iter().all(Result::is_ok) => {}
+            _ => tracing::debug!(user, "not every node recorded a connection in time"),
+        }
+    }
+
+    /// Tells every other live node that this node's last connection of
+    /// `user` closed (as of `generation`, `Locations::leave`).
+    pub fn announce_departure(&self, user: &str, generation: u64) {
+        let user = user.to_owned();
+        self.broadcast(&NodePush::Left { user, generation });
+    }
+
+    /// Queues `push`, a delivery or notice for `users`, for each other live
+    /// node that holds one of them or has not sent its list of users yet.
+    pub fn send_where_wanted<'a>(
+        &self,
+        users: impl Iterator<Item = &'a str> + Clone,
+        push: &NodePush,
+    ) {
+        let view = self.view.borrow().clone();
+        let mut bytes = None;
+        for node in view.nodes().iter().filter(|n| n.id != self.me.id) {
+            if !self.interest.wants(&node.id, users.clone()) {
+                NodeStats::add(&self.stats.pushes_spared);
+                continue;
+            }
+            let encoded = bytes.get_or_insert_with(|| wire::encode(push));
+            match encoded {
+                Ok(encoded) => self.enqueue(node, encoded.clone()),
+                Err(e) => return tracing::error!(error = %e, "cannot encode a node push"),
+            }
+        }
+    }
+
+    /// Whether every other live node has sent this node its list of users
+    /// (until then, each of them gets every delivery).
+    pub fn knows_every_peer(&self) -> bool {
+        let view = self.view.borrow().clone();
+        let mut others = view.nodes().iter().filter(|n| n.id != self.me.id);
+        others.all(|node| self.interest.is_synced(&node.id))
+    }
+
+    /// Queues encoded `bytes` for `node`; counted as dropped if its queue is full.
+    fn enqueue(&self, node: &NodeInfo, bytes: Bytes) {
+        if self.queue(node).try_send(bytes).is_err() {
+            NodeStats::add(&self.stats.pushes_dropped);
+        }
+    }
+
     /// Queues `push` for every other live node (in order per node).
     pub fn broadcast(&self, push: &NodePush) {
         let bytes = match wire::encode(push) {
@@ -366,9 +456,7 @@ impl ClusterNode {
         };
         let view = self.view.borrow().clone();
         for node in view.nodes().iter().filter(|n| n.id != self.me.id) {
-            if self.queue(node).try_send(bytes.clone()).is_err() {
-                NodeStats::add(&self.stats.pushes_dropped);
-            }
+            self.enqueue(node, bytes.clone());
         }
     }
 
@@ -489,6 +577,61 @@ pub fn moved(detail: &str) -> Reject {
     );
     reject.retry_after_ms = STORE_RETRY_AFTER_MS;
     reject
+}
+
+/// Sends this node's list of users (`Present`) to each node it sees join,
+/// and to every other live node each [`interest::RESYNC`]; forgets what a
+/// node that left the view had said. Runs until the view's sender is gone.
+async fn inform_peers(
+    (links, me): (Arc<NodeLinks>, String),
+    mut view: watch::Receiver<Arc<View>>,
+    mesh: Arc<Mesh>,
+    interest: Arc<Interest>,
+) {
+    let mut known = std::collections::HashSet::new();
+    let mut tick = tokio::time::interval(interest::RESYNC);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let joined_only = tokio::select! {
+            changed = view.changed() => match changed {
+                Ok(()) => true,
+                Err(_) => return,
+            },
+            _ = tick.tick() => false,
+        };
+        let current = view.borrow_and_update().clone();
+        let others: Vec<&NodeInfo> = current.nodes().iter().filter(|n| n.id != me).collect();
+        let ids: std::collections::HashSet<String> = others.iter().map(|n| n.id.clone()).collect();
+        for gone in known.difference(&ids) {
+            interest.forget_node(gone);
+        }
+        let targets: Vec<&NodeInfo> = others
+            .into_iter()
+            .filter(|n| !joined_only || !known.contains(&n.id))
+            .collect();
+        known = ids;
+        if !targets.is_empty() {
+            send_present(&links, &mesh, &targets).await;
+        }
+    }
+}
+
+/// One `Present` call to each of `targets`, at once.
+async fn send_present(links: &NodeLinks, mesh: &Mesh, targets: &[&NodeInfo]) {
+    let (generation, users) = mesh.locations.users();
+    let Ok(call) = wire::encode(&NodeCall::Present { generation, users }) else {
+        return;
+    };
+    let calls = targets.iter().map(|node| links.call(node, call.clone()));
+    for (answer, node) in futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .zip(targets)
+    {
+        if let Err(e) = answer {
+            tracing::debug!(node = %node.id, error = %e, "list of users not sent");
+        }
+    }
 }
 
 /// Sends the pushes queued for `node`, one after another, until the queue

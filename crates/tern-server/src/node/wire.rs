@@ -38,6 +38,14 @@ pub enum NodeCall {
     /// `user`'s devices changed: answered `[1]` once every owner shard of
     /// the called node has the news queued (before any later request).
     ForgetUser { user: UserId },
+    /// The calling node has a new authenticated connection of `user`, as
+    /// of its `generation` (see `super::interest`); answered `[1]` once
+    /// recorded.
+    Arrived { user: UserId, generation: u64 },
+    /// Every user with a connection on the calling node, as of its
+    /// `generation`: replaces what the called node held for it; answered
+    /// `[1]`.
+    Present { generation: u64, users: Vec<UserId> },
 }
 
 /// The frames of a fan-out: one for all recipients, or one per recipient.
@@ -65,6 +73,9 @@ pub enum NodePush {
     /// A device registered or removed its push endpoint: pushers forget
     /// that it had none.
     EndpointChanged { user: UserId, device: DeviceId },
+    /// The sending node's last connection of `user` closed, as of its
+    /// `generation` (see `super::interest`).
+    Left { user: UserId, generation: u64 },
 }
 
 /// A node message that could not be encoded or decoded.
