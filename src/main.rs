@@ -1,5 +1,6 @@
-//! The `tern` binary: `tern serve` runs the server on the embedded store; the
-//! other subcommands are a small client for chatting from a terminal.
+//! The `tern` binary: `tern serve` runs the server (on the embedded store, or
+//! on ScyllaDB as a cluster node); the other subcommands are a small client
+//! for chatting from a terminal.
 
 mod cli;
 mod trim;

@@ -233,6 +233,10 @@ fn invalid_config_is_refused_before_binding() {
         ),
         ("[blob_store]\nbackend = \"ftp\"\n", "backend"),
         ("otlp_endpoint = \"collector:4318\"\n", "otlp_endpoint"),
+        (
+            "presence_backend = \"redis\"\nredis_url = \"http://127.0.0.1:6379\"\n",
+            "redis_url: must start with redis://",
+        ),
         // A cluster node with presence in the process: refused.
         (
             "cluster_node_id = \"tern-0\"\ncluster_listen = \"127.0.0.1:0\"\n",

@@ -117,7 +117,8 @@ fn a_taken_admin_port_fails_the_start() {
     let Err(err) = tern_server::start(config) else {
         panic!("a server whose admin port is taken must not start");
     };
-    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&format!("admin_addr {addr}")), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

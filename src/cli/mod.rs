@@ -34,7 +34,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the server on the embedded store (prints its address and certificate fingerprint).
+    /// Run the server: the embedded store by default, ScyllaDB and a cluster by configuration (prints its address and certificate fingerprint).
     Serve(serve::ServeArgs),
     /// Apply the pending ScyllaDB schema migrations (creates the keyspace; safe to re-run).
     Migrate(migrate::MigrateArgs),

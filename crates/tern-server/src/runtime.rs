@@ -75,8 +75,11 @@ pub enum StartError {
     Store(#[from] OpenError),
     #[error("TLS identity: {0}")]
     Tls(#[from] TlsError),
-    #[error("cannot bind {addr}: {source}; is another process using the port?")]
+    /// `port` names the setting: `listen` (UDP, clients) or `admin_addr`
+    /// (TCP, metrics and probes).
+    #[error("cannot bind {port} {addr}: {source}; is another process using the port?")]
     Bind {
+        port: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -252,6 +255,7 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
     let quic = server_config(&identity, &tuning)?;
     let shards = config.effective_shards();
     let sockets = bind_shard_sockets(config.listen, shards).map_err(|source| StartError::Bind {
+        port: "listen",
         addr: config.listen,
         source,
     })?;
@@ -261,7 +265,13 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         .unwrap_or(config.listen);
     let admin_listener = config
         .admin_addr
-        .map(|addr| crate::admin::bind(addr).map_err(|source| StartError::Bind { addr, source }))
+        .map(|addr| {
+            crate::admin::bind(addr).map_err(|source| StartError::Bind {
+                port: "admin_addr",
+                addr,
+                source,
+            })
+        })
         .transpose()?;
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let datagrams =

@@ -85,6 +85,18 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Users written or read per pipeline.
 const BATCH: usize = 256;
 
+/// The URL schemes of fred's `Config::from_url` (a Redis server, over TLS,
+/// a Redis Cluster, a Sentinel deployment): any other would be parsed as a
+/// plain server and fail only when it is dialled.
+const REDIS_SCHEMES: [&str; 6] = [
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+];
+
 /// Checks the presence settings (before any port is bound).
 ///
 /// # Errors
@@ -97,6 +109,13 @@ pub fn validate(config: &ServerConfig) -> Result<(), ConfigError> {
         "must be 50 to 600000 (milliseconds)",
     )?;
     if config.presence_backend == PresenceBackend::Redis {
+        let scheme = config.redis_url.split_once("://").map(|(scheme, _)| scheme);
+        check(
+            scheme.is_some_and(|s| REDIS_SCHEMES.contains(&s)),
+            "redis_url",
+            "must start with redis:// (rediss:// for TLS; -cluster or -sentinel after \
+             either for those deployments), e.g. redis://127.0.0.1:6379",
+        )?;
         Config::from_url(&config.redis_url).map_err(|e| ConfigError::Invalid {
             field: "redis_url",
             message: format!("{e}; expected redis://[user:password@]host:port[/db]"),
