@@ -187,6 +187,8 @@ fn help_explains_every_command() {
         "send-file",
         "fetch",
         "push",
+        "cluster-ca",
+        "tls-identity",
     ] {
         assert!(top.contains(cmd), "{cmd} missing from --help");
         let help = ok(tern(&[cmd, "--help"]));
@@ -196,6 +198,72 @@ fn help_explains_every_command() {
     assert!(admin.contains("--list") && admin.contains("--member-adds"));
     let serve = ok(tern(&["serve", "--help"]));
     assert!(serve.contains("--listen") && serve.contains("--data") && serve.contains("--shards"));
+}
+
+/// Nodes behind one address share one identity: `tern tls-identity` makes
+/// it, every server given it as `tls_dir` presents its fingerprint, and a
+/// client pinning that fingerprint reaches each of them.
+#[test]
+fn servers_given_one_tls_dir_present_one_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let made = ok(tern(&["tls-identity", "--out", tls.to_str().unwrap()]));
+    let printed = made
+        .lines()
+        .find_map(|l| l.strip_prefix("certificate fingerprint: "))
+        .expect("the fingerprint is printed")
+        .to_owned();
+    let again = tern(&["tls-identity", "--out", tls.to_str().unwrap()]);
+    assert!(
+        !again.status.success(),
+        "an identity is never replaced silently"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let toml = format!("tls_dir = {:?}\n", tls.display().to_string());
+    let servers: Vec<_> = (0..2)
+        .map(|i| {
+            let data = dir.path().join(format!("node-{i}"));
+            ServerProcess::spawn_with_config(&data, 1, &toml)
+        })
+        .collect();
+    for server in &servers {
+        assert_eq!(hex::encode(server.fingerprint), printed);
+    }
+    // A client pinning the shared fingerprint registers on each.
+    for (i, server) in servers.iter().enumerate() {
+        let state = dir.path().join(format!("client-{i}"));
+        let out = ok(tern(&[
+            "register",
+            "--state",
+            state.to_str().unwrap(),
+            "--server",
+            &server.addr.to_string(),
+            "--fingerprint",
+            &printed,
+            &format!("user{i}"),
+        ]));
+        assert!(out.contains(&format!("registered user{i}/1")), "{out}");
+    }
+    // A tls_dir without the files is refused: the server never makes a shared identity.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(
+        dir.path().join("e.toml"),
+        format!("tls_dir = {:?}\n", empty.display().to_string()),
+    )
+    .unwrap();
+    let e_toml = dir.path().join("e.toml");
+    let refused = tern(&[
+        "serve",
+        "--config",
+        e_toml.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        dir.path().join("d").to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("tern tls-identity"));
 }
 
 #[test]

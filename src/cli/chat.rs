@@ -209,6 +209,7 @@ async fn dispatch(command: Command) -> Result<(), String> {
         Command::Serve(_) => Err("serve is not a client command".into()),
         Command::Migrate(_) => Err("migrate is not a client command".into()),
         Command::ClusterCa(_) => Err("cluster-ca is not a client command".into()),
+        Command::TlsIdentity(_) => Err("tls-identity is not a client command".into()),
         c @ (Command::React(_)
         | Command::Reply(_)
         | Command::Edit(_)

@@ -6,6 +6,7 @@ mod cluster;
 mod content;
 mod files;
 mod forward;
+mod identity;
 mod migrate;
 mod ops;
 #[cfg(feature = "otlp")]
@@ -40,6 +41,8 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Make the cluster CA (ca.pem, ca.key) that every node of a cluster loads.
     ClusterCa(cluster::ClusterCaArgs),
+    /// Make a server TLS identity (cert.der, key.der) for nodes that share one (tls_dir).
+    TlsIdentity(identity::TlsIdentityArgs),
     /// Create an account with this device and save its identity in --state.
     Register(chat::RegisterArgs),
     /// Create a conversation (direct, group or note-to-self) and print its id.
@@ -160,6 +163,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::ClusterCa(args) => cluster::run(args),
+        Command::TlsIdentity(args) => identity::run(args),
         Command::Block(args) => safety::block(args),
         Command::Unblock(args) => safety::unblock(args),
         Command::Blocked(args) => safety::blocked(args),

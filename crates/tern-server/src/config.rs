@@ -259,6 +259,12 @@ pub struct ServerConfig {
     /// `tern` built with the `otlp` feature (the default); see
     /// docs/OPERATING.md, Traces.
     pub otlp_endpoint: Option<String>,
+    /// A directory holding the TLS identity to serve (`cert.der` and
+    /// `key.der`, made by `tern tls-identity`), instead of the one the
+    /// server makes in `data_dir`. Default unset. Nodes behind one address
+    /// (a UDP load balancer, a Kubernetes Service) must share one identity:
+    /// a client pins a single fingerprint.
+    pub tls_dir: Option<PathBuf>,
     /// This node's id in a cluster (1 to 63 of `a-z`, `0-9`, `-`, e.g. a
     /// StatefulSet pod name `tern-0`; see `cluster::NodeId`). Default
     /// unset: one node owning every conversation. Set, the node joins the
@@ -357,6 +363,7 @@ impl Default for ServerConfig {
             blob_store: crate::blob_backend::BlobStoreConfig::default(),
             admin_addr: None,
             otlp_endpoint: None,
+            tls_dir: None,
             cluster_node_id: None,
             cluster_listen: SocketAddr::from(([0, 0, 0, 0], 4434)),
             cluster_advertise: None,
@@ -543,6 +550,7 @@ impl ServerConfig {
         env_parse(&get, "TERN_REDIS_URL", &mut self.redis_url)?;
         env_parse_optional(&get, "TERN_ADMIN_ADDR", &mut self.admin_addr)?;
         env_parse_optional(&get, "TERN_OTLP_ENDPOINT", &mut self.otlp_endpoint)?;
+        env_parse_optional(&get, "TERN_TLS_DIR", &mut self.tls_dir)?;
         self.apply_store_env(&get)?;
         self.blob_store.apply_env(&get)?;
         self.apply_cluster_env(&get)

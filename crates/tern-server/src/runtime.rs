@@ -245,7 +245,10 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
     let store = services.store.clone();
     create_data_dir(&config)?;
     let data_dir = config.data_dir.clone();
-    let identity = load_or_create_identity(&data_dir)?;
+    let identity = match &config.tls_dir {
+        Some(dir) => crate::tls::load_identity(dir)?,
+        None => load_or_create_identity(&data_dir)?,
+    };
     let blobs = crate::blob_backend::open(&config.blob_store, &data_dir)?;
     let reset_key = load_or_create_reset_key(&data_dir)?;
     let tuning = ServerTransportTuning {

@@ -44,6 +44,19 @@ pub enum TlsError {
         /// The underlying error.
         source: io::Error,
     },
+    /// `tls_dir` lacks `cert.der` or `key.der` (a shared identity is never
+    /// made by the server: every node must load the same one).
+    #[error("tls_dir {dir} must hold {CERT_FILE} and {KEY_FILE}: make them once with `tern tls-identity --out DIR` and give that directory to every node")]
+    Missing {
+        /// The configured directory.
+        dir: PathBuf,
+    },
+    /// `tern tls-identity` was asked to write where an identity exists.
+    #[error("{dir} already holds {CERT_FILE} or {KEY_FILE}: clients pin its fingerprint; pass --force to replace it anyway")]
+    Exists {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// Only one of `cert.der` and `key.der` exists.
     #[error("{dir} holds only one of {CERT_FILE} and {KEY_FILE}: restore the missing file, or delete both to make a new identity (clients must then pin the new fingerprint)")]
     Incomplete {
@@ -97,6 +110,41 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<ServerIdentity, TlsErr
             dir: data_dir.to_path_buf(),
         }),
     }
+}
+
+/// Loads the identity `tls_dir` holds (`cert.der` and `key.der`, as
+/// [`create_identity_in`] writes them): several servers behind one address
+/// load the same one, so a client pinning its fingerprint reaches any.
+///
+/// # Errors
+/// [`TlsError::Missing`] when either file is absent; I/O and rustls errors.
+pub fn load_identity(tls_dir: &Path) -> Result<ServerIdentity, TlsError> {
+    let (cert_path, key_path) = (tls_dir.join(CERT_FILE), tls_dir.join(KEY_FILE));
+    if !cert_path.exists() || !key_path.exists() {
+        return Err(TlsError::Missing {
+            dir: tls_dir.to_path_buf(),
+        });
+    }
+    identity(read(&cert_path)?, read(&key_path)?)
+}
+
+/// Makes a self-signed identity (as a server does on first start) in
+/// `dir`, created if missing; refuses to replace one unless `force`.
+///
+/// # Errors
+/// [`TlsError::Exists`]; I/O and generation errors.
+pub fn create_identity_in(dir: &Path, force: bool) -> Result<ServerIdentity, TlsError> {
+    let (cert_path, key_path) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+    if !force && (cert_path.exists() || key_path.exists()) {
+        return Err(TlsError::Exists {
+            dir: dir.to_path_buf(),
+        });
+    }
+    fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    create_identity(&cert_path, &key_path)
 }
 
 fn create_identity(cert_path: &Path, key_path: &Path) -> Result<ServerIdentity, TlsError> {
