@@ -338,13 +338,14 @@ fn invalid_config_is_refused_before_binding() {
             "store = \"scylla\"\nscylla_nodes = [\"127.0.0.1:1\"]\nscylla_connect_timeout_ms = 1000\n",
             "check that the nodes are up",
         ),
-        // A cluster node on ScyllaDB and S3 is not refused for its
-        // cluster_node_id: it gets as far as the store.
+        // A cluster node on ScyllaDB and S3 without its CA files: refused
+        // before the store is reached.
         (
             "store = \"scylla\"\nscylla_nodes = [\"127.0.0.1:1\"]\ncluster_node_id = \"tern-0\"\n\
              presence_backend = \"redis\"\ncluster_listen = \"127.0.0.1:0\"\n\
+             cluster_ca_cert = \"/nonexistent/ca.pem\"\n\
              [blob_store]\nbackend = \"s3\"\ns3_bucket = \"tern-attachments\"\n",
-            "check that the nodes are up",
+            "cluster CA: cannot read /nonexistent/ca.pem",
         ),
     ] {
         std::fs::write(&file, toml).unwrap();
@@ -353,6 +354,23 @@ fn invalid_config_is_refused_before_binding() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(field), "{toml}: {stderr}");
     }
+    // With its CA, such a node is refused for nothing it set: it gets as
+    // far as the store.
+    let ca = dir.path().join("cluster");
+    ok(tern(&["cluster-ca", "--out", ca.to_str().unwrap()]));
+    let toml = format!(
+        "store = \"scylla\"\nscylla_nodes = [\"127.0.0.1:1\"]\nscylla_connect_timeout_ms = 1000\n\
+         cluster_node_id = \"tern-0\"\npresence_backend = \"redis\"\ncluster_listen = \"127.0.0.1:0\"\n\
+         cluster_ca_cert = {:?}\ncluster_ca_key = {:?}\n\
+         [blob_store]\nbackend = \"s3\"\ns3_bucket = \"tern-attachments\"\n",
+        ca.join("ca.pem").display().to_string(),
+        ca.join("ca.key").display().to_string(),
+    );
+    std::fs::write(&file, toml).unwrap();
+    let out = tern(&["serve", "--config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("check that the nodes are up"), "{stderr}");
 }
 
 /// A running server and registered accounts, each in its own state directory.

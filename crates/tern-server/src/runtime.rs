@@ -215,6 +215,10 @@ struct ShardSetup {
 pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     config.validate()?;
     config.check_cluster_shares_stores()?;
+    if let Some(cluster) = config.cluster() {
+        // Before the store opens: a CA file error is a setting's error.
+        crate::node::load_tls(&cluster)?;
+    }
     if let Some(scylla) = config.scylla_config() {
         let limit = Duration::from_secs(config.scylla_open_timeout_secs);
         let (store, runtime) = crate::scylla_runtime::open(&scylla, limit)?;
@@ -242,6 +246,10 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
 /// still holds the TLS identity.
 pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHandle, StartError> {
     config.validate()?;
+    if let Some(cluster) = config.cluster() {
+        // The CA files are settings too: checked before any port is bound.
+        crate::node::load_tls(&cluster)?;
+    }
     let store = services.store.clone();
     create_data_dir(&config)?;
     let data_dir = config.data_dir.clone();

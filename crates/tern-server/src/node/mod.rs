@@ -164,17 +164,7 @@ impl ClusterNode {
     /// # Errors
     /// [`JoinError`]: the CA files, the link port, or Redis.
     pub fn join(config: &ClusterConfig, shared: Shared) -> Result<Arc<ClusterNode>, JoinError> {
-        let read = |path: &std::path::Path| {
-            std::fs::read_to_string(path).map_err(|source| JoinError::ReadCa {
-                path: path.to_owned(),
-                source,
-            })
-        };
-        let tls = ClusterTls::load(
-            &read(&config.ca_cert)?,
-            &read(&config.ca_key)?,
-            &config.node_id,
-        )?;
+        let tls = load_tls(config)?;
         let views = Arc::new(OnceLock::new());
         let (interest, stats) = (
             Arc::new(Interest::default()),
@@ -514,6 +504,27 @@ impl Drop for ClusterNode {
             runtime.shutdown_background();
         }
     }
+}
+
+/// This node's certificate, issued from the cluster CA files of `config`.
+/// `start` calls it before binding any port too, so that a missing or
+/// wrong CA file is refused like any other setting.
+///
+/// # Errors
+/// [`JoinError::ReadCa`] or [`JoinError::Tls`].
+pub fn load_tls(config: &ClusterConfig) -> Result<ClusterTls, JoinError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|source| JoinError::ReadCa {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let tls = ClusterTls::load(
+        &read(&config.ca_cert)?,
+        &read(&config.ca_key)?,
+        &config.node_id,
+    )?;
+    Ok(tls)
 }
 
 /// Runs `f` (which blocks on this node's runtime) on a thread of its own
