@@ -72,19 +72,7 @@ async fn a_peer_node_gets_typed_refusals_and_users_go_on() {
     let bob = cluster.nodes[1].register("bob").await;
     let (rogue, node0) = (cluster.rogue(), cluster.info(0));
     let (user, device) = (alice.user().to_owned(), alice.device());
-    let mut group = None;
-    for _ in 0..60 {
-        let id = alice
-            .create_conversation(ConversationKind::Group, &["bob"])
-            .await
-            .unwrap()
-            .id;
-        if cluster.owns(0, id) {
-            group = Some(id);
-            break;
-        }
-    }
-    let group = group.expect("node-0 owns one of 60 groups");
+    let group = cluster.group_owned_by_node(&alice, &["bob"], 0).await;
     let elsewhere = (1..u64::MAX).find(|id| !cluster.owns(0, *id)).unwrap();
 
     let garbage = node_call(&rogue, &node0, Bytes::from_static(b"\xff\x00not cbor")).await;
@@ -169,22 +157,23 @@ async fn a_peer_node_gets_typed_refusals_and_users_go_on() {
     assert!(page.messages.iter().all(|m| m.payload.len() < 1 << 20));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_on_another_ca_is_refused_at_start_and_leaves_no_trace() {
-    let cluster = Cluster::start().await;
-    let other = tempfile::tempdir().unwrap();
-    let (cert, key) = ClusterTls::generate_ca().unwrap();
-    std::fs::write(other.path().join("ca.pem"), cert).unwrap();
-    std::fs::write(other.path().join("ca.key"), key).unwrap();
+/// Starts a fourth node, `node-3`, on `cluster`'s store and Redis with the
+/// CA files in `ca_dir`, `adjust` applied; returns why it was refused.
+fn refused_fourth_node(
+    cluster: &Cluster,
+    ca_dir: &std::path::Path,
+    adjust: impl FnOnce(&mut tern_server::ServerConfig),
+) -> String {
     let data = tempfile::tempdir().unwrap();
     let mut config = common::test_config(data.path(), 1);
     config.presence_backend = PresenceBackend::Redis;
     config.redis_url = cluster._redis.url();
     config.cluster_node_id = Some("node-3".into());
     config.cluster_listen = "127.0.0.1:0".parse().unwrap();
-    config.cluster_ca_cert = other.path().join("ca.pem");
-    config.cluster_ca_key = other.path().join("ca.key");
+    config.cluster_ca_cert = ca_dir.join("ca.pem");
+    config.cluster_ca_key = ca_dir.join("ca.key");
     config.cluster_node_ttl_ms = TTL_MS;
+    adjust(&mut config);
     let services = tern_server::Services {
         store: cluster.store.clone(),
         clock: tern_server::Clock::system(),
@@ -192,7 +181,17 @@ async fn a_node_on_another_ca_is_refused_at_start_and_leaves_no_trace() {
     let refused = tern_server::start_with(config, services)
         .err()
         .expect("refused");
-    let message = refused.to_string();
+    refused.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_on_another_ca_is_refused_at_start_and_leaves_no_trace() {
+    let cluster = Cluster::start().await;
+    let other = tempfile::tempdir().unwrap();
+    let (cert, key) = ClusterTls::generate_ca().unwrap();
+    std::fs::write(other.path().join("ca.pem"), cert).unwrap();
+    std::fs::write(other.path().join("ca.key"), key).unwrap();
+    let message = refused_fourth_node(&cluster, other.path(), |_| {});
     assert!(
         message.contains("refuse this node's certificate"),
         "{message}"
@@ -218,24 +217,9 @@ async fn a_node_advertising_an_address_not_its_own_is_refused_at_start() {
     let nobody = silent.local_addr().unwrap();
     drop(silent);
     for advertise in [nobody, cluster.info(0).addr] {
-        let data = tempfile::tempdir().unwrap();
-        let mut config = common::test_config(data.path(), 1);
-        config.presence_backend = PresenceBackend::Redis;
-        config.redis_url = cluster._redis.url();
-        config.cluster_node_id = Some("node-3".into());
-        config.cluster_listen = "127.0.0.1:0".parse().unwrap();
-        config.cluster_advertise = Some(advertise);
-        config.cluster_ca_cert = cluster._ca.path().join("ca.pem");
-        config.cluster_ca_key = cluster._ca.path().join("ca.key");
-        config.cluster_node_ttl_ms = TTL_MS;
-        let services = tern_server::Services {
-            store: cluster.store.clone(),
-            clock: tern_server::Clock::system(),
-        };
-        let refused = tern_server::start_with(config, services)
-            .err()
-            .expect("refused");
-        let message = refused.to_string();
+        let message = refused_fourth_node(&cluster, cluster._ca.path(), |c| {
+            c.cluster_advertise = Some(advertise);
+        });
         assert!(
             message.contains(&format!(
                 "cluster_advertise {advertise} does not lead to this node"
@@ -362,19 +346,7 @@ async fn hundreds_of_pipelined_requests_cross_nodes_and_all_are_answered() {
     let cluster = Cluster::start().await;
     let alice = cluster.nodes[0].register("alice").await;
     let bob = cluster.nodes[1].register("bob").await;
-    let mut group = None;
-    for _ in 0..60 {
-        let id = alice
-            .create_conversation(ConversationKind::Group, &["bob"])
-            .await
-            .unwrap()
-            .id;
-        if cluster.owns(0, id) {
-            group = Some(id);
-            break;
-        }
-    }
-    let group = group.expect("node-0 owns one of 60 groups");
+    let group = cluster.group_owned_by_node(&alice, &["bob"], 0).await;
     let node1 = cluster.nodes[1].handle().cluster_node().unwrap();
     let before = tern_server::node::NodeStats::get(&node1.stats().forwarded);
     // 400 at once: past the connection's 256 in flight and the node link's

@@ -154,6 +154,27 @@ impl Cluster {
         view.get(&format!("node-{i}")).cloned().unwrap()
     }
 
+    /// A new group of `creator` with `members` that node `i` owns in its
+    /// view (groups are made until one is; at most 60 tries).
+    pub async fn group_owned_by_node(
+        &self,
+        creator: &tern_client::Client,
+        members: &[&str],
+        i: usize,
+    ) -> u64 {
+        for _ in 0..60 {
+            let id = creator
+                .create_conversation(tern_proto::ConversationKind::Group, members)
+                .await
+                .unwrap()
+                .id;
+            if self.owns(i, id) {
+                return id;
+            }
+        }
+        panic!("node-{i} owns none of 60 groups");
+    }
+
     /// Whether node `i` owns conversation `id` in its view.
     pub fn owns(&self, i: usize, id: u64) -> bool {
         let node = self.nodes[i].handle().cluster_node().unwrap();
