@@ -200,6 +200,23 @@ fn help_explains_every_command() {
     assert!(serve.contains("--listen") && serve.contains("--data") && serve.contains("--shards"));
 }
 
+/// `tern migrate` against a host that accepts TCP but never answers CQL
+/// gives up after `--open-timeout-secs`, and its advice fits: the nodes,
+/// not "run tern migrate".
+#[test]
+fn migrate_gives_up_on_a_silent_host_in_time() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let out = tern(&["migrate", "--nodes", &addr, "--open-timeout-secs", "2"]);
+    drop(silent);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot connect to ScyllaDB"), "{stderr}");
+    assert!(!stderr.contains("(`tern migrate`)"), "{stderr}");
+    let refused = tern(&["migrate", "--nodes", &addr, "--open-timeout-secs", "0"]);
+    assert!(!refused.status.success());
+}
+
 /// Nodes behind one address share one identity: `tern tls-identity` makes
 /// it, every server given it as `tls_dir` presents its fingerprint, and a
 /// client pinning that fingerprint reaches each of them.

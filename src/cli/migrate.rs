@@ -27,6 +27,11 @@ pub struct MigrateArgs {
     /// names them.
     #[arg(long, default_value = "auto", value_parser = parse_tablets)]
     tablets: Tablets,
+    /// Give up when no session with the nodes is open within this many
+    /// seconds (a host that accepts TCP but never answers CQL).
+    #[arg(long, env = "TERN_SCYLLA_OPEN_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    open_timeout_secs: u64,
 }
 
 fn parse_tablets(value: &str) -> Result<Tablets, String> {
@@ -37,6 +42,7 @@ pub fn run(args: MigrateArgs) -> Result<(), String> {
     super::init_logging("warn");
     let mut config = ScyllaConfig::new(parse_nodes(&args.nodes));
     config.keyspace = args.keyspace;
+    config.session_timeout = std::time::Duration::from_secs(args.open_timeout_secs);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

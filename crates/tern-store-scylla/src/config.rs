@@ -25,6 +25,10 @@ pub struct ScyllaConfig {
     pub request_timeout: Duration,
     /// Limit of opening one connection (default 5 s).
     pub connect_timeout: Duration,
+    /// Limit of opening the session as a whole: every contact point tried
+    /// and the cluster's topology read (default 30 s). A host that accepts
+    /// TCP but never answers CQL is given up on after it.
+    pub session_timeout: Duration,
 }
 
 /// The default keyspace.
@@ -39,6 +43,7 @@ impl ScyllaConfig {
             consistency: ScyllaConsistency::LocalQuorum,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -106,11 +106,16 @@ pub enum OpenError {
         "keyspace {0:?} is not a plain CQL name (1-48 chars of [a-z0-9_], starting with a letter)"
     )]
     BadKeyspace(String),
+    /// `hint` adds, when a keyspace was named, that it must exist.
     #[error(
-        "cannot connect to ScyllaDB at {nodes}: {message}; check that the nodes are up, reachable \
-         from this host on their CQL port, and that the keyspace exists (`tern migrate`)"
+        "cannot connect to ScyllaDB at {nodes}: {message}; check that the nodes are up and \
+         reachable from this host on their CQL port{hint}"
     )]
-    Connect { nodes: String, message: String },
+    Connect {
+        nodes: String,
+        message: String,
+        hint: &'static str,
+    },
     #[error(transparent)]
     Schema(#[from] migrate::SchemaError),
     #[error(transparent)]
@@ -164,10 +169,22 @@ pub async fn connect(
     if let Some(keyspace) = keyspace {
         builder = builder.use_keyspace(keyspace, false);
     }
-    builder.build().await.map_err(|e| OpenError::Connect {
+    let hint = match keyspace {
+        Some(_) => ", and that the keyspace exists (`tern migrate`)",
+        None => "",
+    };
+    let refused = |message: String| OpenError::Connect {
         nodes: config.nodes.join(","),
-        message: e.to_string(),
-    })
+        message,
+        hint,
+    };
+    match tokio::time::timeout(config.session_timeout, builder.build()).await {
+        Ok(session) => session.map_err(|e| refused(e.to_string())),
+        Err(_) => Err(refused(format!(
+            "no session within {} s",
+            config.session_timeout.as_secs()
+        ))),
+    }
 }
 
 #[async_trait]
