@@ -37,7 +37,7 @@ pub const SELF_SIGNED_SANS: [&str; 4] = ["localhost", "tern.local", "127.0.0.1",
 #[derive(Debug, Error)]
 pub enum TlsError {
     /// Reading or writing a certificate or key file failed.
-    #[error("cannot access {path}: {source}; check that the data directory exists and is writable by the server")]
+    #[error("cannot access {path}: {source}; check that the directory exists and that the server's user may read it (and write it, for the data directory)")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
@@ -50,6 +50,20 @@ pub enum TlsError {
     Missing {
         /// The configured directory.
         dir: PathBuf,
+    },
+    /// `tls_dir` holds files that are not one certificate and its key.
+    #[error("tls_dir {dir} holds no usable identity: {reason}; make one with `tern tls-identity --out DIR` (DER files, as it writes them) and give that directory to every node")]
+    Unusable {
+        /// The configured directory.
+        dir: PathBuf,
+        /// What is wrong with the files.
+        reason: String,
+    },
+    /// `tls_dir` or `tern tls-identity --out` names something else than a directory.
+    #[error("{path} is not a directory: give a directory to hold {CERT_FILE} and {KEY_FILE}")]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
     },
     /// `tern tls-identity` was asked to write where an identity exists.
     #[error("{dir} already holds {CERT_FILE} or {KEY_FILE}: clients pin its fingerprint; pass --force to replace it anyway")]
@@ -117,15 +131,65 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<ServerIdentity, TlsErr
 /// load the same one, so a client pinning its fingerprint reaches any.
 ///
 /// # Errors
-/// [`TlsError::Missing`] when either file is absent; I/O and rustls errors.
+/// [`TlsError::Missing`] when either file is absent, [`TlsError::Io`] when
+/// one cannot be read (a directory the server may not search used to be
+/// reported as missing), [`TlsError::Unusable`] when they are not a
+/// certificate and its private key (PEM text, garbage, a mismatched pair),
+/// [`TlsError::NotADirectory`].
 pub fn load_identity(tls_dir: &Path) -> Result<ServerIdentity, TlsError> {
     let (cert_path, key_path) = (tls_dir.join(CERT_FILE), tls_dir.join(KEY_FILE));
-    if !cert_path.exists() || !key_path.exists() {
+    check_directory(tls_dir)?;
+    if !present(&cert_path)? || !present(&key_path)? {
         return Err(TlsError::Missing {
             dir: tls_dir.to_path_buf(),
         });
     }
-    identity(read(&cert_path)?, read(&key_path)?)
+    let (cert, key) = (read(&cert_path)?, read(&key_path)?);
+    let unusable = |reason: String| TlsError::Unusable {
+        dir: tls_dir.to_path_buf(),
+        reason,
+    };
+    for (file, bytes) in [(CERT_FILE, &cert), (KEY_FILE, &key)] {
+        if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+            return Err(unusable(format!("{file} is PEM text, not DER")));
+        }
+    }
+    let loaded = identity(cert, key)?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(
+        loaded.cert_chain.clone(),
+        loaded.key.clone_key(),
+        &provider,
+    )
+    .map_err(|e| {
+        unusable(format!(
+            "{CERT_FILE} and {KEY_FILE} are not a certificate and its private key ({e})"
+        ))
+    })?;
+    Ok(loaded)
+}
+
+/// Refuses `dir` when it exists and is not a directory.
+fn check_directory(dir: &Path) -> Result<(), TlsError> {
+    match fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(TlsError::NotADirectory {
+            path: dir.to_path_buf(),
+        }),
+        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(TlsError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `path` exists; an error other than "not found" (no permission
+/// to search its directory) is an error, not an absence.
+fn present(path: &Path) -> Result<bool, TlsError> {
+    path.try_exists().map_err(|source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Makes a self-signed identity (as a server does on first start) in
@@ -135,6 +199,7 @@ pub fn load_identity(tls_dir: &Path) -> Result<ServerIdentity, TlsError> {
 /// [`TlsError::Exists`]; I/O and generation errors.
 pub fn create_identity_in(dir: &Path, force: bool) -> Result<ServerIdentity, TlsError> {
     let (cert_path, key_path) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+    check_directory(dir)?;
     if !force && (cert_path.exists() || key_path.exists()) {
         return Err(TlsError::Exists {
             dir: dir.to_path_buf(),
@@ -152,8 +217,15 @@ fn create_identity(cert_path: &Path, key_path: &Path) -> Result<ServerIdentity, 
     let certified = rcgen::generate_simple_self_signed(sans)?;
     let key = certified.key_pair.serialize_der();
     let cert = certified.cert.der().to_vec();
-    write_private(key_path, &key)?;
-    write_private(cert_path, &cert)?;
+    // Both written before either replaces a file: a failed write (--force
+    // over an identity, a full disk) used to leave a new key beside the
+    // old certificate, a pair no server could load.
+    let key_tmp = write_temp(key_path, &key)?;
+    let cert_tmp = write_temp(cert_path, &cert).inspect_err(|_| {
+        let _ = fs::remove_file(&key_tmp);
+    })?;
+    rename(&key_tmp, key_path)?;
+    rename(&cert_tmp, cert_path)?;
     tracing::info!(
         "created a self-signed server certificate in {}",
         cert_path.display()
@@ -210,9 +282,16 @@ pub fn load_or_create_reset_key(
 /// Writes `bytes` to `path` through a temporary file created with mode 0600
 /// and renamed into place, so a crash never leaves a half-written file.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    let tmp = write_temp(path, bytes)?;
+    rename(&tmp, path)
+}
+
+/// Writes `bytes`, synced, to a new mode-0600 file beside `path`
+/// (`<path>.tmp`, removed again if the write fails); returns its path.
+fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf, TlsError> {
     let tmp = path.with_extension("der.tmp");
     let io_err = |source| TlsError::Io {
-        path: path.to_path_buf(),
+        path: tmp.clone(),
         source,
     };
     let mut options = fs::OpenOptions::new();
@@ -220,10 +299,19 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp).map_err(io_err)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io_err)?;
-    fs::rename(&tmp, path).map_err(io_err)
+    if let Err(source) = file.write_all(bytes).and_then(|()| file.sync_all()) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(source));
+    }
+    Ok(tmp)
+}
+
+/// Renames the temporary file `tmp` onto `path`.
+fn rename(tmp: &Path, path: &Path) -> Result<(), TlsError> {
+    fs::rename(tmp, path).map_err(|source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The keep-alive interval tern clients use (`tern_client::tls::CLIENT_KEEP_ALIVE`;
@@ -381,6 +469,76 @@ mod tests {
         assert!(matches!(
             load_or_create_reset_key(dir.path()),
             Err(TlsError::ResetSecret { len: 5, .. })
+        ));
+        Ok(())
+    }
+
+    /// A failed `tern tls-identity --force` leaves the identity it meant
+    /// to replace whole: the new key used to be in place before the new
+    /// certificate failed to be written.
+    #[test]
+    fn a_failed_replacement_keeps_the_old_pair() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let old = create_identity_in(dir.path(), false)?;
+        let old_key = fs::read(dir.path().join(KEY_FILE))?;
+        // The certificate's temporary file cannot be made: a directory is there.
+        fs::create_dir(dir.path().join("cert.der.tmp"))?;
+        assert!(matches!(
+            create_identity_in(dir.path(), true),
+            Err(TlsError::Io { .. })
+        ));
+        assert_eq!(fs::read(dir.path().join(KEY_FILE))?, old_key);
+        assert!(!dir.path().join("key.der.tmp").exists());
+        let kept = load_identity(dir.path())?;
+        assert_eq!(kept.fingerprint, old.fingerprint);
+        Ok(())
+    }
+
+    /// What an operator may put in `tls_dir` by mistake is refused with
+    /// the directory and the reason, before any port is bound.
+    #[test]
+    fn tls_dir_refuses_what_is_not_an_identity() -> Result<(), Box<dyn std::error::Error>> {
+        let good = tempfile::tempdir()?;
+        create_identity_in(good.path(), false)?;
+        let other = tempfile::tempdir()?;
+        create_identity_in(other.path(), false)?;
+        let cert = fs::read(good.path().join(CERT_FILE))?;
+        let key = fs::read(good.path().join(KEY_FILE))?;
+        let cases: [(&[u8], &[u8], &str); 5] = [
+            (b"", b"", "not a certificate"),
+            (&cert, b"\x30\x03garbage", "not a certificate"),
+            (b"garbage", &key, "not a certificate"),
+            (
+                b"-----BEGIN CERTIFICATE-----\nMIIB\n",
+                &key,
+                "cert.der is PEM",
+            ),
+            (
+                &cert,
+                &fs::read(other.path().join(KEY_FILE))?,
+                "not a certificate",
+            ),
+        ];
+        for (cert_bytes, key_bytes, says) in cases {
+            let dir = tempfile::tempdir()?;
+            fs::write(dir.path().join(CERT_FILE), cert_bytes)?;
+            fs::write(dir.path().join(KEY_FILE), key_bytes)?;
+            match load_identity(dir.path()) {
+                Err(e @ TlsError::Unusable { .. }) => {
+                    assert!(e.to_string().contains(says), "{e}");
+                    assert!(e.to_string().contains("tern tls-identity"), "{e}");
+                }
+                other => panic!("{says}: {other:?}"),
+            }
+        }
+        let file = good.path().join(CERT_FILE);
+        assert!(matches!(
+            load_identity(&file),
+            Err(TlsError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            create_identity_in(&file, true),
+            Err(TlsError::NotADirectory { .. })
         ));
         Ok(())
     }
