@@ -102,7 +102,8 @@ impl BlobStoreConfig {
             return Ok(());
         }
         if let Some(url) = &self.s3_endpoint {
-            check_endpoint(url).map_err(|m| refuse("s3_endpoint", m))?;
+            check_http_url(url, "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+                .map_err(|m| refuse("s3_endpoint", m))?;
         }
         check_bucket(&self.s3_bucket).map_err(|m| refuse("s3_bucket", m))?;
         let region_ok = !self.s3_region.is_empty()
@@ -159,33 +160,64 @@ impl BlobStoreConfig {
     }
 }
 
-/// `http://` or `https://`, then a host (and optional port and path), no
-/// spaces, no credentials in the URL.
-fn check_endpoint(url: &str) -> Result<(), String> {
+/// `http://` or `https://`, then a host (a name, an IPv4 address or a
+/// bracketed IPv6 one), an optional port 1 to 65535 and an optional path:
+/// no credentials (`credentials` says where they go instead), query,
+/// fragment, spaces or control characters. What passes is a URL the HTTP
+/// clients behind `s3_endpoint` and `otlp_endpoint` accept (an unclosed
+/// `[` used to pass here and panic inside the S3 client).
+pub(crate) fn check_http_url(url: &str, credentials: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
         .ok_or("must start with http:// or https://")?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() || authority.starts_with(':') {
-        return Err("must name a host, e.g. http://127.0.0.1:9000".into());
-    }
-    if authority.contains('@') {
-        return Err(
-            "must not hold credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
-        );
-    }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("must not contain spaces".into());
     }
-    if let Some((_, port)) = authority
-        .rsplit_once(':')
-        .filter(|_| !authority.ends_with(']'))
-    {
-        port.parse::<u16>()
-            .map_err(|_| format!("has a bad port {port:?}"))?;
+    if rest.contains(['?', '#']) {
+        return Err("must not have a query (?) or a fragment (#)".into());
     }
-    Ok(())
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(format!("must not hold credentials: {credentials}"));
+    }
+    let (host, port) = split_host_port(authority)?;
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if !host_ok {
+        return Err(format!(
+            "must name a host (letters, digits, '-', '.', or [IPv6]), not {host:?}"
+        ));
+    }
+    match port.map(|p| (p, p.parse::<u16>())) {
+        Some((port, Err(_) | Ok(0))) => Err(format!("has a bad port {port:?} (1 to 65535)")),
+        _ => Ok(()),
+    }
+}
+
+/// The host and the optional port of `authority`. A bracketed IPv6 host is
+/// checked here and returned as `ipv6`, which passes the caller's name check.
+fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), String> {
+    let Some(bracketed) = authority.strip_prefix('[') else {
+        return Ok(match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        });
+    };
+    let (v6, after) = bracketed
+        .split_once(']')
+        .ok_or("has an unclosed '[': write an IPv6 host as [::1]")?;
+    v6.parse::<std::net::Ipv6Addr>()
+        .map_err(|_| format!("has a bad IPv6 address {v6:?}"))?;
+    match after {
+        "" => Ok(("ipv6", None)),
+        _ => after
+            .strip_prefix(':')
+            .map(|port| ("ipv6", Some(port)))
+            .ok_or_else(|| format!("has {after:?} after the IPv6 address; expected :port")),
+    }
 }
 
 /// S3's bucket naming rules (general purpose buckets).
@@ -307,6 +339,36 @@ mod tests {
         for (adjust, field) in cases {
             let e = s3(adjust).unwrap_err();
             assert_eq!(e.field, field, "{e}");
+        }
+    }
+
+    /// Every endpoint that passes is one the S3 client can build a request
+    /// for: `http://[::1` passed and then panicked inside object_store.
+    #[test]
+    fn s3_endpoints_are_checked_to_the_authority() {
+        let endpoint = |url: &str| s3(|c| c.s3_endpoint = Some(url.into()));
+        for good in [
+            "http://[::1]:9000",
+            "https://[2001:db8::1]/",
+            "http://minio_1:9000/base",
+            "http://10.0.0.1",
+        ] {
+            assert!(endpoint(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("http://[::1", "unclosed"),
+            ("http://[::1]x", "after the IPv6"),
+            ("http://[zz]:9000", "IPv6"),
+            ("http://h:12:34", "bad port"),
+            ("http://h:0", "bad port"),
+            ("http://:9000", "host"),
+            ("http://h^st:9000", "host"),
+            ("http://h:9000?x=1", "query"),
+            ("http://h#f", "fragment"),
+        ] {
+            let refused = endpoint(bad).unwrap_err();
+            assert_eq!(refused.field, "s3_endpoint");
+            assert!(refused.message.contains(says), "{bad}: {refused}");
         }
     }
 }

@@ -409,6 +409,7 @@ impl ServerConfig {
             Some(path) => Self::from_file(path)?,
             None => ServerConfig::default(),
         };
+        refuse_non_unicode_env(|name| std::env::var_os(name))?;
         config.apply_env(|name| std::env::var(name).ok())?;
         Ok(config)
     }
@@ -443,21 +444,25 @@ impl ServerConfig {
         )
     }
 
-    /// `otlp_endpoint`, when set, is an http or https URL with a host.
+    /// `otlp_endpoint`, when set, is an http or https URL with a host, as
+    /// `s3_endpoint` ([`crate::blob_backend::check_http_url`]): a query or a
+    /// fragment used to be taken for the path (spans went to `/` or
+    /// `/?x=1/v1/traces`), a port past 65535 or an empty host to be accepted
+    /// and every export to fail unseen, and `user:password@` to be dropped.
     fn validate_otlp(&self) -> Result<(), ConfigError> {
         let Some(endpoint) = &self.otlp_endpoint else {
             return Ok(());
         };
-        let host = endpoint
-            .strip_prefix("http://")
-            .or_else(|| endpoint.strip_prefix("https://"))
-            .and_then(|rest| rest.split('/').next())
-            .filter(|host| !host.is_empty());
-        check(
-            host.is_some(),
-            "otlp_endpoint",
-            "must be an http:// or https:// URL of the collector, e.g. http://collector:4318",
+        crate::blob_backend::check_http_url(
+            endpoint,
+            "the exporter sends none from the URL; set OTEL_EXPORTER_OTLP_HEADERS=authorization=...",
         )
+        .map_err(|message| ConfigError::Invalid {
+            field: "otlp_endpoint",
+            message: format!(
+                "{message} (the collector's OTLP/HTTP URL, e.g. http://collector:4318)"
+            ),
+        })
     }
 
     /// The send and connection-attempt limits: every burst and rate at
@@ -799,6 +804,27 @@ fn loopback() -> Vec<ipnet::IpNet> {
     [v4, v6].into_iter().filter_map(Result::ok).collect()
 }
 
+/// Refuses a `TERN_*` variable (one [`ServerConfig::env_names`] lists,
+/// read through `get`) whose value is not UTF-8: reading it as unset used
+/// to start the server on the default or the file's value instead (a
+/// `TERN_TLS_DIR` so ignored served another certificate than the others).
+fn refuse_non_unicode_env(
+    get: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<(), ConfigError> {
+    for name in ServerConfig::env_names() {
+        if let Some(value) = get(&name).filter(|v| v.to_str().is_none()) {
+            return Err(ConfigError::Env {
+                value: value.to_string_lossy().into_owned(),
+                name,
+                message: "is not UTF-8 text: tern reads no other value (write the path or \
+                          URL in UTF-8)"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn check(ok: bool, field: &'static str, message: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
@@ -1032,7 +1058,19 @@ mod tests {
         };
         assert!(with("http://collector:4318").validate().is_ok());
         assert!(with("https://otel.example/v1/traces").validate().is_ok());
-        for bad in ["collector:4318", "http://", "grpc://collector:4317", ""] {
+        for bad in [
+            "collector:4318",
+            "http://",
+            "grpc://collector:4317",
+            "",
+            "http://c:4318?x=1",
+            "http://c:4318/?x=1",
+            "http://c:4318#f",
+            "http://c:99999",
+            "http://:4318",
+            "http://user:secret@c:4318",
+            "http://[::1",
+        ] {
             let refused = with(bad).validate().expect_err(bad).to_string();
             assert!(refused.contains("otlp_endpoint"), "{refused}");
         }
@@ -1040,6 +1078,21 @@ mod tests {
         c.apply_env(|n| (n == "TERN_OTLP_ENDPOINT").then(|| "http://c:4318".into()))
             .expect("env");
         assert_eq!(c.otlp_endpoint.as_deref(), Some("http://c:4318"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_variable_that_is_not_utf8_is_refused_not_ignored() {
+        use std::os::unix::ffi::OsStringExt as _;
+        let bad = |name: &str| {
+            (name == "TERN_TLS_DIR")
+                .then(|| std::ffi::OsString::from_vec(b"/etc/tern\xff".to_vec()))
+        };
+        let refused = refuse_non_unicode_env(bad).expect_err("not UTF-8");
+        assert!(refused.to_string().contains("TERN_TLS_DIR"), "{refused}");
+        assert!(refused.to_string().contains("UTF-8"), "{refused}");
+        let fine = |name: &str| (name == "TERN_TLS_DIR").then(|| "/etc/tern".into());
+        assert!(refuse_non_unicode_env(fine).is_ok());
     }
 
     #[test]
