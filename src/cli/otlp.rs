@@ -8,12 +8,14 @@
 //! OpenTelemetry SDK's (`opentelemetry-otlp`, OTLP specification 1.x,
 //! "OTLP/HTTP"); spans reach it through `tracing-opentelemetry`.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use tracing::Subscriber;
 use tracing_subscriber::filter::filter_fn;
@@ -25,6 +27,8 @@ use tracing_subscriber::Layer;
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the last batch to be sent.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most one warning this often while exports keep failing.
+const FAILURE_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the exporter could not be set up; `tern serve` stops before binding.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +78,7 @@ where
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(http_client(endpoint)?)
-        .with_endpoint(url)
+        .with_endpoint(url.clone())
         .with_timeout(EXPORT_TIMEOUT)
         .build()
         .map_err(|e| OtlpError::Endpoint {
@@ -85,6 +89,11 @@ where
     if let Some(node) = node {
         resource = resource.with_attribute(KeyValue::new("service.instance.id", node.to_owned()));
     }
+    let exporter = Reported {
+        inner: exporter,
+        url,
+        failures: Mutex::default(),
+    };
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
@@ -93,6 +102,96 @@ where
         .with_tracer(provider.tracer("tern"))
         .with_filter(tern_spans());
     Ok((layer, Exporter { provider }))
+}
+
+/// The OTLP exporter, saying on stderr when batches are lost: the SDK is
+/// built without its internal log, so a collector answering 500, posting
+/// to a wrong path or a closed port used to lose every span without a
+/// line. A warning when exports fail (at most one every
+/// [`FAILURE_REPORT_EVERY`], with the batches lost since the last one),
+/// and a line when they succeed after a warning.
+#[derive(Debug)]
+struct Reported<E> {
+    inner: E,
+    url: String,
+    failures: Mutex<Failures>,
+}
+
+impl<E: SpanExporter> SpanExporter for Reported<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let result = self.inner.export(batch).await;
+        let report = self
+            .failures
+            .lock()
+            .ok()
+            .and_then(|mut failures| failures.note(result.is_ok(), Instant::now()));
+        match (report, &result) {
+            (Some(Report::Failing { lost }), Err(e)) => tracing::warn!(
+                "traces are not reaching the collector at {}: {e}; {lost} batch(es) of spans \
+                 lost since the last warning (clients are served as before)",
+                self.url
+            ),
+            (Some(Report::Recovered), _) => {
+                tracing::info!("traces reach the collector at {} again", self.url)
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// What [`Failures::note`] says to log.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    /// Warn: `lost` batches failed since the last warning.
+    Failing { lost: u64 },
+    /// An export succeeded after a warning.
+    Recovered,
+}
+
+/// The export results since the last warning.
+#[derive(Debug, Default)]
+struct Failures {
+    /// Failed exports not yet told.
+    lost: u64,
+    /// When the last warning was logged.
+    warned_at: Option<Instant>,
+    /// A warning was logged and no export has succeeded since.
+    failing: bool,
+}
+
+impl Failures {
+    /// Notes one export's outcome at `now`; what to log, if anything.
+    fn note(&mut self, ok: bool, now: Instant) -> Option<Report> {
+        if ok {
+            self.lost = 0;
+            return std::mem::take(&mut self.failing).then_some(Report::Recovered);
+        }
+        self.lost += 1;
+        let due = self
+            .warned_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= FAILURE_REPORT_EVERY);
+        if !due {
+            return None;
+        }
+        self.warned_at = Some(now);
+        self.failing = true;
+        Some(Report::Failing {
+            lost: std::mem::take(&mut self.lost),
+        })
+    }
 }
 
 /// The blocking HTTP client the exporter posts with. Built on a thread of its
@@ -129,7 +228,41 @@ fn tern_spans<S>() -> impl Filter<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::traces_url;
+    use super::{traces_url, Failures, Report, FAILURE_REPORT_EVERY};
+    use std::time::Instant;
+
+    /// A collector that keeps failing is told once a minute, with the
+    /// batches lost in between, and its return once; one that flaps costs
+    /// at most a warning and a recovery line a minute.
+    #[test]
+    fn failed_exports_are_reported_once_a_minute() {
+        let mut failures = Failures::default();
+        let start = Instant::now();
+        let at = |secs: u64| start + std::time::Duration::from_secs(secs);
+        assert_eq!(failures.note(true, at(0)), None);
+        assert_eq!(
+            failures.note(false, at(1)),
+            Some(Report::Failing { lost: 1 })
+        );
+        for secs in 2..12 {
+            assert_eq!(failures.note(false, at(secs)), None);
+        }
+        let next = 1 + FAILURE_REPORT_EVERY.as_secs();
+        assert_eq!(
+            failures.note(false, at(next)),
+            Some(Report::Failing { lost: 11 })
+        );
+        assert_eq!(failures.note(true, at(next + 1)), Some(Report::Recovered));
+        assert_eq!(failures.note(true, at(next + 2)), None);
+        // Failing again within the minute: not told until it is up.
+        assert_eq!(failures.note(false, at(next + 3)), None);
+        assert_eq!(failures.note(true, at(next + 4)), None);
+        let later = next + FAILURE_REPORT_EVERY.as_secs();
+        assert_eq!(
+            failures.note(false, at(later)),
+            Some(Report::Failing { lost: 1 })
+        );
+    }
 
     #[test]
     fn a_base_url_gets_the_traces_path_and_a_full_one_is_kept() {
