@@ -778,6 +778,13 @@ impl ServerConfig {
             !self.data_dir.as_os_str().is_empty(),
             "data_dir",
             "must not be empty",
+        )?;
+        check(
+            self.tls_dir
+                .as_ref()
+                .is_none_or(|dir| !dir.as_os_str().is_empty()),
+            "tls_dir",
+            "must not be empty: leave it out to serve the identity in data_dir",
         )
     }
 
@@ -1093,6 +1100,13 @@ mod tests {
         assert!(refused.to_string().contains("UTF-8"), "{refused}");
         let fine = |name: &str| (name == "TERN_TLS_DIR").then(|| "/etc/tern".into());
         assert!(refuse_non_unicode_env(fine).is_ok());
+    }
+
+    #[test]
+    fn an_empty_tls_dir_is_refused_not_read_from_the_working_directory() {
+        let c: ServerConfig = toml::from_str("tls_dir = \"\"").expect("parses");
+        let refused = c.validate().expect_err("empty");
+        assert!(refused.to_string().contains("tls_dir"), "{refused}");
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub const KEY_FILE: &str = "key.der";
 pub const RESET_SECRET_FILE: &str = "reset.key";
 /// Length of the stateless-reset secret.
 const RESET_SECRET_LEN: usize = 32;
+/// The most [`read`] takes of a certificate, key or secret file: theirs
+/// are a few hundred bytes (a link to `/dev/zero` used to be read until
+/// memory ran out).
+const MAX_FILE_LEN: u64 = 1 << 20;
 
 /// Subject alternative names of the self-signed certificate.
 pub const SELF_SIGNED_SANS: [&str; 4] = ["localhost", "tern.local", "127.0.0.1", "::1"];
@@ -63,6 +67,12 @@ pub enum TlsError {
     #[error("{path} is not a directory: give a directory to hold {CERT_FILE} and {KEY_FILE}")]
     NotADirectory {
         /// The path given.
+        path: PathBuf,
+    },
+    /// A certificate, key or secret file is larger than any of them can be.
+    #[error("{path} is larger than {MAX_FILE_LEN} bytes: not a certificate, key or secret; replace it with the file tern wrote")]
+    TooLarge {
+        /// The file.
         path: PathBuf,
     },
     /// `tern tls-identity` was asked to write where an identity exists.
@@ -243,10 +253,21 @@ fn identity(cert: Vec<u8>, key: Vec<u8>) -> Result<ServerIdentity, TlsError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|file| {
+            io::Read::read_to_end(&mut io::Read::take(file, MAX_FILE_LEN + 1), &mut bytes)
+        })
+        .map_err(|source| TlsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_FILE_LEN {
+        return Err(TlsError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(bytes)
 }
 
 /// The key quinn signs stateless-reset tokens with: HMAC-SHA256 under the
@@ -530,6 +551,16 @@ mod tests {
                 }
                 other => panic!("{says}: {other:?}"),
             }
+        }
+        #[cfg(unix)]
+        {
+            let endless = tempfile::tempdir()?;
+            std::os::unix::fs::symlink("/dev/zero", endless.path().join(CERT_FILE))?;
+            fs::write(endless.path().join(KEY_FILE), &key)?;
+            assert!(matches!(
+                load_identity(endless.path()),
+                Err(TlsError::TooLarge { .. })
+            ));
         }
         let file = good.path().join(CERT_FILE);
         assert!(matches!(
