@@ -318,6 +318,12 @@ fn invalid_config_is_refused_before_binding() {
         ),
         ("[blob_store]\nbackend = \"ftp\"\n", "backend"),
         ("otlp_endpoint = \"collector:4318\"\n", "otlp_endpoint"),
+        // A tls_dir without the identity, on a ScyllaDB that is not there:
+        // the identity is refused first, before the store is dialled.
+        (
+            "tls_dir = \"/nonexistent-tls\"\nstore = \"scylla\"\nscylla_nodes = [\"127.0.0.1:1\"]\n",
+            "/nonexistent-tls",
+        ),
         (
             "presence_backend = \"redis\"\nredis_url = \"http://127.0.0.1:6379\"\n",
             "redis_url: must start with redis://",

@@ -219,6 +219,10 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         // Before the store opens: a CA file error is a setting's error.
         crate::node::load_tls(&cluster)?;
     }
+    if let Some(dir) = &config.tls_dir {
+        // So is a shared identity that cannot be served.
+        crate::tls::load_identity(dir)?;
+    }
     if let Some(scylla) = config.scylla_config() {
         let limit = Duration::from_secs(config.scylla_open_timeout_secs);
         let (store, runtime) = crate::scylla_runtime::open(&scylla, limit)?;
