@@ -130,6 +130,38 @@ async fn deliveries_go_only_to_the_nodes_holding_a_recipient() {
     assert!(node_stats(&cluster.nodes[2]).0 > after[2].0);
 }
 
+/// A node that joins a running cluster knows nobody's users at first: it
+/// sends the others every delivery until their lists come, and they send
+/// it theirs at once; either way clients connected elsewhere get the
+/// conversations it comes to own live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_joins_routes_its_conversations_deliveries_to_connected_users() {
+    let mut cluster = Cluster::start().await;
+    let alice = cluster.nodes[0].register("alice").await;
+    let bob = cluster.nodes[1].register("bob").await;
+    cluster.until_nodes_know_their_peers().await;
+    cluster.add_node();
+    for i in 0..4 {
+        cluster.until_live(i, 4).await;
+    }
+    // A group the new node owns: its deliveries reach bob on node-1 live.
+    let group = clients::group_owned_by(&alice, &bob, &*cluster.store, "node-3", WAIT).await;
+    let payloads: Vec<Bytes> = (0..10)
+        .map(|i| Bytes::from(format!("via node-3 {i}")))
+        .collect();
+    for payload in &payloads {
+        alice.send(group, payload.clone()).await.unwrap();
+    }
+    collect(&bob, group, &payloads).await;
+    // Once the lists are in, node-2 (holding neither) gets none of them.
+    cluster.until_nodes_know_their_peers().await;
+    let before = node_stats(&cluster.nodes[2]).0;
+    let last = Bytes::from_static(b"after the lists");
+    alice.send(group, last.clone()).await.unwrap();
+    collect(&bob, group, &[last]).await;
+    assert_eq!(node_stats(&cluster.nodes[2]).0, before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn owner_failover_keeps_every_acknowledged_message_once_and_fences_the_old_owner() {
     let mut cluster = Cluster::start().await;

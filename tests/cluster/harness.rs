@@ -45,33 +45,40 @@ impl Cluster {
         std::fs::write(ca.path().join("ca.pem"), cert).unwrap();
         std::fs::write(ca.path().join("ca.key"), key).unwrap();
         let store = Arc::new(MemStore::new());
-        let nodes: Vec<TestServer> = (0..3)
-            .map(|i| {
-                let shared: Arc<dyn Store> = store.clone();
-                TestServer::start_on_store_with(2, shared, |c| {
-                    c.presence_backend = PresenceBackend::Redis;
-                    c.redis_url = redis.url();
-                    c.cluster_node_id = Some(format!("node-{i}"));
-                    c.cluster_listen = "127.0.0.1:0".parse().unwrap();
-                    c.cluster_ca_cert = ca.path().join("ca.pem");
-                    c.cluster_ca_key = ca.path().join("ca.key");
-                    c.cluster_node_ttl_ms = TTL_MS;
-                    c.admin_addr = Some("127.0.0.1:0".parse().unwrap());
-                    c.push.allow_http_loopback = true;
-                    c.push.coalesce_ms = 100;
-                })
-            })
-            .collect();
-        let cluster = Cluster {
-            nodes,
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
             store,
             _redis: redis,
             _ca: ca,
         };
+        for _ in 0..3 {
+            cluster.add_node();
+        }
         for i in 0..3 {
             cluster.until_live(i, 3).await;
         }
         cluster
+    }
+
+    /// Starts `node-{n}`, n the number of nodes so far, on the shared store,
+    /// Redis and CA (the others see it join at their next heartbeat).
+    pub fn add_node(&mut self) {
+        let i = self.nodes.len();
+        let shared: Arc<dyn Store> = self.store.clone();
+        let (redis, ca) = (self._redis.url(), self._ca.path());
+        let node = TestServer::start_on_store_with(2, shared, |c| {
+            c.presence_backend = PresenceBackend::Redis;
+            c.redis_url = redis;
+            c.cluster_node_id = Some(format!("node-{i}"));
+            c.cluster_listen = "127.0.0.1:0".parse().unwrap();
+            c.cluster_ca_cert = ca.join("ca.pem");
+            c.cluster_ca_key = ca.join("ca.key");
+            c.cluster_node_ttl_ms = TTL_MS;
+            c.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+            c.push.allow_http_loopback = true;
+            c.push.coalesce_ms = 100;
+        });
+        self.nodes.push(node);
     }
 
     /// Waits until node `i` sees `count` live nodes.
