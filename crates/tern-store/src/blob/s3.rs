@@ -111,6 +111,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a failing request is retried before the call fails.
 pub const RETRY_FOR: Duration = Duration::from_secs(20);
 
+/// How long [`S3BlobStore::open`] waits for its first listing (the
+/// endpoint answers, the bucket exists, the key is accepted): room for
+/// the retries of a slow start, not the whole [`REQUEST_TIMEOUT`] a
+/// silent endpoint would hold the server's start for.
+pub const OPEN_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where the S3 backend keeps blobs, and the key to sign with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3BlobConfig {
@@ -185,6 +191,9 @@ struct Inner {
     root: Path,
     bucket: String,
     endpoint: String,
+    /// A key was given (settings or `AWS_*` variables); without one the
+    /// client asks the instance metadata service for a role's.
+    has_key: bool,
 }
 
 /// Runs futures on the backend's own runtime for synchronous callers.
@@ -240,6 +249,11 @@ impl S3BlobStore {
     /// [`BlobError::Io`] saying what to fix: a bad endpoint URL, a missing
     /// bucket, refused credentials, an unreachable endpoint.
     pub fn open(config: &S3BlobConfig) -> Result<S3BlobStore, BlobError> {
+        Self::open_within(config, OPEN_CHECK_TIMEOUT)
+    }
+
+    /// [`S3BlobStore::open`], giving the check at most `limit`.
+    fn open_within(config: &S3BlobConfig, limit: Duration) -> Result<S3BlobStore, BlobError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tern-s3")
@@ -254,9 +268,20 @@ impl S3BlobStore {
             writing: Arc::default(),
             swept: Mutex::default(),
         };
-        store
-            .bridge
-            .run(|inner| async move { inner.check().await })?;
+        store.bridge.run(move |inner| async move {
+            match tokio::time::timeout(limit, inner.check()).await {
+                Ok(checked) => checked,
+                Err(_) => Err(BlobError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the S3 endpoint {} did not answer within {} s: check \
+                         blob_store.s3_endpoint and that it is reachable from this host",
+                        inner.endpoint,
+                        limit.as_secs()
+                    ),
+                ))),
+            }
+        })?;
         Ok(store)
     }
 }
@@ -288,7 +313,9 @@ fn build(config: &S3BlobConfig) -> Result<Inner, BlobError> {
         }
         None => format!("https://s3.{}.amazonaws.com", config.region),
     };
-    if let Some(key) = config.credentials.clone().or_else(S3Credentials::from_env) {
+    let key = config.credentials.clone().or_else(S3Credentials::from_env);
+    let has_key = key.is_some();
+    if let Some(key) = key {
         builder = builder
             .with_access_key_id(key.access_key_id)
             .with_secret_access_key(key.secret_access_key);
@@ -316,6 +343,7 @@ fn build(config: &S3BlobConfig) -> Result<Inner, BlobError> {
         root,
         bucket: config.bucket.clone(),
         endpoint,
+        has_key,
     })
 }
 
@@ -464,5 +492,64 @@ impl BlobStore for S3BlobStore {
             .run(move |inner| async move { inner.sweep_expired(before).await })?;
         self.swept_to(1, before);
         Ok(swept)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn config(endpoint: String, credentials: Option<S3Credentials>) -> S3BlobConfig {
+        S3BlobConfig {
+            endpoint: Some(endpoint),
+            bucket: "tern-blobs".into(),
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            credentials,
+        }
+    }
+
+    fn key() -> S3Credentials {
+        S3Credentials {
+            access_key_id: "id".into(),
+            secret_access_key: "secret".into(),
+            session_token: None,
+        }
+    }
+
+    #[test]
+    fn an_endpoint_that_never_answers_fails_the_open_within_its_limit() {
+        // Accepts the connection (the kernel's backlog) and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", silent.local_addr().unwrap());
+        let limit = Duration::from_secs(1);
+        let Err(e) = S3BlobStore::open_within(&config(endpoint.clone(), Some(key())), limit) else {
+            panic!("opened a silent endpoint");
+        };
+        let message = e.to_string();
+        assert!(
+            message.contains(&format!("{endpoint} did not answer within 1 s")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_without_a_key_says_to_set_one() {
+        let unauthenticated = || object_store::Error::Unauthenticated {
+            path: "blobs/".into(),
+            source: "no credentials".into(),
+        };
+        let keyless = build(&config("http://127.0.0.1:9".into(), None));
+        // The test's environment may hold a key: only the flag matters here.
+        let keyless = Inner {
+            has_key: false,
+            ..keyless.unwrap()
+        };
+        let said = keyless.err(unauthenticated()).to_string();
+        assert!(said.contains("no S3 key for bucket"), "{said}");
+        let keyed = build(&config("http://127.0.0.1:9".into(), Some(key()))).unwrap();
+        let said = keyed.err(unauthenticated()).to_string();
+        assert!(said.contains("refused the credentials"), "{said}");
     }
 }

@@ -35,6 +35,8 @@ impl Inner {
             E::NotFound { .. } => return BlobError::NotFound,
             E::Unauthenticated { .. } | E::PermissionDenied { .. } => refused_message(self, &text),
             _ if refused => refused_message(self, &text),
+            // Without a key the client asked the instance metadata service.
+            _ if !self.has_key && text.contains("169.254.169.254") => refused_message(self, &text),
             _ if text.contains("error sending request")
                 || text.contains("onnection refused")
                 || text.contains("dns error")
@@ -301,6 +303,13 @@ fn id_of(names: &Names) -> Result<BlobId, BlobError> {
 }
 
 fn refused_message(inner: &Inner, text: &str) -> String {
+    if !inner.has_key {
+        return format!(
+            "no S3 key for bucket {:?} at {}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+             (without them only a cloud instance role can give one) ({text})",
+            inner.bucket, inner.endpoint
+        );
+    }
     format!(
         "S3 at {} refused the credentials for bucket {:?}: set AWS_ACCESS_KEY_ID and \
          AWS_SECRET_ACCESS_KEY to a key that may list, read and write it ({text})",
