@@ -215,19 +215,13 @@ struct ShardSetup {
 pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     config.validate()?;
     config.check_cluster_shares_stores()?;
-    if let Some(cluster) = config.cluster() {
-        // Before the store opens: a CA file error is a setting's error.
-        crate::node::load_tls(&cluster)?;
-    }
-    if let Some(dir) = &config.tls_dir {
-        // So is a shared identity that cannot be served.
-        crate::tls::load_identity(dir)?;
-    }
+    // Before the store opens: a file a setting names is part of the setting.
+    let files = SettingFiles::load(&config)?;
     if let Some(scylla) = config.scylla_config() {
         let limit = Duration::from_secs(config.scylla_open_timeout_secs);
         let (store, runtime) = crate::scylla_runtime::open(&scylla, limit)?;
         let clock = Clock::system();
-        let mut handle = start_with(config, Services { store, clock })?;
+        let mut handle = start_checked(config, files, Services { store, clock })?;
         handle.store_runtime = Some(runtime);
         return Ok(handle);
     }
@@ -242,7 +236,33 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         options,
     )?);
     let clock = Clock::system();
-    start_with(config, Services { store, clock })
+    start_checked(config, files, Services { store, clock })
+}
+
+/// What the files named by the settings hold, read with the settings and
+/// before anything is opened or bound: the cluster CA's certificate for
+/// this node, and a shared TLS identity (`tls_dir`).
+struct SettingFiles {
+    cluster_tls: Option<crate::cluster::ClusterTls>,
+    identity: Option<crate::tls::ServerIdentity>,
+}
+
+impl SettingFiles {
+    fn load(config: &ServerConfig) -> Result<SettingFiles, StartError> {
+        let cluster_tls = config
+            .cluster()
+            .map(|cluster| crate::node::load_tls(&cluster))
+            .transpose()?;
+        let identity = config
+            .tls_dir
+            .as_deref()
+            .map(crate::tls::load_identity)
+            .transpose()?;
+        Ok(SettingFiles {
+            cluster_tls,
+            identity,
+        })
+    }
 }
 
 /// Like [`start`], on services the caller made: another store backend, a
@@ -250,15 +270,21 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
 /// still holds the TLS identity.
 pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHandle, StartError> {
     config.validate()?;
-    if let Some(cluster) = config.cluster() {
-        // The CA files are settings too: checked before any port is bound.
-        crate::node::load_tls(&cluster)?;
-    }
+    let files = SettingFiles::load(&config)?;
+    start_checked(config, files, services)
+}
+
+/// [`start_with`] once the settings and their files are checked.
+fn start_checked(
+    config: ServerConfig,
+    files: SettingFiles,
+    services: Services,
+) -> Result<ServerHandle, StartError> {
     let store = services.store.clone();
     create_data_dir(&config)?;
     let data_dir = config.data_dir.clone();
-    let identity = match &config.tls_dir {
-        Some(dir) => crate::tls::load_identity(dir)?,
+    let identity = match files.identity {
+        Some(identity) => identity,
         None => load_or_create_identity(&data_dir)?,
     };
     let blobs = crate::blob_backend::open(&config.blob_store, &data_dir)?;
@@ -303,14 +329,14 @@ pub fn start_with(config: ServerConfig, services: Services) -> Result<ServerHand
         })?;
     let _ = mesh.pusher.set(pusher);
     let links = Arc::new(LinkRequests::default());
-    if let Some(cluster) = config.cluster() {
+    if let (Some(cluster), Some(tls)) = (config.cluster(), files.cluster_tls) {
         let shared = crate::node::Shared {
             mesh: mesh.clone(),
             links: links.clone(),
             clock: services.clock.clone(),
             max_frame_len: config.max_frame_len,
         };
-        let node = crate::node::ClusterNode::join(&cluster, shared)?;
+        let node = crate::node::ClusterNode::join(&cluster, tls, shared)?;
         let _ = mesh.cluster.set(node);
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

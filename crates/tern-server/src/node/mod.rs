@@ -157,14 +157,18 @@ impl std::fmt::Debug for ClusterNode {
 }
 
 impl ClusterNode {
-    /// Issues this node's certificate from the cluster CA, starts its node
-    /// links (their inbound side hands requests and pushes to `mesh`) and
-    /// joins the membership in Redis.
+    /// With `tls`, this node's certificate from the cluster CA
+    /// ([`load_tls`]), starts its node links (their inbound side hands
+    /// requests and pushes to `mesh`) and joins the membership in Redis.
     ///
     /// # Errors
-    /// [`JoinError`]: the CA files, the link port, or Redis.
-    pub fn join(config: &ClusterConfig, shared: Shared) -> Result<Arc<ClusterNode>, JoinError> {
-        let tls = load_tls(config)?;
+    /// [`JoinError`]: the link port, the advertised address, Redis, or a
+    /// foreign CA.
+    pub fn join(
+        config: &ClusterConfig,
+        tls: ClusterTls,
+        shared: Shared,
+    ) -> Result<Arc<ClusterNode>, JoinError> {
         let views = Arc::new(OnceLock::new());
         let (interest, stats) = (
             Arc::new(Interest::default()),
@@ -506,9 +510,10 @@ impl Drop for ClusterNode {
     }
 }
 
-/// This node's certificate, issued from the cluster CA files of `config`.
-/// `start` calls it before binding any port too, so that a missing or
-/// wrong CA file is refused like any other setting.
+/// This node's certificate, issued from the cluster CA files of `config`:
+/// read with the other settings, before any store is opened or port bound,
+/// so that a missing or wrong CA file is refused like any other setting;
+/// [`ClusterNode::join`] then uses it.
 ///
 /// # Errors
 /// [`JoinError::ReadCa`] or [`JoinError::Tls`].
