@@ -22,7 +22,6 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tern_server::cluster::ClusterTls;
 use tern_server::presence::PresenceBackend;
-use tern_server::tls::{CERT_FILE, KEY_FILE};
 use tern_server::{start_with, Clock, ServerConfig, ServerHandle, Services};
 use tern_store::memory::MemStore;
 use tern_store::Store;
@@ -40,27 +39,25 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Three nodes `node-0..2` with two shards each and node 0's TLS
-    /// identity copied into the others' data dirs before they start.
+    /// Three nodes `node-0..2` with two shards each, sharing one TLS
+    /// identity (`tls_dir`), so one fingerprint is pinned for all.
     async fn start() -> Cluster {
         let redis = RedisServer::start();
         let ca = tempfile::tempdir().unwrap();
         let (cert, key) = ClusterTls::generate_ca().unwrap();
         std::fs::write(ca.path().join("ca.pem"), cert).unwrap();
         std::fs::write(ca.path().join("ca.key"), key).unwrap();
+        let tls = ca.path().join("tls");
+        tern_server::tls::create_identity_in(&tls, false).unwrap();
         let store = Arc::new(MemStore::new());
         let mut data: Vec<TempDir> = Vec::new();
         let mut nodes = Vec::new();
         for i in 0..3 {
             let dir = tempfile::tempdir().unwrap();
-            if let Some(first) = data.first() {
-                for file in [CERT_FILE, KEY_FILE] {
-                    std::fs::copy(first.path().join(file), dir.path().join(file)).unwrap();
-                }
-            }
             let config = ServerConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 data_dir: dir.path().to_path_buf(),
+                tls_dir: Some(tls.clone()),
                 shards: 2,
                 exit_on_store_failure: false,
                 presence_backend: PresenceBackend::Redis,
